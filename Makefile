@@ -1,0 +1,46 @@
+# Thin wrapper over CMake. `make serve` and `make check` install missing Debian
+# build dependencies first (scripts/install-deps.sh), then configure and build.
+BUILD      ?= build
+BUILD_SAN  ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_ARGS ?=
+
+.PHONY: all deps build serve check test test-asan bench clean format
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+serve: build
+	@mkdir -p packages
+	@cp $(BUILD)/packages/*.apkg packages/
+	exec $(BUILD)/par serve
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 900
+
+$(BUILD_SAN)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DPAR_SANITIZE=ON $(CMAKE_ARGS) >/dev/null
+
+test-asan: deps $(BUILD_SAN)/CMakeCache.txt
+	cmake --build $(BUILD_SAN) -j $(JOBS)
+	cd $(BUILD_SAN) && ctest --output-on-failure --timeout 900
+
+check: test test-asan
+
+bench: deps
+	@scripts/install-deps.sh --bench
+	bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

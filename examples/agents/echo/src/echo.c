@@ -1,0 +1,64 @@
+/*
+ * The echo example package (native).
+ *
+ *   echo        public: returns its input unchanged
+ *   echo/shout  public: upper-cases the "text" field by calling the private
+ *               sub-agent `upper` through par_ctx_call
+ *   echo/upper  private: upper-cases every string value of an object; only
+ *               reachable from agents of this package
+ */
+#include <ctype.h>
+#include <string.h>
+
+#include <par/agent.h>
+
+const unsigned par_agent_abi = PAR_AGENT_ABI;
+
+int echo(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out);
+int upper(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out);
+int shout(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out);
+
+int echo(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out)
+{
+    (void)ctx;
+    return par_out_write(out, input.ptr, input.len);
+}
+
+/* Upper-cases the characters inside JSON strings, leaving escapes intact. */
+int upper(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out)
+{
+    char buf[4096];
+    size_t n = 0;
+    int in_str = 0, esc = 0;
+    par_ctx_usage(ctx, "characters", (int64_t)input.len);
+    for (size_t i = 0; i < input.len; i++) {
+        char c = input.ptr[i];
+        if (in_str && !esc && c == '\\') {
+            esc = 1;
+        } else if (esc) {
+            esc = 0;
+        } else if (c == '"') {
+            in_str = !in_str;
+        } else if (in_str) {
+            c = (char)toupper((unsigned char)c);
+        }
+        buf[n++] = c;
+        if (n == sizeof(buf)) {
+            if (par_out_write(out, buf, n) != 0)
+                return 1;
+            n = 0;
+        }
+    }
+    return par_out_write(out, buf, n);
+}
+
+int shout(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out)
+{
+    par_slice_t result;
+    int rc = par_ctx_call(ctx, "upper", input, &result);
+    if (rc != 0) {
+        par_ctx_fail(ctx, "the upper sub-agent failed");
+        return rc;
+    }
+    return par_out_write(out, result.ptr, result.len);
+}

@@ -1,0 +1,132 @@
+/*
+ * par/agent.h — the native agent ABI.
+ *
+ * A native agent package ships a shared object built against this header. Each
+ * export is one function of type par_agent_fn:
+ *
+ *     int my_agent(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out);
+ *
+ * `input` is the request's `input` as JSON bytes (not NUL-terminated). The agent
+ * appends JSON to `out` with par_out_write() and returns 0, or returns non-zero
+ * after par_ctx_fail() to report an error (HTTP 500 `agent_error`).
+ *
+ * Everything the agent may ask of the runtime goes through the function table in
+ * the context, so a package links against nothing of PAR's and the same object
+ * runs in a sandboxed worker process or in-process in a trusted runtime.
+ *
+ * Threads: an export may be called from several threads at once (one per
+ * concurrent request). A context and its output are only valid during the call.
+ *
+ * Optional per-package hooks, looked up in each shared object:
+ *     int  par_agent_init(void);   non-zero refuses the package at load
+ *     void par_agent_fini(void);
+ *     extern const unsigned par_agent_abi;   (if present, must equal PAR_AGENT_ABI)
+ */
+#ifndef PAR_AGENT_H
+#define PAR_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** ABI version. A package records the value it was built against in
+ *  `metadata.par.abi` (and optionally the `par_agent_abi` symbol); the runtime
+ *  refuses a mismatch. */
+#define PAR_AGENT_ABI 1
+
+/** A borrowed byte range. */
+typedef struct par_slice {
+    const char *ptr;
+    size_t len;
+} par_slice_t;
+
+typedef struct par_agent_ctx par_agent_ctx_t;
+typedef struct par_agent_api par_agent_api_t;
+
+/** The output an agent appends to. */
+typedef struct par_out {
+    const par_agent_api_t *api;
+    void *_impl; /**< runtime-private */
+} par_out_t;
+
+/** Log levels for par_ctx_log(). */
+enum { PAR_LOG_DEBUG = 0, PAR_LOG_INFO = 1, PAR_LOG_WARN = 2, PAR_LOG_ERROR = 3 };
+
+/** Function table given to agents. Fields are only ever appended. */
+struct par_agent_api {
+    uint32_t abi;  /**< PAR_AGENT_ABI of the host */
+    uint32_t size; /**< sizeof(par_agent_api_t) of the host */
+    int (*out_write)(par_out_t *out, const void *data, size_t len);
+    int (*call)(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
+                par_slice_t *output);
+    void (*usage)(par_agent_ctx_t *ctx, const char *unit, int64_t amount);
+    void (*log)(par_agent_ctx_t *ctx, int level, const char *msg);
+    void (*fail)(par_agent_ctx_t *ctx, const char *msg);
+    int (*cancelled)(par_agent_ctx_t *ctx);
+};
+
+/** What an agent learns about the invocation. Read-only for the agent. */
+struct par_agent_ctx {
+    const par_agent_api_t *api;
+    const char *agent_id;   /**< the id that was invoked, e.g. "echo/upper" */
+    const char *sub_agent;  /**< sub-agent or export name, "" for the main export */
+    const char *request_id; /**< never NULL */
+    const char *trace_id;   /**< never NULL, may be "" */
+    const char *subject;    /**< caller identity, "" when anonymous */
+    par_slice_t context;    /**< the request's `context` object as JSON ("{}" if none) */
+    int64_t deadline_ms;    /**< absolute CLOCK_MONOTONIC deadline in ms, 0 = none */
+    void *_impl;            /**< runtime-private */
+};
+
+/** Type of every export. */
+typedef int (*par_agent_fn)(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out);
+
+/** Appends bytes to the output. Returns 0, or non-zero when the output cap
+ *  is exceeded (the invocation then fails with `output_too_large`). */
+static inline int par_out_write(par_out_t *out, const void *data, size_t len)
+{
+    return out->api->out_write(out, data, len);
+}
+
+/** Calls another agent of the same package (private sub-agents included) or a
+ *  public agent, through the runtime. On success returns 0 and `*output` holds
+ *  the callee's output JSON, owned by the runtime until this invocation ends.
+ *  On failure returns a PAR status code (see par.h) and `*output` holds the
+ *  error body JSON. Keeps the caller identity, trace and remaining deadline. */
+static inline int par_ctx_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
+                               par_slice_t *output)
+{
+    return ctx->api->call(ctx, agent_id, input, output);
+}
+
+/** Reports usage (`tokens`, `requests`, …) for metering. Units accumulate. */
+static inline void par_ctx_usage(par_agent_ctx_t *ctx, const char *unit, int64_t amount)
+{
+    ctx->api->usage(ctx, unit, amount);
+}
+
+/** Writes a log line tagged with the agent and request. */
+static inline void par_ctx_log(par_agent_ctx_t *ctx, int level, const char *msg)
+{
+    ctx->api->log(ctx, level, msg);
+}
+
+/** Sets the error message returned to the caller when the export returns non-zero. */
+static inline void par_ctx_fail(par_agent_ctx_t *ctx, const char *msg)
+{
+    ctx->api->fail(ctx, msg);
+}
+
+/** Non-zero once the runtime has given up on this invocation (deadline, client gone). */
+static inline int par_ctx_cancelled(par_agent_ctx_t *ctx)
+{
+    return ctx->api->cancelled(ctx);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,161 @@
+/*
+ * par/par.h — the embedding API.
+ *
+ * A host program creates a runtime, deploys packages and calls agents with no
+ * HTTP in between:
+ *
+ *     par_config_t cfg;
+ *     par_config_init(&cfg);
+ *     par_runtime_t *rt;
+ *     if (par_runtime_new(&cfg, &rt) != PAR_OK) ...
+ *     par_runtime_deploy_path(rt, "packages/echo-1.0.0.apkg", NULL);
+ *     par_result_t out;
+ *     par_call(rt, "echo", "{\"text\":\"hi\"}", 13, &out);
+ *     ... out.data / out.len ...
+ *     par_result_free(&out);
+ *     par_runtime_destroy(rt);
+ *
+ * Threads: every function may be called from any thread; par_call blocks the
+ * calling thread until the agent answers or its deadline passes.
+ */
+#ifndef PAR_PAR_H
+#define PAR_PAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define PAR_API __attribute__((visibility("default")))
+#else
+#define PAR_API
+#endif
+
+/*
+ * Status codes. X(NAME, http_status, "stable_name", "description")
+ * The stable name is what HTTP error bodies and logs carry in "error".
+ */
+#define PAR_STATUS_MAP(X)                                                                          \
+    X(OK, 200, "ok", "success")                                                                    \
+    X(E_BAD_REQUEST, 400, "bad_request", "the request is malformed")                               \
+    X(E_INVALID_JSON, 400, "invalid_json", "the body is not valid JSON")                           \
+    X(E_INVALID_ARGUMENT, 400, "invalid_argument", "an argument is not valid")                     \
+    X(E_UNAUTHORIZED, 401, "unauthorized", "authentication is required")                           \
+    X(E_FORBIDDEN, 403, "forbidden", "the caller lacks a permission")                              \
+    X(E_NOT_FOUND, 404, "not_found", "no such resource")                                           \
+    X(E_AGENT_NOT_FOUND, 404, "agent_not_found", "no such agent")                                  \
+    X(E_METHOD_NOT_ALLOWED, 405, "method_not_allowed", "the method is not allowed on this route")  \
+    X(E_CONFLICT, 409, "conflict", "the resource already exists")                                  \
+    X(E_TOO_LARGE, 413, "payload_too_large", "the request body is too large")                      \
+    X(E_INVALID_PACKAGE, 422, "invalid_package", "the package is not valid")                       \
+    X(E_UNSAFE_ARCHIVE, 422, "unsafe_archive", "the archive is unsafe to extract")                 \
+    X(E_INCOMPATIBLE, 422, "incompatible_package", "the package cannot run on this runtime")       \
+    X(E_OVER_CAPACITY, 429, "over_capacity", "the agent is at its concurrency limit")              \
+    X(E_AGENT_ERROR, 500, "agent_error", "the agent reported an error")                            \
+    X(E_INTERNAL, 500, "internal_error", "internal error")                                         \
+    X(E_NO_MEMORY, 500, "out_of_memory", "out of memory")                                          \
+    X(E_IO, 500, "io_error", "input/output error")                                                 \
+    X(E_AGENT_CRASHED, 502, "agent_crashed", "the agent's worker died during the request")         \
+    X(E_BAD_OUTPUT, 502, "invalid_agent_output", "the agent's output is not valid JSON")           \
+    X(E_OUTPUT_TOO_LARGE, 502, "output_too_large", "the agent's output exceeds the cap")           \
+    X(E_PROTOCOL, 502, "worker_protocol_error", "the worker broke the worker protocol")            \
+    X(E_UNAVAILABLE, 503, "agent_unavailable", "the agent has no live worker")                     \
+    X(E_DRAINING, 503, "draining", "the runtime or package is draining")                           \
+    X(E_NOT_READY, 503, "not_ready", "the runtime is not ready")                                   \
+    X(E_TIMEOUT, 504, "agent_timeout", "the agent did not answer before its deadline")
+
+typedef enum par_status {
+#define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,
+    PAR_STATUS_MAP(PAR__STATUS_ENUM)
+#undef PAR__STATUS_ENUM
+        PAR_STATUS_COUNT
+} par_status_t;
+
+/** Human description of a status ("the agent did not answer before its deadline"). */
+PAR_API const char *par_strerror(int status);
+/** Stable machine-readable name ("agent_timeout"). */
+PAR_API const char *par_status_name(int status);
+/** HTTP status code that goes with a status (504). */
+PAR_API int par_status_http(int status);
+
+/** Isolation of a package's code. */
+typedef enum par_isolation {
+    PAR_ISOLATION_WORKER = 0,     /**< sandboxed worker processes (default) */
+    PAR_ISOLATION_IN_PROCESS = 1, /**< operator-trusted: runs in the runtime's address space */
+} par_isolation_t;
+
+/** Runtime configuration. Initialise with par_config_init(), then set fields.
+ *  Strings are borrowed for the duration of par_runtime_new() only. */
+typedef struct par_config {
+    const char *state_dir;         /**< cache and state, default "./var" */
+    const char *worker_path;       /**< par-worker executable, default: found automatically */
+    par_isolation_t isolation;     /**< default isolation for every package */
+    const char *const *trusted;    /**< NULL-terminated package names run in-process */
+    unsigned min_workers;          /**< per package version, default 1 */
+    unsigned max_workers;          /**< per package version, default: number of cores */
+    unsigned worker_concurrency;   /**< in-flight requests per worker before the pool grows, default 8 */
+    uint32_t default_timeout_ms;   /**< per invocation, default 30000 */
+    uint32_t max_timeout_ms;       /**< cap on any deadline, default 300000 */
+    size_t max_input_bytes;        /**< default per-agent input cap, default 1 MiB */
+    size_t max_output_bytes;       /**< agent output cap, default 16 MiB */
+    void *data;                    /**< embedder's slot */
+} par_config_t;
+
+typedef struct par_runtime par_runtime_t;
+
+/** An agent's answer. `data` is JSON: the output on PAR_OK, the error body otherwise. */
+typedef struct par_result {
+    int status;  /**< PAR_OK or an error status */
+    char *data;  /**< owned; free with par_result_free() */
+    size_t len;
+} par_result_t;
+
+/** One agent as listed by par_runtime_agents(). */
+typedef struct par_agent_info {
+    const char *id;          /**< "echo", "echo/upper" */
+    const char *package;
+    const char *version;
+    const char *description;
+    int is_public;
+} par_agent_info_t;
+
+PAR_API void par_config_init(par_config_t *cfg);
+
+/** Creates a runtime. On success `*out` is owned by the caller. */
+PAR_API int par_runtime_new(const par_config_t *cfg, par_runtime_t **out);
+
+/** Deploys a package from an `.apkg` file or an unpacked package directory and
+ *  makes it active. Blocks until its workers are ready or the load failed. On
+ *  failure, when `err` is not NULL, it receives a malloc'ed message naming
+ *  every reason (free() it). */
+PAR_API int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err);
+
+/** Calls an agent by id (`name`, `name/sub`, `name@ver`, `name@ver/sub`) with
+ *  `input` as JSON bytes. Private sub-agents are reachable: the embedder is
+ *  trusted. Returns the same status as `out->status`. */
+PAR_API int par_call(par_runtime_t *rt, const char *agent_id, const char *input, size_t len,
+                     par_result_t *out);
+
+PAR_API void par_result_free(par_result_t *r);
+
+/** Lists agents. `*list` is an array of `*count` entries valid until
+ *  par_agents_free(). Includes private sub-agents when `include_private`. */
+PAR_API int par_runtime_agents(par_runtime_t *rt, int include_private, par_agent_info_t **list,
+                               size_t *count);
+PAR_API void par_agents_free(par_agent_info_t *list, size_t count);
+
+/** Stops workers and frees the runtime. In-flight calls fail with `draining`. */
+PAR_API void par_runtime_destroy(par_runtime_t *rt);
+
+/** Version string of the library, e.g. "0.1.0". */
+PAR_API const char *par_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

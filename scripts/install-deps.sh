@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages PAR needs to build and test. Idempotent and
+# non-interactive: it only calls apt-get when something is missing.
+#   scripts/install-deps.sh          build + test dependencies
+#   scripts/install-deps.sh --bench  also what `make bench` needs
+set -euo pipefail
+
+pkgs=(
+    build-essential cmake pkg-config
+    libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
+    libarchive-dev libfyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
+    libcmocka-dev
+    python3 python3-pytest python3-requests
+    zip unzip curl
+)
+if [ "${1:-}" = "--bench" ]; then
+    pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn python3-yaml)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,811 @@
+/*
+ * http/server.c — see server.h. Routes (docs/api.md):
+ *
+ *   POST /agents/{id}/invoke      GET /agents      GET /agents/{id}
+ *   GET  /runtime/health | ready | info | packages | packages/{name}
+ *
+ * Invocation path: parse and validate the body with the non-allocating JSON
+ * scanner, hand a par_call_t to the runtime, return to the loop. The
+ * completion arrives on this loop's multithread queue; a guard allocated in
+ * the request's pool tells it whether the client is still there.
+ */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define H2O_USE_EPOLL 1
+#include <h2o.h>
+
+#include "loader/supervisor.h"
+#include "obs/log.h"
+#include "runtime/runtime.h"
+#include "util/json.h"
+
+typedef struct loop {
+    struct par_http *http;
+    pthread_t thread;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_multithread_queue_t *queue;
+    h2o_multithread_receiver_t receiver;
+    int listen_fd;
+    h2o_socket_t *listener;
+    uint64_t rng;
+} loop_t;
+
+struct par_http {
+    par_runtime_t *rt;
+    par_http_opts_t opts;
+    h2o_globalconf_t config;
+    loop_t *loops;
+    unsigned nloops;
+    _Atomic int stop;
+    char address[128];
+};
+
+typedef struct hcall {
+    par_call_t *call;
+    loop_t *loop;
+    h2o_req_t *req; /* NULL once the client is gone */
+    struct hcall **guard;
+    h2o_multithread_message_t msg;
+    int64_t t0_ns;
+} hcall_t;
+
+static __thread loop_t *tl_loop;
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static uint64_t rng_next(loop_t *l)
+{
+    /* xorshift64*: request and trace ids need uniqueness, not secrecy */
+    l->rng ^= l->rng >> 12;
+    l->rng ^= l->rng << 25;
+    l->rng ^= l->rng >> 27;
+    return l->rng * 0x2545F4914F6CDD1DULL;
+}
+
+static void hex64(uint64_t v, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex[v & 15];
+}
+
+static int safe_id(const char *s, size_t n, size_t max)
+{
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':'))
+            return 0;
+    }
+    return 1;
+}
+
+static h2o_iovec_t find_header(h2o_req_t *req, const char *name, size_t len)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, len, -1);
+    if (i < 0)
+        return h2o_iovec_init(NULL, 0);
+    return req->headers.entries[i].value;
+}
+
+static int is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Request id: X-Request-ID when it is sane, else a fresh one. */
+static void request_id_for(h2o_req_t *req, loop_t *l, char *out, size_t cap)
+{
+    h2o_iovec_t v = find_header(req, H2O_STRLIT("x-request-id"));
+    if (v.base && safe_id(v.base, v.len, cap - 1)) {
+        memcpy(out, v.base, v.len);
+        out[v.len] = '\0';
+        return;
+    }
+    hex64(rng_next(l), out);
+    hex64(rng_next(l), out + 16);
+    out[32] = '\0';
+}
+
+static const char *reason_of(int http)
+{
+    switch (http) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";
+    }
+}
+
+static void send_body(h2o_req_t *req, int status, const char *ctype, const char *rid, char *body,
+                      size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype,
+                   strlen(ctype));
+    if (rid)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                              rid, strlen(rid));
+    static h2o_generator_t gen = {NULL, NULL};
+    h2o_start_response(req, &gen);
+    h2o_iovec_t buf = h2o_iovec_init(body, len);
+    h2o_send(req, &buf, 1, 1);
+}
+
+static void access_log(par_http_t *h, h2o_req_t *req, int http, const char *rid,
+                       const par_call_t *c, int64_t t0_ns, const char *err_name)
+{
+    if (!h->opts.access_log)
+        return;
+    par_logline_t l;
+    if (!par_log_begin(&l, http >= 500 ? PAR_LOG_WARN : PAR_LOG_INFO, "request"))
+        return;
+    par_log_strn(&l, "method", req->method.base, req->method.len);
+    par_log_strn(&l, "path", req->path.base, req->path.len > 512 ? 512 : req->path.len);
+    par_log_int(&l, "status", http);
+    par_log_double(&l, "duration_ms", (double)(par__now_ns() - t0_ns) / 1e6);
+    par_log_str(&l, "request_id", rid);
+    if (c) {
+        par_log_str(&l, "trace_id", c->trace_id);
+        par_log_str(&l, "agent", c->agent_id);
+        if (c->pv) {
+            par_log_str(&l, "package", c->pv->name);
+            par_log_str(&l, "version", c->pv->version);
+        }
+    }
+    if (err_name)
+        par_log_str(&l, "error", err_name);
+    par_log_end(&l);
+}
+
+/* Sends {"error","message","request_id"} with the status's HTTP code. */
+static void send_error(h2o_req_t *req, int status, const char *msg, size_t msglen,
+                       const char *rid)
+{
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    par_buf_appendf(&b, "{\"error\":\"%s\",\"message\":", par_status_name(status));
+    par_buf_append_json_str(&b, msg, msglen);
+    par_buf_appends(&b, ",\"request_id\":");
+    par_buf_append_json_str(&b, rid, strlen(rid));
+    par_buf_appends(&b, "}");
+    char *body = h2o_mem_alloc_pool(&req->pool, b.len ? b.len : 1);
+    memcpy(body, b.data, b.len);
+    size_t len = b.len;
+    par_buf_free(&b);
+    int http = par_status_http(status);
+    send_body(req, http, "application/json", rid, body, len);
+}
+
+static void send_json(h2o_req_t *req, int http, json_t *doc, const char *rid)
+{
+    char *s = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    size_t len = s ? strlen(s) : 0;
+    char *body = h2o_mem_alloc_pool(&req->pool, len + 1);
+    memcpy(body, s ? s : "", len);
+    free(s);
+    send_body(req, http, "application/json", rid, body, len);
+}
+
+/* ---- invoke ----------------------------------------------------------------- */
+
+static void guard_dispose(void *p)
+{
+    hcall_t **slot = p;
+    if (*slot) {
+        (*slot)->req = NULL;
+        (*slot)->guard = NULL;
+    }
+}
+
+static void invoke_done(par_call_t *c)
+{
+    hcall_t *hc = c->data;
+    h2o_multithread_send_message(&hc->loop->receiver, &hc->msg);
+}
+
+static void respond_call(hcall_t *hc)
+{
+    par_call_t *c = hc->call;
+    h2o_req_t *req = hc->req;
+    par_http_t *h = hc->loop->http;
+    if (c->status != PAR_OK) {
+        send_error(req, c->status, c->output.data ? c->output.data : "", c->output.len,
+                   c->request_id);
+        access_log(h, req, par_status_http(c->status), c->request_id, c,
+                   hc->t0_ns, par_status_name(c->status));
+        return;
+    }
+    double ms = (double)(c->finished_ns - c->started_ns) / 1e6;
+    size_t idlen = strlen(c->agent_id);
+    size_t cap = c->output.len + idlen + strlen(c->trace_id) + strlen(c->request_id) +
+                 strlen(c->pv->name) + strlen(c->pv->version) +
+                 (c->units_json ? strlen(c->units_json) : 0) + 192;
+    char *body = h2o_mem_alloc_pool(&req->pool, cap);
+    int n = snprintf(body, cap, "{\"agent_id\":\"%s\",\"output\":", c->agent_id);
+    memcpy(body + n, c->output.data, c->output.len);
+    size_t len = (size_t)n + c->output.len;
+    n = snprintf(body + len, cap - len,
+                 ",\"duration_ms\":%.3f,\"trace_id\":\"%s\",\"metadata\":{\"request_id\":\"%s\","
+                 "\"package\":\"%s\",\"version\":\"%s\"%s%s}}",
+                 ms, c->trace_id, c->request_id, c->pv->name, c->pv->version,
+                 c->units_json ? ",\"units\":" : "", c->units_json ? c->units_json : "");
+    len += (size_t)n;
+    send_body(req, 200, "application/json", c->request_id, body, len);
+    access_log(h, req, 200, c->request_id, c, hc->t0_ns, NULL);
+}
+
+static void on_completions(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        hcall_t *hc = H2O_STRUCT_FROM_MEMBER(hcall_t, msg, m);
+        if (hc->req) {
+            respond_call(hc);
+            if (hc->guard)
+                *hc->guard = NULL;
+        }
+        par__call_free(hc->call);
+        free(hc);
+    }
+}
+
+/* Trace id: W3C traceparent, else the body's trace_id, else a new one. */
+static void trace_for(h2o_req_t *req, loop_t *l, const par_json_field_t *body_trace, char *out)
+{
+    h2o_iovec_t tp = find_header(req, H2O_STRLIT("traceparent"));
+    if (tp.base && tp.len >= 55 && tp.base[2] == '-' && is_hex(tp.base + 3, 32) &&
+        tp.base[35] == '-') {
+        memcpy(out, tp.base + 3, 32);
+        out[32] = '\0';
+        return;
+    }
+    if (body_trace->ptr && body_trace->len >= 3 && body_trace->ptr[0] == '"' &&
+        safe_id(body_trace->ptr + 1, body_trace->len - 2, 63)) {
+        memcpy(out, body_trace->ptr + 1, body_trace->len - 2);
+        out[body_trace->len - 2] = '\0';
+        return;
+    }
+    hex64(rng_next(l), out);
+    hex64(rng_next(l), out + 16);
+    out[32] = '\0';
+}
+
+static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *id, size_t idlen,
+                          const char *rid, int64_t t0)
+{
+    const char *body = req->entity.base ? req->entity.base : "";
+    size_t blen = req->entity.base ? req->entity.len : 0;
+    if (idlen > PAR_ID_MAX) {
+        send_error(req, PAR_E_AGENT_NOT_FOUND, H2O_STRLIT("no such agent (id too long)"), rid);
+        access_log(h, req, 404, rid, NULL, t0, "agent_not_found");
+        return;
+    }
+    par_json_field_t f[3] = {{"input", NULL, 0}, {"context", NULL, 0}, {"trace_id", NULL, 0}};
+    size_t off = 0;
+    if (blen == 0 || par_json_scan(body, blen, f, 3, &off) != 0) {
+        char msg[128];
+        int n = blen == 0 ? snprintf(msg, sizeof(msg), "the request body is empty; send JSON "
+                                                         "such as {\"input\": ...}")
+                          : snprintf(msg, sizeof(msg),
+                                     "the request body is not valid JSON (error at byte %zu)",
+                                     off);
+        send_error(req, PAR_E_INVALID_JSON, msg, (size_t)n, rid);
+        access_log(h, req, 400, rid, NULL, t0, "invalid_json");
+        return;
+    }
+    par_call_t *c = par__call_new();
+    hcall_t *hc = calloc(1, sizeof(*hc));
+    if (c == NULL || hc == NULL) {
+        par__call_free(c);
+        free(hc);
+        send_error(req, PAR_E_NO_MEMORY, H2O_STRLIT("out of memory"), rid);
+        return;
+    }
+    memcpy(c->agent_id, id, idlen);
+    c->agent_id[idlen] = '\0';
+    snprintf(c->request_id, sizeof(c->request_id), "%s", rid);
+    int envelope = par_json_root_type(body, blen) == '{' && f[0].ptr != NULL;
+    if (envelope) {
+        c->input = f[0].ptr;
+        c->input_len = f[0].len;
+        if (f[1].ptr && par_json_root_type(f[1].ptr, f[1].len) == '{') {
+            c->context = f[1].ptr;
+            c->context_len = f[1].len;
+        } else if (f[1].ptr && !(f[1].len == 4 && memcmp(f[1].ptr, "null", 4) == 0)) {
+            send_error(req, PAR_E_BAD_REQUEST, H2O_STRLIT("\"context\" must be a JSON object"),
+                       rid);
+            access_log(h, req, 400, rid, NULL, t0, "bad_request");
+            par__call_free(c);
+            free(hc);
+            return;
+        }
+    } else {
+        c->input = body;
+        c->input_len = blen;
+        par_json_trim(&c->input, &c->input_len);
+    }
+    trace_for(req, l, envelope ? &f[2] : &(par_json_field_t){NULL, NULL, 0}, c->trace_id);
+    h2o_iovec_t tmo = find_header(req, H2O_STRLIT("x-par-timeout-ms"));
+    if (tmo.base && tmo.len > 0 && tmo.len < 10) {
+        char tb[16];
+        memcpy(tb, tmo.base, tmo.len);
+        tb[tmo.len] = '\0';
+        char *end;
+        unsigned long v = strtoul(tb, &end, 10);
+        if (*end == '\0' && v > 0)
+            c->timeout_ms = (uint32_t)v;
+    }
+    c->done = invoke_done;
+    c->data = hc;
+    hc->call = c;
+    hc->loop = l;
+    hc->req = req;
+    hc->t0_ns = t0;
+    int rc = par__call_start(h->rt, c);
+    if (rc != PAR_OK) {
+        send_error(req, rc, c->output.data ? c->output.data : "", c->output.len, rid);
+        access_log(h, req, par_status_http(rc), rid, c, t0, par_status_name(rc));
+        par__call_free(c);
+        free(hc);
+        return;
+    }
+    /* from here the call completes on this loop's queue; guard the request */
+    hcall_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), guard_dispose);
+    *slot = hc;
+    hc->guard = slot;
+}
+
+/* ---- listings ----------------------------------------------------------------- */
+
+static json_t *agent_json(const par_route_t *r)
+{
+    const par_manifest_t *m = r->pv->manifest;
+    const par_export_t *e = &m->exports[r->export_idx];
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "id", r->id, "package", r->pv->name,
+                     "version", r->pv->version, "description",
+                     e->description[0] ? e->description : m->description, "display_name",
+                     e->name[0] ? e->name : m->display_name, "public", e->is_public);
+}
+
+static void handle_agents(par_http_t *h, h2o_req_t *req, const char *rid)
+{
+    par_table_t *t = par__table_get(h->rt);
+    json_t *a = json_array();
+    for (size_t i = 0; i < t->count; i++) {
+        const par_route_t *r = &t->routes[i];
+        if (strchr(r->id, '@') || !r->pv->manifest->exports[r->export_idx].is_public)
+            continue;
+        json_array_append_new(a, agent_json(r));
+    }
+    par__table_unref(t);
+    send_json(req, 200, json_pack("{s:o}", "agents", a), rid);
+}
+
+static void handle_agent(par_http_t *h, h2o_req_t *req, const char *id, size_t idlen,
+                         const char *rid)
+{
+    par_table_t *t = par__table_get(h->rt);
+    const par_route_t *r = par__table_find(t, id, idlen);
+    if (r && r->pv->manifest->exports[r->export_idx].is_public) {
+        json_t *j = agent_json(r);
+        par__table_unref(t);
+        send_json(req, 200, j, rid);
+        return;
+    }
+    par__table_unref(t);
+    char msg[PAR_ID_MAX + 32];
+    int n = snprintf(msg, sizeof(msg), "no agent '%.*s'", (int)(idlen > 200 ? 200 : idlen), id);
+    send_error(req, PAR_E_AGENT_NOT_FOUND, msg, (size_t)n, rid);
+}
+
+static json_t *package_json(par_pkgver_t *pv)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(pv->name));
+    json_object_set_new(o, "version", json_string(pv->version));
+    json_object_set_new(o, "state", json_string(par_pkg_state_name(atomic_load(&pv->state))));
+    json_object_set_new(o, "sha256", pv->sha256[0] ? json_string(pv->sha256) : json_null());
+    json_object_set_new(o, "source", json_string(pv->source ? pv->source : ""));
+    json_object_set_new(o, "last_error", pv->last_error ? json_string(pv->last_error)
+                                                        : json_null());
+    if (pv->manifest) {
+        const par_manifest_t *m = pv->manifest;
+        json_object_set_new(o, "display_name", json_string(m->display_name));
+        json_object_set_new(o, "description", json_string(m->description));
+        json_object_set_new(o, "runtime", json_string(m->runtime));
+        json_object_set_new(o, "isolation",
+                            json_string(pv->isolation == PAR_ISOLATION_IN_PROCESS ? "in-process"
+                                                                                  : "worker"));
+        json_t *ex = json_array();
+        for (size_t i = 0; i < m->export_count; i++) {
+            const par_export_t *e = &m->exports[i];
+            char *id = NULL;
+            if (asprintf(&id, "%s%s%s", pv->name, e->name[0] ? "/" : "", e->name) < 0)
+                id = NULL;
+            json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s}", "id", id ? id : "",
+                                                "name", e->name, "public", e->is_public,
+                                                "entrypoint", e->entrypoint));
+            free(id);
+        }
+        json_object_set_new(o, "exports", ex);
+        json_object_set_new(o, "limits",
+                            json_pack("{s:i, s:I}", "timeout_ms", (int)pv->timeout_ms,
+                                      "max_input_bytes", (json_int_t)pv->max_input));
+    }
+    json_object_set_new(o, "timings_ms",
+                        json_pack("{s:f, s:f, s:f}", "read", pv->t_read_ms, "extract",
+                                  pv->t_extract_ms, "load", pv->t_load_ms));
+    if (pv->pool) {
+        json_object_set_new(o, "workers", par_pool_describe(pv->pool));
+        json_object_set_new(o, "restarts", json_integer(par_pool_restarts(pv->pool)));
+    }
+    return o;
+}
+
+static void handle_packages(par_http_t *h, h2o_req_t *req, const char *name, size_t nlen,
+                            const char *rid)
+{
+    par_pkgver_t **pk;
+    size_t n;
+    if (par__packages_snapshot(h->rt, &pk, &n) != PAR_OK) {
+        send_error(req, PAR_E_NO_MEMORY, H2O_STRLIT("out of memory"), rid);
+        return;
+    }
+    json_t *a = json_array();
+    json_t *one = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (name == NULL) {
+            json_array_append_new(a, package_json(pk[i]));
+        } else if (strlen(pk[i]->name) == nlen && memcmp(pk[i]->name, name, nlen) == 0) {
+            json_decref(one);
+            one = package_json(pk[i]);
+        }
+        par__pkgver_unref(pk[i]);
+    }
+    free(pk);
+    if (name == NULL) {
+        send_json(req, 200, json_pack("{s:o}", "packages", a), rid);
+        return;
+    }
+    json_decref(a);
+    if (one) {
+        send_json(req, 200, one, rid);
+        return;
+    }
+    char msg[160];
+    int m = snprintf(msg, sizeof(msg), "no package '%.*s'", (int)(nlen > 100 ? 100 : nlen), name);
+    send_error(req, PAR_E_NOT_FOUND, msg, (size_t)m, rid);
+}
+
+static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
+{
+    par_runtime_t *rt = h->rt;
+    par_pkgver_t **pk;
+    size_t n = 0, active = 0, failed = 0;
+    if (par__packages_snapshot(rt, &pk, &n) == PAR_OK) {
+        for (size_t i = 0; i < n; i++) {
+            int st = atomic_load(&pk[i]->state);
+            active += st == PAR_PKG_ACTIVE;
+            failed += st == PAR_PKG_FAILED;
+            par__pkgver_unref(pk[i]);
+        }
+        free(pk);
+    }
+    par_table_t *t = par__table_get(rt);
+    size_t agents = 0;
+    for (size_t i = 0; i < t->count; i++)
+        agents += strchr(t->routes[i].id, '@') == NULL &&
+                  t->routes[i].pv->manifest->exports[t->routes[i].export_idx].is_public;
+    par__table_unref(t);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:f, s:{s:i, s:i, s:i}, s:i, s:{s:i, s:s, s:s}, s:s, s:i}", "name", "par",
+        "version", par_version(), "uptime_s", (double)(par__now_ms() - rt->started_ms) / 1000.0,
+        "packages", "total", (int)n, "active", (int)active, "failed", (int)failed, "agents",
+        (int)agents, "build", "agent_abi", PAR_AGENT_ABI, "compiler", __VERSION__, "date",
+        __DATE__, "listen", h->address, "http_threads", (int)h->nloops);
+    send_json(req, 200, o, rid);
+}
+
+/* ---- routing ------------------------------------------------------------------- */
+
+static int path_is(h2o_iovec_t p, const char *s)
+{
+    return h2o_memis(p.base, p.len, s, strlen(s));
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    loop_t *l = tl_loop;
+    par_http_t *h = l->http;
+    int64_t t0 = par__now_ns();
+    char rid[PAR_REQUEST_ID_MAX + 1];
+    request_id_for(req, l, rid, sizeof(rid));
+    h2o_iovec_t p = req->path_normalized;
+    int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+                 h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    int is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    int status = 200;
+
+    if (p.len > 8 && memcmp(p.base, "/agents/", 8) == 0) {
+        const char *rest = p.base + 8;
+        size_t rlen = p.len - 8;
+        if (rlen > 7 && memcmp(rest + rlen - 7, "/invoke", 7) == 0) {
+            if (!is_post) {
+                send_error(req, PAR_E_METHOD_NOT_ALLOWED, H2O_STRLIT("use POST to invoke"), rid);
+                status = 405;
+                goto log;
+            }
+            handle_invoke(h, l, req, rest, rlen - 7, rid, t0);
+            return 0; /* logged when answered */
+        }
+        if (!is_get) {
+            send_error(req, PAR_E_METHOD_NOT_ALLOWED, H2O_STRLIT("use GET"), rid);
+            status = 405;
+            goto log;
+        }
+        handle_agent(h, req, rest, rlen, rid);
+        status = req->res.status;
+        goto log;
+    }
+    if (path_is(p, "/agents") || path_is(p, "/agents/")) {
+        if (!is_get) {
+            send_error(req, PAR_E_METHOD_NOT_ALLOWED, H2O_STRLIT("use GET"), rid);
+            status = 405;
+            goto log;
+        }
+        handle_agents(h, req, rid);
+        goto log;
+    }
+    if (p.len >= 9 && memcmp(p.base, "/runtime/", 9) == 0) {
+        if (!is_get) {
+            send_error(req, PAR_E_METHOD_NOT_ALLOWED,
+                       H2O_STRLIT("this route only answers GET in this version"), rid);
+            status = 405;
+            goto log;
+        }
+        if (path_is(p, "/runtime/health")) {
+            send_json(req, 200, json_pack("{s:s}", "status", "ok"), rid);
+        } else if (path_is(p, "/runtime/ready")) {
+            par_buf_t why;
+            par_buf_init(&why, 4096);
+            if (par__runtime_ready(h->rt, &why)) {
+                send_json(req, 200, json_pack("{s:s}", "status", "ready"), rid);
+            } else {
+                send_error(req, PAR_E_NOT_READY, why.data ? why.data : "", why.len, rid);
+                status = 503;
+            }
+            par_buf_free(&why);
+        } else if (path_is(p, "/runtime/info")) {
+            handle_info(h, req, rid);
+        } else if (path_is(p, "/runtime/packages")) {
+            handle_packages(h, req, NULL, 0, rid);
+        } else if (p.len > 18 && memcmp(p.base, "/runtime/packages/", 18) == 0) {
+            handle_packages(h, req, p.base + 18, p.len - 18, rid);
+            status = req->res.status;
+        } else {
+            goto notfound;
+        }
+        goto log;
+    }
+notfound:
+    send_error(req, PAR_E_NOT_FOUND, H2O_STRLIT("no such route"), rid);
+    status = 404;
+log:
+    access_log(h, req, status, rid, NULL, t0, NULL);
+    return 0;
+}
+
+/* ---- loops ------------------------------------------------------------------------ */
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    loop_t *l = listener->data;
+    if (err != NULL)
+        return;
+    h2o_socket_t *sock;
+    while ((sock = h2o_evloop_socket_accept(listener)) != NULL) {
+        int one = 1;
+        setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        h2o_accept(&l->accept_ctx, sock);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    loop_t *l = arg;
+    tl_loop = l;
+    while (!atomic_load(&l->http->stop))
+        h2o_evloop_run(l->ctx.loop, 50); /* returns -1 on EINTR: just go round */
+    return NULL;
+}
+
+static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    char host[256] = "127.0.0.1", port[16] = "8080";
+    const char *colon = strrchr(s, ':');
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || (size_t)(rb - s - 1) >= sizeof(host))
+            return -1;
+        memcpy(host, s + 1, (size_t)(rb - s - 1));
+        host[rb - s - 1] = '\0';
+        if (rb[1] == ':')
+            snprintf(port, sizeof(port), "%s", rb + 2);
+    } else if (colon) {
+        if ((size_t)(colon - s) >= sizeof(host))
+            return -1;
+        if (colon > s) {
+            memcpy(host, s, (size_t)(colon - s));
+            host[colon - s] = '\0';
+        } else {
+            strcpy(host, "0.0.0.0");
+        }
+        snprintf(port, sizeof(port), "%s", colon + 1);
+    } else {
+        snprintf(port, sizeof(port), "%s", s);
+    }
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai;
+    if (getaddrinfo(host, port, &hints, &ai) != 0)
+        return -1;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *sl = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static int open_listener(struct sockaddr_storage *ss, socklen_t sl)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)ss, sl) != 0 || listen(fd, 1024) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out)
+{
+    par_http_t *h = calloc(1, sizeof(*h));
+    h->rt = rt;
+    h->opts = *opts;
+    if (h->opts.threads == 0)
+        h->opts.threads = 1;
+    if (h->opts.max_body == 0)
+        h->opts.max_body = 16u << 20;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (parse_listen(opts->listen ? opts->listen : "127.0.0.1:8080", &ss, &sl) != 0) {
+        par_log_msg(PAR_LOG_ERROR, "cannot parse listen address '%s' (want HOST:PORT)",
+                    opts->listen);
+        free(h);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    h2o_config_init(&h->config);
+    h->config.max_request_entity_size = h->opts.max_body;
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
+    handler->on_req = on_req;
+
+    h->loops = calloc(h->opts.threads, sizeof(loop_t));
+    for (unsigned i = 0; i < h->opts.threads; i++) {
+        loop_t *l = &h->loops[i];
+        l->http = h;
+        l->listen_fd = open_listener(&ss, sl);
+        if (l->listen_fd < 0) {
+            par_log_msg(PAR_LOG_ERROR, "cannot listen on %s: %s",
+                        opts->listen ? opts->listen : "127.0.0.1:8080", strerror(errno));
+            for (unsigned k = 0; k < i; k++)
+                close(h->loops[k].listen_fd);
+            free(h->loops);
+            h2o_config_dispose(&h->config);
+            free(h);
+            return PAR_E_IO;
+        }
+        if (i == 0) {
+            /* port 0 means "pick one": every loop must share the one picked */
+            getsockname(l->listen_fd, (struct sockaddr *)&ss, &sl);
+        }
+        if (getrandom(&l->rng, sizeof(l->rng), 0) != sizeof(l->rng) || l->rng == 0)
+            l->rng = (uint64_t)par__now_ns() | 1;
+    }
+    char hostbuf[64];
+    int port;
+    if (ss.ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, hostbuf, sizeof(hostbuf));
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        snprintf(h->address, sizeof(h->address), "[%s]:%d", hostbuf, port);
+    } else {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, hostbuf, sizeof(hostbuf));
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        snprintf(h->address, sizeof(h->address), "%s:%d", hostbuf, port);
+    }
+    for (unsigned i = 0; i < h->opts.threads; i++) {
+        loop_t *l = &h->loops[i];
+        h2o_context_init(&l->ctx, h2o_evloop_create(), &h->config);
+        l->accept_ctx.ctx = &l->ctx;
+        l->accept_ctx.hosts = h->config.hosts;
+        l->queue = h2o_multithread_create_queue(l->ctx.loop);
+        h2o_multithread_register_receiver(l->queue, &l->receiver, on_completions);
+        l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+        l->listener->data = l;
+        h2o_socket_read_start(l->listener, on_accept);
+        if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
+            par_log_msg(PAR_LOG_ERROR, "cannot start an HTTP thread");
+            atomic_store(&h->stop, 1);
+            for (unsigned k = 0; k < i; k++)
+                pthread_join(h->loops[k].thread, NULL);
+            return PAR_E_IO;
+        }
+        h->nloops++;
+    }
+    *out = h;
+    return PAR_OK;
+}
+
+const char *par_http_address(const par_http_t *h)
+{
+    return h->address;
+}
+
+void par_http_stop(par_http_t *h)
+{
+    if (h == NULL)
+        return;
+    atomic_store(&h->stop, 1);
+    for (unsigned i = 0; i < h->nloops; i++)
+        pthread_join(h->loops[i].thread, NULL);
+    /* Connections still open are abandoned with the process: h2o 2.2 has no
+     * way to close every connection of a context from outside. Listeners go
+     * now so no new connection is accepted. */
+    for (unsigned i = 0; i < h->nloops; i++) {
+        h2o_socket_read_stop(h->loops[i].listener);
+        close(h->loops[i].listen_fd);
+    }
+}

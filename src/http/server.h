@@ -1,0 +1,33 @@
+/*
+ * http/server.h — the HTTP front door (libh2o-evloop).
+ *
+ * Owns the listening sockets and one event-loop thread per configured
+ * thread; each loop parses, routes and answers, and never blocks on agent
+ * code: invocations are handed to the runtime and their completions come
+ * back through a per-loop h2o_multithread queue. Start and stop from the
+ * main thread.
+ */
+#ifndef PAR_HTTP_SERVER_H
+#define PAR_HTTP_SERVER_H
+
+#include <stddef.h>
+
+#include <par/par.h>
+
+typedef struct par_http par_http_t;
+
+typedef struct par_http_opts {
+    const char *listen;   /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
+    unsigned threads;     /* event loops, default 1 */
+    size_t max_body;      /* hard cap on any request body, default 16 MiB */
+    int access_log;       /* one log line per request, default on */
+} par_http_opts_t;
+
+/* Binds and starts serving. On failure logs why and returns an error. */
+int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out);
+/* The address actually bound ("127.0.0.1:8080"). */
+const char *par_http_address(const par_http_t *h);
+/* Stops accepting, closes connections and joins the loop threads. */
+void par_http_stop(par_http_t *h);
+
+#endif

@@ -1,0 +1,1149 @@
+/*
+ * loader/supervisor.c — see supervisor.h.
+ *
+ * Locking: each pool has one mutex that guards its workers list, their
+ * pending tables, in-flight counts, write buffers and the wait queue. Calls
+ * are completed (their `done` run) only with no pool lock held, because a
+ * completion may start another call (a sibling's CALL_RESULT, a nested call).
+ * The read side of a worker (its input buffer) belongs to the I/O thread alone.
+ */
+#include "loader/supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "loader/proto.h"
+#include "obs/log.h"
+#include "util/json.h"
+
+#define PENDING_BUCKETS 64
+#define MAINT_INTERVAL_MS 10
+#define START_TIMEOUT_MS 10000
+#define MAX_BACKOFF_MS 10000
+#define OUTPUT_LINES_PER_SEC 200
+
+enum { W_STARTING, W_READY, W_RETIRING, W_DEAD };
+static const char *const wstate_names[] = {"starting", "ready", "retiring", "dead"};
+enum { TAG_WAKE, TAG_SOCK, TAG_OUT };
+
+typedef struct tag {
+    int kind;
+    void *ptr;
+} tag_t;
+
+struct par_worker {
+    struct par_worker *next;
+    par_pool_t *pool;
+    uint64_t wid;
+    pid_t pid;
+    int fd;
+    int out_fd;
+    int state;
+    unsigned inflight;
+    par_call_t *pending[PENDING_BUCKETS];
+    par_buf_t in;
+    size_t in_start;
+    par_buf_t out;
+    size_t out_start;
+    int out_armed;
+    int64_t started_ms;
+    const char *kill_reason;
+    char line[2048];
+    size_t line_len;
+    int64_t lines_window_ms;
+    unsigned lines_in_window;
+    uint64_t lines_dropped;
+    tag_t sock_tag, out_tag;
+};
+
+struct par_pool {
+    struct par_pool *next;
+    par_super_t *s;
+    atomic_int refs; /* the package version + each child call waiting to answer */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char *name, *version;
+    char **argv;
+    char **envp;
+    par_worker_t *workers;
+    unsigned live; /* starting + ready */
+    par_call_t *q_head, *q_tail;
+    uint64_t next_id;
+    unsigned restarts, crashes_in_row;
+    int64_t respawn_at_ms;
+    int want_spawn;
+    int stopping, stop_now;
+    char *start_error;
+    unsigned min_workers, max_workers, concurrency;
+    size_t max_output;
+};
+
+struct par_super {
+    par_runtime_t *rt;
+    int ep;
+    int wake_fd;
+    tag_t wake_tag;
+    pthread_t thread;
+    _Atomic int stop;
+    pthread_mutex_t lock; /* pools list */
+    par_pool_t *pools;
+    uint64_t next_wid;
+    int64_t next_maint_ms;
+};
+
+static void pool_free(par_pool_t *p);
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static void wake(par_super_t *s)
+{
+    uint64_t one = 1;
+    ssize_t r = write(s->wake_fd, &one, sizeof(one));
+    (void)r;
+}
+
+static par_call_t **bucket(par_worker_t *w, uint64_t id)
+{
+    return &w->pending[id % PENDING_BUCKETS];
+}
+
+static void pending_add(par_worker_t *w, par_call_t *c)
+{
+    par_call_t **b = bucket(w, c->_wid);
+    c->_hnext = *b;
+    *b = c;
+    c->_worker = w;
+    w->inflight++;
+}
+
+static par_call_t *pending_find(par_worker_t *w, uint64_t id, int remove)
+{
+    for (par_call_t **pp = bucket(w, id); *pp; pp = &(*pp)->_hnext) {
+        if ((*pp)->_wid == id) {
+            par_call_t *c = *pp;
+            if (remove) {
+                *pp = c->_hnext;
+                c->_hnext = NULL;
+                c->_worker = NULL;
+                w->inflight--;
+            }
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static void arm_out(par_worker_t *w, int on)
+{
+    if (w->out_armed == on || w->state == W_DEAD)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0),
+                             .data.ptr = &w->sock_tag};
+    epoll_ctl(w->pool->s->ep, EPOLL_CTL_MOD, w->fd, &ev);
+    w->out_armed = on;
+}
+
+/* Writes iov to the worker now, buffering what the socket does not take.
+ * Pool lock held. */
+static void wsend(par_worker_t *w, struct iovec *iov, int n)
+{
+    if (w->state == W_DEAD)
+        return;
+    int i = 0;
+    if (w->out.len == w->out_start) {
+        ssize_t r;
+        do {
+            r = writev(w->fd, iov, n);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+            r = 0; /* EAGAIN, or EPIPE: the read side notices the death */
+        while (i < n && (size_t)r >= iov[i].iov_len) {
+            r -= (ssize_t)iov[i].iov_len;
+            i++;
+        }
+        if (i < n) {
+            iov[i].iov_base = (char *)iov[i].iov_base + r;
+            iov[i].iov_len -= (size_t)r;
+        }
+    }
+    if (i == n)
+        return;
+    for (; i < n; i++)
+        if (par_buf_append(&w->out, iov[i].iov_base, iov[i].iov_len) != PAR_OK)
+            w->kill_reason = "write buffer overflow";
+    arm_out(w, 1);
+}
+
+static void flush_out(par_worker_t *w)
+{
+    while (w->out_start < w->out.len) {
+        ssize_t r = write(w->fd, w->out.data + w->out_start, w->out.len - w->out_start);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* EAGAIN: wait for EPOLLOUT; errors: read side handles */
+        }
+        w->out_start += (size_t)r;
+    }
+    w->out.len = w->out_start = 0;
+    arm_out(w, 0);
+}
+
+static void send_frame(par_worker_t *w, uint8_t type, uint64_t id, const char *hdr, size_t hlen,
+                       const char *body, size_t blen)
+{
+    uint8_t fh[PAR_PROTO_HEADER_SIZE];
+    par_proto_encode(fh, type, id, (uint32_t)hlen, (uint32_t)blen);
+    struct iovec iov[3] = {{fh, sizeof(fh)}, {(void *)hdr, hlen}, {(void *)body, blen}};
+    wsend(w, iov, 3);
+}
+
+static void send_invoke(par_worker_t *w, par_call_t *c)
+{
+    par_pool_t *p = w->pool;
+    c->_wid = ++p->next_id;
+    pending_add(w, c);
+    char stackbuf[1024];
+    par_buf_t h = {stackbuf, 0, sizeof(stackbuf), SIZE_MAX};
+    int64_t remaining = c->deadline_ms ? c->deadline_ms - par__now_ms() : 0;
+    if (remaining < 1 && c->deadline_ms)
+        remaining = 1;
+    par_buf_appendf(&h, "{\"x\":%zu,\"agent\":", c->_export_idx);
+    par_buf_append_json_str(&h, c->agent_id, strlen(c->agent_id));
+    par_buf_appends(&h, ",\"request_id\":");
+    par_buf_append_json_str(&h, c->request_id, strlen(c->request_id));
+    par_buf_appends(&h, ",\"trace_id\":");
+    par_buf_append_json_str(&h, c->trace_id, strlen(c->trace_id));
+    if (c->subject) {
+        par_buf_appends(&h, ",\"subject\":");
+        par_buf_append_json_str(&h, c->subject, strlen(c->subject));
+    }
+    par_buf_appendf(&h, ",\"deadline_ms\":%lld", (long long)remaining);
+    if (c->context) {
+        par_buf_appends(&h, ",\"context\":");
+        par_buf_append(&h, c->context, c->context_len);
+    }
+    par_buf_append(&h, "}", 1);
+    /* par_buf only reallocs when it outgrows the stack buffer: detect that */
+    send_frame(w, PAR_FRAME_INVOKE, c->_wid, h.data, h.len, c->input, c->input_len);
+    if (h.data != stackbuf)
+        free(h.data);
+}
+
+static par_worker_t *pick_worker(par_pool_t *p)
+{
+    par_worker_t *best = NULL;
+    for (par_worker_t *w = p->workers; w; w = w->next)
+        if (w->state == W_READY && (best == NULL || w->inflight < best->inflight))
+            best = w;
+    return best;
+}
+
+/* ---- spawn ------------------------------------------------------------------ */
+
+static void close_if(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Pool lock held. */
+static int spawn_worker(par_pool_t *p)
+{
+    par_super_t *s = p->s;
+    int sv[2] = {-1, -1}, pp[2] = {-1, -1};
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+        pipe2(pp, O_CLOEXEC) != 0) {
+        par_log_msg(PAR_LOG_ERROR, "cannot create worker channel: %s", strerror(errno));
+        close_if(&sv[0]), close_if(&sv[1]), close_if(&pp[0]), close_if(&pp[1]);
+        return PAR_E_IO;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, pp[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pp[1], 2);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    pid_t pid;
+    int rc = posix_spawn(&pid, p->argv[0], &fa, NULL, p->argv, p->envp);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    close(pp[1]);
+    if (rc != 0) {
+        par_log_msg(PAR_LOG_ERROR, "cannot start worker %s: %s", p->argv[0], strerror(rc));
+        close(sv[0]);
+        close(pp[0]);
+        return PAR_E_IO;
+    }
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    fcntl(pp[0], F_SETFL, O_NONBLOCK);
+    par_worker_t *w = calloc(1, sizeof(*w));
+    w->pool = p;
+    w->pid = pid;
+    w->fd = sv[0];
+    w->out_fd = pp[0];
+    w->state = W_STARTING;
+    w->started_ms = par__now_ms();
+    par_buf_init(&w->in, 0);
+    par_buf_init(&w->out, 256u << 20);
+    w->sock_tag = (tag_t){TAG_SOCK, w};
+    w->out_tag = (tag_t){TAG_OUT, w};
+    pthread_mutex_lock(&s->lock);
+    w->wid = ++s->next_wid;
+    pthread_mutex_unlock(&s->lock);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &w->sock_tag};
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, w->fd, &ev);
+    struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &w->out_tag};
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, w->out_fd, &ev2);
+    w->next = p->workers;
+    p->workers = w;
+    p->live++;
+    par_logline_t l;
+    if (par_log_begin(&l, PAR_LOG_DEBUG, "worker started")) {
+        par_log_str(&l, "package", p->name);
+        par_log_str(&l, "version", p->version);
+        par_log_int(&l, "pid", pid);
+        par_log_end(&l);
+    }
+    return PAR_OK;
+}
+
+/* ---- completion ----------------------------------------------------------- */
+
+typedef struct done_list {
+    par_call_t *head;
+} done_list_t;
+
+static void done_push(done_list_t *d, par_call_t *c)
+{
+    c->_qnext = d->head;
+    d->head = c;
+}
+
+static void done_run(done_list_t *d)
+{
+    while (d->head) {
+        par_call_t *c = d->head;
+        d->head = c->_qnext;
+        c->_qnext = NULL;
+        par__call_finish(c);
+    }
+}
+
+static void set_fail(par_call_t *c, int status, const char *msg)
+{
+    c->status = status;
+    par_buf_reset(&c->output);
+    par_buf_appends(&c->output, msg);
+}
+
+static int status_from_name(const char *name)
+{
+    for (int i = 1; i < PAR_STATUS_COUNT; i++)
+        if (strcmp(par_status_name(i), name) == 0)
+            return i;
+    return PAR_E_AGENT_ERROR;
+}
+
+/* ---- worker death ---------------------------------------------------------- */
+
+static void describe_exit(int st, char *buf, size_t n)
+{
+    if (WIFSIGNALED(st))
+        snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else if (WIFEXITED(st))
+        snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+    else
+        snprintf(buf, n, "ended (status %d)", st);
+}
+
+static void drain_output(par_worker_t *w);
+
+static void worker_dead(par_worker_t *w)
+{
+    par_pool_t *p = w->pool;
+    par_super_t *s = p->s;
+    drain_output(w);
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, w->fd, NULL);
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, w->out_fd, NULL);
+    kill(w->pid, SIGKILL);
+    int st = 0;
+    while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    char how[128];
+    describe_exit(st, how, sizeof(how));
+
+    done_list_t done = {NULL};
+    pthread_mutex_lock(&p->lock);
+    int was_state = w->state;
+    w->state = W_DEAD;
+    close_if(&w->fd);
+    close_if(&w->out_fd);
+    for (size_t b = 0; b < PENDING_BUCKETS; b++) {
+        while (w->pending[b]) {
+            par_call_t *c = w->pending[b];
+            w->pending[b] = c->_hnext;
+            c->_hnext = NULL;
+            c->_worker = NULL;
+            char msg[512];
+            snprintf(msg, sizeof(msg), "the worker (pid %d) running agent '%s' died: %s",
+                     (int)w->pid, c->agent_id, how);
+            set_fail(c, PAR_E_AGENT_CRASHED, msg);
+            done_push(&done, c);
+        }
+    }
+    w->inflight = 0;
+    if (was_state == W_STARTING || was_state == W_READY)
+        p->live--;
+    for (par_worker_t **pp = &p->workers; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    int crashed = !p->stopping && w->kill_reason == NULL;
+    if (was_state == W_STARTING && p->start_error == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "worker %.150s before it was ready", how);
+        p->start_error = strdup(msg);
+    }
+    if (crashed) {
+        p->restarts++;
+        p->crashes_in_row++;
+        int64_t backoff = 0;
+        if (p->crashes_in_row > 1) {
+            backoff = 50ll << (p->crashes_in_row < 9 ? p->crashes_in_row - 2 : 7);
+            if (backoff > MAX_BACKOFF_MS)
+                backoff = MAX_BACKOFF_MS;
+            backoff += rand() % (backoff / 4 + 1); /* jitter */
+        }
+        p->respawn_at_ms = par__now_ms() + backoff;
+    }
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+
+    par_logline_t l;
+    if (par_log_begin(&l, crashed ? PAR_LOG_WARN : PAR_LOG_DEBUG,
+                      crashed ? "worker crashed" : "worker stopped")) {
+        par_log_str(&l, "package", p->name);
+        par_log_str(&l, "version", p->version);
+        par_log_int(&l, "pid", w->pid);
+        par_log_str(&l, "exit", how);
+        if (w->kill_reason)
+            par_log_str(&l, "reason", w->kill_reason);
+        par_log_end(&l);
+    }
+    par_buf_free(&w->in);
+    par_buf_free(&w->out);
+    free(w);
+    done_run(&done);
+}
+
+/* ---- reading frames -------------------------------------------------------- */
+
+static void child_done(par_call_t *c);
+
+static void handle_call_frame(par_worker_t *w, const par_frame_t *f)
+{
+    par_pool_t *p = w->pool;
+    par_runtime_t *rt = p->s->rt;
+    json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
+    const char *agent = json_string_value(json_object_get(h, "agent"));
+    uint64_t parent_id = (uint64_t)json_integer_value(json_object_get(h, "parent"));
+    par_call_t *c = par__call_new();
+    int rc = PAR_OK;
+    if (agent == NULL || strlen(agent) > PAR_ID_MAX) {
+        rc = PAR_E_BAD_REQUEST;
+        par_buf_appends(&c->output, "CALL needs an \"agent\" id");
+    } else {
+        strcpy(c->agent_id, agent);
+    }
+    pthread_mutex_lock(&p->lock);
+    par_call_t *parent = pending_find(w, parent_id, 0);
+    if (parent && rc == PAR_OK) {
+        memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
+        memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
+        c->subject = parent->subject ? strdup(parent->subject) : NULL;
+        c->deadline_ms = parent->deadline_ms;
+        c->caller_pv = parent->pv;
+        par__pkgver_ref(parent->pv);
+    } else if (rc == PAR_OK) {
+        rc = PAR_E_BAD_REQUEST;
+        par_buf_appends(&c->output, "CALL names no in-flight parent invocation");
+    }
+    pthread_mutex_unlock(&p->lock);
+    json_decref(h);
+    c->input = f->body_len ? f->body : "null";
+    c->input_len = f->body_len ? f->body_len : 4;
+    c->done = child_done;
+    c->_parent_pool = p;
+    c->_parent_worker_id = w->wid;
+    c->_parent_call_id = f->id;
+    atomic_fetch_add(&p->refs, 1);
+    if (rc == PAR_OK && (rc = par__call_own_input(c)) == PAR_OK)
+        rc = par__call_start(rt, c);
+    if (rc != PAR_OK) {
+        c->status = rc;
+        child_done(c);
+    }
+}
+
+static void handle_frame(par_worker_t *w, const par_frame_t *f)
+{
+    par_pool_t *p = w->pool;
+    done_list_t done = {NULL};
+    switch (f->type) {
+    case PAR_FRAME_HELLO:
+        pthread_mutex_lock(&p->lock);
+        if (w->state == W_STARTING) {
+            w->state = W_READY;
+            while (p->q_head) {
+                par_call_t *c = p->q_head;
+                p->q_head = c->_qnext;
+                c->_qnext = NULL;
+                send_invoke(w, c);
+            }
+            p->q_tail = NULL;
+        }
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        break;
+    case PAR_FRAME_RESULT:
+    case PAR_FRAME_ERROR: {
+        json_t *h = f->header_len ? json_loadb(f->header, f->header_len, 0, NULL) : NULL;
+        if (f->id == 0 && f->type == PAR_FRAME_ERROR) {
+            const char *m = json_string_value(json_object_get(h, "message"));
+            pthread_mutex_lock(&p->lock);
+            free(p->start_error);
+            p->start_error = strdup(m ? m : "worker failed to start");
+            pthread_mutex_unlock(&p->lock);
+            json_decref(h);
+            break;
+        }
+        pthread_mutex_lock(&p->lock);
+        par_call_t *c = pending_find(w, f->id, 1);
+        int kill_now = w->state == W_RETIRING && w->inflight == 0;
+        pthread_mutex_unlock(&p->lock);
+        if (kill_now)
+            kill(w->pid, SIGKILL);
+        if (c == NULL) {
+            json_decref(h);
+            break; /* answered after its deadline: already completed */
+        }
+        if (f->type == PAR_FRAME_RESULT) {
+            size_t off;
+            if (f->body_len == 0 || par_json_scan(f->body, f->body_len, NULL, 0, &off) != 0) {
+                char msg[400];
+                snprintf(msg, sizeof(msg),
+                         "agent '%s' returned output that is not valid JSON (byte %zu of %u)",
+                         c->agent_id, f->body_len ? off : 0, f->body_len);
+                set_fail(c, PAR_E_BAD_OUTPUT, msg);
+            } else {
+                c->status = PAR_OK;
+                par_buf_reset(&c->output);
+                if (par_buf_append(&c->output, f->body, f->body_len) != PAR_OK)
+                    set_fail(c, PAR_E_OUTPUT_TOO_LARGE, "agent output exceeds the cap");
+                json_t *units = json_object_get(h, "units");
+                if (json_is_object(units))
+                    c->units_json = json_dumps(units, JSON_COMPACT);
+            }
+        } else {
+            const char *name = json_string_value(json_object_get(h, "error"));
+            const char *m = json_string_value(json_object_get(h, "message"));
+            set_fail(c, status_from_name(name ? name : "agent_error"), m ? m : "agent error");
+        }
+        json_decref(h);
+        done_push(&done, c);
+        break;
+    }
+    case PAR_FRAME_CALL:
+        handle_call_frame(w, f);
+        break;
+    case PAR_FRAME_LOG: {
+        json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
+        const char *lv = json_string_value(json_object_get(h, "level"));
+        const char *m = json_string_value(json_object_get(h, "msg"));
+        const char *rid = json_string_value(json_object_get(h, "request_id"));
+        int level = lv ? par_log_parse_level(lv) : PAR_LOG_INFO;
+        par_logline_t l;
+        if (par_log_begin(&l, level < 0 ? PAR_LOG_INFO : level, m ? m : "")) {
+            par_log_str(&l, "source", "agent");
+            par_log_str(&l, "package", p->name);
+            par_log_str(&l, "version", p->version);
+            par_log_str(&l, "request_id", rid);
+            par_log_end(&l);
+        }
+        json_decref(h);
+        break;
+    }
+    default:
+        break; /* USAGE, CHUNK: accepted and ignored in this protocol version */
+    }
+    done_run(&done);
+}
+
+/* Returns 0 while the worker lives, -1 when it must be treated as dead. */
+static int read_worker(par_worker_t *w)
+{
+    for (;;) {
+        if (par_buf_reserve(&w->in, 64 * 1024) != PAR_OK)
+            return -1;
+        ssize_t r = read(w->fd, w->in.data + w->in.len, w->in.cap - w->in.len - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return 0;
+        if (r <= 0)
+            return -1;
+        w->in.len += (size_t)r;
+        for (;;) {
+            par_frame_t f;
+            size_t used;
+            const char *err;
+            int d = par_proto_decode((uint8_t *)w->in.data + w->in_start, w->in.len - w->in_start,
+                                     w->pool->max_output, &f, &used, &err);
+            if (d < 0) {
+                par_log_msg(PAR_LOG_ERROR, "worker %d of %s broke the protocol: %s", (int)w->pid,
+                            w->pool->name, err);
+                w->kill_reason = "protocol error";
+                return -1;
+            }
+            if (d == 0)
+                break;
+            handle_frame(w, &f);
+            w->in_start += used;
+            if (w->state == W_DEAD)
+                return -1;
+        }
+        if (w->in_start == w->in.len) {
+            w->in.len = w->in_start = 0;
+        } else if (w->in_start > 0) {
+            memmove(w->in.data, w->in.data + w->in_start, w->in.len - w->in_start);
+            w->in.len -= w->in_start;
+            w->in_start = 0;
+        }
+        if ((size_t)r < 64 * 1024)
+            return 0;
+    }
+}
+
+static void emit_line(par_worker_t *w)
+{
+    int64_t now = par__now_ms();
+    if (now - w->lines_window_ms >= 1000) {
+        if (w->lines_dropped)
+            par_log_msg(PAR_LOG_WARN, "worker %d of %s: %llu output lines dropped (rate limit)",
+                        (int)w->pid, w->pool->name, (unsigned long long)w->lines_dropped);
+        w->lines_window_ms = now;
+        w->lines_in_window = 0;
+        w->lines_dropped = 0;
+    }
+    if (++w->lines_in_window > OUTPUT_LINES_PER_SEC) {
+        w->lines_dropped++;
+        w->line_len = 0;
+        return;
+    }
+    par_logline_t l;
+    if (par_log_begin(&l, PAR_LOG_INFO, "agent output")) {
+        par_log_str(&l, "source", "agent");
+        par_log_str(&l, "package", w->pool->name);
+        par_log_str(&l, "version", w->pool->version);
+        par_log_int(&l, "pid", w->pid);
+        par_log_strn(&l, "line", w->line, w->line_len);
+        par_log_end(&l);
+    }
+    w->line_len = 0;
+}
+
+static void drain_output(par_worker_t *w)
+{
+    char buf[8192];
+    for (int rounds = 0; rounds < 64; rounds++) {
+        ssize_t r = read(w->out_fd, buf, sizeof(buf));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r; i++) {
+            if (buf[i] == '\n' || w->line_len == sizeof(w->line)) {
+                emit_line(w);
+                if (buf[i] == '\n')
+                    continue;
+            }
+            w->line[w->line_len++] = buf[i];
+        }
+    }
+}
+
+/* ---- maintenance ------------------------------------------------------------ */
+
+static void pool_maintain(par_pool_t *p, int64_t now)
+{
+    done_list_t done = {NULL};
+    pthread_mutex_lock(&p->lock);
+    /* deadlines of calls in workers */
+    for (par_worker_t *w = p->workers; w; w = w->next) {
+        if (w->state == W_DEAD)
+            continue;
+        for (size_t b = 0; b < PENDING_BUCKETS; b++) {
+            for (par_call_t **pp = &w->pending[b]; *pp;) {
+                par_call_t *c = *pp;
+                if (c->deadline_ms == 0 || c->deadline_ms > now) {
+                    pp = &c->_hnext;
+                    continue;
+                }
+                *pp = c->_hnext;
+                c->_hnext = NULL;
+                c->_worker = NULL;
+                w->inflight--;
+                send_frame(w, PAR_FRAME_CANCEL, c->_wid, NULL, 0, NULL, 0);
+                char msg[400];
+                snprintf(msg, sizeof(msg),
+                         "agent '%s' did not answer within its deadline; its worker is replaced",
+                         c->agent_id);
+                set_fail(c, PAR_E_TIMEOUT, msg);
+                done_push(&done, c);
+                if (w->state != W_RETIRING) {
+                    if (w->state == W_READY || w->state == W_STARTING)
+                        p->live--;
+                    w->state = W_RETIRING;
+                    w->kill_reason = "deadline exceeded";
+                }
+            }
+        }
+        if (w->state == W_RETIRING && w->inflight == 0)
+            kill(w->pid, SIGKILL);
+        /* a worker that never says HELLO is killed */
+        if (w->state == W_STARTING && now - w->started_ms > START_TIMEOUT_MS) {
+            w->kill_reason = "start timeout";
+            if (p->start_error == NULL)
+                p->start_error = strdup("worker did not become ready within 10 s");
+            kill(w->pid, SIGKILL);
+        }
+    }
+    /* deadlines of queued calls */
+    for (par_call_t **pp = &p->q_head; *pp;) {
+        par_call_t *c = *pp;
+        if (c->deadline_ms == 0 || c->deadline_ms > now) {
+            p->q_tail = c;
+            pp = &c->_qnext;
+            continue;
+        }
+        *pp = c->_qnext;
+        set_fail(c, PAR_E_TIMEOUT, "no worker became available before the deadline");
+        done_push(&done, c);
+    }
+    if (p->q_head == NULL)
+        p->q_tail = NULL;
+    /* workers: keep min_workers live, grow on demand, respawn after backoff */
+    if (!p->stopping && now >= p->respawn_at_ms) {
+        unsigned want = p->min_workers ? p->min_workers : (p->q_head ? 1 : 0);
+        if (p->want_spawn && p->live < p->max_workers)
+            want = p->live + 1 > want ? p->live + 1 : want;
+        p->want_spawn = 0;
+        while (p->live < want && p->live < p->max_workers)
+            if (spawn_worker(p) != PAR_OK) {
+                p->respawn_at_ms = now + 1000;
+                break;
+            }
+    }
+    /* a worker that lived 30 s resets the crash streak */
+    for (par_worker_t *w = p->workers; w; w = w->next)
+        if (w->state == W_READY && now - w->started_ms > 30000)
+            p->crashes_in_row = 0;
+    if (p->stopping) {
+        for (par_worker_t *w = p->workers; w; w = w->next) {
+            if (w->inflight == 0 || p->stop_now) {
+                if (w->kill_reason == NULL)
+                    w->kill_reason = "stopped";
+                kill(w->pid, SIGKILL);
+            }
+        }
+        if (p->stop_now) {
+            while (p->q_head) {
+                par_call_t *c = p->q_head;
+                p->q_head = c->_qnext;
+                set_fail(c, PAR_E_DRAINING, "the package is being unloaded");
+                done_push(&done, c);
+            }
+            p->q_tail = NULL;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    done_run(&done);
+}
+
+static void maintain(par_super_t *s)
+{
+    int64_t now = par__now_ms();
+    pthread_mutex_lock(&s->lock);
+    for (par_pool_t **pp = &s->pools; *pp;) {
+        par_pool_t *p = *pp;
+        pthread_mutex_unlock(&s->lock);
+        pool_maintain(p, now);
+        pthread_mutex_lock(&s->lock);
+        pthread_mutex_lock(&p->lock);
+        int gone = p->stopping && p->workers == NULL && p->q_head == NULL &&
+                   atomic_load(&p->refs) == 0;
+        pthread_mutex_unlock(&p->lock);
+        if (gone) {
+            *pp = p->next;
+            pool_free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *io_thread(void *arg)
+{
+    par_super_t *s = arg;
+    struct epoll_event evs[64];
+    while (!atomic_load(&s->stop)) {
+        int n = epoll_wait(s->ep, evs, 64, MAINT_INTERVAL_MS);
+        int woken = 0;
+        for (int i = 0; i < n; i++) {
+            tag_t *t = evs[i].data.ptr;
+            if (t->kind == TAG_WAKE) {
+                uint64_t v;
+                ssize_t r = read(s->wake_fd, &v, sizeof(v));
+                (void)r;
+                woken = 1;
+                continue;
+            }
+            par_worker_t *w = t->ptr;
+            if (t->kind == TAG_OUT) {
+                drain_output(w);
+                continue;
+            }
+            if (evs[i].events & EPOLLOUT) {
+                pthread_mutex_lock(&w->pool->lock);
+                flush_out(w);
+                pthread_mutex_unlock(&w->pool->lock);
+            }
+            int dead = 0;
+            if (evs[i].events & EPOLLIN)
+                dead = read_worker(w) != 0;
+            if (!dead && (evs[i].events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+                dead = read_worker(w) != 0 || 1;
+            if (dead) {
+                /* later events in this batch may name this worker: neutralise them */
+                for (int k = i + 1; k < n; k++) {
+                    tag_t *t2 = evs[k].data.ptr;
+                    if (t2->kind != TAG_WAKE && t2->ptr == w)
+                        evs[k].data.ptr = &s->wake_tag, evs[k].events = 0;
+                }
+                worker_dead(w);
+            }
+        }
+        int64_t now = par__now_ms();
+        if (woken || now >= s->next_maint_ms) {
+            s->next_maint_ms = now + MAINT_INTERVAL_MS;
+            maintain(s);
+        }
+    }
+    return NULL;
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+int par_super_new(par_runtime_t *rt, par_super_t **out)
+{
+    par_super_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return PAR_E_NO_MEMORY;
+    s->rt = rt;
+    pthread_mutex_init(&s->lock, NULL);
+    s->ep = epoll_create1(EPOLL_CLOEXEC);
+    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->wake_tag = (tag_t){TAG_WAKE, NULL};
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->wake_tag};
+    if (s->ep < 0 || s->wake_fd < 0 || epoll_ctl(s->ep, EPOLL_CTL_ADD, s->wake_fd, &ev) != 0 ||
+        pthread_create(&s->thread, NULL, io_thread, s) != 0) {
+        if (s->ep >= 0)
+            close(s->ep);
+        if (s->wake_fd >= 0)
+            close(s->wake_fd);
+        free(s);
+        return PAR_E_IO;
+    }
+    *out = s;
+    return PAR_OK;
+}
+
+void par_super_free(par_super_t *s)
+{
+    if (s == NULL)
+        return;
+    /* stop every pool now and let the I/O thread reap the workers */
+    pthread_mutex_lock(&s->lock);
+    for (par_pool_t *p = s->pools; p; p = p->next) {
+        pthread_mutex_lock(&p->lock);
+        p->stopping = p->stop_now = 1;
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < 500; i++) {
+        wake(s);
+        pthread_mutex_lock(&s->lock);
+        int left = 0;
+        for (par_pool_t *p = s->pools; p; p = p->next)
+            left += p->workers != NULL;
+        pthread_mutex_unlock(&s->lock);
+        if (!left)
+            break;
+        usleep(10000);
+    }
+    atomic_store(&s->stop, 1);
+    wake(s);
+    pthread_join(s->thread, NULL);
+    while (s->pools) {
+        par_pool_t *p = s->pools;
+        s->pools = p->next;
+        while (p->workers) {
+            par_worker_t *w = p->workers;
+            p->workers = w->next;
+            kill(w->pid, SIGKILL);
+            waitpid(w->pid, NULL, 0);
+            close_if(&w->fd);
+            close_if(&w->out_fd);
+            par_buf_free(&w->in);
+            par_buf_free(&w->out);
+            free(w);
+        }
+        pool_free(p);
+    }
+    close(s->ep);
+    close(s->wake_fd);
+    free(s);
+}
+
+static void pool_free(par_pool_t *p)
+{
+    for (char **a = p->argv; a && *a; a++)
+        free(*a);
+    free(p->argv);
+    for (char **e = p->envp; e && *e; e++)
+        free(*e);
+    free(p->envp);
+    free(p->name);
+    free(p->version);
+    free(p->start_error);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
+{
+    par_runtime_t *rt = s->rt;
+    const par_manifest_t *m = pv->manifest;
+    par_pool_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return PAR_E_NO_MEMORY;
+    p->s = s;
+    atomic_init(&p->refs, 0);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->name = strdup(pv->name);
+    p->version = strdup(pv->version);
+    p->min_workers = rt->cfg.min_workers;
+    p->max_workers = rt->cfg.max_workers;
+    p->concurrency = rt->cfg.worker_concurrency;
+    p->max_output = rt->cfg.max_output_bytes;
+    if (p->min_workers > p->max_workers)
+        p->max_workers = p->min_workers;
+
+    size_t argc = 0;
+    p->argv = calloc(12 + 2 * m->export_count, sizeof(char *));
+    p->argv[argc++] = strdup(rt->worker_path);
+    p->argv[argc++] = strdup("--fd");
+    p->argv[argc++] = strdup("3");
+    p->argv[argc++] = strdup("--root");
+    p->argv[argc++] = strdup(pv->root);
+    p->argv[argc++] = strdup("--max-input");
+    p->argv[argc++] = xasprintf("%zu", pv->max_input);
+    p->argv[argc++] = strdup("--max-output");
+    p->argv[argc++] = xasprintf("%zu", rt->cfg.max_output_bytes);
+    for (size_t i = 0; i < m->export_count; i++) {
+        p->argv[argc++] = strdup("--export");
+        p->argv[argc++] = xasprintf("%s=%s", m->exports[i].name, m->exports[i].entrypoint);
+    }
+    /* a scrubbed environment: only what the package declares */
+    p->envp = calloc(4 + m->environment_count, sizeof(char *));
+    size_t envc = 0;
+    p->envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
+    p->envp[envc++] = strdup("LANG=C.UTF-8");
+    for (size_t i = 0; i < m->environment_count; i++)
+        p->envp[envc++] = xasprintf("%s=%s", m->environment[i].key, m->environment[i].value);
+
+    pthread_mutex_lock(&p->lock);
+    int rc = spawn_worker(p);
+    if (rc == PAR_OK) {
+        int64_t until = par__now_ms() + START_TIMEOUT_MS + 1000;
+        while (p->workers && p->workers->state == W_STARTING && par__now_ms() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000;
+            if (ts.tv_nsec >= 1000000000)
+                ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+        }
+        if (p->workers == NULL || p->workers->state != W_READY) {
+            par_buf_appendf(err, "%s@%s: %s\n", p->name, p->version,
+                            p->start_error ? p->start_error : "worker failed to start");
+            rc = PAR_E_INCOMPATIBLE;
+        }
+    } else {
+        par_buf_appendf(err, "%s@%s: cannot start a worker (%s)\n", p->name, p->version,
+                        rt->worker_path);
+    }
+    if (rc != PAR_OK)
+        p->stopping = p->stop_now = 1;
+    free(p->start_error);
+    p->start_error = NULL;
+    pthread_mutex_unlock(&p->lock);
+
+    pthread_mutex_lock(&s->lock);
+    p->next = s->pools;
+    s->pools = p;
+    pthread_mutex_unlock(&s->lock);
+    wake(s);
+    if (rc == PAR_OK)
+        pv->pool = p;
+    return rc;
+}
+
+int par_pool_submit(par_pool_t *p, par_call_t *c)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->lock);
+        par_buf_appends(&c->output, "the package is being unloaded");
+        return PAR_E_DRAINING;
+    }
+    par_worker_t *w = pick_worker(p);
+    int need_wake = 0;
+    if (w == NULL) {
+        int rc = par__call_own_input(c);
+        if (rc != PAR_OK) {
+            pthread_mutex_unlock(&p->lock);
+            return rc;
+        }
+        c->_qnext = NULL;
+        if (p->q_tail)
+            p->q_tail->_qnext = c;
+        else
+            p->q_head = c;
+        p->q_tail = c;
+        if (p->live == 0)
+            need_wake = 1;
+    } else {
+        if (w->inflight >= p->concurrency && p->live < p->max_workers && !p->want_spawn) {
+            p->want_spawn = 1;
+            need_wake = 1;
+        }
+        send_invoke(w, c);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (need_wake)
+        wake(p->s);
+    return PAR_OK;
+}
+
+void par_pool_stop(par_pool_t *p, int now)
+{
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    p->stop_now |= now;
+    pthread_mutex_unlock(&p->lock);
+    wake(p->s);
+}
+
+json_t *par_pool_describe(par_pool_t *p)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&p->lock);
+    for (par_worker_t *w = p->workers; w; w = w->next)
+        json_array_append_new(a, json_pack("{s:i, s:s, s:i, s:I}", "pid", (int)w->pid, "state",
+                                           wstate_names[w->state], "in_flight", (int)w->inflight,
+                                           "uptime_ms",
+                                           (json_int_t)(par__now_ms() - w->started_ms)));
+    pthread_mutex_unlock(&p->lock);
+    return a;
+}
+
+int par_pool_live(par_pool_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int live = 0;
+    for (par_worker_t *w = p->workers; w; w = w->next)
+        live |= w->state == W_READY;
+    pthread_mutex_unlock(&p->lock);
+    return live;
+}
+
+unsigned par_pool_restarts(par_pool_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    unsigned r = p->restarts;
+    pthread_mutex_unlock(&p->lock);
+    return r;
+}
+
+/* ---- sibling calls ------------------------------------------------------------ */
+
+static void child_done(par_call_t *c)
+{
+    par_pool_t *p = c->_parent_pool;
+    char hdr[32];
+    int hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
+    par_buf_t body;
+    par_buf_init(&body, 0);
+    if (c->status == PAR_OK) {
+        par_buf_append(&body, c->output.data, c->output.len);
+    } else {
+        par_buf_appends(&body, "{\"error\":\"");
+        par_buf_appends(&body, par_status_name(c->status));
+        par_buf_appends(&body, "\",\"message\":");
+        par_buf_append_json_str(&body, c->output.data ? c->output.data : "", c->output.len);
+        par_buf_appends(&body, "}");
+    }
+    pthread_mutex_lock(&p->lock);
+    for (par_worker_t *w = p->workers; w; w = w->next) {
+        if (w->wid == c->_parent_worker_id) {
+            send_frame(w, PAR_FRAME_CALL_RESULT, c->_parent_call_id, hdr, (size_t)hlen,
+                       body.data, body.len);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    par_buf_free(&body);
+    atomic_fetch_sub(&p->refs, 1);
+    par__call_free(c);
+}

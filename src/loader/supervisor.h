@@ -1,0 +1,43 @@
+/*
+ * loader/supervisor.h — worker processes: spawn, speak the worker protocol,
+ * dispatch calls, notice crashes and hangs, restart with backoff.
+ *
+ * Owns one I/O thread (epoll) that reads every worker socket and output pipe,
+ * completes calls, enforces deadlines and respawns workers, and one pool per
+ * package version. par_pool_submit() may be called from any thread and never
+ * blocks on a worker: it writes what the socket takes and leaves the rest to
+ * the I/O thread. Must never run package code in the runtime's address space.
+ */
+#ifndef PAR_LOADER_SUPERVISOR_H
+#define PAR_LOADER_SUPERVISOR_H
+
+#include <jansson.h>
+
+#include "runtime/runtime.h"
+
+int par_super_new(par_runtime_t *rt, par_super_t **out);
+void par_super_free(par_super_t *s);
+
+/* Creates the pool of a package version and starts its first worker; waits
+ * until it says HELLO (PAR_OK) or fails (PAR_E_INCOMPATIBLE with the worker's
+ * reason in `err`). Blocking; never from an event-loop thread. */
+int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err);
+
+/* Dispatches a call to a worker of the pool (or queues it while workers start). */
+int par_pool_submit(par_pool_t *p, par_call_t *c);
+
+/* Stops the pool: no new calls; workers are closed once their in-flight calls
+ * are done (or killed at once when `now`). Pending calls fail with `draining`
+ * when `now`. The pool is freed by the supervisor when its last worker is gone. */
+void par_pool_stop(par_pool_t *p, int now);
+
+/* Describes the pool's workers as a JSON array (pid, state, in_flight, restarts). */
+json_t *par_pool_describe(par_pool_t *p);
+
+/* 1 when at least one worker is ready. */
+int par_pool_live(par_pool_t *p);
+
+/* Workers restarted after a crash so far. */
+unsigned par_pool_restarts(par_pool_t *p);
+
+#endif

@@ -1,0 +1,596 @@
+/*
+ * main.c — the `par` command line: serve, pack, inspect, call.
+ *
+ * Configuration for `serve` comes from, in increasing precedence: built-in
+ * defaults (the embedded local default of DESIGN.md section 8), a YAML file
+ * (--config), PAR_* environment variables, and flags.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <libfyaml.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <par/par.h>
+
+#include "http/server.h"
+#include "obs/log.h"
+#include "pkg/archive.h"
+#include "pkg/manifest.h"
+#include "runtime/runtime.h"
+
+/* The server lives as long as the process: kept here so that it stays
+ * reachable (and so is not reported by leak checkers) after main returns. */
+static par_http_t *g_http;
+
+typedef struct serve_opts {
+    char *listen;
+    char *packages;
+    char *state_dir;
+    char *log_level;
+    char *log_format;
+    char *isolation;
+    char **trusted;
+    size_t ntrusted;
+    unsigned http_threads;
+    unsigned min_workers, max_workers;
+    unsigned timeout_ms;
+    unsigned long max_input_kb;
+    int access_log;
+} serve_opts_t;
+
+static void usage_main(FILE *f)
+{
+    fprintf(f, "par %s — the Pixell Agent Runtime\n\n"
+               "usage: par <command> [options]\n\n"
+               "commands:\n"
+               "  serve     serve agent packages over HTTP\n"
+               "  pack      build a deterministic .apkg from a package directory\n"
+               "  inspect   show a package's manifest, exports and digest\n"
+               "  call      call an agent of a package once, in-process (for debugging)\n"
+               "  version   print the version\n\n"
+               "Run 'par <command> --help' for a command's options.\n",
+            par_version());
+}
+
+static void usage_serve(FILE *f)
+{
+    fprintf(f, "usage: par serve [--config par.yaml] [--listen ADDR] [--packages DIR]\n"
+               "                 [--state-dir DIR] [--log-level LEVEL] [--http-threads N]\n\n"
+               "Serves every .apkg in the packages directory on POST /agents/{id}/invoke.\n"
+               "With no configuration: listen 127.0.0.1:8080, packages ./packages, state ./var.\n\n"
+               "  --config FILE      YAML configuration (see docs/operations.md)\n"
+               "  --listen ADDR      HOST:PORT to listen on (PAR_LISTEN)\n"
+               "  --packages DIR     folder of .apkg files to serve (PAR_PACKAGES)\n"
+               "  --state-dir DIR    cache and state (PAR_STATE_DIR)\n"
+               "  --log-level LEVEL  debug|info|warn|error (PAR_LOG_LEVEL)\n"
+               "  --log-format FMT   json|text (PAR_LOG_FORMAT)\n"
+               "  --http-threads N   event-loop threads (PAR_HTTP_THREADS)\n"
+               "  --trusted NAME     run package NAME in-process (repeatable; '*' = all)\n");
+}
+
+static void usage_pack(FILE *f)
+{
+    fprintf(f, "usage: par pack DIR -o FILE.apkg\n\n"
+               "Builds a ZIP package from DIR (which must hold agent.yaml). The manifest is\n"
+               "validated first. Same input, same bytes: entries are sorted, timestamps and\n"
+               "owners fixed.\n");
+}
+
+static void usage_inspect(FILE *f)
+{
+    fprintf(f, "usage: par inspect FILE.apkg\n\n"
+               "Prints the package's manifest, exports and SHA-256 as JSON. Runs no code.\n");
+}
+
+static void usage_call(FILE *f)
+{
+    fprintf(f, "usage: par call FILE.apkg|DIR AGENT [JSON]\n\n"
+               "Loads the package into a temporary runtime, calls AGENT (an id such as\n"
+               "'echo' or 'echo/upper'; private sub-agents included) with JSON (default\n"
+               "null, '-' reads standard input) and prints the output. The package runs\n"
+               "in-process: only use it with code you trust.\n");
+}
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- configuration ---------------------------------------------------------- */
+
+static void set_str(char **dst, const char *v)
+{
+    if (v == NULL)
+        return;
+    free(*dst);
+    *dst = strdup(v);
+}
+
+static const char *yaml_str(struct fy_document *d, const char *path)
+{
+    struct fy_node *n = fy_node_by_path(fy_document_root(d), path, FY_NT, FYNWF_DONT_FOLLOW);
+    if (n == NULL || !fy_node_is_scalar(n))
+        return NULL;
+    return fy_node_get_scalar0(n);
+}
+
+static int load_config_file(const char *path, serve_opts_t *o)
+{
+    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET};
+    struct fy_document *d = fy_document_build_from_file(&pcfg, path);
+    if (d == NULL) {
+        fprintf(stderr, "par: %s: cannot read or parse the configuration file\n", path);
+        return -1;
+    }
+    const char *v;
+    set_str(&o->listen, yaml_str(d, "/listen"));
+    set_str(&o->packages, yaml_str(d, "/packages"));
+    set_str(&o->packages, yaml_str(d, "/registry/dir"));
+    set_str(&o->state_dir, yaml_str(d, "/state_dir"));
+    set_str(&o->log_level, yaml_str(d, "/log/level"));
+    set_str(&o->log_format, yaml_str(d, "/log/format"));
+    set_str(&o->isolation, yaml_str(d, "/isolation"));
+    if ((v = yaml_str(d, "/http/threads")))
+        o->http_threads = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/log/access")))
+        o->access_log = strcmp(v, "false") != 0 && strcmp(v, "off") != 0;
+    if ((v = yaml_str(d, "/workers/min")))
+        o->min_workers = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/workers/max")))
+        o->max_workers = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/timeout_ms")))
+        o->timeout_ms = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/max_input_kb")))
+        o->max_input_kb = strtoul(v, NULL, 10);
+    struct fy_node *tr = fy_node_by_path(fy_document_root(d), "/trusted", FY_NT, 0);
+    if (tr && fy_node_is_sequence(tr)) {
+        void *it = NULL;
+        struct fy_node *n;
+        while ((n = fy_node_sequence_iterate(tr, &it)) != NULL) {
+            if (!fy_node_is_scalar(n))
+                continue;
+            o->trusted = realloc(o->trusted, (o->ntrusted + 2) * sizeof(char *));
+            o->trusted[o->ntrusted++] = strdup(fy_node_get_scalar0(n));
+            o->trusted[o->ntrusted] = NULL;
+        }
+    }
+    fy_document_destroy(d);
+    return 0;
+}
+
+static void load_env(serve_opts_t *o)
+{
+    set_str(&o->listen, getenv("PAR_LISTEN"));
+    set_str(&o->packages, getenv("PAR_PACKAGES"));
+    set_str(&o->state_dir, getenv("PAR_STATE_DIR"));
+    set_str(&o->log_level, getenv("PAR_LOG_LEVEL"));
+    set_str(&o->log_format, getenv("PAR_LOG_FORMAT"));
+    const char *v = getenv("PAR_HTTP_THREADS");
+    if (v)
+        o->http_threads = (unsigned)atoi(v);
+}
+
+/* ---- serve ------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void deploy_dir(par_runtime_t *rt, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        par_log_msg(PAR_LOG_WARN, "packages directory %s: %s; serving no packages", dir,
+                    strerror(errno));
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len > 5 && strcmp(e->d_name + len - 5, ".apkg") == 0) {
+            names = realloc(names, (n + 1) * sizeof(char *));
+            names[n++] = strdup(e->d_name);
+        }
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(names, n, sizeof(char *), cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        par_buf_t err;
+        par_buf_init(&err, 0);
+        par__deploy_path(rt, path, &err); /* failures are logged and listed */
+        par_buf_free(&err);
+        free(names[i]);
+    }
+    free(names);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        usage_serve(stdout);
+        return 0;
+    }
+    serve_opts_t o = {0};
+    o.access_log = 1;
+    set_str(&o.listen, "127.0.0.1:8080");
+    set_str(&o.packages, "./packages");
+    set_str(&o.state_dir, "./var");
+    set_str(&o.log_level, "info");
+    set_str(&o.log_format, "json");
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[i + 1];
+    if (config && load_config_file(config, &o) != 0)
+        return 2;
+    load_env(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v == NULL) {
+            fprintf(stderr, "par serve: %s needs a value (see par serve --help)\n", a);
+            return 2;
+        }
+        if (strcmp(a, "--config") == 0)
+            ;
+        else if (strcmp(a, "--listen") == 0)
+            set_str(&o.listen, v);
+        else if (strcmp(a, "--packages") == 0)
+            set_str(&o.packages, v);
+        else if (strcmp(a, "--state-dir") == 0)
+            set_str(&o.state_dir, v);
+        else if (strcmp(a, "--log-level") == 0)
+            set_str(&o.log_level, v);
+        else if (strcmp(a, "--log-format") == 0)
+            set_str(&o.log_format, v);
+        else if (strcmp(a, "--http-threads") == 0)
+            o.http_threads = (unsigned)atoi(v);
+        else if (strcmp(a, "--trusted") == 0) {
+            o.trusted = realloc(o.trusted, (o.ntrusted + 2) * sizeof(char *));
+            o.trusted[o.ntrusted++] = strdup(v);
+            o.trusted[o.ntrusted] = NULL;
+        } else {
+            fprintf(stderr, "par serve: unknown option '%s' (see par serve --help)\n", a);
+            return 2;
+        }
+        i++;
+    }
+    int level = par_log_parse_level(o.log_level);
+    if (level < 0) {
+        fprintf(stderr, "par serve: unknown log level '%s' (debug|info|warn|error)\n",
+                o.log_level);
+        return 2;
+    }
+    /* signals are taken synchronously by this thread only */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    par_log_init(level, strcmp(o.log_format, "text") != 0);
+
+    par_config_t cfg;
+    par_config_init(&cfg);
+    cfg.state_dir = o.state_dir;
+    cfg.trusted = (const char *const *)o.trusted;
+    if (o.isolation && strcmp(o.isolation, "in-process") == 0)
+        cfg.isolation = PAR_ISOLATION_IN_PROCESS;
+    if (o.min_workers)
+        cfg.min_workers = o.min_workers;
+    if (o.max_workers)
+        cfg.max_workers = o.max_workers;
+    if (o.timeout_ms)
+        cfg.default_timeout_ms = o.timeout_ms;
+    if (o.max_input_kb)
+        cfg.max_input_bytes = o.max_input_kb * 1024;
+    par_runtime_t *rt;
+    int rc = par_runtime_new(&cfg, &rt);
+    if (rc != PAR_OK) {
+        par_log_msg(PAR_LOG_ERROR, "cannot start the runtime: %s", par_strerror(rc));
+        par_log_shutdown();
+        return 1;
+    }
+    atomic_store(&rt->booting, 1);
+    par_http_opts_t ho = {.listen = o.listen, .threads = o.http_threads,
+                          .access_log = o.access_log};
+    par_http_t *http;
+    if (par_http_start(rt, &ho, &g_http) != PAR_OK) {
+        par_runtime_destroy(rt);
+        par_log_shutdown();
+        return 1;
+    }
+    http = g_http;
+    par_logline_t l;
+    if (par_log_begin(&l, PAR_LOG_INFO, "listening")) {
+        char url[160];
+        snprintf(url, sizeof(url), "http://%s", par_http_address(http));
+        par_log_str(&l, "url", url);
+        par_log_str(&l, "version", par_version());
+        par_log_int(&l, "pid", getpid());
+        par_log_end(&l);
+    }
+    if (config == NULL)
+        par_log_msg(PAR_LOG_WARN, "running the embedded local default: authentication is off "
+                                  "and package signatures are not verified by this build");
+    deploy_dir(rt, o.packages);
+    atomic_store(&rt->booting, 0);
+    par_agent_info_t *agents;
+    size_t na;
+    if (par_runtime_agents(rt, 0, &agents, &na) == PAR_OK) {
+        for (size_t i = 0; i < na; i++) {
+            if (par_log_begin(&l, PAR_LOG_INFO, "agent mounted")) {
+                char route[300];
+                snprintf(route, sizeof(route), "POST /agents/%s/invoke", agents[i].id);
+                par_log_str(&l, "agent", agents[i].id);
+                par_log_str(&l, "package", agents[i].package);
+                par_log_str(&l, "version", agents[i].version);
+                par_log_str(&l, "route", route);
+                par_log_end(&l);
+            }
+        }
+        par_log_msg(PAR_LOG_INFO, "ready: %zu agent(s) mounted", na);
+        par_agents_free(agents, na);
+    }
+
+    int sig = 0;
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            par_log_msg(PAR_LOG_INFO, "SIGHUP: configuration reload is not supported yet; "
+                                      "nothing changed");
+            continue;
+        }
+        break;
+    }
+    par_log_msg(PAR_LOG_INFO, "signal %d: shutting down", sig);
+    atomic_store(&rt->draining, 1);
+    par_http_stop(http);
+    par_runtime_destroy(rt);
+    par_log_msg(PAR_LOG_INFO, "stopped");
+    par_log_shutdown();
+    free(o.listen), free(o.packages), free(o.state_dir), free(o.log_level);
+    free(o.log_format), free(o.isolation);
+    for (size_t i = 0; i < o.ntrusted; i++)
+        free(o.trusted[i]);
+    free(o.trusted);
+    return 0;
+}
+
+/* ---- pack / inspect / call ------------------------------------------------------- */
+
+static int cmd_pack(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        usage_pack(stdout);
+        return 0;
+    }
+    const char *dir = NULL, *outp = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc)
+            outp = argv[++i];
+        else if (dir == NULL && argv[i][0] != '-')
+            dir = argv[i];
+        else {
+            usage_pack(stderr);
+            return 2;
+        }
+    }
+    if (dir == NULL || outp == NULL) {
+        usage_pack(stderr);
+        return 2;
+    }
+    char ypath[PATH_MAX];
+    snprintf(ypath, sizeof(ypath), "%s/agent.yaml", dir);
+    FILE *f = fopen(ypath, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "par pack: %s: %s\n", ypath, strerror(errno));
+        return 1;
+    }
+    par_buf_t y, err;
+    par_buf_init(&y, PAR_MANIFEST_MAX_BYTES);
+    par_buf_init(&err, 0);
+    char buf[8192];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof(buf), f)) > 0)
+        if (par_buf_append(&y, buf, r) != PAR_OK)
+            break;
+    fclose(f);
+    par_manifest_t *m = NULL;
+    int rc = par_manifest_parse(y.data ? y.data : "", y.len, &m, &err);
+    par_buf_free(&y);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par pack: invalid manifest:\n%.*s", (int)err.len, err.data);
+        par_buf_free(&err);
+        return 1;
+    }
+    for (size_t i = 0; i < m->warnings.count; i++)
+        fprintf(stderr, "par pack: warning: %s\n", m->warnings.items[i]);
+    par_manifest_free(m);
+    rc = par_archive_pack(dir, outp, &err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par pack: %.*s", (int)err.len, err.data ? err.data : "");
+        par_buf_free(&err);
+        return 1;
+    }
+    par_buf_free(&err);
+    return 0;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    if (wants_help(argc, argv) || argc != 2) {
+        usage_inspect(argc == 2 ? stdout : stderr);
+        return argc == 2 ? 0 : 2;
+    }
+    par_archive_limits_t lim;
+    par_archive_limits_default(&lim);
+    par_archive_bytes_t a = {0};
+    par_buf_t err, y;
+    par_buf_init(&err, 0);
+    par_buf_init(&y, 0);
+    par_manifest_t *m = NULL;
+    int rc = par_archive_load(argv[1], &lim, &a, &err);
+    if (rc == PAR_OK)
+        rc = par_archive_read_member(&a, "agent.yaml", PAR_MANIFEST_MAX_BYTES, &y, &err);
+    if (rc == PAR_OK)
+        rc = par_manifest_parse(y.data ? y.data : "", y.len, &m, &err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par inspect: %s: %s\n%.*s", argv[1], par_strerror(rc), (int)err.len,
+                err.data ? err.data : "");
+        par_buf_free(&err);
+        par_buf_free(&y);
+        par_archive_bytes_free(&a);
+        return 1;
+    }
+    json_t *ex = json_array();
+    for (size_t i = 0; i < m->export_count; i++) {
+        const par_export_t *e = &m->exports[i];
+        char id[300];
+        snprintf(id, sizeof(id), "%s%s%s", m->name, e->name[0] ? "/" : "", e->name);
+        json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s, s:s}", "id", id, "name",
+                                            e->name, "public", e->is_public, "entrypoint",
+                                            e->entrypoint, "description", e->description));
+    }
+    json_t *warn = json_array();
+    for (size_t i = 0; i < m->warnings.count; i++)
+        json_array_append_new(warn, json_string(m->warnings.items[i]));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "name", m->name,
+                          "version", m->package_version, "display_name", m->display_name,
+                          "description", m->description, "runtime", m->runtime, "entrypoint",
+                          m->entrypoint ? m->entrypoint : "", "sha256", a.sha256, "size",
+                          (json_int_t)a.len, "exports", ex, "warnings", warn);
+    if (m->par_requires)
+        json_object_set_new(o, "requires", json_string(m->par_requires));
+    if (m->par_abi >= 0)
+        json_object_set_new(o, "abi", json_integer(m->par_abi));
+    char *s = json_dumps(o, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(o);
+    par_manifest_free(m);
+    par_buf_free(&err);
+    par_buf_free(&y);
+    par_archive_bytes_free(&a);
+    return 0;
+}
+
+static int rm_tree(const char *path)
+{
+    char cmd[PATH_MAX + 32];
+    /* the directory is one we created with mkdtemp; no user input reaches the shell */
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    return system(cmd);
+}
+
+static int cmd_call(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        usage_call(stdout);
+        return 0;
+    }
+    if (argc < 3 || argc > 4) {
+        usage_call(stderr);
+        return 2;
+    }
+    par_buf_t input;
+    par_buf_init(&input, 64u << 20);
+    if (argc == 4 && strcmp(argv[3], "-") != 0) {
+        par_buf_appends(&input, argv[3]);
+    } else if (argc == 4) {
+        char buf[8192];
+        size_t r;
+        while ((r = fread(buf, 1, sizeof(buf), stdin)) > 0)
+            par_buf_append(&input, buf, r);
+    } else {
+        par_buf_appends(&input, "null");
+    }
+    signal(SIGPIPE, SIG_IGN);
+    par_log_init(PAR_LOG_WARN, 1);
+    char tmpl[] = "/tmp/par-call-XXXXXX";
+    if (mkdtemp(tmpl) == NULL) {
+        fprintf(stderr, "par call: cannot create a temporary directory: %s\n", strerror(errno));
+        return 1;
+    }
+    par_config_t cfg;
+    par_config_init(&cfg);
+    cfg.state_dir = tmpl;
+    cfg.isolation = PAR_ISOLATION_IN_PROCESS;
+    par_runtime_t *rt;
+    int rc = par_runtime_new(&cfg, &rt);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par call: %s\n", par_strerror(rc));
+        rm_tree(tmpl);
+        return 1;
+    }
+    char *err = NULL;
+    rc = par_runtime_deploy_path(rt, argv[1], &err);
+    int exit_code = 0;
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par call: %s: %s (%s)\n%s", argv[1], par_strerror(rc),
+                par_status_name(rc), err ? err : "");
+        free(err);
+        exit_code = 1;
+    } else {
+        par_result_t out;
+        rc = par_call(rt, argv[2], input.data ? input.data : "", input.len, &out);
+        if (rc == PAR_OK) {
+            fwrite(out.data, 1, out.len, stdout);
+            fputc('\n', stdout);
+        } else {
+            fprintf(stderr, "%.*s\n", (int)out.len, out.data);
+            exit_code = 1;
+        }
+        par_result_free(&out);
+    }
+    par_runtime_destroy(rt);
+    par_log_shutdown();
+    rm_tree(tmpl);
+    par_buf_free(&input);
+    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("par %s (agent ABI %d)\n", par_version(), PAR_AGENT_ABI);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "pack") == 0)
+        return cmd_pack(argc - 1, argv + 1);
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "call") == 0)
+        return cmd_call(argc - 1, argv + 1);
+    fprintf(stderr, "par: unknown command '%s'\n\n", cmd);
+    usage_main(stderr);
+    return 2;
+}

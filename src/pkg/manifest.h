@@ -1,0 +1,103 @@
+/*
+ * pkg/manifest.h — agent.yaml: parsing and strict validation.
+ *
+ * Owns: the in-memory form of a package manifest (pixell-kit schema plus the
+ * `metadata.par` block, DESIGN.md section 2) and the list of exports derived
+ * from it. Called by pkg/package.c at deploy time and by the CLI (inspect,
+ * pack). Never touches the file system beyond what it is given: it parses bytes.
+ * Any thread; a manifest is immutable once parsed.
+ */
+#ifndef PAR_PKG_MANIFEST_H
+#define PAR_PKG_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+/* Hard cap on the size of agent.yaml. */
+#define PAR_MANIFEST_MAX_BYTES (256 * 1024)
+
+typedef enum par_runtime_kind {
+    PAR_RUNTIME_NATIVE = 0,
+    PAR_RUNTIME_PYTHON = 1,
+    PAR_RUNTIME_OTHER = 2, /* no loader: refused at deploy */
+} par_runtime_kind_t;
+
+typedef struct par_strlist {
+    char **items;
+    size_t count;
+} par_strlist_t;
+
+typedef struct par_kv {
+    char *key;
+    char *value;
+} par_kv_t;
+
+/* One callable export of a package. */
+typedef struct par_export {
+    char *name;        /* "" for the main export, else the sub-agent/export name */
+    char *description; /* may be "" */
+    char *entrypoint;  /* "module:function" or "path/lib.so:symbol" */
+    int is_public;
+    par_strlist_t capabilities;
+} par_export_t;
+
+typedef struct par_limits {
+    uint32_t timeout_ms;   /* 0 = operator default */
+    uint32_t memory_mb;    /* 0 = operator default */
+    uint32_t concurrency;  /* 0 = operator default */
+    uint32_t max_input_kb; /* 0 = operator default */
+} par_limits_t;
+
+typedef struct par_manifest {
+    char *name;           /* required, ^[a-z][a-z0-9-]*$ */
+    char *format_version; /* `version`, default "1.0" */
+    char *display_name, *description, *author, *license; /* "" when absent */
+    char *entrypoint;     /* NULL when absent */
+    char *runtime;        /* as written, default "python3.11"? no: required when entrypoint set */
+    par_runtime_kind_t runtime_kind;
+    char *package_version; /* metadata.version, required, semver */
+    par_strlist_t capabilities;
+    par_kv_t *environment; /* in file order */
+    size_t environment_count;
+    par_strlist_t dependencies;
+
+    /* metadata.par */
+    char *par_requires; /* semver range or NULL */
+    int par_abi;        /* -1 when absent */
+    par_limits_t limits;
+
+    /* exports: main (when entrypoint is set) first, then sub_agents, then par.exports */
+    par_export_t *exports;
+    size_t export_count;
+
+    /* `rest`, `a2a`, `ui` present? (recorded and listed, not served) */
+    int has_rest, has_a2a, has_ui;
+
+    /* Non-fatal findings ("agent.yaml: foo: unknown top-level key, ignored"). */
+    par_strlist_t warnings;
+} par_manifest_t;
+
+/*
+ * Parses and validates agent.yaml bytes. On success returns PAR_OK and *out is
+ * a new manifest (free with par_manifest_free). On failure returns
+ * PAR_E_INVALID_PACKAGE and appends to `errors` one line per problem, each
+ * naming the file and field path, e.g.
+ *   "agent.yaml: metadata.sub_agents[2].name: must match ^[a-z][a-z0-9-]*$"
+ * All problems are reported, not just the first. `errors` may be NULL.
+ */
+int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_buf_t *errors);
+
+void par_manifest_free(par_manifest_t *m);
+
+/* Returns 1 when `s` matches ^[a-z][a-z0-9-]*$ (and is at most 64 bytes). */
+int par_manifest_valid_name(const char *s, size_t len);
+
+/* Returns 1 when `s` is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]). */
+int par_manifest_valid_semver(const char *s, size_t len);
+
+/* Finds an export by name ("" = main). NULL when absent. */
+const par_export_t *par_manifest_export(const par_manifest_t *m, const char *name);
+
+#endif

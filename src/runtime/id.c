@@ -1,0 +1,53 @@
+/*
+ * runtime/id.c — see id.h.
+ */
+#include "runtime/id.h"
+
+#include <string.h>
+
+static int valid_name(const char *s, size_t n)
+{
+    if (n == 0 || n > 64 || !(s[0] >= 'a' && s[0] <= 'z'))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static int valid_version(const char *s, size_t n)
+{
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '+' || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *end = s + len;
+    const char *slash = memchr(s, '/', len);
+    const char *head_end = slash ? slash : end;
+    const char *at = memchr(s, '@', (size_t)(head_end - s));
+    out->name = s;
+    out->name_len = (size_t)((at ? at : head_end) - s);
+    if (!valid_name(out->name, out->name_len))
+        return -1;
+    if (at) {
+        out->version = at + 1;
+        out->version_len = (size_t)(head_end - out->version);
+        if (!valid_version(out->version, out->version_len))
+            return -1;
+    }
+    if (slash) {
+        out->sub = slash + 1;
+        out->sub_len = (size_t)(end - out->sub);
+        if (!valid_name(out->sub, out->sub_len))
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,24 @@
+/*
+ * runtime/id.h — agent ids: `name`, `name/sub`, `name@version`, `name@version/sub`.
+ * Pure functions, any thread.
+ */
+#ifndef PAR_RUNTIME_ID_H
+#define PAR_RUNTIME_ID_H
+
+#include <stddef.h>
+
+typedef struct par_agent_id {
+    const char *name;
+    size_t name_len;
+    const char *version; /* NULL when not pinned */
+    size_t version_len;
+    const char *sub; /* NULL for the main export */
+    size_t sub_len;
+} par_agent_id_t;
+
+/* Splits and validates an id. Returns 0, or -1 when it is not a well-formed
+ * id (names must match ^[a-z][a-z0-9-]*$, versions [0-9A-Za-z.+-]+, at most
+ * one '@' and one '/'). */
+int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out);
+
+#endif

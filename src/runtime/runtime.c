@@ -1,0 +1,715 @@
+/*
+ * runtime/runtime.c — runtime object, routing table, call dispatch, the
+ * in-process executor and the embedding API (par/par.h).
+ *
+ * Threads: par__call_start() and par_call() from any thread; deploys are
+ * serialised by deploy_lock and block their caller. Routing-table readers
+ * take a reference under `lock` (a pointer load and an increment), so a
+ * swap never waits for readers.
+ */
+#include "runtime/runtime.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "loader/native.h"
+#include "loader/supervisor.h"
+#include "obs/log.h"
+#include "runtime/id.h"
+#include "util/json.h"
+
+/* ---- config ----------------------------------------------------------------- */
+
+void par_config_init(par_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    par__config_defaults(cfg);
+}
+
+void par__config_defaults(par_config_t *cfg)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cfg->state_dir == NULL)
+        cfg->state_dir = "./var";
+    if (cfg->min_workers == 0)
+        cfg->min_workers = 1;
+    if (cfg->max_workers == 0)
+        cfg->max_workers = cores > 0 ? (unsigned)cores : 1;
+    if (cfg->worker_concurrency == 0)
+        cfg->worker_concurrency = 8;
+    if (cfg->default_timeout_ms == 0)
+        cfg->default_timeout_ms = 30000;
+    if (cfg->max_timeout_ms == 0)
+        cfg->max_timeout_ms = 300000;
+    if (cfg->max_input_bytes == 0)
+        cfg->max_input_bytes = 1u << 20;
+    if (cfg->max_output_bytes == 0)
+        cfg->max_output_bytes = 16u << 20;
+}
+
+const char *par_pkg_state_name(int state)
+{
+    static const char *const names[] = {"loading", "active", "draining", "failed"};
+    return state >= 0 && state <= PAR_PKG_FAILED ? names[state] : "unknown";
+}
+
+const char *par_version(void)
+{
+    return PAR_VERSION_STRING;
+}
+
+/* ---- package versions --------------------------------------------------------- */
+
+void par__pkgver_ref(par_pkgver_t *pv)
+{
+    atomic_fetch_add(&pv->refs, 1);
+}
+
+void par__pkgver_unref(par_pkgver_t *pv)
+{
+    int old = atomic_fetch_sub(&pv->refs, 1);
+    if (old <= 0) {
+        fprintf(stderr, "%s:%d: package version refcount underflow\n", __FILE__, __LINE__);
+        abort();
+    }
+    if (old != 1)
+        return;
+    if (pv->pool)
+        par_pool_stop(pv->pool, 0);
+    par__native_unload(pv);
+    if (pv->manifest)
+        par_manifest_free(pv->manifest);
+    free(pv->name);
+    free(pv->version);
+    free(pv->root);
+    free(pv->source);
+    free(pv->last_error);
+    free(pv);
+}
+
+/* ---- routing table ------------------------------------------------------------ */
+
+static void table_free(par_table_t *t)
+{
+    for (size_t i = 0; i < t->count; i++) {
+        free(t->routes[i].id);
+        par__pkgver_unref(t->routes[i].pv);
+    }
+    free(t->routes);
+    free(t);
+}
+
+par_table_t *par__table_get(par_runtime_t *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    par_table_t *t = rt->table;
+    atomic_fetch_add(&t->refs, 1);
+    pthread_mutex_unlock(&rt->lock);
+    return t;
+}
+
+void par__table_unref(par_table_t *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) == 1)
+        table_free(t);
+}
+
+static int route_cmp(const void *a, const void *b)
+{
+    return strcmp(((const par_route_t *)a)->id, ((const par_route_t *)b)->id);
+}
+
+const par_route_t *par__table_find(const par_table_t *t, const char *id, size_t len)
+{
+    size_t lo = 0, hi = t->count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *r = t->routes[mid].id;
+        int c = strncmp(r, id, len);
+        if (c == 0 && r[len] != '\0')
+            c = 1;
+        if (c == 0)
+            return &t->routes[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static int table_add(par_table_t *t, size_t *cap, par_pkgver_t *pv, size_t idx, char *id)
+{
+    if (id == NULL)
+        return PAR_E_NO_MEMORY;
+    if (t->count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        par_route_t *n = realloc(t->routes, ncap * sizeof(*n));
+        if (n == NULL) {
+            free(id);
+            return PAR_E_NO_MEMORY;
+        }
+        t->routes = n;
+        *cap = ncap;
+    }
+    par__pkgver_ref(pv);
+    t->routes[t->count++] = (par_route_t){id, pv, idx};
+    return PAR_OK;
+}
+
+static char *join_id(const char *name, const char *version, const char *sub)
+{
+    char *s = NULL;
+    int rc;
+    if (version && sub[0])
+        rc = asprintf(&s, "%s@%s/%s", name, version, sub);
+    else if (version)
+        rc = asprintf(&s, "%s@%s", name, version);
+    else if (sub[0])
+        rc = asprintf(&s, "%s/%s", name, sub);
+    else
+        rc = asprintf(&s, "%s", name);
+    return rc < 0 ? NULL : s;
+}
+
+/* Rebuilds the table from the active versions and publishes it. rt->lock held. */
+static int table_rebuild(par_runtime_t *rt)
+{
+    par_table_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return PAR_E_NO_MEMORY;
+    atomic_init(&t->refs, 1);
+    size_t cap = 0;
+    int rc = PAR_OK;
+    for (size_t i = 0; i < rt->npkgs && rc == PAR_OK; i++) {
+        par_pkgver_t *pv = rt->pkgs[i];
+        if (atomic_load(&pv->state) != PAR_PKG_ACTIVE)
+            continue;
+        for (size_t e = 0; e < pv->manifest->export_count && rc == PAR_OK; e++) {
+            const char *sub = pv->manifest->exports[e].name;
+            rc = table_add(t, &cap, pv, e, join_id(pv->name, NULL, sub));
+            if (rc == PAR_OK)
+                rc = table_add(t, &cap, pv, e, join_id(pv->name, pv->version, sub));
+        }
+    }
+    if (rc != PAR_OK) {
+        table_free(t);
+        return rc;
+    }
+    qsort(t->routes, t->count, sizeof(*t->routes), route_cmp);
+    par_table_t *old = rt->table;
+    rt->table = t;
+    if (old)
+        par__table_unref(old);
+    return PAR_OK;
+}
+
+/* ---- in-process executor -------------------------------------------------------- */
+
+typedef struct par_executor {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    par_call_t *head, *tail;
+    pthread_t *threads;
+    size_t nthreads;
+    int stop;
+} par_executor_t;
+
+static void *exec_thread(void *arg)
+{
+    par_executor_t *x = arg;
+    pthread_mutex_lock(&x->lock);
+    for (;;) {
+        while (x->head == NULL && !x->stop)
+            pthread_cond_wait(&x->cond, &x->lock);
+        if (x->head == NULL)
+            break;
+        par_call_t *c = x->head;
+        x->head = c->_qnext;
+        if (x->head == NULL)
+            x->tail = NULL;
+        pthread_mutex_unlock(&x->lock);
+        par__native_run(c);
+        par__call_finish(c);
+        pthread_mutex_lock(&x->lock);
+    }
+    pthread_mutex_unlock(&x->lock);
+    return NULL;
+}
+
+static void exec_submit(par_executor_t *x, par_call_t *c)
+{
+    pthread_mutex_lock(&x->lock);
+    c->_qnext = NULL;
+    if (x->tail)
+        x->tail->_qnext = c;
+    else
+        x->head = c;
+    x->tail = c;
+    pthread_cond_signal(&x->cond);
+    pthread_mutex_unlock(&x->lock);
+}
+
+static par_executor_t *exec_new(size_t n)
+{
+    par_executor_t *x = calloc(1, sizeof(*x));
+    pthread_mutex_init(&x->lock, NULL);
+    pthread_cond_init(&x->cond, NULL);
+    x->threads = calloc(n, sizeof(pthread_t));
+    for (size_t i = 0; i < n; i++)
+        if (pthread_create(&x->threads[x->nthreads], NULL, exec_thread, x) == 0)
+            x->nthreads++;
+    return x;
+}
+
+static void exec_free(par_executor_t *x)
+{
+    pthread_mutex_lock(&x->lock);
+    x->stop = 1;
+    pthread_cond_broadcast(&x->cond);
+    pthread_mutex_unlock(&x->lock);
+    for (size_t i = 0; i < x->nthreads; i++)
+        pthread_join(x->threads[i], NULL);
+    free(x->threads);
+    free(x);
+}
+
+/* ---- calls ------------------------------------------------------------------------ */
+
+static const par_export_t *find_export(const par_manifest_t *m, const char *name, size_t len,
+                                       size_t *idx)
+{
+    for (size_t i = 0; i < m->export_count; i++) {
+        if (strlen(m->exports[i].name) == len && memcmp(m->exports[i].name, name, len) == 0) {
+            *idx = i;
+            return &m->exports[i];
+        }
+    }
+    return NULL;
+}
+
+int par__call_start(par_runtime_t *rt, par_call_t *c)
+{
+    size_t idlen = strlen(c->agent_id);
+    par_agent_id_t id;
+    par_pkgver_t *pv = NULL;
+    size_t idx = 0;
+    const par_export_t *ex = NULL;
+
+    if (atomic_load(&rt->draining)) {
+        par_buf_appends(&c->output, "the runtime is shutting down");
+        return PAR_E_DRAINING;
+    }
+    if (par_agent_id_parse(c->agent_id, idlen, &id) != 0) {
+        par_buf_appendf(&c->output, "no agent '%s' (not a valid agent id)", c->agent_id);
+        return PAR_E_AGENT_NOT_FOUND;
+    }
+    /* a sibling resolves inside the caller's own package version */
+    par_pkgver_t *cp = c->caller_pv;
+    if (cp && id.version == NULL) {
+        if (id.sub == NULL && (ex = find_export(cp->manifest, id.name, id.name_len, &idx)))
+            pv = cp;
+        else if (strlen(cp->name) == id.name_len && memcmp(cp->name, id.name, id.name_len) == 0 &&
+                 (ex = find_export(cp->manifest, id.sub ? id.sub : "", id.sub ? id.sub_len : 0,
+                                   &idx)))
+            pv = cp;
+        if (pv)
+            par__pkgver_ref(pv);
+    }
+    if (pv == NULL) {
+        par_table_t *t = par__table_get(rt);
+        const par_route_t *r = par__table_find(t, c->agent_id, idlen);
+        if (r) {
+            pv = r->pv;
+            idx = r->export_idx;
+            ex = &pv->manifest->exports[idx];
+            par__pkgver_ref(pv);
+        }
+        par__table_unref(t);
+    }
+    int same_pkg = pv && cp && strcmp(cp->name, pv->name) == 0;
+    if (pv == NULL || (!ex->is_public && !c->allow_private && !same_pkg)) {
+        /* private sub-agents look exactly like unknown ones */
+        if (pv)
+            par__pkgver_unref(pv);
+        par_buf_appendf(&c->output, "no agent '%s'", c->agent_id);
+        return PAR_E_AGENT_NOT_FOUND;
+    }
+    c->pv = pv;
+    c->export_name = ex->name;
+    c->_export_idx = idx;
+    if (c->input_len > pv->max_input) {
+        par_buf_appendf(&c->output, "input of %zu bytes exceeds the limit of %zu bytes for '%s'",
+                        c->input_len, pv->max_input, c->agent_id);
+        return PAR_E_TOO_LARGE;
+    }
+    int64_t now = par__now_ms();
+    int64_t max_deadline = now + rt->cfg.max_timeout_ms;
+    if (c->deadline_ms == 0) {
+        uint32_t t = pv->timeout_ms;
+        if (c->timeout_ms && c->timeout_ms < t)
+            t = c->timeout_ms;
+        c->deadline_ms = now + t;
+    }
+    if (c->deadline_ms > max_deadline)
+        c->deadline_ms = max_deadline;
+    c->started_ns = par__now_ns();
+    if (c->request_id[0] == '\0')
+        snprintf(c->request_id, sizeof(c->request_id), "%016llx",
+                 (unsigned long long)(c->started_ns ^ (int64_t)(uintptr_t)c));
+    if (pv->isolation == PAR_ISOLATION_IN_PROCESS) {
+        if (c->_inline) {
+            par__native_run(c);
+            par__call_finish(c);
+        } else {
+            int rc = par__call_own_input(c);
+            if (rc != PAR_OK)
+                return rc;
+            exec_submit(rt->exec, c);
+        }
+        return PAR_OK;
+    }
+    return par_pool_submit(pv->pool, c);
+}
+
+/* ---- runtime ------------------------------------------------------------------------ */
+
+static int mkdir_p(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static char *find_worker(const char *configured)
+{
+    if (configured && *configured)
+        return strdup(configured);
+    const char *env = getenv("PAR_WORKER");
+    if (env && *env)
+        return strdup(env);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            char cand[PATH_MAX + 16];
+            snprintf(cand, sizeof(cand), "%.*s/par-worker", (int)(slash - self), self);
+            if (access(cand, X_OK) == 0)
+                return strdup(cand);
+        }
+    }
+    return strdup(PAR_WORKER_BUILD_PATH);
+}
+
+int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
+{
+    par_runtime_t *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return PAR_E_NO_MEMORY;
+    rt->cfg = *cfg_in;
+    par__config_defaults(&rt->cfg);
+    rt->state_dir = strdup(rt->cfg.state_dir);
+    rt->cfg.state_dir = rt->state_dir;
+    if (asprintf(&rt->cache_dir, "%s/cache/sha256", rt->state_dir) < 0)
+        rt->cache_dir = NULL;
+    rt->worker_path = find_worker(rt->cfg.worker_path);
+    rt->cfg.worker_path = rt->worker_path;
+    size_t nt = 0;
+    while (cfg_in->trusted && cfg_in->trusted[nt])
+        nt++;
+    rt->trusted = calloc(nt + 1, sizeof(char *));
+    for (size_t i = 0; i < nt; i++)
+        rt->trusted[i] = strdup(cfg_in->trusted[i]);
+    rt->cfg.trusted = (const char *const *)rt->trusted;
+    pthread_mutex_init(&rt->lock, NULL);
+    pthread_mutex_init(&rt->deploy_lock, NULL);
+    rt->started_ms = par__now_ms();
+    rt->data = cfg_in->data;
+    if (rt->cache_dir == NULL || mkdir_p(rt->cache_dir) != 0) {
+        par_log_msg(PAR_LOG_ERROR, "cannot create the cache directory %s/cache/sha256: %s",
+                    rt->state_dir, strerror(errno));
+        par_runtime_destroy(rt);
+        return PAR_E_IO;
+    }
+    table_rebuild(rt);
+    int rc = par_super_new(rt, &rt->super);
+    if (rc != PAR_OK) {
+        par_runtime_destroy(rt);
+        return rc;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    rt->exec = exec_new(cores > 0 ? (size_t)cores * 2 : 2);
+    *out = rt;
+    return PAR_OK;
+}
+
+void par_runtime_destroy(par_runtime_t *rt)
+{
+    if (rt == NULL)
+        return;
+    atomic_store(&rt->draining, 1);
+    pthread_mutex_lock(&rt->lock);
+    par_table_t *t = rt->table;
+    rt->table = NULL;
+    par_pkgver_t **pkgs = rt->pkgs;
+    size_t n = rt->npkgs;
+    rt->pkgs = NULL;
+    rt->npkgs = 0;
+    pthread_mutex_unlock(&rt->lock);
+    if (t)
+        par__table_unref(t);
+    for (size_t i = 0; i < n; i++)
+        par__pkgver_unref(pkgs[i]);
+    free(pkgs);
+    if (rt->exec)
+        exec_free(rt->exec);
+    par_super_free(rt->super);
+    for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
+        free(rt->trusted[i]);
+    free(rt->trusted);
+    free(rt->state_dir);
+    free(rt->cache_dir);
+    free(rt->worker_path);
+    pthread_mutex_destroy(&rt->lock);
+    pthread_mutex_destroy(&rt->deploy_lock);
+    free(rt);
+}
+
+/* Adds a version: replaces any version of the same name (which drains through
+ * its references) and any failure record of the same name. */
+void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
+{
+    pthread_mutex_lock(&rt->lock);
+    pv->seq = ++rt->seq;
+    size_t w = 0;
+    par_pkgver_t *drop[64];
+    size_t ndrop = 0;
+    for (size_t i = 0; i < rt->npkgs; i++) {
+        par_pkgver_t *o = rt->pkgs[i];
+        int same_name = strcmp(o->name, pv->name) == 0;
+        int replace = same_name && (atomic_load(&pv->state) == PAR_PKG_ACTIVE ||
+                                    atomic_load(&o->state) == PAR_PKG_FAILED);
+        if (replace && ndrop < 64) {
+            if (atomic_load(&o->state) == PAR_PKG_ACTIVE)
+                atomic_store(&o->state, PAR_PKG_DRAINING);
+            drop[ndrop++] = o;
+        } else {
+            rt->pkgs[w++] = o;
+        }
+    }
+    rt->npkgs = w;
+    par_pkgver_t **n = realloc(rt->pkgs, (rt->npkgs + 1) * sizeof(*n));
+    if (n) {
+        rt->pkgs = n;
+        rt->pkgs[rt->npkgs++] = pv;
+    } else {
+        par__pkgver_unref(pv);
+    }
+    table_rebuild(rt);
+    pthread_mutex_unlock(&rt->lock);
+    for (size_t i = 0; i < ndrop; i++)
+        par__pkgver_unref(drop[i]);
+}
+
+int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count)
+{
+    pthread_mutex_lock(&rt->lock);
+    par_pkgver_t **a = calloc(rt->npkgs + 1, sizeof(*a));
+    if (a == NULL) {
+        pthread_mutex_unlock(&rt->lock);
+        return PAR_E_NO_MEMORY;
+    }
+    for (size_t i = 0; i < rt->npkgs; i++) {
+        a[i] = rt->pkgs[i];
+        par__pkgver_ref(a[i]);
+    }
+    *count = rt->npkgs;
+    pthread_mutex_unlock(&rt->lock);
+    *out = a;
+    return PAR_OK;
+}
+
+int par__runtime_ready(par_runtime_t *rt, par_buf_t *why)
+{
+    if (atomic_load(&rt->draining)) {
+        par_buf_appends(why, "the runtime is shutting down");
+        return 0;
+    }
+    if (atomic_load(&rt->booting)) {
+        par_buf_appends(why, "the initial packages are still loading");
+        return 0;
+    }
+    par_pkgver_t **pk;
+    size_t n;
+    if (par__packages_snapshot(rt, &pk, &n) != PAR_OK)
+        return 0;
+    int ready = 1;
+    for (size_t i = 0; i < n; i++) {
+        int st = atomic_load(&pk[i]->state);
+        if (st == PAR_PKG_LOADING) {
+            par_buf_appendf(why, "%s@%s is loading; ", pk[i]->name, pk[i]->version);
+            ready = 0;
+        } else if (st == PAR_PKG_ACTIVE && pk[i]->pool && !par_pool_live(pk[i]->pool)) {
+            par_buf_appendf(why, "%s@%s has no live worker; ", pk[i]->name, pk[i]->version);
+            ready = 0;
+        }
+        par__pkgver_unref(pk[i]);
+    }
+    free(pk);
+    return ready;
+}
+
+/* ---- embedding API --------------------------------------------------------------------- */
+
+int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err)
+{
+    par_buf_t e;
+    par_buf_init(&e, 0);
+    int rc = par__deploy_path(rt, path, &e);
+    if (err)
+        *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
+    par_buf_free(&e);
+    return rc;
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+} sync_wait_t;
+
+static void sync_done(par_call_t *c)
+{
+    sync_wait_t *w = c->data;
+    pthread_mutex_lock(&w->lock);
+    w->done = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+int par__call_sync(par_runtime_t *rt, par_call_t *c)
+{
+    sync_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    c->done = sync_done;
+    c->data = &w;
+    c->_inline = 1;
+    int rc = par__call_start(rt, c);
+    if (rc != PAR_OK) {
+        c->status = rc;
+        return rc;
+    }
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    return c->status;
+}
+
+static void result_from_call(par_call_t *c, par_result_t *out)
+{
+    out->status = c->status;
+    if (c->status == PAR_OK) {
+        out->data = par_buf_steal(&c->output, &out->len);
+        return;
+    }
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    par_buf_appendf(&b, "{\"error\":\"%s\",\"message\":", par_status_name(c->status));
+    par_buf_append_json_str(&b, c->output.data ? c->output.data : "", c->output.len);
+    par_buf_appends(&b, ",\"request_id\":");
+    par_buf_append_json_str(&b, c->request_id, strlen(c->request_id));
+    par_buf_appends(&b, "}");
+    out->data = par_buf_steal(&b, &out->len);
+}
+
+int par_call(par_runtime_t *rt, const char *agent_id, const char *input, size_t len,
+             par_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    par_call_t *c = par__call_new();
+    if (c == NULL)
+        return out->status = PAR_E_NO_MEMORY;
+    size_t off;
+    if (strlen(agent_id) > PAR_ID_MAX) {
+        c->status = PAR_E_AGENT_NOT_FOUND;
+        par_buf_appendf(&c->output, "no agent (id longer than %d bytes)", PAR_ID_MAX);
+    } else if (input == NULL || par_json_scan(input, len, NULL, 0, &off) != 0) {
+        c->status = PAR_E_INVALID_JSON;
+        par_buf_appendf(&c->output, "input is not valid JSON (error at byte %zu)",
+                        input ? off : 0);
+    } else {
+        strcpy(c->agent_id, agent_id);
+        c->input = input;
+        c->input_len = len;
+        c->allow_private = 1;
+        par__call_sync(rt, c);
+    }
+    result_from_call(c, out);
+    int st = c->status;
+    par__call_free(c);
+    return st;
+}
+
+void par_result_free(par_result_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->data);
+    r->data = NULL;
+    r->len = 0;
+}
+
+int par_runtime_agents(par_runtime_t *rt, int include_private, par_agent_info_t **list,
+                       size_t *count)
+{
+    par_table_t *t = par__table_get(rt);
+    par_agent_info_t *a = calloc(t->count + 1, sizeof(*a));
+    size_t n = 0;
+    for (size_t i = 0; a && i < t->count; i++) {
+        const par_route_t *r = &t->routes[i];
+        const par_export_t *e = &r->pv->manifest->exports[r->export_idx];
+        if (strchr(r->id, '@') || (!e->is_public && !include_private))
+            continue;
+        a[n].id = strdup(r->id);
+        a[n].package = strdup(r->pv->name);
+        a[n].version = strdup(r->pv->version);
+        a[n].description = strdup(e->description ? e->description : "");
+        a[n].is_public = e->is_public;
+        n++;
+    }
+    par__table_unref(t);
+    if (a == NULL)
+        return PAR_E_NO_MEMORY;
+    *list = a;
+    *count = n;
+    return PAR_OK;
+}
+
+void par_agents_free(par_agent_info_t *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free((char *)list[i].id);
+        free((char *)list[i].package);
+        free((char *)list[i].version);
+        free((char *)list[i].description);
+    }
+    free(list);
+}

@@ -1,0 +1,123 @@
+/*
+ * runtime/runtime.h — the runtime's internal surface: package versions, the
+ * routing table snapshot, deploy and call.
+ *
+ * Owns: every loaded package version (refcounted: the routing table and each
+ * in-flight call hold a reference, so a replaced version drains naturally),
+ * the immutable routing table (swapped under a mutex; readers take a
+ * reference), and the supervisor that runs workers.
+ * Callers: http/ (event-loop threads), the embedding API (any thread), the
+ * CLI. Deploy blocks and must not be called from an event-loop thread.
+ */
+#ifndef PAR_RUNTIME_RUNTIME_H
+#define PAR_RUNTIME_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <par/par.h>
+
+#include "pkg/manifest.h"
+#include "runtime/call.h"
+#include "util/buf.h"
+
+typedef struct par_pool par_pool_t;
+typedef struct par_super par_super_t;
+
+typedef enum par_pkg_state {
+    PAR_PKG_LOADING = 0,
+    PAR_PKG_ACTIVE,
+    PAR_PKG_DRAINING,
+    PAR_PKG_FAILED,
+} par_pkg_state_t;
+
+const char *par_pkg_state_name(int state);
+
+struct par_pkgver {
+    atomic_int refs;
+    par_runtime_t *rt;
+    par_manifest_t *manifest; /* NULL only for a failed record without one */
+    char *name;
+    char *version;
+    char *root;      /* directory the package runs from */
+    char *source;    /* the path it was deployed from */
+    char sha256[65]; /* "" for a directory */
+    par_isolation_t isolation;
+    _Atomic int state;
+    char *last_error;
+    uint64_t seq; /* deploy order */
+    double t_read_ms, t_extract_ms, t_load_ms;
+    int64_t loaded_at_ms; /* wall clock */
+    uint32_t timeout_ms;
+    size_t max_input;
+    /* isolation = worker */
+    par_pool_t *pool;
+    /* isolation = in-process */
+    void **dl_handles;
+    size_t dl_count;
+    par_agent_fn *fns; /* per export */
+};
+
+typedef struct par_route {
+    char *id;
+    par_pkgver_t *pv;
+    size_t export_idx;
+} par_route_t;
+
+typedef struct par_table {
+    atomic_int refs;
+    size_t count;
+    par_route_t *routes; /* sorted by id */
+} par_table_t;
+
+struct par_runtime {
+    par_config_t cfg; /* strings owned */
+    char *state_dir;
+    char *cache_dir;
+    char *worker_path;
+    char **trusted;
+    pthread_mutex_t lock; /* pkgs, table pointer, deploy serialisation */
+    pthread_mutex_t deploy_lock;
+    par_table_t *table;
+    par_pkgver_t **pkgs; /* every known version, newest last */
+    size_t npkgs;
+    uint64_t seq;
+    par_super_t *super;
+    _Atomic int draining;
+    _Atomic int booting; /* set by the server until the initial package set is loaded */
+    int64_t started_ms;
+    /* in-process calls run on this executor so loop threads never block */
+    struct par_executor *exec;
+    void *data;
+};
+
+void par__pkgver_ref(par_pkgver_t *pv);
+void par__pkgver_unref(par_pkgver_t *pv);
+
+/* Returns a referenced snapshot of the routing table; release with _unref. */
+par_table_t *par__table_get(par_runtime_t *rt);
+void par__table_unref(par_table_t *t);
+const par_route_t *par__table_find(const par_table_t *t, const char *id, size_t len);
+
+/* Starts a call (see call.h). Any thread; never blocks on agent code. */
+int par__call_start(par_runtime_t *rt, par_call_t *c);
+
+/* Deploys a path; `err` receives every reason on failure. Blocking. */
+int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err);
+
+/* Starts a call and waits for it on the calling thread; returns its status. */
+int par__call_sync(par_runtime_t *rt, par_call_t *c);
+
+/* Makes a loaded (or failed) version visible, replacing older ones of its name. */
+void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv);
+
+/* Snapshot of package versions for listings (referenced; release each). */
+int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count);
+
+/* Readiness: not draining, every deployed package active or failed. */
+int par__runtime_ready(par_runtime_t *rt, par_buf_t *why);
+
+/* Built-in defaults for every config field that was left 0/NULL. */
+void par__config_defaults(par_config_t *cfg);
+
+#endif

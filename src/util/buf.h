@@ -1,0 +1,37 @@
+/*
+ * util/buf.h — growable byte buffer with a hard cap (curl's dynbuf idea).
+ *
+ * Owns its memory. Every append checks the cap and fails with PAR_E_TOO_LARGE
+ * instead of growing past it. Not thread-safe: one owner at a time.
+ */
+#ifndef PAR_UTIL_BUF_H
+#define PAR_UTIL_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef struct par_buf {
+    char *data;
+    size_t len;
+    size_t cap;   /* allocated */
+    size_t limit; /* hard cap on len, 0 = SIZE_MAX */
+} par_buf_t;
+
+void par_buf_init(par_buf_t *b, size_t limit);
+void par_buf_free(par_buf_t *b);
+void par_buf_reset(par_buf_t *b);
+/* Ensures room for `extra` more bytes. */
+int par_buf_reserve(par_buf_t *b, size_t extra);
+int par_buf_append(par_buf_t *b, const void *data, size_t len);
+int par_buf_appends(par_buf_t *b, const char *s);
+int par_buf_appendf(par_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int par_buf_vappendf(par_buf_t *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+/* Appends `s` as a JSON string literal, quotes included. */
+int par_buf_append_json_str(par_buf_t *b, const char *s, size_t len);
+/* Appends a NUL without counting it, so data can be used as a C string. */
+int par_buf_terminate(par_buf_t *b);
+/* Hands the memory to the caller and resets the buffer. */
+char *par_buf_steal(par_buf_t *b, size_t *len);
+
+#endif

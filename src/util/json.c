@@ -1,0 +1,250 @@
+/*
+ * util/json.c — see json.h. A recursive-descent scanner over bytes; recursion
+ * depth is capped by PAR_JSON_MAX_DEPTH so hostile nesting cannot exhaust the
+ * stack.
+ */
+#include "util/json.h"
+
+#include <string.h>
+
+typedef struct scan {
+    const char *p, *end, *start;
+    int depth;
+} scan_t;
+
+static void skip_ws(scan_t *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int scan_string(scan_t *s)
+{
+    if (s->p >= s->end || *s->p != '"')
+        return -1;
+    s->p++;
+    while (s->p < s->end) {
+        unsigned char c = (unsigned char)*s->p;
+        if (c == '"') {
+            s->p++;
+            return 0;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            s->p++;
+            if (s->p >= s->end)
+                return -1;
+            switch (*s->p) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                s->p++;
+                break;
+            case 'u':
+                if (s->end - s->p < 5 || !is_hex(s->p[1]) || !is_hex(s->p[2]) ||
+                    !is_hex(s->p[3]) || !is_hex(s->p[4]))
+                    return -1;
+                s->p += 5;
+                break;
+            default:
+                return -1;
+            }
+            continue;
+        }
+        s->p++;
+    }
+    return -1;
+}
+
+static int scan_digits(scan_t *s)
+{
+    const char *b = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+        s->p++;
+    return s->p > b ? 0 : -1;
+}
+
+static int scan_number(scan_t *s)
+{
+    if (s->p < s->end && *s->p == '-')
+        s->p++;
+    if (s->p >= s->end)
+        return -1;
+    if (*s->p == '0') {
+        s->p++;
+    } else if (scan_digits(s) != 0) {
+        return -1;
+    }
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (scan_digits(s) != 0)
+            return -1;
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+            s->p++;
+        if (scan_digits(s) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int scan_literal(scan_t *s, const char *lit, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+        return -1;
+    s->p += n;
+    return 0;
+}
+
+static int scan_value(scan_t *s, par_json_field_t *fields, size_t nfields);
+
+static int scan_object(scan_t *s, par_json_field_t *fields, size_t nfields)
+{
+    s->p++; /* '{' */
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(s);
+        const char *key = s->p;
+        if (scan_string(s) != 0)
+            return -1;
+        size_t keylen = (size_t)(s->p - key) - 2;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return -1;
+        s->p++;
+        skip_ws(s);
+        const char *vstart = s->p;
+        if (scan_value(s, NULL, 0) != 0)
+            return -1;
+        for (size_t i = 0; i < nfields; i++) {
+            if (strlen(fields[i].name) == keylen && memcmp(fields[i].name, key + 1, keylen) == 0) {
+                fields[i].ptr = vstart;
+                fields[i].len = (size_t)(s->p - vstart);
+            }
+        }
+        skip_ws(s);
+        if (s->p >= s->end)
+            return -1;
+        if (*s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (*s->p == '}') {
+            s->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int scan_array(scan_t *s)
+{
+    s->p++; /* '[' */
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(s);
+        if (scan_value(s, NULL, 0) != 0)
+            return -1;
+        skip_ws(s);
+        if (s->p >= s->end)
+            return -1;
+        if (*s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (*s->p == ']') {
+            s->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int scan_value(scan_t *s, par_json_field_t *fields, size_t nfields)
+{
+    if (s->p >= s->end)
+        return -1;
+    int rc;
+    switch (*s->p) {
+    case '{':
+        if (++s->depth > PAR_JSON_MAX_DEPTH)
+            return -1;
+        rc = scan_object(s, fields, nfields);
+        s->depth--;
+        return rc;
+    case '[':
+        if (++s->depth > PAR_JSON_MAX_DEPTH)
+            return -1;
+        rc = scan_array(s);
+        s->depth--;
+        return rc;
+    case '"':
+        return scan_string(s);
+    case 't':
+        return scan_literal(s, "true", 4);
+    case 'f':
+        return scan_literal(s, "false", 5);
+    case 'n':
+        return scan_literal(s, "null", 4);
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9'))
+            return scan_number(s);
+        return -1;
+    }
+}
+
+int par_json_scan(const char *p, size_t n, par_json_field_t *fields, size_t nfields,
+                  size_t *err_off)
+{
+    scan_t s = {p, p + n, p, 0};
+    for (size_t i = 0; i < nfields; i++) {
+        fields[i].ptr = NULL;
+        fields[i].len = 0;
+    }
+    skip_ws(&s);
+    if (scan_value(&s, fields, nfields) == 0) {
+        skip_ws(&s);
+        if (s.p == s.end)
+            return 0;
+    }
+    if (err_off)
+        *err_off = (size_t)(s.p - s.start);
+    for (size_t i = 0; i < nfields; i++)
+        fields[i].ptr = NULL;
+    return -1;
+}
+
+char par_json_root_type(const char *p, size_t n)
+{
+    scan_t s = {p, p + n, p, 0};
+    skip_ws(&s);
+    if (s.p >= s.end)
+        return 0;
+    char c = *s.p;
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return '0';
+    return c;
+}
+
+void par_json_trim(const char **p, size_t *n)
+{
+    while (*n && (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r'))
+        (*p)++, (*n)--;
+    while (*n && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t' || (*p)[*n - 1] == '\n' ||
+                  (*p)[*n - 1] == '\r'))
+        (*n)--;
+}

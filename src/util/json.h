@@ -1,0 +1,37 @@
+/*
+ * util/json.h — a non-allocating JSON validator and top-level field locator.
+ *
+ * Used on the hot path to check request bodies and agent outputs without
+ * building a tree: the invoke handler only needs to know that the body is
+ * valid JSON and where the top-level "input", "context" and "trace_id" values
+ * are. Strict RFC 8259 (no comments, no trailing commas, valid UTF-8 is not
+ * checked beyond byte ranges), depth capped. Any thread; no state.
+ */
+#ifndef PAR_UTIL_JSON_H
+#define PAR_UTIL_JSON_H
+
+#include <stddef.h>
+
+#define PAR_JSON_MAX_DEPTH 128
+
+typedef struct par_json_field {
+    const char *name; /* in: top-level key to find */
+    const char *ptr;  /* out: the value's bytes, NULL when absent */
+    size_t len;
+} par_json_field_t;
+
+/* Validates `p[0..n)` as one JSON value with optional surrounding whitespace.
+ * When the root is an object, fills the spans of the named top-level fields
+ * (the last occurrence wins). Returns 0 when valid, else -1 and *err_off (if
+ * not NULL) is the byte offset of the first error. */
+int par_json_scan(const char *p, size_t n, par_json_field_t *fields, size_t nfields,
+                  size_t *err_off);
+
+/* Returns the root value's type character: '{', '[', '"', 'n', 't', 'f' or '0'
+ * for a number, after leading whitespace. Assumes a validated document. */
+char par_json_root_type(const char *p, size_t n);
+
+/* Trims JSON whitespace from both ends of a span. */
+void par_json_trim(const char **p, size_t *n);
+
+#endif

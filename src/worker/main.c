@@ -1,0 +1,609 @@
+/*
+ * worker/main.c — par-worker, the native worker host.
+ *
+ * Spawned by the runtime's supervisor (loader/supervisor.c), one process per
+ * worker of a native package version. It loads the package's shared objects,
+ * resolves every export, says HELLO, then serves INVOKE frames on a socket
+ * (docs/worker-protocol.md) until the socket closes.
+ *
+ *   par-worker --fd N --root DIR [--max-input BYTES] [--max-output BYTES]
+ *              --export NAME=path/lib.so:symbol [--export …]
+ *
+ * Threads: the main thread reads frames; INVOKE frames go to a pool of handler
+ * threads that grows when every thread is busy (so agents that call siblings
+ * through par_ctx_call cannot deadlock the worker); every frame written goes
+ * out whole under one write lock.
+ *
+ * It must never trust the runtime's input beyond the protocol's caps, and it
+ * exits when the runtime goes away (PR_SET_PDEATHSIG and EOF).
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <par/agent.h>
+#include <par/par.h>
+
+#include "loader/proto.h"
+#include "util/buf.h"
+
+#define MAX_EXPORTS 256
+#define MAX_THREADS 256
+
+typedef struct wexport {
+    char *name;
+    char *lib;
+    char *symbol;
+    par_agent_fn fn;
+} wexport_t;
+
+typedef struct arena_item {
+    struct arena_item *next;
+    char data[];
+} arena_item_t;
+
+typedef struct job {
+    struct job *next;
+    uint64_t id;
+    json_t *hdr;
+    char *input;
+    size_t input_len;
+    par_agent_ctx_t ctx;
+    par_out_t out;
+    par_buf_t outbuf;
+    char *fail_msg;
+    json_t *units;
+    arena_item_t *arena;
+    atomic_int cancelled;
+    int out_too_large;
+} job_t;
+
+typedef struct wcall {
+    struct wcall *next;
+    uint64_t id;
+    int done;
+    int status;
+    char *data;
+    size_t len;
+    pthread_cond_t cond;
+} wcall_t;
+
+static int g_fd = -1;
+static size_t g_max_input = 64u << 20;
+static size_t g_max_output = 16u << 20;
+static wexport_t g_exports[MAX_EXPORTS];
+static size_t g_nexports;
+
+static pthread_mutex_t g_write_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* jobs, threads, calls */
+static pthread_cond_t g_job_cond = PTHREAD_COND_INITIALIZER;
+static job_t *g_jobs_head, *g_jobs_tail;
+static unsigned g_threads, g_idle;
+static wcall_t *g_calls;
+static uint64_t g_next_call_id = 1;
+static int g_shutdown;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static int write_all(const struct iovec *iov_in, int n)
+{
+    struct iovec iov[4];
+    memcpy(iov, iov_in, sizeof(*iov) * (size_t)n);
+    int i = 0;
+    while (i < n) {
+        ssize_t w = writev(g_fd, iov + i, n - i);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (i < n && (size_t)w >= iov[i].iov_len) {
+            w -= (ssize_t)iov[i].iov_len;
+            i++;
+        }
+        if (i < n) {
+            iov[i].iov_base = (char *)iov[i].iov_base + w;
+            iov[i].iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static void send_frame(uint8_t type, uint64_t id, const char *hdr, size_t hlen, const char *body,
+                       size_t blen)
+{
+    uint8_t fh[PAR_PROTO_HEADER_SIZE];
+    par_proto_encode(fh, type, id, (uint32_t)hlen, (uint32_t)blen);
+    struct iovec iov[3] = {{fh, sizeof(fh)}, {(void *)hdr, hlen}, {(void *)body, blen}};
+    pthread_mutex_lock(&g_write_lock);
+    int rc = write_all(iov, 3);
+    pthread_mutex_unlock(&g_write_lock);
+    if (rc != 0)
+        _exit(0); /* the runtime is gone */
+}
+
+static void send_json_frame(uint8_t type, uint64_t id, json_t *hdr, const char *body, size_t blen)
+{
+    char *h = hdr ? json_dumps(hdr, JSON_COMPACT) : NULL;
+    send_frame(type, id, h, h ? strlen(h) : 0, body, blen);
+    free(h);
+}
+
+static void die(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (g_fd >= 0) {
+        json_t *h = json_pack("{s:s, s:s}", "error", "load_failed", "message", msg);
+        send_json_frame(PAR_FRAME_ERROR, 0, h, NULL, 0);
+        json_decref(h);
+    }
+    fprintf(stderr, "par-worker: %s\n", msg);
+    exit(3);
+}
+
+/* ---- the agent API ---------------------------------------------------- */
+
+static job_t *job_of(par_agent_ctx_t *ctx)
+{
+    return (job_t *)ctx->_impl;
+}
+
+static int api_out_write(par_out_t *out, const void *data, size_t len)
+{
+    job_t *j = (job_t *)out->_impl;
+    if (j->out_too_large)
+        return PAR_E_OUTPUT_TOO_LARGE;
+    int rc = par_buf_append(&j->outbuf, data, len);
+    if (rc == PAR_E_TOO_LARGE) {
+        j->out_too_large = 1;
+        return PAR_E_OUTPUT_TOO_LARGE;
+    }
+    return rc;
+}
+
+static int api_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
+                    par_slice_t *output)
+{
+    job_t *j = job_of(ctx);
+    wcall_t c = {0};
+    pthread_cond_init(&c.cond, NULL);
+    pthread_mutex_lock(&g_lock);
+    c.id = g_next_call_id++;
+    c.next = g_calls;
+    g_calls = &c;
+    pthread_mutex_unlock(&g_lock);
+
+    json_t *h = json_pack("{s:s, s:I}", "agent", agent_id, "parent", (json_int_t)j->id);
+    send_json_frame(PAR_FRAME_CALL, c.id, h, input.ptr, input.len);
+    json_decref(h);
+
+    pthread_mutex_lock(&g_lock);
+    while (!c.done && !g_shutdown)
+        pthread_cond_wait(&c.cond, &g_lock);
+    for (wcall_t **pp = &g_calls; *pp; pp = &(*pp)->next) {
+        if (*pp == &c) {
+            *pp = c.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    pthread_cond_destroy(&c.cond);
+    if (!c.done) {
+        static const char gone[] = "{\"error\":\"draining\",\"message\":\"worker shutting down\"}";
+        output->ptr = gone;
+        output->len = sizeof(gone) - 1;
+        return PAR_E_DRAINING;
+    }
+    /* keep the result alive until the invocation ends */
+    arena_item_t *it = malloc(sizeof(*it) + c.len + 1);
+    if (it == NULL) {
+        free(c.data);
+        output->ptr = "null";
+        output->len = 4;
+        return PAR_E_NO_MEMORY;
+    }
+    memcpy(it->data, c.data, c.len);
+    it->data[c.len] = '\0';
+    free(c.data);
+    it->next = j->arena;
+    j->arena = it;
+    output->ptr = it->data;
+    output->len = c.len;
+    return c.status;
+}
+
+static void api_usage(par_agent_ctx_t *ctx, const char *unit, int64_t amount)
+{
+    job_t *j = job_of(ctx);
+    if (unit == NULL || *unit == '\0')
+        return;
+    if (j->units == NULL)
+        j->units = json_object();
+    json_t *cur = json_object_get(j->units, unit);
+    json_int_t v = (cur ? json_integer_value(cur) : 0) + amount;
+    json_object_set_new(j->units, unit, json_integer(v));
+}
+
+static void api_log(par_agent_ctx_t *ctx, int level, const char *msg)
+{
+    static const char *const lv[] = {"debug", "info", "warn", "error"};
+    job_t *j = job_of(ctx);
+    json_t *h = json_pack("{s:s, s:s, s:s}", "level", lv[level < 0 || level > 3 ? 1 : level],
+                          "msg", msg ? msg : "", "request_id", ctx->request_id);
+    send_json_frame(PAR_FRAME_LOG, j->id, h, NULL, 0);
+    json_decref(h);
+}
+
+static void api_fail(par_agent_ctx_t *ctx, const char *msg)
+{
+    job_t *j = job_of(ctx);
+    free(j->fail_msg);
+    j->fail_msg = strdup(msg ? msg : "");
+}
+
+static int api_cancelled(par_agent_ctx_t *ctx)
+{
+    return atomic_load(&job_of(ctx)->cancelled);
+}
+
+static const par_agent_api_t g_api = {
+    .abi = PAR_AGENT_ABI,
+    .size = sizeof(par_agent_api_t),
+    .out_write = api_out_write,
+    .call = api_call,
+    .usage = api_usage,
+    .log = api_log,
+    .fail = api_fail,
+    .cancelled = api_cancelled,
+};
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *hdr_str(json_t *h, const char *key)
+{
+    const char *s = json_string_value(json_object_get(h, key));
+    return s ? s : "";
+}
+
+static void job_free(job_t *j)
+{
+    while (j->arena) {
+        arena_item_t *n = j->arena->next;
+        free(j->arena);
+        j->arena = n;
+    }
+    json_decref(j->hdr);
+    json_decref(j->units);
+    free(j->input);
+    free(j->fail_msg);
+    par_buf_free(&j->outbuf);
+    free(j);
+}
+
+static void send_error(uint64_t id, const char *name, const char *msg)
+{
+    json_t *h = json_pack("{s:s, s:s}", "error", name, "message", msg);
+    send_json_frame(PAR_FRAME_ERROR, id, h, NULL, 0);
+    json_decref(h);
+}
+
+static void run_job(job_t *j)
+{
+    json_int_t x = json_integer_value(json_object_get(j->hdr, "x"));
+    if (x < 0 || (size_t)x >= g_nexports) {
+        send_error(j->id, "agent_not_found", "no such export in this worker");
+        return;
+    }
+    wexport_t *e = &g_exports[x];
+    json_t *context = json_object_get(j->hdr, "context");
+    char *context_json = context ? json_dumps(context, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_int_t remaining = json_integer_value(json_object_get(j->hdr, "deadline_ms"));
+
+    j->ctx.api = &g_api;
+    j->ctx.agent_id = hdr_str(j->hdr, "agent");
+    j->ctx.sub_agent = e->name;
+    j->ctx.request_id = hdr_str(j->hdr, "request_id");
+    j->ctx.trace_id = hdr_str(j->hdr, "trace_id");
+    j->ctx.subject = hdr_str(j->hdr, "subject");
+    j->ctx.context.ptr = context_json ? context_json : "{}";
+    j->ctx.context.len = strlen(j->ctx.context.ptr);
+    j->ctx.deadline_ms = remaining > 0 ? now_ms() + remaining : 0;
+    j->ctx._impl = j;
+    j->out.api = &g_api;
+    j->out._impl = j;
+
+    par_slice_t in = {j->input ? j->input : "null", j->input ? j->input_len : 4};
+    int rc = e->fn(&j->ctx, in, &j->out);
+    free(context_json);
+
+    if (j->out_too_large) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "agent output exceeds the cap of %zu bytes", g_max_output);
+        send_error(j->id, "output_too_large", msg);
+    } else if (rc != 0) {
+        char msg[160];
+        if (j->fail_msg == NULL)
+            snprintf(msg, sizeof(msg), "agent '%s' returned %d", j->ctx.agent_id, rc);
+        send_error(j->id, "agent_error", j->fail_msg ? j->fail_msg : msg);
+    } else {
+        json_t *h = j->units ? json_pack("{s:O}", "units", j->units) : NULL;
+        send_json_frame(PAR_FRAME_RESULT, j->id, h, j->outbuf.data, j->outbuf.len);
+        json_decref(h);
+    }
+}
+
+static void *handler_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_lock);
+    for (;;) {
+        while (g_jobs_head == NULL && !g_shutdown)
+            pthread_cond_wait(&g_job_cond, &g_lock);
+        if (g_jobs_head == NULL)
+            break;
+        job_t *j = g_jobs_head;
+        g_jobs_head = j->next;
+        if (g_jobs_head == NULL)
+            g_jobs_tail = NULL;
+        g_idle--;
+        pthread_mutex_unlock(&g_lock);
+        run_job(j);
+        job_free(j);
+        pthread_mutex_lock(&g_lock);
+        g_idle++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return NULL;
+}
+
+static void submit_job(job_t *j)
+{
+    pthread_mutex_lock(&g_lock);
+    j->next = NULL;
+    if (g_jobs_tail)
+        g_jobs_tail->next = j;
+    else
+        g_jobs_head = j;
+    g_jobs_tail = j;
+    /* count queued jobs against idle threads; grow when all are busy */
+    size_t queued = 0;
+    for (job_t *q = g_jobs_head; q && queued <= g_idle; q = q->next)
+        queued++;
+    if (queued > g_idle && g_threads < MAX_THREADS) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 1u << 20);
+        if (pthread_create(&t, &attr, handler_thread, NULL) == 0) {
+            g_threads++;
+            g_idle++;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    pthread_cond_signal(&g_job_cond);
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void on_frame(const par_frame_t *f)
+{
+    switch (f->type) {
+    case PAR_FRAME_INVOKE: {
+        job_t *j = calloc(1, sizeof(*j));
+        if (j == NULL)
+            die("out of memory");
+        j->id = f->id;
+        json_error_t jerr;
+        j->hdr = f->header_len ? json_loadb(f->header, f->header_len, 0, &jerr) : json_object();
+        if (j->hdr == NULL || !json_is_object(j->hdr)) {
+            send_error(f->id, "worker_protocol_error", "INVOKE header is not a JSON object");
+            job_free(j);
+            return;
+        }
+        if (f->body_len) {
+            j->input = malloc(f->body_len);
+            if (j->input == NULL)
+                die("out of memory");
+            memcpy(j->input, f->body, f->body_len);
+            j->input_len = f->body_len;
+        }
+        par_buf_init(&j->outbuf, g_max_output);
+        submit_job(j);
+        break;
+    }
+    case PAR_FRAME_CALL_RESULT: {
+        int status = PAR_OK;
+        if (f->header_len) {
+            json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
+            json_int_t s = json_integer_value(json_object_get(h, "status"));
+            if (s > 0 && s < PAR_STATUS_COUNT)
+                status = (int)s;
+            json_decref(h);
+        }
+        pthread_mutex_lock(&g_lock);
+        for (wcall_t *c = g_calls; c; c = c->next) {
+            if (c->id == f->id && !c->done) {
+                c->data = malloc(f->body_len + 1);
+                if (c->data == NULL)
+                    die("out of memory");
+                memcpy(c->data, f->body, f->body_len);
+                c->len = f->body_len;
+                c->status = status;
+                c->done = 1;
+                pthread_cond_signal(&c->cond);
+                break;
+            }
+        }
+        pthread_mutex_unlock(&g_lock);
+        break;
+    }
+    case PAR_FRAME_CANCEL:
+        /* Native code cannot be interrupted; the agent can poll par_ctx_cancelled().
+         * Running jobs are not indexed, so a cancel only reaches queued ones. */
+        pthread_mutex_lock(&g_lock);
+        for (job_t *q = g_jobs_head; q; q = q->next)
+            if (q->id == f->id)
+                atomic_store(&q->cancelled, 1);
+        pthread_mutex_unlock(&g_lock);
+        break;
+    default:
+        /* unknown or unexpected frames are ignored for forward compatibility */
+        break;
+    }
+}
+
+/* ---- start-up ------------------------------------------------------------- */
+
+static void load_exports(const char *root)
+{
+    for (size_t i = 0; i < g_nexports; i++) {
+        wexport_t *e = &g_exports[i];
+        char path[PATH_MAX];
+        if (e->lib[0] == '/' || strstr(e->lib, ".."))
+            die("export '%s': library path '%s' must be relative to the package", e->name, e->lib);
+        snprintf(path, sizeof(path), "%s/%s", root, e->lib);
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (h == NULL)
+            die("%s: cannot load: %s", e->lib, dlerror());
+        const unsigned *abi = dlsym(h, "par_agent_abi");
+        if (abi && *abi != PAR_AGENT_ABI)
+            die("%s: built for agent ABI %u, this runtime speaks %d", e->lib, *abi, PAR_AGENT_ABI);
+        void *sym = dlsym(h, e->symbol);
+        if (sym == NULL)
+            die("%s: symbol '%s' not found (export '%s')", e->lib, e->symbol,
+                e->name[0] ? e->name : "main");
+        *(void **)&e->fn = sym;
+        /* init once per library: the first export that names it */
+        int first = 1;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(g_exports[k].lib, e->lib) == 0)
+                first = 0;
+        if (first) {
+            int (*init)(void);
+            *(void **)&init = dlsym(h, "par_agent_init");
+            if (init && init() != 0)
+                die("%s: par_agent_init failed", e->lib);
+        }
+    }
+}
+
+static void parse_export(const char *arg)
+{
+    if (g_nexports == MAX_EXPORTS)
+        die("too many exports");
+    const char *eq = strchr(arg, '=');
+    const char *colon = eq ? strrchr(eq, ':') : NULL;
+    if (eq == NULL || colon == NULL || colon == eq + 1 || colon[1] == '\0')
+        die("bad --export '%s' (want NAME=lib.so:symbol)", arg);
+    wexport_t *e = &g_exports[g_nexports++];
+    e->name = strndup(arg, (size_t)(eq - arg));
+    e->lib = strndup(eq + 1, (size_t)(colon - eq - 1));
+    e->symbol = strdup(colon + 1);
+}
+
+int main(int argc, char **argv)
+{
+    const char *root = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--fd") == 0 && v) {
+            g_fd = atoi(v), i++;
+        } else if (strcmp(a, "--root") == 0 && v) {
+            root = v, i++;
+        } else if (strcmp(a, "--max-input") == 0 && v) {
+            g_max_input = strtoull(v, NULL, 10), i++;
+        } else if (strcmp(a, "--max-output") == 0 && v) {
+            g_max_output = strtoull(v, NULL, 10), i++;
+        } else if (strcmp(a, "--export") == 0 && v) {
+            parse_export(v), i++;
+        } else {
+            fprintf(stderr, "par-worker: unknown argument '%s'\n"
+                            "par-worker is started by the par runtime, not by hand.\n", a);
+            return 2;
+        }
+    }
+    if (g_fd < 0 || root == NULL)
+        die("--fd and --root are required");
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        return 0;
+    signal(SIGPIPE, SIG_IGN);
+
+    load_exports(root);
+
+    json_t *names = json_array();
+    for (size_t i = 0; i < g_nexports; i++)
+        json_array_append_new(names, json_string(g_exports[i].name));
+    json_t *hello = json_pack("{s:i, s:s, s:i, s:o}", "protocol", PAR_PROTO_VERSION, "runtime",
+                              "native", "pid", (int)getpid(), "exports", names);
+    send_json_frame(PAR_FRAME_HELLO, 0, hello, NULL, 0);
+    json_decref(hello);
+
+    par_buf_t in;
+    par_buf_init(&in, 0);
+    size_t start = 0;
+    for (;;) {
+        if (par_buf_reserve(&in, 64 * 1024) != PAR_OK)
+            die("out of memory");
+        ssize_t r = read(g_fd, in.data + in.len, in.cap - in.len - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        in.len += (size_t)r;
+        for (;;) {
+            par_frame_t f;
+            size_t used;
+            const char *err;
+            int d = par_proto_decode((uint8_t *)in.data + start, in.len - start, g_max_input, &f,
+                                     &used, &err);
+            if (d < 0) {
+                fprintf(stderr, "par-worker: protocol error from runtime: %s\n", err);
+                _exit(4);
+            }
+            if (d == 0)
+                break;
+            on_frame(&f);
+            start += used;
+        }
+        if (start == in.len) {
+            in.len = start = 0;
+        } else if (start > 0 && start > in.len / 2) {
+            memmove(in.data, in.data + start, in.len - start);
+            in.len -= start;
+            start = 0;
+        }
+    }
+    /* runtime closed the socket: finish quickly */
+    pthread_mutex_lock(&g_lock);
+    g_shutdown = 1;
+    pthread_cond_broadcast(&g_job_cond);
+    for (wcall_t *c = g_calls; c; c = c->next)
+        pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&g_lock);
+    _exit(0);
+}

@@ -1,0 +1,207 @@
+"""The HTTP API of `par serve` against the echo example and the faulty fixture."""
+import concurrent.futures
+import os
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import assert_error, package
+
+
+@pytest.fixture(scope="module")
+def srv(server_factory):
+    return server_factory([package("echo"), package("faulty")])
+
+
+def test_health_ready_info(srv):
+    assert srv.get("/runtime/health").json() == {"status": "ok"}
+    assert srv.get("/runtime/ready").json() == {"status": "ready"}
+    info = srv.get("/runtime/info").json()
+    assert info["name"] == "par"
+    assert info["packages"]["active"] == 2
+    assert info["agents"] >= 3
+
+
+def test_invoke_envelope(srv):
+    r = srv.post("echo", {"input": {"text": "hi"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["agent_id"] == "echo"
+    assert body["output"] == {"text": "hi"}
+    assert body["duration_ms"] >= 0
+    assert len(body["trace_id"]) == 32
+    assert body["metadata"]["package"] == "echo"
+    assert body["metadata"]["version"] == "1.0.0"
+    assert body["metadata"]["request_id"] == r.headers["x-request-id"]
+
+
+def test_invoke_bare_value(srv):
+    assert srv.post("echo", [1, 2, {"a": None}]).json()["output"] == [1, 2, {"a": None}]
+    assert srv.post("echo", {"text": "no envelope"}).json()["output"] == {"text": "no envelope"}
+    assert srv.post("echo", raw=' "s" ').json()["output"] == "s"
+
+
+def test_request_id_and_trace(srv):
+    r = srv.post("echo", {"input": 1}, headers={"X-Request-ID": "my-req-42"})
+    assert r.headers["x-request-id"] == "my-req-42"
+    assert r.json()["metadata"]["request_id"] == "my-req-42"
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert srv.post("echo", {"input": 1}, headers={"traceparent": tp}).json()["trace_id"] == \
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert srv.post("echo", {"input": 1, "trace_id": "abc123"}).json()["trace_id"] == "abc123"
+    # a hostile request id is replaced, not echoed
+    r = srv.post("echo", {"input": 1}, headers={"X-Request-ID": "bad id\"<>"})
+    assert r.headers["x-request-id"] != "bad id\"<>"
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_sub_agent_and_private(srv):
+    r = srv.post("echo/shout", {"input": {"text": "hi", "n": 1}})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"] == {"text": "HI", "n": 1}
+    assert r.json()["metadata"]["units"] == {"characters": 19}
+    private = assert_error(srv.post("echo/upper", {"input": {"text": "x"}}), 404,
+                           "agent_not_found")
+    unknown = assert_error(srv.post("nope/upper", {"input": {"text": "x"}}), 404,
+                           "agent_not_found")
+    assert private["message"].replace("echo", "nope") == unknown["message"]
+    assert_error(srv.get("/agents/echo/upper"), 404, "agent_not_found")
+
+
+def test_version_pins(srv):
+    r = srv.post("echo@1.0.0", {"input": "pinned"})
+    assert r.status_code == 200 and r.json()["output"] == "pinned"
+    assert srv.post("echo@1.0.0/shout", {"input": {"t": "a"}}).json()["output"] == {"t": "A"}
+    assert_error(srv.post("echo@9.9.9", {"input": 1}), 404, "agent_not_found")
+    assert_error(srv.post("echo@1.0.0/upper", {"input": {}}), 404, "agent_not_found")
+    assert_error(srv.post("Bad..id", {"input": 1}), 404, "agent_not_found")
+
+
+def test_listings(srv):
+    agents = srv.get("/agents").json()["agents"]
+    ids = {a["id"] for a in agents}
+    assert {"echo", "echo/shout", "faulty", "faulty/crash"} <= ids
+    assert "echo/upper" not in ids
+    assert all("@" not in i for i in ids)
+    one = srv.get("/agents/echo").json()
+    assert one["id"] == "echo" and one["description"] == "Returns its input unchanged."
+    assert_error(srv.get("/agents/nope"), 404, "agent_not_found")
+    pk = srv.get("/runtime/packages").json()["packages"]
+    echo = next(p for p in pk if p["name"] == "echo")
+    assert echo["state"] == "active" and len(echo["sha256"]) == 64
+    assert echo["isolation"] == "worker"
+    assert echo["workers"] and echo["workers"][0]["state"] == "ready"
+    assert {e["id"] for e in echo["exports"]} == {"echo", "echo/shout", "echo/upper"}
+    assert set(echo["timings_ms"]) == {"read", "extract", "load"}
+    assert srv.get("/runtime/packages/echo").json()["version"] == "1.0.0"
+    assert_error(srv.get("/runtime/packages/nope"), 404, "not_found")
+
+
+def test_bad_requests(srv):
+    before = srv.post("echo", {"input": "ok"}).json()["output"]
+    assert_error(srv.post("echo", raw='{"input": '), 400, "invalid_json")
+    assert_error(srv.post("echo", raw="{'single': 1}"), 400, "invalid_json")
+    assert_error(srv.post("echo", raw=""), 400, "invalid_json")
+    assert_error(srv.post("echo", raw="[" * 500 + "]" * 500), 400, "invalid_json")
+    assert_error(srv.post("echo", {"input": 1, "context": 5}), 400, "bad_request")
+    big = '{"input": "' + "x" * (2 << 20) + '"}'
+    assert_error(srv.post("echo", raw=big), 413, "payload_too_large")
+    assert_error(requests.get(srv.url + "/agents/echo/invoke"), 405, "method_not_allowed")
+    assert_error(srv.get("/nothing/here"), 404, "not_found")
+    assert_error(requests.delete(srv.url + "/agents"), 405, "method_not_allowed")
+    # nothing else changed
+    assert srv.post("echo", {"input": "ok"}).json()["output"] == before
+    assert srv.get("/runtime/ready").status_code == 200
+
+
+def test_agent_errors(srv):
+    b = assert_error(srv.post("faulty/fail", {"input": 1}), 500, "agent_error")
+    assert b["message"] == "the faulty agent refuses this input"
+    assert_error(srv.post("faulty/badjson", {"input": 1}), 502, "invalid_agent_output")
+    b = assert_error(srv.post("faulty/huge", {"input": 20}), 502, "output_too_large")
+    assert "16777216" in b["message"]
+    assert srv.post("faulty/huge", {"input": 1}).status_code == 200
+    assert srv.post("faulty", {"input": "still fine"}).json()["output"] == "still fine"
+
+
+@pytest.mark.parametrize("export", ["crash", "abort", "exit"])
+def test_worker_death_is_502_and_recovers(srv, export):
+    b = assert_error(srv.post("faulty/" + export, {"input": 1}), 502, "agent_crashed")
+    assert "died" in b["message"]
+    # the runtime and other packages keep serving; the package itself recovers
+    assert srv.get("/runtime/health").status_code == 200
+    assert srv.post("echo", {"input": "other"}).json()["output"] == "other"
+    deadline = time.time() + 10
+    while True:
+        r = srv.post("faulty", {"input": "back"})
+        if r.status_code == 200:
+            break
+        assert time.time() < deadline, r.text
+        time.sleep(0.05)
+    assert r.json()["output"] == "back"
+
+
+def test_kill_segv_mid_request(srv):
+    pid = srv.post("faulty/pid", {"input": None}).json()["output"]
+    assert isinstance(pid, int) and pid != os.getpid()
+    result = {}
+
+    def slow():
+        result["r"] = srv.post("faulty/slow", {"input": 3000})
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGSEGV)
+    t.join(20)
+    b = assert_error(result["r"], 502, "agent_crashed")
+    assert "signal 11" in b["message"]
+    r = srv.post("faulty", {"input": "after"})
+    assert r.status_code == 200 and r.json()["output"] == "after"
+    assert srv.post("faulty/pid", {"input": None}).json()["output"] != pid
+    restarts = srv.get("/runtime/packages/faulty").json()["restarts"]
+    assert restarts >= 1
+
+
+def test_timeout(srv):
+    t0 = time.time()
+    b = assert_error(srv.post("faulty/slow", {"input": 5000}, headers={"X-Par-Timeout-Ms": "300"}),
+                     504, "agent_timeout")
+    assert time.time() - t0 < 3
+    assert "deadline" in b["message"]
+    r = srv.post("faulty/slow", {"input": 10})
+    assert r.status_code == 200 and r.json()["output"] == 10
+
+
+def test_concurrent_200(srv):
+    def one(i):
+        r = srv.post("echo/shout" if i % 2 else "echo", {"input": {"i": i, "text": f"t{i}"}})
+        return i, r.status_code, r.json()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=200) as ex:
+        results = list(ex.map(one, range(200)))
+    for i, status, body in results:
+        assert status == 200, body
+        assert body["output"] == {"i": i, "text": (f"T{i}" if i % 2 else f"t{i}")}
+
+
+def test_access_log_lines(srv):
+    srv.post("echo", {"input": 1}, headers={"X-Request-ID": "log-check-1"})
+    time.sleep(0.2)
+    lines = [l for l in srv.lines() if l.get("request_id") == "log-check-1"]
+    assert lines, "no log line for the request"
+    l = lines[-1]
+    assert l["msg"] == "request" and l["status"] == 200 and l["agent"] == "echo"
+    assert l["level"] == "info" and l["ts"].endswith("Z")
+
+
+def test_in_process_trusted(server_factory):
+    s = server_factory([package("echo")], args=["--trusted", "echo"])
+    pk = s.get("/runtime/packages/echo").json()
+    assert pk["isolation"] == "in-process"
+    assert s.post("echo", {"input": {"a": "b"}}).json()["output"] == {"a": "b"}
+    assert s.post("echo/shout", {"input": {"a": "b"}}).json()["output"] == {"a": "B"}
+    assert_error(s.post("echo/upper", {"input": {}}), 404, "agent_not_found")

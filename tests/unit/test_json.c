@@ -1,0 +1,98 @@
+/* Unit tests for util/json.c: the hot-path validator and field locator. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "util/json.h"
+
+static int valid(const char *s)
+{
+    return par_json_scan(s, strlen(s), NULL, 0, NULL) == 0;
+}
+
+static void test_valid_documents(void **state)
+{
+    (void)state;
+    const char *ok[] = {"0", "-0", "1.5e10", "-12.34E-5", "\"\"", "\"a\\u00e9\\n\\\"\"", "true",
+                        "false", "null", "[]", "{}", " [1, {\"a\": [null]}] ",
+                        "{\"a\":1,\"a\":2}", "\"caf\xc3\xa9\""};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
+        assert_true(valid(ok[i]));
+}
+
+static void test_invalid_documents(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", " ", "01", "1.", ".5", "-", "1e", "+1", "\"abc", "\"\\x\"",
+                         "\"\\u12\"", "[1,]", "{\"a\":1,}", "{a:1}", "{'a':1}", "[1 2]",
+                         "tru", "nul", "1 2", "{\"a\"}", "\"tab\there\"", "[", "]", "{\"a\":}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_false(valid(bad[i]));
+}
+
+static void test_depth_cap(void **state)
+{
+    (void)state;
+    char deep[2 * (PAR_JSON_MAX_DEPTH + 1) + 1];
+    memset(deep, '[', PAR_JSON_MAX_DEPTH + 1);
+    memset(deep + PAR_JSON_MAX_DEPTH + 1, ']', PAR_JSON_MAX_DEPTH + 1);
+    deep[sizeof(deep) - 1] = '\0';
+    assert_false(valid(deep));
+    deep[PAR_JSON_MAX_DEPTH] = ' ';
+    deep[PAR_JSON_MAX_DEPTH + 1] = ' ';
+    assert_true(valid(deep));
+}
+
+static void test_error_offset(void **state)
+{
+    (void)state;
+    size_t off = 99;
+    assert_int_equal(par_json_scan("{\"a\": x}", 8, NULL, 0, &off), -1);
+    assert_int_equal(off, 6);
+}
+
+static void test_fields(void **state)
+{
+    (void)state;
+    const char *doc = "{\"context\":{\"k\":[1]},\"input\": {\"input\":2} ,\"trace_id\":\"t\"}";
+    par_json_field_t f[3] = {{"input", NULL, 0}, {"context", NULL, 0}, {"missing", NULL, 0}};
+    assert_int_equal(par_json_scan(doc, strlen(doc), f, 3, NULL), 0);
+    assert_int_equal(f[0].len, 11);
+    assert_memory_equal(f[0].ptr, "{\"input\":2}", 11);
+    assert_memory_equal(f[1].ptr, "{\"k\":[1]}", 9);
+    assert_null(f[2].ptr);
+    /* nested keys are not top-level fields */
+    const char *nested = "{\"a\":{\"input\":1}}";
+    assert_int_equal(par_json_scan(nested, strlen(nested), f, 1, NULL), 0);
+    assert_null(f[0].ptr);
+    /* an invalid document reports no fields */
+    assert_int_equal(par_json_scan("{\"input\":1,", 11, f, 1, NULL), -1);
+    assert_null(f[0].ptr);
+}
+
+static void test_root_type_and_trim(void **state)
+{
+    (void)state;
+    assert_int_equal(par_json_root_type(" {}", 3), '{');
+    assert_int_equal(par_json_root_type("-1", 2), '0');
+    assert_int_equal(par_json_root_type("\"x\"", 3), '"');
+    const char *p = " \n[1]\t ";
+    size_t n = strlen(p);
+    par_json_trim(&p, &n);
+    assert_int_equal(n, 3);
+    assert_memory_equal(p, "[1]", 3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_documents), cmocka_unit_test(test_invalid_documents),
+        cmocka_unit_test(test_depth_cap),       cmocka_unit_test(test_error_offset),
+        cmocka_unit_test(test_fields),          cmocka_unit_test(test_root_type_and_trim),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
