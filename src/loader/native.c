@@ -193,6 +193,8 @@ static int i_out_write(par_out_t *out, const void *data, size_t len)
     return PAR_OK;
 }
 
+static void i_usage(par_agent_ctx_t *ctx, const char *unit, int64_t amount);
+
 static int i_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
                   par_slice_t *output)
 {
@@ -218,6 +220,15 @@ static int i_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
     c->input = input.ptr;
     c->input_len = input.len;
     int rc = par__call_sync(parent->pv->rt, c);
+    if (rc == PAR_OK && c->units_json) {
+        /* the callee's usage units roll up into the caller's invocation */
+        json_t *u = json_loads(c->units_json, 0, NULL);
+        const char *unit;
+        json_t *v;
+        json_object_foreach(u, unit, v)
+            i_usage(ctx, unit, (int64_t)json_integer_value(v));
+        json_decref(u);
+    }
     if (rc == PAR_OK) {
         output->ptr = c->output.data ? c->output.data : "null";
         output->len = c->output.data ? c->output.len : 4;

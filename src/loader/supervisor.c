@@ -1121,8 +1121,13 @@ unsigned par_pool_restarts(par_pool_t *p)
 static void child_done(par_call_t *c)
 {
     par_pool_t *p = c->_parent_pool;
-    char hdr[32];
-    int hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
+    /* the callee's usage units roll up into the caller's invocation */
+    char hdr[1024];
+    int hlen;
+    if (c->status == PAR_OK && c->units_json && strlen(c->units_json) < sizeof(hdr) - 40)
+        hlen = snprintf(hdr, sizeof(hdr), "{\"status\":0,\"units\":%s}", c->units_json);
+    else
+        hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
     par_buf_t body;
     par_buf_init(&body, 0);
     if (c->status == PAR_OK) {

@@ -75,6 +75,7 @@ typedef struct wcall {
     uint64_t id;
     int done;
     int status;
+    json_t *units;
     char *data;
     size_t len;
     pthread_cond_t cond;
@@ -177,6 +178,8 @@ static int api_out_write(par_out_t *out, const void *data, size_t len)
     return rc;
 }
 
+static void api_usage(par_agent_ctx_t *ctx, const char *unit, int64_t amount);
+
 static int api_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
                     par_slice_t *output)
 {
@@ -209,6 +212,13 @@ static int api_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t inpu
         output->ptr = gone;
         output->len = sizeof(gone) - 1;
         return PAR_E_DRAINING;
+    }
+    if (c.units) {
+        const char *unit;
+        json_t *v;
+        json_object_foreach(c.units, unit, v)
+            api_usage(ctx, unit, (int64_t)json_integer_value(v));
+        json_decref(c.units);
     }
     /* keep the result alive until the invocation ends */
     arena_item_t *it = malloc(sizeof(*it) + c.len + 1);
@@ -436,11 +446,17 @@ static void on_frame(const par_frame_t *f)
     }
     case PAR_FRAME_CALL_RESULT: {
         int status = PAR_OK;
+        json_t *units = NULL;
         if (f->header_len) {
             json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
             json_int_t s = json_integer_value(json_object_get(h, "status"));
             if (s > 0 && s < PAR_STATUS_COUNT)
                 status = (int)s;
+            units = json_object_get(h, "units");
+            if (json_is_object(units))
+                json_incref(units);
+            else
+                units = NULL;
             json_decref(h);
         }
         pthread_mutex_lock(&g_lock);
@@ -452,12 +468,15 @@ static void on_frame(const par_frame_t *f)
                 memcpy(c->data, f->body, f->body_len);
                 c->len = f->body_len;
                 c->status = status;
+                c->units = units;
+                units = NULL;
                 c->done = 1;
                 pthread_cond_signal(&c->cond);
                 break;
             }
         }
         pthread_mutex_unlock(&g_lock);
+        json_decref(units);
         break;
     }
     case PAR_FRAME_CANCEL:

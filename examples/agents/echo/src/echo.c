@@ -24,23 +24,39 @@ int echo(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out)
     return par_out_write(out, input.ptr, input.len);
 }
 
-/* Upper-cases the characters inside JSON strings, leaving escapes intact. */
+/* Upper-cases string values (not object keys), leaving escapes intact. */
 int upper(par_agent_ctx_t *ctx, par_slice_t input, par_out_t *out)
 {
     char buf[4096];
-    size_t n = 0;
-    int in_str = 0, esc = 0;
+    char stack[64]; /* enclosing containers, '{' or '[' */
+    size_t n = 0, depth = 0;
+    int in_str = 0, esc = 0, is_key = 0, expect_key = 0;
     par_ctx_usage(ctx, "characters", (int64_t)input.len);
     for (size_t i = 0; i < input.len; i++) {
         char c = input.ptr[i];
-        if (in_str && !esc && c == '\\') {
-            esc = 1;
-        } else if (esc) {
-            esc = 0;
+        if (in_str) {
+            if (esc)
+                esc = 0;
+            else if (c == '\\')
+                esc = 1;
+            else if (c == '"')
+                in_str = 0;
+            else if (!is_key)
+                c = (char)toupper((unsigned char)c);
         } else if (c == '"') {
-            in_str = !in_str;
-        } else if (in_str) {
-            c = (char)toupper((unsigned char)c);
+            in_str = 1;
+            is_key = expect_key;
+            expect_key = 0;
+        } else if (c == '{' || c == '[') {
+            if (depth < sizeof(stack))
+                stack[depth] = c;
+            depth++;
+            expect_key = c == '{';
+        } else if (c == '}' || c == ']') {
+            if (depth)
+                depth--;
+        } else if (c == ',') {
+            expect_key = depth && depth <= sizeof(stack) && stack[depth - 1] == '{';
         }
         buf[n++] = c;
         if (n == sizeof(buf)) {
