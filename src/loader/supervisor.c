@@ -995,10 +995,17 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         p->argv[argc++] = xasprintf("%s=%s", m->exports[i].name, m->exports[i].entrypoint);
     }
     /* a scrubbed environment: only what the package declares */
-    p->envp = calloc(4 + m->environment_count, sizeof(char *));
+    p->envp = calloc(5 + m->environment_count, sizeof(char *));
     size_t envc = 0;
     p->envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
     p->envp[envc++] = strdup("LANG=C.UTF-8");
+#ifdef PAR_SANITIZE_BUILD
+    /* Sanitizer builds: a deliberate agent crash must end the worker with its
+     * signal, as in production; memory errors are still caught by the
+     * instrumentation itself. */
+    p->envp[envc++] = strdup("ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_abort=0:"
+                             "handle_sigfpe=0:detect_leaks=0");
+#endif
     for (size_t i = 0; i < m->environment_count; i++)
         p->envp[envc++] = xasprintf("%s=%s", m->environment[i].key, m->environment[i].value);
 

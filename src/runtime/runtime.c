@@ -202,7 +202,8 @@ static int table_rebuild(par_runtime_t *rt)
         table_free(t);
         return rc;
     }
-    qsort(t->routes, t->count, sizeof(*t->routes), route_cmp);
+    if (t->count > 1)
+        qsort(t->routes, t->count, sizeof(*t->routes), route_cmp);
     par_table_t *old = rt->table;
     rt->table = t;
     if (old)

@@ -53,6 +53,7 @@ class Server:
         self.expected_errors = list(expected_errors)
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=1"
+        env["LSAN_OPTIONS"] = "suppressions=" + os.path.join(SOURCE, "tests", "lsan.supp")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [PAR, "serve", "--listen", "127.0.0.1:0", "--packages", self.pkgdir,
