@@ -47,15 +47,16 @@ typedef struct serve_opts {
 
 static void usage_main(FILE *f)
 {
-    fprintf(f, "par %s — the Pixell Agent Runtime\n\n"
-               "usage: par <command> [options]\n\n"
-               "commands:\n"
-               "  serve     serve agent packages over HTTP\n"
-               "  pack      build a deterministic .apkg from a package directory\n"
-               "  inspect   show a package's manifest, exports and digest\n"
-               "  call      call an agent of a package once, in-process (for debugging)\n"
-               "  version   print the version\n\n"
-               "Run 'par <command> --help' for a command's options.\n",
+    fprintf(f,
+            "par %s — the Pixell Agent Runtime\n\n"
+            "usage: par <command> [options]\n\n"
+            "commands:\n"
+            "  serve     serve agent packages over HTTP\n"
+            "  pack      build a deterministic .apkg from a package directory\n"
+            "  inspect   show a package's manifest, exports and digest\n"
+            "  call      call an agent of a package once, in-process (for debugging)\n"
+            "  version   print the version\n\n"
+            "Run 'par <command> --help' for a command's options.\n",
             par_version());
 }
 
@@ -272,8 +273,7 @@ static int cmd_serve(int argc, char **argv)
     }
     int level = par_log_parse_level(o.log_level);
     if (level < 0) {
-        fprintf(stderr, "par serve: unknown log level '%s' (debug|info|warn|error)\n",
-                o.log_level);
+        fprintf(stderr, "par serve: unknown log level '%s' (debug|info|warn|error)\n", o.log_level);
         return 2;
     }
     /* signals are taken synchronously by this thread only */
@@ -308,8 +308,8 @@ static int cmd_serve(int argc, char **argv)
         return 1;
     }
     atomic_store(&rt->booting, 1);
-    par_http_opts_t ho = {.listen = o.listen, .threads = o.http_threads,
-                          .access_log = o.access_log};
+    par_http_opts_t ho = {
+        .listen = o.listen, .threads = o.http_threads, .access_log = o.access_log};
     par_http_t *http;
     if (par_http_start(rt, &ho, &g_http) != PAR_OK) {
         par_runtime_destroy(rt);
@@ -465,9 +465,9 @@ static int cmd_inspect(int argc, char **argv)
         const par_export_t *e = &m->exports[i];
         char id[300];
         snprintf(id, sizeof(id), "%s%s%s", m->name, e->name[0] ? "/" : "", e->name);
-        json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s, s:s}", "id", id, "name",
-                                            e->name, "public", e->is_public, "entrypoint",
-                                            e->entrypoint, "description", e->description));
+        json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s, s:s}", "id", id, "name", e->name,
+                                            "public", e->is_public, "entrypoint", e->entrypoint,
+                                            "description", e->description));
     }
     json_t *warn = json_array();
     for (size_t i = 0; i < m->warnings.count; i++)
@@ -544,8 +544,8 @@ static int cmd_call(int argc, char **argv)
     rc = par_runtime_deploy_path(rt, argv[1], &err);
     int exit_code = 0;
     if (rc != PAR_OK) {
-        fprintf(stderr, "par call: %s: %s (%s)\n%s", argv[1], par_strerror(rc),
-                par_status_name(rc), err ? err : "");
+        fprintf(stderr, "par call: %s: %s (%s)\n%s", argv[1], par_strerror(rc), par_status_name(rc),
+                err ? err : "");
         free(err);
         exit_code = 1;
     } else {

@@ -60,8 +60,7 @@ struct par_agent_api {
     uint32_t abi;  /**< PAR_AGENT_ABI of the host */
     uint32_t size; /**< sizeof(par_agent_api_t) of the host */
     int (*out_write)(par_out_t *out, const void *data, size_t len);
-    int (*call)(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
-                par_slice_t *output);
+    int (*call)(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input, par_slice_t *output);
     void (*usage)(par_agent_ctx_t *ctx, const char *unit, int64_t amount);
     void (*log)(par_agent_ctx_t *ctx, int level, const char *msg);
     void (*fail)(par_agent_ctx_t *ctx, const char *msg);

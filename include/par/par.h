@@ -92,32 +92,33 @@ typedef enum par_isolation {
 /** Runtime configuration. Initialise with par_config_init(), then set fields.
  *  Strings are borrowed for the duration of par_runtime_new() only. */
 typedef struct par_config {
-    const char *state_dir;         /**< cache and state, default "./var" */
-    const char *worker_path;       /**< par-worker executable, default: found automatically */
-    par_isolation_t isolation;     /**< default isolation for every package */
-    const char *const *trusted;    /**< NULL-terminated package names run in-process */
-    unsigned min_workers;          /**< per package version, default 1 */
-    unsigned max_workers;          /**< per package version, default: number of cores */
-    unsigned worker_concurrency;   /**< in-flight requests per worker before the pool grows, default 8 */
-    uint32_t default_timeout_ms;   /**< per invocation, default 30000 */
-    uint32_t max_timeout_ms;       /**< cap on any deadline, default 300000 */
-    size_t max_input_bytes;        /**< default per-agent input cap, default 1 MiB */
-    size_t max_output_bytes;       /**< agent output cap, default 16 MiB */
-    void *data;                    /**< embedder's slot */
+    const char *state_dir;      /**< cache and state, default "./var" */
+    const char *worker_path;    /**< par-worker executable, default: found automatically */
+    par_isolation_t isolation;  /**< default isolation for every package */
+    const char *const *trusted; /**< NULL-terminated package names run in-process */
+    unsigned min_workers;       /**< per package version, default 1 */
+    unsigned max_workers;       /**< per package version, default: number of cores */
+    unsigned
+        worker_concurrency; /**< in-flight requests per worker before the pool grows, default 8 */
+    uint32_t default_timeout_ms; /**< per invocation, default 30000 */
+    uint32_t max_timeout_ms;     /**< cap on any deadline, default 300000 */
+    size_t max_input_bytes;      /**< default per-agent input cap, default 1 MiB */
+    size_t max_output_bytes;     /**< agent output cap, default 16 MiB */
+    void *data;                  /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;
 
 /** An agent's answer. `data` is JSON: the output on PAR_OK, the error body otherwise. */
 typedef struct par_result {
-    int status;  /**< PAR_OK or an error status */
-    char *data;  /**< owned; free with par_result_free() */
+    int status; /**< PAR_OK or an error status */
+    char *data; /**< owned; free with par_result_free() */
     size_t len;
 } par_result_t;
 
 /** One agent as listed by par_runtime_agents(). */
 typedef struct par_agent_info {
-    const char *id;          /**< "echo", "echo/upper" */
+    const char *id; /**< "echo", "echo/upper" */
     const char *package;
     const char *version;
     const char *description;

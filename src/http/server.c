@@ -131,21 +131,36 @@ static void request_id_for(h2o_req_t *req, loop_t *l, char *out, size_t cap)
 static const char *reason_of(int http)
 {
     switch (http) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "";
     }
 }
 
@@ -193,8 +208,7 @@ static void access_log(par_http_t *h, h2o_req_t *req, int http, const char *rid,
 }
 
 /* Sends {"error","message","request_id"} with the status's HTTP code. */
-static void send_error(h2o_req_t *req, int status, const char *msg, size_t msglen,
-                       const char *rid)
+static void send_error(h2o_req_t *req, int status, const char *msg, size_t msglen, const char *rid)
 {
     par_buf_t b;
     par_buf_init(&b, 0);
@@ -247,8 +261,8 @@ static void respond_call(hcall_t *hc)
     if (c->status != PAR_OK) {
         send_error(req, c->status, c->output.data ? c->output.data : "", c->output.len,
                    c->request_id);
-        access_log(h, req, par_status_http(c->status), c->request_id, c,
-                   hc->t0_ns, par_status_name(c->status));
+        access_log(h, req, par_status_http(c->status), c->request_id, c, hc->t0_ns,
+                   par_status_name(c->status));
         return;
     }
     double ms = (double)(c->finished_ns - c->started_ns) / 1e6;
@@ -322,11 +336,11 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
     size_t off = 0;
     if (blen == 0 || par_json_scan(body, blen, f, 3, &off) != 0) {
         char msg[128];
-        int n = blen == 0 ? snprintf(msg, sizeof(msg), "the request body is empty; send JSON "
-                                                         "such as {\"input\": ...}")
+        int n = blen == 0 ? snprintf(msg, sizeof(msg),
+                                     "the request body is empty; send JSON "
+                                     "such as {\"input\": ...}")
                           : snprintf(msg, sizeof(msg),
-                                     "the request body is not valid JSON (error at byte %zu)",
-                                     off);
+                                     "the request body is not valid JSON (error at byte %zu)", off);
         send_error(req, PAR_E_INVALID_JSON, msg, (size_t)n, rid);
         access_log(h, req, 400, rid, NULL, t0, "invalid_json");
         return;
@@ -444,25 +458,25 @@ static json_t *package_json(par_pkgver_t *pv)
     json_object_set_new(o, "state", json_string(par_pkg_state_name(atomic_load(&pv->state))));
     json_object_set_new(o, "sha256", pv->sha256[0] ? json_string(pv->sha256) : json_null());
     json_object_set_new(o, "source", json_string(pv->source ? pv->source : ""));
-    json_object_set_new(o, "last_error", pv->last_error ? json_string(pv->last_error)
-                                                        : json_null());
+    json_object_set_new(o, "last_error",
+                        pv->last_error ? json_string(pv->last_error) : json_null());
     if (pv->manifest) {
         const par_manifest_t *m = pv->manifest;
         json_object_set_new(o, "display_name", json_string(m->display_name));
         json_object_set_new(o, "description", json_string(m->description));
         json_object_set_new(o, "runtime", json_string(m->runtime));
-        json_object_set_new(o, "isolation",
-                            json_string(pv->isolation == PAR_ISOLATION_IN_PROCESS ? "in-process"
-                                                                                  : "worker"));
+        json_object_set_new(
+            o, "isolation",
+            json_string(pv->isolation == PAR_ISOLATION_IN_PROCESS ? "in-process" : "worker"));
         json_t *ex = json_array();
         for (size_t i = 0; i < m->export_count; i++) {
             const par_export_t *e = &m->exports[i];
             char *id = NULL;
             if (asprintf(&id, "%s%s%s", pv->name, e->name[0] ? "/" : "", e->name) < 0)
                 id = NULL;
-            json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s}", "id", id ? id : "",
-                                                "name", e->name, "public", e->is_public,
-                                                "entrypoint", e->entrypoint));
+            json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s}", "id", id ? id : "", "name",
+                                                e->name, "public", e->is_public, "entrypoint",
+                                                e->entrypoint));
             free(id);
         }
         json_object_set_new(o, "exports", ex);
@@ -535,12 +549,12 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
         agents += strchr(t->routes[i].id, '@') == NULL &&
                   t->routes[i].pv->manifest->exports[t->routes[i].export_idx].is_public;
     par__table_unref(t);
-    json_t *o = json_pack(
-        "{s:s, s:s, s:f, s:{s:i, s:i, s:i}, s:i, s:{s:i, s:s, s:s}, s:s, s:i}", "name", "par",
-        "version", par_version(), "uptime_s", (double)(par__now_ms() - rt->started_ms) / 1000.0,
-        "packages", "total", (int)n, "active", (int)active, "failed", (int)failed, "agents",
-        (int)agents, "build", "agent_abi", PAR_AGENT_ABI, "compiler", __VERSION__, "date",
-        __DATE__, "listen", h->address, "http_threads", (int)h->nloops);
+    json_t *o = json_pack("{s:s, s:s, s:f, s:{s:i, s:i, s:i}, s:i, s:{s:i, s:s, s:s}, s:s, s:i}",
+                          "name", "par", "version", par_version(), "uptime_s",
+                          (double)(par__now_ms() - rt->started_ms) / 1000.0, "packages", "total",
+                          (int)n, "active", (int)active, "failed", (int)failed, "agents",
+                          (int)agents, "build", "agent_abi", PAR_AGENT_ABI, "compiler", __VERSION__,
+                          "date", __DATE__, "listen", h->address, "http_threads", (int)h->nloops);
     send_json(req, 200, o, rid);
 }
 
@@ -773,7 +787,8 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         l->accept_ctx.hosts = h->config.hosts;
         l->queue = h2o_multithread_create_queue(l->ctx.loop);
         h2o_multithread_register_receiver(l->queue, &l->receiver, on_completions);
-        l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+        l->listener =
+            h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
         l->listener->data = l;
         h2o_socket_read_start(l->listener, on_accept);
         if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {

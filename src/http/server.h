@@ -17,10 +17,10 @@
 typedef struct par_http par_http_t;
 
 typedef struct par_http_opts {
-    const char *listen;   /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
-    unsigned threads;     /* event loops, default 1 */
-    size_t max_body;      /* hard cap on any request body, default 16 MiB */
-    int access_log;       /* one log line per request, default on */
+    const char *listen; /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
+    unsigned threads;   /* event loops, default 1 */
+    size_t max_body;    /* hard cap on any request body, default 16 MiB */
+    int access_log;     /* one log line per request, default on */
 } par_http_opts_t;
 
 /* Binds and starts serving. On failure logs why and returns an error. */

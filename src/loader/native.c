@@ -29,12 +29,18 @@
 static const char *machine_name(int m)
 {
     switch (m) {
-    case EM_X86_64: return "x86_64";
-    case EM_AARCH64: return "aarch64";
-    case EM_386: return "i386";
-    case EM_ARM: return "arm";
-    case EM_RISCV: return "riscv";
-    default: return "an unknown machine";
+    case EM_X86_64:
+        return "x86_64";
+    case EM_AARCH64:
+        return "aarch64";
+    case EM_386:
+        return "i386";
+    case EM_ARM:
+        return "arm";
+    case EM_RISCV:
+        return "riscv";
+    default:
+        return "an unknown machine";
     }
 }
 
@@ -225,8 +231,7 @@ static int i_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
         json_t *u = json_loads(c->units_json, 0, NULL);
         const char *unit;
         json_t *v;
-        json_object_foreach(u, unit, v)
-            i_usage(ctx, unit, (int64_t)json_integer_value(v));
+        json_object_foreach(u, unit, v) i_usage(ctx, unit, (int64_t)json_integer_value(v));
         json_decref(u);
     }
     if (rc == PAR_OK) {
@@ -254,8 +259,7 @@ static void i_usage(par_agent_ctx_t *ctx, const char *unit, int64_t amount)
     if (x->units == NULL)
         x->units = json_object();
     json_t *cur = json_object_get(x->units, unit);
-    json_object_set_new(x->units, unit,
-                        json_integer((cur ? json_integer_value(cur) : 0) + amount));
+    json_object_set_new(x->units, unit, json_integer((cur ? json_integer_value(cur) : 0) + amount));
 }
 
 static void i_log(par_agent_ctx_t *ctx, int level, const char *msg)

@@ -7,7 +7,8 @@
 
 static void put32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),
+    p[3] = (uint8_t)(v >> 24);
 }
 
 static uint32_t get32(const uint8_t *p)
@@ -66,8 +67,8 @@ int par_proto_decode(const uint8_t *buf, size_t len, size_t max_body, par_frame_
 
 const char *par_proto_type_name(int type)
 {
-    static const char *const names[] = {"?",      "HELLO", "INVOKE", "RESULT", "ERROR", "CALL",
-                                        "CALL_RESULT", "LOG", "USAGE",  "CHUNK",  "CANCEL"};
+    static const char *const names[] = {"?",           "HELLO", "INVOKE", "RESULT", "ERROR", "CALL",
+                                        "CALL_RESULT", "LOG",   "USAGE",  "CHUNK",  "CANCEL"};
     if (type < 1 || type > PAR_FRAME_TYPE_MAX)
         return "?";
     return names[type];

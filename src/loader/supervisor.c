@@ -264,8 +264,7 @@ static int spawn_worker(par_pool_t *p)
 {
     par_super_t *s = p->s;
     int sv[2] = {-1, -1}, pp[2] = {-1, -1};
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
-        pipe2(pp, O_CLOEXEC) != 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 || pipe2(pp, O_CLOEXEC) != 0) {
         par_log_msg(PAR_LOG_ERROR, "cannot create worker channel: %s", strerror(errno));
         close_if(&sv[0]), close_if(&sv[1]), close_if(&pp[0]), close_if(&pp[1]);
         return PAR_E_IO;
@@ -795,8 +794,8 @@ static void maintain(par_super_t *s)
         pool_maintain(p, now);
         pthread_mutex_lock(&s->lock);
         pthread_mutex_lock(&p->lock);
-        int gone = p->stopping && p->workers == NULL && p->q_head == NULL &&
-                   atomic_load(&p->refs) == 0;
+        int gone =
+            p->stopping && p->workers == NULL && p->q_head == NULL && atomic_load(&p->refs) == 0;
         pthread_mutex_unlock(&p->lock);
         if (gone) {
             *pp = p->next;
@@ -1097,10 +1096,10 @@ json_t *par_pool_describe(par_pool_t *p)
     json_t *a = json_array();
     pthread_mutex_lock(&p->lock);
     for (par_worker_t *w = p->workers; w; w = w->next)
-        json_array_append_new(a, json_pack("{s:i, s:s, s:i, s:I}", "pid", (int)w->pid, "state",
-                                           wstate_names[w->state], "in_flight", (int)w->inflight,
-                                           "uptime_ms",
-                                           (json_int_t)(par__now_ms() - w->started_ms)));
+        json_array_append_new(a,
+                              json_pack("{s:i, s:s, s:i, s:I}", "pid", (int)w->pid, "state",
+                                        wstate_names[w->state], "in_flight", (int)w->inflight,
+                                        "uptime_ms", (json_int_t)(par__now_ms() - w->started_ms)));
     pthread_mutex_unlock(&p->lock);
     return a;
 }
@@ -1149,8 +1148,8 @@ static void child_done(par_call_t *c)
     pthread_mutex_lock(&p->lock);
     for (par_worker_t *w = p->workers; w; w = w->next) {
         if (w->wid == c->_parent_worker_id) {
-            send_frame(w, PAR_FRAME_CALL_RESULT, c->_parent_call_id, hdr, (size_t)hlen,
-                       body.data, body.len);
+            send_frame(w, PAR_FRAME_CALL_RESULT, c->_parent_call_id, hdr, (size_t)hlen, body.data,
+                       body.len);
             break;
         }
     }

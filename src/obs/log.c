@@ -179,9 +179,9 @@ int par_log_begin(par_logline_t *l, int level, const char *msg)
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char t[40];
-    int n = snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000);
+    int n =
+        snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
     if (g_json) {
         put(l, "{\"ts\":\"", 7);
         put(l, t, (size_t)n);

@@ -515,7 +515,8 @@ int par_archive_pack(const char *dir, const char *out_path, par_buf_t *err)
             continue;
         struct archive_entry *e = archive_entry_new();
         /* fixed metadata: the bytes depend on names and contents only */
-        archive_entry_set_mtime(e, 315532800 + 43200, 0); /* 1980-01-01T12:00Z: valid DOS time in any zone */
+        archive_entry_set_mtime(e, 315532800 + 43200,
+                                0); /* 1980-01-01T12:00Z: valid DOS time in any zone */
         archive_entry_set_uid(e, 0);
         archive_entry_set_gid(e, 0);
         if (S_ISDIR(st.st_mode)) {

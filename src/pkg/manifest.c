@@ -122,8 +122,8 @@ static void check_entrypoint(check_t *c, const char *path, const char *e, par_ru
 {
     const char *colon = strchr(e, ':');
     if (colon == NULL || strchr(colon + 1, ':') || colon == e || colon[1] == '\0') {
-        problem(c, path, "must be %s", kind == PAR_RUNTIME_NATIVE ? "path/lib.so:symbol"
-                                                                  : "module:function");
+        problem(c, path, "must be %s",
+                kind == PAR_RUNTIME_NATIVE ? "path/lib.so:symbol" : "module:function");
         return;
     }
     size_t llen = (size_t)(colon - e);
@@ -281,10 +281,10 @@ static int export_exists(const par_manifest_t *m, const char *name)
 
 /* ---- sections ------------------------------------------------------------------------ */
 
-static const char *const top_keys[] = {"version", "name", "display_name", "description",
-                                       "author", "license", "entrypoint", "runtime",
-                                       "capabilities", "environment", "dependencies",
-                                       "metadata", "rest", "a2a", "ui", NULL};
+static const char *const top_keys[] = {"version",      "name",        "display_name", "description",
+                                       "author",       "license",     "entrypoint",   "runtime",
+                                       "capabilities", "environment", "dependencies", "metadata",
+                                       "rest",         "a2a",         "ui",           NULL};
 
 static void parse_sub_agents(check_t *c, struct fy_node *seq)
 {
@@ -386,8 +386,9 @@ static void parse_par(check_t *c, struct fy_node *par)
                 else if (k && strcmp(k, "max_input_kb") == 0)
                     m->limits.max_input_kb = get_uint(c, v, path);
                 else
-                    problem(c, path, "unknown limit (known: timeout_ms, memory_mb, "
-                                     "concurrency, max_input_kb)");
+                    problem(c, path,
+                            "unknown limit (known: timeout_ms, memory_mb, "
+                            "concurrency, max_input_kb)");
             }
         }
     }
@@ -482,9 +483,10 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
                                 de->column + 1, de->msg);
         }
         if (!reported)
-            problem(&c, "(document)", d == NULL ? "not valid YAML"
-                                                : "must be a mapping of fields (name, "
-                                                  "metadata, ...)");
+            problem(&c, "(document)",
+                    d == NULL ? "not valid YAML"
+                              : "must be a mapping of fields (name, "
+                                "metadata, ...)");
         if (d)
             fy_document_destroy(d);
         if (diag)

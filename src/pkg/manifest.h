@@ -51,11 +51,11 @@ typedef struct par_limits {
 } par_limits_t;
 
 typedef struct par_manifest {
-    char *name;           /* required, ^[a-z][a-z0-9-]*$ */
-    char *format_version; /* `version`, default "1.0" */
+    char *name;                                          /* required, ^[a-z][a-z0-9-]*$ */
+    char *format_version;                                /* `version`, default "1.0" */
     char *display_name, *description, *author, *license; /* "" when absent */
-    char *entrypoint;     /* NULL when absent */
-    char *runtime;        /* as written, default "python3.11"? no: required when entrypoint set */
+    char *entrypoint;                                    /* NULL when absent */
+    char *runtime; /* as written, default "python3.11"? no: required when entrypoint set */
     par_runtime_kind_t runtime_kind;
     char *package_version; /* metadata.version, required, semver */
     par_strlist_t capabilities;

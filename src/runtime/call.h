@@ -34,20 +34,20 @@ struct par_call {
     size_t context_len;
     char request_id[PAR_REQUEST_ID_MAX + 1];
     char trace_id[64];
-    char *subject;        /* owned, may be NULL */
-    int allow_private;    /* embedder or same-package sibling */
+    char *subject;           /* owned, may be NULL */
+    int allow_private;       /* embedder or same-package sibling */
     par_pkgver_t *caller_pv; /* referenced: the calling agent's package version, or NULL */
-    int64_t deadline_ms;  /* absolute CLOCK_MONOTONIC ms, 0 = package default */
-    uint32_t timeout_ms;  /* requested (X-Par-Timeout-Ms): can only lower the package's */
+    int64_t deadline_ms;     /* absolute CLOCK_MONOTONIC ms, 0 = package default */
+    uint32_t timeout_ms;     /* requested (X-Par-Timeout-Ms): can only lower the package's */
     par_call_done_cb done;
-    void *data;           /* starter's slot */
+    void *data; /* starter's slot */
 
     /* outputs */
     int status;
-    par_buf_t output;     /* output JSON on PAR_OK, else the error message text */
-    char *units_json;     /* agent-reported usage units object, or NULL */
+    par_buf_t output; /* output JSON on PAR_OK, else the error message text */
+    char *units_json; /* agent-reported usage units object, or NULL */
     int64_t started_ns, finished_ns;
-    par_pkgver_t *pv;     /* referenced while the call lives: name, version */
+    par_pkgver_t *pv; /* referenced while the call lives: name, version */
     const char *export_name;
 
     /* runtime-private */
@@ -56,8 +56,8 @@ struct par_call {
     char *_context_copy;
     uint64_t _wid;
     par_worker_t *_worker;
-    par_call_t *_hnext;   /* worker pending-table chain */
-    par_call_t *_qnext;   /* pool wait queue */
+    par_call_t *_hnext; /* worker pending-table chain */
+    par_call_t *_qnext; /* pool wait queue */
     size_t _export_idx;
     uint64_t _parent_worker_id; /* CALL from a worker: who gets the CALL_RESULT */
     uint64_t _parent_call_id;

@@ -257,8 +257,8 @@ int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err)
     pv->timeout_ms = m->limits.timeout_ms ? m->limits.timeout_ms : rt->cfg.default_timeout_ms;
     if (pv->timeout_ms > rt->cfg.max_timeout_ms)
         pv->timeout_ms = rt->cfg.max_timeout_ms;
-    pv->max_input = m->limits.max_input_kb ? (size_t)m->limits.max_input_kb * 1024
-                                            : rt->cfg.max_input_bytes;
+    pv->max_input =
+        m->limits.max_input_kb ? (size_t)m->limits.max_input_kb * 1024 : rt->cfg.max_input_bytes;
     pv->isolation = is_trusted(rt, pv->name) ? PAR_ISOLATION_IN_PROCESS : rt->cfg.isolation;
     if (pv->isolation == PAR_ISOLATION_IN_PROCESS)
         rc = par__native_load(pv, err);

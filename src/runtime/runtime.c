@@ -654,8 +654,7 @@ int par_call(par_runtime_t *rt, const char *agent_id, const char *input, size_t 
         par_buf_appendf(&c->output, "no agent (id longer than %d bytes)", PAR_ID_MAX);
     } else if (input == NULL || par_json_scan(input, len, NULL, 0, &off) != 0) {
         c->status = PAR_E_INVALID_JSON;
-        par_buf_appendf(&c->output, "input is not valid JSON (error at byte %zu)",
-                        input ? off : 0);
+        par_buf_appendf(&c->output, "input is not valid JSON (error at byte %zu)", input ? off : 0);
     } else {
         strcpy(c->agent_id, agent_id);
         c->input = input;

@@ -41,12 +41,19 @@ static int scan_string(scan_t *s)
             if (s->p >= s->end)
                 return -1;
             switch (*s->p) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
                 s->p++;
                 break;
             case 'u':
-                if (s->end - s->p < 5 || !is_hex(s->p[1]) || !is_hex(s->p[2]) ||
-                    !is_hex(s->p[3]) || !is_hex(s->p[4]))
+                if (s->end - s->p < 5 || !is_hex(s->p[1]) || !is_hex(s->p[2]) || !is_hex(s->p[3]) ||
+                    !is_hex(s->p[4]))
                     return -1;
                 s->p += 5;
                 break;

@@ -216,8 +216,7 @@ static int api_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t inpu
     if (c.units) {
         const char *unit;
         json_t *v;
-        json_object_foreach(c.units, unit, v)
-            api_usage(ctx, unit, (int64_t)json_integer_value(v));
+        json_object_foreach(c.units, unit, v) api_usage(ctx, unit, (int64_t)json_integer_value(v));
         json_decref(c.units);
     }
     /* keep the result alive until the invocation ends */
@@ -254,8 +253,8 @@ static void api_log(par_agent_ctx_t *ctx, int level, const char *msg)
 {
     static const char *const lv[] = {"debug", "info", "warn", "error"};
     job_t *j = job_of(ctx);
-    json_t *h = json_pack("{s:s, s:s, s:s}", "level", lv[level < 0 || level > 3 ? 1 : level],
-                          "msg", msg ? msg : "", "request_id", ctx->request_id);
+    json_t *h = json_pack("{s:s, s:s, s:s}", "level", lv[level < 0 || level > 3 ? 1 : level], "msg",
+                          msg ? msg : "", "request_id", ctx->request_id);
     send_json_frame(PAR_FRAME_LOG, j->id, h, NULL, 0);
     json_decref(h);
 }
@@ -560,8 +559,10 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--export") == 0 && v) {
             parse_export(v), i++;
         } else {
-            fprintf(stderr, "par-worker: unknown argument '%s'\n"
-                            "par-worker is started by the par runtime, not by hand.\n", a);
+            fprintf(stderr,
+                    "par-worker: unknown argument '%s'\n"
+                    "par-worker is started by the par runtime, not by hand.\n",
+                    a);
             return 2;
         }
     }

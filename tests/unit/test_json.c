@@ -17,9 +17,20 @@ static int valid(const char *s)
 static void test_valid_documents(void **state)
 {
     (void)state;
-    const char *ok[] = {"0", "-0", "1.5e10", "-12.34E-5", "\"\"", "\"a\\u00e9\\n\\\"\"", "true",
-                        "false", "null", "[]", "{}", " [1, {\"a\": [null]}] ",
-                        "{\"a\":1,\"a\":2}", "\"caf\xc3\xa9\""};
+    const char *ok[] = {"0",
+                        "-0",
+                        "1.5e10",
+                        "-12.34E-5",
+                        "\"\"",
+                        "\"a\\u00e9\\n\\\"\"",
+                        "true",
+                        "false",
+                        "null",
+                        "[]",
+                        "{}",
+                        " [1, {\"a\": [null]}] ",
+                        "{\"a\":1,\"a\":2}",
+                        "\"caf\xc3\xa9\""};
     for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
         assert_true(valid(ok[i]));
 }
@@ -27,9 +38,11 @@ static void test_valid_documents(void **state)
 static void test_invalid_documents(void **state)
 {
     (void)state;
-    const char *bad[] = {"", " ", "01", "1.", ".5", "-", "1e", "+1", "\"abc", "\"\\x\"",
-                         "\"\\u12\"", "[1,]", "{\"a\":1,}", "{a:1}", "{'a':1}", "[1 2]",
-                         "tru", "nul", "1 2", "{\"a\"}", "\"tab\there\"", "[", "]", "{\"a\":}"};
+    const char *bad[] = {
+        "",        " ",     "01",      "1.",        ".5",   "-",          "1e",
+        "+1",      "\"abc", "\"\\x\"", "\"\\u12\"", "[1,]", "{\"a\":1,}", "{a:1}",
+        "{'a':1}", "[1 2]", "tru",     "nul",       "1 2",  "{\"a\"}",    "\"tab\there\"",
+        "[",       "]",     "{\"a\":}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
         assert_false(valid(bad[i]));
 }
