@@ -63,7 +63,7 @@ struct par_agent_api {
     int (*call)(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input, par_slice_t *output);
     void (*usage)(par_agent_ctx_t *ctx, const char *unit, int64_t amount);
     void (*log)(par_agent_ctx_t *ctx, int level, const char *msg);
-    void (*fail)(par_agent_ctx_t *ctx, const char *msg);
+    void (*set_error)(par_agent_ctx_t *ctx, const char *msg);
     int (*cancelled)(par_agent_ctx_t *ctx);
 };
 
@@ -116,7 +116,7 @@ static inline void par_ctx_log(par_agent_ctx_t *ctx, int level, const char *msg)
 /** Sets the error message returned to the caller when the export returns non-zero. */
 static inline void par_ctx_fail(par_agent_ctx_t *ctx, const char *msg)
 {
-    ctx->api->fail(ctx, msg);
+    ctx->api->set_error(ctx, msg);
 }
 
 /** Non-zero once the runtime has given up on this invocation (deadline, client gone). */

@@ -295,7 +295,7 @@ static const par_agent_api_t inproc_api = {
     .call = i_call,
     .usage = i_usage,
     .log = i_log,
-    .fail = i_fail,
+    .set_error = i_fail,
     .cancelled = i_cancelled,
 };
 

@@ -449,9 +449,11 @@ static void parse_par(check_t *c, struct fy_node *par)
     }
 }
 
-static void noop_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
+/* Collects libfyaml's diagnostics text instead of letting it print to stderr. */
+static void diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
 {
-    (void)diag, (void)user, (void)buf, (void)len;
+    (void)diag;
+    par_buf_append(user, buf, len);
 }
 
 int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_buf_t *errors)
@@ -465,8 +467,15 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;
-    dcfg.output_fn = noop_output;
+    par_buf_t diagtext;
+    par_buf_init(&diagtext, 4096);
+    dcfg.output_fn = diag_output;
+    dcfg.user = &diagtext;
     dcfg.colorize = false;
+    dcfg.show_source = false;
+    dcfg.show_type = false;
+    dcfg.show_module = false;
+    dcfg.show_position = true;
     struct fy_diag *diag = fy_diag_create(&dcfg);
     struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET | FYPCF_COLLECT_DIAG, .diag = diag};
     struct fy_document *d = fy_document_build_from_string(&pcfg, yaml, len);
@@ -482,6 +491,30 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
                 par_buf_appendf(errors, "agent.yaml: line %d, column %d: %s\n", de->line + 1,
                                 de->column + 1, de->msg);
         }
+        if (!reported && diagtext.len) {
+            /* libfyaml writes "<source>:<line>:<column>: error: <message>" */
+            par_buf_terminate(&diagtext);
+            char *save = NULL;
+            for (char *line = strtok_r(diagtext.data, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save)) {
+                const char *gt = strrchr(line, '>');
+                const char *pos = gt && gt[1] == ':' ? gt + 2 : line;
+                int ln = 0, col = 0, off = 0;
+                if (sscanf(pos, "%d:%d:%n", &ln, &col, &off) != 2 || off == 0)
+                    continue;
+                const char *msg = pos + off;
+                while (*msg == ' ')
+                    msg++;
+                if (strncmp(msg, "error: ", 7) == 0)
+                    msg += 7;
+                c.nerrors++;
+                reported++;
+                if (errors)
+                    par_buf_appendf(errors, "agent.yaml: line %d, column %d: %s\n", ln, col,
+                                    msg);
+            }
+        }
+        par_buf_free(&diagtext);
         if (!reported)
             problem(&c, "(document)",
                     d == NULL ? "not valid YAML"
@@ -498,6 +531,7 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
     if (m == NULL) {
         fy_document_destroy(d);
         fy_diag_destroy(diag);
+        par_buf_free(&diagtext);
         return PAR_E_NO_MEMORY;
     }
     c.m = m;
@@ -609,6 +643,7 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
     }
     fy_document_destroy(d);
     fy_diag_destroy(diag);
+    par_buf_free(&diagtext);
     if (c.nerrors) {
         par_manifest_free(m);
         return PAR_E_INVALID_PACKAGE;

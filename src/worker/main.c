@@ -278,7 +278,7 @@ static const par_agent_api_t g_api = {
     .call = api_call,
     .usage = api_usage,
     .log = api_log,
-    .fail = api_fail,
+    .set_error = api_fail,
     .cancelled = api_cancelled,
 };
 
