@@ -135,7 +135,8 @@ static struct archive *open_reader(const par_archive_bytes_t *a)
     struct archive *ar = archive_read_new();
     if (ar == NULL)
         return NULL;
-    archive_read_support_format_zip(ar);
+    /* the central directory is authoritative: the seekable reader honours it */
+    archive_read_support_format_zip_seekable(ar);
     archive_read_support_filter_none(ar);
     if (archive_read_open_memory(ar, a->data, a->len) != ARCHIVE_OK) {
         archive_read_free(ar);

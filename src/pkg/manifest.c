@@ -510,8 +510,7 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
                 c.nerrors++;
                 reported++;
                 if (errors)
-                    par_buf_appendf(errors, "agent.yaml: line %d, column %d: %s\n", ln, col,
-                                    msg);
+                    par_buf_appendf(errors, "agent.yaml: line %d, column %d: %s\n", ln, col, msg);
             }
         }
         par_buf_free(&diagtext);

@@ -56,6 +56,15 @@ def bad(tmp_path_factory, server_factory):
         z.writestr("agent.yaml", native_manifest("slip"))
         z.writestr("../../evil.txt", "owned")
     pk.append(slip)
+    # a character-device entry (ZIP keeps the Unix mode in the external attributes)
+    dev = os.path.join(tmp, "device.apkg")
+    with zipfile.ZipFile(dev, "w") as z:
+        z.writestr("agent.yaml", native_manifest("device"))
+        info = zipfile.ZipInfo("lib/null")
+        info.create_system = 3
+        info.external_attr = (0o020644 << 16)
+        z.writestr(info, "")
+    pk.append(dev)
     notzip = os.path.join(tmp, "garbage.apkg")
     with open(notzip, "wb") as f:
         f.write(b"this is not a zip file at all" * 10)
@@ -77,6 +86,7 @@ def test_refusals_listed_with_reasons(bad):
     assert "no loader for runtime node18" in failed(s, "pyonly")
     assert "abi is 99" in failed(s, "badabi")
     assert ".." in failed(s, "slip")
+    assert "special files" in failed(s, "device")
     assert failed(s, "garbage.apkg")
     assert not os.path.exists(os.path.join(tmp, "..", "evil.txt"))
     for name in ("nosym", "wrongarch", "pyonly", "badabi"):
@@ -89,4 +99,4 @@ def test_others_keep_serving(bad):
     assert s.post("echo", {"input": "fine"}).json()["output"] == "fine"
     info = s.get("/runtime/info").json()
     assert info["packages"]["active"] == 1
-    assert info["packages"]["failed"] == 6
+    assert info["packages"]["failed"] == 7

@@ -82,12 +82,13 @@ static void test_native_with_par_block(void **state)
 {
     (void)state;
     par_manifest_t *m = NULL;
-    const char *y = "name: text\nruntime: native\nentrypoint: lib/libtext.so:main_fn\n"
-                    "metadata:\n  version: 2.1.0-rc.1+b5\n  par:\n    requires: \">=1.0.0 <2.0.0\"\n"
-                    "    abi: 1\n    limits: {timeout_ms: 500, memory_mb: 64, concurrency: 2,"
-                    " max_input_kb: 8}\n    exports:\n"
-                    "      - {name: summarize, entrypoint: \"lib/libtext.so:summarize\","
-                    " public: false}\n";
+    const char *y =
+        "name: text\nruntime: native\nentrypoint: lib/libtext.so:main_fn\n"
+        "metadata:\n  version: 2.1.0-rc.1+b5\n  par:\n    requires: \">=1.0.0 <2.0.0\"\n"
+        "    abi: 1\n    limits: {timeout_ms: 500, memory_mb: 64, concurrency: 2,"
+        " max_input_kb: 8}\n    exports:\n"
+        "      - {name: summarize, entrypoint: \"lib/libtext.so:summarize\","
+        " public: false}\n";
     assert_int_equal(parse(y, &m), PAR_OK);
     assert_int_equal(m->runtime_kind, PAR_RUNTIME_NATIVE);
     assert_string_equal(m->par_requires, ">=1.0.0 <2.0.0");
@@ -112,9 +113,9 @@ static void test_runtime_kinds_and_defaults(void **state)
                      PAR_OK);
     assert_int_equal(m->runtime_kind, PAR_RUNTIME_PYTHON);
     par_manifest_free(m);
-    assert_int_equal(parse("name: a\nruntime: node18\nentrypoint: m:f\nmetadata: {version: 1.0.0}\n",
-                           &m),
-                     PAR_OK);
+    assert_int_equal(
+        parse("name: a\nruntime: node18\nentrypoint: m:f\nmetadata: {version: 1.0.0}\n", &m),
+        PAR_OK);
     assert_int_equal(m->runtime_kind, PAR_RUNTIME_OTHER);
     par_manifest_free(m);
     /* runtime omitted: pixell-kit's default */
@@ -162,8 +163,7 @@ static void test_rules(void **state)
     refused("name: a\ncapabilities: net\nmetadata: {version: 1.0.0}\n",
             "capabilities: must be a list");
     refused("name: a\nenvironment: [A]\nmetadata: {version: 1.0.0}\n", "environment: must be");
-    refused("name: a\nenvironment: {1BAD: x}\nmetadata: {version: 1.0.0}\n",
-            "environment.1BAD");
+    refused("name: a\nenvironment: {1BAD: x}\nmetadata: {version: 1.0.0}\n", "environment.1BAD");
 }
 
 static void test_sub_agent_rules(void **state)
@@ -234,13 +234,19 @@ static void test_helpers(void **state)
     assert_false(par_manifest_valid_name("", 0));
     assert_false(par_manifest_valid_name("-a", 2));
     assert_false(par_manifest_valid_name("a_b", 3));
-    const char *good[] = {"0.0.0", "1.2.3", "10.20.30", "1.0.0-alpha", "1.0.0-alpha.1",
-                          "1.0.0-0.3.7", "1.0.0+20130313144700", "1.0.0-beta+exp.sha.5114f85"};
+    const char *good[] = {"0.0.0",
+                          "1.2.3",
+                          "10.20.30",
+                          "1.0.0-alpha",
+                          "1.0.0-alpha.1",
+                          "1.0.0-0.3.7",
+                          "1.0.0+20130313144700",
+                          "1.0.0-beta+exp.sha.5114f85"};
     for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++)
         if (!par_manifest_valid_semver(good[i], strlen(good[i])))
             fail_msg("rejected %s", good[i]);
-    const char *bad[] = {"1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "1.2.3-01", "1.2.3-",
-                         "1.2.3+", "v1.2.3", "1.2.3-a..b", " 1.2.3"};
+    const char *bad[] = {"1",      "1.2",    "1.2.3.4", "01.2.3",     "1.02.3", "1.2.3-01",
+                         "1.2.3-", "1.2.3+", "v1.2.3",  "1.2.3-a..b", " 1.2.3"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
         if (par_manifest_valid_semver(bad[i], strlen(bad[i])))
             fail_msg("accepted %s", bad[i]);
