@@ -43,6 +43,8 @@ typedef struct serve_opts {
     unsigned timeout_ms;
     unsigned long max_input_kb;
     int access_log;
+    unsigned grace_ms;
+    unsigned drain_ms;
 } serve_opts_t;
 
 static void usage_main(FILE *f)
@@ -73,7 +75,11 @@ static void usage_serve(FILE *f)
                "  --log-level LEVEL  debug|info|warn|error (PAR_LOG_LEVEL)\n"
                "  --log-format FMT   json|text (PAR_LOG_FORMAT)\n"
                "  --http-threads N   event-loop threads (PAR_HTTP_THREADS)\n"
-               "  --trusted NAME     run package NAME in-process (repeatable; '*' = all)\n");
+               "  --trusted NAME     run package NAME in-process (repeatable; '*' = all)\n"
+               "  --shutdown-grace-ms N  after SIGTERM, keep serving N ms with readiness\n"
+               "                         failing (PAR_SHUTDOWN_GRACE_MS, default 0)\n"
+               "  --shutdown-drain-ms N  then wait up to N ms for in-flight requests\n"
+               "                         (PAR_SHUTDOWN_DRAIN_MS, default 30000)\n");
 }
 
 static void usage_pack(FILE *f)
@@ -153,6 +159,10 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->timeout_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/max_input_kb")))
         o->max_input_kb = strtoul(v, NULL, 10);
+    if ((v = yaml_str(d, "/shutdown/grace_ms")))
+        o->grace_ms = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/shutdown/drain_ms")))
+        o->drain_ms = (unsigned)atoi(v);
     struct fy_node *tr = fy_node_by_path(fy_document_root(d), "/trusted", FY_NT, 0);
     if (tr && fy_node_is_sequence(tr)) {
         void *it = NULL;
@@ -179,6 +189,10 @@ static void load_env(serve_opts_t *o)
     const char *v = getenv("PAR_HTTP_THREADS");
     if (v)
         o->http_threads = (unsigned)atoi(v);
+    if ((v = getenv("PAR_SHUTDOWN_GRACE_MS")))
+        o->grace_ms = (unsigned)atoi(v);
+    if ((v = getenv("PAR_SHUTDOWN_DRAIN_MS")))
+        o->drain_ms = (unsigned)atoi(v);
 }
 
 /* ---- serve ------------------------------------------------------------------- */
@@ -221,6 +235,46 @@ static void deploy_dir(par_runtime_t *rt, const char *dir)
     free(names);
 }
 
+/* Waits up to `ms` for a second signal; a second SIGTERM or SIGINT ends the
+ * process at once. */
+static void wait_or_die(const sigset_t *set, long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    int sig = sigtimedwait(set, NULL, &ts);
+    if (sig == SIGTERM || sig == SIGINT) {
+        par_log_msg(PAR_LOG_WARN, "second signal %d: exiting without draining", sig);
+        par_log_shutdown();
+        _exit(1);
+    }
+}
+
+/* SIGTERM: readiness fails at once; after the grace period (for load
+ * balancers to notice) the listeners close; in-flight requests finish up to
+ * the drain deadline; then workers stop and logs flush. */
+static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_t *set, int sig,
+                              unsigned grace_ms, unsigned drain_ms)
+{
+    atomic_store(&rt->shutting_down, 1);
+    par_log_msg(PAR_LOG_INFO, "signal %d: shutting down (readiness now fails; grace %u ms, "
+                              "drain deadline %u ms)",
+                sig, grace_ms, drain_ms);
+    int64_t until = par__now_ms() + grace_ms;
+    while (par__now_ms() < until)
+        wait_or_die(set, until - par__now_ms());
+    par_http_stop_accepting(http);
+    until = par__now_ms() + drain_ms;
+    while ((atomic_load(&rt->inflight) > 0 || par_http_pending(http) > 0) &&
+           par__now_ms() < until)
+        wait_or_die(set, 10);
+    long left = atomic_load(&rt->inflight);
+    if (left > 0)
+        par_log_msg(PAR_LOG_WARN, "drain deadline passed with %ld request(s) in flight", left);
+    else
+        par_log_msg(PAR_LOG_INFO, "drained: no request in flight");
+    atomic_store(&rt->draining, 1);
+    usleep(20000); /* let the loops write the last responses */
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -229,6 +283,7 @@ static int cmd_serve(int argc, char **argv)
     }
     serve_opts_t o = {0};
     o.access_log = 1;
+    o.drain_ms = 30000;
     set_str(&o.listen, "127.0.0.1:8080");
     set_str(&o.packages, "./packages");
     set_str(&o.state_dir, "./var");
@@ -261,6 +316,10 @@ static int cmd_serve(int argc, char **argv)
             set_str(&o.log_format, v);
         else if (strcmp(a, "--http-threads") == 0)
             o.http_threads = (unsigned)atoi(v);
+        else if (strcmp(a, "--shutdown-grace-ms") == 0)
+            o.grace_ms = (unsigned)atoi(v);
+        else if (strcmp(a, "--shutdown-drain-ms") == 0)
+            o.drain_ms = (unsigned)atoi(v);
         else if (strcmp(a, "--trusted") == 0) {
             o.trusted = realloc(o.trusted, (o.ntrusted + 2) * sizeof(char *));
             o.trusted[o.ntrusted++] = strdup(v);
@@ -360,8 +419,7 @@ static int cmd_serve(int argc, char **argv)
         }
         break;
     }
-    par_log_msg(PAR_LOG_INFO, "signal %d: shutting down", sig);
-    atomic_store(&rt->draining, 1);
+    graceful_shutdown(rt, http, &set, sig, o.grace_ms, o.drain_ms);
     par_http_stop(http);
     par_runtime_destroy(rt);
     par_log_msg(PAR_LOG_INFO, "stopped");

@@ -41,7 +41,7 @@ typedef struct loop {
     h2o_accept_ctx_t accept_ctx;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t receiver;
-    int listen_fd;
+    _Atomic int listen_fd;
     h2o_socket_t *listener;
     uint64_t rng;
 } loop_t;
@@ -53,6 +53,8 @@ struct par_http {
     loop_t *loops;
     unsigned nloops;
     _Atomic int stop;
+    _Atomic int stop_accepting;
+    atomic_long pending;
     char address[128];
 };
 
@@ -297,6 +299,7 @@ static void on_completions(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
                 *hc->guard = NULL;
         }
         par__call_free(hc->call);
+        atomic_fetch_sub(&hc->loop->http->pending, 1);
         free(hc);
     }
 }
@@ -393,8 +396,10 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
     hc->loop = l;
     hc->req = req;
     hc->t0_ns = t0;
+    atomic_fetch_add(&h->pending, 1);
     int rc = par__call_start(h->rt, c);
     if (rc != PAR_OK) {
+        atomic_fetch_sub(&h->pending, 1);
         send_error(req, rc, c->output.data ? c->output.data : "", c->output.len, rid);
         access_log(h, req, par_status_http(rc), rid, c, t0, par_status_name(rc));
         par__call_free(c);
@@ -666,8 +671,15 @@ static void *loop_main(void *arg)
 {
     loop_t *l = arg;
     tl_loop = l;
-    while (!atomic_load(&l->http->stop))
+    while (!atomic_load(&l->http->stop)) {
         h2o_evloop_run(l->ctx.loop, 50); /* returns -1 on EINTR: just go round */
+        if (atomic_load(&l->http->stop_accepting) && l->listener) {
+            h2o_socket_read_stop(l->listener);
+            h2o_socket_close(l->listener); /* closes the listening descriptor */
+            l->listener = NULL;
+            l->listen_fd = -1;
+        }
+    }
     return NULL;
 }
 
@@ -820,7 +832,28 @@ void par_http_stop(par_http_t *h)
      * way to close every connection of a context from outside. Listeners go
      * now so no new connection is accepted. */
     for (unsigned i = 0; i < h->nloops; i++) {
-        h2o_socket_read_stop(h->loops[i].listener);
-        close(h->loops[i].listen_fd);
+        if (h->loops[i].listener) {
+            h2o_socket_read_stop(h->loops[i].listener);
+            close(h->loops[i].listen_fd);
+        }
     }
+}
+
+void par_http_stop_accepting(par_http_t *h)
+{
+    atomic_store(&h->stop_accepting, 1);
+    /* each loop closes its own listener within one turn (at most 50 ms) */
+    for (int i = 0; i < 40; i++) {
+        int open = 0;
+        for (unsigned k = 0; k < h->nloops; k++)
+            open |= h->loops[k].listen_fd >= 0;
+        if (!open)
+            break;
+        usleep(5000);
+    }
+}
+
+long par_http_pending(par_http_t *h)
+{
+    return atomic_load(&h->pending);
 }

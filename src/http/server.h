@@ -27,6 +27,11 @@ typedef struct par_http_opts {
 int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out);
 /* The address actually bound ("127.0.0.1:8080"). */
 const char *par_http_address(const par_http_t *h);
+/* Closes the listening sockets (new connections are refused); requests on
+ * open connections are still served. */
+void par_http_stop_accepting(par_http_t *h);
+/* Invocations accepted and not yet answered. */
+long par_http_pending(par_http_t *h);
 /* Stops accepting, closes connections and joins the loop threads. */
 void par_http_stop(par_http_t *h);
 

@@ -70,7 +70,10 @@ int par__call_own_input(par_call_t *c)
 void par__call_finish(par_call_t *c)
 {
     c->finished_ns = par__now_ns();
-    c->done(c);
+    par_runtime_t *rt = c->_counted && c->pv ? c->pv->rt : NULL;
+    c->done(c); /* may free c */
+    if (rt)
+        atomic_fetch_sub(&rt->inflight, 1);
 }
 
 void par__call_fail(par_call_t *c, int status, const char *fmt, ...)

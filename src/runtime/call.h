@@ -51,7 +51,8 @@ struct par_call {
     const char *export_name;
 
     /* runtime-private */
-    int _inline; /* in-process agents may run on the starter's thread */
+    int _inline;  /* in-process agents may run on the starter's thread */
+    int _counted; /* counted in rt->inflight until finished */
     char *_input_copy;
     char *_context_copy;
     uint64_t _wid;

@@ -364,19 +364,29 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
     if (c->request_id[0] == '\0')
         snprintf(c->request_id, sizeof(c->request_id), "%016llx",
                  (unsigned long long)(c->started_ns ^ (int64_t)(uintptr_t)c));
+    c->_counted = 1;
+    atomic_fetch_add(&rt->inflight, 1);
     if (pv->isolation == PAR_ISOLATION_IN_PROCESS) {
         if (c->_inline) {
             par__native_run(c);
             par__call_finish(c);
         } else {
             int rc = par__call_own_input(c);
-            if (rc != PAR_OK)
+            if (rc != PAR_OK) {
+                c->_counted = 0;
+                atomic_fetch_sub(&rt->inflight, 1);
                 return rc;
+            }
             exec_submit(rt->exec, c);
         }
         return PAR_OK;
     }
-    return par_pool_submit(pv->pool, c);
+    int rc = par_pool_submit(pv->pool, c);
+    if (rc != PAR_OK) {
+        c->_counted = 0;
+        atomic_fetch_sub(&rt->inflight, 1);
+    }
+    return rc;
 }
 
 /* ---- runtime ------------------------------------------------------------------------ */
@@ -550,7 +560,7 @@ int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count
 
 int par__runtime_ready(par_runtime_t *rt, par_buf_t *why)
 {
-    if (atomic_load(&rt->draining)) {
+    if (atomic_load(&rt->draining) || atomic_load(&rt->shutting_down)) {
         par_buf_appends(why, "the runtime is shutting down");
         return 0;
     }

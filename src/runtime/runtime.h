@@ -85,6 +85,8 @@ struct par_runtime {
     par_super_t *super;
     _Atomic int draining;
     _Atomic int booting; /* set by the server until the initial package set is loaded */
+    _Atomic int shutting_down; /* readiness fails; calls are still served until draining */
+    atomic_long inflight;      /* calls started and not yet finished */
     int64_t started_ms;
     /* in-process calls run on this executor so loop threads never block */
     struct par_executor *exec;
