@@ -465,6 +465,9 @@ static json_t *package_json(par_pkgver_t *pv)
     json_object_set_new(o, "source", json_string(pv->source ? pv->source : ""));
     json_object_set_new(o, "last_error",
                         pv->last_error ? json_string(pv->last_error) : json_null());
+    json_object_set_new(o, "last_error_name",
+                        pv->last_status ? json_string(par_status_name(pv->last_status))
+                                        : json_null());
     if (pv->manifest) {
         const par_manifest_t *m = pv->manifest;
         json_object_set_new(o, "display_name", json_string(m->display_name));

@@ -120,8 +120,10 @@ static int is_trusted(par_runtime_t *rt, const char *name)
     return 0;
 }
 
-static void record_failure(par_runtime_t *rt, par_pkgver_t *pv, const char *path, par_buf_t *err)
+static void record_failure(par_runtime_t *rt, par_pkgver_t *pv, const char *path, par_buf_t *err,
+                           int status)
 {
+    pv->last_status = status;
     if (pv->name == NULL) {
         /* nothing to name it by: derive from the file name */
         const char *base = strrchr(path, '/');
@@ -140,6 +142,7 @@ static void record_failure(par_runtime_t *rt, par_pkgver_t *pv, const char *path
                 atomic_load(&pk[i]->state) == PAR_PKG_ACTIVE) {
                 free(pk[i]->last_error);
                 pk[i]->last_error = strdup(pv->last_error);
+                pk[i]->last_status = status;
                 active = 1;
             }
             par__pkgver_unref(pk[i]);
@@ -296,7 +299,7 @@ out:
             par_log_strn(&fl, "reason", err->data ? err->data : "", err->len);
             par_log_end(&fl);
         }
-        record_failure(rt, pv, path, err);
+        record_failure(rt, pv, path, err, rc);
     }
     pthread_mutex_unlock(&rt->deploy_lock);
     par_archive_bytes_free(&a);

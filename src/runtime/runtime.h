@@ -45,7 +45,8 @@ struct par_pkgver {
     par_isolation_t isolation;
     _Atomic int state;
     char *last_error;
-    uint64_t seq; /* deploy order */
+    int last_status; /* PAR status of the last failure (HTTP 422 family), 0 if none */
+    uint64_t seq;    /* deploy order */
     double t_read_ms, t_extract_ms, t_load_ms;
     int64_t loaded_at_ms; /* wall clock */
     uint32_t timeout_ms;

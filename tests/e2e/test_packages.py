@@ -73,9 +73,11 @@ def bad(tmp_path_factory, server_factory):
     return s, tmp
 
 
-def failed(s, name):
+def failed(s, name, error="incompatible_package"):
     p = s.get("/runtime/packages/" + name).json()
     assert p["state"] == "failed", p
+    if error:
+        assert p["last_error_name"] == error, p
     return p["last_error"]
 
 
@@ -85,9 +87,9 @@ def test_refusals_listed_with_reasons(bad):
     assert "built for aarch64" in failed(s, "wrongarch")
     assert "no loader for runtime node18" in failed(s, "pyonly")
     assert "abi is 99" in failed(s, "badabi")
-    assert ".." in failed(s, "slip")
-    assert "special files" in failed(s, "device")
-    assert failed(s, "garbage.apkg")
+    assert ".." in failed(s, "slip", "unsafe_archive")
+    assert "special files" in failed(s, "device", "unsafe_archive")
+    assert failed(s, "garbage.apkg", "invalid_package")
     assert not os.path.exists(os.path.join(tmp, "..", "evil.txt"))
     for name in ("nosym", "wrongarch", "pyonly", "badabi"):
         assert_error(s.post(name, {"input": 1}), 404, "agent_not_found")
