@@ -9,7 +9,7 @@ pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
     libarchive-dev libfyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
-    libcmocka-dev
+    libcmocka-dev prometheus
     python3 python3-pytest python3-requests
     zip unzip curl
 )

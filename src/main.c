@@ -21,6 +21,7 @@
 
 #include "http/server.h"
 #include "obs/log.h"
+#include "obs/metrics.h"
 #include "pkg/archive.h"
 #include "pkg/manifest.h"
 #include "runtime/runtime.h"
@@ -255,16 +256,16 @@ static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_
                               unsigned grace_ms, unsigned drain_ms)
 {
     atomic_store(&rt->shutting_down, 1);
-    par_log_msg(PAR_LOG_INFO, "signal %d: shutting down (readiness now fails; grace %u ms, "
-                              "drain deadline %u ms)",
+    par_log_msg(PAR_LOG_INFO,
+                "signal %d: shutting down (readiness now fails; grace %u ms, "
+                "drain deadline %u ms)",
                 sig, grace_ms, drain_ms);
     int64_t until = par__now_ms() + grace_ms;
     while (par__now_ms() < until)
         wait_or_die(set, until - par__now_ms());
     par_http_stop_accepting(http);
     until = par__now_ms() + drain_ms;
-    while ((atomic_load(&rt->inflight) > 0 || par_http_pending(http) > 0) &&
-           par__now_ms() < until)
+    while ((atomic_load(&rt->inflight) > 0 || par_http_pending(http) > 0) && par__now_ms() < until)
         wait_or_die(set, 10);
     long left = atomic_load(&rt->inflight);
     if (left > 0)
@@ -390,6 +391,7 @@ static int cmd_serve(int argc, char **argv)
                                   "and package signatures are not verified by this build");
     deploy_dir(rt, o.packages);
     atomic_store(&rt->booting, 0);
+    par_metrics_cold_start((double)(par__now_ms() - rt->started_ms) / 1e3);
     par_agent_info_t *agents;
     size_t na;
     if (par_runtime_agents(rt, 0, &agents, &na) == PAR_OK) {

@@ -31,6 +31,7 @@
 
 #include "loader/supervisor.h"
 #include "obs/log.h"
+#include "obs/metrics.h"
 #include "runtime/runtime.h"
 #include "util/json.h"
 
@@ -183,9 +184,36 @@ static void send_body(h2o_req_t *req, int status, const char *ctype, const char 
     h2o_send(req, &buf, 1, 1);
 }
 
+static const char *route_of(h2o_iovec_t p)
+{
+    static const struct {
+        const char *prefix;
+        const char *route;
+        int exact;
+    } table[] = {{"/agents/", "agent", 0},
+                 {"/agents", "agents", 1},
+                 {"/runtime/health", "health", 1},
+                 {"/runtime/ready", "ready", 1},
+                 {"/runtime/info", "info", 1},
+                 {"/runtime/packages/", "package", 0},
+                 {"/runtime/packages", "packages", 1},
+                 {"/metrics", "metrics", 1}};
+    if (p.len > 7 && memcmp(p.base + p.len - 7, "/invoke", 7) == 0 && p.len > 8 &&
+        memcmp(p.base, "/agents/", 8) == 0)
+        return "invoke";
+    for (size_t i = 0; i < sizeof(table) / sizeof(*table); i++) {
+        size_t n = strlen(table[i].prefix);
+        if (table[i].exact ? (p.len == n && memcmp(p.base, table[i].prefix, n) == 0)
+                           : (p.len > n && memcmp(p.base, table[i].prefix, n) == 0))
+            return table[i].route;
+    }
+    return "other";
+}
+
 static void access_log(par_http_t *h, h2o_req_t *req, int http, const char *rid,
                        const par_call_t *c, int64_t t0_ns, const char *err_name)
 {
+    par_metrics_http(route_of(req->path_normalized), http);
     if (!h->opts.access_log)
         return;
     par_logline_t l;
@@ -605,6 +633,21 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
         handle_agent(h, req, rest, rlen, rid);
         status = req->res.status;
+        goto log;
+    }
+    if (path_is(p, "/metrics")) {
+        if (!is_get) {
+            send_error(req, PAR_E_METHOD_NOT_ALLOWED, H2O_STRLIT("use GET"), rid);
+            status = 405;
+            goto log;
+        }
+        par_buf_t m;
+        par_buf_init(&m, 0);
+        par_metrics_render(h->rt, &m);
+        char *body = h2o_mem_alloc_pool(&req->pool, m.len + 1);
+        memcpy(body, m.data ? m.data : "", m.len);
+        send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", rid, body, m.len);
+        par_buf_free(&m);
         goto log;
     }
     if (path_is(p, "/agents") || path_is(p, "/agents/")) {

@@ -80,7 +80,7 @@ struct par_pool {
     unsigned live; /* starting + ready */
     par_call_t *q_head, *q_tail;
     uint64_t next_id;
-    unsigned restarts, crashes_in_row;
+    unsigned restarts, crashes_in_row, timeout_kills;
     int64_t respawn_at_ms;
     int want_spawn;
     int stopping, stop_now;
@@ -413,6 +413,8 @@ static void worker_dead(par_worker_t *w)
         }
     }
     int crashed = !p->stopping && w->kill_reason == NULL;
+    if (w->kill_reason && strcmp(w->kill_reason, "deadline exceeded") == 0)
+        p->timeout_kills++;
     if (was_state == W_STARTING && p->start_error == NULL) {
         char msg[200];
         snprintf(msg, sizeof(msg), "worker %.150s before it was ready", how);
@@ -1112,6 +1114,20 @@ int par_pool_live(par_pool_t *p)
         live |= w->state == W_READY;
     pthread_mutex_unlock(&p->lock);
     return live;
+}
+
+void par_pool_stats(par_pool_t *p, par_pool_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&p->lock);
+    for (par_worker_t *w = p->workers; w; w = w->next) {
+        out->starting += w->state == W_STARTING;
+        out->ready += w->state == W_READY;
+        out->retiring += w->state == W_RETIRING;
+    }
+    out->crashes = p->restarts;
+    out->timeouts = p->timeout_kills;
+    pthread_mutex_unlock(&p->lock);
 }
 
 unsigned par_pool_restarts(par_pool_t *p)

@@ -40,4 +40,12 @@ int par_pool_live(par_pool_t *p);
 /* Workers restarted after a crash so far. */
 unsigned par_pool_restarts(par_pool_t *p);
 
+typedef struct par_pool_stats {
+    unsigned starting, ready, retiring;
+    unsigned crashes;  /* workers that died on their own */
+    unsigned timeouts; /* workers killed because a request passed its deadline */
+} par_pool_stats_t;
+
+void par_pool_stats(par_pool_t *p, par_pool_stats_t *out);
+
 #endif

@@ -71,6 +71,11 @@ void par__call_finish(par_call_t *c)
 {
     c->finished_ns = par__now_ns();
     par_runtime_t *rt = c->_counted && c->pv ? c->pv->rt : NULL;
+    if (rt && c->pv->metrics) {
+        par_export_metrics_t *m = &c->pv->metrics[c->_export_idx];
+        par_metrics_observe(m, c->status, c->finished_ns - c->started_ns);
+        atomic_fetch_sub(&m->in_flight, 1);
+    }
     c->done(c); /* may free c */
     if (rt)
         atomic_fetch_sub(&rt->inflight, 1);

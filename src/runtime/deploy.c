@@ -262,6 +262,11 @@ int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err)
         pv->timeout_ms = rt->cfg.max_timeout_ms;
     pv->max_input =
         m->limits.max_input_kb ? (size_t)m->limits.max_input_kb * 1024 : rt->cfg.max_input_bytes;
+    pv->metrics = calloc(m->export_count ? m->export_count : 1, sizeof(*pv->metrics));
+    if (pv->metrics == NULL) {
+        rc = PAR_E_NO_MEMORY;
+        goto out;
+    }
     pv->isolation = is_trusted(rt, pv->name) ? PAR_ISOLATION_IN_PROCESS : rt->cfg.isolation;
     if (pv->isolation == PAR_ISOLATION_IN_PROCESS)
         rc = par__native_load(pv, err);
@@ -274,6 +279,7 @@ int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err)
     clock_gettime(CLOCK_REALTIME, &now);
     pv->loaded_at_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     atomic_store(&pv->state, PAR_PKG_ACTIVE);
+    par_metrics_load(pv->t_read_ms / 1e3, pv->t_extract_ms / 1e3, pv->t_load_ms / 1e3);
     par__runtime_publish(rt, pv);
 
     par_logline_t l;

@@ -90,6 +90,7 @@ void par__pkgver_unref(par_pkgver_t *pv)
     free(pv->root);
     free(pv->source);
     free(pv->last_error);
+    free(pv->metrics);
     free(pv);
 }
 
@@ -366,6 +367,8 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
                  (unsigned long long)(c->started_ns ^ (int64_t)(uintptr_t)c));
     c->_counted = 1;
     atomic_fetch_add(&rt->inflight, 1);
+    if (pv->metrics)
+        atomic_fetch_add(&pv->metrics[idx].in_flight, 1);
     if (pv->isolation == PAR_ISOLATION_IN_PROCESS) {
         if (c->_inline) {
             par__native_run(c);
@@ -375,6 +378,8 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
             if (rc != PAR_OK) {
                 c->_counted = 0;
                 atomic_fetch_sub(&rt->inflight, 1);
+                if (pv->metrics)
+                    atomic_fetch_sub(&pv->metrics[idx].in_flight, 1);
                 return rc;
             }
             exec_submit(rt->exec, c);
@@ -385,6 +390,8 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
     if (rc != PAR_OK) {
         c->_counted = 0;
         atomic_fetch_sub(&rt->inflight, 1);
+        if (pv->metrics)
+            atomic_fetch_sub(&pv->metrics[idx].in_flight, 1);
     }
     return rc;
 }

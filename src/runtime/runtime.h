@@ -17,6 +17,7 @@
 
 #include <par/par.h>
 
+#include "obs/metrics.h"
 #include "pkg/manifest.h"
 #include "runtime/call.h"
 #include "util/buf.h"
@@ -57,6 +58,7 @@ struct par_pkgver {
     void **dl_handles;
     size_t dl_count;
     par_agent_fn *fns; /* per export */
+    par_export_metrics_t *metrics; /* per export */
 };
 
 typedef struct par_route {

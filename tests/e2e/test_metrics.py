@@ -1,0 +1,69 @@
+"""GET /metrics: valid for promtool, and the counters move with traffic."""
+import re
+import subprocess
+
+import pytest
+
+from conftest import assert_error, package
+
+
+def scrape(s):
+    r = s.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return r.text
+
+
+def value(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + "{" + want + "}") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def srv(server_factory):
+    return server_factory([package("echo"), package("faulty")])
+
+
+def test_promtool_accepts_the_scrape(srv):
+    srv.post("echo", {"input": 1})
+    srv.post("faulty/fail", {"input": 1})
+    text = scrape(srv)
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_counters_move(srv):
+    before = scrape(srv)
+    for _ in range(3):
+        assert srv.post("echo", {"input": 1}).status_code == 200
+    assert_error(srv.post("faulty/fail", {"input": 1}), 500, "agent_error")
+    assert_error(srv.post("faulty/crash", {"input": 1}), 502, "agent_crashed")
+    assert_error(srv.post("faulty/slow", {"input": 3000}, headers={"X-Par-Timeout-Ms": "200"}),
+                 504, "agent_timeout")
+    after = scrape(srv)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("par_invocations_total", agent="echo", version="1.0.0", status="ok") == 3
+    assert delta("par_invocations_total", agent="faulty/fail", version="0.1.0",
+                 status="agent_error") == 1
+    assert delta("par_invocations_total", agent="faulty/crash", version="0.1.0",
+                 status="agent_crashed") == 1
+    assert delta("par_invocations_total", agent="faulty/slow", version="0.1.0",
+                 status="agent_timeout") == 1
+    assert delta("par_invocation_duration_seconds_count", agent="echo") == 3
+    assert delta("par_http_requests_total", route="invoke", code="200") >= 3
+    assert delta("par_http_requests_total", route="invoke", code="502") == 1
+    assert delta("par_http_requests_total", route="invoke", code="504") == 1
+    assert delta("par_worker_restarts_total", package="faulty", reason="crash") == 1
+    assert value(after, "par_invocations_in_flight", agent="echo") == 0
+    assert value(after, "par_packages", state="active") == 2
+    assert value(after, "process_resident_memory_bytes") > 1e6
+    assert re.search(r'^par_build_info\{version="[^"]+",agent_abi="1"\} 1$', after, re.M)
+    assert value(after, "par_package_load_seconds_count", phase="load") == 2
+    assert value(after, "par_cold_start_seconds") > 0
