@@ -229,7 +229,7 @@ static void deploy_dir(par_runtime_t *rt, const char *dir)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         par_buf_t err;
         par_buf_init(&err, 0);
-        par__deploy_path(rt, path, &err); /* failures are logged and listed */
+        par__deploy_path(rt, path, &err, NULL); /* failures are logged and listed */
         par_buf_free(&err);
         free(names[i]);
     }

@@ -42,6 +42,7 @@ typedef struct loop {
     h2o_accept_ctx_t accept_ctx;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t receiver;
+    h2o_multithread_receiver_t deploy_receiver;
     _Atomic int listen_fd;
     h2o_socket_t *listener;
     uint64_t rng;
@@ -594,6 +595,169 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
     send_json(req, 200, o, rid);
 }
 
+/* ---- management: deploy, reload, remove ------------------------------------------ */
+
+typedef struct deploy_job {
+    loop_t *loop;
+    h2o_req_t *req; /* NULL once the client is gone */
+    struct deploy_job **guard;
+    h2o_multithread_message_t msg;
+    char *path;
+    int ok_status; /* 201 for a deploy, 200 for a reload */
+    int rc;
+    par_buf_t err;
+    par_pkgver_t *pv;
+    char rid[PAR_REQUEST_ID_MAX + 1];
+    int64_t t0;
+} deploy_job_t;
+
+static void deploy_guard_dispose(void *p)
+{
+    deploy_job_t **slot = p;
+    if (*slot) {
+        (*slot)->req = NULL;
+        (*slot)->guard = NULL;
+    }
+}
+
+static void *deploy_thread(void *arg)
+{
+    deploy_job_t *j = arg;
+    j->rc = par__deploy_path(j->loop->http->rt, j->path, &j->err, &j->pv);
+    h2o_multithread_send_message(&j->loop->deploy_receiver, &j->msg);
+    return NULL;
+}
+
+static void on_deploy_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        deploy_job_t *j = H2O_STRUCT_FROM_MEMBER(deploy_job_t, msg, m);
+        if (j->req) {
+            int http;
+            if (j->rc == PAR_OK) {
+                http = j->ok_status;
+                send_json(j->req, http, package_json(j->pv), j->rid);
+            } else {
+                http = par_status_http(j->rc);
+                size_t len = j->err.len;
+                while (len && j->err.data[len - 1] == '\n')
+                    len--;
+                send_error(j->req, j->rc, j->err.data ? j->err.data : "", len, j->rid);
+            }
+            access_log(j->loop->http, j->req, http, j->rid, NULL, j->t0,
+                       j->rc == PAR_OK ? NULL : par_status_name(j->rc));
+            if (j->guard)
+                *j->guard = NULL;
+        }
+        if (j->pv)
+            par__pkgver_unref(j->pv);
+        par_buf_free(&j->err);
+        free(j->path);
+        free(j);
+    }
+}
+
+static void start_deploy(loop_t *l, h2o_req_t *req, const char *path, int ok_status,
+                         const char *rid, int64_t t0)
+{
+    deploy_job_t *j = calloc(1, sizeof(*j));
+    j->loop = l;
+    j->req = req;
+    j->path = strdup(path);
+    j->ok_status = ok_status;
+    j->t0 = t0;
+    snprintf(j->rid, sizeof(j->rid), "%s", rid);
+    par_buf_init(&j->err, 64 * 1024);
+    deploy_job_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), deploy_guard_dispose);
+    *slot = j;
+    j->guard = slot;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, deploy_thread, j) != 0) {
+        j->rc = PAR_E_INTERNAL;
+        par_buf_appends(&j->err, "cannot start a deploy thread");
+        h2o_multithread_send_message(&l->deploy_receiver, &j->msg);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* POST /runtime/packages {"path": "..."} */
+static void handle_deploy(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0)
+{
+    json_error_t jerr;
+    json_t *doc = req->entity.base ? json_loadb(req->entity.base, req->entity.len, 0, &jerr) : NULL;
+    const char *path = json_string_value(json_object_get(doc, "path"));
+    if (doc == NULL) {
+        send_error(req, PAR_E_INVALID_JSON,
+                   H2O_STRLIT("the body must be a JSON object such as {\"path\": \"...\"}"), rid);
+    } else if (json_object_get(doc, "url")) {
+        send_error(req, PAR_E_BAD_REQUEST,
+                   H2O_STRLIT("deploying from a URL is not supported by this build; use "
+                              "{\"path\": ...} with a file on this host"),
+                   rid);
+    } else if (path == NULL || *path == '\0') {
+        send_error(req, PAR_E_BAD_REQUEST, H2O_STRLIT("\"path\" (a string) is required"), rid);
+    } else {
+        start_deploy(l, req, path, 201, rid, t0);
+        json_decref(doc);
+        return;
+    }
+    access_log(l->http, req, req->res.status, rid, NULL, t0, NULL);
+    json_decref(doc);
+}
+
+/* DELETE /runtime/packages/{name}[@version], POST /runtime/packages/{name}/reload */
+static void handle_package_change(loop_t *l, h2o_req_t *req, const char *rest, size_t len,
+                                  int is_post, const char *rid, int64_t t0)
+{
+    par_http_t *h = l->http;
+    char spec[160];
+    if (len >= sizeof(spec)) {
+        send_error(req, PAR_E_NOT_FOUND, H2O_STRLIT("no such package"), rid);
+        goto log;
+    }
+    memcpy(spec, rest, len);
+    spec[len] = '\0';
+    if (is_post) {
+        char *slash = strchr(spec, '/');
+        if (slash == NULL || strcmp(slash, "/reload") != 0) {
+            send_error(req, PAR_E_NOT_FOUND, H2O_STRLIT("no such route"), rid);
+            goto log;
+        }
+        *slash = '\0';
+        par_pkgver_t *pv = par__runtime_find(h->rt, spec);
+        if (pv == NULL || pv->source == NULL) {
+            if (pv)
+                par__pkgver_unref(pv);
+            char msg[200];
+            int n = snprintf(msg, sizeof(msg), "no package '%.100s'", spec);
+            send_error(req, PAR_E_NOT_FOUND, msg, (size_t)n, rid);
+            goto log;
+        }
+        start_deploy(l, req, pv->source, 200, rid, t0);
+        par__pkgver_unref(pv);
+        return;
+    }
+    char *at = strchr(spec, '@');
+    if (at)
+        *at++ = '\0';
+    if (par__runtime_remove(h->rt, spec, at) != PAR_OK) {
+        char msg[200];
+        int n = snprintf(msg, sizeof(msg), "no package '%.100s%s%.40s'", spec, at ? "@" : "",
+                         at ? at : "");
+        send_error(req, PAR_E_NOT_FOUND, msg, (size_t)n, rid);
+        goto log;
+    }
+    send_json(req, 200, json_pack("{s:s, s:s}", "removed", spec, "version", at ? at : "*"), rid);
+log:
+    access_log(h, req, req->res.status, rid, NULL, t0, NULL);
+}
+
 /* ---- routing ------------------------------------------------------------------- */
 
 static int path_is(h2o_iovec_t p, const char *s)
@@ -659,10 +823,19 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         handle_agents(h, req, rid);
         goto log;
     }
+    int is_delete = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));
+    if (is_post && path_is(p, "/runtime/packages")) {
+        handle_deploy(l, req, rid, t0);
+        return 0;
+    }
+    if ((is_post || is_delete) && p.len > 18 && memcmp(p.base, "/runtime/packages/", 18) == 0) {
+        handle_package_change(l, req, p.base + 18, p.len - 18, is_post, rid, t0);
+        return 0;
+    }
     if (p.len >= 9 && memcmp(p.base, "/runtime/", 9) == 0) {
         if (!is_get) {
             send_error(req, PAR_E_METHOD_NOT_ALLOWED,
-                       H2O_STRLIT("this route only answers GET in this version"), rid);
+                       H2O_STRLIT("use GET (POST and DELETE are for /runtime/packages)"), rid);
             status = 405;
             goto log;
         }
@@ -845,6 +1018,7 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         l->accept_ctx.hosts = h->config.hosts;
         l->queue = h2o_multithread_create_queue(l->ctx.loop);
         h2o_multithread_register_receiver(l->queue, &l->receiver, on_completions);
+        h2o_multithread_register_receiver(l->queue, &l->deploy_receiver, on_deploy_done);
         l->listener =
             h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
         l->listener->data = l;

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -83,6 +84,8 @@ struct par_pool {
     unsigned restarts, crashes_in_row, timeout_kills;
     int64_t respawn_at_ms;
     int want_spawn;
+    int started;      /* a worker said HELLO once */
+    int start_failed; /* the first worker died before HELLO: no respawn */
     int stopping, stop_now;
     char *start_error;
     unsigned min_workers, max_workers, concurrency;
@@ -284,6 +287,14 @@ static int spawn_worker(par_pool_t *p)
         par_log_msg(PAR_LOG_ERROR, "cannot start worker %s: %s", p->argv[0], strerror(rc));
         close(sv[0]);
         close(pp[0]);
+        if (!p->started) {
+            char msg[PATH_MAX + 64];
+            snprintf(msg, sizeof(msg), "cannot start the worker %s: %s", p->argv[0], strerror(rc));
+            free(p->start_error);
+            p->start_error = strdup(msg);
+            p->start_failed = 1;
+            pthread_cond_broadcast(&p->cond);
+        }
         return PAR_E_IO;
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
@@ -412,9 +423,11 @@ static void worker_dead(par_worker_t *w)
             break;
         }
     }
-    int crashed = !p->stopping && w->kill_reason == NULL;
+    int crashed = !p->stopping && !p->start_failed && w->kill_reason == NULL;
     if (w->kill_reason && strcmp(w->kill_reason, "deadline exceeded") == 0)
         p->timeout_kills++;
+    if (was_state == W_STARTING && !p->started)
+        p->start_failed = 1;
     if (was_state == W_STARTING && p->start_error == NULL) {
         char msg[200];
         snprintf(msg, sizeof(msg), "worker %.150s before it was ready", how);
@@ -510,6 +523,7 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
         pthread_mutex_lock(&p->lock);
         if (w->state == W_STARTING) {
             w->state = W_READY;
+            p->started = 1;
             while (p->q_head) {
                 par_call_t *c = p->q_head;
                 p->q_head = c->_qnext;
@@ -606,8 +620,11 @@ static int read_worker(par_worker_t *w)
             continue;
         if (r < 0 && errno == EAGAIN)
             return 0;
-        if (r <= 0)
+        if (r <= 0) {
+            par_log_msg(PAR_LOG_DEBUG, "worker %d: %s", (int)w->pid,
+                        r == 0 ? "end of stream" : strerror(errno));
             return -1;
+        }
         w->in.len += (size_t)r;
         for (;;) {
             par_frame_t f;
@@ -749,7 +766,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
     if (p->q_head == NULL)
         p->q_tail = NULL;
     /* workers: keep min_workers live, grow on demand, respawn after backoff */
-    if (!p->stopping && now >= p->respawn_at_ms) {
+    if (!p->stopping && !p->start_failed && now >= p->respawn_at_ms) {
         unsigned want = p->min_workers ? p->min_workers : (p->q_head ? 1 : 0);
         if (p->want_spawn && p->live < p->max_workers)
             want = p->live + 1 > want ? p->live + 1 : want;
@@ -1010,37 +1027,37 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     for (size_t i = 0; i < m->environment_count; i++)
         p->envp[envc++] = xasprintf("%s=%s", m->environment[i].key, m->environment[i].value);
 
-    pthread_mutex_lock(&p->lock);
-    int rc = spawn_worker(p);
-    if (rc == PAR_OK) {
-        int64_t until = par__now_ms() + START_TIMEOUT_MS + 1000;
-        while (p->workers && p->workers->state == W_STARTING && par__now_ms() < until) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000;
-            if (ts.tv_nsec >= 1000000000)
-                ts.tv_sec++, ts.tv_nsec -= 1000000000;
-            pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-        }
-        if (p->workers == NULL || p->workers->state != W_READY) {
-            par_buf_appendf(err, "%s@%s: %s\n", p->name, p->version,
-                            p->start_error ? p->start_error : "worker failed to start");
-            rc = PAR_E_INCOMPATIBLE;
-        }
-    } else {
-        par_buf_appendf(err, "%s@%s: cannot start a worker (%s)\n", p->name, p->version,
-                        rt->worker_path);
-    }
-    if (rc != PAR_OK)
-        p->stopping = p->stop_now = 1;
-    free(p->start_error);
-    p->start_error = NULL;
-    pthread_mutex_unlock(&p->lock);
-
+    /* Workers are spawned by the I/O thread only: PR_SET_PDEATHSIG in the
+     * worker fires when the *thread* that forked it exits, so a short-lived
+     * deploy thread must never be a worker's parent. */
     pthread_mutex_lock(&s->lock);
     p->next = s->pools;
     s->pools = p;
     pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&p->lock);
+    p->want_spawn = 1;
+    pthread_mutex_unlock(&p->lock);
+    wake(s);
+    int rc = PAR_OK;
+    pthread_mutex_lock(&p->lock);
+    int64_t until = par__now_ms() + START_TIMEOUT_MS + 1000;
+    while (!p->started && !p->start_failed && par__now_ms() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000;
+        if (ts.tv_nsec >= 1000000000)
+            ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    }
+    if (!p->started) {
+        par_buf_appendf(err, "%s@%s: %s\n", p->name, p->version,
+                        p->start_error ? p->start_error : "worker failed to start");
+        rc = PAR_E_INCOMPATIBLE;
+        p->stopping = p->stop_now = 1;
+    }
+    free(p->start_error);
+    p->start_error = NULL;
+    pthread_mutex_unlock(&p->lock);
     wake(s);
     if (rc == PAR_OK)
         pv->pool = p;

@@ -156,7 +156,7 @@ static void record_failure(par_runtime_t *rt, par_pkgver_t *pv, const char *path
     }
 }
 
-int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err)
+int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out_pv)
 {
     int64_t t0 = par__now_ns();
     par_pkgver_t *pv = calloc(1, sizeof(*pv));
@@ -294,6 +294,10 @@ int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err)
         par_log_double(&l, "extract_ms", pv->t_extract_ms);
         par_log_double(&l, "load_ms", pv->t_load_ms);
         par_log_end(&l);
+    }
+    if (out_pv) {
+        par__pkgver_ref(pv);
+        *out_pv = pv;
     }
     pv = NULL;
 out:

@@ -547,6 +547,44 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
         par__pkgver_unref(drop[i]);
 }
 
+int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version)
+{
+    par_pkgver_t *drop[256];
+    size_t ndrop = 0, w = 0;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->npkgs; i++) {
+        par_pkgver_t *o = rt->pkgs[i];
+        if (strcmp(o->name, name) == 0 && (version == NULL || strcmp(o->version, version) == 0) &&
+            ndrop < 256) {
+            if (atomic_load(&o->state) == PAR_PKG_ACTIVE)
+                atomic_store(&o->state, PAR_PKG_DRAINING);
+            drop[ndrop++] = o;
+        } else {
+            rt->pkgs[w++] = o;
+        }
+    }
+    rt->npkgs = w;
+    if (ndrop)
+        table_rebuild(rt);
+    pthread_mutex_unlock(&rt->lock);
+    for (size_t i = 0; i < ndrop; i++)
+        par__pkgver_unref(drop[i]);
+    return ndrop ? PAR_OK : PAR_E_NOT_FOUND;
+}
+
+par_pkgver_t *par__runtime_find(par_runtime_t *rt, const char *name)
+{
+    par_pkgver_t *found = NULL;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->npkgs; i++)
+        if (strcmp(rt->pkgs[i]->name, name) == 0)
+            found = rt->pkgs[i];
+    if (found)
+        par__pkgver_ref(found);
+    pthread_mutex_unlock(&rt->lock);
+    return found;
+}
+
 int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count)
 {
     pthread_mutex_lock(&rt->lock);
@@ -601,7 +639,7 @@ int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err)
 {
     par_buf_t e;
     par_buf_init(&e, 0);
-    int rc = par__deploy_path(rt, path, &e);
+    int rc = par__deploy_path(rt, path, &e, NULL);
     if (err)
         *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
     par_buf_free(&e);

@@ -107,14 +107,23 @@ const par_route_t *par__table_find(const par_table_t *t, const char *id, size_t 
 /* Starts a call (see call.h). Any thread; never blocks on agent code. */
 int par__call_start(par_runtime_t *rt, par_call_t *c);
 
-/* Deploys a path; `err` receives every reason on failure. Blocking. */
-int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err);
+/* Deploys a path; `err` receives every reason on failure. Blocking. On
+ * success and when `out` is not NULL, *out is the new version (referenced). */
+int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out);
 
 /* Starts a call and waits for it on the calling thread; returns its status. */
 int par__call_sync(par_runtime_t *rt, par_call_t *c);
 
 /* Makes a loaded (or failed) version visible, replacing older ones of its name. */
 void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv);
+
+/* Removes every version of `name` (or only `version` when not NULL) from the
+ * routing table; in-flight calls finish on the versions they hold. Returns
+ * PAR_E_NOT_FOUND when nothing matched. */
+int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version);
+
+/* Finds the newest version of `name` (referenced; unref it), or NULL. */
+par_pkgver_t *par__runtime_find(par_runtime_t *rt, const char *name);
 
 /* Snapshot of package versions for listings (referenced; release each). */
 int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count);

@@ -1,0 +1,111 @@
+"""Deploy, reload and remove over the management API; reloads under load fail nothing."""
+import concurrent.futures
+import os
+import shutil
+import threading
+import time
+
+import requests
+
+from conftest import BUILD, assert_error, package, run
+
+
+def echo_version(tmp, version):
+    d = os.path.join(tmp, "echo-" + version)
+    shutil.copytree(os.path.join(BUILD, "stage", "echo"), d)
+    y = open(os.path.join(d, "agent.yaml")).read().replace("version: 1.0.0", "version: " + version)
+    open(os.path.join(d, "agent.yaml"), "w").write(y)
+    out = os.path.join(tmp, f"echo-{version}.apkg")
+    assert run("pack", d, "-o", out).returncode == 0
+    return out
+
+
+def children(pid):
+    out = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            out |= {int(x) for x in f.read().split()}
+    return out
+
+
+def test_deploy_reload_remove(server_factory, tmp_path):
+    s = server_factory([], expected_errors=[r"\"package refused\""])
+    assert_error(s.post("echo", {"input": 1}), 404, "agent_not_found")
+    r = requests.post(s.url + "/runtime/packages", json={"path": package("echo")}, timeout=30)
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "active" and r.json()["version"] == "1.0.0"
+    assert s.post("echo", {"input": 1}).json()["output"] == 1
+    r = requests.post(s.url + "/runtime/packages/echo/reload", timeout=30)
+    assert r.status_code == 200 and r.json()["state"] == "active"
+    # bad deploys: named errors, nothing else changes
+    assert_error(requests.post(s.url + "/runtime/packages", data="{", timeout=30), 400,
+                 "invalid_json")
+    assert_error(requests.post(s.url + "/runtime/packages", json={}, timeout=30), 400,
+                 "bad_request")
+    assert_error(requests.post(s.url + "/runtime/packages", json={"path": "/nonexistent.apkg"},
+                               timeout=30), 404, "not_found")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "agent.yaml").write_text("name: echo\nruntime: native\nentrypoint: lib/x.so:f\n"
+                                    "metadata: {version: 2.0.0}\n")
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": str(bad)},
+                                   timeout=30), 422, "incompatible_package")
+    assert "lib/x.so: not found" in b["message"]
+    assert s.post("echo", {"input": 2}).json()["output"] == 2
+    rec = s.get("/runtime/packages/echo").json()
+    assert rec["state"] == "active" and rec["version"] == "1.0.0"
+    assert "lib/x.so" in rec["last_error"]
+    # remove
+    assert requests.delete(s.url + "/runtime/packages/echo@9.9.9", timeout=30).status_code == 404
+    assert requests.delete(s.url + "/runtime/packages/echo", timeout=30).status_code == 200
+    assert_error(s.post("echo", {"input": 1}), 404, "agent_not_found")
+    assert_error(requests.post(s.url + "/runtime/packages/echo/reload", timeout=30), 404,
+                 "not_found")
+
+
+def test_reload_under_load_fails_nothing(server_factory, tmp_path):
+    v1 = echo_version(str(tmp_path), "1.0.0")
+    v2 = echo_version(str(tmp_path), "1.0.1")
+    s = server_factory([v1])
+    stop = threading.Event()
+    results = []
+
+    def client(n):
+        sess = requests.Session()
+        out = []
+        for i in range(n):
+            r = sess.post(s.url + "/agents/echo/shout/invoke",
+                          json={"input": {"k": f"v{i}"}}, timeout=30)
+            out.append((r.status_code, r.json()))
+        return out
+
+    def reloader():
+        for i in range(5):
+            time.sleep(0.1)
+            path = v2 if i % 2 == 0 else v1
+            r = requests.post(s.url + "/runtime/packages", json={"path": path}, timeout=30)
+            assert r.status_code == 201, r.text
+
+    t = threading.Thread(target=reloader)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as ex:
+        futures = [ex.submit(client, 63) for _ in range(32)]  # 2016 requests
+        t.start()
+        for f in futures:
+            results += f.result()
+    t.join()
+    assert len(results) >= 2000
+    failed = [r for r in results if r[0] != 200]
+    assert not failed, failed[:5]
+    versions = {body["metadata"]["version"] for _, body in results}
+    assert versions <= {"1.0.0", "1.0.1"} and len(versions) == 2
+    assert all(body["output"]["k"].startswith("V") for _, body in results)
+    # the last deploy (v2 at i=4) is active; old versions' workers are gone
+    deadline = time.time() + 10
+    while True:
+        pk = s.get("/runtime/packages").json()["packages"]
+        live = {w["pid"] for p in pk for w in p.get("workers", [])}
+        if children(s.proc.pid) == live:
+            break
+        assert time.time() < deadline, (children(s.proc.pid), live)
+        time.sleep(0.05)
+    assert [p["version"] for p in pk if p["name"] == "echo"] == ["1.0.1"]
