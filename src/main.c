@@ -46,6 +46,8 @@ typedef struct serve_opts {
     int access_log;
     unsigned grace_ms;
     unsigned drain_ms;
+    unsigned concurrency;
+    unsigned max_queue;
 } serve_opts_t;
 
 static void usage_main(FILE *f)
@@ -160,6 +162,10 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->timeout_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/max_input_kb")))
         o->max_input_kb = strtoul(v, NULL, 10);
+    if ((v = yaml_str(d, "/limits/concurrency")))
+        o->concurrency = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/queue")))
+        o->max_queue = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/shutdown/grace_ms")))
         o->grace_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/shutdown/drain_ms")))
@@ -190,6 +196,10 @@ static void load_env(serve_opts_t *o)
     const char *v = getenv("PAR_HTTP_THREADS");
     if (v)
         o->http_threads = (unsigned)atoi(v);
+    if ((v = getenv("PAR_MAX_QUEUE")))
+        o->max_queue = (unsigned)atoi(v);
+    if ((v = getenv("PAR_DEFAULT_CONCURRENCY")))
+        o->concurrency = (unsigned)atoi(v);
     if ((v = getenv("PAR_SHUTDOWN_GRACE_MS")))
         o->grace_ms = (unsigned)atoi(v);
     if ((v = getenv("PAR_SHUTDOWN_DRAIN_MS")))
@@ -360,6 +370,9 @@ static int cmd_serve(int argc, char **argv)
         cfg.default_timeout_ms = o.timeout_ms;
     if (o.max_input_kb)
         cfg.max_input_bytes = o.max_input_kb * 1024;
+    cfg.default_concurrency = o.concurrency;
+    if (o.max_queue)
+        cfg.max_queue = o.max_queue;
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {

@@ -104,6 +104,8 @@ typedef struct par_config {
     uint32_t max_timeout_ms;     /**< cap on any deadline, default 300000 */
     size_t max_input_bytes;      /**< default per-agent input cap, default 1 MiB */
     size_t max_output_bytes;     /**< agent output cap, default 16 MiB */
+    unsigned default_concurrency; /**< per package version when it sets none; 0 = no limit */
+    unsigned max_queue;           /**< calls waiting for a slot, per package version; default 100 */
     void *data;                  /**< embedder's slot */
 } par_config_t;
 

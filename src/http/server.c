@@ -253,6 +253,9 @@ static void send_error(h2o_req_t *req, int status, const char *msg, size_t msgle
     size_t len = b.len;
     par_buf_free(&b);
     int http = par_status_http(status);
+    if (status == PAR_E_OVER_CAPACITY)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                       H2O_STRLIT("1"));
     send_body(req, http, "application/json", rid, body, len);
 }
 

@@ -80,6 +80,10 @@ struct par_pool {
     par_worker_t *workers;
     unsigned live; /* starting + ready */
     par_call_t *q_head, *q_tail;
+    size_t q_len;
+    unsigned limit;      /* concurrent calls dispatched to workers, 0 = no limit */
+    unsigned queue_max;  /* calls waiting for a slot before 429 */
+    unsigned dispatched; /* limited calls in workers now */
     uint64_t next_id;
     unsigned restarts, crashes_in_row, timeout_kills;
     int64_t respawn_at_ms;
@@ -253,6 +257,46 @@ static par_worker_t *pick_worker(par_pool_t *p)
     return best;
 }
 
+/* A finished (or failed) call gives its concurrency slot back. Pool lock held. */
+static void release_slot(par_pool_t *p, par_call_t *c)
+{
+    if (c->_limited) {
+        c->_limited = 0;
+        p->dispatched--;
+    }
+}
+
+/* Sibling calls never wait for a slot: the caller already holds one, and
+ * making it wait for itself would deadlock. */
+static int is_limited(par_pool_t *p, par_call_t *c)
+{
+    return p->limit && !(c->caller_pv && strcmp(c->caller_pv->name, p->name) == 0);
+}
+
+/* Sends queued calls while a worker is ready and a slot is free. Pool lock held. */
+static void drain_queue(par_pool_t *p)
+{
+    while (p->q_head) {
+        par_worker_t *w = pick_worker(p);
+        if (w == NULL)
+            return;
+        par_call_t *c = p->q_head;
+        int limited = is_limited(p, c);
+        if (limited && p->dispatched >= p->limit)
+            return;
+        p->q_head = c->_qnext;
+        if (p->q_head == NULL)
+            p->q_tail = NULL;
+        p->q_len--;
+        c->_qnext = NULL;
+        if (limited) {
+            c->_limited = 1;
+            p->dispatched++;
+        }
+        send_invoke(w, c);
+    }
+}
+
 /* ---- spawn ------------------------------------------------------------------ */
 
 static void close_if(int *fd)
@@ -411,6 +455,7 @@ static void worker_dead(par_worker_t *w)
             snprintf(msg, sizeof(msg), "the worker (pid %d) running agent '%s' died: %s",
                      (int)w->pid, c->agent_id, how);
             set_fail(c, PAR_E_AGENT_CRASHED, msg);
+            release_slot(p, c);
             done_push(&done, c);
         }
     }
@@ -524,13 +569,7 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
         if (w->state == W_STARTING) {
             w->state = W_READY;
             p->started = 1;
-            while (p->q_head) {
-                par_call_t *c = p->q_head;
-                p->q_head = c->_qnext;
-                c->_qnext = NULL;
-                send_invoke(w, c);
-            }
-            p->q_tail = NULL;
+            drain_queue(p);
         }
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->lock);
@@ -549,6 +588,10 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
         }
         pthread_mutex_lock(&p->lock);
         par_call_t *c = pending_find(w, f->id, 1);
+        if (c) {
+            release_slot(p, c);
+            drain_queue(p);
+        }
         int kill_now = w->state == W_RETIRING && w->inflight == 0;
         pthread_mutex_unlock(&p->lock);
         if (kill_now)
@@ -732,6 +775,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
                          "agent '%s' did not answer within its deadline; its worker is replaced",
                          c->agent_id);
                 set_fail(c, PAR_E_TIMEOUT, msg);
+                release_slot(p, c);
                 done_push(&done, c);
                 if (w->state != W_RETIRING) {
                     if (w->state == W_READY || w->state == W_STARTING)
@@ -760,7 +804,8 @@ static void pool_maintain(par_pool_t *p, int64_t now)
             continue;
         }
         *pp = c->_qnext;
-        set_fail(c, PAR_E_TIMEOUT, "no worker became available before the deadline");
+        p->q_len--;
+        set_fail(c, PAR_E_TIMEOUT, "the call waited for a worker or a free slot past its deadline");
         done_push(&done, c);
     }
     if (p->q_head == NULL)
@@ -777,6 +822,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
                 break;
             }
     }
+    drain_queue(p);
     /* a worker that lived 30 s resets the crash streak */
     for (par_worker_t *w = p->workers; w; w = w->next)
         if (w->state == W_READY && now - w->started_ms > 30000)
@@ -793,6 +839,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
             while (p->q_head) {
                 par_call_t *c = p->q_head;
                 p->q_head = c->_qnext;
+                p->q_len--;
                 set_fail(c, PAR_E_DRAINING, "the package is being unloaded");
                 done_push(&done, c);
             }
@@ -994,6 +1041,8 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->max_workers = rt->cfg.max_workers;
     p->concurrency = rt->cfg.worker_concurrency;
     p->max_output = rt->cfg.max_output_bytes;
+    p->limit = m->limits.concurrency ? m->limits.concurrency : rt->cfg.default_concurrency;
+    p->queue_max = rt->cfg.max_queue;
     if (p->min_workers > p->max_workers)
         p->max_workers = p->min_workers;
 
@@ -1074,6 +1123,18 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
     }
     par_worker_t *w = pick_worker(p);
     int need_wake = 0;
+    int limited = is_limited(p, c);
+    if (limited && p->dispatched >= p->limit) {
+        if (p->q_len >= p->queue_max) {
+            pthread_mutex_unlock(&p->lock);
+            par_buf_appendf(&c->output,
+                            "'%s' is at its concurrency limit (%u running, %zu waiting); retry "
+                            "later",
+                            c->agent_id, p->limit, p->q_len);
+            return PAR_E_OVER_CAPACITY;
+        }
+        w = NULL; /* wait in the queue for a slot */
+    }
     if (w == NULL) {
         int rc = par__call_own_input(c);
         if (rc != PAR_OK) {
@@ -1086,9 +1147,14 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
         else
             p->q_head = c;
         p->q_tail = c;
+        p->q_len++;
         if (p->live == 0)
             need_wake = 1;
     } else {
+        if (limited) {
+            c->_limited = 1;
+            p->dispatched++;
+        }
         if (w->inflight >= p->concurrency && p->live < p->max_workers && !p->want_spawn) {
             p->want_spawn = 1;
             need_wake = 1;

@@ -53,6 +53,7 @@ struct par_call {
     /* runtime-private */
     int _inline;  /* in-process agents may run on the starter's thread */
     int _counted; /* counted in rt->inflight until finished */
+    int _limited; /* holds one of its pool's concurrency slots */
     char *_input_copy;
     char *_context_copy;
     uint64_t _wid;

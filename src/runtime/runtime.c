@@ -51,6 +51,8 @@ void par__config_defaults(par_config_t *cfg)
         cfg->max_input_bytes = 1u << 20;
     if (cfg->max_output_bytes == 0)
         cfg->max_output_bytes = 16u << 20;
+    if (cfg->max_queue == 0)
+        cfg->max_queue = 100;
 }
 
 const char *par_pkg_state_name(int state)

@@ -1,0 +1,39 @@
+"""Per-package concurrency limit with a bounded queue: overflow is 429 over_capacity."""
+import concurrent.futures
+import os
+import shutil
+
+import requests
+
+from conftest import BUILD, assert_error, run
+
+
+def test_concurrency_limit_and_queue(server_factory, tmp_path):
+    d = tmp_path / "limited"
+    shutil.copytree(os.path.join(BUILD, "stage", "faulty"), d)
+    y = (d / "agent.yaml").read_text().replace("name: faulty", "name: limited").replace(
+        "limits: {timeout_ms: 2000}", "limits: {timeout_ms: 5000, concurrency: 2}")
+    (d / "agent.yaml").write_text(y)
+    pkg = str(tmp_path / "limited-0.1.0.apkg")
+    assert run("pack", str(d), "-o", pkg).returncode == 0
+    conf = tmp_path / "par.yaml"
+    conf.write_text("limits: {queue: 2}\n")
+    s = server_factory([pkg], args=["--config", str(conf)])
+
+    def slow(i):
+        return requests.post(s.url + "/agents/limited/slow/invoke", json={"input": 400},
+                             timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as ex:
+        responses = list(ex.map(slow, range(10)))
+    ok = [r for r in responses if r.status_code == 200]
+    over = [r for r in responses if r.status_code == 429]
+    assert len(ok) == 4 and len(over) == 6, [r.status_code for r in responses]
+    for r in over:
+        assert_error(r, 429, "over_capacity")
+        assert r.headers["retry-after"] == "1"
+    assert all(r.json()["output"] == 400 for r in ok)
+    # slots come back: the package serves again, and the queue drains in order
+    assert s.post("limited", {"input": "again"}).json()["output"] == "again"
+    text = s.get("/metrics").text
+    assert 'par_invocations_in_flight{agent="limited/slow"} 0' in text
