@@ -100,13 +100,13 @@ typedef struct par_config {
     unsigned max_workers;       /**< per package version, default: number of cores */
     unsigned
         worker_concurrency; /**< in-flight requests per worker before the pool grows, default 8 */
-    uint32_t default_timeout_ms; /**< per invocation, default 30000 */
-    uint32_t max_timeout_ms;     /**< cap on any deadline, default 300000 */
-    size_t max_input_bytes;      /**< default per-agent input cap, default 1 MiB */
-    size_t max_output_bytes;     /**< agent output cap, default 16 MiB */
+    uint32_t default_timeout_ms;  /**< per invocation, default 30000 */
+    uint32_t max_timeout_ms;      /**< cap on any deadline, default 300000 */
+    size_t max_input_bytes;       /**< default per-agent input cap, default 1 MiB */
+    size_t max_output_bytes;      /**< agent output cap, default 16 MiB */
     unsigned default_concurrency; /**< per package version when it sets none; 0 = no limit */
     unsigned max_queue;           /**< calls waiting for a slot, per package version; default 100 */
-    void *data;                  /**< embedder's slot */
+    void *data;                   /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;

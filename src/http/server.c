@@ -254,8 +254,7 @@ static void send_error(h2o_req_t *req, int status, const char *msg, size_t msgle
     par_buf_free(&b);
     int http = par_status_http(status);
     if (status == PAR_E_OVER_CAPACITY)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
-                       H2O_STRLIT("1"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     send_body(req, http, "application/json", rid, body, len);
 }
 
@@ -530,6 +529,10 @@ static json_t *package_json(par_pkgver_t *pv)
     if (pv->pool) {
         json_object_set_new(o, "workers", par_pool_describe(pv->pool));
         json_object_set_new(o, "restarts", json_integer(par_pool_restarts(pv->pool)));
+        par_pool_stats_t st;
+        par_pool_stats(pv->pool, &st);
+        json_object_set_new(o, "health", json_string(st.crash_loop ? "crash_loop" : "ok"));
+        json_object_set_new(o, "crashes_in_row", json_integer(st.crashes_in_row));
     }
     return o;
 }

@@ -33,6 +33,7 @@
 #define START_TIMEOUT_MS 10000
 #define MAX_BACKOFF_MS 10000
 #define OUTPUT_LINES_PER_SEC 200
+#define CRASH_LOOP_CRASHES 5 /* crashes in a row that put a pool in crash_loop */
 
 enum { W_STARTING, W_READY, W_RETIRING, W_DEAD };
 static const char *const wstate_names[] = {"starting", "ready", "retiring", "dead"};
@@ -246,6 +247,17 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
     send_frame(w, PAR_FRAME_INVOKE, c->_wid, h.data, h.len, c->input, c->input_len);
     if (h.data != stackbuf)
         free(h.data);
+}
+
+/* In a crash loop and nothing to run on: callers get 503 at once. Lock held. */
+static int in_crash_loop(par_pool_t *p)
+{
+    if (p->crashes_in_row < CRASH_LOOP_CRASHES)
+        return 0;
+    for (par_worker_t *w = p->workers; w; w = w->next)
+        if (w->state == W_READY)
+            return 0;
+    return 1;
 }
 
 static par_worker_t *pick_worker(par_pool_t *p)
@@ -490,8 +502,22 @@ static void worker_dead(par_worker_t *w)
         }
         p->respawn_at_ms = par__now_ms() + backoff;
     }
+    if (crashed && in_crash_loop(p)) {
+        while (p->q_head) {
+            par_call_t *c = p->q_head;
+            p->q_head = c->_qnext;
+            p->q_len--;
+            set_fail(c, PAR_E_UNAVAILABLE, "the agent's package is in a crash loop");
+            done_push(&done, c);
+        }
+        p->q_tail = NULL;
+    }
+    int looping = crashed && in_crash_loop(p);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    if (looping)
+        par_log_msg(PAR_LOG_WARN, "%s@%s is in a crash loop (%u crashes in a row)", p->name,
+                    p->version, p->crashes_in_row);
 
     par_logline_t l;
     if (par_log_begin(&l, crashed ? PAR_LOG_WARN : PAR_LOG_DEBUG,
@@ -1135,6 +1161,15 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
         }
         w = NULL; /* wait in the queue for a slot */
     }
+    if (w == NULL && in_crash_loop(p)) {
+        int64_t wait = p->respawn_at_ms - par__now_ms();
+        par_buf_appendf(&c->output,
+                        "'%s' is in a crash loop (%u crashes in a row); the next restart is in "
+                        "%lld ms",
+                        c->agent_id, p->crashes_in_row, (long long)(wait > 0 ? wait : 0));
+        pthread_mutex_unlock(&p->lock);
+        return PAR_E_UNAVAILABLE;
+    }
     if (w == NULL) {
         int rc = par__call_own_input(c);
         if (rc != PAR_OK) {
@@ -1210,6 +1245,8 @@ void par_pool_stats(par_pool_t *p, par_pool_stats_t *out)
     }
     out->crashes = p->restarts;
     out->timeouts = p->timeout_kills;
+    out->crash_loop = in_crash_loop(p);
+    out->crashes_in_row = p->crashes_in_row;
     pthread_mutex_unlock(&p->lock);
 }
 

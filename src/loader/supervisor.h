@@ -44,6 +44,8 @@ typedef struct par_pool_stats {
     unsigned starting, ready, retiring;
     unsigned crashes;  /* workers that died on their own */
     unsigned timeouts; /* workers killed because a request passed its deadline */
+    unsigned crashes_in_row;
+    int crash_loop; /* crashing repeatedly and no worker ready: calls get 503 at once */
 } par_pool_stats_t;
 
 void par_pool_stats(par_pool_t *p, par_pool_stats_t *out);

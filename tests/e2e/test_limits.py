@@ -37,3 +37,30 @@ def test_concurrency_limit_and_queue(server_factory, tmp_path):
     assert s.post("limited", {"input": "again"}).json()["output"] == "again"
     text = s.get("/metrics").text
     assert 'par_invocations_in_flight{agent="limited/slow"} 0' in text
+
+
+def test_crash_loop_answers_fast_and_recovers(server_factory):
+    from conftest import package
+    import time
+    s = server_factory([package("faulty"), package("echo")])
+    codes = []
+    for _ in range(12):
+        r = s.post("faulty/crash", {"input": 1})
+        codes.append(r.status_code)
+        if r.status_code == 503:
+            break
+    assert set(codes) <= {502, 503} and codes[-1] == 503, codes
+    t0 = time.time()
+    b = assert_error(s.post("faulty", {"input": 1}), 503, "agent_unavailable")
+    assert time.time() - t0 < 0.5 and "crash loop" in b["message"]
+    rec = s.get("/runtime/packages/faulty").json()
+    assert rec["health"] == "crash_loop" and rec["crashes_in_row"] >= 5
+    assert s.get("/runtime/ready").status_code == 503
+    # other packages are unaffected
+    assert s.post("echo", {"input": "fine"}).json()["output"] == "fine"
+    # after the backoff a worker comes back and serves again
+    deadline = time.time() + 15
+    while s.post("faulty", {"input": 2}).status_code != 200:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert s.get("/runtime/packages/faulty").json()["health"] == "ok"
