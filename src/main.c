@@ -402,6 +402,9 @@ static int cmd_serve(int argc, char **argv)
     if (config == NULL)
         par_log_msg(PAR_LOG_WARN, "running the embedded local default: authentication is off "
                                   "and package signatures are not verified by this build");
+    int restored = par__runtime_recover(rt);
+    if (restored)
+        par_log_msg(PAR_LOG_INFO, "restored %d package(s) from the cache", restored);
     deploy_dir(rt, o.packages);
     atomic_store(&rt->booting, 0);
     par_metrics_cold_start((double)(par__now_ms() - rt->started_ms) / 1e3);

@@ -156,7 +156,22 @@ static void record_failure(par_runtime_t *rt, par_pkgver_t *pv, const char *path
     }
 }
 
+static int deploy(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out_pv,
+                  const char *source, const char *sha256);
+
 int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out_pv)
+{
+    return deploy(rt, path, err, out_pv, NULL, NULL);
+}
+
+int par__deploy_restored(par_runtime_t *rt, const char *path, const char *source,
+                         const char *sha256, par_buf_t *err)
+{
+    return deploy(rt, path, err, NULL, source, sha256);
+}
+
+static int deploy(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out_pv,
+                  const char *source, const char *sha256)
 {
     int64_t t0 = par__now_ns();
     par_pkgver_t *pv = calloc(1, sizeof(*pv));
@@ -165,7 +180,9 @@ int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pk
     atomic_init(&pv->refs, 1);
     atomic_init(&pv->state, PAR_PKG_LOADING);
     pv->rt = rt;
-    pv->source = strdup(path);
+    pv->source = strdup(source ? source : path);
+    if (sha256 && strlen(sha256) == 64)
+        memcpy(pv->sha256, sha256, 65);
     par_buf_t yaml;
     par_buf_init(&yaml, 0);
     par_archive_bytes_t a = {0};

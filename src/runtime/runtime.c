@@ -10,6 +10,7 @@
 #include "runtime/runtime.h"
 
 #include <dlfcn.h>
+#include <jansson.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -547,6 +548,8 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
     pthread_mutex_unlock(&rt->lock);
     for (size_t i = 0; i < ndrop; i++)
         par__pkgver_unref(drop[i]);
+    if (atomic_load(&pv->state) == PAR_PKG_ACTIVE)
+        par__runtime_persist(rt);
 }
 
 int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version)
@@ -571,7 +574,79 @@ int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version
     pthread_mutex_unlock(&rt->lock);
     for (size_t i = 0; i < ndrop; i++)
         par__pkgver_unref(drop[i]);
+    if (ndrop)
+        par__runtime_persist(rt);
     return ndrop ? PAR_OK : PAR_E_NOT_FOUND;
+}
+
+void par__runtime_persist(par_runtime_t *rt)
+{
+    json_t *arr = json_array();
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->npkgs; i++) {
+        par_pkgver_t *pv = rt->pkgs[i];
+        if (atomic_load(&pv->state) != PAR_PKG_ACTIVE || pv->sha256[0] == '\0')
+            continue; /* directories are not in the cache: nothing to restore from */
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name", pv->name, "version",
+                                             pv->version, "sha256", pv->sha256, "source",
+                                             pv->source ? pv->source : ""));
+    }
+    pthread_mutex_unlock(&rt->lock);
+    json_t *doc = json_pack("{s:i, s:o}", "format", 1, "packages", arr);
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof(path), "%s/deployed.json", rt->state_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    char *text = json_dumps(doc, JSON_INDENT(2));
+    json_decref(doc);
+    FILE *f = text ? fopen(tmp, "w") : NULL;
+    int ok = f && fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f)
+        ok &= fclose(f) == 0;
+    free(text);
+    if (!ok || rename(tmp, path) != 0)
+        par_log_msg(PAR_LOG_ERROR, "cannot write %s: %s", path, strerror(errno));
+}
+
+int par__runtime_recover(par_runtime_t *rt)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/deployed.json", rt->state_dir);
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, 0, &jerr);
+    if (doc == NULL)
+        return 0; /* first start, or nothing deployed */
+    size_t i;
+    json_t *e;
+    int restored = 0;
+    json_array_foreach(json_object_get(doc, "packages"), i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        const char *sha = json_string_value(json_object_get(e, "sha256"));
+        const char *source = json_string_value(json_object_get(e, "source"));
+        if (name == NULL || sha == NULL || strlen(sha) != 64 ||
+            strspn(sha, "0123456789abcdef") != 64)
+            continue;
+        char dir[PATH_MAX + 80], marker[PATH_MAX + 96];
+        snprintf(dir, sizeof(dir), "%s/%s", rt->cache_dir, sha);
+        snprintf(marker, sizeof(marker), "%s.complete", dir);
+        par_buf_t err;
+        par_buf_init(&err, 0);
+        int rc;
+        if (access(marker, F_OK) == 0)
+            rc = par__deploy_restored(rt, dir, source, sha, &err);
+        else {
+            par_buf_appendf(&err, "%s: not in the cache", sha);
+            rc = PAR_E_NOT_FOUND;
+        }
+        if (rc == PAR_OK)
+            restored++;
+        else
+            par_log_msg(PAR_LOG_ERROR, "cannot restore %s (%s): %.*s", name, sha, (int)err.len,
+                        err.data ? err.data : "");
+        par_buf_free(&err);
+    }
+    json_decref(doc);
+    return restored;
 }
 
 par_pkgver_t *par__runtime_find(par_runtime_t *rt, const char *name)

@@ -57,7 +57,7 @@ struct par_pkgver {
     /* isolation = in-process */
     void **dl_handles;
     size_t dl_count;
-    par_agent_fn *fns; /* per export */
+    par_agent_fn *fns;             /* per export */
     par_export_metrics_t *metrics; /* per export */
 };
 
@@ -87,7 +87,7 @@ struct par_runtime {
     uint64_t seq;
     par_super_t *super;
     _Atomic int draining;
-    _Atomic int booting; /* set by the server until the initial package set is loaded */
+    _Atomic int booting;       /* set by the server until the initial package set is loaded */
     _Atomic int shutting_down; /* readiness fails; calls are still served until draining */
     atomic_long inflight;      /* calls started and not yet finished */
     int64_t started_ms;
@@ -110,6 +110,19 @@ int par__call_start(par_runtime_t *rt, par_call_t *c);
 /* Deploys a path; `err` receives every reason on failure. Blocking. On
  * success and when `out` is not NULL, *out is the new version (referenced). */
 int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out);
+
+/* The same, for a package restored from the cache: `path` is its extracted
+ * directory, `source` and `sha256` what it was originally deployed from. */
+int par__deploy_restored(par_runtime_t *rt, const char *path, const char *source,
+                         const char *sha256, par_buf_t *err);
+
+/* Writes the set of active versions to state_dir/deployed.json (write, fsync,
+ * rename), so that a restart brings back the same set from the cache. */
+void par__runtime_persist(par_runtime_t *rt);
+
+/* Redeploys what deployed.json lists, from the cache, without fetching.
+ * Returns the number of packages restored. */
+int par__runtime_recover(par_runtime_t *rt);
 
 /* Starts a call and waits for it on the calling thread; returns its status. */
 int par__call_sync(par_runtime_t *rt, par_call_t *c);

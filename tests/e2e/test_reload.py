@@ -109,3 +109,42 @@ def test_reload_under_load_fails_nothing(server_factory, tmp_path):
         assert time.time() < deadline, (children(s.proc.pid), live)
         time.sleep(0.05)
     assert [p["version"] for p in pk if p["name"] == "echo"] == ["1.0.1"]
+
+
+def test_kill_9_then_restart_restores_from_cache(server_factory, tmp_path):
+    import signal
+    from conftest import Server
+    v2 = echo_version(str(tmp_path), "1.0.1")
+    s = server_factory([])
+    r = requests.post(s.url + "/runtime/packages", json={"path": v2}, timeout=30)
+    assert r.status_code == 201
+    digest = r.json()["sha256"]
+    stop = threading.Event()
+    codes = []
+
+    def load():
+        while not stop.is_set():
+            try:
+                codes.append(s.post("echo", {"input": 1}, timeout=5).status_code)
+            except requests.RequestException:
+                codes.append(0)
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(0.3)
+    s.killed = True
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait(10)
+    stop.set()
+    t.join()
+    assert codes.count(200) > 10
+    os.remove(v2)  # the source is gone: only the cache can bring it back
+    again = Server(s.tmp, [])
+    try:
+        rec = again.get("/runtime/packages/echo").json()
+        assert rec["state"] == "active" and rec["version"] == "1.0.1"
+        assert rec["sha256"] == digest and rec["source"] == v2
+        assert again.post("echo/shout", {"input": {"a": "b"}}).json()["output"] == {"a": "B"}
+        assert any(l.get("msg") == "restored 1 package(s) from the cache" for l in again.lines())
+    finally:
+        again.stop()
