@@ -48,6 +48,7 @@ typedef struct serve_opts {
     unsigned drain_ms;
     unsigned concurrency;
     unsigned max_queue;
+    unsigned memory_mb;
 } serve_opts_t;
 
 static void usage_main(FILE *f)
@@ -166,6 +167,8 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->concurrency = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/queue")))
         o->max_queue = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/memory_mb")))
+        o->memory_mb = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/shutdown/grace_ms")))
         o->grace_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/shutdown/drain_ms")))
@@ -371,6 +374,7 @@ static int cmd_serve(int argc, char **argv)
     if (o.max_input_kb)
         cfg.max_input_bytes = o.max_input_kb * 1024;
     cfg.default_concurrency = o.concurrency;
+    cfg.default_memory_mb = o.memory_mb;
     if (o.max_queue)
         cfg.max_queue = o.max_queue;
     par_runtime_t *rt;

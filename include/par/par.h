@@ -106,7 +106,9 @@ typedef struct par_config {
     size_t max_output_bytes;      /**< agent output cap, default 16 MiB */
     unsigned default_concurrency; /**< per package version when it sets none; 0 = no limit */
     unsigned max_queue;           /**< calls waiting for a slot, per package version; default 100 */
-    void *data;                   /**< embedder's slot */
+    unsigned
+        default_memory_mb; /**< worker address-space limit when a package sets none; 0 = none */
+    void *data;            /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;

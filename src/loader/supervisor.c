@@ -83,6 +83,7 @@ struct par_pool {
     par_call_t *q_head, *q_tail;
     size_t q_len;
     unsigned limit;      /* concurrent calls dispatched to workers, 0 = no limit */
+    unsigned memory_mb;  /* the workers' address-space limit, 0 = none */
     unsigned queue_max;  /* calls waiting for a slot before 429 */
     unsigned dispatched; /* limited calls in workers now */
     uint64_t next_id;
@@ -463,9 +464,15 @@ static void worker_dead(par_worker_t *w)
             w->pending[b] = c->_hnext;
             c->_hnext = NULL;
             c->_worker = NULL;
-            char msg[512];
-            snprintf(msg, sizeof(msg), "the worker (pid %d) running agent '%s' died: %s",
-                     (int)w->pid, c->agent_id, how);
+            char msg[640];
+            if (p->memory_mb)
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' died: %s (its memory is "
+                         "limited to %u MB; an agent that needs more dies this way)",
+                         (int)w->pid, c->agent_id, how, p->memory_mb);
+            else
+                snprintf(msg, sizeof(msg), "the worker (pid %d) running agent '%s' died: %s",
+                         (int)w->pid, c->agent_id, how);
             set_fail(c, PAR_E_AGENT_CRASHED, msg);
             release_slot(p, c);
             done_push(&done, c);
@@ -1073,7 +1080,7 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         p->max_workers = p->min_workers;
 
     size_t argc = 0;
-    p->argv = calloc(12 + 2 * m->export_count, sizeof(char *));
+    p->argv = calloc(14 + 2 * m->export_count, sizeof(char *));
     p->argv[argc++] = strdup(rt->worker_path);
     p->argv[argc++] = strdup("--fd");
     p->argv[argc++] = strdup("3");
@@ -1083,6 +1090,15 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->argv[argc++] = xasprintf("%zu", pv->max_input);
     p->argv[argc++] = strdup("--max-output");
     p->argv[argc++] = xasprintf("%zu", rt->cfg.max_output_bytes);
+    p->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
+#ifdef PAR_SANITIZE_BUILD
+    /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS there */
+    p->memory_mb = 0;
+#endif
+    if (p->memory_mb) {
+        p->argv[argc++] = strdup("--memory-mb");
+        p->argv[argc++] = xasprintf("%u", p->memory_mb);
+    }
     for (size_t i = 0; i < m->export_count; i++) {
         p->argv[argc++] = strdup("--export");
         p->argv[argc++] = xasprintf("%s=%s", m->exports[i].name, m->exports[i].entrypoint);

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +85,7 @@ typedef struct wcall {
 static int g_fd = -1;
 static size_t g_max_input = 64u << 20;
 static size_t g_max_output = 16u << 20;
+static unsigned long g_memory_mb; /* address-space limit, 0 = none */
 static wexport_t g_exports[MAX_EXPORTS];
 static size_t g_nexports;
 
@@ -554,6 +556,8 @@ int main(int argc, char **argv)
             root = v, i++;
         } else if (strcmp(a, "--max-input") == 0 && v) {
             g_max_input = strtoull(v, NULL, 10), i++;
+        } else if (strcmp(a, "--memory-mb") == 0 && v) {
+            g_memory_mb = strtoul(v, NULL, 10), i++;
         } else if (strcmp(a, "--max-output") == 0 && v) {
             g_max_output = strtoull(v, NULL, 10), i++;
         } else if (strcmp(a, "--export") == 0 && v) {
@@ -569,6 +573,14 @@ int main(int argc, char **argv)
     if (g_fd < 0 || root == NULL)
         die("--fd and --root are required");
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (g_memory_mb) {
+        /* before any package code runs: the package lives inside this limit */
+        struct rlimit rl = {(rlim_t)g_memory_mb << 20, (rlim_t)g_memory_mb << 20};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            die("cannot set the memory limit of %lu MB: %s", g_memory_mb, strerror(errno));
+    }
+    struct rlimit core = {0, 0};
+    setrlimit(RLIMIT_CORE, &core);
     if (getppid() == 1)
         return 0;
     signal(SIGPIPE, SIG_IGN);

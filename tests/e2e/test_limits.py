@@ -64,3 +64,31 @@ def test_crash_loop_answers_fast_and_recovers(server_factory):
         assert time.time() < deadline
         time.sleep(0.1)
     assert s.get("/runtime/packages/faulty").json()["health"] == "ok"
+
+
+def test_memory_limit_kills_the_worker_not_the_runtime(server_factory, tmp_path):
+    import pytest
+    from conftest import SANITIZE
+    if SANITIZE:
+        pytest.skip("AddressSanitizer reserves more address space than any limit allows; "
+                    "the plain build runs this test")
+    d = tmp_path / "hungry"
+    shutil.copytree(os.path.join(BUILD, "stage", "faulty"), d)
+    y = (d / "agent.yaml").read_text().replace("name: faulty", "name: hungry").replace(
+        "limits: {timeout_ms: 2000}", "limits: {timeout_ms: 20000, memory_mb: 256}")
+    (d / "agent.yaml").write_text(y)
+    pkg = str(tmp_path / "hungry-0.1.0.apkg")
+    assert run("pack", str(d), "-o", pkg).returncode == 0
+    s = server_factory([pkg])
+
+    def rss():
+        for line in s.get("/metrics").text.splitlines():
+            if line.startswith("process_resident_memory_bytes "):
+                return float(line.split()[1])
+
+    assert s.post("hungry/hog", {"input": 64}).status_code == 200  # within the limit
+    before = rss()
+    b = assert_error(s.post("hungry/hog", {"input": 10000}), 502, "agent_crashed")
+    assert "limited to 256 MB" in b["message"]
+    assert rss() - before < 16 * 1024 * 1024
+    assert s.post("hungry", {"input": "after"}).json()["output"] == "after"
