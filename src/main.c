@@ -10,10 +10,14 @@
 #include <jansson.h>
 #include <libfyaml.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -207,6 +211,133 @@ static void load_env(serve_opts_t *o)
         o->grace_ms = (unsigned)atoi(v);
     if ((v = getenv("PAR_SHUTDOWN_DRAIN_MS")))
         o->drain_ms = (unsigned)atoi(v);
+}
+
+/* ---- watching the packages folder -------------------------------------------------- */
+
+typedef struct watch {
+    par_runtime_t *rt;
+    char *dir;
+    int fd;
+    int stop_fd; /* eventfd: the watcher leaves between two deploys, never inside one */
+    pthread_t thread;
+} watch_t;
+
+static int is_apkg(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 5 && strcmp(name + n - 5, ".apkg") == 0 && name[0] != '.';
+}
+
+/* Converges on one file of the folder: deploy it when it is there, remove what
+ * was deployed from it when it is gone. */
+static void converge(par_runtime_t *rt, const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (access(path, F_OK) == 0) {
+        par_buf_t err;
+        par_buf_init(&err, 0);
+        par__deploy_path(rt, path, &err, NULL); /* logged and listed either way */
+        par_buf_free(&err);
+        return;
+    }
+    par_pkgver_t **pk;
+    size_t n;
+    if (par__packages_snapshot(rt, &pk, &n) != PAR_OK)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (pk[i]->source && strcmp(pk[i]->source, path) == 0 &&
+            atomic_load(&pk[i]->state) == PAR_PKG_ACTIVE) {
+            par_log_msg(PAR_LOG_INFO, "%s was removed from the packages folder: unloading %s@%s",
+                        path, pk[i]->name, pk[i]->version);
+            par__runtime_remove(rt, pk[i]->name, pk[i]->version);
+        }
+        par__pkgver_unref(pk[i]);
+    }
+    free(pk);
+}
+
+static void *watch_main(void *arg)
+{
+    watch_t *w = arg;
+    char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        struct pollfd pfd[2] = {{w->fd, POLLIN, 0}, {w->stop_fd, POLLIN, 0}};
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[1].revents)
+            break;
+        ssize_t r = read(w->fd, buf, sizeof(buf));
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        /* collect the names first: a publisher often writes then renames */
+        char names[64][NAME_MAX + 1];
+        size_t count = 0;
+        for (char *p = buf; p < buf + r;) {
+            struct inotify_event *ev = (struct inotify_event *)p;
+            if (ev->len && is_apkg(ev->name)) {
+                size_t k;
+                for (k = 0; k < count; k++)
+                    if (strcmp(names[k], ev->name) == 0)
+                        break;
+                if (k == count && count < 64)
+                    snprintf(names[count++], sizeof(names[0]), "%s", ev->name);
+            }
+            p += sizeof(*ev) + ev->len;
+        }
+        if (count)
+            usleep(50000); /* let a burst of writes settle */
+        for (size_t k = 0; k < count; k++)
+            converge(w->rt, w->dir, names[k]);
+    }
+    return NULL;
+}
+
+static watch_t *watch_start(par_runtime_t *rt, const char *dir)
+{
+    int fd = inotify_init1(IN_CLOEXEC);
+    if (fd < 0 ||
+        inotify_add_watch(fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE) < 0) {
+        par_log_msg(PAR_LOG_WARN, "cannot watch %s for changes: %s", dir, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    watch_t *w = calloc(1, sizeof(*w));
+    w->rt = rt;
+    w->dir = strdup(dir);
+    w->fd = fd;
+    w->stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (w->stop_fd < 0 || pthread_create(&w->thread, NULL, watch_main, w) != 0) {
+        close(fd);
+        if (w->stop_fd >= 0)
+            close(w->stop_fd);
+        free(w->dir);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void watch_stop(watch_t *w)
+{
+    if (w == NULL)
+        return;
+    uint64_t one = 1;
+    if (write(w->stop_fd, &one, sizeof(one)) != sizeof(one))
+        par_log_msg(PAR_LOG_WARN, "cannot stop the folder watcher: %s", strerror(errno));
+    pthread_join(w->thread, NULL);
+    close(w->stop_fd);
+    close(w->fd);
+    free(w->dir);
+    free(w);
 }
 
 /* ---- serve ------------------------------------------------------------------- */
@@ -406,6 +537,7 @@ static int cmd_serve(int argc, char **argv)
     if (config == NULL)
         par_log_msg(PAR_LOG_WARN, "running the embedded local default: authentication is off "
                                   "and package signatures are not verified by this build");
+    watch_t *watch = watch_start(rt, o.packages);
     int restored = par__runtime_recover(rt);
     if (restored)
         par_log_msg(PAR_LOG_INFO, "restored %d package(s) from the cache", restored);
@@ -442,6 +574,7 @@ static int cmd_serve(int argc, char **argv)
         break;
     }
     graceful_shutdown(rt, http, &set, sig, o.grace_ms, o.drain_ms);
+    watch_stop(watch);
     par_http_stop(http);
     par_runtime_destroy(rt);
     par_log_msg(PAR_LOG_INFO, "stopped");

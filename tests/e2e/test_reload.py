@@ -148,3 +148,32 @@ def test_kill_9_then_restart_restores_from_cache(server_factory, tmp_path):
         assert any(l.get("msg") == "restored 1 package(s) from the cache" for l in again.lines())
     finally:
         again.stop()
+
+
+def test_watched_folder_deploys_replaces_and_removes(server_factory, tmp_path):
+    v1 = echo_version(str(tmp_path), "1.0.0")
+    v2 = echo_version(str(tmp_path), "1.0.1")
+    s = server_factory([])
+
+    def wait_for(pred):
+        deadline = time.time() + 15
+        while not pred():
+            assert time.time() < deadline
+            time.sleep(0.05)
+
+    def version():
+        r = s.post("echo", {"input": 1})
+        return r.json()["metadata"]["version"] if r.status_code == 200 else None
+
+    # a publisher writes a temporary name, then renames: only the .apkg counts
+    tmp = os.path.join(s.pkgdir, ".echo.part")
+    shutil.copy(v1, tmp)
+    os.rename(tmp, os.path.join(s.pkgdir, "echo-1.0.0.apkg"))
+    wait_for(lambda: version() == "1.0.0")
+    shutil.copy(v2, os.path.join(s.pkgdir, "echo-1.0.1.apkg"))
+    wait_for(lambda: version() == "1.0.1")
+    os.remove(os.path.join(s.pkgdir, "echo-1.0.0.apkg"))  # not the active one: nothing changes
+    time.sleep(0.3)
+    assert version() == "1.0.1"
+    os.remove(os.path.join(s.pkgdir, "echo-1.0.1.apkg"))
+    wait_for(lambda: s.post("echo", {"input": 1}).status_code == 404)
