@@ -279,6 +279,34 @@ static int export_exists(const par_manifest_t *m, const char *name)
     return 0;
 }
 
+/* Reads and checks the `name` of a sub-agent or export at `p` (its field path):
+ * required, a valid name, not used by another export. NULL after a problem. */
+static char *export_name(check_t *c, struct fy_node *n, const char *p, int is_sub_agent)
+{
+    char path[200];
+    snprintf(path, sizeof(path), "%s.name", p);
+    char *name = get_str(c, n, "name", path);
+    if (name == NULL) {
+        if (lookup(n, "name") == NULL)
+            problem(c, path, "required field missing");
+        return NULL;
+    }
+    if (!par_manifest_valid_name(name, strlen(name))) {
+        problem(c, path, "must match ^[a-z][a-z0-9-]*$");
+        free(name);
+        return NULL;
+    }
+    if (export_exists(c->m, name)) {
+        if (is_sub_agent)
+            problem(c, path, "duplicate sub-agent '%s'", name);
+        else
+            problem(c, path, "'%s' is already a sub-agent or export", name);
+        free(name);
+        return NULL;
+    }
+    return name;
+}
+
 /* ---- sections ------------------------------------------------------------------------ */
 
 static const char *const top_keys[] = {"version",      "name",        "display_name", "description",
@@ -305,23 +333,9 @@ static void parse_sub_agents(check_t *c, struct fy_node *seq)
             continue;
         }
         char path[200];
-        snprintf(path, sizeof(path), "%s.name", p);
-        char *name = get_str(c, n, "name", path);
-        if (name == NULL) {
-            if (lookup(n, "name") == NULL)
-                problem(c, path, "required field missing");
+        char *name = export_name(c, n, p, 1);
+        if (name == NULL)
             continue;
-        }
-        if (!par_manifest_valid_name(name, strlen(name))) {
-            problem(c, path, "must match ^[a-z][a-z0-9-]*$");
-            free(name);
-            continue;
-        }
-        if (export_exists(m, name)) {
-            problem(c, path, "duplicate sub-agent '%s'", name);
-            free(name);
-            continue;
-        }
         par_export_t *e = add_export(m);
         if (e == NULL) {
             free(name);
@@ -409,23 +423,9 @@ static void parse_par(check_t *c, struct fy_node *par)
             problem(c, p, "must be a mapping with name and entrypoint");
             continue;
         }
-        snprintf(path, sizeof(path), "%s.name", p);
-        char *name = get_str(c, n, "name", path);
-        if (name == NULL) {
-            if (lookup(n, "name") == NULL)
-                problem(c, path, "required field missing");
+        char *name = export_name(c, n, p, 0);
+        if (name == NULL)
             continue;
-        }
-        if (!par_manifest_valid_name(name, strlen(name))) {
-            problem(c, path, "must match ^[a-z][a-z0-9-]*$");
-            free(name);
-            continue;
-        }
-        if (export_exists(m, name)) {
-            problem(c, path, "'%s' is already a sub-agent or export", name);
-            free(name);
-            continue;
-        }
         snprintf(path, sizeof(path), "%s.entrypoint", p);
         char *entry = get_str(c, n, "entrypoint", path);
         if (entry == NULL) {

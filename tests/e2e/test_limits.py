@@ -8,14 +8,20 @@ import requests
 from conftest import BUILD, assert_error, run
 
 
-def test_concurrency_limit_and_queue(server_factory, tmp_path):
-    d = tmp_path / "limited"
+def faulty_as(tmp_path, name, limits):
+    """The faulty fixture packed under another name with other limits."""
+    d = tmp_path / name
     shutil.copytree(os.path.join(BUILD, "stage", "faulty"), d)
-    y = (d / "agent.yaml").read_text().replace("name: faulty", "name: limited").replace(
-        "limits: {timeout_ms: 2000}", "limits: {timeout_ms: 5000, concurrency: 2}")
+    y = (d / "agent.yaml").read_text().replace("name: faulty", "name: " + name).replace(
+        "limits: {timeout_ms: 2000}", "limits: " + limits)
     (d / "agent.yaml").write_text(y)
-    pkg = str(tmp_path / "limited-0.1.0.apkg")
+    pkg = str(tmp_path / f"{name}-0.1.0.apkg")
     assert run("pack", str(d), "-o", pkg).returncode == 0
+    return pkg
+
+
+def test_concurrency_limit_and_queue(server_factory, tmp_path):
+    pkg = faulty_as(tmp_path, "limited", "{timeout_ms: 5000, concurrency: 2}")
     conf = tmp_path / "par.yaml"
     conf.write_text("limits: {queue: 2}\n")
     s = server_factory([pkg], args=["--config", str(conf)])
@@ -72,13 +78,7 @@ def test_memory_limit_kills_the_worker_not_the_runtime(server_factory, tmp_path)
     if SANITIZE:
         pytest.skip("AddressSanitizer reserves more address space than any limit allows; "
                     "the plain build runs this test")
-    d = tmp_path / "hungry"
-    shutil.copytree(os.path.join(BUILD, "stage", "faulty"), d)
-    y = (d / "agent.yaml").read_text().replace("name: faulty", "name: hungry").replace(
-        "limits: {timeout_ms: 2000}", "limits: {timeout_ms: 20000, memory_mb: 256}")
-    (d / "agent.yaml").write_text(y)
-    pkg = str(tmp_path / "hungry-0.1.0.apkg")
-    assert run("pack", str(d), "-o", pkg).returncode == 0
+    pkg = faulty_as(tmp_path, "hungry", "{timeout_ms: 20000, memory_mb: 256}")
     s = server_factory([pkg])
 
     def rss():
