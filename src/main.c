@@ -53,6 +53,7 @@ typedef struct serve_opts {
     unsigned concurrency;
     unsigned max_queue;
     unsigned memory_mb;
+    unsigned reload_drain_ms;
 } serve_opts_t;
 
 static void usage_main(FILE *f)
@@ -171,6 +172,8 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->concurrency = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/queue")))
         o->max_queue = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/reload/drain_ms")))
+        o->reload_drain_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/memory_mb")))
         o->memory_mb = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/shutdown/grace_ms")))
@@ -203,6 +206,8 @@ static void load_env(serve_opts_t *o)
     const char *v = getenv("PAR_HTTP_THREADS");
     if (v)
         o->http_threads = (unsigned)atoi(v);
+    if ((v = getenv("PAR_RELOAD_DRAIN_MS")))
+        o->reload_drain_ms = (unsigned)atoi(v);
     if ((v = getenv("PAR_MAX_QUEUE")))
         o->max_queue = (unsigned)atoi(v);
     if ((v = getenv("PAR_DEFAULT_CONCURRENCY")))
@@ -506,6 +511,7 @@ static int cmd_serve(int argc, char **argv)
         cfg.max_input_bytes = o.max_input_kb * 1024;
     cfg.default_concurrency = o.concurrency;
     cfg.default_memory_mb = o.memory_mb;
+    cfg.drain_ms = o.reload_drain_ms;
     if (o.max_queue)
         cfg.max_queue = o.max_queue;
     par_runtime_t *rt;

@@ -862,6 +862,22 @@ static void pool_maintain(par_pool_t *p, int64_t now)
             p->crashes_in_row = 0;
     if (p->stopping) {
         for (par_worker_t *w = p->workers; w; w = w->next) {
+            if (p->stop_now) {
+                /* unloaded before its calls finished: they end with `draining` */
+                for (size_t k = 0; k < PENDING_BUCKETS; k++) {
+                    while (w->pending[k]) {
+                        par_call_t *c = w->pending[k];
+                        w->pending[k] = c->_hnext;
+                        c->_hnext = NULL;
+                        c->_worker = NULL;
+                        w->inflight--;
+                        release_slot(p, c);
+                        set_fail(c, PAR_E_DRAINING,
+                                 "the agent's package version was unloaded before it answered");
+                        done_push(&done, c);
+                    }
+                }
+            }
             if (w->inflight == 0 || p->stop_now) {
                 if (w->kill_reason == NULL)
                     w->kill_reason = "stopped";
@@ -886,6 +902,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
 static void maintain(par_super_t *s)
 {
     int64_t now = par__now_ms();
+    par__runtime_tick(s->rt, now);
     pthread_mutex_lock(&s->lock);
     for (par_pool_t **pp = &s->pools; *pp;) {
         par_pool_t *p = *pp;

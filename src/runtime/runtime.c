@@ -54,6 +54,8 @@ void par__config_defaults(par_config_t *cfg)
         cfg->max_output_bytes = 16u << 20;
     if (cfg->max_queue == 0)
         cfg->max_queue = 100;
+    if (cfg->drain_ms == 0)
+        cfg->drain_ms = 30000;
 }
 
 const char *par_pkg_state_name(int state)
@@ -193,11 +195,14 @@ static int table_rebuild(par_runtime_t *rt)
     int rc = PAR_OK;
     for (size_t i = 0; i < rt->npkgs && rc == PAR_OK; i++) {
         par_pkgver_t *pv = rt->pkgs[i];
-        if (atomic_load(&pv->state) != PAR_PKG_ACTIVE)
+        int st = atomic_load(&pv->state);
+        if (st != PAR_PKG_ACTIVE && st != PAR_PKG_DRAINING)
             continue;
+        /* a draining version answers only when pinned: name@version */
         for (size_t e = 0; e < pv->manifest->export_count && rc == PAR_OK; e++) {
             const char *sub = pv->manifest->exports[e].name;
-            rc = table_add(t, &cap, pv, e, join_id(pv->name, NULL, sub));
+            if (st == PAR_PKG_ACTIVE)
+                rc = table_add(t, &cap, pv, e, join_id(pv->name, NULL, sub));
             if (rc == PAR_OK)
                 rc = table_add(t, &cap, pv, e, join_id(pv->name, pv->version, sub));
         }
@@ -528,9 +533,21 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
         int same_name = strcmp(o->name, pv->name) == 0;
         int replace = same_name && (atomic_load(&pv->state) == PAR_PKG_ACTIVE ||
                                     atomic_load(&o->state) == PAR_PKG_FAILED);
-        if (replace && ndrop < 64) {
+        int same_version = strcmp(o->version, pv->version) == 0;
+        if (replace && atomic_load(&o->state) == PAR_PKG_ACTIVE && !same_version && o->manifest) {
+            /* replaced: it keeps answering name@version until it is idle or its
+             * drain deadline passes (par__runtime_tick) */
+            atomic_store(&o->state, PAR_PKG_DRAINING);
+            o->drain_until_ms = par__now_ms() + rt->cfg.drain_ms;
+            atomic_fetch_add(&rt->ndraining, 1);
+            rt->pkgs[w++] = o;
+        } else if (replace && ndrop < 64) {
             if (atomic_load(&o->state) == PAR_PKG_ACTIVE)
                 atomic_store(&o->state, PAR_PKG_DRAINING);
+            drop[ndrop++] = o;
+        } else if (same_name && atomic_load(&o->state) == PAR_PKG_DRAINING &&
+                   atomic_load(&pv->state) == PAR_PKG_ACTIVE && same_version && ndrop < 64) {
+            atomic_fetch_sub(&rt->ndraining, 1); /* the same version is back: one copy only */
             drop[ndrop++] = o;
         } else {
             rt->pkgs[w++] = o;
@@ -552,6 +569,52 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
         par__runtime_persist(rt);
 }
 
+static long version_inflight(const par_pkgver_t *pv)
+{
+    long n = 0;
+    for (size_t e = 0; pv->metrics && e < pv->manifest->export_count; e++)
+        n += atomic_load(&pv->metrics[e].in_flight);
+    return n;
+}
+
+void par__runtime_tick(par_runtime_t *rt, int64_t now)
+{
+    if (atomic_load(&rt->ndraining) == 0)
+        return;
+    par_pkgver_t *drop[64];
+    int late[64];
+    size_t ndrop = 0, w = 0;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->npkgs; i++) {
+        par_pkgver_t *o = rt->pkgs[i];
+        long busy = atomic_load(&o->state) == PAR_PKG_DRAINING ? version_inflight(o) : -1;
+        if (busy >= 0 && (busy == 0 || now >= o->drain_until_ms) && ndrop < 64) {
+            late[ndrop] = busy > 0;
+            drop[ndrop++] = o;
+            atomic_fetch_sub(&rt->ndraining, 1);
+        } else {
+            rt->pkgs[w++] = o;
+        }
+    }
+    rt->npkgs = w;
+    if (ndrop)
+        table_rebuild(rt);
+    pthread_mutex_unlock(&rt->lock);
+    for (size_t i = 0; i < ndrop; i++) {
+        par_logline_t l;
+        if (par_log_begin(&l, late[i] ? PAR_LOG_WARN : PAR_LOG_INFO,
+                          late[i] ? "drain deadline passed: unloading with calls in flight"
+                                  : "drained version unloaded")) {
+            par_log_str(&l, "package", drop[i]->name);
+            par_log_str(&l, "version", drop[i]->version);
+            par_log_end(&l);
+        }
+        if (late[i] && drop[i]->pool)
+            par_pool_stop(drop[i]->pool, 1);
+        par__pkgver_unref(drop[i]);
+    }
+}
+
 int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version)
 {
     par_pkgver_t *drop[256];
@@ -561,6 +624,8 @@ int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version
         par_pkgver_t *o = rt->pkgs[i];
         if (strcmp(o->name, name) == 0 && (version == NULL || strcmp(o->version, version) == 0) &&
             ndrop < 256) {
+            if (atomic_load(&o->state) == PAR_PKG_DRAINING)
+                atomic_fetch_sub(&rt->ndraining, 1);
             if (atomic_load(&o->state) == PAR_PKG_ACTIVE)
                 atomic_store(&o->state, PAR_PKG_DRAINING);
             drop[ndrop++] = o;

@@ -49,7 +49,8 @@ struct par_pkgver {
     int last_status; /* PAR status of the last failure (HTTP 422 family), 0 if none */
     uint64_t seq;    /* deploy order */
     double t_read_ms, t_extract_ms, t_load_ms;
-    int64_t loaded_at_ms; /* wall clock */
+    int64_t loaded_at_ms;   /* wall clock */
+    int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
     uint32_t timeout_ms;
     size_t max_input;
     /* isolation = worker */
@@ -90,6 +91,7 @@ struct par_runtime {
     _Atomic int booting;       /* set by the server until the initial package set is loaded */
     _Atomic int shutting_down; /* readiness fails; calls are still served until draining */
     atomic_long inflight;      /* calls started and not yet finished */
+    atomic_int ndraining;      /* versions in the draining state */
     int64_t started_ms;
     /* in-process calls run on this executor so loop threads never block */
     struct par_executor *exec;
@@ -137,6 +139,10 @@ int par__runtime_remove(par_runtime_t *rt, const char *name, const char *version
 
 /* Finds the newest version of `name` (referenced; unref it), or NULL. */
 par_pkgver_t *par__runtime_find(par_runtime_t *rt, const char *name);
+
+/* Unloads draining versions that are idle or past their drain deadline.
+ * Called by the supervisor thread every few milliseconds. */
+void par__runtime_tick(par_runtime_t *rt, int64_t now_ms);
 
 /* Snapshot of package versions for listings (referenced; release each). */
 int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count);

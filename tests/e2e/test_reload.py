@@ -177,3 +177,46 @@ def test_watched_folder_deploys_replaces_and_removes(server_factory, tmp_path):
     assert version() == "1.0.1"
     os.remove(os.path.join(s.pkgdir, "echo-1.0.1.apkg"))
     wait_for(lambda: s.post("echo", {"input": 1}).status_code == 404)
+
+
+def faulty_version(tmp, version):
+    d = os.path.join(tmp, "faulty-" + version)
+    shutil.copytree(os.path.join(BUILD, "stage", "faulty"), d)
+    y = open(os.path.join(d, "agent.yaml")).read().replace("version: 0.1.0", "version: " + version)
+    y = y.replace("limits: {timeout_ms: 2000}", "limits: {timeout_ms: 10000}")
+    open(os.path.join(d, "agent.yaml"), "w").write(y)
+    out = os.path.join(tmp, f"faulty-{version}.apkg")
+    assert run("pack", d, "-o", out).returncode == 0
+    return out
+
+
+def test_old_version_drains_pinned_then_unloads(server_factory, tmp_path):
+    old = faulty_version(str(tmp_path), "1.0.0")
+    new = faulty_version(str(tmp_path), "2.0.0")
+    conf = tmp_path / "par.yaml"
+    conf.write_text("reload: {drain_ms: 1500}\n")
+    s = server_factory([old], args=["--config", str(conf)])
+    out = {}
+
+    def slow(key, ms):
+        out[key] = s.post("faulty@1.0.0/slow", {"input": ms}, timeout=30)
+
+    t1 = threading.Thread(target=slow, args=("short", 700))
+    t2 = threading.Thread(target=slow, args=("long", 5000))
+    t1.start(), t2.start()
+    time.sleep(0.2)
+    r = requests.post(s.url + "/runtime/packages", json={"path": new}, timeout=30)
+    assert r.status_code == 201
+    assert s.post("faulty", {"input": 1}).json()["metadata"]["version"] == "2.0.0"
+    # while the old version drains, pinned requests still reach it
+    r = s.post("faulty@1.0.0", {"input": "pinned"})
+    assert r.status_code == 200 and r.json()["metadata"]["version"] == "1.0.0"
+    states = {p["version"]: p["state"] for p in s.get("/runtime/packages").json()["packages"]}
+    assert states == {"1.0.0": "draining", "2.0.0": "active"}
+    t1.join(30), t2.join(30)
+    assert out["short"].status_code == 200 and out["short"].json()["output"] == 700
+    # past the drain deadline the remaining call ends with 503 draining
+    b = assert_error(out["long"], 503, "draining")
+    assert "unloaded" in b["message"]
+    assert_error(s.post("faulty@1.0.0", {"input": 1}), 404, "agent_not_found")
+    assert [p["version"] for p in s.get("/runtime/packages").json()["packages"]] == ["2.0.0"]
