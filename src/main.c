@@ -425,27 +425,25 @@ static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_
     usleep(20000); /* let the loops write the last responses */
 }
 
-static int cmd_serve(int argc, char **argv)
+/* Builds the options from defaults, the configuration file, PAR_* variables
+ * and flags, in that order of precedence. Also used again on SIGHUP. */
+static int parse_serve(int argc, char **argv, serve_opts_t *o)
 {
-    if (wants_help(argc, argv)) {
-        usage_serve(stdout);
-        return 0;
-    }
-    serve_opts_t o = {0};
-    o.access_log = 1;
-    o.drain_ms = 30000;
-    set_str(&o.listen, "127.0.0.1:8080");
-    set_str(&o.packages, "./packages");
-    set_str(&o.state_dir, "./var");
-    set_str(&o.log_level, "info");
-    set_str(&o.log_format, "json");
+    memset(o, 0, sizeof(*o));
+    o->access_log = 1;
+    o->drain_ms = 30000;
+    set_str(&o->listen, "127.0.0.1:8080");
+    set_str(&o->packages, "./packages");
+    set_str(&o->state_dir, "./var");
+    set_str(&o->log_level, "info");
+    set_str(&o->log_format, "json");
     const char *config = NULL;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config = argv[i + 1];
-    if (config && load_config_file(config, &o) != 0)
+    if (config && load_config_file(config, o) != 0)
         return 2;
-    load_env(&o);
+    load_env(o);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
@@ -455,30 +453,103 @@ static int cmd_serve(int argc, char **argv)
         if (strcmp(a, "--config") == 0)
             ;
         else if (strcmp(a, "--listen") == 0)
-            set_str(&o.listen, v);
+            set_str(&o->listen, v);
         else if (strcmp(a, "--packages") == 0)
-            set_str(&o.packages, v);
+            set_str(&o->packages, v);
         else if (strcmp(a, "--state-dir") == 0)
-            set_str(&o.state_dir, v);
+            set_str(&o->state_dir, v);
         else if (strcmp(a, "--log-level") == 0)
-            set_str(&o.log_level, v);
+            set_str(&o->log_level, v);
         else if (strcmp(a, "--log-format") == 0)
-            set_str(&o.log_format, v);
+            set_str(&o->log_format, v);
         else if (strcmp(a, "--http-threads") == 0)
-            o.http_threads = (unsigned)atoi(v);
+            o->http_threads = (unsigned)atoi(v);
         else if (strcmp(a, "--shutdown-grace-ms") == 0)
-            o.grace_ms = (unsigned)atoi(v);
+            o->grace_ms = (unsigned)atoi(v);
         else if (strcmp(a, "--shutdown-drain-ms") == 0)
-            o.drain_ms = (unsigned)atoi(v);
+            o->drain_ms = (unsigned)atoi(v);
         else if (strcmp(a, "--trusted") == 0) {
-            o.trusted = realloc(o.trusted, (o.ntrusted + 2) * sizeof(char *));
-            o.trusted[o.ntrusted++] = strdup(v);
-            o.trusted[o.ntrusted] = NULL;
+            o->trusted = realloc(o->trusted, (o->ntrusted + 2) * sizeof(char *));
+            o->trusted[o->ntrusted++] = strdup(v);
+            o->trusted[o->ntrusted] = NULL;
         } else {
             fprintf(stderr, "par serve: unknown option '%s' (see par serve --help)\n", a);
             return 2;
         }
         i++;
+    }
+    int level = par_log_parse_level(o->log_level);
+    if (level < 0) {
+        fprintf(stderr, "par serve: unknown log level '%s' (debug|info|warn|error)\n",
+                o->log_level);
+        return 2;
+    }
+    return 0;
+}
+
+static void free_serve(serve_opts_t *o)
+{
+    free(o->listen), free(o->packages), free(o->state_dir), free(o->log_level);
+    free(o->log_format), free(o->isolation);
+    for (size_t i = 0; i < o->ntrusted; i++)
+        free(o->trusted[i]);
+    free(o->trusted);
+}
+
+static int differs(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+/* SIGHUP: reads the configuration again and applies what can change live
+ * (logging, access log, defaults for later deploys); names what needs a restart. */
+static void reload_config(int argc, char **argv, const serve_opts_t *cur, par_runtime_t *rt,
+                          par_http_t *http)
+{
+    serve_opts_t n;
+    if (parse_serve(argc, argv, &n) != 0) {
+        free_serve(&n);
+        par_log_msg(PAR_LOG_ERROR, "SIGHUP: the configuration has errors; nothing changed");
+        return;
+    }
+    par_log_init(par_log_parse_level(n.log_level), strcmp(n.log_format, "text") != 0);
+    par_http_set_access_log(http, n.access_log);
+    pthread_mutex_lock(&rt->deploy_lock);
+    if (n.timeout_ms)
+        rt->cfg.default_timeout_ms = n.timeout_ms;
+    if (n.max_input_kb)
+        rt->cfg.max_input_bytes = n.max_input_kb * 1024;
+    rt->cfg.default_concurrency = n.concurrency;
+    if (n.max_queue)
+        rt->cfg.max_queue = n.max_queue;
+    rt->cfg.default_memory_mb = n.memory_mb;
+    if (n.reload_drain_ms)
+        rt->cfg.drain_ms = n.reload_drain_ms;
+    pthread_mutex_unlock(&rt->deploy_lock);
+    const char *restart = differs(n.listen, cur->listen)         ? "listen"
+                          : differs(n.packages, cur->packages)   ? "packages"
+                          : differs(n.state_dir, cur->state_dir) ? "state_dir"
+                          : n.http_threads != cur->http_threads  ? "http.threads"
+                                                                 : NULL;
+    par_log_msg(PAR_LOG_INFO,
+                "SIGHUP: configuration reloaded (log level %s, access log %s; limits apply to "
+                "later deploys)%s%s%s",
+                n.log_level, n.access_log ? "on" : "off", restart ? "; '" : "",
+                restart ? restart : "", restart ? "' changes need a restart" : "");
+    free_serve(&n);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        usage_serve(stdout);
+        return 0;
+    }
+    serve_opts_t o;
+    int prc = parse_serve(argc, argv, &o);
+    if (prc != 0) {
+        free_serve(&o);
+        return prc;
     }
     int level = par_log_parse_level(o.log_level);
     if (level < 0) {
@@ -540,7 +611,10 @@ static int cmd_serve(int argc, char **argv)
         par_log_int(&l, "pid", getpid());
         par_log_end(&l);
     }
-    if (config == NULL)
+    int has_config = 0;
+    for (int i = 1; i < argc; i++)
+        has_config |= strcmp(argv[i], "--config") == 0;
+    if (!has_config)
         par_log_msg(PAR_LOG_WARN, "running the embedded local default: authentication is off "
                                   "and package signatures are not verified by this build");
     watch_t *watch = watch_start(rt, o.packages);
@@ -573,8 +647,7 @@ static int cmd_serve(int argc, char **argv)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            par_log_msg(PAR_LOG_INFO, "SIGHUP: configuration reload is not supported yet; "
-                                      "nothing changed");
+            reload_config(argc, argv, &o, rt, http);
             continue;
         }
         break;
@@ -585,11 +658,7 @@ static int cmd_serve(int argc, char **argv)
     par_runtime_destroy(rt);
     par_log_msg(PAR_LOG_INFO, "stopped");
     par_log_shutdown();
-    free(o.listen), free(o.packages), free(o.state_dir), free(o.log_level);
-    free(o.log_format), free(o.isolation);
-    for (size_t i = 0; i < o.ntrusted; i++)
-        free(o.trusted[i]);
-    free(o.trusted);
+    free_serve(&o);
     return 0;
 }
 

@@ -56,6 +56,7 @@ struct par_http {
     unsigned nloops;
     _Atomic int stop;
     _Atomic int stop_accepting;
+    _Atomic int access_log;
     atomic_long pending;
     char address[128];
 };
@@ -215,7 +216,7 @@ static void access_log(par_http_t *h, h2o_req_t *req, int http, const char *rid,
                        const par_call_t *c, int64_t t0_ns, const char *err_name)
 {
     par_metrics_http(route_of(req->path_normalized), http);
-    if (!h->opts.access_log)
+    if (!atomic_load(&h->access_log))
         return;
     par_logline_t l;
     if (!par_log_begin(&l, http >= 500 ? PAR_LOG_WARN : PAR_LOG_INFO, "request"))
@@ -964,6 +965,7 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
     par_http_t *h = calloc(1, sizeof(*h));
     h->rt = rt;
     h->opts = *opts;
+    atomic_init(&h->access_log, opts->access_log);
     if (h->opts.threads == 0)
         h->opts.threads = 1;
     if (h->opts.max_body == 0)
@@ -1077,6 +1079,11 @@ void par_http_stop_accepting(par_http_t *h)
             break;
         usleep(5000);
     }
+}
+
+void par_http_set_access_log(par_http_t *h, int on)
+{
+    atomic_store(&h->access_log, on);
 }
 
 long par_http_pending(par_http_t *h)

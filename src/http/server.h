@@ -30,6 +30,8 @@ const char *par_http_address(const par_http_t *h);
 /* Closes the listening sockets (new connections are refused); requests on
  * open connections are still served. */
 void par_http_stop_accepting(par_http_t *h);
+/* Turns the per-request access log line on or off (any thread). */
+void par_http_set_access_log(par_http_t *h, int on);
 /* Invocations accepted and not yet answered. */
 long par_http_pending(par_http_t *h);
 /* Stops accepting, closes connections and joins the loop threads. */

@@ -72,7 +72,8 @@ struct par_worker {
 struct par_pool {
     struct par_pool *next;
     par_super_t *s;
-    atomic_int refs; /* the package version + each child call waiting to answer */
+    atomic_int refs; /* the package version's + each child call waiting to answer; the
+                      * supervisor frees a stopped pool only once it reaches 0 */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     char *name, *version;
@@ -1167,8 +1168,10 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->start_error = NULL;
     pthread_mutex_unlock(&p->lock);
     wake(s);
-    if (rc == PAR_OK)
+    if (rc == PAR_OK) {
+        atomic_fetch_add(&p->refs, 1); /* the package version's, dropped by par_pool_release */
         pv->pool = p;
+    }
     return rc;
 }
 
@@ -1233,6 +1236,13 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
     if (need_wake)
         wake(p->s);
     return PAR_OK;
+}
+
+void par_pool_release(par_pool_t *p)
+{
+    par_super_t *s = p->s;
+    atomic_fetch_sub(&p->refs, 1);
+    wake(s);
 }
 
 void par_pool_stop(par_pool_t *p, int now)

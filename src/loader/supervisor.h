@@ -31,6 +31,10 @@ int par_pool_submit(par_pool_t *p, par_call_t *c);
  * when `now`. The pool is freed by the supervisor when its last worker is gone. */
 void par_pool_stop(par_pool_t *p, int now);
 
+/* Drops the package version's reference; the supervisor frees the pool once
+ * it is stopped, its workers are gone and no reference is left. */
+void par_pool_release(par_pool_t *p);
+
 /* Describes the pool's workers as a JSON array (pid, state, in_flight, restarts). */
 json_t *par_pool_describe(par_pool_t *p);
 

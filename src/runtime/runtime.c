@@ -85,8 +85,10 @@ void par__pkgver_unref(par_pkgver_t *pv)
     }
     if (old != 1)
         return;
-    if (pv->pool)
+    if (pv->pool) {
         par_pool_stop(pv->pool, 0);
+        par_pool_release(pv->pool);
+    }
     par__native_unload(pv);
     if (pv->manifest)
         par_manifest_free(pv->manifest);

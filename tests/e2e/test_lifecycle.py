@@ -44,3 +44,31 @@ def test_readiness_fails_during_grace(server_factory):
     # still serving during the grace period, so load balancers can move away
     assert s.post("echo", {"input": "still here"}).json()["output"] == "still here"
     assert s.proc.wait(timeout=10) == 0
+
+
+def test_sighup_reloads_what_can_change_live(server_factory, tmp_path):
+    conf = tmp_path / "par.yaml"
+    conf.write_text("log: {level: info}\n")
+    s = server_factory([package("echo")], args=["--config", str(conf)])
+    s.post("echo", {"input": 1}, headers={"X-Request-ID": "before-hup"})
+    conf.write_text("log: {level: info, access: false}\nhttp: {threads: 2}\n")
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while not any("SIGHUP: configuration reloaded" in l.get("msg", "") for l in s.lines()):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    msg = next(l["msg"] for l in s.lines() if "SIGHUP" in l.get("msg", ""))
+    assert "access log off" in msg and "'http.threads' changes need a restart" in msg
+    assert s.post("echo", {"input": 2}, headers={"X-Request-ID": "after-hup"}).status_code == 200
+    time.sleep(0.2)
+    ids = {l.get("request_id") for l in s.lines()}
+    assert "before-hup" in ids and "after-hup" not in ids
+    # a broken file changes nothing and says so
+    conf.write_text("log: [unclosed\n")
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while not any("has errors" in l.get("msg", "") for l in s.lines()):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert s.post("echo", {"input": 3}).status_code == 200
+    s.expected_errors.append("has errors")
