@@ -54,6 +54,7 @@ typedef struct serve_opts {
     unsigned max_queue;
     unsigned memory_mb;
     unsigned reload_drain_ms;
+    unsigned cpu_seconds;
 } serve_opts_t;
 
 static void usage_main(FILE *f)
@@ -172,6 +173,8 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->concurrency = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/queue")))
         o->max_queue = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/worker_cpu_seconds")))
+        o->cpu_seconds = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/reload/drain_ms")))
         o->reload_drain_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/memory_mb")))
@@ -523,6 +526,7 @@ static void reload_config(int argc, char **argv, const serve_opts_t *cur, par_ru
     if (n.max_queue)
         rt->cfg.max_queue = n.max_queue;
     rt->cfg.default_memory_mb = n.memory_mb;
+    rt->cfg.worker_cpu_seconds = n.cpu_seconds;
     if (n.reload_drain_ms)
         rt->cfg.drain_ms = n.reload_drain_ms;
     pthread_mutex_unlock(&rt->deploy_lock);
@@ -583,6 +587,7 @@ static int cmd_serve(int argc, char **argv)
     cfg.default_concurrency = o.concurrency;
     cfg.default_memory_mb = o.memory_mb;
     cfg.drain_ms = o.reload_drain_ms;
+    cfg.worker_cpu_seconds = o.cpu_seconds;
     if (o.max_queue)
         cfg.max_queue = o.max_queue;
     par_runtime_t *rt;

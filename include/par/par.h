@@ -106,7 +106,9 @@ typedef struct par_config {
     size_t max_output_bytes;      /**< agent output cap, default 16 MiB */
     unsigned default_concurrency; /**< per package version when it sets none; 0 = no limit */
     unsigned max_queue;           /**< calls waiting for a slot, per package version; default 100 */
-    uint32_t drain_ms; /**< how long a replaced version may finish its calls, default 30000 */
+    unsigned
+        worker_cpu_seconds; /**< CPU time a worker may use in its life (RLIMIT_CPU); 0 = none */
+    uint32_t drain_ms;      /**< how long a replaced version may finish its calls, default 30000 */
     unsigned
         default_memory_mb; /**< worker address-space limit when a package sets none; 0 = none */
     void *data;            /**< embedder's slot */

@@ -83,10 +83,11 @@ struct par_pool {
     unsigned live; /* starting + ready */
     par_call_t *q_head, *q_tail;
     size_t q_len;
-    unsigned limit;      /* concurrent calls dispatched to workers, 0 = no limit */
-    unsigned memory_mb;  /* the workers' address-space limit, 0 = none */
-    unsigned queue_max;  /* calls waiting for a slot before 429 */
-    unsigned dispatched; /* limited calls in workers now */
+    unsigned limit;       /* concurrent calls dispatched to workers, 0 = no limit */
+    unsigned memory_mb;   /* the workers' address-space limit, 0 = none */
+    unsigned cpu_seconds; /* the workers' CPU time limit, 0 = none */
+    unsigned queue_max;   /* calls waiting for a slot before 429 */
+    unsigned dispatched;  /* limited calls in workers now */
     uint64_t next_id;
     unsigned restarts, crashes_in_row, timeout_kills;
     int64_t respawn_at_ms;
@@ -466,7 +467,12 @@ static void worker_dead(par_worker_t *w)
             c->_hnext = NULL;
             c->_worker = NULL;
             char msg[640];
-            if (p->memory_mb)
+            if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' used up its CPU time limit of "
+                         "%u s (RLIMIT_CPU) and was stopped",
+                         (int)w->pid, c->agent_id, p->cpu_seconds);
+            else if (p->memory_mb)
                 snprintf(msg, sizeof(msg),
                          "the worker (pid %d) running agent '%s' died: %s (its memory is "
                          "limited to %u MB; an agent that needs more dies this way)",
@@ -1098,7 +1104,7 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         p->max_workers = p->min_workers;
 
     size_t argc = 0;
-    p->argv = calloc(14 + 2 * m->export_count, sizeof(char *));
+    p->argv = calloc(16 + 2 * m->export_count, sizeof(char *));
     p->argv[argc++] = strdup(rt->worker_path);
     p->argv[argc++] = strdup("--fd");
     p->argv[argc++] = strdup("3");
@@ -1113,6 +1119,11 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS there */
     p->memory_mb = 0;
 #endif
+    p->cpu_seconds = rt->cfg.worker_cpu_seconds;
+    if (p->cpu_seconds) {
+        p->argv[argc++] = strdup("--cpu-seconds");
+        p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
+    }
     if (p->memory_mb) {
         p->argv[argc++] = strdup("--memory-mb");
         p->argv[argc++] = xasprintf("%u", p->memory_mb);

@@ -85,7 +85,8 @@ typedef struct wcall {
 static int g_fd = -1;
 static size_t g_max_input = 64u << 20;
 static size_t g_max_output = 16u << 20;
-static unsigned long g_memory_mb; /* address-space limit, 0 = none */
+static unsigned long g_memory_mb;   /* address-space limit, 0 = none */
+static unsigned long g_cpu_seconds; /* CPU time limit, 0 = none */
 static wexport_t g_exports[MAX_EXPORTS];
 static size_t g_nexports;
 
@@ -556,6 +557,8 @@ int main(int argc, char **argv)
             root = v, i++;
         } else if (strcmp(a, "--max-input") == 0 && v) {
             g_max_input = strtoull(v, NULL, 10), i++;
+        } else if (strcmp(a, "--cpu-seconds") == 0 && v) {
+            g_cpu_seconds = strtoul(v, NULL, 10), i++;
         } else if (strcmp(a, "--memory-mb") == 0 && v) {
             g_memory_mb = strtoul(v, NULL, 10), i++;
         } else if (strcmp(a, "--max-output") == 0 && v) {
@@ -578,6 +581,12 @@ int main(int argc, char **argv)
         struct rlimit rl = {(rlim_t)g_memory_mb << 20, (rlim_t)g_memory_mb << 20};
         if (setrlimit(RLIMIT_AS, &rl) != 0)
             die("cannot set the memory limit of %lu MB: %s", g_memory_mb, strerror(errno));
+    }
+    if (g_cpu_seconds) {
+        /* SIGXCPU at the soft limit ends the worker; the runtime names the limit */
+        struct rlimit rl = {(rlim_t)g_cpu_seconds, (rlim_t)g_cpu_seconds + 1};
+        if (setrlimit(RLIMIT_CPU, &rl) != 0)
+            die("cannot set the CPU limit of %lu s: %s", g_cpu_seconds, strerror(errno));
     }
     struct rlimit core = {0, 0};
     setrlimit(RLIMIT_CORE, &core);

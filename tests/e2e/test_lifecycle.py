@@ -72,3 +72,21 @@ def test_sighup_reloads_what_can_change_live(server_factory, tmp_path):
         time.sleep(0.05)
     assert s.post("echo", {"input": 3}).status_code == 200
     s.expected_errors.append("has errors")
+
+
+def test_second_signal_exits_at_once(server_factory):
+    import threading
+    s = server_factory([package("faulty")])
+    s.killed = True  # exits 1 on purpose
+    t = threading.Thread(target=lambda: requests.post(s.url + "/agents/faulty/slow/invoke",
+                                                      json={"input": 5000}, timeout=30))
+    t.start()
+    time.sleep(0.2)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=5) == 1
+    assert time.time() - t0 < 2
+    assert any("second signal" in l.get("msg", "") for l in s.lines())
+    t.join(30)

@@ -92,3 +92,21 @@ def test_memory_limit_kills_the_worker_not_the_runtime(server_factory, tmp_path)
     assert "limited to 256 MB" in b["message"]
     assert rss() - before < 16 * 1024 * 1024
     assert s.post("hungry", {"input": "after"}).json()["output"] == "after"
+
+
+def test_cpu_limit_and_runaway_loop(server_factory, tmp_path):
+    import time
+    from conftest import package
+    conf = tmp_path / "par.yaml"
+    conf.write_text("limits: {worker_cpu_seconds: 1}\n")
+    s = server_factory([package("faulty")], args=["--config", str(conf)])
+    # a loop that never ends: 504 at the deadline, the worker is replaced
+    t0 = time.time()
+    assert_error(s.post("faulty/spin", {"input": 0}, headers={"X-Par-Timeout-Ms": "300"}),
+                 504, "agent_timeout")
+    assert time.time() - t0 < 2
+    assert s.post("faulty", {"input": "next"}).json()["output"] == "next"
+    # burning more CPU than the worker may use: killed by the limit, which is named
+    b = assert_error(s.post("faulty/spin", {"input": 1800}), 502, "agent_crashed")
+    assert "CPU time limit of 1 s" in b["message"]
+    assert s.post("faulty", {"input": "after"}).json()["output"] == "after"
