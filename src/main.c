@@ -55,6 +55,7 @@ typedef struct serve_opts {
     unsigned memory_mb;
     unsigned reload_drain_ms;
     unsigned cpu_seconds;
+    unsigned rollback_after, rollback_pct;
 } serve_opts_t;
 
 static void usage_main(FILE *f)
@@ -175,6 +176,10 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->max_queue = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/worker_cpu_seconds")))
         o->cpu_seconds = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/reload/rollback/requests")))
+        o->rollback_after = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/reload/rollback/error_rate_percent")))
+        o->rollback_pct = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/reload/drain_ms")))
         o->reload_drain_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/memory_mb")))
@@ -588,6 +593,8 @@ static int cmd_serve(int argc, char **argv)
     cfg.default_memory_mb = o.memory_mb;
     cfg.drain_ms = o.reload_drain_ms;
     cfg.worker_cpu_seconds = o.cpu_seconds;
+    cfg.rollback_after = o.rollback_after;
+    cfg.rollback_error_pct = o.rollback_pct ? o.rollback_pct : 50;
     if (o.max_queue)
         cfg.max_queue = o.max_queue;
     par_runtime_t *rt;

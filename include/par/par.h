@@ -107,8 +107,10 @@ typedef struct par_config {
     unsigned default_concurrency; /**< per package version when it sets none; 0 = no limit */
     unsigned max_queue;           /**< calls waiting for a slot, per package version; default 100 */
     unsigned
-        worker_cpu_seconds; /**< CPU time a worker may use in its life (RLIMIT_CPU); 0 = none */
-    uint32_t drain_ms;      /**< how long a replaced version may finish its calls, default 30000 */
+        worker_cpu_seconds;  /**< CPU time a worker may use in its life (RLIMIT_CPU); 0 = none */
+    unsigned rollback_after; /**< judge a new version on its first N calls; 0 = no rollback */
+    unsigned rollback_error_pct; /**< roll back when this share (percent) of them failed with 5xx */
+    uint32_t drain_ms; /**< how long a replaced version may finish its calls, default 30000 */
     unsigned
         default_memory_mb; /**< worker address-space limit when a package sets none; 0 = none */
     void *data;            /**< embedder's slot */

@@ -74,6 +74,7 @@ void par__call_finish(par_call_t *c)
     if (rt && c->pv->metrics) {
         par_export_metrics_t *m = &c->pv->metrics[c->_export_idx];
         par_metrics_observe(m, c->status, c->finished_ns - c->started_ns);
+        par__rollback_observe(c->pv, c->status);
         atomic_fetch_sub(&m->in_flight, 1);
     }
     c->done(c); /* may free c */

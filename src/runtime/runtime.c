@@ -98,6 +98,8 @@ void par__pkgver_unref(par_pkgver_t *pv)
     free(pv->source);
     free(pv->last_error);
     free(pv->metrics);
+    free(pv->prev_source);
+    free(pv->prev_version);
     free(pv);
 }
 
@@ -536,6 +538,13 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
         int replace = same_name && (atomic_load(&pv->state) == PAR_PKG_ACTIVE ||
                                     atomic_load(&o->state) == PAR_PKG_FAILED);
         int same_version = strcmp(o->version, pv->version) == 0;
+        if (replace && atomic_load(&o->state) == PAR_PKG_ACTIVE && !same_version && o->sha256[0] &&
+            pv->prev_source == NULL && !atomic_load(&o->rolled_back)) {
+            /* what an automatic rollback would bring back */
+            pv->prev_source = strdup(o->source ? o->source : "");
+            pv->prev_version = strdup(o->version);
+            memcpy(pv->prev_sha256, o->sha256, sizeof(pv->prev_sha256));
+        }
         if (replace && atomic_load(&o->state) == PAR_PKG_ACTIVE && !same_version && o->manifest) {
             /* replaced: it keeps answering name@version until it is idle or its
              * drain deadline passes (par__runtime_tick) */
@@ -569,6 +578,70 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
         par__pkgver_unref(drop[i]);
     if (atomic_load(&pv->state) == PAR_PKG_ACTIVE)
         par__runtime_persist(rt);
+}
+
+typedef struct rollback_job {
+    par_runtime_t *rt;
+    char *dir, *source, *sha256, *name, *from, *to;
+} rollback_job_t;
+
+static void *rollback_thread(void *arg)
+{
+    rollback_job_t *j = arg;
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par__deploy_restored(j->rt, j->dir, j->source, j->sha256, &err);
+    if (rc == PAR_OK)
+        par_log_msg(PAR_LOG_WARN, "rolled back %s from %s to %s", j->name, j->from, j->to);
+    else
+        par_log_msg(PAR_LOG_ERROR, "rollback of %s to %s failed: %.*s", j->name, j->to,
+                    (int)err.len, err.data ? err.data : "");
+    par_buf_free(&err);
+    free(j->dir), free(j->source), free(j->sha256), free(j->name), free(j->from), free(j->to);
+    free(j);
+    return NULL;
+}
+
+void par__rollback_observe(par_pkgver_t *pv, int status)
+{
+    par_runtime_t *rt = pv->rt;
+    unsigned n = rt->cfg.rollback_after;
+    if (n == 0 || pv->prev_source == NULL || atomic_load(&pv->state) != PAR_PKG_ACTIVE)
+        return;
+    unsigned seen = atomic_fetch_add(&pv->probe_total, 1) + 1;
+    if (seen > n)
+        return;
+    unsigned errors = atomic_load(&pv->probe_errors);
+    if (par_status_http(status) >= 500)
+        errors = atomic_fetch_add(&pv->probe_errors, 1) + 1;
+    if (seen != n || (unsigned long)errors * 100 < (unsigned long)rt->cfg.rollback_error_pct * n)
+        return;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&pv->rolled_back, &expected, 1))
+        return;
+    par_log_msg(PAR_LOG_WARN, "%s@%s failed %u of its first %u calls: rolling back to %s", pv->name,
+                pv->version, errors, n, pv->prev_version);
+    rollback_job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->rt = rt;
+    if (asprintf(&j->dir, "%s/%s", rt->cache_dir, pv->prev_sha256) < 0)
+        j->dir = NULL;
+    j->source = strdup(pv->prev_source);
+    j->sha256 = strdup(pv->prev_sha256);
+    j->name = strdup(pv->name);
+    j->from = strdup(pv->version);
+    j->to = strdup(pv->prev_version);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (j->dir == NULL || pthread_create(&t, &attr, rollback_thread, j) != 0) {
+        par_log_msg(PAR_LOG_ERROR, "cannot start the rollback of %s", pv->name);
+        free(j->dir), free(j->source), free(j->sha256), free(j->name), free(j->from), free(j->to);
+        free(j);
+    }
+    pthread_attr_destroy(&attr);
 }
 
 static long version_inflight(const par_pkgver_t *pv)

@@ -60,6 +60,11 @@ struct par_pkgver {
     size_t dl_count;
     par_agent_fn *fns;             /* per export */
     par_export_metrics_t *metrics; /* per export */
+    /* automatic rollback: the version this one replaced, and its first calls */
+    char *prev_source, *prev_version;
+    char prev_sha256[65];
+    atomic_uint probe_total, probe_errors;
+    atomic_int rolled_back;
 };
 
 typedef struct par_route {
@@ -143,6 +148,9 @@ par_pkgver_t *par__runtime_find(par_runtime_t *rt, const char *name);
 /* Unloads draining versions that are idle or past their drain deadline.
  * Called by the supervisor thread every few milliseconds. */
 void par__runtime_tick(par_runtime_t *rt, int64_t now_ms);
+
+/* Counts a finished call towards its version's rollback judgement (call.c). */
+void par__rollback_observe(par_pkgver_t *pv, int status);
 
 /* Snapshot of package versions for listings (referenced; release each). */
 int par__packages_snapshot(par_runtime_t *rt, par_pkgver_t ***out, size_t *count);

@@ -220,3 +220,33 @@ def test_old_version_drains_pinned_then_unloads(server_factory, tmp_path):
     assert "unloaded" in b["message"]
     assert_error(s.post("faulty@1.0.0", {"input": 1}), 404, "agent_not_found")
     assert [p["version"] for p in s.get("/runtime/packages").json()["packages"]] == ["2.0.0"]
+
+
+def test_automatic_rollback(server_factory, tmp_path):
+    good = faulty_version(str(tmp_path), "1.0.0")
+    d = os.path.join(str(tmp_path), "faulty-2.0.0")
+    bad = faulty_version(str(tmp_path), "2.0.0")
+    y = open(os.path.join(d, "agent.yaml")).read().replace("lib/libfaulty.so:ok",
+                                                           "lib/libfaulty.so:fail")
+    open(os.path.join(d, "agent.yaml"), "w").write(y)
+    assert run("pack", d, "-o", bad).returncode == 0
+    conf = tmp_path / "par.yaml"
+    conf.write_text("reload: {rollback: {requests: 5, error_rate_percent: 60}}\n")
+    s = server_factory([good], args=["--config", str(conf)],
+                       expected_errors=[])
+    r = requests.post(s.url + "/runtime/packages", json={"path": bad}, timeout=30)
+    assert r.status_code == 201 and r.json()["version"] == "2.0.0"
+    for _ in range(5):
+        assert_error(s.post("faulty", {"input": 1}), 500, "agent_error")
+    deadline = time.time() + 10
+    while True:
+        r = s.post("faulty", {"input": "back"})
+        if r.status_code == 200:
+            break
+        assert time.time() < deadline, r.text
+        time.sleep(0.05)
+    assert r.json()["metadata"]["version"] == "1.0.0"
+    assert any("rolled back faulty from 2.0.0 to 1.0.0" in l.get("msg", "") for l in s.lines())
+    # no ping-pong: the restored version is not judged against the bad one
+    time.sleep(0.3)
+    assert s.get("/runtime/packages/faulty").json()["version"] == "1.0.0"
