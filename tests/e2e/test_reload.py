@@ -145,7 +145,11 @@ def test_kill_9_then_restart_restores_from_cache(server_factory, tmp_path):
         assert rec["state"] == "active" and rec["version"] == "1.0.1"
         assert rec["sha256"] == digest and rec["source"] == v2
         assert again.post("echo/shout", {"input": {"a": "b"}}).json()["output"] == {"a": "B"}
-        assert any(l.get("msg") == "restored 1 package(s) from the cache" for l in again.lines())
+        deadline = time.time() + 5
+        while not any(l.get("msg") == "restored 1 package(s) from the cache"
+                      for l in again.lines()):
+            assert time.time() < deadline
+            time.sleep(0.05)
     finally:
         again.stop()
 
@@ -246,7 +250,10 @@ def test_automatic_rollback(server_factory, tmp_path):
         assert time.time() < deadline, r.text
         time.sleep(0.05)
     assert r.json()["metadata"]["version"] == "1.0.0"
-    assert any("rolled back faulty from 2.0.0 to 1.0.0" in l.get("msg", "") for l in s.lines())
+    while not any("rolled back faulty from 2.0.0 to 1.0.0" in l.get("msg", "")
+                  for l in s.lines()):
+        assert time.time() < deadline
+        time.sleep(0.05)
     # no ping-pong: the restored version is not judged against the bad one
     time.sleep(0.3)
     assert s.get("/runtime/packages/faulty").json()["version"] == "1.0.0"
