@@ -575,6 +575,16 @@ int main(int argc, char **argv)
     }
     if (g_fd < 0 || root == NULL)
         die("--fd and --root are required");
+    /* nothing of the runtime's may leak into package code: keep 0-2 and the
+     * protocol socket, close every other inherited descriptor */
+    if (g_fd != 3) {
+        if (dup2(g_fd, 3) < 0)
+            die("cannot move the protocol socket to fd 3: %s", strerror(errno));
+        g_fd = 3;
+    }
+    if (close_range(4, ~0U, 0) != 0)
+        for (int fd = 4; fd < 1024; fd++)
+            close(fd);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (g_memory_mb) {
         /* before any package code runs: the package lives inside this limit */

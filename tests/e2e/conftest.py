@@ -139,8 +139,19 @@ def server_factory(tmp_path_factory):
         return s
 
     yield make
+    # stop every server, even when one of them fails its checks
+    failures = []
     for s in servers:
-        s.stop()
+        try:
+            s.stop()
+        except AssertionError as e:
+            failures.append(e)
+        finally:
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.wait()
+    if failures:
+        raise failures[0]
 
 
 def assert_error(resp, status, name):
