@@ -205,3 +205,12 @@ def test_in_process_trusted(server_factory):
     assert s.post("echo", {"input": {"a": "b"}}).json()["output"] == {"a": "b"}
     assert s.post("echo/shout", {"input": {"a": "b"}}).json()["output"] == {"a": "B"}
     assert_error(s.post("echo/upper", {"input": {}}), 404, "agent_not_found")
+
+
+def test_workers_inherit_no_runtime_descriptors(srv):
+    pid = srv.post("faulty/pid", {"input": None}).json()["output"]
+    fds = sorted(int(f) for f in os.listdir(f"/proc/{pid}/fd"))
+    # stdin (/dev/null), stdout+stderr (the output pipe), the protocol socket
+    assert fds[:4] == [0, 1, 2, 3], fds
+    targets = [os.readlink(f"/proc/{pid}/fd/{f}") for f in fds[4:]]
+    assert all(not t.startswith(("socket:", "pipe:")) for t in targets), targets
