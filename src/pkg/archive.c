@@ -1,11 +1,64 @@
 /*
- * pkg/archive.c — see archive.h.
+ * pkg/archive.c — APKG (ZIP) archives: load and digest, read one member, extract
+ * safely, pack deterministically (see archive.h).
  *
- * Extraction writes every file itself with openat(O_NOFOLLOW | O_EXCL) below
- * a directory descriptor of the destination, after checking the entry's path
- * lexically, so no symlink planted by an earlier entry can redirect a write.
- * Sizes are counted on the bytes actually decompressed, never on headers, so a
- * bomb is stopped at the cap rather than after filling the disk.
+ * Owns: every byte PAR reads from or writes to a ZIP. Called by
+ * runtime/deploy.c on a deploy thread and by the CLI (`par pack`, `par
+ * inspect`); never on an event-loop thread. Any thread: no global state, and
+ * every libarchive handle lives for one call. It must never write outside the
+ * directory it is given, follow a symlink while writing, or trust a size that
+ * a header claims.
+ *
+ * Reading. libarchive parses the ZIP: ZIP only, with the seekable reader, so
+ * the entries are the central directory's (the index every other ZIP tool
+ * lists), not whatever local headers a scan of the bytes would find. Before
+ * libarchive sees the bytes, cd_precheck() walks the central directory once,
+ * bounded by the buffer, and refuses what libarchive would silently paper
+ * over: a name holding a NUL byte (libarchive cuts it there; other tools do
+ * not), an entry whose local header names a different file than the central
+ * directory (PAR would extract one name while `unzip -l` or Python's zipfile
+ * show another; zipfile refuses such archives too), an empty name, and more
+ * entries than the cap (before libarchive allocates a record per entry). The
+ * walk only ever refuses: when it cannot make sense of the structure it
+ * leaves the verdict, and the error message, to libarchive.
+ * The seekable reader keeps one record per central-directory entry in memory
+ * (measured: about 90 bytes per entry, less than the entry's own size in the
+ * archive), so its memory is bounded by max_archive_bytes.
+ *
+ * Extraction. Each entry's name is checked lexically (canon_name: no absolute
+ * path, no `..` component, no backslash or control character, no empty name)
+ * and reduced to a canonical form ("./a//b/" → "a/b"); a set of canonical
+ * names refuses duplicates. Files are then written by this file itself:
+ * open_parent() walks from a descriptor of dest_dir one component at a time
+ * with O_NOFOLLOW (creating missing directories), and the leaf is created with
+ * O_CREAT|O_EXCL|O_NOFOLLOW, so no symlink, planted by an earlier entry or by
+ * anyone else, can redirect a write. (libarchive's archive_write_disk is not
+ * used: its SECURE_* flags check a path with lstat() and then open it by name,
+ * and it restores metadata — ACLs, xattrs, file flags — a package never needs.)
+ * Modes are normalised with fchmod, whatever the umask: 0644 files, 0755 when
+ * any execute bit was set, 0755 directories; no owner, setuid, setgid or sticky
+ * bit survives. Sizes are counted on the bytes actually decompressed, chunk by
+ * chunk, and checked before each chunk is written, so a bomb stops at the cap
+ * instead of after filling the disk (headers may lie; libarchive inflates past
+ * a declared size before it complains).
+ * Symlinks: each target must be relative and, resolved lexically from the
+ * link's directory, stay inside the tree. Because a target may pass through
+ * another link ("x" → "d/up/.." with "d/up" → ".."), a last pass resolves every
+ * link against the finished tree the way the kernel would, following links on
+ * the way, and refuses any that leaves it (or loops).
+ * Hard links, devices, FIFOs and sockets are refused. (libarchive's ZIP reader
+ * never reports hard links, and reports a FIFO mode as a regular file, which
+ * is then written as one; both rules stay for defence in depth.)
+ *
+ * Packing. The tree is walked with descriptors (O_NOFOLLOW), `.git` is skipped
+ * at any depth, entry names are sorted bytewise (directories end with '/'),
+ * files are deflated, symlinks and directories stored. Metadata is fixed so the
+ * bytes depend on names, contents and the execute bit only: uid/gid 0, no
+ * owner names, mtime 0 (the Unix epoch). libarchive writes the DOS date field
+ * in local time and clamps dates before 1980 to 1980-01-01 00:00:00; the epoch
+ * is before 1980 in every time zone, so the DOS field is the same whatever TZ
+ * says, and the UTC "UT" extra field holds 0. (Python's zipfile reports
+ * 1980-01-01 00:00:00.) Bytes are identical for the same libarchive and zlib.
  */
 #include "pkg/archive.h"
 
@@ -16,6 +69,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +78,58 @@
 
 #include <par/par.h>
 
+#define CHUNK (64u * 1024)
+/* The ratio cap applies only once this many bytes are out: a small package of
+ * text (a 600 KiB file of repeated lines deflates ~1000:1) is not a bomb, and
+ * a bomb is still stopped at max(RATIO_FLOOR, max_ratio × archive size). */
+#define RATIO_FLOOR (1ull << 20)
+/* Symlinks followed while resolving one link, as the kernel's MAXSYMLINKS. */
+#define MAX_LINK_HOPS 40
+
+/* ---- errors ---------------------------------------------------------------------- */
+
+__attribute__((format(printf, 2, 3))) static void errf(par_buf_t *err, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    par_buf_vappendf(err, fmt, ap);
+    va_end(ap);
+}
+
+/* One line `entry "NAME": <what>`. The name is escaped as a JSON string, so a
+ * hostile name (quotes, newlines, terminal escapes) cannot forge lines. */
+__attribute__((format(printf, 4, 5))) static void err_entry(par_buf_t *err, const char *name,
+                                                            size_t len, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    par_buf_appends(err, "entry ");
+    par_buf_append_json_str(err, name, len);
+    par_buf_appends(err, ": ");
+    va_list ap;
+    va_start(ap, fmt);
+    par_buf_vappendf(err, fmt, ap);
+    va_end(ap);
+    par_buf_appends(err, "\n");
+}
+
+static const char *ar_msg(struct archive *ar)
+{
+    const char *m = archive_error_string(ar);
+    return m ? m : "unknown libarchive error";
+}
+
+/* ---- limits and digests ---------------------------------------------------------- */
+
 void par_archive_limits_default(par_archive_limits_t *lim)
 {
     lim->max_archive_bytes = 512ull << 20;
     lim->max_entries = 10000;
     lim->max_total_bytes = 1ull << 30;
     lim->max_entry_bytes = 512ull << 20;
+    /* checked only past RATIO_FLOOR (1 MiB) of output; 0 turns the check off */
     lim->max_ratio = 200;
 }
 
@@ -45,82 +145,105 @@ static void to_hex(const unsigned char *d, size_t n, char *out)
 
 void par_sha256_hex(const void *data, size_t len, char out[65])
 {
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-    to_hex(md, 32, out);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        out[0] = '\0'; /* OpenSSL out of memory: an empty digest matches nothing */
+        return;
+    }
+    to_hex(md, n, out);
 }
 
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
                      par_buf_t *err)
 {
+    int rc = PAR_OK;
+    unsigned char *data = NULL;
+    EVP_MD_CTX *md = NULL;
     memset(out, 0, sizeof(*out));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        if (err)
-            par_buf_appendf(err, "%s: cannot open: %s\n", path, strerror(errno));
-        return PAR_E_IO;
+        errf(err, "%s: cannot open: %s\n", path, strerror(errno));
+        rc = PAR_E_IO;
+        goto out;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (err)
-            par_buf_appendf(err, "%s: not a regular file\n", path);
-        close(fd);
-        return PAR_E_INVALID_PACKAGE;
+    if (fstat(fd, &st) != 0) {
+        errf(err, "%s: cannot stat: %s\n", path, strerror(errno));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        errf(err, "%s: not a regular file (an .apkg is a ZIP file)\n", path);
+        rc = PAR_E_INVALID_PACKAGE;
+        goto out;
     }
     if ((uint64_t)st.st_size > lim->max_archive_bytes) {
-        if (err)
-            par_buf_appendf(err, "%s: %lld bytes, over the cap of %llu bytes\n", path,
-                            (long long)st.st_size, (unsigned long long)lim->max_archive_bytes);
-        close(fd);
-        return PAR_E_TOO_LARGE;
+        errf(err, "%s: %lld bytes, over the cap of %llu bytes for an archive\n", path,
+             (long long)st.st_size, (unsigned long long)lim->max_archive_bytes);
+        rc = PAR_E_TOO_LARGE;
+        goto out;
     }
-    size_t cap = (size_t)st.st_size;
-    unsigned char *data = malloc(cap + 1);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (data == NULL || md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        free(data);
-        EVP_MD_CTX_free(md);
-        close(fd);
-        return PAR_E_NO_MEMORY;
+    size_t size = (size_t)st.st_size;
+    /* one spare byte: reading into it means the file grew after fstat */
+    data = malloc(size + 1);
+    md = EVP_MD_CTX_new();
+    if (data == NULL || md == NULL) {
+        errf(err, "%s: out of memory for %zu bytes\n", path, size);
+        rc = PAR_E_NO_MEMORY;
+        goto out;
+    }
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        errf(err, "%s: SHA-256 is unavailable\n", path);
+        rc = PAR_E_INTERNAL;
+        goto out;
     }
     size_t len = 0;
-    int rc = PAR_OK;
     for (;;) {
-        /* read one byte past the size seen, to notice a file that grew */
-        ssize_t r = read(fd, data + len, cap + 1 - len);
+        ssize_t r = read(fd, data + len, size + 1 - len);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            if (err)
-                par_buf_appendf(err, "%s: read error: %s\n", path, strerror(errno));
+            errf(err, "%s: cannot read: %s\n", path, strerror(errno));
             rc = PAR_E_IO;
-            break;
+            goto out;
         }
         if (r == 0)
             break;
-        EVP_DigestUpdate(md, data + len, (size_t)r);
         len += (size_t)r;
-        if (len > cap) {
-            if (err)
-                par_buf_appendf(err, "%s: the file changed while it was read\n", path);
-            rc = PAR_E_IO;
+        if (len > size)
             break;
+        if (EVP_DigestUpdate(md, data + len - (size_t)r, (size_t)r) != 1) {
+            rc = PAR_E_INTERNAL;
+            goto out;
         }
     }
-    close(fd);
-    unsigned char digest[32];
+    if (len != size) {
+        errf(err,
+             "%s: the file %s while it was read (%zu bytes when opened); retry once it is "
+             "complete\n",
+             path, len > size ? "grew" : "shrank", size);
+        rc = PAR_E_IO;
+        goto out;
+    }
+    unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
-    EVP_DigestFinal_ex(md, digest, &dlen);
-    EVP_MD_CTX_free(md);
-    if (rc != PAR_OK) {
-        free(data);
-        return rc;
+    if (EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != 32) {
+        errf(err, "%s: SHA-256 failed\n", path);
+        rc = PAR_E_INTERNAL;
+        goto out;
     }
     out->data = data;
     out->len = len;
-    to_hex(digest, 32, out->sha256);
-    return PAR_OK;
+    to_hex(digest, dlen, out->sha256);
+    data = NULL;
+out:
+    if (fd >= 0)
+        close(fd);
+    EVP_MD_CTX_free(md);
+    free(data);
+    return rc;
 }
 
 void par_archive_bytes_free(par_archive_bytes_t *b)
@@ -128,462 +251,1102 @@ void par_archive_bytes_free(par_archive_bytes_t *b)
     free(b->data);
     b->data = NULL;
     b->len = 0;
+    b->sha256[0] = '\0';
 }
 
-static struct archive *open_reader(const par_archive_bytes_t *a)
+/* ---- central directory pre-check ------------------------------------------------- */
+
+static uint32_t rd16(const unsigned char *p)
 {
-    struct archive *ar = archive_read_new();
-    if (ar == NULL)
-        return NULL;
-    /* the central directory is authoritative: the seekable reader honours it */
-    archive_read_support_format_zip_seekable(ar);
-    archive_read_support_filter_none(ar);
-    if (archive_read_open_memory(ar, a->data, a->len) != ARCHIVE_OK) {
-        archive_read_free(ar);
-        return NULL;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8;
+}
+
+static uint32_t rd32(const unsigned char *p)
+{
+    return rd16(p) | rd16(p + 2) << 16;
+}
+
+static uint64_t rd64(const unsigned char *p)
+{
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+/* Where a central-directory record says its local header is: the 32-bit field,
+ * or the ZIP64 extra field (tag 1) when that holds 0xffffffff. UINT64_MAX when
+ * it cannot be told. */
+static uint64_t cd_local_offset(const unsigned char *rec)
+{
+    uint64_t lho = rd32(rec + 42);
+    if (lho != 0xffffffff)
+        return lho;
+    const unsigned char *x = rec + 46 + rd16(rec + 28), *end = x + rd16(rec + 30);
+    while (end - x >= 4) {
+        size_t tag = rd16(x), sz = rd16(x + 2);
+        if ((size_t)(end - x - 4) < sz)
+            break;
+        if (tag == 1) {
+            /* present in this order, each only when its 32-bit field is full */
+            size_t at =
+                4 + (rd32(rec + 24) == 0xffffffff ? 8 : 0) + (rd32(rec + 20) == 0xffffffff ? 8 : 0);
+            return at + 8 <= 4 + sz ? rd64(x + at) : UINT64_MAX;
+        }
+        x += 4 + sz;
     }
-    return ar;
+    return UINT64_MAX;
 }
 
-static const char *strip_dot(const char *p)
+/* See the top of the file. Record layouts: APPNOTE.TXT 4.3.7 (local header,
+ * 30 bytes + name), 4.3.12 (central directory header, 46 bytes + name + extra +
+ * comment), 4.3.14-16 (ZIP64 end record, locator, end record). The directory
+ * is found the way libarchive 3.6's seekable reader finds it, so both look at
+ * the same records: the last end record; the ZIP64 one when its locator sits
+ * right before and passes the same sanity checks (its offsets are then taken
+ * as they are); otherwise the directory ends where the end record starts and
+ * every offset is corrected by the distance between where the directory says
+ * it starts and where it is (so an archive with bytes prepended, a
+ * self-extractor, still checks). Records are read up to the first signature
+ * that is not a directory header, as libarchive does. */
+static int cd_precheck(const unsigned char *d, size_t len, uint64_t max_entries, par_buf_t *err)
 {
-    while (p[0] == '.' && p[1] == '/')
-        p += 2;
-    return p;
-}
-
-int par_archive_read_member(const par_archive_bytes_t *a, const char *name, size_t cap,
-                            par_buf_t *out, par_buf_t *err)
-{
-    par_buf_init(out, cap);
-    struct archive *ar = open_reader(a);
-    if (ar == NULL) {
-        if (err)
-            par_buf_appendf(err, "not a readable ZIP archive\n");
-        return PAR_E_INVALID_PACKAGE;
+    if (len < 22)
+        return PAR_OK;
+    size_t eocd = SIZE_MAX, lowest = len - 22 > 65535 ? len - 22 - 65535 : 0;
+    for (size_t p = len - 22 + 1; p-- > lowest;) {
+        if (memcmp(d + p, "PK\5\6", 4) == 0) {
+            eocd = p;
+            break;
+        }
     }
-    struct archive_entry *e;
-    int rc = PAR_E_NOT_FOUND, r;
-    while ((r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
-        const char *p = archive_entry_pathname(e);
-        if (p == NULL || strcmp(strip_dot(p), name) != 0)
-            continue;
-        char buf[16384];
-        ssize_t n;
-        rc = PAR_OK;
-        while ((n = archive_read_data(ar, buf, sizeof(buf))) > 0) {
-            if (par_buf_append(out, buf, (size_t)n) != PAR_OK) {
-                if (err)
-                    par_buf_appendf(err, "%s: larger than %zu bytes\n", name, cap);
-                rc = PAR_E_TOO_LARGE;
-                break;
+    if (eocd == SIZE_MAX)
+        return PAR_OK;
+    uint64_t cd_size = rd32(d + eocd + 12), cd_off = rd32(d + eocd + 16), cd;
+    int zip64 = 0;
+    if (eocd >= 20 && memcmp(d + eocd - 20, "PK\6\7", 4) == 0) {
+        uint64_t z = rd64(d + eocd - 12);
+        if (len >= 56 && z <= len - 56) {
+            uint64_t zsize = rd64(d + z + 4) + 12;
+            if (zsize >= 56 && zsize <= 16384 && rd32(d + z + 16) == 0 && rd32(d + z + 20) == 0 &&
+                rd64(d + z + 24) == rd64(d + z + 32)) {
+                zip64 = 1;
+                cd_off = rd64(d + z + 48);
             }
         }
-        if (n < 0) {
-            if (err)
-                par_buf_appendf(err, "%s: %s\n", name, archive_error_string(ar));
-            rc = PAR_E_INVALID_PACKAGE;
+    }
+    if (zip64) {
+        cd = cd_off;
+    } else {
+        if (cd_size > eocd)
+            return PAR_OK;
+        cd = eocd - cd_size;
+    }
+    uint64_t n = 0;
+    for (uint64_t p = cd; p <= len && len - p >= 4 && memcmp(d + p, "PK\1\2", 4) == 0;) {
+        if (len - p < 46)
+            return PAR_OK;
+        const unsigned char *rec = d + p;
+        size_t nlen = rd16(rec + 28), rest = nlen + rd16(rec + 30) + rd16(rec + 32);
+        if (len - p - 46 < rest)
+            return PAR_OK;
+        const char *name = (const char *)rec + 46;
+        if (++n > max_entries) {
+            errf(err, "more than %llu entries (zip bomb by count)\n",
+                 (unsigned long long)max_entries);
+            return PAR_E_UNSAFE_ARCHIVE;
         }
-        break;
+        if (nlen == 0) {
+            err_entry(err, "", 0, "empty name");
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+        if (memchr(name, '\0', nlen) != NULL) {
+            err_entry(err, name, nlen, "NUL byte in the name");
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+        /* unsigned wrap-around does the (signed) correction; a wild value fails the bound */
+        uint64_t lho = cd_local_offset(rec), lh = lho + cd - cd_off;
+        if (lho != UINT64_MAX && len >= 30 && lh <= len - 30 && memcmp(d + lh, "PK\3\4", 4) == 0) {
+            size_t lnlen = rd16(d + lh + 26);
+            if (lnlen <= len - lh - 30 && (lnlen != nlen || memcmp(d + lh + 30, name, nlen) != 0)) {
+                par_buf_t local;
+                par_buf_init(&local, 0);
+                par_buf_append_json_str(&local, (const char *)d + lh + 30, lnlen);
+                par_buf_terminate(&local);
+                err_entry(err, name, nlen,
+                          "its local header names it %s: the central directory and the data "
+                          "disagree",
+                          local.data ? local.data : "?");
+                par_buf_free(&local);
+                return PAR_E_UNSAFE_ARCHIVE;
+            }
+        }
+        p += 46 + rest;
     }
-    if (r != ARCHIVE_OK && r != ARCHIVE_EOF && rc == PAR_E_NOT_FOUND) {
-        if (err)
-            par_buf_appendf(err, "not a readable ZIP archive: %s\n", archive_error_string(ar));
-        rc = PAR_E_INVALID_PACKAGE;
-    }
-    archive_read_free(ar);
-    return rc;
+    return PAR_OK;
 }
 
-/* Lexical path check. Returns NULL when the path is safe, else the rule broken. */
-static const char *path_rule(const char *p)
+static int open_reader(const par_archive_bytes_t *a, uint64_t max_entries, struct archive **out,
+                       par_buf_t *err)
 {
-    if (p[0] == '\0')
+    *out = NULL;
+    int rc = cd_precheck(a->data, a->len, max_entries, err);
+    if (rc != PAR_OK)
+        return rc;
+    struct archive *ar = archive_read_new();
+    if (ar == NULL) {
+        errf(err, "out of memory\n");
+        return PAR_E_NO_MEMORY;
+    }
+    /* ZIP only, and the seekable reader: the central directory is authoritative */
+    if (archive_read_support_format_zip_seekable(ar) != ARCHIVE_OK ||
+        archive_read_open_memory(ar, a->data, a->len) != ARCHIVE_OK) {
+        errf(err, "not a readable ZIP archive: %s\n", ar_msg(ar));
+        archive_read_free(ar);
+        return PAR_E_INVALID_PACKAGE;
+    }
+    *out = ar;
+    return PAR_OK;
+}
+
+/* ---- names ----------------------------------------------------------------------- */
+
+/* Checks an entry name against the path rules and writes its canonical form
+ * to `out` (no "./" or "." components, no empty components, no trailing '/';
+ * "" for the package root). Returns NULL when the name is safe, else the rule
+ * it breaks. */
+static const char *canon_name(const char *raw, char *out, size_t outsz)
+{
+    if (raw[0] == '\0')
         return "empty name";
-    if (p[0] == '/')
+    if (raw[0] == '/')
         return "absolute path";
-    if (strchr(p, '\\'))
-        return "backslash in the name";
-    const char *s = p;
-    while (*s) {
-        const char *slash = strchr(s, '/');
-        size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    for (const unsigned char *c = (const unsigned char *)raw; *c; c++) {
+        if (*c == '\\')
+            return "backslash in the name";
+        if (*c < 0x20 || *c == 0x7f)
+            return "control character in the name";
+    }
+    size_t o = 0;
+    for (const char *s = raw; *s;) {
+        const char *e = strchrnul(s, '/');
+        size_t n = (size_t)(e - s);
         if (n == 2 && s[0] == '.' && s[1] == '.')
             return "path escapes the package (..)";
-        if (!slash)
-            break;
-        s = slash + 1;
+        if (n > NAME_MAX)
+            return "a path component is longer than 255 bytes";
+        if (n > 0 && !(n == 1 && s[0] == '.')) {
+            if (o + 1 + n >= outsz || o + 1 + n >= PATH_MAX)
+                return "name too long";
+            if (o > 0)
+                out[o++] = '/';
+            memcpy(out + o, s, n);
+            o += n;
+        }
+        s = *e ? e + 1 : e;
     }
+    out[o] = '\0';
     return NULL;
 }
 
-/* Does a symlink at `path` with target `target` stay inside the tree? */
-static int link_stays_inside(const char *path, const char *target)
+/* Does `target`, read from the directory holding `name` (canonical), stay
+ * inside the tree when resolved lexically? */
+static int link_lexically_inside(const char *name, const char *target)
 {
     if (target[0] == '/' || target[0] == '\0')
         return 0;
-    int depth = 0;
-    for (const char *s = path; *s; s++)
-        if (*s == '/')
-            depth++;
-    const char *s = target;
-    while (*s) {
-        const char *slash = strchr(s, '/');
-        size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    long depth = 0;
+    for (const char *s = name; *s; s++)
+        depth += *s == '/';
+    for (const char *s = target; *s;) {
+        const char *e = strchrnul(s, '/');
+        size_t n = (size_t)(e - s);
         if (n == 2 && s[0] == '.' && s[1] == '.') {
             if (--depth < 0)
                 return 0;
         } else if (n > 0 && !(n == 1 && s[0] == '.')) {
             depth++;
         }
-        if (!slash)
-            break;
-        s = slash + 1;
+        s = *e ? e + 1 : e;
     }
     return 1;
 }
 
-/* Creates the parent directories of `rel` below dirfd, refusing symlinks. */
-static int make_parents(int dirfd, const char *rel)
+/* Resolves the symlink `name` (canonical, below `root`) the way the kernel
+ * would, following every link met on the way. Returns NULL when the
+ * resolution never leaves root, else why it is refused. Components that do not
+ * exist are resolved lexically (nothing below them can be a link). */
+static const char *link_physically_inside(int root, const char *name)
 {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s", rel);
-    for (char *p = tmp; (p = strchr(p, '/')) != NULL; p++) {
-        *p = '\0';
-        if (mkdirat(dirfd, tmp, 0755) != 0 && errno != EEXIST)
-            return -1;
+    const char *why = NULL;
+    char cur[PATH_MAX], target[PATH_MAX];
+    char *rest = NULL;
+    int hops = 0;
+
+    /* cur: the resolved directory so far, canonical ("" = root) */
+    snprintf(cur, sizeof(cur), "%s", name);
+    char *slash = strrchr(cur, '/');
+    size_t clen = slash ? (size_t)(slash - cur) : 0;
+    cur[clen] = '\0';
+    ssize_t tn = readlinkat(root, name, target, sizeof(target) - 1);
+    if (tn < 0)
+        return "cannot read the link back";
+    target[tn] = '\0';
+    if ((rest = strdup(target)) == NULL)
+        return "out of memory";
+
+    for (char *s = rest; *s;) {
+        char *e = strchrnul(s, '/');
+        size_t n = (size_t)(e - s);
+        char *next = *e ? e + 1 : e;
+        if (n == 0 || (n == 1 && s[0] == '.')) {
+            s = next;
+            continue;
+        }
+        if (n == 2 && s[0] == '.' && s[1] == '.') {
+            if (clen == 0) {
+                why = "its target leaves the package (through other links)";
+                goto out;
+            }
+            char *up = memrchr(cur, '/', clen);
+            clen = up ? (size_t)(up - cur) : 0;
+            cur[clen] = '\0';
+            s = next;
+            continue;
+        }
+        size_t before = clen;
+        if (clen + 1 + n >= sizeof(cur)) {
+            why = "its target is too long";
+            goto out;
+        }
+        if (clen > 0)
+            cur[clen++] = '/';
+        memcpy(cur + clen, s, n);
+        clen += n;
+        cur[clen] = '\0';
         struct stat st;
-        if (fstatat(dirfd, tmp, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) {
-            errno = ENOTDIR;
+        if (fstatat(root, cur, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(st.st_mode)) {
+            s = next;
+            continue;
+        }
+        if (++hops > MAX_LINK_HOPS) {
+            why = "symlink loop";
+            goto out;
+        }
+        tn = readlinkat(root, cur, target, sizeof(target) - 1);
+        if (tn < 0) {
+            why = "cannot read a link on its path";
+            goto out;
+        }
+        target[tn] = '\0';
+        if (target[0] == '/') {
+            why = "its target leaves the package (through an absolute link)";
+            goto out;
+        }
+        clen = before;
+        cur[clen] = '\0';
+        /* continue with the link's target, then what followed the link */
+        size_t tl = (size_t)tn, nl = strlen(next);
+        char *joined = malloc(tl + 1 + nl + 1);
+        if (joined == NULL) {
+            why = "out of memory";
+            goto out;
+        }
+        memcpy(joined, target, tl);
+        joined[tl] = '/';
+        memcpy(joined + tl + 1, next, nl + 1);
+        free(rest);
+        rest = joined;
+        s = rest;
+    }
+out:
+    free(rest);
+    return why;
+}
+
+/* ---- small containers ------------------------------------------------------------ */
+
+/* A set of strings (open addressing) for duplicate names. */
+typedef struct name_set {
+    char **slots;
+    size_t cap, n;
+} name_set_t;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* 1 added, 0 already there, -1 out of memory. */
+static int set_add(name_set_t *set, const char *name)
+{
+    if (2 * (set->n + 1) > set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 64;
+        char **ns = calloc(ncap, sizeof(char *));
+        if (ns == NULL)
+            return -1;
+        for (size_t i = 0; i < set->cap; i++) {
+            if (set->slots[i] == NULL)
+                continue;
+            size_t j = hash_str(set->slots[i]) & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            ns[j] = set->slots[i];
+        }
+        free(set->slots);
+        set->slots = ns;
+        set->cap = ncap;
+    }
+    size_t j = hash_str(name) & (set->cap - 1);
+    for (; set->slots[j]; j = (j + 1) & (set->cap - 1))
+        if (strcmp(set->slots[j], name) == 0)
+            return 0;
+    if ((set->slots[j] = strdup(name)) == NULL)
+        return -1;
+    set->n++;
+    return 1;
+}
+
+static void set_free(name_set_t *set)
+{
+    for (size_t i = 0; i < set->cap; i++)
+        free(set->slots[i]);
+    free(set->slots);
+}
+
+typedef struct str_list {
+    char **items;
+    size_t n, cap;
+} str_list_t;
+
+static int list_add(str_list_t *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 32;
+        char **ni = realloc(l->items, ncap * sizeof(char *));
+        if (ni == NULL)
+            return -1;
+        l->items = ni;
+        l->cap = ncap;
+    }
+    if ((l->items[l->n] = strdup(s)) == NULL)
+        return -1;
+    l->n++;
+    return 0;
+}
+
+static void list_free(str_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+}
+
+/* ---- read one member ------------------------------------------------------------- */
+
+int par_archive_read_member(const par_archive_bytes_t *a, const char *name, size_t cap,
+                            par_buf_t *out, par_buf_t *err)
+{
+    /* cap 0 means no cap, as for par_buf_t */
+    par_buf_init(out, cap);
+    char want[PATH_MAX], have[PATH_MAX];
+    if (canon_name(name, want, sizeof(want)) != NULL || want[0] == '\0') {
+        errf(err, "%s: not a valid member name\n", name);
+        return PAR_E_NOT_FOUND;
+    }
+    struct archive *ar = NULL;
+    int rc = open_reader(a, UINT64_MAX, &ar, err);
+    if (rc != PAR_OK)
+        return rc;
+    char *buf = malloc(CHUNK);
+    if (buf == NULL) {
+        rc = PAR_E_NO_MEMORY;
+        goto out;
+    }
+    int found = 0, r;
+    struct archive_entry *e;
+    /* every header is read, not just up to the member: a second entry of the
+     * same name is refused rather than silently shadowed */
+    while ((r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
+        const char *p = archive_entry_pathname(e);
+        if (p == NULL || canon_name(p, have, sizeof(have)) != NULL || strcmp(have, want) != 0)
+            continue;
+        if (found) {
+            err_entry(err, p, strlen(p), "appears twice in the archive");
+            rc = PAR_E_INVALID_PACKAGE;
+            goto out;
+        }
+        found = 1;
+        if (archive_entry_filetype(e) != AE_IFREG) {
+            err_entry(err, p, strlen(p), "not a regular file");
+            rc = PAR_E_INVALID_PACKAGE;
+            goto out;
+        }
+        ssize_t n;
+        while ((n = archive_read_data(ar, buf, CHUNK)) > 0) {
+            if (par_buf_append(out, buf, (size_t)n) != PAR_OK) {
+                err_entry(err, p, strlen(p), "larger than %zu bytes", cap);
+                rc = PAR_E_TOO_LARGE;
+                goto out;
+            }
+        }
+        if (n < 0) {
+            err_entry(err, p, strlen(p), "%s (truncated or corrupt archive)", ar_msg(ar));
+            rc = PAR_E_INVALID_PACKAGE;
+            goto out;
+        }
+    }
+    if (r != ARCHIVE_EOF) {
+        errf(err, "corrupt or truncated archive: %s\n", ar_msg(ar));
+        rc = PAR_E_INVALID_PACKAGE;
+        goto out;
+    }
+    rc = found ? PAR_OK : PAR_E_NOT_FOUND;
+out:
+    if (rc != PAR_OK)
+        par_buf_reset(out);
+    free(buf);
+    archive_read_free(ar);
+    return rc;
+}
+
+/* ---- extraction ------------------------------------------------------------------ */
+
+typedef struct extract_ctx {
+    struct archive *ar;
+    int root;    /* dest_dir */
+    size_t alen; /* archive bytes, for the ratio */
+    const par_archive_limits_t *lim;
+    uint64_t total; /* uncompressed bytes written so far */
+    name_set_t seen;
+    str_list_t links;
+    char *buf;
+    par_buf_t *err;
+} extract_ctx_t;
+
+/* Opens the directory that will hold `name` (canonical, below `root`),
+ * creating missing directories (0755) and following no symlink. Sets *leaf to
+ * the last component. Returns a descriptor, or -1 with errno set. */
+static int open_parent(int root, char *name, const char **leaf)
+{
+    int cur = fcntl(root, F_DUPFD_CLOEXEC, 0);
+    if (cur < 0)
+        return -1;
+    char *s = name, *slash;
+    while ((slash = strchr(s, '/')) != NULL) {
+        *slash = '\0';
+        int created = mkdirat(cur, s, 0700) == 0;
+        int next = -1;
+        if (created || errno == EEXIST)
+            next = openat(cur, s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        *slash = '/';
+        if (next >= 0 && created && fchmod(next, 0755) != 0) {
+            close(next);
+            next = -1;
+        }
+        int saved = errno;
+        close(cur);
+        if (next < 0) {
+            errno = saved;
             return -1;
         }
-        *p = '/';
+        cur = next;
+        s = slash + 1;
+    }
+    *leaf = s;
+    return cur;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
     }
     return 0;
 }
 
-/* Opens `rel` below dirfd for writing without following any symlink on the way. */
-static int open_beneath(int dirfd, const char *rel, mode_t mode)
+static int over_ratio(uint64_t total, size_t alen, uint32_t max_ratio)
 {
-    int cur = dup(dirfd);
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s", rel);
-    char *s = tmp;
-    for (char *slash; (slash = strchr(s, '/')) != NULL; s = slash + 1) {
-        *slash = '\0';
-        int next = openat(cur, s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        close(cur);
-        if (next < 0)
-            return -1;
-        cur = next;
+    if (max_ratio == 0 || total <= RATIO_FLOOR)
+        return 0;
+    return total > (uint64_t)max_ratio * (alen ? alen : 1);
+}
+
+/* Streams the current entry's data into `fd`, enforcing every size cap on the
+ * bytes actually decompressed. */
+static int write_data(extract_ctx_t *x, const char *raw, int fd)
+{
+    const par_archive_limits_t *lim = x->lim;
+    size_t rl = strlen(raw);
+    uint64_t size = 0;
+    for (;;) {
+        ssize_t n = archive_read_data(x->ar, x->buf, CHUNK);
+        if (n == 0)
+            return PAR_OK;
+        if (n < 0) {
+            err_entry(x->err, raw, rl, "%s (truncated or corrupt archive)", ar_msg(x->ar));
+            return PAR_E_INVALID_PACKAGE;
+        }
+        size += (uint64_t)n;
+        x->total += (uint64_t)n;
+        if (size > lim->max_entry_bytes) {
+            err_entry(x->err, raw, rl, "more than %llu bytes uncompressed (cap per entry)",
+                      (unsigned long long)lim->max_entry_bytes);
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+        if (x->total > lim->max_total_bytes) {
+            err_entry(x->err, raw, rl,
+                      "the archive holds more than %llu bytes uncompressed in total",
+                      (unsigned long long)lim->max_total_bytes);
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+        if (over_ratio(x->total, x->alen, lim->max_ratio)) {
+            err_entry(x->err, raw, rl,
+                      "compression ratio over %u:1 (%llu bytes out of a %zu-byte archive; zip "
+                      "bomb)",
+                      lim->max_ratio, (unsigned long long)x->total, x->alen);
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+        if (write_all(fd, x->buf, (size_t)n) != 0) {
+            err_entry(x->err, raw, rl, "cannot write: %s", strerror(errno));
+            return PAR_E_IO;
+        }
     }
-    int fd = openat(cur, s, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    close(cur);
-    return fd;
+}
+
+static const char *special_kind(mode_t type)
+{
+    switch (type) {
+    case AE_IFCHR:
+        return "character device";
+    case AE_IFBLK:
+        return "block device";
+    case AE_IFIFO:
+        return "FIFO";
+    case AE_IFSOCK:
+        return "socket";
+    default:
+        return "file of unknown type";
+    }
+}
+
+static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
+{
+    const char *raw = archive_entry_pathname(e);
+    if (raw == NULL) {
+        errf(x->err, "an entry has no name libarchive can read\n");
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    size_t rl = strlen(raw);
+    char name[PATH_MAX];
+    const char *rule = canon_name(raw, name, sizeof(name));
+    if (rule != NULL) {
+        err_entry(x->err, raw, rl, "%s", rule);
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    mode_t type = archive_entry_filetype(e);
+    if (name[0] == '\0') {
+        if (type == AE_IFDIR)
+            return PAR_OK; /* "./": the root, which exists */
+        err_entry(x->err, raw, rl, "names the package root");
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    if (archive_entry_hardlink(e) != NULL) {
+        err_entry(x->err, raw, rl, "hard links are not allowed");
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+        err_entry(x->err, raw, rl, "special files (%s) are not allowed", special_kind(type));
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    const char *target = NULL;
+    if (type == AE_IFLNK) {
+        target = archive_entry_symlink(e);
+        if (target == NULL || target[0] == '\0') {
+            err_entry(x->err, raw, rl, "symlink without a target");
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+        if (strlen(target) >= PATH_MAX || !link_lexically_inside(name, target)) {
+            err_entry(x->err, raw, rl, "symlink to \"%s\" leaves the package", target);
+            return PAR_E_UNSAFE_ARCHIVE;
+        }
+    }
+    switch (set_add(&x->seen, name)) {
+    case -1:
+        errf(x->err, "out of memory\n");
+        return PAR_E_NO_MEMORY;
+    case 0:
+        err_entry(x->err, raw, rl, "duplicate entry (an earlier entry has the same path)");
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+
+    const char *leaf;
+    int dfd = open_parent(x->root, name, &leaf);
+    if (dfd < 0) {
+        int unsafe = errno == ELOOP || errno == ENOTDIR || errno == EEXIST;
+        err_entry(x->err, raw, rl, "cannot create its directory: %s",
+                  unsafe ? "a parent is a symlink or a file" : strerror(errno));
+        return unsafe ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
+    }
+    int rc = PAR_OK;
+    if (type == AE_IFDIR) {
+        /* the directory may already exist as the parent of an earlier entry */
+        if (mkdirat(dfd, leaf, 0700) != 0 && errno != EEXIST) {
+            err_entry(x->err, raw, rl, "cannot create: %s", strerror(errno));
+            rc = PAR_E_IO;
+            goto out;
+        }
+        int fd = openat(dfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            err_entry(x->err, raw, rl, "conflicts with an earlier entry (not a directory)");
+            rc = PAR_E_UNSAFE_ARCHIVE;
+            goto out;
+        }
+        if (fchmod(fd, 0755) != 0) {
+            err_entry(x->err, raw, rl, "cannot set its mode: %s", strerror(errno));
+            rc = PAR_E_IO;
+        }
+        close(fd);
+    } else if (type == AE_IFLNK) {
+        if (symlinkat(target, dfd, leaf) != 0) {
+            int exists = errno == EEXIST;
+            err_entry(x->err, raw, rl, "cannot create the symlink: %s",
+                      exists ? "conflicts with an earlier entry" : strerror(errno));
+            rc = exists ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
+            goto out;
+        }
+        if (list_add(&x->links, name) != 0) {
+            errf(x->err, "out of memory\n");
+            rc = PAR_E_NO_MEMORY;
+        }
+    } else {
+        int fd = openat(dfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            int exists = errno == EEXIST;
+            err_entry(x->err, raw, rl, "cannot create: %s",
+                      exists ? "conflicts with an earlier entry" : strerror(errno));
+            rc = exists ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
+            goto out;
+        }
+        rc = write_data(x, raw, fd);
+        mode_t mode = (archive_entry_perm(e) & 0111) ? 0755 : 0644;
+        if (rc == PAR_OK && fchmod(fd, mode) != 0) {
+            err_entry(x->err, raw, rl, "cannot set its mode: %s", strerror(errno));
+            rc = PAR_E_IO;
+        }
+        if (close(fd) != 0 && rc == PAR_OK) {
+            err_entry(x->err, raw, rl, "cannot write: %s", strerror(errno));
+            rc = PAR_E_IO;
+        }
+    }
+out:
+    close(dfd);
+    return rc;
+}
+
+static int dir_is_empty(int fd)
+{
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0)
+        return -1;
+    DIR *d = fdopendir(dup_fd);
+    if (d == NULL) {
+        close(dup_fd);
+        return -1;
+    }
+    int empty = 1;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = 0;
+            break;
+        }
+    closedir(d);
+    return empty;
 }
 
 int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
                         const par_archive_limits_t *lim, par_buf_t *err)
 {
-    struct archive *ar = open_reader(a);
-    if (ar == NULL) {
-        if (err)
-            par_buf_appendf(err, "not a readable ZIP archive\n");
-        return PAR_E_INVALID_PACKAGE;
-    }
-    int dirfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0) {
-        if (err)
-            par_buf_appendf(err, "%s: %s\n", dest_dir, strerror(errno));
-        archive_read_free(ar);
-        return PAR_E_IO;
-    }
-    uint64_t entries = 0, total = 0;
+    extract_ctx_t x = {.root = -1, .alen = a->len, .lim = lim, .err = err};
     int rc = PAR_OK, r;
+
+    x.root = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (x.root < 0) {
+        errf(err, "%s: cannot open: %s\n", dest_dir, strerror(errno));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    int empty = dir_is_empty(x.root);
+    if (empty != 1) {
+        errf(err, "%s: %s\n", dest_dir,
+             empty < 0 ? strerror(errno) : "not empty (extraction needs an empty directory)");
+        rc = empty < 0 ? PAR_E_IO : PAR_E_INVALID_ARGUMENT;
+        goto out;
+    }
+    if ((rc = open_reader(a, lim->max_entries, &x.ar, err)) != PAR_OK)
+        goto out;
+    if ((x.buf = malloc(CHUNK)) == NULL) {
+        rc = PAR_E_NO_MEMORY;
+        goto out;
+    }
+    uint64_t entries = 0;
     struct archive_entry *e;
-    char *buf = malloc(65536);
-    while (rc == PAR_OK && (r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
-        const char *raw = archive_entry_pathname(e);
-        if (raw == NULL) {
-            if (err)
-                par_buf_appendf(err, "an entry has no readable name\n");
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        const char *p = strip_dot(raw);
-        char name[PATH_MAX];
-        snprintf(name, sizeof(name), "%s", p);
-        size_t nl = strlen(name);
-        while (nl > 0 && name[nl - 1] == '/')
-            name[--nl] = '\0';
-        if (++entries > lim->max_entries) {
-            if (err)
-                par_buf_appendf(err, "more than %llu entries (zip bomb by count)\n",
-                                (unsigned long long)lim->max_entries);
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        const char *rule = path_rule(p);
-        if (rule == NULL && nl == 0)
-            continue; /* "./" */
-        if (rule) {
-            if (err)
-                par_buf_appendf(err, "entry \"%s\": %s\n", raw, rule);
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        if (archive_entry_hardlink(e)) {
-            if (err)
-                par_buf_appendf(err, "entry \"%s\": hard links are not allowed\n", raw);
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        mode_t type = archive_entry_filetype(e);
-        if (make_parents(dirfd, name) != 0) {
-            if (err)
-                par_buf_appendf(err, "entry \"%s\": cannot create its directory (%s)\n", raw,
-                                strerror(errno));
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        if (type == AE_IFDIR) {
-            if (mkdirat(dirfd, name, 0755) != 0 && errno != EEXIST) {
-                if (err)
-                    par_buf_appendf(err, "entry \"%s\": %s\n", raw, strerror(errno));
-                rc = PAR_E_IO;
-            }
-            continue;
-        }
-        if (type == AE_IFLNK) {
-            const char *target = archive_entry_symlink(e);
-            if (target == NULL || !link_stays_inside(name, target)) {
-                if (err)
-                    par_buf_appendf(err, "entry \"%s\": symlink to \"%s\" leaves the package\n",
-                                    raw, target ? target : "");
-                rc = PAR_E_UNSAFE_ARCHIVE;
-                break;
-            }
-            if (symlinkat(target, dirfd, name) != 0) {
-                if (err)
-                    par_buf_appendf(err, "entry \"%s\": %s\n", raw,
-                                    errno == EEXIST ? "duplicate entry" : strerror(errno));
-                rc = errno == EEXIST ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
-            }
-            continue;
-        }
-        if (type != AE_IFREG) {
-            if (err)
-                par_buf_appendf(err, "entry \"%s\": special files are not allowed\n", raw);
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        mode_t mode = (archive_entry_perm(e) & 0111) ? 0755 : 0644;
-        int fd = open_beneath(dirfd, name, mode);
-        if (fd < 0) {
-            if (err)
-                par_buf_appendf(err, "entry \"%s\": %s\n", raw,
-                                errno == EEXIST ? "duplicate entry" : strerror(errno));
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            break;
-        }
-        uint64_t this_entry = 0;
-        ssize_t n;
-        while ((n = archive_read_data(ar, buf, 65536)) > 0) {
-            this_entry += (uint64_t)n;
-            total += (uint64_t)n;
-            if (this_entry > lim->max_entry_bytes) {
-                if (err)
-                    par_buf_appendf(err, "entry \"%s\": more than %llu bytes uncompressed\n", raw,
-                                    (unsigned long long)lim->max_entry_bytes);
-                rc = PAR_E_UNSAFE_ARCHIVE;
-                break;
-            }
-            if (total > lim->max_total_bytes) {
-                if (err)
-                    par_buf_appendf(err, "more than %llu bytes uncompressed in total\n",
-                                    (unsigned long long)lim->max_total_bytes);
-                rc = PAR_E_UNSAFE_ARCHIVE;
-                break;
-            }
-            /* the ratio applies past 1 MiB so small compressible text is fine */
-            if (total > (1u << 20) && total / (a->len ? a->len : 1) > lim->max_ratio) {
-                if (err)
-                    par_buf_appendf(err, "compression ratio over %u:1 (zip bomb)\n",
-                                    lim->max_ratio);
-                rc = PAR_E_UNSAFE_ARCHIVE;
-                break;
-            }
-            if (write(fd, buf, (size_t)n) != n) {
-                if (err)
-                    par_buf_appendf(err, "entry \"%s\": write: %s\n", raw, strerror(errno));
-                rc = PAR_E_IO;
-                break;
-            }
-        }
-        close(fd);
-        if (rc == PAR_OK && n < 0) {
-            if (err)
-                par_buf_appendf(err, "entry \"%s\": %s (truncated or corrupt archive)\n", raw,
-                                archive_error_string(ar));
+    while ((r = archive_read_next_header(x.ar, &e)) != ARCHIVE_EOF) {
+        /* ARCHIVE_WARN included: a package is either clean or refused */
+        if (r != ARCHIVE_OK) {
+            errf(err, "corrupt or truncated archive: %s\n", ar_msg(x.ar));
             rc = PAR_E_INVALID_PACKAGE;
+            goto out;
+        }
+        if (++entries > lim->max_entries) {
+            errf(err, "more than %llu entries (zip bomb by count)\n",
+                 (unsigned long long)lim->max_entries);
+            rc = PAR_E_UNSAFE_ARCHIVE;
+            goto out;
+        }
+        if ((rc = extract_entry(&x, e)) != PAR_OK)
+            goto out;
+    }
+    /* the tree is complete: now links can be followed through each other */
+    for (size_t i = 0; i < x.links.n; i++) {
+        const char *why = link_physically_inside(x.root, x.links.items[i]);
+        if (why != NULL) {
+            err_entry(err, x.links.items[i], strlen(x.links.items[i]), "symlink refused: %s", why);
+            rc = PAR_E_UNSAFE_ARCHIVE;
+            goto out;
         }
     }
-    if (rc == PAR_OK && r != ARCHIVE_EOF) {
-        if (err)
-            par_buf_appendf(err, "corrupt or truncated archive: %s\n", archive_error_string(ar));
-        rc = PAR_E_INVALID_PACKAGE;
-    }
-    free(buf);
-    close(dirfd);
-    archive_read_free(ar);
+out:
+    free(x.buf);
+    set_free(&x.seen);
+    list_free(&x.links);
+    archive_read_free(x.ar);
+    if (x.root >= 0)
+        close(x.root);
     return rc;
 }
 
-/* ---- pack ------------------------------------------------------------------------- */
+/* ---- pack ------------------------------------------------------------------------ */
 
-typedef struct plist {
-    char **items;
+typedef struct pack_item {
+    char *name; /* name in the archive; directories end with '/' */
+    mode_t type;
+} pack_item_t;
+
+typedef struct pack_ctx {
+    int root;
+    const char *dir;
+    pack_item_t *items;
     size_t n, cap;
-} plist_t;
+    struct stat skip[2]; /* the output file and its .tmp, when they are inside dir */
+    int nskip;
+    par_buf_t *err;
+} pack_ctx_t;
 
-static int collect(const char *root, const char *rel, plist_t *l, par_buf_t *err)
+static int add_item(pack_ctx_t *p, const char *name, mode_t type)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
-    DIR *d = opendir(path);
+    if (p->n == p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 64;
+        pack_item_t *ni = realloc(p->items, ncap * sizeof(*ni));
+        if (ni == NULL)
+            return PAR_E_NO_MEMORY;
+        p->items = ni;
+        p->cap = ncap;
+    }
+    if ((p->items[p->n].name = strdup(name)) == NULL)
+        return PAR_E_NO_MEMORY;
+    p->items[p->n++].type = type;
+    return PAR_OK;
+}
+
+/* Collects the entries below `rel` ("" for the root). */
+static int collect(pack_ctx_t *p, const char *rel)
+{
+    int fd = rel[0] ? openat(p->root, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    : fcntl(p->root, F_DUPFD_CLOEXEC, 0);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (d == NULL) {
-        par_buf_appendf(err, "%s: %s\n", path, strerror(errno));
+        errf(p->err, "%s/%s: cannot open: %s\n", p->dir, rel, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return PAR_E_IO;
     }
-    struct dirent *de;
     int rc = PAR_OK;
-    while (rc == PAR_OK && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+    struct dirent *de;
+    char sub[PATH_MAX], canon[PATH_MAX];
+    while (rc == PAR_OK && (errno = 0, de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            strcmp(de->d_name, ".git") == 0)
             continue;
-        if (rel[0] == '\0' && strcmp(de->d_name, ".git") == 0)
-            continue;
-        char sub[PATH_MAX];
-        snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
-        char full[PATH_MAX * 2];
-        snprintf(full, sizeof(full), "%s/%s", root, sub);
-        struct stat st;
-        if (lstat(full, &st) != 0)
-            continue;
-        if (l->n == l->cap) {
-            l->cap = l->cap ? l->cap * 2 : 64;
-            l->items = realloc(l->items, l->cap * sizeof(char *));
+        if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name) >=
+            sizeof(sub) - 1) {
+            errf(p->err, "%s/%s/%s: path too long\n", p->dir, rel, de->d_name);
+            rc = PAR_E_INVALID_PACKAGE;
+            break;
         }
-        l->items[l->n++] = strdup(sub);
-        if (S_ISDIR(st.st_mode))
-            rc = collect(root, sub, l, err);
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            errf(p->err, "%s/%s: %s\n", p->dir, sub, strerror(errno));
+            rc = PAR_E_IO;
+            break;
+        }
+        int skip = 0;
+        for (int i = 0; i < p->nskip; i++)
+            skip |= st.st_dev == p->skip[i].st_dev && st.st_ino == p->skip[i].st_ino;
+        if (skip)
+            continue;
+        /* what extraction would refuse is refused here, with the reason */
+        const char *rule = canon_name(sub, canon, sizeof(canon));
+        if (rule != NULL) {
+            errf(p->err, "%s: ", p->dir);
+            err_entry(p->err, sub, strlen(sub), "%s (PAR refuses such names when extracting)",
+                      rule);
+            rc = PAR_E_INVALID_PACKAGE;
+            break;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            char dname[PATH_MAX + 1];
+            snprintf(dname, sizeof(dname), "%s/", sub);
+            if ((rc = add_item(p, dname, AE_IFDIR)) == PAR_OK)
+                rc = collect(p, sub);
+        } else if (S_ISREG(st.st_mode)) {
+            rc = add_item(p, sub, AE_IFREG);
+        } else if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t tn = readlinkat(p->root, sub, target, sizeof(target) - 1);
+            if (tn < 0) {
+                errf(p->err, "%s/%s: cannot read the link: %s\n", p->dir, sub, strerror(errno));
+                rc = PAR_E_IO;
+                break;
+            }
+            target[tn] = '\0';
+            const char *why = link_lexically_inside(sub, target)
+                                  ? link_physically_inside(p->root, sub)
+                                  : "its target leaves the package directory";
+            if (why != NULL) {
+                errf(p->err, "%s/%s: symlink to \"%s\" refused: %s\n", p->dir, sub, target, why);
+                rc = PAR_E_UNSAFE_ARCHIVE;
+                break;
+            }
+            rc = add_item(p, sub, AE_IFLNK);
+        } else {
+            errf(p->err, "%s/%s: special files (devices, FIFOs, sockets) cannot be packed\n",
+                 p->dir, sub);
+            rc = PAR_E_UNSAFE_ARCHIVE;
+        }
+    }
+    if (rc == PAR_OK && errno != 0) {
+        errf(p->err, "%s/%s: cannot list: %s\n", p->dir, rel, strerror(errno));
+        rc = PAR_E_IO;
     }
     closedir(d);
     return rc;
 }
 
-static int cmp_path(const void *a, const void *b)
+static int cmp_item(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const pack_item_t *)a)->name, ((const pack_item_t *)b)->name);
+}
+
+static int pack_file(pack_ctx_t *p, struct archive *aw, struct archive_entry *e, const char *name,
+                     char *buf)
+{
+    int rc = PAR_OK;
+    int fd = openat(p->root, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        errf(p->err, "%s/%s: cannot open: %s\n", p->dir, name, strerror(errno));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        errf(p->err, "%s/%s: changed while it was packed\n", p->dir, name);
+        rc = PAR_E_IO;
+        goto out;
+    }
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, (st.st_mode & 0111) ? 0755 : 0644);
+    archive_entry_set_size(e, st.st_size);
+    if (archive_write_header(aw, e) != ARCHIVE_OK) {
+        errf(p->err, "%s: %s\n", name, ar_msg(aw));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    uint64_t done = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            errf(p->err, "%s/%s: cannot read: %s\n", p->dir, name, strerror(errno));
+            rc = PAR_E_IO;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (done + (uint64_t)n > (uint64_t)st.st_size)
+            break;
+        if (archive_write_data(aw, buf, (size_t)n) != n) {
+            errf(p->err, "%s: %s\n", name, ar_msg(aw));
+            rc = PAR_E_IO;
+            goto out;
+        }
+        done += (uint64_t)n;
+    }
+    /* the header already holds the size: a file that changed would be corrupt */
+    if (done != (uint64_t)st.st_size) {
+        errf(p->err, "%s/%s: changed while it was packed; retry\n", p->dir, name);
+        rc = PAR_E_IO;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static int pack_item(pack_ctx_t *p, struct archive *aw, const pack_item_t *it, char *buf)
+{
+    struct archive_entry *e = archive_entry_new();
+    if (e == NULL)
+        return PAR_E_NO_MEMORY;
+    int rc = PAR_OK;
+    archive_entry_set_pathname(e, it->name);
+    /* fixed metadata (see the top of the file): mtime 0, owner 0, no names */
+    archive_entry_set_mtime(e, 0, 0);
+    archive_entry_set_uid(e, 0);
+    archive_entry_set_gid(e, 0);
+    if (it->type == AE_IFDIR) {
+        archive_entry_set_filetype(e, AE_IFDIR);
+        archive_entry_set_perm(e, 0755);
+        archive_entry_set_size(e, 0);
+        if (archive_write_header(aw, e) != ARCHIVE_OK) {
+            errf(p->err, "%s: %s\n", it->name, ar_msg(aw));
+            rc = PAR_E_IO;
+        }
+    } else if (it->type == AE_IFLNK) {
+        char target[PATH_MAX];
+        ssize_t tn = readlinkat(p->root, it->name, target, sizeof(target) - 1);
+        if (tn < 0) {
+            errf(p->err, "%s/%s: %s\n", p->dir, it->name, strerror(errno));
+            rc = PAR_E_IO;
+            goto out;
+        }
+        target[tn] = '\0';
+        if (!link_lexically_inside(it->name, target)) {
+            errf(p->err, "%s/%s: changed while it was packed; retry\n", p->dir, it->name);
+            rc = PAR_E_IO;
+            goto out;
+        }
+        archive_entry_set_filetype(e, AE_IFLNK);
+        archive_entry_set_perm(e, 0777);
+        archive_entry_set_symlink(e, target);
+        if (archive_write_header(aw, e) != ARCHIVE_OK) {
+            errf(p->err, "%s: %s\n", it->name, ar_msg(aw));
+            rc = PAR_E_IO;
+        }
+    } else {
+        rc = pack_file(p, aw, e, it->name, buf);
+    }
+out:
+    archive_entry_free(e);
+    return rc;
 }
 
 int par_archive_pack(const char *dir, const char *out_path, par_buf_t *err)
 {
-    char ypath[PATH_MAX];
-    snprintf(ypath, sizeof(ypath), "%s/agent.yaml", dir);
-    if (access(ypath, R_OK) != 0) {
-        par_buf_appendf(err, "%s: no agent.yaml\n", dir);
-        return PAR_E_INVALID_PACKAGE;
+    pack_ctx_t p = {.root = -1, .dir = dir, .err = err};
+    struct archive *aw = NULL;
+    char *buf = NULL, *tmp = NULL;
+    int fd = -1, rc = PAR_OK, created = 0;
+
+    if (asprintf(&tmp, "%s.tmp", out_path) < 0) {
+        tmp = NULL;
+        rc = PAR_E_NO_MEMORY;
+        goto out;
     }
-    plist_t l = {0};
-    int rc = collect(dir, "", &l, err);
-    if (rc == PAR_OK && l.n)
-        qsort(l.items, l.n, sizeof(char *), cmp_path);
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", out_path);
-    struct archive *aw = archive_write_new();
-    archive_write_set_format_zip(aw);
-    archive_write_set_options(aw, "zip:compression=deflate");
-    if (rc == PAR_OK && archive_write_open_filename(aw, tmp) != ARCHIVE_OK) {
-        par_buf_appendf(err, "%s: %s\n", tmp, archive_error_string(aw));
+    p.root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (p.root < 0) {
+        errf(err, "%s: cannot open: %s\n", dir, strerror(errno));
         rc = PAR_E_IO;
+        goto out;
     }
-    char *buf = malloc(65536);
-    for (size_t i = 0; rc == PAR_OK && i < l.n; i++) {
-        char full[PATH_MAX * 2];
-        snprintf(full, sizeof(full), "%s/%s", dir, l.items[i]);
-        struct stat st;
-        if (lstat(full, &st) != 0)
-            continue;
-        struct archive_entry *e = archive_entry_new();
-        /* fixed metadata: the bytes depend on names and contents only */
-        archive_entry_set_mtime(e, 315532800 + 43200,
-                                0); /* 1980-01-01T12:00Z: valid DOS time in any zone */
-        archive_entry_set_uid(e, 0);
-        archive_entry_set_gid(e, 0);
-        if (S_ISDIR(st.st_mode)) {
-            char dname[PATH_MAX + 2];
-            snprintf(dname, sizeof(dname), "%s/", l.items[i]);
-            archive_entry_set_pathname(e, dname);
-            archive_entry_set_filetype(e, AE_IFDIR);
-            archive_entry_set_perm(e, 0755);
-            archive_entry_set_size(e, 0);
-            if (archive_write_header(aw, e) != ARCHIVE_OK) {
-                par_buf_appendf(err, "%s: %s\n", l.items[i], archive_error_string(aw));
-                rc = PAR_E_IO;
-            }
-        } else if (S_ISLNK(st.st_mode)) {
-            char target[PATH_MAX];
-            ssize_t n = readlink(full, target, sizeof(target) - 1);
-            if (n < 0 || (target[n] = '\0', !link_stays_inside(l.items[i], target))) {
-                par_buf_appendf(err, "%s: symlink leaves the package directory\n", l.items[i]);
-                rc = PAR_E_UNSAFE_ARCHIVE;
-            } else {
-                archive_entry_set_pathname(e, l.items[i]);
-                archive_entry_set_filetype(e, AE_IFLNK);
-                archive_entry_set_perm(e, 0777);
-                archive_entry_set_symlink(e, target);
-                if (archive_write_header(aw, e) != ARCHIVE_OK)
-                    rc = PAR_E_IO;
-            }
-        } else if (S_ISREG(st.st_mode)) {
-            archive_entry_set_pathname(e, l.items[i]);
-            archive_entry_set_filetype(e, AE_IFREG);
-            archive_entry_set_perm(e, (st.st_mode & 0111) ? 0755 : 0644);
-            archive_entry_set_size(e, st.st_size);
-            int fd = open(full, O_RDONLY | O_CLOEXEC);
-            if (fd < 0 || archive_write_header(aw, e) != ARCHIVE_OK) {
-                par_buf_appendf(err, "%s: %s\n", l.items[i],
-                                fd < 0 ? strerror(errno) : archive_error_string(aw));
-                rc = PAR_E_IO;
-            }
-            ssize_t n;
-            while (rc == PAR_OK && (n = read(fd, buf, 65536)) > 0)
-                if (archive_write_data(aw, buf, (size_t)n) != n) {
-                    par_buf_appendf(err, "%s: %s\n", l.items[i], archive_error_string(aw));
-                    rc = PAR_E_IO;
-                }
-            if (fd >= 0)
-                close(fd);
-        } else {
-            par_buf_appendf(err, "%s: special files cannot be packed\n", l.items[i]);
-            rc = PAR_E_UNSAFE_ARCHIVE;
-        }
-        archive_entry_free(e);
+    struct stat st;
+    if (fstatat(p.root, "agent.yaml", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+        errf(err,
+             "%s: no agent.yaml (a package directory has a regular file agent.yaml at its "
+             "root)\n",
+             dir);
+        rc = PAR_E_INVALID_PACKAGE;
+        goto out;
     }
-    free(buf);
-    if (archive_write_close(aw) != ARCHIVE_OK && rc == PAR_OK) {
-        par_buf_appendf(err, "%s: %s\n", tmp, archive_error_string(aw));
+    /* an earlier output (or a stale .tmp) inside dir must not pack itself */
+    if (stat(out_path, &p.skip[p.nskip]) == 0)
+        p.nskip++;
+    if (stat(tmp, &p.skip[p.nskip]) == 0)
+        p.nskip++;
+    if ((rc = collect(&p, "")) != PAR_OK)
+        goto out;
+    if (p.n > 0)
+        qsort(p.items, p.n, sizeof(*p.items), cmp_item);
+
+    buf = malloc(CHUNK);
+    aw = archive_write_new();
+    if (buf == NULL || aw == NULL) {
+        rc = PAR_E_NO_MEMORY;
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        errf(err, "%s: cannot create: %s\n", tmp, strerror(errno));
         rc = PAR_E_IO;
+        goto out;
     }
-    archive_write_free(aw);
-    for (size_t i = 0; i < l.n; i++)
-        free(l.items[i]);
-    free(l.items);
-    if (rc == PAR_OK && rename(tmp, out_path) != 0) {
-        par_buf_appendf(err, "%s: %s\n", out_path, strerror(errno));
+    created = 1;
+    /* no padding after the end record: the file ends where the ZIP does */
+    if (archive_write_set_format_zip(aw) != ARCHIVE_OK ||
+        archive_write_set_options(aw, "zip:compression=deflate") != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(aw, 1) != ARCHIVE_OK ||
+        archive_write_open_fd(aw, fd) != ARCHIVE_OK) {
+        errf(err, "%s: %s\n", tmp, ar_msg(aw));
         rc = PAR_E_IO;
+        goto out;
     }
+    for (size_t i = 0; i < p.n && rc == PAR_OK; i++)
+        rc = pack_item(&p, aw, &p.items[i], buf);
     if (rc != PAR_OK)
+        goto out;
+    if (archive_write_close(aw) != ARCHIVE_OK) {
+        errf(err, "%s: %s\n", tmp, ar_msg(aw));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    int fail = fsync(fd) != 0;
+    fail |= close(fd) != 0;
+    fd = -1;
+    if (fail || rename(tmp, out_path) != 0) {
+        errf(err, "%s: cannot write: %s\n", out_path, strerror(errno));
+        rc = PAR_E_IO;
+    }
+out:
+    if (aw != NULL)
+        archive_write_free(aw);
+    if (fd >= 0)
+        close(fd);
+    if (rc != PAR_OK && created)
         unlink(tmp);
+    if (p.root >= 0)
+        close(p.root);
+    for (size_t i = 0; i < p.n; i++)
+        free(p.items[i].name);
+    free(p.items);
+    free(buf);
+    free(tmp);
     return rc;
 }

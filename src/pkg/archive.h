@@ -22,7 +22,8 @@ typedef struct par_archive_limits {
     uint64_t max_entries;       /* default 10000 */
     uint64_t max_total_bytes;   /* uncompressed, default 1 GiB */
     uint64_t max_entry_bytes;   /* uncompressed, default 512 MiB */
-    uint32_t max_ratio;         /* total uncompressed / archive bytes, default 200 */
+    uint32_t max_ratio;         /* total uncompressed / archive bytes, default 200; checked
+                                   once more than 1 MiB is out; 0 = no ratio check */
 } par_archive_limits_t;
 
 void par_archive_limits_default(par_archive_limits_t *lim);
@@ -44,16 +45,19 @@ void par_archive_bytes_free(par_archive_bytes_t *b);
 /* Computes the SHA-256 of a byte range as lowercase hex. */
 void par_sha256_hex(const void *data, size_t len, char out[65]);
 
-/* Reads member `name` (e.g. "agent.yaml") into `out`, at most `cap` bytes.
- * PAR_E_NOT_FOUND when absent, PAR_E_TOO_LARGE over the cap,
- * PAR_E_INVALID_PACKAGE when the archive is not a readable ZIP. */
+/* Reads member `name` (e.g. "agent.yaml"; a leading "./" is ignored) into
+ * `out`, at most `cap` bytes (0: no cap). `out` is initialised here and must be
+ * freed by the caller whatever the result. PAR_E_NOT_FOUND when absent,
+ * PAR_E_TOO_LARGE over the cap, PAR_E_INVALID_PACKAGE when the archive is not
+ * a readable ZIP, names the member twice or it is not a regular file. */
 int par_archive_read_member(const par_archive_bytes_t *a, const char *name, size_t cap,
                             par_buf_t *out, par_buf_t *err);
 
 /* Extracts every entry into `dest_dir`, which must exist and be empty.
  * Returns PAR_OK, PAR_E_UNSAFE_ARCHIVE (path/link/type/bomb rules; `err` names
- * the entry and the rule) or PAR_E_INVALID_PACKAGE (corrupt/truncated). On
- * failure the caller removes dest_dir. */
+ * the entry and the rule) or PAR_E_INVALID_PACKAGE (corrupt/truncated);
+ * PAR_E_INVALID_ARGUMENT when dest_dir is not empty, PAR_E_IO when it cannot
+ * be opened or written. On failure the caller removes dest_dir. */
 int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
                         const par_archive_limits_t *lim, par_buf_t *err);
 

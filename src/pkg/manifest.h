@@ -55,7 +55,7 @@ typedef struct par_manifest {
     char *format_version;                                /* `version`, default "1.0" */
     char *display_name, *description, *author, *license; /* "" when absent */
     char *entrypoint;                                    /* NULL when absent */
-    char *runtime; /* as written, default "python3.11"? no: required when entrypoint set */
+    char *runtime; /* as written; "python3.11" when absent (pixell-kit's default) */
     par_runtime_kind_t runtime_kind;
     char *package_version; /* metadata.version, required, semver */
     par_strlist_t capabilities;
