@@ -9,7 +9,7 @@ pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
     libarchive-dev libfyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
-    libcmocka-dev prometheus
+    libcmocka-dev prometheus libsodium-dev librhonabwy-dev minisign
     python3 python3-pytest python3-requests
     zip unzip curl
 )
@@ -23,13 +23,26 @@ for p in "${pkgs[@]}"; do
         missing+=("$p")
     fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "install-deps: installing ${missing[*]}" >&2
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO=sudo
+# The test peers (S3-compatible store, OIDC issuer) come from npm: Node.js and
+# npm from Debian unless the machine already has them.
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    SUDO=
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=sudo
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm peers, pinned by tests/peers/package-lock.json; installed once.
+peers="$(cd "$(dirname "$0")/.." && pwd)/tests/peers"
+if [ ! -x "$peers/node_modules/.bin/s3rver" ] || [ ! -x "$peers/node_modules/.bin/oauth2-mock-server" ]; then
+    echo "install-deps: installing test peers (npm ci in tests/peers)" >&2
+    (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
