@@ -40,6 +40,7 @@ extern "C" {
  * Status codes. X(NAME, http_status, "stable_name", "description")
  * The stable name is what HTTP error bodies and logs carry in "error".
  */
+/* New statuses are appended: the numbers travel in the worker protocol. */
 #define PAR_STATUS_MAP(X)                                                                          \
     X(OK, 200, "ok", "success")                                                                    \
     X(E_BAD_REQUEST, 400, "bad_request", "the request is malformed")                               \
@@ -67,7 +68,16 @@ extern "C" {
     X(E_UNAVAILABLE, 503, "agent_unavailable", "the agent has no live worker")                     \
     X(E_DRAINING, 503, "draining", "the runtime or package is draining")                           \
     X(E_NOT_READY, 503, "not_ready", "the runtime is not ready")                                   \
-    X(E_TIMEOUT, 504, "agent_timeout", "the agent did not answer before its deadline")
+    X(E_TIMEOUT, 504, "agent_timeout", "the agent did not answer before its deadline")           \
+    X(E_DIGEST_MISMATCH, 422, "digest_mismatch", "the package bytes do not have the expected "     \
+                                                 "SHA-256")                                       \
+    X(E_SIGNATURE_MISSING, 422, "signature_missing", "the package is not signed")                  \
+    X(E_SIGNATURE_INVALID, 422, "signature_invalid", "the package signature does not verify")      \
+    X(E_UNTRUSTED_SIGNER, 422, "untrusted_signer",                                                 \
+      "the package is signed by a key that is not trusted for it")                                \
+    X(E_FETCH_FAILED, 502, "fetch_failed", "the package source could not be fetched")              \
+    X(E_INVALID_TOKEN, 401, "invalid_token", "the bearer token is not valid")                      \
+    X(E_AUTH_UNAVAILABLE, 503, "auth_unavailable", "the token issuer's keys are not available")
 
 typedef enum par_status {
 #define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,
