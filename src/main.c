@@ -23,6 +23,7 @@
 
 #include <par/par.h>
 
+#include "cli/cli.h"
 #include "http/server.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -68,6 +69,9 @@ static void usage_main(FILE *f)
             "  pack      build a deterministic .apkg from a package directory\n"
             "  inspect   show a package's manifest, exports and digest\n"
             "  call      call an agent of a package once, in-process (for debugging)\n"
+            "  keygen    create a minisign key pair for signing packages\n"
+            "  sign      sign a file (FILE.minisig, minisign-compatible)\n"
+            "  verify    verify a file's minisign signature\n"
             "  version   print the version\n\n"
             "Run 'par <command> --help' for a command's options.\n",
             par_version());
@@ -890,6 +894,12 @@ int main(int argc, char **argv)
         return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "call") == 0)
         return cmd_call(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0)
+        return par_cli_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "sign") == 0)
+        return par_cli_sign(argc - 1, argv + 1);
+    if (strcmp(cmd, "verify") == 0)
+        return par_cli_verify(argc - 1, argv + 1);
     fprintf(stderr, "par: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -1,0 +1,30 @@
+/*
+ * cli/cli.h — subcommands of the `par` executable that live in src/cli/.
+ *
+ * Each par_cli_<command>() takes the arguments after `par` (argv[0] is the
+ * subcommand's name), prints its own usage on --help or misuse, and returns a
+ * process exit code: 0 success, 1 failure (reason printed to stderr), 2 misuse.
+ * Called from main.c on the main thread only.
+ */
+#ifndef PAR_CLI_CLI_H
+#define PAR_CLI_CLI_H
+
+/** `par keygen`: writes a minisign key pair (par.pub, par.key). */
+int par_cli_keygen(int argc, char **argv);
+
+/** `par sign FILE`: writes FILE.minisig with a minisign secret key. */
+int par_cli_sign(int argc, char **argv);
+
+/** `par verify FILE`: checks FILE.minisig against a minisign public key. */
+int par_cli_verify(int argc, char **argv);
+
+/** Signs `file` into `file`.minisig, as `par sign` does: `seckey_path` NULL
+ *  means "par.key"; `password_file` NULL means: ask on the terminal when the
+ *  key is encrypted; `trusted_comment` NULL means minisign's default
+ *  ("timestamp:<unix>\tfile:<basename>\thashed"); `legacy` 1 writes a legacy
+ *  ("Ed") signature instead of a prehashed one. Returns 0, or 1 after
+ *  printing the reason to stderr (for `par pack --sign`). */
+int par_cli_sign_file(const char *file, const char *seckey_path, const char *password_file,
+                      const char *trusted_comment, int legacy);
+
+#endif
