@@ -285,7 +285,7 @@ def scale(counts=(1, 10, 100)):
         time.sleep(1.0)  # idle
         kids = children(p.pid)
         worker_rss = [rss_kb(k) for k in kids]
-        loads = [pk["timings_ms"]["load"] + pk["timings_ms"]["extract"] + pk["timings_ms"]["read"]
+        loads = [pk["timings_ms"]["load"] + pk["timings_ms"]["extract"] + pk["timings_ms"]["fetch"]
                  for pk in requests.get(url + "/runtime/packages").json()["packages"]]
         out[str(n)] = {"start_to_ready_ms": round(ready_ms, 1),
                        "runtime_rss_kb": rss_kb(p.pid),

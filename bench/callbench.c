@@ -35,6 +35,7 @@ int main(int argc, char **argv)
     par_config_t cfg;
     par_config_init(&cfg);
     cfg.state_dir = argv[2];
+    cfg.allow_unsigned = 1; /* the benchmark's own freshly built package */
     cfg.isolation =
         strcmp(argv[3], "in-process") == 0 ? PAR_ISOLATION_IN_PROCESS : PAR_ISOLATION_WORKER;
     long n = atol(argv[4]);

@@ -25,6 +25,7 @@
 
 #include "cli/cli.h"
 #include "http/server.h"
+#include "cli/cli.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "pkg/archive.h"
@@ -57,7 +58,38 @@ typedef struct serve_opts {
     unsigned reload_drain_ms;
     unsigned cpu_seconds;
     unsigned rollback_after, rollback_pct;
+    /* trust and registries */
+    int require_signatures; /* -1: not said (on with a configuration file, off without) */
+    par_trusted_key_t *keys;
+    size_t nkeys;
+    char ***key_pins; /* per key, NULL-terminated patterns or NULL; owned */
+    char **key_strs;  /* per key, owned */
+    char *ca_file, *s3_region, *s3_endpoint, *index_url;
+    int s3_path_style, allow_http;
+    unsigned poll_ms, fetch_timeout_ms, connect_timeout_ms, fetch_retries;
+    int fetch_retries_set;
+    unsigned long max_download_mb, cache_max_mb;
 } serve_opts_t;
+
+static void add_key(serve_opts_t *o, const char *key, char **pins)
+{
+    o->keys = realloc(o->keys, (o->nkeys + 1) * sizeof(*o->keys));
+    o->key_strs = realloc(o->key_strs, (o->nkeys + 1) * sizeof(char *));
+    o->key_pins = realloc(o->key_pins, (o->nkeys + 1) * sizeof(char **));
+    o->key_strs[o->nkeys] = strdup(key);
+    o->key_pins[o->nkeys] = pins;
+    o->nkeys++;
+    for (size_t i = 0; i < o->nkeys; i++) {
+        o->keys[i].key = o->key_strs[i];
+        o->keys[i].packages = (const char *const *)o->key_pins[i];
+    }
+}
+
+static int parse_bool(const char *v)
+{
+    return v && (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 ||
+                 strcmp(v, "1") == 0);
+}
 
 static void usage_main(FILE *f)
 {
@@ -72,6 +104,7 @@ static void usage_main(FILE *f)
             "  keygen    create a minisign key pair for signing packages\n"
             "  sign      sign a file (FILE.minisig, minisign-compatible)\n"
             "  verify    verify a file's minisign signature\n"
+            "  fetch     download a package from https:// or s3:// and verify it\n"
             "  version   print the version\n\n"
             "Run 'par <command> --help' for a command's options.\n",
             par_version());
@@ -91,6 +124,12 @@ static void usage_serve(FILE *f)
                "  --log-format FMT   json|text (PAR_LOG_FORMAT)\n"
                "  --http-threads N   event-loop threads (PAR_HTTP_THREADS)\n"
                "  --trusted NAME     run package NAME in-process (repeatable; '*' = all)\n"
+               "  --trusted-key KEY  minisign public key (or .pub file) trusted to sign\n"
+               "                     packages (repeatable; PAR_TRUSTED_KEYS)\n"
+               "  --require-signatures true|false  refuse unsigned packages (default: true\n"
+               "                     with --config, false without; PAR_REQUIRE_SIGNATURES)\n"
+               "  --index-url URL    registry index to poll (PAR_REGISTRY_INDEX_URL)\n"
+               "  --ca-file FILE     trust anchors for https registries (PAR_REGISTRY_CA_FILE)\n"
                "  --shutdown-grace-ms N  after SIGTERM, keep serving N ms with readiness\n"
                "                         failing (PAR_SHUTDOWN_GRACE_MS, default 0)\n"
                "  --shutdown-drain-ms N  then wait up to N ms for in-flight requests\n"
@@ -192,6 +231,70 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->grace_ms = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/shutdown/drain_ms")))
         o->drain_ms = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/trust/require_signatures")))
+        o->require_signatures = parse_bool(v);
+    struct fy_node *keys = fy_node_by_path(fy_document_root(d), "/trust/keys", FY_NT, 0);
+    if (keys && fy_node_is_sequence(keys)) {
+        void *it = NULL;
+        struct fy_node *n;
+        int idx = 0;
+        while ((n = fy_node_sequence_iterate(keys, &it)) != NULL) {
+            if (fy_node_is_scalar(n)) {
+                add_key(o, fy_node_get_scalar0(n), NULL);
+            } else if (fy_node_is_mapping(n)) {
+                struct fy_node *k = fy_node_mapping_lookup_by_string(n, "key", FY_NT);
+                if (k == NULL)
+                    k = fy_node_mapping_lookup_by_string(n, "file", FY_NT);
+                if (k == NULL || !fy_node_is_scalar(k)) {
+                    fprintf(stderr, "par: %s: trust.keys[%d]: needs \"key\" (a minisign "
+                                    "public key) or \"file\" (a .pub file)\n", path, idx);
+                    fy_document_destroy(d);
+                    return -1;
+                }
+                char **pins = NULL;
+                size_t np = 0;
+                struct fy_node *pk = fy_node_mapping_lookup_by_string(n, "packages", FY_NT);
+                if (pk && fy_node_is_sequence(pk)) {
+                    void *it2 = NULL;
+                    struct fy_node *pn;
+                    while ((pn = fy_node_sequence_iterate(pk, &it2)) != NULL) {
+                        if (!fy_node_is_scalar(pn))
+                            continue;
+                        pins = realloc(pins, (np + 2) * sizeof(char *));
+                        pins[np++] = strdup(fy_node_get_scalar0(pn));
+                        pins[np] = NULL;
+                    }
+                } else if (pk && fy_node_is_scalar(pk)) {
+                    pins = calloc(2, sizeof(char *));
+                    pins[0] = strdup(fy_node_get_scalar0(pk));
+                }
+                add_key(o, fy_node_get_scalar0(k), pins);
+            }
+            idx++;
+        }
+    }
+    set_str(&o->index_url, yaml_str(d, "/registry/index_url"));
+    set_str(&o->ca_file, yaml_str(d, "/registry/ca_file"));
+    set_str(&o->s3_region, yaml_str(d, "/registry/s3/region"));
+    set_str(&o->s3_endpoint, yaml_str(d, "/registry/s3/endpoint"));
+    if ((v = yaml_str(d, "/registry/s3/path_style")))
+        o->s3_path_style = parse_bool(v);
+    if ((v = yaml_str(d, "/registry/allow_http")))
+        o->allow_http = parse_bool(v);
+    if ((v = yaml_str(d, "/registry/poll_interval_ms")))
+        o->poll_ms = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/registry/timeout_ms")))
+        o->fetch_timeout_ms = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/registry/connect_timeout_ms")))
+        o->connect_timeout_ms = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/registry/retries"))) {
+        o->fetch_retries = (unsigned)atoi(v);
+        o->fetch_retries_set = 1;
+    }
+    if ((v = yaml_str(d, "/registry/max_download_mb")))
+        o->max_download_mb = strtoul(v, NULL, 10);
+    if ((v = yaml_str(d, "/cache/max_mb")))
+        o->cache_max_mb = strtoul(v, NULL, 10);
     struct fy_node *tr = fy_node_by_path(fy_document_root(d), "/trusted", FY_NT, 0);
     if (tr && fy_node_is_sequence(tr)) {
         void *it = NULL;
@@ -228,6 +331,18 @@ static void load_env(serve_opts_t *o)
         o->grace_ms = (unsigned)atoi(v);
     if ((v = getenv("PAR_SHUTDOWN_DRAIN_MS")))
         o->drain_ms = (unsigned)atoi(v);
+    if ((v = getenv("PAR_REQUIRE_SIGNATURES")))
+        o->require_signatures = parse_bool(v);
+    if ((v = getenv("PAR_TRUSTED_KEYS"))) { /* whitespace- or comma-separated keys or files */
+        char *copy = strdup(v), *save = NULL;
+        for (char *t = strtok_r(copy, " ,\t\n", &save); t; t = strtok_r(NULL, " ,\t\n", &save))
+            add_key(o, t, NULL);
+        free(copy);
+    }
+    set_str(&o->index_url, getenv("PAR_REGISTRY_INDEX_URL"));
+    set_str(&o->ca_file, getenv("PAR_REGISTRY_CA_FILE"));
+    set_str(&o->s3_region, getenv("PAR_S3_REGION"));
+    set_str(&o->s3_endpoint, getenv("PAR_S3_ENDPOINT"));
 }
 
 /* ---- watching the packages folder -------------------------------------------------- */
@@ -246,6 +361,21 @@ static int is_apkg(const char *name)
     return n > 5 && strcmp(name + n - 5, ".apkg") == 0 && name[0] != '.';
 }
 
+/* "x.apkg.minisig" or "x.apkg.sha256" → "x.apkg" in `apkg`. */
+static int is_side_file(const char *name, char apkg[NAME_MAX + 1])
+{
+    static const char *const sfx[] = {".minisig", ".sha256"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < 2; i++) {
+        size_t l = strlen(sfx[i]);
+        if (n > l && strcmp(name + n - l, sfx[i]) == 0) {
+            snprintf(apkg, NAME_MAX + 1, "%.*s", (int)(n - l), name);
+            return is_apkg(apkg);
+        }
+    }
+    return 0;
+}
+
 /* Converges on one file of the folder: deploy it when it is there, remove what
  * was deployed from it when it is gone. */
 static void converge(par_runtime_t *rt, const char *dir, const char *name)
@@ -255,7 +385,8 @@ static void converge(par_runtime_t *rt, const char *dir, const char *name)
     if (access(path, F_OK) == 0) {
         par_buf_t err;
         par_buf_init(&err, 0);
-        par__deploy_path(rt, path, &err, NULL); /* logged and listed either way */
+        par_deploy_req_t req = {.path = path, .origin = "dir"};
+        par__deploy(rt, &req, &err, NULL); /* logged and listed either way */
         par_buf_free(&err);
         return;
     }
@@ -299,13 +430,22 @@ static void *watch_main(void *arg)
         size_t count = 0;
         for (char *p = buf; p < buf + r;) {
             struct inotify_event *ev = (struct inotify_event *)p;
-            if (ev->len && is_apkg(ev->name)) {
+            /* a signature or digest file arriving after its package redeploys it */
+            char name[NAME_MAX + 1] = "";
+            if (ev->len && is_apkg(ev->name))
+                snprintf(name, sizeof(name), "%s", ev->name);
+            else if (ev->len && is_side_file(ev->name, name) &&
+                     !(ev->mask & (IN_DELETE | IN_MOVED_FROM)))
+                ;
+            else
+                name[0] = '\0';
+            if (name[0]) {
                 size_t k;
                 for (k = 0; k < count; k++)
-                    if (strcmp(names[k], ev->name) == 0)
+                    if (strcmp(names[k], name) == 0)
                         break;
                 if (k == count && count < 64)
-                    snprintf(names[count++], sizeof(names[0]), "%s", ev->name);
+                    snprintf(names[count++], sizeof(names[0]), "%s", name);
             }
             p += sizeof(*ev) + ev->len;
         }
@@ -390,7 +530,8 @@ static void deploy_dir(par_runtime_t *rt, const char *dir)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         par_buf_t err;
         par_buf_init(&err, 0);
-        par__deploy_path(rt, path, &err, NULL); /* failures are logged and listed */
+        par_deploy_req_t req = {.path = path, .origin = "dir"};
+        par__deploy(rt, &req, &err, NULL); /* failures are logged and listed */
         par_buf_free(&err);
         free(names[i]);
     }
@@ -449,6 +590,7 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
     set_str(&o->state_dir, "./var");
     set_str(&o->log_level, "info");
     set_str(&o->log_format, "json");
+    o->require_signatures = -1;
     const char *config = NULL;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
@@ -480,6 +622,14 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
             o->grace_ms = (unsigned)atoi(v);
         else if (strcmp(a, "--shutdown-drain-ms") == 0)
             o->drain_ms = (unsigned)atoi(v);
+        else if (strcmp(a, "--require-signatures") == 0)
+            o->require_signatures = parse_bool(v);
+        else if (strcmp(a, "--trusted-key") == 0)
+            add_key(o, v, NULL);
+        else if (strcmp(a, "--index-url") == 0)
+            set_str(&o->index_url, v);
+        else if (strcmp(a, "--ca-file") == 0)
+            set_str(&o->ca_file, v);
         else if (strcmp(a, "--trusted") == 0) {
             o->trusted = realloc(o->trusted, (o->ntrusted + 2) * sizeof(char *));
             o->trusted[o->ntrusted++] = strdup(v);
@@ -506,6 +656,14 @@ static void free_serve(serve_opts_t *o)
     for (size_t i = 0; i < o->ntrusted; i++)
         free(o->trusted[i]);
     free(o->trusted);
+    for (size_t i = 0; i < o->nkeys; i++) {
+        free(o->key_strs[i]);
+        for (size_t j = 0; o->key_pins[i] && o->key_pins[i][j]; j++)
+            free(o->key_pins[i][j]);
+        free(o->key_pins[i]);
+    }
+    free(o->keys), free(o->key_strs), free(o->key_pins);
+    free(o->ca_file), free(o->s3_region), free(o->s3_endpoint), free(o->index_url);
 }
 
 static int differs(const char *a, const char *b)
@@ -601,6 +759,26 @@ static int cmd_serve(int argc, char **argv)
     cfg.rollback_error_pct = o.rollback_pct ? o.rollback_pct : 50;
     if (o.max_queue)
         cfg.max_queue = o.max_queue;
+    int has_config = 0;
+    for (int i = 1; i < argc; i++)
+        has_config |= strcmp(argv[i], "--config") == 0;
+    /* signatures: required with a configuration file, optional in the embedded local default */
+    int require = o.require_signatures >= 0 ? o.require_signatures : has_config;
+    cfg.allow_unsigned = !require;
+    cfg.trusted_keys = o.keys;
+    cfg.trusted_key_count = o.nkeys;
+    cfg.ca_file = o.ca_file;
+    cfg.s3_region = o.s3_region;
+    cfg.s3_endpoint = o.s3_endpoint;
+    cfg.s3_path_style = o.s3_path_style;
+    cfg.allow_http = o.allow_http;
+    cfg.index_url = o.index_url;
+    cfg.index_poll_ms = o.poll_ms;
+    cfg.fetch_timeout_ms = o.fetch_timeout_ms;
+    cfg.fetch_connect_timeout_ms = o.connect_timeout_ms;
+    cfg.fetch_retries = o.fetch_retries_set ? o.fetch_retries : 3;
+    cfg.max_download_bytes = (uint64_t)o.max_download_mb << 20;
+    cfg.cache_max_bytes = (uint64_t)o.cache_max_mb << 20;
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {
@@ -627,12 +805,13 @@ static int cmd_serve(int argc, char **argv)
         par_log_int(&l, "pid", getpid());
         par_log_end(&l);
     }
-    int has_config = 0;
-    for (int i = 1; i < argc; i++)
-        has_config |= strcmp(argv[i], "--config") == 0;
     if (!has_config)
-        par_log_msg(PAR_LOG_WARN, "running the embedded local default: authentication is off "
-                                  "and package signatures are not verified by this build");
+        par_log_msg(PAR_LOG_WARN, "running the embedded local default (no --config): "
+                                  "authentication is off");
+    if (!require)
+        par_log_msg(PAR_LOG_WARN, "UNSIGNED PACKAGES ARE ACCEPTED: signatures are checked when "
+                                  "present, but a package without one deploys with a warning "
+                                  "(set trust.require_signatures: true)");
     watch_t *watch = watch_start(rt, o.packages);
     int restored = par__runtime_recover(rt);
     if (restored)
@@ -827,7 +1006,7 @@ static int cmd_call(int argc, char **argv)
         par_buf_appends(&input, "null");
     }
     signal(SIGPIPE, SIG_IGN);
-    par_log_init(PAR_LOG_WARN, 1);
+    par_log_init(PAR_LOG_ERROR, 1); /* stdout is the output; stderr only errors */
     char tmpl[] = "/tmp/par-call-XXXXXX";
     if (mkdtemp(tmpl) == NULL) {
         fprintf(stderr, "par call: cannot create a temporary directory: %s\n", strerror(errno));
@@ -837,6 +1016,7 @@ static int cmd_call(int argc, char **argv)
     par_config_init(&cfg);
     cfg.state_dir = tmpl;
     cfg.isolation = PAR_ISOLATION_IN_PROCESS;
+    cfg.allow_unsigned = 1; /* a local debugging aid: the operator points it at a file */
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {
@@ -900,6 +1080,8 @@ int main(int argc, char **argv)
         return par_cli_sign(argc - 1, argv + 1);
     if (strcmp(cmd, "verify") == 0)
         return par_cli_verify(argc - 1, argv + 1);
+    if (strcmp(cmd, "fetch") == 0)
+        return par_cli_fetch(argc - 1, argv + 1);
     fprintf(stderr, "par: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -22,6 +22,10 @@ int main(int argc, char **argv)
     par_config_t cfg;
     par_config_init(&cfg);
     cfg.state_dir = argc > 2 ? argv[2] : "./var";
+    /* The example deploys the unsigned package it was built with. A host that
+     * takes packages from elsewhere lists its keys in cfg.trusted_keys and
+     * leaves this at 0, so that unsigned packages are refused. */
+    cfg.allow_unsigned = 1;
 
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);

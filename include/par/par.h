@@ -99,6 +99,13 @@ typedef enum par_isolation {
     PAR_ISOLATION_IN_PROCESS = 1, /**< operator-trusted: runs in the runtime's address space */
 } par_isolation_t;
 
+/** A key trusted to sign packages. */
+typedef struct par_trusted_key {
+    const char *key; /**< minisign public key: the base64 line ("RWQ..."), or a .pub file path */
+    const char *const *packages; /**< NULL-terminated package name patterns (fnmatch) this key
+                                      may sign, e.g. "acme-*"; NULL = any package */
+} par_trusted_key_t;
+
 /** Runtime configuration. Initialise with par_config_init(), then set fields.
  *  Strings are borrowed for the duration of par_runtime_new() only. */
 typedef struct par_config {
@@ -123,7 +130,26 @@ typedef struct par_config {
     uint32_t drain_ms; /**< how long a replaced version may finish its calls, default 30000 */
     unsigned
         default_memory_mb; /**< worker address-space limit when a package sets none; 0 = none */
-    void *data;            /**< embedder's slot */
+    /* package trust */
+    const par_trusted_key_t *trusted_keys; /**< keys whose signatures are accepted */
+    size_t trusted_key_count;
+    int allow_unsigned; /**< deploy packages without a signature (with a warning); default 0:
+                             unsigned packages are refused. Signatures that are present are
+                             always checked. */
+    /* registries */
+    const char *ca_file;            /**< trust anchors for https registries (PEM); NULL = system */
+    uint32_t fetch_connect_timeout_ms; /**< default 5000 */
+    uint32_t fetch_timeout_ms;         /**< one whole download, default 120000 */
+    unsigned fetch_retries;            /**< on 5xx, timeouts, resets; default 3 */
+    uint64_t max_download_bytes;       /**< size cap of one download, default 512 MiB */
+    int allow_http;                    /**< accept plain http:// package URLs; default 0 */
+    const char *s3_region;             /**< default "us-east-1" */
+    const char *s3_endpoint;           /**< S3-compatible endpoint URL; NULL = AWS */
+    int s3_path_style;                 /**< bucket in the path, not the host name */
+    uint64_t cache_max_bytes; /**< extracted-package cache cap, LRU of unloaded ones; 0 = none */
+    const char *index_url;    /**< registry index (https:// or s3://) polled and converged to */
+    uint32_t index_poll_ms;   /**< poll interval, default 30000 */
+    void *data;               /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;
@@ -154,6 +180,12 @@ PAR_API int par_runtime_new(const par_config_t *cfg, par_runtime_t **out);
  *  failure, when `err` is not NULL, it receives a malloc'ed message naming
  *  every reason (free() it). */
 PAR_API int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err);
+
+/** Deploys a package from a URL (https://, s3://bucket/key). `sha256` (hex) and
+ *  `signature_url` may be NULL: then `{url}.sha256` and `{url}.minisig` are
+ *  tried. Blocks; `err` as for par_runtime_deploy_path(). */
+PAR_API int par_runtime_deploy_url(par_runtime_t *rt, const char *url, const char *sha256,
+                                   const char *signature_url, char **err);
 
 /** Calls an agent by id (`name`, `name/sub`, `name@ver`, `name@ver/sub`) with
  *  `input` as JSON bytes. Private sub-agents are reachable: the embedder is

@@ -9,6 +9,9 @@
 #ifndef PAR_CLI_CLI_H
 #define PAR_CLI_CLI_H
 
+/** `par fetch URL`: downloads a package the way the runtime does and verifies it. */
+int par_cli_fetch(int argc, char **argv);
+
 /** `par keygen`: writes a minisign key pair (par.pub, par.key). */
 int par_cli_keygen(int argc, char **argv);
 

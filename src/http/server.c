@@ -32,6 +32,7 @@
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
+#include "registry/index.h"
 #include "runtime/runtime.h"
 #include "util/json.h"
 
@@ -525,8 +526,11 @@ static json_t *package_json(par_pkgver_t *pv)
                                       "max_input_bytes", (json_int_t)pv->max_input));
     }
     json_object_set_new(o, "timings_ms",
-                        json_pack("{s:f, s:f, s:f}", "read", pv->t_read_ms, "extract",
-                                  pv->t_extract_ms, "load", pv->t_load_ms));
+                        json_pack("{s:f, s:f, s:f, s:f}", "fetch", pv->t_read_ms, "verify",
+                                  pv->t_verify_ms, "extract", pv->t_extract_ms, "load",
+                                  pv->t_load_ms));
+    json_object_set_new(o, "signer", pv->signer[0] ? json_string(pv->signer) : json_null());
+    json_object_set_new(o, "origin", json_string(pv->origin ? pv->origin : "api"));
     if (pv->pool) {
         json_object_set_new(o, "workers", par_pool_describe(pv->pool));
         json_object_set_new(o, "restarts", json_integer(par_pool_restarts(pv->pool)));
@@ -599,6 +603,11 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
                           (int)n, "active", (int)active, "failed", (int)failed, "agents",
                           (int)agents, "build", "agent_abi", PAR_AGENT_ABI, "compiler", __VERSION__,
                           "date", __DATE__, "listen", h->address, "http_threads", (int)h->nloops);
+    json_object_set_new(o, "registry", rt->index ? par_index_status(rt->index) : json_null());
+    json_object_set_new(
+        o, "trust",
+        json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned, "trusted_keys",
+                  (json_int_t)rt->trust.nkeys));
     send_json(req, 200, o, rid);
 }
 
@@ -609,7 +618,7 @@ typedef struct deploy_job {
     h2o_req_t *req; /* NULL once the client is gone */
     struct deploy_job **guard;
     h2o_multithread_message_t msg;
-    char *path;
+    char *path, *url, *sha256, *signature_url;
     int ok_status; /* 201 for a deploy, 200 for a reload */
     int rc;
     par_buf_t err;
@@ -630,7 +639,12 @@ static void deploy_guard_dispose(void *p)
 static void *deploy_thread(void *arg)
 {
     deploy_job_t *j = arg;
-    j->rc = par__deploy_path(j->loop->http->rt, j->path, &j->err, &j->pv);
+    par_deploy_req_t dr = {.path = j->path,
+                           .url = j->url,
+                           .sha256 = j->sha256,
+                           .signature_url = j->signature_url,
+                           .origin = "api"};
+    j->rc = par__deploy(j->loop->http->rt, &dr, &j->err, &j->pv);
     h2o_multithread_send_message(&j->loop->deploy_receiver, &j->msg);
     return NULL;
 }
@@ -662,18 +676,29 @@ static void on_deploy_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
         if (j->pv)
             par__pkgver_unref(j->pv);
         par_buf_free(&j->err);
-        free(j->path);
+        free(j->path), free(j->url), free(j->sha256), free(j->signature_url);
         free(j);
     }
 }
 
-static void start_deploy(loop_t *l, h2o_req_t *req, const char *path, int ok_status,
-                         const char *rid, int64_t t0)
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* Deploys `source` (a URL when it has a scheme, else a host path). */
+static void start_deploy(loop_t *l, h2o_req_t *req, const char *source, const char *sha256,
+                         const char *signature_url, int ok_status, const char *rid, int64_t t0)
 {
     deploy_job_t *j = calloc(1, sizeof(*j));
     j->loop = l;
     j->req = req;
-    j->path = strdup(path);
+    if (strstr(source, "://"))
+        j->url = strdup(source);
+    else
+        j->path = strdup(source);
+    j->sha256 = dup_or_null(sha256);
+    j->signature_url = dup_or_null(signature_url);
     j->ok_status = ok_status;
     j->t0 = t0;
     snprintf(j->rid, sizeof(j->rid), "%s", rid);
@@ -693,24 +718,35 @@ static void start_deploy(loop_t *l, h2o_req_t *req, const char *path, int ok_sta
     pthread_attr_destroy(&attr);
 }
 
-/* POST /runtime/packages {"path": "..."} */
+/* POST /runtime/packages {"url" | "path", "sha256"?, "signature_url"?} */
 static void handle_deploy(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0)
 {
     json_error_t jerr;
     json_t *doc = req->entity.base ? json_loadb(req->entity.base, req->entity.len, 0, &jerr) : NULL;
-    const char *path = json_string_value(json_object_get(doc, "path"));
-    if (doc == NULL) {
+    json_t *jpath = json_object_get(doc, "path"), *jurl = json_object_get(doc, "url");
+    json_t *jsha = json_object_get(doc, "sha256"), *jsig = json_object_get(doc, "signature_url");
+    const char *path = json_string_value(jpath), *url = json_string_value(jurl);
+    if (doc == NULL || !json_is_object(doc)) {
         send_error(req, PAR_E_INVALID_JSON,
-                   H2O_STRLIT("the body must be a JSON object such as {\"path\": \"...\"}"), rid);
-    } else if (json_object_get(doc, "url")) {
-        send_error(req, PAR_E_BAD_REQUEST,
-                   H2O_STRLIT("deploying from a URL is not supported by this build; use "
-                              "{\"path\": ...} with a file on this host"),
+                   H2O_STRLIT("the body must be a JSON object such as {\"url\": \"s3://bucket/"
+                              "pkg-1.0.0.apkg\"} or {\"path\": \"/srv/pkg.apkg\"}"),
                    rid);
-    } else if (path == NULL || *path == '\0') {
-        send_error(req, PAR_E_BAD_REQUEST, H2O_STRLIT("\"path\" (a string) is required"), rid);
+    } else if ((jpath && !path) || (jurl && !url) || (jsha && !json_is_string(jsha)) ||
+               (jsig && !json_is_string(jsig))) {
+        send_error(req, PAR_E_BAD_REQUEST,
+                   H2O_STRLIT("\"url\", \"path\", \"sha256\" and \"signature_url\" are strings"),
+                   rid);
+    } else if ((path == NULL || *path == '\0') == (url == NULL || *url == '\0')) {
+        send_error(req, PAR_E_BAD_REQUEST,
+                   H2O_STRLIT("exactly one of \"url\" (https:// or s3://) and \"path\" (a file "
+                              "on this host) is required"),
+                   rid);
+    } else if (path && strstr(path, "://")) {
+        send_error(req, PAR_E_BAD_REQUEST,
+                   H2O_STRLIT("\"path\" is a path on this host; pass a URL as \"url\""), rid);
     } else {
-        start_deploy(l, req, path, 201, rid, t0);
+        start_deploy(l, req, path ? path : url, json_string_value(jsha),
+                     json_string_value(jsig), 201, rid, t0);
         json_decref(doc);
         return;
     }
@@ -746,7 +782,7 @@ static void handle_package_change(loop_t *l, h2o_req_t *req, const char *rest, s
             send_error(req, PAR_E_NOT_FOUND, msg, (size_t)n, rid);
             goto log;
         }
-        start_deploy(l, req, pv->source, 200, rid, t0);
+        start_deploy(l, req, pv->source, NULL, pv->signature_url, 200, rid, t0);
         par__pkgver_unref(pv);
         return;
     }

@@ -61,16 +61,17 @@ void par_metrics_http(const char *route, int code)
 
 static const double load_le[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30};
 #define NLOAD (sizeof(load_le) / sizeof(*load_le))
-static const char *const phases[] = {"fetch", "extract", "load"};
-static atomic_ulong load_buckets[3][NLOAD];
-static atomic_ulong load_count[3];
-static atomic_ulong load_sum_us[3];
+static const char *const phases[] = {"fetch", "verify", "extract", "load"};
+#define NPHASES 4
+static atomic_ulong load_buckets[NPHASES][NLOAD];
+static atomic_ulong load_count[NPHASES];
+static atomic_ulong load_sum_us[NPHASES];
 static _Atomic double cold_start_s = -1;
 
-void par_metrics_load(double read_s, double extract_s, double load_s)
+void par_metrics_load(double read_s, double verify_s, double extract_s, double load_s)
 {
-    double v[3] = {read_s, extract_s, load_s};
-    for (int p = 0; p < 3; p++) {
+    double v[NPHASES] = {read_s, verify_s, extract_s, load_s};
+    for (int p = 0; p < NPHASES; p++) {
         for (size_t i = 0; i < NLOAD; i++) {
             if (v[p] <= load_le[i]) {
                 atomic_fetch_add(&load_buckets[p][i], 1);
@@ -80,6 +81,16 @@ void par_metrics_load(double read_s, double extract_s, double load_s)
         atomic_fetch_add(&load_count[p], 1);
         atomic_fetch_add(&load_sum_us[p], (unsigned long)(v[p] * 1e6));
     }
+}
+
+static const char *const poll_results[] = {"ok", "not_modified", "error"};
+static atomic_ulong registry_polls[3];
+
+void par_metrics_registry_poll(const char *result)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(result, poll_results[i]) == 0)
+            atomic_fetch_add(&registry_polls[i], 1);
 }
 
 void par_metrics_cold_start(double seconds)
@@ -251,8 +262,9 @@ int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
         }
     }
     help(b, "par_package_load_seconds", "histogram",
-         "Package load phases: fetch (read and hash), extract, load (checks and workers).");
-    for (int p = 0; p < 3; p++) {
+         "Package load phases: fetch (read or download, and hash), verify (digest and "
+         "signature), extract, load (checks and workers).");
+    for (int p = 0; p < NPHASES; p++) {
         unsigned long cum = 0;
         for (size_t i = 0; i < NLOAD; i++) {
             cum += atomic_load(&load_buckets[p][i]);
@@ -267,6 +279,11 @@ int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
                         phases[p], count, phases[p], atomic_load(&load_sum_us[p]) / 1e6, phases[p],
                         count);
     }
+    help(b, "par_registry_poll_total", "counter",
+         "Registry index polls by result (ok, not_modified, error).");
+    for (int i = 0; i < 3; i++)
+        par_buf_appendf(b, "par_registry_poll_total{result=\"%s\"} %lu\n", poll_results[i],
+                        atomic_load(&registry_polls[i]));
     double cs = atomic_load(&cold_start_s);
     if (cs >= 0) {
         help(b, "par_cold_start_seconds", "gauge",

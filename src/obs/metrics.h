@@ -36,10 +36,11 @@ void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_n
 void par_metrics_http(const char *route, int code);
 
 /* Records package load phases in seconds. */
-void par_metrics_load(double read_s, double extract_s, double load_s);
+void par_metrics_load(double read_s, double verify_s, double extract_s, double load_s);
 
 /* Records the time from process start to the first readiness. */
 void par_metrics_cold_start(double seconds);
+void par_metrics_registry_poll(const char *result);
 
 /* Renders every metric of the runtime into `out`. */
 int par_metrics_render(struct par_runtime *rt, par_buf_t *out);

@@ -22,6 +22,8 @@
 #include "loader/native.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
+#include "registry/cache.h"
+#include "registry/index.h"
 #include "runtime/id.h"
 #include "util/json.h"
 
@@ -96,6 +98,8 @@ void par__pkgver_unref(par_pkgver_t *pv)
     free(pv->version);
     free(pv->root);
     free(pv->source);
+    free(pv->origin);
+    free(pv->signature_url);
     free(pv->last_error);
     free(pv->metrics);
     free(pv->prev_source);
@@ -469,6 +473,18 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     for (size_t i = 0; i < nt; i++)
         rt->trusted[i] = strdup(cfg_in->trusted[i]);
     rt->cfg.trusted = (const char *const *)rt->trusted;
+#define PAR__OWN(field)                                                                            \
+    do {                                                                                           \
+        rt->field = cfg_in->field ? strdup(cfg_in->field) : NULL;                                  \
+        rt->cfg.field = rt->field;                                                                 \
+    } while (0)
+    PAR__OWN(ca_file);
+    PAR__OWN(s3_region);
+    PAR__OWN(s3_endpoint);
+    PAR__OWN(index_url);
+#undef PAR__OWN
+    rt->cfg.trusted_keys = NULL; /* parsed into rt->trust below; not kept */
+    rt->cfg.trusted_key_count = 0;
     pthread_mutex_init(&rt->lock, NULL);
     pthread_mutex_init(&rt->deploy_lock, NULL);
     rt->started_ms = par__now_ms();
@@ -479,6 +495,21 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
         par_runtime_destroy(rt);
         return PAR_E_IO;
     }
+    par_buf_t terr;
+    par_buf_init(&terr, 0);
+    if (par_trust_init(&rt->trust, cfg_in->trusted_keys, cfg_in->trusted_key_count,
+                       !cfg_in->allow_unsigned, &terr) != PAR_OK) {
+        par_log_msg(PAR_LOG_ERROR, "cannot load the trusted keys: %.*s", (int)terr.len,
+                    terr.data ? terr.data : "");
+        par_buf_free(&terr);
+        par_runtime_destroy(rt);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    par_buf_free(&terr);
+    if (rt->trust.nkeys == 0 && !rt->cfg.allow_unsigned)
+        par_log_msg(PAR_LOG_WARN, "no trusted keys are configured and unsigned packages are "
+                                  "refused: no package can be deployed");
+    par_cache_sweep(rt->cache_dir);
     table_rebuild(rt);
     int rc = par_super_new(rt, &rt->super);
     if (rc != PAR_OK) {
@@ -487,6 +518,11 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     rt->exec = exec_new(cores > 0 ? (size_t)cores * 2 : 2);
+    if (rt->index_url && *rt->index_url &&
+        (rc = par_index_start(rt, rt->index_url, rt->cfg.index_poll_ms, &rt->index)) != PAR_OK) {
+        par_runtime_destroy(rt);
+        return rc;
+    }
     *out = rt;
     return PAR_OK;
 }
@@ -495,6 +531,8 @@ void par_runtime_destroy(par_runtime_t *rt)
 {
     if (rt == NULL)
         return;
+    par_index_stop(rt->index); /* no deploy may start after this */
+    rt->index = NULL;
     atomic_store(&rt->draining, 1);
     pthread_mutex_lock(&rt->lock);
     par_table_t *t = rt->table;
@@ -515,6 +553,8 @@ void par_runtime_destroy(par_runtime_t *rt)
     for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
         free(rt->trusted[i]);
     free(rt->trusted);
+    par_trust_free(&rt->trust);
+    free(rt->ca_file), free(rt->s3_region), free(rt->s3_endpoint), free(rt->index_url);
     free(rt->state_dir);
     free(rt->cache_dir);
     free(rt->worker_path);
@@ -727,9 +767,10 @@ void par__runtime_persist(par_runtime_t *rt)
         par_pkgver_t *pv = rt->pkgs[i];
         if (atomic_load(&pv->state) != PAR_PKG_ACTIVE || pv->sha256[0] == '\0')
             continue; /* directories are not in the cache: nothing to restore from */
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s}", "name", pv->name, "version",
-                                             pv->version, "sha256", pv->sha256, "source",
-                                             pv->source ? pv->source : ""));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "name", pv->name, "version",
+                           pv->version, "sha256", pv->sha256, "source", pv->source ? pv->source : "",
+                           "origin", pv->origin ? pv->origin : "api", "signer", pv->signer));
     }
     pthread_mutex_unlock(&rt->lock);
     json_t *doc = json_pack("{s:i, s:o}", "format", 1, "packages", arr);
@@ -763,6 +804,8 @@ int par__runtime_recover(par_runtime_t *rt)
         const char *name = json_string_value(json_object_get(e, "name"));
         const char *sha = json_string_value(json_object_get(e, "sha256"));
         const char *source = json_string_value(json_object_get(e, "source"));
+        const char *origin = json_string_value(json_object_get(e, "origin"));
+        const char *signer = json_string_value(json_object_get(e, "signer"));
         if (name == NULL || sha == NULL || strlen(sha) != 64 ||
             strspn(sha, "0123456789abcdef") != 64)
             continue;
@@ -772,8 +815,14 @@ int par__runtime_recover(par_runtime_t *rt)
         par_buf_t err;
         par_buf_init(&err, 0);
         int rc;
-        if (access(marker, F_OK) == 0)
-            rc = par__deploy_restored(rt, dir, source, sha, &err);
+        if (access(marker, F_OK) == 0) {
+            par_deploy_req_t req = {.restored_dir = dir,
+                                    .restored_source = source,
+                                    .restored_signer = signer,
+                                    .sha256 = sha,
+                                    .origin = origin ? origin : "restored"};
+            rc = par__deploy(rt, &req, &err, NULL);
+        }
         else {
             par_buf_appendf(&err, "%s: not in the cache", sha);
             rc = PAR_E_NOT_FOUND;
@@ -830,6 +879,10 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why)
         par_buf_appends(why, "the initial packages are still loading");
         return 0;
     }
+    if (rt->index && !par_index_settled(rt->index)) {
+        par_buf_appends(why, "the registry index has not been polled yet");
+        return 0;
+    }
     par_pkgver_t **pk;
     size_t n;
     if (par__packages_snapshot(rt, &pk, &n) != PAR_OK)
@@ -857,6 +910,20 @@ int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err)
     par_buf_t e;
     par_buf_init(&e, 0);
     int rc = par__deploy_path(rt, path, &e, NULL);
+    if (err)
+        *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
+    par_buf_free(&e);
+    return rc;
+}
+
+int par_runtime_deploy_url(par_runtime_t *rt, const char *url, const char *sha256,
+                           const char *signature_url, char **err)
+{
+    par_buf_t e;
+    par_buf_init(&e, 0);
+    par_deploy_req_t req = {
+        .url = url, .sha256 = sha256, .signature_url = signature_url, .origin = "embed"};
+    int rc = par__deploy(rt, &req, &e, NULL);
     if (err)
         *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
     par_buf_free(&e);

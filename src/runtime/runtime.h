@@ -19,6 +19,7 @@
 
 #include "obs/metrics.h"
 #include "pkg/manifest.h"
+#include "pkg/trust.h"
 #include "runtime/call.h"
 #include "util/buf.h"
 
@@ -41,14 +42,17 @@ struct par_pkgver {
     char *name;
     char *version;
     char *root;      /* directory the package runs from */
-    char *source;    /* the path it was deployed from */
+    char *source;    /* the path or URL it was deployed from */
+    char *signature_url; /* an explicit signature URL given at deploy, or NULL */
+    char *origin;        /* who deployed it: "api", "dir", "index", "embed", "restored" */
+    char signer[17];     /* minisign key id that signed it, "" when unsigned */
     char sha256[65]; /* "" for a directory */
     par_isolation_t isolation;
     _Atomic int state;
     char *last_error;
     int last_status; /* PAR status of the last failure (HTTP 422 family), 0 if none */
     uint64_t seq;    /* deploy order */
-    double t_read_ms, t_extract_ms, t_load_ms;
+    double t_read_ms, t_verify_ms, t_extract_ms, t_load_ms; /* read = fetch */
     int64_t loaded_at_ms;   /* wall clock */
     int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
     uint32_t timeout_ms;
@@ -98,6 +102,9 @@ struct par_runtime {
     atomic_long inflight;      /* calls started and not yet finished */
     atomic_int ndraining;      /* versions in the draining state */
     int64_t started_ms;
+    par_trust_t trust;
+    char *ca_file, *s3_region, *s3_endpoint, *index_url; /* owned copies of cfg strings */
+    struct par_index *index;                              /* registry index poller, or NULL */
     /* in-process calls run on this executor so loop threads never block */
     struct par_executor *exec;
     void *data;
@@ -114,8 +121,23 @@ const par_route_t *par__table_find(const par_table_t *t, const char *id, size_t 
 /* Starts a call (see call.h). Any thread; never blocks on agent code. */
 int par__call_start(par_runtime_t *rt, par_call_t *c);
 
-/* Deploys a path; `err` receives every reason on failure. Blocking. On
- * success and when `out` is not NULL, *out is the new version (referenced). */
+/* What to deploy. Exactly one of path, url, restored_dir. */
+typedef struct par_deploy_req {
+    const char *path;          /* an .apkg file or an unpacked package directory */
+    const char *url;           /* https://, s3://bucket/key (http:// when allowed) */
+    const char *sha256;        /* expected digest, or NULL: {source}.sha256 when present */
+    const char *signature_url; /* or NULL: {source}.minisig when present */
+    const char *origin;        /* "api" when NULL */
+    const char *restored_dir;  /* a verified cache entry: no fetch, no verification */
+    const char *restored_source, *restored_signer;
+} par_deploy_req_t;
+
+/* Deploys; `err` receives every reason on failure. Blocking. On success and
+ * when `out` is not NULL, *out is the new version (referenced). */
+int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
+                par_pkgver_t **out);
+
+/* par__deploy of a path with origin "api". */
 int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out);
 
 /* The same, for a package restored from the cache: `path` is its extracted

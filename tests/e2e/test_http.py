@@ -95,7 +95,7 @@ def test_listings(srv):
     assert echo["isolation"] == "worker"
     assert echo["workers"] and echo["workers"][0]["state"] == "ready"
     assert {e["id"] for e in echo["exports"]} == {"echo", "echo/shout", "echo/upper"}
-    assert set(echo["timings_ms"]) == {"read", "extract", "load"}
+    assert set(echo["timings_ms"]) == {"fetch", "verify", "extract", "load"}
     assert srv.get("/runtime/packages/echo").json()["version"] == "1.0.0"
     assert_error(srv.get("/runtime/packages/nope"), 404, "not_found")
 

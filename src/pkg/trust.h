@@ -1,0 +1,48 @@
+/*
+ * pkg/trust.h — which keys may sign which packages, and the check of a
+ * detached minisign signature against them.
+ *
+ * Owns: the operator's trusted keys (parsed once, from the configuration's
+ * key strings or .pub files) with their optional package-name pins (fnmatch
+ * patterns: `acme-*` may only be signed by key X). Immutable after
+ * par_trust_init, so any thread may verify concurrently.
+ * Callers: runtime/deploy.c (deploy threads), the CLI (`par verify`).
+ */
+#ifndef PAR_PKG_TRUST_H
+#define PAR_PKG_TRUST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <par/par.h>
+
+#include "pkg/minisign.h"
+#include "util/buf.h"
+
+typedef struct par_trust_key {
+    par_ms_pubkey_t pk;
+    char **patterns; /* NULL-terminated; NULL = any package */
+} par_trust_key_t;
+
+typedef struct par_trust {
+    par_trust_key_t *keys;
+    size_t nkeys;
+    int require; /* refuse unsigned packages */
+} par_trust_t;
+
+/* Parses every key; each problem is named in `err` (key index, file). */
+int par_trust_init(par_trust_t *t, const par_trusted_key_t *keys, size_t n, int require,
+                   par_buf_t *err);
+void par_trust_free(par_trust_t *t);
+
+/* Verifies a minisign signature file's text over the archive bytes (msg) or
+ * its BLAKE2b-512 (prehash, may be NULL when msg is given). On success
+ * `signer` holds the key id. PAR_E_SIGNATURE_INVALID for a malformed or
+ * failing signature, PAR_E_UNTRUSTED_SIGNER when no trusted key has its id. */
+int par_trust_verify(const par_trust_t *t, const char *sig, size_t siglen, const void *msg,
+                     size_t len, const uint8_t *prehash, char signer[17], par_buf_t *err);
+
+/* Whether key `signer` may sign package `name` (its pins). */
+int par_trust_allows(const par_trust_t *t, const char *signer, const char *name, par_buf_t *err);
+
+#endif
