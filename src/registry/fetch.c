@@ -375,6 +375,7 @@ int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r,
         r->http_status = code;
         int retry = 0;
         rc = PAR_OK;
+        par_buf_terminate(&x.errbody);
         if (x.too_large || cc == CURLE_FILESIZE_EXCEEDED) {
             par_buf_appendf(&am, "%s: larger than the cap of %llu bytes (registry.max_download_mb)\n",
                             url, (unsigned long long)o->max_bytes);
