@@ -69,6 +69,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,12 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
         goto out;
     }
     size_t len = 0;
+    crypto_generichash_state b2;
+    if (lim->with_blake2b && (sodium_init() < 0 || crypto_generichash_init(&b2, NULL, 0, 64) != 0)) {
+        errf(err, "%s: BLAKE2b is unavailable\n", path);
+        rc = PAR_E_INTERNAL;
+        goto out;
+    }
     for (;;) {
         ssize_t r = read(fd, data + len, size + 1 - len);
         if (r < 0 && errno == EINTR)
@@ -218,6 +225,8 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
             rc = PAR_E_INTERNAL;
             goto out;
         }
+        if (lim->with_blake2b)
+            crypto_generichash_update(&b2, data + len - (size_t)r, (size_t)r);
     }
     if (len != size) {
         errf(err,
@@ -237,6 +246,10 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     out->data = data;
     out->len = len;
     to_hex(digest, dlen, out->sha256);
+    if (lim->with_blake2b) {
+        crypto_generichash_final(&b2, out->blake2b, 64);
+        out->has_blake2b = 1;
+    }
     data = NULL;
 out:
     if (fd >= 0)

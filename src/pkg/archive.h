@@ -22,6 +22,8 @@ typedef struct par_archive_limits {
     uint64_t max_entries;       /* default 10000 */
     uint64_t max_total_bytes;   /* uncompressed, default 1 GiB */
     uint64_t max_entry_bytes;   /* uncompressed, default 512 MiB */
+    int with_blake2b;           /* par_archive_load also computes BLAKE2b-512 (a minisign
+                                   prehash) in the same pass; default 0 */
     uint32_t max_ratio;         /* total uncompressed / archive bytes, default 200; checked
                                    once more than 1 MiB is out; 0 = no ratio check */
 } par_archive_limits_t;
@@ -33,6 +35,8 @@ typedef struct par_archive_bytes {
     unsigned char *data;
     size_t len;
     char sha256[65]; /* lowercase hex, NUL-terminated */
+    unsigned char blake2b[64]; /* when loaded with lim->with_blake2b */
+    int has_blake2b;
 } par_archive_bytes_t;
 
 /* Reads a file into memory (refusing more than lim->max_archive_bytes with

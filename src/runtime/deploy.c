@@ -392,6 +392,11 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     } else {
         par_archive_limits_t lim;
         par_archive_limits_default(&lim);
+        char sigpath[PATH_MAX];
+        /* a signature beside the file: hash for it in the same read pass */
+        lim.with_blake2b = (size_t)snprintf(sigpath, sizeof(sigpath), "%s.minisig", path) <
+                               sizeof(sigpath) &&
+                           access(sigpath, F_OK) == 0;
         if ((rc = par_archive_load(path, &lim, &a, err)) != PAR_OK) {
             if (rc != PAR_E_IO)
                 rc = PAR_E_INVALID_PACKAGE;
@@ -411,6 +416,10 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
         rc = read_sibling(path, ".minisig", &sig, err);
         if (rc == PAR_OK)
             have_sig = 1;
+        if (a.has_blake2b) {
+            memcpy(b2, a.blake2b, 64);
+            have_b2 = 1;
+        }
         else if (rc != PAR_E_NOT_FOUND)
             goto out;
         pv->t_read_ms = ms_since(t0);

@@ -102,7 +102,7 @@ static par_archive_bytes_t make_zip(const entry_t *entries, size_t n)
     assert_int_equal(archive_write_close(a), ARCHIVE_OK);
     archive_write_free(a);
     free(zeros);
-    par_archive_bytes_t out = {buf, used, ""};
+    par_archive_bytes_t out = {.data = buf, .len = used};
     par_sha256_hex(buf, used, out.sha256);
     return out;
 }
@@ -172,7 +172,7 @@ static par_archive_bytes_t raw_zip(const raw_entry_t *e, size_t n)
     putbytes(&p, "PK\5\6", 4);
     put16(&p, 0), put16(&p, 0), put16(&p, (unsigned)n), put16(&p, (unsigned)n);
     put32(&p, cd_size), put32(&p, cd), put16(&p, 0);
-    par_archive_bytes_t out = {buf, (size_t)(p - buf), ""};
+    par_archive_bytes_t out = {.data = buf, .len = (size_t)(p - buf)};
     return out;
 }
 
@@ -471,7 +471,7 @@ static void test_read_member(void **state)
     par_archive_bytes_free(&a);
 
     /* not a ZIP */
-    par_archive_bytes_t junk = {(unsigned char *)"definitely not a zip archive", 28, ""};
+    par_archive_bytes_t junk = {.data = (unsigned char *)"definitely not a zip archive", .len = 28};
     assert_int_equal(par_archive_read_member(&junk, "agent.yaml", 100, &out, &err),
                      PAR_E_INVALID_PACKAGE);
     par_buf_free(&out);
@@ -952,7 +952,7 @@ static void test_bomb_count_zip64(void **state)
     }
     assert_int_equal(archive_write_close(w), ARCHIVE_OK);
     archive_write_free(w);
-    par_archive_bytes_t a = {buf, used, ""};
+    par_archive_bytes_t a = {.data = buf, .len = used};
     assert_non_null(memmem(a.data, a.len, "PK\6\7", 4)); /* the ZIP64 locator */
     par_buf_t err;
     par_buf_init(&err, 0);
@@ -982,17 +982,17 @@ static void test_corrupt(void **state)
     par_archive_bytes_t a = make_zip(e, 2);
     jail_t j;
 
-    par_archive_bytes_t half = {a.data, a.len / 2, ""};
+    par_archive_bytes_t half = {.data = a.data, .len = a.len / 2};
     int rc = extract_in(&half, "truncated", NULL, &j, &err);
     expect_refused(rc, PAR_E_INVALID_PACKAGE, &err, "ZIP", "truncated");
     assert_int_equal(par_archive_read_member(&half, "agent.yaml", 100, &out, NULL),
                      PAR_E_INVALID_PACKAGE);
     par_buf_free(&out);
 
-    par_archive_bytes_t junk = {(unsigned char *)"definitely not a zip archive", 28, ""};
+    par_archive_bytes_t junk = {.data = (unsigned char *)"definitely not a zip archive", .len = 28};
     rc = extract_in(&junk, "junk", NULL, &j, &err);
     expect_refused(rc, PAR_E_INVALID_PACKAGE, &err, "not a readable ZIP archive", "junk");
-    par_archive_bytes_t empty = {(unsigned char *)"", 0, ""};
+    par_archive_bytes_t empty = {.data = (unsigned char *)"", .len = 0};
     rc = extract_in(&empty, "empty", NULL, &j, &err);
     expect_refused(rc, PAR_E_INVALID_PACKAGE, &err, NULL, "empty");
 
@@ -1034,7 +1034,7 @@ static void test_central_directory(void **state)
     unsigned char *pre = malloc(a.len + 1000);
     memset(pre, 'J', 1000);
     memcpy(pre + 1000, a.data, a.len);
-    par_archive_bytes_t pa = {pre, a.len + 1000, ""};
+    par_archive_bytes_t pa = {.data = pre, .len = a.len + 1000};
     rc = extract_in(&pa, "prepended", NULL, &j, &err);
     expect_refused(rc, PAR_OK, &err, NULL, "prepended");
     assert_file(j.dest, "agent.yaml", "name: a\n", 0644);
