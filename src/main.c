@@ -25,7 +25,6 @@
 
 #include "cli/cli.h"
 #include "http/server.h"
-#include "cli/cli.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "pkg/archive.h"
@@ -138,10 +137,12 @@ static void usage_serve(FILE *f)
 
 static void usage_pack(FILE *f)
 {
-    fprintf(f, "usage: par pack DIR -o FILE.apkg\n\n"
+    fprintf(f, "usage: par pack DIR -o FILE.apkg [--sign [-s par.key] [--password-file F]\n"
+               "                                [-t \"trusted comment\"]]\n\n"
                "Builds a ZIP package from DIR (which must hold agent.yaml). The manifest is\n"
                "validated first. Same input, same bytes: entries are sorted, timestamps and\n"
-               "owners fixed.\n");
+               "owners fixed. --sign then writes FILE.apkg.minisig with a minisign secret key\n"
+               "(as `par sign` does).\n");
 }
 
 static void usage_inspect(FILE *f)
@@ -865,10 +866,19 @@ static int cmd_pack(int argc, char **argv)
         usage_pack(stdout);
         return 0;
     }
-    const char *dir = NULL, *outp = NULL;
+    const char *dir = NULL, *outp = NULL, *seckey = NULL, *pwfile = NULL, *comment = NULL;
+    int sign = 0;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc)
             outp = argv[++i];
+        else if (strcmp(argv[i], "--sign") == 0)
+            sign = 1;
+        else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
+            seckey = argv[++i];
+        else if (strcmp(argv[i], "--password-file") == 0 && i + 1 < argc)
+            pwfile = argv[++i];
+        else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
+            comment = argv[++i];
         else if (dir == NULL && argv[i][0] != '-')
             dir = argv[i];
         else {
@@ -914,6 +924,8 @@ static int cmd_pack(int argc, char **argv)
         return 1;
     }
     par_buf_free(&err);
+    if (sign || seckey)
+        return par_cli_sign_file(outp, seckey, pwfile, comment, 0);
     return 0;
 }
 

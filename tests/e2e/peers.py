@@ -173,7 +173,8 @@ class Key:
                        check=True, capture_output=True, stdin=subprocess.DEVNULL)
         lines = open(self.pub).read().splitlines()
         self.line = lines[1].strip()
-        self.id = lines[0].rsplit(" ", 1)[1].strip()
+        # minisign 0.11 prints the id without leading zeros; PAR always shows 16 digits
+        self.id = lines[0].rsplit(" ", 1)[1].strip().zfill(16)
 
     def sign(self, path, legacy=False):
         args = ["minisign", "-S", "-s", self.sec, "-m", path]

@@ -456,3 +456,26 @@ def test_30mb_package_from_s3_and_file(world, server_factory, tmp_path):
         assert s.post("big", {"input": how}).json()["output"] == how
         timings[how] = r.json()["timings_ms"]
     print("30 MB package load phases (ms):", json.dumps(timings))
+
+
+def test_par_keygen_pack_sign_then_minisign_verifies_and_par_deploys(world, server_factory,
+                                                                     tmp_path):
+    d = str(tmp_path)
+    pub, sec = os.path.join(d, "par.pub"), os.path.join(d, "par.key")
+    r = run("keygen", "-p", pub, "-s", sec, "--unencrypted")
+    assert r.returncode == 0, r.stderr
+    src = stage(d, "4.0.0")
+    out = os.path.join(d, "echo-4.0.0.apkg")
+    r = run("pack", src, "-o", out, "--sign", "-s", sec)
+    assert r.returncode == 0, r.stderr
+    import subprocess
+    v = subprocess.run(["minisign", "-Vm", out, "-p", pub], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
+    conf = config(world, d).replace("trust:\n", "trust:\n", 1)
+    text = open(conf).read().replace("  keys:\n", f"  keys:\n    - file: {pub}\n", 1)
+    open(conf, "w").write(text)
+    s = server_factory([], args=("--config", conf), expected_errors=REFUSED)
+    r = deploy(s, path=out)
+    assert r.status_code == 201, r.text
+    key_id = open(pub).read().splitlines()[0].rsplit(" ", 1)[1].zfill(16)
+    assert r.json()["signer"] == key_id
