@@ -65,6 +65,8 @@ struct par_agent_api {
     void (*log)(par_agent_ctx_t *ctx, int level, const char *msg);
     void (*set_error)(par_agent_ctx_t *ctx, const char *msg);
     int (*cancelled)(par_agent_ctx_t *ctx);
+    /* appended in 0.1: read it through par_ctx_tenant(), which checks `size` */
+    const char *(*tenant)(par_agent_ctx_t *ctx);
 };
 
 /** What an agent learns about the invocation. Read-only for the agent. */
@@ -74,7 +76,8 @@ struct par_agent_ctx {
     const char *sub_agent;  /**< sub-agent or export name, "" for the main export */
     const char *request_id; /**< never NULL */
     const char *trace_id;   /**< never NULL, may be "" */
-    const char *subject;    /**< caller identity, "" when anonymous */
+    const char *subject;    /**< caller identity (the token's `sub`, or the API key's
+                                 subject), "" when authentication is off */
     par_slice_t context;    /**< the request's `context` object as JSON ("{}" if none) */
     int64_t deadline_ms;    /**< absolute CLOCK_MONOTONIC deadline in ms, 0 = none */
     void *_impl;            /**< runtime-private */
@@ -117,6 +120,18 @@ static inline void par_ctx_log(par_agent_ctx_t *ctx, int level, const char *msg)
 static inline void par_ctx_fail(par_agent_ctx_t *ctx, const char *msg)
 {
     ctx->api->set_error(ctx, msg);
+}
+
+/** The caller's tenant: the configured tenant claim of its token, or its API
+ *  key's tenant; "" when there is none (or the host predates tenants). Like
+ *  `subject`, it is the original caller's in sub-agent calls too. */
+static inline const char *par_ctx_tenant(par_agent_ctx_t *ctx)
+{
+    const par_agent_api_t *api = ctx->api;
+    if (api->size < offsetof(par_agent_api_t, tenant) + sizeof(api->tenant) || !api->tenant)
+        return "";
+    const char *t = api->tenant(ctx);
+    return t ? t : "";
 }
 
 /** Non-zero once the runtime has given up on this invocation (deadline, client gone). */

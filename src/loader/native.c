@@ -220,6 +220,7 @@ static int i_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
     memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
     memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
     c->subject = parent->subject ? strdup(parent->subject) : NULL;
+    c->tenant = parent->tenant ? strdup(parent->tenant) : NULL;
     c->deadline_ms = parent->deadline_ms;
     c->caller_pv = parent->pv;
     par__pkgver_ref(parent->pv);
@@ -288,6 +289,12 @@ static int i_cancelled(par_agent_ctx_t *ctx)
     return x->call->deadline_ms && par__now_ms() > x->call->deadline_ms;
 }
 
+static const char *i_tenant(par_agent_ctx_t *ctx)
+{
+    ictx_t *x = ctx->_impl;
+    return x->call->tenant ? x->call->tenant : "";
+}
+
 static const par_agent_api_t inproc_api = {
     .abi = PAR_AGENT_ABI,
     .size = sizeof(par_agent_api_t),
@@ -297,6 +304,7 @@ static const par_agent_api_t inproc_api = {
     .log = i_log,
     .set_error = i_fail,
     .cancelled = i_cancelled,
+    .tenant = i_tenant,
 };
 
 void par__native_run(par_call_t *c)

@@ -240,6 +240,10 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
         par_buf_appends(&h, ",\"subject\":");
         par_buf_append_json_str(&h, c->subject, strlen(c->subject));
     }
+    if (c->tenant) {
+        par_buf_appends(&h, ",\"tenant\":");
+        par_buf_append_json_str(&h, c->tenant, strlen(c->tenant));
+    }
     par_buf_appendf(&h, ",\"deadline_ms\":%lld", (long long)remaining);
     if (c->context) {
         par_buf_appends(&h, ",\"context\":");
@@ -575,6 +579,7 @@ static void handle_call_frame(par_worker_t *w, const par_frame_t *f)
         memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
         memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
         c->subject = parent->subject ? strdup(parent->subject) : NULL;
+        c->tenant = parent->tenant ? strdup(parent->tenant) : NULL;
         c->deadline_ms = parent->deadline_ms;
         c->caller_pv = parent->pv;
         par__pkgver_ref(parent->pv);

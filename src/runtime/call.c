@@ -39,6 +39,7 @@ void par__call_free(par_call_t *c)
     par_buf_free(&c->output);
     free(c->units_json);
     free(c->subject);
+    free(c->tenant);
     free(c->_input_copy);
     free(c->_context_copy);
     if (c->pv)

@@ -34,7 +34,8 @@ struct par_call {
     size_t context_len;
     char request_id[PAR_REQUEST_ID_MAX + 1];
     char trace_id[64];
-    char *subject;           /* owned, may be NULL */
+    char *subject;           /* owned, may be NULL: the authenticated caller */
+    char *tenant;            /* owned, may be NULL */
     int allow_private;       /* embedder or same-package sibling */
     par_pkgver_t *caller_pv; /* referenced: the calling agent's package version, or NULL */
     int64_t deadline_ms;     /* absolute CLOCK_MONOTONIC ms, 0 = package default */

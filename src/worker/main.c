@@ -274,6 +274,13 @@ static int api_cancelled(par_agent_ctx_t *ctx)
     return atomic_load(&job_of(ctx)->cancelled);
 }
 
+static const char *hdr_str(json_t *h, const char *key);
+
+static const char *api_tenant(par_agent_ctx_t *ctx)
+{
+    return hdr_str(job_of(ctx)->hdr, "tenant");
+}
+
 static const par_agent_api_t g_api = {
     .abi = PAR_AGENT_ABI,
     .size = sizeof(par_agent_api_t),
@@ -283,6 +290,7 @@ static const par_agent_api_t g_api = {
     .log = api_log,
     .set_error = api_fail,
     .cancelled = api_cancelled,
+    .tenant = api_tenant,
 };
 
 /* ---- jobs --------------------------------------------------------------- */
