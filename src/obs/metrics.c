@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/reason.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "runtime/runtime.h"
@@ -98,6 +99,29 @@ void par_metrics_cold_start(double seconds)
     atomic_store(&cold_start_s, seconds);
 }
 
+/* ---- authentication ------------------------------------------------------------------ */
+
+static atomic_ulong auth_failures[PAR_AUTH_REASON_COUNT];
+static atomic_ulong auth_cache[2];   /* miss, hit */
+static atomic_ulong auth_fetches[2]; /* failed, ok */
+
+void par_metrics_auth_failure(int reason)
+{
+    if (reason < 0 || reason >= PAR_AUTH_REASON_COUNT)
+        reason = PAR_AUTH_R_NONE;
+    atomic_fetch_add_explicit(&auth_failures[reason], 1, memory_order_relaxed);
+}
+
+void par_metrics_auth_cache(int hit)
+{
+    atomic_fetch_add_explicit(&auth_cache[hit != 0], 1, memory_order_relaxed);
+}
+
+void par_metrics_auth_jwks_fetch(int ok)
+{
+    atomic_fetch_add_explicit(&auth_fetches[ok != 0], 1, memory_order_relaxed);
+}
+
 /* ---- rendering ------------------------------------------------------------------------- */
 
 static void help(par_buf_t *b, const char *name, const char *type, const char *text)
@@ -139,6 +163,27 @@ static void process_metrics(par_buf_t *b)
         help(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
         par_buf_appendf(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
     }
+}
+
+static void auth_metrics(par_buf_t *b)
+{
+    help(b, "par_auth_failures_total", "counter",
+         "Requests refused by authentication or authorization, by reason.");
+    for (int r = 1; r < PAR_AUTH_REASON_COUNT; r++)
+        par_buf_appendf(b, "par_auth_failures_total{reason=\"%s\"} %lu\n", par_auth_reason_name(r),
+                        atomic_load(&auth_failures[r]));
+    help(b, "par_auth_token_cache_total", "counter",
+         "Bearer tokens looked up in the verified-token cache, by result.");
+    par_buf_appendf(b,
+                    "par_auth_token_cache_total{result=\"hit\"} %lu\n"
+                    "par_auth_token_cache_total{result=\"miss\"} %lu\n",
+                    atomic_load(&auth_cache[1]), atomic_load(&auth_cache[0]));
+    help(b, "par_auth_key_fetches_total", "counter",
+         "Fetches of the token issuer's signing keys, by result.");
+    par_buf_appendf(b,
+                    "par_auth_key_fetches_total{result=\"ok\"} %lu\n"
+                    "par_auth_key_fetches_total{result=\"error\"} %lu\n",
+                    atomic_load(&auth_fetches[1]), atomic_load(&auth_fetches[0]));
 }
 
 int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
@@ -290,6 +335,7 @@ int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
              "Time from process start to the first readiness.");
         par_buf_appendf(b, "par_cold_start_seconds %.6f\n", cs);
     }
+    auth_metrics(b);
     help(b, "par_log_lines_dropped_total", "counter",
          "Log lines dropped because the log buffer was full.");
     par_buf_appendf(b, "par_log_lines_dropped_total %llu\n", (unsigned long long)par_log_dropped());

@@ -42,6 +42,15 @@ void par_metrics_load(double read_s, double verify_s, double extract_s, double l
 void par_metrics_cold_start(double seconds);
 void par_metrics_registry_poll(const char *result);
 
+/* Records one refused credential or request (auth/reason.h reason). */
+void par_metrics_auth_failure(int reason);
+
+/* Records one lookup in the verified-token cache. */
+void par_metrics_auth_cache(int hit);
+
+/* Records one fetch of the issuer's keys (discovery and JWKS). */
+void par_metrics_auth_jwks_fetch(int ok);
+
 /* Renders every metric of the runtime into `out`. */
 int par_metrics_render(struct par_runtime *rt, par_buf_t *out);
 

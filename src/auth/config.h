@@ -1,0 +1,89 @@
+/*
+ * auth/config.h — the `auth:` block of the configuration (docs/auth.md).
+ *
+ * Owns the parsed, validated form of every auth key and where it may come
+ * from: the YAML file, PAR_AUTH_* environment variables and `--auth KEY=VALUE`
+ * flags, in that order of precedence, like every other key. Scalars and lists
+ * can come from anywhere; permission grants and API keys are structured and
+ * only come from the file. Called by the CLI (src/main.c) on the main thread
+ * at start and on SIGHUP; the result is handed to par_auth_new() and not
+ * touched after.
+ */
+#ifndef PAR_AUTH_CONFIG_H
+#define PAR_AUTH_CONFIG_H
+
+#include <stddef.h>
+
+#include "auth/permissions.h"
+#include "util/buf.h"
+
+struct fy_document;
+
+typedef enum par_auth_mode {
+    PAR_AUTH_UNSET = -1,
+    PAR_AUTH_OFF = 0,
+    PAR_AUTH_OIDC = 1,
+    PAR_AUTH_API_KEY = 2,
+} par_auth_mode_t;
+
+/* One static API key: only its SHA-256 is configured. */
+typedef struct par_api_key {
+    unsigned char sha256[32];
+    char *subject;
+    char *tenant; /* may be NULL */
+    par_perms_t perms;
+} par_api_key_t;
+
+typedef struct par_oidc_config {
+    char *issuer;   /* exact `iss`; discovery at {issuer}/.well-known/openid-configuration */
+    char *audience; /* `aud` must contain it */
+    char *jwks_uri; /* skips discovery when set */
+    char *ca_file;  /* CA bundle for the issuer's TLS; NULL = the system store */
+    unsigned alg_mask;
+    unsigned leeway_s;              /* default 60 */
+    unsigned max_token_bytes;       /* default 16384 */
+    unsigned fetch_timeout_ms;      /* default 5000 */
+    unsigned jwks_cache_min_s;      /* floor on Cache-Control max-age, default 60 */
+    unsigned jwks_cache_max_s;      /* ceiling, default 86400 */
+    unsigned jwks_cache_default_s;  /* when the JWKS says nothing, default 3600 */
+    unsigned unknown_kid_refresh_s; /* at most one unknown-kid refresh per this, default 10 */
+    unsigned retry_max_s;           /* backoff ceiling after a failed fetch, default 30 */
+    int allow_http;                 /* plain-HTTP issuer: loopback tests only */
+} par_oidc_config_t;
+
+typedef struct par_auth_config {
+    int mode;          /* par_auth_mode_t */
+    char **open_paths; /* served without credentials */
+    size_t nopen;
+    char *subject_claim;          /* default "sub" */
+    char *tenant_claim;           /* NULL = no tenant */
+    unsigned token_cache_entries; /* default 4096 */
+    par_perm_map_t perms;
+    par_oidc_config_t oidc;
+    par_api_key_t *api_keys;
+    size_t napi_keys;
+} par_auth_config_t;
+
+/* Defaults: mode unset, open paths /runtime/health and /runtime/ready. */
+int par_auth_config_init(par_auth_config_t *c);
+void par_auth_config_free(par_auth_config_t *c);
+
+/* Reads the `auth` block of a parsed YAML document (absent: nothing changes).
+ * Errors name `file` and the key path. Returns PAR_OK or PAR_E_INVALID_ARGUMENT. */
+int par_auth_config_load_yaml(par_auth_config_t *c, struct fy_document *d, const char *file,
+                              par_buf_t *err);
+
+/* Sets one key from text: "mode", "oidc.issuer", "open_paths" (comma or
+ * space separated), … Returns PAR_OK or PAR_E_INVALID_ARGUMENT. */
+int par_auth_config_set(par_auth_config_t *c, const char *key, const char *value, par_buf_t *err);
+
+/* Applies PAR_AUTH_<KEY> variables (PAR_AUTH_MODE, PAR_AUTH_OIDC_ISSUER, …). */
+int par_auth_config_load_env(par_auth_config_t *c, par_buf_t *err);
+
+/* Resolves the mode (unset + `embedded` = off; unset otherwise is an error)
+ * and checks that the keys the mode needs are there and sane. */
+int par_auth_config_finish(par_auth_config_t *c, int embedded, par_buf_t *err);
+
+const char *par_auth_mode_name(int mode);
+
+#endif
