@@ -23,6 +23,7 @@
 
 #include <par/par.h>
 
+#include "auth/auth.h"
 #include "cli/cli.h"
 #include "http/server.h"
 #include "obs/log.h"
@@ -34,6 +35,7 @@
 /* The server lives as long as the process: kept here so that it stays
  * reachable (and so is not reported by leak checkers) after main returns. */
 static par_http_t *g_http;
+static par_auth_t *g_auth;
 
 typedef struct serve_opts {
     char *listen;
@@ -68,6 +70,7 @@ typedef struct serve_opts {
     unsigned poll_ms, fetch_timeout_ms, connect_timeout_ms, fetch_retries;
     int fetch_retries_set;
     unsigned long max_download_mb, cache_max_mb;
+    par_auth_config_t auth;
 } serve_opts_t;
 
 static void add_key(serve_opts_t *o, const char *key, char **pins)
@@ -132,7 +135,10 @@ static void usage_serve(FILE *f)
                "  --shutdown-grace-ms N  after SIGTERM, keep serving N ms with readiness\n"
                "                         failing (PAR_SHUTDOWN_GRACE_MS, default 0)\n"
                "  --shutdown-drain-ms N  then wait up to N ms for in-flight requests\n"
-               "                         (PAR_SHUTDOWN_DRAIN_MS, default 30000)\n");
+               "                         (PAR_SHUTDOWN_DRAIN_MS, default 30000)\n"
+               "  --auth-mode MODE   off|oidc|api_key (PAR_AUTH_MODE; docs/auth.md)\n"
+               "  --auth KEY=VALUE   any scalar auth key, e.g. --auth oidc.issuer=https://idp\n"
+               "                     (PAR_AUTH_OIDC_ISSUER; repeatable)\n");
 }
 
 static void usage_pack(FILE *f)
@@ -296,6 +302,15 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->max_download_mb = strtoul(v, NULL, 10);
     if ((v = yaml_str(d, "/cache/max_mb")))
         o->cache_max_mb = strtoul(v, NULL, 10);
+    par_buf_t aerr;
+    par_buf_init(&aerr, 0);
+    if (par_auth_config_load_yaml(&o->auth, d, path, &aerr) != PAR_OK) {
+        fprintf(stderr, "par: %.*s", (int)aerr.len, aerr.data ? aerr.data : "");
+        par_buf_free(&aerr);
+        fy_document_destroy(d);
+        return -1;
+    }
+    par_buf_free(&aerr);
     struct fy_node *tr = fy_node_by_path(fy_document_root(d), "/trusted", FY_NT, 0);
     if (tr && fy_node_is_sequence(tr)) {
         void *it = NULL;
@@ -584,6 +599,8 @@ static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_
 static int parse_serve(int argc, char **argv, serve_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
+    if (par_auth_config_init(&o->auth) != PAR_OK)
+        return 2;
     o->access_log = 1;
     o->drain_ms = 30000;
     set_str(&o->listen, "127.0.0.1:8080");
@@ -599,6 +616,13 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
     if (config && load_config_file(config, o) != 0)
         return 2;
     load_env(o);
+    par_buf_t aerr;
+    par_buf_init(&aerr, 0);
+    if (par_auth_config_load_env(&o->auth, &aerr) != PAR_OK) {
+        fprintf(stderr, "par serve: %.*s", (int)aerr.len, aerr.data ? aerr.data : "");
+        par_buf_free(&aerr);
+        return 2;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
@@ -631,7 +655,18 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
             set_str(&o->index_url, v);
         else if (strcmp(a, "--ca-file") == 0)
             set_str(&o->ca_file, v);
-        else if (strcmp(a, "--trusted") == 0) {
+        else if (strcmp(a, "--auth-mode") == 0 || strcmp(a, "--auth") == 0) {
+            const char *eq = strcmp(a, "--auth") == 0 ? strchr(v, '=') : NULL;
+            char key[64];
+            snprintf(key, sizeof(key), "%.*s", eq ? (int)(eq - v) : 4, eq ? v : "mode");
+            if ((strcmp(a, "--auth") == 0 && eq == NULL) ||
+                par_auth_config_set(&o->auth, key, eq ? eq + 1 : v, &aerr) != PAR_OK) {
+                fprintf(stderr, "par serve: %s %s: %.*s\n", a, v, (int)aerr.len,
+                        aerr.data ? aerr.data : "want KEY=VALUE");
+                par_buf_free(&aerr);
+                return 2;
+            }
+        } else if (strcmp(a, "--trusted") == 0) {
             o->trusted = realloc(o->trusted, (o->ntrusted + 2) * sizeof(char *));
             o->trusted[o->ntrusted++] = strdup(v);
             o->trusted[o->ntrusted] = NULL;
@@ -641,6 +676,14 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
         }
         i++;
     }
+    /* auth is off only when configured so, or in the embedded local default */
+    if (par_auth_config_finish(&o->auth, config == NULL, &aerr) != PAR_OK) {
+        fprintf(stderr, "par serve: %s%s%.*s", config ? config : "", config ? ": " : "",
+                (int)aerr.len, aerr.data ? aerr.data : "");
+        par_buf_free(&aerr);
+        return 2;
+    }
+    par_buf_free(&aerr);
     int level = par_log_parse_level(o->log_level);
     if (level < 0) {
         fprintf(stderr, "par serve: unknown log level '%s' (debug|info|warn|error)\n",
@@ -665,6 +708,7 @@ static void free_serve(serve_opts_t *o)
     }
     free(o->keys), free(o->key_strs), free(o->key_pins);
     free(o->ca_file), free(o->s3_region), free(o->s3_endpoint), free(o->index_url);
+    par_auth_config_free(&o->auth);
 }
 
 static int differs(const char *a, const char *b)
@@ -788,10 +832,23 @@ static int cmd_serve(int argc, char **argv)
         return 1;
     }
     atomic_store(&rt->booting, 1);
+    int auth_mode = o.auth.mode;
+    par_buf_t aerr;
+    par_buf_init(&aerr, 0);
+    if (par_auth_new(&o.auth, &g_auth, &aerr) != PAR_OK) {
+        par_log_msg(PAR_LOG_ERROR, "cannot start authentication: %.*s", (int)aerr.len,
+                    aerr.data ? aerr.data : "");
+        par_buf_free(&aerr);
+        par_runtime_destroy(rt);
+        par_log_shutdown();
+        return 1;
+    }
+    par_buf_free(&aerr);
     par_http_opts_t ho = {
-        .listen = o.listen, .threads = o.http_threads, .access_log = o.access_log};
+        .listen = o.listen, .threads = o.http_threads, .access_log = o.access_log, .auth = g_auth};
     par_http_t *http;
     if (par_http_start(rt, &ho, &g_http) != PAR_OK) {
+        par_auth_destroy(g_auth);
         par_runtime_destroy(rt);
         par_log_shutdown();
         return 1;
@@ -813,6 +870,16 @@ static int cmd_serve(int argc, char **argv)
         par_log_msg(PAR_LOG_WARN, "UNSIGNED PACKAGES ARE ACCEPTED: signatures are checked when "
                                   "present, but a package without one deploys with a warning "
                                   "(set trust.require_signatures: true)");
+    if (auth_mode == PAR_AUTH_OFF && (has_config || getenv("PAR_AUTH_MODE")))
+        par_log_msg(PAR_LOG_WARN, "authentication is off (auth.mode: off): every caller may "
+                                  "invoke every agent and use the management API");
+    if (auth_mode != PAR_AUTH_OFF) {
+        json_t *d = par_auth_describe(g_auth);
+        char *s = json_dumps(d, JSON_COMPACT);
+        par_log_msg(PAR_LOG_INFO, "authentication: %s", s ? s : "");
+        free(s);
+        json_decref(d);
+    }
     watch_t *watch = watch_start(rt, o.packages);
     int restored = par__runtime_recover(rt);
     if (restored)
@@ -851,6 +918,8 @@ static int cmd_serve(int argc, char **argv)
     graceful_shutdown(rt, http, &set, sig, o.grace_ms, o.drain_ms);
     watch_stop(watch);
     par_http_stop(http);
+    par_auth_destroy(g_auth);
+    g_auth = NULL;
     par_runtime_destroy(rt);
     par_log_msg(PAR_LOG_INFO, "stopped");
     par_log_shutdown();

@@ -8,6 +8,12 @@
  * scanner, hand a par_call_t to the runtime, return to the loop. The
  * completion arrives on this loop's multithread queue; a guard allocated in
  * the request's pool tells it whether the client is still there.
+ *
+ * Authentication comes first (serve()): open paths skip it; otherwise the
+ * credential becomes an identity, the route's permission is checked on the
+ * path alone (runtime:admin for /runtime/... and /metrics, agents:invoke for
+ * the agent id), and only then is the request routed, with the identity on
+ * the loop (loop_t.who) for the handlers and the access log.
  */
 #include "http/server.h"
 
@@ -44,6 +50,9 @@ typedef struct loop {
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t receiver;
     h2o_multithread_receiver_t deploy_receiver;
+    h2o_multithread_receiver_t auth_receiver;
+    struct auth_wait *spare_wait; /* preallocated waiter for the next parked request */
+    par_identity_t *who;          /* caller of the request being handled, NULL if anonymous */
     _Atomic int listen_fd;
     h2o_socket_t *listener;
     uint64_t rng;
@@ -227,6 +236,12 @@ static void access_log(par_http_t *h, h2o_req_t *req, int http, const char *rid,
     par_log_int(&l, "status", http);
     par_log_double(&l, "duration_ms", (double)(par__now_ns() - t0_ns) / 1e6);
     par_log_str(&l, "request_id", rid);
+    const char *subject = c ? c->subject : tl_loop && tl_loop->who ? tl_loop->who->subject : NULL;
+    const char *tenant = c ? c->tenant : tl_loop && tl_loop->who ? tl_loop->who->tenant : NULL;
+    if (subject)
+        par_log_str(&l, "subject", subject);
+    if (tenant)
+        par_log_str(&l, "tenant", tenant);
     if (c) {
         par_log_str(&l, "trace_id", c->trace_id);
         par_log_str(&l, "agent", c->agent_id);
@@ -392,6 +407,11 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
     memcpy(c->agent_id, id, idlen);
     c->agent_id[idlen] = '\0';
     snprintf(c->request_id, sizeof(c->request_id), "%s", rid);
+    if (l->who) {
+        /* the caller's identity travels with the call, into sub-agent calls too */
+        c->subject = strdup(l->who->subject);
+        c->tenant = l->who->tenant ? strdup(l->who->tenant) : NULL;
+    }
     int envelope = par_json_root_type(body, blen) == '{' && f[0].ptr != NULL;
     if (envelope) {
         c->input = f[0].ptr;
@@ -464,6 +484,9 @@ static void handle_agents(par_http_t *h, h2o_req_t *req, const char *rid)
     for (size_t i = 0; i < t->count; i++) {
         const par_route_t *r = &t->routes[i];
         if (strchr(r->id, '@') || !r->pv->manifest->exports[r->export_idx].is_public)
+            continue;
+        /* a caller sees the agents it may invoke */
+        if (tl_loop->who && !par_perms_allow_invoke(&tl_loop->who->perms, r->id, strlen(r->id)))
             continue;
         json_array_append_new(a, agent_json(r));
     }
@@ -608,6 +631,7 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
         o, "trust",
         json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned, "trusted_keys",
                   (json_int_t)rt->trust.nkeys));
+    json_object_set_new(o, "auth", par_auth_describe(h->opts.auth));
     send_json(req, 200, o, rid);
 }
 
@@ -625,6 +649,7 @@ typedef struct deploy_job {
     par_pkgver_t *pv;
     char rid[PAR_REQUEST_ID_MAX + 1];
     int64_t t0;
+    par_identity_t *who; /* referenced: who asked, for the access log */
 } deploy_job_t;
 
 static void deploy_guard_dispose(void *p)
@@ -668,13 +693,16 @@ static void on_deploy_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
                     len--;
                 send_error(j->req, j->rc, j->err.data ? j->err.data : "", len, j->rid);
             }
+            j->loop->who = j->who;
             access_log(j->loop->http, j->req, http, j->rid, NULL, j->t0,
                        j->rc == PAR_OK ? NULL : par_status_name(j->rc));
+            j->loop->who = NULL;
             if (j->guard)
                 *j->guard = NULL;
         }
         if (j->pv)
             par__pkgver_unref(j->pv);
+        par_identity_unref(j->who);
         par_buf_free(&j->err);
         free(j->path), free(j->url), free(j->sha256), free(j->signature_url);
         free(j);
@@ -701,6 +729,8 @@ static void start_deploy(loop_t *l, h2o_req_t *req, const char *source, const ch
     j->signature_url = dup_or_null(signature_url);
     j->ok_status = ok_status;
     j->t0 = t0;
+    if ((j->who = l->who) != NULL)
+        par_identity_ref(j->who);
     snprintf(j->rid, sizeof(j->rid), "%s", rid);
     par_buf_init(&j->err, 64 * 1024);
     deploy_job_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), deploy_guard_dispose);
@@ -808,13 +838,10 @@ static int path_is(h2o_iovec_t p, const char *s)
     return h2o_memis(p.base, p.len, s, strlen(s));
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+/* Routes a request that passed authentication (serve()). */
+static int route(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0)
 {
-    loop_t *l = tl_loop;
     par_http_t *h = l->http;
-    int64_t t0 = par__now_ns();
-    char rid[PAR_REQUEST_ID_MAX + 1];
-    request_id_for(req, l, rid, sizeof(rid));
     h2o_iovec_t p = req->path_normalized;
     int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                  h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
@@ -887,7 +914,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         } else if (path_is(p, "/runtime/ready")) {
             par_buf_t why;
             par_buf_init(&why, 4096);
-            if (par__runtime_ready(h->rt, &why)) {
+            int auth_ok = par_auth_ready(h->opts.auth, &why);
+            if (!auth_ok)
+                par_buf_appends(&why, "; ");
+            if (par__runtime_ready(h->rt, &why) && auth_ok) {
                 send_json(req, 200, json_pack("{s:s}", "status", "ready"), rid);
             } else {
                 send_error(req, PAR_E_NOT_READY, why.data ? why.data : "", why.len, rid);
@@ -912,6 +942,177 @@ notfound:
 log:
     access_log(h, req, status, rid, NULL, t0, NULL);
     return 0;
+}
+
+/* ---- authentication ------------------------------------------------------------- */
+
+/* A request parked while the issuer's keys are refreshed (auth/oidc.h). */
+typedef struct auth_wait {
+    par_auth_waiter_t waiter;
+    loop_t *loop;
+    h2o_req_t *req; /* NULL once the client is gone */
+    struct auth_wait **guard;
+    h2o_multithread_message_t msg;
+    int64_t t0;
+    char rid[PAR_REQUEST_ID_MAX + 1];
+} auth_wait_t;
+
+enum { NEED_NOTHING, NEED_ADMIN, NEED_INVOKE };
+
+/* The permission a request needs, from its path alone: the agent routes need
+ * agents:invoke for their id, everything under /runtime and /metrics needs
+ * runtime:admin. /agents (filtered by permission) and unknown paths (404)
+ * need a valid credential only. */
+static int need_of(h2o_iovec_t p, const char **agent, size_t *alen)
+{
+    if (p.len > 8 && memcmp(p.base, "/agents/", 8) == 0) {
+        *agent = p.base + 8;
+        *alen = p.len - 8;
+        if (*alen > 7 && memcmp(*agent + *alen - 7, "/invoke", 7) == 0)
+            *alen -= 7;
+        return NEED_INVOKE;
+    }
+    if (path_is(p, "/metrics") || (p.len >= 8 && memcmp(p.base, "/runtime", 8) == 0))
+        return NEED_ADMIN;
+    return NEED_NOTHING;
+}
+
+/* 401/403/503 with the challenge RFC 6750 asks for. The message never says
+ * why a token was refused: that goes to the log only. */
+static void send_auth_error(par_http_t *h, h2o_req_t *req, int status, const char *msg,
+                            const char *rid)
+{
+    const char *challenge = NULL;
+    if (status == PAR_E_UNAUTHORIZED) {
+        challenge = "Bearer realm=\"par\"";
+        msg = par_auth_mode(h->opts.auth) == PAR_AUTH_API_KEY
+                  ? "this route needs credentials: send Authorization: Bearer <key> or "
+                    "X-API-Key: <key>"
+                  : "this route needs credentials: send Authorization: Bearer <token>";
+    } else if (status == PAR_E_INVALID_TOKEN) {
+        challenge = "Bearer realm=\"par\", error=\"invalid_token\"";
+        msg = "the bearer credential is not valid";
+    } else if (status == PAR_E_FORBIDDEN) {
+        challenge = "Bearer realm=\"par\", error=\"insufficient_scope\"";
+    } else if (status == PAR_E_AUTH_UNAVAILABLE) {
+        msg = "the token issuer's signing keys have not been obtained yet; try again shortly";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+    } else {
+        msg = par_strerror(status);
+    }
+    if (challenge)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge,
+                       strlen(challenge));
+    send_error(req, status, msg, strlen(msg), rid);
+}
+
+static void auth_wait_dispose(void *p)
+{
+    auth_wait_t **slot = p;
+    if (*slot) {
+        (*slot)->req = NULL;
+        (*slot)->guard = NULL;
+    }
+}
+
+/* Called by the provider's refresh thread: hand the request back to its loop. */
+static void auth_wait_ready(par_auth_waiter_t *pw)
+{
+    auth_wait_t *w = H2O_STRUCT_FROM_MEMBER(auth_wait_t, waiter, pw);
+    h2o_multithread_send_message(&w->loop->auth_receiver, &w->msg);
+}
+
+static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, int may_wait);
+
+static void on_auth_ready(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        auth_wait_t *w = H2O_STRUCT_FROM_MEMBER(auth_wait_t, msg, m);
+        atomic_fetch_sub(&w->loop->http->pending, 1);
+        if (w->req) {
+            if (w->guard)
+                *w->guard = NULL;
+            serve(w->loop, w->req, w->rid, w->t0, 0); /* checked again, never parked twice */
+        }
+        free(w);
+    }
+}
+
+/* Authenticates and authorizes, then routes. `may_wait`: the request may be
+ * parked once while the issuer's keys are refreshed. */
+static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, int may_wait)
+{
+    par_http_t *h = l->http;
+    par_auth_t *auth = h->opts.auth;
+    h2o_iovec_t p = req->path_normalized;
+    par_identity_t *who = NULL;
+    if (par_auth_enabled(auth) && !par_auth_is_open(auth, p.base, p.len)) {
+        h2o_iovec_t az = find_header(req, H2O_STRLIT("authorization"));
+        h2o_iovec_t key = find_header(req, H2O_STRLIT("x-api-key"));
+        par_auth_creds_t cr = {{az.base, az.len}, {key.base, key.len}};
+        auth_wait_t *w = NULL;
+        if (may_wait) {
+            if (l->spare_wait == NULL)
+                l->spare_wait = calloc(1, sizeof(auth_wait_t));
+            w = l->spare_wait;
+        }
+        if (w) {
+            /* ready() may run on another thread before authenticate returns */
+            w->waiter.ready = auth_wait_ready;
+            w->loop = l;
+            w->t0 = t0;
+            snprintf(w->rid, sizeof(w->rid), "%s", rid);
+        }
+        int rc = par_auth_authenticate(auth, &cr, w ? &w->waiter : NULL, rid, &who);
+        if (rc == PAR_AUTH_PENDING) {
+            /* the loop answers on_auth_ready only after we return: safe to finish here */
+            l->spare_wait = NULL;
+            w->req = req;
+            auth_wait_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), auth_wait_dispose);
+            *slot = w;
+            w->guard = slot;
+            atomic_fetch_add(&h->pending, 1);
+            return 0;
+        }
+        if (rc != PAR_OK) {
+            send_auth_error(h, req, rc, NULL, rid);
+            access_log(h, req, par_status_http(rc), rid, NULL, t0, par_status_name(rc));
+            return 0;
+        }
+        const char *agent = NULL;
+        size_t alen = 0;
+        int need = need_of(p, &agent, &alen);
+        char msg[400];
+        rc = need == NEED_ADMIN ? par_auth_require_admin(auth, who, rid, msg, sizeof(msg))
+             : need == NEED_INVOKE
+                 ? par_auth_require_invoke(auth, who, agent, alen, rid, msg, sizeof(msg))
+                 : PAR_OK;
+        if (rc != PAR_OK) {
+            l->who = who;
+            send_auth_error(h, req, rc, msg, rid);
+            access_log(h, req, par_status_http(rc), rid, NULL, t0, par_status_name(rc));
+            l->who = NULL;
+            par_identity_unref(who);
+            return 0;
+        }
+    }
+    l->who = who;
+    int r = route(l, req, rid, t0);
+    l->who = NULL;
+    par_identity_unref(who);
+    return r;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    loop_t *l = tl_loop;
+    int64_t t0 = par__now_ns();
+    char rid[PAR_REQUEST_ID_MAX + 1];
+    request_id_for(req, l, rid, sizeof(rid));
+    return serve(l, req, rid, t0, 1);
 }
 
 /* ---- loops ------------------------------------------------------------------------ */
@@ -1063,6 +1264,7 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         l->queue = h2o_multithread_create_queue(l->ctx.loop);
         h2o_multithread_register_receiver(l->queue, &l->receiver, on_completions);
         h2o_multithread_register_receiver(l->queue, &l->deploy_receiver, on_deploy_done);
+        h2o_multithread_register_receiver(l->queue, &l->auth_receiver, on_auth_ready);
         l->listener =
             h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
         l->listener->data = l;

@@ -4,8 +4,10 @@
  * Owns the listening sockets and one event-loop thread per configured
  * thread; each loop parses, routes and answers, and never blocks on agent
  * code: invocations are handed to the runtime and their completions come
- * back through a per-loop h2o_multithread queue. Start and stop from the
- * main thread.
+ * back through a per-loop h2o_multithread queue. Every request is
+ * authenticated and authorized (auth/auth.h) before it is routed; a request
+ * whose token needs the issuer's keys refreshed is parked and resumed from the
+ * same queue. Start and stop from the main thread.
  */
 #ifndef PAR_HTTP_SERVER_H
 #define PAR_HTTP_SERVER_H
@@ -14,6 +16,8 @@
 
 #include <par/par.h>
 
+#include "auth/auth.h"
+
 typedef struct par_http par_http_t;
 
 typedef struct par_http_opts {
@@ -21,6 +25,7 @@ typedef struct par_http_opts {
     unsigned threads;   /* event loops, default 1 */
     size_t max_body;    /* hard cap on any request body, default 16 MiB */
     int access_log;     /* one log line per request, default on */
+    par_auth_t *auth;   /* borrowed; NULL or mode off = no authentication */
 } par_http_opts_t;
 
 /* Binds and starts serving. On failure logs why and returns an error. */

@@ -43,7 +43,7 @@ def run(*args, **kw):
 
 
 class Server:
-    def __init__(self, tmp, packages, args=(), expected_errors=()):
+    def __init__(self, tmp, packages, args=(), expected_errors=(), wait_ready=True):
         self.tmp = tmp
         self.pkgdir = os.path.join(tmp, "packages")
         os.makedirs(self.pkgdir, exist_ok=True)
@@ -61,7 +61,8 @@ class Server:
              "--state-dir", os.path.join(tmp, "var"), *args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env, cwd=tmp)
         self.url = self._wait_url()
-        self._wait_ready()
+        if wait_ready:
+            self._wait_ready()
 
     def _wait_url(self):
         deadline = time.time() + 30
@@ -133,8 +134,9 @@ class Server:
 def server_factory(tmp_path_factory):
     servers = []
 
-    def make(packages, args=(), expected_errors=()):
-        s = Server(str(tmp_path_factory.mktemp("par")), packages, args, expected_errors)
+    def make(packages, args=(), expected_errors=(), wait_ready=True):
+        s = Server(str(tmp_path_factory.mktemp("par")), packages, args, expected_errors,
+                   wait_ready)
         servers.append(s)
         return s
 

@@ -48,10 +48,10 @@ def test_readiness_fails_during_grace(server_factory):
 
 def test_sighup_reloads_what_can_change_live(server_factory, tmp_path):
     conf = tmp_path / "par.yaml"
-    conf.write_text("trust: {require_signatures: false}\nlog: {level: info}\n")
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nlog: {level: info}\n")
     s = server_factory([package("echo")], args=["--config", str(conf)])
     s.post("echo", {"input": 1}, headers={"X-Request-ID": "before-hup"})
-    conf.write_text("trust: {require_signatures: false}\nlog: {level: info, access: false}\nhttp: {threads: 2}\n")
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nlog: {level: info, access: false}\nhttp: {threads: 2}\n")
     s.proc.send_signal(signal.SIGHUP)
     deadline = time.time() + 10
     while not any("SIGHUP: configuration reloaded" in l.get("msg", "") for l in s.lines()):

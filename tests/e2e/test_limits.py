@@ -23,7 +23,7 @@ def faulty_as(tmp_path, name, limits):
 def test_concurrency_limit_and_queue(server_factory, tmp_path):
     pkg = faulty_as(tmp_path, "limited", "{timeout_ms: 5000, concurrency: 2}")
     conf = tmp_path / "par.yaml"
-    conf.write_text("trust: {require_signatures: false}\nlimits: {queue: 2}\n")
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nlimits: {queue: 2}\n")
     s = server_factory([pkg], args=["--config", str(conf)])
 
     def slow(i):
@@ -98,7 +98,7 @@ def test_cpu_limit_and_runaway_loop(server_factory, tmp_path):
     import time
     from conftest import package
     conf = tmp_path / "par.yaml"
-    conf.write_text("trust: {require_signatures: false}\nlimits: {worker_cpu_seconds: 1}\n")
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nlimits: {worker_cpu_seconds: 1}\n")
     pkg = faulty_as(tmp_path, "cpu", "{timeout_ms: 30000}")
     s = server_factory([pkg], args=["--config", str(conf)])
     # a loop that never ends: 504 at the deadline, the worker is replaced

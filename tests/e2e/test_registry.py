@@ -62,6 +62,8 @@ def config(w, tmp, extra=""):
     path = os.path.join(tmp, "par.yaml")
     with open(path, "w") as f:
         f.write(f"""
+auth:
+  mode: "off"
 trust:
   require_signatures: true
   keys:

@@ -198,7 +198,7 @@ def test_old_version_drains_pinned_then_unloads(server_factory, tmp_path):
     old = faulty_version(str(tmp_path), "1.0.0")
     new = faulty_version(str(tmp_path), "2.0.0")
     conf = tmp_path / "par.yaml"
-    conf.write_text("trust: {require_signatures: false}\nreload: {drain_ms: 1500}\n")
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nreload: {drain_ms: 1500}\n")
     s = server_factory([old], args=["--config", str(conf)])
     out = {}
 
@@ -235,7 +235,7 @@ def test_automatic_rollback(server_factory, tmp_path):
     open(os.path.join(d, "agent.yaml"), "w").write(y)
     assert run("pack", d, "-o", bad).returncode == 0
     conf = tmp_path / "par.yaml"
-    conf.write_text("trust: {require_signatures: false}\nreload: {rollback: {requests: 5, error_rate_percent: 60}}\n")
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nreload: {rollback: {requests: 5, error_rate_percent: 60}}\n")
     s = server_factory([good], args=["--config", str(conf)],
                        expected_errors=[])
     r = requests.post(s.url + "/runtime/packages", json={"path": bad}, timeout=30)
