@@ -71,7 +71,19 @@ typedef struct serve_opts {
     int fetch_retries_set;
     unsigned long max_download_mb, cache_max_mb;
     par_auth_config_t auth;
+    /* Python agents and package environments */
+    char *python, *wheelhouse;
+    unsigned pip_timeout_ms;
+    char **env_allow; /* NULL-terminated */
+    size_t nenv_allow;
 } serve_opts_t;
+
+static void add_env_allow(serve_opts_t *o, const char *name)
+{
+    o->env_allow = realloc(o->env_allow, (o->nenv_allow + 2) * sizeof(char *));
+    o->env_allow[o->nenv_allow++] = strdup(name);
+    o->env_allow[o->nenv_allow] = NULL;
+}
 
 static void add_key(serve_opts_t *o, const char *key, char **pins)
 {
@@ -253,8 +265,10 @@ static int load_config_file(const char *path, serve_opts_t *o)
                 if (k == NULL)
                     k = fy_node_mapping_lookup_by_string(n, "file", FY_NT);
                 if (k == NULL || !fy_node_is_scalar(k)) {
-                    fprintf(stderr, "par: %s: trust.keys[%d]: needs \"key\" (a minisign "
-                                    "public key) or \"file\" (a .pub file)\n", path, idx);
+                    fprintf(stderr,
+                            "par: %s: trust.keys[%d]: needs \"key\" (a minisign "
+                            "public key) or \"file\" (a .pub file)\n",
+                            path, idx);
                     fy_document_destroy(d);
                     return -1;
                 }
@@ -302,6 +316,18 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->max_download_mb = strtoul(v, NULL, 10);
     if ((v = yaml_str(d, "/cache/max_mb")))
         o->cache_max_mb = strtoul(v, NULL, 10);
+    set_str(&o->python, yaml_str(d, "/python/interpreter"));
+    set_str(&o->wheelhouse, yaml_str(d, "/python/wheelhouse"));
+    if ((v = yaml_str(d, "/python/pip_timeout_ms")))
+        o->pip_timeout_ms = (unsigned)atoi(v);
+    struct fy_node *ea = fy_node_by_path(fy_document_root(d), "/env/allow", FY_NT, 0);
+    if (ea && fy_node_is_sequence(ea)) {
+        void *it = NULL;
+        struct fy_node *n;
+        while ((n = fy_node_sequence_iterate(ea, &it)) != NULL)
+            if (fy_node_is_scalar(n))
+                add_env_allow(o, fy_node_get_scalar0(n));
+    }
     par_buf_t aerr;
     par_buf_init(&aerr, 0);
     if (par_auth_config_load_yaml(&o->auth, d, path, &aerr) != PAR_OK) {
@@ -359,6 +385,14 @@ static void load_env(serve_opts_t *o)
     set_str(&o->ca_file, getenv("PAR_REGISTRY_CA_FILE"));
     set_str(&o->s3_region, getenv("PAR_S3_REGION"));
     set_str(&o->s3_endpoint, getenv("PAR_S3_ENDPOINT"));
+    set_str(&o->python, getenv("PAR_PYTHON"));
+    set_str(&o->wheelhouse, getenv("PAR_WHEELHOUSE"));
+    if ((v = getenv("PAR_ENV_ALLOW"))) { /* whitespace- or comma-separated names */
+        char *copy = strdup(v), *save = NULL;
+        for (char *t = strtok_r(copy, " ,\t\n", &save); t; t = strtok_r(NULL, " ,\t\n", &save))
+            add_env_allow(o, t);
+        free(copy);
+    }
 }
 
 /* ---- watching the packages folder -------------------------------------------------- */
@@ -708,6 +742,10 @@ static void free_serve(serve_opts_t *o)
     }
     free(o->keys), free(o->key_strs), free(o->key_pins);
     free(o->ca_file), free(o->s3_region), free(o->s3_endpoint), free(o->index_url);
+    free(o->python), free(o->wheelhouse);
+    for (size_t i = 0; i < o->nenv_allow; i++)
+        free(o->env_allow[i]);
+    free(o->env_allow);
     par_auth_config_free(&o->auth);
 }
 
@@ -824,6 +862,10 @@ static int cmd_serve(int argc, char **argv)
     cfg.fetch_retries = o.fetch_retries_set ? o.fetch_retries : 3;
     cfg.max_download_bytes = (uint64_t)o.max_download_mb << 20;
     cfg.cache_max_bytes = (uint64_t)o.cache_max_mb << 20;
+    cfg.python = o.python;
+    cfg.wheelhouse = o.wheelhouse;
+    cfg.pip_timeout_ms = o.pip_timeout_ms;
+    cfg.env_allow = (const char *const *)o.env_allow;
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {

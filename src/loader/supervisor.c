@@ -26,6 +26,7 @@
 
 #include "loader/proto.h"
 #include "obs/log.h"
+#include "pkg/dotenv.h"
 #include "util/json.h"
 
 #define PENDING_BUCKETS 64
@@ -443,6 +444,7 @@ static void describe_exit(int st, char *buf, size_t n)
 }
 
 static void drain_output(par_worker_t *w);
+static int output_allowed(par_worker_t *w);
 
 static void worker_dead(par_worker_t *w)
 {
@@ -675,17 +677,25 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
         handle_call_frame(w, f);
         break;
     case PAR_FRAME_LOG: {
+        if (!output_allowed(w))
+            break;
         json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
         const char *lv = json_string_value(json_object_get(h, "level"));
         const char *m = json_string_value(json_object_get(h, "msg"));
         const char *rid = json_string_value(json_object_get(h, "request_id"));
+        const char *agent = json_string_value(json_object_get(h, "agent"));
+        const char *trace = json_string_value(json_object_get(h, "trace_id"));
         int level = lv ? par_log_parse_level(lv) : PAR_LOG_INFO;
         par_logline_t l;
         if (par_log_begin(&l, level < 0 ? PAR_LOG_INFO : level, m ? m : "")) {
             par_log_str(&l, "source", "agent");
             par_log_str(&l, "package", p->name);
             par_log_str(&l, "version", p->version);
+            if (agent)
+                par_log_str(&l, "agent", agent);
             par_log_str(&l, "request_id", rid);
+            if (trace)
+                par_log_str(&l, "trace_id", trace);
             par_log_end(&l);
         }
         json_decref(h);
@@ -745,7 +755,8 @@ static int read_worker(par_worker_t *w)
     }
 }
 
-static void emit_line(par_worker_t *w)
+/* Rate limit shared by output lines and LOG frames of one worker. */
+static int output_allowed(par_worker_t *w)
 {
     int64_t now = par__now_ms();
     if (now - w->lines_window_ms >= 1000) {
@@ -758,6 +769,14 @@ static void emit_line(par_worker_t *w)
     }
     if (++w->lines_in_window > OUTPUT_LINES_PER_SEC) {
         w->lines_dropped++;
+        return 0;
+    }
+    return 1;
+}
+
+static void emit_line(par_worker_t *w)
+{
+    if (!output_allowed(w)) {
         w->line_len = 0;
         return;
     }
@@ -1109,8 +1128,17 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         p->max_workers = p->min_workers;
 
     size_t argc = 0;
-    p->argv = calloc(16 + 2 * m->export_count, sizeof(char *));
-    p->argv[argc++] = strdup(rt->worker_path);
+    p->argv = calloc(24 + 2 * m->export_count, sizeof(char *));
+    if (m->runtime_kind == PAR_RUNTIME_PYTHON) {
+        /* -I: no PYTHON* variables, no user site, no script directory on
+         * sys.path; -B: the package directory is never written to */
+        p->argv[argc++] = strdup(pv->python_exe ? pv->python_exe : rt->cfg.python);
+        p->argv[argc++] = strdup("-I");
+        p->argv[argc++] = strdup("-B");
+        p->argv[argc++] = strdup(rt->python_shim);
+    } else {
+        p->argv[argc++] = strdup(rt->worker_path);
+    }
     p->argv[argc++] = strdup("--fd");
     p->argv[argc++] = strdup("3");
     p->argv[argc++] = strdup("--root");
@@ -1122,7 +1150,8 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
 #ifdef PAR_SANITIZE_BUILD
     /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS there */
-    p->memory_mb = 0;
+    if (m->runtime_kind == PAR_RUNTIME_NATIVE)
+        p->memory_mb = 0;
 #endif
     p->cpu_seconds = rt->cfg.worker_cpu_seconds;
     if (p->cpu_seconds) {
@@ -1137,8 +1166,23 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         p->argv[argc++] = strdup("--export");
         p->argv[argc++] = xasprintf("%s=%s", m->exports[i].name, m->exports[i].entrypoint);
     }
-    /* a scrubbed environment: only what the package declares */
-    p->envp = calloc(5 + m->environment_count, sizeof(char *));
+    /* a scrubbed environment: the package's own (.env, then agent.yaml
+     * `environment`, `${NAME}` only for names the operator allows) */
+    par_envlist_t env = {0};
+    par_buf_t warn;
+    par_buf_init(&warn, 0);
+    par_package_env(pv->root, m, rt->cfg.env_allow, &env, &warn);
+    if (warn.len) {
+        par_logline_t l;
+        if (par_log_begin(&l, PAR_LOG_WARN, "package environment")) {
+            par_log_str(&l, "package", pv->name);
+            par_log_str(&l, "version", pv->version);
+            par_log_strn(&l, "warnings", warn.data, warn.len);
+            par_log_end(&l);
+        }
+    }
+    par_buf_free(&warn);
+    p->envp = calloc(6 + env.count, sizeof(char *));
     size_t envc = 0;
     p->envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
     p->envp[envc++] = strdup("LANG=C.UTF-8");
@@ -1149,8 +1193,16 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->envp[envc++] = strdup("ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_abort=0:"
                              "handle_sigfpe=0:detect_leaks=0");
 #endif
-    for (size_t i = 0; i < m->environment_count; i++)
-        p->envp[envc++] = xasprintf("%s=%s", m->environment[i].key, m->environment[i].value);
+    for (size_t i = 0; i < env.count; i++) {
+        if (strncmp(env.items[i], "PATH=", 5) == 0 || strncmp(env.items[i], "LANG=", 5) == 0) {
+            free(p->envp[strncmp(env.items[i], "PATH=", 5) == 0 ? 0 : 1]);
+            p->envp[strncmp(env.items[i], "PATH=", 5) == 0 ? 0 : 1] = env.items[i];
+        } else {
+            p->envp[envc++] = env.items[i];
+        }
+        env.items[i] = NULL;
+    }
+    par_envlist_free(&env);
 
     /* Workers are spawned by the I/O thread only: PR_SET_PDEATHSIG in the
      * worker fires when the *thread* that forked it exits, so a short-lived

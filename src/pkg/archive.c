@@ -202,7 +202,8 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     }
     size_t len = 0;
     crypto_generichash_state b2;
-    if (lim->with_blake2b && (sodium_init() < 0 || crypto_generichash_init(&b2, NULL, 0, 64) != 0)) {
+    if (lim->with_blake2b &&
+        (sodium_init() < 0 || crypto_generichash_init(&b2, NULL, 0, 64) != 0)) {
         errf(err, "%s: BLAKE2b is unavailable\n", path);
         rc = PAR_E_INTERNAL;
         goto out;
@@ -1095,8 +1096,9 @@ static int collect(pack_ctx_t *p, const char *rel)
     struct dirent *de;
     char sub[PATH_MAX], canon[PATH_MAX];
     while (rc == PAR_OK && (errno = 0, de = readdir(d)) != NULL) {
+        /* like pixell build: no VCS metadata, no Python bytecode caches */
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-            strcmp(de->d_name, ".git") == 0)
+            strcmp(de->d_name, ".git") == 0 || strcmp(de->d_name, "__pycache__") == 0)
             continue;
         if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name) >=
             sizeof(sub) - 1) {
