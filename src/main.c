@@ -174,8 +174,9 @@ static void usage_call(FILE *f)
     fprintf(f, "usage: par call FILE.apkg|DIR AGENT [JSON]\n\n"
                "Loads the package into a temporary runtime, calls AGENT (an id such as\n"
                "'echo' or 'echo/upper'; private sub-agents included) with JSON (default\n"
-               "null, '-' reads standard input) and prints the output. The package runs\n"
-               "in-process: only use it with code you trust.\n");
+               "null, '-' reads standard input) and prints the output. A native package\n"
+               "runs in-process (only use it with code you trust); a Python package runs\n"
+               "in a worker process.\n");
 }
 
 static int wants_help(int argc, char **argv)

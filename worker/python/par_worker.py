@@ -95,6 +95,7 @@ class Worker:
         self.exports = exports  # [(name, "module:function")]
         self.handlers = []  # [(function, wants_context, is_async)]
         self.max_output = max_output
+        self.memory_mb = 0
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_THREADS,
                                                           thread_name_prefix="par-handler")
         self.loop = None
@@ -268,6 +269,11 @@ class Worker:
         if isinstance(e, SystemExit):
             self.log("error", "handler called sys.exit(%r); the worker stops" % (e.code,), inv)
             os._exit(e.code if isinstance(e.code, int) else 1)
+        if isinstance(e, MemoryError):
+            limit = self.memory_mb
+            self.answer_error(inv, "out_of_memory", "the handler ran out of memory" +
+                              (" (the worker's limit is %d MB)" % limit if limit else ""))
+            return
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         self.log("error", "handler raised %s:\n%s" % (type(e).__name__, tb.rstrip()), inv)
         msg = str(e)
@@ -559,6 +565,7 @@ def main(argv):
     apply_limits(opts["memory_mb"], opts["cpu_seconds"])
     chan = Channel(opts["fd"], opts["max_input"])
     w = Worker(chan, os.path.abspath(opts["root"]), opts["exports"], opts["max_output"])
+    w.memory_mb = opts["memory_mb"]
     # print() and logging become LOG frames; fds 1 and 2 stay the runtime's pipe
     # for output that bypasses sys.stdout (C extensions, os.write).
     sys.stdout = LogStream(w, "info", "stdout")
