@@ -157,6 +157,7 @@ static int collect_requirements(const par_pkgver_t *pv, par_buf_t *reqs, size_t 
         par_buf_append(reqs, "\n", 1);
         (*count)++;
     }
+    par_buf_terminate(reqs); /* read as a C string in messages */
     return problems;
 }
 
@@ -308,7 +309,7 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
         par_buf_appendf(err, "cannot write %s: %s\n", path, strerror(errno));
         goto out;
     }
-    fputs(reqs->data, f);
+    fwrite(reqs->data, 1, reqs->len, f);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
         fclose(f);
         par_buf_appendf(err, "cannot write %s: %s\n", path, strerror(errno));

@@ -1182,10 +1182,14 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         }
     }
     par_buf_free(&warn);
-    p->envp = calloc(6 + env.count, sizeof(char *));
+    p->envp = calloc(7 + env.count, sizeof(char *));
     size_t envc = 0;
     p->envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
     p->envp[envc++] = strdup("LANG=C.UTF-8");
+    if (m->runtime_kind == PAR_RUNTIME_PYTHON)
+        /* glibc reserves 64 MiB of address space per malloc arena, one per
+         * thread up to 8 per core: under RLIMIT_AS that starves threads */
+        p->envp[envc++] = strdup("MALLOC_ARENA_MAX=2");
 #ifdef PAR_SANITIZE_BUILD
     /* Sanitizer builds: a deliberate agent crash must end the worker with its
      * signal, as in production; memory errors are still caught by the

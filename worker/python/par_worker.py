@@ -204,11 +204,15 @@ class Worker:
                 inv.task = task
                 if inv.cancelled:
                     task.cancel()
-                task.add_done_callback(lambda t: self.pool.submit(self.finish_task, inv, t))
+                task.add_done_callback(lambda t: self.finish_task(inv, t))
 
             self.loop.call_soon_threadsafe(start)
         else:
-            self.pool.submit(self.run_sync, inv, fn, args)
+            try:
+                self.pool.submit(self.run_sync, inv, fn, args)
+            except RuntimeError as e:  # no thread left under the address-space limit
+                self.answer_error(inv, "out_of_memory", "the worker cannot start another "
+                                  "handler thread: %s" % e)
 
     def run_sync(self, inv, fn, args):
         token = _current.set(inv)
