@@ -36,8 +36,9 @@ def pypkg(tmp, name, files, version="1.0.0", entrypoint="src.main:handler",
     os.makedirs(d, exist_ok=True)
     if sub_agents:
         extra = "  sub_agents:\n" + "".join(
-            f"    - {{name: {n}, description: {n}, public: {str(pub).lower()}, "
-            f"entrypoint: \"{e}\"}}\n" for n, pub, e in sub_agents) + extra
+            f"    - {{name: {n}, description: {n}, public: {str(pub).lower()}"
+            + (f", entrypoint: \"{e}\"" if e else "") + "}\n"
+            for n, pub, e in sub_agents) + extra
     with open(os.path.join(d, "agent.yaml"), "w") as f:
         f.write(MANIFEST.format(name=name, runtime=runtime, entrypoint=entrypoint,
                                 version=version, extra=extra))
@@ -280,6 +281,27 @@ def test_hello_python_example(srv):
     rec = srv.get("/runtime/packages/hello-python").json()
     assert rec["state"] == "active" and rec["runtime"] == "python3.11"
     assert srv.post("echo", {"input": "native beside python"}).status_code == 200
+
+
+def test_one_handler_for_several_sub_agents(server_factory, tmp_path):
+    """A sub-agent without an entrypoint runs the package's, which tells them apart
+    through the context, attribute- or dict-style."""
+    code = """\
+        def handler(input, context=None):
+            if context and context.get("sub_agent") == "upper":
+                return {k: v.upper() for k, v in input.items()}
+            if context["sub_agent"] == "lower":
+                return {k: v.lower() for k, v in input.items()}
+            return {"sub_agent": context.sub_agent, "input": input,
+                    "k": context.get("k"), "has_k": "k" in context}
+        """
+    apkg = pypkg(tmp_path, "multi", {"src/main.py": code},
+                 sub_agents=[("upper", True, None), ("lower", True, None)])
+    s = server_factory([apkg])
+    assert s.post("multi/upper", {"input": {"t": "Ab"}}).json()["output"] == {"t": "AB"}
+    assert s.post("multi/lower", {"input": {"t": "Ab"}}).json()["output"] == {"t": "ab"}
+    out = s.post("multi", {"input": 1, "context": {"k": "v", "sub_agent": "spoof"}}).json()
+    assert out["output"] == {"sub_agent": None, "input": 1, "k": "v", "has_k": True}
 
 
 def test_same_module_names_do_not_mix(server_factory, tmp_path):

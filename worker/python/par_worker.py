@@ -376,11 +376,25 @@ class Context:
         self.deadline_ms = header.get("deadline_ms", 0)
         self.data = header.get("context") or {}
 
+    # Dict-style access, as runtimes that pass the context as a dict offer it:
+    # the runtime's own facts (sub_agent, request_id, ...) first, then the
+    # request's `context` object.
+    FACTS = ("request_id", "trace_id", "span_id", "agent", "sub_agent", "subject", "tenant",
+             "deadline_ms")
+
     def __getitem__(self, key):
+        if key in self.FACTS:
+            return getattr(self, key)
         return self.data[key]
 
     def get(self, key, default=None):
+        if key in self.FACTS:
+            v = getattr(self, key)
+            return default if v is None else v
         return self.data.get(key, default)
+
+    def __contains__(self, key):
+        return (key in self.FACTS and getattr(self, key) is not None) or key in self.data
 
     @property
     def cancelled(self):
