@@ -53,6 +53,20 @@ static int probe(par_runtime_t *rt, par_buf_t *err)
 {
     if (rt->py_minor > 0)
         return 0;
+    /* Debian and most distributions: /usr/bin/python3 -> python3.11. The name
+     * says the version without starting an interpreter (tens of ms). */
+    char real[PATH_MAX];
+    int major = 0, minor = 0;
+    char tail = 0;
+    if (realpath(rt->cfg.python, real) && access(real, X_OK) == 0) {
+        const char *base = strrchr(real, '/');
+        base = base ? base + 1 : real;
+        if (sscanf(base, "python%d.%d%c", &major, &minor, &tail) == 2 && major == 3) {
+            rt->py_major = major;
+            rt->py_minor = minor;
+            return 0;
+        }
+    }
     const char *argv[] = {rt->cfg.python,
                           "-I",
                           "-S",
@@ -62,7 +76,6 @@ static int probe(par_runtime_t *rt, par_buf_t *err)
     par_buf_t out;
     par_buf_init(&out, 4096);
     par_proc_result_t res;
-    int major = 0, minor = 0;
     if (access(rt->cfg.python, X_OK) != 0) {
         par_buf_appendf(err, "the Python interpreter %s is not available: %s\n", rt->cfg.python,
                         strerror(errno));

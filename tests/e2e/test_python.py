@@ -509,3 +509,26 @@ def test_example_is_a_pixell_kit_layout():
     r = run("inspect", package("hello-python"))
     assert r.returncode == 0, r.stderr
     assert "hello-python/format" in r.stdout and "python3.11" in r.stdout
+
+
+def test_configured_interpreter(server_factory, tmp_path):
+    """An interpreter whose name does not tell its version is asked for it."""
+    wrapper = tmp_path / "site-python"
+    wrapper.write_text('#!/bin/sh\nexec /usr/bin/python3 "$@"\n')
+    wrapper.chmod(0o755)
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    f"python: {{interpreter: {wrapper}}}\n")
+    apkg = pypkg(tmp_path, "wrapped", {"src/main.py":
+                                       "import sys\ndef handler(i):\n"
+                                       "    return sys.version_info[0]\n"})
+    s = server_factory([apkg], args=["--config", str(conf)])
+    assert s.post("wrapped", {"input": 0}).json()["output"] == 3
+    missing = tmp_path / "par2.yaml"
+    missing.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                       "python: {interpreter: /nonexistent/python3}\n")
+    s2 = server_factory([], args=["--config", str(missing)],
+                        expected_errors=[r"\"package refused\""])
+    b = assert_error(requests.post(s2.url + "/runtime/packages", json={"path": apkg},
+                                   timeout=60), 422, "incompatible_package")
+    assert "/nonexistent/python3 is not available" in b["message"]
