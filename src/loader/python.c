@@ -215,7 +215,7 @@ static void hex(const unsigned char *d, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-/* Builds (or finds) the virtual environment for `reqs`; sets pv->python_exe. */
+/* Builds (or finds) the virtual environment for `reqs`; sets pv->python_site. */
 static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs, par_buf_t *err)
 {
     const char *wh = rt->cfg.wheelhouse;
@@ -246,8 +246,9 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
     snprintf(path, sizeof(path), "%s/.complete", final);
     struct stat st;
     if (stat(path, &st) == 0) {
-        snprintf(path, sizeof(path), "%s/bin/python", final);
-        pv->python_exe = strdup(path);
+        snprintf(path, sizeof(path), "%s/lib/python%d.%d/site-packages", final, rt->py_major,
+                 rt->py_minor);
+        pv->python_site = strdup(path);
         return PAR_OK;
     }
     par_rm_rf(final); /* a half-built one */
@@ -334,8 +335,9 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
                         strerror(errno));
         goto out;
     }
-    snprintf(path, sizeof(path), "%s/bin/python", final);
-    pv->python_exe = strdup(path);
+    snprintf(path, sizeof(path), "%s/lib/python%d.%d/site-packages", final, rt->py_major,
+             rt->py_minor);
+    pv->python_site = strdup(path);
     rc = PAR_OK;
     par_logline_t l;
     if (par_log_begin(&l, PAR_LOG_INFO, "python requirements installed")) {
@@ -401,8 +403,6 @@ int par__python_prepare(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
         rc = PAR_E_INCOMPATIBLE;
     else if (nreqs > 0)
         rc = make_venv(rt, pv, &reqs, err);
-    else
-        pv->python_exe = strdup(rt->cfg.python);
     par_buf_free(&reqs);
     return rc;
 }

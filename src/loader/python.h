@@ -14,8 +14,9 @@
 #include "util/buf.h"
 
 /*
- * Checks a Python package version and prepares its interpreter: sets
- * pv->python_exe (the venv's python, or the runtime's interpreter). Deploy
+ * Checks a Python package version and prepares what it needs: sets
+ * pv->python_site to its virtual environment's site-packages when it has
+ * requirements (NULL otherwise). Deploy
  * thread only (deploys are serialised). Returns PAR_OK; PAR_E_INCOMPATIBLE
  * with one line per reason in `err`; or PAR_E_DEPS_UNAVAILABLE naming the
  * requirement that could not be satisfied.

@@ -1131,11 +1131,18 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->argv = calloc(24 + 2 * m->export_count, sizeof(char *));
     if (m->runtime_kind == PAR_RUNTIME_PYTHON) {
         /* -I: no PYTHON* variables, no user site, no script directory on
-         * sys.path; -B: the package directory is never written to */
-        p->argv[argc++] = strdup(pv->python_exe ? pv->python_exe : rt->cfg.python);
+         * sys.path; -S: no site module (no system site-packages, nothing read
+         * from /etc); -B: the package directory is never written to. A
+         * package's requirements come in through --site. */
+        p->argv[argc++] = strdup(rt->cfg.python);
         p->argv[argc++] = strdup("-I");
+        p->argv[argc++] = strdup("-S");
         p->argv[argc++] = strdup("-B");
         p->argv[argc++] = strdup(rt->python_shim);
+        if (pv->python_site) {
+            p->argv[argc++] = strdup("--site");
+            p->argv[argc++] = strdup(pv->python_site);
+        }
     } else {
         p->argv[argc++] = strdup(rt->worker_path);
     }

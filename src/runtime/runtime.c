@@ -102,7 +102,7 @@ void par__pkgver_unref(par_pkgver_t *pv)
     free(pv->name);
     free(pv->version);
     free(pv->root);
-    free(pv->python_exe);
+    free(pv->python_site);
     free(pv->source);
     free(pv->origin);
     free(pv->signature_url);

@@ -57,7 +57,7 @@ struct par_pkgver {
     int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
     uint32_t timeout_ms;
     size_t max_input;
-    char *python_exe; /* Python packages: the interpreter its workers run (venv or runtime's) */
+    char *python_site; /* Python packages with requirements: their venv's site-packages */
     /* isolation = worker */
     par_pool_t *pool;
     /* isolation = in-process */

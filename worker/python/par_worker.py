@@ -4,7 +4,7 @@ Speaks the worker protocol (docs/worker-protocol.md) on file descriptor 3 and
 runs the handlers of one package version, as pixell-kit lays it out
 (`entrypoint: src.main:handler`). Standard library only; Python >= 3.9.
 
-    python3 -I -B par_worker.py --fd 3 --root PKGDIR [--max-input N]
+    python3 -I -S -B par_worker.py --fd 3 --root PKGDIR [--max-input N]
         [--max-output N] [--memory-mb N] [--cpu-seconds N]
         [--site DIR]... --export NAME=MODULE:FUNCTION ...
 
@@ -591,8 +591,11 @@ def main(argv):
     root = logging.getLogger()
     root.handlers[:] = [LogHandler(w)]
     root.setLevel(logging.INFO)
-    for d in reversed(opts["site"]):
-        sys.path.insert(0, d)
+    if opts["site"]:
+        import site  # -S: not imported at start; addsitedir also reads .pth files
+
+        for d in opts["site"]:
+            site.addsitedir(d)
     try:
         w.load()
     except LoadError as e:
