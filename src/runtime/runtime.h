@@ -107,6 +107,8 @@ struct par_runtime {
     struct par_index *index;                              /* registry index poller, or NULL */
     /* in-process calls run on this executor so loop threads never block */
     struct par_executor *exec;
+    /* usage metering (metering/meter.h), or NULL; set before serving */
+    struct par_meter *meter;
     void *data;
 };
 
