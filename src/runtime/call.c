@@ -105,7 +105,11 @@ static par_usage_t *usage_of(const par_call_t *c)
     u->ts_ms = c->wall_ms;
     u->subject = dup_or_null(c->subject);
     u->tenant = dup_or_null(c->tenant);
-    snprintf(u->agent, sizeof(u->agent), "%s", c->agent_id);
+    /* the resolved id, whatever the caller named (a bare sibling, name@version) */
+    if (c->export_name && c->export_name[0])
+        snprintf(u->agent, sizeof(u->agent), "%s/%s", c->pv->name, c->export_name);
+    else
+        snprintf(u->agent, sizeof(u->agent), "%s", c->pv->name);
     u->package = strdup(c->pv->name);
     u->version = strdup(c->pv->version);
     snprintf(u->status, sizeof(u->status), "%s",
