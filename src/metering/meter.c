@@ -219,8 +219,8 @@ int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char 
     pthread_mutex_unlock(&m->lock);
     *out = json_pack("{s:I,s:I,s:s,s:o,s:o,s:I,s:o,s:o}", "from", (json_int_t)from_ms, "to",
                      (json_int_t)to_ms, "group_by", group_by ? group_by : "", "groups", groups,
-                     "total", total, "queued", (json_int_t)queued, "export", state,
-                     "dead_letters", dead);
+                     "total", total, "queued", (json_int_t)queued, "export", state, "dead_letters",
+                     dead);
     groups = state = dead = NULL;
 out:
     json_decref(groups);
@@ -253,11 +253,11 @@ void par_meter_render_metrics(par_meter_t *m, par_buf_t *b)
     par_buf_appends(b, "# HELP par_metering_batches_total Transactions of the metering writer.\n"
                        "# TYPE par_metering_batches_total counter\n");
     par_buf_appendf(b, "par_metering_batches_total %lu\n", atomic_load(&batches));
-    par_buf_appends(b,
-                    "# HELP par_metering_backlog_records Usage records waiting: queued for the "
-                    "database plus committed and not yet exported.\n"
-                    "# TYPE par_metering_backlog_records gauge\n");
-    par_buf_appendf(b, "par_metering_backlog_records %lld\n", (long long)queued + (long long)pending);
+    par_buf_appends(b, "# HELP par_metering_backlog_records Usage records waiting: queued for the "
+                       "database plus committed and not yet exported.\n"
+                       "# TYPE par_metering_backlog_records gauge\n");
+    par_buf_appendf(b, "par_metering_backlog_records %lld\n",
+                    (long long)queued + (long long)pending);
     par_buf_appends(b, "# HELP par_metering_export_total Meter event export attempts by result "
                        "(ok, retry, dead, skipped).\n"
                        "# TYPE par_metering_export_total counter\n");

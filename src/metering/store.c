@@ -187,8 +187,7 @@ static int64_t cursor_of(par_store_t *s, const char *exporter)
     return seq;
 }
 
-int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows,
-                   par_buf_t *err)
+int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows, par_buf_t *err)
 {
     *rows = NULL;
     int64_t cur = cursor_of(s, exporter);
@@ -331,14 +330,14 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = (const char *)sqlite3_column_text(st, 0);
-        json_t *g = json_pack(
-            "{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
-            (json_int_t)sqlite3_column_int64(st, 1), "errors",
-            (json_int_t)sqlite3_column_int64(st, 2), "roots",
-            (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
-            sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5), "bytes_in",
-            (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
-            (json_int_t)sqlite3_column_int64(st, 7), "units");
+        json_t *g =
+            json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
+                      (json_int_t)sqlite3_column_int64(st, 1), "errors",
+                      (json_int_t)sqlite3_column_int64(st, 2), "roots",
+                      (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
+                      sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5),
+                      "bytes_in", (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
+                      (json_int_t)sqlite3_column_int64(st, 7), "units");
         json_object_set(groups, key ? key : "", g);
         json_array_append_new(list, g);
     }

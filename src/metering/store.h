@@ -32,8 +32,7 @@ int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf
 
 /* Up to `max` root records (parent_id = "") after the exporter's cursor, in
  * `seq` order, as a JSON array of objects (every column; `units` parsed). */
-int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows,
-                   par_buf_t *err);
+int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows, par_buf_t *err);
 
 /* Moves the exporter's cursor to `seq` in one transaction with its outcome:
  * exported (http_status 0), or a dead letter holding the peer's status and body. */

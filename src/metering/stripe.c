@@ -60,7 +60,8 @@ int par_stripe_config_check(const par_stripe_config_t *c, par_buf_t *err)
 {
     int bad = 0;
     if (c->api_key == NULL || *c->api_key == '\0') {
-        par_buf_appends(err, "metering.stripe: no API key (api_key, api_key_file or api_key_env)\n");
+        par_buf_appends(err,
+                        "metering.stripe: no API key (api_key, api_key_file or api_key_env)\n");
         bad++;
     }
     const char *ep = c->endpoint ? c->endpoint : "https://api.stripe.com";
@@ -290,7 +291,8 @@ static void *exporter_main(void *arg)
                     backoff = backoff ? backoff * 2 : x->cfg.backoff_min_ms;
                     if (backoff > x->cfg.backoff_max_ms)
                         backoff = x->cfg.backoff_max_ms;
-                    int64_t wait = backoff / 2 + (int64_t)(par_trace_rand64() % (uint64_t)(backoff / 2 + 1));
+                    int64_t wait =
+                        backoff / 2 + (int64_t)(par_trace_rand64() % (uint64_t)(backoff / 2 + 1));
                     if (nap(x, wait, 0))
                         break;
                 }
@@ -335,8 +337,7 @@ static void *exporter_main(void *arg)
     return NULL;
 }
 
-int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **out,
-                     par_buf_t *err)
+int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **out, par_buf_t *err)
 {
     *out = NULL;
     int rc = par_stripe_config_check(cfg, err);

@@ -28,10 +28,11 @@ typedef struct par_stripe_config {
     json_t *event_names;  /* object: agent id → event name, or NULL */
     char *customer_field; /* record field naming the customer: "tenant" (default) | "subject" */
     json_t *customers;    /* object: field value → Stripe customer id; NULL: the value itself */
-    char *value;          /* "1" (default), "units.<name>", "duration_ms", "cpu_ms", "bytes_in", "bytes_out" */
-    int allow_http;       /* accept a plain http:// endpoint (a local test server) */
-    char *ca_file;        /* trust anchors for the endpoint, NULL: the system's */
-    uint32_t timeout_ms;  /* one request, default 10000 */
+    char *
+        value; /* "1" (default), "units.<name>", "duration_ms", "cpu_ms", "bytes_in", "bytes_out" */
+    int allow_http;      /* accept a plain http:// endpoint (a local test server) */
+    char *ca_file;       /* trust anchors for the endpoint, NULL: the system's */
+    uint32_t timeout_ms; /* one request, default 10000 */
     uint32_t backoff_min_ms, backoff_max_ms; /* default 200, 30000 */
 } par_stripe_config_t;
 

@@ -39,9 +39,8 @@ void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_n
 
 /* ---- HTTP requests by route and code ----------------------------------------------- */
 
-static const char *const routes[] = {"invoke",  "agents",  "agent",   "health",
-                                     "ready",   "info",    "packages", "package",
-                                     "metrics", "usage",   "other"};
+static const char *const routes[] = {"invoke",   "agents",  "agent",   "health", "ready", "info",
+                                     "packages", "package", "metrics", "usage",  "other"};
 #define NROUTES (sizeof(routes) / sizeof(*routes))
 static const int codes[] = {200, 400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504};
 #define NCODES (sizeof(codes) / sizeof(*codes))

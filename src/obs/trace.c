@@ -61,7 +61,8 @@ int par_trace_parse(const char *v, size_t len, char *trace_id, char *parent_span
         return -1;
     if (v[2] != '-' || v[35] != '-' || v[52] != '-')
         return -1;
-    if (hex_run(v, 2) < 0 || (v[0] == 'f' && v[1] == 'f') || (len > 55 && v[0] == '0' && v[1] == '0'))
+    if (hex_run(v, 2) < 0 || (v[0] == 'f' && v[1] == 'f') ||
+        (len > 55 && v[0] == '0' && v[1] == '0'))
         return -1;
     if (hex_run(v + 3, 32) != 1 || hex_run(v + 36, 16) != 1 || hex_run(v + 53, 2) < 0)
         return -1;

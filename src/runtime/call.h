@@ -53,8 +53,8 @@ struct par_call {
     par_buf_t output; /* output JSON on PAR_OK, else the error message text */
     char *units_json; /* agent-reported usage units object, or NULL */
     int64_t started_ns, finished_ns;
-    int64_t wall_ms; /* CLOCK_REALTIME ms at start */
-    int64_t cpu_ns;  /* CPU time the agent used, -1 when unknown */
+    int64_t wall_ms;  /* CLOCK_REALTIME ms at start */
+    int64_t cpu_ns;   /* CPU time the agent used, -1 when unknown */
     par_pkgver_t *pv; /* referenced while the call lives: name, version */
     const char *export_name;
 
