@@ -169,11 +169,12 @@ void par__call_finish(par_call_t *c)
          * metering/meter.h). A sub-agent call's record is queued before its
          * root's, and the writer commits in queue order, so the root's
          * commit covers it: hops do not wait. */
-        if (!c->_hop) {
+        int waits = !c->_hop; /* read now: once submitted, c may be gone */
+        if (waits) {
             u->committed = call_release;
             u->arg = c;
         }
-        if (par_meter_submit(rt->meter, u) == PAR_OK && !c->_hop)
+        if (par_meter_submit(rt->meter, u) == PAR_OK && waits)
             return; /* call_release runs on the writer thread */
     }
     call_release(c);
