@@ -27,6 +27,7 @@
 #include "cli/cli.h"
 #include "http/server.h"
 #include "obs/log.h"
+#include "metering/meter.h"
 #include "obs/metrics.h"
 #include "pkg/archive.h"
 #include "pkg/manifest.h"
@@ -76,6 +77,8 @@ typedef struct serve_opts {
     unsigned pip_timeout_ms;
     char **env_allow; /* NULL-terminated */
     size_t nenv_allow;
+    int metering;             /* metering.enabled */
+    par_meter_config_t meter; /* strings owned until handed to par_meter_new() */
 } serve_opts_t;
 
 static void add_env_allow(serve_opts_t *o, const char *name)
@@ -205,6 +208,102 @@ static const char *yaml_str(struct fy_document *d, const char *path)
     return fy_node_get_scalar0(n);
 }
 
+/* A YAML mapping of scalars as a JSON object of strings, or NULL. */
+static json_t *yaml_map(struct fy_document *d, const char *path)
+{
+    struct fy_node *n = fy_node_by_path(fy_document_root(d), path, FY_NT, 0);
+    if (n == NULL || !fy_node_is_mapping(n))
+        return NULL;
+    json_t *o = json_object();
+    void *it = NULL;
+    struct fy_node_pair *pr;
+    while ((pr = fy_node_mapping_iterate(n, &it)) != NULL) {
+        struct fy_node *k = fy_node_pair_key(pr), *v = fy_node_pair_value(pr);
+        if (k && v && fy_node_is_scalar(k) && fy_node_is_scalar(v))
+            json_object_set_new(o, fy_node_get_scalar0(k), json_string(fy_node_get_scalar0(v)));
+    }
+    return o;
+}
+
+/* Reads a secret from a file (first line, without the newline), or NULL. */
+static char *read_secret_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char buf[1024];
+    char *r = fgets(buf, sizeof(buf), f);
+    fclose(f);
+    if (r == NULL)
+        return NULL;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf[0] ? strdup(buf) : NULL;
+}
+
+/* The `metering:` section (docs/observability.md). Returns -1 after saying
+ * what is wrong. */
+static int load_metering(struct fy_document *d, const char *file, serve_opts_t *o)
+{
+    const char *v;
+    par_meter_config_t *m = &o->meter;
+    if ((v = yaml_str(d, "/metering/enabled")))
+        o->metering = parse_bool(v);
+    set_str(&m->path, yaml_str(d, "/metering/path"));
+    if ((v = yaml_str(d, "/metering/sync"))) {
+        if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0) {
+            fprintf(stderr, "par: %s: metering.sync must be normal or full, not '%s'\n", file, v);
+            return -1;
+        }
+        m->sync_full = strcmp(v, "full") == 0;
+    }
+    if ((v = yaml_str(d, "/metering/queue")))
+        m->queue_max = strtoul(v, NULL, 10);
+    par_stripe_config_t *st = &m->stripe;
+    struct fy_node *sn = fy_node_by_path(fy_document_root(d), "/metering/stripe", FY_NT, 0);
+    if (sn == NULL)
+        return 0;
+    if ((v = yaml_str(d, "/metering/stripe/api_key")))
+        set_str(&st->api_key, v);
+    else if ((v = yaml_str(d, "/metering/stripe/api_key_file"))) {
+        if ((st->api_key = read_secret_file(v)) == NULL) {
+            fprintf(stderr, "par: %s: metering.stripe.api_key_file: cannot read a key from %s\n",
+                    file, v);
+            return -1;
+        }
+    } else if ((v = yaml_str(d, "/metering/stripe/api_key_env"))) {
+        const char *e = getenv(v);
+        if (e == NULL || *e == '\0') {
+            fprintf(stderr, "par: %s: metering.stripe.api_key_env: $%s is not set\n", file, v);
+            return -1;
+        }
+        set_str(&st->api_key, e);
+    }
+    set_str(&st->endpoint, yaml_str(d, "/metering/stripe/endpoint"));
+    set_str(&st->event_name, yaml_str(d, "/metering/stripe/event_name"));
+    set_str(&st->customer_field, yaml_str(d, "/metering/stripe/customer_field"));
+    set_str(&st->value, yaml_str(d, "/metering/stripe/value"));
+    set_str(&st->ca_file, yaml_str(d, "/metering/stripe/ca_file"));
+    st->event_names = yaml_map(d, "/metering/stripe/event_names");
+    st->customers = yaml_map(d, "/metering/stripe/customers");
+    if ((v = yaml_str(d, "/metering/stripe/allow_http")))
+        st->allow_http = parse_bool(v);
+    if ((v = yaml_str(d, "/metering/stripe/timeout_ms")))
+        st->timeout_ms = (uint32_t)strtoul(v, NULL, 10);
+    if ((v = yaml_str(d, "/metering/stripe/backoff_min_ms")))
+        st->backoff_min_ms = (uint32_t)strtoul(v, NULL, 10);
+    if ((v = yaml_str(d, "/metering/stripe/backoff_max_ms")))
+        st->backoff_max_ms = (uint32_t)strtoul(v, NULL, 10);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    if (par_stripe_config_check(st, &err) != PAR_OK) {
+        fprintf(stderr, "par: %s: %.*s", file, (int)err.len, err.data ? err.data : "");
+        par_buf_free(&err);
+        return -1;
+    }
+    par_buf_free(&err);
+    return 0;
+}
+
 static int load_config_file(const char *path, serve_opts_t *o)
 {
     struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET};
@@ -328,6 +427,10 @@ static int load_config_file(const char *path, serve_opts_t *o)
         while ((n = fy_node_sequence_iterate(ea, &it)) != NULL)
             if (fy_node_is_scalar(n))
                 add_env_allow(o, fy_node_get_scalar0(n));
+    }
+    if (load_metering(d, path, o) != 0) {
+        fy_document_destroy(d);
+        return -1;
     }
     par_buf_t aerr;
     par_buf_init(&aerr, 0);
@@ -730,6 +833,8 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
 
 static void free_serve(serve_opts_t *o)
 {
+    free(o->meter.path);
+    par_stripe_config_free(&o->meter.stripe);
     free(o->listen), free(o->packages), free(o->state_dir), free(o->log_level);
     free(o->log_format), free(o->isolation);
     for (size_t i = 0; i < o->ntrusted; i++)
@@ -873,6 +978,34 @@ static int cmd_serve(int argc, char **argv)
         par_log_msg(PAR_LOG_ERROR, "cannot start the runtime: %s", par_strerror(rc));
         par_log_shutdown();
         return 1;
+    }
+    if (o.metering) {
+        if (o.meter.path == NULL) {
+            char *p = malloc(strlen(o.state_dir) + 16);
+            sprintf(p, "%s/usage.db", o.state_dir);
+            o.meter.path = p;
+        }
+        char *mpath = strdup(o.meter.path);
+        int sync_full = o.meter.sync_full;
+        par_buf_t merr;
+        par_buf_init(&merr, 0);
+        if (par_meter_new(&o.meter, &rt->meter, &merr) != PAR_OK) {
+            par_log_msg(PAR_LOG_ERROR, "cannot start usage metering: %.*s", (int)merr.len,
+                        merr.data ? merr.data : "");
+            par_buf_free(&merr);
+            free(mpath);
+            par_runtime_destroy(rt);
+            par_log_shutdown();
+            return 1;
+        }
+        par_buf_free(&merr);
+        par_logline_t ml;
+        if (par_log_begin(&ml, PAR_LOG_INFO, "usage metering on")) {
+            par_log_str(&ml, "path", mpath);
+            par_log_str(&ml, "sync", sync_full ? "full" : "normal");
+            par_log_end(&ml);
+        }
+        free(mpath);
     }
     atomic_store(&rt->booting, 1);
     int auth_mode = o.auth.mode;

@@ -67,6 +67,8 @@ struct par_agent_api {
     int (*cancelled)(par_agent_ctx_t *ctx);
     /* appended in 0.1: read it through par_ctx_tenant(), which checks `size` */
     const char *(*tenant)(par_agent_ctx_t *ctx);
+    /* appended in 0.1: read it through par_ctx_span_id() */
+    const char *(*span_id)(par_agent_ctx_t *ctx);
 };
 
 /** What an agent learns about the invocation. Read-only for the agent. */
@@ -132,6 +134,18 @@ static inline const char *par_ctx_tenant(par_agent_ctx_t *ctx)
         return "";
     const char *t = api->tenant(ctx);
     return t ? t : "";
+}
+
+/** This invocation's span id (16 hex characters, W3C trace context): every
+ *  invocation, sub-agent calls included, is a new span of the request's trace
+ *  (`ctx->trace_id`). "" when the host predates spans. */
+static inline const char *par_ctx_span_id(par_agent_ctx_t *ctx)
+{
+    const par_agent_api_t *api = ctx->api;
+    if (api->size < offsetof(par_agent_api_t, span_id) + sizeof(api->span_id) || !api->span_id)
+        return "";
+    const char *s = api->span_id(ctx);
+    return s ? s : "";
 }
 
 /** Non-zero once the runtime has given up on this invocation (deadline, client gone). */

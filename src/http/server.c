@@ -39,6 +39,8 @@
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "registry/index.h"
+#include "metering/meter.h"
+#include "obs/trace.h"
 #include "runtime/runtime.h"
 #include "util/json.h"
 
@@ -121,14 +123,6 @@ static h2o_iovec_t find_header(h2o_req_t *req, const char *name, size_t len)
     return req->headers.entries[i].value;
 }
 
-static int is_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 /* Request id: X-Request-ID when it is sane, else a fresh one. */
 static void request_id_for(h2o_req_t *req, loop_t *l, char *out, size_t cap)
 {
@@ -207,6 +201,7 @@ static const char *route_of(h2o_iovec_t p)
                  {"/runtime/health", "health", 1},
                  {"/runtime/ready", "ready", 1},
                  {"/runtime/info", "info", 1},
+                 {"/runtime/usage", "usage", 1},
                  {"/runtime/packages/", "package", 0},
                  {"/runtime/packages", "packages", 1},
                  {"/metrics", "metrics", 1}};
@@ -244,6 +239,10 @@ static void access_log(par_http_t *h, h2o_req_t *req, int http, const char *rid,
         par_log_str(&l, "tenant", tenant);
     if (c) {
         par_log_str(&l, "trace_id", c->trace_id);
+        if (c->span_id[0])
+            par_log_str(&l, "span_id", c->span_id);
+        if (c->parent_span_id[0])
+            par_log_str(&l, "parent_span_id", c->parent_span_id);
         par_log_str(&l, "agent", c->agent_id);
         if (c->pv) {
             par_log_str(&l, "package", c->pv->name);
@@ -308,6 +307,10 @@ static void respond_call(hcall_t *hc)
     par_call_t *c = hc->call;
     h2o_req_t *req = hc->req;
     par_http_t *h = hc->loop->http;
+    char tp[56];
+    if (par_trace_format(c->trace_id, c->span_id, tp) == 0)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("traceparent"), 0, NULL,
+                              h2o_strdup(&req->pool, tp, 55).base, 55);
     if (c->status != PAR_OK) {
         send_error(req, c->status, c->output.data ? c->output.data : "", c->output.len,
                    c->request_id);
@@ -352,25 +355,23 @@ static void on_completions(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
     }
 }
 
-/* Trace id: W3C traceparent, else the body's trace_id, else a new one. */
-static void trace_for(h2o_req_t *req, loop_t *l, const par_json_field_t *body_trace, char *out)
+/* Trace id: W3C traceparent (whose span becomes this invocation's parent),
+ * else the body's trace_id, else a new one. */
+static void trace_for(h2o_req_t *req, loop_t *l, const par_json_field_t *body_trace,
+                      par_call_t *c)
 {
     h2o_iovec_t tp = find_header(req, H2O_STRLIT("traceparent"));
-    if (tp.base && tp.len >= 55 && tp.base[2] == '-' && is_hex(tp.base + 3, 32) &&
-        tp.base[35] == '-') {
-        memcpy(out, tp.base + 3, 32);
-        out[32] = '\0';
+    if (tp.base && par_trace_parse(tp.base, tp.len, c->trace_id, c->parent_span_id) == 0)
         return;
-    }
     if (body_trace->ptr && body_trace->len >= 3 && body_trace->ptr[0] == '"' &&
         safe_id(body_trace->ptr + 1, body_trace->len - 2, 63)) {
-        memcpy(out, body_trace->ptr + 1, body_trace->len - 2);
-        out[body_trace->len - 2] = '\0';
+        memcpy(c->trace_id, body_trace->ptr + 1, body_trace->len - 2);
+        c->trace_id[body_trace->len - 2] = '\0';
         return;
     }
-    hex64(rng_next(l), out);
-    hex64(rng_next(l), out + 16);
-    out[32] = '\0';
+    hex64(rng_next(l), c->trace_id);
+    hex64(rng_next(l), c->trace_id + 16);
+    c->trace_id[32] = '\0';
 }
 
 static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *id, size_t idlen,
@@ -432,7 +433,7 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
         c->input_len = blen;
         par_json_trim(&c->input, &c->input_len);
     }
-    trace_for(req, l, envelope ? &f[2] : &(par_json_field_t){NULL, NULL, 0}, c->trace_id);
+    trace_for(req, l, envelope ? &f[2] : &(par_json_field_t){NULL, NULL, 0}, c);
     h2o_iovec_t tmo = find_header(req, H2O_STRLIT("x-par-timeout-ms"));
     if (tmo.base && tmo.len > 0 && tmo.len < 10) {
         char tb[16];
@@ -650,6 +651,9 @@ typedef struct deploy_job {
     char rid[PAR_REQUEST_ID_MAX + 1];
     int64_t t0;
     par_identity_t *who; /* referenced: who asked, for the access log */
+    json_t *doc;         /* a report's answer (GET /runtime/usage), or NULL */
+    int64_t from_ms, to_ms;
+    char group_by[16];
 } deploy_job_t;
 
 static void deploy_guard_dispose(void *p)
@@ -685,7 +689,8 @@ static void on_deploy_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
             int http;
             if (j->rc == PAR_OK) {
                 http = j->ok_status;
-                send_json(j->req, http, package_json(j->pv), j->rid);
+                send_json(j->req, http, j->doc ? j->doc : package_json(j->pv), j->rid);
+                j->doc = NULL;
             } else {
                 http = par_status_http(j->rc);
                 size_t len = j->err.len;
@@ -702,6 +707,7 @@ static void on_deploy_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
         }
         if (j->pv)
             par__pkgver_unref(j->pv);
+        json_decref(j->doc);
         par_identity_unref(j->who);
         par_buf_free(&j->err);
         free(j->path), free(j->url), free(j->sha256), free(j->signature_url);
@@ -743,6 +749,102 @@ static void start_deploy(loop_t *l, h2o_req_t *req, const char *source, const ch
     if (pthread_create(&t, &attr, deploy_thread, j) != 0) {
         j->rc = PAR_E_INTERNAL;
         par_buf_appends(&j->err, "cannot start a deploy thread");
+        h2o_multithread_send_message(&l->deploy_receiver, &j->msg);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void *usage_thread(void *arg)
+{
+    deploy_job_t *j = arg;
+    j->rc = par_meter_report(j->loop->http->rt->meter, j->from_ms, j->to_ms,
+                             j->group_by[0] ? j->group_by : NULL, &j->doc, &j->err);
+    h2o_multithread_send_message(&j->loop->deploy_receiver, &j->msg);
+    return NULL;
+}
+
+/* The value of query parameter `name` (not decoded: the values taken here are
+ * numbers and names), or a NULL base. */
+static h2o_iovec_t query_param(h2o_req_t *req, const char *name)
+{
+    if (req->query_at == SIZE_MAX)
+        return h2o_iovec_init(NULL, 0);
+    const char *p = req->path.base + req->query_at + 1;
+    const char *end = req->path.base + req->path.len;
+    size_t n = strlen(name);
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > n && memcmp(p, name, n) == 0 && p[n] == '=')
+            return h2o_iovec_init(p + n + 1, (size_t)(stop - p) - n - 1);
+        p = stop + 1;
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+/* A query parameter holding Unix milliseconds; -1 when malformed. */
+static int64_t query_ms(h2o_req_t *req, const char *name, int64_t dflt)
+{
+    h2o_iovec_t v = query_param(req, name);
+    if (v.base == NULL)
+        return dflt;
+    char b[24];
+    if (v.len == 0 || v.len >= sizeof(b))
+        return -1;
+    memcpy(b, v.base, v.len);
+    b[v.len] = '\0';
+    char *e;
+    long long x = strtoll(b, &e, 10);
+    return *e || x < 0 ? -1 : (int64_t)x;
+}
+
+/* GET /runtime/usage?from=<ms>&to=<ms>&group_by=agent|subject|tenant|package */
+static void handle_usage(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0)
+{
+    par_http_t *h = l->http;
+    if (h->rt->meter == NULL) {
+        send_error(req, PAR_E_NOT_FOUND,
+                   H2O_STRLIT("usage metering is off (set metering.enabled: true)"), rid);
+        access_log(h, req, 404, rid, NULL, t0, "not_found");
+        return;
+    }
+    int64_t from = query_ms(req, "from", 0), to = query_ms(req, "to", INT64_MAX);
+    h2o_iovec_t g = query_param(req, "group_by");
+    static const char *const groups[] = {"agent", "subject", "tenant", "package"};
+    int gok = g.base == NULL;
+    for (size_t i = 0; !gok && i < sizeof(groups) / sizeof(*groups); i++)
+        gok = h2o_memis(g.base, g.len, groups[i], strlen(groups[i]));
+    if (from < 0 || to < 0 || !gok) {
+        const char *msg = !gok ? "group_by must be agent, subject, tenant or package"
+                               : "from and to are Unix times in milliseconds";
+        send_error(req, PAR_E_BAD_REQUEST, msg, strlen(msg), rid);
+        access_log(h, req, 400, rid, NULL, t0, "bad_request");
+        return;
+    }
+    deploy_job_t *j = calloc(1, sizeof(*j));
+    j->loop = l;
+    j->req = req;
+    j->ok_status = 200;
+    j->t0 = t0;
+    j->from_ms = from;
+    j->to_ms = to;
+    if (g.base)
+        snprintf(j->group_by, sizeof(j->group_by), "%.*s", (int)g.len, g.base);
+    if ((j->who = l->who) != NULL)
+        par_identity_ref(j->who);
+    snprintf(j->rid, sizeof(j->rid), "%s", rid);
+    par_buf_init(&j->err, 64 * 1024);
+    deploy_job_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), deploy_guard_dispose);
+    *slot = j;
+    j->guard = slot;
+    /* the database is read off the event loop, like a deploy */
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, usage_thread, j) != 0) {
+        j->rc = PAR_E_INTERNAL;
+        par_buf_appends(&j->err, "cannot start a report thread");
         h2o_multithread_send_message(&l->deploy_receiver, &j->msg);
     }
     pthread_attr_destroy(&attr);
@@ -908,6 +1010,10 @@ static int route(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0)
                        H2O_STRLIT("use GET (POST and DELETE are for /runtime/packages)"), rid);
             status = 405;
             goto log;
+        }
+        if (path_is(p, "/runtime/usage")) {
+            handle_usage(l, req, rid, t0);
+            return 0;
         }
         if (path_is(p, "/runtime/health")) {
             send_json(req, 200, json_pack("{s:s}", "status", "ok"), rid);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "obs/log.h"
@@ -217,13 +218,7 @@ static int i_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
     x->nested = n;
     x->nested[x->nnested++] = c;
     snprintf(c->agent_id, sizeof(c->agent_id), "%s", agent_id);
-    memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
-    memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
-    c->subject = parent->subject ? strdup(parent->subject) : NULL;
-    c->tenant = parent->tenant ? strdup(parent->tenant) : NULL;
-    c->deadline_ms = parent->deadline_ms;
-    c->caller_pv = parent->pv;
-    par__pkgver_ref(parent->pv);
+    par__call_link(c, parent);
     c->input = input.ptr;
     c->input_len = input.len;
     int rc = par__call_sync(parent->pv->rt, c);
@@ -271,7 +266,10 @@ static void i_log(par_agent_ctx_t *ctx, int level, const char *msg)
         par_log_str(&l, "source", "agent");
         par_log_str(&l, "package", x->call->pv->name);
         par_log_str(&l, "version", x->call->pv->version);
+        par_log_str(&l, "agent", x->call->agent_id);
         par_log_str(&l, "request_id", ctx->request_id);
+        par_log_str(&l, "trace_id", x->call->trace_id);
+        par_log_str(&l, "span_id", x->call->span_id);
         par_log_end(&l);
     }
 }
@@ -295,6 +293,12 @@ static const char *i_tenant(par_agent_ctx_t *ctx)
     return x->call->tenant ? x->call->tenant : "";
 }
 
+static const char *i_span_id(par_agent_ctx_t *ctx)
+{
+    ictx_t *x = ctx->_impl;
+    return x->call->span_id;
+}
+
 static const par_agent_api_t inproc_api = {
     .abi = PAR_AGENT_ABI,
     .size = sizeof(par_agent_api_t),
@@ -305,6 +309,7 @@ static const par_agent_api_t inproc_api = {
     .set_error = i_fail,
     .cancelled = i_cancelled,
     .tenant = i_tenant,
+    .span_id = i_span_id,
 };
 
 void par__native_run(par_call_t *c)
@@ -328,7 +333,12 @@ void par__native_run(par_call_t *c)
     par_buf_reset(&c->output);
     c->output.limit = pv->rt->cfg.max_output_bytes;
     par_slice_t in = {c->input ? c->input : "null", c->input ? c->input_len : 4};
+    struct timespec cpu0, cpu1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     int rc = pv->fns[c->_export_idx](&x.ctx, in, &x.out);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+    /* the thread's CPU time: includes in-process sub-agent calls it made inline */
+    c->cpu_ns = (int64_t)(cpu1.tv_sec - cpu0.tv_sec) * 1000000000 + (cpu1.tv_nsec - cpu0.tv_nsec);
     c->output.limit = limit;
     size_t off;
     if (x.too_large) {

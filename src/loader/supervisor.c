@@ -237,6 +237,8 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
     par_buf_append_json_str(&h, c->request_id, strlen(c->request_id));
     par_buf_appends(&h, ",\"trace_id\":");
     par_buf_append_json_str(&h, c->trace_id, strlen(c->trace_id));
+    par_buf_appends(&h, ",\"span_id\":");
+    par_buf_append_json_str(&h, c->span_id, strlen(c->span_id));
     if (c->subject) {
         par_buf_appends(&h, ",\"subject\":");
         par_buf_append_json_str(&h, c->subject, strlen(c->subject));
@@ -578,13 +580,7 @@ static void handle_call_frame(par_worker_t *w, const par_frame_t *f)
     pthread_mutex_lock(&p->lock);
     par_call_t *parent = pending_find(w, parent_id, 0);
     if (parent && rc == PAR_OK) {
-        memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
-        memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
-        c->subject = parent->subject ? strdup(parent->subject) : NULL;
-        c->tenant = parent->tenant ? strdup(parent->tenant) : NULL;
-        c->deadline_ms = parent->deadline_ms;
-        c->caller_pv = parent->pv;
-        par__pkgver_ref(parent->pv);
+        par__call_link(c, parent);
     } else if (rc == PAR_OK) {
         rc = PAR_E_BAD_REQUEST;
         par_buf_appends(&c->output, "CALL names no in-flight parent invocation");
@@ -663,6 +659,9 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
                 json_t *units = json_object_get(h, "units");
                 if (json_is_object(units))
                     c->units_json = json_dumps(units, JSON_COMPACT);
+                json_t *cpu = json_object_get(h, "cpu_ms");
+                if (json_is_number(cpu))
+                    c->cpu_ns = (int64_t)(json_number_value(cpu) * 1e6);
             }
         } else {
             const char *name = json_string_value(json_object_get(h, "error"));

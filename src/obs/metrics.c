@@ -13,6 +13,7 @@
 
 #include "auth/reason.h"
 #include "loader/supervisor.h"
+#include "metering/meter.h"
 #include "obs/log.h"
 #include "runtime/runtime.h"
 
@@ -38,8 +39,8 @@ void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_n
 
 /* ---- HTTP requests by route and code ----------------------------------------------- */
 
-static const char *const routes[] = {"invoke", "agents",   "agent",   "health",  "ready",
-                                     "info",   "packages", "package", "metrics", "other"};
+static const char *const routes[] = {"invoke",   "agents",  "agent",   "health", "ready", "info",
+                                     "packages", "package", "metrics", "usage",  "other"};
 #define NROUTES (sizeof(routes) / sizeof(*routes))
 static const int codes[] = {200, 400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504};
 #define NCODES (sizeof(codes) / sizeof(*codes))
@@ -336,6 +337,7 @@ int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
         par_buf_appendf(b, "par_cold_start_seconds %.6f\n", cs);
     }
     auth_metrics(b);
+    par_meter_render_metrics(rt->meter, b);
     help(b, "par_log_lines_dropped_total", "counter",
          "Log lines dropped because the log buffer was full.");
     par_buf_appendf(b, "par_log_lines_dropped_total %llu\n", (unsigned long long)par_log_dropped());

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "metering/meter.h"
+#include "obs/log.h"
+#include "obs/trace.h"
 #include "runtime/runtime.h"
 
 int64_t par__now_ns(void)
@@ -68,6 +71,86 @@ int par__call_own_input(par_call_t *c)
     return PAR_OK;
 }
 
+void par__call_link(par_call_t *c, const par_call_t *parent)
+{
+    memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
+    memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
+    memcpy(c->parent_span_id, parent->span_id, sizeof(c->parent_span_id));
+    memcpy(c->parent_id, parent->id, sizeof(c->parent_id));
+    memcpy(c->root_id, parent->root_id[0] ? parent->root_id : parent->id, sizeof(c->root_id));
+    c->subject = parent->subject ? strdup(parent->subject) : NULL;
+    c->tenant = parent->tenant ? strdup(parent->tenant) : NULL;
+    c->deadline_ms = parent->deadline_ms;
+    c->caller_pv = parent->pv;
+    par__pkgver_ref(parent->pv);
+    c->_hop = 1;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static par_usage_t *usage_of(const par_call_t *c)
+{
+    par_usage_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    memcpy(u->id, c->id, sizeof(u->id));
+    memcpy(u->parent_id, c->parent_id, sizeof(u->parent_id));
+    memcpy(u->root_id, c->root_id[0] ? c->root_id : c->id, sizeof(u->root_id));
+    snprintf(u->request_id, sizeof(u->request_id), "%s", c->request_id);
+    snprintf(u->trace_id, sizeof(u->trace_id), "%s", c->trace_id);
+    memcpy(u->span_id, c->span_id, sizeof(u->span_id));
+    u->ts_ms = c->wall_ms;
+    u->subject = dup_or_null(c->subject);
+    u->tenant = dup_or_null(c->tenant);
+    /* the resolved id, whatever the caller named (a bare sibling, name@version) */
+    if (c->export_name && c->export_name[0])
+        snprintf(u->agent, sizeof(u->agent), "%s/%s", c->pv->name, c->export_name);
+    else
+        snprintf(u->agent, sizeof(u->agent), "%s", c->pv->name);
+    u->package = strdup(c->pv->name);
+    u->version = strdup(c->pv->version);
+    snprintf(u->status, sizeof(u->status), "%s",
+             c->status == PAR_OK ? "ok" : par_status_name(c->status));
+    u->duration_ms = (double)(c->finished_ns - c->started_ns) / 1e6;
+    u->cpu_ms = c->cpu_ns >= 0 ? (double)c->cpu_ns / 1e6 : -1;
+    u->bytes_in = (int64_t)c->input_len;
+    u->bytes_out = c->status == PAR_OK ? (int64_t)c->output.len : 0;
+    u->units = c->status == PAR_OK ? dup_or_null(c->units_json) : NULL;
+    return u;
+}
+
+/* The rest of par__call_finish: hand the result over, then stop counting it. */
+static void call_release(void *arg)
+{
+    par_call_t *c = arg;
+    par_runtime_t *rt = c->_counted && c->pv ? c->pv->rt : NULL;
+    c->done(c); /* may free c */
+    if (rt)
+        atomic_fetch_sub(&rt->inflight, 1);
+}
+
+static void log_hop(const par_call_t *c)
+{
+    par_logline_t l;
+    if (!par_log_begin(&l, PAR_LOG_INFO, "sub-agent call"))
+        return;
+    par_log_str(&l, "request_id", c->request_id);
+    par_log_str(&l, "trace_id", c->trace_id);
+    par_log_str(&l, "span_id", c->span_id);
+    par_log_str(&l, "parent_span_id", c->parent_span_id);
+    par_log_str(&l, "agent", c->agent_id);
+    par_log_str(&l, "package", c->pv->name);
+    par_log_str(&l, "version", c->pv->version);
+    if (c->subject)
+        par_log_str(&l, "subject", c->subject);
+    par_log_str(&l, "status", c->status == PAR_OK ? "ok" : par_status_name(c->status));
+    par_log_double(&l, "duration_ms", (double)(c->finished_ns - c->started_ns) / 1e6);
+    par_log_end(&l);
+}
+
 void par__call_finish(par_call_t *c)
 {
     c->finished_ns = par__now_ns();
@@ -78,9 +161,23 @@ void par__call_finish(par_call_t *c)
         par__rollback_observe(c->pv, c->status);
         atomic_fetch_sub(&m->in_flight, 1);
     }
-    c->done(c); /* may free c */
-    if (rt)
-        atomic_fetch_sub(&rt->inflight, 1);
+    if (rt && c->_hop)
+        log_hop(c);
+    par_usage_t *u = rt && rt->meter ? usage_of(c) : NULL;
+    if (u) {
+        /* A root's answer waits for its record's commit (group commit, see
+         * metering/meter.h). A sub-agent call's record is queued before its
+         * root's, and the writer commits in queue order, so the root's
+         * commit covers it: hops do not wait. */
+        int waits = !c->_hop; /* read now: once submitted, c may be gone */
+        if (waits) {
+            u->committed = call_release;
+            u->arg = c;
+        }
+        if (par_meter_submit(rt->meter, u) == PAR_OK && waits)
+            return; /* call_release runs on the writer thread */
+    }
+    call_release(c);
 }
 
 void par__call_fail(par_call_t *c, int status, const char *fmt, ...)

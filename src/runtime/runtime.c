@@ -22,7 +22,9 @@
 #include "loader/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
+#include "metering/meter.h"
 #include "obs/log.h"
+#include "obs/trace.h"
 #include "registry/cache.h"
 #include "registry/index.h"
 #include "runtime/id.h"
@@ -385,9 +387,17 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
     if (c->deadline_ms > max_deadline)
         c->deadline_ms = max_deadline;
     c->started_ns = par__now_ns();
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    c->wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
+    c->cpu_ns = -1;
     if (c->request_id[0] == '\0')
-        snprintf(c->request_id, sizeof(c->request_id), "%016llx",
-                 (unsigned long long)(c->started_ns ^ (int64_t)(uintptr_t)c));
+        par_trace_random_hex(c->request_id, 32);
+    if (c->trace_id[0] == '\0')
+        par_trace_random_hex(c->trace_id, PAR_TRACE_ID_LEN);
+    if (c->span_id[0] == '\0')
+        par_trace_random_hex(c->span_id, PAR_SPAN_ID_LEN);
+    par_trace_random_hex(c->id, 32);
     c->_counted = 1;
     atomic_fetch_add(&rt->inflight, 1);
     if (pv->metrics)
@@ -560,6 +570,8 @@ void par_runtime_destroy(par_runtime_t *rt)
     if (rt->exec)
         exec_free(rt->exec);
     par_super_free(rt->super);
+    /* after the workers are gone: every call has finished and queued its record */
+    par_meter_destroy(rt->meter);
     for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
         free(rt->trusted[i]);
     free(rt->trusted);

@@ -111,6 +111,8 @@ struct par_runtime {
     int py_major, py_minor; /* the interpreter's version, probed at the first Python deploy */
     /* in-process calls run on this executor so loop threads never block */
     struct par_executor *exec;
+    /* usage metering (metering/meter.h), or NULL; set before serving */
+    struct par_meter *meter;
     void *data;
 };
 

@@ -281,6 +281,11 @@ static const char *api_tenant(par_agent_ctx_t *ctx)
     return hdr_str(job_of(ctx)->hdr, "tenant");
 }
 
+static const char *api_span_id(par_agent_ctx_t *ctx)
+{
+    return hdr_str(job_of(ctx)->hdr, "span_id");
+}
+
 static const par_agent_api_t g_api = {
     .abi = PAR_AGENT_ABI,
     .size = sizeof(par_agent_api_t),
@@ -291,6 +296,7 @@ static const par_agent_api_t g_api = {
     .set_error = api_fail,
     .cancelled = api_cancelled,
     .tenant = api_tenant,
+    .span_id = api_span_id,
 };
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -356,7 +362,11 @@ static void run_job(job_t *j)
     j->out._impl = j;
 
     par_slice_t in = {j->input ? j->input : "null", j->input ? j->input_len : 4};
+    struct timespec cpu0, cpu1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     int rc = e->fn(&j->ctx, in, &j->out);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+    double cpu_ms = (double)(cpu1.tv_sec - cpu0.tv_sec) * 1e3 + (cpu1.tv_nsec - cpu0.tv_nsec) / 1e6;
     free(context_json);
 
     if (j->out_too_large) {
@@ -369,7 +379,9 @@ static void run_job(job_t *j)
             snprintf(msg, sizeof(msg), "agent '%s' returned %d", j->ctx.agent_id, rc);
         send_error(j->id, "agent_error", j->fail_msg ? j->fail_msg : msg);
     } else {
-        json_t *h = j->units ? json_pack("{s:O}", "units", j->units) : NULL;
+        json_t *h = json_pack("{s:f}", "cpu_ms", cpu_ms);
+        if (j->units)
+            json_object_set(h, "units", j->units);
         send_json_frame(PAR_FRAME_RESULT, j->id, h, j->outbuf.data, j->outbuf.len);
         json_decref(h);
     }

@@ -1,10 +1,11 @@
 """GET /metrics: valid for promtool, and the counters move with traffic."""
+import os
 import re
 import subprocess
 
 import pytest
 
-from conftest import assert_error, package
+from conftest import SOURCE, assert_error, package
 
 
 def scrape(s):
@@ -67,3 +68,30 @@ def test_counters_move(srv):
     assert re.search(r'^par_build_info\{version="[^"]+",agent_abi="1"\} 1$', after, re.M)
     assert value(after, "par_package_load_seconds_count", phase="load") == 2
     assert value(after, "par_cold_start_seconds") > 0
+
+
+def test_alert_rules_are_valid():
+    rules = os.path.join(SOURCE, "deploy", "prometheus", "alerts.yml")
+    r = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS: 10 rules found" in r.stdout, r.stdout
+
+
+def test_every_series_the_docs_promise(srv):
+    text = scrape(srv)
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    for n in ("par_invocations_total", "par_invocation_duration_seconds",
+              "par_invocations_in_flight", "par_http_requests_total", "par_worker_restarts_total",
+              "par_workers", "par_package_load_seconds", "par_cold_start_seconds",
+              "par_registry_poll_total", "par_auth_failures_total", "par_metering_backlog_records",
+              "par_metering_export_total", "par_metering_records_total",
+              "par_log_lines_dropped_total", "process_resident_memory_bytes",
+              "process_cpu_seconds_total", "process_open_fds", "process_start_time_seconds",
+              "par_build_info"):
+        assert n in names, n
+    for phase in ("fetch", "verify", "extract", "load"):
+        assert f'par_package_load_seconds_count{{phase="{phase}"}}' in text
+    doc = open(os.path.join(SOURCE, "docs", "observability.md")).read()
+    for n in names:
+        assert f"`{n}`" in doc, f"{n} is not documented in docs/observability.md"

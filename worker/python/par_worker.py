@@ -216,6 +216,7 @@ class Worker:
 
     def run_sync(self, inv, fn, args):
         token = _current.set(inv)
+        inv.cpu0 = time.thread_time()
         try:
             out = fn(*args)
             if inspect.isawaitable(out):  # a sync function that returned a coroutine
@@ -260,6 +261,8 @@ class Worker:
                               (len(body), self.max_output))
             return
         h = {"units": inv.units} if inv.units else {}
+        if inv.cpu0 is not None:  # sync handlers: this thread's CPU time (metering)
+            h["cpu_ms"] = round((time.thread_time() - inv.cpu0) * 1e3, 3)
         self.done(inv)
         try:
             self.chan.send(RESULT, inv.wid, h, body)
@@ -443,7 +446,7 @@ class Context:
 
 class Invocation:
     __slots__ = ("worker", "wid", "request_id", "agent", "trace_id", "context", "units",
-                 "cancelled", "task")
+                 "cancelled", "task", "cpu0")
 
     def __init__(self, worker, wid, header):
         self.worker = worker
@@ -454,6 +457,7 @@ class Invocation:
         self.units = {}
         self.cancelled = False
         self.task = None
+        self.cpu0 = None
         self.context = Context(self, header)
 
 

@@ -1,0 +1,267 @@
+/*
+ * metering/meter.c — see meter.h.
+ */
+#include "metering/meter.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <par/par.h>
+
+#include "metering/store.h"
+#include "obs/log.h"
+
+struct par_meter {
+    par_meter_config_t cfg;
+    par_store_t *store; /* the writer thread's connection */
+    pthread_t writer;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    par_usage_t *head, *tail; /* queue, under lock */
+    size_t queued;
+    int stop;
+    par_stripe_t *stripe; /* NULL: no export */
+};
+
+static atomic_ulong records_stored, records_dropped, records_failed, batches;
+
+void par_usage_free(par_usage_t *u)
+{
+    if (u == NULL)
+        return;
+    free(u->subject);
+    free(u->tenant);
+    free(u->package);
+    free(u->version);
+    free(u->units);
+    free(u);
+}
+
+static void *writer_main(void *arg)
+{
+    par_meter_t *m = arg;
+    size_t cap = m->cfg.batch_max;
+    par_usage_t **batch = malloc(cap * sizeof(*batch));
+    par_buf_t err;
+    par_buf_init(&err, 4096);
+    int64_t last_error_log = 0;
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        while (m->head == NULL && !m->stop)
+            pthread_cond_wait(&m->cond, &m->lock);
+        if (m->head == NULL)
+            break;
+        /* everything that arrived while the previous batch committed goes in
+         * this one: under load, batches grow and the cost per record falls */
+        size_t n = 0;
+        while (m->head && n < cap) {
+            batch[n++] = m->head;
+            m->head = m->head->_next;
+        }
+        if (m->head == NULL)
+            m->tail = NULL;
+        m->queued -= n;
+        pthread_mutex_unlock(&m->lock);
+
+        par_buf_reset(&err);
+        int rc = par_store_insert(m->store, batch, n, &err);
+        atomic_fetch_add(&batches, 1);
+        if (rc == PAR_OK) {
+            atomic_fetch_add(&records_stored, n);
+        } else {
+            /* answers are still released: a database that cannot be written
+             * must not stop the service. The records are lost and counted. */
+            atomic_fetch_add(&records_failed, n);
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - last_error_log >= 10) {
+                last_error_log = now.tv_sec;
+                par_log_msg(PAR_LOG_ERROR, "metering: %zu usage records lost: %.*s", n,
+                            (int)err.len, err.data ? err.data : "");
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (batch[i]->committed)
+                batch[i]->committed(batch[i]->arg);
+            par_usage_free(batch[i]);
+        }
+        if (m->stripe && rc == PAR_OK)
+            par_stripe_wake(m->stripe);
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    par_buf_free(&err);
+    free(batch);
+    return NULL;
+}
+
+static void config_free(par_meter_config_t *c)
+{
+    free(c->path);
+    c->path = NULL;
+    par_stripe_config_free(&c->stripe);
+}
+
+int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    par_meter_t *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        config_free(cfg);
+        return PAR_E_NO_MEMORY;
+    }
+    m->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    if (m->cfg.queue_max == 0)
+        m->cfg.queue_max = 65536;
+    if (m->cfg.batch_max == 0)
+        m->cfg.batch_max = 4096;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cond, NULL);
+    int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &m->store, err);
+    if (rc != PAR_OK)
+        goto fail;
+    if (m->cfg.stripe.api_key) {
+        rc = par_stripe_start(&m->cfg.stripe, m->cfg.path, &m->stripe, err);
+        if (rc != PAR_OK)
+            goto fail;
+    }
+    if (pthread_create(&m->writer, NULL, writer_main, m) != 0) {
+        par_buf_appends(err, "metering: cannot start the writer thread");
+        rc = PAR_E_INTERNAL;
+        goto fail;
+    }
+    *out = m;
+    return PAR_OK;
+fail:
+    par_stripe_stop(m->stripe);
+    par_store_close(m->store);
+    config_free(&m->cfg);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->cond);
+    free(m);
+    return rc;
+}
+
+void par_meter_destroy(par_meter_t *m)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->stop = 1;
+    pthread_cond_signal(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    pthread_join(m->writer, NULL); /* commits what is queued first */
+    par_stripe_stop(m->stripe);
+    par_store_close(m->store);
+    config_free(&m->cfg);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->cond);
+    free(m);
+}
+
+int par_meter_submit(par_meter_t *m, par_usage_t *u)
+{
+    pthread_mutex_lock(&m->lock);
+    if (m->stop || m->queued >= m->cfg.queue_max) {
+        pthread_mutex_unlock(&m->lock);
+        atomic_fetch_add(&records_dropped, 1);
+        par_usage_free(u);
+        return PAR_E_OVER_CAPACITY;
+    }
+    u->_next = NULL;
+    if (m->tail)
+        m->tail->_next = u;
+    else
+        m->head = u;
+    m->tail = u;
+    m->queued++;
+    pthread_cond_signal(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    return PAR_OK;
+}
+
+int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,
+                     json_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    par_store_t *s;
+    int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &s, err);
+    if (rc != PAR_OK)
+        return rc;
+    json_t *groups = NULL, *state = NULL, *dead = NULL;
+    if ((rc = par_store_summary(s, from_ms, to_ms, group_by, &groups, err)) != PAR_OK ||
+        (rc = par_store_export_state(s, "stripe", &state, err)) != PAR_OK ||
+        (rc = par_store_dead_letters(s, 100, &dead, err)) != PAR_OK)
+        goto out;
+    json_t *total = json_pack("{s:I,s:I,s:I}", "count", (json_int_t)0, "errors", (json_int_t)0,
+                              "roots", (json_int_t)0);
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        const char *k[] = {"count", "errors", "roots"};
+        for (int f = 0; f < 3; f++)
+            json_object_set_new(total, k[f],
+                                json_integer(json_integer_value(json_object_get(total, k[f])) +
+                                             json_integer_value(json_object_get(g, k[f]))));
+    }
+    json_object_set_new(state, "enabled", json_boolean(m->stripe != NULL));
+    if (m->stripe) {
+        char e[512];
+        par_stripe_last_error(m->stripe, e, sizeof(e));
+        json_object_set_new(state, "last_error", json_string(e));
+    }
+    pthread_mutex_lock(&m->lock);
+    size_t queued = m->queued;
+    pthread_mutex_unlock(&m->lock);
+    *out = json_pack("{s:I,s:I,s:s,s:o,s:o,s:I,s:o,s:o}", "from", (json_int_t)from_ms, "to",
+                     (json_int_t)to_ms, "group_by", group_by ? group_by : "", "groups", groups,
+                     "total", total, "queued", (json_int_t)queued, "export", state, "dead_letters",
+                     dead);
+    groups = state = dead = NULL;
+out:
+    json_decref(groups);
+    json_decref(state);
+    json_decref(dead);
+    par_store_close(s);
+    return rc;
+}
+
+void par_meter_render_metrics(par_meter_t *m, par_buf_t *b)
+{
+    size_t queued = 0;
+    int64_t pending = 0;
+    if (m) {
+        pthread_mutex_lock(&m->lock);
+        queued = m->queued;
+        pthread_mutex_unlock(&m->lock);
+        if (m->stripe)
+            pending = par_stripe_pending(m->stripe);
+    }
+    par_buf_appends(b, "# HELP par_metering_records_total Usage records by outcome: stored "
+                       "(committed), dropped (queue full), failed (database error).\n"
+                       "# TYPE par_metering_records_total counter\n");
+    par_buf_appendf(b,
+                    "par_metering_records_total{result=\"stored\"} %lu\n"
+                    "par_metering_records_total{result=\"dropped\"} %lu\n"
+                    "par_metering_records_total{result=\"failed\"} %lu\n",
+                    atomic_load(&records_stored), atomic_load(&records_dropped),
+                    atomic_load(&records_failed));
+    par_buf_appends(b, "# HELP par_metering_batches_total Transactions of the metering writer.\n"
+                       "# TYPE par_metering_batches_total counter\n");
+    par_buf_appendf(b, "par_metering_batches_total %lu\n", atomic_load(&batches));
+    par_buf_appends(b, "# HELP par_metering_backlog_records Usage records waiting: queued for the "
+                       "database plus committed and not yet exported.\n"
+                       "# TYPE par_metering_backlog_records gauge\n");
+    par_buf_appendf(b, "par_metering_backlog_records %lld\n",
+                    (long long)queued + (long long)pending);
+    par_buf_appends(b, "# HELP par_metering_export_total Meter event export attempts by result "
+                       "(ok, retry, dead, skipped).\n"
+                       "# TYPE par_metering_export_total counter\n");
+    for (int r = 0; r < PAR_EXPORT_NRESULTS; r++)
+        par_buf_appendf(b, "par_metering_export_total{result=\"%s\"} %llu\n",
+                        par_stripe_result_name(r), (unsigned long long)par_stripe_count(r));
+}

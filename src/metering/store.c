@@ -1,0 +1,403 @@
+/*
+ * metering/store.c — see store.h.
+ */
+#include "metering/store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <par/par.h>
+
+struct par_store {
+    sqlite3 *db;
+    sqlite3_stmt *ins;
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS usage ("
+    " seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts_ms INTEGER NOT NULL,"
+    " request_id TEXT NOT NULL, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,"
+    " parent_id TEXT NOT NULL, root_id TEXT NOT NULL, subject TEXT, tenant TEXT,"
+    " agent TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL,"
+    " duration_ms REAL NOT NULL, cpu_ms REAL, bytes_in INTEGER NOT NULL,"
+    " bytes_out INTEGER NOT NULL, units TEXT);"
+    "CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts_ms);"
+    "CREATE INDEX IF NOT EXISTS usage_request ON usage(request_id);"
+    "CREATE TABLE IF NOT EXISTS export_cursor ("
+    " exporter TEXT PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0,"
+    " exported INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS dead_letters ("
+    " seq INTEGER PRIMARY KEY, id TEXT NOT NULL, exporter TEXT NOT NULL,"
+    " failed_at_ms INTEGER NOT NULL, http_status INTEGER NOT NULL, body TEXT NOT NULL);";
+
+static int fail(sqlite3 *db, par_buf_t *err, const char *what)
+{
+    if (err)
+        par_buf_appendf(err, "usage database: %s: %s", what, db ? sqlite3_errmsg(db) : "?");
+    return PAR_E_IO;
+}
+
+int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    par_store_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return PAR_E_NO_MEMORY;
+    int rc = PAR_OK;
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        rc = fail(s->db, err, path);
+        goto out;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    /* WAL: the writer never blocks readers (/runtime/usage, the exporter), and a
+     * committed transaction is in the WAL file before COMMIT returns, so it
+     * survives the death of the process even without an fsync. */
+    char pragmas[160];
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+             sync_full ? "FULL" : "NORMAL");
+    if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
+        rc = fail(s->db, err, "setting WAL mode");
+        goto out;
+    }
+    if (sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        rc = fail(s->db, err, "creating the schema");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT OR IGNORE INTO usage (id, ts_ms, request_id, trace_id, span_id,"
+                           " parent_id, root_id, subject, tenant, agent, package, version, status,"
+                           " duration_ms, cpu_ms, bytes_in, bytes_out, units) VALUES"
+                           " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, &s->ins, NULL) != SQLITE_OK) {
+        rc = fail(s->db, err, "preparing the insert");
+        goto out;
+    }
+out:
+    if (rc != PAR_OK) {
+        par_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return PAR_OK;
+}
+
+void par_store_close(par_store_t *s)
+{
+    if (s == NULL)
+        return;
+    sqlite3_finalize(s->ins);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf_t *err)
+{
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(s->db, err, "BEGIN");
+    for (size_t i = 0; i < n; i++) {
+        const par_usage_t *u = recs[i];
+        sqlite3_stmt *st = s->ins;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        bind_text(st, 1, u->id);
+        sqlite3_bind_int64(st, 2, u->ts_ms);
+        bind_text(st, 3, u->request_id);
+        bind_text(st, 4, u->trace_id);
+        bind_text(st, 5, u->span_id);
+        bind_text(st, 6, u->parent_id);
+        bind_text(st, 7, u->root_id);
+        bind_text(st, 8, u->subject);
+        bind_text(st, 9, u->tenant);
+        bind_text(st, 10, u->agent);
+        bind_text(st, 11, u->package ? u->package : "");
+        bind_text(st, 12, u->version ? u->version : "");
+        bind_text(st, 13, u->status);
+        sqlite3_bind_double(st, 14, u->duration_ms);
+        if (u->cpu_ms >= 0)
+            sqlite3_bind_double(st, 15, u->cpu_ms);
+        else
+            sqlite3_bind_null(st, 15);
+        sqlite3_bind_int64(st, 16, u->bytes_in);
+        sqlite3_bind_int64(st, 17, u->bytes_out);
+        bind_text(st, 18, u->units);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            int rc = fail(s->db, err, "inserting a record");
+            sqlite3_reset(st);
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+    }
+    sqlite3_reset(s->ins);
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        int rc = fail(s->db, err, "COMMIT");
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    return PAR_OK;
+}
+
+/* One result column as JSON: integers, reals, text (units parsed), null. */
+static json_t *column_json(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(st, i));
+    case SQLITE_TEXT: {
+        const char *t = (const char *)sqlite3_column_text(st, i);
+        if (strcmp(sqlite3_column_name(st, i), "units") == 0) {
+            json_t *j = json_loads(t, 0, NULL);
+            if (j)
+                return j;
+        }
+        return json_string(t);
+    }
+    default:
+        return json_null();
+    }
+}
+
+static int64_t cursor_of(par_store_t *s, const char *exporter)
+{
+    sqlite3_stmt *st;
+    int64_t seq = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT seq FROM export_cursor WHERE exporter = ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        seq = sqlite3_column_int64(st, 0);
+    else if (r != SQLITE_DONE)
+        seq = -1;
+    sqlite3_finalize(st);
+    return seq;
+}
+
+int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows, par_buf_t *err)
+{
+    *rows = NULL;
+    int64_t cur = cursor_of(s, exporter);
+    if (cur < 0)
+        return fail(s->db, err, "reading the export cursor");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT * FROM usage WHERE seq > ? AND parent_id = '' ORDER BY seq "
+                           "LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "reading records");
+    sqlite3_bind_int64(st, 1, cur);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    json_t *a = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+        json_array_append_new(a, o);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(a);
+        return fail(s->db, err, "reading records");
+    }
+    *rows = a;
+    return PAR_OK;
+}
+
+static int exec_bound(sqlite3 *db, const char *sql, const char *t1, int64_t i2, int64_t i3)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, i2);
+    sqlite3_bind_int64(st, 3, i3);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+int par_store_ack(par_store_t *s, const char *exporter, int64_t seq, int http_status,
+                  const char *body, par_buf_t *err)
+{
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(s->db, err, "BEGIN");
+    int ok = exec_bound(s->db,
+                        "INSERT INTO export_cursor (exporter, seq, exported, dead) VALUES (?, ?, "
+                        "?, 1 - ?3) ON CONFLICT(exporter) DO UPDATE SET seq = excluded.seq, "
+                        "exported = exported + excluded.exported, dead = dead + excluded.dead",
+                        exporter, seq, http_status == 0) == 0;
+    if (ok && http_status != 0) {
+        sqlite3_stmt *st;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        ok = sqlite3_prepare_v2(s->db,
+                                "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, "
+                                "failed_at_ms, http_status, body) SELECT seq, id, ?, ?, ?, ? "
+                                "FROM usage WHERE seq = ?",
+                                -1, &st, NULL) == SQLITE_OK;
+        if (ok) {
+            sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+            sqlite3_bind_int(st, 3, http_status);
+            sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 5, seq);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+            sqlite3_finalize(st);
+        }
+    }
+    if (!ok || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        int rc = fail(s->db, err, "advancing the export cursor");
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    return PAR_OK;
+}
+
+int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT c.seq, c.exported, c.dead, (SELECT count(*) FROM usage u WHERE "
+                           "u.seq > c.seq AND u.parent_id = '') FROM (SELECT coalesce(max(seq), 0) "
+                           "AS seq, coalesce(max(exported), 0) AS exported, coalesce(max(dead), 0) "
+                           "AS dead FROM export_cursor WHERE exporter = ?) c",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "reading the export state");
+    sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+    int rc = PAR_OK;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *out = json_pack("{s:I,s:I,s:I,s:I}", "cursor", (json_int_t)sqlite3_column_int64(st, 0),
+                         "exported", (json_int_t)sqlite3_column_int64(st, 1), "dead",
+                         (json_int_t)sqlite3_column_int64(st, 2), "pending",
+                         (json_int_t)sqlite3_column_int64(st, 3));
+    else
+        rc = fail(s->db, err, "reading the export state");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static const char *group_column(const char *group_by)
+{
+    static const char *const allowed[] = {"agent", "subject", "tenant", "package"};
+    if (group_by == NULL || *group_by == '\0')
+        return "''";
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(*allowed); i++)
+        if (strcmp(group_by, allowed[i]) == 0)
+            return allowed[i];
+    return NULL;
+}
+
+int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char *group_by,
+                      json_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    const char *col = group_column(group_by);
+    if (col == NULL) {
+        if (err)
+            par_buf_appendf(err, "group_by must be agent, subject, tenant or package, not '%s'",
+                            group_by);
+        return PAR_E_BAD_REQUEST;
+    }
+    char sql[640];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(%s, ''), count(*), sum(status != 'ok'), sum(parent_id = ''),"
+             " sum(duration_ms), total(cpu_ms), sum(bytes_in), sum(bytes_out)"
+             " FROM usage WHERE ts_ms >= ? AND ts_ms < ? GROUP BY 1 ORDER BY 1",
+             col);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "summarising");
+    sqlite3_bind_int64(st, 1, from_ms);
+    sqlite3_bind_int64(st, 2, to_ms);
+    json_t *groups = json_object(); /* key → group, kept in order in `list` */
+    json_t *list = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 0);
+        json_t *g =
+            json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
+                      (json_int_t)sqlite3_column_int64(st, 1), "errors",
+                      (json_int_t)sqlite3_column_int64(st, 2), "roots",
+                      (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
+                      sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5),
+                      "bytes_in", (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
+                      (json_int_t)sqlite3_column_int64(st, 7), "units");
+        json_object_set(groups, key ? key : "", g);
+        json_array_append_new(list, g);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE)
+        goto bad;
+    /* units over root records only: a caller's units already include what its
+     * sub-agent calls reported (docs/observability.md) */
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(%s, ''), j.key, sum(j.value) FROM usage, json_each(usage.units) j"
+             " WHERE ts_ms >= ? AND ts_ms < ? AND parent_id = '' AND units IS NOT NULL"
+             " GROUP BY 1, 2",
+             col);
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        goto bad;
+    sqlite3_bind_int64(st, 1, from_ms);
+    sqlite3_bind_int64(st, 2, to_ms);
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 0);
+        json_t *g = json_object_get(groups, key ? key : "");
+        if (g)
+            json_object_set_new(json_object_get(g, "units"),
+                                (const char *)sqlite3_column_text(st, 1),
+                                json_integer(sqlite3_column_int64(st, 2)));
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE)
+        goto bad;
+    json_decref(groups);
+    *out = list;
+    return PAR_OK;
+bad:
+    json_decref(groups);
+    json_decref(list);
+    return fail(s->db, err, "summarising");
+}
+
+int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT seq, id, exporter, failed_at_ms, http_status, body FROM "
+                           "dead_letters ORDER BY seq DESC LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "reading dead letters");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
+    json_t *a = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+        json_array_append_new(a, o);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(a);
+        return fail(s->db, err, "reading dead letters");
+    }
+    *out = a;
+    return PAR_OK;
+}

@@ -1,0 +1,43 @@
+/*
+ * metering/usage.h — one usage record: what one invocation cost.
+ *
+ * Built by the runtime when an invocation finishes (runtime/call.c), queued to
+ * the metering writer (meter.h), stored by store.h. Owned by whoever holds it;
+ * par_usage_free() releases it. Any thread.
+ */
+#ifndef PAR_METERING_USAGE_H
+#define PAR_METERING_USAGE_H
+
+#include <stdint.h>
+
+typedef struct par_usage par_usage_t;
+
+/* Called by the metering writer once the record is committed (or could not be). */
+typedef void (*par_usage_committed_cb)(void *arg);
+
+struct par_usage {
+    char id[33];        /* unique: the Stripe `identifier` */
+    char parent_id[33]; /* "" for a root invocation (an HTTP request, par_call) */
+    char root_id[33];   /* the root invocation's id (its own id for a root) */
+    char request_id[129];
+    char trace_id[64];
+    char span_id[17];
+    int64_t ts_ms; /* start, Unix ms */
+    char *subject; /* owned, NULL when unknown */
+    char *tenant;  /* owned, NULL when unknown */
+    char agent[201];
+    char *package, *version; /* owned */
+    char status[40];         /* "ok" or the stable error name */
+    double duration_ms;
+    double cpu_ms; /* < 0: unknown */
+    int64_t bytes_in, bytes_out;
+    char *units; /* owned JSON object text, NULL when the agent reported none */
+
+    par_usage_committed_cb committed; /* NULL: nobody waits */
+    void *arg;
+    par_usage_t *_next;
+};
+
+void par_usage_free(par_usage_t *u);
+
+#endif

@@ -1,0 +1,221 @@
+/* Unit tests for metering/store.c: records, the export cursor, dead letters,
+ * summaries. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <par/par.h>
+
+#include "metering/store.h"
+
+static char dir[64];
+static char path[96];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/par-store-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    snprintf(path, sizeof(path), "%s/usage.db", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static par_usage_t *rec(const char *id, const char *parent, const char *agent, const char *subject,
+                        const char *status, int64_t ts, const char *units)
+{
+    par_usage_t *u = calloc(1, sizeof(*u));
+    snprintf(u->id, sizeof(u->id), "%s", id);
+    snprintf(u->parent_id, sizeof(u->parent_id), "%s", parent);
+    snprintf(u->root_id, sizeof(u->root_id), "%s", *parent ? parent : id);
+    snprintf(u->request_id, sizeof(u->request_id), "req-%s", *parent ? parent : id);
+    snprintf(u->trace_id, sizeof(u->trace_id), "t");
+    snprintf(u->span_id, sizeof(u->span_id), "s");
+    snprintf(u->agent, sizeof(u->agent), "%s", agent);
+    snprintf(u->status, sizeof(u->status), "%s", status);
+    u->subject = subject ? strdup(subject) : NULL;
+    u->package = strdup(agent);
+    u->version = strdup("1.0.0");
+    u->ts_ms = ts;
+    u->duration_ms = 2.5;
+    u->cpu_ms = -1;
+    u->bytes_in = 10;
+    u->bytes_out = 20;
+    u->units = units ? strdup(units) : NULL;
+    return u;
+}
+
+static void insert(par_store_t *s, par_usage_t **r, size_t n)
+{
+    assert_int_equal(par_store_insert(s, r, n, NULL), PAR_OK);
+    for (size_t i = 0; i < n; i++)
+        par_usage_free(r[i]);
+}
+
+static void test_insert_is_idempotent_and_survives_reopen(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    par_usage_t *r[3] = {rec("a", "", "echo", "alice", "ok", 1000, "{\"tokens\":5}"),
+                         rec("b", "a", "echo/upper", "alice", "ok", 1001, "{\"tokens\":2}"),
+                         rec("c", "", "echo", "bob", "agent_error", 2000, NULL)};
+    insert(s, r, 3);
+    par_usage_t *again[1] = {rec("a", "", "echo", "mallory", "ok", 9000, NULL)};
+    insert(s, again, 1);
+    par_store_close(s);
+
+    assert_int_equal(par_store_open(path, 1, &s, NULL), PAR_OK);
+    json_t *rows;
+    assert_int_equal(par_store_next(s, "x", 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 2); /* roots only; "a" once */
+    json_t *a = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(a, "id")), "a");
+    assert_string_equal(json_string_value(json_object_get(a, "subject")), "alice");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(a, "units"), "tokens")), 5);
+    assert_true(json_is_null(json_object_get(a, "cpu_ms")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 1), "id")), "c");
+    json_decref(rows);
+    par_store_close(s);
+}
+
+static void test_cursor_moves_only_on_ack(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    json_t *rows, *st;
+    assert_int_equal(par_store_next(s, "stripe", 1, &rows, NULL), PAR_OK);
+    int64_t seq_a = json_integer_value(json_object_get(json_array_get(rows, 0), "seq"));
+    json_decref(rows);
+    /* not acknowledged: the same record comes back */
+    assert_int_equal(par_store_next(s, "stripe", 1, &rows, NULL), PAR_OK);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "seq")), seq_a);
+    json_decref(rows);
+    assert_int_equal(par_store_ack(s, "stripe", seq_a, 0, NULL, NULL), PAR_OK);
+    assert_int_equal(par_store_next(s, "stripe", 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *c = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(c, "id")), "c");
+    int64_t seq_c = json_integer_value(json_object_get(c, "seq"));
+    json_decref(rows);
+    /* another exporter has its own cursor */
+    assert_int_equal(par_store_next(s, "other", 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 2);
+    json_decref(rows);
+
+    assert_int_equal(par_store_export_state(s, "stripe", &st, NULL), PAR_OK);
+    assert_int_equal(json_integer_value(json_object_get(st, "pending")), 1);
+    assert_int_equal(json_integer_value(json_object_get(st, "exported")), 1);
+    json_decref(st);
+
+    /* a permanent refusal: dead letter and cursor in one step */
+    assert_int_equal(par_store_ack(s, "stripe", seq_c, 400, "{\"error\":\"no\"}", NULL), PAR_OK);
+    assert_int_equal(par_store_next(s, "stripe", 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    json_t *dead;
+    assert_int_equal(par_store_dead_letters(s, 10, &dead, NULL), PAR_OK);
+    assert_int_equal(json_array_size(dead), 1);
+    json_t *d = json_array_get(dead, 0);
+    assert_string_equal(json_string_value(json_object_get(d, "id")), "c");
+    assert_int_equal(json_integer_value(json_object_get(d, "http_status")), 400);
+    assert_string_equal(json_string_value(json_object_get(d, "body")), "{\"error\":\"no\"}");
+    json_decref(dead);
+    assert_int_equal(par_store_export_state(s, "stripe", &st, NULL), PAR_OK);
+    assert_int_equal(json_integer_value(json_object_get(st, "cursor")), seq_c);
+    assert_int_equal(json_integer_value(json_object_get(st, "exported")), 1);
+    assert_int_equal(json_integer_value(json_object_get(st, "dead")), 1);
+    assert_int_equal(json_integer_value(json_object_get(st, "pending")), 0);
+    json_decref(st);
+    par_store_close(s);
+
+    /* the cursor is persistent */
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    par_usage_t *r[1] = {rec("d", "", "echo", "bob", "ok", 3000, NULL)};
+    insert(s, r, 1);
+    assert_int_equal(par_store_next(s, "stripe", 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "id")), "d");
+    json_decref(rows);
+    par_store_close(s);
+}
+
+static json_t *group(json_t *groups, const char *key)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(
+        groups, i, g) if (strcmp(json_string_value(json_object_get(g, "key")), key) == 0) return g;
+    return NULL;
+}
+
+static void test_summary(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    json_t *out;
+    assert_int_equal(par_store_summary(s, 0, 100000, "subject", &out, NULL), PAR_OK);
+    json_t *alice = group(out, "alice"), *bob = group(out, "bob");
+    assert_non_null(alice);
+    assert_int_equal(json_integer_value(json_object_get(alice, "count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(alice, "roots")), 1);
+    assert_int_equal(json_integer_value(json_object_get(alice, "bytes_in")), 20);
+    /* units over roots only: the hop's 2 tokens are inside the root's 5 */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(alice, "units"), "tokens")),
+                     5);
+    assert_int_equal(json_integer_value(json_object_get(bob, "errors")), 1);
+    assert_int_equal(json_integer_value(json_object_get(bob, "count")), 2);
+    json_decref(out);
+    /* [from, to) */
+    assert_int_equal(par_store_summary(s, 1001, 2000, NULL, &out, NULL), PAR_OK);
+    assert_int_equal(json_array_size(out), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(out, 0), "count")), 1);
+    json_decref(out);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    assert_int_equal(par_store_summary(s, 0, 1, "id; DROP TABLE usage", &out, &err),
+                     PAR_E_BAD_REQUEST);
+    assert_non_null(strstr(err.data, "group_by"));
+    par_buf_free(&err);
+    par_store_close(s);
+}
+
+static void test_open_failure_says_where(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    assert_int_not_equal(par_store_open("/nonexistent/dir/usage.db", 0, &s, &err), PAR_OK);
+    assert_null(s);
+    assert_non_null(strstr(err.data, "/nonexistent/dir/usage.db"));
+    par_buf_free(&err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_insert_is_idempotent_and_survives_reopen),
+        cmocka_unit_test(test_cursor_moves_only_on_ack),
+        cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_open_failure_says_where),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
