@@ -282,6 +282,8 @@ static int load_metering(struct fy_document *d, const char *file, serve_opts_t *
     set_str(&st->event_name, yaml_str(d, "/metering/stripe/event_name"));
     set_str(&st->customer_field, yaml_str(d, "/metering/stripe/customer_field"));
     set_str(&st->value, yaml_str(d, "/metering/stripe/value"));
+    if ((v = yaml_str(d, "/metering/stripe/bill_failed")))
+        st->bill_failed = parse_bool(v);
     set_str(&st->ca_file, yaml_str(d, "/metering/stripe/ca_file"));
     st->event_names = yaml_map(d, "/metering/stripe/event_names");
     st->customers = yaml_map(d, "/metering/stripe/customers");

@@ -100,6 +100,11 @@ int par_stripe_event_body(const par_stripe_config_t *c, const json_t *rec, par_b
                           int *skip, par_buf_t *err)
 {
     *skip = 0;
+    const char *status = json_string_value(json_object_get(rec, "status"));
+    if (!c->bill_failed && status && strcmp(status, "ok") != 0) {
+        *skip = 1; /* the caller got an error: nothing to bill */
+        return PAR_OK;
+    }
     const char *agent = json_string_value(json_object_get(rec, "agent"));
     const char *event = c->event_name ? c->event_name : "par_invocation";
     const char *mapped = json_string_value(json_object_get(c->event_names, agent ? agent : ""));

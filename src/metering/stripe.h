@@ -30,6 +30,7 @@ typedef struct par_stripe_config {
     json_t *customers;    /* object: field value → Stripe customer id; NULL: the value itself */
     char *
         value; /* "1" (default), "units.<name>", "duration_ms", "cpu_ms", "bytes_in", "bytes_out" */
+    int bill_failed;     /* also export invocations that failed; default 0: only status ok */
     int allow_http;      /* accept a plain http:// endpoint (a local test server) */
     char *ca_file;       /* trust anchors for the endpoint, NULL: the system's */
     uint32_t timeout_ms; /* one request, default 10000 */
@@ -43,7 +44,8 @@ void par_stripe_config_free(par_stripe_config_t *c);
 /* The form body of one record's meter event, or the reason it has none:
  * returns PAR_OK and the body; PAR_E_NOT_FOUND with `err` when the record
  * maps to no customer (it becomes a dead letter); *skip = 1 when its value is
- * 0 (nothing to bill). Pure; exposed for the unit tests. */
+ * 0 or it failed and failures are not billed (nothing to bill). Pure; exposed
+ * for the unit tests. */
 int par_stripe_event_body(const par_stripe_config_t *c, const json_t *rec, par_buf_t *body,
                           int *skip, par_buf_t *err);
 

@@ -37,6 +37,33 @@ static void test_defaults_bill_one_per_invocation(void **state)
     json_decref(r);
 }
 
+static void test_failures_are_not_billed_by_default(void **state)
+{
+    (void)state;
+    par_stripe_config_t c = {0};
+    json_t *r = record();
+    json_object_set_new(r, "status", json_string("agent_timeout"));
+    par_buf_t b, err;
+    par_buf_init(&b, 0);
+    par_buf_init(&err, 0);
+    int skip;
+    assert_int_equal(par_stripe_event_body(&c, r, &b, &skip, &err), PAR_OK);
+    assert_int_equal(skip, 1);
+    assert_int_equal(b.len, 0);
+    c.bill_failed = 1;
+    assert_int_equal(par_stripe_event_body(&c, r, &b, &skip, &err), PAR_OK);
+    assert_int_equal(skip, 0);
+    assert_true(b.len > 0);
+    json_object_set_new(r, "status", json_string("ok"));
+    c.bill_failed = 0;
+    par_buf_reset(&b);
+    assert_int_equal(par_stripe_event_body(&c, r, &b, &skip, &err), PAR_OK);
+    assert_int_equal(skip, 0);
+    par_buf_free(&b);
+    par_buf_free(&err);
+    json_decref(r);
+}
+
 static void test_mappings(void **state)
 {
     (void)state;
@@ -97,6 +124,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_bill_one_per_invocation),
+        cmocka_unit_test(test_failures_are_not_billed_by_default),
         cmocka_unit_test(test_mappings),
         cmocka_unit_test(test_config_check),
     };
