@@ -70,6 +70,9 @@ typedef struct serve_opts {
     unsigned poll_ms, fetch_timeout_ms, connect_timeout_ms, fetch_retries;
     int fetch_retries_set;
     unsigned long max_download_mb, cache_max_mb;
+    /* worker sandbox */
+    char *sandbox_user, *sandbox_group;
+    unsigned sandbox_max_files, sandbox_max_processes;
     par_auth_config_t auth;
 } serve_opts_t;
 
@@ -253,8 +256,10 @@ static int load_config_file(const char *path, serve_opts_t *o)
                 if (k == NULL)
                     k = fy_node_mapping_lookup_by_string(n, "file", FY_NT);
                 if (k == NULL || !fy_node_is_scalar(k)) {
-                    fprintf(stderr, "par: %s: trust.keys[%d]: needs \"key\" (a minisign "
-                                    "public key) or \"file\" (a .pub file)\n", path, idx);
+                    fprintf(stderr,
+                            "par: %s: trust.keys[%d]: needs \"key\" (a minisign "
+                            "public key) or \"file\" (a .pub file)\n",
+                            path, idx);
                     fy_document_destroy(d);
                     return -1;
                 }
@@ -298,6 +303,12 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->fetch_retries = (unsigned)atoi(v);
         o->fetch_retries_set = 1;
     }
+    set_str(&o->sandbox_user, yaml_str(d, "/sandbox/user"));
+    set_str(&o->sandbox_group, yaml_str(d, "/sandbox/group"));
+    if ((v = yaml_str(d, "/sandbox/max_files")))
+        o->sandbox_max_files = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/sandbox/max_processes")))
+        o->sandbox_max_processes = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/registry/max_download_mb")))
         o->max_download_mb = strtoul(v, NULL, 10);
     if ((v = yaml_str(d, "/cache/max_mb")))
@@ -359,6 +370,8 @@ static void load_env(serve_opts_t *o)
     set_str(&o->ca_file, getenv("PAR_REGISTRY_CA_FILE"));
     set_str(&o->s3_region, getenv("PAR_S3_REGION"));
     set_str(&o->s3_endpoint, getenv("PAR_S3_ENDPOINT"));
+    set_str(&o->sandbox_user, getenv("PAR_SANDBOX_USER"));
+    set_str(&o->sandbox_group, getenv("PAR_SANDBOX_GROUP"));
 }
 
 /* ---- watching the packages folder -------------------------------------------------- */
@@ -655,6 +668,10 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
             set_str(&o->index_url, v);
         else if (strcmp(a, "--ca-file") == 0)
             set_str(&o->ca_file, v);
+        else if (strcmp(a, "--sandbox-user") == 0)
+            set_str(&o->sandbox_user, v);
+        else if (strcmp(a, "--sandbox-group") == 0)
+            set_str(&o->sandbox_group, v);
         else if (strcmp(a, "--auth-mode") == 0 || strcmp(a, "--auth") == 0) {
             const char *eq = strcmp(a, "--auth") == 0 ? strchr(v, '=') : NULL;
             char key[64];
@@ -708,6 +725,7 @@ static void free_serve(serve_opts_t *o)
     }
     free(o->keys), free(o->key_strs), free(o->key_pins);
     free(o->ca_file), free(o->s3_region), free(o->s3_endpoint), free(o->index_url);
+    free(o->sandbox_user), free(o->sandbox_group);
     par_auth_config_free(&o->auth);
 }
 
@@ -823,6 +841,10 @@ static int cmd_serve(int argc, char **argv)
     cfg.fetch_connect_timeout_ms = o.connect_timeout_ms;
     cfg.fetch_retries = o.fetch_retries_set ? o.fetch_retries : 3;
     cfg.max_download_bytes = (uint64_t)o.max_download_mb << 20;
+    cfg.sandbox_user = o.sandbox_user;
+    cfg.sandbox_group = o.sandbox_group;
+    cfg.sandbox_max_files = o.sandbox_max_files;
+    cfg.sandbox_max_processes = o.sandbox_max_processes;
     cfg.cache_max_bytes = (uint64_t)o.cache_max_mb << 20;
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);

@@ -68,13 +68,14 @@ extern "C" {
     X(E_UNAVAILABLE, 503, "agent_unavailable", "the agent has no live worker")                     \
     X(E_DRAINING, 503, "draining", "the runtime or package is draining")                           \
     X(E_NOT_READY, 503, "not_ready", "the runtime is not ready")                                   \
-    X(E_TIMEOUT, 504, "agent_timeout", "the agent did not answer before its deadline")           \
-    X(E_DIGEST_MISMATCH, 422, "digest_mismatch", "the package bytes do not have the expected "     \
-                                                 "SHA-256")                                       \
+    X(E_TIMEOUT, 504, "agent_timeout", "the agent did not answer before its deadline")             \
+    X(E_DIGEST_MISMATCH, 422, "digest_mismatch",                                                   \
+      "the package bytes do not have the expected "                                                \
+      "SHA-256")                                                                                   \
     X(E_SIGNATURE_MISSING, 422, "signature_missing", "the package is not signed")                  \
     X(E_SIGNATURE_INVALID, 422, "signature_invalid", "the package signature does not verify")      \
     X(E_UNTRUSTED_SIGNER, 422, "untrusted_signer",                                                 \
-      "the package is signed by a key that is not trusted for it")                                \
+      "the package is signed by a key that is not trusted for it")                                 \
     X(E_FETCH_FAILED, 502, "fetch_failed", "the package source could not be fetched")              \
     X(E_INVALID_TOKEN, 401, "invalid_token", "the bearer token is not valid")                      \
     X(E_AUTH_UNAVAILABLE, 503, "auth_unavailable", "the token issuer's keys are not available")
@@ -137,7 +138,7 @@ typedef struct par_config {
                              unsigned packages are refused. Signatures that are present are
                              always checked. */
     /* registries */
-    const char *ca_file;            /**< trust anchors for https registries (PEM); NULL = system */
+    const char *ca_file; /**< trust anchors for https registries (PEM); NULL = system */
     uint32_t fetch_connect_timeout_ms; /**< default 5000 */
     uint32_t fetch_timeout_ms;         /**< one whole download, default 120000 */
     unsigned fetch_retries;            /**< on 5xx, timeouts, resets; default 3 */
@@ -149,7 +150,13 @@ typedef struct par_config {
     uint64_t cache_max_bytes; /**< extracted-package cache cap, LRU of unloaded ones; 0 = none */
     const char *index_url;    /**< registry index (https:// or s3://) polled and converged to */
     uint32_t index_poll_ms;   /**< poll interval, default 30000 */
-    void *data;               /**< embedder's slot */
+    /* worker sandbox (docs/sandbox.md) */
+    const char *sandbox_user;       /**< uid workers run as when the runtime is root (name or
+                                         number), default "nobody" */
+    const char *sandbox_group;      /**< their gid (name or number), default: the user's group */
+    unsigned sandbox_max_files;     /**< RLIMIT_NOFILE of a worker, default 1024 */
+    unsigned sandbox_max_processes; /**< RLIMIT_NPROC of the workers' uid, default 1024 */
+    void *data;                     /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;

@@ -25,6 +25,7 @@
 #include "registry/cache.h"
 #include "registry/index.h"
 #include "runtime/id.h"
+#include "sandbox/sandbox.h"
 #include "util/json.h"
 
 /* ---- config ----------------------------------------------------------------- */
@@ -58,6 +59,10 @@ void par__config_defaults(par_config_t *cfg)
         cfg->max_queue = 100;
     if (cfg->drain_ms == 0)
         cfg->drain_ms = 30000;
+    if (cfg->sandbox_max_files == 0)
+        cfg->sandbox_max_files = 1024;
+    if (cfg->sandbox_max_processes == 0)
+        cfg->sandbox_max_processes = 1024;
 }
 
 const char *par_pkg_state_name(int state)
@@ -482,6 +487,8 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     PAR__OWN(s3_region);
     PAR__OWN(s3_endpoint);
     PAR__OWN(index_url);
+    PAR__OWN(sandbox_user);
+    PAR__OWN(sandbox_group);
 #undef PAR__OWN
     rt->cfg.trusted_keys = NULL; /* parsed into rt->trust below; not kept */
     rt->cfg.trusted_key_count = 0;
@@ -494,6 +501,27 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
                     rt->state_dir, strerror(errno));
         par_runtime_destroy(rt);
         return PAR_E_IO;
+    }
+    /* workers of a root runtime run as an unprivileged user (docs/sandbox.md) */
+    rt->worker_uid = rt->worker_gid = -1;
+    if (geteuid() == 0) {
+        par_buf_t uerr;
+        par_buf_init(&uerr, 0);
+        uid_t uid;
+        gid_t gid;
+        const char *user = rt->sandbox_user ? rt->sandbox_user : "nobody";
+        if (par_sandbox_resolve_ids(user, rt->sandbox_group, &uid, &gid, &uerr) != PAR_OK) {
+            par_log_msg(PAR_LOG_ERROR, "%.*s", (int)uerr.len, uerr.data ? uerr.data : "");
+            par_buf_free(&uerr);
+            par_runtime_destroy(rt);
+            return PAR_E_INVALID_ARGUMENT;
+        }
+        par_buf_free(&uerr);
+        if (uid == 0)
+            par_log_msg(PAR_LOG_WARN, "sandbox.user is root: workers keep every privilege of "
+                                      "the runtime");
+        else
+            rt->worker_uid = (long)uid, rt->worker_gid = (long)gid;
     }
     par_buf_t terr;
     par_buf_init(&terr, 0);
@@ -555,6 +583,7 @@ void par_runtime_destroy(par_runtime_t *rt)
     free(rt->trusted);
     par_trust_free(&rt->trust);
     free(rt->ca_file), free(rt->s3_region), free(rt->s3_endpoint), free(rt->index_url);
+    free(rt->sandbox_user), free(rt->sandbox_group);
     free(rt->state_dir);
     free(rt->cache_dir);
     free(rt->worker_path);
@@ -767,10 +796,11 @@ void par__runtime_persist(par_runtime_t *rt)
         par_pkgver_t *pv = rt->pkgs[i];
         if (atomic_load(&pv->state) != PAR_PKG_ACTIVE || pv->sha256[0] == '\0')
             continue; /* directories are not in the cache: nothing to restore from */
-        json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "name", pv->name, "version",
-                           pv->version, "sha256", pv->sha256, "source", pv->source ? pv->source : "",
-                           "origin", pv->origin ? pv->origin : "api", "signer", pv->signer));
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "name", pv->name,
+                                        "version", pv->version, "sha256", pv->sha256, "source",
+                                        pv->source ? pv->source : "", "origin",
+                                        pv->origin ? pv->origin : "api", "signer", pv->signer));
     }
     pthread_mutex_unlock(&rt->lock);
     json_t *doc = json_pack("{s:i, s:o}", "format", 1, "packages", arr);
@@ -822,8 +852,7 @@ int par__runtime_recover(par_runtime_t *rt)
                                     .sha256 = sha,
                                     .origin = origin ? origin : "restored"};
             rc = par__deploy(rt, &req, &err, NULL);
-        }
-        else {
+        } else {
             par_buf_appendf(&err, "%s: not in the cache", sha);
             rc = PAR_E_NOT_FOUND;
         }

@@ -42,9 +42,24 @@ def run(*args, **kw):
     return subprocess.run([PAR, *args], **kw)
 
 
+def make_searchable(path):
+    """Workers of a root runtime run as `nobody` (docs/sandbox.md): like an
+    operator's state directory, the test's directories must be searchable by
+    that user. pytest creates them 0700; add the search bit up the tree."""
+    if os.geteuid() != 0:
+        return
+    path = os.path.abspath(path)
+    while path != "/":
+        st = os.stat(path)
+        if st.st_uid == 0 and (st.st_mode & 0o001) == 0:
+            os.chmod(path, (st.st_mode & 0o7777) | 0o011)
+        path = os.path.dirname(path)
+
+
 class Server:
     def __init__(self, tmp, packages, args=(), expected_errors=(), wait_ready=True):
         self.tmp = tmp
+        make_searchable(tmp)
         self.pkgdir = os.path.join(tmp, "packages")
         os.makedirs(self.pkgdir, exist_ok=True)
         for p in packages:
