@@ -559,7 +559,14 @@ static void worker_dead(par_worker_t *w)
             c->_hnext = NULL;
             c->_worker = NULL;
             char msg[640];
-            if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
+            int status = PAR_E_AGENT_CRASHED;
+            if (w->kill_reason && strcmp(w->kill_reason, "protocol error") == 0) {
+                status = PAR_E_PROTOCOL;
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' broke the worker protocol and "
+                         "was stopped",
+                         (int)w->pid, c->agent_id);
+            } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
                 snprintf(msg, sizeof(msg),
                          "the worker (pid %d) running agent '%s' used up its CPU time limit of "
                          "%u s (RLIMIT_CPU) and was stopped",
@@ -572,7 +579,7 @@ static void worker_dead(par_worker_t *w)
             else
                 snprintf(msg, sizeof(msg), "the worker (pid %d) running agent '%s' died: %s",
                          (int)w->pid, c->agent_id, how);
-            set_fail(c, PAR_E_AGENT_CRASHED, msg);
+            set_fail(c, status, msg);
             release_slot(p, c);
             done_push(&done, c);
         }
