@@ -266,3 +266,86 @@ def test_allocate_10_gb(srv):
                     "the plain build runs this test")
     assert call(srv, "hostile/alloc", None) == {"errno": "ENOMEM"}
     still_serving(srv)
+
+
+def read_frame(sock):
+    """One worker-protocol frame: (type, JSON header or None)."""
+    import json
+    import struct
+    hdr = b""
+    while len(hdr) < 24:
+        chunk = sock.recv(24 - len(hdr))
+        assert chunk, "the worker closed the socket"
+        hdr += chunk
+    ftype, _ver, _flags, hlen, blen, _r, _id = struct.unpack("<BBHIIIQ", hdr)
+    rest = b""
+    while len(rest) < hlen + blen:
+        rest += sock.recv(hlen + blen - len(rest))
+    return ftype, json.loads(rest[:hlen]) if hlen else None
+
+
+def test_exec_mode_runs_a_program_inside_the_sandbox(tmp_path):
+    """par-worker --exec: what a worker in another language is started with."""
+    import json
+    import subprocess
+    from conftest import make_searchable
+    root = tmp_path / "pkg"
+    root.mkdir()
+    (root / "data.txt").write_text("mine\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o700)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "lib.txt").write_text("granted\n")
+    outside = f"/tmp/par-exec-{uuid.uuid4().hex}"
+    with open(outside, "w") as f:
+        f.write("secret\n")
+    os.chmod(outside, 0o644)
+    make_searchable(str(root))
+    os.chmod(root, 0o755)
+    os.chmod(extra, 0o755)
+    args = []
+    if EXPECT_ROOT:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(scratch, nobody.pw_uid, nobody.pw_gid)
+        args += ["--uid", str(nobody.pw_uid), "--gid", str(nobody.pw_gid)]
+    script = (
+        'for f in "$@"; do if read l < "$f"; then echo "read $f"; else echo "denied $f"; fi; done; '
+        'if echo x > "$TMPDIR/f"; then echo scratch-ok; fi; '
+        'if echo x > "$PWD/new"; then echo pkg-writable; fi; '
+        'echo "$PAR_SANDBOX"; echo "cwd $PWD"; echo fd3 >&3')
+    parent, worker_end = socket.socketpair()
+    try:
+        p = subprocess.run(
+            [os.path.join(BUILD, "par-worker"), "--fd", str(worker_end.fileno()), "--root",
+             str(root), "--scratch", str(scratch), "--ro", str(extra), *args,
+             "--exec", "/bin/sh", "-c", script, "sh", "data.txt", str(extra / "lib.txt"),
+             outside],
+            pass_fds=[worker_end.fileno()], capture_output=True, text=True, timeout=30,
+            env={"PATH": "/usr/bin:/bin"})
+        worker_end.close()
+        ftype, hdr = read_frame(parent)
+        assert ftype == 11, ftype  # SANDBOX, from par-worker before the exec
+        report = hdr["sandbox"]
+        assert parent.recv(64) == b"fd3\n"  # the program inherited descriptor 3
+    finally:
+        parent.close()
+        os.unlink(outside)
+    out = p.stdout.splitlines()
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "read data.txt" in out and f"read {extra / 'lib.txt'}" in out
+    assert "scratch-ok" in out and f"cwd {root}" in out
+    assert json.loads(out[out.index("scratch-ok") + 1 + ("pkg-writable" in out)]) == report
+    assert report["no_new_privs"] is True and report["seccomp"] is True
+    if report["landlock"]:
+        assert f"denied {outside}" in out and "pkg-writable" not in out
+    else:
+        assert any(d.startswith("landlock") for d in report["degraded"])
+    assert (scratch / "f").exists()
+
+
+def test_exec_mode_refuses_a_relative_program(tmp_path):
+    import subprocess
+    p = subprocess.run([os.path.join(BUILD, "par-worker"), "--fd", "1", "--root", str(tmp_path),
+                        "--exec", "sh"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 3 and "absolute program path" in p.stderr
