@@ -145,6 +145,14 @@ class Server:
             assert self.proc.returncode == 0, f"par exited with {self.proc.returncode}"
 
 
+@pytest.fixture(autouse=True)
+def _searchable_tmp_path(request):
+    """Tests that give `par` a state directory of their own under tmp_path."""
+    if "tmp_path" in request.fixturenames:
+        make_searchable(str(request.getfixturevalue("tmp_path")))
+    yield
+
+
 @pytest.fixture(scope="module")
 def server_factory(tmp_path_factory):
     servers = []
