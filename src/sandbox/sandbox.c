@@ -434,6 +434,11 @@ int par_sandbox_apply(const par_sandbox_opts_t *o, json_t **report, par_buf_t *e
         close(oom);
     }
 
+    /* the ids the worker runs with, as the rest of the system sees them (a user
+     * namespace below would show the overflow uid from inside) */
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+
     /* 2. no network: an empty network namespace (only a loopback that is down) */
     int netns = 0;
     if (!o->network) {
@@ -452,7 +457,9 @@ int par_sandbox_apply(const par_sandbox_opts_t *o, json_t **report, par_buf_t *e
     int dropped = 0;
     if (geteuid() == 0) {
         if (o->uid > 0) {
-            if (drop_ids((uid_t)o->uid, (gid_t)(o->gid >= 0 ? o->gid : o->uid), err) != 0)
+            uid = (uid_t)o->uid;
+            gid = (gid_t)(o->gid >= 0 ? o->gid : o->uid);
+            if (drop_ids(uid, gid, err) != 0)
                 goto out;
             dropped = 1;
         } else {
@@ -491,8 +498,8 @@ int par_sandbox_apply(const par_sandbox_opts_t *o, json_t **report, par_buf_t *e
     json_object_set_new(r, "netns", json_boolean(netns));
     json_object_set_new(r, "network", json_boolean(o->network));
     json_object_set_new(r, "subprocess", json_boolean(o->subprocess));
-    json_object_set_new(r, "uid", json_integer((json_int_t)getuid()));
-    json_object_set_new(r, "gid", json_integer((json_int_t)getgid()));
+    json_object_set_new(r, "uid", json_integer((json_int_t)uid));
+    json_object_set_new(r, "gid", json_integer((json_int_t)gid));
     json_t *lim = json_object();
     json_t *as = limit_json(RLIMIT_AS);
     if (json_is_integer(as))

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -40,6 +41,26 @@ def run(*args, **kw):
     kw.setdefault("text", True)
     kw.setdefault("timeout", 60)
     return subprocess.run([PAR, *args], **kw)
+
+
+_OWN_BASETEMP = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """As root, every test directory lives under a base of this session's own:
+    pytest resets the shared /tmp/pytest-of-root to 0700 whenever any session
+    starts, which would lock the workers' user out of a running test's files."""
+    global _OWN_BASETEMP
+    if os.geteuid() == 0 and not config.option.basetemp:
+        _OWN_BASETEMP = tempfile.mkdtemp(prefix="par-e2e-")
+        os.chmod(_OWN_BASETEMP, 0o711)
+        config.option.basetemp = os.path.join(_OWN_BASETEMP, "t")
+
+
+def pytest_unconfigure(config):
+    if _OWN_BASETEMP:
+        shutil.rmtree(_OWN_BASETEMP, ignore_errors=True)
 
 
 def make_searchable(path):
