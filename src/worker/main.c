@@ -689,8 +689,10 @@ int main(int argc, char **argv)
             die("out of memory");
         free(js);
         json_decref(report);
-        execv(exec_abs, exec_argv);
-        die("cannot exec %s: %s", exec_abs, strerror(errno));
+        /* by the name given, not the resolved one: a virtual environment's
+         * python finds its pyvenv.cfg next to the link it was started as */
+        execv(exec_argv[0], exec_argv);
+        die("cannot exec %s: %s", exec_argv[0], strerror(errno));
     }
 
     load_exports(root_abs);
