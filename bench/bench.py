@@ -126,13 +126,43 @@ def peer_package(dirpath):
                 z.write(full, os.path.relpath(full, src))
 
 
+def python_echo_package():
+    """The reference runtime's Python echo agent, byte for byte, as PAR's package."""
+    d = os.path.join(TMP, "python-echo")
+    peer_package(d)
+    return os.path.join(d, "echo-1.0.0.apkg")
+
+
+def signing_key():
+    """A throwaway minisign key pair (unencrypted) made by `par keygen`."""
+    d = os.path.join(TMP, "key")
+    os.makedirs(d, exist_ok=True)
+    r = subprocess.run([PAR, "keygen", "--unencrypted", "-p", os.path.join(d, "k.pub"),
+                        "-s", os.path.join(d, "k.key")], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(r.stderr)
+    conf = os.path.join(d, "par.yaml")
+    with open(conf, "w") as f:
+        f.write("auth: {mode: off}\nlog: {level: warn, access: false}\n"
+                f"trust: {{require_signatures: true, keys: [{{file: {d}/k.pub}}]}}\n")
+    return os.path.join(d, "k.key"), conf
+
+
+def sign(pkg, key):
+    r = subprocess.run([PAR, "sign", pkg, "-s", key], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(r.stderr)
+    return pkg
+
+
 # ---- systems --------------------------------------------------------------------------
 
-def start_par(name, extra=()):
+def start_par(name, extra=(), pkg=None):
     port = free_port()
     d = os.path.join(TMP, name)
     os.makedirs(os.path.join(d, "packages"))
-    shutil.copy(os.path.join(BUILD, "packages", "echo-1.0.0.apkg"), os.path.join(d, "packages"))
+    shutil.copy(pkg or os.path.join(BUILD, "packages", "echo-1.0.0.apkg"),
+                os.path.join(d, "packages"))
     p = spawn([PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
                os.path.join(d, "packages"), "--state-dir", os.path.join(d, "var"),
                "--log-level", "warn", *extra], log=name + ".log")
@@ -228,19 +258,22 @@ def throughput(systems):
     return out
 
 
-def cold_start(pkg, runs=5):
+def cold_start(label, pkg, runs=5, config=None):
     """Process start -> first successful invoke, with a cold cache each time."""
     name = os.path.basename(pkg).rsplit("-", 1)[0]
     totals, phases = [], []
     for i in range(runs):
-        d = os.path.join(TMP, f"cold-{name}-{i}")
+        d = os.path.join(TMP, f"cold-{label}-{i}")
         os.makedirs(os.path.join(d, "packages"))
         shutil.copy(pkg, os.path.join(d, "packages"))
+        if os.path.exists(pkg + ".minisig"):
+            shutil.copy(pkg + ".minisig", os.path.join(d, "packages"))
         port = free_port()
+        conf = ["--config", config] if config else []
         t0 = time.perf_counter()
         p = spawn([PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
                    os.path.join(d, "packages"), "--state-dir", os.path.join(d, "var"),
-                   "--log-level", "warn"], log="cold.log")
+                   "--log-level", "warn", *conf], log="cold.log")
         url = f"http://127.0.0.1:{port}"
         while True:
             try:
@@ -257,7 +290,50 @@ def cold_start(pkg, runs=5):
         stop(p)
     return {"process_start_to_first_invoke_ms": summary(totals),
             "phases_ms": {k: summary([ph[k] for ph in phases]) for k in phases[0]},
-            "package_bytes": os.path.getsize(pkg)}
+            "package_bytes": os.path.getsize(pkg),
+            "signed": os.path.exists(pkg + ".minisig")}
+
+
+def deploy_to_invoke(label, pkg, runs=5, config=None):
+    """A running PAR: POST /runtime/packages -> first successful invoke (cold cache)."""
+    name = os.path.basename(pkg).rsplit("-", 1)[0]
+    d = os.path.join(TMP, f"deploy-{label}")
+    os.makedirs(os.path.join(d, "packages"))
+    port = free_port()
+    conf = ["--config", config] if config else []
+    p = spawn([PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
+               os.path.join(d, "packages"), "--state-dir", os.path.join(d, "var"),
+               "--log-level", "warn", *conf], log="deploy.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url)
+    totals = []
+    for i in range(runs):
+        shutil.rmtree(os.path.join(d, "var", "cache"), ignore_errors=True)
+        os.makedirs(os.path.join(d, "var", "cache", "sha256"), exist_ok=True)
+        t0 = time.perf_counter()
+        r = requests.post(url + "/runtime/packages", json={"path": pkg}, timeout=60)
+        if r.status_code != 201:
+            raise RuntimeError(r.text)
+        while requests.post(f"{url}/agents/{name}/invoke", json=BODY,
+                            timeout=5).status_code != 200:
+            time.sleep(0.0005)
+        totals.append((time.perf_counter() - t0) * 1000)
+        requests.delete(f"{url}/runtime/packages/{name}", timeout=30)
+        time.sleep(0.2)
+    stop(p)
+    return summary(totals)
+
+
+def wait_ready(url):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if requests.get(url + "/runtime/ready", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.002)
+    raise RuntimeError("not ready: " + url)
 
 
 def scale(counts=(1, 10, 100)):
@@ -355,25 +431,60 @@ def report(res):
         lines.append(f"| {mode} | {r['iterations']} | {r['p50_us']} | {r['p99_us']} | "
                      f"{r['p999_us']} | {r['calls_per_s']:.0f} |")
     lines += ["", "## Cold start (process start → first successful invoke, cold cache)", "",
-              "| package | bytes | total ms | read ms | extract ms | load ms |",
-              "|---|---|---|---|---|---|"]
+              "| package | bytes | signed | total ms | fetch ms | verify ms | extract ms | "
+              "load ms |", "|---|---|---|---|---|---|---|---|"]
     for name, r in res["cold_start"].items():
         ph = r["phases_ms"]
-        lines.append(f"| {name} | {r['package_bytes']} | "
+        lines.append(f"| {name} | {r['package_bytes']} | {'yes' if r['signed'] else 'no'} | "
                      f"{fmt(r, 'process_start_to_first_invoke_ms', digits=1)} | "
-                     f"{fmt(ph, 'read', digits=2)} | {fmt(ph, 'extract', digits=2)} | "
-                     f"{fmt(ph, 'load', digits=2)} |")
-    lines += ["", "Signature verification is not part of this build, so the signed-package "
-              "target cannot be measured yet.", "",
-              "## Memory and deploy cost as packages grow", "",
+                     f"{fmt(ph, 'fetch', digits=2)} | {fmt(ph, 'verify', digits=2)} | "
+                     f"{fmt(ph, 'extract', digits=2)} | {fmt(ph, 'load', digits=2)} |")
+    lines += ["", "Deploy into a running PAR (`POST /runtime/packages`, cold cache) → first "
+              "successful invoke:", ""]
+    for name, r in res["deploy_to_invoke"].items():
+        lines.append(f"- {name}: {fmt({'v': r}, 'v', digits=1)} ms")
+    lines += ["", "## Memory and deploy cost as packages grow", "",
               "| packages | start → ready ms | runtime RSS KB | workers | RSS per worker KB | "
               "deploy ms per package |", "|---|---|---|---|---|---|"]
     for n, r in res["scale"].items():
         lines.append(f"| {n} | {r['start_to_ready_ms']} | {r['runtime_rss_kb']} | "
                      f"{r['workers']} | {r['worker_rss_kb_avg']} | "
                      f"{r['deploy_ms_per_package_median']} |")
-    lines += ["", "Python echo through PAR: not measured — this build has no Python loader."]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for t in res["targets"]:
+        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines) + "\n"
+
+
+def targets(res):
+    t = res["throughput"]
+    rps = {n: t[n]["64"]["rps"]["median"] for n in t}
+    p99 = t["par-isolated"]["64"]["p99_ms"]["median"]
+    best_ref = max(rps["reference-python-1w"], rps["reference-python-2w"])
+    cs = res["cold_start"]["30MB-signed"]["process_start_to_first_invoke_ms"]["median"]
+    ten = res["scale"]["10"]
+    rows = [
+        ("isolated c=64 ≥ 0.5× nginx", f"{rps['par-isolated'] / rps['nginx-ceiling']:.2f}×",
+         rps["par-isolated"] >= 0.5 * rps["nginx-ceiling"]),
+        ("isolated c=64 ≥ 3× reference (best of 1, 2 workers)",
+         f"{rps['par-isolated'] / best_ref:.1f}×", rps["par-isolated"] >= 3 * best_ref),
+        ("in-process c=64 ≥ 0.7× nginx", f"{rps['par-in-process'] / rps['nginx-ceiling']:.2f}×",
+         rps["par-in-process"] >= 0.7 * rps["nginx-ceiling"]),
+        ("isolated p99 at c=64 ≤ 2 ms", f"{p99:.2f} ms", p99 <= 2.0),
+        ("in-process par_call p99 ≤ 20 µs", f"{res['par_call']['in-process']['p99_us']} µs",
+         res["par_call"]["in-process"]["p99_us"] <= 20),
+        ("Python echo through PAR ≥ reference serving the same agent (c=64)",
+         f"{rps['par-python'] / best_ref:.2f}×", rps["par-python"] >= best_ref),
+        ("30 MB signed package, process start → first invoke ≤ 60 ms", f"{cs:.1f} ms",
+         cs <= 60),
+        ("process start → ready with 10 packages ≤ 100 ms", f"{ten['start_to_ready_ms']} ms",
+         ten["start_to_ready_ms"] <= 100),
+        ("idle runtime RSS ≤ 15 MB", f"{res['scale']['1']['runtime_rss_kb'] / 1024:.1f} MB",
+         res["scale"]["1"]["runtime_rss_kb"] <= 15 * 1024),
+        ("idle native worker RSS ≤ 4 MB", f"{res['scale']['1']['worker_rss_kb_avg'] / 1024:.1f} MB",
+         res["scale"]["1"]["worker_rss_kb_avg"] <= 4 * 1024),
+    ]
+    return [{"target": a, "measured": b, "met": bool(c)} for a, b, c in rows]
 
 
 def main():
@@ -383,6 +494,7 @@ def main():
     try:
         systems = [start_par("par-isolated"),
                    start_par("par-in-process", ["--trusted", "echo"]),
+                   start_par("par-python", pkg=python_echo_package()),
                    start_peer(1), start_peer(2), start_nginx()]
         res["throughput"] = throughput(systems)
         for s in systems:
@@ -396,13 +508,25 @@ def main():
             "par-isolated / reference (best of 1 or 2 workers)": rps["par-isolated"] / best_ref,
             "par-in-process / reference (best of 1 or 2 workers)":
                 rps["par-in-process"] / best_ref,
+            "par-python / reference (best of 1 or 2 workers)": rps["par-python"] / best_ref,
         }
         res["par_call"] = callbench()
+        key, conf = signing_key()
+        small = os.path.join(BUILD, "packages", "echo-1.0.0.apkg")
+        big = native_echo_copy("big", 30 * 1024 * 1024)
+        big_signed = sign(native_echo_copy("bigsigned", 30 * 1024 * 1024), key)
         res["cold_start"] = {
-            "small": cold_start(os.path.join(BUILD, "packages", "echo-1.0.0.apkg")),
-            "30MB": cold_start(native_echo_copy("big", 30 * 1024 * 1024)),
+            "1KB": cold_start("1KB", small),
+            "30MB": cold_start("30MB", big),
+            "30MB-signed": cold_start("30MB-signed", big_signed, config=conf),
+            "python-echo": cold_start("python-echo", python_echo_package()),
+        }
+        res["deploy_to_invoke"] = {
+            "1KB": deploy_to_invoke("1KB", small),
+            "30MB-signed": deploy_to_invoke("30MB-signed", big_signed, config=conf),
         }
         res["scale"] = scale()
+        res["targets"] = targets(res)
     finally:
         for p in PROCS:
             stop(p)

@@ -10,11 +10,11 @@ pkgs=(
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
     libarchive-dev libfyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
     libcmocka-dev prometheus libsodium-dev librhonabwy-dev minisign
-    python3 python3-pytest python3-requests
+    python3 python3-venv python3-pip python3-pytest python3-requests python3-yaml
     zip unzip curl
 )
 if [ "${1:-}" = "--bench" ]; then
-    pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn python3-yaml)
+    pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn)
 fi
 
 missing=()

@@ -74,7 +74,19 @@ typedef struct serve_opts {
     char *sandbox_user, *sandbox_group;
     unsigned sandbox_max_files, sandbox_max_processes;
     par_auth_config_t auth;
+    /* Python agents and package environments */
+    char *python, *wheelhouse;
+    unsigned pip_timeout_ms;
+    char **env_allow; /* NULL-terminated */
+    size_t nenv_allow;
 } serve_opts_t;
+
+static void add_env_allow(serve_opts_t *o, const char *name)
+{
+    o->env_allow = realloc(o->env_allow, (o->nenv_allow + 2) * sizeof(char *));
+    o->env_allow[o->nenv_allow++] = strdup(name);
+    o->env_allow[o->nenv_allow] = NULL;
+}
 
 static void add_key(serve_opts_t *o, const char *key, char **pins)
 {
@@ -165,8 +177,9 @@ static void usage_call(FILE *f)
     fprintf(f, "usage: par call FILE.apkg|DIR AGENT [JSON]\n\n"
                "Loads the package into a temporary runtime, calls AGENT (an id such as\n"
                "'echo' or 'echo/upper'; private sub-agents included) with JSON (default\n"
-               "null, '-' reads standard input) and prints the output. The package runs\n"
-               "in-process: only use it with code you trust.\n");
+               "null, '-' reads standard input) and prints the output. A native package\n"
+               "runs in-process (only use it with code you trust); a Python package runs\n"
+               "in a worker process.\n");
 }
 
 static int wants_help(int argc, char **argv)
@@ -313,6 +326,18 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->max_download_mb = strtoul(v, NULL, 10);
     if ((v = yaml_str(d, "/cache/max_mb")))
         o->cache_max_mb = strtoul(v, NULL, 10);
+    set_str(&o->python, yaml_str(d, "/python/interpreter"));
+    set_str(&o->wheelhouse, yaml_str(d, "/python/wheelhouse"));
+    if ((v = yaml_str(d, "/python/pip_timeout_ms")))
+        o->pip_timeout_ms = (unsigned)atoi(v);
+    struct fy_node *ea = fy_node_by_path(fy_document_root(d), "/env/allow", FY_NT, 0);
+    if (ea && fy_node_is_sequence(ea)) {
+        void *it = NULL;
+        struct fy_node *n;
+        while ((n = fy_node_sequence_iterate(ea, &it)) != NULL)
+            if (fy_node_is_scalar(n))
+                add_env_allow(o, fy_node_get_scalar0(n));
+    }
     par_buf_t aerr;
     par_buf_init(&aerr, 0);
     if (par_auth_config_load_yaml(&o->auth, d, path, &aerr) != PAR_OK) {
@@ -372,6 +397,14 @@ static void load_env(serve_opts_t *o)
     set_str(&o->s3_endpoint, getenv("PAR_S3_ENDPOINT"));
     set_str(&o->sandbox_user, getenv("PAR_SANDBOX_USER"));
     set_str(&o->sandbox_group, getenv("PAR_SANDBOX_GROUP"));
+    set_str(&o->python, getenv("PAR_PYTHON"));
+    set_str(&o->wheelhouse, getenv("PAR_WHEELHOUSE"));
+    if ((v = getenv("PAR_ENV_ALLOW"))) { /* whitespace- or comma-separated names */
+        char *copy = strdup(v), *save = NULL;
+        for (char *t = strtok_r(copy, " ,\t\n", &save); t; t = strtok_r(NULL, " ,\t\n", &save))
+            add_env_allow(o, t);
+        free(copy);
+    }
 }
 
 /* ---- watching the packages folder -------------------------------------------------- */
@@ -726,6 +759,10 @@ static void free_serve(serve_opts_t *o)
     free(o->keys), free(o->key_strs), free(o->key_pins);
     free(o->ca_file), free(o->s3_region), free(o->s3_endpoint), free(o->index_url);
     free(o->sandbox_user), free(o->sandbox_group);
+    free(o->python), free(o->wheelhouse);
+    for (size_t i = 0; i < o->nenv_allow; i++)
+        free(o->env_allow[i]);
+    free(o->env_allow);
     par_auth_config_free(&o->auth);
 }
 
@@ -846,6 +883,10 @@ static int cmd_serve(int argc, char **argv)
     cfg.sandbox_max_files = o.sandbox_max_files;
     cfg.sandbox_max_processes = o.sandbox_max_processes;
     cfg.cache_max_bytes = (uint64_t)o.cache_max_mb << 20;
+    cfg.python = o.python;
+    cfg.wheelhouse = o.wheelhouse;
+    cfg.pip_timeout_ms = o.pip_timeout_ms;
+    cfg.env_allow = (const char *const *)o.env_allow;
     par_runtime_t *rt;
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {
@@ -1115,6 +1156,9 @@ static int cmd_call(int argc, char **argv)
         fprintf(stderr, "par call: cannot create a temporary directory: %s\n", strerror(errno));
         return 1;
     }
+    /* searchable, not readable: sandboxed workers (another uid when root) reach
+     * the package cache below it */
+    chmod(tmpl, 0711);
     par_config_t cfg;
     par_config_init(&cfg);
     cfg.state_dir = tmpl;

@@ -78,7 +78,9 @@ extern "C" {
       "the package is signed by a key that is not trusted for it")                                 \
     X(E_FETCH_FAILED, 502, "fetch_failed", "the package source could not be fetched")              \
     X(E_INVALID_TOKEN, 401, "invalid_token", "the bearer token is not valid")                      \
-    X(E_AUTH_UNAVAILABLE, 503, "auth_unavailable", "the token issuer's keys are not available")
+    X(E_AUTH_UNAVAILABLE, 503, "auth_unavailable", "the token issuer's keys are not available")    \
+    X(E_DEPS_UNAVAILABLE, 422, "dependencies_unavailable",                                         \
+      "the package's Python requirements cannot be installed")
 
 typedef enum par_status {
 #define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,
@@ -156,7 +158,14 @@ typedef struct par_config {
     const char *sandbox_group;      /**< their gid (name or number), default: the user's group */
     unsigned sandbox_max_files;     /**< RLIMIT_NOFILE of a worker, default 1024 */
     unsigned sandbox_max_processes; /**< RLIMIT_NPROC of the workers' uid, default 1024 */
-    void *data;                     /**< embedder's slot */
+    /* Python agents */
+    const char *python;           /**< interpreter, default "/usr/bin/python3" */
+    const char *python_shim;      /**< the Python worker script; default: found automatically */
+    const char *wheelhouse;       /**< directory of wheels requirements install from; NULL = none */
+    uint32_t pip_timeout_ms;      /**< installing one package's requirements, default 300000 */
+    const char *const *env_allow; /**< NULL-terminated names `${NAME}` in a package's
+                                       environment may expand from the runtime's environment */
+    void *data;                   /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;

@@ -28,6 +28,7 @@
 
 #include "loader/proto.h"
 #include "obs/log.h"
+#include "pkg/dotenv.h"
 #include "util/json.h"
 
 #define PENDING_BUCKETS 64
@@ -519,6 +520,7 @@ static void describe_exit(int st, char *buf, size_t n)
 }
 
 static void drain_output(par_worker_t *w);
+static int output_allowed(par_worker_t *w);
 
 /* The worker is gone: its scratch directory goes with it. */
 static void worker_free_sandbox(par_worker_t *w)
@@ -819,17 +821,25 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
         handle_call_frame(w, f);
         break;
     case PAR_FRAME_LOG: {
+        if (!output_allowed(w))
+            break;
         json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
         const char *lv = json_string_value(json_object_get(h, "level"));
         const char *m = json_string_value(json_object_get(h, "msg"));
         const char *rid = json_string_value(json_object_get(h, "request_id"));
+        const char *agent = json_string_value(json_object_get(h, "agent"));
+        const char *trace = json_string_value(json_object_get(h, "trace_id"));
         int level = lv ? par_log_parse_level(lv) : PAR_LOG_INFO;
         par_logline_t l;
         if (par_log_begin(&l, level < 0 ? PAR_LOG_INFO : level, m ? m : "")) {
             par_log_str(&l, "source", "agent");
             par_log_str(&l, "package", p->name);
             par_log_str(&l, "version", p->version);
+            if (agent)
+                par_log_str(&l, "agent", agent);
             par_log_str(&l, "request_id", rid);
+            if (trace)
+                par_log_str(&l, "trace_id", trace);
             par_log_end(&l);
         }
         json_decref(h);
@@ -889,7 +899,8 @@ static int read_worker(par_worker_t *w)
     }
 }
 
-static void emit_line(par_worker_t *w)
+/* Rate limit shared by output lines and LOG frames of one worker. */
+static int output_allowed(par_worker_t *w)
 {
     int64_t now = par__now_ms();
     if (now - w->lines_window_ms >= 1000) {
@@ -902,6 +913,14 @@ static void emit_line(par_worker_t *w)
     }
     if (++w->lines_in_window > OUTPUT_LINES_PER_SEC) {
         w->lines_dropped++;
+        return 0;
+    }
+    return 1;
+}
+
+static void emit_line(par_worker_t *w)
+{
+    if (!output_allowed(w)) {
         w->line_len = 0;
         return;
     }
@@ -1269,32 +1288,33 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     if (p->min_workers > p->max_workers)
         p->max_workers = p->min_workers;
 
+    /* par-worker puts itself in the sandbox (docs/sandbox.md), then runs the
+     * package: native exports itself, Python by exec'ing the interpreter with
+     * the shim. The scratch directory is added per worker (spawn_worker). */
     size_t argc = 0;
-    p->argv = calloc(32 + 2 * m->export_count, sizeof(char *));
+    p->argv = calloc(56 + 2 * m->export_count, sizeof(char *));
     p->argv[argc++] = strdup(rt->worker_path);
-    p->argv[argc++] = strdup("--fd");
-    p->argv[argc++] = strdup("3");
-    p->argv[argc++] = strdup("--root");
-    p->argv[argc++] = strdup(pv->root);
-    p->argv[argc++] = strdup("--max-input");
-    p->argv[argc++] = xasprintf("%zu", pv->max_input);
-    p->argv[argc++] = strdup("--max-output");
-    p->argv[argc++] = xasprintf("%zu", rt->cfg.max_output_bytes);
     p->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
+    int python = m->runtime_kind == PAR_RUNTIME_PYTHON;
 #ifdef PAR_SANITIZE_BUILD
-    /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS there */
-    p->memory_mb = 0;
+    /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS for
+     * an instrumented process. The Python shim applies the limit itself,
+     * after par-worker has exec'd the (uninstrumented) interpreter. */
+    if (!python)
+        p->memory_mb = 0;
+    unsigned sandbox_memory_mb = 0;
+#else
+    unsigned sandbox_memory_mb = p->memory_mb;
 #endif
     p->cpu_seconds = rt->cfg.worker_cpu_seconds;
     if (p->cpu_seconds) {
         p->argv[argc++] = strdup("--cpu-seconds");
         p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
     }
-    if (p->memory_mb) {
+    if (sandbox_memory_mb) {
         p->argv[argc++] = strdup("--memory-mb");
-        p->argv[argc++] = xasprintf("%u", p->memory_mb);
+        p->argv[argc++] = xasprintf("%u", sandbox_memory_mb);
     }
-    /* the sandbox (docs/sandbox.md); the scratch directory is added per worker */
     if (rt->worker_uid >= 0) {
         p->argv[argc++] = strdup("--uid");
         p->argv[argc++] = xasprintf("%ld", rt->worker_uid);
@@ -1313,15 +1333,86 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
         p->argv[argc++] = strdup("--network");
     if (par_manifest_has_capability(m, "subprocess"))
         p->argv[argc++] = strdup("--subprocess");
+    if (python) {
+        p->argv[argc++] = strdup("--fd");
+        p->argv[argc++] = strdup("3");
+        p->argv[argc++] = strdup("--root");
+        p->argv[argc++] = strdup(pv->root);
+        /* what the interpreter reads besides /usr: the shim, the package's
+         * site-packages */
+        char *shim_dir = strdup(rt->python_shim);
+        char *slash = shim_dir ? strrchr(shim_dir, '/') : NULL;
+        if (slash && slash != shim_dir) {
+            *slash = '\0';
+            p->argv[argc++] = strdup("--ro");
+            p->argv[argc++] = shim_dir;
+        } else {
+            free(shim_dir);
+        }
+        if (pv->python_site) {
+            p->argv[argc++] = strdup("--ro");
+            p->argv[argc++] = strdup(pv->python_site);
+        }
+        /* -I: no PYTHON* variables, no user site, no script directory on
+         * sys.path; -S: no site module (no system site-packages, nothing read
+         * from /etc); -B: the package directory is never written to. A
+         * package's requirements come in through --site. Everything after
+         * --exec is the interpreter's. */
+        p->argv[argc++] = strdup("--exec");
+        p->argv[argc++] = strdup(rt->cfg.python);
+        p->argv[argc++] = strdup("-I");
+        p->argv[argc++] = strdup("-S");
+        p->argv[argc++] = strdup("-B");
+        p->argv[argc++] = strdup(rt->python_shim);
+        if (pv->python_site) {
+            p->argv[argc++] = strdup("--site");
+            p->argv[argc++] = strdup(pv->python_site);
+        }
+        if (p->memory_mb) {
+            p->argv[argc++] = strdup("--memory-mb");
+            p->argv[argc++] = xasprintf("%u", p->memory_mb);
+        }
+        if (p->cpu_seconds) {
+            p->argv[argc++] = strdup("--cpu-seconds");
+            p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
+        }
+    }
+    p->argv[argc++] = strdup("--fd");
+    p->argv[argc++] = strdup("3");
+    p->argv[argc++] = strdup("--root");
+    p->argv[argc++] = strdup(pv->root);
+    p->argv[argc++] = strdup("--max-input");
+    p->argv[argc++] = xasprintf("%zu", pv->max_input);
+    p->argv[argc++] = strdup("--max-output");
+    p->argv[argc++] = xasprintf("%zu", rt->cfg.max_output_bytes);
     for (size_t i = 0; i < m->export_count; i++) {
         p->argv[argc++] = strdup("--export");
         p->argv[argc++] = xasprintf("%s=%s", m->exports[i].name, m->exports[i].entrypoint);
     }
-    /* a scrubbed environment: only what the package declares */
-    p->envp = calloc(5 + m->environment_count, sizeof(char *));
+    /* a scrubbed environment: the package's own (.env, then agent.yaml
+     * `environment`, `${NAME}` only for names the operator allows) */
+    par_envlist_t env = {0};
+    par_buf_t warn;
+    par_buf_init(&warn, 0);
+    par_package_env(pv->root, m, rt->cfg.env_allow, &env, &warn);
+    if (warn.len) {
+        par_logline_t l;
+        if (par_log_begin(&l, PAR_LOG_WARN, "package environment")) {
+            par_log_str(&l, "package", pv->name);
+            par_log_str(&l, "version", pv->version);
+            par_log_strn(&l, "warnings", warn.data, warn.len);
+            par_log_end(&l);
+        }
+    }
+    par_buf_free(&warn);
+    p->envp = calloc(7 + env.count, sizeof(char *));
     size_t envc = 0;
     p->envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
     p->envp[envc++] = strdup("LANG=C.UTF-8");
+    if (m->runtime_kind == PAR_RUNTIME_PYTHON)
+        /* glibc reserves 64 MiB of address space per malloc arena, one per
+         * thread up to 8 per core: under RLIMIT_AS that starves threads */
+        p->envp[envc++] = strdup("MALLOC_ARENA_MAX=2");
 #ifdef PAR_SANITIZE_BUILD
     /* Sanitizer builds: a deliberate agent crash must end the worker with its
      * signal, as in production; memory errors are still caught by the
@@ -1329,8 +1420,16 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->envp[envc++] = strdup("ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_abort=0:"
                              "handle_sigfpe=0:detect_leaks=0");
 #endif
-    for (size_t i = 0; i < m->environment_count; i++)
-        p->envp[envc++] = xasprintf("%s=%s", m->environment[i].key, m->environment[i].value);
+    for (size_t i = 0; i < env.count; i++) {
+        if (strncmp(env.items[i], "PATH=", 5) == 0 || strncmp(env.items[i], "LANG=", 5) == 0) {
+            free(p->envp[strncmp(env.items[i], "PATH=", 5) == 0 ? 0 : 1]);
+            p->envp[strncmp(env.items[i], "PATH=", 5) == 0 ? 0 : 1] = env.items[i];
+        } else {
+            p->envp[envc++] = env.items[i];
+        }
+        env.items[i] = NULL;
+    }
+    par_envlist_free(&env);
 
     /* Workers are spawned by the I/O thread only: PR_SET_PDEATHSIG in the
      * worker fires when the *thread* that forked it exits, so a short-lived

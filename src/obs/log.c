@@ -124,10 +124,15 @@ uint64_t par_log_dropped(void)
     return atomic_load(&g_dropped);
 }
 
+/* Room kept at the end of a line for what always follows: a closing quote,
+ * `,"truncated":true` and `}\n`. */
+#define LINE_RESERVE 32
+
+/* Appends unless the line is full; a full line takes nothing more (so every
+ * field is either whole or absent). */
 static void put(par_logline_t *l, const char *s, size_t n)
 {
-    /* keep room for the closing "}\n" */
-    if (l->len + n > PAR_LOGLINE_MAX - 8) {
+    if (l->truncated || l->len + n > PAR_LOGLINE_MAX - LINE_RESERVE) {
         l->truncated = 1;
         return;
     }
@@ -135,6 +140,15 @@ static void put(par_logline_t *l, const char *s, size_t n)
     l->len += n;
 }
 
+/* Appends into the reserve: only for the closers counted in LINE_RESERVE. */
+static void put_closer(par_logline_t *l, const char *s, size_t n)
+{
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+/* A string's bytes, escaped; stops (truncated) where the line is full, so the
+ * caller's closing quote always fits. */
 static void put_escaped(par_logline_t *l, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -155,17 +169,25 @@ static void put_escaped(par_logline_t *l, const char *s, size_t n)
     }
 }
 
-static void put_key(par_logline_t *l, const char *key)
+/* Starts a field; returns 0 (and writes nothing) when the key and `extra`
+ * more bytes no longer fit. */
+static int put_key(par_logline_t *l, const char *key, size_t extra)
 {
+    size_t k = strlen(key);
+    if (l->truncated || l->len + k + 4 + extra > PAR_LOGLINE_MAX - LINE_RESERVE) {
+        l->truncated = 1;
+        return 0;
+    }
     if (g_json) {
         put(l, ",\"", 2);
-        put(l, key, strlen(key));
+        put(l, key, k);
         put(l, "\":", 2);
     } else {
         put(l, " ", 1);
-        put(l, key, strlen(key));
+        put(l, key, k);
         put(l, "=", 1);
     }
+    return 1;
 }
 
 int par_log_begin(par_logline_t *l, int level, const char *msg)
@@ -189,7 +211,7 @@ int par_log_begin(par_logline_t *l, int level, const char *msg)
         put(l, level_names[level], strlen(level_names[level]));
         put(l, "\",\"msg\":\"", 9);
         put_escaped(l, msg, strlen(msg));
-        put(l, "\"", 1);
+        put_closer(l, "\"", 1);
     } else {
         put(l, t, (size_t)n);
         put(l, " ", 1);
@@ -202,12 +224,13 @@ int par_log_begin(par_logline_t *l, int level, const char *msg)
 
 void par_log_strn(par_logline_t *l, const char *key, const char *val, size_t len)
 {
-    put_key(l, key);
+    if (!put_key(l, key, 2))
+        return;
     if (g_json)
         put(l, "\"", 1);
     put_escaped(l, val, len);
     if (g_json)
-        put(l, "\"", 1);
+        put_closer(l, "\"", 1);
 }
 
 void par_log_str(par_logline_t *l, const char *key, const char *val)
@@ -220,25 +243,23 @@ void par_log_int(par_logline_t *l, const char *key, int64_t val)
 {
     char b[32];
     int n = snprintf(b, sizeof(b), "%lld", (long long)val);
-    put_key(l, key);
-    put(l, b, (size_t)n);
+    if (put_key(l, key, (size_t)n))
+        put(l, b, (size_t)n);
 }
 
 void par_log_double(par_logline_t *l, const char *key, double val)
 {
     char b[48];
     int n = snprintf(b, sizeof(b), "%.3f", val);
-    put_key(l, key);
-    put(l, b, (size_t)n);
+    if (put_key(l, key, (size_t)n))
+        put(l, b, (size_t)n);
 }
 
 void par_log_end(par_logline_t *l)
 {
-    if (l->truncated) {
-        l->truncated = 0;
-        if (g_json)
-            put(l, ",\"truncated\":true", 17);
-    }
+    if (l->truncated && g_json)
+        put_closer(l, ",\"truncated\":true", 17);
+    l->truncated = 0;
     if (g_json)
         l->buf[l->len++] = '}';
     l->buf[l->len++] = '\n';

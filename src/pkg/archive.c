@@ -69,6 +69,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -155,12 +156,58 @@ void par_sha256_hex(const void *data, size_t len, char out[65])
     to_hex(md, n, out);
 }
 
+#define HASH_CHUNK (1u << 20)
+
+/* BLAKE2b-512 of a file being read, on its own thread: it follows the reader
+ * through the buffer, so the two digests cost max(SHA-256, BLAKE2b), not
+ * their sum. The buffer is allocated once and never moves. */
+typedef struct b2_follow {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    const unsigned char *data;
+    size_t avail; /* bytes the reader has finished */
+    int done;     /* no more bytes will come */
+    crypto_generichash_state st;
+} b2_follow_t;
+
+static void *b2_thread(void *arg)
+{
+    b2_follow_t *f = arg;
+    size_t pos = 0;
+    for (;;) {
+        pthread_mutex_lock(&f->lock);
+        while (f->avail == pos && !f->done)
+            pthread_cond_wait(&f->cond, &f->lock);
+        size_t avail = f->avail;
+        int done = f->done;
+        pthread_mutex_unlock(&f->lock);
+        if (avail > pos)
+            crypto_generichash_update(&f->st, f->data + pos, avail - pos);
+        pos = avail;
+        if (done && pos == avail)
+            return NULL;
+    }
+}
+
+static void b2_publish(b2_follow_t *f, size_t avail, int done)
+{
+    pthread_mutex_lock(&f->lock);
+    f->avail = avail;
+    f->done |= done;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
                      par_buf_t *err)
 {
     int rc = PAR_OK;
     unsigned char *data = NULL;
     EVP_MD_CTX *md = NULL;
+    b2_follow_t b2;
+    pthread_t b2_tid;
+    int b2_running = 0;
+    memset(&b2, 0, sizeof(b2));
     memset(out, 0, sizeof(*out));
 
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -201,14 +248,28 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
         goto out;
     }
     size_t len = 0;
-    crypto_generichash_state b2;
-    if (lim->with_blake2b && (sodium_init() < 0 || crypto_generichash_init(&b2, NULL, 0, 64) != 0)) {
-        errf(err, "%s: BLAKE2b is unavailable\n", path);
-        rc = PAR_E_INTERNAL;
-        goto out;
+    if (lim->with_blake2b) {
+        if (sodium_init() < 0 || crypto_generichash_init(&b2.st, NULL, 0, 64) != 0) {
+            errf(err, "%s: BLAKE2b is unavailable\n", path);
+            rc = PAR_E_INTERNAL;
+            goto out;
+        }
+        b2.data = data;
+        pthread_mutex_init(&b2.lock, NULL);
+        pthread_cond_init(&b2.cond, NULL);
+        if (pthread_create(&b2_tid, NULL, b2_thread, &b2) != 0) {
+            errf(err, "%s: cannot start a hashing thread\n", path);
+            rc = PAR_E_INTERNAL;
+            goto out;
+        }
+        b2_running = 1;
     }
     for (;;) {
-        ssize_t r = read(fd, data + len, size + 1 - len);
+        /* chunks, so the BLAKE2b thread works while the rest is read */
+        size_t want = size + 1 - len;
+        if (want > HASH_CHUNK && len + HASH_CHUNK <= size)
+            want = HASH_CHUNK;
+        ssize_t r = read(fd, data + len, want);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
@@ -221,12 +282,12 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
         len += (size_t)r;
         if (len > size)
             break;
+        if (b2_running)
+            b2_publish(&b2, len, 0);
         if (EVP_DigestUpdate(md, data + len - (size_t)r, (size_t)r) != 1) {
             rc = PAR_E_INTERNAL;
             goto out;
         }
-        if (lim->with_blake2b)
-            crypto_generichash_update(&b2, data + len - (size_t)r, (size_t)r);
     }
     if (len != size) {
         errf(err,
@@ -246,12 +307,23 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     out->data = data;
     out->len = len;
     to_hex(digest, dlen, out->sha256);
-    if (lim->with_blake2b) {
-        crypto_generichash_final(&b2, out->blake2b, 64);
+    if (b2_running) {
+        b2_publish(&b2, len, 1);
+        pthread_join(b2_tid, NULL);
+        b2_running = 0;
+        crypto_generichash_final(&b2.st, out->blake2b, 64);
         out->has_blake2b = 1;
     }
     data = NULL;
 out:
+    if (b2_running) {
+        b2_publish(&b2, b2.avail, 1);
+        pthread_join(b2_tid, NULL);
+    }
+    if (lim->with_blake2b && b2.data) {
+        pthread_mutex_destroy(&b2.lock);
+        pthread_cond_destroy(&b2.cond);
+    }
     if (fd >= 0)
         close(fd);
     EVP_MD_CTX_free(md);
@@ -1095,8 +1167,9 @@ static int collect(pack_ctx_t *p, const char *rel)
     struct dirent *de;
     char sub[PATH_MAX], canon[PATH_MAX];
     while (rc == PAR_OK && (errno = 0, de = readdir(d)) != NULL) {
+        /* like pixell build: no VCS metadata, no Python bytecode caches */
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-            strcmp(de->d_name, ".git") == 0)
+            strcmp(de->d_name, ".git") == 0 || strcmp(de->d_name, "__pycache__") == 0)
             continue;
         if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name) >=
             sizeof(sub) - 1) {

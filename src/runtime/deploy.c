@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "loader/native.h"
+#include "loader/python.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "pkg/archive.h"
@@ -232,10 +233,8 @@ int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pk
 int par__deploy_restored(par_runtime_t *rt, const char *path, const char *source,
                          const char *sha256, par_buf_t *err)
 {
-    par_deploy_req_t req = {.restored_dir = path,
-                            .restored_source = source,
-                            .sha256 = sha256,
-                            .origin = "restored"};
+    par_deploy_req_t req = {
+        .restored_dir = path, .restored_source = source, .sha256 = sha256, .origin = "restored"};
     return par__deploy(rt, &req, err, NULL);
 }
 
@@ -315,8 +314,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
             rc = fetch_small(rt, u.data, &side, err);
             par_buf_free(&u);
             if (rc == PAR_OK && parse_digest_file(side.data, side.len, expected) != 0) {
-                par_buf_appendf(err, "%s.sha256: does not start with a SHA-256 in hex\n",
-                                req->url);
+                par_buf_appendf(err, "%s.sha256: does not start with a SHA-256 in hex\n", req->url);
                 rc = PAR_E_INVALID_PACKAGE;
             }
             if (rc == PAR_E_NOT_FOUND) {
@@ -394,9 +392,9 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
         par_archive_limits_default(&lim);
         char sigpath[PATH_MAX];
         /* a signature beside the file: hash for it in the same read pass */
-        lim.with_blake2b = (size_t)snprintf(sigpath, sizeof(sigpath), "%s.minisig", path) <
-                               sizeof(sigpath) &&
-                           access(sigpath, F_OK) == 0;
+        lim.with_blake2b =
+            (size_t)snprintf(sigpath, sizeof(sigpath), "%s.minisig", path) < sizeof(sigpath) &&
+            access(sigpath, F_OK) == 0;
         if ((rc = par_archive_load(path, &lim, &a, err)) != PAR_OK) {
             if (rc != PAR_E_IO)
                 rc = PAR_E_INVALID_PACKAGE;
@@ -419,8 +417,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
         if (a.has_blake2b) {
             memcpy(b2, a.blake2b, 64);
             have_b2 = 1;
-        }
-        else if (rc != PAR_E_NOT_FOUND)
+        } else if (rc != PAR_E_NOT_FOUND)
             goto out;
         pv->t_read_ms = ms_since(t0);
     }
@@ -442,8 +439,8 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
                 par_ms_hash_final(&h, b2);
                 have_b2 = 1;
             }
-            rc = par_trust_verify(&rt->trust, sig.data, sig.len, a.data, a.len,
-                                  have_b2 ? b2 : NULL, pv->signer, err);
+            rc = par_trust_verify(&rt->trust, sig.data, sig.len, a.data, a.len, have_b2 ? b2 : NULL,
+                                  pv->signer, err);
             if (rc != PAR_OK) {
                 par_buf_appendf(err, "%s: the signature does not vouch for these bytes\n", path);
                 goto out;
@@ -463,8 +460,10 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
             rc = PAR_E_SIGNATURE_MISSING;
             goto out;
         } else if (pv->sha256[0]) {
-            par_log_msg(PAR_LOG_WARN, "%s: deploying an UNSIGNED package (signatures are not "
-                                      "required by this configuration)", path);
+            par_log_msg(PAR_LOG_WARN,
+                        "%s: deploying an UNSIGNED package (signatures are not "
+                        "required by this configuration)",
+                        path);
         }
     }
     pv->t_verify_ms = ms_since(tv);
@@ -527,8 +526,8 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     /* compatibility: every reason, not just the first */
     int64_t t2 = par__now_ns();
     int problems = 0;
-    if (m->runtime_kind != PAR_RUNTIME_NATIVE) {
-        par_buf_appendf(err, "no loader for runtime %s (this build runs native agents)\n",
+    if (m->runtime_kind == PAR_RUNTIME_OTHER) {
+        par_buf_appendf(err, "no loader for runtime %s (PAR runs native and python3.N agents)\n",
                         m->runtime);
         problems++;
     }
@@ -559,6 +558,13 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     }
     if (m->runtime_kind == PAR_RUNTIME_NATIVE)
         problems += par__native_check(pv, err);
+    if (m->runtime_kind == PAR_RUNTIME_PYTHON && problems == 0) {
+        /* last: it may build a virtual environment, worth it only for an
+         * otherwise deployable package */
+        rc = par__python_prepare(rt, pv, err);
+        if (rc != PAR_OK)
+            goto out;
+    }
     if (problems) {
         rc = PAR_E_INCOMPATIBLE;
         goto out;
@@ -574,6 +580,14 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
         goto out;
     }
     pv->isolation = is_trusted(rt, pv->name) ? PAR_ISOLATION_IN_PROCESS : rt->cfg.isolation;
+    if (m->runtime_kind == PAR_RUNTIME_PYTHON && pv->isolation == PAR_ISOLATION_IN_PROCESS) {
+        /* no interpreter lives in the runtime's process */
+        par_log_msg(PAR_LOG_WARN,
+                    "package %s is a Python package: it runs in worker processes (in-process "
+                    "isolation applies to native packages only)",
+                    pv->name);
+        pv->isolation = PAR_ISOLATION_WORKER;
+    }
     if (pv->isolation == PAR_ISOLATION_IN_PROCESS)
         rc = par__native_load(pv, err);
     else

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "loader/native.h"
+#include "loader/python.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "registry/cache.h"
@@ -63,6 +64,10 @@ void par__config_defaults(par_config_t *cfg)
         cfg->sandbox_max_files = 1024;
     if (cfg->sandbox_max_processes == 0)
         cfg->sandbox_max_processes = 1024;
+    if (cfg->python == NULL || cfg->python[0] == '\0')
+        cfg->python = "/usr/bin/python3";
+    if (cfg->pip_timeout_ms == 0)
+        cfg->pip_timeout_ms = 300000;
 }
 
 const char *par_pkg_state_name(int state)
@@ -102,6 +107,7 @@ void par__pkgver_unref(par_pkgver_t *pv)
     free(pv->name);
     free(pv->version);
     free(pv->root);
+    free(pv->python_site);
     free(pv->source);
     free(pv->origin);
     free(pv->signature_url);
@@ -489,7 +495,19 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     PAR__OWN(index_url);
     PAR__OWN(sandbox_user);
     PAR__OWN(sandbox_group);
+    PAR__OWN(wheelhouse);
 #undef PAR__OWN
+    rt->python = strdup(rt->cfg.python); /* defaulted above */
+    rt->cfg.python = rt->python;
+    rt->python_shim = par__python_find_shim(cfg_in->python_shim);
+    rt->cfg.python_shim = rt->python_shim;
+    size_t na = 0;
+    while (cfg_in->env_allow && cfg_in->env_allow[na])
+        na++;
+    rt->env_allow = calloc(na + 1, sizeof(char *));
+    for (size_t i = 0; rt->env_allow && i < na; i++)
+        rt->env_allow[i] = strdup(cfg_in->env_allow[i]);
+    rt->cfg.env_allow = (const char *const *)rt->env_allow;
     rt->cfg.trusted_keys = NULL; /* parsed into rt->trust below; not kept */
     rt->cfg.trusted_key_count = 0;
     pthread_mutex_init(&rt->lock, NULL);
@@ -587,6 +605,10 @@ void par_runtime_destroy(par_runtime_t *rt)
     free(rt->state_dir);
     free(rt->cache_dir);
     free(rt->worker_path);
+    free(rt->python), free(rt->python_shim), free(rt->wheelhouse);
+    for (size_t i = 0; rt->env_allow && rt->env_allow[i]; i++)
+        free(rt->env_allow[i]);
+    free(rt->env_allow);
     pthread_mutex_destroy(&rt->lock);
     pthread_mutex_destroy(&rt->deploy_lock);
     free(rt);

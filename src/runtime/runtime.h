@@ -41,22 +41,23 @@ struct par_pkgver {
     par_manifest_t *manifest; /* NULL only for a failed record without one */
     char *name;
     char *version;
-    char *root;      /* directory the package runs from */
-    char *source;    /* the path or URL it was deployed from */
+    char *root;          /* directory the package runs from */
+    char *source;        /* the path or URL it was deployed from */
     char *signature_url; /* an explicit signature URL given at deploy, or NULL */
     char *origin;        /* who deployed it: "api", "dir", "index", "embed", "restored" */
     char signer[17];     /* minisign key id that signed it, "" when unsigned */
-    char sha256[65]; /* "" for a directory */
+    char sha256[65];     /* "" for a directory */
     par_isolation_t isolation;
     _Atomic int state;
     char *last_error;
     int last_status; /* PAR status of the last failure (HTTP 422 family), 0 if none */
     uint64_t seq;    /* deploy order */
     double t_read_ms, t_verify_ms, t_extract_ms, t_load_ms; /* read = fetch */
-    int64_t loaded_at_ms;   /* wall clock */
+    int64_t loaded_at_ms;                                   /* wall clock */
     int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
     uint32_t timeout_ms;
     size_t max_input;
+    char *python_site; /* Python packages with requirements: their venv's site-packages */
     /* isolation = worker */
     par_pool_t *pool;
     /* isolation = in-process */
@@ -106,7 +107,10 @@ struct par_runtime {
     int64_t started_ms;
     par_trust_t trust;
     char *ca_file, *s3_region, *s3_endpoint, *index_url; /* owned copies of cfg strings */
-    struct par_index *index;                              /* registry index poller, or NULL */
+    struct par_index *index;                             /* registry index poller, or NULL */
+    char *python, *python_shim, *wheelhouse;             /* owned copies of cfg strings */
+    char **env_allow;
+    int py_major, py_minor; /* the interpreter's version, probed at the first Python deploy */
     /* in-process calls run on this executor so loop threads never block */
     struct par_executor *exec;
     void *data;
@@ -136,8 +140,7 @@ typedef struct par_deploy_req {
 
 /* Deploys; `err` receives every reason on failure. Blocking. On success and
  * when `out` is not NULL, *out is the new version (referenced). */
-int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
-                par_pkgver_t **out);
+int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err, par_pkgver_t **out);
 
 /* par__deploy of a path with origin "api". */
 int par__deploy_path(par_runtime_t *rt, const char *path, par_buf_t *err, par_pkgver_t **out);

@@ -349,3 +349,17 @@ def test_exec_mode_refuses_a_relative_program(tmp_path):
     p = subprocess.run([os.path.join(BUILD, "par-worker"), "--fd", "1", "--root", str(tmp_path),
                         "--exec", "sh"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 3 and "absolute program path" in p.stderr
+
+
+def test_python_workers_get_the_same_sandbox(server_factory):
+    """Python workers are par-worker --exec python3: par-worker's report is kept."""
+    s = server_factory([package("hello-python")])
+    assert s.post("hello-python", {"input": {"name": "x"}}).status_code == 200
+    sb = sandbox(s, "hello-python")
+    assert sb["enabled"] is True and sb["no_new_privs"] is True and sb["seccomp"] is True
+    if EXPECT_LANDLOCK:
+        assert sb["landlock"] == EXPECT_LANDLOCK
+    if EXPECT_ROOT:
+        assert sb["uid"] == pwd.getpwnam("nobody").pw_uid and sb["netns"] is True
+    if EXPECT_ROOT and EXPECT_LANDLOCK:
+        assert sb["degraded"] == []

@@ -1,0 +1,1 @@
+"""hello-python: an example PAR agent in pixell-kit's layout."""

@@ -1,0 +1,611 @@
+"""par_worker.py: PAR's worker for Python agents.
+
+Speaks the worker protocol (docs/worker-protocol.md) on file descriptor 3 and
+runs the handlers of one package version, as pixell-kit lays it out
+(`entrypoint: src.main:handler`). Standard library only; Python >= 3.9.
+
+    python3 -I -S -B par_worker.py --fd 3 --root PKGDIR [--max-input N]
+        [--max-output N] [--memory-mb N] [--cpu-seconds N]
+        [--site DIR]... --export NAME=MODULE:FUNCTION ...
+
+Each package version runs in its own processes, so two packages that both
+have a module `src.main` never share `sys.modules`, and a reload (a new
+version, new processes) always imports the new code.
+"""
+
+import asyncio
+import concurrent.futures
+import contextvars
+import importlib
+import inspect
+import io
+import json
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+PROTOCOL = 1
+HELLO, INVOKE, RESULT, ERROR, CALL, CALL_RESULT, LOG, USAGE, CHUNK, CANCEL = range(1, 11)
+HEADER = struct.Struct("<BBHIIIQ")  # type, version, flags, header_len, body_len, reserved, id
+MAX_HEADER = 1 << 20
+MAX_LOG_LINE = 8192
+LOG_LINES_PER_SEC = 1000
+MAX_THREADS = 256
+
+# The invocation the current thread or task is serving (for print/logging).
+_current = contextvars.ContextVar("par_current", default=None)
+
+
+class AgentCallError(Exception):
+    """A sub-agent call failed: `error` is PAR's stable error name."""
+
+    def __init__(self, error, message, status=0):
+        super().__init__("%s: %s" % (error, message))
+        self.error = error
+        self.message = message
+        self.status = status
+
+
+class Channel:
+    """Frames over the protocol socket. Writes are whole frames, one at a time."""
+
+    def __init__(self, fd, max_input):
+        self.sock = socket.socket(fileno=fd)
+        self.max_input = max_input
+        self.lock = threading.Lock()
+        self.buf = bytearray()
+
+    def send(self, ftype, fid, header=None, body=b""):
+        h = b"" if header is None else json.dumps(header, separators=(",", ":")).encode()
+        frame = HEADER.pack(ftype, PROTOCOL, 0, len(h), len(body), 0, fid)
+        with self.lock:
+            self.sock.sendall(frame + h + body if len(body) < 65536 else frame + h)
+            if len(body) >= 65536:
+                self.sock.sendall(body)
+
+    def recv(self):
+        """Returns (type, id, header dict, body bytes), or None at end of stream."""
+        while True:
+            if len(self.buf) >= HEADER.size:
+                ftype, ver, _flags, hlen, blen, _r, fid = HEADER.unpack_from(self.buf)
+                if ver != PROTOCOL or hlen > MAX_HEADER or blen > self.max_input:
+                    raise ValueError("bad frame (version %d, header %d, body %d bytes)" %
+                                     (ver, hlen, blen))
+                total = HEADER.size + hlen + blen
+                if len(self.buf) >= total:
+                    raw = bytes(self.buf[HEADER.size:total])
+                    del self.buf[:total]
+                    header = json.loads(raw[:hlen]) if hlen else {}
+                    return ftype, fid, header, raw[hlen:]
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                return None
+            self.buf += chunk
+
+
+class Worker:
+    def __init__(self, chan, root, exports, max_output):
+        self.chan = chan
+        self.root = root
+        self.exports = exports  # [(name, "module:function")]
+        self.handlers = []  # [(function, wants_context, is_async)]
+        self.max_output = max_output
+        self.memory_mb = 0
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_THREADS,
+                                                          thread_name_prefix="par-handler")
+        self.loop = None
+        self.inflight = {}  # request id -> Invocation
+        self.calls = {}  # call id -> [event, status, body]
+        self.lock = threading.Lock()
+        self.next_call = 0
+        self.log_window = 0
+        self.log_count = 0
+        self.log_dropped = 0
+
+    # -- loading ---------------------------------------------------------------
+    def load(self):
+        sys.path.insert(0, self.root)
+        os.chdir(self.root)
+        cache = {}
+        for name, entry in self.exports:
+            module, _, func = entry.partition(":")
+            if not module or not func:
+                raise LoadError("export '%s': entrypoint '%s' is not module:function" %
+                                (name or "(main)", entry))
+            if module not in cache:
+                try:
+                    cache[module] = importlib.import_module(module)
+                except BaseException as e:  # noqa: B036 (an agent may raise anything)
+                    self.log("error", "cannot import %s:\n%s" % (module, traceback.format_exc()))
+                    raise LoadError("cannot import %s: %s: %s" %
+                                    (module, type(e).__name__, e)) from None
+            fn = cache[module]
+            for part in func.split("."):
+                fn = getattr(fn, part, None)
+                if fn is None:
+                    raise LoadError("module %s has no attribute %s" % (module, func))
+            if not callable(fn):
+                raise LoadError("%s:%s is not callable" % (module, func))
+            self.handlers.append((fn, wants_context(fn), inspect.iscoroutinefunction(fn)))
+        if any(h[2] for h in self.handlers):
+            self.start_loop()
+
+    def start_loop(self):
+        ready = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            ready.set()
+            self.loop.run_forever()
+
+        threading.Thread(target=run, name="par-asyncio", daemon=True).start()
+        ready.wait()
+
+    # -- logging ---------------------------------------------------------------
+    def log(self, level, msg, inv=None):
+        """Sends one LOG frame, rate limited like the runtime's output lines."""
+        now = int(time.monotonic())
+        with self.lock:
+            if now != self.log_window:
+                dropped, self.log_dropped = self.log_dropped, 0
+                self.log_window, self.log_count = now, 0
+            else:
+                dropped = 0
+            self.log_count += 1
+            if self.log_count > LOG_LINES_PER_SEC:
+                self.log_dropped += 1
+                return
+        if dropped:
+            self._send_log("warn", "%d agent log lines dropped (rate limit)" % dropped, None)
+        self._send_log(level, msg, inv if inv is not None else _current.get())
+
+    def _send_log(self, level, msg, inv):
+        if len(msg) > MAX_LOG_LINE:
+            msg = msg[:MAX_LOG_LINE] + "... (%d more characters)" % (len(msg) - MAX_LOG_LINE)
+        h = {"level": level, "msg": msg}
+        if inv is not None:
+            h["request_id"] = inv.request_id
+            h["agent"] = inv.agent
+            h["trace_id"] = inv.trace_id
+        try:
+            self.chan.send(LOG, inv.wid if inv is not None else 0, h)
+        except OSError:
+            pass
+
+    # -- invocations -----------------------------------------------------------
+    def invoke(self, wid, header, body):
+        x = header.get("x", 0)
+        inv = Invocation(self, wid, header)
+        if not isinstance(x, int) or not 0 <= x < len(self.handlers):
+            self.answer_error(inv, "bad_request", "no export #%r in this worker" % (x,))
+            return
+        fn, with_ctx, is_async = self.handlers[x]
+        try:
+            data = json.loads(body) if body else None
+        except ValueError as e:
+            self.answer_error(inv, "invalid_json", "input is not JSON: %s" % e)
+            return
+        with self.lock:
+            self.inflight[wid] = inv
+        args = (data, inv.context) if with_ctx else (data,)
+        if is_async:
+            ctx = contextvars.copy_context()
+            ctx.run(_current.set, inv)
+
+            def start():
+                task = self.loop.create_task(fn(*args), context=ctx) if sys.version_info >= (
+                    3, 11) else ctx.run(self.loop.create_task, fn(*args))
+                inv.task = task
+                if inv.cancelled:
+                    task.cancel()
+                task.add_done_callback(lambda t: self.finish_task(inv, t))
+
+            self.loop.call_soon_threadsafe(start)
+        else:
+            try:
+                self.pool.submit(self.run_sync, inv, fn, args)
+            except RuntimeError as e:  # no thread left under the address-space limit
+                self.answer_error(inv, "out_of_memory", "the worker cannot start another "
+                                  "handler thread: %s" % e)
+
+    def run_sync(self, inv, fn, args):
+        token = _current.set(inv)
+        try:
+            out = fn(*args)
+            if inspect.isawaitable(out):  # a sync function that returned a coroutine
+                out = self.await_here(out)
+        except BaseException as e:  # noqa: B036
+            self.answer_exception(inv, e)
+            return
+        finally:
+            _current.reset(token)
+        self.answer(inv, out)
+
+    def await_here(self, awaitable):
+        if self.loop is None:
+            self.start_loop()
+
+        async def wrap():
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result()
+
+    def finish_task(self, inv, task):
+        if task.cancelled():
+            self.answer_error(inv, "agent_timeout", "the handler was cancelled")
+            return
+        e = task.exception()
+        if e is not None:
+            self.answer_exception(inv, e)
+        else:
+            self.answer(inv, task.result())
+
+    def answer(self, inv, out):
+        try:
+            body = json.dumps(out, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            self.answer_error(inv, "invalid_agent_output",
+                              "the handler returned a value that is not JSON-serialisable: %s" % e)
+            return
+        if len(body) > self.max_output:
+            self.answer_error(inv, "output_too_large",
+                              "output of %d bytes exceeds the cap of %d" %
+                              (len(body), self.max_output))
+            return
+        h = {"units": inv.units} if inv.units else {}
+        self.done(inv)
+        try:
+            self.chan.send(RESULT, inv.wid, h, body)
+        except OSError:
+            os._exit(1)
+
+    def answer_exception(self, inv, e):
+        if isinstance(e, AgentCallError) and e.error == "agent_timeout":
+            self.answer_error(inv, "agent_timeout", e.message)
+            return
+        if isinstance(e, SystemExit):
+            self.log("error", "handler called sys.exit(%r); the worker stops" % (e.code,), inv)
+            os._exit(e.code if isinstance(e.code, int) else 1)
+        if isinstance(e, MemoryError):
+            limit = self.memory_mb
+            self.answer_error(inv, "out_of_memory", "the handler ran out of memory" +
+                              (" (the worker's limit is %d MB)" % limit if limit else ""))
+            return
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        self.log("error", "handler raised %s:\n%s" % (type(e).__name__, tb.rstrip()), inv)
+        msg = str(e)
+        self.answer_error(inv, "agent_error", "%s: %s" % (type(e).__name__, msg) if msg else
+                          type(e).__name__)
+
+    def answer_error(self, inv, name, message):
+        self.done(inv)
+        try:
+            self.chan.send(ERROR, inv.wid, {"error": name, "message": message})
+        except OSError:
+            os._exit(1)
+
+    def done(self, inv):
+        with self.lock:
+            self.inflight.pop(inv.wid, None)
+
+    def cancel(self, wid):
+        with self.lock:
+            inv = self.inflight.get(wid)
+        if inv is None:
+            return
+        inv.cancelled = True
+        if inv.task is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(inv.task.cancel)
+
+    # -- sub-agent calls -------------------------------------------------------
+    def call(self, inv, agent, data, on_done=None):
+        """Sends CALL; `on_done` (or the returned slot's event) fires with the answer."""
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        slot = [on_done or threading.Event(), None, None]
+        with self.lock:
+            self.next_call += 1
+            cid = self.next_call
+            self.calls[cid] = slot
+        self.chan.send(CALL, cid, {"agent": agent, "parent": inv.wid}, body)
+        return slot
+
+    def call_result(self, cid, header, body):
+        with self.lock:
+            slot = self.calls.pop(cid, None)
+        if slot is None:
+            return
+        slot[1] = header.get("status", 0)
+        slot[2] = body
+        callback = slot[0]
+        if isinstance(callback, threading.Event):
+            callback.set()
+        else:
+            callback()
+
+    # -- main loop -------------------------------------------------------------
+    def serve(self):
+        while True:
+            try:
+                frame = self.chan.recv()
+            except (OSError, ValueError) as e:
+                self.log("error", "protocol: %s" % e)
+                break
+            if frame is None:
+                break
+            ftype, fid, header, body = frame
+            if ftype == INVOKE:
+                self.invoke(fid, header, body)
+            elif ftype == CALL_RESULT:
+                self.call_result(fid, header, body)
+            elif ftype == CANCEL:
+                self.cancel(fid)
+        os._exit(0)
+
+
+def call_outcome(status, body):
+    """Turns a CALL_RESULT into the output or an AgentCallError."""
+    try:
+        out = json.loads(body) if body else None
+    except ValueError:
+        out = None
+    if status == 0:
+        return out
+    err = out if isinstance(out, dict) else {}
+    raise AgentCallError(err.get("error", "agent_error"), err.get("message", "call failed"), status)
+
+
+class Context:
+    """What a handler's second parameter receives."""
+
+    def __init__(self, inv, header):
+        self._inv = inv
+        self.request_id = header.get("request_id", "")
+        self.trace_id = header.get("trace_id", "")
+        self.span_id = header.get("span_id", "")
+        self.agent = header.get("agent", "")
+        self.sub_agent = self.agent.partition("/")[2] or None
+        self.subject = header.get("subject")
+        self.tenant = header.get("tenant")
+        self.deadline_ms = header.get("deadline_ms", 0)
+        self.data = header.get("context") or {}
+
+    # Dict-style access, as runtimes that pass the context as a dict offer it:
+    # the runtime's own facts (sub_agent, request_id, ...) first, then the
+    # request's `context` object.
+    FACTS = ("request_id", "trace_id", "span_id", "agent", "sub_agent", "subject", "tenant",
+             "deadline_ms")
+
+    def __getitem__(self, key):
+        if key in self.FACTS:
+            return getattr(self, key)
+        return self.data[key]
+
+    def get(self, key, default=None):
+        if key in self.FACTS:
+            v = getattr(self, key)
+            return default if v is None else v
+        return self.data.get(key, default)
+
+    def __contains__(self, key):
+        return (key in self.FACTS and getattr(self, key) is not None) or key in self.data
+
+    @property
+    def cancelled(self):
+        return self._inv.cancelled
+
+    def call(self, agent_id, input=None):  # noqa: A002 (the protocol's name)
+        """Calls another agent of this package (private sub-agents included).
+
+        From a sync handler it returns the output; inside a coroutine it returns
+        an awaitable: `await context.call("upper", {...})`. A failure raises
+        AgentCallError with the callee's error name."""
+        try:
+            asyncio.get_running_loop()
+            in_loop = True
+        except RuntimeError:
+            in_loop = False
+        w = self._inv.worker
+        if not in_loop:
+            slot = w.call(self._inv, agent_id, input)
+            slot[0].wait()
+            return call_outcome(slot[1], slot[2])
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def finish():
+            if fut.done():
+                return
+            try:
+                fut.set_result(call_outcome(slot[1], slot[2]))
+            except AgentCallError as e:
+                fut.set_exception(e)
+
+        slot = w.call(self._inv, agent_id, input, lambda: loop.call_soon_threadsafe(finish))
+        return fut
+
+    def usage(self, **units):
+        """Reports usage units for this invocation (added up): usage(tokens=12)."""
+        for k, v in units.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise TypeError("usage unit %s must be a number" % k)
+            self._inv.units[k] = self._inv.units.get(k, 0) + v
+
+    def log(self, msg, level="info"):
+        self._inv.worker.log(level, str(msg), self._inv)
+
+
+class Invocation:
+    __slots__ = ("worker", "wid", "request_id", "agent", "trace_id", "context", "units",
+                 "cancelled", "task")
+
+    def __init__(self, worker, wid, header):
+        self.worker = worker
+        self.wid = wid
+        self.request_id = header.get("request_id", "")
+        self.agent = header.get("agent", "")
+        self.trace_id = header.get("trace_id", "")
+        self.units = {}
+        self.cancelled = False
+        self.task = None
+        self.context = Context(self, header)
+
+
+class LoadError(Exception):
+    pass
+
+
+def wants_context(fn):
+    """True when the handler takes a second positional parameter."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+class LogStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of the agent: each line becomes a LOG frame."""
+
+    def __init__(self, worker, level, name):
+        self.worker = worker
+        self.level = level
+        self.name = name
+        self.local = threading.local()
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str, not %s" % type(s).__name__)
+        pending = getattr(self.local, "pending", "") + s
+        while True:
+            nl = pending.find("\n")
+            if nl < 0:
+                break
+            self.worker.log(self.level, pending[:nl])
+            pending = pending[nl + 1:]
+        if len(pending) > MAX_LOG_LINE:
+            self.worker.log(self.level, pending)
+            pending = ""
+        self.local.pending = pending
+        return len(s)
+
+    def flush(self):
+        pending = getattr(self.local, "pending", "")
+        if pending:
+            self.local.pending = ""
+            self.worker.log(self.level, pending)
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise io.UnsupportedOperation("the agent's %s is a log stream" % self.name)
+
+
+class LogHandler(logging.Handler):
+    LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error",
+              "CRITICAL": "error"}
+
+    def __init__(self, worker):
+        super().__init__()
+        self.worker = worker
+
+    def emit(self, record):
+        try:
+            msg = self.format(record)
+        except Exception:  # noqa: BLE001 (a bad log call must not kill a handler)
+            msg = str(record.msg)
+        self.worker.log(self.LEVELS.get(record.levelname, "info"), msg)
+
+
+def apply_limits(memory_mb, cpu_seconds):
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_mb:
+        b = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (b, b))
+    if cpu_seconds:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+
+
+def parse_args(argv):
+    opts = {"fd": 3, "root": None, "max_input": 16 << 20, "max_output": 16 << 20,
+            "memory_mb": 0, "cpu_seconds": 0, "exports": [], "site": []}
+    it = iter(argv)
+    for a in it:
+        try:
+            v = next(it)
+        except StopIteration:
+            raise SystemExit("par_worker.py: %s needs a value" % a) from None
+        if a == "--fd":
+            opts["fd"] = int(v)
+        elif a == "--root":
+            opts["root"] = v
+        elif a == "--max-input":
+            opts["max_input"] = int(v)
+        elif a == "--max-output":
+            opts["max_output"] = int(v)
+        elif a == "--memory-mb":
+            opts["memory_mb"] = int(v)
+        elif a == "--cpu-seconds":
+            opts["cpu_seconds"] = int(v)
+        elif a == "--site":
+            opts["site"].append(v)
+        elif a == "--export":
+            name, _, entry = v.partition("=")
+            opts["exports"].append((name, entry))
+        else:
+            raise SystemExit("par_worker.py: unknown option %s" % a)
+    if not opts["root"] or not opts["exports"]:
+        raise SystemExit("par_worker.py: --root and at least one --export are required")
+    return opts
+
+
+def main(argv):
+    opts = parse_args(argv)
+    threading.stack_size(2 << 20)  # address space is limited: no 8 MiB thread stacks
+    apply_limits(opts["memory_mb"], opts["cpu_seconds"])
+    chan = Channel(opts["fd"], opts["max_input"])
+    w = Worker(chan, os.path.abspath(opts["root"]), opts["exports"], opts["max_output"])
+    w.memory_mb = opts["memory_mb"]
+    # print() and logging become LOG frames; fds 1 and 2 stay the runtime's pipe
+    # for output that bypasses sys.stdout (C extensions, os.write).
+    sys.stdout = LogStream(w, "info", "stdout")
+    sys.stderr = LogStream(w, "warn", "stderr")
+    root = logging.getLogger()
+    root.handlers[:] = [LogHandler(w)]
+    root.setLevel(logging.INFO)
+    if opts["site"]:
+        import site  # -S: not imported at start; addsitedir also reads .pth files
+
+        for d in opts["site"]:
+            site.addsitedir(d)
+    try:
+        w.load()
+    except LoadError as e:
+        chan.send(ERROR, 0, {"error": "load_failed", "message": str(e)})
+        os._exit(1)
+    chan.send(HELLO, 0, {"protocol": PROTOCOL, "runtime": "python",
+                         "python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
+                         "exports": [n for n, _ in opts["exports"]]})
+    w.serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
