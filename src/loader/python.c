@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "obs/log.h"
+#include "pkg/archive.h"
 #include "registry/cache.h"
 #include "util/proc.h"
 
@@ -30,21 +30,11 @@ char *par__python_find_shim(const char *configured)
     const char *env = getenv("PAR_PYTHON_SHIM");
     if (env && *env)
         return strdup(env);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            const char *rel[] = {"par_worker.py", "../share/par/par_worker.py"};
-            for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
-                char cand[PATH_MAX + 64];
-                snprintf(cand, sizeof(cand), "%.*s/%s", (int)(slash - self), self, rel[i]);
-                if (access(cand, R_OK) == 0)
-                    return strdup(cand);
-            }
-        }
-    }
+    const char *rel[] = {"par_worker.py", "../share/par/par_worker.py"};
+    char cand[PATH_MAX];
+    for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++)
+        if (par_exe_relative(rel[i], R_OK, cand, sizeof(cand)) == 0)
+            return strdup(cand);
     return strdup(PAR_PYTHON_SHIM_BUILD_PATH);
 }
 
@@ -205,16 +195,6 @@ static void explain_pip(const par_buf_t *out, const char *wheelhouse, par_buf_t 
     }
 }
 
-static void hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Builds (or finds) the virtual environment for `reqs`; sets pv->python_site. */
 static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs, par_buf_t *err)
 {
@@ -232,12 +212,9 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
     par_buf_init(&key, 0);
     par_buf_appendf(&key, "%s\n%d.%d\n%s\n", rt->cfg.python, rt->py_major, rt->py_minor, wh);
     par_buf_append(&key, reqs->data, reqs->len);
-    unsigned char md[32];
-    unsigned mdlen = 0;
-    EVP_Digest(key.data, key.len, md, &mdlen, EVP_sha256(), NULL);
-    par_buf_free(&key);
     char digest[65];
-    hex(md, 32, digest);
+    par_sha256_hex(key.data, key.len, digest);
+    par_buf_free(&key);
 
     char dir[PATH_MAX], final[PATH_MAX + 80], tmp[PATH_MAX + 80], path[PATH_MAX * 2];
     snprintf(dir, sizeof(dir), "%s/venvs", rt->state_dir);

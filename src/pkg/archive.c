@@ -135,16 +135,6 @@ void par_archive_limits_default(par_archive_limits_t *lim)
     lim->max_ratio = 200;
 }
 
-static void to_hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 void par_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -153,7 +143,7 @@ void par_sha256_hex(const void *data, size_t len, char out[65])
         out[0] = '\0'; /* OpenSSL out of memory: an empty digest matches nothing */
         return;
     }
-    to_hex(md, n, out);
+    par_hex_encode(md, n, out);
 }
 
 #define HASH_CHUNK (1u << 20)
@@ -306,7 +296,7 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     }
     out->data = data;
     out->len = len;
-    to_hex(digest, dlen, out->sha256);
+    par_hex_encode(digest, dlen, out->sha256);
     if (b2_running) {
         b2_publish(&b2, len, 1);
         pthread_join(b2_tid, NULL);

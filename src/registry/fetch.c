@@ -60,8 +60,8 @@ void par_fetch_result_free(par_fetch_result_t *r)
 
 static int unreserved(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 static void append_encoded_key(par_buf_t *out, const char *key)
@@ -222,16 +222,6 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void hex(const unsigned char *d, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Quotes at most 200 bytes of a server's error body, one line. */
 static void quote_body(par_buf_t *err, const par_buf_t *b)
 {
@@ -268,8 +258,8 @@ int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r,
         const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
         const char *tok = getenv("AWS_SESSION_TOKEN");
         if (ak && *ak && sk && *sk) {
-            if (strchr(ak, ':') || (size_t)snprintf(userpwd, sizeof(userpwd), "%s:%s", ak, sk) >=
-                                       sizeof(userpwd)) {
+            if (strchr(ak, ':') ||
+                (size_t)snprintf(userpwd, sizeof(userpwd), "%s:%s", ak, sk) >= sizeof(userpwd)) {
                 par_buf_appendf(err, "%s: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are malformed\n",
                                 url);
                 rc = PAR_E_INVALID_ARGUMENT;
@@ -377,7 +367,8 @@ int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r,
         rc = PAR_OK;
         par_buf_terminate(&x.errbody);
         if (x.too_large || cc == CURLE_FILESIZE_EXCEEDED) {
-            par_buf_appendf(&am, "%s: larger than the cap of %llu bytes (registry.max_download_mb)\n",
+            par_buf_appendf(&am,
+                            "%s: larger than the cap of %llu bytes (registry.max_download_mb)\n",
                             url, (unsigned long long)o->max_bytes);
             rc = PAR_E_TOO_LARGE;
         } else if (cc != CURLE_OK) {
@@ -393,9 +384,8 @@ int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r,
             retry = retryable_curl(cc);
         } else if (code == 304 && o->if_none_match) {
             r->not_modified = 1;
-        } else if (code == 404 || (is_s3 && code == 403 && strstr(x.errbody.data ? x.errbody.data
-                                                                                 : "",
-                                                                      "NoSuchKey"))) {
+        } else if (code == 404 || (is_s3 && code == 403 &&
+                                   strstr(x.errbody.data ? x.errbody.data : "", "NoSuchKey"))) {
             par_buf_appendf(&am, "%s: not found (HTTP %ld)\n", url, code);
             rc = PAR_E_NOT_FOUND;
         } else if (code != 0 && (code < 200 || code > 299)) {
@@ -411,7 +401,7 @@ int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r,
                 par_buf_appendf(&am, "%s: SHA-256 failed\n", url);
                 rc = PAR_E_INTERNAL;
             } else {
-                hex(md, 32, r->sha256);
+                par_hex_encode(md, 32, r->sha256);
                 crypto_generichash_final(&x.b2, r->blake2b, 64);
             }
         }

@@ -28,6 +28,7 @@
 #include "runtime/id.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
+#include "util/proc.h"
 
 /* ---- config ----------------------------------------------------------------- */
 
@@ -449,18 +450,9 @@ static char *find_worker(const char *configured)
     const char *env = getenv("PAR_WORKER");
     if (env && *env)
         return strdup(env);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            char cand[PATH_MAX + 16];
-            snprintf(cand, sizeof(cand), "%.*s/par-worker", (int)(slash - self), self);
-            if (access(cand, X_OK) == 0)
-                return strdup(cand);
-        }
-    }
+    char cand[PATH_MAX];
+    if (par_exe_relative("par-worker", X_OK, cand, sizeof(cand)) == 0)
+        return strdup(cand);
     return strdup(PAR_WORKER_BUILD_PATH);
 }
 

@@ -161,3 +161,13 @@ char *par_buf_steal(par_buf_t *b, size_t *len)
     b->len = b->cap = 0;
     return d;
 }
+
+void par_hex_encode(const unsigned char *d, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

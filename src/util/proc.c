@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -150,4 +151,19 @@ int par_file_read(const char *path, size_t cap, par_buf_t *out)
     close(fd);
     par_buf_terminate(out);
     return 0;
+}
+
+int par_exe_relative(const char *rel, int mode, char *out, size_t n)
+{
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len <= 0)
+        return -1;
+    self[len] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash == NULL)
+        return -1;
+    if ((size_t)snprintf(out, n, "%.*s/%s", (int)(slash - self), self, rel) >= n)
+        return -1;
+    return access(out, mode) == 0 ? 0 : -1;
 }

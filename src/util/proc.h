@@ -27,6 +27,10 @@ typedef struct par_proc_result {
 int par_proc_run(const char *const argv[], const char *const envp[], uint32_t timeout_ms,
                  par_buf_t *out, par_proc_result_t *res);
 
+/* Builds "<directory of the running executable>/<rel>" into `out`; returns 0
+ * when that file exists and is accessible with `mode` (access(2)), -1 otherwise. */
+int par_exe_relative(const char *rel, int mode, char *out, size_t n);
+
 /* Reads a whole file of at most `cap` bytes into `out`. -1 with errno set on failure
  * (EFBIG when larger than `cap`). */
 int par_file_read(const char *path, size_t cap, par_buf_t *out);

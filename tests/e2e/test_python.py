@@ -148,6 +148,17 @@ def env(input):
     return {k: os.environ.get(k) for k in input}
 
 
+def host_modules(input):
+    found = []
+    for name in input:
+        try:
+            __import__(name)
+            found.append(name)
+        except ImportError:
+            pass
+    return found
+
+
 def hog(input):
     blocks = []
     while True:
@@ -155,7 +166,8 @@ def hog(input):
 """
 
 EXPORTS = ["plain", "with_context", "coro", "coro_with_context", "calls_private", "fails",
-           "not_json", "calls_missing", "slow", "slow_async", "chatty", "env", "hog"]
+           "not_json", "calls_missing", "slow", "slow_async", "chatty", "env", "hog",
+           "host_modules"]
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +224,12 @@ def test_private_sub_agent(srv):
     assert "pyagents/calls-private" in agents and "pyagents/secret" not in agents
     r = srv.post("pyagents/calls-missing", {"input": 1})
     assert r.json()["output"] == {"error": "agent_not_found", "type": "AgentCallError"}
+
+
+def test_host_site_packages_are_invisible(srv):
+    # installed on the host for PAR's own tests (python3-yaml, python3-requests)
+    r = srv.post("pyagents/host-modules", {"input": ["yaml", "requests", "json"]})
+    assert r.json()["output"] == ["json"]
 
 
 def test_exception_is_agent_error(srv):
