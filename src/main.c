@@ -71,6 +71,9 @@ typedef struct serve_opts {
     unsigned poll_ms, fetch_timeout_ms, connect_timeout_ms, fetch_retries;
     int fetch_retries_set;
     unsigned long max_download_mb, cache_max_mb;
+    /* worker sandbox */
+    char *sandbox_user, *sandbox_group;
+    unsigned sandbox_max_files, sandbox_max_processes;
     par_auth_config_t auth;
     /* Python agents and package environments */
     char *python, *wheelhouse;
@@ -414,6 +417,12 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->fetch_retries = (unsigned)atoi(v);
         o->fetch_retries_set = 1;
     }
+    set_str(&o->sandbox_user, yaml_str(d, "/sandbox/user"));
+    set_str(&o->sandbox_group, yaml_str(d, "/sandbox/group"));
+    if ((v = yaml_str(d, "/sandbox/max_files")))
+        o->sandbox_max_files = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/sandbox/max_processes")))
+        o->sandbox_max_processes = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/registry/max_download_mb")))
         o->max_download_mb = strtoul(v, NULL, 10);
     if ((v = yaml_str(d, "/cache/max_mb")))
@@ -491,6 +500,8 @@ static void load_env(serve_opts_t *o)
     set_str(&o->ca_file, getenv("PAR_REGISTRY_CA_FILE"));
     set_str(&o->s3_region, getenv("PAR_S3_REGION"));
     set_str(&o->s3_endpoint, getenv("PAR_S3_ENDPOINT"));
+    set_str(&o->sandbox_user, getenv("PAR_SANDBOX_USER"));
+    set_str(&o->sandbox_group, getenv("PAR_SANDBOX_GROUP"));
     set_str(&o->python, getenv("PAR_PYTHON"));
     set_str(&o->wheelhouse, getenv("PAR_WHEELHOUSE"));
     if ((v = getenv("PAR_ENV_ALLOW"))) { /* whitespace- or comma-separated names */
@@ -795,6 +806,10 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
             set_str(&o->index_url, v);
         else if (strcmp(a, "--ca-file") == 0)
             set_str(&o->ca_file, v);
+        else if (strcmp(a, "--sandbox-user") == 0)
+            set_str(&o->sandbox_user, v);
+        else if (strcmp(a, "--sandbox-group") == 0)
+            set_str(&o->sandbox_group, v);
         else if (strcmp(a, "--auth-mode") == 0 || strcmp(a, "--auth") == 0) {
             const char *eq = strcmp(a, "--auth") == 0 ? strchr(v, '=') : NULL;
             char key[64];
@@ -850,6 +865,7 @@ static void free_serve(serve_opts_t *o)
     }
     free(o->keys), free(o->key_strs), free(o->key_pins);
     free(o->ca_file), free(o->s3_region), free(o->s3_endpoint), free(o->index_url);
+    free(o->sandbox_user), free(o->sandbox_group);
     free(o->python), free(o->wheelhouse);
     for (size_t i = 0; i < o->nenv_allow; i++)
         free(o->env_allow[i]);
@@ -969,6 +985,10 @@ static int cmd_serve(int argc, char **argv)
     cfg.fetch_connect_timeout_ms = o.connect_timeout_ms;
     cfg.fetch_retries = o.fetch_retries_set ? o.fetch_retries : 3;
     cfg.max_download_bytes = (uint64_t)o.max_download_mb << 20;
+    cfg.sandbox_user = o.sandbox_user;
+    cfg.sandbox_group = o.sandbox_group;
+    cfg.sandbox_max_files = o.sandbox_max_files;
+    cfg.sandbox_max_processes = o.sandbox_max_processes;
     cfg.cache_max_bytes = (uint64_t)o.cache_max_mb << 20;
     cfg.python = o.python;
     cfg.wheelhouse = o.wheelhouse;
@@ -1271,6 +1291,9 @@ static int cmd_call(int argc, char **argv)
         fprintf(stderr, "par call: cannot create a temporary directory: %s\n", strerror(errno));
         return 1;
     }
+    /* searchable, not readable: sandboxed workers (another uid when root) reach
+     * the package cache below it */
+    chmod(tmpl, 0711);
     par_config_t cfg;
     par_config_init(&cfg);
     cfg.state_dir = tmpl;

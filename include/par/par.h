@@ -152,6 +152,12 @@ typedef struct par_config {
     uint64_t cache_max_bytes; /**< extracted-package cache cap, LRU of unloaded ones; 0 = none */
     const char *index_url;    /**< registry index (https:// or s3://) polled and converged to */
     uint32_t index_poll_ms;   /**< poll interval, default 30000 */
+    /* worker sandbox (docs/sandbox.md) */
+    const char *sandbox_user;       /**< uid workers run as when the runtime is root (name or
+                                         number), default "nobody" */
+    const char *sandbox_group;      /**< their gid (name or number), default: the user's group */
+    unsigned sandbox_max_files;     /**< RLIMIT_NOFILE of a worker, default 1024 */
+    unsigned sandbox_max_processes; /**< RLIMIT_NPROC of the workers' uid, default 1024 */
     /* Python agents */
     const char *python;           /**< interpreter, default "/usr/bin/python3" */
     const char *python_shim;      /**< the Python worker script; default: found automatically */

@@ -562,6 +562,11 @@ static json_t *package_json(par_pkgver_t *pv)
         par_pool_stats(pv->pool, &st);
         json_object_set_new(o, "health", json_string(st.crash_loop ? "crash_loop" : "ok"));
         json_object_set_new(o, "crashes_in_row", json_integer(st.crashes_in_row));
+        json_object_set_new(o, "sandbox", par_pool_sandbox(pv->pool));
+    } else if (pv->isolation == PAR_ISOLATION_IN_PROCESS && pv->manifest) {
+        /* the operator trusted it: its code runs inside the runtime, unconfined */
+        json_object_set_new(o, "sandbox",
+                            json_pack("{s:b, s:s}", "enabled", 0, "reason", "trusted in-process"));
     }
     return o;
 }
@@ -628,10 +633,9 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
                           (int)agents, "build", "agent_abi", PAR_AGENT_ABI, "compiler", __VERSION__,
                           "date", __DATE__, "listen", h->address, "http_threads", (int)h->nloops);
     json_object_set_new(o, "registry", rt->index ? par_index_status(rt->index) : json_null());
-    json_object_set_new(
-        o, "trust",
-        json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned, "trusted_keys",
-                  (json_int_t)rt->trust.nkeys));
+    json_object_set_new(o, "trust",
+                        json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned,
+                                  "trusted_keys", (json_int_t)rt->trust.nkeys));
     json_object_set_new(o, "auth", par_auth_describe(h->opts.auth));
     send_json(req, 200, o, rid);
 }
@@ -877,8 +881,8 @@ static void handle_deploy(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0
         send_error(req, PAR_E_BAD_REQUEST,
                    H2O_STRLIT("\"path\" is a path on this host; pass a URL as \"url\""), rid);
     } else {
-        start_deploy(l, req, path ? path : url, json_string_value(jsha),
-                     json_string_value(jsig), 201, rid, t0);
+        start_deploy(l, req, path ? path : url, json_string_value(jsha), json_string_value(jsig),
+                     201, rid, t0);
         json_decref(doc);
         return;
     }

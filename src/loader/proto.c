@@ -67,8 +67,9 @@ int par_proto_decode(const uint8_t *buf, size_t len, size_t max_body, par_frame_
 
 const char *par_proto_type_name(int type)
 {
-    static const char *const names[] = {"?",           "HELLO", "INVOKE", "RESULT", "ERROR", "CALL",
-                                        "CALL_RESULT", "LOG",   "USAGE",  "CHUNK",  "CANCEL"};
+    static const char *const names[] = {"?",     "HELLO", "INVOKE",      "RESULT",
+                                        "ERROR", "CALL",  "CALL_RESULT", "LOG",
+                                        "USAGE", "CHUNK", "CANCEL",      "SANDBOX"};
     if (type < 1 || type > PAR_FRAME_TYPE_MAX)
         return "?";
     return names[type];

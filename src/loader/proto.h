@@ -38,7 +38,8 @@ typedef enum par_frame_type {
     PAR_FRAME_USAGE = 8,
     PAR_FRAME_CHUNK = 9,
     PAR_FRAME_CANCEL = 10,
-    PAR_FRAME_TYPE_MAX = 10,
+    PAR_FRAME_SANDBOX = 11, /* par-worker → runtime, before HELLO: the sandbox applied */
+    PAR_FRAME_TYPE_MAX = 11,
 } par_frame_type_t;
 
 typedef struct par_frame {

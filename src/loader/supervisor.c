@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
@@ -20,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,6 +70,8 @@ struct par_worker {
     unsigned lines_in_window;
     uint64_t lines_dropped;
     tag_t sock_tag, out_tag;
+    char *scratch;   /* its private writable directory, removed when it is gone */
+    json_t *sandbox; /* what par-worker reported it applied (SANDBOX frame), or NULL */
 };
 
 struct par_pool {
@@ -99,6 +103,8 @@ struct par_pool {
     char *start_error;
     unsigned min_workers, max_workers, concurrency;
     size_t max_output;
+    json_t *sandbox;    /* the sandbox of the newest ready worker */
+    int sandbox_warned; /* degraded layers are logged once per package version */
 };
 
 struct par_super {
@@ -112,6 +118,7 @@ struct par_super {
     par_pool_t *pools;
     uint64_t next_wid;
     int64_t next_maint_ms;
+    char *scratch_base; /* <state_dir>/scratch: one directory per live worker */
 };
 
 static void pool_free(par_pool_t *p);
@@ -328,6 +335,49 @@ static void close_if(int *fd)
     *fd = -1;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    if (remove(path) != 0 && errno != ENOENT)
+        par_log_msg(PAR_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Removes a directory tree without following symbolic links or leaving the
+ * file system: what a worker wrote is not trusted. */
+static void remove_tree(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Creates the private scratch directory of a new worker, owned by the
+ * worker's uid, mode 0700. Returns its path (owned) or NULL. */
+static char *make_scratch(par_super_t *s, par_pool_t *p, uint64_t wid)
+{
+    par_runtime_t *rt = s->rt;
+    char *dir = NULL;
+    if (s->scratch_base == NULL || asprintf(&dir, "%s/%s@%s.%llu", s->scratch_base, p->name,
+                                            p->version, (unsigned long long)wid) < 0)
+        return NULL;
+    remove_tree(dir); /* a leftover of an earlier runtime with the same numbering */
+    if (mkdir(dir, 0700) != 0 ||
+        (rt->worker_uid >= 0 && chown(dir, (uid_t)rt->worker_uid, (gid_t)rt->worker_gid) != 0)) {
+        par_log_msg(PAR_LOG_ERROR, "cannot create the worker scratch directory %s: %s", dir,
+                    strerror(errno));
+        rmdir(dir);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+/* Kills a worker and every process it started (its process group). */
+static void kill_worker(par_worker_t *w)
+{
+    kill(-w->pid, SIGKILL);
+    kill(w->pid, SIGKILL);
+}
+
 /* Pool lock held. */
 static int spawn_worker(par_pool_t *p)
 {
@@ -344,12 +394,39 @@ static int spawn_worker(par_pool_t *p)
     posix_spawn_file_actions_adddup2(&fa, pp[1], 1);
     posix_spawn_file_actions_adddup2(&fa, pp[1], 2);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    /* its own process group: whatever it leaves behind is killed with it */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    pthread_mutex_lock(&s->lock);
+    uint64_t wid = ++s->next_wid;
+    pthread_mutex_unlock(&s->lock);
+    char *scratch = make_scratch(s, p, wid);
+    size_t argc = 0;
+    while (p->argv[argc])
+        argc++;
+    char **argv = calloc(argc + 3, sizeof(char *));
+    int rc = scratch && argv ? 0 : EIO;
+    if (rc == 0) {
+        /* right after the program name: a trailing --exec PROG must stay last */
+        argv[0] = p->argv[0];
+        argv[1] = (char *)"--scratch";
+        argv[2] = scratch;
+        memcpy(argv + 3, p->argv + 1, argc * sizeof(char *));
+    }
     pid_t pid;
-    int rc = posix_spawn(&pid, p->argv[0], &fa, NULL, p->argv, p->envp);
+    if (rc == 0)
+        rc = posix_spawn(&pid, p->argv[0], &fa, &attr, argv, p->envp);
+    free(argv);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(sv[1]);
     close(pp[1]);
     if (rc != 0) {
+        if (scratch)
+            remove_tree(scratch);
+        free(scratch);
         par_log_msg(PAR_LOG_ERROR, "cannot start worker %s: %s", p->argv[0], strerror(rc));
         close(sv[0]);
         close(pp[0]);
@@ -376,9 +453,8 @@ static int spawn_worker(par_pool_t *p)
     par_buf_init(&w->out, 256u << 20);
     w->sock_tag = (tag_t){TAG_SOCK, w};
     w->out_tag = (tag_t){TAG_OUT, w};
-    pthread_mutex_lock(&s->lock);
-    w->wid = ++s->next_wid;
-    pthread_mutex_unlock(&s->lock);
+    w->wid = wid;
+    w->scratch = scratch;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &w->sock_tag};
     epoll_ctl(s->ep, EPOLL_CTL_ADD, w->fd, &ev);
     struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &w->out_tag};
@@ -448,6 +524,18 @@ static void describe_exit(int st, char *buf, size_t n)
 static void drain_output(par_worker_t *w);
 static int output_allowed(par_worker_t *w);
 
+/* The worker is gone: its scratch directory goes with it. */
+static void worker_free_sandbox(par_worker_t *w)
+{
+    if (w->scratch) {
+        remove_tree(w->scratch);
+        free(w->scratch);
+        w->scratch = NULL;
+    }
+    json_decref(w->sandbox);
+    w->sandbox = NULL;
+}
+
 static void worker_dead(par_worker_t *w)
 {
     par_pool_t *p = w->pool;
@@ -455,7 +543,7 @@ static void worker_dead(par_worker_t *w)
     drain_output(w);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->fd, NULL);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->out_fd, NULL);
-    kill(w->pid, SIGKILL);
+    kill_worker(w);
     int st = 0;
     while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
         ;
@@ -475,7 +563,14 @@ static void worker_dead(par_worker_t *w)
             c->_hnext = NULL;
             c->_worker = NULL;
             char msg[640];
-            if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
+            int status = PAR_E_AGENT_CRASHED;
+            if (w->kill_reason && strcmp(w->kill_reason, "protocol error") == 0) {
+                status = PAR_E_PROTOCOL;
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' broke the worker protocol and "
+                         "was stopped",
+                         (int)w->pid, c->agent_id);
+            } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
                 snprintf(msg, sizeof(msg),
                          "the worker (pid %d) running agent '%s' used up its CPU time limit of "
                          "%u s (RLIMIT_CPU) and was stopped",
@@ -488,7 +583,7 @@ static void worker_dead(par_worker_t *w)
             else
                 snprintf(msg, sizeof(msg), "the worker (pid %d) running agent '%s' died: %s",
                          (int)w->pid, c->agent_id, how);
-            set_fail(c, PAR_E_AGENT_CRASHED, msg);
+            set_fail(c, status, msg);
             release_slot(p, c);
             done_push(&done, c);
         }
@@ -554,6 +649,7 @@ static void worker_dead(par_worker_t *w)
     }
     par_buf_free(&w->in);
     par_buf_free(&w->out);
+    worker_free_sandbox(w);
     free(w);
     done_run(&done);
 }
@@ -607,16 +703,64 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
     par_pool_t *p = w->pool;
     done_list_t done = {NULL};
     switch (f->type) {
-    case PAR_FRAME_HELLO:
+    case PAR_FRAME_SANDBOX: {
+        /* par-worker's own report, sent before it loads or execs package code;
+         * only the first one counts and only before HELLO */
+        json_t *h = f->header_len ? json_loadb(f->header, f->header_len, 0, NULL) : NULL;
+        json_t *sb = json_object_get(h, "sandbox");
+        pthread_mutex_lock(&p->lock);
+        if (w->state == W_STARTING && w->sandbox == NULL && json_is_object(sb))
+            w->sandbox = json_incref(sb);
+        pthread_mutex_unlock(&p->lock);
+        json_decref(h);
+        break;
+    }
+    case PAR_FRAME_HELLO: {
+        json_t *h = f->header_len ? json_loadb(f->header, f->header_len, 0, NULL) : NULL;
+        json_t *hpid = json_object_get(h, "pid");
+        if (hpid && json_integer_value(hpid) != w->pid) {
+            par_log_msg(PAR_LOG_ERROR,
+                        "worker %d of %s said HELLO for pid %lld: not the worker it started",
+                        (int)w->pid, p->name, (long long)json_integer_value(hpid));
+            w->kill_reason = "protocol error";
+            json_decref(h);
+            kill_worker(w);
+            break;
+        }
         pthread_mutex_lock(&p->lock);
         if (w->state == W_STARTING) {
+            if (w->sandbox == NULL) {
+                /* no report from par-worker: a worker started some other way */
+                json_t *sb = json_object_get(h, "sandbox");
+                w->sandbox = json_is_object(sb) ? json_incref(sb)
+                                                : json_pack("{s:b, s:s}", "enabled", 0, "reason",
+                                                            "the worker reported no sandbox");
+            }
+            json_decref(p->sandbox);
+            p->sandbox = json_incref(w->sandbox);
             w->state = W_READY;
             p->started = 1;
             drain_queue(p);
         }
+        json_t *degraded = json_object_get(p->sandbox, "degraded");
+        int warn = !p->sandbox_warned && json_array_size(degraded) > 0;
+        p->sandbox_warned |= warn;
+        char *list = warn ? json_dumps(degraded, JSON_COMPACT) : NULL;
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->lock);
+        if (list) {
+            par_logline_t l;
+            if (par_log_begin(&l, PAR_LOG_WARN, "worker sandbox degraded")) {
+                par_log_str(&l, "package", p->name);
+                par_log_str(&l, "version", p->version);
+                par_log_str(&l, "degraded", list);
+                par_log_end(&l);
+            }
+            free(list);
+        }
+        json_decref(h);
         break;
+    }
     case PAR_FRAME_RESULT:
     case PAR_FRAME_ERROR: {
         json_t *h = f->header_len ? json_loadb(f->header, f->header_len, 0, NULL) : NULL;
@@ -638,7 +782,7 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
         int kill_now = w->state == W_RETIRING && w->inflight == 0;
         pthread_mutex_unlock(&p->lock);
         if (kill_now)
-            kill(w->pid, SIGKILL);
+            kill_worker(w);
         if (c == NULL) {
             json_decref(h);
             break; /* answered after its deadline: already completed */
@@ -849,13 +993,13 @@ static void pool_maintain(par_pool_t *p, int64_t now)
             }
         }
         if (w->state == W_RETIRING && w->inflight == 0)
-            kill(w->pid, SIGKILL);
+            kill_worker(w);
         /* a worker that never says HELLO is killed */
         if (w->state == W_STARTING && now - w->started_ms > START_TIMEOUT_MS) {
             w->kill_reason = "start timeout";
             if (p->start_error == NULL)
                 p->start_error = strdup("worker did not become ready within 10 s");
-            kill(w->pid, SIGKILL);
+            kill_worker(w);
         }
     }
     /* deadlines of queued calls */
@@ -911,7 +1055,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
             if (w->inflight == 0 || p->stop_now) {
                 if (w->kill_reason == NULL)
                     w->kill_reason = "stopped";
-                kill(w->pid, SIGKILL);
+                kill_worker(w);
             }
         }
         if (p->stop_now) {
@@ -1012,6 +1156,19 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
         return PAR_E_NO_MEMORY;
     s->rt = rt;
     pthread_mutex_init(&s->lock, NULL);
+    /* scratch directories: left over from a runtime that died are removed;
+     * the base is searchable, each worker's own is private to its uid */
+    char *base = NULL;
+    if (asprintf(&base, "%s/scratch", rt->state_dir) >= 0) {
+        remove_tree(base);
+        if (mkdir(base, 0711) == 0 || errno == EEXIST) {
+            chmod(base, 0711);
+            s->scratch_base = realpath(base, NULL);
+        }
+        if (s->scratch_base == NULL)
+            par_log_msg(PAR_LOG_ERROR, "cannot create %s: %s", base, strerror(errno));
+        free(base);
+    }
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->wake_tag = (tag_t){TAG_WAKE, NULL};
@@ -1022,6 +1179,7 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
             close(s->ep);
         if (s->wake_fd >= 0)
             close(s->wake_fd);
+        free(s->scratch_base);
         free(s);
         return PAR_E_IO;
     }
@@ -1061,18 +1219,20 @@ void par_super_free(par_super_t *s)
         while (p->workers) {
             par_worker_t *w = p->workers;
             p->workers = w->next;
-            kill(w->pid, SIGKILL);
+            kill_worker(w);
             waitpid(w->pid, NULL, 0);
             close_if(&w->fd);
             close_if(&w->out_fd);
             par_buf_free(&w->in);
             par_buf_free(&w->out);
+            worker_free_sandbox(w);
             free(w);
         }
         pool_free(p);
     }
     close(s->ep);
     close(s->wake_fd);
+    free(s->scratch_base);
     free(s);
 }
 
@@ -1087,6 +1247,7 @@ static void pool_free(par_pool_t *p)
     free(p->name);
     free(p->version);
     free(p->start_error);
+    json_decref(p->sandbox);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
@@ -1126,13 +1287,77 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     if (p->min_workers > p->max_workers)
         p->max_workers = p->min_workers;
 
+    /* par-worker puts itself in the sandbox (docs/sandbox.md), then runs the
+     * package: native exports itself, Python by exec'ing the interpreter with
+     * the shim. The scratch directory is added per worker (spawn_worker). */
     size_t argc = 0;
-    p->argv = calloc(24 + 2 * m->export_count, sizeof(char *));
-    if (m->runtime_kind == PAR_RUNTIME_PYTHON) {
+    p->argv = calloc(56 + 2 * m->export_count, sizeof(char *));
+    p->argv[argc++] = strdup(rt->worker_path);
+    p->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
+    int python = m->runtime_kind == PAR_RUNTIME_PYTHON;
+#ifdef PAR_SANITIZE_BUILD
+    /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS for
+     * an instrumented process. The Python shim applies the limit itself,
+     * after par-worker has exec'd the (uninstrumented) interpreter. */
+    if (!python)
+        p->memory_mb = 0;
+    unsigned sandbox_memory_mb = 0;
+#else
+    unsigned sandbox_memory_mb = p->memory_mb;
+#endif
+    p->cpu_seconds = rt->cfg.worker_cpu_seconds;
+    if (p->cpu_seconds) {
+        p->argv[argc++] = strdup("--cpu-seconds");
+        p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
+    }
+    if (sandbox_memory_mb) {
+        p->argv[argc++] = strdup("--memory-mb");
+        p->argv[argc++] = xasprintf("%u", sandbox_memory_mb);
+    }
+    if (rt->worker_uid >= 0) {
+        p->argv[argc++] = strdup("--uid");
+        p->argv[argc++] = xasprintf("%ld", rt->worker_uid);
+        p->argv[argc++] = strdup("--gid");
+        p->argv[argc++] = xasprintf("%ld", rt->worker_gid);
+    }
+    if (rt->cfg.sandbox_max_files) {
+        p->argv[argc++] = strdup("--max-files");
+        p->argv[argc++] = xasprintf("%u", rt->cfg.sandbox_max_files);
+    }
+    if (rt->cfg.sandbox_max_processes) {
+        p->argv[argc++] = strdup("--max-processes");
+        p->argv[argc++] = xasprintf("%u", rt->cfg.sandbox_max_processes);
+    }
+    if (par_manifest_has_capability(m, "network"))
+        p->argv[argc++] = strdup("--network");
+    if (par_manifest_has_capability(m, "subprocess"))
+        p->argv[argc++] = strdup("--subprocess");
+    if (python) {
+        p->argv[argc++] = strdup("--fd");
+        p->argv[argc++] = strdup("3");
+        p->argv[argc++] = strdup("--root");
+        p->argv[argc++] = strdup(pv->root);
+        /* what the interpreter reads besides /usr: the shim, the package's
+         * site-packages */
+        char *shim_dir = strdup(rt->python_shim);
+        char *slash = shim_dir ? strrchr(shim_dir, '/') : NULL;
+        if (slash && slash != shim_dir) {
+            *slash = '\0';
+            p->argv[argc++] = strdup("--ro");
+            p->argv[argc++] = shim_dir;
+        } else {
+            free(shim_dir);
+        }
+        if (pv->python_site) {
+            p->argv[argc++] = strdup("--ro");
+            p->argv[argc++] = strdup(pv->python_site);
+        }
         /* -I: no PYTHON* variables, no user site, no script directory on
          * sys.path; -S: no site module (no system site-packages, nothing read
          * from /etc); -B: the package directory is never written to. A
-         * package's requirements come in through --site. */
+         * package's requirements come in through --site. Everything after
+         * --exec is the interpreter's. */
+        p->argv[argc++] = strdup("--exec");
         p->argv[argc++] = strdup(rt->cfg.python);
         p->argv[argc++] = strdup("-I");
         p->argv[argc++] = strdup("-S");
@@ -1142,8 +1367,14 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
             p->argv[argc++] = strdup("--site");
             p->argv[argc++] = strdup(pv->python_site);
         }
-    } else {
-        p->argv[argc++] = strdup(rt->worker_path);
+        if (p->memory_mb) {
+            p->argv[argc++] = strdup("--memory-mb");
+            p->argv[argc++] = xasprintf("%u", p->memory_mb);
+        }
+        if (p->cpu_seconds) {
+            p->argv[argc++] = strdup("--cpu-seconds");
+            p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
+        }
     }
     p->argv[argc++] = strdup("--fd");
     p->argv[argc++] = strdup("3");
@@ -1153,21 +1384,6 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->argv[argc++] = xasprintf("%zu", pv->max_input);
     p->argv[argc++] = strdup("--max-output");
     p->argv[argc++] = xasprintf("%zu", rt->cfg.max_output_bytes);
-    p->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
-#ifdef PAR_SANITIZE_BUILD
-    /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS there */
-    if (m->runtime_kind == PAR_RUNTIME_NATIVE)
-        p->memory_mb = 0;
-#endif
-    p->cpu_seconds = rt->cfg.worker_cpu_seconds;
-    if (p->cpu_seconds) {
-        p->argv[argc++] = strdup("--cpu-seconds");
-        p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
-    }
-    if (p->memory_mb) {
-        p->argv[argc++] = strdup("--memory-mb");
-        p->argv[argc++] = xasprintf("%u", p->memory_mb);
-    }
     for (size_t i = 0; i < m->export_count; i++) {
         p->argv[argc++] = strdup("--export");
         p->argv[argc++] = xasprintf("%s=%s", m->exports[i].name, m->exports[i].entrypoint);
@@ -1330,6 +1546,14 @@ void par_pool_stop(par_pool_t *p, int now)
     p->stop_now |= now;
     pthread_mutex_unlock(&p->lock);
     wake(p->s);
+}
+
+json_t *par_pool_sandbox(par_pool_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    json_t *sb = p->sandbox ? json_deep_copy(p->sandbox) : NULL;
+    pthread_mutex_unlock(&p->lock);
+    return sb ? sb : json_pack("{s:b, s:s}", "enabled", 0, "reason", "no worker has started yet");
 }
 
 json_t *par_pool_describe(par_pool_t *p)

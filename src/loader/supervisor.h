@@ -35,6 +35,10 @@ void par_pool_stop(par_pool_t *p, int now);
  * it is stopped, its workers are gone and no reference is left. */
 void par_pool_release(par_pool_t *p);
 
+/* The sandbox its newest ready worker reported (par-worker's SANDBOX frame):
+ * a new JSON object, docs/sandbox.md. */
+json_t *par_pool_sandbox(par_pool_t *p);
+
 /* Describes the pool's workers as a JSON array (pid, state, in_flight, restarts). */
 json_t *par_pool_describe(par_pool_t *p);
 

@@ -1089,3 +1089,11 @@ const par_export_t *par_manifest_export(const par_manifest_t *m, const char *nam
             return &m->exports[i];
     return NULL;
 }
+
+int par_manifest_has_capability(const par_manifest_t *m, const char *cap)
+{
+    for (size_t i = 0; i < m->capabilities.count; i++)
+        if (strcmp(m->capabilities.items[i], cap) == 0)
+            return 1;
+    return 0;
+}

@@ -97,6 +97,9 @@ int par_manifest_valid_name(const char *s, size_t len);
 /* Returns 1 when `s` is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]). */
 int par_manifest_valid_semver(const char *s, size_t len);
 
+/* 1 when the package's top-level `capabilities` list holds `cap` ("network"). */
+int par_manifest_has_capability(const par_manifest_t *m, const char *cap);
+
 /* Finds an export by name ("" = main). NULL when absent. */
 const par_export_t *par_manifest_export(const par_manifest_t *m, const char *name);
 

@@ -28,6 +28,7 @@
 #include "registry/cache.h"
 #include "registry/index.h"
 #include "runtime/id.h"
+#include "sandbox/sandbox.h"
 #include "util/json.h"
 #include "util/proc.h"
 
@@ -62,6 +63,10 @@ void par__config_defaults(par_config_t *cfg)
         cfg->max_queue = 100;
     if (cfg->drain_ms == 0)
         cfg->drain_ms = 30000;
+    if (cfg->sandbox_max_files == 0)
+        cfg->sandbox_max_files = 1024;
+    if (cfg->sandbox_max_processes == 0)
+        cfg->sandbox_max_processes = 1024;
     if (cfg->python == NULL || cfg->python[0] == '\0')
         cfg->python = "/usr/bin/python3";
     if (cfg->pip_timeout_ms == 0)
@@ -490,6 +495,8 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     PAR__OWN(s3_region);
     PAR__OWN(s3_endpoint);
     PAR__OWN(index_url);
+    PAR__OWN(sandbox_user);
+    PAR__OWN(sandbox_group);
     PAR__OWN(wheelhouse);
 #undef PAR__OWN
     rt->python = strdup(rt->cfg.python); /* defaulted above */
@@ -514,6 +521,27 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
                     rt->state_dir, strerror(errno));
         par_runtime_destroy(rt);
         return PAR_E_IO;
+    }
+    /* workers of a root runtime run as an unprivileged user (docs/sandbox.md) */
+    rt->worker_uid = rt->worker_gid = -1;
+    if (geteuid() == 0) {
+        par_buf_t uerr;
+        par_buf_init(&uerr, 0);
+        uid_t uid;
+        gid_t gid;
+        const char *user = rt->sandbox_user ? rt->sandbox_user : "nobody";
+        if (par_sandbox_resolve_ids(user, rt->sandbox_group, &uid, &gid, &uerr) != PAR_OK) {
+            par_log_msg(PAR_LOG_ERROR, "%.*s", (int)uerr.len, uerr.data ? uerr.data : "");
+            par_buf_free(&uerr);
+            par_runtime_destroy(rt);
+            return PAR_E_INVALID_ARGUMENT;
+        }
+        par_buf_free(&uerr);
+        if (uid == 0)
+            par_log_msg(PAR_LOG_WARN, "sandbox.user is root: workers keep every privilege of "
+                                      "the runtime");
+        else
+            rt->worker_uid = (long)uid, rt->worker_gid = (long)gid;
     }
     par_buf_t terr;
     par_buf_init(&terr, 0);
@@ -577,6 +605,7 @@ void par_runtime_destroy(par_runtime_t *rt)
     free(rt->trusted);
     par_trust_free(&rt->trust);
     free(rt->ca_file), free(rt->s3_region), free(rt->s3_endpoint), free(rt->index_url);
+    free(rt->sandbox_user), free(rt->sandbox_group);
     free(rt->state_dir);
     free(rt->cache_dir);
     free(rt->worker_path);

@@ -89,6 +89,8 @@ struct par_runtime {
     char *state_dir;
     char *cache_dir;
     char *worker_path;
+    char *sandbox_user, *sandbox_group; /* owned copies of cfg strings */
+    long worker_uid, worker_gid;        /* workers switch to these; -1 when not root */
     char **trusted;
     pthread_mutex_t lock; /* pkgs, table pointer, deploy serialisation */
     pthread_mutex_t deploy_lock;

@@ -7,7 +7,12 @@
  * (docs/worker-protocol.md) until the socket closes.
  *
  *   par-worker --fd N --root DIR [--max-input BYTES] [--max-output BYTES]
- *              --export NAME=path/lib.so:symbol [--export …]
+ *              [sandbox options] --export NAME=path/lib.so:symbol [--export …]
+ *   par-worker --fd N --root DIR [sandbox options] --exec PROG [ARGS…]
+ *
+ * Before it loads any agent code it puts itself in the sandbox
+ * (sandbox/sandbox.h); with --exec it then execs PROG, which inherits the
+ * sandbox and descriptors 0-3 and speaks the protocol itself.
  *
  * Threads: the main thread reads frames; INVOKE frames go to a pool of handler
  * threads that grows when every thread is busy (so agents that call siblings
@@ -38,6 +43,7 @@
 #include <par/par.h>
 
 #include "loader/proto.h"
+#include "sandbox/sandbox.h"
 #include "util/buf.h"
 
 #define MAX_EXPORTS 256
@@ -85,8 +91,6 @@ typedef struct wcall {
 static int g_fd = -1;
 static size_t g_max_input = 64u << 20;
 static size_t g_max_output = 16u << 20;
-static unsigned long g_memory_mb;   /* address-space limit, 0 = none */
-static unsigned long g_cpu_seconds; /* CPU time limit, 0 = none */
 static wexport_t g_exports[MAX_EXPORTS];
 static size_t g_nexports;
 
@@ -525,7 +529,8 @@ static void load_exports(const char *root)
         char path[PATH_MAX];
         if (e->lib[0] == '/' || strstr(e->lib, ".."))
             die("export '%s': library path '%s' must be relative to the package", e->name, e->lib);
-        snprintf(path, sizeof(path), "%s/%s", root, e->lib);
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, e->lib) >= sizeof(path))
+            die("export '%s': library path too long", e->name);
         void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
         if (h == NULL)
             die("%s: cannot load: %s", e->lib, dlerror());
@@ -565,9 +570,24 @@ static void parse_export(const char *arg)
     e->symbol = strdup(colon + 1);
 }
 
+static unsigned long parse_ulong(const char *opt, const char *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno || *end || *v == '\0' || *v == '-')
+        die("%s: '%s' is not a number", opt, v);
+    return n;
+}
+
+#define MAX_RO 64
+
 int main(int argc, char **argv)
 {
     const char *root = NULL;
+    char **exec_argv = NULL;
+    const char *ro[MAX_RO];
+    par_sandbox_opts_t sb = {.uid = -1, .gid = -1, .ro = ro};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -578,13 +598,34 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--max-input") == 0 && v) {
             g_max_input = strtoull(v, NULL, 10), i++;
         } else if (strcmp(a, "--cpu-seconds") == 0 && v) {
-            g_cpu_seconds = strtoul(v, NULL, 10), i++;
+            sb.cpu_seconds = parse_ulong(a, v), i++;
         } else if (strcmp(a, "--memory-mb") == 0 && v) {
-            g_memory_mb = strtoul(v, NULL, 10), i++;
+            sb.memory_mb = parse_ulong(a, v), i++;
+        } else if (strcmp(a, "--max-files") == 0 && v) {
+            sb.max_files = parse_ulong(a, v), i++;
+        } else if (strcmp(a, "--max-processes") == 0 && v) {
+            sb.max_procs = parse_ulong(a, v), i++;
+        } else if (strcmp(a, "--uid") == 0 && v) {
+            sb.uid = (long)parse_ulong(a, v), i++;
+        } else if (strcmp(a, "--gid") == 0 && v) {
+            sb.gid = (long)parse_ulong(a, v), i++;
+        } else if (strcmp(a, "--scratch") == 0 && v) {
+            sb.scratch = v, i++;
+        } else if (strcmp(a, "--ro") == 0 && v) {
+            if (sb.ro_count == MAX_RO)
+                die("too many --ro paths (at most %d)", MAX_RO);
+            ro[sb.ro_count++] = v, i++;
+        } else if (strcmp(a, "--network") == 0) {
+            sb.network = 1;
+        } else if (strcmp(a, "--subprocess") == 0) {
+            sb.subprocess = 1;
         } else if (strcmp(a, "--max-output") == 0 && v) {
             g_max_output = strtoull(v, NULL, 10), i++;
         } else if (strcmp(a, "--export") == 0 && v) {
             parse_export(v), i++;
+        } else if (strcmp(a, "--exec") == 0 && v) {
+            exec_argv = argv + i + 1; /* the rest is the program and its arguments */
+            break;
         } else {
             fprintf(stderr,
                     "par-worker: unknown argument '%s'\n"
@@ -595,6 +636,8 @@ int main(int argc, char **argv)
     }
     if (g_fd < 0 || root == NULL)
         die("--fd and --root are required");
+    if (exec_argv && g_nexports)
+        die("--exec and --export exclude each other");
     /* nothing of the runtime's may leak into package code: keep 0-2 and the
      * protocol socket, close every other inherited descriptor */
     if (g_fd != 3) {
@@ -606,31 +649,71 @@ int main(int argc, char **argv)
         for (int fd = 4; fd < 1024; fd++)
             close(fd);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (g_memory_mb) {
-        /* before any package code runs: the package lives inside this limit */
-        struct rlimit rl = {(rlim_t)g_memory_mb << 20, (rlim_t)g_memory_mb << 20};
-        if (setrlimit(RLIMIT_AS, &rl) != 0)
-            die("cannot set the memory limit of %lu MB: %s", g_memory_mb, strerror(errno));
-    }
-    if (g_cpu_seconds) {
-        /* SIGXCPU at the soft limit ends the worker; the runtime names the limit */
-        struct rlimit rl = {(rlim_t)g_cpu_seconds, (rlim_t)g_cpu_seconds + 1};
-        if (setrlimit(RLIMIT_CPU, &rl) != 0)
-            die("cannot set the CPU limit of %lu s: %s", g_cpu_seconds, strerror(errno));
-    }
-    struct rlimit core = {0, 0};
-    setrlimit(RLIMIT_CORE, &core);
     if (getppid() == 1)
         return 0;
     signal(SIGPIPE, SIG_IGN);
 
-    load_exports(root);
+    char root_abs[PATH_MAX], scratch_abs[PATH_MAX], exec_abs[PATH_MAX];
+    if (realpath(root, root_abs) == NULL)
+        die("package directory %s: %s", root, strerror(errno));
+    sb.root = root_abs;
+    if (sb.scratch) {
+        if (realpath(sb.scratch, scratch_abs) == NULL)
+            die("scratch directory %s: %s", sb.scratch, strerror(errno));
+        sb.scratch = scratch_abs;
+        /* temporary files and a home for libraries that want one */
+        setenv("TMPDIR", scratch_abs, 1);
+        setenv("HOME", scratch_abs, 1);
+    }
+    if (exec_argv) {
+        if (exec_argv[0] == NULL || exec_argv[0][0] != '/')
+            die("--exec needs an absolute program path");
+        if (realpath(exec_argv[0], exec_abs) == NULL)
+            die("--exec %s: %s", exec_argv[0], strerror(errno));
+        sb.exec_path = exec_abs;
+    }
+
+    /* the sandbox, before any package code is loaded */
+    json_t *report = NULL;
+    par_buf_t sberr;
+    par_buf_init(&sberr, 4096);
+    if (par_sandbox_apply(&sb, &report, &sberr) != PAR_OK) {
+        par_buf_terminate(&sberr);
+        die("sandbox: %s", sberr.data ? sberr.data : "failed");
+    }
+    par_buf_free(&sberr);
+    /* a change of credentials clears the parent-death signal: set it again */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        return 0;
+    if (chdir(root_abs) != 0)
+        die("package directory %s: %s", root_abs, strerror(errno));
+
+    /* what was applied goes to the runtime first, from this process: a program
+     * exec'd below could claim anything in its own HELLO */
+    json_t *sbhdr = json_pack("{s:O}", "sandbox", report);
+    send_json_frame(PAR_FRAME_SANDBOX, 0, sbhdr, NULL, 0);
+    json_decref(sbhdr);
+
+    if (exec_argv) {
+        char *js = json_dumps(report, JSON_COMPACT);
+        if (js == NULL || setenv("PAR_SANDBOX", js, 1) != 0)
+            die("out of memory");
+        free(js);
+        json_decref(report);
+        /* by the name given, not the resolved one: a virtual environment's
+         * python finds its pyvenv.cfg next to the link it was started as */
+        execv(exec_argv[0], exec_argv);
+        die("cannot exec %s: %s", exec_argv[0], strerror(errno));
+    }
+
+    load_exports(root_abs);
 
     json_t *names = json_array();
     for (size_t i = 0; i < g_nexports; i++)
         json_array_append_new(names, json_string(g_exports[i].name));
-    json_t *hello = json_pack("{s:i, s:s, s:i, s:o}", "protocol", PAR_PROTO_VERSION, "runtime",
-                              "native", "pid", (int)getpid(), "exports", names);
+    json_t *hello = json_pack("{s:i, s:s, s:i, s:o, s:o}", "protocol", PAR_PROTO_VERSION, "runtime",
+                              "native", "pid", (int)getpid(), "exports", names, "sandbox", report);
     send_json_frame(PAR_FRAME_HELLO, 0, hello, NULL, 0);
     json_decref(hello);
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -42,9 +43,44 @@ def run(*args, **kw):
     return subprocess.run([PAR, *args], **kw)
 
 
+_OWN_BASETEMP = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """As root, every test directory lives under a base of this session's own:
+    pytest resets the shared /tmp/pytest-of-root to 0700 whenever any session
+    starts, which would lock the workers' user out of a running test's files."""
+    global _OWN_BASETEMP
+    if os.geteuid() == 0 and not config.option.basetemp:
+        _OWN_BASETEMP = tempfile.mkdtemp(prefix="par-e2e-")
+        os.chmod(_OWN_BASETEMP, 0o711)
+        config.option.basetemp = os.path.join(_OWN_BASETEMP, "t")
+
+
+def pytest_unconfigure(config):
+    if _OWN_BASETEMP:
+        shutil.rmtree(_OWN_BASETEMP, ignore_errors=True)
+
+
+def make_searchable(path):
+    """Workers of a root runtime run as `nobody` (docs/sandbox.md): like an
+    operator's state directory, the test's directories must be searchable by
+    that user. pytest creates them 0700; add the search bit up the tree."""
+    if os.geteuid() != 0:
+        return
+    path = os.path.abspath(path)
+    while path != "/":
+        st = os.stat(path)
+        if st.st_uid == 0 and (st.st_mode & 0o001) == 0:
+            os.chmod(path, (st.st_mode & 0o7777) | 0o011)
+        path = os.path.dirname(path)
+
+
 class Server:
     def __init__(self, tmp, packages, args=(), expected_errors=(), wait_ready=True):
         self.tmp = tmp
+        make_searchable(tmp)
         self.pkgdir = os.path.join(tmp, "packages")
         os.makedirs(self.pkgdir, exist_ok=True)
         for p in packages:
@@ -128,6 +164,14 @@ class Server:
                     raise AssertionError("unexpected error line in the server log: " + blob)
         if not self.killed:
             assert self.proc.returncode == 0, f"par exited with {self.proc.returncode}"
+
+
+@pytest.fixture(autouse=True)
+def _searchable_tmp_path(request):
+    """Tests that give `par` a state directory of their own under tmp_path."""
+    if "tmp_path" in request.fixturenames:
+        make_searchable(str(request.getfixturevalue("tmp_path")))
+    yield
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,7 @@ def test_memory_limit_kills_the_worker_not_the_runtime(server_factory, tmp_path)
                 return float(line.split()[1])
 
     assert s.post("hungry/hog", {"input": 64}).status_code == 200  # within the limit
+    assert s.get("/runtime/packages/hungry").json()["sandbox"]["rlimits"]["as_mb"] == 256
     before = rss()
     b = assert_error(s.post("hungry/hog", {"input": 10000}), 502, "agent_crashed")
     assert "limited to 256 MB" in b["message"]
@@ -101,6 +102,8 @@ def test_cpu_limit_and_runaway_loop(server_factory, tmp_path):
     conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nlimits: {worker_cpu_seconds: 1}\n")
     pkg = faulty_as(tmp_path, "cpu", "{timeout_ms: 30000}")
     s = server_factory([pkg], args=["--config", str(conf)])
+    sb = s.get("/runtime/packages/cpu").json()["sandbox"]
+    assert sb["rlimits"]["cpu_s"] == 1 and sb["seccomp"] is True
     # a loop that never ends: 504 at the deadline, the worker is replaced
     t0 = time.time()
     assert_error(s.post("cpu/spin", {"input": 0}, headers={"X-Par-Timeout-Ms": "300"}),

@@ -89,6 +89,8 @@ static void test_names(void **state)
     (void)state;
     assert_string_equal(par_proto_type_name(PAR_FRAME_HELLO), "HELLO");
     assert_string_equal(par_proto_type_name(PAR_FRAME_CANCEL), "CANCEL");
+    assert_string_equal(par_proto_type_name(PAR_FRAME_SANDBOX), "SANDBOX");
+    assert_string_equal(par_proto_type_name(PAR_FRAME_TYPE_MAX + 1), "?");
     assert_string_equal(par_proto_type_name(0), "?");
 }
 
