@@ -550,3 +550,29 @@ def test_configured_interpreter(server_factory, tmp_path):
     b = assert_error(requests.post(s2.url + "/runtime/packages", json={"path": apkg},
                                    timeout=60), 422, "incompatible_package")
     assert "/nonexistent/python3 is not available" in b["message"]
+
+
+def test_an_archive_written_the_way_pixell_build_writes_it(server_factory, tmp_path):
+    """pixell-kit's builder (0.4.x, pixell/core/builder.py) zips its build directory
+    with Python's zipfile: ZIP_DEFLATED, an entry for every directory, files in
+    os.walk order, no __pycache__. PAR must take such an archive as it is, not only
+    the ones `par pack` writes. (pixell-kit itself comes from PyPI, which the test
+    machines cannot reach; this reproduces its archive format.)"""
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "agents",
+                       "hello-python")
+    out = str(tmp_path / "hello-python-1.0.0.apkg")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for base, dirs, files in os.walk(src):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for d in dirs:
+                z.writestr(os.path.relpath(os.path.join(base, d), src) + "/", "")
+            for f in files:
+                if not f.endswith(".pyc"):
+                    full = os.path.join(base, f)
+                    z.write(full, os.path.relpath(full, src))
+    s = server_factory([out])
+    r = s.post("hello-python", {"input": {"name": "zip"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"]["message"] == "Hello, zip!"
+    assert s.get("/runtime/packages/hello-python").json()["source"].endswith(
+        "hello-python-1.0.0.apkg")
