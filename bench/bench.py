@@ -33,6 +33,7 @@ CONCURRENCY = [1, 64, 512]
 LUA = os.path.join(ROOT, "bench", "post.lua")
 BODY = {"input": {"text": "hello"}}
 TMP = tempfile.mkdtemp(prefix="par-bench-")
+os.chmod(TMP, 0o711)  # sandboxed workers run as another user: they must reach their package
 PROCS = []
 
 
