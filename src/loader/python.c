@@ -107,12 +107,44 @@ static int module_in_package(const char *root, const char *module, int *top_pres
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* One requirement line (comment removed, trimmed): 0 when it is a plain
+ * specifier, else appends why not. pip reads more than specifiers from a
+ * requirements file (options such as --find-links, `name @ URL`, paths), and
+ * any of those would let a package reach beyond the wheelhouse. */
+static int check_requirement(const char *s, size_t n, const char *where, par_buf_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c >= 0x7f) {
+            par_buf_appendf(err, "%s: control or non-ASCII characters are not allowed\n", where);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '-' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
+            par_buf_appendf(err,
+                            "%s: pip options are not allowed (\"%.*s\"); only requirement "
+                            "specifiers\n",
+                            where, (int)(n > 80 ? 80 : n), s);
+            return -1;
+        }
+    }
+    if (memchr(s, '@', n) || memchr(s, '/', n) || memchr(s, '\\', n)) {
+        par_buf_appendf(err,
+                        "%s: direct references, URLs and paths are not allowed (\"%.*s\"): "
+                        "requirements install only from the wheelhouse\n",
+                        where, (int)(n > 80 ? 80 : n), s);
+        return -1;
+    }
+    return 0;
+}
+
 /* requirements.txt + agent.yaml `dependencies`, one specifier per line. */
 static int collect_requirements(const par_pkgver_t *pv, par_buf_t *reqs, size_t *count,
                                 par_buf_t *err)
 {
     int problems = 0;
-    char path[PATH_MAX];
+    char path[PATH_MAX], where[64];
     snprintf(path, sizeof(path), "%s/requirements.txt", pv->root);
     par_buf_t text;
     par_buf_init(&text, 0);
@@ -123,19 +155,18 @@ static int collect_requirements(const par_pkgver_t *pv, par_buf_t *reqs, size_t 
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             const char *e = nl ? nl : end;
             lineno++;
+            if (e > p && e[-1] == '\r')
+                e--;
             const char *s = p;
             while (s < e && (*s == ' ' || *s == '\t'))
                 s++;
             const char *c = s;
             while (c < e && !(*c == '#' && (c == s || c[-1] == ' ' || c[-1] == '\t')))
                 c++;
-            while (c > s && (c[-1] == ' ' || c[-1] == '\t' || c[-1] == '\r'))
+            while (c > s && (c[-1] == ' ' || c[-1] == '\t'))
                 c--;
-            if (c > s && *s == '-') {
-                par_buf_appendf(err,
-                                "requirements.txt:%zu: pip options are not allowed (\"%.*s\"); "
-                                "only requirement specifiers\n",
-                                lineno, (int)(c - s > 80 ? 80 : c - s), s);
+            snprintf(where, sizeof(where), "requirements.txt:%zu", lineno);
+            if (c > s && check_requirement(s, (size_t)(c - s), where, err) != 0) {
                 problems++;
             } else if (c > s) {
                 par_buf_append(reqs, s, (size_t)(c - s));
@@ -151,12 +182,20 @@ static int collect_requirements(const par_pkgver_t *pv, par_buf_t *reqs, size_t 
     par_buf_free(&text);
     const par_strlist_t *deps = &pv->manifest->dependencies;
     for (size_t i = 0; i < deps->count; i++) {
-        if (deps->items[i][0] == '-') {
-            par_buf_appendf(err, "dependencies[%zu]: pip options are not allowed\n", i);
+        const char *d = deps->items[i];
+        size_t n = strlen(d);
+        while (n && (*d == ' ' || *d == '\t'))
+            d++, n--;
+        while (n && (d[n - 1] == ' ' || d[n - 1] == '\t'))
+            n--;
+        snprintf(where, sizeof(where), "dependencies[%zu]", i);
+        if (n == 0)
+            continue;
+        if (check_requirement(d, n, where, err) != 0) {
             problems++;
             continue;
         }
-        par_buf_appends(reqs, deps->items[i]);
+        par_buf_append(reqs, d, n);
         par_buf_append(reqs, "\n", 1);
         (*count)++;
     }

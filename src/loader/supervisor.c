@@ -103,6 +103,7 @@ struct par_pool {
     char *start_error;
     unsigned min_workers, max_workers, concurrency;
     size_t max_output;
+    size_t max_input;   /* the largest frame its workers accept */
     json_t *sandbox;    /* the sandbox of the newest ready worker */
     int sandbox_warned; /* degraded layers are logged once per package version */
 };
@@ -397,8 +398,17 @@ static int spawn_worker(par_pool_t *p)
     /* its own process group: whatever it leaves behind is killed with it */
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    /* its own process group; the runtime's blocked signals (SIGTERM, SIGINT,
+     * SIGHUP are taken by its signal thread) are not the worker's */
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
     posix_spawnattr_setpgroup(&attr, 0);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
     pthread_mutex_lock(&s->lock);
     uint64_t wid = ++s->next_wid;
     pthread_mutex_unlock(&s->lock);
@@ -1291,7 +1301,7 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
      * package: native exports itself, Python by exec'ing the interpreter with
      * the shim. The scratch directory is added per worker (spawn_worker). */
     size_t argc = 0;
-    p->argv = calloc(56 + 2 * m->export_count, sizeof(char *));
+    p->argv = calloc(72 + 2 * m->export_count, sizeof(char *));
     p->argv[argc++] = strdup(rt->worker_path);
     p->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
     int python = m->runtime_kind == PAR_RUNTIME_PYTHON;
@@ -1352,6 +1362,20 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
             p->argv[argc++] = strdup("--ro");
             p->argv[argc++] = strdup(pv->python_site);
         }
+        /* an interpreter installed outside /usr (/opt/python3.12/bin/python3):
+         * its prefix holds the standard library and libpython */
+        char real[PATH_MAX];
+        if (realpath(rt->cfg.python, real) && strncmp(real, "/usr/", 5) != 0) {
+            char *bin = strrchr(real, '/');
+            if (bin && bin != real) {
+                *bin = '\0';
+                char *prefix = strrchr(real, '/');
+                if (prefix && prefix != real)
+                    *prefix = '\0';
+                p->argv[argc++] = strdup("--ro");
+                p->argv[argc++] = strdup(real);
+            }
+        }
         /* -I: no PYTHON* variables, no user site, no script directory on
          * sys.path; -S: no site module (no system site-packages, nothing read
          * from /etc); -B: the package directory is never written to. A
@@ -1382,6 +1406,7 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     p->argv[argc++] = strdup(pv->root);
     p->argv[argc++] = strdup("--max-input");
     p->argv[argc++] = xasprintf("%zu", pv->max_input);
+    p->max_input = pv->max_input;
     p->argv[argc++] = strdup("--max-output");
     p->argv[argc++] = xasprintf("%zu", rt->cfg.max_output_bytes);
     for (size_t i = 0; i < m->export_count; i++) {
@@ -1617,6 +1642,19 @@ static void child_done(par_call_t *c)
         hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
     par_buf_t body;
     par_buf_init(&body, 0);
+    if (c->status == PAR_OK && p->max_input && c->output.len > p->max_input) {
+        /* the caller's worker refuses frames over its input cap: answer it
+         * with an error it can read instead of a frame that would end it */
+        char msg[PAR_ID_MAX + 200];
+        snprintf(msg, sizeof(msg),
+                 "the output of '%s' (%zu bytes) exceeds what its caller accepts (%zu bytes, "
+                 "limits.max_input_kb)",
+                 c->agent_id, c->output.len, p->max_input);
+        c->status = PAR_E_OUTPUT_TOO_LARGE;
+        par_buf_reset(&c->output);
+        par_buf_appends(&c->output, msg);
+        hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
+    }
     if (c->status == PAR_OK) {
         par_buf_append(&body, c->output.data, c->output.len);
     } else {

@@ -102,7 +102,15 @@ static void parse_line(const char *p, const char *end, size_t lineno, par_envlis
             }
             if (q == '"' && c == '\\' && p < end) {
                 char e = *p++;
+                if (e == '$') { /* \$: a literal dollar, never an expansion */
+                    par_buf_append(&v, "$$", 2);
+                    continue;
+                }
                 c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
+            }
+            if (q == '\'' && c == '$') { /* single quotes are literal: no ${NAME} */
+                par_buf_append(&v, "$$", 2);
+                continue;
             }
             par_buf_append(&v, &c, 1);
         }
@@ -192,25 +200,73 @@ char *par_env_expand(const char *value, const char *const *allow, const char *ke
     return s ? s : strdup("");
 }
 
-int par_package_env(const char *root, const par_manifest_t *m, const char *const *allow,
-                    par_envlist_t *out, par_buf_t *warnings)
+int par_env_name_refused(const char *name, size_t len)
 {
-    par_envlist_t raw = {0};
+    /* glibc's list of variables it drops for set-id programs (unsecvars.h),
+     * and the whole LD_ family */
+    static const char *const refused[] = {
+        "GCONV_PATH",  "GETCONF_DIR",  "GLIBC_TUNABLES", "HOSTALIASES",      "LOCALDOMAIN",
+        "LOCPATH",     "MALLOC_TRACE", "NIS_PATH",       "NLSPATH",          "RESOLV_HOST_CONF",
+        "RES_OPTIONS", "TMPDIR",       "TZDIR",          "MALLOC_ARENA_MAX", "PAR_SANDBOX"};
+    if (len >= 3 && memcmp(name, "LD_", 3) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        if (strlen(refused[i]) == len && memcmp(refused[i], name, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* `.env` then agent.yaml `environment`, unexpanded. */
+static void raw_env(const char *root, const par_manifest_t *m, par_envlist_t *raw,
+                    par_buf_t *warnings)
+{
     char path[4096];
     snprintf(path, sizeof(path), "%s/.env", root);
     par_buf_t text;
     par_buf_init(&text, 0);
     if (par_file_read(path, DOTENV_MAX_BYTES, &text) == 0)
-        par_dotenv_parse(text.data, text.len, &raw, warnings);
+        par_dotenv_parse(text.data, text.len, raw, warnings);
     else if (errno != ENOENT && warnings)
         par_buf_appendf(warnings, ".env: cannot read: %s\n", strerror(errno));
     par_buf_free(&text);
     for (size_t i = 0; m && i < m->environment_count; i++)
-        par_envlist_set(&raw, m->environment[i].key, strlen(m->environment[i].key),
+        par_envlist_set(raw, m->environment[i].key, strlen(m->environment[i].key),
                         m->environment[i].value, strlen(m->environment[i].value));
+}
+
+int par_package_env_check(const char *root, const par_manifest_t *m, par_buf_t *err)
+{
+    par_envlist_t raw = {0};
+    raw_env(root, m, &raw, NULL);
+    int problems = 0;
+    for (size_t i = 0; i < raw.count; i++) {
+        size_t n = strcspn(raw.items[i], "=");
+        if (par_env_name_refused(raw.items[i], n)) {
+            par_buf_appendf(err,
+                            "environment %.*s: not allowed: it steers the dynamic loader or "
+                            "the C library, or is set by the sandbox\n",
+                            (int)n, raw.items[i]);
+            problems++;
+        }
+    }
+    par_envlist_free(&raw);
+    return problems;
+}
+
+int par_package_env(const char *root, const par_manifest_t *m, const char *const *allow,
+                    par_envlist_t *out, par_buf_t *warnings)
+{
+    par_envlist_t raw = {0};
+    raw_env(root, m, &raw, warnings);
     int rc = PAR_OK;
     for (size_t i = 0; i < raw.count && rc == PAR_OK; i++) {
         char *eq = strchr(raw.items[i], '=');
+        if (par_env_name_refused(raw.items[i], (size_t)(eq - raw.items[i]))) {
+            if (warnings)
+                par_buf_appendf(warnings, "environment %.*s: not allowed, left out\n",
+                                (int)(eq - raw.items[i]), raw.items[i]);
+            continue;
+        }
         *eq = '\0';
         char *v = par_env_expand(eq + 1, allow, raw.items[i], warnings);
         rc = par_envlist_set(out, raw.items[i], strlen(raw.items[i]), v, strlen(v));

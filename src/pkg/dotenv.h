@@ -24,7 +24,8 @@ int par_envlist_set(par_envlist_t *l, const char *name, size_t nlen, const char 
 /*
  * Parses `.env` text into `l`: `NAME=value` lines, an optional `export `
  * prefix, `#` comments, blank lines; values unquoted (trimmed, ` #` starts a
- * comment), 'single-quoted' (literal) or "double-quoted" (\n \t \" \\ escapes).
+ * comment), 'single-quoted' (literal: stored with `$` doubled, so expansion
+ * gives it back unchanged) or "double-quoted" (\n \t \" \\ \$ escapes).
  * A line that is none of these is skipped with a warning in `warnings`
  * (".env:3: ...").
  */
@@ -39,9 +40,23 @@ char *par_env_expand(const char *value, const char *const *allow, const char *ke
                      par_buf_t *warnings);
 
 /*
+ * Names a package may not set: they steer the dynamic loader or the C library
+ * (LD_PRELOAD, GLIBC_TUNABLES, GCONV_PATH, ...) and would act when par-worker
+ * starts, before its sandbox. Returns 1 for such a name.
+ */
+int par_env_name_refused(const char *name, size_t len);
+
+/*
+ * Deploy-time check of a package's `.env` and `environment`: appends one line
+ * per refused name to `err`; returns the number of problems.
+ */
+int par_package_env_check(const char *root, const par_manifest_t *m, par_buf_t *err);
+
+/*
  * The environment a package's workers get on top of the runtime's fixed
  * variables: `.env` from `root` (when present), then agent.yaml `environment`
- * (which wins), every value expanded with par_env_expand().
+ * (which wins), every value expanded with par_env_expand(). Refused names
+ * (par_env_name_refused) are left out with a warning.
  */
 int par_package_env(const char *root, const par_manifest_t *m, const char *const *allow,
                     par_envlist_t *out, par_buf_t *warnings);

@@ -30,6 +30,7 @@
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "pkg/archive.h"
+#include "pkg/dotenv.h"
 #include "pkg/manifest.h"
 #include "pkg/semver.h"
 #include "registry/cache.h"
@@ -558,6 +559,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     }
     if (m->runtime_kind == PAR_RUNTIME_NATIVE)
         problems += par__native_check(pv, err);
+    problems += par_package_env_check(pv->root, m, err);
     if (m->runtime_kind == PAR_RUNTIME_PYTHON && problems == 0) {
         /* last: it may build a virtual environment, worth it only for an
          * otherwise deployable package */

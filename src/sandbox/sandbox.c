@@ -79,6 +79,22 @@ const char *const par_sandbox_system_ro[] = {
     NULL,
 };
 
+/* What name resolution and TLS read, for a package with the `network`
+ * capability only (read-only): resolver and NSS configuration, and the
+ * system's trust anchors (/usr/lib/ssl/certs links into /etc/ssl). */
+static const char *const network_ro[] = {
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/ssl",
+    "/etc/ca-certificates.conf",
+    NULL,
+};
+
 /* Devices and /proc entries, with the rights each one gets. */
 static const struct {
     const char *path;
@@ -183,6 +199,8 @@ static int apply_landlock(const par_sandbox_opts_t *o, json_t *degraded, par_buf
         rc = ll_allow(rfd, h, par_sandbox_system_ro[i], LL_RX, 0, err);
     for (size_t i = 0; rc == 0 && i < sizeof(system_special) / sizeof(system_special[0]); i++)
         rc = ll_allow(rfd, h, system_special[i].path, system_special[i].access, 0, err);
+    for (size_t i = 0; rc == 0 && o->network && network_ro[i]; i++)
+        rc = ll_allow(rfd, h, network_ro[i], LL_RO, 0, err);
     for (size_t i = 0; rc == 0 && i < o->ro_count; i++)
         rc = ll_allow(rfd, h, o->ro[i], LL_RX, 1, err);
     if (rc == 0 && syscall(SYS_landlock_restrict_self, rfd, 0) != 0) {

@@ -79,8 +79,18 @@ int par_proc_run(const char *const argv[], const char *const envp[], uint32_t ti
             continue;
         if (r <= 0)
             open_pipe = 0;
-        else if (out)
-            par_buf_append(out, chunk, (size_t)r); /* over the limit: dropped */
+        else if (out) {
+            /* keep the tail: a program's verdict comes last */
+            size_t got = (size_t)r;
+            if (out->limit && out->len + got > out->limit) {
+                size_t drop = out->len + got - out->limit;
+                if (drop > out->len)
+                    drop = out->len;
+                memmove(out->data, out->data + drop, out->len - drop);
+                out->len -= drop;
+            }
+            par_buf_append(out, chunk, got);
+        }
     }
     close(pp[0]);
     int st = 0;

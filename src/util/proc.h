@@ -19,8 +19,8 @@ typedef struct par_proc_result {
 
 /*
  * Runs argv[0] (a path) with `envp`, standard input from /dev/null, standard
- * output and error collected into `out` (bounded by its limit; the rest is
- * read and dropped). The program and everything it started (its process
+ * output and error collected into `out` (bounded by its limit: the last bytes
+ * are kept, the oldest dropped). The program and everything it started (its process
  * group) are killed with SIGKILL when `timeout_ms` passes. Returns PAR_OK when
  * the program ran (look at `res`), PAR_E_IO when it could not be started.
  */

@@ -159,6 +159,32 @@ def host_modules(input):
     return found
 
 
+def metered(input, context):
+    context.usage(tokens=5)
+    return "x" * input
+
+
+def calls_metered(input, context):
+    context.usage(tokens=1)
+    try:
+        out = context.call("metered", input)
+        return {"len": len(out)}
+    except Exception as e:
+        return {"error": e.error, "message": e.message}
+
+
+async def exits(input):
+    import sys
+    sys.exit(3)
+
+
+def deep(input):
+    out = []
+    for _ in range(5000):
+        out = [out]
+    return out
+
+
 def hog(input):
     blocks = []
     while True:
@@ -167,7 +193,7 @@ def hog(input):
 
 EXPORTS = ["plain", "with_context", "coro", "coro_with_context", "calls_private", "fails",
            "not_json", "calls_missing", "slow", "slow_async", "chatty", "env", "hog",
-           "host_modules"]
+           "host_modules", "calls_metered", "exits", "deep"]
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +201,14 @@ def srv(server_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pyagents")
     subs = [(n.replace("_", "-"), True, "src.handlers:" + n) for n in EXPORTS]
     subs.append(("secret", False, "src.handlers:secret"))
+    subs.append(("metered", False, "src.handlers:metered"))
     apkg = pypkg(tmp, "pyagents", {"src/handlers.py": HANDLERS},
                  entrypoint="src.handlers:plain", sub_agents=subs,
                  extra="  par:\n    limits: {timeout_ms: 5000, memory_mb: 512}\n")
     return server_factory([apkg, package("hello-python"), package("echo")],
                           expected_errors=[r"handler raised ValueError",
-                                           r"\"package refused\""])
+                                           r"\"package refused\"",
+                                           r"ended the event loop with SystemExit"])
 
 
 def test_sync_handler(srv):
@@ -224,6 +252,33 @@ def test_private_sub_agent(srv):
     assert "pyagents/calls-private" in agents and "pyagents/secret" not in agents
     r = srv.post("pyagents/calls-missing", {"input": 1})
     assert r.json()["output"] == {"error": "agent_not_found", "type": "AgentCallError"}
+
+
+def test_sub_agent_units_and_large_sub_agent_output(srv):
+    r = srv.post("pyagents/calls-metered", {"input": 10})
+    assert r.json()["output"] == {"len": 10}
+    assert r.json()["metadata"]["units"] == {"tokens": 6}  # its own 1 + the callee's 5
+    # more than the caller accepts (max_input 1 MiB): an error for the caller, whose
+    # worker keeps serving
+    r = srv.post("pyagents/calls-metered", {"input": 2 << 20})
+    assert r.status_code == 200, r.text
+    out = r.json()["output"]
+    assert out["error"] == "output_too_large" and "exceeds what its caller accepts" in \
+        out["message"]
+    assert srv.post("pyagents", {"input": 5}).json()["output"] == {"got": 5}
+
+
+def test_sys_exit_in_a_coroutine_ends_the_worker(srv):
+    assert_error(srv.post("pyagents/exits", {"input": 1}), 502, "agent_crashed")
+    deadline = time.time() + 15
+    while srv.post("pyagents/coro", {"input": 1}).status_code != 200:
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_output_json_cannot_encode(srv):
+    b = assert_error(srv.post("pyagents/deep", {"input": 1}), 502, "invalid_agent_output")
+    assert "recursion" in b["message"].lower()
 
 
 def test_host_site_packages_are_invisible(srv):
@@ -361,7 +416,8 @@ def test_environment(server_factory, tmp_path, monkeypatch):
         "src/main.py": "import os\ndef handler(i):\n"
                        "    return {k: os.environ.get(k) for k in i}\n",
         ".env": "# comment\nFROM_DOTENV=dotenv value\nexport QUOTED=\"a \\\"b\\\"\"\n"
-                "OVERRIDDEN=from .env\n"},
+                "OVERRIDDEN=from .env\nSINGLE='p$$w${PAR_TEST_ALLOWED}'\n"
+                "ESCAPED=\"\\${PAR_TEST_ALLOWED}\"\n"},
         extra="environment:\n  PLAIN: plain\n  OVERRIDDEN: from agent.yaml\n"
               "  ALLOWED: \"x ${PAR_TEST_ALLOWED} y\"\n  SECRET: \"${PAR_TEST_SECRET}\"\n"
               "  DOLLAR: \"$$5\"\n")
@@ -370,6 +426,7 @@ def test_environment(server_factory, tmp_path, monkeypatch):
                     "env: {allow: [PAR_TEST_ALLOWED]}\n")
     s = server_factory([apkg], args=["--config", str(conf)])
     keys = ["PLAIN", "FROM_DOTENV", "QUOTED", "OVERRIDDEN", "ALLOWED", "SECRET", "DOLLAR",
+            "SINGLE", "ESCAPED",
             "PAR_TEST_ALLOWED", "PAR_TEST_SECRET", "HOME"]
     out = s.post("envy", {"input": keys}).json()["output"]
     assert out["PLAIN"] == "plain"
@@ -379,6 +436,8 @@ def test_environment(server_factory, tmp_path, monkeypatch):
     assert out["ALLOWED"] == "x from the operator y"
     assert out["SECRET"] == ""
     assert out["DOLLAR"] == "$5"
+    assert out["SINGLE"] == "p$$w${PAR_TEST_ALLOWED}"  # single quotes: literal
+    assert out["ESCAPED"] == "${PAR_TEST_ALLOWED}"
     # the runtime's own environment never reaches the agent
     assert out["PAR_TEST_ALLOWED"] is None and out["PAR_TEST_SECRET"] is None
     warn = log_lines(s, lambda l: l.get("msg") == "package environment")
@@ -576,3 +635,44 @@ def test_an_archive_written_the_way_pixell_build_writes_it(server_factory, tmp_p
     assert r.json()["output"]["message"] == "Hello, zip!"
     assert s.get("/runtime/packages/hello-python").json()["source"].endswith(
         "hello-python-1.0.0.apkg")
+
+
+def test_loader_variables_are_refused(server_factory, tmp_path):
+    """Variables that steer the dynamic loader would act in par-worker before its
+    sandbox: a package cannot set them."""
+    s = server_factory([], expected_errors=[r"\"package refused\""])
+    code = {"src/main.py": "def handler(i):\n    return 1\n"}
+    a = pypkg(tmp_path, "preload", dict(code, **{".env": "LD_PRELOAD=/tmp/evil.so\n"}))
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": a}, timeout=60),
+                     422, "incompatible_package")
+    assert "environment LD_PRELOAD: not allowed" in b["message"]
+    c = pypkg(tmp_path, "tunables", code, extra="environment:\n  GLIBC_TUNABLES: x=1\n")
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": c}, timeout=60),
+                     422, "incompatible_package")
+    assert "environment GLIBC_TUNABLES: not allowed" in b["message"]
+
+
+def test_requirements_cannot_reach_beyond_the_wheelhouse(server_factory, tmp_path):
+    wh = tmp_path / "wheels"
+    wh.mkdir()
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    f"python: {{wheelhouse: {wh}}}\n")
+    s = server_factory([], args=["--config", str(conf)],
+                       expected_errors=[r"\"package refused\""])
+    code = "def handler(i):\n    return 1\n"
+    cases = [
+        ({"requirements.txt": "foo\r-f http://127.0.0.1:9/\n"}, "", "control or non-ASCII"),
+        ({"requirements.txt": "foo --find-links http://127.0.0.1:9/\n"}, "",
+         "pip options are not allowed"),
+        ({"requirements.txt": "evil @ https://127.0.0.1:9/evil-1.0-py3-none-any.whl\n"}, "",
+         "direct references, URLs and paths are not allowed"),
+        ({"requirements.txt": "./local-1.0-py3-none-any.whl\n"}, "",
+         "direct references, URLs and paths are not allowed"),
+        ({}, 'dependencies:\n  - " -f http://127.0.0.1:9/"\n', "pip options are not allowed"),
+    ]
+    for i, (files, extra, reason) in enumerate(cases):
+        apkg = pypkg(tmp_path, f"sneaky{i}", dict(files, **{"src/main.py": code}), extra=extra)
+        b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
+                                       timeout=60), 422, "incompatible_package")
+        assert reason in b["message"], (i, b["message"])

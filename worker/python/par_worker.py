@@ -34,7 +34,7 @@ HELLO, INVOKE, RESULT, ERROR, CALL, CALL_RESULT, LOG, USAGE, CHUNK, CANCEL = ran
 HEADER = struct.Struct("<BBHIIIQ")  # type, version, flags, header_len, body_len, reserved, id
 MAX_HEADER = 1 << 20
 MAX_LOG_LINE = 8192
-LOG_LINES_PER_SEC = 1000
+LOG_LINES_PER_SEC = 200  # the runtime's budget per worker, shared with fd 1/2 lines
 MAX_THREADS = 256
 
 # The invocation the current thread or task is serving (for print/logging).
@@ -142,7 +142,12 @@ class Worker:
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
             ready.set()
-            self.loop.run_forever()
+            try:
+                self.loop.run_forever()
+            except BaseException as e:  # noqa: B036 (sys.exit() in a coroutine ends the loop)
+                self.log("error", "a coroutine ended the event loop with %s; the worker stops" %
+                         type(e).__name__)
+                os._exit(1)
 
         threading.Thread(target=run, name="par-asyncio", daemon=True).start()
         ready.wait()
@@ -166,6 +171,7 @@ class Worker:
         self._send_log(level, msg, inv if inv is not None else _current.get())
 
     def _send_log(self, level, msg, inv):
+        msg = clean(msg)
         if len(msg) > MAX_LOG_LINE:
             msg = msg[:MAX_LOG_LINE] + "... (%d more characters)" % (len(msg) - MAX_LOG_LINE)
         h = {"level": level, "msg": msg}
@@ -199,8 +205,13 @@ class Worker:
             ctx.run(_current.set, inv)
 
             def start():
-                task = self.loop.create_task(fn(*args), context=ctx) if sys.version_info >= (
-                    3, 11) else ctx.run(self.loop.create_task, fn(*args))
+                try:
+                    coro = fn(*args)
+                    task = self.loop.create_task(coro, context=ctx) if sys.version_info >= (
+                        3, 11) else ctx.run(self.loop.create_task, coro)
+                except BaseException as e:  # noqa: B036
+                    self.answer_exception(inv, e)
+                    return
                 inv.task = task
                 if inv.cancelled:
                     task.cancel()
@@ -215,6 +226,10 @@ class Worker:
                                   "handler thread: %s" % e)
 
     def run_sync(self, inv, fn, args):
+        with self.lock:
+            live = self.inflight.get(inv.wid) is inv
+        if not live or inv.cancelled:
+            return  # answered (no thread was free) or given up while queued
         token = _current.set(inv)
         inv.cpu0 = time.thread_time()
         try:
@@ -251,7 +266,10 @@ class Worker:
         try:
             body = json.dumps(out, separators=(",", ":"), ensure_ascii=False,
                               allow_nan=False).encode()
-        except (TypeError, ValueError) as e:
+        except MemoryError:
+            self.answer_error(inv, "out_of_memory", "no memory left to serialise the output")
+            return
+        except (TypeError, ValueError, RecursionError, UnicodeError) as e:
             self.answer_error(inv, "invalid_agent_output",
                               "the handler returned a value that is not JSON-serialisable: %s" % e)
             return
@@ -290,7 +308,7 @@ class Worker:
     def answer_error(self, inv, name, message):
         self.done(inv)
         try:
-            self.chan.send(ERROR, inv.wid, {"error": name, "message": message})
+            self.chan.send(ERROR, inv.wid, {"error": name, "message": clean(message)})
         except OSError:
             os._exit(1)
 
@@ -311,7 +329,7 @@ class Worker:
     def call(self, inv, agent, data, on_done=None):
         """Sends CALL; `on_done` (or the returned slot's event) fires with the answer."""
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-        slot = [on_done or threading.Event(), None, None]
+        slot = [on_done or threading.Event(), None, None, inv]
         with self.lock:
             self.next_call += 1
             cid = self.next_call
@@ -326,6 +344,13 @@ class Worker:
             return
         slot[1] = header.get("status", 0)
         slot[2] = body
+        units = header.get("units")
+        if isinstance(units, dict):  # the callee's usage counts in the caller's
+            inv = slot[3]
+            with self.lock:
+                for k, v in units.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        inv.units[k] = inv.units.get(k, 0) + v
         callback = slot[0]
         if isinstance(callback, threading.Event):
             callback.set()
@@ -350,6 +375,12 @@ class Worker:
             elif ftype == CANCEL:
                 self.cancel(fid)
         os._exit(0)
+
+
+def clean(text):
+    """Text safe for a JSON header: lone surrogates (undecodable file names in an
+    exception, say) become backslash escapes instead of invalid JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def call_outcome(status, body):
