@@ -273,3 +273,20 @@ def test_50_mb_of_stdout(srv):
     lines = [l for l in srv.lines() if l.get("package") == "pyhostile"
              and l.get("source") == "agent"]
     assert 0 < len(lines) < 20000  # rate-limited: not 275 000 lines
+
+
+def test_network_packages_can_resolve_names(srv, server_factory, tmp_path):
+    """`network` opens what name resolution and TLS read; without it /etc stays shut."""
+    if not sandbox(srv)["landlock"]:
+        pytest.skip("no Landlock on this kernel: nothing confines reads")
+    assert call(srv, "pyhostile/read", "/etc/hosts") == {"errno": "EACCES"}
+    code = ("import socket\n"
+            "def handler(i):\n"
+            "    with open('/etc/hosts') as f:\n"
+            "        f.read()\n"
+            "    return socket.getaddrinfo('localhost', 80)[0][4][0]\n")
+    apkg = pypkg(tmp_path, "resolver", {"src/main.py": code}, extra="capabilities: [network]\n")
+    s = server_factory([apkg], args=["--config", config(tmp_path)])
+    r = s.post("resolver", {"input": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"] in ("127.0.0.1", "::1")
