@@ -57,6 +57,7 @@ typedef struct loop {
     par_identity_t *who;          /* caller of the request being handled, NULL if anonymous */
     _Atomic int listen_fd;
     h2o_socket_t *listener;
+    h2o_socket_t *super_sock; /* the supervisor's epoll set, when this loop runs its I/O */
     uint64_t rng;
 } loop_t;
 
@@ -296,10 +297,15 @@ static void guard_dispose(void *p)
     }
 }
 
+static void complete_call(hcall_t *hc);
+
 static void invoke_done(par_call_t *c)
 {
     hcall_t *hc = c->data;
-    h2o_multithread_send_message(&hc->loop->receiver, &hc->msg);
+    if (tl_loop == hc->loop)
+        complete_call(hc); /* a worker's answer read by this loop itself */
+    else
+        h2o_multithread_send_message(&hc->loop->receiver, &hc->msg);
 }
 
 static void respond_call(hcall_t *hc)
@@ -343,22 +349,25 @@ static void on_completions(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
         h2o_multithread_message_t *m =
             H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&m->link);
-        hcall_t *hc = H2O_STRUCT_FROM_MEMBER(hcall_t, msg, m);
-        if (hc->req) {
-            respond_call(hc);
-            if (hc->guard)
-                *hc->guard = NULL;
-        }
-        par__call_free(hc->call);
-        atomic_fetch_sub(&hc->loop->http->pending, 1);
-        free(hc);
+        complete_call(H2O_STRUCT_FROM_MEMBER(hcall_t, msg, m));
     }
+}
+
+static void complete_call(hcall_t *hc)
+{
+    if (hc->req) {
+        respond_call(hc);
+        if (hc->guard)
+            *hc->guard = NULL;
+    }
+    par__call_free(hc->call);
+    atomic_fetch_sub(&hc->loop->http->pending, 1);
+    free(hc);
 }
 
 /* Trace id: W3C traceparent (whose span becomes this invocation's parent),
  * else the body's trace_id, else a new one. */
-static void trace_for(h2o_req_t *req, loop_t *l, const par_json_field_t *body_trace,
-                      par_call_t *c)
+static void trace_for(h2o_req_t *req, loop_t *l, const par_json_field_t *body_trace, par_call_t *c)
 {
     h2o_iovec_t tp = find_header(req, H2O_STRLIT("traceparent"));
     if (tp.base && par_trace_parse(tp.base, tp.len, c->trace_id, c->parent_span_id) == 0)
@@ -1240,18 +1249,42 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+static void on_super_ready(h2o_socket_t *sock, const char *err)
+{
+    (void)err;
+    loop_t *l = sock->data;
+    par_super_poll(l->http->rt->super);
+}
+
 static void *loop_main(void *arg)
 {
     loop_t *l = arg;
     tl_loop = l;
+    par_super_t *super = l->super_sock ? l->http->rt->super : NULL;
+    if (super)
+        par_super_cork(1);
     while (!atomic_load(&l->http->stop)) {
-        h2o_evloop_run(l->ctx.loop, 50); /* returns -1 on EINTR: just go round */
+        /* returns -1 on EINTR: just go round */
+        h2o_evloop_run(l->ctx.loop, super ? 10 : 50);
+        if (super) {
+            if (par_super_maintenance_due(super))
+                par_super_poll(super);
+            par_super_uncork();
+        }
         if (atomic_load(&l->http->stop_accepting) && l->listener) {
             h2o_socket_read_stop(l->listener);
             h2o_socket_close(l->listener); /* closes the listening descriptor */
             l->listener = NULL;
             l->listen_fd = -1;
         }
+    }
+    if (super) {
+        par_super_uncork();
+        par_super_cork(0);
+        h2o_socket_read_stop(l->super_sock);
+        h2o_socket_close(l->super_sock); /* closes our duplicate of the epoll descriptor */
+        l->super_sock = NULL;
+        par_super_detach(super);
     }
     return NULL;
 }
@@ -1379,6 +1412,19 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
             h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
         l->listener->data = l;
         h2o_socket_read_start(l->listener, on_accept);
+        if (h->opts.threads == 1 && rt->super) {
+            /* one loop: it also runs the supervisor's I/O, so a worker's answer
+             * reaches the response without crossing threads (loader/supervisor.h) */
+            int fd = dup(par_super_attach(rt->super));
+            if (fd >= 0) {
+                l->super_sock =
+                    h2o_evloop_socket_create(l->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+                l->super_sock->data = l;
+                h2o_socket_read_start(l->super_sock, on_super_ready);
+            } else {
+                par_super_detach(rt->super);
+            }
+        }
         if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
             par_log_msg(PAR_LOG_ERROR, "cannot start an HTTP thread");
             atomic_store(&h->stop, 1);

@@ -70,6 +70,8 @@ struct par_worker {
     unsigned lines_in_window;
     uint64_t lines_dropped;
     tag_t sock_tag, out_tag;
+    struct par_worker *cork_next; /* on the attached loop's cork list */
+    int corked;
     char *scratch;   /* its private writable directory, removed when it is gone */
     json_t *sandbox; /* what par-worker reported it applied (SANDBOX frame), or NULL */
 };
@@ -120,9 +122,29 @@ struct par_super {
     uint64_t next_wid;
     int64_t next_maint_ms;
     char *scratch_base; /* <state_dir>/scratch: one directory per live worker */
+    /* Who runs the I/O (io_iterate): the I/O thread, or an attached event
+     * loop (par_super_attach). io_lock is held by whichever does; the I/O
+     * thread parks on io_cond while a loop is attached and, parked, removes
+     * the scratch directories of dead workers (trash) so the loop never walks
+     * a tree a worker filled. */
+    pthread_mutex_t io_lock;
+    pthread_cond_t io_cond;
+    _Atomic int attached;
+    struct trash *trash; /* guarded by lock */
 };
 
+typedef struct trash {
+    struct trash *next;
+    char *path;
+} trash_t;
+
 static void pool_free(par_pool_t *p);
+
+/* Frames written by the attached loop thread during one turn of its loop are
+ * held in each worker's write buffer and written at the end of the turn, one
+ * write per worker for every request the turn read (par_super_uncork). */
+static __thread int tl_cork;
+static __thread par_worker_t *tl_corked;
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -181,6 +203,17 @@ static void wsend(par_worker_t *w, struct iovec *iov, int n)
     if (w->state == W_DEAD)
         return;
     int i = 0;
+    if (tl_cork && !w->out_armed) {
+        for (; i < n; i++)
+            if (par_buf_append(&w->out, iov[i].iov_base, iov[i].iov_len) != PAR_OK)
+                w->kill_reason = "write buffer overflow";
+        if (!w->corked) {
+            w->corked = 1;
+            w->cork_next = tl_corked;
+            tl_corked = w;
+        }
+        return;
+    }
     if (w->out.len == w->out_start) {
         ssize_t r;
         do {
@@ -537,6 +570,19 @@ static int output_allowed(par_worker_t *w);
 /* The worker is gone: its scratch directory goes with it. */
 static void worker_free_sandbox(par_worker_t *w)
 {
+    par_super_t *s = w->pool->s;
+    if (w->scratch && atomic_load(&s->attached)) {
+        trash_t *t = malloc(sizeof(*t));
+        if (t) {
+            t->path = w->scratch;
+            pthread_mutex_lock(&s->lock);
+            t->next = s->trash;
+            s->trash = t;
+            pthread_mutex_unlock(&s->lock);
+            pthread_cond_signal(&s->io_cond);
+            w->scratch = NULL;
+        }
+    }
     if (w->scratch) {
         remove_tree(w->scratch);
         free(w->scratch);
@@ -550,6 +596,15 @@ static void worker_dead(par_worker_t *w)
 {
     par_pool_t *p = w->pool;
     par_super_t *s = p->s;
+    if (w->corked) { /* runs on the corking thread: the list is this thread's */
+        for (par_worker_t **pp = &tl_corked; *pp; pp = &(*pp)->cork_next) {
+            if (*pp == w) {
+                *pp = w->cork_next;
+                break;
+            }
+        }
+        w->corked = 0;
+    }
     drain_output(w);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->fd, NULL);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->out_fd, NULL);
@@ -1107,54 +1162,141 @@ static void maintain(par_super_t *s)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* One turn of the supervisor's I/O: ready worker sockets and pipes, then
+ * maintenance when due. io_lock held. */
+static void io_iterate(par_super_t *s, int timeout_ms)
+{
+    struct epoll_event evs[64];
+    int n = epoll_wait(s->ep, evs, 64, timeout_ms);
+    int woken = 0;
+    for (int i = 0; i < n; i++) {
+        tag_t *t = evs[i].data.ptr;
+        if (t->kind == TAG_WAKE) {
+            uint64_t v;
+            ssize_t r = read(s->wake_fd, &v, sizeof(v));
+            (void)r;
+            woken = 1;
+            continue;
+        }
+        par_worker_t *w = t->ptr;
+        if (t->kind == TAG_OUT) {
+            drain_output(w);
+            continue;
+        }
+        if (evs[i].events & EPOLLOUT) {
+            pthread_mutex_lock(&w->pool->lock);
+            flush_out(w);
+            pthread_mutex_unlock(&w->pool->lock);
+        }
+        int dead = 0;
+        if (evs[i].events & EPOLLIN)
+            dead = read_worker(w) != 0;
+        if (!dead && (evs[i].events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+            dead = read_worker(w) != 0 || 1;
+        if (dead) {
+            /* later events in this batch may name this worker: neutralise them */
+            for (int k = i + 1; k < n; k++) {
+                tag_t *t2 = evs[k].data.ptr;
+                if (t2->kind != TAG_WAKE && t2->ptr == w)
+                    evs[k].data.ptr = &s->wake_tag, evs[k].events = 0;
+            }
+            worker_dead(w);
+        }
+    }
+    int64_t now = par__now_ms();
+    if (woken || now >= s->next_maint_ms) {
+        s->next_maint_ms = now + MAINT_INTERVAL_MS;
+        maintain(s);
+    }
+}
+
+/* Removes the scratch directories queued while a loop was attached.
+ * Called by the I/O thread with io_lock released. */
+static void take_out_trash(par_super_t *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        trash_t *t = s->trash;
+        if (t)
+            s->trash = t->next;
+        pthread_mutex_unlock(&s->lock);
+        if (t == NULL)
+            return;
+        remove_tree(t->path);
+        free(t->path);
+        free(t);
+    }
+}
+
 static void *io_thread(void *arg)
 {
     par_super_t *s = arg;
-    struct epoll_event evs[64];
+    pthread_mutex_lock(&s->io_lock);
     while (!atomic_load(&s->stop)) {
-        int n = epoll_wait(s->ep, evs, 64, MAINT_INTERVAL_MS);
-        int woken = 0;
-        for (int i = 0; i < n; i++) {
-            tag_t *t = evs[i].data.ptr;
-            if (t->kind == TAG_WAKE) {
-                uint64_t v;
-                ssize_t r = read(s->wake_fd, &v, sizeof(v));
-                (void)r;
-                woken = 1;
-                continue;
-            }
-            par_worker_t *w = t->ptr;
-            if (t->kind == TAG_OUT) {
-                drain_output(w);
-                continue;
-            }
-            if (evs[i].events & EPOLLOUT) {
-                pthread_mutex_lock(&w->pool->lock);
-                flush_out(w);
-                pthread_mutex_unlock(&w->pool->lock);
-            }
-            int dead = 0;
-            if (evs[i].events & EPOLLIN)
-                dead = read_worker(w) != 0;
-            if (!dead && (evs[i].events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
-                dead = read_worker(w) != 0 || 1;
-            if (dead) {
-                /* later events in this batch may name this worker: neutralise them */
-                for (int k = i + 1; k < n; k++) {
-                    tag_t *t2 = evs[k].data.ptr;
-                    if (t2->kind != TAG_WAKE && t2->ptr == w)
-                        evs[k].data.ptr = &s->wake_tag, evs[k].events = 0;
-                }
-                worker_dead(w);
-            }
+        if (atomic_load(&s->attached)) {
+            pthread_mutex_unlock(&s->io_lock);
+            take_out_trash(s);
+            pthread_mutex_lock(&s->io_lock);
+            if (atomic_load(&s->attached) && !atomic_load(&s->stop) && s->trash == NULL)
+                pthread_cond_wait(&s->io_cond, &s->io_lock);
+            continue;
         }
-        int64_t now = par__now_ms();
-        if (woken || now >= s->next_maint_ms) {
-            s->next_maint_ms = now + MAINT_INTERVAL_MS;
-            maintain(s);
-        }
+        io_iterate(s, MAINT_INTERVAL_MS);
     }
+    pthread_mutex_unlock(&s->io_lock);
+    take_out_trash(s);
     return NULL;
+}
+
+int par_super_attach(par_super_t *s)
+{
+    atomic_store(&s->attached, 1);
+    wake(s); /* out of its epoll_wait, into io_cond */
+    pthread_mutex_lock(&s->io_lock);
+    pthread_mutex_unlock(&s->io_lock);
+    return s->ep;
+}
+
+void par_super_poll(par_super_t *s)
+{
+    pthread_mutex_lock(&s->io_lock);
+    io_iterate(s, 0);
+    pthread_mutex_unlock(&s->io_lock);
+}
+
+void par_super_cork(int on)
+{
+    tl_cork = on;
+}
+
+void par_super_uncork(void)
+{
+    while (tl_corked) {
+        par_worker_t *w = tl_corked;
+        tl_corked = w->cork_next;
+        pthread_mutex_lock(&w->pool->lock);
+        w->corked = 0;
+        w->cork_next = NULL;
+        if (w->state != W_DEAD) {
+            flush_out(w);
+            if (w->out_start < w->out.len)
+                arm_out(w, 1); /* the socket is full: the rest goes on EPOLLOUT */
+        }
+        pthread_mutex_unlock(&w->pool->lock);
+    }
+}
+
+int par_super_maintenance_due(par_super_t *s)
+{
+    return par__now_ms() >= s->next_maint_ms;
+}
+
+void par_super_detach(par_super_t *s)
+{
+    pthread_mutex_lock(&s->io_lock);
+    atomic_store(&s->attached, 0);
+    pthread_cond_signal(&s->io_cond);
+    pthread_mutex_unlock(&s->io_lock);
 }
 
 /* ---- public ---------------------------------------------------------------- */
@@ -1166,6 +1308,8 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
         return PAR_E_NO_MEMORY;
     s->rt = rt;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->io_lock, NULL);
+    pthread_cond_init(&s->io_cond, NULL);
     /* scratch directories: left over from a runtime that died are removed;
      * the base is searchable, each worker's own is private to its uid */
     char *base = NULL;
@@ -1201,6 +1345,8 @@ void par_super_free(par_super_t *s)
 {
     if (s == NULL)
         return;
+    if (atomic_load(&s->attached)) /* the loop that ran its I/O is gone */
+        par_super_detach(s);
     /* stop every pool now and let the I/O thread reap the workers */
     pthread_mutex_lock(&s->lock);
     for (par_pool_t *p = s->pools; p; p = p->next) {
@@ -1220,7 +1366,7 @@ void par_super_free(par_super_t *s)
             break;
         usleep(10000);
     }
-    atomic_store(&s->stop, 1);
+    atomic_store(&s->stop, 1); /* detached above: the I/O thread is in io_iterate */
     wake(s);
     pthread_join(s->thread, NULL);
     while (s->pools) {

@@ -3,7 +3,8 @@
  * dispatch calls, notice crashes and hangs, restart with backoff.
  *
  * Owns one I/O thread (epoll) that reads every worker socket and output pipe,
- * completes calls, enforces deadlines and respawns workers, and one pool per
+ * completes calls, enforces deadlines and respawns workers (or lends that
+ * work to an attached event loop, par_super_attach), and one pool per
  * package version. par_pool_submit() may be called from any thread and never
  * blocks on a worker: it writes what the socket takes and leaves the rest to
  * the I/O thread. Must never run package code in the runtime's address space.
@@ -17,6 +18,26 @@
 
 int par_super_new(par_runtime_t *rt, par_super_t **out);
 void par_super_free(par_super_t *s);
+
+/* Hands the supervisor's I/O to the calling event-loop thread, which then
+ * watches the returned descriptor (an epoll set: readable when a worker
+ * socket or pipe is) and calls par_super_poll() when it is readable and
+ * whenever par_super_maintenance_due() says so (every 10 ms). Calls finish on
+ * that thread, so an HTTP loop answers a worker's RESULT without another
+ * thread in between. Spawning (posix_spawn, vfork-based) and reaping a
+ * killed worker then run on the loop; removing dead workers' scratch trees
+ * stays on the parked I/O thread. One loop at a time; the loop calls
+ * par_super_detach() before it ends, and the I/O thread takes over again. */
+int par_super_attach(par_super_t *s);
+void par_super_poll(par_super_t *s);
+int par_super_maintenance_due(par_super_t *s);
+void par_super_detach(par_super_t *s);
+
+/* On the attached loop thread only: while corked, frames for workers are
+ * buffered instead of written; par_super_uncork() writes them, one write
+ * per worker, at the end of each turn of the loop. */
+void par_super_cork(int on);
+void par_super_uncork(void);
 
 /* Creates the pool of a package version and starts its first worker; waits
  * until it says HELLO (PAR_OK) or fails (PAR_E_INCOMPATIBLE with the worker's

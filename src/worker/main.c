@@ -14,10 +14,15 @@
  * (sandbox/sandbox.h); with --exec it then execs PROG, which inherits the
  * sandbox and descriptors 0-3 and speaks the protocol itself.
  *
- * Threads: the main thread reads frames; INVOKE frames go to a pool of handler
- * threads that grows when every thread is busy (so agents that call siblings
- * through par_ctx_call cannot deadlock the worker); every frame written goes
- * out whole under one write lock.
+ * Threads: one thread at a time holds the reader role and reads frames. It
+ * runs the first INVOKE of what it read itself (no hand-off to another
+ * thread for the common case: one request, answered at once) and queues the
+ * rest to a pool of handler threads that grows when every thread is busy.
+ * While it runs that job the role is free; a watchdog hands the role to
+ * another thread when the job takes longer than INLINE_MAX_NS, and a job
+ * that calls a sibling (par_ctx_call) asks for a reader at once, so slow
+ * agents and sibling calls can neither stall reading nor deadlock the
+ * worker. Every frame written goes out whole under one write lock.
  *
  * It must never trust the runtime's input beyond the protocol's caps, and it
  * exits when the runtime goes away (PR_SET_PDEATHSIG and EOF).
@@ -48,6 +53,8 @@
 
 #define MAX_EXPORTS 256
 #define MAX_THREADS 256
+#define INLINE_MAX_NS 1000000LL      /* an inline job longer than this gives reading away */
+#define WATCHDOG_IDLE_NS 100000000LL /* no inline job for this long: the watchdog sleeps */
 
 typedef struct wexport {
     char *name;
@@ -102,6 +109,20 @@ static unsigned g_threads, g_idle;
 static wcall_t *g_calls;
 static uint64_t g_next_call_id = 1;
 static int g_shutdown;
+/* the reader role, guarded by g_lock */
+static int g_role_free;          /* its holder is running an inline job: nobody reads */
+static int g_role_wanted;        /* a thread has been asked to take the role */
+static int64_t g_inline_ns;      /* when the inline job running now started, 0 = none */
+static int64_t g_inline_last_ns; /* when the last one started */
+static int64_t g_kicked_ns;      /* the inline job the watchdog already acted on */
+static int g_wd_sleeping;
+static pthread_cond_t g_wd_cond = PTHREAD_COND_INITIALIZER;
+/* the input buffer belongs to the thread that holds the role */
+static par_buf_t g_in;
+static size_t g_in_start;
+static job_t *g_batch_head, *g_batch_tail; /* INVOKEs of the last read */
+
+static void want_reader_locked(void);
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -204,6 +225,7 @@ static int api_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t inpu
     json_decref(h);
 
     pthread_mutex_lock(&g_lock);
+    want_reader_locked(); /* the answer must be read by someone while this thread waits */
     while (!c.done && !g_shutdown)
         pthread_cond_wait(&c.cond, &g_lock);
     for (wcall_t **pp = &g_calls; *pp; pp = &(*pp)->next) {
@@ -391,57 +413,213 @@ static void run_job(job_t *j)
     }
 }
 
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void *handler_thread(void *arg);
+
+/* A new handler thread, counted idle. g_lock held. */
+static int spawn_handler_locked(void)
+{
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 1u << 20);
+    int rc = pthread_create(&t, &attr, handler_thread, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return -1;
+    g_threads++;
+    g_idle++;
+    return 0;
+}
+
+/* Asks an idle thread (or a new one) to take the free reader role. Past
+ * MAX_THREADS too: without a reader nothing can finish. g_lock held. */
+static void want_reader_locked(void)
+{
+    if (!g_role_free || g_role_wanted)
+        return;
+    g_role_wanted = 1;
+    if (g_idle > 0)
+        pthread_cond_broadcast(&g_job_cond);
+    else if (spawn_handler_locked() != 0)
+        g_role_wanted = 0; /* the inline job's thread reads again when it ends */
+}
+
+static void reader_run(void);
+
 static void *handler_thread(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&g_lock);
     for (;;) {
-        while (g_jobs_head == NULL && !g_shutdown)
-            pthread_cond_wait(&g_job_cond, &g_lock);
-        if (g_jobs_head == NULL)
+        if (g_role_wanted && g_role_free) {
+            g_role_wanted = 0;
+            g_role_free = 0;
+            g_idle--;
+            pthread_mutex_unlock(&g_lock);
+            reader_run();
+            pthread_mutex_lock(&g_lock);
+            g_idle++;
+            continue;
+        }
+        if (g_jobs_head) {
+            job_t *j = g_jobs_head;
+            g_jobs_head = j->next;
+            if (g_jobs_head == NULL)
+                g_jobs_tail = NULL;
+            g_idle--;
+            pthread_mutex_unlock(&g_lock);
+            run_job(j);
+            job_free(j);
+            pthread_mutex_lock(&g_lock);
+            g_idle++;
+            continue;
+        }
+        if (g_shutdown)
             break;
-        job_t *j = g_jobs_head;
-        g_jobs_head = j->next;
-        if (g_jobs_head == NULL)
-            g_jobs_tail = NULL;
-        g_idle--;
-        pthread_mutex_unlock(&g_lock);
-        run_job(j);
-        job_free(j);
-        pthread_mutex_lock(&g_lock);
-        g_idle++;
+        pthread_cond_wait(&g_job_cond, &g_lock);
     }
     pthread_mutex_unlock(&g_lock);
     return NULL;
 }
 
-static void submit_job(job_t *j)
+/* Wakes (or starts) enough handler threads for the queued jobs. g_lock held. */
+static void kick_handlers_locked(void)
 {
-    pthread_mutex_lock(&g_lock);
-    j->next = NULL;
-    if (g_jobs_tail)
-        g_jobs_tail->next = j;
-    else
-        g_jobs_head = j;
-    g_jobs_tail = j;
-    /* count queued jobs against idle threads; grow when all are busy */
     size_t queued = 0;
     for (job_t *q = g_jobs_head; q && queued <= g_idle; q = q->next)
         queued++;
-    if (queued > g_idle && g_threads < MAX_THREADS) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 1u << 20);
-        if (pthread_create(&t, &attr, handler_thread, NULL) == 0) {
-            g_threads++;
-            g_idle++;
+    if (queued == 0)
+        return;
+    while (queued > g_idle && g_threads < MAX_THREADS && spawn_handler_locked() == 0)
+        ;
+    pthread_cond_broadcast(&g_job_cond);
+}
+
+/* Hands reading and the queued jobs to other threads when an inline job runs
+ * long. It polls every millisecond while jobs run inline and sleeps when none
+ * has for a while, so a busy worker pays no wake-up per request for it. */
+static void *watchdog_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_lock);
+    while (!g_shutdown) {
+        int64_t now = now_ns();
+        if (g_inline_ns && now - g_inline_ns >= INLINE_MAX_NS && g_kicked_ns != g_inline_ns) {
+            g_kicked_ns = g_inline_ns;
+            want_reader_locked();
+            kick_handlers_locked();
         }
-        pthread_attr_destroy(&attr);
+        if (g_inline_ns == 0 && now - g_inline_last_ns >= WATCHDOG_IDLE_NS) {
+            g_wd_sleeping = 1;
+            pthread_cond_wait(&g_wd_cond, &g_lock);
+            g_wd_sleeping = 0;
+            continue;
+        }
+        pthread_mutex_unlock(&g_lock);
+        struct timespec ts = {0, INLINE_MAX_NS};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&g_lock);
     }
-    pthread_cond_signal(&g_job_cond);
     pthread_mutex_unlock(&g_lock);
+    return NULL;
+}
+
+static void on_frame(const par_frame_t *f);
+
+/* The runtime closed the socket: finish quickly. */
+static void __attribute__((noreturn)) reader_eof(void)
+{
+    pthread_mutex_lock(&g_lock);
+    g_shutdown = 1;
+    pthread_cond_broadcast(&g_job_cond);
+    for (wcall_t *c = g_calls; c; c = c->next)
+        pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&g_lock);
+    _exit(0);
+}
+
+/* Reads and dispatches frames while this thread holds the reader role; runs
+ * the first INVOKE of each read itself. Returns when the role went to another
+ * thread during such a job. */
+static void reader_run(void)
+{
+    for (;;) {
+        if (par_buf_reserve(&g_in, 64 * 1024) != PAR_OK)
+            die("out of memory");
+        ssize_t r = read(g_fd, g_in.data + g_in.len, g_in.cap - g_in.len - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            reader_eof();
+        g_in.len += (size_t)r;
+        for (;;) {
+            par_frame_t f;
+            size_t used;
+            const char *err;
+            int d = par_proto_decode((uint8_t *)g_in.data + g_in_start, g_in.len - g_in_start,
+                                     g_max_input, &f, &used, &err);
+            if (d < 0) {
+                fprintf(stderr, "par-worker: protocol error from runtime: %s\n", err);
+                _exit(4);
+            }
+            if (d == 0)
+                break;
+            on_frame(&f);
+            g_in_start += used;
+        }
+        if (g_in_start == g_in.len) {
+            g_in.len = g_in_start = 0;
+        } else if (g_in_start > 0 && g_in_start > g_in.len / 2) {
+            memmove(g_in.data, g_in.data + g_in_start, g_in.len - g_in_start);
+            g_in.len -= g_in_start;
+            g_in_start = 0;
+        }
+        if (g_batch_head == NULL)
+            continue;
+        /* Queue what was read and run it here, one job after the other, with
+         * the role free: the watchdog gives reading and the rest of the queue
+         * to other threads if a job takes long. */
+        pthread_mutex_lock(&g_lock);
+        if (g_jobs_tail)
+            g_jobs_tail->next = g_batch_head;
+        else
+            g_jobs_head = g_batch_head;
+        g_jobs_tail = g_batch_tail;
+        g_batch_head = g_batch_tail = NULL;
+        g_role_free = 1;
+        for (;;) {
+            job_t *j = g_jobs_head;
+            if (j == NULL)
+                break;
+            g_jobs_head = j->next;
+            if (g_jobs_head == NULL)
+                g_jobs_tail = NULL;
+            g_inline_ns = g_inline_last_ns = now_ns();
+            if (g_wd_sleeping)
+                pthread_cond_signal(&g_wd_cond);
+            pthread_mutex_unlock(&g_lock);
+            run_job(j);
+            job_free(j);
+            pthread_mutex_lock(&g_lock);
+            g_inline_ns = 0;
+            if (!g_role_free)
+                break; /* another thread reads now; this one joins the handlers */
+        }
+        int mine_again = g_role_free;
+        if (mine_again)
+            g_role_free = g_role_wanted = 0; /* a thread asked to take it finds it taken */
+        pthread_mutex_unlock(&g_lock);
+        if (!mine_again)
+            return;
+    }
 }
 
 static void on_frame(const par_frame_t *f)
@@ -467,7 +645,11 @@ static void on_frame(const par_frame_t *f)
             j->input_len = f->body_len;
         }
         par_buf_init(&j->outbuf, g_max_output);
-        submit_job(j);
+        if (g_batch_tail)
+            g_batch_tail->next = j;
+        else
+            g_batch_head = j;
+        g_batch_tail = j;
         break;
     }
     case PAR_FRAME_CALL_RESULT: {
@@ -717,47 +899,21 @@ int main(int argc, char **argv)
     send_json_frame(PAR_FRAME_HELLO, 0, hello, NULL, 0);
     json_decref(hello);
 
-    par_buf_t in;
-    par_buf_init(&in, 0);
-    size_t start = 0;
-    for (;;) {
-        if (par_buf_reserve(&in, 64 * 1024) != PAR_OK)
-            die("out of memory");
-        ssize_t r = read(g_fd, in.data + in.len, in.cap - in.len - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        in.len += (size_t)r;
-        for (;;) {
-            par_frame_t f;
-            size_t used;
-            const char *err;
-            int d = par_proto_decode((uint8_t *)in.data + start, in.len - start, g_max_input, &f,
-                                     &used, &err);
-            if (d < 0) {
-                fprintf(stderr, "par-worker: protocol error from runtime: %s\n", err);
-                _exit(4);
-            }
-            if (d == 0)
-                break;
-            on_frame(&f);
-            start += used;
-        }
-        if (start == in.len) {
-            in.len = start = 0;
-        } else if (start > 0 && start > in.len / 2) {
-            memmove(in.data, in.data + start, in.len - start);
-            in.len -= start;
-            start = 0;
-        }
-    }
-    /* runtime closed the socket: finish quickly */
+    par_buf_init(&g_in, 0);
+    pthread_t wd;
+    pthread_attr_t wattr;
+    pthread_attr_init(&wattr);
+    pthread_attr_setdetachstate(&wattr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&wattr, 64u << 10);
+    if (pthread_create(&wd, &wattr, watchdog_thread, NULL) != 0)
+        die("cannot start the watchdog thread");
+    pthread_attr_destroy(&wattr);
+    reader_run();
+    /* the role went to another thread: this one serves jobs from now on */
     pthread_mutex_lock(&g_lock);
-    g_shutdown = 1;
-    pthread_cond_broadcast(&g_job_cond);
-    for (wcall_t *c = g_calls; c; c = c->next)
-        pthread_cond_signal(&c->cond);
+    g_threads++;
+    g_idle++;
     pthread_mutex_unlock(&g_lock);
-    _exit(0);
+    handler_thread(NULL);
+    return 0;
 }

@@ -214,3 +214,48 @@ def test_workers_inherit_no_runtime_descriptors(srv):
     assert fds[:4] == [0, 1, 2, 3], fds
     targets = [os.readlink(f"/proc/{pid}/fd/{f}") for f in fds[4:]]
     assert all(not t.startswith(("socket:", "pipe:")) for t in targets), targets
+
+
+def test_slow_request_does_not_hold_up_its_worker(server_factory, tmp_path):
+    """A worker runs the first request it reads on its reading thread. When that
+    request takes long, reading and the rest of its queue move to other threads:
+    requests that arrive behind a slow one on the same (single) worker are answered
+    while it still runs."""
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "workers: {min: 1, max: 1}\n")
+    s = server_factory([package("faulty")], args=["--config", str(conf)])
+    assert len(s.get("/runtime/packages/faulty").json()["workers"]) == 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+        started = time.monotonic()
+        slow = ex.submit(s.post, "faulty/slow", {"input": 1500})
+        time.sleep(0.2)
+        for i in range(20):
+            r = s.post("faulty", {"input": {"i": i}})
+            assert r.status_code == 200, r.text
+        fast_done = time.monotonic() - started
+        assert not slow.done(), "the slow request ended before the fast ones were sent"
+        r = slow.result(timeout=10)
+        assert r.status_code == 200 and r.json()["output"] == 1500
+    assert fast_done < 1.4, f"fast requests waited for the slow one ({fast_done:.2f} s)"
+    assert len(s.get("/runtime/packages/faulty").json()["workers"]) == 1
+
+
+def test_sibling_calls_on_a_single_worker(server_factory, tmp_path):
+    """shout calls its private sibling upper, which lands on the same worker: the
+    thread waiting for the answer must not be the only one that could read it."""
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "workers: {min: 1, max: 1}\n")
+    s = server_factory([package("echo")], args=["--config", str(conf)])
+
+    def one(i):
+        r = s.post("echo/shout", {"input": {"text": f"t{i}"}})
+        return i, r.status_code, r.json()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as ex:
+        results = list(ex.map(one, range(200)))
+    for i, status, body in results:
+        assert status == 200, body
+        assert body["output"] == {"text": f"T{i}"}
+    assert len(s.get("/runtime/packages/echo").json()["workers"]) == 1
