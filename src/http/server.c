@@ -1262,14 +1262,14 @@ static void *loop_main(void *arg)
     tl_loop = l;
     par_super_t *super = l->super_sock ? l->http->rt->super : NULL;
     if (super)
-        par_super_cork(1);
+        par__runtime_cork(1);
     while (!atomic_load(&l->http->stop)) {
         /* returns -1 on EINTR: just go round */
         h2o_evloop_run(l->ctx.loop, super ? 10 : 50);
         if (super) {
             if (par_super_maintenance_due(super))
                 par_super_poll(super);
-            par_super_uncork();
+            par__runtime_uncork(l->http->rt);
         }
         if (atomic_load(&l->http->stop_accepting) && l->listener) {
             h2o_socket_read_stop(l->listener);
@@ -1279,8 +1279,8 @@ static void *loop_main(void *arg)
         }
     }
     if (super) {
-        par_super_uncork();
-        par_super_cork(0);
+        par__runtime_uncork(l->http->rt);
+        par__runtime_cork(0);
         h2o_socket_read_stop(l->super_sock);
         h2o_socket_close(l->super_sock); /* closes our duplicate of the epoll descriptor */
         l->super_sock = NULL;

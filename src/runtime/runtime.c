@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loader/native.h"
@@ -244,48 +245,132 @@ static int table_rebuild(par_runtime_t *rt)
 
 /* ---- in-process executor -------------------------------------------------------- */
 
+/* Trusted packages' calls run on these threads, never on an event loop. The
+ * attached HTTP loop hands over every call of one turn at once
+ * (par__runtime_uncork): one lock and at most one wake-up per turn, and a
+ * thread that is already running takes the next call without sleeping. A
+ * watchdog wakes another thread when the oldest queued call has waited longer
+ * than EXEC_WAIT_MAX_NS (a slow agent ahead of it), polling every millisecond
+ * only while calls arrive and sleeping otherwise. */
+#define EXEC_WAIT_MAX_NS 1000000LL
+#define EXEC_IDLE_NS 100000000LL
+
 typedef struct par_executor {
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    pthread_cond_t wd_cond;
     par_call_t *head, *tail;
     pthread_t *threads;
     size_t nthreads;
+    pthread_t watchdog;
+    int has_watchdog;
+    unsigned idle, running;
+    int64_t last_submit_ns;
+    int wd_sleeping;
     int stop;
 } par_executor_t;
+
+static __thread int tl_exec_cork;
+static __thread par_call_t *tl_exec_head, *tl_exec_tail;
 
 static void *exec_thread(void *arg)
 {
     par_executor_t *x = arg;
     pthread_mutex_lock(&x->lock);
     for (;;) {
-        while (x->head == NULL && !x->stop)
+        while (x->head == NULL && !x->stop) {
+            x->idle++;
             pthread_cond_wait(&x->cond, &x->lock);
+            x->idle--;
+        }
         if (x->head == NULL)
             break;
         par_call_t *c = x->head;
         x->head = c->_qnext;
         if (x->head == NULL)
             x->tail = NULL;
+        x->running++;
         pthread_mutex_unlock(&x->lock);
         par__native_run(c);
         par__call_finish(c);
+        pthread_mutex_lock(&x->lock);
+        x->running--;
+    }
+    pthread_mutex_unlock(&x->lock);
+    return NULL;
+}
+
+static void *exec_watchdog(void *arg)
+{
+    par_executor_t *x = arg;
+    pthread_mutex_lock(&x->lock);
+    while (!x->stop) {
+        int64_t now = par__now_ns();
+        if (x->head && x->idle > 0 && now - x->head->started_ns >= EXEC_WAIT_MAX_NS)
+            pthread_cond_signal(&x->cond);
+        if (x->head == NULL && now - x->last_submit_ns >= EXEC_IDLE_NS) {
+            x->wd_sleeping = 1;
+            pthread_cond_wait(&x->wd_cond, &x->lock);
+            x->wd_sleeping = 0;
+            continue;
+        }
+        pthread_mutex_unlock(&x->lock);
+        struct timespec ts = {0, EXEC_WAIT_MAX_NS};
+        nanosleep(&ts, NULL);
         pthread_mutex_lock(&x->lock);
     }
     pthread_mutex_unlock(&x->lock);
     return NULL;
 }
 
+/* Appends a list of calls; wakes a thread only when none is running (a
+ * running one takes them next) or when `always`. Lock held. */
+static void exec_enqueue(par_executor_t *x, par_call_t *head, par_call_t *tail, int always)
+{
+    if (x->tail)
+        x->tail->_qnext = head;
+    else
+        x->head = head;
+    x->tail = tail;
+    x->last_submit_ns = par__now_ns();
+    if ((always || x->running == 0) && x->idle > 0)
+        pthread_cond_signal(&x->cond);
+    if (x->wd_sleeping)
+        pthread_cond_signal(&x->wd_cond);
+}
+
 static void exec_submit(par_executor_t *x, par_call_t *c)
 {
-    pthread_mutex_lock(&x->lock);
     c->_qnext = NULL;
-    if (x->tail)
-        x->tail->_qnext = c;
-    else
-        x->head = c;
-    x->tail = c;
-    pthread_cond_signal(&x->cond);
+    if (tl_exec_cork) {
+        if (tl_exec_tail)
+            tl_exec_tail->_qnext = c;
+        else
+            tl_exec_head = c;
+        tl_exec_tail = c;
+        return;
+    }
+    pthread_mutex_lock(&x->lock);
+    exec_enqueue(x, c, c, 1);
     pthread_mutex_unlock(&x->lock);
+}
+
+void par__runtime_cork(int on)
+{
+    tl_exec_cork = on;
+    par_super_cork(on);
+}
+
+void par__runtime_uncork(par_runtime_t *rt)
+{
+    if (tl_exec_head) {
+        par_executor_t *x = rt->exec;
+        pthread_mutex_lock(&x->lock);
+        exec_enqueue(x, tl_exec_head, tl_exec_tail, 0);
+        pthread_mutex_unlock(&x->lock);
+        tl_exec_head = tl_exec_tail = NULL;
+    }
+    par_super_uncork();
 }
 
 static par_executor_t *exec_new(size_t n)
@@ -293,10 +378,12 @@ static par_executor_t *exec_new(size_t n)
     par_executor_t *x = calloc(1, sizeof(*x));
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->cond, NULL);
+    pthread_cond_init(&x->wd_cond, NULL);
     x->threads = calloc(n, sizeof(pthread_t));
     for (size_t i = 0; i < n; i++)
         if (pthread_create(&x->threads[x->nthreads], NULL, exec_thread, x) == 0)
             x->nthreads++;
+    x->has_watchdog = pthread_create(&x->watchdog, NULL, exec_watchdog, x) == 0;
     return x;
 }
 
@@ -305,9 +392,12 @@ static void exec_free(par_executor_t *x)
     pthread_mutex_lock(&x->lock);
     x->stop = 1;
     pthread_cond_broadcast(&x->cond);
+    pthread_cond_signal(&x->wd_cond);
     pthread_mutex_unlock(&x->lock);
     for (size_t i = 0; i < x->nthreads; i++)
         pthread_join(x->threads[i], NULL);
+    if (x->has_watchdog)
+        pthread_join(x->watchdog, NULL);
     free(x->threads);
     free(x);
 }

@@ -190,4 +190,10 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why);
 /* Built-in defaults for every config field that was left 0/NULL. */
 void par__config_defaults(par_config_t *cfg);
 
+/* On an HTTP loop thread that runs the supervisor's I/O: while corked, calls
+ * for in-process packages and frames for workers are collected and handed
+ * over together by par__runtime_uncork() at the end of each turn. */
+void par__runtime_cork(int on);
+void par__runtime_uncork(par_runtime_t *rt);
+
 #endif
