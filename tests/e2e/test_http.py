@@ -259,3 +259,22 @@ def test_sibling_calls_on_a_single_worker(server_factory, tmp_path):
         assert status == 200, body
         assert body["output"] == {"text": f"T{i}"}
     assert len(s.get("/runtime/packages/echo").json()["workers"]) == 1
+
+
+def test_slow_in_process_call_does_not_hold_up_others(server_factory):
+    """Trusted packages' calls share the in-process executor, which takes the calls
+    of one loop turn together: a call queued behind a slow one gets another thread."""
+    s = server_factory([package("faulty")], args=["--trusted", "faulty"])
+    assert s.get("/runtime/packages/faulty").json()["isolation"] == "in-process"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+        started = time.monotonic()
+        slows = [ex.submit(s.post, "faulty/slow", {"input": 1500}) for _ in range(3)]
+        time.sleep(0.2)
+        fast = list(ex.map(lambda i: s.post("faulty", {"input": {"i": i}}), range(20)))
+        fast_done = time.monotonic() - started
+        assert all(r.status_code == 200 for r in fast), [r.text for r in fast]
+        assert not any(f.done() for f in slows), "a slow call ended before the fast ones"
+        for f in slows:
+            r = f.result(timeout=10)
+            assert r.status_code == 200 and r.json()["output"] == 1500
+    assert fast_done < 1.4, f"fast calls waited for the slow ones ({fast_done:.2f} s)"
