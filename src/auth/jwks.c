@@ -1,8 +1,15 @@
 /*
  * auth/jwks.c — see jwks.h.
+ *
+ * rhonabwy (JWK import) is loaded with dlopen the first time a key set is
+ * needed: it brings GnuTLS, a second libcurl and a dozen more libraries,
+ * which every `par` process would otherwise map and relocate at start (most
+ * of a cold start's dynamic-loading time, and ~1.5 MB of idle RSS), while
+ * only OIDC deployments use it.
  */
 #include "auth/jwks.h"
 
+#include <dlfcn.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -18,9 +25,41 @@
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+/* the rhonabwy functions this file uses, resolved at run time */
+static struct {
+    int ok;
+    char error[256];
+    __typeof__(&r_global_init) global_init;
+    __typeof__(&r_jwk_init) jwk_init;
+    __typeof__(&r_jwk_import_from_json_t) jwk_import_from_json_t;
+    __typeof__(&r_jwk_key_type) jwk_key_type;
+    __typeof__(&r_jwk_export_to_pem_der) jwk_export_to_pem_der;
+    __typeof__(&r_jwk_free) jwk_free;
+} g_rhn;
+
 static void global_init(void)
 {
-    r_global_init();
+    void *h = dlopen(PAR_RHONABWY_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        snprintf(g_rhn.error, sizeof(g_rhn.error), "cannot load %s (JWK support): %s",
+                 PAR_RHONABWY_SONAME, dlerror());
+        return;
+    }
+    /* POSIX: a function pointer travels through dlsym's void * */
+    *(void **)&g_rhn.global_init = dlsym(h, "r_global_init");
+    *(void **)&g_rhn.jwk_init = dlsym(h, "r_jwk_init");
+    *(void **)&g_rhn.jwk_import_from_json_t = dlsym(h, "r_jwk_import_from_json_t");
+    *(void **)&g_rhn.jwk_key_type = dlsym(h, "r_jwk_key_type");
+    *(void **)&g_rhn.jwk_export_to_pem_der = dlsym(h, "r_jwk_export_to_pem_der");
+    *(void **)&g_rhn.jwk_free = dlsym(h, "r_jwk_free");
+    if (!g_rhn.global_init || !g_rhn.jwk_init || !g_rhn.jwk_import_from_json_t ||
+        !g_rhn.jwk_key_type || !g_rhn.jwk_export_to_pem_der || !g_rhn.jwk_free) {
+        snprintf(g_rhn.error, sizeof(g_rhn.error), "%s lacks a JWK function: %s",
+                 PAR_RHONABWY_SONAME, dlerror());
+        return; /* kept loaded: unloading a library mid-initialisation helps nobody */
+    }
+    g_rhn.global_init();
+    g_rhn.ok = 1;
 }
 
 void par_jwks_global_init(void)
@@ -162,17 +201,22 @@ static int load_key(json_t *k, par_jwk_t *out, char *why, size_t cap)
     unsigned char der[8192];
     size_t der_len = sizeof(der);
     int rc = -1;
-    if (r_jwk_init(&jwk) != RHN_OK) {
+    if (!g_rhn.ok) {
+        snprintf(why, cap, "%.150s", g_rhn.error[0] ? g_rhn.error : "JWK support not initialised");
+        goto out;
+    }
+    if (g_rhn.jwk_init(&jwk) != RHN_OK) {
         snprintf(why, cap, "out of memory");
         goto out;
     }
     unsigned int bits = 0;
-    if (r_jwk_import_from_json_t(jwk, pub) != RHN_OK ||
-        !(r_jwk_key_type(jwk, &bits, R_FLAG_IGNORE_REMOTE) & R_KEY_TYPE_PUBLIC)) {
+    if (g_rhn.jwk_import_from_json_t(jwk, pub) != RHN_OK ||
+        !(g_rhn.jwk_key_type(jwk, &bits, R_FLAG_IGNORE_REMOTE) & R_KEY_TYPE_PUBLIC)) {
         snprintf(why, cap, "not a valid %s public key", kty);
         goto out;
     }
-    if (r_jwk_export_to_pem_der(jwk, R_FORMAT_DER, der, &der_len, R_FLAG_IGNORE_REMOTE) != RHN_OK) {
+    if (g_rhn.jwk_export_to_pem_der(jwk, R_FORMAT_DER, der, &der_len, R_FLAG_IGNORE_REMOTE) !=
+        RHN_OK) {
         snprintf(why, cap, "the %s key cannot be exported", kty);
         goto out;
     }
@@ -197,7 +241,8 @@ static int load_key(json_t *k, par_jwk_t *out, char *why, size_t cap)
     out->pkey = pk;
     rc = 0;
 out:
-    r_jwk_free(jwk);
+    if (jwk)
+        g_rhn.jwk_free(jwk);
     json_decref(pub);
     return rc;
 }

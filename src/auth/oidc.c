@@ -3,7 +3,7 @@
  */
 #include "auth/oidc.h"
 
-#include <curl/curl.h>
+#include "util/curl.h"
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -592,7 +592,6 @@ static void oidc_destroy(par_auth_provider_t *p)
     free(o->jwks_uri);
     free(o->discovery_url);
     free(o);
-    curl_global_cleanup();
 }
 
 static const par_auth_provider_ops_t oidc_ops = {
@@ -606,14 +605,13 @@ static const par_auth_provider_ops_t oidc_ops = {
 int par_oidc_provider_new(const par_auth_config_t *cfg, par_auth_provider_t **out, par_buf_t *err)
 {
     const par_oidc_config_t *oc = &cfg->oidc;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        par_buf_appends(err, "cannot initialise libcurl");
+    if (par_curl_load() != 0) { /* initialised once for the process (util/curl.h) */
+        par_buf_appends(err, par_curl_error());
         return PAR_E_INTERNAL;
     }
     par_jwks_global_init();
     oidc_t *o = calloc(1, sizeof(*o));
     if (o == NULL) {
-        curl_global_cleanup();
         par_buf_appends(err, "out of memory");
         return PAR_E_NO_MEMORY;
     }

@@ -3,7 +3,7 @@
  */
 #include "metering/stripe.h"
 
-#include <curl/curl.h>
+#include "util/curl.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>

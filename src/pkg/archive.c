@@ -75,6 +75,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -127,6 +128,7 @@ static const char *ar_msg(struct archive *ar)
 
 void par_archive_limits_default(par_archive_limits_t *lim)
 {
+    memset(lim, 0, sizeof(*lim));
     lim->max_archive_bytes = 512ull << 20;
     lim->max_entries = 10000;
     lim->max_total_bytes = 1ull << 30;
@@ -188,9 +190,46 @@ static void b2_publish(b2_follow_t *f, size_t avail, int done)
     pthread_mutex_unlock(&f->lock);
 }
 
+/* A buffer for a whole archive. Large ones are an anonymous mapping aligned
+ * to 2 MiB and offered transparent huge pages: reading 30 MB into malloc'd
+ * memory costs thousands of page faults, which are most of the time it takes
+ * to load a big package. *mapped is the mapping's size, 0 when malloc'd. */
+#define HUGE_ALIGN ((size_t)2 << 20)
+static unsigned char *archive_buffer(size_t n, size_t *mapped)
+{
+    *mapped = 0;
+    if (n >= HUGE_ALIGN) {
+        size_t len = (n + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
+        /* over-allocate by one alignment unit, then trim both ends to it */
+        unsigned char *p = mmap(NULL, len + HUGE_ALIGN, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+            uintptr_t a = ((uintptr_t)p + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1);
+            size_t head = a - (uintptr_t)p;
+            if (head)
+                munmap(p, head);
+            if (HUGE_ALIGN - head)
+                munmap((unsigned char *)a + len, HUGE_ALIGN - head);
+            madvise((void *)a, len, MADV_HUGEPAGE); /* advice: fine if refused */
+            *mapped = len;
+            return (unsigned char *)a;
+        }
+    }
+    return malloc(n);
+}
+
+static void archive_buffer_free(unsigned char *p, size_t mapped)
+{
+    if (p && mapped)
+        munmap(p, mapped);
+    else
+        free(p);
+}
+
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
                      par_buf_t *err)
 {
+    size_t mapped = 0;
     int rc = PAR_OK;
     unsigned char *data = NULL;
     EVP_MD_CTX *md = NULL;
@@ -225,7 +264,7 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     }
     size_t size = (size_t)st.st_size;
     /* one spare byte: reading into it means the file grew after fstat */
-    data = malloc(size + 1);
+    data = archive_buffer(size + 1, &mapped);
     md = EVP_MD_CTX_new();
     if (data == NULL || md == NULL) {
         errf(err, "%s: out of memory for %zu bytes\n", path, size);
@@ -296,6 +335,7 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     }
     out->data = data;
     out->len = len;
+    out->_mapped = mapped;
     par_hex_encode(digest, dlen, out->sha256);
     if (b2_running) {
         b2_publish(&b2, len, 1);
@@ -317,14 +357,15 @@ out:
     if (fd >= 0)
         close(fd);
     EVP_MD_CTX_free(md);
-    free(data);
+    archive_buffer_free(data, mapped);
     return rc;
 }
 
 void par_archive_bytes_free(par_archive_bytes_t *b)
 {
-    free(b->data);
+    archive_buffer_free(b->data, b->_mapped);
     b->data = NULL;
+    b->_mapped = 0;
     b->len = 0;
     b->sha256[0] = '\0';
 }
@@ -458,8 +499,8 @@ static int cd_precheck(const unsigned char *d, size_t len, uint64_t max_entries,
     return PAR_OK;
 }
 
-static int open_reader(const par_archive_bytes_t *a, uint64_t max_entries, struct archive **out,
-                       par_buf_t *err)
+static int open_reader(const par_archive_bytes_t *a, uint64_t max_entries, int ignore_crc,
+                       struct archive **out, par_buf_t *err)
 {
     *out = NULL;
     int rc = cd_precheck(a->data, a->len, max_entries, err);
@@ -472,6 +513,8 @@ static int open_reader(const par_archive_bytes_t *a, uint64_t max_entries, struc
     }
     /* ZIP only, and the seekable reader: the central directory is authoritative */
     if (archive_read_support_format_zip_seekable(ar) != ARCHIVE_OK ||
+        (ignore_crc &&
+         archive_read_set_format_option(ar, "zip", "ignorecrc32", "1") != ARCHIVE_OK) ||
         archive_read_open_memory(ar, a->data, a->len) != ARCHIVE_OK) {
         errf(err, "not a readable ZIP archive: %s\n", ar_msg(ar));
         archive_read_free(ar);
@@ -730,7 +773,7 @@ int par_archive_read_member(const par_archive_bytes_t *a, const char *name, size
         return PAR_E_NOT_FOUND;
     }
     struct archive *ar = NULL;
-    int rc = open_reader(a, UINT64_MAX, &ar, err);
+    int rc = open_reader(a, UINT64_MAX, 0, &ar, err);
     if (rc != PAR_OK)
         return rc;
     char *buf = malloc(CHUNK);
@@ -795,7 +838,6 @@ typedef struct extract_ctx {
     uint64_t total; /* uncompressed bytes written so far */
     name_set_t seen;
     str_list_t links;
-    char *buf;
     par_buf_t *err;
 } extract_ctx_t;
 
@@ -854,18 +896,28 @@ static int over_ratio(uint64_t total, size_t alen, uint32_t max_ratio)
 }
 
 /* Streams the current entry's data into `fd`, enforcing every size cap on the
- * bytes actually decompressed. */
+ * bytes actually decompressed. Blocks come straight from libarchive (for a
+ * stored entry, a pointer into the archive in memory): no copy on the way. */
 static int write_data(extract_ctx_t *x, const char *raw, int fd)
 {
     const par_archive_limits_t *lim = x->lim;
     size_t rl = strlen(raw);
     uint64_t size = 0;
     for (;;) {
-        ssize_t n = archive_read_data(x->ar, x->buf, CHUNK);
-        if (n == 0)
+        const void *block;
+        size_t n;
+        la_int64_t offset;
+        int r = archive_read_data_block(x->ar, &block, &n, &offset);
+        if (r == ARCHIVE_EOF)
             return PAR_OK;
-        if (n < 0) {
+        if (r != ARCHIVE_OK) {
             err_entry(x->err, raw, rl, "%s (truncated or corrupt archive)", ar_msg(x->ar));
+            return PAR_E_INVALID_PACKAGE;
+        }
+        if (offset < 0 || (uint64_t)offset != size) {
+            /* ZIP entries are contiguous; a hole would be a sparse entry */
+            err_entry(x->err, raw, rl, "data block at offset %lld, expected %llu",
+                      (long long)offset, (unsigned long long)size);
             return PAR_E_INVALID_PACKAGE;
         }
         size += (uint64_t)n;
@@ -888,7 +940,7 @@ static int write_data(extract_ctx_t *x, const char *raw, int fd)
                       lim->max_ratio, (unsigned long long)x->total, x->alen);
             return PAR_E_UNSAFE_ARCHIVE;
         }
-        if (write_all(fd, x->buf, (size_t)n) != 0) {
+        if (n && write_all(fd, block, n) != 0) {
             err_entry(x->err, raw, rl, "cannot write: %s", strerror(errno));
             return PAR_E_IO;
         }
@@ -1065,12 +1117,8 @@ int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
         rc = empty < 0 ? PAR_E_IO : PAR_E_INVALID_ARGUMENT;
         goto out;
     }
-    if ((rc = open_reader(a, lim->max_entries, &x.ar, err)) != PAR_OK)
+    if ((rc = open_reader(a, lim->max_entries, lim->bytes_verified, &x.ar, err)) != PAR_OK)
         goto out;
-    if ((x.buf = malloc(CHUNK)) == NULL) {
-        rc = PAR_E_NO_MEMORY;
-        goto out;
-    }
     uint64_t entries = 0;
     struct archive_entry *e;
     while ((r = archive_read_next_header(x.ar, &e)) != ARCHIVE_EOF) {
@@ -1099,7 +1147,6 @@ int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
         }
     }
 out:
-    free(x.buf);
     set_free(&x.seen);
     list_free(&x.links);
     archive_read_free(x.ar);

@@ -26,6 +26,9 @@ typedef struct par_archive_limits {
                                    prehash) in the same pass; default 0 */
     uint32_t max_ratio;         /* total uncompressed / archive bytes, default 200; checked
                                    once more than 1 MiB is out; 0 = no ratio check */
+    int bytes_verified;         /* the archive's bytes matched an expected SHA-256 or a
+                                   trusted signature: extraction skips the entries' CRC-32
+                                   checks, which can then find nothing; default 0 */
 } par_archive_limits_t;
 
 void par_archive_limits_default(par_archive_limits_t *lim);
@@ -34,9 +37,10 @@ void par_archive_limits_default(par_archive_limits_t *lim);
 typedef struct par_archive_bytes {
     unsigned char *data;
     size_t len;
-    char sha256[65]; /* lowercase hex, NUL-terminated */
+    char sha256[65];           /* lowercase hex, NUL-terminated */
     unsigned char blake2b[64]; /* when loaded with lim->with_blake2b */
     int has_blake2b;
+    size_t _mapped; /* data is an anonymous mapping of this size (else malloc'd) */
 } par_archive_bytes_t;
 
 /* Reads a file into memory (refusing more than lim->max_archive_bytes with

@@ -8,7 +8,7 @@
  */
 #include "registry/fetch.h"
 
-#include <curl/curl.h>
+#include "util/curl.h"
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -29,7 +29,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void global_init(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    par_curl_load(); /* a failure shows as curl_easy_init() == NULL, with par_curl_error() */
     if (sodium_init() < 0)
         abort(); /* libsodium cannot run here at all: a broken installation */
 }

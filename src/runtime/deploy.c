@@ -425,6 +425,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
 
     /* ---- verify -------------------------------------------------------------------- */
     int64_t tv = par__now_ns();
+    int bytes_verified = 0; /* matched an expected digest or a trusted signature */
     if (!req->restored_dir) {
         if (expected[0] && pv->sha256[0] && strcmp(expected, pv->sha256) != 0) {
             par_buf_appendf(err, "%s: SHA-256 mismatch: expected %s, got %s\n", path, expected,
@@ -432,6 +433,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
             rc = PAR_E_DIGEST_MISMATCH;
             goto out;
         }
+        bytes_verified = expected[0] && pv->sha256[0];
         if (have_sig) {
             if (!have_b2 && a.data && sig_prehashed(&sig)) {
                 par_ms_hash_t h;
@@ -446,6 +448,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
                 par_buf_appendf(err, "%s: the signature does not vouch for these bytes\n", path);
                 goto out;
             }
+            bytes_verified = 1;
         } else if (pv->sha256[0] == '\0' && !rt->cfg.allow_unsigned) {
             par_buf_appendf(err,
                             "%s: an unpacked directory carries no signature; deploy its signed "
@@ -504,6 +507,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
         int64_t t1 = par__now_ns();
         par_archive_limits_t lim;
         par_archive_limits_default(&lim);
+        lim.bytes_verified = bytes_verified;
         par_cache_info_t info;
         memset(&info, 0, sizeof(info));
         memcpy(info.blake2b, b2, 64);

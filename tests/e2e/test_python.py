@@ -676,3 +676,28 @@ def test_requirements_cannot_reach_beyond_the_wheelhouse(server_factory, tmp_pat
         b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
                                        timeout=60), 422, "incompatible_package")
         assert reason in b["message"], (i, b["message"])
+
+
+def test_a_package_built_by_pixell_kit(server_factory, tmp_path):
+    """The archive pixell-kit 0.4.9's `pixell build` wrote for examples/agents/hello-python
+    (tests/fixtures/pixell-built/README.md) deploys unchanged and answers."""
+    src = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pixell-built",
+                       "hello-python-1.0.0.apkg")
+    with open(src, "rb") as f:
+        data = f.read()
+    assert hashlib.sha256(data).hexdigest() == \
+        "5a1839af6e0196abd4d81aa842841d6bfc6e5b39c0816dff1808b9d06b0a25df"
+    with zipfile.ZipFile(src) as z:
+        made_by = json.loads(z.read(".pixell/package.json"))["created_by"]
+    assert made_by == "pixell-kit"
+    pk = tmp_path / "hello-python-1.0.0.apkg"
+    pk.write_bytes(data)
+    s = server_factory([str(pk)])
+    rec = s.get("/runtime/packages/hello-python").json()
+    assert rec["state"] == "active" and rec["sha256"] == hashlib.sha256(data).hexdigest()
+    r = s.post("hello-python", {"input": {"name": "Ada"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"]["message"] == "Hello, Ada!"
+    r = s.post("hello-python/shout", {"input": {"name": "Ada"}})
+    assert r.status_code == 200 and r.json()["output"] == {"message": "HELLO, ADA!"}
+    assert_error(s.post("hello-python/format", {"input": {"name": "x"}}), 404, "agent_not_found")
