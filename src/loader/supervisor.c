@@ -763,6 +763,26 @@ static void handle_call_frame(par_worker_t *w, const par_frame_t *f)
     }
 }
 
+/* The RESULT header: {"cpu_ms": number, "units": {...}}, both optional. */
+static void result_header(par_call_t *c, const char *h, size_t n)
+{
+    par_json_field_t fl[2] = {{"cpu_ms", NULL, 0}, {"units", NULL, 0}};
+    if (n == 0 || par_json_scan(h, n, fl, 2, NULL) != 0 || par_json_root_type(h, n) != '{')
+        return;
+    if (fl[0].ptr && par_json_root_type(fl[0].ptr, fl[0].len) == '0') {
+        char num[64];
+        size_t k = fl[0].len < sizeof(num) - 1 ? fl[0].len : sizeof(num) - 1;
+        memcpy(num, fl[0].ptr, k);
+        num[k] = '\0';
+        c->cpu_ns = (int64_t)(strtod(num, NULL) * 1e6);
+    }
+    if (fl[1].ptr && par_json_root_type(fl[1].ptr, fl[1].len) == '{' &&
+        (c->units_json = malloc(fl[1].len + 1)) != NULL) {
+        memcpy(c->units_json, fl[1].ptr, fl[1].len);
+        c->units_json[fl[1].len] = '\0';
+    }
+}
+
 static void handle_frame(par_worker_t *w, const par_frame_t *f)
 {
     par_pool_t *p = w->pool;
@@ -828,7 +848,10 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
     }
     case PAR_FRAME_RESULT:
     case PAR_FRAME_ERROR: {
-        json_t *h = f->header_len ? json_loadb(f->header, f->header_len, 0, NULL) : NULL;
+        /* RESULT, the hot path, is read with the non-allocating scanner */
+        json_t *h = f->header_len && f->type == PAR_FRAME_ERROR
+                        ? json_loadb(f->header, f->header_len, 0, NULL)
+                        : NULL;
         if (f->id == 0 && f->type == PAR_FRAME_ERROR) {
             const char *m = json_string_value(json_object_get(h, "message"));
             pthread_mutex_lock(&p->lock);
@@ -865,12 +888,7 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
                 par_buf_reset(&c->output);
                 if (par_buf_append(&c->output, f->body, f->body_len) != PAR_OK)
                     set_fail(c, PAR_E_OUTPUT_TOO_LARGE, "agent output exceeds the cap");
-                json_t *units = json_object_get(h, "units");
-                if (json_is_object(units))
-                    c->units_json = json_dumps(units, JSON_COMPACT);
-                json_t *cpu = json_object_get(h, "cpu_ms");
-                if (json_is_number(cpu))
-                    c->cpu_ns = (int64_t)(json_number_value(cpu) * 1e6);
+                result_header(c, f->header, f->header_len);
             }
         } else {
             const char *name = json_string_value(json_object_get(h, "error"));

@@ -150,17 +150,54 @@ static int write_all(const struct iovec *iov_in, int n)
     return 0;
 }
 
+/* Frames of jobs the reading thread runs one after the other are collected
+ * here while more of its queued jobs follow, and written with the last one:
+ * one write for a batch of answers. Guarded by g_write_lock. Any other frame
+ * written (another thread's, a CALL) takes what is collected with it, and the
+ * watchdog writes it out when a job runs long, so nothing waits behind a slow
+ * job for more than the watchdog's interval. */
+#define WBUF_MAX_FRAME (64u * 1024) /* larger frames are never copied */
+static par_buf_t g_wbuf;
+static __thread int tl_batching; /* this thread runs a job that more queued jobs follow */
+
 static void send_frame(uint8_t type, uint64_t id, const char *hdr, size_t hlen, const char *body,
                        size_t blen)
 {
     uint8_t fh[PAR_PROTO_HEADER_SIZE];
     par_proto_encode(fh, type, id, (uint32_t)hlen, (uint32_t)blen);
-    struct iovec iov[3] = {{fh, sizeof(fh)}, {(void *)hdr, hlen}, {(void *)body, blen}};
     pthread_mutex_lock(&g_write_lock);
-    int rc = write_all(iov, 3);
+    if (tl_batching && type != PAR_FRAME_CALL && hlen + blen <= WBUF_MAX_FRAME) {
+        size_t mark = g_wbuf.len;
+        if (par_buf_append(&g_wbuf, (const char *)fh, sizeof(fh)) == PAR_OK &&
+            par_buf_append(&g_wbuf, hdr, hlen) == PAR_OK &&
+            par_buf_append(&g_wbuf, body, blen) == PAR_OK) {
+            pthread_mutex_unlock(&g_write_lock);
+            return;
+        }
+        g_wbuf.len = mark; /* whole frames only: this one goes out directly */
+    }
+    struct iovec iov[4] = {
+        {g_wbuf.data, g_wbuf.len}, {fh, sizeof(fh)}, {(void *)hdr, hlen}, {(void *)body, blen}};
+    int rc = g_wbuf.len ? write_all(iov, 4) : write_all(iov + 1, 3);
+    par_buf_reset(&g_wbuf);
     pthread_mutex_unlock(&g_write_lock);
     if (rc != 0)
         _exit(0); /* the runtime is gone */
+}
+
+/* Writes what send_frame collected. */
+static void flush_frames(void)
+{
+    pthread_mutex_lock(&g_write_lock);
+    int rc = 0;
+    if (g_wbuf.len) {
+        struct iovec iov = {g_wbuf.data, g_wbuf.len};
+        rc = write_all(&iov, 1);
+        par_buf_reset(&g_wbuf);
+    }
+    pthread_mutex_unlock(&g_write_lock);
+    if (rc != 0)
+        _exit(0);
 }
 
 static void send_json_frame(uint8_t type, uint64_t id, json_t *hdr, const char *body, size_t blen)
@@ -404,10 +441,12 @@ static void run_job(job_t *j)
         if (j->fail_msg == NULL)
             snprintf(msg, sizeof(msg), "agent '%s' returned %d", j->ctx.agent_id, rc);
         send_error(j->id, "agent_error", j->fail_msg ? j->fail_msg : msg);
+    } else if (j->units == NULL) {
+        char h[64];
+        int n = snprintf(h, sizeof(h), "{\"cpu_ms\":%.4f}", cpu_ms);
+        send_frame(PAR_FRAME_RESULT, j->id, h, (size_t)n, j->outbuf.data, j->outbuf.len);
     } else {
-        json_t *h = json_pack("{s:f}", "cpu_ms", cpu_ms);
-        if (j->units)
-            json_object_set(h, "units", j->units);
+        json_t *h = json_pack("{s:f, s:O}", "cpu_ms", cpu_ms, "units", j->units);
         send_json_frame(PAR_FRAME_RESULT, j->id, h, j->outbuf.data, j->outbuf.len);
         json_decref(h);
     }
@@ -516,6 +555,9 @@ static void *watchdog_thread(void *arg)
             g_kicked_ns = g_inline_ns;
             want_reader_locked();
             kick_handlers_locked();
+            pthread_mutex_unlock(&g_lock);
+            flush_frames(); /* answers collected before the long job */
+            pthread_mutex_lock(&g_lock);
         }
         if (g_inline_ns == 0 && now - g_inline_last_ns >= WATCHDOG_IDLE_NS) {
             g_wd_sleeping = 1;
@@ -605,14 +647,19 @@ static void reader_run(void)
             g_inline_ns = g_inline_last_ns = now_ns();
             if (g_wd_sleeping)
                 pthread_cond_signal(&g_wd_cond);
+            tl_batching = g_jobs_head != NULL; /* answers go out with the last one */
             pthread_mutex_unlock(&g_lock);
             run_job(j);
             job_free(j);
+            tl_batching = 0;
             pthread_mutex_lock(&g_lock);
             g_inline_ns = 0;
             if (!g_role_free)
                 break; /* another thread reads now; this one joins the handlers */
         }
+        pthread_mutex_unlock(&g_lock);
+        flush_frames(); /* the queue was emptied by others, or the role went away */
+        pthread_mutex_lock(&g_lock);
         int mine_again = g_role_free;
         if (mine_again)
             g_role_free = g_role_wanted = 0; /* a thread asked to take it finds it taken */
@@ -900,6 +947,7 @@ int main(int argc, char **argv)
     json_decref(hello);
 
     par_buf_init(&g_in, 0);
+    par_buf_init(&g_wbuf, 0);
     pthread_t wd;
     pthread_attr_t wattr;
     pthread_attr_init(&wattr);
