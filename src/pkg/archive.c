@@ -70,6 +70,7 @@
 #include <limits.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -226,6 +227,43 @@ static void archive_buffer_free(unsigned char *p, size_t mapped)
         free(p);
 }
 
+/* A file whose bytes cannot change while PAR reads them: mapped, not copied.
+ * A read lease (F_SETLEASE F_RDLCK) is granted only while no one has the file
+ * open for writing, and from then on anyone who opens it for writing or
+ * truncates it waits until the lease is released (in par_archive_bytes_free)
+ * or, after /proc/sys/fs/lease-break-time seconds, takes it away. So the
+ * mapping holds the bytes that were hashed for as long as the lease does, and
+ * lease_intact() tells whether it still does. Copying instead costs a fresh
+ * page per 4 KiB, which is most of the time a big package takes to load.
+ * The kernel signals a lease break to the holder: SIGURG (ignored unless
+ * someone handles it) instead of the default SIGIO (which terminates), and the
+ * owner is then cleared so not even that is sent. Returns the mapping, or
+ * NULL when a lease or a mapping is not to be had (file open for writing, not
+ * ours and no CAP_LEASE, a filesystem without leases): the caller copies. */
+static unsigned char *map_leased(int fd, size_t *size)
+{
+    if (fcntl(fd, F_SETSIG, SIGURG) != 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0)
+        return NULL;
+    fcntl(fd, F_SETOWN, 0);
+    struct stat st; /* the size now that it cannot change */
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size <= SIZE_MAX)
+        p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) {
+        fcntl(fd, F_SETLEASE, F_UNLCK);
+        return NULL;
+    }
+    *size = (size_t)st.st_size;
+    return p;
+}
+
+/* 1 while the lease taken by map_leased() stands: no writer has come since.
+ * A writer waiting for it already makes F_GETLEASE report F_UNLCK. */
+static int lease_intact(const par_archive_bytes_t *b)
+{
+    return !b->_leased || fcntl(b->_fd, F_GETLEASE) == F_RDLCK;
+}
+
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
                      par_buf_t *err)
 {
@@ -235,7 +273,7 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     EVP_MD_CTX *md = NULL;
     b2_follow_t b2;
     pthread_t b2_tid;
-    int b2_running = 0;
+    int b2_running = 0, leased = 0;
     memset(&b2, 0, sizeof(b2));
     memset(out, 0, sizeof(*out));
 
@@ -263,8 +301,18 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
         goto out;
     }
     size_t size = (size_t)st.st_size;
-    /* one spare byte: reading into it means the file grew after fstat */
-    data = archive_buffer(size + 1, &mapped);
+    if (size > 0 && (data = map_leased(fd, &size)) != NULL) {
+        leased = 1;
+        if ((uint64_t)size > lim->max_archive_bytes) {
+            errf(err, "%s: %zu bytes, over the cap of %llu bytes for an archive\n", path, size,
+                 (unsigned long long)lim->max_archive_bytes);
+            rc = PAR_E_TOO_LARGE;
+            goto out;
+        }
+    } else {
+        /* one spare byte: reading into it means the file grew after fstat */
+        data = archive_buffer(size + 1, &mapped);
+    }
     md = EVP_MD_CTX_new();
     if (data == NULL || md == NULL) {
         errf(err, "%s: out of memory for %zu bytes\n", path, size);
@@ -293,7 +341,17 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
         }
         b2_running = 1;
     }
-    for (;;) {
+    if (leased) {
+        /* all there: BLAKE2b on its thread while SHA-256 runs here */
+        len = size;
+        if (b2_running)
+            b2_publish(&b2, len, 0);
+        if (EVP_DigestUpdate(md, data, len) != 1) {
+            rc = PAR_E_INTERNAL;
+            goto out;
+        }
+    }
+    while (!leased) {
         /* chunks, so the BLAKE2b thread works while the rest is read */
         size_t want = size + 1 - len;
         if (want > HASH_CHUNK && len + HASH_CHUNK <= size)
@@ -336,6 +394,12 @@ int par_archive_load(const char *path, const par_archive_limits_t *lim, par_arch
     out->data = data;
     out->len = len;
     out->_mapped = mapped;
+    if (leased) {
+        out->_leased = 1;
+        out->_fd = fd; /* holds the lease until par_archive_bytes_free() */
+        fd = -1;
+        leased = 0;
+    }
     par_hex_encode(digest, dlen, out->sha256);
     if (b2_running) {
         b2_publish(&b2, len, 1);
@@ -354,6 +418,11 @@ out:
         pthread_mutex_destroy(&b2.lock);
         pthread_cond_destroy(&b2.cond);
     }
+    if (leased && data) {
+        munmap(data, size);
+        data = NULL;
+        fcntl(fd, F_SETLEASE, F_UNLCK);
+    }
     if (fd >= 0)
         close(fd);
     EVP_MD_CTX_free(md);
@@ -363,7 +432,15 @@ out:
 
 void par_archive_bytes_free(par_archive_bytes_t *b)
 {
-    archive_buffer_free(b->data, b->_mapped);
+    if (b->_leased) {
+        if (b->data)
+            munmap(b->data, b->len);
+        fcntl(b->_fd, F_SETLEASE, F_UNLCK);
+        close(b->_fd);
+        b->_leased = 0;
+    } else {
+        archive_buffer_free(b->data, b->_mapped);
+    }
     b->data = NULL;
     b->_mapped = 0;
     b->len = 0;
@@ -1145,6 +1222,13 @@ int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
             rc = PAR_E_UNSAFE_ARCHIVE;
             goto out;
         }
+    }
+    if (!lease_intact(a)) {
+        errf(err, "the package file was opened for writing while it was extracted; the bytes "
+                  "extracted may not be the bytes verified, so the extraction is discarded "
+                  "(deploy again once the file is complete)\n");
+        rc = PAR_E_IO;
+        goto out;
     }
 out:
     set_free(&x.seen);

@@ -41,11 +41,17 @@ typedef struct par_archive_bytes {
     unsigned char blake2b[64]; /* when loaded with lim->with_blake2b */
     int has_blake2b;
     size_t _mapped; /* data is an anonymous mapping of this size (else malloc'd) */
+    int _leased;    /* data maps the file itself, under a read lease held on _fd */
+    int _fd;
 } par_archive_bytes_t;
 
 /* Reads a file into memory (refusing more than lim->max_archive_bytes with
  * PAR_E_TOO_LARGE) and computes its SHA-256 in the same pass. Errors append one
- * line to `err` (may be NULL). */
+ * line to `err` (may be NULL). When PAR can take a read lease on the file
+ * (it owns the file or has CAP_LEASE, and no one has it open for writing) the
+ * file is mapped instead of copied, and writers wait until
+ * par_archive_bytes_free(); par_archive_extract() refuses to finish if a
+ * writer came meanwhile. */
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
                      par_buf_t *err);
 void par_archive_bytes_free(par_archive_bytes_t *b);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -413,6 +414,98 @@ static void test_load(void **state)
     jail_t j;
     assert_int_equal(extract_in(&a, "load-empty", NULL, &j, &err), PAR_E_INVALID_PACKAGE);
     par_archive_bytes_free(&a);
+    par_buf_free(&err);
+}
+
+/* A file PAR may take a read lease on is mapped, not copied; a writer that
+ * comes while it is loaded waits, and the extraction that was reading it is
+ * refused; a file already open for writing is copied as before. */
+static void test_load_leased(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX];
+    FMT(dir, "%s/lease", top);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    FMT(path, "%s/pkg.apkg", dir);
+    entry_t e[] = {{"agent.yaml", AE_IFREG, "name: leased\n", 0, 0},
+                   {"payload.bin", AE_IFREG, NULL, 512u << 10, 0}};
+    par_archive_bytes_t z = make_zip(e, 2);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(z.data, 1, z.len, f), z.len);
+    assert_int_equal(fclose(f), 0);
+    char want[65];
+    par_sha256_hex(z.data, z.len, want);
+
+    int probe = open(path, O_RDONLY);
+    assert_true(probe >= 0);
+    int leases = fcntl(probe, F_SETLEASE, F_RDLCK) == 0;
+    close(probe);
+    if (!leases) {
+        par_archive_bytes_free(&z);
+        skip(); /* leases off (/proc/sys/fs/leases-enable) or unsupported here */
+    }
+
+    par_archive_limits_t lim;
+    par_archive_limits_default(&lim);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    par_archive_bytes_t a;
+    jail_t j;
+
+    /* leased and mapped: the same bytes and digest as a copy */
+    assert_int_equal(par_archive_load(path, &lim, &a, &err), PAR_OK);
+    assert_int_equal(a._leased, 1);
+    assert_int_equal(a.len, z.len);
+    assert_memory_equal(a.data, z.data, z.len);
+    assert_string_equal(a.sha256, want);
+    assert_int_equal(extract_in(&a, "leased", NULL, &j, &err), PAR_OK);
+    assert_file(j.dest, "agent.yaml", "name: leased\n", 0644);
+    par_archive_bytes_free(&a);
+    assert_null(a.data);
+
+    /* a writer arrives while the bytes are loaded: it waits for the lease,
+     * and the extraction reading them is refused */
+    assert_int_equal(par_archive_load(path, &lim, &a, &err), PAR_OK);
+    assert_int_equal(a._leased, 1);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int w = open(path, O_WRONLY);
+        _exit(w >= 0 && pwrite(w, "X", 1, 0) == 1 ? 0 : 1);
+    }
+    int pending = 0;
+    for (int i = 0; i < 5000 && !pending; i++) {
+        pending = fcntl(a._fd, F_GETLEASE) == F_UNLCK;
+        if (!pending)
+            usleep(1000);
+    }
+    assert_true(pending);
+    assert_int_not_equal(waitpid(pid, NULL, WNOHANG), pid); /* still waiting */
+    par_buf_reset(&err);
+    int rc = extract_in(&a, "lease-broken", NULL, &j, &err);
+    expect_refused(rc, PAR_E_IO, &err, "opened for writing while it was extracted",
+                   "lease-broken");
+    assert_memory_equal(a.data, z.data, 64); /* unchanged while the lease stood */
+    par_archive_bytes_free(&a);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* already open for writing: no lease, so the bytes are copied */
+    int w = open(path, O_WRONLY);
+    assert_true(w >= 0);
+    assert_int_equal(pwrite(w, "P", 1, 0), 1); /* restore the ZIP signature */
+    par_buf_reset(&err);
+    assert_int_equal(par_archive_load(path, &lim, &a, &err), PAR_OK);
+    assert_int_equal(a._leased, 0);
+    assert_string_equal(a.sha256, want);
+    assert_int_equal(extract_in(&a, "copied", NULL, &j, &err), PAR_OK);
+    assert_file(j.dest, "agent.yaml", "name: leased\n", 0644);
+    par_archive_bytes_free(&a);
+    close(w);
+
+    par_archive_bytes_free(&z);
     par_buf_free(&err);
 }
 
@@ -1381,6 +1474,7 @@ int main(void)
         cmocka_unit_test(test_limits_default),
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_load),
+        cmocka_unit_test(test_load_leased),
         cmocka_unit_test(test_read_member),
         cmocka_unit_test(test_extract_good),
         cmocka_unit_test(test_extract_dest_checks),
