@@ -31,6 +31,15 @@ int par_json_scan(const char *p, size_t n, par_json_field_t *fields, size_t nfie
  * for a number, after leading whitespace. Assumes a validated document. */
 char par_json_root_type(const char *p, size_t n);
 
+/* Decodes a JSON string value `p[0..n)` (quotes included, as a field span
+ * gives it, already validated) into `out`, which needs n bytes: the decoded
+ * string is never longer than its encoding. Writes a terminating NUL and
+ * returns the decoded length, or -1 when the span is not a string, an escape
+ * is malformed, or it decodes to a NUL byte (which a C string cannot hold;
+ * jansson refuses it too). \uXXXX becomes UTF-8; a surrogate pair becomes
+ * one 4-byte sequence, a lone surrogate U+FFFD. */
+long par_json_unescape(const char *p, size_t n, char *out);
+
 /* Trims JSON whitespace from both ends of a span. */
 void par_json_trim(const char **p, size_t *n);
 

@@ -50,6 +50,7 @@
 #include "loader/proto.h"
 #include "sandbox/sandbox.h"
 #include "util/buf.h"
+#include "util/json.h"
 
 #define MAX_EXPORTS 256
 #define MAX_THREADS 256
@@ -71,8 +72,11 @@ typedef struct arena_item {
 typedef struct job {
     struct job *next;
     uint64_t id;
-    json_t *hdr;
-    char *input;
+    /* the INVOKE header's fields; strings point into mem, "" when absent */
+    int64_t x, deadline_ms;
+    const char *agent, *request_id, *trace_id, *span_id, *subject, *tenant;
+    const char *context; /* the raw JSON value, NULL when absent */
+    char *input;         /* into mem, NULL when the body is empty */
     size_t input_len;
     par_agent_ctx_t ctx;
     par_out_t out;
@@ -82,6 +86,7 @@ typedef struct job {
     arena_item_t *arena;
     atomic_int cancelled;
     int out_too_large;
+    char mem[]; /* header strings, then the input */
 } job_t;
 
 typedef struct wcall {
@@ -337,16 +342,14 @@ static int api_cancelled(par_agent_ctx_t *ctx)
     return atomic_load(&job_of(ctx)->cancelled);
 }
 
-static const char *hdr_str(json_t *h, const char *key);
-
 static const char *api_tenant(par_agent_ctx_t *ctx)
 {
-    return hdr_str(job_of(ctx)->hdr, "tenant");
+    return job_of(ctx)->tenant;
 }
 
 static const char *api_span_id(par_agent_ctx_t *ctx)
 {
-    return hdr_str(job_of(ctx)->hdr, "span_id");
+    return job_of(ctx)->span_id;
 }
 
 static const par_agent_api_t g_api = {
@@ -371,10 +374,63 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const char *hdr_str(json_t *h, const char *key)
+/* An integer field's value, or `dflt` when absent or not an integer. */
+static int64_t hdr_int(const par_json_field_t *f, int64_t dflt)
 {
-    const char *s = json_string_value(json_object_get(h, key));
-    return s ? s : "";
+    char num[24];
+    if (f->ptr == NULL || f->len == 0 || f->len >= sizeof(num))
+        return dflt;
+    memcpy(num, f->ptr, f->len);
+    num[f->len] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(num, &end, 10);
+    return errno || *end ? dflt : (int64_t)v;
+}
+
+/* Fills the job's header fields from an INVOKE header (see
+ * docs/worker-protocol.md), copying what it keeps into j->mem, which holds at
+ * least n + 16 bytes: each string decodes to no more than its encoding, and the
+ * nine fields add at most nine NULs. A scan instead of a jansson tree: no
+ * allocation per field. -1 when the header is not a JSON object or a string
+ * field is not a string without NULs. */
+static int parse_invoke_header(job_t *j, const char *h, size_t n)
+{
+    enum { F_X, F_AGENT, F_REQ, F_TRACE, F_SPAN, F_SUBJECT, F_TENANT, F_DEADLINE, F_CONTEXT, F_N };
+    par_json_field_t f[F_N] = {
+        {"x", NULL, 0},        {"agent", NULL, 0},       {"request_id", NULL, 0},
+        {"trace_id", NULL, 0}, {"span_id", NULL, 0},     {"subject", NULL, 0},
+        {"tenant", NULL, 0},   {"deadline_ms", NULL, 0}, {"context", NULL, 0}};
+    const char **str[F_N] = {NULL,        &j->agent,  &j->request_id, &j->trace_id, &j->span_id,
+                             &j->subject, &j->tenant, NULL,           NULL};
+    char *o = j->mem;
+    for (int i = 0; i < F_N; i++)
+        if (str[i])
+            *str[i] = "";
+    j->context = NULL;
+    j->x = 0;
+    if (n == 0)
+        return 0; /* no header: export 0, no deadline, nothing known */
+    if (par_json_scan(h, n, f, F_N, NULL) != 0 || par_json_root_type(h, n) != '{')
+        return -1;
+    for (int i = 0; i < F_N; i++) {
+        if (str[i] == NULL || f[i].ptr == NULL)
+            continue;
+        long k = par_json_unescape(f[i].ptr, f[i].len, o);
+        if (k < 0)
+            return -1;
+        *str[i] = o;
+        o += k + 1;
+    }
+    if (f[F_CONTEXT].ptr) {
+        memcpy(o, f[F_CONTEXT].ptr, f[F_CONTEXT].len);
+        o[f[F_CONTEXT].len] = '\0';
+        j->context = o;
+        o += f[F_CONTEXT].len + 1;
+    }
+    j->x = f[F_X].ptr ? hdr_int(&f[F_X], -1) : 0;
+    j->deadline_ms = hdr_int(&f[F_DEADLINE], 0);
+    return 0;
 }
 
 static void job_free(job_t *j)
@@ -384,9 +440,7 @@ static void job_free(job_t *j)
         free(j->arena);
         j->arena = n;
     }
-    json_decref(j->hdr);
     json_decref(j->units);
-    free(j->input);
     free(j->fail_msg);
     par_buf_free(&j->outbuf);
     free(j);
@@ -401,23 +455,21 @@ static void send_error(uint64_t id, const char *name, const char *msg)
 
 static void run_job(job_t *j)
 {
-    json_int_t x = json_integer_value(json_object_get(j->hdr, "x"));
-    if (x < 0 || (size_t)x >= g_nexports) {
+    int64_t x = j->x;
+    if (x < 0 || (uint64_t)x >= g_nexports) {
         send_error(j->id, "agent_not_found", "no such export in this worker");
         return;
     }
     wexport_t *e = &g_exports[x];
-    json_t *context = json_object_get(j->hdr, "context");
-    char *context_json = context ? json_dumps(context, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_int_t remaining = json_integer_value(json_object_get(j->hdr, "deadline_ms"));
+    int64_t remaining = j->deadline_ms;
 
     j->ctx.api = &g_api;
-    j->ctx.agent_id = hdr_str(j->hdr, "agent");
+    j->ctx.agent_id = j->agent;
     j->ctx.sub_agent = e->name;
-    j->ctx.request_id = hdr_str(j->hdr, "request_id");
-    j->ctx.trace_id = hdr_str(j->hdr, "trace_id");
-    j->ctx.subject = hdr_str(j->hdr, "subject");
-    j->ctx.context.ptr = context_json ? context_json : "{}";
+    j->ctx.request_id = j->request_id;
+    j->ctx.trace_id = j->trace_id;
+    j->ctx.subject = j->subject;
+    j->ctx.context.ptr = j->context ? j->context : "{}";
     j->ctx.context.len = strlen(j->ctx.context.ptr);
     j->ctx.deadline_ms = remaining > 0 ? now_ms() + remaining : 0;
     j->ctx._impl = j;
@@ -430,7 +482,6 @@ static void run_job(job_t *j)
     int rc = e->fn(&j->ctx, in, &j->out);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
     double cpu_ms = (double)(cpu1.tv_sec - cpu0.tv_sec) * 1e3 + (cpu1.tv_nsec - cpu0.tv_nsec) / 1e6;
-    free(context_json);
 
     if (j->out_too_large) {
         char msg[128];
@@ -673,21 +724,19 @@ static void on_frame(const par_frame_t *f)
 {
     switch (f->type) {
     case PAR_FRAME_INVOKE: {
-        job_t *j = calloc(1, sizeof(*j));
+        /* one allocation: the job, its header strings, its input */
+        size_t hroom = (size_t)f->header_len + 16;
+        job_t *j = calloc(1, sizeof(*j) + hroom + f->body_len);
         if (j == NULL)
             die("out of memory");
         j->id = f->id;
-        json_error_t jerr;
-        j->hdr = f->header_len ? json_loadb(f->header, f->header_len, 0, &jerr) : json_object();
-        if (j->hdr == NULL || !json_is_object(j->hdr)) {
+        if (parse_invoke_header(j, f->header, f->header_len) != 0) {
             send_error(f->id, "worker_protocol_error", "INVOKE header is not a JSON object");
             job_free(j);
             return;
         }
         if (f->body_len) {
-            j->input = malloc(f->body_len);
-            if (j->input == NULL)
-                die("out of memory");
+            j->input = j->mem + hroom;
             memcpy(j->input, f->body, f->body_len);
             j->input_len = f->body_len;
         }

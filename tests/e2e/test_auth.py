@@ -503,6 +503,14 @@ def test_identity_reaches_the_agent_and_its_sub_agents(srv, issuer):
     assert out["output"]["tenant"] == "42"
     refused(srv, issuer.token(sub="eve", org={"x": 1}, scope="par:invoke"), "invalid_claims")
     refused(srv, issuer.token(sub="", scope="par:invoke"), "invalid_claims")
+    # a subject that needs escaping in the worker protocol reaches the agent exactly
+    odd = 'al"ice\\ \u00e9\U0001F600/x'
+    tok = issuer.token(sub=odd, org='a\\"b', scope="par:invoke")
+    r = invoke(srv, "whoami/via", tok)
+    assert r.status_code == 200, r.text
+    out = r.json()["output"]
+    assert out["outer"]["subject"] == odd and out["inner"]["subject"] == odd
+    assert out["outer"]["tenant"] == 'a\\"b' and out["inner"]["tenant"] == 'a\\"b'
 
 
 def test_identity_in_process(server_factory, issuer, tls, tmp_path):

@@ -484,8 +484,7 @@ static void test_load_leased(void **state)
     assert_int_not_equal(waitpid(pid, NULL, WNOHANG), pid); /* still waiting */
     par_buf_reset(&err);
     int rc = extract_in(&a, "lease-broken", NULL, &j, &err);
-    expect_refused(rc, PAR_E_IO, &err, "opened for writing while it was extracted",
-                   "lease-broken");
+    expect_refused(rc, PAR_E_IO, &err, "opened for writing while it was extracted", "lease-broken");
     assert_memory_equal(a.data, z.data, 64); /* unchanged while the lease stood */
     par_archive_bytes_free(&a);
     int status = 0;

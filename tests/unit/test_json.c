@@ -100,12 +100,37 @@ static void test_root_type_and_trim(void **state)
     assert_memory_equal(p, "[1]", 3);
 }
 
+static void test_unescape(void **state)
+{
+    (void)state;
+    char out[64];
+    const char *plain = "\"user-1\"";
+    assert_int_equal(par_json_unescape(plain, strlen(plain), out), 6);
+    assert_string_equal(out, "user-1");
+    const char *esc = "\"a\\\"b\\\\c\\/d\\n\\t\\u00e9\\u20ac\\ud83d\\ude00\"";
+    assert_int_equal(par_json_unescape(esc, strlen(esc), out), 18);
+    assert_string_equal(out, "a\"b\\c/d\n\t\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    /* the decoded string never outgrows its encoding, even for a lone surrogate */
+    const char *lone = "\"\\ud800x\"";
+    assert_int_equal(par_json_unescape(lone, strlen(lone), out), 4);
+    assert_string_equal(out, "\xef\xbf\xbdx");
+    assert_int_equal(par_json_unescape("\"\"", 2, out), 0);
+    assert_string_equal(out, "");
+    /* refused: not a string, a NUL, a bad escape, a cut-off escape */
+    assert_int_equal(par_json_unescape("12", 2, out), -1);
+    assert_int_equal(par_json_unescape("\"a\\u0000b\"", 10, out), -1);
+    assert_int_equal(par_json_unescape("\"\\x\"", 4, out), -1);
+    assert_int_equal(par_json_unescape("\"\\u12\"", 6, out), -1);
+    assert_int_equal(par_json_unescape("\"\\\"", 3, out), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_documents), cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_depth_cap),       cmocka_unit_test(test_error_offset),
         cmocka_unit_test(test_fields),          cmocka_unit_test(test_root_type_and_trim),
+        cmocka_unit_test(test_unescape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
