@@ -272,7 +272,9 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
     int64_t remaining = c->deadline_ms ? c->deadline_ms - par__now_ms() : 0;
     if (remaining < 1 && c->deadline_ms)
         remaining = 1;
-    par_buf_appendf(&h, "{\"x\":%zu,\"agent\":", c->_export_idx);
+    par_buf_appends(&h, "{\"x\":");
+    par_buf_append_i64(&h, (int64_t)c->_export_idx);
+    par_buf_appends(&h, ",\"agent\":");
     par_buf_append_json_str(&h, c->agent_id, strlen(c->agent_id));
     par_buf_appends(&h, ",\"request_id\":");
     par_buf_append_json_str(&h, c->request_id, strlen(c->request_id));
@@ -288,7 +290,8 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
         par_buf_appends(&h, ",\"tenant\":");
         par_buf_append_json_str(&h, c->tenant, strlen(c->tenant));
     }
-    par_buf_appendf(&h, ",\"deadline_ms\":%lld", (long long)remaining);
+    par_buf_appends(&h, ",\"deadline_ms\":");
+    par_buf_append_i64(&h, remaining);
     if (c->context) {
         par_buf_appends(&h, ",\"context\":");
         par_buf_append(&h, c->context, c->context_len);

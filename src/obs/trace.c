@@ -77,6 +77,10 @@ int par_trace_format(const char *trace_id, const char *span_id, char *out)
 {
     if (strlen(trace_id) != 32 || hex_run(trace_id, 32) != 1 || strlen(span_id) != 16)
         return -1;
-    snprintf(out, 56, "00-%s-%s-01", trace_id, span_id);
+    memcpy(out, "00-", 3);
+    memcpy(out + 3, trace_id, 32);
+    out[35] = '-';
+    memcpy(out + 36, span_id, 16);
+    memcpy(out + 52, "-01", 4); /* with the NUL: 55 characters */
     return 0;
 }

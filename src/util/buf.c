@@ -171,3 +171,17 @@ void par_hex_encode(const unsigned char *d, size_t n, char *out)
     }
     out[2 * n] = '\0';
 }
+
+int par_buf_append_i64(par_buf_t *b, int64_t v)
+{
+    char tmp[24];
+    int k = sizeof(tmp);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--k] = '-';
+    return par_buf_append(b, tmp + k, sizeof(tmp) - (size_t)k);
+}

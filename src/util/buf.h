@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct par_buf {
     char *data;
@@ -29,6 +30,8 @@ int par_buf_vappendf(par_buf_t *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 /* Appends `s` as a JSON string literal, quotes included. */
 int par_buf_append_json_str(par_buf_t *b, const char *s, size_t len);
+/* Appends a decimal integer (no printf: for hot paths). */
+int par_buf_append_i64(par_buf_t *b, int64_t v);
 /* Writes `n` bytes as 2n lowercase hex digits and a NUL into `out`. */
 void par_hex_encode(const unsigned char *d, size_t n, char *out);
 /* Appends a NUL without counting it, so data can be used as a C string. */

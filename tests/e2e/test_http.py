@@ -1,6 +1,7 @@
 """The HTTP API of `par serve` against the echo example and the faulty fixture."""
 import concurrent.futures
 import os
+import re
 import signal
 import threading
 import time
@@ -32,6 +33,8 @@ def test_invoke_envelope(srv):
     assert body["agent_id"] == "echo"
     assert body["output"] == {"text": "hi"}
     assert body["duration_ms"] >= 0
+    assert re.search(r',"duration_ms":\d+\.\d{3},', r.text)  # milliseconds, microsecond resolution
+    assert set(body) == {"agent_id", "output", "duration_ms", "trace_id", "metadata"}
     assert len(body["trace_id"]) == 32
     assert body["metadata"]["package"] == "echo"
     assert body["metadata"]["version"] == "1.0.0"

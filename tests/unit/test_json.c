@@ -1,12 +1,18 @@
-/* Unit tests for util/json.c: the hot-path validator and field locator. */
+/* Unit tests for util/json.c (the hot-path validator, field locator and string
+ * decoder) and par_buf_append_i64. */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include <par/par.h>
+
+#include "util/buf.h"
 #include "util/json.h"
 
 static int valid(const char *s)
@@ -124,13 +130,30 @@ static void test_unescape(void **state)
     assert_int_equal(par_json_unescape("\"\\\"", 3, out), -1);
 }
 
+static void test_append_i64(void **state)
+{
+    (void)state;
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    int64_t v[] = {0, 7, -1, 29998, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "%" PRId64, v[i]);
+        par_buf_reset(&b);
+        assert_int_equal(par_buf_append_i64(&b, v[i]), PAR_OK);
+        par_buf_terminate(&b);
+        assert_string_equal(b.data, want);
+    }
+    par_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_documents), cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_depth_cap),       cmocka_unit_test(test_error_offset),
         cmocka_unit_test(test_fields),          cmocka_unit_test(test_root_type_and_trim),
-        cmocka_unit_test(test_unescape),
+        cmocka_unit_test(test_unescape),        cmocka_unit_test(test_append_i64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
