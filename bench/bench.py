@@ -491,6 +491,9 @@ def targets(res):
 def main():
     if not os.path.exists(PAR):
         sys.exit(f"{PAR} is missing: run `make bench`")
+    if not os.path.isdir(PEER):
+        sys.exit(f"{PEER} is missing: the reference runtime is expected in ../shared/peers "
+                 "beside this checkout (see ../shared/peers/README.md)")
     res = {"machine": machine()}
     try:
         systems = [start_par("par-isolated"),
