@@ -268,7 +268,8 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
     c->_wid = ++p->next_id;
     pending_add(w, c);
     char stackbuf[1024];
-    par_buf_t h = {stackbuf, 0, sizeof(stackbuf), SIZE_MAX};
+    par_buf_t h;
+    par_buf_init_on(&h, stackbuf, sizeof(stackbuf), 0);
     int64_t remaining = c->deadline_ms ? c->deadline_ms - par__now_ms() : 0;
     if (remaining < 1 && c->deadline_ms)
         remaining = 1;
@@ -297,10 +298,8 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
         par_buf_append(&h, c->context, c->context_len);
     }
     par_buf_append(&h, "}", 1);
-    /* par_buf only reallocs when it outgrows the stack buffer: detect that */
     send_frame(w, PAR_FRAME_INVOKE, c->_wid, h.data, h.len, c->input, c->input_len);
-    if (h.data != stackbuf)
-        free(h.data);
+    par_buf_free(&h); /* frees only what outgrew stackbuf */
 }
 
 /* In a crash loop and nothing to run on: callers get 503 at once. Lock held. */

@@ -78,6 +78,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <par/par.h>
@@ -239,9 +240,48 @@ static void archive_buffer_free(unsigned char *p, size_t mapped)
  * someone handles it) instead of the default SIGIO (which terminates), and the
  * owner is then cleared so not even that is sent. Returns the mapping, or
  * NULL when a lease or a mapping is not to be had (file open for writing, not
- * ours and no CAP_LEASE, a filesystem without leases): the caller copies. */
+ * ours and no CAP_LEASE, a filesystem without leases): the caller copies.
+ *
+ * Two more conditions, because a lease protects the mapping only against
+ * writers this kernel sees, and only for lease-break-time seconds (after
+ * which a truncating writer would turn the next read of the mapping into
+ * SIGBUS): the file must be on a local filesystem (network and FUSE
+ * filesystems, 9p, virtiofs and overlay's layers can change underneath), and
+ * /proc/sys/fs/lease-break-time must leave a margin (>= 10 s; extraction also
+ * checks the lease between blocks and stops as soon as a writer waits). */
+static int lease_break_margin_ok(void)
+{
+    FILE *f = fopen("/proc/sys/fs/lease-break-time", "re");
+    int secs = 0;
+    if (f) {
+        if (fscanf(f, "%d", &secs) != 1)
+            secs = 0;
+        fclose(f);
+    }
+    return secs >= 10;
+}
+
+static int local_filesystem(int fd)
+{
+    struct statfs sf;
+    if (fstatfs(fd, &sf) != 0)
+        return 0;
+    switch ((unsigned long)sf.f_type) {
+    case 0xEF53:     /* ext2/3/4 */
+    case 0x58465342: /* xfs */
+    case 0x9123683E: /* btrfs */
+    case 0x01021994: /* tmpfs */
+    case 0xF2F52010: /* f2fs */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static unsigned char *map_leased(int fd, size_t *size)
 {
+    if (!local_filesystem(fd) || !lease_break_margin_ok())
+        return NULL;
     if (fcntl(fd, F_SETSIG, SIGURG) != 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0)
         return NULL;
     fcntl(fd, F_SETOWN, 0);
@@ -262,6 +302,14 @@ static unsigned char *map_leased(int fd, size_t *size)
 static int lease_intact(const par_archive_bytes_t *b)
 {
     return !b->_leased || fcntl(b->_fd, F_GETLEASE) == F_RDLCK;
+}
+
+static int lease_lost(par_buf_t *err)
+{
+    errf(err, "the package file was opened for writing while it was extracted; the bytes "
+              "extracted may not be the bytes verified, so the extraction is discarded "
+              "(deploy again once the file is complete)\n");
+    return PAR_E_IO;
 }
 
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
@@ -913,6 +961,7 @@ typedef struct extract_ctx {
     size_t alen; /* archive bytes, for the ratio */
     const par_archive_limits_t *lim;
     uint64_t total; /* uncompressed bytes written so far */
+    const par_archive_bytes_t *a;
     name_set_t seen;
     str_list_t links;
     par_buf_t *err;
@@ -1021,6 +1070,8 @@ static int write_data(extract_ctx_t *x, const char *raw, int fd)
             err_entry(x->err, raw, rl, "cannot write: %s", strerror(errno));
             return PAR_E_IO;
         }
+        if (!lease_intact(x->a)) /* stop before the writer may get in */
+            return lease_lost(x->err);
     }
 }
 
@@ -1178,7 +1229,7 @@ static int dir_is_empty(int fd)
 int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
                         const par_archive_limits_t *lim, par_buf_t *err)
 {
-    extract_ctx_t x = {.root = -1, .alen = a->len, .lim = lim, .err = err};
+    extract_ctx_t x = {.root = -1, .alen = a->len, .lim = lim, .a = a, .err = err};
     int rc = PAR_OK, r;
 
     x.root = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1199,6 +1250,10 @@ int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
     uint64_t entries = 0;
     struct archive_entry *e;
     while ((r = archive_read_next_header(x.ar, &e)) != ARCHIVE_EOF) {
+        if (!lease_intact(a)) {
+            rc = lease_lost(err);
+            goto out;
+        }
         /* ARCHIVE_WARN included: a package is either clean or refused */
         if (r != ARCHIVE_OK) {
             errf(err, "corrupt or truncated archive: %s\n", ar_msg(x.ar));
@@ -1224,10 +1279,7 @@ int par_archive_extract(const par_archive_bytes_t *a, const char *dest_dir,
         }
     }
     if (!lease_intact(a)) {
-        errf(err, "the package file was opened for writing while it was extracted; the bytes "
-                  "extracted may not be the bytes verified, so the extraction is discarded "
-                  "(deploy again once the file is complete)\n");
-        rc = PAR_E_IO;
+        rc = lease_lost(err);
         goto out;
     }
 out:

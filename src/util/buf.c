@@ -15,13 +15,24 @@ void par_buf_init(par_buf_t *b, size_t limit)
     b->len = 0;
     b->cap = 0;
     b->limit = limit ? limit : SIZE_MAX;
+    b->borrowed = 0;
+}
+
+void par_buf_init_on(par_buf_t *b, char *storage, size_t cap, size_t limit)
+{
+    par_buf_init(b, limit);
+    b->data = storage;
+    b->cap = cap;
+    b->borrowed = 1;
 }
 
 void par_buf_free(par_buf_t *b)
 {
-    free(b->data);
+    if (!b->borrowed)
+        free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->borrowed = 0;
 }
 
 void par_buf_reset(par_buf_t *b)
@@ -39,9 +50,12 @@ int par_buf_reserve(par_buf_t *b, size_t extra)
     size_t ncap = b->cap ? b->cap : 256;
     while (ncap < need)
         ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
-    char *n = realloc(b->data, ncap);
+    char *n = b->borrowed ? malloc(ncap) : realloc(b->data, ncap);
     if (n == NULL)
         return PAR_E_NO_MEMORY;
+    if (b->borrowed && b->len)
+        memcpy(n, b->data, b->len);
+    b->borrowed = 0;
     b->data = n;
     b->cap = ncap;
     return PAR_OK;
@@ -155,6 +169,11 @@ char *par_buf_steal(par_buf_t *b, size_t *len)
     if (par_buf_terminate(b) != PAR_OK)
         return NULL;
     char *d = b->data;
+    if (b->borrowed && (d = malloc(b->len + 1)) != NULL)
+        memcpy(d, b->data, b->len + 1);
+    if (d == NULL)
+        return NULL;
+    b->borrowed = 0;
     if (len)
         *len = b->len;
     b->data = NULL;

@@ -16,9 +16,14 @@ typedef struct par_buf {
     size_t len;
     size_t cap;   /* allocated */
     size_t limit; /* hard cap on len, 0 = SIZE_MAX */
+    int borrowed; /* data is the caller's storage (par_buf_init_on), not malloc'd */
 } par_buf_t;
 
 void par_buf_init(par_buf_t *b, size_t limit);
+/* Starts with the caller's `storage` of `cap` bytes (a stack array): the
+ * buffer moves to the heap when it outgrows it. par_buf_free() and
+ * par_buf_steal() work as for any buffer. */
+void par_buf_init_on(par_buf_t *b, char *storage, size_t cap, size_t limit);
 void par_buf_free(par_buf_t *b);
 void par_buf_reset(par_buf_t *b);
 /* Ensures room for `extra` more bytes. */

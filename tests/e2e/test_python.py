@@ -230,6 +230,11 @@ def test_context_argument(srv):
     assert 0 < out["deadline_ms"] <= 5000
     assert out["data"] == {"k": "v"}
     assert out["subject"] is None
+    # a context far larger than the INVOKE header's stack buffer arrives whole
+    big = {"k": "v" * 20000, "list": list(range(500)), "quote": 'a"b\\c'}
+    r = srv.post("pyagents/with-context", {"input": None, "context": big})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"]["data"] == big
 
 
 def test_async_handlers_and_units(srv):

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -147,6 +148,36 @@ static void test_append_i64(void **state)
     par_buf_free(&b);
 }
 
+/* A buffer started on caller storage moves to the heap when it outgrows it
+ * and never frees or reallocates the caller's storage. */
+static void test_buf_on_storage(void **state)
+{
+    (void)state;
+    char storage[16];
+    par_buf_t b;
+    par_buf_init_on(&b, storage, sizeof(storage), 0);
+    assert_int_equal(par_buf_appends(&b, "0123456789"), PAR_OK);
+    assert_ptr_equal(b.data, storage);
+    char big[3000];
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(par_buf_append(&b, big, sizeof(big)), PAR_OK);
+    assert_ptr_not_equal(b.data, storage);
+    assert_int_equal(b.len, 10 + sizeof(big));
+    assert_memory_equal(b.data, "0123456789xxx", 13);
+    par_buf_free(&b); /* the heap copy */
+
+    par_buf_init_on(&b, storage, sizeof(storage), 0);
+    assert_int_equal(par_buf_appends(&b, "short"), PAR_OK);
+    size_t n = 0;
+    char *d = par_buf_steal(&b, &n); /* a heap copy the caller frees */
+    assert_non_null(d);
+    assert_ptr_not_equal(d, storage);
+    assert_int_equal(n, 5);
+    assert_string_equal(d, "short");
+    free(d);
+    par_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_depth_cap),       cmocka_unit_test(test_error_offset),
         cmocka_unit_test(test_fields),          cmocka_unit_test(test_root_type_and_trim),
         cmocka_unit_test(test_unescape),        cmocka_unit_test(test_append_i64),
+        cmocka_unit_test(test_buf_on_storage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
