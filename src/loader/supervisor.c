@@ -1800,12 +1800,16 @@ static void child_done(par_call_t *c)
 {
     par_pool_t *p = c->_parent_pool;
     /* the callee's usage units roll up into the caller's invocation */
-    char hdr[1024];
-    int hlen;
-    if (c->status == PAR_OK && c->units_json && strlen(c->units_json) < sizeof(hdr) - 40)
-        hlen = snprintf(hdr, sizeof(hdr), "{\"status\":0,\"units\":%s}", c->units_json);
-    else
-        hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
+    char stackbuf[1024];
+    par_buf_t hdr;
+    par_buf_init_on(&hdr, stackbuf, sizeof(stackbuf), 0);
+    par_buf_appends(&hdr, "{\"status\":");
+    par_buf_append_i64(&hdr, c->status == PAR_OK ? 0 : c->status);
+    if (c->status == PAR_OK && c->units_json) {
+        par_buf_appends(&hdr, ",\"units\":");
+        par_buf_appends(&hdr, c->units_json);
+    }
+    par_buf_appends(&hdr, "}");
     par_buf_t body;
     par_buf_init(&body, 0);
     if (c->status == PAR_OK && p->max_input && c->output.len > p->max_input) {
@@ -1819,7 +1823,10 @@ static void child_done(par_call_t *c)
         c->status = PAR_E_OUTPUT_TOO_LARGE;
         par_buf_reset(&c->output);
         par_buf_appends(&c->output, msg);
-        hlen = snprintf(hdr, sizeof(hdr), "{\"status\":%d}", c->status);
+        par_buf_reset(&hdr);
+        par_buf_appends(&hdr, "{\"status\":");
+        par_buf_append_i64(&hdr, c->status);
+        par_buf_appends(&hdr, "}");
     }
     if (c->status == PAR_OK) {
         par_buf_append(&body, c->output.data, c->output.len);
@@ -1833,12 +1840,13 @@ static void child_done(par_call_t *c)
     pthread_mutex_lock(&p->lock);
     for (par_worker_t *w = p->workers; w; w = w->next) {
         if (w->wid == c->_parent_worker_id) {
-            send_frame(w, PAR_FRAME_CALL_RESULT, c->_parent_call_id, hdr, (size_t)hlen, body.data,
+            send_frame(w, PAR_FRAME_CALL_RESULT, c->_parent_call_id, hdr.data, hdr.len, body.data,
                        body.len);
             break;
         }
     }
     pthread_mutex_unlock(&p->lock);
+    par_buf_free(&hdr);
     par_buf_free(&body);
     atomic_fetch_sub(&p->refs, 1);
     par__call_free(c);

@@ -161,6 +161,9 @@ def host_modules(input):
 
 def metered(input, context):
     context.usage(tokens=5)
+    if isinstance(input, dict):  # many units: more than a kilobyte of them
+        context.usage(**{"unit_%03d_with_a_long_name" % i: i for i in range(input["units"])})
+        return "x"
     return "x" * input
 
 
@@ -263,6 +266,12 @@ def test_sub_agent_units_and_large_sub_agent_output(srv):
     r = srv.post("pyagents/calls-metered", {"input": 10})
     assert r.json()["output"] == {"len": 10}
     assert r.json()["metadata"]["units"] == {"tokens": 6}  # its own 1 + the callee's 5
+    # a callee's units roll up however many there are
+    r = srv.post("pyagents/calls-metered", {"input": {"units": 200}})
+    assert r.status_code == 200, r.text
+    units = r.json()["metadata"]["units"]
+    assert units.pop("tokens") == 6
+    assert units == {"unit_%03d_with_a_long_name" % i: i for i in range(200)}
     # more than the caller accepts (max_input 1 MiB): an error for the caller, whose
     # worker keeps serving
     r = srv.post("pyagents/calls-metered", {"input": 2 << 20})
