@@ -340,22 +340,7 @@ static int load_grants(par_auth_config_t *c, struct fy_node *n, const char *file
 
 static int hex_to_bytes(const char *s, unsigned char *out, size_t n)
 {
-    if (strlen(s) != 2 * n)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v = 0;
-        for (int k = 0; k < 2; k++) {
-            char ch = (char)tolower((unsigned char)s[2 * i + k]);
-            if (ch >= '0' && ch <= '9')
-                v = v * 16 + (unsigned)(ch - '0');
-            else if (ch >= 'a' && ch <= 'f')
-                v = v * 16 + (unsigned)(ch - 'a' + 10);
-            else
-                return -1;
-        }
-        out[i] = (unsigned char)v;
-    }
-    return 0;
+    return strlen(s) == 2 * n ? par_hex_decode(s, out, n) : -1;
 }
 
 static int load_api_keys(par_auth_config_t *c, struct fy_node *n, const char *file, par_buf_t *err)

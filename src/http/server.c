@@ -321,16 +321,9 @@ static char *put_str(char *o, const char *s)
  * the nearest microsecond: what "%.3f" of ns / 1e6 writes. */
 static char *put_ms3(char *o, int64_t ns)
 {
-    uint64_t us = ((uint64_t)(ns > 0 ? ns : 0) + 500) / 1000, ip = us / 1000;
+    uint64_t us = ((uint64_t)(ns > 0 ? ns : 0) + 500) / 1000;
     unsigned fr = (unsigned)(us % 1000);
-    char tmp[24];
-    int k = 0;
-    do {
-        tmp[k++] = (char)('0' + ip % 10);
-        ip /= 10;
-    } while (ip);
-    while (k)
-        *o++ = tmp[--k];
+    o = par_dec_u64(o, us / 1000);
     *o++ = '.';
     *o++ = (char)('0' + fr / 100);
     *o++ = (char)('0' + fr / 10 % 10);

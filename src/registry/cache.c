@@ -104,15 +104,7 @@ int par_cache_sweep(const char *cache_dir)
 
 static int unhex(const char *s, uint8_t *out, size_t n)
 {
-    if (s == NULL || strlen(s) != 2 * n)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1)
-            return -1;
-        out[i] = (uint8_t)v;
-    }
-    return 0;
+    return s != NULL && strlen(s) == 2 * n ? par_hex_decode(s, out, n) : -1;
 }
 
 int par_cache_lookup(const char *cache_dir, const char *sha256, par_cache_info_t *info)
@@ -146,8 +138,7 @@ static int write_marker(const char *marker, const par_cache_info_t *info)
 {
     char b2[129] = "";
     if (info->has_blake2b)
-        for (int i = 0; i < 64; i++)
-            snprintf(b2 + 2 * i, 3, "%02x", info->blake2b[i]);
+        par_hex_encode(info->blake2b, 64, b2);
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:I}", "sha256", info->sha256, "blake2b512", b2,
                             "bytes", (json_int_t)info->bytes, "signer", info->signer,
                             "verified_at", (json_int_t)time(NULL));
@@ -244,8 +235,7 @@ int par_cache_evict(const char *cache_dir, uint64_t max_bytes,
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
-        if (len != 64 + 9 || strcmp(e->d_name + 64, ".complete") != 0 ||
-            !is_digest(e->d_name, 64))
+        if (len != 64 + 9 || strcmp(e->d_name + 64, ".complete") != 0 || !is_digest(e->d_name, 64))
             continue;
         char sha[65];
         memcpy(sha, e->d_name, 64);

@@ -191,16 +191,39 @@ void par_hex_encode(const unsigned char *d, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+int par_hex_decode(const char *s, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < 2 * n; i++) {
+        char c = s[i];
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (d == 16)
+            return -1;
+        out[i / 2] = (unsigned char)(i % 2 ? out[i / 2] << 4 | d : d);
+    }
+    return 0;
+}
+
+char *par_dec_u64(char *o, uint64_t v)
+{
+    char tmp[20];
+    int k = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k)
+        *o++ = tmp[--k];
+    return o;
+}
+
 int par_buf_append_i64(par_buf_t *b, int64_t v)
 {
-    char tmp[24];
-    int k = sizeof(tmp);
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[--k] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    char tmp[21], *o = tmp;
     if (v < 0)
-        tmp[--k] = '-';
-    return par_buf_append(b, tmp + k, sizeof(tmp) - (size_t)k);
+        *o++ = '-';
+    o = par_dec_u64(o, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+    return par_buf_append(b, tmp, (size_t)(o - tmp));
 }

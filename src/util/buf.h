@@ -39,6 +39,12 @@ int par_buf_append_json_str(par_buf_t *b, const char *s, size_t len);
 int par_buf_append_i64(par_buf_t *b, int64_t v);
 /* Writes `n` bytes as 2n lowercase hex digits and a NUL into `out`. */
 void par_hex_encode(const unsigned char *d, size_t n, char *out);
+/* Reads exactly 2n hex digits (either case) from `s` into n bytes; -1 at the
+ * first character that is not one (the caller checks the length). */
+int par_hex_decode(const char *s, unsigned char *out, size_t n);
+/* Writes `v` in decimal at `o` (no NUL) and returns the end (at most 20
+ * bytes). No printf: for hot paths. */
+char *par_dec_u64(char *o, uint64_t v);
 /* Appends a NUL without counting it, so data can be used as a C string. */
 int par_buf_terminate(par_buf_t *b);
 /* Hands the memory to the caller and resets the buffer. */

@@ -5,6 +5,8 @@
  */
 #include "util/json.h"
 
+#include "util/buf.h"
+
 #include <string.h>
 
 typedef struct scan {
@@ -258,19 +260,10 @@ void par_json_trim(const char **p, size_t *n)
 
 static int hex4(const char *p, const char *end, unsigned *v)
 {
-    if (end - p < 4)
+    unsigned char b[2];
+    if (end - p < 4 || par_hex_decode(p, b, 2) != 0)
         return -1;
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
-                                            : 16u;
-        if (d == 16)
-            return -1;
-        *v = *v << 4 | d;
-    }
+    *v = (unsigned)b[0] << 8 | b[1];
     return 0;
 }
 

@@ -178,6 +178,26 @@ static void test_buf_on_storage(void **state)
     par_buf_free(&b);
 }
 
+static void test_hex_and_decimal(void **state)
+{
+    (void)state;
+    unsigned char b[3];
+    assert_int_equal(par_hex_decode("00aF7e", b, 3), 0);
+    assert_memory_equal(b, "\x00\xaf\x7e", 3);
+    assert_int_equal(par_hex_decode("0g", b, 1), -1);
+    assert_int_equal(par_hex_decode("x0", b, 1), -1);
+    char out[24], *e = par_dec_u64(out, 0);
+    assert_int_equal(e - out, 1);
+    assert_memory_equal(out, "0", 1);
+    e = par_dec_u64(out, UINT64_MAX);
+    assert_int_equal(e - out, 20);
+    assert_memory_equal(out, "18446744073709551615", 20);
+    /* \u escapes read either case */
+    char dec[8];
+    assert_int_equal(par_json_unescape("\"\\u00E9\"", 8, dec), 2);
+    assert_string_equal(dec, "\xc3\xa9");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,7 +205,7 @@ int main(void)
         cmocka_unit_test(test_depth_cap),       cmocka_unit_test(test_error_offset),
         cmocka_unit_test(test_fields),          cmocka_unit_test(test_root_type_and_trim),
         cmocka_unit_test(test_unescape),        cmocka_unit_test(test_append_i64),
-        cmocka_unit_test(test_buf_on_storage),
+        cmocka_unit_test(test_buf_on_storage),  cmocka_unit_test(test_hex_and_decimal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
