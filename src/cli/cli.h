@@ -9,6 +9,21 @@
 #ifndef PAR_CLI_CLI_H
 #define PAR_CLI_CLI_H
 
+/** 1 when argv holds --help or -h. */
+int par_cli_wants_help(int argc, char **argv);
+
+/** `par serve`: serves agent packages over HTTP until SIGTERM/SIGINT. */
+int par_cli_serve(int argc, char **argv);
+
+/** `par pack DIR -o FILE.apkg`: builds a deterministic package. */
+int par_cli_pack(int argc, char **argv);
+
+/** `par inspect FILE.apkg`: prints the manifest, exports and digest as JSON. */
+int par_cli_inspect(int argc, char **argv);
+
+/** `par call FILE.apkg|DIR AGENT [JSON]`: calls an agent once, in a temporary runtime. */
+int par_cli_call(int argc, char **argv);
+
 /** `par fetch URL`: downloads a package the way the runtime does and verifies it. */
 int par_cli_fetch(int argc, char **argv);
 

@@ -87,14 +87,6 @@ static void usage_verify(FILE *f)
                "  -q                    print nothing on success (errors still go to stderr)\n");
 }
 
-static int wants_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return 1;
-    return 0;
-}
-
 /* ---- files ----------------------------------------------------------------------- */
 
 /* Reads a whole (small) file into `out`, refusing more than `cap` bytes. */
@@ -426,7 +418,7 @@ static int read_tty_password(const char *cmd, const char *prompt, char *pw)
 
 int par_cli_keygen(int argc, char **argv)
 {
-    if (wants_help(argc, argv)) {
+    if (par_cli_wants_help(argc, argv)) {
         usage_keygen(stdout);
         return 0;
     }
@@ -647,7 +639,7 @@ int par_cli_sign_file(const char *file, const char *seckey_path, const char *pas
 
 int par_cli_sign(int argc, char **argv)
 {
-    if (wants_help(argc, argv)) {
+    if (par_cli_wants_help(argc, argv)) {
         usage_sign(stdout);
         return 0;
     }
@@ -688,7 +680,7 @@ int par_cli_sign(int argc, char **argv)
 
 int par_cli_verify(int argc, char **argv)
 {
-    if (wants_help(argc, argv)) {
+    if (par_cli_wants_help(argc, argv)) {
         usage_verify(stdout);
         return 0;
     }
