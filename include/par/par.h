@@ -80,7 +80,13 @@ extern "C" {
     X(E_INVALID_TOKEN, 401, "invalid_token", "the bearer token is not valid")                      \
     X(E_AUTH_UNAVAILABLE, 503, "auth_unavailable", "the token issuer's keys are not available")    \
     X(E_DEPS_UNAVAILABLE, 422, "dependencies_unavailable",                                         \
-      "the package's Python requirements cannot be installed")
+      "the package's Python requirements cannot be installed")                                     \
+    X(E_BAD_ARCHIVE, 422, "bad_archive", "the archive is malformed or exceeds a structural limit") \
+    X(E_AGENT_LOAD_FAILED, 422, "agent_load_failed",                                               \
+      "the agent's code could not be loaded (syntax or import error, missing function)")           \
+    X(E_SERVER_BUSY, 503, "over_capacity", "the runtime is at its in-flight request limit")        \
+    X(E_CALL_DEPTH, 508, "call_depth_exceeded", "the sub-agent call chain is too deep")            \
+    X(E_CANCELLED, 499, "cancelled", "the call was cancelled or its caller went away")
 
 typedef enum par_status {
 #define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,
@@ -165,6 +171,8 @@ typedef struct par_config {
     uint32_t pip_timeout_ms;      /**< installing one package's requirements, default 300000 */
     const char *const *env_allow; /**< NULL-terminated names `${NAME}` in a package's
                                        environment may expand from the runtime's environment */
+    unsigned scratch_mb;     /**< limits.scratch_mb: a worker's scratch directory quota */
+    unsigned max_call_depth; /**< limits.max_call_depth: sub-agent call chain cap, default 16 */
     void *data;                   /**< embedder's slot */
 } par_config_t;
 

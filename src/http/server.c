@@ -169,6 +169,10 @@ static const char *reason_of(int http)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 499:
+        return "Client Closed Request";
+    case 508:
+        return "Loop Detected";
     default:
         return "";
     }

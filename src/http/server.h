@@ -26,6 +26,13 @@ typedef struct par_http_opts {
     size_t max_body;    /* hard cap on any request body, default 16 MiB */
     int access_log;     /* one log line per request, default on */
     par_auth_t *auth;   /* borrowed; NULL or mode off = no authentication */
+    int http2;          /* http.http2: accept HTTP/2 (h2c and ALPN h2), default 0 */
+    int reuse_port;     /* http.reuse_port: SO_REUSEPORT on the listener, default 0 */
+    unsigned max_in_flight;    /* limits.max_in_flight: invocations accepted and not yet
+                                  answered, runtime-wide; beyond it 503 over_capacity */
+    const char *tls_cert;      /* tls.cert: PEM certificate chain; NULL = plain HTTP */
+    const char *tls_key;       /* tls.key: PEM private key */
+    const char *tls_client_ca; /* tls.client_ca: require client certificates signed by it */
 } par_http_opts_t;
 
 /* Binds and starts serving. On failure logs why and returns an error. */

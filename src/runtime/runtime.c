@@ -72,6 +72,10 @@ void par__config_defaults(par_config_t *cfg)
         cfg->python = "/usr/bin/python3";
     if (cfg->pip_timeout_ms == 0)
         cfg->pip_timeout_ms = 300000;
+    if (cfg->scratch_mb == 0)
+        cfg->scratch_mb = 1024;
+    if (cfg->max_call_depth == 0)
+        cfg->max_call_depth = 16;
 }
 
 const char *par_pkg_state_name(int state)
