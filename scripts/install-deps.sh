@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
-    libarchive-dev libfyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
+    libarchive-dev libfyaml-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
     libcmocka-dev prometheus libsodium-dev librhonabwy-dev minisign
     python3 python3-venv python3-pip python3-pytest python3-requests python3-yaml
     zip unzip curl
