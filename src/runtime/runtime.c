@@ -436,6 +436,9 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
         par_buf_appendf(&c->output, "no agent '%s' (not a valid agent id)", c->agent_id);
         return PAR_E_AGENT_NOT_FOUND;
     }
+    int admit = par__call_admit(rt, c, &id); /* sub-agent calls: depth, input, callees */
+    if (admit != PAR_OK)
+        return admit;
     /* a sibling resolves inside the caller's own package version */
     par_pkgver_t *cp = c->caller_pv;
     if (cp && id.version == NULL) {
