@@ -997,6 +997,9 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
             const char *name = json_string_value(json_object_get(h, "error"));
             const char *m = json_string_value(json_object_get(h, "message"));
             set_fail(c, status_from_name(name ? name : "agent_error"), m ? m : "agent error");
+            const char *tb = json_string_value(json_object_get(h, "traceback"));
+            if (tb && c->status == PAR_E_AGENT_ERROR) /* for the embedder (par_call), not HTTP */
+                c->traceback = strdup(tb);
         }
         json_decref(h);
         done_push(&done, c);

@@ -43,6 +43,7 @@ void par__call_free(par_call_t *c)
         return;
     par_buf_free(&c->output);
     free(c->units_json);
+    free(c->traceback);
     free(c->subject);
     free(c->tenant);
     free(c->_input_copy);

@@ -54,6 +54,7 @@ struct par_call {
     int status;
     par_buf_t output; /* output JSON on PAR_OK, else the error message text */
     char *units_json; /* agent-reported usage units object, or NULL */
+    char *traceback;  /* owned: the agent's traceback text with an agent_error, or NULL */
     int64_t started_ns, finished_ns;
     int64_t wall_ms;  /* CLOCK_REALTIME ms at start */
     int64_t cpu_ns;   /* CPU time the agent used, -1 when unknown */

@@ -1128,6 +1128,10 @@ static void result_from_call(par_call_t *c, par_result_t *out)
     par_buf_append_json_str(&b, c->output.data ? c->output.data : "", c->output.len);
     par_buf_appends(&b, ",\"request_id\":");
     par_buf_append_json_str(&b, c->request_id, strlen(c->request_id));
+    if (c->traceback) { /* an agent's own traceback: the embedder's to show */
+        par_buf_appends(&b, ",\"traceback\":");
+        par_buf_append_json_str(&b, c->traceback, strlen(c->traceback));
+    }
     par_buf_appends(&b, "}");
     out->data = par_buf_steal(&b, &out->len);
 }

@@ -70,6 +70,22 @@ def test_counters_move(srv):
     assert value(after, "par_cold_start_seconds") > 0
 
 
+def test_deploys_are_counted_by_their_code(srv):
+    before = scrape(srv)
+    r = srv_deploy(srv, package("whoami"))
+    assert r.status_code == 201, r.text
+    after = scrape(srv)
+    d = value(after, "par_http_requests_total", route="packages", code="201") - \
+        value(before, "par_http_requests_total", route="packages", code="201")
+    assert d == 1, after
+    assert value(after, "par_http_requests_total", route="packages", code="other") == 0, after
+
+
+def srv_deploy(s, path):
+    import requests
+    return requests.post(s.url + "/runtime/packages", json={"path": path}, timeout=60)
+
+
 def test_alert_rules_are_valid():
     rules = os.path.join(SOURCE, "deploy", "prometheus", "alerts.yml")
     r = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True,
