@@ -4,6 +4,7 @@ import re
 import subprocess
 
 import pytest
+import requests
 
 from conftest import SOURCE, assert_error, package
 
@@ -82,7 +83,6 @@ def test_deploys_are_counted_by_their_code(srv):
 
 
 def srv_deploy(s, path):
-    import requests
     return requests.post(s.url + "/runtime/packages", json={"path": path}, timeout=60)
 
 

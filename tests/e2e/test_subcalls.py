@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-import requests
 
 from conftest import BUILD, assert_error, package, run
 
