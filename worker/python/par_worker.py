@@ -194,11 +194,9 @@ class Worker:
         msg = clean(msg)
         if len(msg) > MAX_LOG_LINE:
             msg = msg[:MAX_LOG_LINE] + "... (%d more characters)" % (len(msg) - MAX_LOG_LINE)
+        # the frame id says which invocation the line belongs to: the runtime
+        # takes the agent, request and trace from it (docs/worker-protocol.md)
         h = {"level": level, "msg": msg}
-        if inv is not None:
-            h["request_id"] = inv.request_id
-            h["agent"] = inv.agent
-            h["trace_id"] = inv.trace_id
         try:
             self.chan.send(LOG, inv.wid if inv is not None else 0, h)
         except OSError:
