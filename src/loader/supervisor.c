@@ -37,7 +37,9 @@
 #define MAX_BACKOFF_MS 10000
 #define OUTPUT_LINES_PER_SEC 200
 #define CRASH_LOOP_CRASHES 5 /* crashes in a row that put a pool in crash_loop */
-#define TAIL_MAX_BYTES 4096  /* a starting worker's last output kept for its start error */
+/* a starting worker's last output, kept for its start error; small enough for
+ * the "package refused" log line (4 KiB) to hold it with its escapes */
+#define TAIL_MAX_BYTES 3072
 #define TAIL_MAX_LINES 20
 
 enum { W_STARTING, W_READY, W_RETIRING, W_DEAD };

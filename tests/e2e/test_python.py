@@ -572,7 +572,7 @@ def test_load_failures_are_named(server_factory, tmp_path):
 
 def test_start_error_shows_the_workers_last_output(server_factory, tmp_path):
     """A worker that dies before it is ready: the deploy error, last_error and the
-    log show how it ended and its last output lines (at most 20, 4 KiB)."""
+    log show how it ended and its last output lines (at most 20, 3 KiB)."""
     s = server_factory([], expected_errors=[r"\"package refused\""])
     code = ("import os, sys\n"
             "for i in range(50):\n"
@@ -591,14 +591,19 @@ def test_start_error_shows_the_workers_last_output(server_factory, tmp_path):
     assert "fatal: the model file is missing" in rec["last_error"], rec
     refused = log_lines(s, lambda l: l.get("msg") == "package refused")
     assert refused and "fatal: the model file is missing" in refused[-1]["reason"], refused
-    # a long line is cut to its end, the whole stays within 4 KiB
+    # a long line is cut to its end, the whole stays within 3 KiB, and the log line
+    # holds it all
     flood = pypkg(tmp_path, "floodsatstart", {"src/main.py": (
         "import os\nfor i in range(40):\n    os.write(2, (str(i) + 'x' * 5000 + '\\n').encode())\n"
         "os._exit(4)\n")})
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": flood},
                                    timeout=60), 422, "incompatible_package")
-    assert "exited with status 4" in b["message"] and len(b["message"]) < 4096 + 400, \
+    assert "exited with status 4" in b["message"] and len(b["message"]) < 3072 + 400, \
         len(b["message"])
+    assert b["message"].endswith("x" * 100), b["message"][-200:]
+    line = log_lines(s, lambda l: l.get("msg") == "package refused" and
+                     "floodsatstart" in l.get("reason", ""))
+    assert line and not line[-1].get("truncated") and line[-1]["reason"].rstrip().endswith("x" * 100)
 
 
 def test_python_self_recursion_stops_at_the_depth_cap(server_factory, tmp_path):
