@@ -171,14 +171,16 @@ typedef struct par_config {
     uint32_t pip_timeout_ms;      /**< installing one package's requirements, default 300000 */
     const char *const *env_allow; /**< NULL-terminated names `${NAME}` in a package's
                                        environment may expand from the runtime's environment */
-    unsigned scratch_mb;     /**< limits.scratch_mb: a worker's scratch directory quota */
+    unsigned scratch_mb;          /**< limits.scratch_mb: a worker's scratch directory quota */
     unsigned max_call_depth; /**< limits.max_call_depth: sub-agent call chain cap, default 16 */
-    void *data;                   /**< embedder's slot */
+    void *data;              /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;
 
-/** An agent's answer. `data` is JSON: the output on PAR_OK, the error body otherwise. */
+/** An agent's answer. `data` is JSON: the output on PAR_OK, the error body
+ *  otherwise ({"error","message","request_id"}, and "traceback", the agent's
+ *  own text, when a Python handler raised). */
 typedef struct par_result {
     int status; /**< PAR_OK or an error status */
     char *data; /**< owned; free with par_result_free() */

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
 #include <par/par.h>
 
 #include "cli/cli.h"
@@ -23,7 +25,27 @@ static void usage_call(FILE *f)
                "'echo' or 'echo/upper'; private sub-agents included) with JSON (default\n"
                "null, '-' reads standard input) and prints the output. A native package\n"
                "runs in-process (only use it with code you trust); a Python package runs\n"
-               "in a worker process.\n");
+               "in a worker process.\n\n"
+               "A failure is printed for a person: the error, its message and, when a\n"
+               "Python handler raised, its traceback as text. Set PAR_LOG_LEVEL (debug,\n"
+               "info, warn, error) to see the runtime's log lines as well.\n");
+}
+
+/* A failed call, for a person: "par call: AGENT: name (status): message",
+ * then the agent's traceback as text when it sent one. */
+static void print_failure(const char *agent, int rc, const par_result_t *out)
+{
+    json_t *b = json_loadb(out->data ? out->data : "", out->len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(b, "message"));
+    const char *tb = json_string_value(json_object_get(b, "traceback"));
+    const char *rid = json_string_value(json_object_get(b, "request_id"));
+    fprintf(stderr, "par call: %s: %s (%d): %s\n", agent, par_status_name(rc), par_status_http(rc),
+            msg ? msg : par_strerror(rc));
+    if (tb)
+        fprintf(stderr, "%s%s", tb, tb[0] && tb[strlen(tb) - 1] == '\n' ? "" : "\n");
+    if (rid)
+        fprintf(stderr, "request id: %s\n", rid);
+    json_decref(b);
 }
 
 static int rm_tree(const char *path)
@@ -57,7 +79,11 @@ int par_cli_call(int argc, char **argv)
         par_buf_appends(&input, "null");
     }
     signal(SIGPIPE, SIG_IGN);
-    par_log_init(PAR_LOG_ERROR, 1); /* stdout is the output; stderr only errors */
+    /* stdout is the output; failures are printed below, once, for a person:
+     * log lines only when asked for (they would repeat them as JSON) */
+    const char *lv = getenv("PAR_LOG_LEVEL");
+    int level = lv ? par_log_parse_level(lv) : -1;
+    par_log_init(level >= 0 ? level : PAR_LOG_ERROR + 1, 0);
     char tmpl[] = "/tmp/par-call-XXXXXX";
     if (mkdtemp(tmpl) == NULL) {
         fprintf(stderr, "par call: cannot create a temporary directory: %s\n", strerror(errno));
@@ -84,6 +110,8 @@ int par_cli_call(int argc, char **argv)
     if (rc != PAR_OK) {
         fprintf(stderr, "par call: %s: %s (%s)\n%s", argv[1], par_strerror(rc), par_status_name(rc),
                 err ? err : "");
+        if (err && *err && err[strlen(err) - 1] != '\n')
+            fputc('\n', stderr);
         free(err);
         exit_code = 1;
     } else {
@@ -93,7 +121,7 @@ int par_cli_call(int argc, char **argv)
             fwrite(out.data, 1, out.len, stdout);
             fputc('\n', stdout);
         } else {
-            fprintf(stderr, "%.*s\n", (int)out.len, out.data);
+            print_failure(argv[2], rc, &out);
             exit_code = 1;
         }
         par_result_free(&out);

@@ -54,6 +54,7 @@ typedef struct serve_opts {
     unsigned drain_ms;
     unsigned concurrency;
     unsigned max_queue;
+    unsigned max_call_depth;
     unsigned memory_mb;
     unsigned reload_drain_ms;
     unsigned cpu_seconds;
@@ -286,6 +287,8 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->concurrency = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/queue")))
         o->max_queue = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/max_call_depth")))
+        o->max_call_depth = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/worker_cpu_seconds")))
         o->cpu_seconds = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/reload/rollback/requests")))
@@ -427,6 +430,8 @@ static void load_env(serve_opts_t *o)
         o->reload_drain_ms = (unsigned)atoi(v);
     if ((v = getenv("PAR_MAX_QUEUE")))
         o->max_queue = (unsigned)atoi(v);
+    if ((v = getenv("PAR_MAX_CALL_DEPTH")))
+        o->max_call_depth = (unsigned)atoi(v);
     if ((v = getenv("PAR_DEFAULT_CONCURRENCY")))
         o->concurrency = (unsigned)atoi(v);
     if ((v = getenv("PAR_SHUTDOWN_GRACE_MS")))
@@ -911,6 +916,8 @@ int par_cli_serve(int argc, char **argv)
     cfg.rollback_error_pct = o.rollback_pct ? o.rollback_pct : 50;
     if (o.max_queue)
         cfg.max_queue = o.max_queue;
+    if (o.max_call_depth)
+        cfg.max_call_depth = o.max_call_depth;
     int has_config = 0;
     for (int i = 1; i < argc; i++)
         has_config |= strcmp(argv[i], "--config") == 0;

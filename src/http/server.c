@@ -581,6 +581,11 @@ static json_t *package_json(par_pkgver_t *pv)
         json_object_set_new(
             o, "isolation",
             json_string(pv->isolation == PAR_ISOLATION_IN_PROCESS ? "in-process" : "worker"));
+        json_t *calls = m->calls ? json_array() : NULL; /* metadata.par.calls, when declared */
+        for (size_t i = 0; calls && m->calls[i]; i++)
+            json_array_append_new(calls, json_string(m->calls[i]));
+        if (calls)
+            json_object_set_new(o, "calls", calls);
         json_t *ex = json_array();
         for (size_t i = 0; i < m->export_count; i++) {
             const par_export_t *e = &m->exports[i];

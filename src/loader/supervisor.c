@@ -37,6 +37,10 @@
 #define MAX_BACKOFF_MS 10000
 #define OUTPUT_LINES_PER_SEC 200
 #define CRASH_LOOP_CRASHES 5 /* crashes in a row that put a pool in crash_loop */
+/* a starting worker's last output, kept for its start error; small enough for
+ * the "package refused" log line (4 KiB) to hold it with its escapes */
+#define TAIL_MAX_BYTES 3072
+#define TAIL_MAX_LINES 20
 
 enum { W_STARTING, W_READY, W_RETIRING, W_DEAD };
 static const char *const wstate_names[] = {"starting", "ready", "retiring", "dead"};
@@ -74,6 +78,10 @@ struct par_worker {
     int corked;
     char *scratch;   /* its private writable directory, removed when it is gone */
     json_t *sandbox; /* what par-worker reported it applied (SANDBOX frame), or NULL */
+    /* while starting: its last output lines (fds 1/2 and LOG frames), shown
+     * in the start error when it dies before HELLO; I/O side only */
+    char tail[TAIL_MAX_BYTES];
+    size_t tail_len;
 };
 
 struct par_pool {
@@ -101,6 +109,7 @@ struct par_pool {
     int want_spawn;
     int started;      /* a worker said HELLO once */
     int start_failed; /* the first worker died before HELLO: no respawn */
+    int start_status; /* PAR_E_INCOMPATIBLE, or what the worker's start ERROR named */
     int stopping, stop_now;
     char *start_error;
     unsigned min_workers, max_workers, concurrency;
@@ -569,6 +578,52 @@ static void describe_exit(int st, char *buf, size_t n)
 static void drain_output(par_worker_t *w);
 static int output_allowed(par_worker_t *w);
 
+/* Keeps the last TAIL_MAX_LINES lines, at most TAIL_MAX_BYTES, of what a
+ * starting worker wrote: the oldest whole lines go first. */
+static void tail_add(par_worker_t *w, const char *s, size_t n)
+{
+    if (n > TAIL_MAX_BYTES / 4)
+        s += n - TAIL_MAX_BYTES / 4, n = TAIL_MAX_BYTES / 4; /* a line's end says the most */
+    if (w->tail_len + n + 1 > sizeof(w->tail)) {
+        size_t drop = w->tail_len + n + 1 - sizeof(w->tail);
+        char *nl = memchr(w->tail + drop, '\n', w->tail_len - drop);
+        drop = nl ? (size_t)(nl + 1 - w->tail) : w->tail_len;
+        memmove(w->tail, w->tail + drop, w->tail_len - drop);
+        w->tail_len -= drop;
+    }
+    memcpy(w->tail + w->tail_len, s, n);
+    w->tail_len += n;
+    w->tail[w->tail_len++] = '\n';
+    size_t lines = 0;
+    for (size_t i = 0; i < w->tail_len; i++)
+        lines += w->tail[i] == '\n';
+    while (lines-- > TAIL_MAX_LINES) {
+        char *nl = memchr(w->tail, '\n', w->tail_len);
+        size_t drop = (size_t)(nl + 1 - w->tail);
+        memmove(w->tail, w->tail + drop, w->tail_len - drop);
+        w->tail_len -= drop;
+    }
+}
+
+/* The start error of a worker that died before HELLO: how it ended, what
+ * it said (its start ERROR frame) and its last output lines. */
+static char *start_error_of(par_worker_t *w, const char *how, const char *said)
+{
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    if (said)
+        par_buf_appends(&b, said);
+    else
+        par_buf_appendf(&b, "worker %s before it was ready", how);
+    if (w->tail_len) {
+        par_buf_appendf(&b, "\nlast output of the worker (pid %d, %s):\n", (int)w->pid, how);
+        par_buf_append(&b, w->tail, w->tail_len - 1);
+    }
+    size_t n;
+    char *s = par_buf_steal(&b, &n);
+    return s ? s : strdup("worker failed to start");
+}
+
 /* The worker is gone: its scratch directory goes with it. */
 static void worker_free_sandbox(par_worker_t *w)
 {
@@ -669,10 +724,10 @@ static void worker_dead(par_worker_t *w)
         p->timeout_kills++;
     if (was_state == W_STARTING && !p->started)
         p->start_failed = 1;
-    if (was_state == W_STARTING && p->start_error == NULL) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "worker %.150s before it was ready", how);
-        p->start_error = strdup(msg);
+    if (was_state == W_STARTING && !p->started) {
+        char *e = start_error_of(w, how, p->start_error);
+        free(p->start_error);
+        p->start_error = e;
     }
     if (crashed) {
         p->restarts++;
@@ -712,6 +767,8 @@ static void worker_dead(par_worker_t *w)
         par_log_str(&l, "exit", how);
         if (w->kill_reason)
             par_log_str(&l, "reason", w->kill_reason);
+        if (was_state == W_STARTING && w->tail_len)
+            par_log_strn(&l, "last_output", w->tail, w->tail_len - 1);
         par_log_end(&l);
     }
     par_buf_free(&w->in);
@@ -785,6 +842,49 @@ static void result_header(par_call_t *c, const char *h, size_t n)
     }
 }
 
+/* A LOG frame names the call it belongs to by its frame id; the agent,
+ * request and trace are that call's, never what the header claims. A frame
+ * for no call in flight (id 0: start-up, a background thread; or an id the
+ * worker made up) is logged as the package's worker. Only `level` and `msg`
+ * are read from the header. */
+static void handle_log_frame(par_worker_t *w, const par_frame_t *f)
+{
+    par_pool_t *p = w->pool;
+    json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
+    const char *lv = json_string_value(json_object_get(h, "level"));
+    const char *m = json_string_value(json_object_get(h, "msg"));
+    if (w->state == W_STARTING && m)
+        tail_add(w, m, strlen(m));
+    if (!output_allowed(w)) {
+        json_decref(h);
+        return;
+    }
+    char agent[PAR_ID_MAX + 1] = "", rid[PAR_REQUEST_ID_MAX + 1] = "", trace[64] = "";
+    pthread_mutex_lock(&p->lock);
+    par_call_t *c = f->id ? pending_find(w, f->id, 0) : NULL;
+    if (c) {
+        memcpy(agent, c->agent_id, sizeof(agent));
+        memcpy(rid, c->request_id, sizeof(rid));
+        memcpy(trace, c->trace_id, sizeof(trace));
+    }
+    pthread_mutex_unlock(&p->lock);
+    int level = lv ? par_log_parse_level(lv) : PAR_LOG_INFO;
+    par_logline_t l;
+    if (par_log_begin(&l, level < 0 ? PAR_LOG_INFO : level, m ? m : "")) {
+        par_log_str(&l, "source", "agent");
+        par_log_str(&l, "package", p->name);
+        par_log_str(&l, "version", p->version);
+        par_log_int(&l, "pid", w->pid);
+        if (c) {
+            par_log_str(&l, "agent", agent);
+            par_log_str(&l, "request_id", rid);
+            par_log_str(&l, "trace_id", trace);
+        }
+        par_log_end(&l);
+    }
+    json_decref(h);
+}
+
 static void handle_frame(par_worker_t *w, const par_frame_t *f)
 {
     par_pool_t *p = w->pool;
@@ -856,9 +956,12 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
                         : NULL;
         if (f->id == 0 && f->type == PAR_FRAME_ERROR) {
             const char *m = json_string_value(json_object_get(h, "message"));
+            const char *name = json_string_value(json_object_get(h, "error"));
             pthread_mutex_lock(&p->lock);
             free(p->start_error);
             p->start_error = strdup(m ? m : "worker failed to start");
+            if (name && strcmp(name, "agent_load_failed") == 0)
+                p->start_status = PAR_E_AGENT_LOAD_FAILED;
             pthread_mutex_unlock(&p->lock);
             json_decref(h);
             break;
@@ -896,6 +999,9 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
             const char *name = json_string_value(json_object_get(h, "error"));
             const char *m = json_string_value(json_object_get(h, "message"));
             set_fail(c, status_from_name(name ? name : "agent_error"), m ? m : "agent error");
+            const char *tb = json_string_value(json_object_get(h, "traceback"));
+            if (tb && c->status == PAR_E_AGENT_ERROR) /* for the embedder (par_call), not HTTP */
+                c->traceback = strdup(tb);
         }
         json_decref(h);
         done_push(&done, c);
@@ -904,31 +1010,9 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
     case PAR_FRAME_CALL:
         handle_call_frame(w, f);
         break;
-    case PAR_FRAME_LOG: {
-        if (!output_allowed(w))
-            break;
-        json_t *h = json_loadb(f->header, f->header_len, 0, NULL);
-        const char *lv = json_string_value(json_object_get(h, "level"));
-        const char *m = json_string_value(json_object_get(h, "msg"));
-        const char *rid = json_string_value(json_object_get(h, "request_id"));
-        const char *agent = json_string_value(json_object_get(h, "agent"));
-        const char *trace = json_string_value(json_object_get(h, "trace_id"));
-        int level = lv ? par_log_parse_level(lv) : PAR_LOG_INFO;
-        par_logline_t l;
-        if (par_log_begin(&l, level < 0 ? PAR_LOG_INFO : level, m ? m : "")) {
-            par_log_str(&l, "source", "agent");
-            par_log_str(&l, "package", p->name);
-            par_log_str(&l, "version", p->version);
-            if (agent)
-                par_log_str(&l, "agent", agent);
-            par_log_str(&l, "request_id", rid);
-            if (trace)
-                par_log_str(&l, "trace_id", trace);
-            par_log_end(&l);
-        }
-        json_decref(h);
+    case PAR_FRAME_LOG:
+        handle_log_frame(w, f);
         break;
-    }
     default:
         break; /* USAGE, CHUNK: accepted and ignored in this protocol version */
     }
@@ -1004,6 +1088,8 @@ static int output_allowed(par_worker_t *w)
 
 static void emit_line(par_worker_t *w)
 {
+    if (w->state == W_STARTING)
+        tail_add(w, w->line, w->line_len);
     if (!output_allowed(w)) {
         w->line_len = 0;
         return;
@@ -1646,7 +1732,7 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     if (!p->started) {
         par_buf_appendf(err, "%s@%s: %s\n", p->name, p->version,
                         p->start_error ? p->start_error : "worker failed to start");
-        rc = PAR_E_INCOMPATIBLE;
+        rc = p->start_status ? p->start_status : PAR_E_INCOMPATIBLE;
         p->stopping = p->stop_now = 1;
     }
     free(p->start_error);

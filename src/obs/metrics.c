@@ -42,9 +42,11 @@ void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_n
 static const char *const routes[] = {"invoke",   "agents",  "agent",   "health", "ready", "info",
                                      "packages", "package", "metrics", "usage",  "other"};
 #define NROUTES (sizeof(routes) / sizeof(*routes))
-static const int codes[] = {200, 400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 502, 503, 504};
-#define NCODES (sizeof(codes) / sizeof(*codes))
-static atomic_ulong http_counts[NROUTES][NCODES + 1]; /* last column: any other code */
+/* every status code 100..599 has its own column (201 and 202 too), the last
+ * column counts anything else; only codes seen are exported */
+#define CODE_MIN 100
+#define NCODES 500
+static atomic_ulong http_counts[NROUTES][NCODES + 1];
 
 void par_metrics_http(const char *route, int code)
 {
@@ -52,10 +54,7 @@ void par_metrics_http(const char *route, int code)
     for (size_t i = 0; i < NROUTES; i++)
         if (strcmp(routes[i], route) == 0)
             r = i;
-    size_t c = NCODES;
-    for (size_t i = 0; i < NCODES; i++)
-        if (codes[i] == code)
-            c = i;
+    size_t c = code >= CODE_MIN && code < CODE_MIN + NCODES ? (size_t)(code - CODE_MIN) : NCODES;
     atomic_fetch_add_explicit(&http_counts[r][c], 1, memory_order_relaxed);
 }
 
@@ -301,7 +300,7 @@ int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
                 continue;
             if (c < NCODES)
                 par_buf_appendf(b, "par_http_requests_total{route=\"%s\",code=\"%d\"} %lu\n",
-                                routes[r], codes[c], v);
+                                routes[r], (int)c + CODE_MIN, v);
             else
                 par_buf_appendf(b, "par_http_requests_total{route=\"%s\",code=\"other\"} %lu\n",
                                 routes[r], v);

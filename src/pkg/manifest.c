@@ -631,7 +631,7 @@ static void parse_limits(check_t *c, struct fy_node *lim)
 
 static void parse_par(check_t *c, struct fy_node *par)
 {
-    static const char *const known[] = {"requires", "abi", "limits", "exports", NULL};
+    static const char *const known[] = {"requires", "abi", "limits", "exports", "calls", NULL};
     par_manifest_t *m = c->m;
     if (!is_type(par, FYNT_MAPPING)) {
         problem(c, "metadata.par", "must be a mapping {requires, abi, limits, exports}");
@@ -652,6 +652,13 @@ static void parse_par(check_t *c, struct fy_node *par)
     struct fy_node *ex = field(par, "exports");
     if (ex)
         parse_par_exports(c, ex);
+    par_strlist_t calls = {NULL, 0};
+    get_strlist(c, par, "calls", "metadata.par.calls", &calls);
+    if (field(par, "calls") &&
+        (m->calls = realloc(calls.items, (calls.count + 1) * sizeof(char *))) != NULL)
+        m->calls[calls.count] = NULL; /* declared, even when empty: calls nothing */
+    else
+        strlist_free(&calls);
 }
 
 /* ---- top level --------------------------------------------------------------------------- */
@@ -1068,6 +1075,9 @@ void par_manifest_free(par_manifest_t *m)
     strlist_free(&m->capabilities);
     strlist_free(&m->dependencies);
     strlist_free(&m->warnings);
+    for (size_t i = 0; m->calls && m->calls[i]; i++)
+        free(m->calls[i]);
+    free(m->calls);
     for (size_t i = 0; i < m->environment_count; i++) {
         free(m->environment[i].key);
         free(m->environment[i].value);

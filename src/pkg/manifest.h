@@ -67,6 +67,9 @@ typedef struct par_manifest {
     char *par_requires; /* semver range or NULL */
     int par_abi;        /* -1 when absent */
     par_limits_t limits;
+    /* metadata.par.calls: fnmatch patterns over the agent ids this package may
+     * call (its own agents always); NULL-terminated, NULL when not declared */
+    char **calls;
 
     /* exports: main (when entrypoint is set) first, then sub_agents, then par.exports */
     par_export_t *exports;

@@ -3,6 +3,7 @@
  */
 #include "runtime/call.h"
 
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "obs/log.h"
 #include "obs/trace.h"
 #include "runtime/runtime.h"
+#include "util/json.h"
 
 int64_t par__now_ns(void)
 {
@@ -41,6 +43,7 @@ void par__call_free(par_call_t *c)
         return;
     par_buf_free(&c->output);
     free(c->units_json);
+    free(c->traceback);
     free(c->subject);
     free(c->tenant);
     free(c->_input_copy);
@@ -83,7 +86,87 @@ void par__call_link(par_call_t *c, const par_call_t *parent)
     c->deadline_ms = parent->deadline_ms;
     c->caller_pv = parent->pv;
     par__pkgver_ref(parent->pv);
+    c->depth = parent->depth + 1;
     c->_hop = 1;
+}
+
+/* 1 when `id` names an agent of the caller's own package: a bare sibling
+ * export, or the package's name (any version). */
+static int own_package(const par_manifest_t *m, const char *caller, const par_agent_id_t *id)
+{
+    if (strlen(caller) == id->name_len && memcmp(caller, id->name, id->name_len) == 0)
+        return 1;
+    if (id->version || id->sub)
+        return 0;
+    for (size_t i = 0; i < m->export_count; i++)
+        if (strlen(m->exports[i].name) == id->name_len &&
+            memcmp(m->exports[i].name, id->name, id->name_len) == 0)
+            return 1;
+    return 0;
+}
+
+/* metadata.par.calls: the callee's id without its version, `name` or
+ * `name/sub`, must match one of the patterns (fnmatch, `*` crosses `/`). */
+static int declared_callee(char *const *calls, const par_agent_id_t *id)
+{
+    char bare[PAR_ID_MAX + 1];
+    if (id->sub)
+        snprintf(bare, sizeof(bare), "%.*s/%.*s", (int)id->name_len, id->name, (int)id->sub_len,
+                 id->sub);
+    else
+        snprintf(bare, sizeof(bare), "%.*s", (int)id->name_len, id->name);
+    for (size_t i = 0; calls[i]; i++)
+        if (fnmatch(calls[i], bare, 0) == 0)
+            return 1;
+    return 0;
+}
+
+static void log_depth_refused(const par_call_t *c, unsigned max)
+{
+    par_logline_t l;
+    if (!par_log_begin(&l, PAR_LOG_WARN, "sub-agent call refused: call depth"))
+        return;
+    par_log_str(&l, "request_id", c->request_id);
+    par_log_str(&l, "trace_id", c->trace_id);
+    par_log_str(&l, "agent", c->agent_id);
+    par_log_str(&l, "caller", c->caller_pv ? c->caller_pv->name : "");
+    par_log_int(&l, "depth", c->depth);
+    par_log_int(&l, "max_call_depth", max);
+    par_log_end(&l);
+}
+
+int par__call_admit(par_runtime_t *rt, par_call_t *c, const par_agent_id_t *id)
+{
+    if (!c->_hop)
+        return PAR_OK;
+    unsigned max = rt->cfg.max_call_depth;
+    if (c->depth > max) {
+        log_depth_refused(c, max);
+        par_buf_appendf(&c->output,
+                        "calling '%s' would be call %u of one chain of sub-agent calls "
+                        "(limits.max_call_depth = %u): an agent that calls itself, or agents "
+                        "that call each other in a cycle",
+                        c->agent_id, c->depth, max);
+        return PAR_E_CALL_DEPTH;
+    }
+    size_t off = 0;
+    if (c->input == NULL || par_json_scan(c->input, c->input_len, NULL, 0, &off) != 0) {
+        par_buf_appendf(&c->output, "the input of the call to '%s' is not valid JSON (byte %zu)",
+                        c->agent_id, off);
+        return PAR_E_INVALID_JSON;
+    }
+    const par_pkgver_t *cp = c->caller_pv;
+    char *const *calls = cp && cp->manifest ? cp->manifest->calls : NULL;
+    if (calls == NULL || own_package(cp->manifest, cp->name, id) || declared_callee(calls, id))
+        return PAR_OK;
+    par_buf_appendf(&c->output,
+                    "package '%s' may not call '%s': it declares the agents it calls "
+                    "(metadata.par.calls:",
+                    cp->name, c->agent_id);
+    for (size_t i = 0; calls[i]; i++)
+        par_buf_appendf(&c->output, "%s %s", i ? "," : "", calls[i]);
+    par_buf_appends(&c->output, calls[0] ? ")" : " none)");
+    return PAR_E_FORBIDDEN;
 }
 
 static char *dup_or_null(const char *s)

@@ -15,6 +15,7 @@
 
 #include <par/par.h>
 
+#include "runtime/id.h"
 #include "util/buf.h"
 
 typedef struct par_call par_call_t;
@@ -42,6 +43,7 @@ struct par_call {
     char *subject;           /* owned, may be NULL: the authenticated caller */
     char *tenant;            /* owned, may be NULL */
     int allow_private;       /* embedder or same-package sibling */
+    unsigned depth;          /* 0 for a root call; par__call_link: the parent's + 1 */
     par_pkgver_t *caller_pv; /* referenced: the calling agent's package version, or NULL */
     int64_t deadline_ms;     /* absolute CLOCK_MONOTONIC ms, 0 = package default */
     uint32_t timeout_ms;     /* requested (X-Par-Timeout-Ms): can only lower the package's */
@@ -52,6 +54,7 @@ struct par_call {
     int status;
     par_buf_t output; /* output JSON on PAR_OK, else the error message text */
     char *units_json; /* agent-reported usage units object, or NULL */
+    char *traceback;  /* owned: the agent's traceback text with an agent_error, or NULL */
     int64_t started_ns, finished_ns;
     int64_t wall_ms;  /* CLOCK_REALTIME ms at start */
     int64_t cpu_ns;   /* CPU time the agent used, -1 when unknown */
@@ -82,6 +85,13 @@ par_call_t *par__call_new(void);
  * parent's package version (caller_pv). */
 void par__call_link(par_call_t *c, const par_call_t *parent);
 void par__call_free(par_call_t *c);
+/* Admits a sub-agent call before its target is resolved (par__call_start,
+ * any thread): the chain's depth against limits.max_call_depth (508
+ * call_depth_exceeded), its input as JSON (400 invalid_json: a worker's CALL
+ * body is not trusted) and the calling package's declared callees,
+ * metadata.par.calls (403 forbidden). PAR_OK for root calls; otherwise the
+ * message is in c->output. */
+int par__call_admit(par_runtime_t *rt, par_call_t *c, const par_agent_id_t *id);
 /* Copies input/context into the call so the starter's buffers may go away. */
 int par__call_own_input(par_call_t *c);
 /* Sets status and output message, then runs `done`. */

@@ -436,6 +436,9 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
         par_buf_appendf(&c->output, "no agent '%s' (not a valid agent id)", c->agent_id);
         return PAR_E_AGENT_NOT_FOUND;
     }
+    int admit = par__call_admit(rt, c, &id); /* sub-agent calls: depth, input, callees */
+    if (admit != PAR_OK)
+        return admit;
     /* a sibling resolves inside the caller's own package version */
     par_pkgver_t *cp = c->caller_pv;
     if (cp && id.version == NULL) {
@@ -1125,6 +1128,10 @@ static void result_from_call(par_call_t *c, par_result_t *out)
     par_buf_append_json_str(&b, c->output.data ? c->output.data : "", c->output.len);
     par_buf_appends(&b, ",\"request_id\":");
     par_buf_append_json_str(&b, c->request_id, strlen(c->request_id));
+    if (c->traceback) { /* an agent's own traceback: the embedder's to show */
+        par_buf_appends(&b, ",\"traceback\":");
+        par_buf_append_json_str(&b, c->traceback, strlen(c->traceback));
+    }
     par_buf_appends(&b, "}");
     out->data = par_buf_steal(&b, &out->len);
 }

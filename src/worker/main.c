@@ -324,8 +324,9 @@ static void api_log(par_agent_ctx_t *ctx, int level, const char *msg)
 {
     static const char *const lv[] = {"debug", "info", "warn", "error"};
     job_t *j = job_of(ctx);
-    json_t *h = json_pack("{s:s, s:s, s:s}", "level", lv[level < 0 || level > 3 ? 1 : level], "msg",
-                          msg ? msg : "", "request_id", ctx->request_id);
+    /* the frame id names the invocation: the runtime adds its agent and request */
+    json_t *h = json_pack("{s:s, s:s}", "level", lv[level < 0 || level > 3 ? 1 : level], "msg",
+                          msg ? msg : "");
     send_json_frame(PAR_FRAME_LOG, j->id, h, NULL, 0);
     json_decref(h);
 }

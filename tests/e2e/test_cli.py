@@ -66,9 +66,47 @@ def test_call():
     r = run("call", os.path.join(BUILD, "stage", "echo"), "echo/shout", "-", input='{"x":"y"}')
     assert r.returncode == 0 and json.loads(r.stdout) == {"x": "Y"}
     r = run("call", p, "missing", "1")
-    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "agent_not_found"
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("par call: missing: agent_not_found (404): no agent 'missing'\n")
     r = run("call", p, "echo", "{bad json")
-    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "invalid_json"
+    assert r.returncode == 1 and "echo: invalid_json (400): input is not valid JSON" in r.stderr
+
+
+def pyapp(tmp_path, name, code):
+    d = tmp_path / name
+    (d / "src").mkdir(parents=True)
+    (d / "src" / "__init__.py").write_text("")
+    (d / "src" / "main.py").write_text(code)
+    (d / "agent.yaml").write_text(
+        f"name: {name}\ndisplay_name: {name}\ndescription: t\nauthor: t\nlicense: MIT\n"
+        "runtime: python3.11\nentrypoint: src.main:handler\nmetadata:\n  version: 1.0.0\n")
+    return str(d)
+
+
+def test_call_prints_a_python_traceback_once_as_text(tmp_path):
+    code = "def helper(x):\n    raise ValueError('boom %s' % x)\n\n\ndef handler(i):\n" \
+           "    return helper(i)\n"
+    r = run("call", pyapp(tmp_path, "raiser", code), "raiser", "7")
+    assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+    err = r.stderr
+    assert err.startswith("par call: raiser: agent_error (500): ValueError: boom 7\n"), err
+    assert err.count("Traceback (most recent call last):") == 1, err
+    assert err.count("boom 7") == 2, err  # the summary and the traceback's last line
+    assert 'main.py", line 2, in helper\n' in err, err
+    assert "\\n" not in err and '{"' not in err, err  # text, not escaped JSON
+    assert "request id: " in err
+
+
+def test_call_names_a_load_failure_with_file_and_line(tmp_path):
+    r = run("call", pyapp(tmp_path, "broken", "x = 1\ndef handler(i)\n    return i\n"),
+            "broken", "1")
+    assert r.returncode == 1, r.stderr
+    err = r.stderr
+    assert "agent_load_failed" in err and "incompatible_package" not in err, err
+    assert "src/main.py:2: cannot import src.main: SyntaxError: " in err, err
+    # Python's own rendering, once: the file, the line and the caret
+    assert err.count('main.py", line 2\n    def handler(i)\n') == 1, err
+    assert "\\n" not in err and '{"' not in err, err
 
 
 def test_embed_example(tmp_path):

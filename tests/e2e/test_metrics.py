@@ -4,6 +4,7 @@ import re
 import subprocess
 
 import pytest
+import requests
 
 from conftest import SOURCE, assert_error, package
 
@@ -68,6 +69,21 @@ def test_counters_move(srv):
     assert re.search(r'^par_build_info\{version="[^"]+",agent_abi="1"\} 1$', after, re.M)
     assert value(after, "par_package_load_seconds_count", phase="load") == 2
     assert value(after, "par_cold_start_seconds") > 0
+
+
+def test_deploys_are_counted_by_their_code(srv):
+    before = scrape(srv)
+    r = srv_deploy(srv, package("whoami"))
+    assert r.status_code == 201, r.text
+    after = scrape(srv)
+    d = value(after, "par_http_requests_total", route="packages", code="201") - \
+        value(before, "par_http_requests_total", route="packages", code="201")
+    assert d == 1, after
+    assert value(after, "par_http_requests_total", route="packages", code="other") == 0, after
+
+
+def srv_deploy(s, path):
+    return requests.post(s.url + "/runtime/packages", json={"path": path}, timeout=60)
 
 
 def test_alert_rules_are_valid():

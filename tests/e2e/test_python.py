@@ -537,20 +537,91 @@ def test_load_failures_are_named(server_factory, tmp_path):
     s = server_factory([], expected_errors=[r"\"package refused\"", r"cannot import"])
     cases = [
         (pypkg(tmp_path, "nomodule", {"src/other.py": "x = 1\n"}),
-         "the package has no module src.main"),
-        (pypkg(tmp_path, "importfails", {"src/main.py": "1 / 0\n"}),
-         "cannot import src.main: ZeroDivisionError"),
+         "incompatible_package", ["the package has no module src.main"]),
+        (pypkg(tmp_path, "importfails", {"src/main.py": "x = 1\n1 / 0\n"}),
+         "agent_load_failed",
+         ["src/main.py:2: cannot import src.main: ZeroDivisionError: division by zero",
+          'File "', "Traceback (most recent call last)"]),
+        (pypkg(tmp_path, "syntaxerr", {"src/main.py": "x = 1\ndef handler(i):\n  return (\n"}),
+         "agent_load_failed", ["src/main.py:3: cannot import src.main: SyntaxError: "]),
+        (pypkg(tmp_path, "importerr", {"src/main.py": "import os\nimport nothere_at_all\n"}),
+         "agent_load_failed",
+         ["src/main.py:2: cannot import src.main: ModuleNotFoundError: "
+          "No module named 'nothere_at_all'"]),
         (pypkg(tmp_path, "nofunc", {"src/main.py": "x = 1\n"}),
-         "module src.main has no attribute handler"),
+         "agent_load_failed", ["src/main.py: module src.main has no attribute handler "
+                               "(entrypoint src.main:handler of the main export)"]),
         (pypkg(tmp_path, "future", {"src/main.py": "def handler(i):\n    return 1\n"},
-               runtime="python3.99"), "runtime python3.99 needs Python 3.99 or newer"),
+               runtime="python3.99"), "incompatible_package",
+         ["runtime python3.99 needs Python 3.99 or newer"]),
         (pypkg(tmp_path, "nodejs", {"src/main.py": "def handler(i):\n    return 1\n"},
-               runtime="node20"), "no loader for runtime node20"),
+               runtime="node20"), "incompatible_package", ["no loader for runtime node20"]),
     ]
-    for apkg, reason in cases:
+    for apkg, name, reasons in cases:
         b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
-                                       timeout=60), 422, "incompatible_package")
-        assert reason in b["message"], (reason, b["message"])
+                                       timeout=60), 422, name)
+        for reason in reasons:
+            assert reason in b["message"], (reason, b["message"])
+        pkg = os.path.basename(apkg).rsplit("-", 1)[0]
+        rec = s.get("/runtime/packages/" + pkg).json()
+        assert rec["last_error_name"] == name and reasons[0] in rec["last_error"], rec
+    # the traceback is there once, as text
+    b = requests.post(s.url + "/runtime/packages", json={"path": cases[1][0]}, timeout=60).json()
+    assert b["message"].count("Traceback (most recent call last)") == 1, b["message"]
+
+
+def test_start_error_shows_the_workers_last_output(server_factory, tmp_path):
+    """A worker that dies before it is ready: the deploy error, last_error and the
+    log show how it ended and its last output lines (at most 20, 3 KiB)."""
+    s = server_factory([], expected_errors=[r"\"package refused\""])
+    code = ("import os, sys\n"
+            "for i in range(50):\n"
+            "    print('loading step %d' % i, file=sys.stderr)\n"
+            "os.write(2, b'fatal: the model file is missing\\n')\n"
+            "os._exit(3)\n")
+    apkg = pypkg(tmp_path, "diesatstart", {"src/main.py": code})
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
+                                   timeout=60), 422, "incompatible_package")
+    msg = b["message"]
+    assert "exited with status 3 before it was ready" in msg, msg
+    assert "fatal: the model file is missing" in msg, msg
+    assert "loading step 49" in msg and "loading step 31" in msg, msg
+    assert "loading step 30\n" not in msg and "loading step 5\n" not in msg, msg
+    rec = s.get("/runtime/packages/diesatstart").json()
+    assert "fatal: the model file is missing" in rec["last_error"], rec
+    refused = log_lines(s, lambda l: l.get("msg") == "package refused")
+    assert refused and "fatal: the model file is missing" in refused[-1]["reason"], refused
+    # a long line is cut to its end, the whole stays within 3 KiB, and the log line
+    # holds it all
+    flood = pypkg(tmp_path, "floodsatstart", {"src/main.py": (
+        "import os\nfor i in range(40):\n    os.write(2, (str(i) + 'x' * 5000 + '\\n').encode())\n"
+        "os._exit(4)\n")})
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": flood},
+                                   timeout=60), 422, "incompatible_package")
+    assert "exited with status 4" in b["message"] and len(b["message"]) < 3072 + 400, \
+        len(b["message"])
+    assert b["message"].endswith("x" * 100), b["message"][-200:]
+    line = log_lines(s, lambda l: l.get("msg") == "package refused" and
+                     "floodsatstart" in l.get("reason", ""))
+    assert line and not line[-1].get("truncated") and line[-1]["reason"].rstrip().endswith("x" * 100)
+
+
+def test_python_self_recursion_stops_at_the_depth_cap(server_factory, tmp_path):
+    code = """\
+        def handler(input, context):
+            try:
+                return context.call(context.agent, input)
+            except Exception as e:
+                return {"error": getattr(e, "error", None), "message": str(e)}
+        """
+    apkg = pypkg(tmp_path, "pyrecurse", {"src/main.py": code})
+    s = server_factory([apkg])
+    r = s.post("pyrecurse", {"input": 1}, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()["output"]
+    assert out["error"] == "call_depth_exceeded" and "limits.max_call_depth = 16" in out["message"]
+    assert s.post("pyrecurse", {"input": 2}, timeout=60).json()["output"]["error"] == \
+        "call_depth_exceeded"
 
 
 def test_par_call_runs_python(tmp_path):

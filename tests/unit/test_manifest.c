@@ -873,6 +873,30 @@ static void test_valid_name(void **state)
     assert_false(par_manifest_valid_name(n, 65));
 }
 
+/* metadata.par.calls: NULL when not declared, a NULL-terminated list (maybe
+ * empty) when declared; anything but a list of strings is refused. */
+static void test_par_calls(void **state)
+{
+    (void)state;
+    par_manifest_t *m = accepted("name: a\n" MD);
+    assert_null(m->calls);
+    par_manifest_free(m);
+    m = accepted("name: a\nmetadata: {version: 1.0.0, par: {calls: [echo, \"shop-*\"]}}\n");
+    assert_non_null(m->calls);
+    assert_string_equal(m->calls[0], "echo");
+    assert_string_equal(m->calls[1], "shop-*");
+    assert_null(m->calls[2]);
+    par_manifest_free(m);
+    m = accepted("name: a\nmetadata: {version: 1.0.0, par: {calls: []}}\n");
+    assert_non_null(m->calls);
+    assert_null(m->calls[0]);
+    par_manifest_free(m);
+    refused("name: a\nmetadata: {version: 1.0.0, par: {calls: echo}}\n",
+            "metadata.par.calls: must be a list of strings");
+    refused("name: a\nmetadata: {version: 1.0.0, par: {calls: [echo, null]}}\n",
+            "metadata.par.calls[1]");
+}
+
 static void test_valid_semver(void **state)
 {
     static const char *const good[] = {"0.0.0",
@@ -946,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_encoding),
         cmocka_unit_test(test_valid_name),
         cmocka_unit_test(test_valid_semver),
+        cmocka_unit_test(test_par_calls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -121,19 +121,39 @@ class Worker:
                 try:
                     cache[module] = importlib.import_module(module)
                 except BaseException as e:  # noqa: B036 (an agent may raise anything)
-                    self.log("error", "cannot import %s:\n%s" % (module, traceback.format_exc()))
-                    raise LoadError("cannot import %s: %s: %s" %
-                                    (module, type(e).__name__, e)) from None
+                    self.log("error", "cannot import %s:\n%s" % (module, import_traceback(e)))
+                    raise LoadError("%scannot import %s: %s" %
+                                    (self.where(e), module, exception_text(e))) from None
             fn = cache[module]
             for part in func.split("."):
                 fn = getattr(fn, part, None)
                 if fn is None:
-                    raise LoadError("module %s has no attribute %s" % (module, func))
+                    path = self.relative(getattr(cache[module], "__file__", None) or "")
+                    raise LoadError("%smodule %s has no attribute %s (entrypoint %s of %s)" %
+                                    (path + ": " if path else "", module, func, entry,
+                                     "sub-agent " + name if name else "the main export"))
             if not callable(fn):
                 raise LoadError("%s:%s is not callable" % (module, func))
             self.handlers.append((fn, wants_context(fn), inspect.iscoroutinefunction(fn)))
         if any(h[2] for h in self.handlers):
             self.start_loop()
+
+    def relative(self, path):
+        """A file of the package as a path relative to its root; others as they are."""
+        if path and os.path.isabs(path) and path.startswith(self.root + os.sep):
+            return path[len(self.root) + 1:]
+        return path
+
+    def where(self, e):
+        """'file:line: ' of a load failure: a SyntaxError's own position, else the
+        innermost frame of the traceback in the package's files (the last one when
+        none is)."""
+        if isinstance(e, SyntaxError) and e.filename:
+            return "%s:%s: " % (self.relative(e.filename), e.lineno or "?")
+        frames = traceback.extract_tb(e.__traceback__)
+        mine = [f for f in frames if f.filename.startswith(self.root + os.sep)]
+        f = (mine or frames or [None])[-1]
+        return "%s:%s: " % (self.relative(f.filename), f.lineno) if f else ""
 
     def start_loop(self):
         ready = threading.Event()
@@ -174,11 +194,9 @@ class Worker:
         msg = clean(msg)
         if len(msg) > MAX_LOG_LINE:
             msg = msg[:MAX_LOG_LINE] + "... (%d more characters)" % (len(msg) - MAX_LOG_LINE)
+        # the frame id says which invocation the line belongs to: the runtime
+        # takes the agent, request and trace from it (docs/worker-protocol.md)
         h = {"level": level, "msg": msg}
-        if inv is not None:
-            h["request_id"] = inv.request_id
-            h["agent"] = inv.agent
-            h["trace_id"] = inv.trace_id
         try:
             self.chan.send(LOG, inv.wid if inv is not None else 0, h)
         except OSError:
@@ -299,16 +317,19 @@ class Worker:
             self.answer_error(inv, "out_of_memory", "the handler ran out of memory" +
                               (" (the worker's limit is %d MB)" % limit if limit else ""))
             return
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        self.log("error", "handler raised %s:\n%s" % (type(e).__name__, tb.rstrip()), inv)
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+        self.log("error", "handler raised %s:\n%s" % (type(e).__name__, tb), inv)
         msg = str(e)
         self.answer_error(inv, "agent_error", "%s: %s" % (type(e).__name__, msg) if msg else
-                          type(e).__name__)
+                          type(e).__name__, tb)
 
-    def answer_error(self, inv, name, message):
+    def answer_error(self, inv, name, message, tb=None):
         self.done(inv)
+        h = {"error": name, "message": clean(message)}
+        if tb:
+            h["traceback"] = clean(tb[-MAX_LOG_LINE:])
         try:
-            self.chan.send(ERROR, inv.wid, {"error": name, "message": clean(message)})
+            self.chan.send(ERROR, inv.wid, h)
         except OSError:
             os._exit(1)
 
@@ -493,7 +514,25 @@ class Invocation:
 
 
 class LoadError(Exception):
-    pass
+    """The package's code cannot be loaded: agent_load_failed, with the file and
+    line in the message (the traceback goes to the log before it)."""
+
+
+def import_traceback(e):
+    """The traceback of an import that failed, without the import machinery's
+    own frames (importlib), which say nothing about the package."""
+    te = traceback.TracebackException(type(e), e, e.__traceback__)
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if "importlib" not in f.filename and f.filename != __file__])
+    return "".join(te.format()).rstrip()
+
+
+def exception_text(e):
+    """'SyntaxError: invalid syntax', 'ModuleNotFoundError: No module named x'."""
+    if isinstance(e, SyntaxError):
+        return "%s: %s" % (type(e).__name__, e.msg)
+    msg = str(e)
+    return "%s: %s" % (type(e).__name__, msg) if msg else type(e).__name__
 
 
 def wants_context(fn):
@@ -634,7 +673,7 @@ def main(argv):
     try:
         w.load()
     except LoadError as e:
-        chan.send(ERROR, 0, {"error": "load_failed", "message": str(e)})
+        chan.send(ERROR, 0, {"error": "agent_load_failed", "message": clean(str(e))})
         os._exit(1)
     chan.send(HELLO, 0, {"protocol": PROTOCOL, "runtime": "python",
                          "python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
