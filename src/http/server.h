@@ -20,14 +20,20 @@
 
 typedef struct par_http par_http_t;
 
+/* limits.max_in_flight when not configured: invocations accepted and not yet
+ * answered, all agents together. At ~4 KiB of runtime memory per call this
+ * bounds what one client (or one HTTP/2 connection) can make the runtime hold
+ * to a few MiB, far above what the default per-package limits can run at once. */
+#define PAR_HTTP_MAX_IN_FLIGHT_DEFAULT 1024
+
 typedef struct par_http_opts {
-    const char *listen; /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
-    unsigned threads;   /* event loops, default 1 */
-    size_t max_body;    /* hard cap on any request body, default 16 MiB */
-    int access_log;     /* one log line per request, default on */
-    par_auth_t *auth;   /* borrowed; NULL or mode off = no authentication */
-    int http2;          /* http.http2: accept HTTP/2 (h2c and ALPN h2), default 0 */
-    int reuse_port;     /* http.reuse_port: SO_REUSEPORT on the listener, default 0 */
+    const char *listen;        /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
+    unsigned threads;          /* event loops, default 1 */
+    size_t max_body;           /* hard cap on any request body, default 16 MiB */
+    int access_log;            /* one log line per request, default on */
+    par_auth_t *auth;          /* borrowed; NULL or mode off = no authentication */
+    int http2;                 /* http.http2: accept HTTP/2 (h2c and ALPN h2), default 0 */
+    int reuse_port;            /* http.reuse_port: SO_REUSEPORT on the listener, default 0 */
     unsigned max_in_flight;    /* limits.max_in_flight: invocations accepted and not yet
                                   answered, runtime-wide; beyond it 503 over_capacity */
     const char *tls_cert;      /* tls.cert: PEM certificate chain; NULL = plain HTTP */

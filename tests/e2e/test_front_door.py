@@ -1,0 +1,297 @@
+"""The HTTP front door: hostile paths, framing, HTTP/2 gating, the in-flight cap,
+cancellation of abandoned calls, descriptor exhaustion, a busy port and TLS.
+
+Most tests talk raw sockets: the point is what the server does with bytes a
+well-behaved client library would never send.
+"""
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import BUILD, PAR, assert_error, package, run
+
+
+def raw(url, data, timeout=5.0, read_all=True):
+    """Sends bytes on a fresh connection; returns everything read until EOF
+    (or the timeout, when the server keeps the connection open)."""
+    host, port = url.split("//")[1].split(":")
+    s = socket.create_connection((host, int(port)), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if not read_all:
+                break
+    except socket.timeout:
+        out += b"<timeout>"
+    s.close()
+    return out
+
+
+def status_of(resp):
+    return int(resp.split(b" ", 2)[1]) if resp.startswith(b"HTTP/1.") else None
+
+
+def body_of(resp):
+    return json.loads(resp.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.")[0])
+
+
+def faulty_as(tmp_path, name, limits):
+    d = tmp_path / name
+    shutil.copytree(os.path.join(BUILD, "stage", "faulty"), d)
+    y = (d / "agent.yaml").read_text().replace("name: faulty", "name: " + name).replace(
+        "limits: {timeout_ms: 2000}", "limits: " + limits)
+    (d / "agent.yaml").write_text(y)
+    pkg = str(tmp_path / f"{name}-0.1.0.apkg")
+    assert run("pack", str(d), "-o", pkg).returncode == 0
+    return pkg
+
+
+def config(tmp_path, text, name="par.yaml"):
+    p = tmp_path / name
+    p.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n" + text)
+    return str(p)
+
+
+# ---- finding 2: ids from paths -------------------------------------------------------
+
+
+def test_nul_and_control_bytes_in_path_ids_are_refused(server_factory):
+    s = server_factory([package("echo")])
+    for path in (b"/agents/echo%00", b"/agents/echo%01", b"/agents/echo%0a"):
+        r = raw(s.url, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(r) == 400, r
+        assert body_of(r)["error"] == "bad_request"
+    body = b'{"input": {"text": "smuggled"}}'
+    r = raw(s.url, b"POST /agents/echo%%00junk/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert status_of(r) == 400, r
+    assert b"smuggled" not in r
+    for method, path in ((b"GET", b"/runtime/packages/echo%00"),
+                         (b"DELETE", b"/runtime/packages/echo%00"),
+                         (b"POST", b"/runtime/packages/echo%00/reload")):
+        r = raw(s.url, method + b" " + path +
+                b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        assert status_of(r) == 400, (path, r)
+        assert body_of(r)["error"] == "bad_request"
+    # an id longer than the id limit is refused before any lookup
+    r = s.get("/agents/" + "a" * 300)
+    assert_error(r, 400, "bad_request")
+    r = s.post("a" * 300, {"input": 1})
+    assert_error(r, 400, "bad_request")
+    # the package is still there and serves
+    assert s.get("/runtime/packages/echo").status_code == 200
+    assert s.post("echo", {"input": {"text": "hi"}}).json()["output"] == {"text": "hi"}
+
+
+# ---- finding 10: HTTP/1 framing --------------------------------------------------------
+
+
+def test_two_content_lengths_are_refused_and_the_connection_closed(server_factory):
+    s = server_factory([package("echo")])
+    body = b'{"input": 1}'
+    req = (b"POST /agents/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n%s" % (len(body), len(body) + 30,
+                                                                       body))
+    second = b"GET /runtime/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    r = raw(s.url, req + second)
+    assert status_of(r) == 400, r
+    assert r.count(b"HTTP/1.1 ") == 1, r  # the pipelined request is not served
+    assert b"<timeout>" not in r  # closed, not kept alive
+    assert body_of(r)["error"] == "bad_request"
+
+
+def test_content_length_with_transfer_encoding_is_refused(server_factory):
+    s = server_factory([package("echo")])
+    smuggled = b"GET /runtime/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunk = b'{"input": 1}'
+    req = (b"POST /agents/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
+    r = raw(s.url, req + smuggled)
+    assert status_of(r) == 400, r
+    assert r.count(b"HTTP/1.1 ") == 1, r
+    assert b"<timeout>" not in r
+    # an ordinary keep-alive pipeline still works
+    ok = (b"POST /agents/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          b"Content-Length: %d\r\n\r\n%s" % (len(chunk), chunk))
+    r = raw(s.url, ok + b"GET /runtime/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert r.count(b"HTTP/1.1 200") == 2, r
+
+
+# ---- finding 11: UTF-8 -------------------------------------------------------------------
+
+
+def test_invalid_utf8_and_lone_surrogates_are_refused(server_factory):
+    s = server_factory([package("echo")])
+    for bad in (b'{"input": {"text": "\xff\xfe"}}', b'{"input": "\xc0\xaf"}',
+                b'{"input": "\xed\xa0\x80"}', b'{"input": "\xe2\x82"}',
+                b'{"input": "\\ud800"}', b'{"input": "\\udc00x"}',
+                b'{"input": "\\ud800\\u0041"}'):
+        r = s.post("echo", raw=bad)
+        body = assert_error(r, 400, "invalid_json")
+        assert "UTF-8" in body["message"] or "surrogate" in body["message"], body
+    # valid text, pairs and astral characters go through
+    good = '{"input": {"text": "h\u00e9llo \U0001F600 \\ud83d\\ude00"}}'.encode()
+    r = s.post("echo", raw=good)
+    assert r.status_code == 200, r.text
+    assert r.json()["output"]["text"] == "h\u00e9llo \U0001F600 \U0001F600"
+    # headers PAR reads and forwards must be UTF-8 too
+    r = raw(s.url, b"GET /runtime/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"X-Request-ID: ab\xff\xfe\r\n\r\n")
+    assert status_of(r) == 400, r
+    assert body_of(r)["error"] == "bad_request"
+    assert s.get("/runtime/health").status_code == 200
+
+
+# ---- finding 3: HTTP/2, the in-flight cap, cancellation ------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+UPGRADE = (b"GET /runtime/health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+           b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+
+
+def test_http2_is_off_by_default(server_factory):
+    s = server_factory([package("echo")])
+    r = raw(s.url, PREFACE + SETTINGS, timeout=3)
+    # no HTTP/2 SETTINGS frame comes back: an HTTP/1.1 refusal or a close
+    assert r == b"" or r.startswith(b"HTTP/1.1 4"), r
+    r = raw(s.url, UPGRADE, timeout=2, read_all=False)
+    assert r.startswith(b"HTTP/1.1 200"), r  # answered as HTTP/1.1, not 101
+    assert b"101" not in r.split(b"\r\n")[0]
+
+
+def test_http2_when_configured(server_factory, tmp_path):
+    s = server_factory([package("echo")], args=["--config", config(tmp_path,
+                                                                   "http: {http2: true}\n")])
+    r = raw(s.url, UPGRADE, timeout=2, read_all=False)
+    assert r.startswith(b"HTTP/1.1 101"), r
+    r = raw(s.url, PREFACE + SETTINGS, timeout=2, read_all=False)
+    assert len(r) >= 9 and r[3] == 0x04, r  # a SETTINGS frame
+
+
+def test_max_in_flight_answers_503_over_capacity(server_factory, tmp_path):
+    pkg = faulty_as(tmp_path, "slowpoke", "{timeout_ms: 10000, concurrency: 50}")
+    s = server_factory([pkg], args=["--config", config(tmp_path,
+                                                       "limits: {max_in_flight: 3}\n")])
+
+    def slow(i):
+        return requests.post(s.url + "/agents/slowpoke/slow/invoke", json={"input": 1500},
+                             timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+        rs = list(ex.map(slow, range(8)))
+    codes = sorted(r.status_code for r in rs)
+    assert codes.count(200) == 3 and codes.count(503) == 5, codes
+    for r in rs:
+        if r.status_code == 503:
+            assert_error(r, 503, "over_capacity")
+    # the cap is global but not sticky
+    assert slow(0).status_code == 200
+    info = s.get("/runtime/info").json()
+    assert info["http"]["max_in_flight"] == 3
+
+
+def test_abandoned_call_is_cancelled_and_frees_its_slot(server_factory, tmp_path):
+    pkg = faulty_as(tmp_path, "single", "{timeout_ms: 20000, concurrency: 1}")
+    s = server_factory([pkg], args=["--config", config(tmp_path, "")])
+    body = b'{"input": 15000}'
+    host, port = s.url.split("//")[1].split(":")
+    c = socket.create_connection((host, int(port)))
+    c.sendall(b"POST /agents/single/slow/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: "
+              b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    time.sleep(0.5)
+    c.close()  # the client goes away
+    t0 = time.time()
+    # the only slot comes back well before the 15 s the agent sleeps
+    r = requests.post(s.url + "/agents/single/slow/invoke", json={"input": 10}, timeout=5)
+    assert r.status_code == 200, r.text
+    assert time.time() - t0 < 4
+    text = s.get("/metrics").text
+    assert 'status="cancelled"' in text, text
+    assert any(l.get("msg") == "call cancelled: the client went away" for l in s.lines())
+
+
+# ---- finding 6: descriptor exhaustion ---------------------------------------------------------
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_descriptor_exhaustion_does_not_spin(server_factory):
+    s = server_factory([package("echo")])
+    pid = s.proc.pid
+    assert any("RLIMIT_NOFILE" in l.get("msg", "") for l in s.lines())
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    limit = used + 20
+    subprocess.run(["prlimit", "--pid", str(pid), f"--nofile={limit}:{limit}"], check=True)
+    conns = []
+    for _ in range(60):
+        c = socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1])))
+        conns.append(c)
+    time.sleep(0.5)
+    t0 = cpu_seconds(pid)
+    time.sleep(2.0)
+    used_cpu = cpu_seconds(pid) - t0
+    assert used_cpu < 0.5, f"the runtime used {used_cpu:.2f} s of CPU in 2 s at EMFILE"
+    for c in conns:
+        c.close()
+    deadline = time.time() + 10
+    while True:
+        try:
+            if requests.get(s.url + "/runtime/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.time() < deadline, "health did not answer after the clients left"
+        time.sleep(0.2)
+    assert any("descriptor limit" in l.get("msg", "") for l in s.lines())
+
+
+# ---- issue 15, item 2: a busy port ---------------------------------------------------------------
+
+
+def test_second_server_on_a_busy_port_exits_naming_the_address(server_factory, tmp_path):
+    s = server_factory([package("echo")])
+    addr = s.url.split("//")[1]
+    t0 = time.time()
+    p = subprocess.run([PAR, "serve", "--listen", addr, "--packages", str(tmp_path),
+                        "--state-dir", str(tmp_path / "var")], capture_output=True, text=True,
+                       timeout=20)
+    assert time.time() - t0 < 5
+    assert p.returncode != 0
+    assert f"{addr} is already in use" in p.stderr, p.stderr
+    assert s.post("echo", {"input": {"text": "still"}}).json()["output"] == {"text": "still"}
+
+
+def test_reuse_port_when_configured(server_factory, tmp_path):
+    conf = config(tmp_path, "http: {reuse_port: true}\n")
+    (tmp_path / "none").mkdir()
+    s = server_factory([package("echo")], args=["--config", conf])
+    addr = s.url.split("//")[1]
+    p = subprocess.Popen([PAR, "serve", "--config", conf, "--listen", addr, "--packages",
+                          str(tmp_path / "none"), "--state-dir", str(tmp_path / "var2")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(2)
+        assert p.poll() is None, p.stdout.read()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
