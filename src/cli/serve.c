@@ -46,7 +46,7 @@ typedef struct serve_opts {
     char **trusted;
     size_t ntrusted;
     unsigned http_threads;
-    int http2, reuse_port; /* http.http2, http.reuse_port */
+    int http2, reuse_port;  /* http.http2, http.reuse_port */
     unsigned max_in_flight; /* limits.max_in_flight, 0 = default */
     char *tls_cert, *tls_key, *tls_client_ca;
     unsigned min_workers, max_workers;
@@ -858,6 +858,14 @@ static void reload_config(int argc, char **argv, const serve_opts_t *cur, par_ru
     }
     par_log_init(par_log_parse_level(n.log_level), strcmp(n.log_format, "text") != 0);
     par_http_set_access_log(http, n.access_log);
+    par_buf_t terr;
+    par_buf_init(&terr, 0);
+    if (par_http_reload_tls(http, &terr) != PAR_OK)
+        par_log_msg(PAR_LOG_ERROR, "SIGHUP: the TLS certificate was not reloaded: %.*s",
+                    (int)terr.len, terr.data ? terr.data : "");
+    else if (par_http_is_tls(http))
+        par_log_msg(PAR_LOG_INFO, "SIGHUP: TLS certificate and key reloaded");
+    par_buf_free(&terr);
     pthread_mutex_lock(&rt->deploy_lock);
     if (n.timeout_ms)
         rt->cfg.default_timeout_ms = n.timeout_ms;
@@ -1030,7 +1038,8 @@ int par_cli_serve(int argc, char **argv)
     par_logline_t l;
     if (par_log_begin(&l, PAR_LOG_INFO, "listening")) {
         char url[160];
-        snprintf(url, sizeof(url), "http://%s", par_http_address(http));
+        snprintf(url, sizeof(url), "%s://%s", par_http_is_tls(http) ? "https" : "http",
+                 par_http_address(http));
         par_log_str(&l, "url", url);
         par_log_str(&l, "version", par_version());
         par_log_int(&l, "pid", getpid());

@@ -39,6 +39,7 @@
 
 #include "http/check.h"
 #include "http/listener.h"
+#include "http/tls.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -64,7 +65,9 @@ typedef struct loop {
     h2o_socket_t *super_sock;    /* the supervisor's epoll set, when this loop runs its I/O */
     int64_t accept_paused_until; /* ms; the listener rests after shedding at EMFILE */
     h2o_linklist_t calls;        /* hcall_t waiting for their agent, for gone_check() */
-    int64_t next_gone_check;     /* ms */
+    SSL_CTX *ssl_ctx;            /* referenced: the TLS context new connections get */
+    uint64_t ssl_gen;
+    int64_t next_gone_check; /* ms */
     uint64_t rng;
 } loop_t;
 
@@ -79,6 +82,7 @@ struct par_http {
     _Atomic int access_log;
     atomic_long pending;
     atomic_ulong cancelled; /* calls taken back because their client went away */
+    par_http_tls_t *tls;    /* NULL: plain HTTP */
     char address[128];
 };
 
@@ -1263,6 +1267,19 @@ static void on_auth_ready(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
     }
 }
 
+/* With tls.client_ca and authentication off, the verified client
+ * certificate's subject is the caller (with authentication on, the bearer
+ * credential decides, and the certificate only admits the connection). */
+static par_identity_t *client_identity(par_http_t *h, h2o_req_t *req)
+{
+    char subject[PAR_SUBJECT_MAX + 1];
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (par__http_tls_subject(h->tls, sock, subject, sizeof(subject)) != 0)
+        return NULL;
+    return par_identity_new(subject, NULL);
+}
+
 /* Authenticates and authorizes, then routes. `may_wait`: the request may be
  * parked once while the issuer's keys are refreshed. */
 static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, int may_wait)
@@ -1321,6 +1338,8 @@ static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, int may
             return 0;
         }
     }
+    if (who == NULL && par__http_tls_wants_clients(h->tls))
+        who = client_identity(h, req);
     l->who = who;
     int r = route(l, req, rid, t0);
     l->who = NULL;
@@ -1358,6 +1377,11 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     h2o_socket_t *sock;
+    if (l->http->tls) {
+        /* a reload publishes a new context; connections already open keep theirs */
+        par__http_tls_current(l->http->tls, &l->ssl_ctx, &l->ssl_gen);
+        l->accept_ctx.ssl_ctx = l->ssl_ctx;
+    }
     while ((sock = h2o_evloop_socket_accept(listener)) != NULL) {
         int one = 1;
         setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1471,6 +1495,26 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
     /* h2o 2.2.5 gates both h2c forms on this flag: the HTTP/1.1 Upgrade and
      * the prior-knowledge preface. Off, both are answered as HTTP/1.1. */
     h->config.http1.upgrade_to_http2 = h->opts.http2 != 0;
+    if (opts->tls_cert || opts->tls_key) {
+        par_buf_t err;
+        par_buf_init(&err, 0);
+        int rc = par__http_tls_new(opts->tls_cert, opts->tls_key, opts->tls_client_ca, opts->http2,
+                                   &h->tls, &err);
+        if (rc != PAR_OK) {
+            par_log_msg(PAR_LOG_ERROR, "cannot start TLS: %.*s", (int)err.len,
+                        err.data ? err.data : "");
+            par_buf_free(&err);
+            h2o_config_dispose(&h->config);
+            free(h);
+            return rc;
+        }
+        par_buf_free(&err);
+    } else if (opts->tls_client_ca) {
+        par_log_msg(PAR_LOG_ERROR, "tls.client_ca needs tls.cert and tls.key");
+        h2o_config_dispose(&h->config);
+        free(h);
+        return PAR_E_INVALID_ARGUMENT;
+    }
     par__http_nofile_init();
     h2o_hostconf_t *host =
         h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
@@ -1560,6 +1604,18 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
 const char *par_http_address(const par_http_t *h)
 {
     return h->address;
+}
+
+int par_http_is_tls(const par_http_t *h)
+{
+    return h->tls != NULL;
+}
+
+int par_http_reload_tls(par_http_t *h, par_buf_t *err)
+{
+    if (h->tls == NULL)
+        return PAR_OK;
+    return par__http_tls_reload(h->tls, err);
 }
 
 void par_http_stop(par_http_t *h)

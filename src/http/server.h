@@ -17,6 +17,7 @@
 #include <par/par.h>
 
 #include "auth/auth.h"
+#include "util/buf.h"
 
 typedef struct par_http par_http_t;
 
@@ -45,6 +46,12 @@ typedef struct par_http_opts {
 int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out);
 /* The address actually bound ("127.0.0.1:8080"). */
 const char *par_http_address(const par_http_t *h);
+/* Whether the listener speaks TLS (tls.cert and tls.key were given). */
+int par_http_is_tls(const par_http_t *h);
+/* Reads tls.cert, tls.key and tls.client_ca again from the same files: new
+ * connections get the new certificate, open ones keep theirs. On error the
+ * old certificate stays and `err` says why. PAR_OK when TLS is off. Any thread. */
+int par_http_reload_tls(par_http_t *h, par_buf_t *err);
 /* Closes the listening sockets (new connections are refused); requests on
  * open connections are still served. */
 void par_http_stop_accepting(par_http_t *h);

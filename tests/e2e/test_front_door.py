@@ -295,3 +295,167 @@ def test_reuse_port_when_configured(server_factory, tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
+
+
+# ---- TLS on the listener -------------------------------------------------------------------------
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(d, name, subject, ca="ca", ext=None):
+    """A P-256 key and a certificate for `subject` signed by the test CA."""
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+    args = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2"]
+    if ext:
+        (d / f"{name}.ext").write_text(ext)
+        args += ["-extfile", f"{name}.ext"]
+    openssl(*args, cwd=d)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    d = tmp_path / "pki"
+    d.mkdir()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=par test CA", "-days", "2",
+            cwd=d)
+    san = "subjectAltName=IP:127.0.0.1\n"
+    issue(d, "server", "/CN=par-test-1", ext=san)
+    issue(d, "server2", "/CN=par-test-2", ext=san)
+    issue(d, "alice", "/O=acme/CN=alice")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "rogue.key", "-out", "rogue.crt", "-subj", "/CN=mallory", "-days", "2",
+            cwd=d)
+    return d
+
+
+def tls_server(server_factory, tmp_path, pki, extra=""):
+    conf = config(tmp_path, f"tls: {{cert: {pki}/server.crt, key: {pki}/server.key{extra}}}\n")
+    s = server_factory([package("echo"), package("whoami")], args=["--config", conf],
+                       wait_ready=False)
+    assert s.url.startswith("https://")
+    client = "alice" if "client_ca" in extra else None
+    deadline = time.time() + 60
+    while https_get(s, pki, "/runtime/ready", client=client)[1] != 200:
+        assert time.time() < deadline, s.text()
+        time.sleep(0.1)
+    return s
+
+
+def ctx_for(pki, client=None):
+    c = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if client:
+        c.load_cert_chain(str(pki / f"{client}.crt"), str(pki / f"{client}.key"))
+    return c
+
+
+def https_get(s, pki, path, client=None):
+    import http.client
+    host, port = s.url.split("//")[1].split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx_for(pki, client), timeout=10)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    return conn, r.status, r.read()
+
+
+def peer_cn(s, pki):
+    host, port = s.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw_sock:
+        with ctx_for(pki).wrap_socket(raw_sock, server_hostname=host) as t:
+            subject = dict(x[0] for x in t.getpeercert()["subject"])
+            return subject["commonName"], t.version()
+
+
+def test_https_serves(server_factory, tmp_path, pki):
+    s = tls_server(server_factory, tmp_path, pki)
+    _, status, body = https_get(s, pki, "/runtime/health")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    cn, version = peer_cn(s, pki)
+    assert cn == "par-test-1" and version in ("TLSv1.2", "TLSv1.3")
+    # TLS 1.1 and older are refused
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    host, port = s.url.split("//")[1].split(":")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with socket.create_connection((host, int(port)), timeout=5) as raw_sock:
+            old.wrap_socket(raw_sock).close()
+    # no h2 in ALPN while HTTP/2 is off
+    c = ctx_for(pki)
+    c.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection((host, int(port)), timeout=5) as raw_sock:
+        with c.wrap_socket(raw_sock, server_hostname=host) as t:
+            assert t.selected_alpn_protocol() != "h2"
+
+
+@pytest.mark.parametrize("which,expect", [("cert", "tls.cert"), ("key", "tls.key")])
+def test_bad_certificate_files_refused_at_start(tmp_path, pki, which, expect):
+    files = {"cert": f"{pki}/server.crt", "key": f"{pki}/server.key"}
+    files[which] = f"{pki}/missing.pem"
+    conf = config(tmp_path, f"tls: {{cert: {files['cert']}, key: {files['key']}}}\n")
+    p = subprocess.run([PAR, "serve", "--config", conf, "--listen", "127.0.0.1:0", "--packages",
+                        str(tmp_path), "--state-dir", str(tmp_path / "var")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "cannot start TLS" in p.stderr and expect in p.stderr and "missing.pem" in p.stderr
+    # a key that does not match the certificate
+    conf = config(tmp_path, f"tls: {{cert: {pki}/server.crt, key: {pki}/server2.key}}\n")
+    p = subprocess.run([PAR, "serve", "--config", conf, "--listen", "127.0.0.1:0", "--packages",
+                        str(tmp_path), "--state-dir", str(tmp_path / "var")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "is not the key of the certificate" in p.stderr, p.stderr
+
+
+def test_sighup_reloads_the_certificate_and_keeps_connections(server_factory, tmp_path, pki):
+    s = tls_server(server_factory, tmp_path, pki)
+    conn, status, _ = https_get(s, pki, "/runtime/health")
+    assert status == 200
+    shutil.copy(pki / "server2.crt", pki / "server.crt")
+    shutil.copy(pki / "server2.key", pki / "server.key")
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while not any("TLS certificate and key reloaded" in l.get("msg", "") for l in s.lines()):
+        assert time.time() < deadline, s.text()
+        time.sleep(0.05)
+    assert peer_cn(s, pki)[0] == "par-test-2"  # new connections: the new certificate
+    conn.request("GET", "/runtime/health")  # the old keep-alive connection survives
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
+    conn.close()
+    # a broken file on the next reload keeps the current certificate
+    (pki / "server.crt").write_text("not a certificate\n")
+    s.expected_errors.append("the TLS certificate was not reloaded")
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while not any("was not reloaded" in l.get("msg", "") for l in s.lines()):
+        assert time.time() < deadline, s.text()
+        time.sleep(0.05)
+    assert peer_cn(s, pki)[0] == "par-test-2"
+
+
+def test_client_certificates_when_client_ca_is_set(server_factory, tmp_path, pki):
+    s = tls_server(server_factory, tmp_path, pki, extra=f", client_ca: {pki}/ca.crt")
+    for client in (None, "rogue"):
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            https_get(s, pki, "/runtime/health", client=client)
+    import http.client
+    host, port = s.url.split("//")[1].split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx_for(pki, "alice"),
+                                       timeout=10)
+    conn.request("POST", "/agents/whoami/invoke", body=b'{"input": {}}',
+                 headers={"content-type": "application/json"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    assert r.status == 200, body
+    assert body["output"]["subject"] == "CN=alice,O=acme"
+    # the identity reaches sub-agent calls too
+    conn.request("POST", "/agents/whoami/via/invoke", body=b'{"input": {}}',
+                 headers={"content-type": "application/json"})
+    body = json.loads(conn.getresponse().read())
+    assert body["output"]["inner"]["subject"] == "CN=alice,O=acme", body
