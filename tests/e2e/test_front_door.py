@@ -459,3 +459,56 @@ def test_client_certificates_when_client_ca_is_set(server_factory, tmp_path, pki
                  headers={"content-type": "application/json"})
     body = json.loads(conn.getresponse().read())
     assert body["output"]["inner"]["subject"] == "CN=alice,O=acme", body
+
+
+def h2_frame(ftype, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + \
+        stream.to_bytes(4, "big") + payload
+
+
+def h2_string(b):
+    assert len(b) < 127
+    return bytes([len(b)]) + b
+
+
+def test_http2_rapid_reset_is_bounded_and_cancelled(server_factory, tmp_path):
+    """CVE-2023-44487 with HTTP/2 turned on: HEADERS+DATA+RST_STREAM triples on
+    one connection. The in-flight cap bounds the calls started and every
+    reset stream's call is cancelled, not left to its deadline."""
+    pkg = faulty_as(tmp_path, "slowpoke", "{timeout_ms: 20000, concurrency: 200}")
+    s = server_factory([pkg], args=["--config", config(
+        tmp_path, "http: {http2: true}\nlimits: {max_in_flight: 50, queue: 1000}\n")])
+    path = b"/agents/slowpoke/slow/invoke"
+    block = (b"\x83\x86" + b"\x04" + h2_string(path) + b"\x01" + h2_string(b"x") +
+             b"\x0f\x10" + h2_string(b"application/json"))
+    body = b'{"input": 15000}'
+    out = [PREFACE, h2_frame(4, 0, 0, b"")]
+    n = int(os.environ.get("PAR_RAPID_RESET_STREAMS", "3000"))
+    for i in range(n):
+        sid = 2 * i + 1
+        out += [h2_frame(1, 4, sid, block), h2_frame(0, 1, sid, body),
+                h2_frame(3, 0, sid, (8).to_bytes(4, "big"))]
+    host, port = s.url.split("//")[1].split(":")
+    rss0 = int(open(f"/proc/{s.proc.pid}/statm").read().split()[1]) * 4096
+    t0 = time.time()
+    c = socket.create_connection((host, int(port)))
+    c.sendall(b"".join(out))
+    peak = 0
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        info = s.get("/runtime/info").json()["http"]
+        peak = max(peak, info["in_flight"])
+        if info["cancelled"] > 0 and info["in_flight"] == 0:
+            break
+        time.sleep(0.05)
+    elapsed = time.time() - t0
+    c.close()
+    info = s.get("/runtime/info").json()["http"]
+    rss1 = int(open(f"/proc/{s.proc.pid}/statm").read().split()[1]) * 4096
+    print(f"rapid reset: {n} streams, peak in flight {peak}, cancelled {info['cancelled']}, "
+          f"settled in {elapsed:.2f} s, RSS {rss0 >> 20} -> {rss1 >> 20} MiB")
+    assert peak <= 50
+    assert info["in_flight"] == 0 and info["cancelled"] > 0, info
+    assert elapsed < 10  # well before the agents' 15 s
+    assert rss1 - rss0 < 40 << 20
+    assert s.get("/runtime/health").status_code == 200
