@@ -16,7 +16,7 @@
  * Its HTTP/1 parser is zero-copy, though: the request head stays at the start
  * of the connection's input buffer until the response is done (the header
  * values point into it). So the head is read again here, from there, after
- * checking that it is this request's (it starts with the method and path). */
+ * checking that it is this request's (it starts with the method). */
 static int raw_head(h2o_req_t *req, const char **p, size_t *n)
 {
     h2o_socket_t *sock =
@@ -25,9 +25,10 @@ static int raw_head(h2o_req_t *req, const char **p, size_t *n)
         return -1;
     const char *b = sock->input->bytes;
     size_t len = sock->input->size;
-    if (len < req->method.len + 1 + req->path.len || memcmp(b, req->method.base, req->method.len) ||
-        b[req->method.len] != ' ' ||
-        memcmp(b + req->method.len + 1, req->path.base, req->path.len) != 0)
+    /* the target is not compared: an absolute-form one ("POST http://host/x")
+     * reaches the handler with only its path */
+    if (len < req->method.len + 1 || memcmp(b, req->method.base, req->method.len) != 0 ||
+        b[req->method.len] != ' ')
         return -1;
     *p = b;
     *n = len;
