@@ -200,7 +200,9 @@ int par__http_tls_subject(par_http_tls_t *t, struct st_h2o_socket_t *sock, char 
         return -1;
     BIO *b = BIO_new(BIO_s_mem());
     int rc = -1;
-    if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
+    /* a subject longer than the cap is no identity at all: cut, two could collide */
+    if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0 &&
+        BIO_pending(b) > 0 && (size_t)BIO_pending(b) < cap) {
         int n = BIO_read(b, out, (int)cap - 1);
         if (n > 0) {
             out[n] = '\0';
