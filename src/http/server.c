@@ -13,7 +13,14 @@
  * credential becomes an identity, the route's permission is checked on the
  * path alone (runtime:admin for /runtime/... and /metrics, agents:invoke for
  * the agent id), and only then is the request routed, with the identity on
- * the loop (loop_t.who) for the handlers and the access log.
+ * the loop (loop_t.who) for the handlers and the access log. Before that,
+ * on_req() runs the checks of http/check.c (framing, header encoding, ids in
+ * the path). Beside it: http/listener.c (binding, descriptor budget) and
+ * http/tls.c (certificates, reload, client identities).
+ *
+ * Calls whose client leaves are cancelled: HTTP/2 resets dispose the request
+ * pool, whose guard cancels the call; HTTP/1 connections of running calls are
+ * polled every 100 ms (gone_check), since h2o 2.2 does not read them then.
  */
 #include "http/server.h"
 

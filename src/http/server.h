@@ -7,7 +7,9 @@
  * back through a per-loop h2o_multithread queue. Every request is
  * authenticated and authorized (auth/auth.h) before it is routed; a request
  * whose token needs the issuer's keys refreshed is parked and resumed from the
- * same queue. Start and stop from the main thread.
+ * same queue. Start and stop from the main thread. HTTP/1.1 always, HTTPS
+ * with tls_cert/tls_key, HTTP/2 only with http2; at most max_in_flight
+ * invocations at once; a call whose client leaves is cancelled.
  */
 #ifndef PAR_HTTP_SERVER_H
 #define PAR_HTTP_SERVER_H

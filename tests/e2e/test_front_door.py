@@ -339,8 +339,9 @@ def pki(tmp_path):
     return d
 
 
-def tls_server(server_factory, tmp_path, pki, extra=""):
-    conf = config(tmp_path, f"tls: {{cert: {pki}/server.crt, key: {pki}/server.key{extra}}}\n")
+def tls_server(server_factory, tmp_path, pki, extra="", more=""):
+    conf = config(tmp_path,
+                  f"tls: {{cert: {pki}/server.crt, key: {pki}/server.key{extra}}}\n{more}")
     s = server_factory([package("echo"), package("whoami")], args=["--config", conf],
                        wait_ready=False)
     assert s.url.startswith("https://")
@@ -518,3 +519,16 @@ def test_http2_rapid_reset_is_bounded_and_cancelled(server_factory, tmp_path):
     assert elapsed < 10  # well before the agents' 15 s
     assert rss1 - rss0 < 40 << 20
     assert s.get("/runtime/health").status_code == 200
+
+
+def test_alpn_offers_h2_only_with_http2(server_factory, tmp_path, pki):
+    s = tls_server(server_factory, tmp_path, pki, more="http: {http2: true}\n")
+    host, port = s.url.split("//")[1].split(":")
+    c = ctx_for(pki)
+    c.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection((host, int(port)), timeout=5) as raw_sock:
+        with c.wrap_socket(raw_sock, server_hostname=host) as t:
+            assert t.selected_alpn_protocol() == "h2"
+    # HTTP/1.1 clients still get HTTP/1.1 over the same listener
+    _, status, _ = https_get(s, pki, "/runtime/health")
+    assert status == 200
