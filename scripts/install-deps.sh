@@ -11,7 +11,7 @@ pkgs=(
     libarchive-dev libfyaml-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
     libcmocka-dev prometheus libsodium-dev librhonabwy-dev minisign
     python3 python3-venv python3-pip python3-pytest python3-requests python3-yaml
-    zip unzip curl
+    zip unzip curl openssl util-linux
 )
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn)

@@ -46,6 +46,9 @@ typedef struct serve_opts {
     char **trusted;
     size_t ntrusted;
     unsigned http_threads;
+    int http2, reuse_port;  /* http.http2, http.reuse_port */
+    unsigned max_in_flight; /* limits.max_in_flight, 0 = default */
+    char *tls_cert, *tls_key, *tls_client_ca;
     unsigned min_workers, max_workers;
     unsigned timeout_ms;
     unsigned long max_input_kb;
@@ -273,6 +276,15 @@ static int load_config_file(const char *path, serve_opts_t *o)
     set_str(&o->isolation, yaml_str(d, "/isolation"));
     if ((v = yaml_str(d, "/http/threads")))
         o->http_threads = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/http/http2")))
+        o->http2 = parse_bool(v);
+    if ((v = yaml_str(d, "/http/reuse_port")))
+        o->reuse_port = parse_bool(v);
+    if ((v = yaml_str(d, "/limits/max_in_flight")))
+        o->max_in_flight = (unsigned)atoi(v);
+    set_str(&o->tls_cert, yaml_str(d, "/tls/cert"));
+    set_str(&o->tls_key, yaml_str(d, "/tls/key"));
+    set_str(&o->tls_client_ca, yaml_str(d, "/tls/client_ca"));
     if ((v = yaml_str(d, "/log/access")))
         o->access_log = strcmp(v, "false") != 0 && strcmp(v, "off") != 0;
     if ((v = yaml_str(d, "/workers/min")))
@@ -424,6 +436,15 @@ static void load_env(serve_opts_t *o)
     set_str(&o->log_level, getenv("PAR_LOG_LEVEL"));
     set_str(&o->log_format, getenv("PAR_LOG_FORMAT"));
     const char *v = getenv("PAR_HTTP_THREADS");
+    if (getenv("PAR_HTTP2"))
+        o->http2 = parse_bool(getenv("PAR_HTTP2"));
+    if (getenv("PAR_HTTP_REUSE_PORT"))
+        o->reuse_port = parse_bool(getenv("PAR_HTTP_REUSE_PORT"));
+    if (getenv("PAR_MAX_IN_FLIGHT"))
+        o->max_in_flight = (unsigned)atoi(getenv("PAR_MAX_IN_FLIGHT"));
+    set_str(&o->tls_cert, getenv("PAR_TLS_CERT"));
+    set_str(&o->tls_key, getenv("PAR_TLS_KEY"));
+    set_str(&o->tls_client_ca, getenv("PAR_TLS_CLIENT_CA"));
     if (v)
         o->http_threads = (unsigned)atoi(v);
     if ((v = getenv("PAR_RELOAD_DRAIN_MS")))
@@ -804,6 +825,7 @@ static void free_serve(serve_opts_t *o)
     par_stripe_config_free(&o->meter.stripe);
     free(o->listen), free(o->packages), free(o->state_dir), free(o->log_level);
     free(o->log_format), free(o->isolation);
+    free(o->tls_cert), free(o->tls_key), free(o->tls_client_ca);
     for (size_t i = 0; i < o->ntrusted; i++)
         free(o->trusted[i]);
     free(o->trusted);
@@ -841,6 +863,14 @@ static void reload_config(int argc, char **argv, const serve_opts_t *cur, par_ru
     }
     par_log_init(par_log_parse_level(n.log_level), strcmp(n.log_format, "text") != 0);
     par_http_set_access_log(http, n.access_log);
+    par_buf_t terr;
+    par_buf_init(&terr, 0);
+    if (par_http_reload_tls(http, &terr) != PAR_OK)
+        par_log_msg(PAR_LOG_ERROR, "SIGHUP: the TLS certificate was not reloaded: %.*s",
+                    (int)terr.len, terr.data ? terr.data : "");
+    else if (par_http_is_tls(http))
+        par_log_msg(PAR_LOG_INFO, "SIGHUP: TLS certificate and key reloaded");
+    par_buf_free(&terr);
     pthread_mutex_lock(&rt->deploy_lock);
     if (n.timeout_ms)
         rt->cfg.default_timeout_ms = n.timeout_ms;
@@ -994,8 +1024,16 @@ int par_cli_serve(int argc, char **argv)
         return 1;
     }
     par_buf_free(&aerr);
-    par_http_opts_t ho = {
-        .listen = o.listen, .threads = o.http_threads, .access_log = o.access_log, .auth = g_auth};
+    par_http_opts_t ho = {.listen = o.listen,
+                          .threads = o.http_threads,
+                          .access_log = o.access_log,
+                          .auth = g_auth,
+                          .http2 = o.http2,
+                          .reuse_port = o.reuse_port,
+                          .max_in_flight = o.max_in_flight,
+                          .tls_cert = o.tls_cert,
+                          .tls_key = o.tls_key,
+                          .tls_client_ca = o.tls_client_ca};
     par_http_t *http;
     if (par_http_start(rt, &ho, &g_http) != PAR_OK) {
         par_auth_destroy(g_auth);
@@ -1007,7 +1045,8 @@ int par_cli_serve(int argc, char **argv)
     par_logline_t l;
     if (par_log_begin(&l, PAR_LOG_INFO, "listening")) {
         char url[160];
-        snprintf(url, sizeof(url), "http://%s", par_http_address(http));
+        snprintf(url, sizeof(url), "%s://%s", par_http_is_tls(http) ? "https" : "http",
+                 par_http_address(http));
         par_log_str(&l, "url", url);
         par_log_str(&l, "version", par_version());
         par_log_int(&l, "pid", getpid());

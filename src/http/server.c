@@ -13,7 +13,14 @@
  * credential becomes an identity, the route's permission is checked on the
  * path alone (runtime:admin for /runtime/... and /metrics, agents:invoke for
  * the agent id), and only then is the request routed, with the identity on
- * the loop (loop_t.who) for the handlers and the access log.
+ * the loop (loop_t.who) for the handlers and the access log. Before that,
+ * on_req() runs the checks of http/check.c (framing, header encoding, ids in
+ * the path). Beside it: http/listener.c (binding, descriptor budget) and
+ * http/tls.c (certificates, reload, client identities).
+ *
+ * Calls whose client leaves are cancelled: HTTP/2 resets dispose the request
+ * pool, whose guard cancels the call; HTTP/1 connections of running calls are
+ * polled every 100 ms (gone_check), since h2o 2.2 does not read them then.
  */
 #include "http/server.h"
 
@@ -28,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,6 +44,9 @@
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
 
+#include "http/check.h"
+#include "http/listener.h"
+#include "http/tls.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -57,7 +69,12 @@ typedef struct loop {
     par_identity_t *who;          /* caller of the request being handled, NULL if anonymous */
     _Atomic int listen_fd;
     h2o_socket_t *listener;
-    h2o_socket_t *super_sock; /* the supervisor's epoll set, when this loop runs its I/O */
+    h2o_socket_t *super_sock;    /* the supervisor's epoll set, when this loop runs its I/O */
+    int64_t accept_paused_until; /* ms; the listener rests after shedding at EMFILE */
+    h2o_linklist_t calls;        /* hcall_t waiting for their agent, for gone_check() */
+    SSL_CTX *ssl_ctx;            /* referenced: the TLS context new connections get */
+    uint64_t ssl_gen;
+    int64_t next_gone_check; /* ms */
     uint64_t rng;
 } loop_t;
 
@@ -71,6 +88,8 @@ struct par_http {
     _Atomic int stop_accepting;
     _Atomic int access_log;
     atomic_long pending;
+    atomic_ulong cancelled; /* calls taken back because their client went away */
+    par_http_tls_t *tls;    /* NULL: plain HTTP */
     char address[128];
 };
 
@@ -80,6 +99,7 @@ typedef struct hcall {
     h2o_req_t *req; /* NULL once the client is gone */
     struct hcall **guard;
     h2o_multithread_message_t msg;
+    h2o_linklist_t link; /* in loop_t.calls while the call runs */
     int64_t t0_ns;
 } hcall_t;
 
@@ -274,7 +294,7 @@ static void send_error(h2o_req_t *req, int status, const char *msg, size_t msgle
     size_t len = b.len;
     par_buf_free(&b);
     int http = par_status_http(status);
-    if (status == PAR_E_OVER_CAPACITY)
+    if (status == PAR_E_OVER_CAPACITY || status == PAR_E_SERVER_BUSY)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     send_body(req, http, "application/json", rid, body, len);
 }
@@ -292,16 +312,42 @@ static void send_json(h2o_req_t *req, int http, json_t *doc, const char *rid)
 
 /* ---- invoke ----------------------------------------------------------------- */
 
+static void complete_call(hcall_t *hc);
+static void cancel_call(hcall_t *hc);
+
+/* The request's pool is going away before its call answered: the client
+ * closed the connection (or reset the stream). Nobody will read the result,
+ * so the call is taken back from its worker instead of running to its
+ * deadline while holding a concurrency slot. */
 static void guard_dispose(void *p)
 {
     hcall_t **slot = p;
-    if (*slot) {
-        (*slot)->req = NULL;
-        (*slot)->guard = NULL;
-    }
+    hcall_t *hc = *slot;
+    if (hc == NULL)
+        return;
+    hc->req = NULL;
+    hc->guard = NULL;
+    cancel_call(hc);
 }
 
-static void complete_call(hcall_t *hc);
+/* Takes a call back from its worker because its client is gone. */
+static void cancel_call(hcall_t *hc)
+{
+    par_http_t *h = hc->loop->http;
+    char rid[PAR_REQUEST_ID_MAX + 1], agent[PAR_ID_MAX + 1];
+    memcpy(rid, hc->call->request_id, sizeof(rid));
+    memcpy(agent, hc->call->agent_id, sizeof(agent));
+    /* may complete (and free) hc and its call before it returns */
+    if (par__call_cancel(hc->call, "the client went away before the agent answered") != PAR_OK)
+        return;
+    atomic_fetch_add(&h->cancelled, 1);
+    par_logline_t l;
+    if (par_log_begin(&l, PAR_LOG_INFO, "call cancelled: the client went away")) {
+        par_log_str(&l, "request_id", rid);
+        par_log_str(&l, "agent", agent);
+        par_log_end(&l);
+    }
+}
 
 static void invoke_done(par_call_t *c)
 {
@@ -394,6 +440,8 @@ static void on_completions(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
 
 static void complete_call(hcall_t *hc)
 {
+    if (h2o_linklist_is_linked(&hc->link))
+        h2o_linklist_unlink(&hc->link);
     if (hc->req) {
         respond_call(hc);
         if (hc->guard)
@@ -436,11 +484,16 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
     size_t off = 0;
     if (blen == 0 || par_json_scan(body, blen, f, 3, &off) != 0) {
         char msg[128];
+        const char *what = off < blen && (unsigned char)body[off] >= 0x80 ? ": invalid UTF-8"
+                           : off + 1 < blen && body[off] == '\\' && body[off + 1] == 'u'
+                               ? ": a lone UTF-16 surrogate escape"
+                               : "";
         int n = blen == 0 ? snprintf(msg, sizeof(msg),
                                      "the request body is empty; send JSON "
                                      "such as {\"input\": ...}")
                           : snprintf(msg, sizeof(msg),
-                                     "the request body is not valid JSON (error at byte %zu)", off);
+                                     "the request body is not valid JSON (error at byte %zu%s)",
+                                     off, what);
         send_error(req, PAR_E_INVALID_JSON, msg, (size_t)n, rid);
         access_log(h, req, 400, rid, NULL, t0, "invalid_json");
         return;
@@ -498,7 +551,21 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
     hc->loop = l;
     hc->req = req;
     hc->t0_ns = t0;
-    atomic_fetch_add(&h->pending, 1);
+    long now_pending = atomic_fetch_add(&h->pending, 1) + 1;
+    if (now_pending > (long)h->opts.max_in_flight) {
+        atomic_fetch_sub(&h->pending, 1);
+        char msg[160];
+        int n =
+            snprintf(msg, sizeof(msg),
+                     "the runtime is at its limit of %u calls in flight (limits.max_in_flight); "
+                     "retry shortly",
+                     h->opts.max_in_flight);
+        send_error(req, PAR_E_SERVER_BUSY, msg, (size_t)n, rid);
+        access_log(h, req, 503, rid, NULL, t0, par_status_name(PAR_E_SERVER_BUSY));
+        par__call_free(c);
+        free(hc);
+        return;
+    }
     int rc = par__call_start(h->rt, c);
     if (rc != PAR_OK) {
         atomic_fetch_sub(&h->pending, 1);
@@ -509,6 +576,7 @@ static void handle_invoke(par_http_t *h, loop_t *l, h2o_req_t *req, const char *
         return;
     }
     /* from here the call completes on this loop's queue; guard the request */
+    h2o_linklist_insert(&l->calls, &hc->link);
     hcall_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), guard_dispose);
     *slot = hc;
     hc->guard = slot;
@@ -690,6 +758,13 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
                         json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned,
                                   "trusted_keys", (json_int_t)rt->trust.nkeys));
     json_object_set_new(o, "auth", par_auth_describe(h->opts.auth));
+    json_object_set_new(o, "http",
+                        json_pack("{s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "http2", h->opts.http2,
+                                  "reuse_port", h->opts.reuse_port, "tls", h->opts.tls_cert != NULL,
+                                  "max_in_flight", (json_int_t)h->opts.max_in_flight, "in_flight",
+                                  (json_int_t)atomic_load(&h->pending), "cancelled",
+                                  (json_int_t)atomic_load(&h->cancelled),
+                                  "shed_at_descriptor_limit", (json_int_t)par__http_shed_count()));
     send_json(req, 200, o, rid);
 }
 
@@ -1204,6 +1279,19 @@ static void on_auth_ready(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
     }
 }
 
+/* With tls.client_ca and authentication off, the verified client
+ * certificate's subject is the caller (with authentication on, the bearer
+ * credential decides, and the certificate only admits the connection). */
+static par_identity_t *client_identity(par_http_t *h, h2o_req_t *req)
+{
+    char subject[PAR_SUBJECT_MAX + 1];
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (par__http_tls_subject(h->tls, sock, subject, sizeof(subject)) != 0)
+        return NULL;
+    return par_identity_new(subject, NULL);
+}
+
 /* Authenticates and authorizes, then routes. `may_wait`: the request may be
  * parked once while the issuer's keys are refreshed. */
 static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, int may_wait)
@@ -1262,6 +1350,8 @@ static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, int may
             return 0;
         }
     }
+    if (who == NULL && par__http_tls_wants_clients(h->tls))
+        who = client_identity(h, req);
     l->who = who;
     int r = route(l, req, rid, t0);
     l->who = NULL;
@@ -1274,8 +1364,21 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     loop_t *l = tl_loop;
     int64_t t0 = par__now_ns();
     char rid[PAR_REQUEST_ID_MAX + 1];
-    request_id_for(req, l, rid, sizeof(rid));
-    return serve(l, req, rid, t0, 1);
+    char msg[200];
+    if (par__http_check_framing(req, msg, sizeof(msg)) != 0) {
+        /* the message's end is unknown, so is the next one's start: close */
+        req->http1_is_persistent = 0;
+    } else if (par__http_check_headers(req, msg, sizeof(msg)) == 0 &&
+               par__http_check_path_ids(req->path_normalized, msg, sizeof(msg)) == 0) {
+        request_id_for(req, l, rid, sizeof(rid));
+        return serve(l, req, rid, t0, 1);
+    }
+    hex64(rng_next(l), rid);
+    hex64(rng_next(l), rid + 16);
+    rid[32] = '\0';
+    send_error(req, PAR_E_BAD_REQUEST, msg, strlen(msg), rid);
+    access_log(l->http, req, 400, rid, NULL, t0, "bad_request");
+    return 0;
 }
 
 /* ---- loops ------------------------------------------------------------------------ */
@@ -1286,10 +1389,20 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     h2o_socket_t *sock;
+    if (l->http->tls) {
+        /* a reload publishes a new context; connections already open keep theirs */
+        par__http_tls_current(l->http->tls, &l->ssl_ctx, &l->ssl_gen);
+        l->accept_ctx.ssl_ctx = l->ssl_ctx;
+    }
     while ((sock = h2o_evloop_socket_accept(listener)) != NULL) {
         int one = 1;
         setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         h2o_accept(&l->accept_ctx, sock);
+    }
+    if (par__http_shed(l->listen_fd, errno, 64)) {
+        /* out of descriptors: rest the listener, or this callback spins */
+        h2o_socket_read_stop(listener);
+        l->accept_paused_until = par__now_ms() + 100;
     }
 }
 
@@ -1298,6 +1411,36 @@ static void on_super_ready(h2o_socket_t *sock, const char *err)
     (void)err;
     loop_t *l = sock->data;
     par_super_poll(l->http->rt->super);
+}
+
+/* h2o 2.2 stops reading an HTTP/1 connection while its request is handled,
+ * so it learns that the client left only when the answer is written. Every
+ * 100 ms the connections of calls still running are asked directly: a peer
+ * that shut down its side (POLLRDHUP, even with bytes unread) or reset it
+ * has gone, and its call is cancelled. (HTTP/2 streams end through the
+ * request pool's guard when the stream is reset.) Loop thread. */
+static void gone_check(loop_t *l)
+{
+    int64_t now = par__now_ms();
+    if (now < l->next_gone_check)
+        return;
+    l->next_gone_check = now + 100;
+    h2o_linklist_t *n = l->calls.next;
+    while (n != &l->calls) {
+        hcall_t *hc = H2O_STRUCT_FROM_MEMBER(hcall_t, link, n);
+        n = n->next; /* hc may be freed below */
+        h2o_req_t *req = hc->req;
+        if (req == NULL || req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+            continue;
+        h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+        struct pollfd pfd = {.fd = sock ? h2o_socket_get_fd(sock) : -1, .events = POLLRDHUP};
+        if (pfd.fd >= 0 && poll(&pfd, 1, 0) == 1 &&
+            (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+            h2o_linklist_unlink(&hc->link);
+            n = l->calls.next; /* completing may unlink others' neighbours: restart */
+            cancel_call(hc);   /* answered 499 into the closed connection, which h2o then closes */
+        }
+    }
 }
 
 static void *loop_main(void *arg)
@@ -1310,10 +1453,15 @@ static void *loop_main(void *arg)
     while (!atomic_load(&l->http->stop)) {
         /* returns -1 on EINTR: just go round */
         h2o_evloop_run(l->ctx.loop, super ? 10 : 50);
+        gone_check(l);
         if (super) {
             if (par_super_maintenance_due(super))
                 par_super_poll(super);
             par__runtime_uncork(l->http->rt);
+        }
+        if (l->accept_paused_until && par__now_ms() >= l->accept_paused_until && l->listener) {
+            l->accept_paused_until = 0;
+            h2o_socket_read_start(l->listener, on_accept);
         }
         if (atomic_load(&l->http->stop_accepting) && l->listener) {
             h2o_socket_read_stop(l->listener);
@@ -1333,57 +1481,6 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *sl)
-{
-    char host[256] = "127.0.0.1", port[16] = "8080";
-    const char *colon = strrchr(s, ':');
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (rb == NULL || (size_t)(rb - s - 1) >= sizeof(host))
-            return -1;
-        memcpy(host, s + 1, (size_t)(rb - s - 1));
-        host[rb - s - 1] = '\0';
-        if (rb[1] == ':')
-            snprintf(port, sizeof(port), "%s", rb + 2);
-    } else if (colon) {
-        if ((size_t)(colon - s) >= sizeof(host))
-            return -1;
-        if (colon > s) {
-            memcpy(host, s, (size_t)(colon - s));
-            host[colon - s] = '\0';
-        } else {
-            strcpy(host, "0.0.0.0");
-        }
-        snprintf(port, sizeof(port), "%s", colon + 1);
-    } else {
-        snprintf(port, sizeof(port), "%s", s);
-    }
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
-                             .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai;
-    if (getaddrinfo(host, port, &hints, &ai) != 0)
-        return -1;
-    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-    *sl = ai->ai_addrlen;
-    freeaddrinfo(ai);
-    return 0;
-}
-
-static int open_listener(struct sockaddr_storage *ss, socklen_t sl)
-{
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)ss, sl) != 0 || listen(fd, 1024) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out)
 {
     par_http_t *h = calloc(1, sizeof(*h));
@@ -1394,9 +1491,12 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         h->opts.threads = 1;
     if (h->opts.max_body == 0)
         h->opts.max_body = 16u << 20;
+    if (h->opts.max_in_flight == 0)
+        h->opts.max_in_flight = PAR_HTTP_MAX_IN_FLIGHT_DEFAULT;
+    const char *name = opts->listen ? opts->listen : "127.0.0.1:8080";
     struct sockaddr_storage ss;
     socklen_t sl;
-    if (parse_listen(opts->listen ? opts->listen : "127.0.0.1:8080", &ss, &sl) != 0) {
+    if (par__http_listen_parse(name, &ss, &sl) != 0) {
         par_log_msg(PAR_LOG_ERROR, "cannot parse listen address '%s' (want HOST:PORT)",
                     opts->listen);
         free(h);
@@ -1404,6 +1504,30 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
     }
     h2o_config_init(&h->config);
     h->config.max_request_entity_size = h->opts.max_body;
+    /* h2o 2.2.5 gates both h2c forms on this flag: the HTTP/1.1 Upgrade and
+     * the prior-knowledge preface. Off, both are answered as HTTP/1.1. */
+    h->config.http1.upgrade_to_http2 = h->opts.http2 != 0;
+    if (opts->tls_cert || opts->tls_key) {
+        par_buf_t err;
+        par_buf_init(&err, 0);
+        int rc = par__http_tls_new(opts->tls_cert, opts->tls_key, opts->tls_client_ca, opts->http2,
+                                   &h->tls, &err);
+        if (rc != PAR_OK) {
+            par_log_msg(PAR_LOG_ERROR, "cannot start TLS: %.*s", (int)err.len,
+                        err.data ? err.data : "");
+            par_buf_free(&err);
+            h2o_config_dispose(&h->config);
+            free(h);
+            return rc;
+        }
+        par_buf_free(&err);
+    } else if (opts->tls_client_ca) {
+        par_log_msg(PAR_LOG_ERROR, "tls.client_ca needs tls.cert and tls.key");
+        h2o_config_dispose(&h->config);
+        free(h);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    par__http_nofile_init();
     h2o_hostconf_t *host =
         h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
@@ -1414,10 +1538,16 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
     for (unsigned i = 0; i < h->opts.threads; i++) {
         loop_t *l = &h->loops[i];
         l->http = h;
-        l->listen_fd = open_listener(&ss, sl);
+        char why[300];
+        /* one listening socket shared by every loop, unless the operator asked
+         * for SO_REUSEPORT (one per loop, and other processes may join) */
+        if (i == 0 || h->opts.reuse_port)
+            l->listen_fd =
+                par__http_listen_open(&ss, sl, h->opts.reuse_port, name, why, sizeof(why));
+        else if ((l->listen_fd = fcntl(h->loops[0].listen_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+            snprintf(why, sizeof(why), "cannot share the listener: %s", strerror(errno));
         if (l->listen_fd < 0) {
-            par_log_msg(PAR_LOG_ERROR, "cannot listen on %s: %s",
-                        opts->listen ? opts->listen : "127.0.0.1:8080", strerror(errno));
+            par_log_msg(PAR_LOG_ERROR, "%s", why);
             for (unsigned k = 0; k < i; k++)
                 close(h->loops[k].listen_fd);
             free(h->loops);
@@ -1448,6 +1578,7 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         h2o_context_init(&l->ctx, h2o_evloop_create(), &h->config);
         l->accept_ctx.ctx = &l->ctx;
         l->accept_ctx.hosts = h->config.hosts;
+        h2o_linklist_init_anchor(&l->calls);
         l->queue = h2o_multithread_create_queue(l->ctx.loop);
         h2o_multithread_register_receiver(l->queue, &l->receiver, on_completions);
         h2o_multithread_register_receiver(l->queue, &l->deploy_receiver, on_deploy_done);
@@ -1485,6 +1616,18 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
 const char *par_http_address(const par_http_t *h)
 {
     return h->address;
+}
+
+int par_http_is_tls(const par_http_t *h)
+{
+    return h->tls != NULL;
+}
+
+int par_http_reload_tls(par_http_t *h, par_buf_t *err)
+{
+    if (h->tls == NULL)
+        return PAR_OK;
+    return par__http_tls_reload(h->tls, err);
 }
 
 void par_http_stop(par_http_t *h)

@@ -7,7 +7,9 @@
  * back through a per-loop h2o_multithread queue. Every request is
  * authenticated and authorized (auth/auth.h) before it is routed; a request
  * whose token needs the issuer's keys refreshed is parked and resumed from the
- * same queue. Start and stop from the main thread.
+ * same queue. Start and stop from the main thread. HTTP/1.1 always, HTTPS
+ * with tls_cert/tls_key, HTTP/2 only with http2; at most max_in_flight
+ * invocations at once; a call whose client leaves is cancelled.
  */
 #ifndef PAR_HTTP_SERVER_H
 #define PAR_HTTP_SERVER_H
@@ -17,17 +19,24 @@
 #include <par/par.h>
 
 #include "auth/auth.h"
+#include "util/buf.h"
 
 typedef struct par_http par_http_t;
 
+/* limits.max_in_flight when not configured: invocations accepted and not yet
+ * answered, all agents together. At ~4 KiB of runtime memory per call this
+ * bounds what one client (or one HTTP/2 connection) can make the runtime hold
+ * to a few MiB, far above what the default per-package limits can run at once. */
+#define PAR_HTTP_MAX_IN_FLIGHT_DEFAULT 1024
+
 typedef struct par_http_opts {
-    const char *listen; /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
-    unsigned threads;   /* event loops, default 1 */
-    size_t max_body;    /* hard cap on any request body, default 16 MiB */
-    int access_log;     /* one log line per request, default on */
-    par_auth_t *auth;   /* borrowed; NULL or mode off = no authentication */
-    int http2;          /* http.http2: accept HTTP/2 (h2c and ALPN h2), default 0 */
-    int reuse_port;     /* http.reuse_port: SO_REUSEPORT on the listener, default 0 */
+    const char *listen;        /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
+    unsigned threads;          /* event loops, default 1 */
+    size_t max_body;           /* hard cap on any request body, default 16 MiB */
+    int access_log;            /* one log line per request, default on */
+    par_auth_t *auth;          /* borrowed; NULL or mode off = no authentication */
+    int http2;                 /* http.http2: accept HTTP/2 (h2c and ALPN h2), default 0 */
+    int reuse_port;            /* http.reuse_port: SO_REUSEPORT on the listener, default 0 */
     unsigned max_in_flight;    /* limits.max_in_flight: invocations accepted and not yet
                                   answered, runtime-wide; beyond it 503 over_capacity */
     const char *tls_cert;      /* tls.cert: PEM certificate chain; NULL = plain HTTP */
@@ -39,6 +48,12 @@ typedef struct par_http_opts {
 int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out);
 /* The address actually bound ("127.0.0.1:8080"). */
 const char *par_http_address(const par_http_t *h);
+/* Whether the listener speaks TLS (tls.cert and tls.key were given). */
+int par_http_is_tls(const par_http_t *h);
+/* Reads tls.cert, tls.key and tls.client_ca again from the same files: new
+ * connections get the new certificate, open ones keep theirs. On error the
+ * old certificate stays and `err` says why. PAR_OK when TLS is off. Any thread. */
+int par_http_reload_tls(par_http_t *h, par_buf_t *err);
 /* Closes the listening sockets (new connections are refused); requests on
  * open connections are still served. */
 void par_http_stop_accepting(par_http_t *h);

@@ -1809,6 +1809,38 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
     return PAR_OK;
 }
 
+int par_pool_cancel(par_pool_t *p, par_call_t *c, const char *why)
+{
+    int found = 0;
+    pthread_mutex_lock(&p->lock);
+    par_worker_t *w = c->_worker;
+    if (w && pending_find(w, c->_wid, 1) == c) {
+        send_frame(w, PAR_FRAME_CANCEL, c->_wid, NULL, 0, NULL, 0);
+        release_slot(p, c);
+        found = 1;
+    } else {
+        for (par_call_t **pp = &p->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->_qnext) {
+            if (*pp != c)
+                continue;
+            *pp = c->_qnext;
+            if (p->q_tail == c)
+                p->q_tail = prev;
+            p->q_len--;
+            c->_qnext = NULL;
+            found = 1;
+            break;
+        }
+    }
+    if (found)
+        drain_queue(p); /* the freed slot goes to the next waiting call */
+    pthread_mutex_unlock(&p->lock);
+    if (!found)
+        return PAR_E_NOT_FOUND; /* finishing already, or never reached the pool */
+    set_fail(c, PAR_E_CANCELLED, why);
+    par__call_finish(c);
+    return PAR_OK;
+}
+
 void par_pool_release(par_pool_t *p)
 {
     par_super_t *s = p->s;

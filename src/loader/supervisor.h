@@ -46,6 +46,11 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err);
 
 /* Dispatches a call to a worker of the pool (or queues it while workers start). */
 int par_pool_submit(par_pool_t *p, par_call_t *c);
+/* Cancels a call the pool holds, in a worker (which is sent CANCEL; its
+ * concurrency slot is given back at once) or queued: it finishes with
+ * PAR_E_CANCELLED and `why` before this returns (its `done` may free it).
+ * PAR_E_NOT_FOUND when the pool no longer holds it (it is finishing). Any thread. */
+int par_pool_cancel(par_pool_t *p, par_call_t *c, const char *why);
 
 /* Stops the pool: no new calls; workers are closed once their in-flight calls
  * are done (or killed at once when `now`). Pending calls fail with `draining`

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "loader/supervisor.h"
 #include "metering/meter.h"
 #include "obs/log.h"
 #include "obs/trace.h"
@@ -272,4 +273,14 @@ void par__call_fail(par_call_t *c, int status, const char *fmt, ...)
     par_buf_vappendf(&c->output, fmt, ap);
     va_end(ap);
     par__call_finish(c);
+}
+
+int par__call_cancel(par_call_t *c, const char *why)
+{
+    /* Only calls a worker pool holds can be taken back: an in-process
+     * (trusted) agent runs on a thread that cannot be interrupted. */
+    par_pool_t *pool = c->pv ? c->pv->pool : NULL;
+    if (pool == NULL)
+        return PAR_E_NOT_FOUND;
+    return par_pool_cancel(pool, c, why);
 }

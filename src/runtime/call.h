@@ -98,6 +98,13 @@ int par__call_own_input(par_call_t *c);
 void par__call_fail(par_call_t *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void par__call_finish(par_call_t *c);
+/* Takes back a started call whose result nobody will read (its HTTP client
+ * went away): the worker is sent CANCEL, its concurrency or queue slot is
+ * freed, and the call finishes now with PAR_E_CANCELLED and `why` (so it is
+ * counted under status "cancelled"); `done` runs before this returns and may
+ * free `c`. PAR_E_NOT_FOUND when it cannot be taken back (finishing already,
+ * or an in-process agent); then `done` comes as usual. Any thread. */
+int par__call_cancel(par_call_t *c, const char *why);
 int64_t par__now_ns(void);
 int64_t par__now_ms(void);
 

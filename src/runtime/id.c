@@ -3,6 +3,7 @@
  */
 #include "runtime/id.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int valid_name(const char *s, size_t n)
@@ -48,6 +49,26 @@ int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out)
         out->sub_len = (size_t)(end - out->sub);
         if (!valid_name(out->sub, out->sub_len))
             return -1;
+    }
+    return 0;
+}
+
+int par_id_path_check(const char *s, size_t len, size_t max, char *why, size_t cap)
+{
+    if (len == 0) {
+        snprintf(why, cap, "is empty");
+        return -1;
+    }
+    if (len > max) {
+        snprintf(why, cap, "is %zu bytes long; the limit is %zu", len, max);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            snprintf(why, cap, "holds the control byte 0x%02x at byte %zu", c, i);
+            return -1;
+        }
     }
     return 0;
 }

@@ -21,4 +21,10 @@ typedef struct par_agent_id {
  * one '@' and one '/'). */
 int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out);
 
+/* The first check on an id or package name taken from a request path (after
+ * percent-decoding), before any lookup may treat it as a C string: it must be
+ * 1..max bytes long and hold no control byte (0x00-0x1f, 0x7f). Returns 0, or
+ * -1 with `why` (cap bytes, NUL-terminated) saying what is wrong and where. */
+int par_id_path_check(const char *s, size_t len, size_t max, char *why, size_t cap);
+
 #endif

@@ -25,6 +25,68 @@ static int is_hex(char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    size_t n = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc0 ? 2 : 0;
+    if (n == 0 || p[0] > 0xf4 || p[0] == 0xc0 || p[0] == 0xc1 || (size_t)(end - p) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+size_t par_utf8_check(const char *p, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)p, *end = u + n;
+    for (const unsigned char *q = u; q < end;) {
+        size_t k = *q < 0x80 ? 1 : utf8_seq(q, end);
+        if (k == 0)
+            return (size_t)(q - u);
+        q += k;
+    }
+    return n;
+}
+
+/* The code unit of the \uXXXX escape at p (p[0] == '\\'), or -1. */
+static long u_escape(const char *p, const char *end)
+{
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !is_hex(p[2]) || !is_hex(p[3]) ||
+        !is_hex(p[4]) || !is_hex(p[5]))
+        return -1;
+    long v = 0;
+    for (int i = 2; i < 6; i++)
+        v = v << 4 | (p[i] <= '9' ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
+    return v;
+}
+
+/* A \u escape at s->p - 1; a high surrogate must be followed by a low one and a
+ * low one never stands alone (RFC 8259 8.2, I-JSON; jansson agrees). On error
+ * s->p is left at the backslash. */
+static int scan_u_escape(scan_t *s)
+{
+    long v = u_escape(s->p - 1, s->end);
+    if (v < 0 || (v >= 0xdc00 && v < 0xe000)) {
+        s->p--;
+        return -1;
+    }
+    if (v >= 0xd800 && v < 0xdc00) {
+        long lo = u_escape(s->p + 5, s->end);
+        if (lo < 0xdc00 || lo >= 0xe000) {
+            s->p--;
+            return -1;
+        }
+        s->p += 6;
+    }
+    s->p += 5;
+    return 0;
+}
+
 static int scan_string(scan_t *s)
 {
     if (s->p >= s->end || *s->p != '"')
@@ -54,14 +116,19 @@ static int scan_string(scan_t *s)
                 s->p++;
                 break;
             case 'u':
-                if (s->end - s->p < 5 || !is_hex(s->p[1]) || !is_hex(s->p[2]) || !is_hex(s->p[3]) ||
-                    !is_hex(s->p[4]))
+                if (scan_u_escape(s) != 0)
                     return -1;
-                s->p += 5;
                 break;
             default:
                 return -1;
             }
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t k = utf8_seq((const unsigned char *)s->p, (const unsigned char *)s->end);
+            if (k == 0)
+                return -1; /* s->p stays on the first byte of the bad sequence */
+            s->p += k;
             continue;
         }
         s->p++;

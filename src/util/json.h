@@ -4,8 +4,9 @@
  * Used on the hot path to check request bodies and agent outputs without
  * building a tree: the invoke handler only needs to know that the body is
  * valid JSON and where the top-level "input", "context" and "trace_id" values
- * are. Strict RFC 8259 (no comments, no trailing commas, valid UTF-8 is not
- * checked beyond byte ranges), depth capped. Any thread; no state.
+ * are. Strict RFC 8259 (no comments, no trailing commas), strings must be
+ * well-formed UTF-8 (RFC 3629) and \u escapes may not be lone surrogates
+ * (RFC 7493, as jansson), depth capped. Any thread; no state.
  */
 #ifndef PAR_UTIL_JSON_H
 #define PAR_UTIL_JSON_H
@@ -39,6 +40,11 @@ char par_json_root_type(const char *p, size_t n);
  * jansson refuses it too). \uXXXX becomes UTF-8; a surrogate pair becomes
  * one 4-byte sequence, a lone surrogate U+FFFD. */
 long par_json_unescape(const char *p, size_t n, char *out);
+
+/* Returns the offset of the first byte of `p[0..n)` that does not begin a
+ * well-formed UTF-8 sequence (overlongs, surrogates and code points past
+ * U+10FFFF are ill-formed), or n when all of it is well-formed. */
+size_t par_utf8_check(const char *p, size_t n);
 
 /* Trims JSON whitespace from both ends of a span. */
 void par_json_trim(const char **p, size_t *n);

@@ -56,9 +56,30 @@ static void test_rejects(void **state)
     assert_int_equal(parse(longname, &id), -1);
 }
 
+static void test_path_check(void **state)
+{
+    (void)state;
+    char why[96];
+    assert_int_equal(par_id_path_check("echo", 4, 200, why, sizeof(why)), 0);
+    assert_int_equal(par_id_path_check("echo@1.0.0/sub", 14, 200, why, sizeof(why)), 0);
+    assert_int_equal(par_id_path_check("echo\0junk", 9, 200, why, sizeof(why)), -1);
+    assert_string_equal(why, "holds the control byte 0x00 at byte 4");
+    assert_int_equal(par_id_path_check("ec\x01ho", 5, 200, why, sizeof(why)), -1);
+    assert_int_equal(par_id_path_check("echo\n", 5, 200, why, sizeof(why)), -1);
+    assert_int_equal(par_id_path_check("echo\x7f", 5, 200, why, sizeof(why)), -1);
+    assert_int_equal(par_id_path_check("", 0, 200, why, sizeof(why)), -1);
+    char big[202];
+    memset(big, 'a', sizeof(big));
+    assert_int_equal(par_id_path_check(big, 200, 200, why, sizeof(why)), 0);
+    assert_int_equal(par_id_path_check(big, 201, 200, why, sizeof(why)), -1);
+    assert_string_equal(why, "is 201 bytes long; the limit is 200");
+    /* non-ASCII is not a control byte: the lookup refuses it as unknown */
+    assert_int_equal(par_id_path_check("\xc3\xa9", 2, 200, why, sizeof(why)), 0);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_forms),
-                                       cmocka_unit_test(test_rejects)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_forms), cmocka_unit_test(test_rejects),
+                                       cmocka_unit_test(test_path_check)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -198,14 +198,67 @@ static void test_hex_and_decimal(void **state)
     assert_string_equal(dec, "\xc3\xa9");
 }
 
+/* Strings are well-formed UTF-8 and \\u escapes are never lone surrogates:
+ * what jansson accepts, so the two never disagree on these inputs. */
+static void test_utf8_and_surrogates(void **state)
+{
+    (void)state;
+    const char *ok[] = {"\"\xc3\xa9\"",         "\"\xe2\x82\xac\"",  "\"\xf0\x9f\x98\x80\"",
+                        "\"\xf4\x8f\xbf\xbf\"", "\"\xef\xbf\xbf\"",  "\"\\ud83d\\ude00\"",
+                        "\"\\udbff\\udfff\"",   "\"\\ud7ff\\ue000\""};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
+        if (!valid(ok[i]))
+            fail_msg("refused valid string #%zu", i);
+    struct {
+        const char *doc;
+        size_t off;
+    } bad[] = {{"\"\xff\"", 1},
+               {"\"a\xc3\"", 2},
+               {"\"\xc0\xaf\"", 1},
+               {"\"\xc1\xbf\"", 1},
+               {"\"\xe0\x80\xaf\"", 1},
+               {"\"\xed\xa0\x80\"", 1},
+               {"\"\xf0\x80\x80\xaf\"", 1},
+               {"\"\xf4\x90\x80\x80\"", 1},
+               {"\"\xf5\x80\x80\x80\"", 1},
+               {"\"\x80\"", 1},
+               {"\"\xe2\x82\"", 1},
+               {"\"\\ud800\"", 1},
+               {"\"x\\udc00\"", 2},
+               {"\"\\ud800\\u0041\"", 1},
+               {"\"\\ud800\\ud800\"", 1},
+               {"[\"\\udfff\"]", 2},
+               {"\"\\ud800x\"", 1}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        size_t off = 999;
+        if (par_json_scan(bad[i].doc, strlen(bad[i].doc), NULL, 0, &off) == 0)
+            fail_msg("accepted invalid string #%zu", i);
+        if (off != bad[i].off)
+            fail_msg("string #%zu: error at %zu, expected %zu", i, off, bad[i].off);
+    }
+    assert_int_equal(par_utf8_check("abc", 3), 3);
+    assert_int_equal(par_utf8_check("a\xc3\xa9"
+                                    "b",
+                                    4),
+                     4);
+    assert_int_equal(par_utf8_check("ab\xff", 3), 2);
+    assert_int_equal(par_utf8_check("\xed\xbf\xbf", 3), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_documents), cmocka_unit_test(test_invalid_documents),
-        cmocka_unit_test(test_depth_cap),       cmocka_unit_test(test_error_offset),
-        cmocka_unit_test(test_fields),          cmocka_unit_test(test_root_type_and_trim),
-        cmocka_unit_test(test_unescape),        cmocka_unit_test(test_append_i64),
-        cmocka_unit_test(test_buf_on_storage),  cmocka_unit_test(test_hex_and_decimal),
+        cmocka_unit_test(test_valid_documents),
+        cmocka_unit_test(test_invalid_documents),
+        cmocka_unit_test(test_depth_cap),
+        cmocka_unit_test(test_error_offset),
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_root_type_and_trim),
+        cmocka_unit_test(test_unescape),
+        cmocka_unit_test(test_append_i64),
+        cmocka_unit_test(test_buf_on_storage),
+        cmocka_unit_test(test_hex_and_decimal),
+        cmocka_unit_test(test_utf8_and_surrogates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
