@@ -417,6 +417,12 @@ static int safe_arg(const char *s)
     return 1;
 }
 
+/* A query value made only of `allowed` characters (NULL: absent, fine). */
+static int query_arg(const char *s, const char *allowed)
+{
+    return s == NULL || (*s && strspn(s, allowed) == strlen(s));
+}
+
 int par_cli_client(int argc, char **argv)
 {
     client_t c = {.cmd = argv[0]};
@@ -430,6 +436,12 @@ int par_cli_client(int argc, char **argv)
     }
     if (strcmp(c.cmd, "deploy") != 0 && !safe_arg(c.arg)) {
         fprintf(stderr, "invalid_argument: '%s' is not a package name[@version]\n", c.arg);
+        return 2;
+    }
+    if (!query_arg(c.group_by, "abcdefghijklmnopqrstuvwxyz_") || !query_arg(c.from, "0123456789") ||
+        !query_arg(c.to, "0123456789")) {
+        fprintf(stderr, "invalid_argument: --group-by takes a word, --from/--to a number of "
+                        "milliseconds since the epoch\n");
         return 2;
     }
     par_buf_t own, path, body, resp;

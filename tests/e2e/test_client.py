@@ -193,7 +193,9 @@ def test_client_errors(srv, tmp_path):
     r = run("ls", "--server", "http://127.0.0.1:1")
     assert "unreachable: http://127.0.0.1:1/runtime/packages" in refused(r, "unreachable")
     # misuse: exit 2 with the usage
-    for args in (("rm",), ("ls", "extra"), ("deploy",), ("rm", "a/b"), ("ls", "--bogus")):
+    for args in (("rm",), ("ls", "extra"), ("deploy",), ("rm", "a/b"), ("ls", "--bogus"),
+                 ("usage", "--from", "1&to=2"), ("usage", "--group-by", "a b"),
+                 ("ls", "--group-by", "agent"), ("usage", "--to")):
         r = run(*args, "--server", srv.url)
         assert r.returncode == 2, (args, r.stderr)
     # the server is unharmed

@@ -48,6 +48,25 @@ def test_install_layout(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("par "), r.stderr
 
 
+def test_installed_init_builds_against_installed_headers(tmp_path):
+    """`par init --c` run from the install writes a Makefile that uses the
+    install's headers, and the package builds and packs with them."""
+    prefix = str(tmp_path / "prefix")
+    install(prefix)
+    par = os.path.join(prefix, "bin", "par")
+    r = subprocess.run([par, "init", "inst-agent", "--c"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    mk = (tmp_path / "inst-agent" / "Makefile").read_text()
+    prefix = os.path.realpath(prefix)  # par finds its install through realpath(3)
+    assert f"PAR_INCLUDE ?= {prefix}/include\n" in mk and f"PAR ?= {par}\n" in mk, mk
+    r = subprocess.run(["make", "apkg"], cwd=tmp_path / "inst-agent", capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"-I{prefix}/include" in r.stdout, r.stdout
+    assert (tmp_path / "inst-agent-0.1.0.apkg").exists()
+
+
 def test_readme_embedding_snippet(tmp_path):
     prefix = str(tmp_path / "prefix")
     install(prefix)
