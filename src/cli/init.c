@@ -264,8 +264,10 @@ int par_cli_init(int argc, char **argv)
     for (char *p = func; *p; p++)
         *p = *p == '-' ? '_' : *p;
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    snprintf(exe + (n > 0 ? n : 0), sizeof(exe) - (size_t)(n > 0 ? n : 0), "%s",
-             n > 0 ? "" : "par");
+    if (n > 0)
+        exe[n] = '\0';
+    else
+        snprintf(exe, sizeof(exe), "par"); /* the Makefile then finds par on PATH */
     if (c && find_include(inc, sizeof(inc)) != 0) {
         fprintf(stderr, "par init: warning: par/agent.h not found beside this par; set "
                         "PAR_INCLUDE when running make\n");
