@@ -7,6 +7,7 @@ Where the test may (root, a mount namespace), the build tree and the source's
 worker/ are hidden while the program runs, so the par-worker it starts can
 only be the installed one (found from the location of libpar.so).
 """
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,16 @@ def readme_c_snippet():
     blocks = re.findall(r"^```c\n(.*?)^```", text, re.S | re.M)
     assert len(blocks) == 1, "README.md must hold exactly one ```c block (the embedding program)"
     return blocks[0]
+
+
+def hidden_tree(argv):
+    """argv, run (when root can make a mount namespace) with the build tree and
+    the source's worker/ hidden under empty tmpfs mounts: what it finds of PAR
+    can only come from the install."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return argv
+    hide = " && ".join(f"mount -t tmpfs none {d}" for d in (BUILD, os.path.join(SOURCE, "worker")))
+    return ["unshare", "-m", "sh", "-c", f'{hide} && exec "$@"', "sh", *argv]
 
 
 def install(prefix):
@@ -46,6 +57,20 @@ def test_install_layout(tmp_path):
     r = subprocess.run([os.path.join(prefix, "bin/par"), "version"], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("par "), r.stderr
+
+
+def test_installed_par_runs_python_agents(tmp_path):
+    """The installed par finds the installed Python worker (share/par)."""
+    prefix = str(tmp_path / "prefix")
+    install(prefix)
+    pkg = tmp_path / "hello-python-1.0.0.apkg"
+    shutil.copy(package("hello-python"), pkg)
+    env = {k: v for k, v in os.environ.items() if k not in ("PAR_WORKER", "PAR_PYTHON_SHIM")}
+    r = subprocess.run(hidden_tree([os.path.join(prefix, "bin", "par"), "call", str(pkg),
+                                    "hello-python", '{"name":"Ada"}']), env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"message": "Hello, Ada!", "caller": None}, r.stdout
 
 
 def test_installed_init_builds_against_installed_headers(tmp_path):
@@ -86,12 +111,8 @@ def test_readme_embedding_snippet(tmp_path):
     r = subprocess.run(line, shell=True,
                        cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    cmd = ["./embed"]
-    if os.geteuid() == 0 and shutil.which("unshare"):
-        hide = " && ".join(f"mount -t tmpfs none {d}" for d in
-                           (BUILD, os.path.join(SOURCE, "worker")))
-        cmd = ["unshare", "-m", "sh", "-c", f"{hide} && exec ./embed"]
-    r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(hidden_tree(["./embed"]), cwd=work, env=env, capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout == '{"text":"hi"}\n', r.stdout + r.stderr
     # the library says that it deployed an unsigned package, as the CLI does
