@@ -1,16 +1,21 @@
 # Thin wrapper over CMake. `make serve` and `make check` install missing Debian
-# build dependencies first (scripts/install-deps.sh), then configure and build.
+# dependencies first (scripts/install-deps.sh: `--serve` installs only what
+# building and serving need; `make check` everything the tests need, npm test
+# peers included), then configure and build.
 BUILD      ?= build
 BUILD_SAN  ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps build serve check test test-asan bench clean format
+.PHONY: all deps deps-serve build packages serve check test test-asan bench clean format
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
+
+deps-serve:
+	@scripts/install-deps.sh --serve
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS) >/dev/null
@@ -18,9 +23,14 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-serve: build
+# ./packages as `par serve` (no flags) serves it: the examples built above.
+packages: deps-serve $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
 	@mkdir -p packages
 	@cp $(BUILD)/packages/*.apkg packages/
+
+# Listens on 127.0.0.1:8080, or on $$PAR_LISTEN.
+serve: packages
 	exec $(BUILD)/par serve
 
 test: build

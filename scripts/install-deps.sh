@@ -1,19 +1,38 @@
 #!/usr/bin/env bash
-# Installs the Debian packages PAR needs to build and test. Idempotent and
-# non-interactive: it only calls apt-get when something is missing.
-#   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also what `make bench` needs
+# Installs the Debian packages PAR needs. Idempotent and non-interactive: it
+# only calls apt-get (and npm) when something is missing.
+#   scripts/install-deps.sh          build + serve + test dependencies (make check)
+#   scripts/install-deps.sh --serve  only what building and serving need (make serve):
+#                                    no test tools, no Node.js, no npm test peers
+#   scripts/install-deps.sh --bench  everything, and what `make bench` needs
 set -euo pipefail
 
+mode="${1:-test}"
+case "$mode" in
+    test | --test) mode=test ;;
+    --serve) mode=serve ;;
+    --bench) mode=bench ;;
+    *)
+        echo "usage: $0 [--serve | --test | --bench]" >&2
+        exit 2
+        ;;
+esac
+
+# Building (the unit tests' cmocka is configured with the build) and serving:
+# the Python worker and pip/venv for packages' requirements, curl for the tour.
 pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
     libarchive-dev libfyaml-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
-    libcmocka-dev prometheus libsodium-dev librhonabwy-dev minisign
-    python3 python3-venv python3-pip python3-pytest python3-requests python3-yaml
-    zip unzip curl openssl util-linux
+    libcmocka-dev libsodium-dev librhonabwy-dev
+    python3 python3-venv python3-pip curl
 )
-if [ "${1:-}" = "--bench" ]; then
+if [ "$mode" != serve ]; then
+    # the test suites: pytest and its clients, minisign and promtool to check
+    # PAR against, zip tools for hand-made archives, git for the README test
+    pkgs+=(python3-pytest python3-requests python3-yaml prometheus minisign zip unzip git openssl util-linux)
+fi
+if [ "$mode" = bench ]; then
     pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn)
 fi
 
@@ -25,7 +44,7 @@ for p in "${pkgs[@]}"; do
 done
 # The test peers (S3-compatible store, OIDC issuer) come from npm: Node.js and
 # npm from Debian unless the machine already has them.
-if ! command -v npm >/dev/null 2>&1; then
+if [ "$mode" != serve ] && ! command -v npm >/dev/null 2>&1; then
     missing+=(nodejs npm)
 fi
 
@@ -39,6 +58,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+[ "$mode" = serve ] && exit 0
 
 # npm peers, pinned by tests/peers/package-lock.json; installed once.
 peers="$(cd "$(dirname "$0")/.." && pwd)/tests/peers"

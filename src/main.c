@@ -22,6 +22,13 @@ static void usage_main(FILE *f)
             "  sign      sign a file (FILE.minisig, minisign-compatible)\n"
             "  verify    verify a file's minisign signature\n"
             "  fetch     download a package from https:// or s3:// and verify it\n"
+            "  init      write a new agent package (Python or C) to start from\n"
+            "  deploy    deploy a package on a running server (FILE or URL)\n"
+            "  ls        list a running server's packages\n"
+            "  agents    list a running server's public agents\n"
+            "  rm        remove a package (NAME or NAME@VERSION) from a running server\n"
+            "  reload    deploy a package's source again on a running server\n"
+            "  usage     show a running server's usage totals\n"
             "  version   print the version\n\n"
             "Run 'par <command> --help' for a command's options.\n",
             par_version());
@@ -58,6 +65,12 @@ int main(int argc, char **argv)
         return par_cli_verify(argc - 1, argv + 1);
     if (strcmp(cmd, "fetch") == 0)
         return par_cli_fetch(argc - 1, argv + 1);
+    if (strcmp(cmd, "init") == 0)
+        return par_cli_init(argc - 1, argv + 1);
+    static const char *const client_cmds[] = {"deploy", "ls", "agents", "rm", "reload", "usage"};
+    for (size_t i = 0; i < sizeof(client_cmds) / sizeof(client_cmds[0]); i++)
+        if (strcmp(cmd, client_cmds[i]) == 0)
+            return par_cli_client(argc - 1, argv + 1);
     fprintf(stderr, "par: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

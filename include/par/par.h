@@ -111,8 +111,10 @@ typedef enum par_isolation {
 /** A key trusted to sign packages. */
 typedef struct par_trusted_key {
     const char *key; /**< minisign public key: the base64 line ("RWQ..."), or a .pub file path */
-    const char *const *packages; /**< NULL-terminated package name patterns (fnmatch) this key
-                                      may sign, e.g. "acme-*"; NULL = any package */
+    const char *const *packages; /**< NULL-terminated package name patterns (fnmatch) pinned
+                                      to this key, e.g. "acme-*": only keys pinned to a pattern
+                                      sign the names it matches, and this key signs nothing
+                                      else; NULL = any name no pin covers */
 } par_trusted_key_t;
 
 /** Runtime configuration. Initialise with par_config_init(), then set fields.

@@ -36,6 +36,13 @@ int par_cli_sign(int argc, char **argv);
 /** `par verify FILE`: checks FILE.minisig against a minisign public key. */
 int par_cli_verify(int argc, char **argv);
 
+/** `par init NAME [--python|--c]`: writes a new package directory. */
+int par_cli_init(int argc, char **argv);
+
+/** The management client (`par deploy|ls|agents|rm|reload|usage`): `argv[0]`
+ *  names the command; talks to a running server's HTTP API. */
+int par_cli_client(int argc, char **argv);
+
 /** Signs `file` into `file`.minisig, as `par sign` does: `seckey_path` NULL
  *  means "par.key"; `password_file` NULL means: ask on the terminal when the
  *  key is encrypted; `trusted_comment` NULL means minisign's default

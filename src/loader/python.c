@@ -35,6 +35,8 @@ char *par__python_find_shim(const char *configured)
     for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++)
         if (par_exe_relative(rel[i], R_OK, cand, sizeof(cand)) == 0)
             return strdup(cand);
+    if (par_install_relative("share/par/par_worker.py", R_OK, cand, sizeof(cand)) == 0)
+        return strdup(cand);
     return strdup(PAR_PYTHON_SHIM_BUILD_PATH);
 }
 

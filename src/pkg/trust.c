@@ -116,8 +116,8 @@ int par_trust_verify(const par_trust_t *t, const char *sig, size_t siglen, const
         return PAR_E_SIGNATURE_INVALID;
     const par_trust_key_t *k = find(t, s.id);
     if (k == NULL) {
-        par_buf_appendf(err, "signed by key %s, which is not among the %zu trusted key(s)\n",
-                        s.id, t->nkeys);
+        par_buf_appendf(err, "signed by key %s, which is not among the %zu trusted key(s)\n", s.id,
+                        t->nkeys);
         rc = PAR_E_UNTRUSTED_SIGNER;
     } else if (!s.prehashed && msg == NULL) {
         par_buf_appendf(err, "a legacy (Ed) signature needs the archive bytes\n");
@@ -133,21 +133,67 @@ int par_trust_verify(const par_trust_t *t, const char *sig, size_t siglen, const
     return rc;
 }
 
-int par_trust_allows(const par_trust_t *t, const char *signer, const char *name, par_buf_t *err)
+static int pinned_to(const par_trust_key_t *k, const char *pattern)
 {
-    const par_trust_key_t *k = find(t, signer);
-    if (k == NULL) {
-        par_buf_appendf(err, "key %s is not trusted\n", signer);
-        return 0;
-    }
-    if (k->patterns == NULL)
-        return 1;
-    for (size_t j = 0; k->patterns[j]; j++)
-        if (fnmatch(k->patterns[j], name, 0) == 0)
+    for (size_t j = 0; k->patterns && k->patterns[j]; j++)
+        if (strcmp(k->patterns[j], pattern) == 0)
             return 1;
-    par_buf_appendf(err, "key %s may sign only", signer);
+    return 0;
+}
+
+/* The keys pinned to `pattern`, for a message: "A, B". */
+static void append_pinned(const par_trust_t *t, const char *pattern, par_buf_t *err)
+{
+    int first = 1;
+    for (size_t i = 0; i < t->nkeys; i++)
+        if (pinned_to(&t->keys[i], pattern)) {
+            par_buf_appendf(err, "%s%s", first ? "" : ", ", t->keys[i].pk.id);
+            first = 0;
+        }
+}
+
+/* The first pinned pattern that matches `name` and that `k` (NULL: no
+ * signature) is not pinned to, or NULL when every matching pin allows it. */
+static const char *unmet_pin(const par_trust_t *t, const par_trust_key_t *k, const char *name,
+                             int *matched)
+{
+    for (size_t i = 0; i < t->nkeys; i++)
+        for (size_t j = 0; t->keys[i].patterns && t->keys[i].patterns[j]; j++) {
+            const char *p = t->keys[i].patterns[j];
+            if (fnmatch(p, name, 0) != 0)
+                continue;
+            *matched = 1;
+            if (k == NULL || !pinned_to(k, p))
+                return p;
+        }
+    return NULL;
+}
+
+int par_trust_check_name(const par_trust_t *t, const char *signer, const char *name, par_buf_t *err)
+{
+    const par_trust_key_t *k = NULL;
+    if (signer && signer[0] && (k = find(t, signer)) == NULL) {
+        par_buf_appendf(err, "key %s is not trusted\n", signer);
+        return PAR_E_UNTRUSTED_SIGNER;
+    }
+    int matched = 0;
+    const char *p = unmet_pin(t, k, name, &matched);
+    if (p != NULL) {
+        par_buf_appendf(err, "package '%s' matches %s, which only key(s) ", name, p);
+        append_pinned(t, p, err);
+        if (k == NULL) {
+            par_buf_appendf(err, " may sign; it is not signed\n");
+            return PAR_E_SIGNATURE_MISSING;
+        }
+        par_buf_appendf(err, " may sign; it is signed by key %s\n", signer);
+        return PAR_E_UNTRUSTED_SIGNER;
+    }
+    if (matched || k == NULL || k->patterns == NULL)
+        return PAR_OK;
+    /* an unpinned name: a pinned key was trusted for its patterns only */
+    par_buf_appendf(err, "key %s is pinned to", signer);
     for (size_t j = 0; k->patterns[j]; j++)
         par_buf_appendf(err, "%s %s", j ? "," : "", k->patterns[j]);
-    par_buf_appendf(err, "; not '%s'\n", name);
-    return 0;
+    par_buf_appendf(err, " and may sign only those names; not '%s'\n", name);
+    return PAR_E_UNTRUSTED_SIGNER;
 }

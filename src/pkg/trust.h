@@ -4,8 +4,12 @@
  *
  * Owns: the operator's trusted keys (parsed once, from the configuration's
  * key strings or .pub files) with their optional package-name pins (fnmatch
- * patterns: `acme-*` may only be signed by key X). Immutable after
- * par_trust_init, so any thread may verify concurrently.
+ * patterns). A pin protects a name: a key listed with `packages: ["acme-*"]`
+ * pins acme-* to itself (and to any other key pinned to the same pattern), so
+ * a package named acme-… deploys only when one of those keys signed it. Keys
+ * without `packages:` sign any name no pin covers; a pinned key signs only its
+ * own patterns. Immutable after par_trust_init, so any thread may verify
+ * concurrently. Must never consult the current directory after init.
  * Callers: runtime/deploy.c (deploy threads), the CLI (`par verify`).
  */
 #ifndef PAR_PKG_TRUST_H
@@ -42,7 +46,14 @@ void par_trust_free(par_trust_t *t);
 int par_trust_verify(const par_trust_t *t, const char *sig, size_t siglen, const void *msg,
                      size_t len, const uint8_t *prehash, char signer[17], par_buf_t *err);
 
-/* Whether key `signer` may sign package `name` (its pins). */
-int par_trust_allows(const par_trust_t *t, const char *signer, const char *name, par_buf_t *err);
+/* Whether package `name`, signed by key `signer` ("" or NULL: not signed),
+ * may deploy under the pins. A name matched by pinned patterns needs a
+ * signer pinned to every one of them (overlapping pins intersect); any other
+ * name accepts a key without pins, and no signature (whether unsigned
+ * packages are accepted at all is the caller's rule). PAR_OK;
+ * PAR_E_UNTRUSTED_SIGNER naming the pattern, its keys and the signer;
+ * PAR_E_SIGNATURE_MISSING when a pinned name is not signed. */
+int par_trust_check_name(const par_trust_t *t, const char *signer, const char *name,
+                         par_buf_t *err);
 
 #endif

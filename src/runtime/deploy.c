@@ -497,11 +497,9 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     pv->version = strdup(m->package_version);
     for (size_t i = 0; i < m->warnings.count; i++)
         par_log_msg(PAR_LOG_WARN, "%s", m->warnings.items[i]);
-    if (pv->signer[0] && !req->restored_dir &&
-        !par_trust_allows(&rt->trust, pv->signer, pv->name, err)) {
-        rc = PAR_E_UNTRUSTED_SIGNER;
+    if (!req->restored_dir &&
+        (rc = par_trust_check_name(&rt->trust, pv->signer, pv->name, err)) != PAR_OK)
         goto out;
-    }
 
     if (pv->root == NULL) {
         int64_t t1 = par__now_ns();

@@ -558,7 +558,8 @@ static char *find_worker(const char *configured)
     if (env && *env)
         return strdup(env);
     char cand[PATH_MAX];
-    if (par_exe_relative("par-worker", X_OK, cand, sizeof(cand)) == 0)
+    if (par_exe_relative("par-worker", X_OK, cand, sizeof(cand)) == 0 ||
+        par_install_relative("bin/par-worker", X_OK, cand, sizeof(cand)) == 0)
         return strdup(cand);
     return strdup(PAR_WORKER_BUILD_PATH);
 }

@@ -3,13 +3,16 @@
  */
 #include "util/proc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -174,6 +177,25 @@ int par_exe_relative(const char *rel, int mode, char *out, size_t n)
     if (slash == NULL)
         return -1;
     if ((size_t)snprintf(out, n, "%.*s/%s", (int)(slash - self), self, rel) >= n)
+        return -1;
+    return access(out, mode) == 0 ? 0 : -1;
+}
+
+int par_install_relative(const char *rel, int mode, char *out, size_t n)
+{
+    Dl_info info;
+    if (dladdr((void *)par_install_relative, &info) == 0 || info.dli_fname == NULL)
+        return -1;
+    char self[PATH_MAX];
+    if (realpath(info.dli_fname, self) == NULL)
+        return -1;
+    for (int up = 0; up < 2; up++) { /* <prefix>/lib/libpar.so -> <prefix> */
+        char *slash = strrchr(self, '/');
+        if (slash == NULL || slash == self)
+            return -1;
+        *slash = '\0';
+    }
+    if ((size_t)snprintf(out, n, "%s/%s", self, rel) >= n)
         return -1;
     return access(out, mode) == 0 ? 0 : -1;
 }

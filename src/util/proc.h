@@ -31,6 +31,13 @@ int par_proc_run(const char *const argv[], const char *const envp[], uint32_t ti
  * when that file exists and is accessible with `mode` (access(2)), -1 otherwise. */
 int par_exe_relative(const char *rel, int mode, char *out, size_t n);
 
+/* Builds "<install prefix>/<rel>" into `out`, the prefix being the parent of
+ * the directory that holds the object this code was linked into: bin/par ->
+ * the prefix, lib/libpar.so -> the prefix (so a host program linked against an
+ * installed libpar finds bin/par-worker and share/par/ of that install,
+ * wherever it was installed). 0 when that file is accessible with `mode`. */
+int par_install_relative(const char *rel, int mode, char *out, size_t n);
+
 /* Reads a whole file of at most `cap` bytes into `out`. -1 with errno set on failure
  * (EFBIG when larger than `cap`). */
 int par_file_read(const char *path, size_t cap, par_buf_t *out);

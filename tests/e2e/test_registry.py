@@ -49,7 +49,7 @@ def world(tmp_path_factory):
     w = type("World", (), {})()
     w.d, w.ca, w.reg, w.s3 = d, ca, reg, s3
     w.acme = Key(d, "acme")        # trusted for acme-* only
-    w.main = Key(d, "main")        # trusted for anything
+    w.main = Key(d, "main")        # trusted for any unpinned name
     w.stranger = Key(d, "stranger")  # not trusted
     os.environ["AWS_ACCESS_KEY_ID"] = S3.ACCESS
     os.environ["AWS_SECRET_ACCESS_KEY"] = S3.SECRET
@@ -233,7 +233,7 @@ def test_missing_signature_when_required(world, srv):
 
 
 def test_signer_not_allowed_for_that_name(world, srv):
-    # the acme key may sign acme-* only
+    # the acme key is pinned to acme-*: it signs acme-* names and nothing else
     p = echo_version(world.d, "2.5.0")
     world.acme.sign(p)
     url = world.reg.put("/p/echo-2.5.0.apkg", open(p, "rb").read())
@@ -249,6 +249,12 @@ def test_signer_not_allowed_for_that_name(world, srv):
     assert r.status_code == 201, r.text
     assert r.json()["signer"] == world.acme.id
     assert requests.delete(srv.url + "/runtime/packages/acme-tools", timeout=10).status_code == 200
+    # acme-* is pinned to the acme key: the unpinned main key may not sign it
+    world.main.sign(q)
+    url = world.reg.put("/p2/acme-tools-1.0.0.apkg", open(q, "rb").read())
+    world.reg.put("/p2/acme-tools-1.0.0.apkg.minisig", open(q + ".minisig", "rb").read())
+    body = assert_error(deploy(srv, url=url), 422, "untrusted_signer")
+    assert "acme-*" in body["message"] and world.main.id in body["message"], body
     still_serving(srv)
 
 

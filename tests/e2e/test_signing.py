@@ -15,8 +15,9 @@ import subprocess
 import time
 
 import pytest
+import requests
 
-from conftest import BUILD, run
+from conftest import BUILD, assert_error, run
 
 MINISIGN = shutil.which("minisign")
 
@@ -358,3 +359,74 @@ def test_terminal_prompts(minisign, apkg, tmp_path):
     assert rc == 0, out
     assert "typed secret" not in out
     assert ms("-V", "-p", str(pub), "-m", str(pkg)).returncode == 0
+
+
+# ---- name pins: trust.keys[].packages ---------------------------------------------
+
+
+def named_echo(tmp_path, name):
+    """The echo example renamed to `name`, packed by par."""
+    src = tmp_path / name
+    shutil.copytree(os.path.join(BUILD, "stage", "echo"), src)
+    y = (src / "agent.yaml").read_text()
+    (src / "agent.yaml").write_text(y.replace("name: echo", "name: " + name, 1))
+    out = tmp_path / f"{name}-1.0.0.apkg"
+    r = run("pack", str(src), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_name_pins(server_factory, tmp_path):
+    """acme-* is pinned to key A: only A signs acme-*; the unpinned key C signs
+    every other name; A signs nothing outside its pin; an unsigned acme-* is
+    refused even where unsigned packages are accepted."""
+    keys = {}
+    for n in ("a", "c"):
+        pub, sec = tmp_path / f"{n}.pub", tmp_path / f"{n}.key"
+        assert par("keygen", "-W", "-p", str(pub), "-s", str(sec)).returncode == 0
+        keys[n] = (pub, sec, key_id(pub))
+    conf = tmp_path / "par.yaml"
+    conf.write_text(f"""
+auth:
+  mode: "off"
+trust:
+  require_signatures: false
+  keys:
+    - {{key: {keys['a'][0]}, packages: ["acme-*"]}}
+    - {{key: {keys['c'][0]}}}
+""")
+    srv = server_factory([], args=("--config", str(conf)),
+                         expected_errors=[r"package refused"])
+
+    def deploy(name, signer):
+        d = tmp_path / f"{name}-by-{signer}"
+        d.mkdir()
+        pkg = named_echo(d, name)
+        if signer:
+            assert par("sign", str(pkg), "-s", str(keys[signer][1])).returncode == 0
+        return requests.post(srv.url + "/runtime/packages", json={"path": str(pkg)}, timeout=60)
+
+    ida, idc = keys["a"][2], keys["c"][2]
+    # a pinned name signed by another trusted key: refused, naming pattern and signer
+    body = assert_error(deploy("acme-tools", "c"), 422, "untrusted_signer")
+    assert "acme-*" in body["message"] and idc in body["message"], body
+    assert ida in body["message"], body  # ... and the key that may sign it
+    # ... unsigned, although unsigned packages are accepted here
+    body = assert_error(deploy("acme-tools", None), 422, "signature_missing")
+    assert "acme-*" in body["message"] and ida in body["message"], body
+    # a pinned key signing a name outside its pin
+    body = assert_error(deploy("echo", "a"), 422, "untrusted_signer")
+    assert "acme-*" in body["message"] and "'echo'" in body["message"], body
+    assert ida in body["message"], body
+    # the accepted pairs
+    r = deploy("acme-tools", "a")
+    assert r.status_code == 201, r.text
+    assert r.json()["signer"] == ida
+    r = deploy("echo", "c")
+    assert r.status_code == 201, r.text
+    assert r.json()["signer"] == idc
+    r = deploy("other", None)  # unpinned and unsigned: the usual warning, deployed
+    assert r.status_code == 201, r.text
+    for agent in ("acme-tools", "echo", "other"):
+        r = srv.post(agent, {"input": {"x": 1}})
+        assert r.status_code == 200 and r.json()["output"] == {"x": 1}, r.text
