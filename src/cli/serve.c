@@ -290,7 +290,7 @@ static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_
 
 /* SIGHUP for one key that changed: a reloadable key is taken over into
  * `cur`; any other is named in `restart` and keeps its running value. */
-static void reload_key(par_conf_t *cur, par_conf_t *n, int id, par_buf_t *restart)
+static void reload_key(par_conf_t *cur, par_conf_t *n, int id, par_buf_t *restart, par_buf_t *warns)
 {
     const par_conf_key_t *k = &par_conf_keys[id];
     /* tls.cert/tls.key: marked reloadable for when the listener can swap
@@ -303,9 +303,9 @@ static void reload_key(par_conf_t *cur, par_conf_t *n, int id, par_buf_t *restar
     }
     char *was = par_conf_text(cur, (par_conf_id_t)id), *now = par_conf_text(n, (par_conf_id_t)id);
     par_buf_appendf(restart, "%s'%s'", restart->len ? ", " : "", k->path);
-    par_log_msg(PAR_LOG_WARN,
-                "SIGHUP: `%s` changed (%s -> %s) but needs a restart; keeping %s until then",
-                k->path, was ? was : "?", now ? now : "?", was ? was : "?");
+    par_buf_appendf(warns,
+                    "SIGHUP: `%s` changed (%s -> %s) but needs a restart; keeping %s until then\n",
+                    k->path, was ? was : "?", now ? now : "?", was ? was : "?");
     free(was);
     free(now);
 }
@@ -316,9 +316,10 @@ static void reload_config(int argc, char **argv, par_conf_t *cur, par_runtime_t 
                           par_http_t *http)
 {
     par_conf_t n;
-    par_buf_t err, restart;
+    par_buf_t err, restart, warns;
     par_buf_init(&err, 0);
     par_buf_init(&restart, 0);
+    par_buf_init(&warns, 0);
     if (par_conf_build(&n, argc, argv, &err) != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "SIGHUP: the configuration has errors; nothing changed: %.*s",
                     (int)err.len, err.data ? err.data : "");
@@ -326,7 +327,7 @@ static void reload_config(int argc, char **argv, par_conf_t *cur, par_runtime_t 
     }
     for (int i = 0; i < PAR_K_COUNT; i++)
         if (!par_conf_same(cur, &n, (par_conf_id_t)i))
-            reload_key(cur, &n, i, &restart);
+            reload_key(cur, &n, i, &restart, &warns);
     par_log_init(par_log_parse_level(par_conf_str(cur, PAR_K_LOG_LEVEL)),
                  strcmp(par_conf_str(cur, PAR_K_LOG_FORMAT), "text") != 0);
     par_http_set_access_log(http, par_conf_bool(cur, PAR_K_LOG_ACCESS, 1));
@@ -341,14 +342,23 @@ static void reload_config(int argc, char **argv, par_conf_t *cur, par_runtime_t 
                 par_conf_bool(cur, PAR_K_LOG_ACCESS, 1) ? "on" : "off", restart.len ? "; " : "",
                 (int)restart.len, restart.data ? restart.data : "",
                 restart.len ? " changes need a restart" : "");
+    for (size_t at = 0; at < warns.len;) { /* after the summary: one line per key */
+        size_t end = at;
+        while (end < warns.len && warns.data[end] != '\n')
+            end++;
+        par_log_msg(PAR_LOG_WARN, "%.*s", (int)(end - at), warns.data + at);
+        at = end + 1;
+    }
 out:
     par_conf_free(&n);
     par_buf_free(&err);
     par_buf_free(&restart);
+    par_buf_free(&warns);
 }
 
-/* The runtime, and usage metering when configured. Returns NULL after logging why. */
-static par_runtime_t *start_runtime(const par_conf_t *c)
+/* The runtime, and usage metering when `m` is not NULL (its strings are
+ * taken). Returns NULL after logging why. */
+static par_runtime_t *start_runtime(const par_conf_t *c, par_meter_config_t *m)
 {
     par_conf_runtime_t r;
     par_runtime_t *rt = NULL;
@@ -358,20 +368,16 @@ static par_runtime_t *start_runtime(const par_conf_t *c)
     par_conf_runtime_free(&r);
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "cannot start the runtime: %s", par_strerror(rc));
+        if (m)
+            free(m->path), par_stripe_config_free(&m->stripe);
         return NULL;
     }
-    if (!par_conf_bool(c, PAR_K_METERING, 0))
+    if (m == NULL)
         return rt;
-    par_meter_config_t m;
     par_buf_t err;
     par_buf_init(&err, 0);
-    rc = par_conf_to_meter(c, &m, &err);
-    char *mpath = m.path ? strdup(m.path) : NULL;
-    if (rc == PAR_OK)
-        rc = par_meter_new(&m, &rt->meter, &err);
-    else
-        free(m.path), par_stripe_config_free(&m.stripe);
-    if (rc != PAR_OK) {
+    char *mpath = m->path ? strdup(m->path) : NULL;
+    if (par_meter_new(m, &rt->meter, &err) != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "cannot start usage metering: %.*s", (int)err.len,
                     err.data ? err.data : "");
         par_runtime_destroy(rt);
@@ -389,16 +395,30 @@ static par_runtime_t *start_runtime(const par_conf_t *c)
     return rt;
 }
 
-/* Authentication and the listener (g_auth, g_http). Returns PAR_OK or logs why. */
-static int start_http(const par_conf_t *c, par_runtime_t *rt)
+/* What `par serve` and `par config check` refuse before starting anything:
+ * the checks across keys of auth and metering. Prints every problem. */
+static int prepare(const par_conf_t *c, par_auth_config_t *ac, par_meter_config_t *m, int *metering)
 {
-    par_auth_config_t ac;
     par_buf_t err;
     par_buf_init(&err, 0);
-    int rc = par_conf_to_auth(c, &ac, &err);
-    if (rc == PAR_OK)
-        rc = par_auth_new(&ac, &g_auth, &err);
-    par_auth_config_free(&ac);
+    int rc = par_conf_to_auth(c, ac, &err);
+    *metering = par_conf_bool(c, PAR_K_METERING, 0);
+    memset(m, 0, sizeof(*m));
+    if (rc == PAR_OK && *metering)
+        rc = par_conf_to_meter(c, m, &err);
+    if (rc != PAR_OK)
+        fprintf(stderr, "%s%s%.*s", c->file ? c->file : "", c->file ? ": " : "", (int)err.len,
+                err.data ? err.data : "");
+    par_buf_free(&err);
+    return rc;
+}
+
+/* Authentication and the listener (g_auth, g_http). Returns PAR_OK or logs why. */
+static int start_http(const par_conf_t *c, par_runtime_t *rt, par_auth_config_t *ac)
+{
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par_auth_new(ac, &g_auth, &err);
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "cannot start authentication: %.*s", (int)err.len,
                     err.data ? err.data : "");
@@ -480,7 +500,17 @@ int par_cli_serve(int argc, char **argv)
         return 0;
     }
     par_conf_t c;
+    par_auth_config_t ac;
+    par_meter_config_t m;
+    int metering;
     if (load_conf(argc, argv, &c, "par serve") != 0) {
+        par_conf_free(&c);
+        return 2;
+    }
+    if (prepare(&c, &ac, &m, &metering) != PAR_OK) {
+        par_auth_config_free(&ac);
+        free(m.path);
+        par_stripe_config_free(&m.stripe);
         par_conf_free(&c);
         return 2;
     }
@@ -494,14 +524,16 @@ int par_cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     par_log_init(par_log_parse_level(par_conf_str(&c, PAR_K_LOG_LEVEL)),
                  strcmp(par_conf_str(&c, PAR_K_LOG_FORMAT), "text") != 0);
-    par_runtime_t *rt = start_runtime(&c);
-    if (rt == NULL || (atomic_store(&rt->booting, 1), start_http(&c, rt)) != PAR_OK) {
+    par_runtime_t *rt = start_runtime(&c, metering ? &m : NULL);
+    if (rt == NULL || (atomic_store(&rt->booting, 1), start_http(&c, rt, &ac)) != PAR_OK) {
         if (rt)
             par_runtime_destroy(rt);
+        par_auth_config_free(&ac);
         par_log_shutdown();
         par_conf_free(&c);
         return 1;
     }
+    par_auth_config_free(&ac);
     log_started(&c);
     const char *pkgdir = par_conf_str(&c, PAR_K_REGISTRY_DIR) ? par_conf_str(&c, PAR_K_REGISTRY_DIR)
                                                               : par_conf_str(&c, PAR_K_PACKAGES);
@@ -556,23 +588,15 @@ static int config_check(int argc, char **argv)
         par_conf_free(&c);
         return 2;
     }
-    par_buf_t err;
-    par_buf_init(&err, 0);
     par_auth_config_t ac;
-    int rc = par_conf_to_auth(&c, &ac, &err);
-    par_auth_config_free(&ac);
     par_meter_config_t m;
-    if (rc == PAR_OK && par_conf_bool(&c, PAR_K_METERING, 0)) {
-        rc = par_conf_to_meter(&c, &m, &err);
-        free(m.path);
-        par_stripe_config_free(&m.stripe);
-    }
-    if (rc != PAR_OK)
-        fprintf(stderr, "%s%s%.*s", c.file ? c.file : "", c.file ? ": " : "", (int)err.len,
-                err.data ? err.data : "");
-    else
+    int metering;
+    int rc = prepare(&c, &ac, &m, &metering);
+    par_auth_config_free(&ac);
+    free(m.path);
+    par_stripe_config_free(&m.stripe);
+    if (rc == PAR_OK)
         printf("%s: ok\n", c.file ? c.file : "the embedded local default");
-    par_buf_free(&err);
     par_conf_free(&c);
     return rc == PAR_OK ? 0 : 2;
 }
