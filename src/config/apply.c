@@ -55,10 +55,7 @@ int par_conf_to_runtime(const par_conf_t *c, par_conf_runtime_t *r)
     cfg->isolation =
         iso && strcmp(iso, "in-process") == 0 ? PAR_ISOLATION_IN_PROCESS : PAR_ISOLATION_WORKER;
     cfg->min_workers = (unsigned)par_conf_int(c, PAR_K_WORKERS_MIN);
-    if (par_conf_int(c, PAR_K_WORKERS_MAX))
-        cfg->max_workers = (unsigned)par_conf_int(c, PAR_K_WORKERS_MAX);
-    if (cfg->max_workers < cfg->min_workers)
-        cfg->max_workers = cfg->min_workers;
+    cfg->max_workers = (unsigned)par_conf_int(c, PAR_K_WORKERS_MAX); /* 0: the core count */
     cfg->default_timeout_ms = (uint32_t)par_conf_int(c, PAR_K_LIMITS_TIMEOUT);
     cfg->max_input_bytes = (size_t)par_conf_int(c, PAR_K_LIMITS_MAX_INPUT) * 1024;
     cfg->default_concurrency = (unsigned)par_conf_int(c, PAR_K_LIMITS_CONCURRENCY);

@@ -43,11 +43,14 @@ void par_conf_usage(FILE *f)
             continue;
         char left[64];
         snprintf(left, sizeof(left), "%s %s", k->flag,
-                 k->type == PAR_CT_ENUM   ? k->choices
-                 : k->type == PAR_CT_BOOL ? "true|false"
-                 : k->type == PAR_CT_PATH ? "PATH"
-                                          : "VALUE");
-        fprintf(f, "  %-26s %s%s\n  %-26s (%s%s%s)\n", left, k->help,
+                 k->type == PAR_CT_ENUM                          ? k->choices
+                 : k->type == PAR_CT_BOOL                        ? "true|false"
+                 : k->type == PAR_CT_PATH                        ? "PATH"
+                 : k->type == PAR_CT_MS || k->type == PAR_CT_SEC ? "DURATION"
+                 : k->type == PAR_CT_INT                         ? "N"
+                                                                 : "VALUE");
+        const char *sep = strlen(left) < 26 ? " " : "\n                             ";
+        fprintf(f, "  %-26s%s%s%s\n  %-26s (%s%s%s)\n", left, sep, k->help,
                 k->type == PAR_CT_LIST || k->type == PAR_CT_KEYS ? "; repeatable" : "", "", k->path,
                 k->env ? ", " : "", k->env ? k->env : "");
     }

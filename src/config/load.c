@@ -407,7 +407,7 @@ int par_conf_load_flags(par_conf_t *c, int argc, char **argv, par_buf_t *err)
     for (int i = 1; i < argc; i++) {
         char name[128], origin[160];
         const char *a = argv[i], *v, *eq = strchr(a, '=');
-        if (strncmp(a, "--", 2) == 0 && eq && strncmp(a, "--auth=", 7) != 0) {
+        if (strncmp(a, "--", 2) == 0 && eq) {
             snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a); /* --flag=value */
             a = name;
             v = eq + 1;
