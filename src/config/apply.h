@@ -23,7 +23,7 @@ typedef struct par_conf_runtime {
     const char ***pins; /* per key: NULL-terminated patterns or NULL */
 } par_conf_runtime_t;
 
-/** The runtime's configuration. `has_file`: signatures default to required. */
+/** The runtime's configuration (signatures are required by default with a file). */
 int par_conf_to_runtime(const par_conf_t *c, par_conf_runtime_t *out);
 void par_conf_runtime_free(par_conf_runtime_t *r);
 
