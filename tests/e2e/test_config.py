@@ -213,9 +213,16 @@ def test_sighup_applies_reloadable_and_refuses_restart_only(server_factory, tmp_
     conf = tmp_path / "par.yaml"
     conf.write_text(SERVE + "limits: {timeout_ms: 30000}\nworkers: {min: 1}\n")
     s = server_factory([package("echo")], args=["--config", str(conf)])
-    conf.write_text(SERVE + "limits: {timeout_ms: 20000}\nworkers: {min: 2}\n")
+    s.post("echo", {"input": 0}, headers={"X-Request-ID": "before-hup"})
+    conf.write_text(SERVE + "limits: {timeout_ms: 20000}\nworkers: {min: 2}\n"
+                    "log: {access: false}\n")
     s.proc.send_signal(signal.SIGHUP)
     wait_for(s, "SIGHUP: configuration reloaded")
+    # the reloadable key took effect: no access line any more
+    s.post("echo", {"input": 0}, headers={"X-Request-ID": "after-hup"})
+    time.sleep(0.2)
+    ids = {l.get("request_id") for l in s.lines()}
+    assert "before-hup" in ids and "after-hup" not in ids
     warn = wait_for(s, "SIGHUP: `workers.min` changed")
     assert warn["level"] == "warn" and "needs a restart" in warn["msg"] and "keeping 1" in warn["msg"]
     assert not any("`limits.timeout_ms`" in l.get("msg", "") for l in s.lines())
