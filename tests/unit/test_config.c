@@ -16,6 +16,7 @@
 #include "config/apply.h"
 #include "config/config.h"
 #include "config/path.h"
+#include "runtime/runtime.h"
 
 static int load(par_conf_t *c, const char *yaml, char **err_out)
 {
@@ -247,12 +248,43 @@ static void test_paths_and_suggestions(void **state)
     assert_null(par__conf_suggest("zebra", known, 4));
 }
 
+/* An embedder's relative state directory is made absolute once: workers
+ * change directory, and joining a relative cache path there found nothing. */
+static void test_runtime_state_dir_is_absolute(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/par-test-rt-XXXXXX", cwd[4096];
+    assert_non_null(mkdtemp(tmpl));
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(tmpl), 0);
+    par_config_t cfg;
+    par_config_init(&cfg);
+    cfg.state_dir = "./rel/../var";
+    cfg.allow_unsigned = 1;
+    par_runtime_t *rt;
+    assert_int_equal(par_runtime_new(&cfg, &rt), PAR_OK);
+    char want[4200];
+    snprintf(want, sizeof(want), "%s/var", tmpl);
+    assert_string_equal(rt->state_dir, want);
+    assert_string_equal(rt->cfg.state_dir, want);
+    assert_true(strncmp(rt->cache_dir, want, strlen(want)) == 0);
+    par_runtime_destroy(rt);
+    assert_int_equal(chdir(cwd), 0);
+    char cmd[4300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpl);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table_is_consistent),   cmocka_unit_test(test_mistakes),
-        cmocka_unit_test(test_units_paths_and_nulls), cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_auth_bounds_agree),     cmocka_unit_test(test_paths_and_suggestions),
+        cmocka_unit_test(test_table_is_consistent),
+        cmocka_unit_test(test_mistakes),
+        cmocka_unit_test(test_units_paths_and_nulls),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_auth_bounds_agree),
+        cmocka_unit_test(test_paths_and_suggestions),
+        cmocka_unit_test(test_runtime_state_dir_is_absolute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
