@@ -15,6 +15,7 @@ static void usage_main(FILE *f)
             "usage: par <command> [options]\n\n"
             "commands:\n"
             "  serve     serve agent packages over HTTP\n"
+            "  config    check a configuration, show the effective one, print its reference\n"
             "  pack      build a deterministic .apkg from a package directory\n"
             "  inspect   show a package's manifest, exports and digest\n"
             "  call      call an agent of a package once, in-process (for debugging)\n"
@@ -51,6 +52,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") == 0)
         return par_cli_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "config") == 0)
+        return par_cli_config(argc - 1, argv + 1);
     if (strcmp(cmd, "pack") == 0)
         return par_cli_pack(argc - 1, argv + 1);
     if (strcmp(cmd, "inspect") == 0)

@@ -1,15 +1,14 @@
 /*
  * auth/config.c — see config.h.
  *
- * One table lists every scalar and list key with its type and bounds, so the
- * YAML file, the environment and flags all go through the same parser and
- * give the same error for the same mistake. Unknown keys under `auth` are an
- * error: a misspelt security setting must not silently fall back to a default.
+ * Where a key comes from (file, environment, flag) and the refusal of unknown
+ * keys belong to the configuration table (src/config/); this file turns the
+ * values into the typed struct: one table of the scalar and list keys with
+ * their fields and bounds (par_auth_config_set), the structured keys from
+ * their JSON form, and the checks across keys (par_auth_config_finish).
  */
 #include "auth/config.h"
 
-#include <ctype.h>
-#include <libfyaml.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,72 +250,44 @@ int par_auth_config_set(par_auth_config_t *c, const char *key, const char *value
     return set_key(c, k, "", value, err);
 }
 
-int par_auth_config_load_env(par_auth_config_t *c, par_buf_t *err)
-{
-    for (size_t i = 0; i < NKEYS; i++) {
-        char name[64] = "PAR_AUTH_";
-        size_t n = strlen(name);
-        for (const char *s = keys[i].name; *s && n < sizeof(name) - 1; s++)
-            name[n++] = *s == '.' ? '_' : (char)toupper((unsigned char)*s);
-        name[n] = '\0';
-        const char *v = getenv(name);
-        if (v == NULL)
-            continue;
-        char where[80];
-        snprintf(where, sizeof(where), "%s: ", name);
-        int rc = set_key(c, &keys[i], where, v, err);
-        if (rc != PAR_OK)
-            return rc;
-    }
-    return PAR_OK;
-}
+/* ---- structured keys (from the configuration table, config/apply.c) ------------------- */
 
-/* ---- YAML -------------------------------------------------------------------------- */
-
-static const char *scalar(struct fy_node *n)
-{
-    return n && fy_node_is_scalar(n) ? fy_node_get_scalar0(n) : NULL;
-}
-
-/* A sequence of scalars (or one scalar) as an array of borrowed strings. */
-static int scalars_of(struct fy_node *n, const char **items, size_t cap, size_t *count)
+/* Items of a JSON array of strings as borrowed C strings (at most `cap`). */
+static int strings_of(const json_t *a, const char **items, size_t cap, size_t *count)
 {
     *count = 0;
-    if (fy_node_is_scalar(n)) {
-        items[(*count)++] = fy_node_get_scalar0(n);
+    if (json_is_string(a)) {
+        items[(*count)++] = json_string_value(a);
         return 0;
     }
-    if (!fy_node_is_sequence(n))
+    if (!json_is_array(a) || json_array_size(a) > cap)
         return -1;
-    void *it = NULL;
-    struct fy_node *e;
-    while ((e = fy_node_sequence_iterate(n, &it)) != NULL) {
-        if (!fy_node_is_scalar(e) || *count >= cap)
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        if (!json_is_string(json_array_get(a, i)))
             return -1;
-        items[(*count)++] = fy_node_get_scalar0(e);
+        items[(*count)++] = json_string_value(json_array_get(a, i));
     }
     return 0;
 }
 
-static int load_grants(par_auth_config_t *c, struct fy_node *n, const char *file, par_buf_t *err)
+int par_auth_config_set_grants(par_auth_config_t *c, const json_t *grants, par_buf_t *err)
 {
-    if (!fy_node_is_mapping(n)) {
-        par_buf_appendf(err,
-                        "%s: auth.permissions.grants: must map claim values to lists of "
-                        "permissions\n",
-                        file);
+    const char *val;
+    json_t *list;
+    if (!json_is_object(grants)) {
+        par_buf_appends(err, "auth.permissions.grants: must map claim values to lists of "
+                             "permissions\n");
         return PAR_E_INVALID_ARGUMENT;
     }
-    void *it = NULL;
-    struct fy_node_pair *pr;
-    while ((pr = fy_node_mapping_iterate(n, &it)) != NULL) {
-        const char *val = scalar(fy_node_pair_key(pr));
+    json_object_foreach((json_t *)grants, val, list)
+    {
         const char *items[64];
         size_t cnt;
-        if (val == NULL || *val == '\0' ||
-            scalars_of(fy_node_pair_value(pr), items, 64, &cnt) != 0) {
-            par_buf_appendf(err, "%s: auth.permissions.grants.%s: must be a list of permissions\n",
-                            file, val ? val : "?");
+        if (*val == '\0' || strings_of(list, items, 64, &cnt) != 0) {
+            par_buf_appendf(err,
+                            "auth.permissions.grants.%s: must be a list of at most 64 "
+                            "permissions\n",
+                            val);
             return PAR_E_INVALID_ARGUMENT;
         }
         par_grant_t *g = realloc(c->perms.grants, (c->perms.ngrants + 1) * sizeof(*g));
@@ -329,8 +300,7 @@ static int load_grants(par_auth_config_t *c, struct fy_node *n, const char *file
         for (size_t i = 0; i < cnt; i++) {
             char why[200];
             if (par_perms_add(&g->perms, items[i], why, sizeof(why)) != 0) {
-                par_buf_appendf(err, "%s: auth.permissions.grants.%s[%zu]: %s\n", file, val, i,
-                                why);
+                par_buf_appendf(err, "auth.permissions.grants.%s[%zu]: %s\n", val, i, why);
                 return PAR_E_INVALID_ARGUMENT;
             }
         }
@@ -343,162 +313,66 @@ static int hex_to_bytes(const char *s, unsigned char *out, size_t n)
     return strlen(s) == 2 * n ? par_hex_decode(s, out, n) : -1;
 }
 
-static int load_api_keys(par_auth_config_t *c, struct fy_node *n, const char *file, par_buf_t *err)
+/* One entry of auth.api_keys into `k`. */
+static int api_key_of(par_api_key_t *k, const json_t *e, size_t idx, par_buf_t *err)
 {
-    if (!fy_node_is_sequence(n)) {
-        par_buf_appendf(err,
-                        "%s: auth.api_keys: must be a list of {sha256, subject, "
-                        "permissions}\n",
-                        file);
+    const char *sha = json_string_value(json_object_get(e, "sha256"));
+    const char *subject = json_string_value(json_object_get(e, "subject"));
+    const char *tenant = json_string_value(json_object_get(e, "tenant"));
+    if (sha == NULL || subject == NULL || *subject == '\0') {
+        par_buf_appendf(err, "auth.api_keys[%zu]: needs sha256 and subject\n", idx);
         return PAR_E_INVALID_ARGUMENT;
     }
-    void *it = NULL;
-    struct fy_node *e;
-    size_t idx = 0;
-    while ((e = fy_node_sequence_iterate(n, &it)) != NULL) {
+    if (hex_to_bytes(sha, k->sha256, 32) != 0) {
+        par_buf_appendf(err,
+                        "auth.api_keys[%zu].sha256: want the 64 hex digits of the key's SHA-256 "
+                        "(printf %%s KEY | sha256sum)\n",
+                        idx);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    k->subject = strdup(subject);
+    k->tenant = tenant && *tenant ? strdup(tenant) : NULL;
+    const char *items[64];
+    size_t cnt = 0;
+    json_t *perms = json_object_get(e, "permissions");
+    if (perms && strings_of(perms, items, 64, &cnt) != 0) {
+        par_buf_appendf(err, "auth.api_keys[%zu].permissions: must be a list of permissions\n",
+                        idx);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        char why[200];
+        if (par_perms_add(&k->perms, items[i], why, sizeof(why)) != 0) {
+            par_buf_appendf(err, "auth.api_keys[%zu].permissions[%zu]: %s\n", idx, i, why);
+            return PAR_E_INVALID_ARGUMENT;
+        }
+    }
+    return PAR_OK;
+}
+
+int par_auth_config_set_api_keys(par_auth_config_t *c, const json_t *list, par_buf_t *err)
+{
+    if (!json_is_array(list)) {
+        par_buf_appends(err, "auth.api_keys: must be a list of {sha256, subject, permissions}\n");
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    for (size_t idx = 0; idx < json_array_size(list); idx++) {
         par_api_key_t *k = realloc(c->api_keys, (c->napi_keys + 1) * sizeof(*k));
         if (k == NULL)
             return PAR_E_NO_MEMORY;
         c->api_keys = k;
         k = &c->api_keys[c->napi_keys++];
         memset(k, 0, sizeof(*k));
-        if (!fy_node_is_mapping(e)) {
-            par_buf_appendf(err, "%s: auth.api_keys[%zu]: must be a mapping\n", file, idx);
-            return PAR_E_INVALID_ARGUMENT;
-        }
-        void *it2 = NULL;
-        struct fy_node_pair *pr;
-        int have_hash = 0;
-        while ((pr = fy_node_mapping_iterate(e, &it2)) != NULL) {
-            const char *name = scalar(fy_node_pair_key(pr));
-            struct fy_node *v = fy_node_pair_value(pr);
-            const char *sv = scalar(v);
-            if (name && !strcmp(name, "sha256") && sv) {
-                if (hex_to_bytes(sv, k->sha256, 32) != 0) {
-                    par_buf_appendf(err,
-                                    "%s: auth.api_keys[%zu].sha256: want the 64 hex digits of the "
-                                    "key's SHA-256 (printf %%s KEY | sha256sum)\n",
-                                    file, idx);
-                    return PAR_E_INVALID_ARGUMENT;
-                }
-                have_hash = 1;
-            } else if (name && !strcmp(name, "subject") && sv && *sv) {
-                free(k->subject);
-                k->subject = strdup(sv);
-            } else if (name && !strcmp(name, "tenant") && sv) {
-                free(k->tenant);
-                k->tenant = *sv ? strdup(sv) : NULL;
-            } else if (name && !strcmp(name, "permissions")) {
-                const char *items[64];
-                size_t cnt;
-                if (scalars_of(v, items, 64, &cnt) != 0) {
-                    par_buf_appendf(err,
-                                    "%s: auth.api_keys[%zu].permissions: must be a list of "
-                                    "permissions\n",
-                                    file, idx);
-                    return PAR_E_INVALID_ARGUMENT;
-                }
-                for (size_t i = 0; i < cnt; i++) {
-                    char why[200];
-                    if (par_perms_add(&k->perms, items[i], why, sizeof(why)) != 0) {
-                        par_buf_appendf(err, "%s: auth.api_keys[%zu].permissions[%zu]: %s\n", file,
-                                        idx, i, why);
-                        return PAR_E_INVALID_ARGUMENT;
-                    }
-                }
-            } else {
-                par_buf_appendf(err,
-                                "%s: auth.api_keys[%zu].%s: unknown key or wrong type (sha256, "
-                                "subject, tenant, permissions)\n",
-                                file, idx, name ? name : "?");
-                return PAR_E_INVALID_ARGUMENT;
-            }
-        }
-        if (!have_hash || k->subject == NULL) {
-            par_buf_appendf(err, "%s: auth.api_keys[%zu]: needs sha256 and subject\n", file, idx);
-            return PAR_E_INVALID_ARGUMENT;
-        }
-        for (size_t j = 0; j + 1 < c->napi_keys; j++)
-            if (memcmp(c->api_keys[j].sha256, k->sha256, 32) == 0) {
-                par_buf_appendf(err, "%s: auth.api_keys[%zu]: the same key as api_keys[%zu]\n",
-                                file, idx, j);
-                return PAR_E_INVALID_ARGUMENT;
-            }
-        idx++;
-    }
-    return PAR_OK;
-}
-
-/* Walks one mapping level under `auth`; `prefix` is "" or "oidc." etc. */
-static int load_level(par_auth_config_t *c, struct fy_node *m, const char *prefix, const char *file,
-                      par_buf_t *err)
-{
-    void *it = NULL;
-    struct fy_node_pair *pr;
-    char where[512];
-    snprintf(where, sizeof(where), "%s: ", file);
-    while ((pr = fy_node_mapping_iterate(m, &it)) != NULL) {
-        const char *name = scalar(fy_node_pair_key(pr));
-        struct fy_node *v = fy_node_pair_value(pr);
-        char full[128];
-        snprintf(full, sizeof(full), "%s%s", prefix, name ? name : "?");
-        int rc = PAR_OK;
-        if (name == NULL) {
-            par_buf_appendf(err, "%s: auth: keys must be strings\n", file);
-            return PAR_E_INVALID_ARGUMENT;
-        }
-        if (*prefix == '\0' && (!strcmp(name, "oidc") || !strcmp(name, "permissions"))) {
-            if (v == NULL || !fy_node_is_mapping(v)) {
-                par_buf_appendf(err, "%s: auth.%s: must be a mapping\n", file, name);
-                return PAR_E_INVALID_ARGUMENT;
-            }
-            char sub[32];
-            snprintf(sub, sizeof(sub), "%s.", name);
-            rc = load_level(c, v, sub, file, err);
-        } else if (!strcmp(full, "permissions.grants")) {
-            rc = v ? load_grants(c, v, file, err) : PAR_OK;
-        } else if (!strcmp(full, "api_keys")) {
-            rc = v ? load_api_keys(c, v, file, err) : PAR_OK;
-        } else {
-            const confkey_t *k = find_key(full);
-            if (k == NULL) {
-                par_buf_appendf(err, "%s: auth.%s: unknown key (see docs/auth.md)\n", file, full);
-                return PAR_E_INVALID_ARGUMENT;
-            }
-            if (v && fy_node_is_sequence(v) && (k->type == T_LIST || k->type == T_ALGS)) {
-                const char *items[64];
-                size_t cnt;
-                if (scalars_of(v, items, 64, &cnt) != 0) {
-                    par_buf_appendf(err, "%s: auth.%s: must be a list of at most 64 strings\n",
-                                    file, full);
-                    return PAR_E_INVALID_ARGUMENT;
-                }
-                rc = set_list(c, k, where, (char **)items, cnt, err);
-            } else if (v == NULL || fy_node_is_scalar(v)) {
-                rc = set_key(c, k, where, v ? fy_node_get_scalar0(v) : "", err);
-            } else {
-                par_buf_appendf(err, "%s: auth.%s: must be a %s\n", file, full,
-                                k->type == T_LIST || k->type == T_ALGS ? "list" : "scalar");
-                return PAR_E_INVALID_ARGUMENT;
-            }
-        }
+        int rc = api_key_of(k, json_array_get(list, idx), idx, err);
         if (rc != PAR_OK)
             return rc;
+        for (size_t j = 0; j + 1 < c->napi_keys; j++)
+            if (memcmp(c->api_keys[j].sha256, k->sha256, 32) == 0) {
+                par_buf_appendf(err, "auth.api_keys[%zu]: the same key as api_keys[%zu]\n", idx, j);
+                return PAR_E_INVALID_ARGUMENT;
+            }
     }
     return PAR_OK;
-}
-
-int par_auth_config_load_yaml(par_auth_config_t *c, struct fy_document *d, const char *file,
-                              par_buf_t *err)
-{
-    struct fy_node *a = fy_node_by_path(fy_document_root(d), "/auth", FY_NT, FYNWF_DONT_FOLLOW);
-    if (a == NULL)
-        return PAR_OK;
-    if (!fy_node_is_mapping(a)) {
-        par_buf_appendf(err, "%s: auth: must be a mapping (see docs/auth.md)\n", file);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    return load_level(c, a, "", file, err);
 }
 
 /* ---- validation ---------------------------------------------------------------------- */

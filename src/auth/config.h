@@ -1,23 +1,22 @@
 /*
  * auth/config.h — the `auth:` block of the configuration (docs/auth.md).
  *
- * Owns the parsed, validated form of every auth key and where it may come
- * from: the YAML file, PAR_AUTH_* environment variables and `--auth KEY=VALUE`
- * flags, in that order of precedence, like every other key. Scalars and lists
- * can come from anywhere; permission grants and API keys are structured and
- * only come from the file. Called by the CLI (src/main.c) on the main thread
- * at start and on SIGHUP; the result is handed to par_auth_new() and not
- * touched after.
+ * Owns the parsed, validated form of every auth key. Where a key comes from
+ * (the YAML file, PAR_AUTH_* variables, `--auth KEY=VALUE`) is the
+ * configuration table's business (src/config/config.h), which hands the
+ * values over through par_auth_config_set() and the structured setters.
+ * Called on the main thread at start; the result is handed to par_auth_new()
+ * and not touched after.
  */
 #ifndef PAR_AUTH_CONFIG_H
 #define PAR_AUTH_CONFIG_H
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "auth/permissions.h"
 #include "util/buf.h"
-
-struct fy_document;
 
 typedef enum par_auth_mode {
     PAR_AUTH_UNSET = -1,
@@ -68,17 +67,16 @@ typedef struct par_auth_config {
 int par_auth_config_init(par_auth_config_t *c);
 void par_auth_config_free(par_auth_config_t *c);
 
-/* Reads the `auth` block of a parsed YAML document (absent: nothing changes).
- * Errors name `file` and the key path. Returns PAR_OK or PAR_E_INVALID_ARGUMENT. */
-int par_auth_config_load_yaml(par_auth_config_t *c, struct fy_document *d, const char *file,
-                              par_buf_t *err);
-
 /* Sets one key from text: "mode", "oidc.issuer", "open_paths" (comma or
  * space separated), … Returns PAR_OK or PAR_E_INVALID_ARGUMENT. */
 int par_auth_config_set(par_auth_config_t *c, const char *key, const char *value, par_buf_t *err);
 
-/* Applies PAR_AUTH_<KEY> variables (PAR_AUTH_MODE, PAR_AUTH_OIDC_ISSUER, …). */
-int par_auth_config_load_env(par_auth_config_t *c, par_buf_t *err);
+/* auth.permissions.grants from its JSON form (claim value → list of
+ * permissions) and auth.api_keys from theirs ([{sha256, subject, tenant,
+ * permissions}]), as the configuration table (src/config/) read them.
+ * Return PAR_OK or PAR_E_INVALID_ARGUMENT with the key's path in `err`. */
+int par_auth_config_set_grants(par_auth_config_t *c, const json_t *grants, par_buf_t *err);
+int par_auth_config_set_api_keys(par_auth_config_t *c, const json_t *list, par_buf_t *err);
 
 /* Resolves the mode (unset + `embedded` = off; unset otherwise is an error)
  * and checks that the keys the mode needs are there and sane. */

@@ -33,6 +33,9 @@ int par_cli_keygen(int argc, char **argv);
 /** `par sign FILE`: writes FILE.minisig with a minisign secret key. */
 int par_cli_sign(int argc, char **argv);
 
+/** `par config check|show|docs` (src/cli/serve.c). */
+int par_cli_config(int argc, char **argv);
+
 /** `par verify FILE`: checks FILE.minisig against a minisign public key. */
 int par_cli_verify(int argc, char **argv);
 

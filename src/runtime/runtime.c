@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config/path.h"
 #include "loader/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
@@ -571,7 +572,12 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
         return PAR_E_NO_MEMORY;
     rt->cfg = *cfg_in;
     par__config_defaults(&rt->cfg);
-    rt->state_dir = strdup(rt->cfg.state_dir);
+    /* absolute once: workers change directory, nothing may join a relative path later */
+    rt->state_dir = par_path_absolute(NULL, rt->cfg.state_dir);
+    if (rt->state_dir == NULL) {
+        free(rt);
+        return PAR_E_NO_MEMORY;
+    }
     rt->cfg.state_dir = rt->state_dir;
     if (asprintf(&rt->cache_dir, "%s/cache/sha256", rt->state_dir) < 0)
         rt->cache_dir = NULL;
@@ -671,6 +677,20 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     }
     *out = rt;
     return PAR_OK;
+}
+
+void par__runtime_reload_limits(par_runtime_t *rt, const par_config_t *cfg)
+{
+    pthread_mutex_lock(&rt->deploy_lock);
+    rt->cfg.default_timeout_ms = cfg->default_timeout_ms;
+    rt->cfg.max_input_bytes = cfg->max_input_bytes;
+    rt->cfg.default_concurrency = cfg->default_concurrency;
+    rt->cfg.max_queue = cfg->max_queue;
+    rt->cfg.default_memory_mb = cfg->default_memory_mb;
+    rt->cfg.worker_cpu_seconds = cfg->worker_cpu_seconds;
+    rt->cfg.drain_ms = cfg->drain_ms;
+    par__config_defaults(&rt->cfg);
+    pthread_mutex_unlock(&rt->deploy_lock);
 }
 
 void par_runtime_destroy(par_runtime_t *rt)

@@ -190,6 +190,11 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why);
 /* Built-in defaults for every config field that was left 0/NULL. */
 void par__config_defaults(par_config_t *cfg);
 
+/* SIGHUP: takes the limits that may change while serving from `cfg`
+ * (default timeout, input cap, concurrency, queue, memory, CPU, reload drain),
+ * under deploy_lock; later deploys and calls see them. Main thread. */
+void par__runtime_reload_limits(par_runtime_t *rt, const par_config_t *cfg);
+
 /* On an HTTP loop thread that runs the supervisor's I/O: while corked, calls
  * for in-process packages and frames for workers are collected and handed
  * over together by par__runtime_uncork() at the end of each turn. */

@@ -715,7 +715,7 @@ def test_auth_must_be_configured(tmp_path):
     conf.write_text("auth: {mode: oidc, oidc: {issuer: 'https://i', audiense: par}}\n")
     r = run("serve", "--config", str(conf), "--listen", "127.0.0.1:0",
             "--state-dir", str(tmp_path / "var"), "--packages", str(tmp_path))
-    assert r.returncode == 2 and "auth.oidc.audiense: unknown key" in r.stderr, r.stderr
+    assert r.returncode == 2 and "unknown key `auth.oidc.audiense` (did you mean `auth.oidc.audience`?)" in r.stderr, r.stderr
 
 
 def test_auth_off_when_configured_warns(server_factory, tmp_path):

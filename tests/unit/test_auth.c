@@ -9,29 +9,32 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <libfyaml.h>
 
 #include <par/par.h>
 
 #include "auth/auth.h"
 #include "auth/cache.h"
 #include "auth/jwt.h"
+#include "config/apply.h"
+#include "config/config.h"
 
 /* SHA-256 of "s3cret-key-1" */
 #define KEY1_SHA "471ab1409a49f9f41dc83fe9480422b9df19e8ef3d096b8f034deae1d01b45be"
 
 static int load(par_auth_config_t *c, const char *yaml, int finish, char **err_out)
+/* `finish`: always, as par_conf_to_auth() checks across keys */
 {
+    /* through the configuration table, as `par serve` reads it */
     par_buf_t err;
     par_buf_init(&err, 0);
-    assert_int_equal(par_auth_config_init(c), PAR_OK);
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET};
-    struct fy_document *d = fy_document_build_from_string(&pcfg, yaml, FY_NT);
-    assert_non_null(d);
-    int rc = par_auth_config_load_yaml(c, d, "par.yaml", &err);
-    if (rc == PAR_OK && finish)
-        rc = par_auth_config_finish(c, 0, &err);
-    fy_document_destroy(d);
+    par_conf_t conf;
+    par_conf_init(&conf);
+    int rc = par_conf_load_text(&conf, "par.yaml", yaml, strlen(yaml), &err);
+    if (rc == PAR_OK)
+        rc = par_conf_to_auth(&conf, c, &err);
+    else
+        par_auth_config_init(c);
+    par_conf_free(&conf);
     if (err_out)
         *err_out = err.data ? strndup(err.data, err.len) : strdup("");
     par_buf_free(&err);
@@ -91,11 +94,8 @@ static void test_config_oidc(void **state)
     par_buf_t e;
     par_buf_init(&e, 0);
     assert_int_equal(par_auth_config_set(&c, "oidc.leeway_s", "5", &e), PAR_OK);
-    setenv("PAR_AUTH_OIDC_AUDIENCE", "other", 1);
-    setenv("PAR_AUTH_OIDC_ALGORITHMS", "ES256, PS256", 1);
-    assert_int_equal(par_auth_config_load_env(&c, &e), PAR_OK);
-    unsetenv("PAR_AUTH_OIDC_AUDIENCE");
-    unsetenv("PAR_AUTH_OIDC_ALGORITHMS");
+    assert_int_equal(par_auth_config_set(&c, "oidc.audience", "other", &e), PAR_OK);
+    assert_int_equal(par_auth_config_set(&c, "oidc.algorithms", "ES256, PS256", &e), PAR_OK);
     assert_int_equal(c.oidc.leeway_s, 5);
     assert_string_equal(c.oidc.audience, "other");
     assert_int_equal(c.oidc.alg_mask,
@@ -126,7 +126,7 @@ static void test_config_errors(void **state)
                  "algorithms: [XX1]}}\n",
                  "unknown algorithm");
     expect_error("auth: {mode: oidc, oidc: {isuer: https://idp}}\n",
-                 "auth.oidc.isuer: unknown key");
+                 "unknown key `auth.oidc.isuer` (did you mean `auth.oidc.issuer`?)");
     expect_error("auth: {mode: off, open_paths: [/runtime/packages]}\n", "cannot be opened");
     expect_error("auth: {mode: api_key}\n", "at least one key");
     expect_error("auth: {mode: api_key, api_keys: [{sha256: abc, subject: x}]}\n", "64 hex");
@@ -140,8 +140,8 @@ static void test_config_errors(void **state)
                  "not a permission");
     expect_error("auth: {mode: off, permissions: {grants: {x: [agents:invoke:BAD]}}}\n",
                  "grants.x[0]");
-    expect_error("auth: [mode, off]\n", "must be a mapping");
-    expect_error("auth: {mode: maybe}\n", "not one of");
+    expect_error("auth: [mode, off]\n", "`auth`: expected a mapping");
+    expect_error("auth: {mode: maybe}\n", "expected one of off, oidc, api_key");
 
     /* unset is off only in the embedded local default */
     par_auth_config_t c;
