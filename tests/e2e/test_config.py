@@ -151,7 +151,7 @@ def test_show_names_each_source_and_precedence(tmp_path):
     assert s["limits.queue"] == ("9", "env: PAR_MAX_QUEUE")
     assert s["limits.timeout_ms"] == ("60000", "file: %s:3" % conf)       # unit converted
     assert s["limits.max_call_depth"] == ("16", "default")
-    assert s["limits.max_in_flight"] == ("10000", "default")
+    assert s["limits.max_in_flight"] == ("1024", "default")
     assert s["http.reuse_port"] == ("false", "default")
     # secrets are never printed
     conf2 = write(tmp_path, BASE + "metering: {stripe: {api_key: sk_live_hush}}\n", "s.yaml")
