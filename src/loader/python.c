@@ -83,30 +83,6 @@ static int probe(par_runtime_t *rt, par_buf_t *err)
 }
 
 /* "src.main" → is there src/main.py, src/main/__init__.py or a namespace dir? */
-static int module_in_package(const char *root, const char *module, int *top_present)
-{
-    char rel[PATH_MAX];
-    snprintf(rel, sizeof(rel), "%s", module);
-    for (char *p = rel; *p; p++)
-        if (*p == '.')
-            *p = '/';
-    char top[PATH_MAX], path[PATH_MAX * 2];
-    snprintf(top, sizeof(top), "%s", module);
-    char *dot = strchr(top, '.');
-    if (dot)
-        *dot = '\0';
-    struct stat st;
-    snprintf(path, sizeof(path), "%s/%s", root, top);
-    int dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-    snprintf(path, sizeof(path), "%s/%s.py", root, top);
-    *top_present = dir || stat(path, &st) == 0;
-    snprintf(path, sizeof(path), "%s/%s.py", root, rel);
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-        return 1;
-    snprintf(path, sizeof(path), "%s/%s/__init__.py", root, rel);
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 /* One requirement line (comment removed, trimmed): 0 when it is a plain
  * specifier, else appends why not. pip reads more than specifiers from a
  * requirements file (options such as --find-links, `name @ URL`, paths), and
@@ -400,20 +376,7 @@ int par__python_prepare(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
     par_buf_init(&reqs, 0);
     size_t nreqs = 0;
     problems += collect_requirements(pv, &reqs, &nreqs, err);
-    for (size_t i = 0; i < m->export_count; i++) {
-        const char *entry = m->exports[i].entrypoint;
-        const char *colon = strchr(entry, ':');
-        char module[512];
-        snprintf(module, sizeof(module), "%.*s", (int)(colon ? colon - entry : 0), entry);
-        int top = 0;
-        if (!module_in_package(pv->root, module, &top) && (top || nreqs == 0)) {
-            par_buf_appendf(err, "%s%s: entrypoint %s: the package has no module %s\n",
-                            m->exports[i].name[0] ? "sub-agent " : "",
-                            m->exports[i].name[0] ? m->exports[i].name : "main export", entry,
-                            module);
-            problems++;
-        }
-    }
+    /* that each entrypoint's module is in the package was checked by pkg/compat.c */
     int rc = PAR_OK;
     if (problems)
         rc = PAR_E_INCOMPATIBLE;

@@ -36,8 +36,8 @@
  *    extras: unknown keys are ignored unless close to version, sub_agents
  *    or par. So no typo can make a private sub-agent public: a misspelt
  *    `public` or `sub_agents` is refused, `public` must be a boolean, and a
- *    sub-agent or export without `public` is private (pixell-kit's default
- *    too), so a lost or commented-out `public: false` line narrows.
+ *    sub-agent without `public` is private (pixell-kit's default too), so a
+ *    lost or commented-out `public: false` line narrows.
  */
 #include "pkg/manifest.h"
 
@@ -314,6 +314,7 @@ static void export_free(par_export_t *e)
     free(e->name);
     free(e->description);
     free(e->entrypoint);
+    free(e->field);
     strlist_free(&e->capabilities);
 }
 
@@ -642,8 +643,10 @@ static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
     snprintf(path, sizeof(path), "%s.description", p);
     tmp.description = get_str_or_empty(c, n, "description", path);
     snprintf(path, sizeof(path), "%s.public", p);
-    /* private unless it says `public: true`: a lost or commented-out line narrows */
-    tmp.is_public = get_bool(c, n, "public", path, 0);
+    /* A sub-agent is private unless it says `public: true` (pixell-kit's
+     * default), so a lost or commented-out `public: false` line narrows; an
+     * export of metadata.par is public unless `public: false` (DESIGN.md). */
+    tmp.is_public = get_bool(c, n, "public", path, is_sub_agent ? 0 : 1);
     snprintf(path, sizeof(path), "%s.capabilities", p);
     get_strlist(c, n, "capabilities", path, NAME_MAX_LEN, &tmp.capabilities);
     snprintf(path, sizeof(path), "%s.entrypoint", p);
@@ -652,13 +655,15 @@ static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
     tmp.entrypoint = capped(c, tmp.entrypoint, ENTRYPOINT_MAX_LEN, path);
     if (tmp.entrypoint) {
         check_entrypoint(c, path, tmp.entrypoint, m->runtime_kind);
+        tmp.field = xstrdup(c, path);
     } else if (is_sub_agent && m->entrypoint) {
         /* the handler learns which sub-agent was asked from context.sub_agent */
         tmp.entrypoint = xstrdup(c, m->entrypoint);
+        tmp.field = xstrdup(c, "entrypoint");
     } else if (is_sub_agent && field(c, n, "entrypoint") == NULL) {
         problem(c, path, "required: the package has no top-level entrypoint to inherit");
     }
-    par_export_t *e = tmp.name && tmp.entrypoint ? add_export(c) : NULL;
+    par_export_t *e = tmp.name && tmp.entrypoint && tmp.field ? add_export(c) : NULL;
     if (e)
         *e = tmp;
     else
@@ -897,6 +902,7 @@ static void add_main_export(check_t *c)
     e->name = xstrdup(c, "");
     e->description = xstrdup(c, m->description);
     e->entrypoint = xstrdup(c, m->entrypoint);
+    e->field = xstrdup(c, "entrypoint");
     e->is_public = 1;
     strlist_copy(c, &e->capabilities, &m->capabilities);
 }

@@ -39,6 +39,7 @@ typedef struct par_export {
     char *name;        /* "" for the main export, else the sub-agent/export name */
     char *description; /* may be "" */
     char *entrypoint;  /* "module:function" or "path/lib.so:symbol" */
+    char *field;       /* where the entrypoint is written ("metadata.sub_agents[1].entrypoint") */
     int is_public;
     par_strlist_t capabilities;
 } par_export_t;

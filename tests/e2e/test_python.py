@@ -30,7 +30,7 @@ metadata:
 
 
 def pypkg(tmp, name, files, version="1.0.0", entrypoint="src.main:handler",
-          runtime="python3.11", extra="", sub_agents=None):
+          runtime="python3.11", extra="", sub_agents=None, pack_args=()):
     """Writes a pixell-kit style package directory and packs it; returns the .apkg path."""
     d = os.path.join(str(tmp), f"{name}-{version}")
     os.makedirs(d, exist_ok=True)
@@ -50,7 +50,7 @@ def pypkg(tmp, name, files, version="1.0.0", entrypoint="src.main:handler",
     if "src/__init__.py" not in files and any(k.startswith("src/") for k in files):
         open(os.path.join(d, "src", "__init__.py"), "w").close()
     out = os.path.join(str(tmp), f"{name}-{version}.apkg")
-    r = run("pack", d, "-o", out)
+    r = run("pack", d, "-o", out, *pack_args)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -536,7 +536,7 @@ def test_requirements_without_a_wheelhouse(server_factory, tmp_path):
 def test_load_failures_are_named(server_factory, tmp_path):
     s = server_factory([], expected_errors=[r"\"package refused\"", r"cannot import"])
     cases = [
-        (pypkg(tmp_path, "nomodule", {"src/other.py": "x = 1\n"}),
+        (pypkg(tmp_path, "nomodule", {"src/other.py": "x = 1\n"}, pack_args=["--no-compat"]),
          "the package has no module src.main"),
         (pypkg(tmp_path, "importfails", {"src/main.py": "1 / 0\n"}),
          "cannot import src.main: ZeroDivisionError"),
@@ -545,7 +545,7 @@ def test_load_failures_are_named(server_factory, tmp_path):
         (pypkg(tmp_path, "future", {"src/main.py": "def handler(i):\n    return 1\n"},
                runtime="python3.99"), "runtime python3.99 needs Python 3.99 or newer"),
         (pypkg(tmp_path, "nodejs", {"src/main.py": "def handler(i):\n    return 1\n"},
-               runtime="node20"), "no loader for runtime node20"),
+               runtime="node20", pack_args=["--no-compat"]), "no loader for runtime node20"),
     ]
     for apkg, reason in cases:
         b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
@@ -656,11 +656,13 @@ def test_loader_variables_are_refused(server_factory, tmp_path):
     sandbox: a package cannot set them."""
     s = server_factory([], expected_errors=[r"\"package refused\""])
     code = {"src/main.py": "def handler(i):\n    return 1\n"}
-    a = pypkg(tmp_path, "preload", dict(code, **{".env": "LD_PRELOAD=/tmp/evil.so\n"}))
+    a = pypkg(tmp_path, "preload", dict(code, **{".env": "LD_PRELOAD=/tmp/evil.so\n"}),
+              pack_args=["--no-compat"])
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": a}, timeout=60),
                      422, "incompatible_package")
     assert "environment LD_PRELOAD: not allowed" in b["message"]
-    c = pypkg(tmp_path, "tunables", code, extra="environment:\n  GLIBC_TUNABLES: x=1\n")
+    c = pypkg(tmp_path, "tunables", code, extra="environment:\n  GLIBC_TUNABLES: x=1\n",
+              pack_args=["--no-compat"])
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": c}, timeout=60),
                      422, "incompatible_package")
     assert "environment GLIBC_TUNABLES: not allowed" in b["message"]

@@ -245,7 +245,7 @@ static void test_native_with_par_block(void **state)
     assert_false(m->exports[1].is_public);
     assert_string_equal(m->exports[1].description, "");
     assert_string_equal(m->exports[2].name, "count");
-    assert_false(m->exports[2].is_public); /* default: private unless `public: true` */
+    assert_true(m->exports[2].is_public); /* an export's default */
     assert_string_equal(m->exports[2].description, "counts words");
     par_manifest_free(m);
 }
