@@ -200,13 +200,14 @@ static int check_python(const char *root, const par_manifest_t *m, par_buf_t *er
 
 static int check_runtime(const par_manifest_t *m, par_buf_t *err)
 {
-    static const char *const runtimes[] = {"native",      "python3.9",  "python3.10", "python3.11",
-                                           "python3.12",  "python3.13", "python3.14", NULL};
+    static const char *const runtimes[] = {"native",     "python3.9",  "python3.10", "python3.11",
+                                           "python3.12", "python3.13", "python3.14", NULL};
     if (m->runtime_kind != PAR_RUNTIME_OTHER)
         return 0;
     const char *near = par_suggest(m->runtime, runtimes);
-    par_buf_appendf(err, "runtime: no loader for runtime %s%s%s%s (PAR runs native and python3.N "
-                         "agents)\n",
+    par_buf_appendf(err,
+                    "runtime: no loader for runtime %s%s%s%s (PAR runs native and python3.N "
+                    "agents)\n",
                     m->runtime, near ? " (did you mean " : "", near ? near : "", near ? "?)" : "");
     return 1;
 }
@@ -223,15 +224,17 @@ static int check_par_block(const par_manifest_t *m, par_buf_t *err)
                             serr.data ? serr.data : "not a semver range");
             problems++;
         } else if (match == 0) {
-            par_buf_appendf(err, "metadata.par.requires: \"%s\" does not match this runtime, PAR %s\n",
+            par_buf_appendf(err,
+                            "metadata.par.requires: \"%s\" does not match this runtime, PAR %s\n",
                             m->par_requires, PAR_VERSION_STRING);
             problems++;
         }
         par_buf_free(&serr);
     }
     if (m->par_abi >= 0 && m->par_abi != PAR_AGENT_ABI) {
-        par_buf_appendf(err, "metadata.par.abi: the package's abi is %d, this runtime speaks native ABI %d\n",
-                        m->par_abi, PAR_AGENT_ABI);
+        par_buf_appendf(
+            err, "metadata.par.abi: the package's abi is %d, this runtime speaks native ABI %d\n",
+            m->par_abi, PAR_AGENT_ABI);
         problems++;
     }
     return problems;
