@@ -4,6 +4,7 @@
 #include "pkg/compat.h"
 
 #include <elf.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -142,38 +143,113 @@ static int module_in_package(const char *root, const char *module, int *top_pres
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* 1 when the package installs requirements (`dependencies`, or a
- * requirements.txt line that is not blank or a comment). */
-static int has_requirements(const char *root, const par_manifest_t *m)
+#define REQUIREMENTS_MAX_BYTES (64 * 1024)
+
+/* One requirement line (comment removed, trimmed): 0 when it is a plain
+ * specifier, else appends why not. pip reads more than specifiers from a
+ * requirements file (options such as --find-links, `name @ URL`, paths), and
+ * any of those would let a package reach beyond the wheelhouse. */
+static int check_requirement(const char *s, size_t n, const char *where, par_buf_t *err)
 {
-    if (m->dependencies.count > 0)
-        return 1;
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/requirements.txt", root);
-    par_buf_t t;
-    par_buf_init(&t, 0);
-    int any = 0;
-    if (par_file_read(path, 1024 * 1024, &t) == 0) {
-        for (size_t i = 0, bol = 1; i < t.len && !any; i++) {
-            char ch = t.data[i];
-            if (ch == '\n')
-                bol = 1;
-            else if (bol && ch == '#')
-                while (i + 1 < t.len && t.data[i + 1] != '\n')
-                    i++;
-            else if (ch != ' ' && ch != '\t' && ch != '\r')
-                any = 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c >= 0x7f) {
+            par_buf_appendf(err, "%s: control or non-ASCII characters are not allowed\n", where);
+            return -1;
         }
     }
-    par_buf_free(&t);
-    return any;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '-' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
+            par_buf_appendf(err,
+                            "%s: pip options are not allowed (\"%.*s\"); only requirement "
+                            "specifiers\n",
+                            where, (int)(n > 80 ? 80 : n), s);
+            return -1;
+        }
+    }
+    if (memchr(s, '@', n) || memchr(s, '/', n) || memchr(s, '\\', n)) {
+        par_buf_appendf(err,
+                        "%s: direct references, URLs and paths are not allowed (\"%.*s\"): "
+                        "requirements install only from the wheelhouse\n",
+                        where, (int)(n > 80 ? 80 : n), s);
+        return -1;
+    }
+    return 0;
+}
+
+int par_pkg_requirements(const char *root, const par_manifest_t *m, par_buf_t *reqs, size_t *count,
+                         par_buf_t *err)
+{
+    int problems = 0;
+    char path[PATH_MAX], where[64];
+    snprintf(path, sizeof(path), "%s/requirements.txt", root);
+    par_buf_t text;
+    par_buf_init(&text, 0);
+    if (par_file_read(path, REQUIREMENTS_MAX_BYTES, &text) == 0) {
+        const char *p = text.data, *end = text.data + text.len;
+        size_t lineno = 0;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *e = nl ? nl : end;
+            lineno++;
+            if (e > p && e[-1] == '\r')
+                e--;
+            const char *s = p;
+            while (s < e && (*s == ' ' || *s == '\t'))
+                s++;
+            const char *c = s;
+            while (c < e && !(*c == '#' && (c == s || c[-1] == ' ' || c[-1] == '\t')))
+                c++;
+            while (c > s && (c[-1] == ' ' || c[-1] == '\t'))
+                c--;
+            snprintf(where, sizeof(where), "requirements.txt:%zu", lineno);
+            if (c > s && check_requirement(s, (size_t)(c - s), where, err) != 0) {
+                problems++;
+            } else if (c > s) {
+                par_buf_append(reqs, s, (size_t)(c - s));
+                par_buf_append(reqs, "\n", 1);
+                (*count)++;
+            }
+            p = nl ? nl + 1 : end;
+        }
+    } else if (errno != ENOENT) {
+        par_buf_appendf(err, "requirements.txt: cannot read: %s\n", strerror(errno));
+        problems++;
+    }
+    par_buf_free(&text);
+    const par_strlist_t *deps = &m->dependencies;
+    for (size_t i = 0; i < deps->count; i++) {
+        const char *d = deps->items[i];
+        size_t n = strlen(d);
+        while (n && (*d == ' ' || *d == '\t'))
+            d++, n--;
+        while (n && (d[n - 1] == ' ' || d[n - 1] == '\t'))
+            n--;
+        snprintf(where, sizeof(where), "dependencies[%zu]", i);
+        if (n == 0)
+            continue;
+        if (check_requirement(d, n, where, err) != 0) {
+            problems++;
+            continue;
+        }
+        par_buf_append(reqs, d, n);
+        par_buf_append(reqs, "\n", 1);
+        (*count)++;
+    }
+    par_buf_terminate(reqs); /* read as a C string in messages */
+    return problems;
 }
 
 /* A module that is not in the package may come from a requirement, unless
  * its top-level package is in the package (then it is a missing file). */
 static int check_python(const char *root, const par_manifest_t *m, par_buf_t *err)
 {
-    int problems = 0, reqs = has_requirements(root, m);
+    par_buf_t list;
+    size_t nreqs = 0;
+    par_buf_init(&list, 0);
+    int problems = par_pkg_requirements(root, m, &list, &nreqs, err);
+    par_buf_free(&list);
+    int reqs = nreqs > 0;
     for (size_t i = 0; i < m->export_count; i++) {
         const char *entry = m->exports[i].entrypoint;
         const char *colon = strchr(entry, ':');

@@ -45,6 +45,10 @@ MISTAKES = [
     ("nomodule", "name: nomodule\nruntime: python3.11\nentrypoint: src.main:handler\n"
      "metadata:\n  version: 1.0.0\n", {"src/__init__.py": b""}, "incompatible",
      "entrypoint: the package has no module src.main"),
+    ("pipopt", "name: pipopt\nruntime: python3.11\nentrypoint: src.main:handler\n"
+     "metadata:\n  version: 1.0.0\n", {"src/main.py": b"def handler(i):\n    return i\n",
+                                         "requirements.txt": b"x --index-url http://h/\n"},
+     "incompatible", "requirements.txt:1: pip options are not allowed"),
     ("parkey", PAR.format(name="parkey", par="    isolation: none\n"), {}, "invalid",
      "metadata.par.isolation: unknown key `isolation` (known: requires, abi, limits, exports, "
      "calls)"),

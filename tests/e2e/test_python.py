@@ -512,7 +512,8 @@ def test_requirements_from_the_wheelhouse(server_factory, tmp_path):
                 if v.startswith(".tmp")]
     # pip options cannot smuggle in an index
     opt = pypkg(tmp_path, "sneaky", {"src/main.py": code, "requirements.txt":
-                                     "--index-url https://example.com/simple\nparhello\n"})
+                                     "--index-url https://example.com/simple\nparhello\n"},
+                pack_args=["--no-compat"])
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": opt},
                                    timeout=120), 422, "incompatible_package")
     assert "pip options are not allowed" in b["message"]
@@ -688,7 +689,8 @@ def test_requirements_cannot_reach_beyond_the_wheelhouse(server_factory, tmp_pat
         ({}, 'dependencies:\n  - " -f http://127.0.0.1:9/"\n', "pip options are not allowed"),
     ]
     for i, (files, extra, reason) in enumerate(cases):
-        apkg = pypkg(tmp_path, f"sneaky{i}", dict(files, **{"src/main.py": code}), extra=extra)
+        apkg = pypkg(tmp_path, f"sneaky{i}", dict(files, **{"src/main.py": code}), extra=extra,
+                     pack_args=["--no-compat"])
         b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
                                        timeout=60), 422, "incompatible_package")
         assert reason in b["message"], (i, b["message"])
