@@ -737,6 +737,8 @@ static void parse_calls(check_t *c, yaml_node_t *par)
     yaml_node_t *n = lookup(c, par, "calls");
     if (n == NULL)
         return;
+    /* unlike other fields, a null `calls:` is not "absent": it declares that
+     * the package calls nothing (a restriction fails closed) */
     par_strlist_t l = {0};
     if (par_yaml_is_null(n) || is_type(n, YAML_SEQUENCE_NODE))
         get_strlist(c, par, "calls", "metadata.par.calls", CALL_PATTERN_MAX_LEN, &l);
@@ -780,7 +782,7 @@ static void parse_par(check_t *c, yaml_node_t *par)
     m->par_requires = capped(c, m->par_requires, 256, "metadata.par.requires");
     if (m->par_requires && m->par_requires[strspn(m->par_requires, " \t")] == '\0')
         problem(c, "metadata.par.requires", "must be a non-empty semver range such as \">=1.0.0\"");
-    yaml_node_t *abi = lookup(c, par, "abi");
+    yaml_node_t *abi = field(c, par, "abi");
     uint64_t v;
     if (abi && get_uint(c, abi, "metadata.par.abi", 1, INT_MAX, "a positive integer", &v))
         m->par_abi = (int)v;

@@ -987,6 +987,11 @@ static void test_calls(void **state)
     assert_non_null(m->calls);
     assert_null(m->calls[0]); /* declared empty: calls nothing */
     par_manifest_free(m);
+    m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  par:\n    calls:\n    abi: ~\n");
+    assert_non_null(m->calls);
+    assert_null(m->calls[0]);         /* `calls:` alone: calls nothing (fails closed) */
+    assert_int_equal(m->par_abi, -1); /* other nulls are absent */
+    par_manifest_free(m);
     m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  par:\n"
                  "    calls: [\"shop-*\", \"echo@1.0.0/upper\", \"[a-c]?x\", \"!x\"]\n");
     assert_string_equal(m->calls[0], "shop-*");
