@@ -2,8 +2,8 @@
  * pkg/manifest.c — agent.yaml parsing and validation (see manifest.h).
  *
  * Owns: turning agent.yaml bytes into a par_manifest_t, or into a list of
- * every problem found. Called by runtime/deploy.c, pkg/compat.c's callers and
- * the CLI (pack, inspect). It parses bytes only: it never opens files, never
+ * every problem found. Called by runtime/deploy.c and the CLI (pack,
+ * inspect). It parses bytes only: it never opens files, never
  * runs package code and never prints. Any thread: no global state.
  *
  * How it works:
