@@ -23,7 +23,7 @@ esac
 pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
-    libarchive-dev libfyaml-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
+    libarchive-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
     libcmocka-dev libsodium-dev librhonabwy-dev
     python3 python3-venv python3-pip curl
 )

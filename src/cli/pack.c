@@ -1,6 +1,13 @@
 /*
  * cli/pack.c — `par pack` (build a deterministic .apkg from a directory) and
  * `par inspect` (show a package's manifest, exports and digest; runs no code).
+ *
+ * Both run every check a deploy runs that needs no package code: agent.yaml
+ * (pkg/manifest.c) and compatibility with this runtime (pkg/compat.c, the
+ * function deploy calls), and print every problem at once, one per line
+ * with its field path. `par pack --sign` writes FILE.apkg.partial and its
+ * signature and renames them into place only once both exist: a failed
+ * signature leaves no unsigned FILE.apkg behind.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -8,28 +15,124 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <par/par.h>
 
 #include "cli/cli.h"
 #include "pkg/archive.h"
+#include "pkg/compat.h"
 #include "pkg/manifest.h"
+#include "registry/cache.h"
 #include "util/buf.h"
+#include "util/proc.h"
 
 static void usage_pack(FILE *f)
 {
-    fprintf(f, "usage: par pack DIR -o FILE.apkg [--sign [-s par.key] [--password-file F]\n"
-               "                                [-t \"trusted comment\"]]\n\n"
-               "Builds a ZIP package from DIR (which must hold agent.yaml). The manifest is\n"
-               "validated first. Same input, same bytes: entries are sorted, timestamps and\n"
-               "owners fixed. --sign then writes FILE.apkg.minisig with a minisign secret key\n"
-               "(as `par sign` does).\n");
+    fprintf(f, "usage: par pack DIR -o FILE.apkg [--no-compat] [--sign [-s par.key]\n"
+               "                [--password-file F] [-t \"trusted comment\"]]\n\n"
+               "Builds a ZIP package from DIR (which must hold agent.yaml). First it runs\n"
+               "every check a deploy runs that needs no package code (agent.yaml, a loader\n"
+               "for the runtime, entrypoint modules and libraries present, ELF objects for\n"
+               "this machine, metadata.par.requires and abi) and prints every problem.\n"
+               "--no-compat skips the checks against this machine and runtime (for a package\n"
+               "built for another one); agent.yaml is still checked. Same input, same bytes:\n"
+               "entries are sorted, timestamps and owners fixed. --sign then writes\n"
+               "FILE.apkg.minisig with a minisign secret key (as `par sign` does); when\n"
+               "signing fails, neither file is written.\n");
 }
 
 static void usage_inspect(FILE *f)
 {
     fprintf(f, "usage: par inspect FILE.apkg\n\n"
-               "Prints the package's manifest, exports and SHA-256 as JSON. Runs no code.\n");
+               "Prints the package's manifest, exports, warnings and SHA-256 as JSON, after\n"
+               "the checks a deploy runs that need no package code; each problem is printed\n"
+               "on stderr (exit status 1). Runs no code.\n");
+}
+
+/* Prints each line of `text` as "par CMD: <line>" on stderr. */
+static void print_lines(const char *cmd, const char *prefix, const par_buf_t *text)
+{
+    const char *p = text->data ? text->data : "", *end = p + text->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (n)
+            fprintf(stderr, "par %s: %s%.*s\n", cmd, prefix, (int)n, p);
+        p += n + 1;
+    }
+}
+
+/* Parses agent.yaml and, unless `root` is NULL, checks the package at `root`
+ * against this runtime. Prints warnings and problems; returns 0 when there
+ * is no problem (then *out is the manifest), 1 otherwise (*out may still be
+ * set when only compatibility failed). */
+static int check_package(const char *cmd, const char *yaml, size_t len, const char *root,
+                         par_manifest_t **out)
+{
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    *out = NULL;
+    int rc = par_manifest_parse(yaml, len, out, &err);
+    if (rc != PAR_OK) {
+        print_lines(cmd, "", &err);
+        par_buf_free(&err);
+        return 1;
+    }
+    for (size_t i = 0; i < (*out)->warnings.count; i++)
+        fprintf(stderr, "par %s: warning: %s\n", cmd, (*out)->warnings.items[i]);
+    int problems = root ? par_pkg_compat_check(root, *out, &err) : 0;
+    print_lines(cmd, "agent.yaml: ", &err);
+    par_buf_free(&err);
+    return problems ? 1 : 0;
+}
+
+/* Writes FILE.apkg, or with `sign` FILE.apkg.partial and its signature
+ * first, then moves the signature and the archive into place, in that
+ * order: a failed signature leaves neither. */
+static int pack_into_place(const char *dir, const char *outp, int sign, const char *seckey,
+                           const char *pwfile, const char *comment)
+{
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    if (!sign) {
+        int rc = par_archive_pack(dir, outp, &err);
+        if (rc != PAR_OK)
+            fprintf(stderr, "par pack: %.*s", (int)err.len, err.data ? err.data : "");
+        par_buf_free(&err);
+        return rc == PAR_OK ? 0 : 1;
+    }
+    char part[PATH_MAX], part_sig[PATH_MAX + 16], sig[PATH_MAX + 16], tc[PATH_MAX + 64];
+    snprintf(part, sizeof(part), "%s.partial", outp);
+    snprintf(part_sig, sizeof(part_sig), "%s.minisig", part);
+    snprintf(sig, sizeof(sig), "%s.minisig", outp);
+    /* An earlier output inside `dir` must not pack itself: the packer skips
+     * the file at its output path, so that path is made the earlier output
+     * (a hard link) until the new archive replaces it. */
+    unlink(part);
+    if (link(outp, part) != 0 && errno != ENOENT)
+        unlink(part);
+    /* minisign's default trusted comment, naming the final file, not the partial one */
+    const char *base = strrchr(outp, '/');
+    if (comment == NULL)
+        snprintf(tc, sizeof(tc), "timestamp:%lu\tfile:%s\thashed", (unsigned long)time(NULL),
+                 base ? base + 1 : outp);
+    int rc = 1;
+    if (par_archive_pack(dir, part, &err) != PAR_OK)
+        fprintf(stderr, "par pack: %.*s", (int)err.len, err.data ? err.data : "");
+    else if (par_cli_sign_file(part, seckey, pwfile, comment ? comment : tc, 0) != 0)
+        fprintf(stderr, "par pack: not signed, so %s was not written\n", outp);
+    else if (rename(part_sig, sig) != 0 || rename(part, outp) != 0)
+        fprintf(stderr, "par pack: %s: %s\n", outp, strerror(errno));
+    else
+        rc = 0;
+    if (rc != 0) {
+        unlink(part);
+        unlink(part_sig);
+    }
+    par_buf_free(&err);
+    return rc;
 }
 
 int par_cli_pack(int argc, char **argv)
@@ -39,14 +142,16 @@ int par_cli_pack(int argc, char **argv)
         return 0;
     }
     const char *dir = NULL, *outp = NULL, *seckey = NULL, *pwfile = NULL, *comment = NULL;
-    int sign = 0;
+    int sign = 0, compat = 1;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc)
             outp = argv[++i];
         else if (strcmp(argv[i], "--sign") == 0)
             sign = 1;
+        else if (strcmp(argv[i], "--no-compat") == 0)
+            compat = 0;
         else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
-            seckey = argv[++i];
+            seckey = argv[++i], sign = 1;
         else if (strcmp(argv[i], "--password-file") == 0 && i + 1 < argc)
             pwfile = argv[++i];
         else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
@@ -64,69 +169,25 @@ int par_cli_pack(int argc, char **argv)
     }
     char ypath[PATH_MAX];
     snprintf(ypath, sizeof(ypath), "%s/agent.yaml", dir);
-    FILE *f = fopen(ypath, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "par pack: %s: %s\n", ypath, strerror(errno));
+    par_buf_t y;
+    par_buf_init(&y, 0);
+    if (par_file_read(ypath, PAR_MANIFEST_MAX_BYTES, &y) != 0) {
+        fprintf(stderr, "par pack: %s: %s\n", ypath,
+                errno == EFBIG ? "larger than the manifest size limit" : strerror(errno));
+        par_buf_free(&y);
         return 1;
     }
-    par_buf_t y, err;
-    par_buf_init(&y, PAR_MANIFEST_MAX_BYTES);
-    par_buf_init(&err, 0);
-    char buf[8192];
-    size_t r;
-    while ((r = fread(buf, 1, sizeof(buf), f)) > 0)
-        if (par_buf_append(&y, buf, r) != PAR_OK)
-            break;
-    fclose(f);
     par_manifest_t *m = NULL;
-    int rc = par_manifest_parse(y.data ? y.data : "", y.len, &m, &err);
-    par_buf_free(&y);
-    if (rc != PAR_OK) {
-        fprintf(stderr, "par pack: invalid manifest:\n%.*s", (int)err.len, err.data);
-        par_buf_free(&err);
-        return 1;
-    }
-    for (size_t i = 0; i < m->warnings.count; i++)
-        fprintf(stderr, "par pack: warning: %s\n", m->warnings.items[i]);
+    int bad = check_package("pack", y.data ? y.data : "", y.len, compat ? dir : NULL, &m);
     par_manifest_free(m);
-    rc = par_archive_pack(dir, outp, &err);
-    if (rc != PAR_OK) {
-        fprintf(stderr, "par pack: %.*s", (int)err.len, err.data ? err.data : "");
-        par_buf_free(&err);
+    par_buf_free(&y);
+    if (bad)
         return 1;
-    }
-    par_buf_free(&err);
-    if (sign || seckey)
-        return par_cli_sign_file(outp, seckey, pwfile, comment, 0);
-    return 0;
+    return pack_into_place(dir, outp, sign, seckey, pwfile, comment);
 }
 
-int par_cli_inspect(int argc, char **argv)
+static json_t *inspect_json(const par_manifest_t *m, const par_archive_bytes_t *a)
 {
-    if (par_cli_wants_help(argc, argv) || argc != 2) {
-        usage_inspect(argc == 2 ? stdout : stderr);
-        return argc == 2 ? 0 : 2;
-    }
-    par_archive_limits_t lim;
-    par_archive_limits_default(&lim);
-    par_archive_bytes_t a = {0};
-    par_buf_t err, y;
-    par_buf_init(&err, 0);
-    par_buf_init(&y, 0);
-    par_manifest_t *m = NULL;
-    int rc = par_archive_load(argv[1], &lim, &a, &err);
-    if (rc == PAR_OK)
-        rc = par_archive_read_member(&a, "agent.yaml", PAR_MANIFEST_MAX_BYTES, &y, &err);
-    if (rc == PAR_OK)
-        rc = par_manifest_parse(y.data ? y.data : "", y.len, &m, &err);
-    if (rc != PAR_OK) {
-        fprintf(stderr, "par inspect: %s: %s\n%.*s", argv[1], par_strerror(rc), (int)err.len,
-                err.data ? err.data : "");
-        par_buf_free(&err);
-        par_buf_free(&y);
-        par_archive_bytes_free(&a);
-        return 1;
-    }
     json_t *ex = json_array();
     for (size_t i = 0; i < m->export_count; i++) {
         const par_export_t *e = &m->exports[i];
@@ -142,19 +203,75 @@ int par_cli_inspect(int argc, char **argv)
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "name", m->name,
                           "version", m->package_version, "display_name", m->display_name,
                           "description", m->description, "runtime", m->runtime, "entrypoint",
-                          m->entrypoint ? m->entrypoint : "", "sha256", a.sha256, "size",
-                          (json_int_t)a.len, "exports", ex, "warnings", warn);
+                          m->entrypoint ? m->entrypoint : "", "sha256", a->sha256, "size",
+                          (json_int_t)a->len, "exports", ex, "warnings", warn);
     if (m->par_requires)
         json_object_set_new(o, "requires", json_string(m->par_requires));
     if (m->par_abi >= 0)
         json_object_set_new(o, "abi", json_integer(m->par_abi));
-    char *s = json_dumps(o, JSON_INDENT(2));
-    printf("%s\n", s);
-    free(s);
-    json_decref(o);
+    if (m->calls) {
+        json_t *calls = json_array();
+        for (size_t i = 0; m->calls[i]; i++)
+            json_array_append_new(calls, json_string(m->calls[i]));
+        json_object_set_new(o, "calls", calls);
+    }
+    return o;
+}
+
+/* Extracts the archive into a temporary directory (with the limits a deploy
+ * applies) so that pkg/compat.c sees the files a deploy would. */
+static int extract_temp(const par_archive_bytes_t *a, char *dir, size_t n, par_buf_t *err)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, n, "%s/par-inspect-XXXXXX", t && *t ? t : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        par_buf_appendf(err, "cannot create a temporary directory: %s\n", strerror(errno));
+        dir[0] = '\0';
+        return PAR_E_IO;
+    }
+    par_archive_limits_t lim;
+    par_archive_limits_default(&lim);
+    return par_archive_extract(a, dir, &lim, err);
+}
+
+int par_cli_inspect(int argc, char **argv)
+{
+    if (par_cli_wants_help(argc, argv) || argc != 2) {
+        usage_inspect(argc == 2 ? stdout : stderr);
+        return argc == 2 ? 0 : 2;
+    }
+    par_archive_limits_t lim;
+    par_archive_limits_default(&lim);
+    par_archive_bytes_t a = {0};
+    par_buf_t err, y;
+    par_buf_init(&err, 0);
+    par_buf_init(&y, 0);
+    par_manifest_t *m = NULL;
+    char tmp[PATH_MAX] = "";
+    int bad = 1;
+    int rc = par_archive_load(argv[1], &lim, &a, &err);
+    if (rc == PAR_OK)
+        rc = par_archive_read_member(&a, "agent.yaml", PAR_MANIFEST_MAX_BYTES, &y, &err);
+    if (rc == PAR_OK)
+        rc = extract_temp(&a, tmp, sizeof(tmp), &err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par inspect: %s: %s\n%.*s", argv[1], par_strerror(rc), (int)err.len,
+                err.data ? err.data : "");
+    } else {
+        bad = check_package("inspect", y.data ? y.data : "", y.len, tmp, &m);
+    }
+    if (m) {
+        json_t *o = inspect_json(m, &a);
+        char *s = json_dumps(o, JSON_INDENT(2));
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    }
+    if (tmp[0])
+        par_rm_rf(tmp);
     par_manifest_free(m);
     par_buf_free(&err);
     par_buf_free(&y);
     par_archive_bytes_free(&a);
-    return 0;
+    return bad;
 }

@@ -8,6 +8,7 @@
  * configuration stay valid until par_conf_free().
  */
 #include "config/config.h"
+#include "util/suggest.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -30,45 +31,20 @@ const par_conf_key_t par_conf_keys[PAR_K_COUNT] = {
 
 /* ---- suggestions ------------------------------------------------------------------ */
 
-static size_t edits(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63)
-        return 99;
-    size_t d[64][64];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++)
-        for (size_t j = 1; j <= lb; j++) {
-            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < best)
-                best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1; /* a transposition */
-            d[i][j] = best;
-        }
-    return d[la][lb];
-}
-
+/* The nearest known word (util/suggest), or else a known word that `word`
+ * begins up to an underscore: `timeout` for `timeout_ms`. */
 const char *par__conf_suggest(const char *word, const char *const *known, size_t n)
 {
-    const char *best = NULL;
-    size_t bd = 3, wl = strlen(word);
-    for (size_t i = 0; i < n; i++) {
-        size_t e = edits(word, known[i]);
-        if (e < bd) {
-            bd = e;
-            best = known[i];
-        }
-    }
+    const char **list = calloc(n + 1, sizeof(*list));
+    if (list == NULL)
+        return NULL;
+    memcpy(list, known, n * sizeof(*list));
+    const char *best = par_suggest(word, list);
+    free(list);
+    size_t wl = strlen(word);
     for (size_t i = 0; best == NULL && i < n; i++)
         if (wl >= 3 && strncmp(known[i], word, wl) == 0 && known[i][wl] == '_')
-            best = known[i]; /* `timeout` for `timeout_ms` */
+            best = known[i];
     return best;
 }
 

@@ -666,6 +666,10 @@ static json_t *package_json(par_pkgver_t *pv)
             free(id);
         }
         json_object_set_new(o, "exports", ex);
+        json_t *warn = json_array(); /* agent.yaml findings that did not refuse it */
+        for (size_t i = 0; i < m->warnings.count; i++)
+            json_array_append_new(warn, json_string(m->warnings.items[i]));
+        json_object_set_new(o, "warnings", warn);
         json_object_set_new(o, "limits",
                             json_pack("{s:i, s:I}", "timeout_ms", (int)pv->timeout_ms,
                                       "max_input_bytes", (json_int_t)pv->max_input));

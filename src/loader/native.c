@@ -4,7 +4,6 @@
 #include "loader/native.h"
 
 #include <dlfcn.h>
-#include <elf.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
@@ -17,34 +16,6 @@
 #include "obs/log.h"
 #include "util/json.h"
 
-#if defined(__x86_64__)
-#define HOST_MACHINE EM_X86_64
-#define HOST_MACHINE_NAME "x86_64"
-#elif defined(__aarch64__)
-#define HOST_MACHINE EM_AARCH64
-#define HOST_MACHINE_NAME "aarch64"
-#else
-#error "unsupported host architecture"
-#endif
-
-static const char *machine_name(int m)
-{
-    switch (m) {
-    case EM_X86_64:
-        return "x86_64";
-    case EM_AARCH64:
-        return "aarch64";
-    case EM_386:
-        return "i386";
-    case EM_ARM:
-        return "arm";
-    case EM_RISCV:
-        return "riscv";
-    default:
-        return "an unknown machine";
-    }
-}
-
 /* Splits "lib/x.so:symbol" into a library path; returns 0 on success. */
 static int entry_lib(const char *entry, char *lib, size_t n)
 {
@@ -54,56 +25,6 @@ static int entry_lib(const char *entry, char *lib, size_t n)
     memcpy(lib, entry, (size_t)(colon - entry));
     lib[colon - entry] = '\0';
     return 0;
-}
-
-int par__native_check(const par_pkgver_t *pv, par_buf_t *err)
-{
-    int problems = 0;
-    const par_manifest_t *m = pv->manifest;
-    for (size_t i = 0; i < m->export_count; i++) {
-        char lib[PATH_MAX];
-        const char *who = m->exports[i].name[0] ? m->exports[i].name : pv->name;
-        if (entry_lib(m->exports[i].entrypoint, lib, sizeof(lib)) != 0) {
-            par_buf_appendf(err, "export '%s': entrypoint '%s' is not path/lib.so:symbol\n", who,
-                            m->exports[i].entrypoint);
-            problems++;
-            continue;
-        }
-        int seen = 0;
-        for (size_t k = 0; k < i; k++) {
-            char other[PATH_MAX];
-            if (entry_lib(m->exports[k].entrypoint, other, sizeof(other)) == 0 &&
-                strcmp(other, lib) == 0)
-                seen = 1;
-        }
-        if (seen)
-            continue;
-        char path[PATH_MAX * 2];
-        snprintf(path, sizeof(path), "%s/%s", pv->root, lib);
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0) {
-            par_buf_appendf(err, "export '%s': %s: not found in the package\n", who, lib);
-            problems++;
-            continue;
-        }
-        Elf64_Ehdr eh;
-        ssize_t r = read(fd, &eh, sizeof(eh));
-        close(fd);
-        if (r != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) {
-            par_buf_appendf(err, "%s: not an ELF shared object\n", lib);
-            problems++;
-        } else if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != HOST_MACHINE) {
-            par_buf_appendf(err, "%s: built for %s (%s), this runtime runs on %s\n", lib,
-                            machine_name(eh.e_machine),
-                            eh.e_ident[EI_CLASS] == ELFCLASS64 ? "64-bit" : "32-bit",
-                            HOST_MACHINE_NAME);
-            problems++;
-        } else if (eh.e_type != ET_DYN) {
-            par_buf_appendf(err, "%s: not a shared object (ELF type %d)\n", lib, eh.e_type);
-            problems++;
-        }
-    }
-    return problems;
 }
 
 int par__native_load(par_pkgver_t *pv, par_buf_t *err)

@@ -13,10 +13,10 @@
 
 #include "obs/log.h"
 #include "pkg/archive.h"
+#include "pkg/compat.h"
 #include "registry/cache.h"
 #include "util/proc.h"
 
-#define REQUIREMENTS_MAX_BYTES (64 * 1024)
 #define PROBE_TIMEOUT_MS 10000
 #define VENV_TIMEOUT_MS 60000
 #define MIN_MINOR 9 /* Python >= 3.9 */
@@ -82,127 +82,6 @@ static int probe(par_runtime_t *rt, par_buf_t *err)
     }
     par_buf_free(&out);
     return rt->py_minor > 0 ? 0 : -1;
-}
-
-/* "src.main" → is there src/main.py, src/main/__init__.py or a namespace dir? */
-static int module_in_package(const char *root, const char *module, int *top_present)
-{
-    char rel[PATH_MAX];
-    snprintf(rel, sizeof(rel), "%s", module);
-    for (char *p = rel; *p; p++)
-        if (*p == '.')
-            *p = '/';
-    char top[PATH_MAX], path[PATH_MAX * 2];
-    snprintf(top, sizeof(top), "%s", module);
-    char *dot = strchr(top, '.');
-    if (dot)
-        *dot = '\0';
-    struct stat st;
-    snprintf(path, sizeof(path), "%s/%s", root, top);
-    int dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-    snprintf(path, sizeof(path), "%s/%s.py", root, top);
-    *top_present = dir || stat(path, &st) == 0;
-    snprintf(path, sizeof(path), "%s/%s.py", root, rel);
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-        return 1;
-    snprintf(path, sizeof(path), "%s/%s/__init__.py", root, rel);
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* One requirement line (comment removed, trimmed): 0 when it is a plain
- * specifier, else appends why not. pip reads more than specifiers from a
- * requirements file (options such as --find-links, `name @ URL`, paths), and
- * any of those would let a package reach beyond the wheelhouse. */
-static int check_requirement(const char *s, size_t n, const char *where, par_buf_t *err)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c >= 0x7f) {
-            par_buf_appendf(err, "%s: control or non-ASCII characters are not allowed\n", where);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '-' && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t')) {
-            par_buf_appendf(err,
-                            "%s: pip options are not allowed (\"%.*s\"); only requirement "
-                            "specifiers\n",
-                            where, (int)(n > 80 ? 80 : n), s);
-            return -1;
-        }
-    }
-    if (memchr(s, '@', n) || memchr(s, '/', n) || memchr(s, '\\', n)) {
-        par_buf_appendf(err,
-                        "%s: direct references, URLs and paths are not allowed (\"%.*s\"): "
-                        "requirements install only from the wheelhouse\n",
-                        where, (int)(n > 80 ? 80 : n), s);
-        return -1;
-    }
-    return 0;
-}
-
-/* requirements.txt + agent.yaml `dependencies`, one specifier per line. */
-static int collect_requirements(const par_pkgver_t *pv, par_buf_t *reqs, size_t *count,
-                                par_buf_t *err)
-{
-    int problems = 0;
-    char path[PATH_MAX], where[64];
-    snprintf(path, sizeof(path), "%s/requirements.txt", pv->root);
-    par_buf_t text;
-    par_buf_init(&text, 0);
-    if (par_file_read(path, REQUIREMENTS_MAX_BYTES, &text) == 0) {
-        const char *p = text.data, *end = text.data + text.len;
-        size_t lineno = 0;
-        while (p < end) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            const char *e = nl ? nl : end;
-            lineno++;
-            if (e > p && e[-1] == '\r')
-                e--;
-            const char *s = p;
-            while (s < e && (*s == ' ' || *s == '\t'))
-                s++;
-            const char *c = s;
-            while (c < e && !(*c == '#' && (c == s || c[-1] == ' ' || c[-1] == '\t')))
-                c++;
-            while (c > s && (c[-1] == ' ' || c[-1] == '\t'))
-                c--;
-            snprintf(where, sizeof(where), "requirements.txt:%zu", lineno);
-            if (c > s && check_requirement(s, (size_t)(c - s), where, err) != 0) {
-                problems++;
-            } else if (c > s) {
-                par_buf_append(reqs, s, (size_t)(c - s));
-                par_buf_append(reqs, "\n", 1);
-                (*count)++;
-            }
-            p = nl ? nl + 1 : end;
-        }
-    } else if (errno != ENOENT) {
-        par_buf_appendf(err, "requirements.txt: cannot read: %s\n", strerror(errno));
-        problems++;
-    }
-    par_buf_free(&text);
-    const par_strlist_t *deps = &pv->manifest->dependencies;
-    for (size_t i = 0; i < deps->count; i++) {
-        const char *d = deps->items[i];
-        size_t n = strlen(d);
-        while (n && (*d == ' ' || *d == '\t'))
-            d++, n--;
-        while (n && (d[n - 1] == ' ' || d[n - 1] == '\t'))
-            n--;
-        snprintf(where, sizeof(where), "dependencies[%zu]", i);
-        if (n == 0)
-            continue;
-        if (check_requirement(d, n, where, err) != 0) {
-            problems++;
-            continue;
-        }
-        par_buf_append(reqs, d, n);
-        par_buf_append(reqs, "\n", 1);
-        (*count)++;
-    }
-    par_buf_terminate(reqs); /* read as a C string in messages */
-    return problems;
 }
 
 /* pip's verdict, shortened to the line that names what is missing. */
@@ -401,21 +280,8 @@ int par__python_prepare(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
     par_buf_t reqs;
     par_buf_init(&reqs, 0);
     size_t nreqs = 0;
-    problems += collect_requirements(pv, &reqs, &nreqs, err);
-    for (size_t i = 0; i < m->export_count; i++) {
-        const char *entry = m->exports[i].entrypoint;
-        const char *colon = strchr(entry, ':');
-        char module[512];
-        snprintf(module, sizeof(module), "%.*s", (int)(colon ? colon - entry : 0), entry);
-        int top = 0;
-        if (!module_in_package(pv->root, module, &top) && (top || nreqs == 0)) {
-            par_buf_appendf(err, "%s%s: entrypoint %s: the package has no module %s\n",
-                            m->exports[i].name[0] ? "sub-agent " : "",
-                            m->exports[i].name[0] ? m->exports[i].name : "main export", entry,
-                            module);
-            problems++;
-        }
-    }
+    problems += par_pkg_requirements(pv->root, m, &reqs, &nreqs, err);
+    /* that each entrypoint's module is in the package was checked by pkg/compat.c */
     int rc = PAR_OK;
     if (problems)
         rc = PAR_E_INCOMPATIBLE;

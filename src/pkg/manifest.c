@@ -3,44 +3,45 @@
  *
  * Owns: turning agent.yaml bytes into a par_manifest_t, or into a list of
  * every problem found. Called by runtime/deploy.c and the CLI (pack,
- * inspect). It parses bytes only: it never opens files, never runs package
- * code and never prints (libfyaml's diagnostics are collected, not written to
- * stderr). Any thread: no global state.
+ * inspect). It parses bytes only: it never opens files, never
+ * runs package code and never prints. Any thread: no global state.
  *
  * How it works:
  *  1. load: the bytes must be UTF-8 made of YAML's printable characters
- *     (checked here first: libfyaml 0.7.12 hangs on some invalid UTF-8 and
- *     stops at a NUL). libfyaml then builds exactly one document (a second
- *     `---` document is an error, as with PyYAML's safe_load that pixell-kit
- *     uses). Aliases and merge keys are resolved like PyYAML does, after
- *     checking that they do not expand into a huge tree ("billion laughs").
- *     Syntax errors become `agent.yaml: line L, column C: <libfyaml's message>`.
+ *     (checked here first, so that the message names line and column as
+ *     PyYAML would). util/yaml.c then loads exactly one document with
+ *     libyaml (one document, scalar and unique keys, aliases bounded in
+ *     count and depth). Syntax errors become
+ *     `agent.yaml: line L, column C: <libyaml's message>`. Merge keys (`<<`)
+ *     are honoured on lookup, as PyYAML's safe_load (pixell-kit) does.
  *  2. check: the tree is walked with a `check_t` that collects problems as
  *     `agent.yaml: <field path>: <what is wrong>`; a problem never stops the
  *     walk, so one run reports all of them (the first MAX_SHOWN are written,
  *     the rest are counted).
  *
- * Schema decisions (DESIGN.md section 2 leaves these open):
+ * Schema decisions (docs/agent-yaml.md is the user's reference):
  *  - A YAML null (`key:`, `key: ~`, `key: null`) counts as absent, so a
  *    required field set to null is "required field missing".
  *  - Scalars are text: `description: 5` is the string "5". Booleans are
- *    true/false (any case pattern YAML allows); integers are plain decimal.
- *  - Unknown keys: top level → warning (forward compatibility); under
- *    `metadata` → ignored (the ecosystem keeps extras there); under
- *    `metadata.par` and in `metadata.par.exports[]` → warning (PAR's own
- *    block: a typo should be visible); in `metadata.par.limits` → error.
- *
- * Known defects of Debian's libfyaml 0.7.12 that no input check here stops:
- *  - "? p ] x:\t|" (invalid YAML) crashes inside fy_parser_destroy (found by
- *    fuzzing this parser);
- *  - a scalar with many '' escapes leaks ~1 KiB when read (upstream issue
- *    #233, fixed after 0.7.12).
- * Parsing in a helper process, or a newer libfyaml, removes both.
+ *    plain true/false (and yes/no/on/off, as PyYAML reads them); integers
+ *    are plain decimal.
+ *  - Names and versions are at most PAR_ID_PART_MAX bytes (runtime/id.h),
+ *    so every id a package defines can be called.
+ *  - Unknown keys. PAR's own blocks (`metadata.par`, `metadata.par.limits`,
+ *    `metadata.par.exports[]`, `metadata.sub_agents[]`) are strict: an
+ *    unknown key is an error, with "did you mean" when a known key is close.
+ *    Top level: pixell-kit's keys are known; an unknown key close to one is
+ *    an error (`entrypont:` must not deploy a package without its main
+ *    agent), any other is a warning. Under `metadata` the ecosystem keeps
+ *    extras: unknown keys are ignored unless close to version, sub_agents
+ *    or par. So no typo can make a private sub-agent public: a misspelt
+ *    `public` or `sub_agents` is refused, `public` must be a boolean, and a
+ *    sub-agent without `public` is private (pixell-kit's default too), so a
+ *    lost or commented-out `public: false` line narrows.
  */
 #include "pkg/manifest.h"
 
 #include <ctype.h>
-#include <libfyaml.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -50,21 +51,27 @@
 
 #include <par/par.h>
 
+#include "runtime/id.h"
+#include "util/suggest.h"
+#include "util/yaml.h"
+
 /* Problems written to `errors`; later ones are only counted. */
 #define MAX_SHOWN 100
-/* Nodes that aliases may add when resolved, and how deep they may nest. */
-#define ALIAS_BUDGET 10000
-#define ALIAS_MAX_DEPTH 256
 /* pixell-kit's default when `runtime` is omitted (its AgentManifest model). */
 #define DEFAULT_RUNTIME "python3.11"
 #define NAME_RE "^[a-z][a-z0-9-]*$"
-#define NAME_MAX_LEN 64
+#define NAME_MAX_LEN PAR_ID_PART_MAX
+/* An entrypoint is a relative path and a symbol: bounded like a path. */
+#define ENTRYPOINT_MAX_LEN 1024
+/* A `calls` pattern matches ids "name@version/sub". */
+#define CALL_PATTERN_MAX_LEN (3 * PAR_ID_PART_MAX + 2)
 
 typedef struct check {
     par_buf_t *errors;
     unsigned nerrors;
     bool oom;
     par_manifest_t *m;
+    par_yaml_t *y;
 } check_t;
 
 /* ---- reporting --------------------------------------------------------------------------- */
@@ -307,58 +314,114 @@ static void export_free(par_export_t *e)
     free(e->name);
     free(e->description);
     free(e->entrypoint);
+    free(e->field);
     strlist_free(&e->capabilities);
 }
 
 /* ---- reading nodes ----------------------------------------------------------------------- */
 
-/* YAML 1.2 core schema nulls: an empty plain scalar, ~, null, Null, NULL. */
-static bool is_null(struct fy_node *n)
+static bool is_type(const yaml_node_t *n, yaml_node_type_t t)
 {
-    if (n == NULL)
-        return true;
-    if (fy_node_get_type(n) != FYNT_SCALAR || fy_node_get_style(n) != FYNS_PLAIN)
-        return false;
-    size_t len = 0;
-    const char *s = fy_node_get_scalar(n, &len);
-    if (s == NULL)
-        return true;
-    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
-    for (size_t i = 0; i < sizeof(nulls) / sizeof(*nulls); i++)
-        if (len == strlen(nulls[i]) && memcmp(s, nulls[i], len) == 0)
-            return true;
-    return false;
+    return n != NULL && n->type == t;
+}
+
+static bool key_is(const yaml_node_t *k, const char *key)
+{
+    return is_type(k, YAML_SCALAR_NODE) && k->data.scalar.length == strlen(key) &&
+           memcmp(k->data.scalar.value, key, k->data.scalar.length) == 0;
+}
+
+/* The value of `key` in `map` as PyYAML reads it: the mapping's own pair
+ * first, then the mappings merged in with `<<` (a mapping, or a list of
+ * them, earlier ones first). Depth is bounded by util/yaml's tree check. */
+static yaml_node_t *lookup(check_t *c, yaml_node_t *map, const char *key)
+{
+    if (!is_type(map, YAML_MAPPING_NODE))
+        return NULL;
+    yaml_node_t *merge = NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = par_yaml_node(c->y, p->key);
+        if (key_is(k, key))
+            return par_yaml_node(c->y, p->value);
+        if (key_is(k, "<<") && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+            merge = par_yaml_node(c->y, p->value);
+    }
+    if (is_type(merge, YAML_MAPPING_NODE))
+        return lookup(c, merge, key);
+    if (is_type(merge, YAML_SEQUENCE_NODE)) {
+        for (yaml_node_item_t *i = merge->data.sequence.items.start;
+             i < merge->data.sequence.items.top; i++) {
+            yaml_node_t *v = lookup(c, par_yaml_node(c->y, *i), key);
+            if (v)
+                return v;
+        }
+    }
+    return NULL;
 }
 
 /* The value of `key` in `map`; NULL when absent or null. */
-static struct fy_node *field(struct fy_node *map, const char *key)
+static yaml_node_t *field(check_t *c, yaml_node_t *map, const char *key)
 {
-    if (map == NULL || fy_node_get_type(map) != FYNT_MAPPING)
-        return NULL;
-    struct fy_node *n = fy_node_mapping_lookup_by_string(map, key, FY_NT);
-    return is_null(n) ? NULL : n;
+    yaml_node_t *n = lookup(c, map, key);
+    return par_yaml_is_null(n) ? NULL : n;
 }
 
-static bool is_type(struct fy_node *n, enum fy_node_type t)
+typedef void (*pair_fn)(check_t *c, const char *key, yaml_node_t *value, void *ud);
+
+/* Calls `fn` for every effective key of `map` (merged ones included, each key
+ * once, with the value lookup() gives it), own keys in file order first.
+ * Keys are scalars (util/yaml refuses others). */
+static void each_pair_in(check_t *c, yaml_node_t *top, yaml_node_t *map, pair_fn fn, void *ud)
 {
-    return n != NULL && fy_node_get_type(n) == t;
+    yaml_node_t *merge = NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = par_yaml_node(c->y, p->key), *v = par_yaml_node(c->y, p->value);
+        size_t klen = 0;
+        const char *ks = par_yaml_scalar(k, &klen);
+        if (ks == NULL)
+            continue;
+        if (strlen(ks) != klen) {
+            char b[80];
+            problem(c, shown(ks, b, sizeof(b)), "a key must not contain NUL characters");
+            continue;
+        }
+        if (key_is(k, "<<") && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+            merge = v;
+            continue;
+        }
+        if (map == top || lookup(c, top, ks) == v)
+            fn(c, ks, v, ud);
+    }
+    if (is_type(merge, YAML_MAPPING_NODE)) {
+        each_pair_in(c, top, merge, fn, ud);
+    } else if (is_type(merge, YAML_SEQUENCE_NODE)) {
+        for (yaml_node_item_t *i = merge->data.sequence.items.start;
+             i < merge->data.sequence.items.top; i++) {
+            yaml_node_t *m = par_yaml_node(c->y, *i);
+            if (is_type(m, YAML_MAPPING_NODE))
+                each_pair_in(c, top, m, fn, ud);
+        }
+    }
+}
+
+static void each_pair(check_t *c, yaml_node_t *map, pair_fn fn, void *ud)
+{
+    if (is_type(map, YAML_MAPPING_NODE))
+        each_pair_in(c, map, map, fn, ud);
 }
 
 /* A scalar's text, NUL-terminated; NULL with a problem when `n` is not a
  * scalar or holds a NUL byte (which C strings would silently cut). */
-static const char *text(check_t *c, struct fy_node *n, const char *path, const char *expected)
+static const char *text(check_t *c, yaml_node_t *n, const char *path, const char *expected)
 {
-    if (!is_type(n, FYNT_SCALAR)) {
+    size_t len = 0;
+    const char *s = par_yaml_scalar(n, &len);
+    if (s == NULL) {
         problem(c, path, "must be %s", expected);
         return NULL;
     }
-    size_t len = 0;
-    const char *s = fy_node_get_scalar0(n);
-    if (s == NULL) {
-        c->oom = true;
-        return NULL;
-    }
-    fy_node_get_scalar(n, &len);
     if (strlen(s) != len) {
         problem(c, path, "must not contain NUL characters");
         return NULL;
@@ -367,50 +430,59 @@ static const char *text(check_t *c, struct fy_node *n, const char *path, const c
 }
 
 /* Copy of the string at `key`; NULL when absent, null or wrong (a problem). */
-static char *get_str(check_t *c, struct fy_node *map, const char *key, const char *path)
+static char *get_str(check_t *c, yaml_node_t *map, const char *key, const char *path)
 {
-    struct fy_node *n = field(map, key);
+    yaml_node_t *n = field(c, map, key);
     if (n == NULL)
         return NULL;
     return xstrdup(c, text(c, n, path, "a string"));
 }
 
 /* Like get_str, with "required field missing" when absent or null. */
-static char *get_required_str(check_t *c, struct fy_node *map, const char *key, const char *path)
+static char *get_required_str(check_t *c, yaml_node_t *map, const char *key, const char *path)
 {
-    if (field(map, key) == NULL) {
+    if (field(c, map, key) == NULL) {
         problem(c, path, "required field missing");
         return NULL;
     }
     return get_str(c, map, key, path);
 }
 
-static char *get_str_or_empty(check_t *c, struct fy_node *map, const char *key, const char *path)
+static char *get_str_or_empty(check_t *c, yaml_node_t *map, const char *key, const char *path)
 {
     char *s = get_str(c, map, key, path);
     return s ? s : xstrdup(c, "");
 }
 
-static int get_bool(check_t *c, struct fy_node *map, const char *key, const char *path, int dflt)
+/* Refuses (and frees) a string longer than `max` bytes; NULL then. */
+static char *capped(check_t *c, char *s, size_t max, const char *path)
 {
-    struct fy_node *n = field(map, key);
+    if (s != NULL && strlen(s) > max) {
+        problem(c, path, "must be at most %zu characters (it has %zu)", max, strlen(s));
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int get_bool(check_t *c, yaml_node_t *map, const char *key, const char *path, int dflt)
+{
+    yaml_node_t *n = field(c, map, key);
+    int v;
     if (n == NULL)
         return dflt;
-    const char *s = is_type(n, FYNT_SCALAR) ? fy_node_get_scalar0(n) : NULL;
-    if (s && (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")))
-        return 1;
-    if (s && (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")))
-        return 0;
+    if (par_yaml_bool(n, &v) == 0)
+        return v;
     problem(c, path, "must be true or false");
     return dflt;
 }
 
 /* A plain decimal integer in [min, max]. Returns false (and reports `what`)
  * for anything else: signs, fractions, hex, overflow. */
-static bool get_uint(check_t *c, struct fy_node *n, const char *path, uint64_t min, uint64_t max,
+static bool get_uint(check_t *c, yaml_node_t *n, const char *path, uint64_t min, uint64_t max,
                      const char *what, uint64_t *out)
 {
-    const char *s = is_type(n, FYNT_SCALAR) ? fy_node_get_scalar0(n) : NULL;
+    const char *s = par_yaml_is_null(n) ? NULL : par_yaml_scalar(n, NULL);
     uint64_t v = 0;
     bool ok = s != NULL && *s != '\0';
     for (; ok && *s; s++) {
@@ -428,49 +500,93 @@ static bool get_uint(check_t *c, struct fy_node *n, const char *path, uint64_t m
     return true;
 }
 
-/* A list of strings at `key` (absent or null = empty list). */
-static void get_strlist(check_t *c, struct fy_node *map, const char *key, const char *path,
+/* A list of strings at `key` (absent or null = empty list), each at most
+ * `max` bytes (0: unbounded). */
+static void get_strlist(check_t *c, yaml_node_t *map, const char *key, const char *path, size_t max,
                         par_strlist_t *out)
 {
-    struct fy_node *n = field(map, key);
+    yaml_node_t *n = field(c, map, key);
     if (n == NULL)
         return;
-    if (!is_type(n, FYNT_SEQUENCE)) {
+    if (!is_type(n, YAML_SEQUENCE_NODE)) {
         problem(c, path, "must be a list of strings");
         return;
     }
-    void *it = NULL;
-    struct fy_node *e;
-    for (size_t i = 0; (e = fy_node_sequence_iterate(n, &it)) != NULL; i++) {
+    size_t i = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++, i++) {
+        yaml_node_t *e = par_yaml_node(c->y, *it);
         char p[200];
         snprintf(p, sizeof(p), "%s[%zu]", path, i);
-        const char *s = is_null(e) ? NULL : text(c, e, p, "a string");
-        if (is_null(e))
+        if (par_yaml_is_null(e)) {
             problem(c, p, "must be a string, not null");
-        if (s)
+            continue;
+        }
+        const char *s = text(c, e, p, "a string");
+        if (s && max && strlen(s) > max)
+            problem(c, p, "must be at most %zu characters", max);
+        else if (s)
             strlist_add(c, out, s);
     }
 }
 
-/* Warns about keys of `map` not in `known` (NULL-terminated). */
-static void warn_unknown_keys(check_t *c, struct fy_node *map, const char *path,
-                              const char *const *known, const char *what)
+/* ---- unknown keys ------------------------------------------------------------------------ */
+
+static const char *const limit_keys[] = {"timeout_ms", "memory_mb", "concurrency", "max_input_kb",
+                                         NULL};
+
+typedef enum unknown_rule {
+    UNKNOWN_ERROR,     /* PAR's blocks: every unknown key is an error */
+    UNKNOWN_WARN_FAR,  /* top level: close to a known key = error, else a warning */
+    UNKNOWN_IGNORE_FAR /* metadata: close to a known key = error, else ignored */
+} unknown_rule_t;
+
+typedef struct keyrule {
+    const char *path; /* "" for the top level */
+    const char *const *known;
+    unknown_rule_t rule;
+    const char *noun; /* "key", "limit" */
+} keyrule_t;
+
+static void list_known(par_buf_t *b, const char *const *known)
 {
-    void *it = NULL;
-    struct fy_node_pair *pr;
-    while ((pr = fy_node_mapping_iterate(map, &it)) != NULL) {
-        struct fy_node *kn = fy_node_pair_key(pr);
-        const char *k = is_type(kn, FYNT_SCALAR) ? fy_node_get_scalar0(kn) : NULL;
-        bool found = false;
-        for (size_t i = 0; k && known[i] && !found; i++)
-            found = strcmp(k, known[i]) == 0;
-        if (found)
-            continue;
-        char b[80], w[400];
-        snprintf(w, sizeof(w), "agent.yaml: %s%s%s: %s, ignored", path, *path ? "." : "",
-                 shown(k, b, sizeof(b)), what);
+    for (size_t i = 0; known[i]; i++)
+        par_buf_appendf(b, "%s%s", i ? ", " : "", known[i]);
+}
+
+static void unknown_key(check_t *c, const char *key, yaml_node_t *value, void *ud)
+{
+    (void)value;
+    const keyrule_t *r = ud;
+    for (size_t i = 0; r->known[i]; i++)
+        if (strcmp(key, r->known[i]) == 0)
+            return;
+    char b[80], path[400];
+    snprintf(path, sizeof(path), "%s%s%s", r->path, *r->path ? "." : "", shown(key, b, sizeof(b)));
+    const char *near = par_suggest(key, r->known);
+    if (near) {
+        problem(c, path, "unknown %s `%s` (did you mean `%s`?)", r->noun, shown(key, b, sizeof(b)),
+                near);
+    } else if (r->rule == UNKNOWN_ERROR) {
+        par_buf_t k;
+        par_buf_init(&k, 0);
+        list_known(&k, r->known);
+        par_buf_terminate(&k);
+        problem(c, path, "unknown %s `%s` (known: %s)", r->noun, shown(key, b, sizeof(b)),
+                k.data ? k.data : "");
+        par_buf_free(&k);
+    } else if (r->rule == UNKNOWN_WARN_FAR) {
+        char w[600];
+        snprintf(w, sizeof(w), "agent.yaml: %s: unknown top-level key, ignored", path);
         strlist_add(c, &c->m->warnings, w);
     }
+}
+
+static void check_keys(check_t *c, yaml_node_t *map, const char *path, const char *const *known,
+                       unknown_rule_t rule)
+{
+    keyrule_t r = {path, known, rule, known == limit_keys ? "limit" : "key"};
+    each_pair(c, map, unknown_key, &r);
 }
 
 /* ---- exports ----------------------------------------------------------------------------- */
@@ -485,7 +601,7 @@ static bool export_exists(const par_manifest_t *m, const char *name)
 
 /* Reads and checks the `name` of the sub-agent or export at `p` (its path):
  * required, a valid name, not used by an earlier one. NULL after a problem. */
-static char *export_name(check_t *c, struct fy_node *n, const char *p, bool is_sub_agent)
+static char *export_name(check_t *c, yaml_node_t *n, const char *p, bool is_sub_agent)
 {
     char path[240];
     snprintf(path, sizeof(path), "%s.name", p);
@@ -495,18 +611,14 @@ static char *export_name(check_t *c, struct fy_node *n, const char *p, bool is_s
     size_t len = strlen(name);
     const char *why = NULL;
     if (len > NAME_MAX_LEN)
-        why = "must be at most 64 characters";
+        problem(c, path, "must be at most %d characters", NAME_MAX_LEN), why = "long";
     else if (!par_manifest_valid_name(name, len))
-        why = "must match " NAME_RE;
-    if (why) {
-        problem(c, path, "%s", why);
-    } else if (export_exists(c->m, name)) {
-        if (is_sub_agent)
-            problem(c, path, "duplicate sub-agent '%s'", name);
-        else
-            problem(c, path, "'%s' is already the name of a sub-agent or export", name);
-        why = "duplicate";
-    }
+        problem(c, path, "must match " NAME_RE), why = "pattern";
+    else if (export_exists(c->m, name) && is_sub_agent)
+        problem(c, path, "duplicate sub-agent '%s'", name), why = "duplicate";
+    else if (export_exists(c->m, name))
+        problem(c, path, "'%s' is already the name of a sub-agent or export", name),
+            why = "duplicate";
     if (why) {
         free(name);
         return NULL;
@@ -514,151 +626,173 @@ static char *export_name(check_t *c, struct fy_node *n, const char *p, bool is_s
     return name;
 }
 
-static void parse_sub_agents(check_t *c, struct fy_node *seq)
+/* Keys of a `metadata.sub_agents[]` and a `metadata.par.exports[]` entry. */
+static const char *const export_keys[] = {"name",         "description", "public",
+                                          "capabilities", "entrypoint",  NULL};
+
+/* Reads one sub-agent or export entry at path `p`; `inherit` is the package's
+ * entrypoint a sub-agent falls back to (NULL for exports: required). */
+static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_agent)
 {
     par_manifest_t *m = c->m;
-    if (!is_type(seq, FYNT_SEQUENCE)) {
-        problem(c, "metadata.sub_agents", "must be a list of {name, description, public, ...}");
-        return;
+    char path[240];
+    check_keys(c, n, p, export_keys, UNKNOWN_ERROR);
+    /* Every field is read even when the name is bad, so that all problems show. */
+    par_export_t tmp = {0};
+    tmp.name = export_name(c, n, p, is_sub_agent);
+    snprintf(path, sizeof(path), "%s.description", p);
+    tmp.description = get_str_or_empty(c, n, "description", path);
+    snprintf(path, sizeof(path), "%s.public", p);
+    /* A sub-agent is private unless it says `public: true` (pixell-kit's
+     * default), so a lost or commented-out `public: false` line narrows; an
+     * export of metadata.par is public unless `public: false` (DESIGN.md). */
+    tmp.is_public = get_bool(c, n, "public", path, is_sub_agent ? 0 : 1);
+    snprintf(path, sizeof(path), "%s.capabilities", p);
+    get_strlist(c, n, "capabilities", path, NAME_MAX_LEN, &tmp.capabilities);
+    snprintf(path, sizeof(path), "%s.entrypoint", p);
+    tmp.entrypoint = is_sub_agent ? get_str(c, n, "entrypoint", path)
+                                  : get_required_str(c, n, "entrypoint", path);
+    tmp.entrypoint = capped(c, tmp.entrypoint, ENTRYPOINT_MAX_LEN, path);
+    if (tmp.entrypoint) {
+        check_entrypoint(c, path, tmp.entrypoint, m->runtime_kind);
+        tmp.field = xstrdup(c, path);
+    } else if (is_sub_agent && m->entrypoint) {
+        /* the handler learns which sub-agent was asked from context.sub_agent */
+        tmp.entrypoint = xstrdup(c, m->entrypoint);
+        tmp.field = xstrdup(c, "entrypoint");
+    } else if (is_sub_agent && field(c, n, "entrypoint") == NULL) {
+        problem(c, path, "required: the package has no top-level entrypoint to inherit");
     }
-    void *it = NULL;
-    struct fy_node *n;
-    for (size_t i = 0; (n = fy_node_sequence_iterate(seq, &it)) != NULL; i++) {
-        char p[64], path[240];
-        snprintf(p, sizeof(p), "metadata.sub_agents[%zu]", i);
-        if (!is_type(n, FYNT_MAPPING)) {
-            problem(c, p, "must be a mapping with at least a name");
-            continue;
-        }
-        /* Every field is read even when the name is bad, so that all problems show. */
-        par_export_t tmp = {0};
-        tmp.name = export_name(c, n, p, true);
-        snprintf(path, sizeof(path), "%s.description", p);
-        tmp.description = get_str_or_empty(c, n, "description", path);
-        snprintf(path, sizeof(path), "%s.public", p);
-        tmp.is_public = get_bool(c, n, "public", path, 1);
-        snprintf(path, sizeof(path), "%s.capabilities", p);
-        get_strlist(c, n, "capabilities", path, &tmp.capabilities);
-        snprintf(path, sizeof(path), "%s.entrypoint", p);
-        tmp.entrypoint = get_str(c, n, "entrypoint", path);
-        if (tmp.entrypoint) {
-            check_entrypoint(c, path, tmp.entrypoint, m->runtime_kind);
-        } else if (m->entrypoint) {
-            /* the handler learns which sub-agent was asked from context.sub_agent */
-            tmp.entrypoint = xstrdup(c, m->entrypoint);
-        } else if (field(n, "entrypoint") == NULL) {
-            problem(c, path, "required: the package has no top-level entrypoint to inherit");
-        }
-        par_export_t *e = tmp.name && tmp.entrypoint ? add_export(c) : NULL;
-        if (e)
-            *e = tmp;
-        else
-            export_free(&tmp);
-    }
+    par_export_t *e = tmp.name && tmp.entrypoint && tmp.field ? add_export(c) : NULL;
+    if (e)
+        *e = tmp;
+    else
+        export_free(&tmp);
 }
 
-static void parse_par_exports(check_t *c, struct fy_node *seq)
+static void parse_export_list(check_t *c, yaml_node_t *seq, const char *what, bool is_sub_agent)
 {
-    static const char *const known[] = {"name",   "entrypoint",   "description",
-                                        "public", "capabilities", NULL};
-    if (!is_type(seq, FYNT_SEQUENCE)) {
-        problem(c, "metadata.par.exports", "must be a list of {name, entrypoint, ...}");
+    if (!is_type(seq, YAML_SEQUENCE_NODE)) {
+        problem(c, what, "must be a list of {name, %s}",
+                is_sub_agent ? "description, public, ..." : "entrypoint, ...");
         return;
     }
-    void *it = NULL;
-    struct fy_node *n;
-    for (size_t i = 0; (n = fy_node_sequence_iterate(seq, &it)) != NULL; i++) {
-        char p[64], path[240];
-        snprintf(p, sizeof(p), "metadata.par.exports[%zu]", i);
-        if (!is_type(n, FYNT_MAPPING)) {
-            problem(c, p, "must be a mapping with name and entrypoint");
-            continue;
-        }
-        warn_unknown_keys(c, n, p, known, "unknown key");
-        par_export_t tmp = {0};
-        tmp.name = export_name(c, n, p, false);
-        snprintf(path, sizeof(path), "%s.entrypoint", p);
-        tmp.entrypoint = get_required_str(c, n, "entrypoint", path);
-        if (tmp.entrypoint)
-            check_entrypoint(c, path, tmp.entrypoint, c->m->runtime_kind);
-        snprintf(path, sizeof(path), "%s.public", p);
-        tmp.is_public = get_bool(c, n, "public", path, 1);
-        snprintf(path, sizeof(path), "%s.description", p);
-        tmp.description = get_str_or_empty(c, n, "description", path);
-        snprintf(path, sizeof(path), "%s.capabilities", p);
-        get_strlist(c, n, "capabilities", path, &tmp.capabilities);
-        par_export_t *e = tmp.name && tmp.entrypoint ? add_export(c) : NULL;
-        if (e)
-            *e = tmp;
+    size_t i = 0;
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++, i++) {
+        yaml_node_t *n = par_yaml_node(c->y, *it);
+        char p[64];
+        snprintf(p, sizeof(p), "%s[%zu]", what, i);
+        if (!is_type(n, YAML_MAPPING_NODE))
+            problem(c, p, "must be a mapping with at least a name%s",
+                    is_sub_agent ? "" : " and an entrypoint");
         else
-            export_free(&tmp);
+            parse_export(c, n, p, is_sub_agent);
     }
 }
 
 /* ---- metadata.par ------------------------------------------------------------------------ */
 
-static void parse_limits(check_t *c, struct fy_node *lim)
+static void read_limit(check_t *c, const char *key, yaml_node_t *value, void *ud)
 {
-    static const char *const names[] = {"timeout_ms", "memory_mb", "concurrency", "max_input_kb"};
+    (void)ud;
     par_limits_t *l = &c->m->limits;
     uint32_t *slots[] = {&l->timeout_ms, &l->memory_mb, &l->concurrency, &l->max_input_kb};
-    if (!is_type(lim, FYNT_MAPPING)) {
+    size_t i = 0;
+    while (limit_keys[i] && strcmp(key, limit_keys[i]) != 0)
+        i++;
+    if (limit_keys[i] == NULL)
+        return; /* reported by check_keys */
+    char path[160];
+    uint64_t v;
+    snprintf(path, sizeof(path), "metadata.par.limits.%s", key);
+    if (get_uint(c, value, path, 0, UINT32_MAX,
+                 "a non-negative integer (0 = the operator's default)", &v))
+        *slots[i] = (uint32_t)v;
+}
+
+static void parse_limits(check_t *c, yaml_node_t *lim)
+{
+    if (!is_type(lim, YAML_MAPPING_NODE)) {
         problem(c, "metadata.par.limits", "must be a mapping such as {timeout_ms: 30000}");
         return;
     }
-    void *it = NULL;
-    struct fy_node_pair *pr;
-    while ((pr = fy_node_mapping_iterate(lim, &it)) != NULL) {
-        struct fy_node *kn = fy_node_pair_key(pr);
-        const char *k = is_type(kn, FYNT_SCALAR) ? fy_node_get_scalar0(kn) : NULL;
-        char b[80], path[160];
-        snprintf(path, sizeof(path), "metadata.par.limits.%s", shown(k, b, sizeof(b)));
-        size_t i = 0;
-        while (i < 4 && (k == NULL || strcmp(k, names[i]) != 0))
-            i++;
-        if (i == 4) {
-            problem(c, path,
-                    "unknown limit (known: timeout_ms, memory_mb, concurrency, "
-                    "max_input_kb)");
-            continue;
-        }
-        uint64_t v;
-        if (get_uint(c, fy_node_pair_value(pr), path, 0, UINT32_MAX,
-                     "a non-negative integer (0 = the operator's default)", &v))
-            *slots[i] = (uint32_t)v;
-    }
+    check_keys(c, lim, "metadata.par.limits", limit_keys, UNKNOWN_ERROR);
+    each_pair(c, lim, read_limit, NULL);
 }
 
-static void parse_par(check_t *c, struct fy_node *par)
+/* A `calls` pattern: what an agent id may hold, plus fnmatch's * ? [ ] !. */
+static bool call_pattern_ok(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || strchr("-.+@/*?[]!", *s)))
+            return false;
+    return true;
+}
+
+static void parse_calls(check_t *c, yaml_node_t *par)
+{
+    yaml_node_t *n = lookup(c, par, "calls");
+    if (n == NULL)
+        return;
+    /* unlike other fields, a null `calls:` is not "absent": it declares that
+     * the package calls nothing (a restriction fails closed) */
+    par_strlist_t l = {0};
+    if (par_yaml_is_null(n) || is_type(n, YAML_SEQUENCE_NODE))
+        get_strlist(c, par, "calls", "metadata.par.calls", CALL_PATTERN_MAX_LEN, &l);
+    else
+        problem(c, "metadata.par.calls",
+                "must be a list of agent id patterns such as [\"shop-*\"]");
+    for (size_t i = 0; i < l.count; i++) {
+        if (!call_pattern_ok(l.items[i])) {
+            char p[64], b[80];
+            snprintf(p, sizeof(p), "metadata.par.calls[%zu]", i);
+            problem(c, p,
+                    "'%s' is not an agent id pattern (letters, digits, - . + @ / and the fnmatch "
+                    "characters * ? [ ] !)",
+                    shown(l.items[i], b, sizeof(b)));
+        }
+    }
+    /* NULL-terminated; an empty list (calls nothing) is a lone NULL */
+    c->m->calls = calloc(l.count + 1, sizeof(char *));
+    if (c->m->calls == NULL)
+        c->oom = true;
+    for (size_t i = 0; i < l.count; i++) {
+        if (c->m->calls)
+            c->m->calls[i] = l.items[i];
+        else
+            free(l.items[i]);
+    }
+    free(l.items);
+}
+
+static void parse_par(check_t *c, yaml_node_t *par)
 {
     static const char *const known[] = {"requires", "abi", "limits", "exports", "calls", NULL};
     par_manifest_t *m = c->m;
-    if (!is_type(par, FYNT_MAPPING)) {
-        problem(c, "metadata.par", "must be a mapping {requires, abi, limits, exports}");
+    if (!is_type(par, YAML_MAPPING_NODE)) {
+        problem(c, "metadata.par", "must be a mapping {requires, abi, limits, exports, calls}");
         return;
     }
-    warn_unknown_keys(c, par, "metadata.par", known, "unknown key");
-    /* Only stored: the range is matched against the runtime's version at deploy. */
+    check_keys(c, par, "metadata.par", known, UNKNOWN_ERROR);
+    /* Only stored: the range is matched against the runtime's version by pkg/compat.c. */
     m->par_requires = get_str(c, par, "requires", "metadata.par.requires");
+    m->par_requires = capped(c, m->par_requires, 256, "metadata.par.requires");
     if (m->par_requires && m->par_requires[strspn(m->par_requires, " \t")] == '\0')
         problem(c, "metadata.par.requires", "must be a non-empty semver range such as \">=1.0.0\"");
-    struct fy_node *abi = field(par, "abi");
+    yaml_node_t *abi = field(c, par, "abi");
     uint64_t v;
     if (abi && get_uint(c, abi, "metadata.par.abi", 1, INT_MAX, "a positive integer", &v))
         m->par_abi = (int)v;
-    struct fy_node *lim = field(par, "limits");
+    yaml_node_t *lim = field(c, par, "limits");
     if (lim)
         parse_limits(c, lim);
-    struct fy_node *ex = field(par, "exports");
+    yaml_node_t *ex = field(c, par, "exports");
     if (ex)
-        parse_par_exports(c, ex);
-    par_strlist_t calls = {NULL, 0};
-    get_strlist(c, par, "calls", "metadata.par.calls", &calls);
-    if (field(par, "calls") &&
-        (m->calls = realloc(calls.items, (calls.count + 1) * sizeof(char *))) != NULL)
-        m->calls[calls.count] = NULL; /* declared, even when empty: calls nothing */
-    else
-        strlist_free(&calls);
+        parse_export_list(c, ex, "metadata.par.exports", false);
+    parse_calls(c, par);
 }
 
 /* ---- top level --------------------------------------------------------------------------- */
@@ -672,10 +806,10 @@ static const char *const top_keys[] = {
     "mcp", "ui_spec_version", "required_ui_capabilities", NULL};
 // clang-format on
 
-static void parse_runtime(check_t *c, struct fy_node *root)
+static void parse_runtime(check_t *c, yaml_node_t *root)
 {
     par_manifest_t *m = c->m;
-    m->runtime = get_str(c, root, "runtime", "runtime");
+    m->runtime = capped(c, get_str(c, root, "runtime", "runtime"), NAME_MAX_LEN, "runtime");
     if (m->runtime != NULL && m->runtime[0] == '\0')
         problem(c, "runtime", "must not be empty (python3.11, native, ...)");
     /* pixell-kit defaults an omitted runtime to python3.11; so does PAR, so
@@ -689,86 +823,103 @@ static void parse_runtime(check_t *c, struct fy_node *root)
              strspn(r + 8, "0123456789") == strlen(r + 8))
         m->runtime_kind = PAR_RUNTIME_PYTHON;
     else
-        m->runtime_kind = PAR_RUNTIME_OTHER; /* refused at deploy: "no loader for runtime X" */
+        m->runtime_kind = PAR_RUNTIME_OTHER; /* refused by pkg/compat.c: "no loader for X" */
 }
 
-static void parse_environment(check_t *c, struct fy_node *env)
+static void read_env(check_t *c, const char *k, yaml_node_t *vn, void *ud)
 {
+    (void)ud;
     par_manifest_t *m = c->m;
-    if (!is_type(env, FYNT_MAPPING)) {
+    char b[80], path[160];
+    snprintf(path, sizeof(path), "environment.%s", shown(k, b, sizeof(b)));
+    if (!is_ident(k, strlen(k))) {
+        problem(c, path, "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+        return;
+    }
+    if (par_yaml_is_null(vn)) {
+        problem(c, path, "must have a value (write \"\" for an empty one)");
+        return;
+    }
+    const char *v = text(c, vn, path, "a string, number or boolean");
+    if (v == NULL)
+        return;
+    par_kv_t *n = realloc(m->environment, (m->environment_count + 1) * sizeof(*n));
+    if (n == NULL) {
+        c->oom = true;
+        return;
+    }
+    m->environment = n;
+    char *kc = xstrdup(c, k), *vc = xstrdup(c, v);
+    if (kc == NULL || vc == NULL) {
+        free(kc);
+        free(vc);
+        return;
+    }
+    m->environment[m->environment_count++] = (par_kv_t){kc, vc};
+}
+
+static void parse_environment(check_t *c, yaml_node_t *env)
+{
+    if (!is_type(env, YAML_MAPPING_NODE)) {
         problem(c, "environment", "must be a mapping of NAME: value");
         return;
     }
-    void *it = NULL;
-    struct fy_node_pair *pr;
-    while ((pr = fy_node_mapping_iterate(env, &it)) != NULL) {
-        struct fy_node *kn = fy_node_pair_key(pr), *vn = fy_node_pair_value(pr);
-        const char *k = is_type(kn, FYNT_SCALAR) ? fy_node_get_scalar0(kn) : NULL;
-        char b[80], path[160];
-        snprintf(path, sizeof(path), "environment.%s", shown(k, b, sizeof(b)));
-        if (k == NULL || !is_ident(k, strlen(k))) {
-            problem(c, path, "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
-            continue;
-        }
-        if (is_null(vn)) {
-            problem(c, path, "must have a value (write \"\" for an empty one)");
-            continue;
-        }
-        const char *v = text(c, vn, path, "a string, number or boolean");
-        if (v == NULL)
-            continue;
-        par_kv_t *n = realloc(m->environment, (m->environment_count + 1) * sizeof(*n));
-        if (n == NULL) {
-            c->oom = true;
-            return;
-        }
-        m->environment = n;
-        char *kc = xstrdup(c, k), *vc = xstrdup(c, v);
-        if (kc == NULL || vc == NULL) {
-            free(kc);
-            free(vc);
-            return;
-        }
-        m->environment[m->environment_count++] = (par_kv_t){kc, vc};
-    }
+    each_pair(c, env, read_env, NULL);
 }
 
-static void parse_metadata(check_t *c, struct fy_node *root)
+static void parse_metadata(check_t *c, yaml_node_t *root)
 {
+    static const char *const known[] = {"version", "sub_agents", "par", NULL};
     par_manifest_t *m = c->m;
-    struct fy_node *md = field(root, "metadata");
+    yaml_node_t *md = field(c, root, "metadata");
     if (md == NULL) {
         problem(c, "metadata.version", "required field missing");
         return;
     }
-    if (!is_type(md, FYNT_MAPPING)) {
+    if (!is_type(md, YAML_MAPPING_NODE)) {
         problem(c, "metadata", "must be a mapping with at least version");
         return;
     }
+    check_keys(c, md, "metadata", known, UNKNOWN_IGNORE_FAR);
     m->package_version = get_required_str(c, md, "version", "metadata.version");
+    m->package_version = capped(c, m->package_version, NAME_MAX_LEN, "metadata.version");
     if (m->package_version &&
         !par_manifest_valid_semver(m->package_version, strlen(m->package_version)))
         problem(c, "metadata.version",
                 "must be a semantic version MAJOR.MINOR.PATCH[-pre][+build] such as 1.2.0");
-    struct fy_node *subs = field(md, "sub_agents");
+    yaml_node_t *subs = field(c, md, "sub_agents");
     if (subs)
-        parse_sub_agents(c, subs);
-    struct fy_node *par = field(md, "par");
+        parse_export_list(c, subs, "metadata.sub_agents", true);
+    yaml_node_t *par = field(c, md, "par");
     if (par)
         parse_par(c, par);
 }
 
-static void parse_root(check_t *c, struct fy_node *root)
+static void add_main_export(check_t *c)
 {
     par_manifest_t *m = c->m;
-    warn_unknown_keys(c, root, "", top_keys, "unknown top-level key");
+    par_export_t *e = add_export(c);
+    if (e == NULL)
+        return;
+    e->name = xstrdup(c, "");
+    e->description = xstrdup(c, m->description);
+    e->entrypoint = xstrdup(c, m->entrypoint);
+    e->field = xstrdup(c, "entrypoint");
+    e->is_public = 1;
+    strlist_copy(c, &e->capabilities, &m->capabilities);
+}
+
+static void parse_root(check_t *c, yaml_node_t *root)
+{
+    par_manifest_t *m = c->m;
+    check_keys(c, root, "", top_keys, UNKNOWN_WARN_FAR);
 
     m->name = get_required_str(c, root, "name", "name");
     if (m->name && strlen(m->name) > NAME_MAX_LEN)
-        problem(c, "name", "must be at most 64 characters");
+        problem(c, "name", "must be at most %d characters", NAME_MAX_LEN);
     else if (m->name && !par_manifest_valid_name(m->name, strlen(m->name)))
         problem(c, "name", "must match " NAME_RE);
-    m->format_version = get_str(c, root, "version", "version");
+    m->format_version = capped(c, get_str(c, root, "version", "version"), NAME_MAX_LEN, "version");
     if (m->format_version == NULL)
         m->format_version = xstrdup(c, "1.0");
     m->display_name = get_str_or_empty(c, root, "display_name", "display_name");
@@ -776,29 +927,22 @@ static void parse_root(check_t *c, struct fy_node *root)
     m->author = get_str_or_empty(c, root, "author", "author");
     m->license = get_str_or_empty(c, root, "license", "license");
     parse_runtime(c, root);
-    m->entrypoint = get_str(c, root, "entrypoint", "entrypoint");
+    m->entrypoint =
+        capped(c, get_str(c, root, "entrypoint", "entrypoint"), ENTRYPOINT_MAX_LEN, "entrypoint");
     if (m->entrypoint)
         check_entrypoint(c, "entrypoint", m->entrypoint, m->runtime_kind);
-    get_strlist(c, root, "capabilities", "capabilities", &m->capabilities);
-    get_strlist(c, root, "dependencies", "dependencies", &m->dependencies);
-    struct fy_node *env = field(root, "environment");
+    get_strlist(c, root, "capabilities", "capabilities", NAME_MAX_LEN, &m->capabilities);
+    get_strlist(c, root, "dependencies", "dependencies", 0, &m->dependencies);
+    yaml_node_t *env = field(c, root, "environment");
     if (env)
         parse_environment(c, env);
-    m->has_rest = field(root, "rest") != NULL;
-    m->has_a2a = field(root, "a2a") != NULL;
-    m->has_ui = field(root, "ui") != NULL;
+    m->has_rest = field(c, root, "rest") != NULL;
+    m->has_a2a = field(c, root, "a2a") != NULL;
+    m->has_ui = field(c, root, "ui") != NULL;
 
     /* Export order: main, sub_agents (file order), metadata.par.exports (file order). */
-    if (m->entrypoint) {
-        par_export_t *e = add_export(c);
-        if (e) {
-            e->name = xstrdup(c, "");
-            e->description = xstrdup(c, m->description);
-            e->entrypoint = xstrdup(c, m->entrypoint);
-            e->is_public = 1;
-            strlist_copy(c, &e->capabilities, &m->capabilities);
-        }
-    }
+    if (m->entrypoint)
+        add_main_export(c);
     parse_metadata(c, root);
 }
 
@@ -843,9 +987,9 @@ static bool yaml_printable(uint32_t c)
            (c >= 0x10000 && c <= 0x10ffff);
 }
 
-/* Refuses bytes that are not UTF-8 or not printable before libfyaml sees them:
- * libfyaml 0.7.12 loops forever on some invalid UTF-8 (upstream issue #101)
- * and silently stops reading at a NUL byte. Reports the first offender only. */
+/* Refuses bytes that are not UTF-8 or not printable, with PyYAML's rule and
+ * a line and column, before the YAML parser sees them. Reports the first
+ * offender only. */
 static bool chars_ok(check_t *c, const char *yaml, size_t len)
 {
     const unsigned char *s = (const unsigned char *)yaml;
@@ -874,154 +1018,47 @@ static bool chars_ok(check_t *c, const char *yaml, size_t len)
     return true;
 }
 
-/* libfyaml's collected errors, already 1-based, as "line L, column C: msg". */
-static unsigned report_diag(check_t *c, struct fy_diag *diag)
+/* Loads the one document with util/yaml and checks that its root is a
+ * mapping. Otherwise reports the problems and returns the status. */
+static int yaml_load(check_t *c, const char *yaml, size_t len)
 {
-    unsigned n = 0;
-    void *it = NULL;
-    struct fy_diag_error *de;
-    while ((de = fy_diag_errors_iterate(diag, &it)) != NULL) {
-        if (de->type < FYET_ERROR)
-            continue;
-        report(c, "line %d, column %d: %s", de->line, de->column, de->msg ? de->msg : "error");
-        n++;
-    }
-    return n;
-}
-
-/* Walks the tree counting the nodes that resolving aliases would add. False
- * (with a problem) when that exceeds ALIAS_BUDGET or nests past
- * ALIAS_MAX_DEPTH: a few bytes of anchors can otherwise expand into gigabytes,
- * and an alias inside its own anchor never ends. */
-static bool aliases_bounded(check_t *c, struct fy_node *n, bool expanding, int depth,
-                            size_t *budget)
-{
-    if (n == NULL)
-        return true;
-    if (depth > ALIAS_MAX_DEPTH || (expanding && (*budget)-- == 0)) {
-        report(c,
-               "YAML aliases expand to more than %d nodes or %d levels (or refer to "
-               "themselves); agent.yaml must stay small",
-               ALIAS_BUDGET, ALIAS_MAX_DEPTH);
-        return false;
-    }
-    void *it = NULL;
-    switch (fy_node_get_type(n)) {
-    case FYNT_SCALAR:
-        /* an undefined alias resolves to NULL; fy_document_resolve reports it */
-        if (fy_node_is_alias(n))
-            return aliases_bounded(c, fy_node_resolve_alias(n), true, depth + 1, budget);
-        return true;
-    case FYNT_SEQUENCE: {
-        struct fy_node *e;
-        while ((e = fy_node_sequence_iterate(n, &it)) != NULL)
-            if (!aliases_bounded(c, e, expanding, depth + 1, budget))
-                return false;
-        return true;
-    }
-    case FYNT_MAPPING: {
-        struct fy_node_pair *pr;
-        while ((pr = fy_node_mapping_iterate(n, &it)) != NULL)
-            if (!aliases_bounded(c, fy_node_pair_key(pr), expanding, depth + 1, budget) ||
-                !aliases_bounded(c, fy_node_pair_value(pr), expanding, depth + 1, budget))
-                return false;
-        return true;
-    }
-    }
-    return true;
-}
-
-static void diag_discard(struct fy_diag *diag, void *user, const char *buf, size_t len)
-{
-    /* errors are collected through fy_diag_errors_iterate; nothing is printed */
-    (void)diag, (void)user, (void)buf, (void)len;
-}
-
-/* The libfyaml objects behind one parse; released by yaml_close in reverse order. */
-typedef struct yaml_in {
-    struct fy_diag *diag;
-    struct fy_parser *parser;
-    struct fy_document *doc;
-} yaml_in_t;
-
-static void yaml_close(yaml_in_t *y)
-{
-    if (y->doc)
-        fy_parse_document_destroy(y->parser, y->doc);
-    if (y->parser)
-        fy_parser_destroy(y->parser);
-    if (y->diag)
-        fy_diag_destroy(y->diag);
-}
-
-/* Parses exactly one YAML document into y->doc with aliases resolved and a
- * mapping at its root. Otherwise reports the problems and returns the status. */
-static int yaml_load(check_t *c, yaml_in_t *y, const char *yaml, size_t len)
-{
-    struct fy_diag_cfg dcfg;
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET | FYPCF_COLLECT_DIAG};
-    struct fy_document *second = NULL;
-    struct fy_node *root;
-    size_t budget = ALIAS_BUDGET;
-    int rc = PAR_E_INVALID_PACKAGE;
-
-    fy_diag_cfg_default(&dcfg);
-    dcfg.fp = NULL;
-    dcfg.output_fn = diag_discard;
-    dcfg.colorize = false;
-    if ((y->diag = fy_diag_create(&dcfg)) == NULL) {
-        rc = PAR_E_NO_MEMORY;
-        goto out;
-    }
-    fy_diag_set_collect_errors(y->diag, true);
-    pcfg.diag = y->diag;
-    if ((y->parser = fy_parser_create(&pcfg)) == NULL ||
-        fy_parser_set_string(y->parser, yaml, len) != 0) {
-        rc = PAR_E_NO_MEMORY;
-        goto out;
-    }
-    y->doc = fy_parse_load_document(y->parser);
-    /* PyYAML's safe_load (pixell-kit) refuses a stream of several documents too */
-    if (y->doc != NULL && (second = fy_parse_load_document(y->parser)) != NULL) {
-        report(c, "holds more than one YAML document ('---'); it must hold exactly one");
-        goto out;
-    }
-    if (report_diag(c, y->diag) > 0 || fy_diag_got_error(y->diag)) {
-        if (c->nerrors == 0)
+    par_buf_t yerr;
+    par_buf_init(&yerr, 64 * 1024);
+    int rc = par_yaml_load(c->y, yaml, len, &yerr);
+    if (rc != PAR_OK) {
+        /* one "line L, column C: problem" per line */
+        for (size_t i = 0; i < yerr.len;) {
+            const char *l = yerr.data + i, *nl = memchr(l, '\n', yerr.len - i);
+            size_t n = nl ? (size_t)(nl - l) : yerr.len - i;
+            report(c, "%.*s", (int)n, l);
+            i += n + 1;
+        }
+        if (c->nerrors == 0 && rc != PAR_E_NO_MEMORY)
             report(c, "not valid YAML");
-        goto out;
+        par_buf_free(&yerr);
+        return rc == PAR_E_NO_MEMORY ? rc : PAR_E_INVALID_PACKAGE;
     }
-    root = y->doc ? fy_document_root(y->doc) : NULL;
-    if (root == NULL || is_null(root)) {
+    par_buf_free(&yerr);
+    yaml_node_t *root = par_yaml_root(c->y);
+    if (root == NULL || par_yaml_is_null(root)) {
         report(c, "the document is empty; it must be a mapping with at least name and "
                   "metadata.version");
-        goto out;
+        return PAR_E_INVALID_PACKAGE;
     }
-    if (!is_type(root, FYNT_MAPPING)) {
+    if (!is_type(root, YAML_MAPPING_NODE)) {
         report(c, "the document must be a mapping of fields (name, metadata, ...), not a %s",
-               is_type(root, FYNT_SEQUENCE) ? "list" : "scalar");
-        goto out;
+               is_type(root, YAML_SEQUENCE_NODE) ? "list" : "scalar");
+        return PAR_E_INVALID_PACKAGE;
     }
-    if (!aliases_bounded(c, root, false, 0, &budget))
-        goto out;
-    if (fy_document_resolve(y->doc) != 0) {
-        if (report_diag(c, y->diag) == 0)
-            report(c, "cannot resolve YAML aliases");
-        goto out;
-    }
-    rc = PAR_OK;
-out:
-    if (second)
-        fy_parse_document_destroy(y->parser, second);
-    return rc;
+    return PAR_OK;
 }
 
 /* ---- public ------------------------------------------------------------------------------ */
 
 int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_buf_t *errors)
 {
-    check_t c = {errors, 0, false, NULL};
-    yaml_in_t y = {0};
+    par_yaml_t y = {0};
+    check_t c = {errors, 0, false, NULL, &y};
     int rc;
 
     *out = NULL;
@@ -1037,21 +1074,21 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
         rc = PAR_E_INVALID_PACKAGE;
         goto out;
     }
-    if ((rc = yaml_load(&c, &y, yaml, len)) != PAR_OK)
+    if ((rc = yaml_load(&c, yaml, len)) != PAR_OK)
         goto out;
     if ((c.m = calloc(1, sizeof(*c.m))) == NULL) {
         rc = PAR_E_NO_MEMORY;
         goto out;
     }
     c.m->par_abi = -1;
-    parse_root(&c, fy_document_root(y.doc));
+    parse_root(&c, par_yaml_root(&y));
     rc = c.oom ? PAR_E_NO_MEMORY : c.nerrors > 0 ? PAR_E_INVALID_PACKAGE : PAR_OK;
 out:
     if (c.nerrors > MAX_SHOWN && errors)
         par_buf_appendf(errors, "agent.yaml: %u more problems not shown\n", c.nerrors - MAX_SHOWN);
     if (rc == PAR_E_NO_MEMORY && errors)
         par_buf_appends(errors, "agent.yaml: out of memory while reading the manifest\n");
-    yaml_close(&y);
+    par_yaml_free(&y);
     if (rc == PAR_OK)
         *out = c.m;
     else
@@ -1075,15 +1112,15 @@ void par_manifest_free(par_manifest_t *m)
     strlist_free(&m->capabilities);
     strlist_free(&m->dependencies);
     strlist_free(&m->warnings);
-    for (size_t i = 0; m->calls && m->calls[i]; i++)
-        free(m->calls[i]);
-    free(m->calls);
     for (size_t i = 0; i < m->environment_count; i++) {
         free(m->environment[i].key);
         free(m->environment[i].value);
     }
     free(m->environment);
     free(m->par_requires);
+    for (size_t i = 0; m->calls && m->calls[i]; i++)
+        free(m->calls[i]);
+    free(m->calls);
     for (size_t i = 0; i < m->export_count; i++)
         export_free(&m->exports[i]);
     free(m->exports);

@@ -3,7 +3,7 @@
  *
  * Owns: the in-memory form of a package manifest (pixell-kit schema plus the
  * `metadata.par` block, DESIGN.md section 2) and the list of exports derived
- * from it. Called by pkg/package.c at deploy time and by the CLI (inspect,
+ * from it. Called by runtime/deploy.c at deploy time and by the CLI (inspect,
  * pack). Never touches the file system beyond what it is given: it parses bytes.
  * Any thread; a manifest is immutable once parsed.
  */
@@ -39,6 +39,7 @@ typedef struct par_export {
     char *name;        /* "" for the main export, else the sub-agent/export name */
     char *description; /* may be "" */
     char *entrypoint;  /* "module:function" or "path/lib.so:symbol" */
+    char *field;       /* where the entrypoint is written ("metadata.sub_agents[1].entrypoint") */
     int is_public;
     par_strlist_t capabilities;
 } par_export_t;
@@ -67,8 +68,8 @@ typedef struct par_manifest {
     char *par_requires; /* semver range or NULL */
     int par_abi;        /* -1 when absent */
     par_limits_t limits;
-    /* metadata.par.calls: fnmatch patterns over the agent ids this package may
-     * call (its own agents always); NULL-terminated, NULL when not declared */
+    /* metadata.par.calls: fnmatch patterns of the agent ids this package may
+     * call, NULL-terminated; NULL when not declared (no restriction). */
     char **calls;
 
     /* exports: main (when entrypoint is set) first, then sub_agents, then par.exports */
@@ -78,13 +79,14 @@ typedef struct par_manifest {
     /* `rest`, `a2a`, `ui` present? (recorded and listed, not served) */
     int has_rest, has_a2a, has_ui;
 
-    /* Non-fatal findings ("agent.yaml: foo: unknown top-level key, ignored"). */
+    /* Non-fatal findings ("agent.yaml: foo: unknown top-level key, ignored"),
+     * shown by `par inspect` and returned by a deploy. */
     par_strlist_t warnings;
 } par_manifest_t;
 
 /*
- * Parses and validates agent.yaml bytes. On success returns PAR_OK and *out is
- * a new manifest (free with par_manifest_free). On failure returns
+ * Parses and validates agent.yaml bytes (strictness rules: docs/agent-yaml.md). On success returns
+ * PAR_OK and *out is a new manifest (free with par_manifest_free). On failure returns
  * PAR_E_INVALID_PACKAGE and appends to `errors` one line per problem, each
  * naming the file and field path, e.g.
  *   "agent.yaml: metadata.sub_agents[2].name: must match ^[a-z][a-z0-9-]*$"
@@ -94,7 +96,7 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
 
 void par_manifest_free(par_manifest_t *m);
 
-/* Returns 1 when `s` matches ^[a-z][a-z0-9-]*$ (and is at most 64 bytes). */
+/* Returns 1 when `s` matches ^[a-z][a-z0-9-]*$ (and is at most PAR_ID_PART_MAX bytes). */
 int par_manifest_valid_name(const char *s, size_t len);
 
 /* Returns 1 when `s` is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]). */

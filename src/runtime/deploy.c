@@ -30,9 +30,8 @@
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "pkg/archive.h"
-#include "pkg/dotenv.h"
+#include "pkg/compat.h"
 #include "pkg/manifest.h"
-#include "pkg/semver.h"
 #include "registry/cache.h"
 #include "registry/fetch.h"
 #include "runtime/runtime.h"
@@ -526,42 +525,10 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     }
     par_archive_bytes_free(&a);
 
-    /* compatibility: every reason, not just the first */
+    /* compatibility: every reason, not just the first (pkg/compat.c, shared with
+     * `par pack` and `par inspect`) */
     int64_t t2 = par__now_ns();
-    int problems = 0;
-    if (m->runtime_kind == PAR_RUNTIME_OTHER) {
-        par_buf_appendf(err, "no loader for runtime %s (PAR runs native and python3.N agents)\n",
-                        m->runtime);
-        problems++;
-    }
-    if (m->par_requires) {
-        par_buf_t serr;
-        par_buf_init(&serr, 0);
-        int match = par_semver_range_match(m->par_requires, PAR_VERSION_STRING, &serr);
-        if (match < 0) {
-            par_buf_appendf(err, "metadata.par.requires: %.*s\n", (int)serr.len,
-                            serr.data ? serr.data : "not a semver range");
-            problems++;
-        } else if (match == 0) {
-            par_buf_appendf(err, "metadata.par.requires is \"%s\"; this runtime is PAR %s\n",
-                            m->par_requires, PAR_VERSION_STRING);
-            problems++;
-        }
-        par_buf_free(&serr);
-    }
-    if (m->par_abi >= 0 && m->par_abi != PAR_AGENT_ABI) {
-        par_buf_appendf(err, "metadata.par.abi is %d, this runtime speaks native ABI %d\n",
-                        m->par_abi, PAR_AGENT_ABI);
-        problems++;
-    }
-    if (m->export_count == 0) {
-        par_buf_appendf(err, "the package exports no agent (no entrypoint, sub_agents or "
-                             "metadata.par.exports)\n");
-        problems++;
-    }
-    if (m->runtime_kind == PAR_RUNTIME_NATIVE)
-        problems += par__native_check(pv, err);
-    problems += par_package_env_check(pv->root, m, err);
+    int problems = par_pkg_compat_check(pv->root, m, err);
     if (m->runtime_kind == PAR_RUNTIME_PYTHON && problems == 0) {
         /* last: it may build a virtual environment, worth it only for an
          * otherwise deployable package */

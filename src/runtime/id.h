@@ -7,6 +7,9 @@
 
 #include <stddef.h>
 
+/* Bytes in an id's name, version or sub-agent name (agent.yaml refuses longer). */
+#define PAR_ID_PART_MAX 64
+
 typedef struct par_agent_id {
     const char *name;
     size_t name_len;

@@ -23,7 +23,8 @@ def make_pkg(tmp, name, manifest, files=None, so=True):
         with open(os.path.join(d, rel), "wb") as f:
             f.write(data)
     out = os.path.join(tmp, name + ".apkg")
-    r = run("pack", d, "-o", out)
+    # --no-compat: these packages are meant to be refused by the deploy, not by pack
+    r = run("pack", d, "-o", out, "--no-compat")
     assert r.returncode == 0, r.stderr
     return out
 

@@ -30,7 +30,7 @@ metadata:
 
 
 def pypkg(tmp, name, files, version="1.0.0", entrypoint="src.main:handler",
-          runtime="python3.11", extra="", sub_agents=None):
+          runtime="python3.11", extra="", sub_agents=None, pack_args=()):
     """Writes a pixell-kit style package directory and packs it; returns the .apkg path."""
     d = os.path.join(str(tmp), f"{name}-{version}")
     os.makedirs(d, exist_ok=True)
@@ -50,7 +50,7 @@ def pypkg(tmp, name, files, version="1.0.0", entrypoint="src.main:handler",
     if "src/__init__.py" not in files and any(k.startswith("src/") for k in files):
         open(os.path.join(d, "src", "__init__.py"), "w").close()
     out = os.path.join(str(tmp), f"{name}-{version}.apkg")
-    r = run("pack", d, "-o", out)
+    r = run("pack", d, "-o", out, *pack_args)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -512,7 +512,8 @@ def test_requirements_from_the_wheelhouse(server_factory, tmp_path):
                 if v.startswith(".tmp")]
     # pip options cannot smuggle in an index
     opt = pypkg(tmp_path, "sneaky", {"src/main.py": code, "requirements.txt":
-                                     "--index-url https://example.com/simple\nparhello\n"})
+                                     "--index-url https://example.com/simple\nparhello\n"},
+                pack_args=["--no-compat"])
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": opt},
                                    timeout=120), 422, "incompatible_package")
     assert "pip options are not allowed" in b["message"]
@@ -536,7 +537,7 @@ def test_requirements_without_a_wheelhouse(server_factory, tmp_path):
 def test_load_failures_are_named(server_factory, tmp_path):
     s = server_factory([], expected_errors=[r"\"package refused\"", r"cannot import"])
     cases = [
-        (pypkg(tmp_path, "nomodule", {"src/other.py": "x = 1\n"}),
+        (pypkg(tmp_path, "nomodule", {"src/other.py": "x = 1\n"}, pack_args=["--no-compat"]),
          "incompatible_package", ["the package has no module src.main"]),
         (pypkg(tmp_path, "importfails", {"src/main.py": "x = 1\n1 / 0\n"}),
          "agent_load_failed",
@@ -555,7 +556,7 @@ def test_load_failures_are_named(server_factory, tmp_path):
                runtime="python3.99"), "incompatible_package",
          ["runtime python3.99 needs Python 3.99 or newer"]),
         (pypkg(tmp_path, "nodejs", {"src/main.py": "def handler(i):\n    return 1\n"},
-               runtime="node20"), "incompatible_package", ["no loader for runtime node20"]),
+               runtime="node20", pack_args=["--no-compat"]), "incompatible_package", ["no loader for runtime node20"]),
     ]
     for apkg, name, reasons in cases:
         b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
@@ -727,11 +728,13 @@ def test_loader_variables_are_refused(server_factory, tmp_path):
     sandbox: a package cannot set them."""
     s = server_factory([], expected_errors=[r"\"package refused\""])
     code = {"src/main.py": "def handler(i):\n    return 1\n"}
-    a = pypkg(tmp_path, "preload", dict(code, **{".env": "LD_PRELOAD=/tmp/evil.so\n"}))
+    a = pypkg(tmp_path, "preload", dict(code, **{".env": "LD_PRELOAD=/tmp/evil.so\n"}),
+              pack_args=["--no-compat"])
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": a}, timeout=60),
                      422, "incompatible_package")
     assert "environment LD_PRELOAD: not allowed" in b["message"]
-    c = pypkg(tmp_path, "tunables", code, extra="environment:\n  GLIBC_TUNABLES: x=1\n")
+    c = pypkg(tmp_path, "tunables", code, extra="environment:\n  GLIBC_TUNABLES: x=1\n",
+              pack_args=["--no-compat"])
     b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": c}, timeout=60),
                      422, "incompatible_package")
     assert "environment GLIBC_TUNABLES: not allowed" in b["message"]
@@ -757,7 +760,8 @@ def test_requirements_cannot_reach_beyond_the_wheelhouse(server_factory, tmp_pat
         ({}, 'dependencies:\n  - " -f http://127.0.0.1:9/"\n', "pip options are not allowed"),
     ]
     for i, (files, extra, reason) in enumerate(cases):
-        apkg = pypkg(tmp_path, f"sneaky{i}", dict(files, **{"src/main.py": code}), extra=extra)
+        apkg = pypkg(tmp_path, f"sneaky{i}", dict(files, **{"src/main.py": code}), extra=extra,
+                     pack_args=["--no-compat"])
         b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
                                        timeout=60), 422, "incompatible_package")
         assert reason in b["message"], (i, b["message"])

@@ -28,9 +28,9 @@ def stage(d, version, name="echo"):
     return src
 
 
-def pack(d, src):
+def pack(d, src, *args):
     out = os.path.join(d, os.path.basename(src) + ".apkg")
-    r = run("pack", src, "-o", out)
+    r = run("pack", src, "-o", out, *args)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -304,7 +304,7 @@ def test_incompatible_requires(world, srv):
     y = "\n".join("    requires: \">=9.0.0 <10.0.0\"" if l.startswith("    requires: ") else l
                   for l in y.split("\n"))
     open(os.path.join(src, "agent.yaml"), "w").write(y)
-    p = pack(world.d, src)
+    p = pack(world.d, src, "--no-compat")  # for a PAR 9 runtime: this one refuses it
     world.main.sign(p)
     url = world.reg.put("/i/echo-3.0.0.apkg", open(p, "rb").read())
     world.reg.put("/i/echo-3.0.0.apkg.minisig", open(p + ".minisig", "rb").read())

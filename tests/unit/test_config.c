@@ -48,7 +48,7 @@ static void test_table_is_consistent(void **state)
     }
     par_conf_t c;
     par_conf_init(&c); /* aborts on a default its own key refuses */
-    assert_int_equal(par_conf_int(&c, PAR_K_LIMITS_MAX_IN_FLIGHT), 10000);
+    assert_int_equal(par_conf_int(&c, PAR_K_LIMITS_MAX_IN_FLIGHT), 1024);
     assert_int_equal(par_conf_int(&c, PAR_K_LIMITS_SCRATCH), 1024);
     assert_int_equal(par_conf_int(&c, PAR_K_LIMITS_CALL_DEPTH), 16);
     assert_false(par_conf_bool(&c, PAR_K_HTTP_HTTP2, 1));

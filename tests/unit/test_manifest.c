@@ -245,7 +245,7 @@ static void test_native_with_par_block(void **state)
     assert_false(m->exports[1].is_public);
     assert_string_equal(m->exports[1].description, "");
     assert_string_equal(m->exports[2].name, "count");
-    assert_true(m->exports[2].is_public); /* default */
+    assert_true(m->exports[2].is_public); /* an export's default */
     assert_string_equal(m->exports[2].description, "counts words");
     par_manifest_free(m);
 }
@@ -268,7 +268,7 @@ static void test_export_order_and_inheritance(void **state)
     assert_string_equal(m->exports[0].description, "main one");
     assert_string_equal(m->exports[1].name, "first");
     assert_string_equal(m->exports[1].entrypoint, "lib/libp.so:main_fn"); /* inherited */
-    assert_true(m->exports[1].is_public);
+    assert_false(m->exports[1].is_public);                                /* no `public`: private */
     assert_int_equal(m->exports[1].capabilities.count, 2);
     assert_string_equal(m->exports[1].capabilities.items[1], "b");
     assert_string_equal(m->exports[2].name, "second");
@@ -565,8 +565,16 @@ static void test_booleans(void **state)
         assert_false(m->exports[2].is_public);
         par_manifest_free(m);
     }
-    /* YAML 1.2: yes/no/on/1 are not booleans */
-    static const char *const bad[] = {"yes", "no", "on", "1", "0", "[true]"};
+    /* yes/no/on/off are booleans, as PyYAML (pixell-kit) reads them */
+    par_manifest_t *m = accepted("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n"
+                                 "  sub_agents: [{name: p, public: no}, {name: q, public: off},"
+                                 " {name: r, public: yes}]\n");
+    assert_false(m->exports[1].is_public);
+    assert_false(m->exports[2].is_public);
+    assert_true(m->exports[3].is_public);
+    par_manifest_free(m);
+    /* numbers, quoted words and lists are not */
+    static const char *const bad[] = {"1", "0", "[true]", "'false'", "\"no\"", "nope", "~x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
         char y[200];
         snprintf(y, sizeof(y),
@@ -654,25 +662,25 @@ static void test_unknown_keys_warn(void **state)
     assert_int_equal(m->par_abi, -1);
     par_manifest_free(m);
 
-    /* metadata.par and its exports are PAR's: a typo is shown; other metadata keys are not */
-    m = accepted("name: a\nruntime: native\nmetadata:\n  version: 1.0.0\n  owner: team\n"
-                 "  par:\n    limit: {timeout_ms: 1}\n"
-                 "    exports: [{name: e, entrypoint: 'l.so:f', pubic: false}]\n");
-    assert_int_equal(m->warnings.count, 2);
-    assert_string_equal(m->warnings.items[0],
-                        "agent.yaml: metadata.par.limit: unknown key, ignored");
-    assert_string_equal(m->warnings.items[1],
-                        "agent.yaml: metadata.par.exports[0].pubic: unknown key, ignored");
-    assert_true(m->exports[0].is_public);
+    /* other metadata keys are the ecosystem's: ignored */
+    m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  owner: team\n  tags: [x]\n");
+    assert_int_equal(m->warnings.count, 0);
     par_manifest_free(m);
 
-    /* keys are shown safely */
-    m = accepted("name: a\n\"x\\ty\": 1\n? [k]\n: v\n" MD);
-    assert_int_equal(m->warnings.count, 2);
+    /* metadata.par and its exports are PAR's: strict (test_mistakes has the table) */
+    refused("name: a\nruntime: native\nmetadata:\n  version: 1.0.0\n"
+            "  par:\n    limit: {timeout_ms: 1}\n"
+            "    exports: [{name: e, entrypoint: 'l.so:f', pubic: false}]\n",
+            "agent.yaml: metadata.par.limit: unknown key `limit` (did you mean `limits`?)");
+    assert_non_null(strstr(errtext(), "agent.yaml: metadata.par.exports[0].pubic: unknown key "
+                                      "`pubic` (did you mean `public`?)"));
+
+    /* keys are shown safely; keys must be names */
+    m = accepted("name: a\n\"x\\ty\": 1\n" MD);
+    assert_int_equal(m->warnings.count, 1);
     assert_string_equal(m->warnings.items[0], "agent.yaml: x?y: unknown top-level key, ignored");
-    assert_string_equal(m->warnings.items[1],
-                        "agent.yaml: (not a string): unknown top-level key, ignored");
     par_manifest_free(m);
+    refused("name: a\n? [k]\n: v\n" MD, "a mapping key must be a plain name");
 }
 
 /* Runs a parse with stderr redirected and returns how many bytes reached it. */
@@ -698,12 +706,15 @@ static long stderr_bytes_of_parse(const char *y)
 
 static void test_yaml_syntax_errors(void **state)
 {
-    refused("name: [unclosed\n", "agent.yaml: line 2, column 1: flow sequence without a closing");
-    refused("name: a\nmetadata:\n\tversion: 1.0.0\n", "agent.yaml: line 3, column 1: tab");
-    refused("a: b: c\n", "agent.yaml: line 1, column 5: ");
+    refused("name: [unclosed\n",
+            "agent.yaml: line 2, column 1: did not find expected ',' or ']': while parsing a "
+            "flow sequence at line 1");
+    refused("name: a\nmetadata:\n\tversion: 1.0.0\n", "agent.yaml: line 3, column 1: found "
+                                                      "character that cannot start any token");
+    refused("a: b: c\n", "agent.yaml: line 1, column 5: mapping values are not allowed");
     refused("name: a\nname: b\n" MD, "agent.yaml: line 2, column 1: duplicate key");
     refused("name: \"unterminated\n", "agent.yaml: line ");
-    /* libfyaml prints nothing itself */
+    /* the parser prints nothing itself */
     assert_int_equal(stderr_bytes_of_parse("name: [unclosed\n"), 0);
     assert_int_equal(stderr_bytes_of_parse(""), 0);
     assert_int_equal(stderr_bytes_of_parse("a: *nope\n"), 0);
@@ -717,7 +728,8 @@ static void test_document_shape(void **state)
     refused("~\n", "agent.yaml: the document is empty");
     refused("- just\n- a list\n", "agent.yaml: the document must be a mapping of fields");
     refused("just a scalar\n", "must be a mapping of fields (name, metadata, ...), not a scalar");
-    refused("name: a\n" MD "---\nname: b\n" MD, "agent.yaml: holds more than one YAML document");
+    refused("name: a\n" MD "---\nname: b\n" MD,
+            "agent.yaml: line 3, column 1: only one YAML document is allowed");
     /* a single document with markers is fine */
     par_manifest_free(accepted("%YAML 1.2\n---\nname: a\n" MD "...\n"));
 
@@ -767,8 +779,9 @@ static void test_aliases(void **state)
     par_manifest_free(m);
 
     refused("name: a\nmetadata: {version: *nope}\n",
-            "agent.yaml: line 2, column 22: invalid alias");
-    refused("name: a\n" MD "x: &x [1, *x]\n", "agent.yaml: YAML aliases expand to more than");
+            "agent.yaml: line 2, column 21: found undefined alias");
+    refused("name: a\n" MD "x: &x [1, *x]\n",
+            "agent.yaml: line 3, column 4: the document nests too deeply");
     /* "billion laughs": 10^6 nodes from a few hundred bytes */
     refused("a: &a [x,x,x,x,x,x,x,x,x,x]\n"
             "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
@@ -777,7 +790,7 @@ static void test_aliases(void **state)
             "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
             "f: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
             "name: a\n" MD,
-            "agent.yaml: YAML aliases expand to more than 10000 nodes");
+            "(with its aliases expanded) has too many nodes");
 }
 
 /* Strings are copies: the manifest outlives the input buffer. */
@@ -820,7 +833,7 @@ static void refused_bytes(const char *y, size_t len, const char *needle)
 }
 
 /* Raw bytes: UTF-8 text of YAML-printable characters only, `len` respected.
- * (libfyaml 0.7.12 hangs on invalid UTF-8 in a directive and stops at a NUL.) */
+ * (Checked before the YAML parser, with PyYAML's rule and a line and column.) */
 static void test_encoding(void **state)
 {
     static const char with_nul[] = "name: a\0b\n" MD;
@@ -849,6 +862,213 @@ static void test_encoding(void **state)
     refused_bytes(y, 8, "agent.yaml: metadata.version: required field missing");
 }
 
+/* ---- mistakes a person makes (issue: every mistake is named) ------------------------------- */
+
+#define SUB(body)                                                                                  \
+    "name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n    - name: p\n" body
+#define PARB(body) "name: a\nruntime: native\nmetadata:\n  version: 1.0.0\n  par:\n" body
+
+typedef struct mistake {
+    const char *yaml;
+    const char *needle; /* in the errors, or in the warnings when `warns` */
+    int warns;
+} mistake_t;
+
+static void test_mistakes(void **state)
+{
+    static char long_version[5100], long_sub[300];
+    /* 5,000 digits passed once and failed later as "Input/output error" */
+    const char *vhead = "name: a\nmetadata:\n  version: 1.0.";
+    size_t vl = strlen(vhead);
+    memcpy(long_version, vhead, vl);
+    memset(long_version + vl, '7', 5000);
+    strcpy(long_version + vl + 5000, "\n");
+    snprintf(long_sub, sizeof(long_sub), SUB("    - name: %s\n"),
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"); /* 65 */
+    const mistake_t table[] = {
+        {SUB("      pubic: false\n"),
+         "agent.yaml: metadata.sub_agents[0].pubic: unknown key `pubic` (did you mean `public`?)",
+         0},
+        {SUB("      public: flase\n"),
+         "agent.yaml: metadata.sub_agents[0].public: must be true or false", 0},
+        {SUB("      public: \"false\"\n"),
+         "agent.yaml: metadata.sub_agents[0].public: must be true or false", 0},
+        {SUB("      visibility: private\n"),
+         "agent.yaml: metadata.sub_agents[0].visibility: unknown key `visibility` (known: name, "
+         "description, public, capabilities, entrypoint)",
+         0},
+        {SUB("      entry_point: m:g\n"),
+         "metadata.sub_agents[0].entry_point: unknown key "
+         "`entry_point` (did you mean `entrypoint`?)",
+         0},
+        {"name: a\nentrypont: src.main:handler\n" MD,
+         "agent.yaml: entrypont: unknown key `entrypont` (did you mean `entrypoint`?)", 0},
+        {"name: a\nruntme: python3.11\n" MD,
+         "runtme: unknown key `runtme` (did you mean `runtime`?)", 0},
+        {"name: a\nNAME: b\n" MD, "NAME: unknown key `NAME`", 0},
+        {"name: a\nruntime: pyhton3.11\n" MD, NULL, 0}, /* parses; pkg/compat.c refuses it */
+        {"name: a\nmetadata:\n  version: 1.0.0\n  sub_agent:\n    - {name: p, public: false}\n",
+         "agent.yaml: metadata.sub_agent: unknown key `sub_agent` (did you mean `sub_agents`?)", 0},
+        {"name: a\nmetadata:\n  verison: 1.0.0\n",
+         "metadata.verison: unknown key `verison` (did "
+         "you mean `version`?)",
+         0},
+        {PARB("    requries: '>=1'\n"),
+         "agent.yaml: metadata.par.requries: unknown key "
+         "`requries` (did you mean `requires`?)",
+         0},
+        {PARB("    isolation: none\n"),
+         "agent.yaml: metadata.par.isolation: unknown key "
+         "`isolation` (known: requires, abi, limits, exports, "
+         "calls)",
+         0},
+        {PARB("    limits: {timeout: 5000}\n"),
+         "agent.yaml: metadata.par.limits.timeout: unknown "
+         "limit `timeout` (known: timeout_ms,",
+         0},
+        {PARB("    limits: {cpu: 2}\n"), "agent.yaml: metadata.par.limits.cpu: unknown limit", 0},
+        {PARB("    limits: {timeout_ms: ten}\n"),
+         "agent.yaml: metadata.par.limits.timeout_ms: must be a non-negative integer", 0},
+        {PARB("    exports: [{name: e, entrypoint: 'l.so:f', pubilc: false}]\n"),
+         "metadata.par.exports[0].pubilc: unknown key `pubilc` (did you mean `public`?)", 0},
+        {PARB("    calls: shop-*\n"), "agent.yaml: metadata.par.calls: must be a list", 0},
+        {PARB("    calls: [\"shop *\"]\n"),
+         "agent.yaml: metadata.par.calls[0]: 'shop *' is not an agent id pattern", 0},
+        {PARB("    calls: [\"\"]\n"), "agent.yaml: metadata.par.calls[0]: '' is not", 0},
+        {PARB("    calls: [[a]]\n"), "agent.yaml: metadata.par.calls[0]: must be a string", 0},
+        {PARB("    abi: \"one\"\n"), "agent.yaml: metadata.par.abi: must be a positive integer", 0},
+        {"name: a\ncapabilities: {network: true}\n" MD, "capabilities: must be a list", 0},
+        {"name: a\nmetadata: {version: 1}\n", "metadata.version: must be a semantic version", 0},
+        {long_version, "agent.yaml: metadata.version: must be at most 64 characters (it has 5004)",
+         0},
+        {long_sub, "agent.yaml: metadata.sub_agents[1].name: must be at most 64 characters", 0},
+        {"name: a\nversion: \"1.00000000000000000000000000000000000000000000000000000000000000000"
+         "0\"\n" MD,
+         "agent.yaml: version: must be at most 64 characters", 0},
+        {"name: a\nruntime: python3.11111111111111111111111111111111111111111111111111111111111"
+         "11111\n" MD,
+         "agent.yaml: runtime: must be at most 64 characters", 0},
+        /* far from any known key: a warning, the package deploys */
+        {"name: a\nhomepage: https://example.com\n" MD,
+         "agent.yaml: homepage: unknown top-level key, ignored", 1},
+        {"name: a\nx-team: core\n" MD, "agent.yaml: x-team: unknown top-level key, ignored", 1},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(*table); i++) {
+        const mistake_t *t = &table[i];
+        if (t->needle == NULL || t->warns) {
+            par_manifest_t *m = accepted(t->yaml);
+            if (t->warns &&
+                (m->warnings.count != 1 || strcmp(m->warnings.items[0], t->needle) != 0))
+                fail_msg("case %zu: expected the warning '%s'", i, t->needle);
+            if (!t->warns)
+                assert_int_equal(m->runtime_kind, PAR_RUNTIME_OTHER);
+            par_manifest_free(m);
+        } else {
+            refused(t->yaml, t->needle);
+        }
+    }
+}
+
+/* The red-team input that crashed libfyaml 0.7.12, and its neighbours. */
+static void test_parser_crash_inputs(void **state)
+{
+    refused("? p ] x:\t|", "agent.yaml: line 1, column ");
+    refused("? p ] x:\t|\n", "agent.yaml: line 1, column ");
+    refused("name: a\n? p ] x:\t|\n" MD, "agent.yaml: line 2, column ");
+    refused("? p ] x:\t|" MD, "agent.yaml: line ");
+}
+
+static void test_calls(void **state)
+{
+    par_manifest_t *m = accepted("name: a\n" MD);
+    assert_null(m->calls); /* not declared: no restriction */
+    par_manifest_free(m);
+    m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  par:\n    calls: []\n");
+    assert_non_null(m->calls);
+    assert_null(m->calls[0]); /* declared empty: calls nothing */
+    par_manifest_free(m);
+    m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  par:\n    calls:\n    abi: ~\n");
+    assert_non_null(m->calls);
+    assert_null(m->calls[0]);         /* `calls:` alone: calls nothing (fails closed) */
+    assert_int_equal(m->par_abi, -1); /* other nulls are absent */
+    par_manifest_free(m);
+    m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  par:\n"
+                 "    calls: [\"shop-*\", \"echo@1.0.0/upper\", \"[a-c]?x\", \"!x\"]\n");
+    assert_string_equal(m->calls[0], "shop-*");
+    assert_string_equal(m->calls[1], "echo@1.0.0/upper");
+    assert_string_equal(m->calls[2], "[a-c]?x");
+    assert_string_equal(m->calls[3], "!x");
+    assert_null(m->calls[4]);
+    par_manifest_free(m);
+}
+
+/* Applies one single-character edit to `w`: op 0 deletes position i, 1
+ * replaces it with ch, 2 inserts ch before it. */
+static int edit(const char *w, int op, size_t i, char ch, char *out, size_t n)
+{
+    size_t len = strlen(w);
+    if ((op != 2 && i >= len) || i > len || len + 2 > n)
+        return -1;
+    size_t o = 0;
+    for (size_t k = 0; k <= len; k++) {
+        if (k == i && op == 2)
+            out[o++] = ch;
+        if (k == len)
+            break;
+        if (k == i && op == 0)
+            continue;
+        out[o++] = (k == i && op == 1) ? ch : w[k];
+    }
+    out[o] = '\0';
+    return strcmp(out, w) == 0 ? -1 : 0;
+}
+
+/* Parses the manifest; returns 1 when it is accepted with `p` public. */
+static int publishes_p(const char *y)
+{
+    par_manifest_t *m = NULL;
+    if (par_manifest_parse(y, strlen(y), &m, NULL) != PAR_OK)
+        return 0;
+    const par_export_t *e = par_manifest_export(m, "p");
+    int pub = e && e->is_public;
+    par_manifest_free(m);
+    return pub;
+}
+
+/* No single-character edit of `public` or of `sub_agents` (every printable
+ * ASCII character deleted, replaced or inserted anywhere) makes a private
+ * sub-agent public: the package is refused, or `p` stays private or absent. */
+static void test_typos_never_publish(void **state)
+{
+    static const char *const words[] = {"public", "sub_agents", "false"};
+    size_t cases = 0;
+    for (size_t w = 0; w < 3; w++) {
+        for (int op = 0; op < 3; op++) {
+            for (size_t i = 0; i <= strlen(words[w]); i++) {
+                for (int ch = op == 0 ? 'a' : 0x20; ch <= (op == 0 ? 'a' : 0x7e); ch++) {
+                    char typo[32], y[400];
+                    if (edit(words[w], op, i, (char)ch, typo, sizeof(typo)) != 0)
+                        continue;
+                    snprintf(y, sizeof(y),
+                             "name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n"
+                             "  %s:\n    - name: p\n      %s: %s\n",
+                             w == 1 ? typo : "sub_agents", w == 0 ? typo : "public",
+                             w == 2 ? typo : "false");
+                    cases++;
+                    if (publishes_p(y))
+                        fail_msg("this typo made the private sub-agent public:\n%s", y);
+                }
+            }
+        }
+    }
+    assert_true(cases > 1500);
+    /* the same in flow style */
+    assert_false(publishes_p("name: a\nentrypoint: m:f\nmetadata: {version: 1.0.0, sub_agents: "
+                             "[{name: p, pubic: false}]}\n"));
+    assert_false(publishes_p("name: a\nentrypoint: m:f\nmetadata: {version: 1.0.0, sub_agents: "
+                             "[{name: p, public: 0}]}\n"));
+}
+
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 static void test_valid_name(void **state)
@@ -871,30 +1091,6 @@ static void test_valid_name(void **state)
     memset(n, 'a', sizeof(n));
     assert_true(par_manifest_valid_name(n, 64));
     assert_false(par_manifest_valid_name(n, 65));
-}
-
-/* metadata.par.calls: NULL when not declared, a NULL-terminated list (maybe
- * empty) when declared; anything but a list of strings is refused. */
-static void test_par_calls(void **state)
-{
-    (void)state;
-    par_manifest_t *m = accepted("name: a\n" MD);
-    assert_null(m->calls);
-    par_manifest_free(m);
-    m = accepted("name: a\nmetadata: {version: 1.0.0, par: {calls: [echo, \"shop-*\"]}}\n");
-    assert_non_null(m->calls);
-    assert_string_equal(m->calls[0], "echo");
-    assert_string_equal(m->calls[1], "shop-*");
-    assert_null(m->calls[2]);
-    par_manifest_free(m);
-    m = accepted("name: a\nmetadata: {version: 1.0.0, par: {calls: []}}\n");
-    assert_non_null(m->calls);
-    assert_null(m->calls[0]);
-    par_manifest_free(m);
-    refused("name: a\nmetadata: {version: 1.0.0, par: {calls: echo}}\n",
-            "metadata.par.calls: must be a list of strings");
-    refused("name: a\nmetadata: {version: 1.0.0, par: {calls: [echo, null]}}\n",
-            "metadata.par.calls[1]");
 }
 
 static void test_valid_semver(void **state)
@@ -970,7 +1166,10 @@ int main(void)
         cmocka_unit_test(test_encoding),
         cmocka_unit_test(test_valid_name),
         cmocka_unit_test(test_valid_semver),
-        cmocka_unit_test(test_par_calls),
+        cmocka_unit_test(test_mistakes),
+        cmocka_unit_test(test_parser_crash_inputs),
+        cmocka_unit_test(test_calls),
+        cmocka_unit_test(test_typos_never_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
