@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "obs/log.h"
 #include "util/buf.h"
+#include "util/fs.h"
 
 static void usage_call(FILE *f)
 {
@@ -24,14 +25,6 @@ static void usage_call(FILE *f)
                "null, '-' reads standard input) and prints the output. A native package\n"
                "runs in-process (only use it with code you trust); a Python package runs\n"
                "in a worker process.\n");
-}
-
-static int rm_tree(const char *path)
-{
-    char cmd[PATH_MAX + 32];
-    /* the directory is one we created with mkdtemp; no user input reaches the shell */
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-    return system(cmd);
 }
 
 int par_cli_call(int argc, char **argv)
@@ -75,7 +68,7 @@ int par_cli_call(int argc, char **argv)
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {
         fprintf(stderr, "par call: %s\n", par_strerror(rc));
-        rm_tree(tmpl);
+        par_fs_remove(tmpl, NULL);
         return 1;
     }
     char *err = NULL;
@@ -100,7 +93,7 @@ int par_cli_call(int argc, char **argv)
     }
     par_runtime_destroy(rt);
     par_log_shutdown();
-    rm_tree(tmpl);
+    par_fs_remove(tmpl, NULL);
     par_buf_free(&input);
     return exit_code;
 }

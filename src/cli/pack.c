@@ -148,6 +148,20 @@ int par_cli_inspect(int argc, char **argv)
         json_object_set_new(o, "requires", json_string(m->par_requires));
     if (m->par_abi >= 0)
         json_object_set_new(o, "abi", json_integer(m->par_abi));
+    /* what a deploy would write: the same reader, through the same checks */
+    json_t *entries = NULL;
+    rc = par_archive_list(&a, &lim, &entries, &err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par inspect: %s: %s\n%.*s", argv[1], par_strerror(rc), (int)err.len,
+                err.data ? err.data : "");
+        json_decref(o);
+        par_manifest_free(m);
+        par_buf_free(&err);
+        par_buf_free(&y);
+        par_archive_bytes_free(&a);
+        return 1;
+    }
+    json_object_set_new(o, "entries", entries);
     char *s = json_dumps(o, JSON_INDENT(2));
     printf("%s\n", s);
     free(s);

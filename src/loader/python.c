@@ -14,6 +14,7 @@
 #include "obs/log.h"
 #include "pkg/archive.h"
 #include "registry/cache.h"
+#include "util/fs.h"
 #include "util/proc.h"
 
 #define REQUIREMENTS_MAX_BYTES (64 * 1024)
@@ -267,9 +268,9 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
         pv->python_site = strdup(path);
         return PAR_OK;
     }
-    par_rm_rf(final); /* a half-built one */
+    par_fs_remove(final, NULL); /* a half-built one */
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%.32s-%d", dir, digest, (int)getpid());
-    par_rm_rf(tmp);
+    par_fs_remove(tmp, NULL);
 
     int64_t t0 = par__now_ms();
     int rc = PAR_E_DEPS_UNAVAILABLE;
@@ -365,7 +366,7 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
     }
 out:
     if (rc != PAR_OK)
-        par_rm_rf(tmp);
+        par_fs_remove(tmp, NULL);
     par_buf_free(&out);
     return rc;
 }

@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
@@ -29,6 +28,7 @@
 #include "loader/proto.h"
 #include "obs/log.h"
 #include "pkg/dotenv.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 #define PENDING_BUCKETS 64
@@ -371,19 +371,15 @@ static void close_if(int *fd)
     *fd = -1;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    if (remove(path) != 0 && errno != ENOENT)
-        par_log_msg(PAR_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
-    return 0;
-}
-
 /* Removes a directory tree without following symbolic links or leaving the
- * file system: what a worker wrote is not trusted. */
+ * file system, whatever its depth (util/fs): what a worker wrote is not
+ * trusted. One warning per tree that cannot be removed completely. */
 static void remove_tree(const char *path)
 {
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    par_fs_result_t res;
+    if (par_fs_remove(path, &res) != 0)
+        par_log_msg(PAR_LOG_WARN, "cannot remove %s completely: %llu entries failed, first: %s",
+                    path, (unsigned long long)res.failures, strerror(res.first_errno));
 }
 
 /* Creates the private scratch directory of a new worker, owned by the

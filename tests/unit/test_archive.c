@@ -754,6 +754,34 @@ static void test_extract_path_rules(void **state)
     assert_false(exists(abs_name));
 }
 
+/* A chain of directories as deep as the name-length check lets through used
+ * to be extracted, and every later walk of it recursed once per level. */
+static void test_extract_depth(void **state)
+{
+    (void)state;
+    static char deep[4096], at_cap[200], over_cap[200];
+    for (int i = 0; i < 2040; i++)
+        memcpy(deep + 2 * i, "d/", 2);
+    strcpy(deep + 2 * 2040, "f");
+    for (int i = 0; i < PAR_ARCHIVE_MAX_DEPTH; i++)
+        memcpy(at_cap + 2 * i, "d/", 2), memcpy(over_cap + 2 * i, "d/", 2);
+    at_cap[2 * PAR_ARCHIVE_MAX_DEPTH - 1] = '\0'; /* d/…/d: 64 levels */
+    strcpy(over_cap + 2 * PAR_ARCHIVE_MAX_DEPTH, "f"); /* d/…/d/f: 65 levels */
+    hostile_t cases[] = {
+        {"depth-2041", {{deep, AE_IFREG, "x", 0, 0}}, 1, PAR_E_BAD_ARCHIVE,
+         "2041 directory levels deep, more than the limit of 64"},
+        {"depth-65", {{over_cap, AE_IFREG, "x", 0, 0}}, 1, PAR_E_BAD_ARCHIVE,
+         "65 directory levels deep"},
+    };
+    run_hostile(cases, sizeof(cases) / sizeof(*cases));
+    entry_t ok[] = {{at_cap, AE_IFREG, "x", 0, 0}};
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    jail_t j;
+    assert_int_equal(extract_entries(ok, 1, "depth-64", NULL, &j, &err), PAR_OK);
+    par_buf_free(&err);
+}
+
 static void test_extract_symlinks(void **state)
 {
     (void)state;
@@ -1492,6 +1520,7 @@ int main(void)
         cmocka_unit_test(test_extract_good),
         cmocka_unit_test(test_extract_dest_checks),
         cmocka_unit_test(test_extract_path_rules),
+        cmocka_unit_test(test_extract_depth),
         cmocka_unit_test(test_extract_symlinks),
         cmocka_unit_test(test_extract_hard_link),
         cmocka_unit_test(test_extract_special_files),
