@@ -57,6 +57,7 @@ typedef struct serve_opts {
     unsigned memory_mb;
     unsigned reload_drain_ms;
     unsigned cpu_seconds;
+    unsigned scratch_mb;
     unsigned rollback_after, rollback_pct;
     /* trust and registries */
     int require_signatures; /* -1: not said (on with a configuration file, off without) */
@@ -288,6 +289,8 @@ static int load_config_file(const char *path, serve_opts_t *o)
         o->max_queue = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/limits/worker_cpu_seconds")))
         o->cpu_seconds = (unsigned)atoi(v);
+    if ((v = yaml_str(d, "/limits/scratch_mb")))
+        o->scratch_mb = (unsigned)strtoul(v, NULL, 10);
     if ((v = yaml_str(d, "/reload/rollback/requests")))
         o->rollback_after = (unsigned)atoi(v);
     if ((v = yaml_str(d, "/reload/rollback/error_rate_percent")))
@@ -907,6 +910,8 @@ int par_cli_serve(int argc, char **argv)
     cfg.default_memory_mb = o.memory_mb;
     cfg.drain_ms = o.reload_drain_ms;
     cfg.worker_cpu_seconds = o.cpu_seconds;
+    if (o.scratch_mb)
+        cfg.scratch_mb = o.scratch_mb;
     cfg.rollback_after = o.rollback_after;
     cfg.rollback_error_pct = o.rollback_pct ? o.rollback_pct : 50;
     if (o.max_queue)

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "loader/proto.h"
+#include "loader/scratch.h"
 #include "obs/log.h"
 #include "pkg/dotenv.h"
 #include "util/fs.h"
@@ -131,6 +132,7 @@ struct par_super {
     pthread_cond_t io_cond;
     _Atomic int attached;
     struct trash *trash; /* guarded by lock */
+    par_scratch_t *quota; /* limits.scratch_mb accounting (loader/scratch.h) */
 };
 
 typedef struct trash {
@@ -496,6 +498,9 @@ static int spawn_worker(par_pool_t *p)
     w->out_tag = (tag_t){TAG_OUT, w};
     w->wid = wid;
     w->scratch = scratch;
+    char key[512];
+    snprintf(key, sizeof(key), "%s@%s", p->name, p->version);
+    par_scratch_watch(s->quota, wid, pid, scratch, key, (uint64_t)s->rt->cfg.scratch_mb << 20);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &w->sock_tag};
     epoll_ctl(s->ep, EPOLL_CTL_ADD, w->fd, &ev);
     struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &w->out_tag};
@@ -606,6 +611,9 @@ static void worker_dead(par_worker_t *w)
     drain_output(w);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->fd, NULL);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->out_fd, NULL);
+    uint64_t scratch_used = 0, scratch_limit = 0; /* forgotten before the pid is reaped */
+    if (par_scratch_forget(s->quota, w->wid, &scratch_used, &scratch_limit))
+        w->kill_reason = "scratch quota exceeded";
     kill_worker(w);
     int st = 0;
     while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
@@ -633,6 +641,13 @@ static void worker_dead(par_worker_t *w)
                          "the worker (pid %d) running agent '%s' broke the worker protocol and "
                          "was stopped",
                          (int)w->pid, c->agent_id);
+            } else if (w->kill_reason && strcmp(w->kill_reason, "scratch quota exceeded") == 0) {
+                status = PAR_E_SCRATCH_QUOTA;
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' was stopped: its package used "
+                         "%llu MB of scratch space, over its quota of %llu MB (limits.scratch_mb)",
+                         (int)w->pid, c->agent_id, (unsigned long long)(scratch_used >> 20),
+                         (unsigned long long)(scratch_limit >> 20));
             } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
                 snprintf(msg, sizeof(msg),
                          "the worker (pid %d) running agent '%s' used up its CPU time limit of "
@@ -1339,6 +1354,7 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
             par_log_msg(PAR_LOG_ERROR, "cannot create %s: %s", base, strerror(errno));
         free(base);
     }
+    s->quota = par_scratch_new();
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->wake_tag = (tag_t){TAG_WAKE, NULL};
@@ -1349,6 +1365,7 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
             close(s->ep);
         if (s->wake_fd >= 0)
             close(s->wake_fd);
+        par_scratch_free(s->quota);
         free(s->scratch_base);
         free(s);
         return PAR_E_IO;
@@ -1385,6 +1402,7 @@ void par_super_free(par_super_t *s)
     atomic_store(&s->stop, 1); /* detached above: the I/O thread is in io_iterate */
     wake(s);
     pthread_join(s->thread, NULL);
+    par_scratch_free(s->quota);
     while (s->pools) {
         par_pool_t *p = s->pools;
         s->pools = p->next;

@@ -228,3 +228,107 @@ def test_readers_agree_on_every_entry(server_factory, tmp_path, kind):
         assert "ZIP readers would disagree" in ins.stderr, ins.stderr
         assert_error(r, 422, "bad_archive")
     still_serving(s)
+
+
+# ---- finding 5: scratch ---------------------------------------------------------------
+
+SCRATCHY = """\
+import os
+import time
+
+
+def ok(input, context=None):
+    return input
+
+
+def whoami(input, context=None):
+    return {"tmpdir": os.environ.get("TMPDIR")}
+
+
+def fill(input, context=None):
+    # a chain of directories deeper than PATH_MAX, then data at its bottom
+    fd = os.open(os.environ["TMPDIR"], os.O_RDONLY | os.O_DIRECTORY)
+    os.mkdir(input["top"], dir_fd=fd)
+    nfd = os.open(input["top"], os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+    for _ in range(input["levels"]):
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    chunk = b"x" * (1 << 20)
+    for i in range(input["mb"]):
+        f = os.open("f%d" % i, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, chunk)
+        os.close(f)
+    os.close(fd)
+    time.sleep(input.get("hold", 0))  # an agent that keeps working on its files
+    return {"written_mb": input["mb"]}
+"""
+
+
+def scratchy(tmp):
+    return pypkg(tmp, "scratchy", {"src/scratchy.py": SCRATCHY}, entrypoint="src.scratchy:ok",
+                 sub_agents=[(n, True, "src.scratchy:" + n) for n in ("whoami", "fill")],
+                 extra="  par:\n    limits: {timeout_ms: 30000}\n")
+
+
+def output(s, agent, inp):
+    r = s.post(agent, {"input": inp}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["output"]
+
+
+def wait_gone(path, timeout=30):
+    deadline = time.time() + timeout
+    while os.path.lexists(path):
+        assert time.time() < deadline, path + " is still there"
+        time.sleep(0.1)
+
+
+def test_scratch_quota(server_factory, tmp_path):
+    apkg = scratchy(tmp_path)
+    s = server_factory([apkg, package("echo")],
+                       args=["--config", config(tmp_path, "limits: {scratch_mb: 16}\n")])
+    scratch = output(s, "scratchy/whoami", None)["tmpdir"]
+    assert os.path.isdir(scratch)
+    # under the quota: served
+    assert output(s, "scratchy/fill", {"top": "a", "levels": 10, "mb": 4})["written_mb"] == 4
+    # over it, at the bottom of a chain deeper than PATH_MAX: stopped, named
+    t0 = time.time()
+    b = assert_error(s.post("scratchy/fill", {"input": {"top": "b", "levels": 2500, "mb": 64, "hold": 20}},
+                            timeout=60), 507, "scratch_quota_exceeded")
+    assert "limits.scratch_mb" in b["message"] and "16 MB" in b["message"], b
+    assert time.time() - t0 < 15  # stopped by the accountant, not by the deadline
+    wait_gone(scratch)  # the deep tree went with the worker
+    assert not any("cannot remove" in l.get("msg", "") for l in s.lines())
+    still_serving(s)
+    assert output(s, "scratchy", "again") == "again"  # a fresh worker, a fresh scratch
+    assert output(s, "scratchy/whoami", None)["tmpdir"] != scratch
+
+
+def test_deep_scratch_does_not_outlive_a_crash(tmp_path):
+    """A runtime killed outright leaves its workers' scratch behind; the next
+    start removes it however deep it is, with no warning per entry."""
+    apkg = scratchy(tmp_path)
+    args = ["--config", config(tmp_path)]
+    s = Server(str(tmp_path), [apkg, package("echo")], args=args)
+    try:
+        scratch = output(s, "scratchy/whoami", None)["tmpdir"]
+        assert output(s, "scratchy/fill", {"top": "a", "levels": 2500, "mb": 2})["written_mb"] == 2
+    finally:
+        s.killed = True
+        s.proc.kill()
+        s.proc.wait()
+        s.stop()
+    # the worker may take a moment to notice its runtime is gone
+    assert os.path.isdir(scratch)
+    s = Server(str(tmp_path), [apkg, package("echo")], args=args)
+    try:
+        still_serving(s)
+        assert not os.path.lexists(scratch)
+        warnings = [l for l in s.lines() if "cannot remove" in l.get("msg", "")]
+        assert warnings == [], warnings
+    finally:
+        s.stop()
