@@ -29,9 +29,9 @@ typedef struct entry {
     pid_t pid;
     char *dir, *key;
     uint64_t limit;
-    int killed;         /* stopped for its package's quota */
-    uint64_t used;      /* what its package used then */
-    uint64_t measured;  /* this pass (a snapshot's copy) */
+    int killed;        /* stopped for its package's quota */
+    uint64_t used;     /* what its package used then */
+    uint64_t measured; /* this pass (a snapshot's copy) */
 } entry_t;
 
 struct par_scratch {
@@ -192,8 +192,8 @@ void par_scratch_free(par_scratch_t *q)
     free(q);
 }
 
-void par_scratch_watch(par_scratch_t *q, uint64_t wid, pid_t pid, const char *dir,
-                       const char *key, uint64_t limit)
+void par_scratch_watch(par_scratch_t *q, uint64_t wid, pid_t pid, const char *dir, const char *key,
+                       uint64_t limit)
 {
     entry_t *e = q ? calloc(1, sizeof(*e)) : NULL;
     if (e == NULL)

@@ -37,8 +37,8 @@ void par_scratch_free(par_scratch_t *q);
 /* Watches worker `wid` (process group `pid`) whose scratch is `dir`, counted
  * against package version `key` ("name@version") with a quota of `limit`
  * bytes (0: measured, never enforced). Strings are copied. */
-void par_scratch_watch(par_scratch_t *q, uint64_t wid, pid_t pid, const char *dir,
-                       const char *key, uint64_t limit);
+void par_scratch_watch(par_scratch_t *q, uint64_t wid, pid_t pid, const char *dir, const char *key,
+                       uint64_t limit);
 
 /* Stops watching worker `wid`; call before reaping it. Returns 1 when the
  * accountant killed it for its package's quota (then *used is what the

@@ -641,6 +641,12 @@ static void worker_dead(par_worker_t *w)
                          "the worker (pid %d) running agent '%s' broke the worker protocol and "
                          "was stopped",
                          (int)w->pid, c->agent_id);
+            } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXFSZ) {
+                status = PAR_E_SCRATCH_QUOTA;
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' wrote a file larger than the "
+                         "scratch quota of %u MB (limits.scratch_mb, RLIMIT_FSIZE) and was stopped",
+                         (int)w->pid, c->agent_id, s->rt->cfg.scratch_mb);
             } else if (w->kill_reason && strcmp(w->kill_reason, "scratch quota exceeded") == 0) {
                 status = PAR_E_SCRATCH_QUOTA;
                 snprintf(msg, sizeof(msg),
@@ -1499,6 +1505,10 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     if (p->cpu_seconds) {
         p->argv[argc++] = strdup("--cpu-seconds");
         p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
+    }
+    if (rt->cfg.scratch_mb) { /* no single file larger than the whole quota */
+        p->argv[argc++] = strdup("--file-size-mb");
+        p->argv[argc++] = xasprintf("%u", rt->cfg.scratch_mb);
     }
     if (sandbox_memory_mb) {
         p->argv[argc++] = strdup("--memory-mb");

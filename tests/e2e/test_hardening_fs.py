@@ -293,6 +293,8 @@ def test_scratch_quota(server_factory, tmp_path):
                        args=["--config", config(tmp_path, "limits: {scratch_mb: 16}\n")])
     scratch = output(s, "scratchy/whoami", None)["tmpdir"]
     assert os.path.isdir(scratch)
+    # no single file may be larger than the whole quota
+    assert s.get("/runtime/packages/scratchy").json()["sandbox"]["rlimits"]["fsize_mb"] == 16
     # under the quota: served
     assert output(s, "scratchy/fill", {"top": "a", "levels": 10, "mb": 4})["written_mb"] == 4
     # over it, at the bottom of a chain deeper than PATH_MAX: stopped, named
