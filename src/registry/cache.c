@@ -74,8 +74,8 @@ int par_cache_sweep(const char *cache_dir)
         size_t len = strlen(nm);
         int half = is_digest(nm, len);
         if (half) {
-            char marker[80];
-            snprintf(marker, sizeof(marker), "%s.complete", nm);
+            char marker[80]; /* a digest: 64 characters */
+            snprintf(marker, sizeof(marker), "%.64s.complete", nm);
             half = faccessat(dirfd(d), marker, F_OK, AT_SYMLINK_NOFOLLOW) != 0;
         }
         if (!half && strncmp(nm, ".tmp-", 5) != 0 && strncmp(nm, ".quarantine-", 12) != 0)
