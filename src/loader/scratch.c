@@ -22,6 +22,7 @@
 
 #define SCRATCH_MIN_INTERVAL_MS 500
 #define SCRATCH_MAX_INTERVAL_MS 10000
+#define SCRATCH_MAX_EVASIONS 3
 
 typedef struct entry {
     struct entry *next;
@@ -32,6 +33,8 @@ typedef struct entry {
     int killed;        /* stopped for its package's quota */
     uint64_t used;     /* what its package used then */
     uint64_t measured; /* this pass (a snapshot's copy) */
+    int moved;         /* this pass: the tree was moved under the walk (a snapshot's copy) */
+    unsigned evasions; /* passes in a row whose walk the worker defeated by moving directories */
 } entry_t;
 
 struct par_scratch {
@@ -94,13 +97,37 @@ static void kill_for_quota(par_scratch_t *q, const entry_t *big, uint64_t sum)
     pthread_mutex_unlock(&q->lock);
 }
 
+/* A worker can cut a walk short by moving its directories while the walk is
+ * below them (util/fs stops rather than wander): the measure is then partial.
+ * A package does not do that by accident pass after pass, so a few such
+ * passes in a row count as over the quota. */
+static int evading(par_scratch_t *q, const entry_t *m)
+{
+    int over = 0;
+    pthread_mutex_lock(&q->lock);
+    for (entry_t *e = q->entries; e; e = e->next) {
+        if (e->wid == m->wid) {
+            e->evasions = m->moved ? e->evasions + 1 : 0;
+            over = e->limit && e->evasions >= SCRATCH_MAX_EVASIONS;
+        }
+    }
+    pthread_mutex_unlock(&q->lock);
+    return over;
+}
+
 static void pass(par_scratch_t *q)
 {
     size_t n = 0;
     entry_t *v = snapshot(q, &n);
-    for (size_t i = 0; i < n; i++)
-        if (v[i].dir)
-            par_fs_usage(v[i].dir, v[i].limit, &v[i].measured, NULL);
+    for (size_t i = 0; i < n; i++) {
+        par_fs_result_t res;
+        if (v[i].dir == NULL)
+            continue;
+        par_fs_usage(v[i].dir, v[i].limit, &v[i].measured, &res);
+        v[i].moved = res.first_errno == ESTALE;
+        if (evading(q, &v[i]))
+            v[i].measured = v[i].limit + 1;
+    }
     for (size_t i = 0; i < n; i++) {
         if (v[i].key == NULL || v[i].limit == 0)
             continue;

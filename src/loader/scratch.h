@@ -7,6 +7,8 @@
  * registered directory (util/fs: descriptors, any depth, no symlink
  * followed), sums per package version, and when a sum passes the quota kills
  * the process group of the worker with the largest directory (SIGKILL).
+ * A worker whose tree keeps moving under the walk (a partial measure) for
+ * SCRATCH_MAX_EVASIONS passes in a row counts as over the quota.
  * Passes run every SCRATCH_MIN_INTERVAL_MS, spaced out further when a pass
  * itself takes long (a tree of many small files), so accounting costs at most
  * a fraction of one core. The supervisor learns of the kill from
