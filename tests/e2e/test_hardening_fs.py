@@ -334,3 +334,17 @@ def test_deep_scratch_does_not_outlive_a_crash(tmp_path):
         assert warnings == [], warnings
     finally:
         s.stop()
+
+
+def test_one_file_larger_than_the_quota(server_factory, tmp_path):
+    """A native worker writing one file past the quota is stopped by RLIMIT_FSIZE
+    before the accountant even looks: the same named error, a fresh worker."""
+    s = server_factory([package("hostile"), package("echo")],
+                       args=["--config", config(tmp_path, "limits: {scratch_mb: 8}\n")])
+    scratch = output(s, "hostile/whoami", None)["tmpdir"]
+    assert output(s, "hostile/bigfile", "4") == {"written": True}
+    b = assert_error(s.post("hostile/bigfile", {"input": "64"}), 507, "scratch_quota_exceeded")
+    assert "RLIMIT_FSIZE" in b["message"] and "8 MB" in b["message"], b
+    wait_gone(scratch)
+    still_serving(s)
+    assert output(s, "hostile", "again") == "again"
