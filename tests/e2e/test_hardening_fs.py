@@ -14,6 +14,7 @@ import io
 import json
 import os
 import struct
+import subprocess
 import time
 import zipfile
 
@@ -108,6 +109,40 @@ def test_start_survives_any_cache_content(tmp_path):
         left = sorted(os.listdir(cache))
         assert half not in left and ".tmp-deadbeef-XXXXXX" not in left and "cd" * 32 not in left, left
         assert any("half-written entry " + half in l.get("msg", "") for l in s.lines())
+    finally:
+        s.stop()
+
+
+def test_an_entry_that_cannot_be_removed_is_quarantined(tmp_path):
+    cache = tmp_path / "var" / "cache" / "sha256"
+    stuck = "ef" * 32
+    deep_tree(str(cache / stuck), 100)
+    bottom = str(cache / stuck / "/".join(["d"] * 100) / "f")
+    if subprocess.run(["chattr", "+i", bottom], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs CAP_LINUX_IMMUTABLE and ext2/3/4, xfs or btrfs")
+    try:
+        for attempt in (1, 2):  # quarantined at the first start, retried at the next
+            s = Server(str(tmp_path), [package("echo")], args=["--config", config(tmp_path)])
+            try:
+                still_serving(s)
+                left = os.listdir(cache)
+                assert stuck not in left, left
+                quarantined = [n for n in left if n.startswith(".quarantine-" + stuck)]
+                assert len(quarantined) == 1, left
+                msgs = [l.get("msg", "") for l in s.lines() if l.get("level") == "warn"]
+                want = "quarantined" if attempt == 1 else "still cannot be removed"
+                assert any(stuck in m and want in m for m in msgs), msgs
+            finally:
+                s.stop()
+    finally:
+        for n in os.listdir(cache):
+            if n.startswith(".quarantine-"):
+                subprocess.run(["chattr", "-R", "-i", str(cache / n)], capture_output=True)
+    # once the cause is gone, the next start removes it
+    s = Server(str(tmp_path), [package("echo")], args=["--config", config(tmp_path)])
+    try:
+        still_serving(s)
+        assert not [n for n in os.listdir(cache) if n.startswith(".quarantine-")]
     finally:
         s.stop()
 
