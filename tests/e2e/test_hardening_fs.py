@@ -202,6 +202,10 @@ def crafted(kind):
         rec, loc = _z64(len(body), len(cd), len(recs))
         z = len(body) + len(cd)
         return body + cd + rec + loc(z) + _eocd(0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
+    if kind == "size-mismatch":  # the end record's size covers 46 bytes more than the records
+        cd = cd_hidden + cd_shown
+        junk = b"\0" * 46
+        return body + junk + cd + _eocd(len(recs), len(junk) + len(cd), len(body))
     a_off = len(body) + len(cd_hidden)
     disks = {"two-dirs": 0, "many-disks": 2}.get(kind, 1)
     pad = b"\0" * 8 if kind == "extensible" else b""
@@ -236,7 +240,7 @@ def deployed_view(s, apkg):
 
 
 @pytest.mark.parametrize("kind", ["two-dirs", "many-disks", "extensible", "elsewhere",
-                                  "canonical"])
+                                  "size-mismatch", "canonical"])
 def test_readers_agree_on_every_entry(server_factory, tmp_path, kind):
     apkg = str(tmp_path / f"twodirs-{kind}.apkg")
     with open(apkg, "wb") as f:
