@@ -101,6 +101,24 @@ int par_cache_sweep(const char *cache_dir)
     return (int)n;
 }
 
+/* A marker's JSON, or NULL. Read without following a link or blocking (a
+ * FIFO planted in the cache must not hang the start), and only when it is a
+ * regular file of a sane size. */
+static json_t *load_marker(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return NULL;
+    json_t *doc = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < 65536) {
+        json_error_t jerr;
+        doc = json_loadfd(fd, 0, &jerr);
+    }
+    close(fd);
+    return doc;
+}
+
 static int unhex(const char *s, uint8_t *out, size_t n)
 {
     return s != NULL && strlen(s) == 2 * n ? par_hex_decode(s, out, n) : -1;
@@ -118,8 +136,7 @@ int par_cache_lookup(const char *cache_dir, const char *sha256, par_cache_info_t
     if (stat(marker, &st) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return 0;
     memcpy(info->sha256, sha256, 65);
-    json_error_t jerr;
-    json_t *doc = json_load_file(marker, 0, &jerr);
+    json_t *doc = load_marker(marker);
     if (doc) {
         if (unhex(json_string_value(json_object_get(doc, "blake2b512")), info->blake2b, 64) == 0)
             info->has_blake2b = 1;
@@ -246,8 +263,7 @@ int par_cache_evict(const char *cache_dir, uint64_t max_bytes,
             continue;
         par_cache_info_t info;
         memset(&info, 0, sizeof(info));
-        json_error_t jerr;
-        json_t *doc = json_load_file(marker, 0, &jerr);
+        json_t *doc = load_marker(marker);
         info.bytes = doc ? (uint64_t)json_integer_value(json_object_get(doc, "bytes")) : 0;
         json_decref(doc);
         if (info.bytes == 0) {

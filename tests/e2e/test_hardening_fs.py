@@ -103,11 +103,20 @@ def test_start_survives_any_cache_content(tmp_path):
     # a directory its owner locked itself out of
     deep_tree(str(cache / ("cd" * 32)), 10)
     os.chmod(cache / ("cd" * 32) / "d", 0)
-    s = Server(str(tmp_path), [package("echo")], args=["--config", config(tmp_path)])
+    # a "complete" deep entry whose marker is a FIFO: eviction measures and removes it
+    old = "01" * 32
+    deep_tree(str(cache / old), 3000)
+    os.mkfifo(cache / (old + ".complete"))
+    conf = config(tmp_path, "cache: {max_mb: 1}\n")
+    s = Server(str(tmp_path), [package("echo")], args=["--config", conf])
     try:
         still_serving(s)
         left = sorted(os.listdir(cache))
         assert half not in left and ".tmp-deadbeef-XXXXXX" not in left and "cd" * 32 not in left, left
+        deadline = time.time() + 30
+        while old in os.listdir(cache):  # evicted after the deploy, least recently used
+            assert time.time() < deadline, os.listdir(cache)
+            time.sleep(0.1)
         assert any("half-written entry " + half in l.get("msg", "") for l in s.lines())
     finally:
         s.stop()
