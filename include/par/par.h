@@ -86,7 +86,7 @@ extern "C" {
       "the agent's code could not be loaded (syntax or import error, missing function)")           \
     X(E_SERVER_BUSY, 503, "over_capacity", "the runtime is at its in-flight request limit")        \
     X(E_CALL_DEPTH, 508, "call_depth_exceeded", "the sub-agent call chain is too deep")            \
-    X(E_CANCELLED, 499, "cancelled", "the call was cancelled or its caller went away")          \
+    X(E_CANCELLED, 499, "cancelled", "the call was cancelled or its caller went away")             \
     X(E_SCRATCH_QUOTA, 507, "scratch_quota_exceeded",                                              \
       "the agent's package used more scratch space than limits.scratch_mb allows")
 

@@ -131,7 +131,7 @@ struct par_super {
     pthread_mutex_t io_lock;
     pthread_cond_t io_cond;
     _Atomic int attached;
-    struct trash *trash; /* guarded by lock */
+    struct trash *trash;  /* guarded by lock */
     par_scratch_t *quota; /* limits.scratch_mb accounting (loader/scratch.h) */
 };
 

@@ -765,12 +765,18 @@ static void test_extract_depth(void **state)
     strcpy(deep + 2 * 2040, "f");
     for (int i = 0; i < PAR_ARCHIVE_MAX_DEPTH; i++)
         memcpy(at_cap + 2 * i, "d/", 2), memcpy(over_cap + 2 * i, "d/", 2);
-    at_cap[2 * PAR_ARCHIVE_MAX_DEPTH - 1] = '\0'; /* d/…/d: 64 levels */
+    at_cap[2 * PAR_ARCHIVE_MAX_DEPTH - 1] = '\0';      /* d/…/d: 64 levels */
     strcpy(over_cap + 2 * PAR_ARCHIVE_MAX_DEPTH, "f"); /* d/…/d/f: 65 levels */
     hostile_t cases[] = {
-        {"depth-2041", {{deep, AE_IFREG, "x", 0, 0}}, 1, PAR_E_BAD_ARCHIVE,
+        {"depth-2041",
+         {{deep, AE_IFREG, "x", 0, 0}},
+         1,
+         PAR_E_BAD_ARCHIVE,
          "2041 directory levels deep, more than the limit of 64"},
-        {"depth-65", {{over_cap, AE_IFREG, "x", 0, 0}}, 1, PAR_E_BAD_ARCHIVE,
+        {"depth-65",
+         {{over_cap, AE_IFREG, "x", 0, 0}},
+         1,
+         PAR_E_BAD_ARCHIVE,
          "65 directory levels deep"},
     };
     run_hostile(cases, sizeof(cases) / sizeof(*cases));
