@@ -262,14 +262,57 @@ int par_fs_remove(const char *path, par_fs_result_t *res)
     return -1;
 }
 
+/* Inodes with several links, each counted once: a file hard-linked a thousand
+ * times takes its blocks once. Open addressing on (dev, ino). */
+typedef struct inode_set {
+    struct inode_key {
+        dev_t dev;
+        ino_t ino;
+    } * k;
+    size_t n, cap;
+} inode_set_t;
+
+/* 1 when (dev, ino) was new (and is now in the set), 0 when seen, -1 when out
+ * of memory (then it counts again: over-counting is the safe side). */
+static int inode_add(inode_set_t *s, dev_t dev, ino_t ino)
+{
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        struct inode_key *k = calloc(cap, sizeof(*k));
+        if (k == NULL)
+            return -1;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (s->k[i].ino == 0)
+                continue;
+            size_t h = (size_t)(s->k[i].ino * 0x9e3779b97f4a7c15ull ^ s->k[i].dev) & (cap - 1);
+            while (k[h].ino != 0)
+                h = (h + 1) & (cap - 1);
+            k[h] = s->k[i];
+        }
+        free(s->k);
+        s->k = k, s->cap = cap;
+    }
+    size_t h = (size_t)(ino * 0x9e3779b97f4a7c15ull ^ dev) & (s->cap - 1);
+    for (; s->k[h].ino != 0; h = (h + 1) & (s->cap - 1))
+        if (s->k[h].ino == ino && s->k[h].dev == dev)
+            return 0;
+    s->k[h] = (struct inode_key){dev, ino ? ino : 1};
+    s->n++;
+    return 1;
+}
+
 typedef struct usage {
     uint64_t bytes, stop_above;
+    inode_set_t linked;
 } usage_t;
 
 static int usage_visit(void *ud, int dirfd, const char *name, const struct stat *st)
 {
     (void)dirfd, (void)name;
     usage_t *u = ud;
+    if (!S_ISDIR(st->st_mode) && st->st_nlink > 1 &&
+        inode_add(&u->linked, st->st_dev, st->st_ino) == 0)
+        return 0;
     uint64_t b = (uint64_t)st->st_blocks * 512;
     u->bytes += b > 512 ? b : 512;
     return u->stop_above && u->bytes > u->stop_above ? 1 : 0;
@@ -277,8 +320,9 @@ static int usage_visit(void *ud, int dirfd, const char *name, const struct stat 
 
 int par_fs_usage(const char *path, uint64_t stop_above, uint64_t *bytes, par_fs_result_t *res)
 {
-    usage_t u = {0, stop_above};
+    usage_t u = {.stop_above = stop_above};
     int r = par_fs_walk(path, usage_visit, &u, res);
+    free(u.linked.k);
     *bytes = u.bytes;
     return r < 0 ? -1 : 0;
 }

@@ -55,7 +55,8 @@ int par_fs_walk(const char *path, par_fs_visit_fn visit, void *ud, par_fs_result
 int par_fs_remove(const char *path, par_fs_result_t *res);
 
 /* Bytes `path` takes on disk (allocated blocks; every entry counts at least
- * one 512-byte block so that empty files and directories are not free).
+ * one 512-byte block so that empty files and directories are not free; a
+ * file with several links inside the tree counts once).
  * Stops as soon as the sum passes `stop_above` (0 = never): *bytes is then
  * more than stop_above but not the whole size. Returns 0, or -1 when part of
  * the tree could not be read (*bytes then counts what could). */

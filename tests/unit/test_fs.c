@@ -207,6 +207,26 @@ static void test_usage_stop_and_missing(void **state)
     assert_int_equal(par_fs_remove(dir, NULL), 0);
 }
 
+/* A file hard-linked many times inside the tree counts once. */
+static void test_hard_links_count_once(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], f[PATH_MAX + 32], l[PATH_MAX + 32];
+    path_of(dir, sizeof(dir), "linked");
+    make_chain(dir, 1, 1u << 20);
+    snprintf(f, sizeof(f), "%s/d/f", dir);
+    for (int i = 0; i < 200; i++) {
+        snprintf(l, sizeof(l), "%s/l%d", dir, i);
+        assert_int_equal(link(f, l), 0);
+    }
+    uint64_t bytes = 0;
+    par_fs_result_t res;
+    assert_int_equal(par_fs_usage(dir, 0, &bytes, &res), 0);
+    assert_int_equal(res.entries, 3 + 200);
+    assert_true(bytes >= (1u << 20) && bytes < (2u << 20));
+    assert_int_equal(par_fs_remove(dir, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_locked_directories),
         cmocka_unit_test(test_symlinks_not_followed),
         cmocka_unit_test(test_usage_stop_and_missing),
+        cmocka_unit_test(test_hard_links_count_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
