@@ -650,8 +650,9 @@ static void worker_dead(par_worker_t *w)
             } else if (w->kill_reason && strcmp(w->kill_reason, "scratch quota exceeded") == 0) {
                 status = PAR_E_SCRATCH_QUOTA;
                 snprintf(msg, sizeof(msg),
-                         "the worker (pid %d) running agent '%s' was stopped: its package used "
-                         "%llu MB of scratch space, over its quota of %llu MB (limits.scratch_mb)",
+                         "the worker (pid %d) running agent '%s' was stopped: its package used at "
+                         "least %llu MB of scratch space, over its quota of %llu MB "
+                         "(limits.scratch_mb)",
                          (int)w->pid, c->agent_id, (unsigned long long)(scratch_used >> 20),
                          (unsigned long long)(scratch_limit >> 20));
             } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
