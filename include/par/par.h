@@ -86,7 +86,9 @@ extern "C" {
       "the agent's code could not be loaded (syntax or import error, missing function)")           \
     X(E_SERVER_BUSY, 503, "over_capacity", "the runtime is at its in-flight request limit")        \
     X(E_CALL_DEPTH, 508, "call_depth_exceeded", "the sub-agent call chain is too deep")            \
-    X(E_CANCELLED, 499, "cancelled", "the call was cancelled or its caller went away")
+    X(E_CANCELLED, 499, "cancelled", "the call was cancelled or its caller went away")             \
+    X(E_SCRATCH_QUOTA, 507, "scratch_quota_exceeded",                                              \
+      "the agent's package used more scratch space than limits.scratch_mb allows")
 
 typedef enum par_status {
 #define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,
@@ -173,7 +175,7 @@ typedef struct par_config {
     uint32_t pip_timeout_ms;      /**< installing one package's requirements, default 300000 */
     const char *const *env_allow; /**< NULL-terminated names `${NAME}` in a package's
                                        environment may expand from the runtime's environment */
-    unsigned scratch_mb;          /**< limits.scratch_mb: a worker's scratch directory quota */
+    unsigned scratch_mb;     /**< limits.scratch_mb: scratch quota per package version (MB) */
     unsigned max_call_depth; /**< limits.max_call_depth: sub-agent call chain cap, default 16 */
     void *data;              /**< embedder's slot */
 } par_config_t;

@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "obs/log.h"
 #include "util/buf.h"
+#include "util/fs.h"
 
 static void usage_call(FILE *f)
 {
@@ -46,14 +47,6 @@ static void print_failure(const char *agent, int rc, const par_result_t *out)
     if (rid)
         fprintf(stderr, "request id: %s\n", rid);
     json_decref(b);
-}
-
-static int rm_tree(const char *path)
-{
-    char cmd[PATH_MAX + 32];
-    /* the directory is one we created with mkdtemp; no user input reaches the shell */
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-    return system(cmd);
 }
 
 int par_cli_call(int argc, char **argv)
@@ -101,7 +94,7 @@ int par_cli_call(int argc, char **argv)
     int rc = par_runtime_new(&cfg, &rt);
     if (rc != PAR_OK) {
         fprintf(stderr, "par call: %s\n", par_strerror(rc));
-        rm_tree(tmpl);
+        par_fs_remove(tmpl, NULL);
         return 1;
     }
     char *err = NULL;
@@ -128,7 +121,7 @@ int par_cli_call(int argc, char **argv)
     }
     par_runtime_destroy(rt);
     par_log_shutdown();
-    rm_tree(tmpl);
+    par_fs_remove(tmpl, NULL);
     par_buf_free(&input);
     return exit_code;
 }

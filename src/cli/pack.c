@@ -26,6 +26,7 @@
 #include "pkg/manifest.h"
 #include "registry/cache.h"
 #include "util/buf.h"
+#include "util/fs.h"
 #include "util/proc.h"
 
 static void usage_pack(FILE *f)
@@ -262,13 +263,23 @@ int par_cli_inspect(int argc, char **argv)
     }
     if (m) {
         json_t *o = inspect_json(m, &a);
+        /* what a deploy would write: the same reader, through the same checks */
+        json_t *entries = NULL;
+        par_buf_reset(&err);
+        if (par_archive_list(&a, &lim, &entries, &err) == PAR_OK) {
+            json_object_set_new(o, "entries", entries);
+        } else {
+            fprintf(stderr, "par inspect: %s: %.*s", argv[1], (int)err.len,
+                    err.data ? err.data : "");
+            bad = 1;
+        }
         char *s = json_dumps(o, JSON_INDENT(2));
         printf("%s\n", s);
         free(s);
         json_decref(o);
     }
     if (tmp[0])
-        par_rm_rf(tmp);
+        par_fs_remove(tmp, NULL);
     par_manifest_free(m);
     par_buf_free(&err);
     par_buf_free(&y);

@@ -191,6 +191,8 @@ static const char *reason_of(int http)
         return "Gateway Timeout";
     case 499:
         return "Client Closed Request";
+    case 507:
+        return "Insufficient Storage";
     case 508:
         return "Loop Detected";
     default:

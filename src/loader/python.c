@@ -15,6 +15,7 @@
 #include "pkg/archive.h"
 #include "pkg/compat.h"
 #include "registry/cache.h"
+#include "util/fs.h"
 #include "util/proc.h"
 
 #define PROBE_TIMEOUT_MS 10000
@@ -148,9 +149,9 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
         pv->python_site = strdup(path);
         return PAR_OK;
     }
-    par_rm_rf(final); /* a half-built one */
+    par_fs_remove(final, NULL); /* a half-built one */
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%.32s-%d", dir, digest, (int)getpid());
-    par_rm_rf(tmp);
+    par_fs_remove(tmp, NULL);
 
     int64_t t0 = par__now_ms();
     int rc = PAR_E_DEPS_UNAVAILABLE;
@@ -246,7 +247,7 @@ static int make_venv(par_runtime_t *rt, par_pkgver_t *pv, const par_buf_t *reqs,
     }
 out:
     if (rc != PAR_OK)
-        par_rm_rf(tmp);
+        par_fs_remove(tmp, NULL);
     par_buf_free(&out);
     return rc;
 }

@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
@@ -27,8 +26,10 @@
 #include <unistd.h>
 
 #include "loader/proto.h"
+#include "loader/scratch.h"
 #include "obs/log.h"
 #include "pkg/dotenv.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 #define PENDING_BUCKETS 64
@@ -139,7 +140,8 @@ struct par_super {
     pthread_mutex_t io_lock;
     pthread_cond_t io_cond;
     _Atomic int attached;
-    struct trash *trash; /* guarded by lock */
+    struct trash *trash;  /* guarded by lock */
+    par_scratch_t *quota; /* limits.scratch_mb accounting (loader/scratch.h) */
 };
 
 typedef struct trash {
@@ -380,19 +382,15 @@ static void close_if(int *fd)
     *fd = -1;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    if (remove(path) != 0 && errno != ENOENT)
-        par_log_msg(PAR_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
-    return 0;
-}
-
 /* Removes a directory tree without following symbolic links or leaving the
- * file system: what a worker wrote is not trusted. */
+ * file system, whatever its depth (util/fs): what a worker wrote is not
+ * trusted. One warning per tree that cannot be removed completely. */
 static void remove_tree(const char *path)
 {
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    par_fs_result_t res;
+    if (par_fs_remove(path, &res) != 0)
+        par_log_msg(PAR_LOG_WARN, "cannot remove %s completely: %llu entries failed, first: %s",
+                    path, (unsigned long long)res.failures, strerror(res.first_errno));
 }
 
 /* Creates the private scratch directory of a new worker, owned by the
@@ -509,6 +507,9 @@ static int spawn_worker(par_pool_t *p)
     w->out_tag = (tag_t){TAG_OUT, w};
     w->wid = wid;
     w->scratch = scratch;
+    char key[512];
+    snprintf(key, sizeof(key), "%s@%s", p->name, p->version);
+    par_scratch_watch(s->quota, wid, pid, scratch, key, (uint64_t)s->rt->cfg.scratch_mb << 20);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &w->sock_tag};
     epoll_ctl(s->ep, EPOLL_CTL_ADD, w->fd, &ev);
     struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &w->out_tag};
@@ -665,6 +666,9 @@ static void worker_dead(par_worker_t *w)
     drain_output(w);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->fd, NULL);
     epoll_ctl(s->ep, EPOLL_CTL_DEL, w->out_fd, NULL);
+    uint64_t scratch_used = 0, scratch_limit = 0; /* forgotten before the pid is reaped */
+    if (par_scratch_forget(s->quota, w->wid, &scratch_used, &scratch_limit))
+        w->kill_reason = "scratch quota exceeded";
     kill_worker(w);
     int st = 0;
     while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
@@ -692,6 +696,20 @@ static void worker_dead(par_worker_t *w)
                          "the worker (pid %d) running agent '%s' broke the worker protocol and "
                          "was stopped",
                          (int)w->pid, c->agent_id);
+            } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXFSZ) {
+                status = PAR_E_SCRATCH_QUOTA;
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' wrote a file larger than the "
+                         "scratch quota of %u MB (limits.scratch_mb, RLIMIT_FSIZE) and was stopped",
+                         (int)w->pid, c->agent_id, s->rt->cfg.scratch_mb);
+            } else if (w->kill_reason && strcmp(w->kill_reason, "scratch quota exceeded") == 0) {
+                status = PAR_E_SCRATCH_QUOTA;
+                snprintf(msg, sizeof(msg),
+                         "the worker (pid %d) running agent '%s' was stopped: its package used at "
+                         "least %llu MB of scratch space, over its quota of %llu MB "
+                         "(limits.scratch_mb)",
+                         (int)w->pid, c->agent_id, (unsigned long long)(scratch_used >> 20),
+                         (unsigned long long)(scratch_limit >> 20));
             } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGXCPU)
                 snprintf(msg, sizeof(msg),
                          "the worker (pid %d) running agent '%s' used up its CPU time limit of "
@@ -1429,6 +1447,7 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
             par_log_msg(PAR_LOG_ERROR, "cannot create %s: %s", base, strerror(errno));
         free(base);
     }
+    s->quota = par_scratch_new();
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->wake_tag = (tag_t){TAG_WAKE, NULL};
@@ -1439,6 +1458,7 @@ int par_super_new(par_runtime_t *rt, par_super_t **out)
             close(s->ep);
         if (s->wake_fd >= 0)
             close(s->wake_fd);
+        par_scratch_free(s->quota);
         free(s->scratch_base);
         free(s);
         return PAR_E_IO;
@@ -1475,6 +1495,7 @@ void par_super_free(par_super_t *s)
     atomic_store(&s->stop, 1); /* detached above: the I/O thread is in io_iterate */
     wake(s);
     pthread_join(s->thread, NULL);
+    par_scratch_free(s->quota);
     while (s->pools) {
         par_pool_t *p = s->pools;
         s->pools = p->next;
@@ -1571,6 +1592,10 @@ int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err)
     if (p->cpu_seconds) {
         p->argv[argc++] = strdup("--cpu-seconds");
         p->argv[argc++] = xasprintf("%u", p->cpu_seconds);
+    }
+    if (rt->cfg.scratch_mb) { /* no single file larger than the whole quota */
+        p->argv[argc++] = strdup("--file-size-mb");
+        p->argv[argc++] = xasprintf("%u", rt->cfg.scratch_mb);
     }
     if (sandbox_memory_mb) {
         p->argv[argc++] = strdup("--memory-mb");

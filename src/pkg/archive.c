@@ -67,6 +67,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -137,6 +138,16 @@ void par_archive_limits_default(par_archive_limits_t *lim)
     lim->max_entry_bytes = 512ull << 20;
     /* checked only past RATIO_FLOOR (1 MiB) of output; 0 turns the check off */
     lim->max_ratio = 200;
+    lim->max_depth = PAR_ARCHIVE_MAX_DEPTH;
+}
+
+/* Levels of a canonical name: "a" is 1, "a/b/c" is 3. */
+static size_t name_depth(const char *canon)
+{
+    size_t n = canon[0] != '\0';
+    for (const char *c = canon; *c; c++)
+        n += *c == '/';
+    return n;
 }
 
 void par_sha256_hex(const void *data, size_t len, char out[65])
@@ -536,13 +547,49 @@ static uint64_t cd_local_offset(const unsigned char *rec)
     return UINT64_MAX;
 }
 
+/* A ZIP64 locator sits right before the end record at `eocd`. libarchive 3.6's
+ * seekable reader honours it only when it says "directory on disk 0, 1 disk in
+ * all" and the ZIP64 end record at the offset it gives is 56..16384 bytes, on
+ * disk 0 and not split; otherwise it silently falls back to the classic end
+ * record. Python's zipfile honours it when the total of disks is 0 or 1, reads
+ * the ZIP64 end record right before the locator whatever offset the locator
+ * gives, and expects the directory right before that record. So an archive can
+ * hold two directories, one for each reader. Only the form every reader takes
+ * alike passes: disk 0 of 1, a 56-byte ZIP64 end record right before the
+ * locator, one disk, and the directory ending where that record starts. The
+ * directory's offset and size are then the ZIP64 record's. */
+static int zip64_locator(const unsigned char *d, size_t eocd, uint64_t *cd_off, uint64_t *cd_size,
+                         par_buf_t *err)
+{
+    const unsigned char *loc = d + eocd - 20;
+    uint64_t z = rd64(loc + 8);
+    const char *why = NULL;
+    if (rd32(loc + 4) != 0 || rd32(loc + 16) != 1)
+        why = "its ZIP64 locator does not say \"disk 0 of 1\"";
+    else if (eocd < 20 + 56 || z != eocd - 20 - 56)
+        why = "its ZIP64 end record is not right before the ZIP64 locator";
+    else if (memcmp(d + z, "PK\6\6", 4) != 0 || rd64(d + z + 4) != 44)
+        why = "its ZIP64 end record is malformed or carries extensible data";
+    else if (rd32(d + z + 16) != 0 || rd32(d + z + 20) != 0 || rd64(d + z + 24) != rd64(d + z + 32))
+        why = "its ZIP64 end record spans several disks";
+    else if (rd64(d + z + 48) > z || rd64(d + z + 40) != z - rd64(d + z + 48))
+        why = "its ZIP64 central directory does not end where the ZIP64 end record starts";
+    if (why != NULL) {
+        errf(err, "%s (ZIP readers would disagree on the entries)\n", why);
+        return PAR_E_BAD_ARCHIVE;
+    }
+    *cd_off = rd64(d + z + 48);
+    *cd_size = rd64(d + z + 40);
+    return PAR_OK;
+}
+
 /* See the top of the file. Record layouts: APPNOTE.TXT 4.3.7 (local header,
  * 30 bytes + name), 4.3.12 (central directory header, 46 bytes + name + extra +
  * comment), 4.3.14-16 (ZIP64 end record, locator, end record). The directory
  * is found the way libarchive 3.6's seekable reader finds it, so both look at
- * the same records: the last end record; the ZIP64 one when its locator sits
- * right before and passes the same sanity checks (its offsets are then taken
- * as they are); otherwise the directory ends where the end record starts and
+ * the same records: the last end record; the ZIP64 one when a locator sits
+ * right before (zip64_locator() refuses every locator the readers would not
+ * take alike); otherwise the directory ends where the end record starts and
  * every offset is corrected by the distance between where the directory says
  * it starts and where it is (so an archive with bytes prepended, a
  * self-extractor, still checks). Records are read up to the first signature
@@ -561,17 +608,11 @@ static int cd_precheck(const unsigned char *d, size_t len, uint64_t max_entries,
     if (eocd == SIZE_MAX)
         return PAR_OK;
     uint64_t cd_size = rd32(d + eocd + 12), cd_off = rd32(d + eocd + 16), cd;
-    int zip64 = 0;
-    if (eocd >= 20 && memcmp(d + eocd - 20, "PK\6\7", 4) == 0) {
-        uint64_t z = rd64(d + eocd - 12);
-        if (len >= 56 && z <= len - 56) {
-            uint64_t zsize = rd64(d + z + 4) + 12;
-            if (zsize >= 56 && zsize <= 16384 && rd32(d + z + 16) == 0 && rd32(d + z + 20) == 0 &&
-                rd64(d + z + 24) == rd64(d + z + 32)) {
-                zip64 = 1;
-                cd_off = rd64(d + z + 48);
-            }
-        }
+    int zip64 = eocd >= 20 && memcmp(d + eocd - 20, "PK\6\7", 4) == 0;
+    if (zip64) {
+        int rc = zip64_locator(d, eocd, &cd_off, &cd_size, err);
+        if (rc != PAR_OK)
+            return rc;
     }
     if (zip64) {
         cd = cd_off;
@@ -580,8 +621,8 @@ static int cd_precheck(const unsigned char *d, size_t len, uint64_t max_entries,
             return PAR_OK;
         cd = eocd - cd_size;
     }
-    uint64_t n = 0;
-    for (uint64_t p = cd; p <= len && len - p >= 4 && memcmp(d + p, "PK\1\2", 4) == 0;) {
+    uint64_t n = 0, p = cd;
+    while (p <= len && len - p >= 4 && memcmp(d + p, "PK\1\2", 4) == 0) {
         if (len - p < 46)
             return PAR_OK;
         const unsigned char *rec = d + p;
@@ -620,6 +661,15 @@ static int cd_precheck(const unsigned char *d, size_t len, uint64_t max_entries,
             }
         }
         p += 46 + rest;
+    }
+    if (p - cd != cd_size) {
+        /* libarchive reads records up to the next signature, Python's zipfile
+         * reads the size the end record gives: they would list different entries */
+        errf(err,
+             "the central directory holds %llu bytes of records where its end record says %llu "
+             "(ZIP readers would disagree on the entries)\n",
+             (unsigned long long)(p - cd), (unsigned long long)cd_size);
+        return PAR_E_BAD_ARCHIVE;
     }
     return PAR_OK;
 }
@@ -953,6 +1003,88 @@ out:
     return rc;
 }
 
+/* ---- listing --------------------------------------------------------------------- */
+
+static json_t *list_entry(struct archive *ar, struct archive_entry *e, const char *name, char *buf,
+                          par_buf_t *err)
+{
+    mode_t type = archive_entry_filetype(e);
+    const char *kind = type == AE_IFDIR ? "dir" : type == AE_IFLNK ? "symlink" : "file";
+    json_t *o = json_pack("{s:s, s:s}", "name", name, "type", kind);
+    if (o == NULL || type != AE_IFREG)
+        return o;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    uint64_t size = 0;
+    ssize_t n;
+    while (ok && (n = archive_read_data(ar, buf, CHUNK)) > 0) {
+        size += (uint64_t)n;
+        ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+    }
+    unsigned char dg[EVP_MAX_MD_SIZE];
+    unsigned int dn = 0;
+    char hex[65];
+    ok = ok && n == 0 && EVP_DigestFinal_ex(md, dg, &dn) == 1 && dn == 32;
+    EVP_MD_CTX_free(md);
+    if (!ok) {
+        err_entry(err, name, strlen(name), "%s (truncated or corrupt archive)", ar_msg(ar));
+        json_decref(o);
+        return NULL;
+    }
+    par_hex_encode(dg, 32, hex);
+    json_object_set_new(o, "size", json_integer((json_int_t)size));
+    json_object_set_new(o, "sha256", json_string(hex));
+    return o;
+}
+
+int par_archive_list(const par_archive_bytes_t *a, const par_archive_limits_t *lim, json_t **out,
+                     par_buf_t *err)
+{
+    *out = NULL;
+    struct archive *ar = NULL;
+    int rc = open_reader(a, lim->max_entries, 0, &ar, err), r;
+    if (rc != PAR_OK)
+        return rc;
+    char *buf = malloc(CHUNK);
+    json_t *list = json_array();
+    char name[PATH_MAX];
+    struct archive_entry *e;
+    while (buf && list && (r = archive_read_next_header(ar, &e)) != ARCHIVE_EOF) {
+        const char *raw = archive_entry_pathname(e);
+        const char *rule = r != ARCHIVE_OK ? "corrupt or truncated archive"
+                           : raw == NULL   ? "no name libarchive can read"
+                                           : canon_name(raw, name, sizeof(name));
+        if (rule != NULL) {
+            err_entry(err, raw ? raw : "", raw ? strlen(raw) : 0, "%s", rule);
+            rc = r != ARCHIVE_OK ? PAR_E_INVALID_PACKAGE : PAR_E_UNSAFE_ARCHIVE;
+            goto out;
+        }
+        if (lim->max_depth && name_depth(name) > lim->max_depth) {
+            err_entry(err, raw, strlen(raw), "%zu directory levels deep, more than the limit of %u",
+                      name_depth(name), lim->max_depth);
+            rc = PAR_E_BAD_ARCHIVE;
+            goto out;
+        }
+        json_t *o = name[0] ? list_entry(ar, e, name, buf, err) : NULL;
+        if (name[0] && o == NULL) {
+            rc = PAR_E_INVALID_PACKAGE;
+            goto out;
+        }
+        if (o)
+            json_array_append_new(list, o);
+    }
+    if (buf == NULL || list == NULL)
+        rc = PAR_E_NO_MEMORY;
+out:
+    free(buf);
+    archive_read_free(ar);
+    if (rc == PAR_OK)
+        *out = list;
+    else
+        json_decref(list);
+    return rc;
+}
+
 /* ---- extraction ------------------------------------------------------------------ */
 
 typedef struct extract_ctx {
@@ -1104,6 +1236,12 @@ static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
     if (rule != NULL) {
         err_entry(x->err, raw, rl, "%s", rule);
         return PAR_E_UNSAFE_ARCHIVE;
+    }
+    size_t depth = name_depth(name);
+    if (x->lim->max_depth && depth > x->lim->max_depth) {
+        err_entry(x->err, raw, rl, "%zu directory levels deep, more than the limit of %u", depth,
+                  x->lim->max_depth);
+        return PAR_E_BAD_ARCHIVE;
     }
     mode_t type = archive_entry_filetype(e);
     if (name[0] == '\0') {
@@ -1370,7 +1508,14 @@ static int collect(pack_ctx_t *p, const char *rel)
             rc = PAR_E_INVALID_PACKAGE;
             break;
         }
-        if (S_ISDIR(st.st_mode)) {
+        if (name_depth(canon) > PAR_ARCHIVE_MAX_DEPTH) {
+            /* extraction would refuse it; this also bounds collect()'s recursion */
+            errf(p->err, "%s: ", p->dir);
+            err_entry(p->err, sub, strlen(sub),
+                      "more than %u directory levels deep (PAR refuses such archives)",
+                      PAR_ARCHIVE_MAX_DEPTH);
+            rc = PAR_E_BAD_ARCHIVE;
+        } else if (S_ISDIR(st.st_mode)) {
             char dname[PATH_MAX + 1];
             snprintf(dname, sizeof(dname), "%s/", sub);
             if ((rc = add_item(p, dname, AE_IFDIR)) == PAR_OK)

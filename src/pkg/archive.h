@@ -12,6 +12,7 @@
 #ifndef PAR_PKG_ARCHIVE_H
 #define PAR_PKG_ARCHIVE_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,13 @@ typedef struct par_archive_limits {
     int bytes_verified;         /* the archive's bytes matched an expected SHA-256 or a
                                    trusted signature: extraction skips the entries' CRC-32
                                    checks, which can then find nothing; default 0 */
+    uint32_t max_depth;         /* directory levels of an entry name ("a/b/c" is 3), default
+                                   PAR_ARCHIVE_MAX_DEPTH; deeper is PAR_E_BAD_ARCHIVE */
 } par_archive_limits_t;
+
+/* Levels an entry name may have by default: far more than any package needs,
+ * far fewer than would make a tree costly to walk. */
+#define PAR_ARCHIVE_MAX_DEPTH 64
 
 void par_archive_limits_default(par_archive_limits_t *lim);
 
@@ -55,6 +62,13 @@ typedef struct par_archive_bytes {
 int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
                      par_buf_t *err);
 void par_archive_bytes_free(par_archive_bytes_t *b);
+
+/* Lists the entries as the extractor sees them (libarchive through the same
+ * checks): *out (owned by the caller) is a JSON array of {"name", "type"
+ * ("file"|"dir"|"symlink"), "size", "sha256" (files)}. Errors as for
+ * par_archive_extract. Lets `par inspect` show what a deploy would write. */
+int par_archive_list(const par_archive_bytes_t *a, const par_archive_limits_t *lim, json_t **out,
+                     par_buf_t *err);
 
 /* Computes the SHA-256 of a byte range as lowercase hex. */
 void par_sha256_hex(const void *data, size_t len, char out[65]);

@@ -18,56 +18,46 @@
 #include <par/par.h>
 
 #include "obs/log.h"
+#include "util/fs.h"
 
 static int is_digest(const char *s, size_t len)
 {
     return len == 64 && strspn(s, "0123456789abcdef") >= 64;
 }
 
-int par_rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? 0 : -1;
-    if (!S_ISDIR(st.st_mode))
-        return unlink(path);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char sub[PATH_MAX];
-        if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) < sizeof(sub))
-            par_rm_rf(sub);
-    }
-    closedir(d);
-    return rmdir(path);
-}
-
-/* Bytes a tree takes on disk (blocks), without following symlinks. */
+/* Bytes a tree takes on disk, without following symlinks. */
 static uint64_t tree_bytes(const char *path)
 {
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return 0;
-    uint64_t n = (uint64_t)st.st_blocks * 512;
-    if (!S_ISDIR(st.st_mode))
-        return n;
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return n;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char sub[PATH_MAX];
-        if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) < sizeof(sub))
-            n += tree_bytes(sub);
-    }
-    closedir(d);
+    uint64_t n = 0;
+    par_fs_usage(path, 0, &n, NULL);
     return n;
+}
+
+/* Removes a cache entry; one that cannot be removed is moved aside under
+ * .quarantine-<name> (never looked up, retried at every start) and logged, so
+ * no content of the cache can stop the runtime from starting. */
+static void remove_entry(const char *cache_dir, const char *name)
+{
+    char p[PATH_MAX], q[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof(p), "%s/%s", cache_dir, name) >= sizeof(p))
+        return;
+    par_fs_result_t res;
+    if (par_fs_remove(p, &res) == 0)
+        return;
+    int e = errno;
+    if (strncmp(name, ".quarantine-", 12) == 0) {
+        par_log_msg(PAR_LOG_WARN,
+                    "cache: the quarantined entry %s still cannot be removed (%llu failures, "
+                    "first: %s); remove it by hand",
+                    p, (unsigned long long)res.failures, strerror(e));
+        return;
+    }
+    snprintf(q, sizeof(q), "%s/.quarantine-%.200s-%lld", cache_dir, name, (long long)time(NULL));
+    int moved = rename(p, q) == 0;
+    par_log_msg(PAR_LOG_WARN,
+                "cache: cannot remove %s (%llu failures, first: %s); %s, the runtime goes on", p,
+                (unsigned long long)res.failures, strerror(e),
+                moved ? "quarantined as .quarantine-*" : "left in place and ignored");
 }
 
 int par_cache_sweep(const char *cache_dir)
@@ -75,31 +65,58 @@ int par_cache_sweep(const char *cache_dir)
     DIR *d = opendir(cache_dir);
     if (d == NULL)
         return 0;
-    int removed = 0;
+    /* names first: removing while reading would make readdir skip or repeat */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        const char *n = e->d_name;
-        char p[PATH_MAX], marker[PATH_MAX + 16];
-        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
-            continue;
-        if ((size_t)snprintf(p, sizeof(p), "%s/%s", cache_dir, n) >= sizeof(p))
-            continue;
-        if (strncmp(n, ".tmp-", 5) == 0) {
-            par_rm_rf(p);
-            removed++;
-            continue;
+        const char *nm = e->d_name;
+        size_t len = strlen(nm);
+        int half = is_digest(nm, len);
+        if (half) {
+            char marker[80]; /* a digest: 64 characters */
+            snprintf(marker, sizeof(marker), "%.64s.complete", nm);
+            half = faccessat(dirfd(d), marker, F_OK, AT_SYMLINK_NOFOLLOW) != 0;
         }
-        if (is_digest(n, strlen(n))) {
-            snprintf(marker, sizeof(marker), "%s.complete", p);
-            if (access(marker, F_OK) != 0) {
-                par_log_msg(PAR_LOG_WARN, "cache: discarding the half-written entry %s", n);
-                par_rm_rf(p);
-                removed++;
-            }
+        if (!half && strncmp(nm, ".tmp-", 5) != 0 && strncmp(nm, ".quarantine-", 12) != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nv = realloc(names, cap * sizeof(*nv));
+            if (nv == NULL)
+                break;
+            names = nv;
         }
+        if ((names[n] = strdup(nm)) != NULL)
+            n++;
     }
     closedir(d);
-    return removed;
+    for (size_t i = 0; i < n; i++) {
+        if (is_digest(names[i], strlen(names[i])))
+            par_log_msg(PAR_LOG_WARN, "cache: discarding the half-written entry %s", names[i]);
+        remove_entry(cache_dir, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    return (int)n;
+}
+
+/* A marker's JSON, or NULL. Read without following a link or blocking (a
+ * FIFO planted in the cache must not hang the start), and only when it is a
+ * regular file of a sane size. */
+static json_t *load_marker(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return NULL;
+    json_t *doc = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < 65536) {
+        json_error_t jerr;
+        doc = json_loadfd(fd, 0, &jerr);
+    }
+    close(fd);
+    return doc;
 }
 
 static int unhex(const char *s, uint8_t *out, size_t n)
@@ -119,8 +136,7 @@ int par_cache_lookup(const char *cache_dir, const char *sha256, par_cache_info_t
     if (stat(marker, &st) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return 0;
     memcpy(info->sha256, sha256, 65);
-    json_error_t jerr;
-    json_t *doc = json_load_file(marker, 0, &jerr);
+    json_t *doc = load_marker(marker);
     if (doc) {
         if (unhex(json_string_value(json_object_get(doc, "blake2b512")), info->blake2b, 64) == 0)
             info->has_blake2b = 1;
@@ -140,8 +156,8 @@ static int write_marker(const char *marker, const par_cache_info_t *info)
     if (info->has_blake2b)
         par_hex_encode(info->blake2b, 64, b2);
     json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:I}", "sha256", info->sha256, "blake2b512", b2,
-                            "bytes", (json_int_t)info->bytes, "signer", info->signer,
-                            "verified_at", (json_int_t)time(NULL));
+                            "bytes", (json_int_t)info->bytes, "signer", info->signer, "verified_at",
+                            (json_int_t)time(NULL));
     char tmp[PATH_MAX + 32];
     snprintf(tmp, sizeof(tmp), "%s.tmp", marker);
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
@@ -178,7 +194,7 @@ int par_cache_insert(const char *cache_dir, const par_archive_bytes_t *a,
         return *root ? PAR_OK : PAR_E_NO_MEMORY;
     }
     unlink(marker);
-    par_rm_rf(dir); /* a half-written entry from an interrupted extraction */
+    par_fs_remove(dir, NULL); /* a half-written entry from an interrupted extraction */
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%s-XXXXXX", cache_dir, a->sha256);
     if (mkdtemp(tmp) == NULL) {
         par_buf_appendf(err, "%s: cannot create: %s\n", tmp, strerror(errno));
@@ -186,19 +202,19 @@ int par_cache_insert(const char *cache_dir, const par_archive_bytes_t *a,
     }
     int rc = par_archive_extract(a, tmp, lim, err);
     if (rc != PAR_OK) {
-        par_rm_rf(tmp);
+        par_fs_remove(tmp, NULL);
         return rc;
     }
     chmod(tmp, 0755);
     if (rename(tmp, dir) != 0) {
         par_buf_appendf(err, "%s: cannot move into the cache: %s\n", dir, strerror(errno));
-        par_rm_rf(tmp);
+        par_fs_remove(tmp, NULL);
         return PAR_E_IO;
     }
     info->bytes = tree_bytes(dir);
     if (write_marker(marker, info) != 0) {
         par_buf_appendf(err, "%s: cannot write the marker: %s\n", marker, strerror(errno));
-        par_rm_rf(dir);
+        par_fs_remove(dir, NULL);
         return PAR_E_IO;
     }
     *root = strdup(dir);
@@ -247,8 +263,7 @@ int par_cache_evict(const char *cache_dir, uint64_t max_bytes,
             continue;
         par_cache_info_t info;
         memset(&info, 0, sizeof(info));
-        json_error_t jerr;
-        json_t *doc = json_load_file(marker, 0, &jerr);
+        json_t *doc = load_marker(marker);
         info.bytes = doc ? (uint64_t)json_integer_value(json_object_get(doc, "bytes")) : 0;
         json_decref(doc);
         if (info.bytes == 0) {
@@ -280,7 +295,7 @@ int par_cache_evict(const char *cache_dir, uint64_t max_bytes,
             snprintf(dir, sizeof(dir), "%s/%s", cache_dir, v[i].sha);
             snprintf(marker, sizeof(marker), "%s.complete", dir);
             unlink(marker); /* first: a crash in between leaves a half entry, swept at start */
-            par_rm_rf(dir);
+            remove_entry(cache_dir, v[i].sha);
             total -= v[i].bytes;
             evicted++;
             par_log_msg(PAR_LOG_INFO, "cache: evicted %s (%llu bytes, least recently used)",

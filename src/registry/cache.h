@@ -9,7 +9,10 @@
  *                        verified and the tree fully extracted
  *   .tmp-<digest>-XXXXXX an extraction in progress
  * An entry without its marker is a half-written one: par_cache_sweep()
- * removes it at start, and an insert redoes it. The marker's mtime is the
+ * removes it at start, and an insert redoes it. Trees are walked and removed
+ * with util/fs (descriptors, no recursion), so no depth of tree can crash a
+ * walk; an entry that cannot be removed is renamed .quarantine-<name>-<time>,
+ * logged, never looked up, and retried at the next start. The marker's mtime is the
  * entry's last use (touched on every lookup), which LRU eviction orders by.
  * Callers: deploy threads (serialised by the runtime's deploy lock) and the
  * runtime at start. Never an event-loop thread.
@@ -47,8 +50,5 @@ int par_cache_insert(const char *cache_dir, const par_archive_bytes_t *a,
  * cache holds at most max_bytes. Returns the number evicted. */
 int par_cache_evict(const char *cache_dir, uint64_t max_bytes,
                     int (*in_use)(void *ud, const char *sha256), void *ud);
-
-/* Recursively removes a path (no symlink is followed). */
-int par_rm_rf(const char *path);
 
 #endif

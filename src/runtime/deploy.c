@@ -476,7 +476,8 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
         if (rc == PAR_E_NOT_FOUND)
             par_buf_appendf(err, "%s: no agent.yaml at the archive root\n", path);
         if (rc != PAR_OK) {
-            rc = PAR_E_INVALID_PACKAGE;
+            if (rc != PAR_E_BAD_ARCHIVE) /* a structural refusal keeps its name */
+                rc = PAR_E_INVALID_PACKAGE;
             goto out;
         }
     }

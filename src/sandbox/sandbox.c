@@ -438,6 +438,8 @@ int par_sandbox_apply(const par_sandbox_opts_t *o, json_t **report, par_buf_t *e
     /* 1. resource limits */
     if (o->memory_mb && set_limit(RLIMIT_AS, "RLIMIT_AS", (rlim_t)o->memory_mb << 20, err) != 0)
         goto out;
+    if (o->file_mb && set_limit(RLIMIT_FSIZE, "RLIMIT_FSIZE", (rlim_t)o->file_mb << 20, err) != 0)
+        goto out;
     if (o->cpu_seconds && set_limit(RLIMIT_CPU, "RLIMIT_CPU", o->cpu_seconds, err) != 0)
         goto out;
     if (o->max_files && set_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", o->max_files, err) != 0)
@@ -524,6 +526,10 @@ int par_sandbox_apply(const par_sandbox_opts_t *o, json_t **report, par_buf_t *e
         json_integer_set(as, json_integer_value(as) >> 20);
     json_object_set_new(lim, "as_mb", as);
     json_object_set_new(lim, "cpu_s", limit_json(RLIMIT_CPU));
+    json_t *fs = limit_json(RLIMIT_FSIZE);
+    if (json_is_integer(fs))
+        json_integer_set(fs, json_integer_value(fs) >> 20);
+    json_object_set_new(lim, "fsize_mb", fs);
     json_object_set_new(lim, "nofile", limit_json(RLIMIT_NOFILE));
     json_object_set_new(lim, "nproc", dropped ? limit_json(RLIMIT_NPROC) : json_null());
     json_object_set_new(lim, "core", limit_json(RLIMIT_CORE));

@@ -40,6 +40,8 @@ typedef struct par_sandbox_opts {
     unsigned long cpu_seconds; /* RLIMIT_CPU, 0 = none */
     unsigned long max_files;   /* RLIMIT_NOFILE, 0 = leave as is */
     unsigned long max_procs;   /* RLIMIT_NPROC (per uid: only with the uid drop), 0 = none */
+    unsigned long file_mb;     /* RLIMIT_FSIZE: the largest file it may write (the scratch
+                                  quota; the quota itself is accounted by the runtime), 0 = none */
     long uid, gid;             /* drop to these when running as root; -1 = keep */
 } par_sandbox_opts_t;
 

@@ -878,6 +878,8 @@ int main(int argc, char **argv)
             g_max_input = strtoull(v, NULL, 10), i++;
         } else if (strcmp(a, "--cpu-seconds") == 0 && v) {
             sb.cpu_seconds = parse_ulong(a, v), i++;
+        } else if (strcmp(a, "--file-size-mb") == 0 && v) {
+            sb.file_mb = parse_ulong(a, v), i++;
         } else if (strcmp(a, "--memory-mb") == 0 && v) {
             sb.memory_mb = parse_ulong(a, v), i++;
         } else if (strcmp(a, "--max-files") == 0 && v) {

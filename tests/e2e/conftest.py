@@ -96,9 +96,15 @@ class Server:
             [PAR, "serve", "--listen", "127.0.0.1:0", "--packages", self.pkgdir,
              "--state-dir", os.path.join(tmp, "var"), *args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env, cwd=tmp)
-        self.url = self._wait_url()
-        if wait_ready:
-            self._wait_ready()
+        try:
+            self.url = self._wait_url()
+            if wait_ready:
+                self._wait_ready()
+        except BaseException:
+            self.proc.kill()  # a server that failed to start is not left running
+            self.proc.wait()
+            self.log.close()
+            raise
 
     def _wait_url(self):
         deadline = time.time() + 30

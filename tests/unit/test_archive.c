@@ -754,6 +754,40 @@ static void test_extract_path_rules(void **state)
     assert_false(exists(abs_name));
 }
 
+/* A chain of directories as deep as the name-length check lets through used
+ * to be extracted, and every later walk of it recursed once per level. */
+static void test_extract_depth(void **state)
+{
+    (void)state;
+    static char deep[4096], at_cap[200], over_cap[200];
+    for (int i = 0; i < 2040; i++)
+        memcpy(deep + 2 * i, "d/", 2);
+    strcpy(deep + 2 * 2040, "f");
+    for (int i = 0; i < PAR_ARCHIVE_MAX_DEPTH; i++)
+        memcpy(at_cap + 2 * i, "d/", 2), memcpy(over_cap + 2 * i, "d/", 2);
+    at_cap[2 * PAR_ARCHIVE_MAX_DEPTH - 1] = '\0';      /* d/…/d: 64 levels */
+    strcpy(over_cap + 2 * PAR_ARCHIVE_MAX_DEPTH, "f"); /* d/…/d/f: 65 levels */
+    hostile_t cases[] = {
+        {"depth-2041",
+         {{deep, AE_IFREG, "x", 0, 0}},
+         1,
+         PAR_E_BAD_ARCHIVE,
+         "2041 directory levels deep, more than the limit of 64"},
+        {"depth-65",
+         {{over_cap, AE_IFREG, "x", 0, 0}},
+         1,
+         PAR_E_BAD_ARCHIVE,
+         "65 directory levels deep"},
+    };
+    run_hostile(cases, sizeof(cases) / sizeof(*cases));
+    entry_t ok[] = {{at_cap, AE_IFREG, "x", 0, 0}};
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    jail_t j;
+    assert_int_equal(extract_entries(ok, 1, "depth-64", NULL, &j, &err), PAR_OK);
+    par_buf_free(&err);
+}
+
 static void test_extract_symlinks(void **state)
 {
     (void)state;
@@ -1128,6 +1162,80 @@ static void test_corrupt(void **state)
     par_buf_free(&err);
 }
 
+static void put64(unsigned char **p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p, (uint32_t)(v >> 32));
+}
+
+/* `a` (a raw_zip) with a ZIP64 end record (plus `ext` bytes of extensible
+ * data), a locator saying `disks` disks and pointing `delta` bytes off the
+ * record, and a classic end record whose fields say "see ZIP64". */
+static par_archive_bytes_t with_zip64(const par_archive_bytes_t *a, uint32_t disks, int delta,
+                                      size_t ext)
+{
+    size_t eocd = a->len - 22;
+    const unsigned char *e = a->data + eocd;
+    uint64_t n = e[10] | e[11] << 8;
+    uint64_t cd_size = e[12] | e[13] << 8 | (uint64_t)e[14] << 16 | (uint64_t)e[15] << 24;
+    uint64_t cd_off = e[16] | e[17] << 8 | (uint64_t)e[18] << 16 | (uint64_t)e[19] << 24;
+    unsigned char *buf = calloc(1, a->len + 128), *p = buf;
+    assert_non_null(buf);
+    putbytes(&p, a->data, eocd);
+    putbytes(&p, "PK\6\6", 4);
+    put64(&p, 44 + ext), put16(&p, 45), put16(&p, 45), put32(&p, 0), put32(&p, 0);
+    put64(&p, n), put64(&p, n), put64(&p, cd_size), put64(&p, cd_off);
+    p += ext;
+    putbytes(&p, "PK\6\7", 4);
+    put32(&p, 0), put64(&p, (uint64_t)((int64_t)eocd + delta)), put32(&p, disks);
+    putbytes(&p, "PK\5\6", 4);
+    put16(&p, 0), put16(&p, 0), put16(&p, 0xffff), put16(&p, 0xffff);
+    put32(&p, 0xffffffff), put32(&p, 0xffffffff), put16(&p, 0);
+    par_archive_bytes_t out = {.data = buf, .len = (size_t)(p - buf)};
+    return out;
+}
+
+/* Only the ZIP64 end that libarchive and Python's zipfile read alike passes:
+ * libarchive ignores a locator that does not say "disk 0 of 1" and seeks to
+ * the locator's offset; zipfile takes total disks 0 too and reads the record
+ * right before the locator. */
+static void test_zip64_locator(void **state)
+{
+    (void)state;
+    raw_entry_t r[] = {{"a.txt", 5, NULL, 0, "hello", 0100644}};
+    par_archive_bytes_t plain = raw_zip(r, 1);
+    struct {
+        uint32_t disks;
+        int delta;
+        size_t ext;
+        int want;
+        const char *needle;
+    } cases[] = {
+        {1, 0, 0, PAR_OK, NULL},
+        {0, 0, 0, PAR_E_BAD_ARCHIVE, "does not say \"disk 0 of 1\""},
+        {2, 0, 0, PAR_E_BAD_ARCHIVE, "disk 0 of 1"},
+        {1, -30, 0, PAR_E_BAD_ARCHIVE, "not right before the ZIP64 locator"},
+        {1, 0, 8, PAR_E_BAD_ARCHIVE, "not right before the ZIP64 locator"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        par_archive_bytes_t a = with_zip64(&plain, cases[i].disks, cases[i].delta, cases[i].ext);
+        par_buf_t out, err;
+        par_buf_init(&err, 0);
+        int rc = par_archive_read_member(&a, "a.txt", 0, &out, &err);
+        par_buf_terminate(&err);
+        if (rc != cases[i].want)
+            fail_msg("case %zu: got %s (%s)", i, par_status_name(rc), err.data ? err.data : "");
+        if (cases[i].needle && strstr(err.data, cases[i].needle) == NULL)
+            fail_msg("case %zu: %s", i, err.data);
+        if (rc == PAR_OK)
+            assert_memory_equal(out.data, "hello", 5);
+        par_buf_free(&out);
+        par_buf_free(&err);
+        free(a.data);
+    }
+    par_archive_bytes_free(&plain);
+}
+
 static void test_central_directory(void **state)
 {
     (void)state;
@@ -1492,6 +1600,7 @@ int main(void)
         cmocka_unit_test(test_extract_good),
         cmocka_unit_test(test_extract_dest_checks),
         cmocka_unit_test(test_extract_path_rules),
+        cmocka_unit_test(test_extract_depth),
         cmocka_unit_test(test_extract_symlinks),
         cmocka_unit_test(test_extract_hard_link),
         cmocka_unit_test(test_extract_special_files),
@@ -1501,6 +1610,7 @@ int main(void)
         cmocka_unit_test(test_bomb_count),
         cmocka_unit_test(test_bomb_count_zip64),
         cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_zip64_locator),
         cmocka_unit_test(test_central_directory),
         cmocka_unit_test(test_pack_deterministic),
         cmocka_unit_test(test_pack_roundtrip),

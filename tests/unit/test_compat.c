@@ -17,6 +17,7 @@
 #include <par/par.h>
 
 #include "pkg/compat.h"
+#include "util/fs.h"
 #include "registry/cache.h"
 
 static char root[64];
@@ -76,7 +77,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    par_rm_rf(root);
+    par_fs_remove(root, NULL);
     par_buf_free(&errs);
     return 0;
 }

@@ -19,6 +19,7 @@
 #include "pkg/archive.h"
 #include "registry/cache.h"
 #include "registry/fetch.h"
+#include "util/fs.h"
 
 static char g_dir[] = "/tmp/par-fetch-test-XXXXXX";
 
@@ -178,6 +179,6 @@ int main(void)
         cmocka_unit_test(test_cache_marker_and_sweep),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    par_rm_rf(g_dir);
+    par_fs_remove(g_dir, NULL);
     return rc;
 }
