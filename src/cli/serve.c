@@ -467,10 +467,6 @@ static void log_started(const par_conf_t *c)
     if (c->file == NULL)
         par_log_msg(PAR_LOG_WARN, "running the embedded local default (no --config): "
                                   "authentication is off");
-    if (!par_conf_require_signatures(c))
-        par_log_msg(PAR_LOG_WARN, "UNSIGNED PACKAGES ARE ACCEPTED: signatures are checked when "
-                                  "present, but a package without one deploys with a warning "
-                                  "(set trust.require_signatures: true)");
     const char *mode = par_conf_str(c, PAR_K_AUTH_MODE);
     if (mode && strcmp(mode, "off") == 0 &&
         (c->file || c->v[PAR_K_AUTH_MODE].src != PAR_CS_DEFAULT))

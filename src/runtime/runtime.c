@@ -658,6 +658,13 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
         return PAR_E_INVALID_ARGUMENT;
     }
     par_buf_free(&terr);
+    /* said by the library, so that every host that allows it (par serve's
+     * embedded default, an embedding program) says it */
+    if (rt->cfg.allow_unsigned)
+        par_log_msg(PAR_LOG_WARN, "UNSIGNED PACKAGES ARE ACCEPTED: signatures are checked when "
+                                  "present, but a package without one deploys with a warning "
+                                  "(trust.require_signatures: true, or allow_unsigned = 0 when "
+                                  "embedding, refuses them)");
     if (rt->trust.nkeys == 0 && !rt->cfg.allow_unsigned)
         par_log_msg(PAR_LOG_WARN, "no trusted keys are configured and unsigned packages are "
                                   "refused: no package can be deployed");
