@@ -14,18 +14,8 @@
 #include <unistd.h>
 
 #include "obs/log.h"
+#include "pkg/compat.h"
 #include "util/json.h"
-
-/* Splits "lib/x.so:symbol" into a library path; returns 0 on success. */
-static int entry_lib(const char *entry, char *lib, size_t n)
-{
-    const char *colon = strrchr(entry, ':');
-    if (colon == NULL || (size_t)(colon - entry) >= n)
-        return -1;
-    memcpy(lib, entry, (size_t)(colon - entry));
-    lib[colon - entry] = '\0';
-    return 0;
-}
 
 int par__native_load(par_pkgver_t *pv, par_buf_t *err)
 {
@@ -37,7 +27,7 @@ int par__native_load(par_pkgver_t *pv, par_buf_t *err)
     int problems = 0;
     for (size_t i = 0; i < m->export_count; i++) {
         char lib[PATH_MAX];
-        if (entry_lib(m->exports[i].entrypoint, lib, sizeof(lib)) != 0)
+        if (par_pkg_entry_lib(m->exports[i].entrypoint, lib, sizeof(lib)) != 0)
             continue;
         const char *sym = strrchr(m->exports[i].entrypoint, ':') + 1;
         char path[PATH_MAX * 2];

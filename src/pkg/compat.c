@@ -51,7 +51,7 @@ static const char *machine_name(int m)
 /* ---- native ------------------------------------------------------------------------ */
 
 /* Splits "lib/x.so:symbol" into a library path; returns 0 on success. */
-static int entry_lib(const char *entry, char *lib, size_t n)
+int par_pkg_entry_lib(const char *entry, char *lib, size_t n)
 {
     const char *colon = strrchr(entry, ':');
     if (colon == NULL || (size_t)(colon - entry) >= n)
@@ -97,7 +97,7 @@ static int check_native(const char *root, const par_manifest_t *m, par_buf_t *er
     int problems = 0;
     for (size_t i = 0; i < m->export_count; i++) {
         char lib[PATH_MAX];
-        if (entry_lib(m->exports[i].entrypoint, lib, sizeof(lib)) != 0) {
+        if (par_pkg_entry_lib(m->exports[i].entrypoint, lib, sizeof(lib)) != 0) {
             par_buf_appendf(err, "%s: '%s' is not path/lib.so:symbol\n", m->exports[i].field,
                             m->exports[i].entrypoint);
             problems++;
@@ -106,7 +106,7 @@ static int check_native(const char *root, const par_manifest_t *m, par_buf_t *er
         int seen = 0;
         for (size_t k = 0; k < i && !seen; k++) {
             char other[PATH_MAX];
-            seen = entry_lib(m->exports[k].entrypoint, other, sizeof(other)) == 0 &&
+            seen = par_pkg_entry_lib(m->exports[k].entrypoint, other, sizeof(other)) == 0 &&
                    strcmp(other, lib) == 0;
         }
         if (!seen)
