@@ -22,14 +22,14 @@
 #include "pkg/manifest.h"
 #include "util/buf.h"
 
-/** Checks the package unpacked at `root` against manifest `m`. Appends one
- *  line per problem to `err`, each starting with the field path it is about
- *  ("metadata.sub_agents[0].entrypoint: lib/x.so: not found in the
- *  package"), and returns the number of problems (0: compatible). */
 /** Copies the library path of a native entrypoint ("lib/x.so:symbol" →
  *  "lib/x.so") into `lib`; -1 without a colon or when it does not fit. */
 int par_pkg_entry_lib(const char *entry, char *lib, size_t n);
 
+/** Checks the package unpacked at `root` against manifest `m`. Appends one
+ *  line per problem to `err`, each starting with the field path it is about
+ *  ("metadata.sub_agents[0].entrypoint: lib/x.so: not found in the
+ *  package"), and returns the number of problems (0: compatible). */
 int par_pkg_compat_check(const char *root, const par_manifest_t *m, par_buf_t *err);
 
 /** requirements.txt and agent.yaml `dependencies` of the package at `root`,
