@@ -719,7 +719,7 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
         par_buf_free(&aerr);
         return 2;
     }
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
             fprintf(stderr, "par serve: %s needs a value (see par serve --help)\n", a);
@@ -774,7 +774,6 @@ static int parse_serve(int argc, char **argv, serve_opts_t *o)
             fprintf(stderr, "par serve: unknown option '%s' (see par serve --help)\n", a);
             return 2;
         }
-        i++;
     }
     /* auth is off only when configured so, or in the embedded local default */
     if (par_auth_config_finish(&o->auth, config == NULL, &aerr) != PAR_OK) {
