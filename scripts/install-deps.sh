@@ -3,6 +3,7 @@
 # non-interactive: it only calls apt-get when something is missing.
 #   scripts/install-deps.sh          build + test dependencies
 #   scripts/install-deps.sh --bench  also what `make bench` needs
+#   scripts/install-deps.sh --fuzz   also what `make fuzz` needs (clang, libFuzzer)
 set -euo pipefail
 
 pkgs=(
@@ -15,6 +16,9 @@ pkgs=(
 )
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn)
+fi
+if [ "${1:-}" = "--fuzz" ]; then
+    pkgs+=(clang libclang-rt-14-dev)
 fi
 
 missing=()
