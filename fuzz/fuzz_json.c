@@ -83,6 +83,7 @@ static int refusal_tolerated(const json_error_t *e)
     case json_error_invalid_utf8:
         return !g_scanner.utf8;
     case json_error_null_character:
+    case json_error_null_byte_in_key:
         return !g_scanner.nul; /* a \u0000 escape (raw NUL bytes are handled before) */
     default:
         return !g_scanner.surrogate && strstr(e->text, "invalid Unicode") != NULL;
