@@ -7,7 +7,7 @@ BUILD_SAN  ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps deps-serve build packages serve check test test-asan bench clean format
+.PHONY: all deps deps-serve build packages serve check test test-asan bench clean format fuzz fuzz-merge
 
 all: build
 
@@ -49,8 +49,24 @@ bench: deps
 	@scripts/install-deps.sh --bench
 	bench/run.sh
 
+# libFuzzer harnesses (fuzz/), built with clang: `make fuzz FUZZ_SECONDS=N`
+# runs each for N seconds; inputs that fail land in fuzz/crashes/<harness>/,
+# which `make check` replays (fuzz/run.sh, docs/security.md "Fuzzing").
+BUILD_FUZZ   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ         ?=
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	@test -f $(BUILD_FUZZ)/CMakeCache.txt || CC=clang cmake -S . -B $(BUILD_FUZZ) \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAR_FUZZ=ON -DPAR_TESTS=OFF $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz_all
+	fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECONDS) $(FUZZ)
+
+fuzz-merge:
+	fuzz/merge.sh $(BUILD_FUZZ) $(FUZZ)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)

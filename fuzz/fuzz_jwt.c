@@ -21,16 +21,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (g_keys == NULL) {
-        static const char jwks[] =
-            "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k\","
-            "\"x\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\","
-            "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\"}]}";
+        static const char jwks[] = "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k\","
+                                   "\"x\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\","
+                                   "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\"}]}";
         par_jwks_global_init();
         if (par_jwks_parse(jwks, strlen(jwks), &g_keys, NULL) != 0)
             return 0;
     }
-    par_jwt_policy_t pol = {"https://issuer.example", "par", (1u << PAR_JWT_ALG_COUNT) - 1, 60,
-                            0};
+    par_jwt_policy_t pol = {"https://issuer.example", "par", (1u << PAR_JWT_ALG_COUNT) - 1, 60, 0};
     par_jwt_t j;
     par_auth_fail_t f;
     if (par_jwt_parse((const char *)data, size, &pol, &j, &f) != 0)

@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh --serve  only what building and serving need (make serve):
 #                                    no test tools, no Node.js, no npm test peers
 #   scripts/install-deps.sh --bench  everything, and what `make bench` needs
+#   scripts/install-deps.sh --fuzz   everything, and what `make fuzz` needs (clang, libFuzzer)
 set -euo pipefail
 
 mode="${1:-test}"
@@ -12,8 +13,9 @@ case "$mode" in
     test | --test) mode=test ;;
     --serve) mode=serve ;;
     --bench) mode=bench ;;
+    --fuzz) mode=fuzz ;;
     *)
-        echo "usage: $0 [--serve | --test | --bench]" >&2
+        echo "usage: $0 [--serve | --test | --bench | --fuzz]" >&2
         exit 2
         ;;
 esac
@@ -34,6 +36,9 @@ if [ "$mode" != serve ]; then
 fi
 if [ "$mode" = bench ]; then
     pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn)
+fi
+if [ "$mode" = fuzz ]; then
+    pkgs+=(clang libclang-rt-14-dev)
 fi
 
 missing=()

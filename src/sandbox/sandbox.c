@@ -312,14 +312,16 @@ static int apply_seccomp(const par_sandbox_opts_t *o, json_t *degraded, par_buf_
             rc = sc_rule(ctx, eperm, "fork", 0, NULL);
         if (rc == 0)
             rc = sc_rule(ctx, eperm, "vfork", 0, NULL);
-        struct scmp_arg_cmp self = SCMP_A0_32(SCMP_CMP_NE, (uint32_t)getpid());
+        /* SCMP_A0_32 with both data: clang flags the one-datum form (a compound
+         * literal missing datum_b) under -Wmissing-field-initializers */
+        struct scmp_arg_cmp self = SCMP_A0_32(SCMP_CMP_NE, (uint32_t)getpid(), 0);
         for (size_t i = 0; rc == 0 && seccomp_self_only[i]; i++)
             rc = sc_rule(ctx, eperm, seccomp_self_only[i], 1, &self);
     }
     if (rc == 0 && !o->network) {
         rc = sc_rule(ctx, eperm, "socket", 0, NULL); /* socketpair stays */
     } else if (rc == 0) {
-        struct scmp_arg_cmp packet = SCMP_A0_32(SCMP_CMP_EQ, AF_PACKET);
+        struct scmp_arg_cmp packet = SCMP_A0_32(SCMP_CMP_EQ, AF_PACKET, 0);
         struct scmp_arg_cmp raw = SCMP_A1_32(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW);
         rc = sc_rule(ctx, eperm, "socket", 1, &packet);
         if (rc == 0)
@@ -327,7 +329,7 @@ static int apply_seccomp(const par_sandbox_opts_t *o, json_t *degraded, par_buf_
     }
     /* personality(0xffffffff) only reads the persona */
     if (rc == 0) {
-        struct scmp_arg_cmp q = SCMP_A0_32(SCMP_CMP_NE, 0xffffffffu);
+        struct scmp_arg_cmp q = SCMP_A0_32(SCMP_CMP_NE, 0xffffffffu, 0);
         rc = sc_rule(ctx, eperm, "personality", 1, &q);
     }
     if (rc != 0) {
