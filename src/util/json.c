@@ -180,6 +180,31 @@ static int scan_literal(scan_t *s, const char *lit, size_t n)
 
 static int scan_value(scan_t *s, par_json_field_t *fields, size_t nfields);
 
+/* Records the value of a field the caller asked for. A key written with
+ * escapes ("in\\u0070ut") is compared decoded, as every full parser reads
+ * it, so a body cannot show PAR one `input` and an agent or proxy another. */
+static void match_field(const char *key, size_t keylen, const char *v, size_t vlen,
+                        par_json_field_t *fields, size_t nfields)
+{
+    char dec[256];
+    const char *k = key + 1;
+    if (memchr(k, '\\', keylen) != NULL) {
+        if (keylen + 2 > sizeof(dec)) /* six bytes per escape: no field name is that long */
+            return;
+        long n = par_json_unescape(key, keylen + 2, dec);
+        if (n < 0)
+            return;
+        k = dec;
+        keylen = (size_t)n;
+    }
+    for (size_t i = 0; i < nfields; i++) {
+        if (strlen(fields[i].name) == keylen && memcmp(fields[i].name, k, keylen) == 0) {
+            fields[i].ptr = v;
+            fields[i].len = vlen;
+        }
+    }
+}
+
 static int scan_object(scan_t *s, par_json_field_t *fields, size_t nfields)
 {
     s->p++; /* '{' */
@@ -202,12 +227,7 @@ static int scan_object(scan_t *s, par_json_field_t *fields, size_t nfields)
         const char *vstart = s->p;
         if (scan_value(s, NULL, 0) != 0)
             return -1;
-        for (size_t i = 0; i < nfields; i++) {
-            if (strlen(fields[i].name) == keylen && memcmp(fields[i].name, key + 1, keylen) == 0) {
-                fields[i].ptr = vstart;
-                fields[i].len = (size_t)(s->p - vstart);
-            }
-        }
+        match_field(key, keylen, vstart, (size_t)(s->p - vstart), fields, nfields);
         skip_ws(s);
         if (s->p >= s->end)
             return -1;

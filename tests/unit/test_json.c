@@ -94,6 +94,22 @@ static void test_fields(void **state)
     assert_null(f[0].ptr);
 }
 
+/* A key written with escapes is the same key to jansson, to agents and to
+ * proxies: the last `input` wins whichever way it was spelt. */
+static void test_escaped_keys(void **state)
+{
+    (void)state;
+    const char *doc = "{\"input\":1,\"in\\u0070ut\":2}";
+    par_json_field_t f[1] = {{"input", NULL, 0}};
+    assert_int_equal(par_json_scan(doc, strlen(doc), f, 1, NULL), 0);
+    assert_int_equal(f[0].len, 1);
+    assert_memory_equal(f[0].ptr, "2", 1);
+    const char *other = "{\"in\\u0070ut\":3,\"inpu\\t\":4}";
+    f[0].ptr = NULL;
+    assert_int_equal(par_json_scan(other, strlen(other), f, 1, NULL), 0);
+    assert_memory_equal(f[0].ptr, "3", 1);
+}
+
 static void test_root_type_and_trim(void **state)
 {
     (void)state;
@@ -253,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_depth_cap),
         cmocka_unit_test(test_error_offset),
         cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_escaped_keys),
         cmocka_unit_test(test_root_type_and_trim),
         cmocka_unit_test(test_unescape),
         cmocka_unit_test(test_append_i64),
