@@ -1547,11 +1547,12 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         char why[300];
         /* one listening socket shared by every loop, unless the operator asked
          * for SO_REUSEPORT (one per loop, and other processes may join) */
+        int fd;
         if (i == 0 || h->opts.reuse_port)
-            l->listen_fd =
-                par__http_listen_open(&ss, sl, h->opts.reuse_port, name, why, sizeof(why));
-        else if ((l->listen_fd = fcntl(h->loops[0].listen_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+            fd = par__http_listen_open(&ss, sl, h->opts.reuse_port, name, why, sizeof(why));
+        else if ((fd = fcntl(h->loops[0].listen_fd, F_DUPFD_CLOEXEC, 0)) < 0)
             snprintf(why, sizeof(why), "cannot share the listener: %s", strerror(errno));
+        l->listen_fd = fd;
         if (l->listen_fd < 0) {
             par_log_msg(PAR_LOG_ERROR, "%s", why);
             for (unsigned k = 0; k < i; k++)
