@@ -213,6 +213,8 @@ int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char 
         char e[512];
         par_stripe_last_error(m->stripe, e, sizeof(e));
         json_object_set_new(state, "last_error", json_string(e));
+        json_object_set_new(state, "rate_per_s", json_real(par_stripe_rate(m->stripe)));
+        json_object_set_new(state, "aggregate", json_boolean(par_stripe_aggregated(m->stripe)));
     }
     pthread_mutex_lock(&m->lock);
     size_t queued = m->queued;

@@ -24,11 +24,13 @@
 typedef struct par_meter par_meter_t;
 
 typedef struct par_meter_config {
-    char *path;       /* the database file */
-    int sync_full;    /* synchronous=FULL: survive power loss too, at an fsync per batch */
-    size_t queue_max; /* records waiting for the writer, default 65536 */
-    size_t batch_max; /* records per transaction, default 4096 */
-    par_stripe_config_t stripe; /* export on when stripe.api_key is set */
+    char *path;           /* the database file */
+    int sync_full;        /* synchronous=FULL: survive power loss too, at an fsync per batch */
+    size_t queue_max;     /* records waiting for the writer, default 65536 */
+    size_t batch_max;     /* records per transaction, default 4096 */
+    int64_t retention_ms; /* exported records older than this are deleted; 0: 30 days */
+    int64_t rollup_retention_ms; /* hourly rollups older than this are deleted; 0: 400 days */
+    par_stripe_config_t stripe;  /* export on when stripe.api_key is set */
 } par_meter_config_t;
 
 /* Opens the database and starts the threads. Takes ownership of cfg's strings

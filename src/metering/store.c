@@ -10,6 +10,8 @@
 
 #include <par/par.h>
 
+#include "metering/stripe.h"
+
 struct par_store {
     sqlite3 *db;
     sqlite3_stmt *ins;
@@ -30,7 +32,25 @@ static const char schema[] =
     " exported INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS dead_letters ("
     " seq INTEGER PRIMARY KEY, id TEXT NOT NULL, exporter TEXT NOT NULL,"
-    " failed_at_ms INTEGER NOT NULL, http_status INTEGER NOT NULL, body TEXT NOT NULL);";
+    " failed_at_ms INTEGER NOT NULL, http_status INTEGER NOT NULL, body TEXT NOT NULL);"
+    /* aggregated export: one row per (customer, event, window start, part);
+     * part 0 is the window itself, part n > 0 the n-th late event for it.
+     * state: 0 open (records still fold in), 1 sealed (value frozen, to send),
+     * 2 sent, 3 dead. The identifier is fixed when the row is created, so a
+     * crash between the endpoint's answer and state 2 re-sends the same one. */
+    "CREATE TABLE IF NOT EXISTS export_windows ("
+    " wid INTEGER PRIMARY KEY, customer TEXT NOT NULL, event TEXT NOT NULL,"
+    " window_start INTEGER NOT NULL, window_ms INTEGER NOT NULL, part INTEGER NOT NULL,"
+    " identifier TEXT NOT NULL UNIQUE, value REAL NOT NULL DEFAULT 0,"
+    " records INTEGER NOT NULL DEFAULT 0, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+    " state INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL, sent_ms INTEGER,"
+    " UNIQUE (customer, event, window_start, part));"
+    "CREATE INDEX IF NOT EXISTS export_windows_state ON export_windows(state, window_start);";
+
+/* Columns added to dead_letters for windows (an older database lacks them). */
+static const char *const dead_window_columns[] = {"window_start INTEGER", "window_ms INTEGER",
+                                                  "customer TEXT",        "event TEXT",
+                                                  "value REAL",           "records INTEGER"};
 
 static int fail(sqlite3 *db, par_buf_t *err, const char *what)
 {
@@ -66,6 +86,17 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
     if (sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
         rc = fail(s->db, err, "creating the schema");
         goto out;
+    }
+    sqlite3_stmt *probe = NULL;
+    int has_columns = sqlite3_prepare_v2(s->db, "SELECT window_start FROM dead_letters LIMIT 0", -1,
+                                         &probe, NULL) == SQLITE_OK;
+    sqlite3_finalize(probe);
+    for (size_t i = 0;
+         !has_columns && i < sizeof(dead_window_columns) / sizeof(*dead_window_columns); i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE dead_letters ADD COLUMN %s",
+                 dead_window_columns[i]);
+        sqlite3_exec(s->db, sql, NULL, NULL, NULL); /* "duplicate column": already there */
     }
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR IGNORE INTO usage (id, ts_ms, request_id, trace_id, span_id,"
@@ -218,75 +249,300 @@ int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **ro
     return PAR_OK;
 }
 
-static int exec_bound(sqlite3 *db, const char *sql, const char *t1, int64_t i2, int64_t i3)
+static int64_t now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Moves the cursor to `seq` and adds to its counters. Inside a transaction. */
+static int move_cursor(sqlite3 *db, const char *exporter, int64_t seq, int64_t exported,
+                       int64_t dead)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            db,
+            "INSERT INTO export_cursor (exporter, seq, exported, dead) VALUES (?, ?, "
+            "?, ?) ON CONFLICT(exporter) DO UPDATE SET seq = max(seq, excluded.seq),"
+            " exported = exported + excluded.exported, dead = dead + excluded.dead",
+            -1, &st, NULL) != SQLITE_OK)
         return -1;
-    sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, i2);
-    sqlite3_bind_int64(st, 3, i3);
+    sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, exported);
+    sqlite3_bind_int64(st, 4, dead);
     int r = sqlite3_step(st);
     sqlite3_finalize(st);
     return r == SQLITE_DONE ? 0 : -1;
 }
 
-int par_store_ack(par_store_t *s, const char *exporter, int64_t seq, int http_status,
-                  const char *body, par_buf_t *err)
+/* A dead letter for the record `seq`. Inside a transaction. */
+static int dead_record(sqlite3 *db, const char *exporter, int64_t seq, int http_status,
+                       const char *body)
 {
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return fail(s->db, err, "BEGIN");
-    int ok = exec_bound(s->db,
-                        "INSERT INTO export_cursor (exporter, seq, exported, dead) VALUES (?, ?, "
-                        "?, 1 - ?3) ON CONFLICT(exporter) DO UPDATE SET seq = excluded.seq, "
-                        "exported = exported + excluded.exported, dead = dead + excluded.dead",
-                        exporter, seq, http_status == 0) == 0;
-    if (ok && http_status != 0) {
-        sqlite3_stmt *st;
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        ok = sqlite3_prepare_v2(s->db,
-                                "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, "
-                                "failed_at_ms, http_status, body) SELECT seq, id, ?, ?, ?, ? "
-                                "FROM usage WHERE seq = ?",
-                                -1, &st, NULL) == SQLITE_OK;
-        if (ok) {
-            sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 2, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-            sqlite3_bind_int(st, 3, http_status);
-            sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 5, seq);
-            ok = sqlite3_step(st) == SQLITE_DONE;
-            sqlite3_finalize(st);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, failed_at_ms, "
+                           "http_status, body) SELECT seq, id, ?, ?, ?, ? FROM usage WHERE seq = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    sqlite3_bind_int(st, 3, http_status);
+    sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, seq);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+int par_store_begin(par_store_t *s, par_buf_t *err)
+{
+    return sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+               ? PAR_OK
+               : fail(s->db, err, "BEGIN");
+}
+
+int par_store_commit(par_store_t *s, par_buf_t *err)
+{
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return PAR_OK;
+    int rc = fail(s->db, err, "COMMIT");
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+void par_store_rollback(par_store_t *s)
+{
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_ack_t *acks,
+                          size_t n, par_buf_t *err)
+{
+    if (n == 0)
+        return PAR_OK;
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int64_t exported = 0, dead = 0, last = 0;
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        last = acks[i].seq > last ? acks[i].seq : last;
+        if (acks[i].http_status == 0)
+            exported++;
+        else {
+            dead++;
+            ok = dead_record(s->db, exporter, acks[i].seq, acks[i].http_status, acks[i].body) == 0;
         }
     }
-    if (!ok || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        int rc = fail(s->db, err, "advancing the export cursor");
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!ok || move_cursor(s->db, exporter, last, exported, dead) != 0) {
+        rc = fail(s->db, err, "advancing the export cursor");
+        par_store_rollback(s);
         return rc;
     }
+    return par_store_commit(s, err);
+}
+
+int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
+                          const char *body, par_buf_t *err)
+{
+    int ok = http_status == 0 || dead_record(s->db, exporter, seq, http_status, body) == 0;
+    if (!ok || move_cursor(s->db, exporter, seq, 0, http_status != 0) != 0)
+        return fail(s->db, err, "moving the export cursor");
     return PAR_OK;
+}
+
+/* The latest part of (customer, event, window_start): its wid and state, or
+ * part -1 when there is none. */
+static int latest_part(sqlite3 *db, const par_window_t *w, int64_t *wid, int *part, int *state)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT wid, part, state FROM export_windows WHERE customer = ? AND "
+                           "event = ? AND window_start = ? ORDER BY part DESC LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, w->customer, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, w->event, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, w->window_start);
+    int r = sqlite3_step(st);
+    *part = -1;
+    if (r == SQLITE_ROW) {
+        *wid = sqlite3_column_int64(st, 0);
+        *part = sqlite3_column_int(st, 1);
+        *state = sqlite3_column_int(st, 2);
+    }
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : -1;
+}
+
+int par_store_window_add(par_store_t *s, const par_window_t *w, double value, int64_t seq,
+                         const char *node_id, par_buf_t *err)
+{
+    int64_t wid = 0;
+    int part, state = 0;
+    if (latest_part(s->db, w, &wid, &part, &state) != 0)
+        return fail(s->db, err, "reading a window");
+    sqlite3_stmt *st;
+    int r;
+    if (part >= 0 && state == 0) { /* still open: the record folds in */
+        if (sqlite3_prepare_v2(s->db,
+                               "UPDATE export_windows SET value = value + ?, records = records + 1,"
+                               " last_seq = ? WHERE wid = ?",
+                               -1, &st, NULL) != SQLITE_OK)
+            return fail(s->db, err, "adding to a window");
+        sqlite3_bind_double(st, 1, value);
+        sqlite3_bind_int64(st, 2, seq);
+        sqlite3_bind_int64(st, 3, wid);
+    } else { /* new, or late for a sealed window: a part of its own */
+        char id[PAR_WINDOW_ID_MAX];
+        par_stripe_window_id(node_id, w->customer, w->event, w->window_start, part + 1, id);
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT INTO export_windows (customer, event, window_start, "
+                               "window_ms, part, identifier, value, records, first_seq, last_seq,"
+                               " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                               -1, &st, NULL) != SQLITE_OK)
+            return fail(s->db, err, "opening a window");
+        sqlite3_bind_text(st, 1, w->customer, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, w->event, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, w->window_start);
+        sqlite3_bind_int64(st, 4, w->window_ms);
+        sqlite3_bind_int(st, 5, part + 1);
+        sqlite3_bind_text(st, 6, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(st, 7, value);
+        sqlite3_bind_int64(st, 8, seq);
+        sqlite3_bind_int64(st, 9, seq);
+        sqlite3_bind_int64(st, 10, now_ms());
+    }
+    r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? PAR_OK : fail(s->db, err, "writing a window");
+}
+
+int par_store_windows_seal(par_store_t *s, int64_t now, int64_t grace_ms, par_buf_t *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE export_windows SET state = 1 WHERE state = 0 AND window_start +"
+                           " window_ms + ? <= ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "sealing windows");
+    sqlite3_bind_int64(st, 1, grace_ms);
+    sqlite3_bind_int64(st, 2, now);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? PAR_OK : fail(s->db, err, "sealing windows");
+}
+
+int par_store_windows_due(par_store_t *s, size_t max, json_t **rows, par_buf_t *err)
+{
+    *rows = NULL;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT wid, customer, event, window_start, window_ms, part, identifier,"
+                           " value, records FROM export_windows WHERE state = 1 ORDER BY "
+                           "window_start, wid LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "reading windows");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
+    json_t *a = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+        json_array_append_new(a, o);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(a);
+        return fail(s->db, err, "reading windows");
+    }
+    *rows = a;
+    return PAR_OK;
+}
+
+int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int http_status,
+                          const char *body, par_buf_t *err)
+{
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    sqlite3_stmt *st;
+    int ok = sqlite3_prepare_v2(s->db,
+                                "UPDATE export_windows SET state = ?, sent_ms = ? WHERE wid = ? "
+                                "AND state = 1 RETURNING records",
+                                -1, &st, NULL) == SQLITE_OK;
+    int64_t records = 0;
+    if (ok) {
+        sqlite3_bind_int(st, 1, http_status ? 3 : 2);
+        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_int64(st, 3, wid);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW)
+            records = sqlite3_column_int64(st, 0), r = sqlite3_step(st);
+        ok = r == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    if (ok && http_status)
+        ok = sqlite3_prepare_v2(s->db,
+                                "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, "
+                                "failed_at_ms, http_status, body, window_start, window_ms, "
+                                "customer, event, value, records) SELECT -wid, identifier, ?, ?, "
+                                "?, ?, window_start, window_ms, customer, event, value, records "
+                                "FROM export_windows WHERE wid = ?",
+                                -1, &st, NULL) == SQLITE_OK;
+    if (ok && http_status) {
+        sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_int(st, 3, http_status);
+        sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, wid);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    if (!ok || move_cursor(s->db, exporter, 0, http_status ? 0 : records,
+                           http_status ? records : 0) != 0) {
+        rc = fail(s->db, err, "recording a window's outcome");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
 }
 
 int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err)
 {
     *out = NULL;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT c.seq, c.exported, c.dead, (SELECT count(*) FROM usage u WHERE "
-                           "u.seq > c.seq AND u.parent_id = '') FROM (SELECT coalesce(max(seq), 0) "
-                           "AS seq, coalesce(max(exported), 0) AS exported, coalesce(max(dead), 0) "
-                           "AS dead FROM export_cursor WHERE exporter = ?) c",
-                           -1, &st, NULL) != SQLITE_OK)
+    /* pending: root records after the cursor plus those folded into windows
+     * not yet sent; oldest: the oldest of either */
+    if (sqlite3_prepare_v2(
+            s->db,
+            "WITH c AS (SELECT coalesce(max(seq), 0) AS seq, coalesce(max(exported), 0) AS "
+            "exported, coalesce(max(dead), 0) AS dead FROM export_cursor WHERE exporter = ?1),"
+            " r AS (SELECT count(*) AS n, min(ts_ms) AS oldest FROM usage, c WHERE usage.seq > "
+            "c.seq AND parent_id = ''),"
+            " w AS (SELECT coalesce(sum(records), 0) AS n, count(*) AS windows, min(window_start)"
+            " AS oldest FROM export_windows WHERE state IN (0, 1)),"
+            " l AS (SELECT max(window_start) AS ws, max(sent_ms) AS at FROM export_windows WHERE "
+            "state = 2)"
+            " SELECT c.seq, c.exported, c.dead, r.n + w.n, w.windows, min(coalesce(r.oldest, "
+            "w.oldest), coalesce(w.oldest, r.oldest)), l.ws, l.at FROM c, r, w, l",
+            -1, &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "reading the export state");
     sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
     int rc = PAR_OK;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *out = json_pack("{s:I,s:I,s:I,s:I}", "cursor", (json_int_t)sqlite3_column_int64(st, 0),
-                         "exported", (json_int_t)sqlite3_column_int64(st, 1), "dead",
-                         (json_int_t)sqlite3_column_int64(st, 2), "pending",
-                         (json_int_t)sqlite3_column_int64(st, 3));
-    else
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *out = json_pack(
+            "{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "cursor", (json_int_t)sqlite3_column_int64(st, 0),
+            "exported", (json_int_t)sqlite3_column_int64(st, 1), "dead",
+            (json_int_t)sqlite3_column_int64(st, 2), "pending",
+            (json_int_t)sqlite3_column_int64(st, 3), "windows_pending",
+            (json_int_t)sqlite3_column_int64(st, 4), "oldest_unexported_ms", column_json(st, 5),
+            "last_window_sent", column_json(st, 6), "last_window_sent_at_ms", column_json(st, 7));
+    } else
         rc = fail(s->db, err, "reading the export state");
     sqlite3_finalize(st);
     return rc;
@@ -379,10 +635,9 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
 {
     *out = NULL;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT seq, id, exporter, failed_at_ms, http_status, body FROM "
-                           "dead_letters ORDER BY seq DESC LIMIT ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db, "SELECT * FROM dead_letters ORDER BY failed_at_ms DESC, seq DESC LIMIT ?", -1,
+            &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "reading dead letters");
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
     json_t *a = json_array();
@@ -390,7 +645,8 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *o = json_object();
         for (int i = 0; i < sqlite3_column_count(st); i++)
-            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+            if (sqlite3_column_type(st, i) != SQLITE_NULL) /* a record's has no window */
+                json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
         json_array_append_new(a, o);
     }
     sqlite3_finalize(st);
