@@ -245,6 +245,8 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     m->queue_max = (size_t)par_conf_int(c, PAR_K_METERING_QUEUE);
     par_stripe_config_t *st = &m->stripe;
     int any = 0;
+    m->retention_ms = (int64_t)par_conf_int(c, PAR_K_METERING_RETENTION) * 1000;
+    m->rollup_retention_ms = (int64_t)par_conf_int(c, PAR_K_METERING_ROLLUP_RETENTION) * 1000;
     for (int i = PAR_K_STRIPE_API_KEY; i <= PAR_K_STRIPE_GRACE; i++)
         any |= c->v[i].src != PAR_CS_DEFAULT;
     if (!any)

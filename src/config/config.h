@@ -179,6 +179,10 @@ enum {
       "65536", 0, "records waiting for the writer")                                                \
     X(METERING_NODE_ID, "metering.node_id", "PAR_METERING_NODE_ID", NULL, PAR_CT_STR, 0, 0, NULL,  \
       NULL, 0, "this node in window identifiers (unset = <hostname>-<8 hex of state_dir's SHA-256>)")\
+    X(METERING_RETENTION, "metering.retention", "PAR_METERING_RETENTION", NULL, PAR_CT_SEC, 1,     \
+      1000000000, NULL, "2592000", 0, "exported records are deleted after (30 days)")             \
+    X(METERING_ROLLUP_RETENTION, "metering.rollup_retention", "PAR_METERING_ROLLUP_RETENTION",     \
+      NULL, PAR_CT_SEC, 1, 1000000000, NULL, "34560000", 0, "hourly rollups are kept (400 days)") \
     X(STRIPE_API_KEY, "metering.stripe.api_key", NULL, NULL, PAR_CT_STR, 0, 0, NULL, NULL,         \
       PAR_CF_SECRET, "Stripe secret key (prefer api_key_file or api_key_env); enables the export") \
     X(STRIPE_API_KEY_FILE, "metering.stripe.api_key_file", NULL, NULL, PAR_CT_PATH, 0, 0, NULL,    \

@@ -7,7 +7,10 @@
  * writer thread takes everything queued, inserts it in a single transaction
  * (group commit) and then runs each record's `committed` callback, which is
  * where the runtime releases the answer of a root invocation. The optional
- * Stripe exporter (stripe.h) runs on its own thread. The guarantee this gives
+ * Stripe exporter (stripe.h) runs on its own thread. A maintenance thread
+ * with its own connection rolls records up by hour, deletes records older
+ * than the retention once rolled up and exported, in small transactions so
+ * the writer never waits long, and measures the file for the metrics. The guarantee this gives
  * is in docs/observability.md.
  */
 #ifndef PAR_METERING_METER_H

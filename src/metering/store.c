@@ -26,7 +26,8 @@ static const char schema[] =
     " duration_ms REAL NOT NULL, cpu_ms REAL, bytes_in INTEGER NOT NULL,"
     " bytes_out INTEGER NOT NULL, units TEXT);"
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts_ms);"
-    "CREATE INDEX IF NOT EXISTS usage_request ON usage(request_id);"
+    /* nothing looks records up by request id: its index cost ~70 bytes a record */
+    "DROP INDEX IF EXISTS usage_request;"
     "CREATE TABLE IF NOT EXISTS export_cursor ("
     " exporter TEXT PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0,"
     " exported INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0);"
@@ -45,7 +46,20 @@ static const char schema[] =
     " records INTEGER NOT NULL DEFAULT 0, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
     " state INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL, sent_ms INTEGER,"
     " UNIQUE (customer, event, window_start, part));"
-    "CREATE INDEX IF NOT EXISTS export_windows_state ON export_windows(state, window_start);";
+    "CREATE INDEX IF NOT EXISTS export_windows_state ON export_windows(state, window_start);"
+    /* hourly rollups (retention.h): what /runtime/usage answers from once the
+     * records of an hour may have been deleted; units summed over root records */
+    "CREATE TABLE IF NOT EXISTS usage_hourly ("
+    " hour INTEGER NOT NULL, agent TEXT NOT NULL, subject TEXT NOT NULL, tenant TEXT NOT NULL,"
+    " package TEXT NOT NULL, status TEXT NOT NULL, count INTEGER NOT NULL, errors INTEGER NOT NULL,"
+    " roots INTEGER NOT NULL, duration_ms REAL NOT NULL, cpu_ms REAL NOT NULL,"
+    " bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL,"
+    " PRIMARY KEY (hour, agent, subject, tenant, package, status)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS usage_hourly_units ("
+    " hour INTEGER NOT NULL, agent TEXT NOT NULL, subject TEXT NOT NULL, tenant TEXT NOT NULL,"
+    " package TEXT NOT NULL, status TEXT NOT NULL, unit TEXT NOT NULL, value INTEGER NOT NULL,"
+    " PRIMARY KEY (hour, agent, subject, tenant, package, status, unit)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);";
 
 /* Columns added to dead_letters for windows (an older database lacks them). */
 static const char *const dead_window_columns[] = {"window_start INTEGER", "window_ms INTEGER",
@@ -76,8 +90,13 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
     /* WAL: the writer never blocks readers (/runtime/usage, the exporter), and a
      * committed transaction is in the WAL file before COMMIT returns, so it
      * survives the death of the process even without an fsync. */
-    char pragmas[160];
-    snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+    /* auto_vacuum only takes effect before the first table: a new file gets
+     * incremental vacuum (retention.c returns free pages); an older one reuses
+     * the pages pruning frees, so it stops growing as well */
+    char pragmas[240];
+    snprintf(pragmas, sizeof(pragmas),
+             "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             " PRAGMA journal_size_limit=67108864;",
              sync_full ? "FULL" : "NORMAL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
         rc = fail(s->db, err, "setting WAL mode");
@@ -559,6 +578,63 @@ static const char *group_column(const char *group_by)
     return NULL;
 }
 
+/* The hour holding ts (ts >= 0), in SQL. */
+#define HOUR_OF(col) "(" col " - " col " % 3600000)"
+
+/* The rows a summary reads: hourly rollups for the hours before H (records of
+ * those hours may be deleted), plus the records of those hours not rolled up
+ * yet, plus the records from H on. ?1 from, ?2 to, ?3 from's hour, ?4 H,
+ * ?5 the rollup cursor. */
+#define SUMMARY_SOURCES(rollup_cols, rollup_table, record_cols, record_from, record_where)         \
+    "SELECT agent, subject, tenant, package, " rollup_cols " FROM " rollup_table                   \
+    " WHERE hour >= ?3 AND hour < min(?2, ?4) UNION ALL SELECT agent, subject, tenant, "           \
+    "package, " record_cols " FROM " record_from " WHERE " record_where                            \
+    " ((ts_ms >= max(?1, ?4) AND ts_ms < ?2)"                                                      \
+    " OR (seq > ?5 AND ts_ms >= ?3 AND ts_ms < min(?2, ?4)))"
+
+static int64_t meta_get(sqlite3 *db, const char *key, int64_t dflt)
+{
+    sqlite3_stmt *st;
+    int64_t v = dflt;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM usage_meta WHERE key = ?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return dflt;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int summary_bind(par_store_t *s, sqlite3_stmt *st, int64_t from_ms, int64_t to_ms)
+{
+    int64_t pruned = meta_get(s->db, "pruned_before_ms", 0);
+    int64_t h = pruned <= 0 ? INT64_MIN : ((pruned + 3599999) / 3600000) * 3600000;
+    int64_t rc = cursor_of(s, "rollup");
+    if (rc < 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, from_ms);
+    sqlite3_bind_int64(st, 2, to_ms);
+    sqlite3_bind_int64(st, 3, from_ms > 0 ? from_ms - from_ms % 3600000 : from_ms);
+    sqlite3_bind_int64(st, 4, h);
+    sqlite3_bind_int64(st, 5, rc);
+    return 0;
+}
+
+static void summary_group(sqlite3_stmt *st, json_t *groups, json_t *list)
+{
+    const char *key = (const char *)sqlite3_column_text(st, 0);
+    json_t *g = json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
+                          (json_int_t)sqlite3_column_int64(st, 1), "errors",
+                          (json_int_t)sqlite3_column_int64(st, 2), "roots",
+                          (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
+                          sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5),
+                          "bytes_in", (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
+                          (json_int_t)sqlite3_column_int64(st, 7), "units");
+    json_object_set(groups, key ? key : "", g);
+    json_array_append_new(list, g);
+}
+
 int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char *group_by,
                       json_t **out, par_buf_t *err)
 {
@@ -570,48 +646,42 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
                             group_by);
         return PAR_E_BAD_REQUEST;
     }
-    char sql[640];
+    char sql[1400];
     snprintf(sql, sizeof(sql),
-             "SELECT coalesce(%s, ''), count(*), sum(status != 'ok'), sum(parent_id = ''),"
-             " sum(duration_ms), total(cpu_ms), sum(bytes_in), sum(bytes_out)"
-             " FROM usage WHERE ts_ms >= ? AND ts_ms < ? GROUP BY 1 ORDER BY 1",
+             "WITH src AS (" SUMMARY_SOURCES(
+                 "count AS n, errors AS e, roots AS r, duration_ms AS d, cpu_ms AS c, bytes_in AS "
+                 "bi, bytes_out AS bo",
+                 "usage_hourly",
+                 "1, status != 'ok', parent_id = '', duration_ms, coalesce(cpu_ms, 0), bytes_in, "
+                 "bytes_out",
+                 "usage", "") ") SELECT coalesce(nullif(%s, ''), ''), sum(n), sum(e), sum(r),"
+                              " sum(d), total(c), sum(bi), sum(bo) FROM src GROUP BY 1 ORDER BY 1",
              col);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "summarising");
-    sqlite3_bind_int64(st, 1, from_ms);
-    sqlite3_bind_int64(st, 2, to_ms);
     json_t *groups = json_object(); /* key → group, kept in order in `list` */
     json_t *list = json_array();
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *key = (const char *)sqlite3_column_text(st, 0);
-        json_t *g =
-            json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
-                      (json_int_t)sqlite3_column_int64(st, 1), "errors",
-                      (json_int_t)sqlite3_column_int64(st, 2), "roots",
-                      (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
-                      sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5),
-                      "bytes_in", (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
-                      (json_int_t)sqlite3_column_int64(st, 7), "units");
-        json_object_set(groups, key ? key : "", g);
-        json_array_append_new(list, g);
-    }
+    int r = summary_bind(s, st, from_ms, to_ms) == 0 ? SQLITE_OK : SQLITE_ERROR;
+    while (r != SQLITE_ERROR && (r = sqlite3_step(st)) == SQLITE_ROW)
+        summary_group(st, groups, list);
     sqlite3_finalize(st);
     if (r != SQLITE_DONE)
         goto bad;
     /* units over root records only: a caller's units already include what its
      * sub-agent calls reported (docs/observability.md) */
-    snprintf(sql, sizeof(sql),
-             "SELECT coalesce(%s, ''), j.key, sum(j.value) FROM usage, json_each(usage.units) j"
-             " WHERE ts_ms >= ? AND ts_ms < ? AND parent_id = '' AND units IS NOT NULL"
-             " GROUP BY 1, 2",
-             col);
+    snprintf(
+        sql, sizeof(sql),
+        "WITH src AS (" SUMMARY_SOURCES(
+            "unit AS k, value AS v", "usage_hourly_units", "j.key, j.value",
+            "usage, json_each(usage.units) j",
+            "parent_id = '' AND units IS NOT NULL AND") ") SELECT coalesce(nullif(%s, ''), ''),"
+                                                        " k, sum(v) FROM src GROUP BY 1, 2",
+        col);
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         goto bad;
-    sqlite3_bind_int64(st, 1, from_ms);
-    sqlite3_bind_int64(st, 2, to_ms);
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    r = summary_bind(s, st, from_ms, to_ms) == 0 ? SQLITE_OK : SQLITE_ERROR;
+    while (r != SQLITE_ERROR && (r = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = (const char *)sqlite3_column_text(st, 0);
         json_t *g = json_object_get(groups, key ? key : "");
         if (g)
@@ -655,5 +725,192 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
         return fail(s->db, err, "reading dead letters");
     }
     *out = a;
+    return PAR_OK;
+}
+
+/* ---- retention: rollups, pruning, space --------------------------------------------- */
+
+static int exec_i64(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t *changes)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (changes)
+        *changes = sqlite3_changes64(db);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+static const char rollup_sql[] = "INSERT INTO usage_hourly SELECT " HOUR_OF(
+    "ts_ms") ", agent, coalesce(subject, ''),"
+             " coalesce(tenant, ''), package, status, count(*), sum(status != 'ok'), sum(parent_id "
+             "= ''),"
+             " sum(duration_ms), total(cpu_ms), sum(bytes_in), sum(bytes_out) FROM usage WHERE seq "
+             "> ?1"
+             " AND seq <= ?2 GROUP BY 1, 2, 3, 4, 5, 6 ON CONFLICT DO UPDATE SET"
+             " count = count + excluded.count, errors = errors + excluded.errors,"
+             " roots = roots + excluded.roots, duration_ms = duration_ms + excluded.duration_ms,"
+             " cpu_ms = cpu_ms + excluded.cpu_ms, bytes_in = bytes_in + excluded.bytes_in,"
+             " bytes_out = bytes_out + excluded.bytes_out";
+
+static const char rollup_units_sql[] = "INSERT INTO usage_hourly_units SELECT " HOUR_OF(
+    "ts_ms") ", agent, coalesce(subject, ''),"
+             " coalesce(tenant, ''), package, status, j.key, sum(j.value) FROM usage,"
+             " json_each(usage.units) j WHERE seq > ?1 AND seq <= ?2 AND parent_id = '' AND units "
+             "IS NOT"
+             " NULL GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO UPDATE SET value = value + "
+             "excluded.value";
+
+int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err)
+{
+    *rolled = 0;
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int64_t from = cursor_of(s, "rollup"), to = from;
+    sqlite3_stmt *st;
+    int ok = from >= 0 && sqlite3_prepare_v2(s->db,
+                                             "SELECT max(seq), count(*) FROM (SELECT seq FROM usage"
+                                             " WHERE seq > ? ORDER BY seq LIMIT ?)",
+                                             -1, &st, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_int64(st, 1, from);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+        ok = sqlite3_step(st) == SQLITE_ROW;
+        if (ok && sqlite3_column_type(st, 0) != SQLITE_NULL)
+            to = sqlite3_column_int64(st, 0), *rolled = sqlite3_column_int64(st, 1);
+        sqlite3_finalize(st);
+    }
+    if (ok && to > from)
+        ok = exec_i64(s->db, rollup_sql, from, to, NULL) == 0 &&
+             exec_i64(s->db, rollup_units_sql, from, to, NULL) == 0 &&
+             move_cursor(s->db, "rollup", to, *rolled, 0) == 0;
+    if (!ok) {
+        rc = fail(s->db, err, "rolling up");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
+}
+
+/* The largest seq pruning may delete: rolled up and, when exporting, past the
+ * export cursor and in no window still to send. */
+static int64_t prune_bound(par_store_t *s, int exporting)
+{
+    int64_t bound = cursor_of(s, "rollup");
+    if (!exporting || bound < 0)
+        return bound;
+    int64_t ex = cursor_of(s, "stripe");
+    if (ex < 0)
+        return -1;
+    if (ex < bound)
+        bound = ex;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT min(first_seq) FROM export_windows WHERE state IN (0, 1)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+        sqlite3_column_int64(st, 0) - 1 < bound)
+        bound = sqlite3_column_int64(st, 0) - 1;
+    sqlite3_finalize(st);
+    return bound;
+}
+
+int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
+                    par_buf_t *err)
+{
+    *deleted = 0;
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int64_t bound = prune_bound(s, exporting);
+    int ok = bound >= 0;
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM usage WHERE seq IN (SELECT seq FROM usage WHERE ts_ms < ?1 AND seq <= ?2"
+             " LIMIT %zu)",
+             max);
+    if (ok)
+        ok = exec_i64(s->db, sql, before_ms, bound, deleted) == 0;
+    /* from now on, summaries of the hours before `before_ms` come from rollups */
+    if (ok && *deleted)
+        ok =
+            exec_i64(s->db,
+                     "INSERT INTO usage_meta (key, value) VALUES ('pruned_before_ms', ?1) ON "
+                     "CONFLICT(key) DO UPDATE SET value = max(value, excluded.value) WHERE ?2 = ?2",
+                     before_ms, 0, NULL) == 0;
+    if (!ok) {
+        rc = fail(s->db, err, "pruning");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
+}
+
+int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_before_ms,
+                            par_buf_t *err)
+{
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int ok = exec_i64(s->db, "DELETE FROM usage_hourly WHERE hour < ?1 AND ?2 = ?2", before_ms, 0,
+                      NULL) == 0 &&
+             exec_i64(s->db, "DELETE FROM usage_hourly_units WHERE hour < ?1 AND ?2 = ?2",
+                      before_ms, 0, NULL) == 0 &&
+             exec_i64(s->db,
+                      "DELETE FROM export_windows WHERE state IN (2, 3) AND window_start < ?1 AND"
+                      " ?2 = ?2",
+                      windows_before_ms, 0, NULL) == 0;
+    if (!ok) {
+        rc = fail(s->db, err, "pruning rollups");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
+}
+
+static int64_t pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t pages = pragma_int(s->db, "PRAGMA page_count");
+    int64_t size = pragma_int(s->db, "PRAGMA page_size");
+    int64_t free_pages = pragma_int(s->db, "PRAGMA freelist_count");
+    if (pages < 0 || size < 0 || free_pages < 0)
+        return fail(s->db, err, "reading the page counts");
+    out->file_bytes = pages * size;
+    out->free_bytes = free_pages * size;
+    /* space comes back to the file system only when a quarter is free: at steady
+     * state, what pruning frees is reused by new records instead */
+    if (pragma_int(s->db, "PRAGMA auto_vacuum") == 2 && free_pages > pages / 4) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA incremental_vacuum(%lld)",
+                 (long long)(free_pages - pages / 8));
+        sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        out->vacuumed = 1;
+    }
+    sqlite3_stmt *st;
+    int64_t rc = cursor_of(s, "rollup");
+    if (rc >= 0 &&
+        sqlite3_prepare_v2(s->db, "SELECT ts_ms FROM usage WHERE seq > ? ORDER BY seq LIMIT 1", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, rc);
+        out->oldest_unrolled_ms = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_finalize(st);
+    }
     return PAR_OK;
 }

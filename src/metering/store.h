@@ -92,9 +92,39 @@ int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, p
 
 /* Sums records with from_ms <= ts_ms < to_ms grouped by `group_by` (agent,
  * subject, tenant, package, or NULL for one group): count, errors, roots,
- * duration, CPU, bytes and, over root records, units. */
+ * duration, CPU, bytes and, over root records, units. Hours whose records
+ * retention may have deleted are answered from the hourly rollups, whole: a
+ * `from` inside such an hour counts from the hour's start. */
 int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char *group_by,
                       json_t **out, par_buf_t *err);
+
+/* Retention (meter.c's maintenance thread). Each call is one short
+ * transaction, so the writer waits at most for one batch. */
+
+/* Adds up to `max` records after the "rollup" cursor to the hourly rollups and
+ * moves the cursor; *rolled: how many. */
+int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err);
+
+/* Deletes up to `max` records older than before_ms that are rolled up and,
+ * when `exporting`, exported (past the export cursor and in no window still to
+ * send: an unexported record is never deleted). */
+int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
+                    par_buf_t *err);
+
+/* Deletes hourly rollups before before_ms and windows sent or dead that started
+ * before windows_before_ms. */
+int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_before_ms,
+                            par_buf_t *err);
+
+typedef struct par_store_space {
+    int64_t file_bytes, free_bytes; /* the main file (not the WAL) and its free pages */
+    int64_t oldest_unrolled_ms;     /* ts of the first record not rolled up, 0: none */
+    int vacuumed;
+} par_store_space_t;
+
+/* Measures the file and returns free pages to the file system when more than a
+ * quarter of it is free (auto_vacuum=incremental files). */
+int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err);
 
 /* The newest `max` dead letters, newest first. */
 int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *err);

@@ -137,8 +137,8 @@ def stripe_key(monkeypatch):
     monkeypatch.setenv("PAR_TEST_STRIPE_KEY", "sk_test_par")
 
 
-def conf(tmp, url, window="1s", grace="500ms", extra=""):
-    return config(tmp, f"""\
+def conf(tmp, url, window="1s", grace="500ms", extra="", metering=""):
+    return config(tmp, f"""{metering}\
   stripe:
     api_key_env: PAR_TEST_STRIPE_KEY
     endpoint: {url}
@@ -385,3 +385,88 @@ def test_sustained_load_with_kill_9_bills_exactly(tmp_path):
         assert late and max(late) <= max(200, rate * 4), (max(late), rate)
     finally:
         meter.close()
+
+
+# ---- retention -------------------------------------------------------------------------
+
+def db_path(s):
+    return os.path.join(s.tmp, "var", "usage.db")
+
+
+def test_retention_prunes_exported_keeps_unexported_and_rollups_answer(server_factory, tmp_path,
+                                                                         meter):
+    meter.plan = [503] * 100000  # the endpoint is down: nothing can be exported
+    c = conf(tmp_path, meter.url, metering="  retention: 2s\n")
+    s = server_factory([package("echo"), package("whoami")], args=["--config", c])
+    for i in range(20):
+        assert call(s, "echo/shout", ACME if i % 2 else GLOBEX,
+                    {"input": "x" * (i + 1)}).status_code == 200
+    assert call(s, "whoami/via", ACME, {"input": 1}).status_code == 200
+    before = {q: usage(s, q) for q in ("", "?group_by=agent", "?group_by=tenant")}
+    n = len(records(s))
+    assert n == 2 * 20 + 2
+    time.sleep(4)  # twice the retention, several maintenance passes
+    # hop records are never exported: rolled up, they go; unexported roots stay
+    assert len(records(s, "parent_id = ''")) == 21
+    assert usage(s)["export"]["pending"] == 21 - 1  # whoami/via reports no characters
+    with meter.lock:
+        meter.plan.clear()
+    wait_for(lambda: drained(s), what="the export")
+    try:
+        wait_for(lambda: records(s) == [], what="retention to delete the exported records")
+    except AssertionError:
+        db = sqlite3.connect(db_path(s))
+        print("LEFT", [r[:3] for r in db.execute("SELECT seq, ts_ms, parent_id FROM usage")],
+              list(db.execute("SELECT * FROM export_cursor")),
+              list(db.execute("SELECT wid, state, first_seq, last_seq FROM export_windows")),
+              list(db.execute("SELECT * FROM usage_meta")), time.time())
+        raise
+    for q, old in before.items():
+        new = usage(s, q)
+        assert new["total"] == old["total"], q
+        assert len(new["groups"]) == len(old["groups"]) > 0
+        for a, b in zip(new["groups"], old["groups"]):
+            for k in b:  # counts, bytes and units exactly; sums of reals to rounding
+                want = pytest.approx(b[k], rel=1e-9) if isinstance(b[k], float) else b[k]
+                assert a[k] == want, (q, k)
+    assert meter.sums() == {("cus_acme", "agent_invocations"):
+                            sum(len(json.dumps("x" * (i + 1))) for i in range(20) if i % 2),
+                            ("cus_globex", "agent_invocations"):
+                            sum(len(json.dumps("x" * (i + 1))) for i in range(20) if not i % 2)}
+    m = s.get("/metrics").text
+    assert int(re.search(r"^par_metering_pruned_records_total (\d+)$", m, re.M).group(1)) == n
+    assert int(re.search(r"^par_metering_db_bytes (\d+)$", m, re.M).group(1)) > 0
+    assert re.search(r"^par_metering_oldest_unexported_seconds 0\.000$", m, re.M)
+    db = sqlite3.connect(db_path(s))
+    try:
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    finally:
+        db.close()
+
+
+def test_file_stops_growing_under_steady_load(server_factory, tmp_path):
+    c = config(tmp_path, "  retention: 2s\n")
+    s = server_factory([package("echo")], args=["--config", c])
+    stop, count, threads = threading.Event(), [], []
+    for t in range(2):
+        th = threading.Thread(target=load, args=(s, stop, count, [ACME]))
+        th.start()
+        threads.append(th)
+    sizes = []
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 12:
+            time.sleep(0.5)
+            sizes.append((time.time() - t0, os.path.getsize(db_path(s)), len(count)))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    total = len(count)
+    assert total > 1000, "too little load to tell"
+    mid = max(sz for t, sz, _ in sizes if 5 <= t < 8)
+    end = max(sz for t, sz, _ in sizes if t >= 8)
+    # records keep coming; the file does not grow with them once retention deletes
+    assert end <= mid * 1.15 + 65536, sizes
+    late = [n for t, _, n in sizes if t >= 5]
+    assert late[-1] - late[0] > 300, "the load stopped: nothing was tested"

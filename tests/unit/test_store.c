@@ -320,6 +320,61 @@ static void test_windows_fold_seal_send_and_late_parts(void **state)
     par_store_close(s);
 }
 
+static void test_rollups_answer_for_pruned_records(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    char own[128]; /* a database of its own */
+    snprintf(own, sizeof(own), "%s/rollups.db", dir);
+    assert_int_equal(par_store_open(own, 0, &s, NULL), PAR_OK);
+    const int64_t H = 1700000000000 - 1700000000000 % 3600000; /* an hour's start */
+    par_usage_t *r[4] = {rec("r1", "", "echo", "alice", "ok", H + 10, "{\"tokens\":5}"),
+                         rec("h1", "r1", "echo/upper", "alice", "ok", H + 11, "{\"tokens\":2}"),
+                         rec("r2", "", "echo", "bob", "agent_error", H + 3600000 + 5, NULL),
+                         rec("r3", "", "echo", "alice", "ok", H + 3600000 + 6, "{\"tokens\":1}")};
+    insert(s, r, 4);
+    json_t *before, *after;
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &before, NULL), PAR_OK);
+    int64_t n;
+    /* nothing is deleted before it is rolled up */
+    assert_int_equal(par_store_prune(s, H + 7200000, 0, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(par_store_rollup(s, 3, &n, NULL), PAR_OK);
+    assert_int_equal(n, 3);
+    /* exporting, with the export cursor at r1 (seq 1): only what it passed goes */
+    par_store_ack_t a = {1, 0, NULL};
+    assert_int_equal(par_store_ack_records(s, "stripe", &a, 1, NULL), PAR_OK);
+    assert_int_equal(par_store_prune(s, H + 7200000, 1, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &after, NULL), PAR_OK);
+    assert_true(json_equal(before, after)); /* r1 from the rollup, r3 not rolled up yet */
+    json_decref(after);
+    assert_int_equal(par_store_rollup(s, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(par_store_prune(s, H + 7200000, 0, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &after, NULL), PAR_OK);
+    assert_true(json_equal(before, after));
+    json_decref(after);
+    /* the second hour alone, from its rollup */
+    assert_int_equal(par_store_summary(s, H + 3600000, H + 7200000, NULL, &after, NULL), PAR_OK);
+    json_t *g = json_array_get(after, 0);
+    assert_int_equal(json_integer_value(json_object_get(g, "count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(g, "errors")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(g, "units"), "tokens")), 1);
+    json_decref(after);
+    /* rollups past their retention go too */
+    assert_int_equal(par_store_prune_rollups(s, H + 3600000, 0, NULL), PAR_OK);
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, NULL, &after, NULL), PAR_OK);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(after, 0), "count")), 2);
+    json_decref(after);
+    json_decref(before);
+    par_store_space_t sp;
+    assert_int_equal(par_store_space(s, &sp, NULL), PAR_OK);
+    assert_true(sp.file_bytes > 0 && sp.oldest_unrolled_ms == 0);
+    par_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_open_failure_says_where),
         cmocka_unit_test(test_windows_fold_seal_send_and_late_parts),
+        cmocka_unit_test(test_rollups_answer_for_pruned_records),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
