@@ -545,8 +545,8 @@ int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, p
             "c.seq AND parent_id = ''),"
             " w AS (SELECT coalesce(sum(records), 0) AS n, count(*) AS windows, min(window_start)"
             " AS oldest FROM export_windows WHERE state IN (0, 1)),"
-            " l AS (SELECT max(window_start) AS ws, max(sent_ms) AS at FROM export_windows WHERE "
-            "state = 2)"
+            " l AS (SELECT max(ws) AS ws, max(at) AS at FROM (SELECT window_start AS ws, sent_ms AS"
+            " at FROM export_windows WHERE state = 2 ORDER BY window_start DESC LIMIT 1))"
             " SELECT c.seq, c.exported, c.dead, r.n + w.n, w.windows, min(coalesce(r.oldest, "
             "w.oldest), coalesce(w.oldest, r.oldest)), l.ws, l.at FROM c, r, w, l",
             -1, &st, NULL) != SQLITE_OK)
