@@ -82,6 +82,7 @@ class Recorder:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.httpd.request_queue_size = 128
+        self.httpd.handle_error = lambda *a: None  # PAR stopping mid-request: not news
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

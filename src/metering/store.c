@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <par/par.h>
@@ -96,7 +97,7 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
     char pragmas[240];
     snprintf(pragmas, sizeof(pragmas),
              "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
-             " PRAGMA journal_size_limit=67108864;",
+             " PRAGMA journal_size_limit=16777216;",
              sync_full ? "FULL" : "NORMAL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
         rc = fail(s->db, err, "setting WAL mode");
@@ -884,6 +885,23 @@ static int64_t pragma_int(sqlite3 *db, const char *sql)
     return v;
 }
 
+/* The WAL only starts over when a checkpoint finished and no reader is in it;
+ * with the writer, the exporter and pruning all busy that can take long and
+ * the file grows. Past WAL_LIMIT, a TRUNCATE checkpoint waits (at most 250 ms)
+ * for the readers and empties it; the writer waits for that copy. */
+#define WAL_LIMIT (16 << 20)
+static void wal_bound(par_store_t *s)
+{
+    char wal[4200];
+    struct stat st;
+    snprintf(wal, sizeof(wal), "%s-wal", sqlite3_db_filename(s->db, "main"));
+    if (stat(wal, &st) != 0 || st.st_size <= WAL_LIMIT)
+        return;
+    sqlite3_busy_timeout(s->db, 250);
+    sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_busy_timeout(s->db, 10000);
+}
+
 int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err)
 {
     memset(out, 0, sizeof(*out));
@@ -903,6 +921,7 @@ int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err)
         sqlite3_exec(s->db, sql, NULL, NULL, NULL);
         out->vacuumed = 1;
     }
+    wal_bound(s);
     sqlite3_stmt *st;
     int64_t rc = cursor_of(s, "rollup");
     if (rc >= 0 &&
