@@ -5,6 +5,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
 
 #include "metering/stripe.h"
 
@@ -210,6 +213,25 @@ static int stripe_key(const par_conf_t *c, par_stripe_config_t *st, par_buf_t *e
     return PAR_OK;
 }
 
+/* metering.node_id, or "<hostname>-<8 hex of SHA-256(state_dir)>": stable for
+ * a node across restarts, distinct for two nodes (or two state dirs on one). */
+static char *node_id(const par_conf_t *c)
+{
+    const char *set = par_conf_str(c, PAR_K_METERING_NODE_ID);
+    if (set && *set)
+        return strdup(set);
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "node");
+    const char *dir = par_conf_str(c, PAR_K_STATE_DIR);
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)(dir ? dir : ""), dir ? strlen(dir) : 0, d);
+    char *out = NULL;
+    if (asprintf(&out, "%s-%02x%02x%02x%02x", host, d[0], d[1], d[2], d[3]) < 0)
+        return NULL;
+    return out;
+}
+
 int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err)
 {
     memset(m, 0, sizeof(*m));
@@ -223,7 +245,9 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     m->queue_max = (size_t)par_conf_int(c, PAR_K_METERING_QUEUE);
     par_stripe_config_t *st = &m->stripe;
     int any = 0;
-    for (int i = PAR_K_STRIPE_API_KEY; i <= PAR_K_STRIPE_BACKOFF_MAX; i++)
+    m->retention_ms = (int64_t)par_conf_int(c, PAR_K_METERING_RETENTION) * 1000;
+    m->rollup_retention_ms = (int64_t)par_conf_int(c, PAR_K_METERING_ROLLUP_RETENTION) * 1000;
+    for (int i = PAR_K_STRIPE_API_KEY; i <= PAR_K_STRIPE_GRACE; i++)
         any |= c->v[i].src != PAR_CS_DEFAULT;
     if (!any)
         return PAR_OK; /* no export */
@@ -242,6 +266,11 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     st->timeout_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_TIMEOUT);
     st->backoff_min_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_BACKOFF_MIN);
     st->backoff_max_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_BACKOFF_MAX);
+    st->concurrency = (uint32_t)par_conf_int(c, PAR_K_STRIPE_CONCURRENCY);
+    st->aggregate = par_conf_bool(c, PAR_K_STRIPE_AGGREGATE, 1);
+    st->window_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_WINDOW);
+    st->grace_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_GRACE);
+    st->node_id = node_id(c);
     par_buf_t why;
     par_buf_init(&why, 0);
     if (par_stripe_config_check(st, &why) != PAR_OK) {

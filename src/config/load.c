@@ -276,6 +276,12 @@ static void read_level(reader_t *r, yaml_node_t *m, const char *prefix)
             continue;
         }
         where(r, kn, at, sizeof(at));
+        char en[280];
+        snprintf(en, sizeof(en), "%s.enabled", full);
+        if (vn->type == YAML_SCALAR_NODE && !par_yaml_is_null(vn) && par_conf_find(en) >= 0) {
+            read_key(r, par_conf_find(en), vn); /* `section: off` is `section: {enabled: off}` */
+            continue;
+        }
         if (par__conf_is_section(full)) {
             if (vn->type == YAML_MAPPING_NODE)
                 read_level(r, vn, full);

@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <par/par.h>
 
@@ -23,9 +25,17 @@ struct par_meter {
     size_t queued;
     int stop;
     par_stripe_t *stripe; /* NULL: no export */
+    pthread_t janitor;
+    pthread_cond_t janitor_cond; /* its own: a record's signal must wake the writer */
+    int janitor_started;
 };
 
 static atomic_ulong records_stored, records_dropped, records_failed, batches;
+/* measured by the maintenance thread */
+static atomic_llong db_bytes, oldest_unexported_ms, oldest_unrolled_ms, records_pruned;
+
+#define ROLLUP_BATCH 5000
+#define PRUNE_BATCH 1000
 
 void par_usage_free(par_usage_t *u)
 {
@@ -97,6 +107,91 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Sleeps up to ms; non-zero when the meter is stopping. */
+static int janitor_nap(par_meter_t *m, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000)
+        ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    pthread_mutex_lock(&m->lock);
+    while (!m->stop)
+        if (pthread_cond_timedwait(&m->janitor_cond, &m->lock, &ts) != 0)
+            break;
+    int stop = m->stop;
+    pthread_mutex_unlock(&m->lock);
+    return stop;
+}
+
+/* Rolls up, prunes in small batches, measures. Non-zero when stopping. */
+static int maintain(par_meter_t *m, par_store_t *s, par_buf_t *err)
+{
+    int64_t n = ROLLUP_BATCH;
+    for (int i = 0; i < 20 && n == ROLLUP_BATCH; i++)
+        if (par_store_rollup(s, ROLLUP_BATCH, &n, err) != PAR_OK)
+            return 0;
+    n = PRUNE_BATCH;
+    int64_t now = wall_ms();
+    for (int i = 0; i < 200 && n == PRUNE_BATCH; i++) {
+        if (par_store_prune(s, now - m->cfg.retention_ms, m->stripe != NULL, PRUNE_BATCH, &n,
+                            err) != PAR_OK)
+            return 0;
+        atomic_fetch_add(&records_pruned, n);
+        if (n == PRUNE_BATCH && janitor_nap(m, 5)) /* let the writer in */
+            return 1;
+    }
+    if (par_store_prune_rollups(s, now - m->cfg.rollup_retention_ms, now - m->cfg.retention_ms,
+                                err) != PAR_OK)
+        return 0;
+    par_store_space_t sp;
+    if (par_store_space(s, &sp, err) != PAR_OK)
+        return 0;
+    struct stat wal;
+    char walp[4096];
+    snprintf(walp, sizeof(walp), "%s-wal", m->cfg.path);
+    atomic_store(&db_bytes, sp.file_bytes + (stat(walp, &wal) == 0 ? (int64_t)wal.st_size : 0));
+    atomic_store(&oldest_unrolled_ms, sp.oldest_unrolled_ms);
+    json_t *st = NULL;
+    if (m->stripe && par_store_export_state(s, "stripe", &st, err) == PAR_OK)
+        atomic_store(&oldest_unexported_ms,
+                     json_integer_value(json_object_get(st, "oldest_unexported_ms")));
+    json_decref(st);
+    return 0;
+}
+
+static void *janitor_main(void *arg)
+{
+    par_meter_t *m = arg;
+    par_buf_t err;
+    par_buf_init(&err, 1024);
+    par_store_t *s = NULL;
+    int64_t every = m->cfg.retention_ms / 4;
+    every = every < 1000 ? 1000 : every > 60000 ? 60000 : every;
+    for (;;) {
+        par_buf_reset(&err);
+        if (s == NULL && par_store_open(m->cfg.path, m->cfg.sync_full, &s, &err) != PAR_OK)
+            par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
+        else if (maintain(m, s, &err))
+            break;
+        else if (err.len)
+            par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
+        if (janitor_nap(m, every))
+            break;
+    }
+    par_store_close(s);
+    par_buf_free(&err);
+    return NULL;
+}
+
 static void config_free(par_meter_config_t *c)
 {
     free(c->path);
@@ -118,8 +213,13 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
         m->cfg.queue_max = 65536;
     if (m->cfg.batch_max == 0)
         m->cfg.batch_max = 4096;
+    if (m->cfg.retention_ms <= 0)
+        m->cfg.retention_ms = 30LL * 86400000;
+    if (m->cfg.rollup_retention_ms <= 0)
+        m->cfg.rollup_retention_ms = 400LL * 86400000;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
+    pthread_cond_init(&m->janitor_cond, NULL);
     int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &m->store, err);
     if (rc != PAR_OK)
         goto fail;
@@ -133,6 +233,9 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
         rc = PAR_E_INTERNAL;
         goto fail;
     }
+    m->janitor_started = pthread_create(&m->janitor, NULL, janitor_main, m) == 0;
+    if (!m->janitor_started)
+        par_log_msg(PAR_LOG_ERROR, "metering: cannot start the retention thread");
     *out = m;
     return PAR_OK;
 fail:
@@ -141,6 +244,7 @@ fail:
     config_free(&m->cfg);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
+    pthread_cond_destroy(&m->janitor_cond);
     free(m);
     return rc;
 }
@@ -153,12 +257,16 @@ void par_meter_destroy(par_meter_t *m)
     m->stop = 1;
     pthread_cond_signal(&m->cond);
     pthread_mutex_unlock(&m->lock);
+    pthread_cond_broadcast(&m->janitor_cond);
     pthread_join(m->writer, NULL); /* commits what is queued first */
+    if (m->janitor_started)
+        pthread_join(m->janitor, NULL);
     par_stripe_stop(m->stripe);
     par_store_close(m->store);
     config_free(&m->cfg);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
+    pthread_cond_destroy(&m->janitor_cond);
     free(m);
 }
 
@@ -213,6 +321,8 @@ int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char 
         char e[512];
         par_stripe_last_error(m->stripe, e, sizeof(e));
         json_object_set_new(state, "last_error", json_string(e));
+        json_object_set_new(state, "rate_per_s", json_real(par_stripe_rate(m->stripe)));
+        json_object_set_new(state, "aggregate", json_boolean(par_stripe_aggregated(m->stripe)));
     }
     pthread_mutex_lock(&m->lock);
     size_t queued = m->queued;
@@ -228,6 +338,35 @@ out:
     json_decref(dead);
     par_store_close(s);
     return rc;
+}
+
+/* Age in seconds of a Unix ms time, 0 for none. */
+static double age_s(int64_t ts_ms)
+{
+    int64_t d = ts_ms > 0 ? wall_ms() - ts_ms : 0;
+    return d > 0 ? (double)d / 1000.0 : 0;
+}
+
+static void render_retention_metrics(par_meter_t *m, par_buf_t *b)
+{
+    par_buf_appends(b, "# HELP par_metering_db_bytes Size of the usage database and its WAL.\n"
+                       "# TYPE par_metering_db_bytes gauge\n");
+    par_buf_appendf(b, "par_metering_db_bytes %lld\n", m ? (long long)atomic_load(&db_bytes) : 0);
+    par_buf_appends(b, "# HELP par_metering_oldest_unexported_seconds Age of the oldest usage "
+                       "record not yet accepted by the meter endpoint (0: none).\n"
+                       "# TYPE par_metering_oldest_unexported_seconds gauge\n");
+    par_buf_appendf(b, "par_metering_oldest_unexported_seconds %.3f\n",
+                    m && m->stripe ? age_s(atomic_load(&oldest_unexported_ms)) : 0);
+    par_buf_appends(b, "# HELP par_metering_rollup_lag_seconds Age of the oldest usage record "
+                       "not yet in the hourly rollups (0: none).\n"
+                       "# TYPE par_metering_rollup_lag_seconds gauge\n");
+    par_buf_appendf(b, "par_metering_rollup_lag_seconds %.3f\n",
+                    m ? age_s(atomic_load(&oldest_unrolled_ms)) : 0);
+    par_buf_appends(b, "# HELP par_metering_pruned_records_total Usage records deleted by "
+                       "retention (rolled up and exported first).\n"
+                       "# TYPE par_metering_pruned_records_total counter\n");
+    par_buf_appendf(b, "par_metering_pruned_records_total %lld\n",
+                    (long long)atomic_load(&records_pruned));
 }
 
 void par_meter_render_metrics(par_meter_t *m, par_buf_t *b)
@@ -264,4 +403,5 @@ void par_meter_render_metrics(par_meter_t *m, par_buf_t *b)
     for (int r = 0; r < PAR_EXPORT_NRESULTS; r++)
         par_buf_appendf(b, "par_metering_export_total{result=\"%s\"} %llu\n",
                         par_stripe_result_name(r), (unsigned long long)par_stripe_count(r));
+    render_retention_metrics(m, b);
 }

@@ -7,7 +7,10 @@
  * writer thread takes everything queued, inserts it in a single transaction
  * (group commit) and then runs each record's `committed` callback, which is
  * where the runtime releases the answer of a root invocation. The optional
- * Stripe exporter (stripe.h) runs on its own thread. The guarantee this gives
+ * Stripe exporter (stripe.h) runs on its own thread. A maintenance thread
+ * with its own connection rolls records up by hour, deletes records older
+ * than the retention once rolled up and exported, in small transactions so
+ * the writer never waits long, and measures the file for the metrics. The guarantee this gives
  * is in docs/observability.md.
  */
 #ifndef PAR_METERING_METER_H
@@ -24,11 +27,13 @@
 typedef struct par_meter par_meter_t;
 
 typedef struct par_meter_config {
-    char *path;       /* the database file */
-    int sync_full;    /* synchronous=FULL: survive power loss too, at an fsync per batch */
-    size_t queue_max; /* records waiting for the writer, default 65536 */
-    size_t batch_max; /* records per transaction, default 4096 */
-    par_stripe_config_t stripe; /* export on when stripe.api_key is set */
+    char *path;           /* the database file */
+    int sync_full;        /* synchronous=FULL: survive power loss too, at an fsync per batch */
+    size_t queue_max;     /* records waiting for the writer, default 65536 */
+    size_t batch_max;     /* records per transaction, default 4096 */
+    int64_t retention_ms; /* exported records older than this are deleted; 0: 30 days */
+    int64_t rollup_retention_ms; /* hourly rollups older than this are deleted; 0: 400 days */
+    par_stripe_config_t stripe;  /* export on when stripe.api_key is set */
 } par_meter_config_t;
 
 /* Opens the database and starts the threads. Takes ownership of cfg's strings

@@ -6,9 +6,12 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <par/par.h>
+
+#include "metering/stripe.h"
 
 struct par_store {
     sqlite3 *db;
@@ -24,13 +27,45 @@ static const char schema[] =
     " duration_ms REAL NOT NULL, cpu_ms REAL, bytes_in INTEGER NOT NULL,"
     " bytes_out INTEGER NOT NULL, units TEXT);"
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts_ms);"
-    "CREATE INDEX IF NOT EXISTS usage_request ON usage(request_id);"
+    /* nothing looks records up by request id: its index cost ~70 bytes a record */
+    "DROP INDEX IF EXISTS usage_request;"
     "CREATE TABLE IF NOT EXISTS export_cursor ("
     " exporter TEXT PRIMARY KEY, seq INTEGER NOT NULL DEFAULT 0,"
     " exported INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS dead_letters ("
     " seq INTEGER PRIMARY KEY, id TEXT NOT NULL, exporter TEXT NOT NULL,"
-    " failed_at_ms INTEGER NOT NULL, http_status INTEGER NOT NULL, body TEXT NOT NULL);";
+    " failed_at_ms INTEGER NOT NULL, http_status INTEGER NOT NULL, body TEXT NOT NULL);"
+    /* aggregated export: one row per (customer, event, window start, part);
+     * part 0 is the window itself, part n > 0 the n-th late event for it.
+     * state: 0 open (records still fold in), 1 sealed (value frozen, to send),
+     * 2 sent, 3 dead. The identifier is fixed when the row is created, so a
+     * crash between the endpoint's answer and state 2 re-sends the same one. */
+    "CREATE TABLE IF NOT EXISTS export_windows ("
+    " wid INTEGER PRIMARY KEY, customer TEXT NOT NULL, event TEXT NOT NULL,"
+    " window_start INTEGER NOT NULL, window_ms INTEGER NOT NULL, part INTEGER NOT NULL,"
+    " identifier TEXT NOT NULL UNIQUE, value REAL NOT NULL DEFAULT 0,"
+    " records INTEGER NOT NULL DEFAULT 0, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+    " state INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL, sent_ms INTEGER,"
+    " UNIQUE (customer, event, window_start, part));"
+    "CREATE INDEX IF NOT EXISTS export_windows_state ON export_windows(state, window_start);"
+    /* hourly rollups (retention.h): what /runtime/usage answers from once the
+     * records of an hour may have been deleted; units summed over root records */
+    "CREATE TABLE IF NOT EXISTS usage_hourly ("
+    " hour INTEGER NOT NULL, agent TEXT NOT NULL, subject TEXT NOT NULL, tenant TEXT NOT NULL,"
+    " package TEXT NOT NULL, status TEXT NOT NULL, count INTEGER NOT NULL, errors INTEGER NOT NULL,"
+    " roots INTEGER NOT NULL, duration_ms REAL NOT NULL, cpu_ms REAL NOT NULL,"
+    " bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL,"
+    " PRIMARY KEY (hour, agent, subject, tenant, package, status)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS usage_hourly_units ("
+    " hour INTEGER NOT NULL, agent TEXT NOT NULL, subject TEXT NOT NULL, tenant TEXT NOT NULL,"
+    " package TEXT NOT NULL, status TEXT NOT NULL, unit TEXT NOT NULL, value INTEGER NOT NULL,"
+    " PRIMARY KEY (hour, agent, subject, tenant, package, status, unit)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);";
+
+/* Columns added to dead_letters for windows (an older database lacks them). */
+static const char *const dead_window_columns[] = {"window_start INTEGER", "window_ms INTEGER",
+                                                  "customer TEXT",        "event TEXT",
+                                                  "value REAL",           "records INTEGER"};
 
 static int fail(sqlite3 *db, par_buf_t *err, const char *what)
 {
@@ -56,8 +91,13 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
     /* WAL: the writer never blocks readers (/runtime/usage, the exporter), and a
      * committed transaction is in the WAL file before COMMIT returns, so it
      * survives the death of the process even without an fsync. */
-    char pragmas[160];
-    snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+    /* auto_vacuum only takes effect before the first table: a new file gets
+     * incremental vacuum (retention.c returns free pages); an older one reuses
+     * the pages pruning frees, so it stops growing as well */
+    char pragmas[240];
+    snprintf(pragmas, sizeof(pragmas),
+             "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             " PRAGMA journal_size_limit=16777216;",
              sync_full ? "FULL" : "NORMAL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
         rc = fail(s->db, err, "setting WAL mode");
@@ -66,6 +106,17 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
     if (sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
         rc = fail(s->db, err, "creating the schema");
         goto out;
+    }
+    sqlite3_stmt *probe = NULL;
+    int has_columns = sqlite3_prepare_v2(s->db, "SELECT window_start FROM dead_letters LIMIT 0", -1,
+                                         &probe, NULL) == SQLITE_OK;
+    sqlite3_finalize(probe);
+    for (size_t i = 0;
+         !has_columns && i < sizeof(dead_window_columns) / sizeof(*dead_window_columns); i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE dead_letters ADD COLUMN %s",
+                 dead_window_columns[i]);
+        sqlite3_exec(s->db, sql, NULL, NULL, NULL); /* "duplicate column": already there */
     }
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR IGNORE INTO usage (id, ts_ms, request_id, trace_id, span_id,"
@@ -218,75 +269,300 @@ int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **ro
     return PAR_OK;
 }
 
-static int exec_bound(sqlite3 *db, const char *sql, const char *t1, int64_t i2, int64_t i3)
+static int64_t now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Moves the cursor to `seq` and adds to its counters. Inside a transaction. */
+static int move_cursor(sqlite3 *db, const char *exporter, int64_t seq, int64_t exported,
+                       int64_t dead)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            db,
+            "INSERT INTO export_cursor (exporter, seq, exported, dead) VALUES (?, ?, "
+            "?, ?) ON CONFLICT(exporter) DO UPDATE SET seq = max(seq, excluded.seq),"
+            " exported = exported + excluded.exported, dead = dead + excluded.dead",
+            -1, &st, NULL) != SQLITE_OK)
         return -1;
-    sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, i2);
-    sqlite3_bind_int64(st, 3, i3);
+    sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, exported);
+    sqlite3_bind_int64(st, 4, dead);
     int r = sqlite3_step(st);
     sqlite3_finalize(st);
     return r == SQLITE_DONE ? 0 : -1;
 }
 
-int par_store_ack(par_store_t *s, const char *exporter, int64_t seq, int http_status,
-                  const char *body, par_buf_t *err)
+/* A dead letter for the record `seq`. Inside a transaction. */
+static int dead_record(sqlite3 *db, const char *exporter, int64_t seq, int http_status,
+                       const char *body)
 {
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return fail(s->db, err, "BEGIN");
-    int ok = exec_bound(s->db,
-                        "INSERT INTO export_cursor (exporter, seq, exported, dead) VALUES (?, ?, "
-                        "?, 1 - ?3) ON CONFLICT(exporter) DO UPDATE SET seq = excluded.seq, "
-                        "exported = exported + excluded.exported, dead = dead + excluded.dead",
-                        exporter, seq, http_status == 0) == 0;
-    if (ok && http_status != 0) {
-        sqlite3_stmt *st;
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        ok = sqlite3_prepare_v2(s->db,
-                                "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, "
-                                "failed_at_ms, http_status, body) SELECT seq, id, ?, ?, ?, ? "
-                                "FROM usage WHERE seq = ?",
-                                -1, &st, NULL) == SQLITE_OK;
-        if (ok) {
-            sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 2, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-            sqlite3_bind_int(st, 3, http_status);
-            sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 5, seq);
-            ok = sqlite3_step(st) == SQLITE_DONE;
-            sqlite3_finalize(st);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, failed_at_ms, "
+                           "http_status, body) SELECT seq, id, ?, ?, ?, ? FROM usage WHERE seq = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    sqlite3_bind_int(st, 3, http_status);
+    sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, seq);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+int par_store_begin(par_store_t *s, par_buf_t *err)
+{
+    return sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+               ? PAR_OK
+               : fail(s->db, err, "BEGIN");
+}
+
+int par_store_commit(par_store_t *s, par_buf_t *err)
+{
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return PAR_OK;
+    int rc = fail(s->db, err, "COMMIT");
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+void par_store_rollback(par_store_t *s)
+{
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_ack_t *acks,
+                          size_t n, par_buf_t *err)
+{
+    if (n == 0)
+        return PAR_OK;
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int64_t exported = 0, dead = 0, last = 0;
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        last = acks[i].seq > last ? acks[i].seq : last;
+        if (acks[i].http_status == 0)
+            exported++;
+        else {
+            dead++;
+            ok = dead_record(s->db, exporter, acks[i].seq, acks[i].http_status, acks[i].body) == 0;
         }
     }
-    if (!ok || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        int rc = fail(s->db, err, "advancing the export cursor");
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!ok || move_cursor(s->db, exporter, last, exported, dead) != 0) {
+        rc = fail(s->db, err, "advancing the export cursor");
+        par_store_rollback(s);
         return rc;
     }
+    return par_store_commit(s, err);
+}
+
+int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
+                          const char *body, par_buf_t *err)
+{
+    int ok = http_status == 0 || dead_record(s->db, exporter, seq, http_status, body) == 0;
+    if (!ok || move_cursor(s->db, exporter, seq, 0, http_status != 0) != 0)
+        return fail(s->db, err, "moving the export cursor");
     return PAR_OK;
+}
+
+/* The latest part of (customer, event, window_start): its wid and state, or
+ * part -1 when there is none. */
+static int latest_part(sqlite3 *db, const par_window_t *w, int64_t *wid, int *part, int *state)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT wid, part, state FROM export_windows WHERE customer = ? AND "
+                           "event = ? AND window_start = ? ORDER BY part DESC LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, w->customer, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, w->event, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, w->window_start);
+    int r = sqlite3_step(st);
+    *part = -1;
+    if (r == SQLITE_ROW) {
+        *wid = sqlite3_column_int64(st, 0);
+        *part = sqlite3_column_int(st, 1);
+        *state = sqlite3_column_int(st, 2);
+    }
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : -1;
+}
+
+int par_store_window_add(par_store_t *s, const par_window_t *w, double value, int64_t seq,
+                         const char *node_id, par_buf_t *err)
+{
+    int64_t wid = 0;
+    int part, state = 0;
+    if (latest_part(s->db, w, &wid, &part, &state) != 0)
+        return fail(s->db, err, "reading a window");
+    sqlite3_stmt *st;
+    int r;
+    if (part >= 0 && state == 0) { /* still open: the record folds in */
+        if (sqlite3_prepare_v2(s->db,
+                               "UPDATE export_windows SET value = value + ?, records = records + 1,"
+                               " last_seq = ? WHERE wid = ?",
+                               -1, &st, NULL) != SQLITE_OK)
+            return fail(s->db, err, "adding to a window");
+        sqlite3_bind_double(st, 1, value);
+        sqlite3_bind_int64(st, 2, seq);
+        sqlite3_bind_int64(st, 3, wid);
+    } else { /* new, or late for a sealed window: a part of its own */
+        char id[PAR_WINDOW_ID_MAX];
+        par_stripe_window_id(node_id, w->customer, w->event, w->window_start, part + 1, id);
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT INTO export_windows (customer, event, window_start, "
+                               "window_ms, part, identifier, value, records, first_seq, last_seq,"
+                               " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                               -1, &st, NULL) != SQLITE_OK)
+            return fail(s->db, err, "opening a window");
+        sqlite3_bind_text(st, 1, w->customer, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, w->event, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, w->window_start);
+        sqlite3_bind_int64(st, 4, w->window_ms);
+        sqlite3_bind_int(st, 5, part + 1);
+        sqlite3_bind_text(st, 6, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(st, 7, value);
+        sqlite3_bind_int64(st, 8, seq);
+        sqlite3_bind_int64(st, 9, seq);
+        sqlite3_bind_int64(st, 10, now_ms());
+    }
+    r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? PAR_OK : fail(s->db, err, "writing a window");
+}
+
+int par_store_windows_seal(par_store_t *s, int64_t now, int64_t grace_ms, par_buf_t *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE export_windows SET state = 1 WHERE state = 0 AND window_start +"
+                           " window_ms + ? <= ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "sealing windows");
+    sqlite3_bind_int64(st, 1, grace_ms);
+    sqlite3_bind_int64(st, 2, now);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? PAR_OK : fail(s->db, err, "sealing windows");
+}
+
+int par_store_windows_due(par_store_t *s, size_t max, json_t **rows, par_buf_t *err)
+{
+    *rows = NULL;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT wid, customer, event, window_start, window_ms, part, identifier,"
+                           " value, records FROM export_windows WHERE state = 1 ORDER BY "
+                           "window_start, wid LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s->db, err, "reading windows");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
+    json_t *a = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+        json_array_append_new(a, o);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(a);
+        return fail(s->db, err, "reading windows");
+    }
+    *rows = a;
+    return PAR_OK;
+}
+
+int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int http_status,
+                          const char *body, par_buf_t *err)
+{
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    sqlite3_stmt *st;
+    int ok = sqlite3_prepare_v2(s->db,
+                                "UPDATE export_windows SET state = ?, sent_ms = ? WHERE wid = ? "
+                                "AND state = 1 RETURNING records",
+                                -1, &st, NULL) == SQLITE_OK;
+    int64_t records = 0;
+    if (ok) {
+        sqlite3_bind_int(st, 1, http_status ? 3 : 2);
+        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_int64(st, 3, wid);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW)
+            records = sqlite3_column_int64(st, 0), r = sqlite3_step(st);
+        ok = r == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    if (ok && http_status)
+        ok = sqlite3_prepare_v2(s->db,
+                                "INSERT OR REPLACE INTO dead_letters (seq, id, exporter, "
+                                "failed_at_ms, http_status, body, window_start, window_ms, "
+                                "customer, event, value, records) SELECT -wid, identifier, ?, ?, "
+                                "?, ?, window_start, window_ms, customer, event, value, records "
+                                "FROM export_windows WHERE wid = ?",
+                                -1, &st, NULL) == SQLITE_OK;
+    if (ok && http_status) {
+        sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_int(st, 3, http_status);
+        sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, wid);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    if (!ok || move_cursor(s->db, exporter, 0, http_status ? 0 : records,
+                           http_status ? records : 0) != 0) {
+        rc = fail(s->db, err, "recording a window's outcome");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
 }
 
 int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err)
 {
     *out = NULL;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT c.seq, c.exported, c.dead, (SELECT count(*) FROM usage u WHERE "
-                           "u.seq > c.seq AND u.parent_id = '') FROM (SELECT coalesce(max(seq), 0) "
-                           "AS seq, coalesce(max(exported), 0) AS exported, coalesce(max(dead), 0) "
-                           "AS dead FROM export_cursor WHERE exporter = ?) c",
-                           -1, &st, NULL) != SQLITE_OK)
+    /* pending: root records after the cursor plus those folded into windows
+     * not yet sent; oldest: the oldest of either */
+    if (sqlite3_prepare_v2(
+            s->db,
+            "WITH c AS (SELECT coalesce(max(seq), 0) AS seq, coalesce(max(exported), 0) AS "
+            "exported, coalesce(max(dead), 0) AS dead FROM export_cursor WHERE exporter = ?1),"
+            " r AS (SELECT count(*) AS n, min(ts_ms) AS oldest FROM usage, c WHERE usage.seq > "
+            "c.seq AND parent_id = ''),"
+            " w AS (SELECT coalesce(sum(records), 0) AS n, count(*) AS windows, min(window_start)"
+            " AS oldest FROM export_windows WHERE state IN (0, 1)),"
+            " l AS (SELECT max(ws) AS ws, max(at) AS at FROM (SELECT window_start AS ws, sent_ms AS"
+            " at FROM export_windows WHERE state = 2 ORDER BY window_start DESC LIMIT 1))"
+            " SELECT c.seq, c.exported, c.dead, r.n + w.n, w.windows, min(coalesce(r.oldest, "
+            "w.oldest), coalesce(w.oldest, r.oldest)), l.ws, l.at FROM c, r, w, l",
+            -1, &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "reading the export state");
     sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
     int rc = PAR_OK;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *out = json_pack("{s:I,s:I,s:I,s:I}", "cursor", (json_int_t)sqlite3_column_int64(st, 0),
-                         "exported", (json_int_t)sqlite3_column_int64(st, 1), "dead",
-                         (json_int_t)sqlite3_column_int64(st, 2), "pending",
-                         (json_int_t)sqlite3_column_int64(st, 3));
-    else
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *out = json_pack(
+            "{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "cursor", (json_int_t)sqlite3_column_int64(st, 0),
+            "exported", (json_int_t)sqlite3_column_int64(st, 1), "dead",
+            (json_int_t)sqlite3_column_int64(st, 2), "pending",
+            (json_int_t)sqlite3_column_int64(st, 3), "windows_pending",
+            (json_int_t)sqlite3_column_int64(st, 4), "oldest_unexported_ms", column_json(st, 5),
+            "last_window_sent", column_json(st, 6), "last_window_sent_at_ms", column_json(st, 7));
+    } else
         rc = fail(s->db, err, "reading the export state");
     sqlite3_finalize(st);
     return rc;
@@ -303,6 +579,63 @@ static const char *group_column(const char *group_by)
     return NULL;
 }
 
+/* The hour holding ts (ts >= 0), in SQL. */
+#define HOUR_OF(col) "(" col " - " col " % 3600000)"
+
+/* The rows a summary reads: hourly rollups for the hours before H (records of
+ * those hours may be deleted), plus the records of those hours not rolled up
+ * yet, plus the records from H on. ?1 from, ?2 to, ?3 from's hour, ?4 H,
+ * ?5 the rollup cursor. */
+#define SUMMARY_SOURCES(rollup_cols, rollup_table, record_cols, record_from, record_where)         \
+    "SELECT agent, subject, tenant, package, " rollup_cols " FROM " rollup_table                   \
+    " WHERE hour >= ?3 AND hour < min(?2, ?4) UNION ALL SELECT agent, subject, tenant, "           \
+    "package, " record_cols " FROM " record_from " WHERE " record_where                            \
+    " ((ts_ms >= max(?1, ?4) AND ts_ms < ?2)"                                                      \
+    " OR (seq > ?5 AND ts_ms >= ?3 AND ts_ms < min(?2, ?4)))"
+
+static int64_t meta_get(sqlite3 *db, const char *key, int64_t dflt)
+{
+    sqlite3_stmt *st;
+    int64_t v = dflt;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM usage_meta WHERE key = ?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return dflt;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int summary_bind(par_store_t *s, sqlite3_stmt *st, int64_t from_ms, int64_t to_ms)
+{
+    int64_t pruned = meta_get(s->db, "pruned_before_ms", 0);
+    int64_t h = pruned <= 0 ? INT64_MIN : ((pruned + 3599999) / 3600000) * 3600000;
+    int64_t rc = cursor_of(s, "rollup");
+    if (rc < 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, from_ms);
+    sqlite3_bind_int64(st, 2, to_ms);
+    sqlite3_bind_int64(st, 3, from_ms > 0 ? from_ms - from_ms % 3600000 : from_ms);
+    sqlite3_bind_int64(st, 4, h);
+    sqlite3_bind_int64(st, 5, rc);
+    return 0;
+}
+
+static void summary_group(sqlite3_stmt *st, json_t *groups, json_t *list)
+{
+    const char *key = (const char *)sqlite3_column_text(st, 0);
+    json_t *g = json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
+                          (json_int_t)sqlite3_column_int64(st, 1), "errors",
+                          (json_int_t)sqlite3_column_int64(st, 2), "roots",
+                          (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
+                          sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5),
+                          "bytes_in", (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
+                          (json_int_t)sqlite3_column_int64(st, 7), "units");
+    json_object_set(groups, key ? key : "", g);
+    json_array_append_new(list, g);
+}
+
 int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char *group_by,
                       json_t **out, par_buf_t *err)
 {
@@ -314,48 +647,42 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
                             group_by);
         return PAR_E_BAD_REQUEST;
     }
-    char sql[640];
+    char sql[1400];
     snprintf(sql, sizeof(sql),
-             "SELECT coalesce(%s, ''), count(*), sum(status != 'ok'), sum(parent_id = ''),"
-             " sum(duration_ms), total(cpu_ms), sum(bytes_in), sum(bytes_out)"
-             " FROM usage WHERE ts_ms >= ? AND ts_ms < ? GROUP BY 1 ORDER BY 1",
+             "WITH src AS (" SUMMARY_SOURCES(
+                 "count AS n, errors AS e, roots AS r, duration_ms AS d, cpu_ms AS c, bytes_in AS "
+                 "bi, bytes_out AS bo",
+                 "usage_hourly",
+                 "1, status != 'ok', parent_id = '', duration_ms, coalesce(cpu_ms, 0), bytes_in, "
+                 "bytes_out",
+                 "usage", "") ") SELECT coalesce(nullif(%s, ''), ''), sum(n), sum(e), sum(r),"
+                              " sum(d), total(c), sum(bi), sum(bo) FROM src GROUP BY 1 ORDER BY 1",
              col);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "summarising");
-    sqlite3_bind_int64(st, 1, from_ms);
-    sqlite3_bind_int64(st, 2, to_ms);
     json_t *groups = json_object(); /* key → group, kept in order in `list` */
     json_t *list = json_array();
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *key = (const char *)sqlite3_column_text(st, 0);
-        json_t *g =
-            json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:{}}", "key", key ? key : "", "count",
-                      (json_int_t)sqlite3_column_int64(st, 1), "errors",
-                      (json_int_t)sqlite3_column_int64(st, 2), "roots",
-                      (json_int_t)sqlite3_column_int64(st, 3), "duration_ms_sum",
-                      sqlite3_column_double(st, 4), "cpu_ms_sum", sqlite3_column_double(st, 5),
-                      "bytes_in", (json_int_t)sqlite3_column_int64(st, 6), "bytes_out",
-                      (json_int_t)sqlite3_column_int64(st, 7), "units");
-        json_object_set(groups, key ? key : "", g);
-        json_array_append_new(list, g);
-    }
+    int r = summary_bind(s, st, from_ms, to_ms) == 0 ? SQLITE_OK : SQLITE_ERROR;
+    while (r != SQLITE_ERROR && (r = sqlite3_step(st)) == SQLITE_ROW)
+        summary_group(st, groups, list);
     sqlite3_finalize(st);
     if (r != SQLITE_DONE)
         goto bad;
     /* units over root records only: a caller's units already include what its
      * sub-agent calls reported (docs/observability.md) */
-    snprintf(sql, sizeof(sql),
-             "SELECT coalesce(%s, ''), j.key, sum(j.value) FROM usage, json_each(usage.units) j"
-             " WHERE ts_ms >= ? AND ts_ms < ? AND parent_id = '' AND units IS NOT NULL"
-             " GROUP BY 1, 2",
-             col);
+    snprintf(
+        sql, sizeof(sql),
+        "WITH src AS (" SUMMARY_SOURCES(
+            "unit AS k, value AS v", "usage_hourly_units", "j.key, j.value",
+            "usage, json_each(usage.units) j",
+            "parent_id = '' AND units IS NOT NULL AND") ") SELECT coalesce(nullif(%s, ''), ''),"
+                                                        " k, sum(v) FROM src GROUP BY 1, 2",
+        col);
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         goto bad;
-    sqlite3_bind_int64(st, 1, from_ms);
-    sqlite3_bind_int64(st, 2, to_ms);
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    r = summary_bind(s, st, from_ms, to_ms) == 0 ? SQLITE_OK : SQLITE_ERROR;
+    while (r != SQLITE_ERROR && (r = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = (const char *)sqlite3_column_text(st, 0);
         json_t *g = json_object_get(groups, key ? key : "");
         if (g)
@@ -379,10 +706,9 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
 {
     *out = NULL;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT seq, id, exporter, failed_at_ms, http_status, body FROM "
-                           "dead_letters ORDER BY seq DESC LIMIT ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db, "SELECT * FROM dead_letters ORDER BY failed_at_ms DESC, seq DESC LIMIT ?", -1,
+            &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "reading dead letters");
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
     json_t *a = json_array();
@@ -390,7 +716,8 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *o = json_object();
         for (int i = 0; i < sqlite3_column_count(st); i++)
-            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+            if (sqlite3_column_type(st, i) != SQLITE_NULL) /* a record's has no window */
+                json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
         json_array_append_new(a, o);
     }
     sqlite3_finalize(st);
@@ -399,5 +726,210 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
         return fail(s->db, err, "reading dead letters");
     }
     *out = a;
+    return PAR_OK;
+}
+
+/* ---- retention: rollups, pruning, space --------------------------------------------- */
+
+static int exec_i64(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t *changes)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (changes)
+        *changes = sqlite3_changes64(db);
+    return r == SQLITE_DONE ? 0 : -1;
+}
+
+static const char rollup_sql[] = "INSERT INTO usage_hourly SELECT " HOUR_OF(
+    "ts_ms") ", agent, coalesce(subject, ''),"
+             " coalesce(tenant, ''), package, status, count(*), sum(status != 'ok'), sum(parent_id "
+             "= ''),"
+             " sum(duration_ms), total(cpu_ms), sum(bytes_in), sum(bytes_out) FROM usage WHERE seq "
+             "> ?1"
+             " AND seq <= ?2 GROUP BY 1, 2, 3, 4, 5, 6 ON CONFLICT DO UPDATE SET"
+             " count = count + excluded.count, errors = errors + excluded.errors,"
+             " roots = roots + excluded.roots, duration_ms = duration_ms + excluded.duration_ms,"
+             " cpu_ms = cpu_ms + excluded.cpu_ms, bytes_in = bytes_in + excluded.bytes_in,"
+             " bytes_out = bytes_out + excluded.bytes_out";
+
+static const char rollup_units_sql[] = "INSERT INTO usage_hourly_units SELECT " HOUR_OF(
+    "ts_ms") ", agent, coalesce(subject, ''),"
+             " coalesce(tenant, ''), package, status, j.key, sum(j.value) FROM usage,"
+             " json_each(usage.units) j WHERE seq > ?1 AND seq <= ?2 AND parent_id = '' AND units "
+             "IS NOT"
+             " NULL GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO UPDATE SET value = value + "
+             "excluded.value";
+
+int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err)
+{
+    *rolled = 0;
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int64_t from = cursor_of(s, "rollup"), to = from;
+    sqlite3_stmt *st;
+    int ok = from >= 0 && sqlite3_prepare_v2(s->db,
+                                             "SELECT max(seq), count(*) FROM (SELECT seq FROM usage"
+                                             " WHERE seq > ? ORDER BY seq LIMIT ?)",
+                                             -1, &st, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_int64(st, 1, from);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+        ok = sqlite3_step(st) == SQLITE_ROW;
+        if (ok && sqlite3_column_type(st, 0) != SQLITE_NULL)
+            to = sqlite3_column_int64(st, 0), *rolled = sqlite3_column_int64(st, 1);
+        sqlite3_finalize(st);
+    }
+    if (ok && to > from)
+        ok = exec_i64(s->db, rollup_sql, from, to, NULL) == 0 &&
+             exec_i64(s->db, rollup_units_sql, from, to, NULL) == 0 &&
+             move_cursor(s->db, "rollup", to, *rolled, 0) == 0;
+    if (!ok) {
+        rc = fail(s->db, err, "rolling up");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
+}
+
+/* The largest seq pruning may delete: rolled up and, when exporting, past the
+ * export cursor and in no window still to send. */
+static int64_t prune_bound(par_store_t *s, int exporting)
+{
+    int64_t bound = cursor_of(s, "rollup");
+    if (!exporting || bound < 0)
+        return bound;
+    int64_t ex = cursor_of(s, "stripe");
+    if (ex < 0)
+        return -1;
+    if (ex < bound)
+        bound = ex;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT min(first_seq) FROM export_windows WHERE state IN (0, 1)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+        sqlite3_column_int64(st, 0) - 1 < bound)
+        bound = sqlite3_column_int64(st, 0) - 1;
+    sqlite3_finalize(st);
+    return bound;
+}
+
+int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
+                    par_buf_t *err)
+{
+    *deleted = 0;
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int64_t bound = prune_bound(s, exporting);
+    int ok = bound >= 0;
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM usage WHERE seq IN (SELECT seq FROM usage WHERE ts_ms < ?1 AND seq <= ?2"
+             " LIMIT %zu)",
+             max);
+    if (ok)
+        ok = exec_i64(s->db, sql, before_ms, bound, deleted) == 0;
+    /* from now on, summaries of the hours before `before_ms` come from rollups */
+    if (ok && *deleted)
+        ok =
+            exec_i64(s->db,
+                     "INSERT INTO usage_meta (key, value) VALUES ('pruned_before_ms', ?1) ON "
+                     "CONFLICT(key) DO UPDATE SET value = max(value, excluded.value) WHERE ?2 = ?2",
+                     before_ms, 0, NULL) == 0;
+    if (!ok) {
+        rc = fail(s->db, err, "pruning");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
+}
+
+int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_before_ms,
+                            par_buf_t *err)
+{
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int ok = exec_i64(s->db, "DELETE FROM usage_hourly WHERE hour < ?1 AND ?2 = ?2", before_ms, 0,
+                      NULL) == 0 &&
+             exec_i64(s->db, "DELETE FROM usage_hourly_units WHERE hour < ?1 AND ?2 = ?2",
+                      before_ms, 0, NULL) == 0 &&
+             exec_i64(s->db,
+                      "DELETE FROM export_windows WHERE state IN (2, 3) AND window_start < ?1 AND"
+                      " ?2 = ?2",
+                      windows_before_ms, 0, NULL) == 0;
+    if (!ok) {
+        rc = fail(s->db, err, "pruning rollups");
+        par_store_rollback(s);
+        return rc;
+    }
+    return par_store_commit(s, err);
+}
+
+static int64_t pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* The WAL only starts over when a checkpoint finished and no reader is in it;
+ * with the writer, the exporter and pruning all busy that can take long and
+ * the file grows. Past WAL_LIMIT, a TRUNCATE checkpoint waits (at most 250 ms)
+ * for the readers and empties it; the writer waits for that copy. */
+#define WAL_LIMIT (16 << 20)
+static void wal_bound(par_store_t *s)
+{
+    char wal[4200];
+    struct stat st;
+    snprintf(wal, sizeof(wal), "%s-wal", sqlite3_db_filename(s->db, "main"));
+    if (stat(wal, &st) != 0 || st.st_size <= WAL_LIMIT)
+        return;
+    sqlite3_busy_timeout(s->db, 250);
+    sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_busy_timeout(s->db, 10000);
+}
+
+int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t pages = pragma_int(s->db, "PRAGMA page_count");
+    int64_t size = pragma_int(s->db, "PRAGMA page_size");
+    int64_t free_pages = pragma_int(s->db, "PRAGMA freelist_count");
+    if (pages < 0 || size < 0 || free_pages < 0)
+        return fail(s->db, err, "reading the page counts");
+    out->file_bytes = pages * size;
+    out->free_bytes = free_pages * size;
+    /* space comes back to the file system only when a quarter is free: at steady
+     * state, what pruning frees is reused by new records instead */
+    if (pragma_int(s->db, "PRAGMA auto_vacuum") == 2 && free_pages > pages / 4) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA incremental_vacuum(%lld)",
+                 (long long)(free_pages - pages / 8));
+        sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        out->vacuumed = 1;
+    }
+    wal_bound(s);
+    sqlite3_stmt *st;
+    int64_t rc = cursor_of(s, "rollup");
+    if (rc >= 0 &&
+        sqlite3_prepare_v2(s->db, "SELECT ts_ms FROM usage WHERE seq > ? ORDER BY seq LIMIT 1", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, rc);
+        out->oldest_unrolled_ms = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_finalize(st);
+    }
     return PAR_OK;
 }

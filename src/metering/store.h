@@ -2,8 +2,9 @@
  * metering/store.h — the usage database: SQLite in WAL mode.
  *
  * Tables: `usage` (one row per record, `seq` is the insertion order),
- * `export_cursor` (per exporter: the last `seq` handled and counts) and
- * `dead_letters` (records an exporter's peer refused for good). The writer
+ * `export_cursor` (per exporter: the last `seq` handled and counts),
+ * `export_windows` (the aggregated export's windows and their state) and
+ * `dead_letters` (records or windows an exporter's peer refused for good). The writer
  * thread (meter.c), the exporter thread (stripe.c) and /runtime/usage each
  * use their own connection; a connection is used by one thread at a time.
  * Every function returns a PAR status and, on failure, appends the SQLite
@@ -34,20 +35,96 @@ int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf
  * `seq` order, as a JSON array of objects (every column; `units` parsed). */
 int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows, par_buf_t *err);
 
-/* Moves the exporter's cursor to `seq` in one transaction with its outcome:
- * exported (http_status 0), or a dead letter holding the peer's status and body. */
-int par_store_ack(par_store_t *s, const char *exporter, int64_t seq, int http_status,
-                  const char *body, par_buf_t *err);
+/* Transactions spanning several calls below (the exporter's fold). */
+int par_store_begin(par_store_t *s, par_buf_t *err);
+int par_store_commit(par_store_t *s, par_buf_t *err); /* rolls back when it fails */
+void par_store_rollback(par_store_t *s);
 
-/* The exporter's cursor and counters: {"cursor","exported","dead","pending"}
- * where pending counts root records after the cursor. */
+/* One record's outcome: exported (http_status 0) or refused for good. */
+typedef struct par_store_ack {
+    int64_t seq;
+    int http_status;
+    const char *body;
+} par_store_ack_t;
+
+/* In one transaction: dead letters for the refused, and the exporter's cursor
+ * moved to the largest seq with its counters. The caller passes only a
+ * contiguous prefix of what follows the cursor. */
+int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_ack_t *acks,
+                          size_t n, par_buf_t *err);
+
+/* Inside par_store_begin/commit: moves the cursor past the record `seq`, which
+ * was folded into a window (http_status 0) or is a dead letter (e.g. 422: no
+ * customer). */
+int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
+                          const char *body, par_buf_t *err);
+
+/* A window of the aggregated export. */
+typedef struct par_window {
+    const char *customer, *event;
+    int64_t window_start, window_ms;
+} par_window_t;
+
+/* Inside par_store_begin/commit: adds `value` of record `seq` to the open part
+ * of the window, or opens a new part (the window itself, or a late event for
+ * it when every part is sealed) whose identifier par_stripe_window_id() fixes
+ * from node_id now. */
+int par_store_window_add(par_store_t *s, const par_window_t *w, double value, int64_t seq,
+                         const char *node_id, par_buf_t *err);
+
+/* Seals every open part whose window ended grace_ms before `now` (Unix ms). */
+int par_store_windows_seal(par_store_t *s, int64_t now, int64_t grace_ms, par_buf_t *err);
+
+/* Up to `max` sealed parts, oldest window first: [{wid, customer, event,
+ * window_start, window_ms, part, identifier, value, records}]. */
+int par_store_windows_due(par_store_t *s, size_t max, json_t **rows, par_buf_t *err);
+
+/* In one transaction: the part `wid` is sent (http_status 0) or dead (a dead
+ * letter with its window), and the exporter's counters grow by its records. */
+int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int http_status,
+                          const char *body, par_buf_t *err);
+
+/* The exporter's cursor and counters: {"cursor", "exported", "dead",
+ * "pending", "windows_pending", "oldest_unexported_ms", "last_window_sent",
+ * "last_window_sent_at_ms"} where pending counts root records after the cursor
+ * and those in windows not yet sent. */
 int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err);
 
 /* Sums records with from_ms <= ts_ms < to_ms grouped by `group_by` (agent,
  * subject, tenant, package, or NULL for one group): count, errors, roots,
- * duration, CPU, bytes and, over root records, units. */
+ * duration, CPU, bytes and, over root records, units. Hours whose records
+ * retention may have deleted are answered from the hourly rollups, whole: a
+ * `from` inside such an hour counts from the hour's start. */
 int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char *group_by,
                       json_t **out, par_buf_t *err);
+
+/* Retention (meter.c's maintenance thread). Each call is one short
+ * transaction, so the writer waits at most for one batch. */
+
+/* Adds up to `max` records after the "rollup" cursor to the hourly rollups and
+ * moves the cursor; *rolled: how many. */
+int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err);
+
+/* Deletes up to `max` records older than before_ms that are rolled up and,
+ * when `exporting`, exported (past the export cursor and in no window still to
+ * send: an unexported record is never deleted). */
+int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
+                    par_buf_t *err);
+
+/* Deletes hourly rollups before before_ms and windows sent or dead that started
+ * before windows_before_ms. */
+int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_before_ms,
+                            par_buf_t *err);
+
+typedef struct par_store_space {
+    int64_t file_bytes, free_bytes; /* the main file (not the WAL) and its free pages */
+    int64_t oldest_unrolled_ms;     /* ts of the first record not rolled up, 0: none */
+    int vacuumed;
+} par_store_space_t;
+
+/* Measures the file and returns free pages to the file system when more than a
+ * quarter of it is free (auto_vacuum=incremental files). */
+int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err);
 
 /* The newest `max` dead letters, newest first. */
 int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *err);

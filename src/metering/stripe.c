@@ -3,8 +3,8 @@
  */
 #include "metering/stripe.h"
 
-#include "util/curl.h"
 #include <math.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -13,13 +13,16 @@
 
 #include <par/par.h>
 
+#include "metering/sender.h"
 #include "metering/store.h"
 #include "obs/log.h"
-#include "obs/trace.h"
 #include "registry/fetch.h"
+#include "util/curl.h"
 
-#define BATCH 256
-#define BODY_CAP 4096 /* of a refusal kept in a dead letter */
+#define BATCH 1024      /* records sent per pass, per record */
+#define FOLD_BATCH 8192 /* records folded into windows per transaction */
+#define WINDOW_BATCH 256
+#define RATE_SECONDS 60
 
 struct par_stripe {
     par_stripe_config_t cfg;
@@ -31,13 +34,48 @@ struct par_stripe {
     atomic_int stop;
     int kicked;
     atomic_llong pending;
-    char last_error[512]; /* under lock */
+    char last_error[512]; /* under lock: a database failure */
+    par_sender_t *sender;
+    int started;
+    int64_t rate_sec[RATE_SECONDS]; /* under lock: records covered per second */
+    int64_t rate_at[RATE_SECONDS];
 };
 
 static atomic_ullong counts[PAR_EXPORT_NRESULTS];
 
+static int64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void count_covered(par_stripe_t *x, int64_t records)
+{
+    int64_t sec = wall_ms() / 1000;
+    pthread_mutex_lock(&x->lock);
+    int i = (int)(sec % RATE_SECONDS);
+    if (x->rate_at[i] != sec)
+        x->rate_at[i] = sec, x->rate_sec[i] = 0;
+    x->rate_sec[i] += records;
+    pthread_mutex_unlock(&x->lock);
+}
+
+double par_stripe_rate(par_stripe_t *x)
+{
+    int64_t sec = wall_ms() / 1000, sum = 0;
+    pthread_mutex_lock(&x->lock);
+    for (int i = 0; i < RATE_SECONDS; i++)
+        if (sec - x->rate_at[i] < RATE_SECONDS)
+            sum += x->rate_sec[i];
+    pthread_mutex_unlock(&x->lock);
+    return (double)sum / RATE_SECONDS;
+}
+
 uint64_t par_stripe_count(int result)
 {
+    if (result == PAR_EXPORT_RETRY)
+        return par_sender_retries();
     return result >= 0 && result < PAR_EXPORT_NRESULTS ? atomic_load(&counts[result]) : 0;
 }
 
@@ -50,7 +88,7 @@ const char *par_stripe_result_name(int result)
 void par_stripe_config_free(par_stripe_config_t *c)
 {
     free(c->api_key), free(c->endpoint), free(c->event_name), free(c->customer_field);
-    free(c->value), free(c->ca_file);
+    free(c->value), free(c->ca_file), free(c->node_id);
     json_decref(c->event_names);
     json_decref(c->customers);
     memset(c, 0, sizeof(*c));
@@ -86,6 +124,11 @@ int par_stripe_config_check(const par_stripe_config_t *c, par_buf_t *err)
                         v);
         bad++;
     }
+    if (c->aggregate && (c->window_ms < 1000 || c->node_id == NULL || *c->node_id == '\0')) {
+        par_buf_appends(err, "metering.stripe.aggregate: a window of at least 1s and a node id "
+                             "(metering.node_id) are required\n");
+        bad++;
+    }
     return bad ? PAR_E_INVALID_ARGUMENT : PAR_OK;
 }
 
@@ -96,8 +139,8 @@ static void form_add(par_buf_t *b, const char *key, const char *val)
     curl_free(e);
 }
 
-int par_stripe_event_body(const par_stripe_config_t *c, const json_t *rec, par_buf_t *body,
-                          int *skip, par_buf_t *err)
+int par_stripe_record_value(const par_stripe_config_t *c, const json_t *rec, const char **customer,
+                            const char **event, double *value, int *skip, par_buf_t *err)
 {
     *skip = 0;
     const char *status = json_string_value(json_object_get(rec, "status"));
@@ -106,62 +149,108 @@ int par_stripe_event_body(const par_stripe_config_t *c, const json_t *rec, par_b
         return PAR_OK;
     }
     const char *agent = json_string_value(json_object_get(rec, "agent"));
-    const char *event = c->event_name ? c->event_name : "par_invocation";
+    *event = c->event_name ? c->event_name : "par_invocation";
     const char *mapped = json_string_value(json_object_get(c->event_names, agent ? agent : ""));
     if (mapped)
-        event = mapped;
+        *event = mapped;
     const char *field = c->customer_field ? c->customer_field : "tenant";
     const char *who = json_string_value(json_object_get(rec, field));
-    const char *customer = who && *who ? who : NULL;
+    *customer = who && *who ? who : NULL;
     if (c->customers)
-        customer = json_string_value(json_object_get(c->customers, who ? who : ""));
-    if (customer == NULL || *customer == '\0') {
+        *customer = json_string_value(json_object_get(c->customers, who ? who : ""));
+    if (*customer == NULL || **customer == '\0') {
         par_buf_appendf(err, "no Stripe customer for %s '%s' (metering.stripe.customers)", field,
                         who ? who : "");
         return PAR_E_NOT_FOUND;
     }
     const char *vf = c->value ? c->value : "1";
-    double value = 1;
+    *value = 1;
     if (strncmp(vf, "units.", 6) == 0)
-        value = json_number_value(json_object_get(json_object_get(rec, "units"), vf + 6));
+        *value = json_number_value(json_object_get(json_object_get(rec, "units"), vf + 6));
     else if (strcmp(vf, "1") != 0)
-        value = json_number_value(json_object_get(rec, vf));
-    if (value == 0) {
+        *value = json_number_value(json_object_get(rec, vf));
+    if (*value == 0)
         *skip = 1;
-        return PAR_OK;
-    }
-    char num[64];
+    return PAR_OK;
+}
+
+static void format_value(double value, char num[64])
+{
     if (value == floor(value) && fabs(value) < 1e15)
-        snprintf(num, sizeof(num), "%.0f", value);
+        snprintf(num, 64, "%.0f", value);
     else
-        snprintf(num, sizeof(num), "%.6f", value);
-    char ts[32];
-    snprintf(ts, sizeof(ts), "%lld",
-             (long long)(json_integer_value(json_object_get(rec, "ts_ms")) / 1000));
+        snprintf(num, 64, "%.6f", value);
+}
+
+static void event_form(par_buf_t *body, const char *event, const char *customer, double value,
+                       const char *identifier, int64_t ts_s)
+{
+    char num[64], ts[32];
+    format_value(value, num);
+    snprintf(ts, sizeof(ts), "%lld", (long long)ts_s);
     form_add(body, "event_name", event);
     form_add(body, "payload[stripe_customer_id]", customer);
     form_add(body, "payload[value]", num);
-    form_add(body, "identifier", json_string_value(json_object_get(rec, "id")));
+    form_add(body, "identifier", identifier);
     form_add(body, "timestamp", ts);
+}
+
+int par_stripe_event_body(const par_stripe_config_t *c, const json_t *rec, par_buf_t *body,
+                          int *skip, par_buf_t *err)
+{
+    const char *customer = NULL, *event = NULL;
+    double value = 0;
+    int rc = par_stripe_record_value(c, rec, &customer, &event, &value, skip, err);
+    if (rc != PAR_OK || *skip)
+        return rc;
+    event_form(body, event, customer, value, json_string_value(json_object_get(rec, "id")),
+               json_integer_value(json_object_get(rec, "ts_ms")) / 1000);
     return PAR_OK;
+}
+
+int64_t par_stripe_window_start(int64_t ts_ms, int64_t window_ms)
+{
+    int64_t q = ts_ms / window_ms;
+    if (ts_ms % window_ms != 0 && ts_ms < 0)
+        q--;
+    return q * window_ms;
+}
+
+void par_stripe_window_id(const char *node_id, const char *customer, const char *event,
+                          int64_t window_start, int part, char out[PAR_WINDOW_ID_MAX])
+{
+    par_buf_t in;
+    par_buf_init(&in, 256);
+    const char *parts[] = {"par-window-v1", node_id, customer, event};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(*parts); i++)
+        par_buf_append(&in, parts[i], strlen(parts[i]) + 1); /* with the NUL: unambiguous */
+    par_buf_appendf(&in, "%lld/%d", (long long)window_start, part);
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)in.data, in.len, d);
+    par_buf_free(&in);
+    int64_t ws_s = par_stripe_window_start(window_start, 1000) / 1000;
+    int off = snprintf(out, PAR_WINDOW_ID_MAX, "w%lld-%d-", (long long)ws_s, part);
+    for (int i = 0; i < 16 && off + 2 < PAR_WINDOW_ID_MAX; i++)
+        off += snprintf(out + off, (size_t)(PAR_WINDOW_ID_MAX - off), "%02x", d[i]);
+}
+
+void par_stripe_window_body(const json_t *row, par_buf_t *body)
+{
+    event_form(
+        body, json_string_value(json_object_get(row, "event")),
+        json_string_value(json_object_get(row, "customer")),
+        json_number_value(json_object_get(row, "value")),
+        json_string_value(json_object_get(row, "identifier")),
+        par_stripe_window_start(json_integer_value(json_object_get(row, "window_start")), 1000) /
+            1000);
 }
 
 /* ---- the exporter thread ------------------------------------------------------------ */
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    par_buf_t *b = ud;
-    size_t len = size * n;
-    if (b->len < BODY_CAP)
-        par_buf_append(b, p, b->len + len > BODY_CAP ? BODY_CAP - b->len : len);
-    return len;
-}
-
-/* "what (code N)": a transport error, or the endpoint's HTTP status. */
-static void set_error(par_stripe_t *x, const char *what, long code)
+static void set_error(par_stripe_t *x, const char *what)
 {
     pthread_mutex_lock(&x->lock);
-    snprintf(x->last_error, sizeof(x->last_error), "%s (%ld)", what, code);
+    snprintf(x->last_error, sizeof(x->last_error), "%s", what);
     pthread_mutex_unlock(&x->lock);
 }
 
@@ -187,63 +276,269 @@ static int nap(par_stripe_t *x, int64_t ms, int wake_on_kick)
     return stop;
 }
 
-typedef enum { SENT, REFUSED, RETRY } outcome_t;
-
-static outcome_t send_one(par_stripe_t *x, CURL *h, const char *form, const char *id, long *code,
-                          par_buf_t *resp)
+static void log_dead(const char *what, const char *id, int status, const char *detail)
 {
-    char auth[1200], idem[200];
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", x->cfg.api_key);
-    snprintf(idem, sizeof(idem), "Idempotency-Key: %s", id);
-    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
-    hdrs = curl_slist_append(hdrs, idem);
-    char cerr[CURL_ERROR_SIZE] = "";
-    par_buf_reset(resp);
-    curl_easy_setopt(h, CURLOPT_URL, x->url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, x->cfg.allow_http ? "https,http" : "https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)x->cfg.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)x->cfg.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (x->cfg.ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, x->cfg.ca_file);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "par/" PAR_VERSION_STRING);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-    CURLcode cc = curl_easy_perform(h);
-    curl_slist_free_all(hdrs);
-    *code = 0;
-    if (cc != CURLE_OK) {
-        set_error(x, *cerr ? cerr : curl_easy_strerror(cc), (long)cc);
-        return RETRY;
+    par_logline_t l;
+    if (par_log_begin(&l, PAR_LOG_WARN, what)) {
+        par_log_str(&l, "identifier", id);
+        par_log_int(&l, "http_status", status);
+        par_log_str(&l, "detail", detail ? detail : "");
+        par_log_end(&l);
     }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
-    if (*code >= 200 && *code < 300) {
-        pthread_mutex_lock(&x->lock);
-        x->last_error[0] = '\0';
-        pthread_mutex_unlock(&x->lock);
-        return SENT;
+}
+
+/* ---- aggregated: fold records into windows, send sealed windows ---------------------- */
+
+/* One record into its window, or past the cursor as skipped or dead. */
+static int fold_one(par_stripe_t *x, par_store_t *s, const json_t *rec, par_buf_t *err)
+{
+    int64_t seq = json_integer_value(json_object_get(rec, "seq"));
+    const char *customer = NULL, *event = NULL;
+    double value = 0;
+    int skip = 0;
+    par_buf_t why;
+    par_buf_init(&why, 256);
+    int rc = par_stripe_record_value(&x->cfg, rec, &customer, &event, &value, &skip, &why);
+    if (rc != PAR_OK) { /* not sent: a mapping problem, kept with its reason */
+        par_buf_append(&why, "", 1);
+        rc = par_store_fold_record(s, "stripe", seq, 422, why.data, err);
+        atomic_fetch_add(&counts[PAR_EXPORT_DEAD], 1);
+        log_dead("usage record has no Stripe customer",
+                 json_string_value(json_object_get(rec, "id")), 422, why.data);
+    } else if (skip) {
+        rc = par_store_fold_record(s, "stripe", seq, 0, NULL, err);
+        atomic_fetch_add(&counts[PAR_EXPORT_SKIPPED], 1);
+    } else {
+        int64_t ts = json_integer_value(json_object_get(rec, "ts_ms"));
+        par_window_t w = {customer, event, par_stripe_window_start(ts, x->cfg.window_ms),
+                          x->cfg.window_ms};
+        rc = par_store_window_add(s, &w, value, seq, x->cfg.node_id, err);
+        if (rc == PAR_OK)
+            rc = par_store_fold_record(s, "stripe", seq, 0, NULL, err);
     }
-    set_error(x, "HTTP status", *code);
-    if (*code == 429 || *code >= 500 || *code < 200)
-        return RETRY;
-    return REFUSED;
+    par_buf_free(&why);
+    return rc;
+}
+
+/* Folds what follows the cursor and seals closed windows, in one transaction.
+ * Returns the number of records folded, or -1. */
+static int64_t fold(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+{
+    json_t *rows = NULL, *rec;
+    if (par_store_next(s, "stripe", x->cfg.aggregate ? FOLD_BATCH : 0, &rows, err) != PAR_OK)
+        return -1;
+    if (par_store_begin(s, err) != PAR_OK) {
+        json_decref(rows);
+        return -1;
+    }
+    size_t i;
+    int rc = PAR_OK;
+    json_array_foreach(rows, i, rec) if (rc == PAR_OK) rc = fold_one(x, s, rec, err);
+    /* per record (aggregate off): what an earlier run left in windows is sent now */
+    int64_t now = x->cfg.aggregate ? wall_ms() : INT64_MAX / 2;
+    if (rc == PAR_OK)
+        rc = par_store_windows_seal(s, now, x->cfg.aggregate ? x->cfg.grace_ms : 0, err);
+    int64_t n = (int64_t)json_array_size(rows);
+    json_decref(rows);
+    if (rc != PAR_OK) {
+        par_store_rollback(s);
+        return -1;
+    }
+    return par_store_commit(s, err) == PAR_OK ? n : -1;
+}
+
+typedef struct window_run {
+    par_stripe_t *x;
+    par_store_t *s;
+    json_t *rows;
+} window_run_t;
+
+static int window_done(void *ud, size_t index, int outcome, long code, const char *body)
+{
+    window_run_t *r = ud;
+    json_t *row = json_array_get(r->rows, index);
+    int64_t wid = json_integer_value(json_object_get(row, "wid"));
+    int status = outcome == PAR_SEND_SENT ? 0 : (int)code;
+    par_buf_t err;
+    par_buf_init(&err, 256);
+    int rc = par_store_window_done(r->s, "stripe", wid, status, body, &err);
+    if (rc != PAR_OK) {
+        par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
+        set_error(r->x, "database");
+    }
+    par_buf_free(&err);
+    if (rc != PAR_OK)
+        return 1; /* the window stays sealed: sent again, same identifier */
+    int64_t records = json_integer_value(json_object_get(row, "records"));
+    atomic_fetch_add(&counts[status ? PAR_EXPORT_DEAD : PAR_EXPORT_OK], 1);
+    if (status)
+        log_dead("usage window refused by the meter endpoint",
+                 json_string_value(json_object_get(row, "identifier")), status, body);
+    else
+        count_covered(r->x, records);
+    return 0;
+}
+
+/* Sends the sealed windows. Returns how many were due, or -1. */
+static int64_t send_windows(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+{
+    window_run_t r = {x, s, NULL};
+    if (par_store_windows_due(s, WINDOW_BATCH, &r.rows, err) != PAR_OK)
+        return -1;
+    size_t n = json_array_size(r.rows);
+    par_send_item_t *items = calloc(n + 1, sizeof(*items));
+    par_buf_t *forms = calloc(n + 1, sizeof(*forms));
+    for (size_t i = 0; i < n; i++) {
+        json_t *row = json_array_get(r.rows, i);
+        par_buf_init(&forms[i], 512);
+        par_stripe_window_body(row, &forms[i]);
+        par_buf_append(&forms[i], "", 1);
+        items[i].form = forms[i].data;
+        snprintf(items[i].id, sizeof(items[i].id), "%s",
+                 json_string_value(json_object_get(row, "identifier")));
+    }
+    if (n)
+        par_sender_run(x->sender, items, n, window_done, &r, &x->stop);
+    for (size_t i = 0; i < n; i++)
+        par_buf_free(&forms[i]);
+    free(forms);
+    free(items);
+    json_decref(r.rows);
+    return (int64_t)n;
+}
+
+/* ---- per record: pipelined, the cursor over the acknowledged prefix ------------------ */
+
+typedef struct record_run {
+    par_stripe_t *x;
+    par_store_t *s;
+    json_t *rows;
+    size_t n, prefix;
+    par_store_ack_t *acks; /* per row; http_status -1: not final yet */
+    char **bodies;
+    size_t *row_of; /* item → row */
+} record_run_t;
+
+/* Acknowledges the rows made final since the last call, as far as the prefix
+ * is contiguous. Non-zero when the database failed. */
+static int ack_prefix(record_run_t *r)
+{
+    size_t from = r->prefix;
+    while (r->prefix < r->n && r->acks[r->prefix].http_status >= 0)
+        r->prefix++;
+    if (r->prefix == from)
+        return 0;
+    par_buf_t err;
+    par_buf_init(&err, 256);
+    int rc = par_store_ack_records(r->s, "stripe", r->acks + from, r->prefix - from, &err);
+    if (rc != PAR_OK) {
+        par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
+        set_error(r->x, "database");
+    }
+    par_buf_free(&err);
+    return rc != PAR_OK;
+}
+
+static int record_done(void *ud, size_t index, int outcome, long code, const char *body)
+{
+    record_run_t *r = ud;
+    size_t row = r->row_of[index];
+    r->acks[row].http_status = outcome == PAR_SEND_SENT ? 0 : (int)code;
+    if (outcome != PAR_SEND_SENT) {
+        r->bodies[row] = strdup(body ? body : "");
+        r->acks[row].body = r->bodies[row];
+        log_dead("usage record refused by the meter endpoint",
+                 json_string_value(json_object_get(json_array_get(r->rows, row), "id")), (int)code,
+                 body);
+    } else
+        count_covered(r->x, 1);
+    atomic_fetch_add(&counts[outcome == PAR_SEND_SENT ? PAR_EXPORT_OK : PAR_EXPORT_DEAD], 1);
+    return ack_prefix(r);
+}
+
+/* Prepares one row: its form in items[*k] when it is to be sent, else final now. */
+static void prepare_row(record_run_t *r, size_t row, par_send_item_t *items, par_buf_t *forms,
+                        size_t *k)
+{
+    json_t *rec = json_array_get(r->rows, row);
+    r->acks[row].seq = json_integer_value(json_object_get(rec, "seq"));
+    r->acks[row].http_status = -1;
+    par_buf_t why;
+    par_buf_init(&why, 256);
+    int skip = 0;
+    par_buf_init(&forms[*k], 512);
+    if (par_stripe_event_body(&r->x->cfg, rec, &forms[*k], &skip, &why) != PAR_OK) {
+        par_buf_append(&why, "", 1);
+        r->bodies[row] = strdup(why.data);
+        r->acks[row].body = r->bodies[row];
+        r->acks[row].http_status = 422; /* not sent: a mapping problem, kept with its reason */
+        atomic_fetch_add(&counts[PAR_EXPORT_DEAD], 1);
+        log_dead("usage record has no Stripe customer",
+                 json_string_value(json_object_get(rec, "id")), 422, why.data);
+    } else if (skip) {
+        r->acks[row].http_status = 0;
+        atomic_fetch_add(&counts[PAR_EXPORT_SKIPPED], 1);
+    } else {
+        par_buf_append(&forms[*k], "", 1);
+        items[*k].form = forms[*k].data;
+        snprintf(items[*k].id, sizeof(items[*k].id), "%s",
+                 json_string_value(json_object_get(rec, "id")));
+        r->row_of[*k] = row;
+        (*k)++;
+        par_buf_init(&forms[*k], 0);
+    }
+    par_buf_free(&why);
+}
+
+/* Sends the records after the cursor. Returns how many were read, or -1. */
+static int64_t send_records(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+{
+    record_run_t r = {.x = x, .s = s};
+    if (par_store_next(s, "stripe", BATCH, &r.rows, err) != PAR_OK)
+        return -1;
+    r.n = json_array_size(r.rows);
+    r.acks = calloc(r.n + 1, sizeof(*r.acks));
+    r.bodies = calloc(r.n + 1, sizeof(*r.bodies));
+    r.row_of = calloc(r.n + 1, sizeof(*r.row_of));
+    par_send_item_t *items = calloc(r.n + 1, sizeof(*items));
+    par_buf_t *forms = calloc(r.n + 1, sizeof(*forms));
+    size_t k = 0;
+    for (size_t i = 0; i < r.n; i++)
+        prepare_row(&r, i, items, forms, &k);
+    int failed = ack_prefix(&r); /* a leading run of skipped or unmapped records */
+    if (!failed && k)
+        par_sender_run(x->sender, items, k, record_done, &r, &x->stop);
+    for (size_t i = 0; i <= k && i <= r.n; i++)
+        par_buf_free(&forms[i]);
+    for (size_t i = 0; i < r.n; i++)
+        free(r.bodies[i]);
+    free(forms), free(items), free(r.acks), free(r.bodies), free(r.row_of);
+    json_decref(r.rows);
+    return failed ? -1 : (int64_t)r.n;
+}
+
+/* One pass; returns the work done (0: idle) or -1 after a database failure. */
+static int64_t pass(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+{
+    json_t *st = NULL;
+    if (par_store_export_state(s, "stripe", &st, err) == PAR_OK)
+        atomic_store(&x->pending, json_integer_value(json_object_get(st, "pending")));
+    json_decref(st);
+    int64_t folded = fold(x, s, err);
+    if (folded < 0)
+        return -1;
+    int64_t windows = send_windows(x, s, err);
+    if (windows < 0 || x->cfg.aggregate)
+        return windows < 0 ? -1 : folded + windows;
+    return send_records(x, s, err);
 }
 
 static void *exporter_main(void *arg)
 {
     par_stripe_t *x = arg;
-    par_buf_t err, form, resp;
+    par_buf_t err;
     par_buf_init(&err, 4096);
-    par_buf_init(&form, 64 * 1024);
-    par_buf_init(&resp, BODY_CAP + 1);
     par_store_t *s = NULL;
-    CURL *h = curl_easy_init();
-    int64_t backoff = 0;
     while (!x->stop) {
         par_buf_reset(&err);
         if (s == NULL && par_store_open(x->path, 0, &s, &err) != PAR_OK) {
@@ -252,93 +547,20 @@ static void *exporter_main(void *arg)
                 break;
             continue;
         }
-        json_t *rows = NULL, *st = NULL;
-        if (par_store_export_state(s, "stripe", &st, &err) == PAR_OK)
-            atomic_store(&x->pending, json_integer_value(json_object_get(st, "pending")));
-        json_decref(st);
-        if (par_store_next(s, "stripe", BATCH, &rows, &err) != PAR_OK) {
-            par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
-            json_decref(rows);
-            if (nap(x, 1000, 0))
-                break;
-            continue;
-        }
-        if (json_array_size(rows) == 0) {
-            json_decref(rows);
+        int64_t done = pass(x, s, &err);
+        if (done >= 0)
+            set_error(x, "");
+        if (done < 0) {
+            if (err.len)
+                par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
+            nap(x, 1000, 0);
+        } else if (x->cfg.aggregate)
+            nap(x, done ? 50 : 250, 0); /* windows close with time, not with records */
+        else if (done == 0)
             nap(x, 1000, 1);
-            continue;
-        }
-        size_t i;
-        json_t *rec;
-        json_array_foreach(rows, i, rec)
-        {
-            if (x->stop)
-                break;
-            int64_t seq = json_integer_value(json_object_get(rec, "seq"));
-            const char *id = json_string_value(json_object_get(rec, "id"));
-            int skip = 0;
-            par_buf_reset(&form);
-            par_buf_reset(&err);
-            int rc = par_stripe_event_body(&x->cfg, rec, &form, &skip, &err);
-            int dead_status = 0;
-            const char *dead_body = NULL;
-            if (rc != PAR_OK) {
-                dead_status = 422; /* not sent: a mapping problem, kept with its reason */
-                par_buf_append(&err, "", 1);
-                dead_body = err.data;
-            } else if (!skip) {
-                par_buf_append(&form, "", 1);
-                long code;
-                outcome_t o;
-                while ((o = send_one(x, h, form.data, id, &code, &resp)) == RETRY) {
-                    atomic_fetch_add(&counts[PAR_EXPORT_RETRY], 1);
-                    /* exponential backoff with full jitter */
-                    backoff = backoff ? backoff * 2 : x->cfg.backoff_min_ms;
-                    if (backoff > x->cfg.backoff_max_ms)
-                        backoff = x->cfg.backoff_max_ms;
-                    int64_t wait =
-                        backoff / 2 + (int64_t)(par_trace_rand64() % (uint64_t)(backoff / 2 + 1));
-                    if (nap(x, wait, 0))
-                        break;
-                }
-                if (o == RETRY) /* stopping */
-                    break;
-                backoff = 0;
-                if (o == REFUSED) {
-                    dead_status = (int)code;
-                    par_buf_append(&resp, "", 1);
-                    dead_body = resp.data;
-                }
-            }
-            par_buf_t aerr;
-            par_buf_init(&aerr, 4096);
-            if (par_store_ack(s, "stripe", seq, dead_status, dead_body, &aerr) != PAR_OK) {
-                par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)aerr.len, aerr.data);
-                par_buf_free(&aerr);
-                break; /* re-read from the cursor: the record is sent again (same identifier) */
-            }
-            par_buf_free(&aerr);
-            atomic_fetch_add(&counts[dead_status ? PAR_EXPORT_DEAD
-                                     : skip      ? PAR_EXPORT_SKIPPED
-                                                 : PAR_EXPORT_OK],
-                             1);
-            if (dead_status) {
-                par_logline_t l;
-                if (par_log_begin(&l, PAR_LOG_WARN, "usage record refused by the meter endpoint")) {
-                    par_log_str(&l, "record_id", id);
-                    par_log_int(&l, "http_status", dead_status);
-                    par_log_str(&l, "detail", dead_body ? dead_body : "");
-                    par_log_end(&l);
-                }
-            }
-        }
-        json_decref(rows);
     }
-    curl_easy_cleanup(h);
     par_store_close(s);
     par_buf_free(&err);
-    par_buf_free(&form);
-    par_buf_free(&resp);
     return NULL;
 }
 
@@ -359,6 +581,8 @@ int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **
         x->cfg.backoff_min_ms = 200;
     if (x->cfg.backoff_max_ms < x->cfg.backoff_min_ms)
         x->cfg.backoff_max_ms = x->cfg.backoff_min_ms > 30000 ? x->cfg.backoff_min_ms : 30000;
+    if (x->cfg.concurrency == 0)
+        x->cfg.concurrency = 8;
     const char *ep = x->cfg.endpoint ? x->cfg.endpoint : "https://api.stripe.com";
     size_t n = strlen(ep);
     while (n && ep[n - 1] == '/')
@@ -369,9 +593,16 @@ int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->cond, NULL);
     par_fetch_global_init();
-    if (pthread_create(&x->thread, NULL, exporter_main, x) != 0) {
+    x->sender = par_sender_new(&x->cfg, x->url);
+    if (x->sender == NULL) {
+        par_buf_appendf(err, "metering: the Stripe export needs libcurl: %s",
+                        par_curl_error() ? par_curl_error() : "cannot start a transfer");
+        par_stripe_stop(x);
+        return PAR_E_INTERNAL;
+    }
+    x->started = pthread_create(&x->thread, NULL, exporter_main, x) == 0;
+    if (!x->started) {
         par_buf_appends(err, "metering: cannot start the export thread");
-        x->stop = 1;
         par_stripe_stop(x);
         return PAR_E_INTERNAL;
     }
@@ -392,18 +623,24 @@ void par_stripe_stop(par_stripe_t *x)
     if (x == NULL)
         return;
     pthread_mutex_lock(&x->lock);
-    int started = !x->stop;
+    int started = x->started;
     x->stop = 1;
     pthread_cond_signal(&x->cond);
     pthread_mutex_unlock(&x->lock);
     if (started)
         pthread_join(x->thread, NULL);
+    par_sender_free(x->sender);
     par_stripe_config_free(&x->cfg);
     free(x->url);
     free(x->path);
     pthread_mutex_destroy(&x->lock);
     pthread_cond_destroy(&x->cond);
     free(x);
+}
+
+int par_stripe_aggregated(par_stripe_t *x)
+{
+    return x->cfg.aggregate;
 }
 
 int64_t par_stripe_pending(par_stripe_t *x)
@@ -416,4 +653,6 @@ void par_stripe_last_error(par_stripe_t *x, char *out, size_t cap)
     pthread_mutex_lock(&x->lock);
     snprintf(out, cap, "%s", x->last_error);
     pthread_mutex_unlock(&x->lock);
+    if (*out == '\0')
+        par_sender_last_error(x->sender, out, cap);
 }

@@ -79,6 +79,43 @@ static void tr_slist_free_all(struct curl_slist *l)
     (void)l;
 }
 
+/* A multi handle needs the library: the first one loads it; the rest take a
+ * handle that cannot exist before that. */
+static CURLM *tr_multi_init(void)
+{
+    return par_curl_load() == 0 ? par__curl.multi_init() : NULL;
+}
+
+static CURLMcode tr_multi_handle(CURLM *m, CURL *h)
+{
+    (void)m, (void)h;
+    return CURLM_BAD_HANDLE;
+}
+
+static CURLMcode tr_multi_perform(CURLM *m, int *running)
+{
+    (void)m, (void)running;
+    return CURLM_BAD_HANDLE;
+}
+
+static CURLMcode tr_multi_poll(CURLM *m, struct curl_waitfd *fds, unsigned n, int ms, int *nfds)
+{
+    (void)m, (void)fds, (void)n, (void)ms, (void)nfds;
+    return CURLM_BAD_HANDLE;
+}
+
+static CURLMsg *tr_multi_info_read(CURLM *m, int *left)
+{
+    (void)m, (void)left;
+    return NULL;
+}
+
+static CURLMcode tr_multi_cleanup(CURLM *m)
+{
+    (void)m;
+    return CURLM_BAD_HANDLE;
+}
+
 par_curl_api_t par__curl = {
     .global_init = tr_global_init,
     .global_cleanup = tr_global_cleanup,
@@ -92,6 +129,13 @@ par_curl_api_t par__curl = {
     .free = tr_free,
     .slist_append = tr_slist_append,
     .slist_free_all = tr_slist_free_all,
+    .multi_init = tr_multi_init,
+    .multi_add_handle = tr_multi_handle,
+    .multi_remove_handle = tr_multi_handle,
+    .multi_perform = tr_multi_perform,
+    .multi_poll = tr_multi_poll,
+    .multi_info_read = tr_multi_info_read,
+    .multi_cleanup = tr_multi_cleanup,
 };
 
 static void load(void)
@@ -119,6 +163,13 @@ static void load(void)
         {"curl_free", (void **)&a.free},
         {"curl_slist_append", (void **)&a.slist_append},
         {"curl_slist_free_all", (void **)&a.slist_free_all},
+        {"curl_multi_init", (void **)&a.multi_init},
+        {"curl_multi_add_handle", (void **)&a.multi_add_handle},
+        {"curl_multi_remove_handle", (void **)&a.multi_remove_handle},
+        {"curl_multi_perform", (void **)&a.multi_perform},
+        {"curl_multi_poll", (void **)&a.multi_poll},
+        {"curl_multi_info_read", (void **)&a.multi_info_read},
+        {"curl_multi_cleanup", (void **)&a.multi_cleanup},
     };
     for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
         /* POSIX: a function pointer travels through dlsym's void * */

@@ -30,6 +30,13 @@ typedef struct par_curl_api {
     void (*free)(void *p);
     struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
     void (*slist_free_all)(struct curl_slist *l);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_perform)(CURLM *m, int *running);
+    CURLMcode (*multi_poll)(CURLM *m, struct curl_waitfd *fds, unsigned n, int ms, int *numfds);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+    CURLMcode (*multi_cleanup)(CURLM *m);
 } par_curl_api_t;
 
 extern par_curl_api_t par__curl;
@@ -54,5 +61,12 @@ const char *par_curl_error(void);
 #define curl_free(p) par__curl.free(p)
 #define curl_slist_append(l, s) par__curl.slist_append(l, s)
 #define curl_slist_free_all(l) par__curl.slist_free_all(l)
+#define curl_multi_init() par__curl.multi_init()
+#define curl_multi_add_handle(m, h) par__curl.multi_add_handle(m, h)
+#define curl_multi_remove_handle(m, h) par__curl.multi_remove_handle(m, h)
+#define curl_multi_perform(m, r) par__curl.multi_perform(m, r)
+#define curl_multi_poll(m, f, n, ms, nf) par__curl.multi_poll(m, f, n, ms, nf)
+#define curl_multi_info_read(m, l) par__curl.multi_info_read(m, l)
+#define curl_multi_cleanup(m) par__curl.multi_cleanup(m)
 
 #endif

@@ -14,6 +14,7 @@
 #include <par/par.h>
 
 #include "metering/store.h"
+#include "metering/stripe.h"
 
 static char dir[64];
 static char path[96];
@@ -94,6 +95,12 @@ static void test_insert_is_idempotent_and_survives_reopen(void **state)
     par_store_close(s);
 }
 
+static int ack(par_store_t *s, int64_t seq, int status, const char *body)
+{
+    par_store_ack_t a = {seq, status, body};
+    return par_store_ack_records(s, "stripe", &a, 1, NULL);
+}
+
 static void test_cursor_moves_only_on_ack(void **state)
 {
     (void)state;
@@ -107,7 +114,7 @@ static void test_cursor_moves_only_on_ack(void **state)
     assert_int_equal(par_store_next(s, "stripe", 1, &rows, NULL), PAR_OK);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "seq")), seq_a);
     json_decref(rows);
-    assert_int_equal(par_store_ack(s, "stripe", seq_a, 0, NULL, NULL), PAR_OK);
+    assert_int_equal(ack(s, seq_a, 0, NULL), PAR_OK);
     assert_int_equal(par_store_next(s, "stripe", 10, &rows, NULL), PAR_OK);
     assert_int_equal(json_array_size(rows), 1);
     json_t *c = json_array_get(rows, 0);
@@ -125,7 +132,7 @@ static void test_cursor_moves_only_on_ack(void **state)
     json_decref(st);
 
     /* a permanent refusal: dead letter and cursor in one step */
-    assert_int_equal(par_store_ack(s, "stripe", seq_c, 400, "{\"error\":\"no\"}", NULL), PAR_OK);
+    assert_int_equal(ack(s, seq_c, 400, "{\"error\":\"no\"}"), PAR_OK);
     assert_int_equal(par_store_next(s, "stripe", 10, &rows, NULL), PAR_OK);
     assert_int_equal(json_array_size(rows), 0);
     json_decref(rows);
@@ -209,6 +216,165 @@ static void test_open_failure_says_where(void **state)
     par_buf_free(&err);
 }
 
+static json_t *due(par_store_t *s)
+{
+    json_t *rows;
+    assert_int_equal(par_store_windows_due(s, 100, &rows, NULL), PAR_OK);
+    return rows;
+}
+
+static void add(par_store_t *s, const char *cust, int64_t ws, double v, int64_t seq)
+{
+    par_window_t w = {cust, "ev", ws, 60000};
+    assert_int_equal(par_store_begin(s, NULL), PAR_OK);
+    assert_int_equal(par_store_window_add(s, &w, v, seq, "node-1", NULL), PAR_OK);
+    assert_int_equal(par_store_fold_record(s, "agg", seq, 0, NULL, NULL), PAR_OK);
+    assert_int_equal(par_store_commit(s, NULL), PAR_OK);
+}
+
+static void seal(par_store_t *s, int64_t now)
+{
+    assert_int_equal(par_store_begin(s, NULL), PAR_OK);
+    assert_int_equal(par_store_windows_seal(s, now, 30000, NULL), PAR_OK);
+    assert_int_equal(par_store_commit(s, NULL), PAR_OK);
+}
+
+static void test_windows_fold_seal_send_and_late_parts(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    const int64_t W = 1700000040000; /* a window start; the window is [W, W + 60 s) */
+    add(s, "cus_a", W, 3, 1);
+    add(s, "cus_a", W, 4, 2);
+    add(s, "cus_b", W, 1, 3);
+    add(s, "cus_a", W + 60000, 9, 4); /* the next window */
+    seal(s, W + 60000 + 29999);       /* grace not over: nothing to send */
+    json_t *rows = due(s);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    seal(s, W + 60000 + 30000);
+    rows = due(s);
+    assert_int_equal(json_array_size(rows), 2);
+    json_t *a = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(a, "customer")), "cus_a");
+    assert_true(json_number_value(json_object_get(a, "value")) == 7);
+    assert_int_equal(json_integer_value(json_object_get(a, "records")), 2);
+    assert_int_equal(json_integer_value(json_object_get(a, "part")), 0);
+    char id[PAR_WINDOW_ID_MAX];
+    par_stripe_window_id("node-1", "cus_a", "ev", W, 0, id);
+    assert_string_equal(json_string_value(json_object_get(a, "identifier")), id);
+    int64_t wid_a = json_integer_value(json_object_get(a, "wid"));
+    int64_t wid_b = json_integer_value(json_object_get(json_array_get(rows, 1), "wid"));
+    json_decref(rows);
+
+    /* a crash before the answer is recorded: the same identifier is due again */
+    par_store_close(s);
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    rows = due(s);
+    assert_int_equal(json_array_size(rows), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "identifier")),
+                        id);
+    json_decref(rows);
+    assert_int_equal(par_store_window_done(s, "agg", wid_a, 0, NULL, NULL), PAR_OK);
+    assert_int_equal(par_store_window_done(s, "agg", wid_b, 400, "{\"no\"}", NULL), PAR_OK);
+    assert_int_equal(par_store_window_done(s, "agg", wid_a, 0, NULL, NULL), PAR_OK); /* again */
+    rows = due(s);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+
+    /* a late record for the sent window: a part of its own, its own identifier */
+    add(s, "cus_a", W, 5, 5);
+    add(s, "cus_a", W, 6, 6);
+    /* the clock jumps back: nothing sealed reopens, nothing open seals early */
+    seal(s, W - 3600000);
+    rows = due(s);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    seal(s, W + 149999);
+    rows = due(s);
+    assert_int_equal(json_array_size(rows), 1); /* the late part; W + 60 s is still open */
+    a = json_array_get(rows, 0);
+    assert_int_equal(json_integer_value(json_object_get(a, "part")), 1);
+    assert_true(json_number_value(json_object_get(a, "value")) == 11);
+    par_stripe_window_id("node-1", "cus_a", "ev", W, 1, id);
+    assert_string_equal(json_string_value(json_object_get(a, "identifier")), id);
+    json_decref(rows);
+
+    json_t *st;
+    assert_int_equal(par_store_export_state(s, "agg", &st, NULL), PAR_OK);
+    assert_int_equal(json_integer_value(json_object_get(st, "exported")), 2);
+    assert_int_equal(json_integer_value(json_object_get(st, "dead")), 1);
+    assert_int_equal(json_integer_value(json_object_get(st, "cursor")), 6);
+    assert_int_equal(json_integer_value(json_object_get(st, "windows_pending")), 2);
+    assert_int_equal(json_integer_value(json_object_get(st, "last_window_sent")), W);
+    assert_int_equal(json_integer_value(json_object_get(st, "oldest_unexported_ms")), W);
+    json_decref(st);
+    json_t *dead;
+    assert_int_equal(par_store_dead_letters(s, 10, &dead, NULL), PAR_OK);
+    json_t *d = json_array_get(dead, 0);
+    assert_string_equal(json_string_value(json_object_get(d, "customer")), "cus_b");
+    assert_int_equal(json_integer_value(json_object_get(d, "window_start")), W);
+    assert_int_equal(json_integer_value(json_object_get(d, "http_status")), 400);
+    json_decref(dead);
+    par_store_close(s);
+}
+
+static void test_rollups_answer_for_pruned_records(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    char own[128]; /* a database of its own */
+    snprintf(own, sizeof(own), "%s/rollups.db", dir);
+    assert_int_equal(par_store_open(own, 0, &s, NULL), PAR_OK);
+    const int64_t H = 1700000000000 - 1700000000000 % 3600000; /* an hour's start */
+    par_usage_t *r[4] = {rec("r1", "", "echo", "alice", "ok", H + 10, "{\"tokens\":5}"),
+                         rec("h1", "r1", "echo/upper", "alice", "ok", H + 11, "{\"tokens\":2}"),
+                         rec("r2", "", "echo", "bob", "agent_error", H + 3600000 + 5, NULL),
+                         rec("r3", "", "echo", "alice", "ok", H + 3600000 + 6, "{\"tokens\":1}")};
+    insert(s, r, 4);
+    json_t *before, *after;
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &before, NULL), PAR_OK);
+    int64_t n;
+    /* nothing is deleted before it is rolled up */
+    assert_int_equal(par_store_prune(s, H + 7200000, 0, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(par_store_rollup(s, 3, &n, NULL), PAR_OK);
+    assert_int_equal(n, 3);
+    /* exporting, with the export cursor at r1 (seq 1): only what it passed goes */
+    par_store_ack_t a = {1, 0, NULL};
+    assert_int_equal(par_store_ack_records(s, "stripe", &a, 1, NULL), PAR_OK);
+    assert_int_equal(par_store_prune(s, H + 7200000, 1, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &after, NULL), PAR_OK);
+    assert_true(json_equal(before, after)); /* r1 from the rollup, r3 not rolled up yet */
+    json_decref(after);
+    assert_int_equal(par_store_rollup(s, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(par_store_prune(s, H + 7200000, 0, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &after, NULL), PAR_OK);
+    assert_true(json_equal(before, after));
+    json_decref(after);
+    /* the second hour alone, from its rollup */
+    assert_int_equal(par_store_summary(s, H + 3600000, H + 7200000, NULL, &after, NULL), PAR_OK);
+    json_t *g = json_array_get(after, 0);
+    assert_int_equal(json_integer_value(json_object_get(g, "count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(g, "errors")), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(g, "units"), "tokens")), 1);
+    json_decref(after);
+    /* rollups past their retention go too */
+    assert_int_equal(par_store_prune_rollups(s, H + 3600000, 0, NULL), PAR_OK);
+    assert_int_equal(par_store_summary(s, 0, INT64_MAX, NULL, &after, NULL), PAR_OK);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(after, 0), "count")), 2);
+    json_decref(after);
+    json_decref(before);
+    par_store_space_t sp;
+    assert_int_equal(par_store_space(s, &sp, NULL), PAR_OK);
+    assert_true(sp.file_bytes > 0 && sp.oldest_unrolled_ms == 0);
+    par_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +382,8 @@ int main(void)
         cmocka_unit_test(test_cursor_moves_only_on_ack),
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_open_failure_says_where),
+        cmocka_unit_test(test_windows_fold_seal_send_and_late_parts),
+        cmocka_unit_test(test_rollups_answer_for_pruned_records),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
