@@ -136,7 +136,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int yrc = par_archive_read_member(&a, "agent.yaml", 256 * 1024, &yaml, &err);
     FUZZ_CHECK(yrc == PAR_OK || yrc == PAR_E_NOT_FOUND || yrc == PAR_E_TOO_LARGE ||
-                   yrc == PAR_E_INVALID_PACKAGE || yrc == PAR_E_UNSAFE_ARCHIVE,
+                   yrc == PAR_E_INVALID_PACKAGE || yrc == PAR_E_UNSAFE_ARCHIVE ||
+                   yrc == PAR_E_BAD_ARCHIVE,
                "read_member: %d", yrc);
     FUZZ_CHECK(mkdir(g_dest, 0700) == 0, "mkdir %s", g_dest);
     par_buf_reset(&err);
