@@ -105,6 +105,30 @@ def test_cross_key_checks_in_config_check(tmp_path):
     assert r.returncode == 2 and "no API key" in r.stderr
 
 
+# What the table cannot judge alone but `par serve` refused only after starting:
+# `par config check` must refuse it too, and serve before creating anything.
+UNLOADABLE = [
+    ("trust: {keys: [{file: nope.pub}]}\n", "trust.keys[0]: ", "nope.pub: No such file"),
+    ("trust: {keys: [{key: garbage}]}\n", "trust.keys[0]: public key: not valid base64", ""),
+    ("tls: {cert: c.pem}\n", "tls.key is required with tls.cert", ""),
+    ("tls: {cert: c.pem, key: k.pem}\n", "tls.cert: cannot load the certificate chain", "c.pem"),
+    ("listen: 127.0.0.1:99999\n", "`listen`: '127.0.0.1:99999' is not IP:PORT", ""),
+    ("listen: localhost:8080\n", "`listen`: 'localhost:8080' is not IP:PORT", ""),
+]
+
+
+@pytest.mark.parametrize("yaml,needle,also", UNLOADABLE, ids=[u[1][:30] for u in UNLOADABLE])
+def test_check_and_serve_refuse_what_cannot_load(tmp_path, yaml, needle, also):
+    conf = write(tmp_path, BASE + yaml)
+    r = run("config", "check", conf)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert conf + ": " + needle in r.stderr and also in r.stderr, r.stderr
+    r = subprocess.run([PAR, "serve", "--config", conf, "--state-dir", str(tmp_path / "var")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert not (tmp_path / "var").exists()  # refused before anything was created
+
+
 def test_bad_flags_and_variables_are_refused(tmp_path):
     r = subprocess.run([PAR, "serve", "--listn", "x"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "unknown option `--listn` (did you mean `--listen`?)" in r.stderr
