@@ -200,3 +200,22 @@ def test_client_errors(srv, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
     # the server is unharmed
     assert srv.get("/runtime/health").status_code == 200
+
+
+@pytest.mark.parametrize("args,says", [
+    (("ls", "--sever", "http://x"), "par ls: unknown option `--sever` (did you mean `--server`?)"),
+    (("usage", "--form", "1"), "par usage: unknown option `--form` (did you mean `--from`?)"),
+    (("ls", "--sha256", "ab"), "par ls: unknown option `--sha256` for this command"),
+    (("ls", "extra"), "par ls: unexpected argument 'extra'"),
+    (("rm", "a", "b"), "par rm: unexpected argument 'b'"),
+    (("rm",), "par rm: which package? (NAME[@VERSION])"),
+    (("deploy",), "par deploy: which package? (FILE or URL)"),
+    (("ls", "--token"), "par ls: --token needs a value"),
+])
+def test_client_misuse_names_the_argument(args, says):
+    """A typo in a client command's arguments is named on the first line, not
+    only answered with the whole usage text."""
+    r = run(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.split("\n")[0] == says, r.stderr
+    assert "usage: par deploy" in r.stderr
