@@ -143,6 +143,23 @@ def test_bad_flags_and_variables_are_refused(tmp_path):
     assert r.returncode == 2 and "auth.oidc.leeway" in r.stderr
 
 
+def test_misspelt_variable_is_refused(tmp_path):
+    """PAR_LSTEN=… would otherwise start on the default address unnoticed; a
+    PAR_* variable that is nowhere near one of ours (the client's PAR_TOKEN)
+    is left alone."""
+    for var, near in (("PAR_LSTEN", "PAR_LISTEN"), ("PAR_LOGLEVEL", "PAR_LOG_LEVEL"),
+                      ("PAR_STATEDIR", "PAR_STATE_DIR")):
+        env = dict(os.environ, **{var: "127.0.0.1:1"})
+        r = subprocess.run([PAR, "serve", "--state-dir", str(tmp_path / "var")], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r.stderr
+        assert f"{var}: unknown variable (did you mean {near}?)" in r.stderr, r.stderr
+        assert not (tmp_path / "var").exists()
+    r = subprocess.run([PAR, "config", "show"], env=dict(os.environ, PAR_TOKEN="t"),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_good_file_checks_ok(tmp_path):
     conf = write(tmp_path, BASE + "listen: 127.0.0.1:9\nlimits: {timeout_ms: 5s, memory_mb: 1GiB}\n"
                  "registry: {s3: {endpoint: null}}\n")
