@@ -105,6 +105,9 @@ class Worker:
         self.next_call = 0
         self.log_window = 0
         self.log_count = 0
+        # until HELLO every line goes out: the runtime keeps the last ones for
+        # the start error (and rate-limits its log itself)
+        self.starting = True
         self.log_dropped = 0
 
     # -- loading ---------------------------------------------------------------
@@ -183,7 +186,7 @@ class Worker:
             else:
                 dropped = 0
             self.log_count += 1
-            if self.log_count > LOG_LINES_PER_SEC:
+            if self.log_count > LOG_LINES_PER_SEC and not self.starting:
                 self.log_dropped += 1
                 return
         if dropped:
@@ -678,6 +681,7 @@ def main(argv):
     chan.send(HELLO, 0, {"protocol": PROTOCOL, "runtime": "python",
                          "python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
                          "exports": [n for n, _ in opts["exports"]]})
+    w.starting = False
     w.serve()
 
 
