@@ -103,6 +103,11 @@ def test_cross_key_checks_in_config_check(tmp_path):
     assert r.returncode == 2 and "auth.oidc.issuer" in r.stderr
     r = run("config", "check", write(tmp_path, BASE + "metering: {enabled: true, stripe: {value: units.tokens}}\n"))
     assert r.returncode == 2 and "no API key" in r.stderr
+    conf = write(tmp_path, BASE + "metering: {enabled: true, stripe: {api_key: k, value: nope}}\n")
+    r = run("config", "check", conf)
+    assert r.returncode == 2, r.stderr
+    # the file named once, then the key
+    assert r.stderr.startswith(conf + ": metering.stripe.value: 'nope' is not"), r.stderr
 
 
 # What the table cannot judge alone but `par serve` refused only after starting:
