@@ -63,6 +63,21 @@ def test_init_layouts(tmp_path):
     assert r.returncode == 2 and "usage: par init" in r.stderr
 
 
+@pytest.mark.parametrize("args,says", [
+    (("x", "--python", "--c"), "par init: --python and --c: choose one"),
+    (("x", "--rust"), "par init: unknown option `--rust`"),
+    (("x", "y"), "par init: unexpected argument `y`"),
+    (("x", "--dir"), "par init: --dir needs a directory"),
+    ((), "par init: the package NAME is required"),
+])
+def test_init_misuse_names_the_argument(tmp_path, args, says):
+    """Conflicting languages are refused (the last one won silently) and each
+    mistake is named before the usage; nothing is written."""
+    r = run("init", *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.split("\n")[0] == says, r.stderr
+    assert "usage: par init" in r.stderr and not os.listdir(tmp_path)
+
+
 def test_init_pack_inspect_serve_invoke(server_factory, tmp_path):
     py = init_pack(tmp_path, "hello-new", "python")
     c = init_pack(tmp_path, "native-new", "c")
