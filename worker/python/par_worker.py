@@ -403,8 +403,9 @@ class Worker:
 
 def clean(text):
     """Text safe for a JSON header: lone surrogates (undecodable file names in an
-    exception, say) become backslash escapes instead of invalid JSON."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    exception, say) become backslash escapes instead of invalid JSON, and so does
+    NUL (the runtime refuses a header holding \\u0000, so the line was lost)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
 
 
 def call_outcome(status, body):
