@@ -437,6 +437,11 @@ static int check_loadable(const par_conf_t *c, par_buf_t *err)
     par_http_opts_t ho;
     par_conf_to_http(c, &ho);
     par_http_tls_t *tls = NULL;
+    if (ho.tls_client_ca && !ho.tls_cert) { /* else plain HTTP, and no client is checked */
+        par_buf_appendf(err, "tls.client_ca needs tls.cert and tls.key: client certificates are "
+                             "asked for only over TLS\n");
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
     if ((ho.tls_cert || ho.tls_key) && par__http_tls_new(ho.tls_cert, ho.tls_key, ho.tls_client_ca,
                                                          ho.http2, &tls, err) != PAR_OK) {
         par_buf_appendf(err, "\n");
