@@ -426,6 +426,14 @@ static int check_loadable(const par_conf_t *c, par_buf_t *err)
                         listen);
         rc = PAR_E_INVALID_ARGUMENT;
     }
+    const char *idx = par_conf_str(c, PAR_K_REGISTRY_INDEX);
+    int http_ok = par_conf_bool(c, PAR_K_REGISTRY_ALLOW_HTTP, 0);
+    if (idx && strncmp(idx, "https://", 8) != 0 && strncmp(idx, "s3://", 5) != 0 &&
+        !(http_ok && strncmp(idx, "http://", 7) == 0)) { /* else only a warning per poll */
+        par_buf_appendf(err, "registry.index_url: '%s' is not an https:// or s3:// URL%s\n", idx,
+                        http_ok ? " (nor http://)" : "");
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
     par_conf_runtime_t r;
     par_trust_t t;
     if (par_conf_to_runtime(c, &r) == PAR_OK &&

@@ -117,6 +117,8 @@ UNLOADABLE = [
     ("trust: {keys: [{key: garbage}]}\n", "trust.keys[0]: public key: not valid base64", ""),
     ("tls: {cert: c.pem}\n", "tls.key is required with tls.cert", ""),
     ("tls: {cert: c.pem, key: k.pem}\n", "tls.cert: cannot load the certificate chain", "c.pem"),
+    ("registry: {index_url: ftp://x/index.json}\n", "registry.index_url: 'ftp://x/index.json' is not", ""),
+    ("registry: {index_url: http://x/i.json}\n", "registry.index_url: 'http://x/i.json' is not", ""),
     ("tls: {client_ca: ca.pem}\n", "tls.client_ca needs tls.cert and tls.key", ""),
     ("listen: 127.0.0.1:99999\n", "`listen`: '127.0.0.1:99999' is not IP:PORT", ""),
     ("listen: localhost:8080\n", "`listen`: 'localhost:8080' is not IP:PORT", ""),
