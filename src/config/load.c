@@ -134,7 +134,9 @@ static json_t *trust_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
             continue;
         }
         char *abs = file ? par_path_absolute(r->base, file) : NULL;
-        json_t *o = json_pack("{s:s}", file ? "file" : "key", file ? abs : key);
+        /* a `key` naming a .pub file is relative to this file too, as a bare entry is */
+        json_t *o =
+            file ? json_pack("{s:s}", "file", abs) : par__conf_trust_key_entry(key, r->base);
         free(abs);
         if (pins)
             json_object_set_new(o, "packages", pins);

@@ -137,6 +137,20 @@ def test_check_and_serve_refuse_what_cannot_load(tmp_path, yaml, needle, also):
     assert not (tmp_path / "var").exists()  # refused before anything was created
 
 
+def test_key_naming_a_pub_file_is_relative_to_the_file(tmp_path):
+    """`{key: acme.pub, packages: [...]}` names a file as a bare `- acme.pub`
+    does: both are relative to the configuration's directory, not to where par
+    starts."""
+    d = tmp_path / "etc"
+    d.mkdir()
+    r = run("keygen", "-W", "-p", str(d / "acme.pub"), "-s", str(d / "acme.key"))
+    assert r.returncode == 0, r.stderr
+    conf = write(d, BASE + "trust: {keys: [acme.pub, {key: acme.pub, packages: [acme-*]}]}\n")
+    r = subprocess.run([PAR, "config", "check", conf], capture_output=True, text=True,
+                       timeout=30, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
 def test_bad_flags_and_variables_are_refused(tmp_path):
     r = subprocess.run([PAR, "serve", "--listn", "x"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "unknown option `--listn` (did you mean `--listen`?)" in r.stderr
