@@ -382,7 +382,17 @@ static void default_server(client_t *c, par_buf_t *own)
     if (c->server == NULL && env && *env)
         c->server = env;
     if (c->server == NULL && listen && *listen) {
-        par_buf_appendf(own, "http://%s", listen);
+        /* the forms par serve takes: ":8080" and "8080" (all or loopback
+         * addresses), "0.0.0.0:8080" and "[::]:8080": this host's loopback */
+        const char *port = strrchr(listen, ':');
+        if (strspn(listen, "0123456789") == strlen(listen))
+            par_buf_appendf(own, "http://127.0.0.1:%s", listen);
+        else if (port && (port == listen || strncmp(listen, "0.0.0.0:", 8) == 0))
+            par_buf_appendf(own, "http://127.0.0.1%s", port);
+        else if (strncmp(listen, "[::]:", 5) == 0)
+            par_buf_appendf(own, "http://[::1]%s", listen + 4);
+        else
+            par_buf_appendf(own, "http://%s", listen);
         par_buf_terminate(own);
         c->server = own->data;
     }

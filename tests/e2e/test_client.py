@@ -188,6 +188,18 @@ def test_client_commands(srv, tmp_path):
     assert not [p for p in left if p["state"] == "active"], left
 
 
+def test_client_reads_every_listen_form(srv):
+    """PAR_LISTEN as par serve takes it (":PORT", "PORT", "0.0.0.0:PORT") names
+    this host's loopback for the client, not a malformed URL or host "PORT"."""
+    port = srv.url.rsplit(":", 1)[1]
+    for listen in (":" + port, port, "0.0.0.0:" + port, "127.0.0.1:" + port):
+        env = {k: v for k, v in os.environ.items() if k not in ("PAR_SERVER", "PAR_TOKEN")}
+        env["PAR_LISTEN"] = listen
+        r = run("agents", "--token", ADMIN, env=env)
+        assert r.returncode == 0, (listen, r.stderr)
+        assert r.stdout.startswith("AGENT"), (listen, r.stdout)
+
+
 def test_client_errors(srv, tmp_path):
     def refused(r, name):
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
