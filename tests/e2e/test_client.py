@@ -78,6 +78,19 @@ def test_init_misuse_names_the_argument(tmp_path, args, says):
     assert "usage: par init" in r.stderr and not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize("args,says", [
+    (("pkgdir",), "par pack: -o FILE.apkg is required (e.g. -o NAME-VERSION.apkg)"),
+    ((), "par pack: the package directory DIR is required"),
+    (("pkgdir", "-o"), "par pack: a value is missing after `-o`"),
+    (("pkgdir", "-o", "x.apkg", "--sgn"), "par pack: unknown option `--sgn`"),
+    (("pkgdir", "other", "-o", "x.apkg"), "par pack: unexpected argument `other`"),
+])
+def test_pack_misuse_names_the_argument(tmp_path, args, says):
+    r = run("pack", *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.split("\n")[0] == says, r.stderr
+    assert "usage: par pack" in r.stderr and not os.listdir(tmp_path)
+
+
 def test_init_pack_inspect_serve_invoke(server_factory, tmp_path):
     py = init_pack(tmp_path, "hello-new", "python")
     c = init_pack(tmp_path, "native-new", "c")
