@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "util/buf.h"
 #include "util/curl.h"
+#include "util/suggest.h"
 
 #define RESPONSE_MAX (64u << 20) /* a package list or usage report; more is a broken server */
 
@@ -310,7 +311,24 @@ static int cmd_usage(const client_t *c, json_t *j)
 
 /* ---- arguments ---------------------------------------------------------------------- */
 
-static int parse_client_args(int argc, char **argv, client_t *c)
+/* Says in `why` what is wrong with argument `a`: an unknown option (with the
+ * nearest known one) or one argument too many. */
+static int bad_arg(const char *a, char *why, size_t cap)
+{
+    static const char *const known[] = {"--json", "--server", "--token",  "--group-by",
+                                        "--from", "--to",     "--sha256", "--signature-url",
+                                        "--help", NULL};
+    const char *near = a[0] == '-' ? par_suggest(a, known) : NULL;
+    if (a[0] != '-')
+        snprintf(why, cap, "unexpected argument '%s'", a);
+    else if (near)
+        snprintf(why, cap, "unknown option `%s` (did you mean `%s`?)", a, near);
+    else
+        snprintf(why, cap, "unknown option `%s` for this command", a);
+    return -1;
+}
+
+static int parse_client_args(int argc, char **argv, client_t *c, char *why, size_t cap)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -334,18 +352,27 @@ static int parse_client_args(int argc, char **argv, client_t *c)
         else if (strcmp(a, "--signature-url") == 0 && strcmp(c->cmd, "deploy") == 0)
             slot = &c->signature_url;
         if (slot) {
-            if (i + 1 >= argc)
+            if (i + 1 >= argc) {
+                snprintf(why, cap, "%s needs a value", a);
                 return -1;
+            }
             *slot = argv[++i];
         } else if (a[0] != '-' && c->arg == NULL) {
             c->arg = a;
         } else {
-            return -1;
+            return bad_arg(a, why, cap);
         }
     }
     int wants_arg =
         strcmp(c->cmd, "deploy") == 0 || strcmp(c->cmd, "rm") == 0 || strcmp(c->cmd, "reload") == 0;
-    return (c->arg != NULL) == wants_arg ? 0 : -1;
+    if ((c->arg != NULL) == wants_arg)
+        return 0;
+    if (wants_arg)
+        snprintf(why, cap, "which package? (%s)",
+                 strcmp(c->cmd, "deploy") == 0 ? "FILE or URL" : "NAME[@VERSION]");
+    else
+        bad_arg(c->arg, why, cap);
+    return -1;
 }
 
 static void default_server(client_t *c, par_buf_t *own)
@@ -355,7 +382,17 @@ static void default_server(client_t *c, par_buf_t *own)
     if (c->server == NULL && env && *env)
         c->server = env;
     if (c->server == NULL && listen && *listen) {
-        par_buf_appendf(own, "http://%s", listen);
+        /* the forms par serve takes: ":8080" and "8080" (all or loopback
+         * addresses), "0.0.0.0:8080" and "[::]:8080": this host's loopback */
+        const char *port = strrchr(listen, ':');
+        if (strspn(listen, "0123456789") == strlen(listen))
+            par_buf_appendf(own, "http://127.0.0.1:%s", listen);
+        else if (port && (port == listen || strncmp(listen, "0.0.0.0:", 8) == 0))
+            par_buf_appendf(own, "http://127.0.0.1%s", port);
+        else if (strncmp(listen, "[::]:", 5) == 0)
+            par_buf_appendf(own, "http://[::1]%s", listen + 4);
+        else
+            par_buf_appendf(own, "http://%s", listen);
         par_buf_terminate(own);
         c->server = own->data;
     }
@@ -430,7 +467,9 @@ int par_cli_client(int argc, char **argv)
         usage_client(stdout);
         return 0;
     }
-    if (parse_client_args(argc, argv, &c) != 0) {
+    char why[256];
+    if (parse_client_args(argc, argv, &c, why, sizeof(why)) != 0) {
+        fprintf(stderr, "par %s: %s\n", c.cmd, why);
         usage_client(stderr);
         return 2;
     }

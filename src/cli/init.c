@@ -217,20 +217,34 @@ static int target_free(const char *dir)
     return used ? -1 : 0;
 }
 
-static int parse_init_args(int argc, char **argv, const char **name, const char **dir, int *c)
+/* On a mistake, says in `why` which argument is wrong. */
+static int parse_init_args(int argc, char **argv, const char **name, const char **dir, int *c,
+                           char *why, size_t cap)
 {
+    int lang = -1;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--python") == 0)
-            *c = 0;
-        else if (strcmp(argv[i], "--c") == 0)
-            *c = 1;
+        int l = strcmp(argv[i], "--python") == 0 ? 0 : strcmp(argv[i], "--c") == 0 ? 1 : -1;
+        if (l >= 0 && lang >= 0 && l != lang) {
+            snprintf(why, cap, "--python and --c: choose one");
+            return -1;
+        }
+        if (l >= 0)
+            lang = *c = l;
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             *dir = argv[++i];
-        else if (*name == NULL && argv[i][0] != '-')
-            *name = argv[i];
-        else
+        else if (strcmp(argv[i], "--dir") == 0) {
+            snprintf(why, cap, "--dir needs a directory");
             return -1;
+        } else if (*name == NULL && argv[i][0] != '-')
+            *name = argv[i];
+        else {
+            snprintf(why, cap, "%s `%s`",
+                     argv[i][0] == '-' ? "unknown option" : "unexpected argument", argv[i]);
+            return -1;
+        }
     }
+    if (*name == NULL)
+        snprintf(why, cap, "the package NAME is required");
     return *name ? 0 : -1;
 }
 
@@ -242,7 +256,9 @@ int par_cli_init(int argc, char **argv)
     }
     const char *name = NULL, *dir = NULL;
     int c = 0;
-    if (parse_init_args(argc, argv, &name, &dir, &c) != 0) {
+    char why[300];
+    if (parse_init_args(argc, argv, &name, &dir, &c, why, sizeof(why)) != 0) {
+        fprintf(stderr, "par init: %s\n", why);
         usage_init(stderr);
         return 2;
     }

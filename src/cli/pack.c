@@ -136,6 +136,23 @@ static int pack_into_place(const char *dir, const char *outp, int sign, const ch
     return rc;
 }
 
+/* Misuse: names argument `a` (or says `why`), then the usage; exit status 2. */
+static int pack_misuse(const char *a, const char *why)
+{
+    int valued = a && (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0 || strcmp(a, "-s") == 0 ||
+                       strcmp(a, "--password-file") == 0 || strcmp(a, "-t") == 0);
+    if (why)
+        fprintf(stderr, "par pack: %s\n", why);
+    else
+        fprintf(stderr, "par pack: %s `%s`\n",
+                a[0] != '-' ? "unexpected argument"
+                : valued    ? "a value is missing after"
+                            : "unknown option",
+                a);
+    usage_pack(stderr);
+    return 2;
+}
+
 int par_cli_pack(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -160,14 +177,12 @@ int par_cli_pack(int argc, char **argv)
         else if (dir == NULL && argv[i][0] != '-')
             dir = argv[i];
         else {
-            usage_pack(stderr);
-            return 2;
+            return pack_misuse(argv[i], NULL);
         }
     }
-    if (dir == NULL || outp == NULL) {
-        usage_pack(stderr);
-        return 2;
-    }
+    if (dir == NULL || outp == NULL)
+        return pack_misuse(NULL, dir ? "-o FILE.apkg is required (e.g. -o NAME-VERSION.apkg)"
+                                     : "the package directory DIR is required");
     char ypath[PATH_MAX];
     snprintf(ypath, sizeof(ypath), "%s/agent.yaml", dir);
     par_buf_t y;

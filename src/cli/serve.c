@@ -26,13 +26,16 @@
 #include "cli/cli.h"
 #include "config/apply.h"
 #include "config/config.h"
+#include "http/listener.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "obs/log.h"
 #include "metering/meter.h"
 #include "metering/stripe.h"
 #include "obs/metrics.h"
 #include "pkg/archive.h"
 #include "pkg/manifest.h"
+#include "pkg/trust.h"
 #include "runtime/runtime.h"
 
 /* The server lives as long as the process: kept here so that it stays
@@ -408,20 +411,78 @@ static par_runtime_t *start_runtime(const par_conf_t *c, par_meter_config_t *m)
     return rt;
 }
 
+/* The values the table cannot judge alone: the listen address parses, the
+ * trusted keys and the TLS files load. Each problem is appended to `err`. */
+static int check_loadable(const par_conf_t *c, par_buf_t *err)
+{
+    int rc = PAR_OK;
+    const char *listen = par_conf_str(c, PAR_K_LISTEN);
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (listen && par__http_listen_parse(listen, &ss, &sl) != 0) {
+        par_buf_appendf(err,
+                        "`listen`: '%s' is not IP:PORT (a numeric address such as "
+                        "127.0.0.1:8080, [::1]:8080 or :8080, port 0 to 65535)\n",
+                        listen);
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
+    const char *idx = par_conf_str(c, PAR_K_REGISTRY_INDEX);
+    int http_ok = par_conf_bool(c, PAR_K_REGISTRY_ALLOW_HTTP, 0);
+    if (idx && strncmp(idx, "https://", 8) != 0 && strncmp(idx, "s3://", 5) != 0 &&
+        !(http_ok && strncmp(idx, "http://", 7) == 0)) { /* else only a warning per poll */
+        par_buf_appendf(err, "registry.index_url: '%s' is not an https:// or s3:// URL%s\n", idx,
+                        http_ok ? " (nor http://)" : "");
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
+    par_conf_runtime_t r;
+    par_trust_t t;
+    if (par_conf_to_runtime(c, &r) == PAR_OK &&
+        par_trust_init(&t, r.cfg.trusted_keys, r.cfg.trusted_key_count, 0, err) == PAR_OK)
+        par_trust_free(&t);
+    else
+        rc = PAR_E_INVALID_ARGUMENT;
+    par_conf_runtime_free(&r);
+    par_http_opts_t ho;
+    par_conf_to_http(c, &ho);
+    par_http_tls_t *tls = NULL;
+    if (ho.tls_client_ca && !ho.tls_cert) { /* else plain HTTP, and no client is checked */
+        par_buf_appendf(err, "tls.client_ca needs tls.cert and tls.key: client certificates are "
+                             "asked for only over TLS\n");
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
+    if ((ho.tls_cert || ho.tls_key) && par__http_tls_new(ho.tls_cert, ho.tls_key, ho.tls_client_ca,
+                                                         ho.http2, &tls, err) != PAR_OK) {
+        par_buf_appendf(err, "\n");
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
+    if (tls)
+        par__http_tls_free(tls);
+    return rc;
+}
+
 /* What `par serve` and `par config check` refuse before starting anything:
- * the checks across keys of auth and metering. Prints every problem. */
+ * the checks across keys of auth and metering, and what must load. Prints
+ * every problem. */
 static int prepare(const par_conf_t *c, par_auth_config_t *ac, par_meter_config_t *m, int *metering)
 {
     par_buf_t err;
     par_buf_init(&err, 0);
-    int rc = par_conf_to_auth(c, ac, &err);
+    int rc = check_loadable(c, &err);
+    if (par_conf_to_auth(c, ac, &err) != PAR_OK)
+        rc = PAR_E_INVALID_ARGUMENT;
     *metering = par_conf_bool(c, PAR_K_METERING, 0);
     memset(m, 0, sizeof(*m));
     if (rc == PAR_OK && *metering)
         rc = par_conf_to_meter(c, m, &err);
-    if (rc != PAR_OK)
-        fprintf(stderr, "%s%s%.*s", c->file ? c->file : "", c->file ? ": " : "", (int)err.len,
-                err.data ? err.data : "");
+    for (size_t at = 0; rc != PAR_OK && at < err.len;) { /* each problem on its own line */
+        size_t end = at;
+        while (end < err.len && err.data[end] != '\n')
+            end++;
+        if (end > at)
+            fprintf(stderr, "%s%s%.*s\n", c->file ? c->file : "", c->file ? ": " : "",
+                    (int)(end - at), err.data + at);
+        at = end + 1;
+    }
     par_buf_free(&err);
     return rc;
 }

@@ -274,8 +274,8 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     par_buf_t why;
     par_buf_init(&why, 0);
     if (par_stripe_config_check(st, &why) != PAR_OK) {
-        par_buf_appendf(err, "%s%s%.*s", c->file ? c->file : "", c->file ? ": " : "", (int)why.len,
-                        why.data ? why.data : "\n");
+        /* the caller names the file */
+        par_buf_appendf(err, "%.*s\n", (int)why.len, why.data ? why.data : "");
         par_buf_free(&why);
         return PAR_E_INVALID_ARGUMENT;
     }

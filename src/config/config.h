@@ -57,7 +57,8 @@ enum {
  *   "default" | NULL, flags, "help") */
 #define PAR_CONF_KEYS(X)                                                                           \
     X(LISTEN, "listen", "PAR_LISTEN", "--listen", PAR_CT_STR, 0, 0, NULL, "127.0.0.1:8080",        \
-      PAR_CF_REQUIRED, "HOST:PORT to listen on (\"[::1]:8080\", \":8080\"; port 0 = any free)")    \
+      PAR_CF_REQUIRED,                                                                             \
+      "IP:PORT to listen on (\"[::1]:8080\", \":8080\"; no host names; port 0 = any free)")        \
     X(PACKAGES, "packages", "PAR_PACKAGES", "--packages", PAR_CT_PATH, 0, 0, NULL, "./packages",   \
       PAR_CF_REQUIRED, "folder of .apkg files deployed at start and watched")                      \
     X(STATE_DIR, "state_dir", "PAR_STATE_DIR", "--state-dir", PAR_CT_PATH, 0, 0, NULL, "./var",    \

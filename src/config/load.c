@@ -12,6 +12,7 @@
 
 #include "config/internal.h"
 #include "config/path.h"
+#include "util/suggest.h"
 #include "util/yaml.h"
 
 typedef struct reader {
@@ -133,7 +134,9 @@ static json_t *trust_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
             continue;
         }
         char *abs = file ? par_path_absolute(r->base, file) : NULL;
-        json_t *o = json_pack("{s:s}", file ? "file" : "key", file ? abs : key);
+        /* a `key` naming a .pub file is relative to this file too, as a bare entry is */
+        json_t *o =
+            file ? json_pack("{s:s}", "file", abs) : par__conf_trust_key_entry(key, r->base);
         free(abs);
         if (pins)
             json_object_set_new(o, "packages", pins);
@@ -362,9 +365,39 @@ int par_conf_load_file(par_conf_t *c, const char *file, par_buf_t *err)
     return rc;
 }
 
+extern char **environ;
+
+/* A PAR_* variable within two edits of one of the table's is a typo that
+ * would fall back to a default silently (PAR_LSTEN): refused, named with the
+ * variable it is close to. Others (PAR_TOKEN of the client, …) are not ours. */
+static int env_typos(par_buf_t *err)
+{
+    const char *known[PAR_K_COUNT + 1];
+    size_t n = 0;
+    for (int i = 0; i < PAR_K_COUNT; i++)
+        if (par_conf_keys[i].env)
+            known[n++] = par_conf_keys[i].env;
+    known[n] = NULL;
+    int rc = PAR_OK;
+    for (char **e = environ; e && *e; e++) {
+        char name[128];
+        size_t len = strcspn(*e, "=");
+        if (strncmp(*e, "PAR_", 4) != 0 || len >= sizeof(name))
+            continue;
+        memcpy(name, *e, len);
+        name[len] = '\0';
+        const char *near = par_suggest(name, known);
+        if (near) {
+            par_buf_appendf(err, "%s: unknown variable (did you mean %s?)\n", name, near);
+            rc = PAR_E_INVALID_ARGUMENT;
+        }
+    }
+    return rc;
+}
+
 int par_conf_load_env(par_conf_t *c, par_buf_t *err)
 {
-    int rc = PAR_OK;
+    int rc = env_typos(err);
     for (int i = 0; i < PAR_K_COUNT; i++) {
         const char *e = par_conf_keys[i].env, *v = e ? getenv(e) : NULL;
         if (v != NULL && par_conf_set(c, (par_conf_id_t)i, v, PAR_CS_ENV, e, err) != PAR_OK)

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -39,6 +40,8 @@ int par__http_listen_parse(const char *s, struct sockaddr_storage *ss, socklen_t
         host[rb - s - 1] = '\0';
         if (rb[1] == ':')
             snprintf(port, sizeof(port), "%s", rb + 2);
+        else if (rb[1] != '\0')
+            return -1;
     } else if (colon) {
         if ((size_t)(colon - s) >= sizeof(host))
             return -1;
@@ -52,6 +55,10 @@ int par__http_listen_parse(const char *s, struct sockaddr_storage *ss, socklen_t
     } else {
         snprintf(port, sizeof(port), "%s", s);
     }
+    /* getaddrinfo takes any number and keeps its low 16 bits: 99999 is 34463 */
+    size_t pl = strspn(port, "0123456789");
+    if (pl == 0 || port[pl] != '\0' || pl > 5 || atol(port) > 65535)
+        return -1;
     struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
                              .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai;

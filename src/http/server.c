@@ -1014,6 +1014,13 @@ static void handle_deploy(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0
     } else if (path && strstr(path, "://")) {
         send_error(req, PAR_E_BAD_REQUEST,
                    H2O_STRLIT("\"path\" is a path on this host; pass a URL as \"url\""), rid);
+    } else if (path && path[0] != '/') {
+        /* the server's directory is not the client's, and a record whose source
+         * depends on it would reload something else after a restart elsewhere */
+        send_error(req, PAR_E_BAD_REQUEST,
+                   H2O_STRLIT("\"path\" must be absolute (it names a file on the server's "
+                              "host; `par deploy` sends the absolute path of its argument)"),
+                   rid);
     } else {
         start_deploy(l, req, path ? path : url, json_string_value(jsha), json_string_value(jsig),
                      201, rid, t0);

@@ -107,17 +107,19 @@ static int own_package(const par_manifest_t *m, const char *caller, const par_ag
 }
 
 /* metadata.par.calls: the callee's id without its version, `name` or
- * `name/sub`, must match one of the patterns (fnmatch, `*` crosses `/`). */
+ * `name/sub`, must match one of the patterns (fnmatch, `*` crosses `/`); a
+ * call that names a version also matches a pattern with one
+ * (`echo@1.0.0/upper`), so such a pattern allows that version only. */
 static int declared_callee(char *const *calls, const par_agent_id_t *id)
 {
-    char bare[PAR_ID_MAX + 1];
-    if (id->sub)
-        snprintf(bare, sizeof(bare), "%.*s/%.*s", (int)id->name_len, id->name, (int)id->sub_len,
-                 id->sub);
-    else
-        snprintf(bare, sizeof(bare), "%.*s", (int)id->name_len, id->name);
+    char bare[PAR_ID_MAX + 1], full[PAR_ID_MAX + 1];
+    snprintf(bare, sizeof(bare), "%.*s%s%.*s", (int)id->name_len, id->name, id->sub ? "/" : "",
+             (int)id->sub_len, id->sub ? id->sub : "");
+    snprintf(full, sizeof(full), "%.*s@%.*s%s%.*s", (int)id->name_len, id->name,
+             (int)id->version_len, id->version ? id->version : "", id->sub ? "/" : "",
+             (int)id->sub_len, id->sub ? id->sub : "");
     for (size_t i = 0; calls[i]; i++)
-        if (fnmatch(calls[i], bare, 0) == 0)
+        if (fnmatch(calls[i], bare, 0) == 0 || (id->version && fnmatch(calls[i], full, 0) == 0))
             return 1;
     return 0;
 }

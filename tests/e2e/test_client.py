@@ -63,6 +63,34 @@ def test_init_layouts(tmp_path):
     assert r.returncode == 2 and "usage: par init" in r.stderr
 
 
+@pytest.mark.parametrize("args,says", [
+    (("x", "--python", "--c"), "par init: --python and --c: choose one"),
+    (("x", "--rust"), "par init: unknown option `--rust`"),
+    (("x", "y"), "par init: unexpected argument `y`"),
+    (("x", "--dir"), "par init: --dir needs a directory"),
+    ((), "par init: the package NAME is required"),
+])
+def test_init_misuse_names_the_argument(tmp_path, args, says):
+    """Conflicting languages are refused (the last one won silently) and each
+    mistake is named before the usage; nothing is written."""
+    r = run("init", *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.split("\n")[0] == says, r.stderr
+    assert "usage: par init" in r.stderr and not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("args,says", [
+    (("pkgdir",), "par pack: -o FILE.apkg is required (e.g. -o NAME-VERSION.apkg)"),
+    ((), "par pack: the package directory DIR is required"),
+    (("pkgdir", "-o"), "par pack: a value is missing after `-o`"),
+    (("pkgdir", "-o", "x.apkg", "--sgn"), "par pack: unknown option `--sgn`"),
+    (("pkgdir", "other", "-o", "x.apkg"), "par pack: unexpected argument `other`"),
+])
+def test_pack_misuse_names_the_argument(tmp_path, args, says):
+    r = run("pack", *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.split("\n")[0] == says, r.stderr
+    assert "usage: par pack" in r.stderr and not os.listdir(tmp_path)
+
+
 def test_init_pack_inspect_serve_invoke(server_factory, tmp_path):
     py = init_pack(tmp_path, "hello-new", "python")
     c = init_pack(tmp_path, "native-new", "c")
@@ -173,6 +201,18 @@ def test_client_commands(srv, tmp_path):
     assert not [p for p in left if p["state"] == "active"], left
 
 
+def test_client_reads_every_listen_form(srv):
+    """PAR_LISTEN as par serve takes it (":PORT", "PORT", "0.0.0.0:PORT") names
+    this host's loopback for the client, not a malformed URL or host "PORT"."""
+    port = srv.url.rsplit(":", 1)[1]
+    for listen in (":" + port, port, "0.0.0.0:" + port, "127.0.0.1:" + port):
+        env = {k: v for k, v in os.environ.items() if k not in ("PAR_SERVER", "PAR_TOKEN")}
+        env["PAR_LISTEN"] = listen
+        r = run("agents", "--token", ADMIN, env=env)
+        assert r.returncode == 0, (listen, r.stderr)
+        assert r.stdout.startswith("AGENT"), (listen, r.stdout)
+
+
 def test_client_errors(srv, tmp_path):
     def refused(r, name):
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
@@ -200,3 +240,22 @@ def test_client_errors(srv, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
     # the server is unharmed
     assert srv.get("/runtime/health").status_code == 200
+
+
+@pytest.mark.parametrize("args,says", [
+    (("ls", "--sever", "http://x"), "par ls: unknown option `--sever` (did you mean `--server`?)"),
+    (("usage", "--form", "1"), "par usage: unknown option `--form` (did you mean `--from`?)"),
+    (("ls", "--sha256", "ab"), "par ls: unknown option `--sha256` for this command"),
+    (("ls", "extra"), "par ls: unexpected argument 'extra'"),
+    (("rm", "a", "b"), "par rm: unexpected argument 'b'"),
+    (("rm",), "par rm: which package? (NAME[@VERSION])"),
+    (("deploy",), "par deploy: which package? (FILE or URL)"),
+    (("ls", "--token"), "par ls: --token needs a value"),
+])
+def test_client_misuse_names_the_argument(args, says):
+    """A typo in a client command's arguments is named on the first line, not
+    only answered with the whole usage text."""
+    r = run(*args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.split("\n")[0] == says, r.stderr
+    assert "usage: par deploy" in r.stderr

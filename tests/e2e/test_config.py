@@ -103,6 +103,52 @@ def test_cross_key_checks_in_config_check(tmp_path):
     assert r.returncode == 2 and "auth.oidc.issuer" in r.stderr
     r = run("config", "check", write(tmp_path, BASE + "metering: {enabled: true, stripe: {value: units.tokens}}\n"))
     assert r.returncode == 2 and "no API key" in r.stderr
+    conf = write(tmp_path, BASE + "metering: {enabled: true, stripe: {api_key: k, value: nope}}\n")
+    r = run("config", "check", conf)
+    assert r.returncode == 2, r.stderr
+    # the file named once, then the key
+    assert r.stderr.startswith(conf + ": metering.stripe.value: 'nope' is not"), r.stderr
+
+
+# What the table cannot judge alone but `par serve` refused only after starting:
+# `par config check` must refuse it too, and serve before creating anything.
+UNLOADABLE = [
+    ("trust: {keys: [{file: nope.pub}]}\n", "trust.keys[0]: ", "nope.pub: No such file"),
+    ("trust: {keys: [{key: garbage}]}\n", "trust.keys[0]: public key: not valid base64", ""),
+    ("tls: {cert: c.pem}\n", "tls.key is required with tls.cert", ""),
+    ("tls: {cert: c.pem, key: k.pem}\n", "tls.cert: cannot load the certificate chain", "c.pem"),
+    ("registry: {index_url: ftp://x/index.json}\n", "registry.index_url: 'ftp://x/index.json' is not", ""),
+    ("registry: {index_url: http://x/i.json}\n", "registry.index_url: 'http://x/i.json' is not", ""),
+    ("tls: {client_ca: ca.pem}\n", "tls.client_ca needs tls.cert and tls.key", ""),
+    ("listen: 127.0.0.1:99999\n", "`listen`: '127.0.0.1:99999' is not IP:PORT", ""),
+    ("listen: localhost:8080\n", "`listen`: 'localhost:8080' is not IP:PORT", ""),
+]
+
+
+@pytest.mark.parametrize("yaml,needle,also", UNLOADABLE, ids=[u[1][:30] for u in UNLOADABLE])
+def test_check_and_serve_refuse_what_cannot_load(tmp_path, yaml, needle, also):
+    conf = write(tmp_path, BASE + yaml)
+    r = run("config", "check", conf)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert conf + ": " + needle in r.stderr and also in r.stderr, r.stderr
+    r = subprocess.run([PAR, "serve", "--config", conf, "--state-dir", str(tmp_path / "var")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert not (tmp_path / "var").exists()  # refused before anything was created
+
+
+def test_key_naming_a_pub_file_is_relative_to_the_file(tmp_path):
+    """`{key: acme.pub, packages: [...]}` names a file as a bare `- acme.pub`
+    does: both are relative to the configuration's directory, not to where par
+    starts."""
+    d = tmp_path / "etc"
+    d.mkdir()
+    r = run("keygen", "-W", "-p", str(d / "acme.pub"), "-s", str(d / "acme.key"))
+    assert r.returncode == 0, r.stderr
+    conf = write(d, BASE + "trust: {keys: [acme.pub, {key: acme.pub, packages: [acme-*]}]}\n")
+    r = subprocess.run([PAR, "config", "check", conf], capture_output=True, text=True,
+                       timeout=30, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
 
 
 def test_bad_flags_and_variables_are_refused(tmp_path):
@@ -117,6 +163,23 @@ def test_bad_flags_and_variables_are_refused(tmp_path):
     r = subprocess.run([PAR, "serve", "--auth", "oidc.leeway=5"], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and "auth.oidc.leeway" in r.stderr
+
+
+def test_misspelt_variable_is_refused(tmp_path):
+    """PAR_LSTEN=… would otherwise start on the default address unnoticed; a
+    PAR_* variable that is nowhere near one of ours (the client's PAR_TOKEN)
+    is left alone."""
+    for var, near in (("PAR_LSTEN", "PAR_LISTEN"), ("PAR_LOGLEVEL", "PAR_LOG_LEVEL"),
+                      ("PAR_STATEDIR", "PAR_STATE_DIR")):
+        env = dict(os.environ, **{var: "127.0.0.1:1"})
+        r = subprocess.run([PAR, "serve", "--state-dir", str(tmp_path / "var")], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r.stderr
+        assert f"{var}: unknown variable (did you mean {near}?)" in r.stderr, r.stderr
+        assert not (tmp_path / "var").exists()
+    r = subprocess.run([PAR, "config", "show"], env=dict(os.environ, PAR_TOKEN="t"),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_good_file_checks_ok(tmp_path):

@@ -410,7 +410,9 @@ def test_bad_certificate_files_refused_at_start(tmp_path, pki, which, expect):
                         str(tmp_path), "--state-dir", str(tmp_path / "var")],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode != 0
-    assert "cannot start TLS" in p.stderr and expect in p.stderr and "missing.pem" in p.stderr
+    # refused before starting (as `par config check` refuses it), naming key and file
+    assert p.returncode == 2 and expect in p.stderr and "missing.pem" in p.stderr, p.stderr
+    assert not (tmp_path / "var").exists()
     # a key that does not match the certificate
     conf = config(tmp_path, f"tls: {{cert: {pki}/server.crt, key: {pki}/server2.key}}\n")
     p = subprocess.run([PAR, "serve", "--config", conf, "--listen", "127.0.0.1:0", "--packages",

@@ -120,6 +120,18 @@ def test_bad_requests(srv):
     assert srv.get("/runtime/ready").status_code == 200
 
 
+def test_deploy_path_must_be_absolute(srv):
+    """The server does not resolve a relative "path" against its own working
+    directory (here, the directory holding packages/echo-1.0.0.apkg)."""
+    r = requests.post(srv.url + "/runtime/packages", timeout=30,
+                      json={"path": "packages/echo-1.0.0.apkg"})
+    body = assert_error(r, 400, "bad_request")
+    assert "must be absolute" in body["message"], body
+    r = requests.post(srv.url + "/runtime/packages", timeout=30,
+                      json={"path": os.path.join(srv.pkgdir, "echo-1.0.0.apkg")})
+    assert r.status_code == 201, r.text
+
+
 def test_agent_errors(srv):
     b = assert_error(srv.post("faulty/fail", {"input": 1}), 500, "agent_error")
     assert b["message"] == "the faulty agent refuses this input"

@@ -117,3 +117,28 @@ def test_readme_embedding_snippet(tmp_path):
     assert r.stdout == '{"text":"hi"}\n', r.stdout + r.stderr
     # the library says that it deployed an unsigned package, as the CLI does
     assert "UNSIGNED" in r.stderr, r.stderr
+
+
+def test_pkg_config_names_only_what_libpar_links(tmp_path):
+    """par.pc's Requires.private are the libraries libpar links: on a machine
+    with only what scripts/install-deps.sh installs (libyaml, no libfyaml) the
+    README's `pkg-config --cflags --libs par` must resolve, and a static link
+    must get -lyaml for the manifest parser."""
+    prefix = str(tmp_path / "prefix")
+    install(prefix)
+    r = subprocess.run(["pkg-config", "--variable", "pc_path", "pkg-config"], capture_output=True,
+                       text=True, check=True)
+    only = tmp_path / "pc"  # the system's .pc files less libfyaml, which libpar does not use
+    only.mkdir()
+    for d in r.stdout.strip().split(":") + [os.path.join(prefix, "lib", "pkgconfig")]:
+        for f in os.listdir(d) if os.path.isdir(d) else []:
+            if f.endswith(".pc") and f != "libfyaml.pc" and not (only / f).exists():
+                (only / f).symlink_to(os.path.join(d, f))
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(only))
+    env.pop("PKG_CONFIG_PATH", None)
+    r = subprocess.run(["pkg-config", "--cflags", "--libs", "par"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["pkg-config", "--static", "--libs", "par"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "-lyaml" in r.stdout.split(), r.stdout + r.stderr

@@ -607,6 +607,32 @@ def test_start_error_shows_the_workers_last_output(server_factory, tmp_path):
     assert line and not line[-1].get("truncated") and line[-1]["reason"].rstrip().endswith("x" * 100)
 
 
+def test_start_error_after_a_burst_of_output_shows_its_end(server_factory, tmp_path):
+    """More than a second's worth of log lines (200) before the worker dies: the
+    start error still shows the last ones, not the end of the first second's."""
+    s = server_factory([], expected_errors=[r"\"package refused\""])
+    code = ("import os, sys\n"
+            "for i in range(1000):\n"
+            "    print('loading step %d' % i, file=sys.stderr)\n"
+            "os._exit(3)\n")
+    apkg = pypkg(tmp_path, "burstatstart", {"src/main.py": code})
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
+                                   timeout=60), 422, "incompatible_package")
+    assert b["message"].endswith("loading step 999"), b["message"]
+
+
+def test_output_line_with_a_nul_is_kept(server_factory, tmp_path):
+    """A printed NUL is escaped, not the reason its whole line disappears."""
+    s = server_factory([], expected_errors=[r"\"package refused\""])
+    code = ("import os, sys\n"
+            "print('bad \\x00 byte', file=sys.stderr)\n"
+            "os._exit(3)\n")
+    apkg = pypkg(tmp_path, "nulatstart", {"src/main.py": code})
+    b = assert_error(requests.post(s.url + "/runtime/packages", json={"path": apkg},
+                                   timeout=60), 422, "incompatible_package")
+    assert b["message"].endswith("bad \\x00 byte"), b["message"]
+
+
 def test_python_self_recursion_stops_at_the_depth_cap(server_factory, tmp_path):
     code = """\
         def handler(input, context):

@@ -162,6 +162,19 @@ def test_declared_callees_bound_the_calls(server_factory, tmp_path):
     assert out == "hostile"
 
 
+def test_declared_callee_with_a_version(server_factory, tmp_path):
+    """A pattern with a version (docs/agent-yaml.md: `echo@1.0.0/upper`) allows
+    calls that name that version, and only those."""
+    s = server_factory([package("echo"), package("hostile"),
+                        hostile_as(tmp_path, "pin-d", calls=["hostile@0.1.0"])],
+                       args=["--config", config(tmp_path)])
+    out, _ = relay(s, "pin-d/relay", "hostile@0.1.0")
+    assert out == "hostile@0.1.0", out  # the relay ends at the agent it reached
+    for target in ("hostile", "hostile@9.9.9", "echo@1.0.0"):
+        out, _ = relay(s, "pin-d/relay", target)
+        assert out["error"] == "forbidden", (target, out)
+
+
 def test_confused_deputy_choice(server_factory, tmp_path):
     """docs/security.md: a caller allowed only `shop-*` reaches what a `shop-*`
     package declares it calls (the package's authority, not the caller's), and

@@ -38,6 +38,12 @@ static void test_parse(void **state)
     assert_int_equal(par__http_listen_parse("8081", &ss, &sl), 0);
     assert_int_equal(par__http_listen_parse("localhost:80", &ss, &sl), -1);
     assert_int_equal(par__http_listen_parse("1.2.3.4:http", &ss, &sl), -1);
+    /* a port beyond 65535 is refused, not wrapped to its low 16 bits */
+    assert_int_equal(par__http_listen_parse("127.0.0.1:99999", &ss, &sl), -1);
+    assert_int_equal(par__http_listen_parse("127.0.0.1:65536", &ss, &sl), -1);
+    assert_int_equal(par__http_listen_parse("127.0.0.1:65535", &ss, &sl), 0);
+    assert_int_equal(par__http_listen_parse("127.0.0.1:", &ss, &sl), -1);
+    assert_int_equal(par__http_listen_parse("[::1]x", &ss, &sl), -1);
 }
 
 static void test_address_in_use(void **state)

@@ -105,6 +105,9 @@ class Worker:
         self.next_call = 0
         self.log_window = 0
         self.log_count = 0
+        # until HELLO every line goes out: the runtime keeps the last ones for
+        # the start error (and rate-limits its log itself)
+        self.starting = True
         self.log_dropped = 0
 
     # -- loading ---------------------------------------------------------------
@@ -183,7 +186,7 @@ class Worker:
             else:
                 dropped = 0
             self.log_count += 1
-            if self.log_count > LOG_LINES_PER_SEC:
+            if self.log_count > LOG_LINES_PER_SEC and not self.starting:
                 self.log_dropped += 1
                 return
         if dropped:
@@ -400,8 +403,9 @@ class Worker:
 
 def clean(text):
     """Text safe for a JSON header: lone surrogates (undecodable file names in an
-    exception, say) become backslash escapes instead of invalid JSON."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    exception, say) become backslash escapes instead of invalid JSON, and so does
+    NUL (the runtime refuses a header holding \\u0000, so the line was lost)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
 
 
 def call_outcome(status, body):
@@ -678,6 +682,7 @@ def main(argv):
     chan.send(HELLO, 0, {"protocol": PROTOCOL, "runtime": "python",
                          "python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
                          "exports": [n for n, _ in opts["exports"]]})
+    w.starting = False
     w.serve()
 
 
