@@ -9,7 +9,7 @@ build=${1:?build directory}
 shift
 harnesses=("$@")
 if [ ${#harnesses[@]} -eq 0 ]; then
-    harnesses=(archive dotenv id json jwt manifest minisign proto semver)
+    harnesses=(archive dotenv http id json jwt manifest minisign proto semver)
 fi
 for h in "${harnesses[@]}"; do
     [ -d "$build/corpus/$h" ] || continue

@@ -16,7 +16,7 @@ secs=${2:-60}
 shift 2 || true
 harnesses=("$@")
 if [ ${#harnesses[@]} -eq 0 ]; then
-    harnesses=(archive dotenv id json jwt manifest minisign proto semver)
+    harnesses=(archive dotenv http id json jwt manifest minisign proto semver)
 fi
 jobs=${FUZZ_JOBS:-1}
 

@@ -43,11 +43,18 @@ static int name_is(const char *line, size_t n, const char *name)
 
 int par__http_check_framing(h2o_req_t *req, char *msg, size_t cap)
 {
-    const char *p, *cl = NULL;
-    size_t n, cl_len = 0;
-    int te = 0;
+    const char *p;
+    size_t n;
     if (req->version >= 0x200 || raw_head(req, &p, &n) != 0)
         return 0; /* HTTP/2 frames its own messages */
+    return par__http_check_head(p, n, msg, cap);
+}
+
+int par__http_check_head(const char *p, size_t n, char *msg, size_t cap)
+{
+    const char *cl = NULL;
+    size_t cl_len = 0;
+    int te = 0;
     const char *end = p + n, *line = memchr(p, '\n', n);
     while (line && ++line < end) {
         const char *eol = memchr(line, '\n', (size_t)(end - line));

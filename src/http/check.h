@@ -21,6 +21,10 @@
  * Content-Length together with Transfer-Encoding. */
 int par__http_check_framing(h2o_req_t *req, char *msg, size_t cap);
 
+/* The same check over a request head's bytes `p[0..n)` (request line, then
+ * header lines up to the empty line; what follows is ignored). */
+int par__http_check_head(const char *p, size_t n, char *msg, size_t cap);
+
 /* 0, or -1 with `msg`: a header PAR reads and passes on to agents or logs
  * (X-Request-ID, traceparent, X-Par-Timeout-Ms) is not well-formed UTF-8 or
  * holds a control byte. */
