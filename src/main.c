@@ -7,6 +7,7 @@
 #include <par/par.h>
 
 #include "cli/cli.h"
+#include "util/suggest.h"
 
 static void usage_main(FILE *f)
 {
@@ -35,6 +36,36 @@ static void usage_main(FILE *f)
             par_version());
 }
 
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} command_t;
+
+static const command_t commands[] = {
+    {"serve", par_cli_serve},     {"config", par_cli_config}, {"pack", par_cli_pack},
+    {"inspect", par_cli_inspect}, {"call", par_cli_call},     {"keygen", par_cli_keygen},
+    {"sign", par_cli_sign},       {"verify", par_cli_verify}, {"fetch", par_cli_fetch},
+    {"init", par_cli_init},       {"deploy", par_cli_client}, {"ls", par_cli_client},
+    {"agents", par_cli_client},   {"rm", par_cli_client},     {"reload", par_cli_client},
+    {"usage", par_cli_client},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void unknown_command(const char *cmd)
+{
+    const char *names[NCOMMANDS + 2];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i].name;
+    names[NCOMMANDS] = "version";
+    names[NCOMMANDS + 1] = NULL;
+    const char *near = par_suggest(cmd, names);
+    if (near)
+        fprintf(stderr, "par: unknown command '%s' (did you mean '%s'?)\n\n", cmd, near);
+    else
+        fprintf(stderr, "par: unknown command '%s'\n\n", cmd);
+    usage_main(stderr);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -50,31 +81,9 @@ int main(int argc, char **argv)
         printf("par %s (agent ABI %d)\n", par_version(), PAR_AGENT_ABI);
         return 0;
     }
-    if (strcmp(cmd, "serve") == 0)
-        return par_cli_serve(argc - 1, argv + 1);
-    if (strcmp(cmd, "config") == 0)
-        return par_cli_config(argc - 1, argv + 1);
-    if (strcmp(cmd, "pack") == 0)
-        return par_cli_pack(argc - 1, argv + 1);
-    if (strcmp(cmd, "inspect") == 0)
-        return par_cli_inspect(argc - 1, argv + 1);
-    if (strcmp(cmd, "call") == 0)
-        return par_cli_call(argc - 1, argv + 1);
-    if (strcmp(cmd, "keygen") == 0)
-        return par_cli_keygen(argc - 1, argv + 1);
-    if (strcmp(cmd, "sign") == 0)
-        return par_cli_sign(argc - 1, argv + 1);
-    if (strcmp(cmd, "verify") == 0)
-        return par_cli_verify(argc - 1, argv + 1);
-    if (strcmp(cmd, "fetch") == 0)
-        return par_cli_fetch(argc - 1, argv + 1);
-    if (strcmp(cmd, "init") == 0)
-        return par_cli_init(argc - 1, argv + 1);
-    static const char *const client_cmds[] = {"deploy", "ls", "agents", "rm", "reload", "usage"};
-    for (size_t i = 0; i < sizeof(client_cmds) / sizeof(client_cmds[0]); i++)
-        if (strcmp(cmd, client_cmds[i]) == 0)
-            return par_cli_client(argc - 1, argv + 1);
-    fprintf(stderr, "par: unknown command '%s'\n\n", cmd);
-    usage_main(stderr);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    unknown_command(cmd);
     return 2;
 }

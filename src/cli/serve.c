@@ -37,6 +37,7 @@
 #include "pkg/manifest.h"
 #include "pkg/trust.h"
 #include "runtime/runtime.h"
+#include "util/suggest.h"
 
 /* The server lives as long as the process: kept here so that it stays
  * reachable (and so is not reported by leak checkers) after main returns. */
@@ -690,6 +691,12 @@ int par_cli_config(int argc, char **argv)
         return rc;
     }
     int help = strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0;
+    if (!help && *sub) {
+        static const char *const subs[] = {"check", "show", "docs", NULL};
+        const char *near = par_suggest(sub, subs);
+        fprintf(stderr, "par config: unknown subcommand '%s'%s%s%s\n", sub,
+                near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+    }
     usage_config(help ? stdout : stderr);
     return help ? 0 : 2;
 }

@@ -19,6 +19,16 @@ def test_help():
     assert r.returncode == 2 and "unknown command" in r.stderr
 
 
+def test_misspelt_commands_are_named():
+    r = run("serv")
+    assert r.returncode == 2 and "unknown command 'serv' (did you mean 'serve'?)" in r.stderr, r.stderr
+    r = run("zzzz")
+    assert r.returncode == 2 and "unknown command 'zzzz'\n" in r.stderr, r.stderr
+    r = run("config", "chek")
+    assert r.returncode == 2, r.stderr
+    assert "unknown subcommand 'chek' (did you mean 'check'?)" in r.stderr, r.stderr
+
+
 def test_pack_is_deterministic(tmp_path):
     src = os.path.join(BUILD, "stage", "echo")
     a, b = tmp_path / "a.apkg", tmp_path / "b.apkg"
