@@ -204,7 +204,15 @@ typedef struct run {
     size_t *retry; /* indexes to send again, before `next` */
     size_t nretry;
     int stopping;
+    unsigned char *final; /* per item: made final */
+    size_t low;           /* every item before it is final */
 } run_t;
+
+/* Items are started at most this far past the lowest one not yet final: a
+ * caller that persists only a contiguous prefix of final items (the per-record
+ * cursor) then sends at most this many again after a crash, however long one
+ * item keeps being retried. */
+#define WINDOW_PER_SLOT 2
 
 /* Collects finished transfers; calls `done` for final ones. */
 static void reap(par_sender_t *s, run_t *r, par_send_done_fn done, void *ud)
@@ -228,6 +236,9 @@ static void reap(par_sender_t *s, run_t *r, par_send_done_fn done, void *ud)
         }
         par_buf_append(&sl->resp, "", 1);
         r->finals++;
+        r->final[index] = 1;
+        while (r->low < r->n && r->final[r->low])
+            r->low++;
         if (!r->stopping && done(ud, index, outcome, code, sl->resp.data))
             r->stopping = 1;
     }
@@ -238,6 +249,12 @@ size_t par_sender_run(par_sender_t *s, const par_send_item_t *items, size_t n,
 {
     run_t r = {.items = items, .n = n};
     r.retry = malloc((n + 1) * sizeof(size_t));
+    r.final = calloc(n + 1, 1);
+    if (r.retry == NULL || r.final == NULL) {
+        free(r.retry), free(r.final);
+        return 0;
+    }
+    size_t window = (size_t)s->nslots * WINDOW_PER_SLOT;
     for (;;) {
         int busy = 0;
         for (int i = 0; i < s->nslots; i++)
@@ -250,7 +267,7 @@ size_t par_sender_run(par_sender_t *s, const par_send_item_t *items, size_t n,
             size_t index;
             if (r.nretry)
                 index = r.retry[--r.nretry];
-            else if (r.next < n)
+            else if (r.next < n && r.next < r.low + window)
                 index = r.next++;
             else
                 break;
@@ -277,5 +294,6 @@ size_t par_sender_run(par_sender_t *s, const par_send_item_t *items, size_t n,
             s->slots[i].index = SIZE_MAX;
         }
     free(r.retry);
+    free(r.final);
     return r.finals;
 }
