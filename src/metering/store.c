@@ -221,6 +221,29 @@ static json_t *column_json(sqlite3_stmt *st, int i)
     }
 }
 
+/* Steps `st` to its end, one JSON object per row (NULL columns left out when
+ * `skip_null`), and finalizes it. */
+static int rows_json(par_store_t *s, sqlite3_stmt *st, int skip_null, const char *what,
+                     json_t **rows, par_buf_t *err)
+{
+    json_t *a = json_array();
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < sqlite3_column_count(st); i++)
+            if (!skip_null || sqlite3_column_type(st, i) != SQLITE_NULL)
+                json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
+        json_array_append_new(a, o);
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE) {
+        json_decref(a);
+        return fail(s->db, err, what);
+    }
+    *rows = a;
+    return PAR_OK;
+}
+
 static int64_t cursor_of(par_store_t *s, const char *exporter)
 {
     sqlite3_stmt *st;
@@ -252,21 +275,7 @@ int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **ro
         return fail(s->db, err, "reading records");
     sqlite3_bind_int64(st, 1, cur);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
-    json_t *a = json_array();
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *o = json_object();
-        for (int i = 0; i < sqlite3_column_count(st); i++)
-            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
-        json_array_append_new(a, o);
-    }
-    sqlite3_finalize(st);
-    if (r != SQLITE_DONE) {
-        json_decref(a);
-        return fail(s->db, err, "reading records");
-    }
-    *rows = a;
-    return PAR_OK;
+    return rows_json(s, st, 0, "reading records", rows, err);
 }
 
 static int64_t now_ms(void)
@@ -467,21 +476,7 @@ int par_store_windows_due(par_store_t *s, size_t max, json_t **rows, par_buf_t *
                            -1, &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "reading windows");
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
-    json_t *a = json_array();
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *o = json_object();
-        for (int i = 0; i < sqlite3_column_count(st); i++)
-            json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
-        json_array_append_new(a, o);
-    }
-    sqlite3_finalize(st);
-    if (r != SQLITE_DONE) {
-        json_decref(a);
-        return fail(s->db, err, "reading windows");
-    }
-    *rows = a;
-    return PAR_OK;
+    return rows_json(s, st, 0, "reading windows", rows, err);
 }
 
 int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int http_status,
@@ -711,22 +706,7 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
             &st, NULL) != SQLITE_OK)
         return fail(s->db, err, "reading dead letters");
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
-    json_t *a = json_array();
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *o = json_object();
-        for (int i = 0; i < sqlite3_column_count(st); i++)
-            if (sqlite3_column_type(st, i) != SQLITE_NULL) /* a record's has no window */
-                json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
-        json_array_append_new(a, o);
-    }
-    sqlite3_finalize(st);
-    if (r != SQLITE_DONE) {
-        json_decref(a);
-        return fail(s->db, err, "reading dead letters");
-    }
-    *out = a;
-    return PAR_OK;
+    return rows_json(s, st, 1 /* a record's has no window */, "reading dead letters", out, err);
 }
 
 /* ---- retention: rollups, pruning, space --------------------------------------------- */
