@@ -1089,6 +1089,11 @@ int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err)
 {
     par_buf_t e;
     par_buf_init(&e, 0);
+    /* the package's recorded source must not depend on the host's current
+     * directory: a reload after a chdir reads the same file */
+    char abs[PATH_MAX];
+    if (path && path[0] != '/' && realpath(path, abs) != NULL)
+        path = abs;
     int rc = par__deploy_path(rt, path, &e, NULL);
     if (err)
         *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
