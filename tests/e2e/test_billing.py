@@ -172,22 +172,23 @@ def drained(s):
     return e["pending"] == 0 and e["windows_pending"] == 0
 
 
-def insert_record(s, ts_ms, tenant="acme", chars=7):
-    """A committed record with a chosen time, as one recovered after a crash
-    would be: the exporter must bill it whatever its age."""
+def insert_records(s, records, tenant="acme"):
+    """Committed records with chosen times ((ts_ms, chars) each, in one
+    transaction), as records recovered after a crash would be: the exporter
+    must bill them whatever their age."""
     db = sqlite3.connect(os.path.join(s.tmp, "var", "usage.db"), timeout=30)
     try:
-        rid = uuid.uuid4().hex
-        db.execute(
-            "INSERT INTO usage (id, ts_ms, request_id, trace_id, span_id, parent_id, root_id,"
-            " subject, tenant, agent, package, version, status, duration_ms, cpu_ms, bytes_in,"
-            " bytes_out, units) VALUES (?, ?, ?, '', '', '', ?, 'x', ?, 'echo/shout', 'echo',"
-            " '1.0.0', 'ok', 1, 1, 1, 1, ?)",
-            (rid, ts_ms, "late-" + rid, rid, tenant, json.dumps({"characters": chars})))
+        for ts_ms, chars in records:
+            rid = uuid.uuid4().hex
+            db.execute(
+                "INSERT INTO usage (id, ts_ms, request_id, trace_id, span_id, parent_id, root_id,"
+                " subject, tenant, agent, package, version, status, duration_ms, cpu_ms,"
+                " bytes_in, bytes_out, units) VALUES (?, ?, ?, '', '', '', ?, 'x', ?,"
+                " 'echo/shout', 'echo', '1.0.0', 'ok', 1, 1, 1, 1, ?)",
+                (rid, ts_ms, "late-" + rid, rid, tenant, json.dumps({"characters": chars})))
         db.commit()
     finally:
         db.close()
-    return rid
 
 
 # ---- aggregation -----------------------------------------------------------------------
@@ -232,17 +233,18 @@ def test_window_edges_and_late_records(server_factory, tmp_path, meter):
                        args=["--config", conf(tmp_path, meter.url, window="10s", grace="0s")])
     now = int(time.time() * 1000)
     w0 = (now // 10000 - 6) * 10000  # a window that closed a minute ago
-    insert_record(s, w0 - 1, chars=1)        # the last millisecond of the window before
-    insert_record(s, w0, chars=2)            # the first of this one
-    insert_record(s, w0 + 9999, chars=4)     # its last
+    insert_records(s, [(w0 - 1, 1),          # the last millisecond of the window before
+                       (w0, 2),              # the first of this one
+                       (w0 + 9999, 4)])      # its last
     wait_for(lambda: drained(s), what="the windows")
     ev = {f["timestamp"]: f for f in meter.events.values()}
     assert {k: int(f["payload[value]"]) for k, f in ev.items()} == {
         str(w0 // 1000 - 10): 1, str(w0 // 1000): 6}
     first = {i for i in meter.events}
     # late: a record for a window already sent is billed as an event of its own
-    insert_record(s, w0 + 5000, chars=8)
-    insert_record(s, w0 + 6000, chars=16)
+    # (in one commit: the exporter may run between two, and the second would
+    # then be a late part of its own)
+    insert_records(s, [(w0 + 5000, 8), (w0 + 6000, 16)])
     wait_for(lambda: drained(s) and len(meter.events) == 3, what="the late event")
     (late,) = set(meter.events) - first
     assert re.fullmatch(r"w%d-1-[0-9a-f]{32}" % (w0 // 1000), late)
