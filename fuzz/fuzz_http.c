@@ -17,7 +17,7 @@
 
 #include "fuzz_check.h"
 #include "http/check.h"
-#include "runtime/id.h"
+#include "core/id.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

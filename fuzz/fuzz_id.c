@@ -1,6 +1,6 @@
 /*
  * fuzz/fuzz_id.c — libFuzzer harness for agent ids as they come from request
- * paths (runtime/id.c) and for the invoke authorization that reads them
+ * paths (core/id.c) and for the invoke authorization that reads them
  * (auth/permissions.c). An id is the first thing an anonymous client puts in
  * a URL (/agents/<id>/invoke); the HTTP server's own path splitting lives in
  * h2o callbacks and is covered by the e2e tests.
@@ -18,7 +18,7 @@
 
 #include "auth/permissions.h"
 #include "fuzz_check.h"
-#include "runtime/id.h"
+#include "core/id.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,6 +1,6 @@
 /*
  * fuzz/fuzz_proto.c — libFuzzer harness for the worker protocol decoder
- * (loader/proto.c): the runtime decodes every byte a sandboxed worker writes,
+ * (core/proto.c): the runtime decodes every byte a sandboxed worker writes,
  * so a hostile package controls all of this input.
  *
  * Decodes frame after frame from the input, as the supervisor's read loop does,
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
-#include "loader/proto.h"
+#include "core/proto.h"
 #include "util/json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/id.h"
+#include "core/id.h"
 
 /* Agent ids are [a-z0-9-], '/', '@' and version characters; patterns add the
  * fnmatch metacharacters. Anything else cannot match an id and is refused

@@ -8,7 +8,7 @@
 #include <strings.h>
 
 #include "runtime/call.h"
-#include "runtime/id.h"
+#include "core/id.h"
 #include "util/json.h"
 
 /* h2o 2.2.5 keeps only the first Content-Length and lets a later

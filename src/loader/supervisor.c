@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "loader/proto.h"
+#include "core/proto.h"
 #include "loader/scratch.h"
 #include "obs/log.h"
 #include "pkg/dotenv.h"

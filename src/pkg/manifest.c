@@ -25,7 +25,7 @@
  *  - Scalars are text: `description: 5` is the string "5". Booleans are
  *    plain true/false (and yes/no/on/off, as PyYAML reads them); integers
  *    are plain decimal.
- *  - Names and versions are at most PAR_ID_PART_MAX bytes (runtime/id.h),
+ *  - Names and versions are at most PAR_ID_PART_MAX bytes (core/id.h),
  *    so every id a package defines can be called.
  *  - Unknown keys. PAR's own blocks (`metadata.par`, `metadata.par.limits`,
  *    `metadata.par.exports[]`, `metadata.sub_agents[]`) are strict: an
@@ -51,7 +51,7 @@
 
 #include <par/par.h>
 
-#include "runtime/id.h"
+#include "core/id.h"
 #include "util/suggest.h"
 #include "util/yaml.h"
 

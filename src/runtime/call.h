@@ -15,7 +15,7 @@
 
 #include <par/par.h>
 
-#include "runtime/id.h"
+#include "core/id.h"
 #include "util/buf.h"
 
 typedef struct par_call par_call_t;

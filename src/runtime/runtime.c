@@ -29,7 +29,7 @@
 #include "obs/trace.h"
 #include "registry/cache.h"
 #include "registry/index.h"
-#include "runtime/id.h"
+#include "core/id.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
 #include "util/proc.h"

@@ -47,7 +47,7 @@
 #include <par/agent.h>
 #include <par/par.h>
 
-#include "loader/proto.h"
+#include "core/proto.h"
 #include "sandbox/sandbox.h"
 #include "util/buf.h"
 #include "util/json.h"

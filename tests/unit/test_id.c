@@ -1,4 +1,4 @@
-/* Unit tests for runtime/id.c: agent id parsing. */
+/* Unit tests for core/id.c: agent id parsing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "runtime/id.h"
+#include "core/id.h"
 
 static int parse(const char *s, par_agent_id_t *id)
 {

@@ -1,4 +1,4 @@
-/* Unit tests for loader/proto.c: worker frame encoding and decoding. */
+/* Unit tests for core/proto.c: worker frame encoding and decoding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "loader/proto.h"
+#include "core/proto.h"
 
 static size_t build(uint8_t *buf, uint8_t type, uint64_t id, const char *h, const char *b)
 {

@@ -1,7 +1,7 @@
 /*
- * loader/proto.c — see proto.h.
+ * core/proto.c — see proto.h.
  */
-#include "loader/proto.h"
+#include "core/proto.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /*
- * loader/proto.h — the worker protocol's frame encoding (docs/worker-protocol.md).
+ * core/proto.h — the worker protocol's frame encoding (docs/worker-protocol.md).
  *
  * A frame is a 24-byte little-endian header followed by `header_len` bytes of
  * JSON (may be 0) and `body_len` bytes of raw body:
@@ -17,8 +17,8 @@
  * Used by the runtime's supervisor and by the par-worker host; pure functions,
  * any thread.
  */
-#ifndef PAR_LOADER_PROTO_H
-#define PAR_LOADER_PROTO_H
+#ifndef PAR_CORE_PROTO_H
+#define PAR_CORE_PROTO_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,9 +1,9 @@
 /*
- * runtime/id.h — agent ids: `name`, `name/sub`, `name@version`, `name@version/sub`.
+ * core/id.h — agent ids: `name`, `name/sub`, `name@version`, `name@version/sub`.
  * Pure functions, any thread.
  */
-#ifndef PAR_RUNTIME_ID_H
-#define PAR_RUNTIME_ID_H
+#ifndef PAR_CORE_ID_H
+#define PAR_CORE_ID_H
 
 #include <stddef.h>
 

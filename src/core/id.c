@@ -1,7 +1,7 @@
 /*
- * runtime/id.c — see id.h.
+ * core/id.c — see id.h.
  */
-#include "runtime/id.h"
+#include "core/id.h"
 
 #include <stdio.h>
 #include <string.h>
