@@ -20,7 +20,7 @@
 #include <par/par.h>
 
 #include "config/internal.h"
-#include "config/path.h"
+#include "util/path.h"
 #include "util/yaml.h"
 
 const par_conf_key_t par_conf_keys[PAR_K_COUNT] = {

@@ -11,7 +11,7 @@
 #include <par/par.h>
 
 #include "config/internal.h"
-#include "config/path.h"
+#include "util/path.h"
 #include "util/suggest.h"
 #include "util/yaml.h"
 

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config/path.h"
+#include "util/path.h"
 #include "loader/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"

@@ -15,7 +15,7 @@
 
 #include "config/apply.h"
 #include "config/config.h"
-#include "config/path.h"
+#include "util/path.h"
 #include "runtime/runtime.h"
 
 static int load(par_conf_t *c, const char *yaml, char **err_out)

@@ -1,7 +1,7 @@
 /*
- * config/path.c — see path.h.
+ * util/path.c — see path.h.
  */
-#include "config/path.h"
+#include "util/path.h"
 
 #include <limits.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /*
- * config/path.h — making a path absolute once, at start.
+ * util/path.h — making a path absolute once, at start.
  *
  * Owns the one rule for every path the runtime is given: a relative path is
  * joined to a base directory (a configuration file's directory, or the
@@ -10,8 +10,8 @@
  * Called by config/config.c and par_runtime_new(), on any thread; never
  * changes the current directory.
  */
-#ifndef PAR_CONFIG_PATH_H
-#define PAR_CONFIG_PATH_H
+#ifndef PAR_UTIL_PATH_H
+#define PAR_UTIL_PATH_H
 
 /** `p` made absolute against `base` (NULL: the current directory) and
  *  normalised. Returns a malloc'd string, or NULL when out of memory or when
