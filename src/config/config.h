@@ -12,7 +12,7 @@
  * the key's path, what was expected, and the nearest known key. Every path is
  * made absolute when it is read: against the file's directory for the file,
  * against the current directory for flags, variables and defaults
- * (config/path.h), so nothing depends on the current directory afterwards.
+ * (util/path.h), so nothing depends on the current directory afterwards.
  *
  * Threads: a par_conf_t belongs to one thread (the main thread of `par
  * serve`, at start and on SIGHUP). Never starts anything: config/apply.c

@@ -1,5 +1,5 @@
 /* Unit tests for config/config.c, config/load.c, config/apply.c and
- * config/path.c: the table's integrity, each kind of mistake, units,
+ * util/path.c: the table's integrity, each kind of mistake, units,
  * precedence, paths and the agreement with the auth module's bounds. */
 #include <setjmp.h>
 #include <stdarg.h>
