@@ -29,6 +29,10 @@ PAR = os.path.join(BUILD, "par")
 PEER = os.path.abspath(os.path.join(ROOT, "..", "shared", "peers", "fastapi_par"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+# BENCH_BASELINE: the build directory of another revision (bench/run.sh builds
+# it from BENCH_BASELINE_REV); its isolated and in-process rows run in the
+# same interleaved rounds, so a change is judged against noise of one run.
+BASELINE = os.environ.get("BENCH_BASELINE", "")
 CONCURRENCY = [1, 64, 512]
 LUA = os.path.join(ROOT, "bench", "post.lua")
 BODY = {"input": {"text": "hello"}}
@@ -158,13 +162,13 @@ def sign(pkg, key):
 
 # ---- systems --------------------------------------------------------------------------
 
-def start_par(name, extra=(), pkg=None):
+def start_par(name, extra=(), pkg=None, binary=None):
     port = free_port()
     d = os.path.join(TMP, name)
     os.makedirs(os.path.join(d, "packages"))
     shutil.copy(pkg or os.path.join(BUILD, "packages", "echo-1.0.0.apkg"),
                 os.path.join(d, "packages"))
-    p = spawn([PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
+    p = spawn([binary or PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
                os.path.join(d, "packages"), "--state-dir", os.path.join(d, "var"),
                "--log-level", "warn", *extra], log=name + ".log")
     url = f"http://127.0.0.1:{port}/agents/echo/invoke"
@@ -500,6 +504,13 @@ def main():
                    start_par("par-in-process", ["--trusted", "echo"]),
                    start_par("par-python", pkg=python_echo_package()),
                    start_peer(1), start_peer(2), start_nginx()]
+        if BASELINE:
+            base = os.path.join(os.path.abspath(BASELINE), "par")
+            rev = subprocess.run(["git", "-C", BASELINE, "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True).stdout.strip() or "baseline"
+            systems[2:2] = [start_par(f"par-isolated@{rev}", binary=base),
+                            start_par(f"par-in-process@{rev}", ["--trusted", "echo"],
+                                      binary=base)]
         res["throughput"] = throughput(systems)
         for s in systems:
             stop(s["proc"])

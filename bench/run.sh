@@ -5,8 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPAR_TESTS=OFF >/dev/null
 cmake --build build-release -j "$(nproc)" >/dev/null
+# BENCH_BASELINE_REV=<revision>: that revision is built too (build-baseline,
+# from a temporary worktree) and its rows run beside this one's (bench.py).
+if [ -n "${BENCH_BASELINE_REV:-}" ]; then
+    base=$(mktemp -d /tmp/par-baseline.XXXXXX)
+    git worktree add -q --detach "$base" "$BENCH_BASELINE_REV"
+    trap 'git worktree remove --force "$base"' EXIT
+    cmake -S "$base" -B "$base/build" -DCMAKE_BUILD_TYPE=Release -DPAR_TESTS=OFF >/dev/null
+    cmake --build "$base/build" -j "$(nproc)" >/dev/null
+    export BENCH_BASELINE="$base/build"
+fi
 if [ "${1:-}" = export ]; then
     exec /usr/bin/python3 bench/export.py
 fi
 /usr/bin/python3 bench/bench.py
-exec /usr/bin/python3 bench/export.py
+/usr/bin/python3 bench/export.py
