@@ -98,101 +98,119 @@ static int fields_ok(reader_t *r, yaml_node_t *m, const par_conf_key_t *k, const
     return ok;
 }
 
-/* trust.keys: each entry a key or .pub file, or {key|file, packages}. */
-static json_t *trust_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
+typedef json_t *(*entry_fn)(reader_t *r, yaml_node_t *e, const par_conf_key_t *k,
+                           const char *entry);
+
+/* A list of entries: each read by `fn` (NULL: reported by fn, left out). */
+static json_t *each_entry(reader_t *r, yaml_node_t *n, const par_conf_key_t *k, entry_fn fn)
 {
-    static const char *const known[] = {"key", "file", "packages"};
     if (n->type != YAML_SEQUENCE_NODE)
         return wrong_kind(r, n, k), NULL;
     json_t *a = json_array();
     size_t idx = 0;
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-         it++, idx++) {
-        yaml_node_t *e = par_yaml_node(r->y, *it);
-        char entry[32], msg[200];
+    for (yaml_node_item_t *it = n->data.sequence.items.start;
+         a != NULL && it < n->data.sequence.items.top; it++, idx++) {
+        char entry[32];
         snprintf(entry, sizeof(entry), "[%zu]", idx);
-        if (e->type == YAML_SCALAR_NODE) {
-            json_array_append_new(a, par__conf_trust_key_entry(par_yaml_scalar(e, NULL), r->base));
-            continue;
-        }
-        if (e->type != YAML_MAPPING_NODE || !fields_ok(r, e, k, entry, known, 3))
-            continue;
-        const char *key = par_yaml_scalar(par_yaml_get(r->y, e, "key"), NULL);
-        const char *file = par_yaml_scalar(par_yaml_get(r->y, e, "file"), NULL);
-        yaml_node_t *pk = par_yaml_get(r->y, e, "packages");
-        json_t *pins = pk ? string_list(r, pk) : NULL;
-        if ((key == NULL) == (file == NULL) || (pk && pins == NULL)) {
-            snprintf(msg, sizeof(msg), "%s",
-                     pk && pins == NULL ? "packages: expected a list of name patterns"
-                                        : "needs exactly one of `key` (a minisign public key) "
-                                          "or `file` (a .pub file)");
-            char at[200];
-            where(r, e, at, sizeof(at));
-            par_buf_appendf(r->err, "%s: `%s%s`: %s\n", at, k->path, entry, msg);
-            r->bad = 1;
-            json_decref(pins);
-            continue;
-        }
-        char *abs = file ? par_path_absolute(r->base, file) : NULL;
-        /* a `key` naming a .pub file is relative to this file too, as a bare entry is */
-        json_t *o =
-            file ? json_pack("{s:s}", "file", abs) : par__conf_trust_key_entry(key, r->base);
-        free(abs);
-        if (pins)
-            json_object_set_new(o, "packages", pins);
-        json_array_append_new(a, o);
+        json_t *o = fn(r, par_yaml_node(r->y, *it), k, entry);
+        if (o != NULL)
+            json_array_append_new(a, o);
     }
     return a;
 }
 
+/* trust.keys: each entry a key or .pub file, or {key|file, packages}. */
+static json_t *trust_key(reader_t *r, yaml_node_t *e, const par_conf_key_t *k, const char *entry)
+{
+    static const char *const known[] = {"key", "file", "packages"};
+    if (e->type == YAML_SCALAR_NODE)
+        return par__conf_trust_key_entry(par_yaml_scalar(e, NULL), r->base);
+    if (e->type != YAML_MAPPING_NODE) {
+        char at[200];
+        where(r, e, at, sizeof(at));
+        par_buf_appendf(r->err, "%s: `%s%s`: expected a key, a .pub file or a mapping, not %s\n",
+                        at, k->path, entry, par_yaml_kind(e));
+        r->bad = 1;
+        return NULL;
+    }
+    if (!fields_ok(r, e, k, entry, known, 3))
+        return NULL;
+    const char *key = par_yaml_scalar(par_yaml_get(r->y, e, "key"), NULL);
+    const char *file = par_yaml_scalar(par_yaml_get(r->y, e, "file"), NULL);
+    yaml_node_t *pk = par_yaml_get(r->y, e, "packages");
+    json_t *pins = pk ? string_list(r, pk) : NULL;
+    if ((key == NULL) == (file == NULL) || (pk && pins == NULL)) {
+        char at[200];
+        where(r, e, at, sizeof(at));
+        par_buf_appendf(r->err, "%s: `%s%s`: %s\n", at, k->path, entry,
+                        pk && pins == NULL ? "packages: expected a list of name patterns"
+                                           : "needs exactly one of `key` (a minisign public key) "
+                                             "or `file` (a .pub file)");
+        r->bad = 1;
+        json_decref(pins);
+        return NULL;
+    }
+    char *abs = file ? par_path_absolute(r->base, file) : NULL;
+    /* a `key` naming a .pub file is relative to this file too, as a bare entry is */
+    json_t *o = file ? json_pack("{s:s}", "file", abs) : par__conf_trust_key_entry(key, r->base);
+    free(abs);
+    if (pins && o)
+        json_object_set_new(o, "packages", pins);
+    else
+        json_decref(pins);
+    return o;
+}
+
+static json_t *trust_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
+{
+    return each_entry(r, n, k, trust_key);
+}
+
 /* auth.api_keys: the shape here; permissions and duplicates in auth/config.c. */
-static json_t *api_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
+static json_t *api_key(reader_t *r, yaml_node_t *e, const par_conf_key_t *k, const char *entry)
 {
     static const char *const known[] = {"sha256", "subject", "tenant", "permissions"};
-    if (n->type != YAML_SEQUENCE_NODE)
-        return wrong_kind(r, n, k), NULL;
-    json_t *a = json_array();
-    size_t idx = 0;
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-         it++, idx++) {
-        yaml_node_t *e = par_yaml_node(r->y, *it);
-        char entry[32], at[200];
-        snprintf(entry, sizeof(entry), "[%zu]", idx);
-        where(r, e, at, sizeof(at));
-        if (e->type != YAML_MAPPING_NODE) {
-            par_buf_appendf(r->err, "%s: `%s%s`: expected a mapping, not %s\n", at, k->path, entry,
-                            par_yaml_kind(e));
-            r->bad = 1;
-            continue;
-        }
-        if (!fields_ok(r, e, k, entry, known, 4))
-            continue;
-        json_t *o = json_object();
-        for (size_t f = 0; f < 3; f++) {
-            yaml_node_t *v = par_yaml_get(r->y, e, known[f]);
-            const char *s = par_yaml_scalar(v, NULL);
-            if (v && s == NULL) {
-                par_buf_appendf(r->err, "%s: `%s%s.%s`: expected a string, not %s\n", at, k->path,
-                                entry, known[f], par_yaml_kind(v));
-                r->bad = 1;
-            } else if (s && *s)
-                json_object_set_new(o, known[f], json_string(s));
-        }
-        yaml_node_t *pv = par_yaml_get(r->y, e, "permissions");
-        json_t *perms = pv ? string_list(r, pv) : json_array();
-        if (perms == NULL) {
-            par_buf_appendf(r->err, "%s: `%s%s.permissions`: expected a list of permissions\n", at,
-                            k->path, entry);
-            r->bad = 1;
-        } else
-            json_object_set_new(o, "permissions", perms);
-        if (!json_object_get(o, "sha256") || !json_object_get(o, "subject")) {
-            par_buf_appendf(r->err, "%s: `%s%s`: needs sha256 and subject\n", at, k->path, entry);
-            r->bad = 1;
-        }
-        json_array_append_new(a, o);
+    char at[200];
+    where(r, e, at, sizeof(at));
+    if (e->type != YAML_MAPPING_NODE) {
+        par_buf_appendf(r->err, "%s: `%s%s`: expected a mapping, not %s\n", at, k->path, entry,
+                        par_yaml_kind(e));
+        r->bad = 1;
+        return NULL;
     }
-    return a;
+    if (!fields_ok(r, e, k, entry, known, 4))
+        return NULL;
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    for (size_t f = 0; f < 3; f++) {
+        yaml_node_t *v = par_yaml_get(r->y, e, known[f]);
+        const char *s = par_yaml_scalar(v, NULL);
+        if (v && s == NULL) {
+            par_buf_appendf(r->err, "%s: `%s%s.%s`: expected a string, not %s\n", at, k->path,
+                            entry, known[f], par_yaml_kind(v));
+            r->bad = 1;
+        } else if (s && *s)
+            json_object_set_new(o, known[f], json_string(s));
+    }
+    yaml_node_t *pv = par_yaml_get(r->y, e, "permissions");
+    json_t *perms = pv ? string_list(r, pv) : json_array();
+    if (perms == NULL) {
+        par_buf_appendf(r->err, "%s: `%s%s.permissions`: expected a list of permissions\n", at,
+                        k->path, entry);
+        r->bad = 1;
+    } else
+        json_object_set_new(o, "permissions", perms);
+    if (!json_object_get(o, "sha256") || !json_object_get(o, "subject")) {
+        par_buf_appendf(r->err, "%s: `%s%s`: needs sha256 and subject\n", at, k->path, entry);
+        r->bad = 1;
+    }
+    return o;
+}
+
+static json_t *api_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
+{
+    return each_entry(r, n, k, api_key);
 }
 
 /* A mapping of names to strings (MAP) or to lists of strings (GRANTS). */

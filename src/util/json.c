@@ -205,6 +205,17 @@ static void match_field(const char *key, size_t keylen, const char *v, size_t vl
     }
 }
 
+/* After a member of an object or array: 1 when a ',' announces another, 0
+ * after the closing bracket `close`, -1 on anything else. */
+static inline int after_member(scan_t *s, char close)
+{
+    skip_ws(s);
+    if (s->p >= s->end)
+        return -1;
+    char c = *s->p++;
+    return c == ',' ? 1 : c == close ? 0 : -1;
+}
+
 static int scan_object(scan_t *s, par_json_field_t *fields, size_t nfields)
 {
     s->p++; /* '{' */
@@ -228,18 +239,9 @@ static int scan_object(scan_t *s, par_json_field_t *fields, size_t nfields)
         if (scan_value(s, NULL, 0) != 0)
             return -1;
         match_field(key, keylen, vstart, (size_t)(s->p - vstart), fields, nfields);
-        skip_ws(s);
-        if (s->p >= s->end)
-            return -1;
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p == '}') {
-            s->p++;
-            return 0;
-        }
-        return -1;
+        int next = after_member(s, '}');
+        if (next <= 0)
+            return next;
     }
 }
 
@@ -255,18 +257,9 @@ static int scan_array(scan_t *s)
         skip_ws(s);
         if (scan_value(s, NULL, 0) != 0)
             return -1;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return -1;
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p == ']') {
-            s->p++;
-            return 0;
-        }
-        return -1;
+        int next = after_member(s, ']');
+        if (next <= 0)
+            return next;
     }
 }
 

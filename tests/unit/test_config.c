@@ -94,6 +94,7 @@ static void test_mistakes(void **state)
         {"packages: ~\n", "`packages`: a value is required"},
         {"trust: {keys: [{key: a, file: b.pub}]}\n", "`trust.keys[0]`: needs exactly one of"},
         {"trust: {keys: {a: b}}\n", "`trust.keys`: expected a list of minisign keys"},
+        {"trust: {keys: [[a, b]]}\n", "`trust.keys[0]`: expected a key, a .pub file or a mapping"},
         {"auth: {api_keys: [x]}\n", "`auth.api_keys[0]`: expected a mapping"},
         {"auth: {permissions: {grants: {admin: {a: b}}}}\n", "`auth.permissions.grants.admin`"},
         {"limits: {queue: 1, queue: 2}\n", "duplicate key"},
