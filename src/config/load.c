@@ -99,7 +99,7 @@ static int fields_ok(reader_t *r, yaml_node_t *m, const par_conf_key_t *k, const
 }
 
 typedef json_t *(*entry_fn)(reader_t *r, yaml_node_t *e, const par_conf_key_t *k,
-                           const char *entry);
+                            const char *entry);
 
 /* A list of entries: each read by `fn` (NULL: reported by fn, left out). */
 static json_t *each_entry(reader_t *r, yaml_node_t *n, const par_conf_key_t *k, entry_fn fn)
