@@ -676,6 +676,11 @@ static int config_check(int argc, char **argv)
 int par_cli_config(int argc, char **argv)
 {
     const char *sub = argc > 1 ? argv[1] : "";
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage_config(stdout);
+            return 0;
+        }
     if (strcmp(sub, "docs") == 0) {
         par_conf_docs(stdout);
         return 0;

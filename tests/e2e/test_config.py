@@ -356,3 +356,11 @@ def test_embedded_default_with_relative_var_from_another_directory(tmp_path):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     assert "ERROR: AddressSanitizer" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("sub", ["check", "show"])
+def test_help_after_a_subcommand_is_help(sub):
+    # `par config check --help` used to read "--help" as the file to check
+    r = subprocess.run([PAR, "config", sub, "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "usage: par config check" in r.stdout and r.stderr == ""
