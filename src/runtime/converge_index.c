@@ -257,17 +257,18 @@ static size_t converge(par_index_t *ix, json_t *doc)
     for (size_t i = 0; i < plan.ndeploy; i++)
         if (pass_deploy(ix, &p, plan.deploy[i]) != 0)
             goto oom;
-    for (size_t i = 0; i < plan.nkept; i++) { /* the verdict moves to this pass */
-        p.now[p.nnow++] = old[plan.kept_refused[i]];
-        memset(&old[plan.kept_refused[i]], 0, sizeof(*old));
-    }
     for (size_t i = 0; i < plan.nremove; i++) {
         const par_converge_have_t *h = &have[plan.remove[i]];
         par_log_msg(PAR_LOG_INFO, "registry index: %s left the index; removing %s@%s", h->name,
                     h->name, h->version);
         par__runtime_remove(rt, h->name, NULL);
     }
-    pthread_mutex_lock(&ix->lock);
+    pthread_mutex_lock(&ix->lock);            /* /runtime/info reads the records under it */
+    for (size_t i = 0; i < plan.nkept; i++) { /* the verdict moves to this pass */
+        p.now[p.nnow++] = old[plan.kept_refused[i]];
+        memset(&old[plan.kept_refused[i]], 0, sizeof(*old));
+    }
+    assert(p.nnow <= json_array_size(p.pkgs));
     ix->failed = p.now;
     ix->nfailed = p.nnow;
     ix->entries = json_array_size(p.pkgs);
