@@ -110,37 +110,31 @@ static int http_get(oidc_t *o, const char *url, size_t cap, get_t *g, char *err,
     const par_oidc_config_t *oc = &o->cfg->oidc;
     par_buf_init(&g->body, cap);
     g->max_age = -1;
-    CURL *c = curl_easy_init();
+    char cerr[CURL_ERROR_SIZE] = "";
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
+    par_curl_opts_t co = {.url = url,
+                          .protocols = oc->allow_http ? "http,https" : "https",
+                          .max_redirs = 3,
+                          .connect_timeout_ms = oc->fetch_timeout_ms,
+                          .timeout_ms = oc->fetch_timeout_ms,
+                          .max_bytes = cap,
+                          .ca_file = oc->ca_file,
+                          .on_body = on_body,
+                          .body_ud = g,
+                          .on_header = on_header,
+                          .header_ud = g,
+                          .errbuf = cerr,
+                          .headers = h};
+    CURL *c = h ? par_curl_new(&co) : NULL;
     if (c == NULL) {
+        curl_slist_free_all(h);
+        par_buf_free(&g->body);
         snprintf(err, errcap, "%s: cannot create an HTTP client", url);
         return -1;
     }
-    char cerr[CURL_ERROR_SIZE] = "";
-    const char *protos = oc->allow_http ? "http,https" : "https";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, protos);
-    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, protos);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (oc->ca_file)
-        curl_easy_setopt(c, CURLOPT_CAINFO, oc->ca_file);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)oc->fetch_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)oc->fetch_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cap);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "par/" PAR_VERSION_STRING);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, g);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, g);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, o);
-    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     CURLcode rc = curl_easy_perform(c);
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
@@ -236,29 +230,95 @@ static void log_keys(const char *msg, const oidc_t *o, const par_jwks_t *k, int6
     par_log_end(&l);
 }
 
+static void wake_all(par_auth_waiter_t *wake)
+{
+    while (wake) {
+        par_auth_waiter_t *next = wake->_next;
+        wake->ready(wake);
+        wake = next;
+    }
+}
+
+/* Sleeps until the next refresh is due or requested. Lock held. */
+static void wait_due_locked(oidc_t *o, int64_t now)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t wait = o->next_ms - now;
+    ts.tv_sec += wait / 1000;
+    ts.tv_nsec += (wait % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&o->cond, &o->lock, &ts);
+}
+
+/* A refresh succeeded: takes `uri` and (when they differ) `fresh`; returns
+ * the seconds until the next one. Lock held. */
+static int64_t keys_fetched_locked(oidc_t *o, int64_t now, long max_age, char **uri,
+                                   par_jwks_t **fresh, int *first, int *changed)
+{
+    const par_oidc_config_t *oc = &o->cfg->oidc;
+    int64_t ttl_s = max_age < 0 ? oc->jwks_cache_default_s : max_age;
+    if (ttl_s < oc->jwks_cache_min_s)
+        ttl_s = oc->jwks_cache_min_s;
+    if (ttl_s > oc->jwks_cache_max_s)
+        ttl_s = oc->jwks_cache_max_s;
+    o->next_ms = now + ttl_s * 1000;
+    o->failures = 0;
+    o->last_ok_ms = now;
+    o->fetches_ok++;
+    o->last_error[0] = '\0';
+    free(o->jwks_uri);
+    o->jwks_uri = *uri;
+    *uri = NULL;
+    if (!par_jwks_same(o->keys, *fresh)) {
+        *first = o->keys == NULL;
+        *changed = 1;
+        par_jwks_t *old = o->keys;
+        o->keys = *fresh;
+        *fresh = NULL;
+        atomic_fetch_add(&o->gen, 1);
+        par_jwks_unref(old);
+    }
+    return ttl_s;
+}
+
+/* A refresh failed: backs off exponentially. Lock held. */
+static void keys_failed_locked(oidc_t *o, int64_t now, const char *err)
+{
+    const par_oidc_config_t *oc = &o->cfg->oidc;
+    o->failures++;
+    o->fetches_failed++;
+    snprintf(o->last_error, sizeof(o->last_error), "%s", err);
+    int64_t back = RETRY_MIN_MS;
+    for (unsigned i = 1; i < o->failures && back < (int64_t)oc->retry_max_s * 1000; i++)
+        back *= 2;
+    if (back > (int64_t)oc->retry_max_s * 1000)
+        back = (int64_t)oc->retry_max_s * 1000;
+    o->next_ms = now + back;
+    /* a failing jwks_uri may have moved: discover again next time */
+    if (oc->jwks_uri == NULL) {
+        free(o->jwks_uri);
+        o->jwks_uri = NULL;
+    }
+}
+
 static void *refresh_main(void *arg)
 {
     oidc_t *o = arg;
-    const par_oidc_config_t *oc = &o->cfg->oidc;
     pthread_mutex_lock(&o->lock);
     while (!atomic_load(&o->stop)) {
         int64_t now = mono_ms();
         if (!o->requested && now < o->next_ms) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t wait = o->next_ms - now;
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&o->cond, &o->lock, &ts);
+            wait_due_locked(o, now);
             continue;
         }
         o->requested = 0;
         o->fetching = 1;
-        char *uri = o->jwks_uri ? strdup(o->jwks_uri) : NULL;
+        char *uri = NULL;
+        int oom = o->jwks_uri && (uri = strdup(o->jwks_uri)) == NULL;
         pthread_mutex_unlock(&o->lock);
 
         par_jwks_t *fresh = NULL;
@@ -266,7 +326,9 @@ static void *refresh_main(void *arg)
         char err[512] = "";
         par_buf_t notes;
         par_buf_init(&notes, 16 * 1024);
-        int rc = fetch_keys(o, &uri, &fresh, &max_age, &notes, err, sizeof(err));
+        int rc = oom ? -1 : fetch_keys(o, &uri, &fresh, &max_age, &notes, err, sizeof(err));
+        if (oom)
+            snprintf(err, sizeof(err), "out of memory");
 
         pthread_mutex_lock(&o->lock);
         now = mono_ms();
@@ -275,45 +337,10 @@ static void *refresh_main(void *arg)
         int first = 0, changed = 0;
         int64_t ttl_s = 0;
         size_t held = o->keys ? o->keys->count : 0;
-        if (rc == 0) {
-            ttl_s = max_age < 0 ? oc->jwks_cache_default_s : max_age;
-            if (ttl_s < oc->jwks_cache_min_s)
-                ttl_s = oc->jwks_cache_min_s;
-            if (ttl_s > oc->jwks_cache_max_s)
-                ttl_s = oc->jwks_cache_max_s;
-            o->next_ms = now + ttl_s * 1000;
-            o->failures = 0;
-            o->last_ok_ms = now;
-            o->fetches_ok++;
-            o->last_error[0] = '\0';
-            free(o->jwks_uri);
-            o->jwks_uri = uri;
-            uri = NULL;
-            if (!par_jwks_same(o->keys, fresh)) {
-                first = o->keys == NULL;
-                changed = 1;
-                par_jwks_t *old = o->keys;
-                o->keys = fresh;
-                fresh = NULL;
-                atomic_fetch_add(&o->gen, 1);
-                par_jwks_unref(old);
-            }
-        } else {
-            o->failures++;
-            o->fetches_failed++;
-            snprintf(o->last_error, sizeof(o->last_error), "%s", err);
-            int64_t back = RETRY_MIN_MS;
-            for (unsigned i = 1; i < o->failures && back < (int64_t)oc->retry_max_s * 1000; i++)
-                back *= 2;
-            if (back > (int64_t)oc->retry_max_s * 1000)
-                back = (int64_t)oc->retry_max_s * 1000;
-            o->next_ms = now + back;
-            /* a failing jwks_uri may have moved: discover again next time */
-            if (o->cfg->oidc.jwks_uri == NULL) {
-                free(o->jwks_uri);
-                o->jwks_uri = NULL;
-            }
-        }
+        if (rc == 0)
+            ttl_s = keys_fetched_locked(o, now, max_age, &uri, &fresh, &first, &changed);
+        else
+            keys_failed_locked(o, now, err);
         par_auth_waiter_t *wake = o->parked;
         o->parked = NULL;
         o->nparked = 0;
@@ -343,21 +370,13 @@ static void *refresh_main(void *arg)
         par_jwks_unref(fresh);
         par_buf_free(&notes);
         free(uri);
-        while (wake) {
-            par_auth_waiter_t *next = wake->_next;
-            wake->ready(wake);
-            wake = next;
-        }
+        wake_all(wake);
         pthread_mutex_lock(&o->lock);
     }
     par_auth_waiter_t *wake = o->parked;
     o->parked = NULL;
     pthread_mutex_unlock(&o->lock);
-    while (wake) {
-        par_auth_waiter_t *next = wake->_next;
-        wake->ready(wake);
-        wake = next;
-    }
+    wake_all(wake);
     return NULL;
 }
 
@@ -637,7 +656,7 @@ int par_oidc_provider_new(const par_auth_config_t *cfg, par_auth_provider_t **ou
         o->discovery_url = NULL;
     o->jwks_uri = oc->jwks_uri ? strdup(oc->jwks_uri) : NULL;
     o->cache = par_token_cache_new(cfg->token_cache_entries ? cfg->token_cache_entries : 4096);
-    if (o->discovery_url == NULL || o->cache == NULL) {
+    if (o->discovery_url == NULL || o->cache == NULL || (oc->jwks_uri && o->jwks_uri == NULL)) {
         oidc_destroy(&o->prov);
         par_buf_appends(err, "out of memory");
         return PAR_E_NO_MEMORY;

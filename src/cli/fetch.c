@@ -78,60 +78,112 @@ static int write_all(const char *path, const void *data, size_t len)
     return 0;
 }
 
-int par_cli_fetch(int argc, char **argv)
-{
-    const char *url = NULL, *out = NULL, *sha = NULL, *key = NULL;
+typedef struct args {
+    const char *url, *out, *sha, *key;
     par_fetch_opts_t o;
-    par_fetch_opts_init(&o);
+} args_t;
+
+/* -1 to go on, else the exit status (0 after --help). */
+static int parse_args(int argc, char **argv, args_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    par_fetch_opts_init(&a->o);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+        const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char **slot = strcmp(s, "-o") == 0              ? &a->out
+                            : strcmp(s, "--sha256") == 0      ? &a->sha
+                            : strcmp(s, "--key") == 0         ? &a->key
+                            : strcmp(s, "--ca-file") == 0     ? &a->o.ca_file
+                            : strcmp(s, "--s3-endpoint") == 0 ? &a->o.s3_endpoint
+                            : strcmp(s, "--s3-region") == 0   ? &a->o.s3_region
+                                                              : NULL;
+        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             usage_fetch(stdout);
             return 0;
-        } else if (strcmp(a, "--s3-path-style") == 0) {
-            o.s3_path_style = 1;
-        } else if (strcmp(a, "--allow-http") == 0) {
-            o.allow_http = 1;
-        } else if (a[0] == '-' && v == NULL) {
-            fprintf(stderr, "par fetch: %s needs a value (see par fetch --help)\n", a);
+        } else if (strcmp(s, "--s3-path-style") == 0) {
+            a->o.s3_path_style = 1;
+        } else if (strcmp(s, "--allow-http") == 0) {
+            a->o.allow_http = 1;
+        } else if (s[0] == '-' && v == NULL) {
+            fprintf(stderr, "par fetch: %s needs a value (see par fetch --help)\n", s);
             return 2;
-        } else if (strcmp(a, "-o") == 0) {
-            out = argv[++i];
-        } else if (strcmp(a, "--sha256") == 0) {
-            sha = argv[++i];
-        } else if (strcmp(a, "--key") == 0) {
-            key = argv[++i];
-        } else if (strcmp(a, "--ca-file") == 0) {
-            o.ca_file = argv[++i];
-        } else if (strcmp(a, "--s3-endpoint") == 0) {
-            o.s3_endpoint = argv[++i];
-        } else if (strcmp(a, "--s3-region") == 0) {
-            o.s3_region = argv[++i];
-        } else if (a[0] == '-') {
-            fprintf(stderr, "par fetch: unknown option '%s' (see par fetch --help)\n", a);
+        } else if (slot) {
+            *slot = argv[++i];
+        } else if (s[0] == '-') {
+            fprintf(stderr, "par fetch: unknown option '%s' (see par fetch --help)\n", s);
             return 2;
-        } else if (url == NULL) {
-            url = a;
+        } else if (a->url == NULL) {
+            a->url = s;
         } else {
             fprintf(stderr, "par fetch: one URL at a time\n");
             return 2;
         }
     }
-    if (url == NULL) {
+    if (a->url == NULL) {
         usage_fetch(stderr);
         return 2;
     }
-    if (out == NULL) {
-        const char *slash = strrchr(url, '/');
-        out = slash && slash[1] ? slash + 1 : "package.apkg";
+    if (a->out == NULL) {
+        const char *slash = strrchr(a->url, '/');
+        a->out = slash && slash[1] ? slash + 1 : "package.apkg";
     }
+    return -1;
+}
+
+/* Fetches the small file {url}{suffix} (digest, signature) into `sr`. */
+static int fetch_side(const args_t *a, const char *suffix, par_fetch_result_t *sr, par_buf_t *err)
+{
+    par_fetch_opts_t so = a->o;
+    so.max_bytes = 64 * 1024;
+    so.progress = NULL;
+    par_buf_t su;
+    par_buf_init(&su, 0);
+    par_buf_appendf(&su, "%s%s", a->url, suffix);
+    int rc = par_buf_terminate(&su);
+    if (rc == PAR_OK)
+        rc = par_fetch(su.data, &so, sr, err);
+    else
+        memset(sr, 0, sizeof(*sr));
+    par_buf_free(&su);
+    return rc;
+}
+
+/* The signature {url}.minisig must vouch for `r` under the key; saved beside `out`. */
+static int check_signature(const args_t *a, par_trust_t *trust, const par_fetch_result_t *r,
+                           char signer[17], par_buf_t *err)
+{
+    par_fetch_result_t sr;
+    int rc = fetch_side(a, ".minisig", &sr, err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par fetch: signature_missing: %.*s", (int)err->len,
+                err->data ? err->data : "\n");
+    } else if ((rc = par_trust_verify(trust, sr.body.data, sr.body.len, r->body.data, r->body.len,
+                                      r->blake2b, signer, err)) != PAR_OK) {
+        fprintf(stderr, "par fetch: %s: %.*s", par_status_name(rc), (int)err->len,
+                err->data ? err->data : "\n");
+    } else {
+        char sigpath[4096];
+        snprintf(sigpath, sizeof(sigpath), "%s.minisig", a->out);
+        write_all(sigpath, sr.body.data, sr.body.len);
+    }
+    par_fetch_result_free(&sr);
+    return rc;
+}
+
+int par_cli_fetch(int argc, char **argv)
+{
+    args_t a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    rc = 1;
     par_trust_t trust = {0};
-    par_buf_t err, side;
+    par_buf_t err;
     par_buf_init(&err, 0);
-    par_buf_init(&side, 0);
-    int rc = 1;
-    if (key) {
-        par_trusted_key_t tk = {.key = key};
+    par_fetch_result_t r;
+    memset(&r, 0, sizeof(r));
+    if (a.key) {
+        par_trusted_key_t tk = {.key = a.key};
         if (par_trust_init(&trust, &tk, 1, 1, &err) != PAR_OK) {
             fprintf(stderr, "par fetch: %.*s", (int)err.len, err.data);
             goto out;
@@ -139,89 +191,43 @@ int par_cli_fetch(int argc, char **argv)
     }
     /* the digest to expect: --sha256, else {url}.sha256 when the source has one */
     char expected[65] = "";
-    if (sha) {
-        snprintf(expected, sizeof(expected), "%s", sha);
+    if (a.sha) {
+        snprintf(expected, sizeof(expected), "%s", a.sha);
     } else {
-        par_fetch_opts_t so = o;
-        so.max_bytes = 64 * 1024;
-        par_fetch_result_t sr;
-        par_buf_t su, serr;
-        par_buf_init(&su, 0);
+        par_buf_t serr;
         par_buf_init(&serr, 0);
-        par_buf_appendf(&su, "%s.sha256", url);
-        par_buf_terminate(&su);
-        if (par_fetch(su.data, &so, &sr, &serr) == PAR_OK && sr.body.len >= 64)
-            snprintf(expected, sizeof(expected), "%.64s", sr.body.data);
-        par_fetch_result_free(&sr);
-        par_buf_free(&su);
+        if (fetch_side(&a, ".sha256", &r, &serr) == PAR_OK && r.body.len >= 64)
+            snprintf(expected, sizeof(expected), "%.64s", r.body.data);
+        par_fetch_result_free(&r);
         par_buf_free(&serr);
     }
-    progress_t pg = {.name = out};
+    progress_t pg = {.name = a.out};
     if (isatty(STDERR_FILENO)) {
-        o.progress = on_progress;
-        o.progress_ud = &pg;
+        a.o.progress = on_progress;
+        a.o.progress_ud = &pg;
     }
-    par_fetch_result_t r;
-    int frc = par_fetch(url, &o, &r, &err);
+    int frc = par_fetch(a.url, &a.o, &r, &err);
     if (pg.shown)
         fputc('\n', stderr);
+    char signer[17] = "";
     if (frc != PAR_OK) {
         fprintf(stderr, "par fetch: %s: %.*s", par_status_name(frc), (int)err.len,
                 err.data ? err.data : "\n");
-        par_fetch_result_free(&r);
-        goto out;
-    }
-    if (expected[0] && strcmp(expected, r.sha256) != 0) {
-        fprintf(stderr, "par fetch: digest_mismatch: %s: expected %s, got %s\n", url, expected,
+    } else if (expected[0] && strcmp(expected, r.sha256) != 0) {
+        fprintf(stderr, "par fetch: digest_mismatch: %s: expected %s, got %s\n", a.url, expected,
                 r.sha256);
-        par_fetch_result_free(&r);
-        goto out;
+    } else if (a.key && check_signature(&a, &trust, &r, signer, &err) != PAR_OK) {
+        ; /* said */
+    } else if (write_all(a.out, r.body.data ? r.body.data : "", r.body.len) != 0) {
+        fprintf(stderr, "par fetch: cannot write %s\n", a.out);
+    } else {
+        printf("%s  %s  %zu bytes  %.0f ms%s%s%s\n", r.sha256, a.out, r.body.len, r.ms,
+               expected[0] ? "  digest verified" : "", signer[0] ? "  signed by " : "", signer);
+        rc = 0;
     }
-    char signer[17] = "";
-    if (key) {
-        par_fetch_opts_t so = o;
-        so.max_bytes = 64 * 1024;
-        so.progress = NULL;
-        par_fetch_result_t sr;
-        par_buf_t su;
-        par_buf_init(&su, 0);
-        par_buf_appendf(&su, "%s.minisig", url);
-        par_buf_terminate(&su);
-        int src = par_fetch(su.data, &so, &sr, &err);
-        par_buf_free(&su);
-        if (src != PAR_OK) {
-            fprintf(stderr, "par fetch: signature_missing: %.*s", (int)err.len,
-                    err.data ? err.data : "\n");
-            par_fetch_result_free(&r);
-            par_fetch_result_free(&sr);
-            goto out;
-        }
-        int vrc = par_trust_verify(&trust, sr.body.data, sr.body.len, r.body.data, r.body.len,
-                                   r.blake2b, signer, &err);
-        if (vrc != PAR_OK) {
-            fprintf(stderr, "par fetch: %s: %.*s", par_status_name(vrc), (int)err.len,
-                    err.data ? err.data : "\n");
-            par_fetch_result_free(&r);
-            par_fetch_result_free(&sr);
-            goto out;
-        }
-        char sigpath[4096];
-        snprintf(sigpath, sizeof(sigpath), "%s.minisig", out);
-        write_all(sigpath, sr.body.data, sr.body.len);
-        par_fetch_result_free(&sr);
-    }
-    if (write_all(out, r.body.data ? r.body.data : "", r.body.len) != 0) {
-        fprintf(stderr, "par fetch: cannot write %s\n", out);
-        par_fetch_result_free(&r);
-        goto out;
-    }
-    printf("%s  %s  %zu bytes  %.0f ms%s%s%s\n", r.sha256, out, r.body.len, r.ms,
-           expected[0] ? "  digest verified" : "", signer[0] ? "  signed by " : "", signer);
-    par_fetch_result_free(&r);
-    rc = 0;
 out:
+    par_fetch_result_free(&r);
     par_trust_free(&trust);
     par_buf_free(&err);
-    par_buf_free(&side);
     return rc;
 }

@@ -5,7 +5,6 @@
  * reload of the keys the table marks reloadable, graceful shutdown), and
  * `par config check|show|docs`.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -14,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +32,7 @@
 #include "pkg/archive.h"
 #include "pkg/manifest.h"
 #include "pkg/trust.h"
+#include "runtime/converge.h"
 #include "runtime/runtime.h"
 #include "util/suggest.h"
 
@@ -57,199 +54,6 @@ static int load_conf(int argc, char **argv, par_conf_t *c, const char *who)
         fprintf(stderr, "%s: the configuration has errors; nothing was started\n", who);
     par_buf_free(&err);
     return rc == PAR_OK ? 0 : 2;
-}
-
-/* ---- watching the packages folder -------------------------------------------------- */
-
-typedef struct watch {
-    par_runtime_t *rt;
-    char *dir;
-    int fd;
-    int stop_fd; /* eventfd: the watcher leaves between two deploys, never inside one */
-    pthread_t thread;
-} watch_t;
-
-static int is_apkg(const char *name)
-{
-    size_t n = strlen(name);
-    return n > 5 && strcmp(name + n - 5, ".apkg") == 0 && name[0] != '.';
-}
-
-/* "x.apkg.minisig" or "x.apkg.sha256" → "x.apkg" in `apkg`. */
-static int is_side_file(const char *name, char apkg[NAME_MAX + 1])
-{
-    static const char *const sfx[] = {".minisig", ".sha256"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < 2; i++) {
-        size_t l = strlen(sfx[i]);
-        if (n > l && strcmp(name + n - l, sfx[i]) == 0) {
-            snprintf(apkg, NAME_MAX + 1, "%.*s", (int)(n - l), name);
-            return is_apkg(apkg);
-        }
-    }
-    return 0;
-}
-
-/* Converges on one file of the folder: deploy it when it is there, remove what
- * was deployed from it when it is gone. */
-static void converge(par_runtime_t *rt, const char *dir, const char *name)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (access(path, F_OK) == 0) {
-        par_buf_t err;
-        par_buf_init(&err, 0);
-        par_deploy_req_t req = {.path = path, .origin = "dir"};
-        par__deploy(rt, &req, &err, NULL); /* logged and listed either way */
-        par_buf_free(&err);
-        return;
-    }
-    par_pkgver_t **pk;
-    size_t n;
-    if (par__packages_snapshot(rt, &pk, &n) != PAR_OK)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        if (pk[i]->source && strcmp(pk[i]->source, path) == 0 &&
-            atomic_load(&pk[i]->state) == PAR_PKG_ACTIVE) {
-            par_log_msg(PAR_LOG_INFO, "%s was removed from the packages folder: unloading %s@%s",
-                        path, pk[i]->name, pk[i]->version);
-            par__runtime_remove(rt, pk[i]->name, pk[i]->version);
-        }
-        par__pkgver_unref(pk[i]);
-    }
-    free(pk);
-}
-
-static void *watch_main(void *arg)
-{
-    watch_t *w = arg;
-    char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-    for (;;) {
-        struct pollfd pfd[2] = {{w->fd, POLLIN, 0}, {w->stop_fd, POLLIN, 0}};
-        if (poll(pfd, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (pfd[1].revents)
-            break;
-        ssize_t r = read(w->fd, buf, sizeof(buf));
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR)
-                continue;
-            break;
-        }
-        /* collect the names first: a publisher often writes then renames */
-        char names[64][NAME_MAX + 1];
-        size_t count = 0;
-        for (char *p = buf; p < buf + r;) {
-            struct inotify_event *ev = (struct inotify_event *)p;
-            /* a signature or digest file arriving after its package redeploys it */
-            char name[NAME_MAX + 1] = "";
-            if (ev->len && is_apkg(ev->name))
-                snprintf(name, sizeof(name), "%s", ev->name);
-            else if (ev->len && is_side_file(ev->name, name) &&
-                     !(ev->mask & (IN_DELETE | IN_MOVED_FROM)))
-                ;
-            else
-                name[0] = '\0';
-            if (name[0]) {
-                size_t k;
-                for (k = 0; k < count; k++)
-                    if (strcmp(names[k], name) == 0)
-                        break;
-                if (k == count && count < 64)
-                    snprintf(names[count++], sizeof(names[0]), "%s", name);
-            }
-            p += sizeof(*ev) + ev->len;
-        }
-        if (count)
-            usleep(50000); /* let a burst of writes settle */
-        for (size_t k = 0; k < count; k++)
-            converge(w->rt, w->dir, names[k]);
-    }
-    return NULL;
-}
-
-static watch_t *watch_start(par_runtime_t *rt, const char *dir)
-{
-    int fd = inotify_init1(IN_CLOEXEC);
-    if (fd < 0 ||
-        inotify_add_watch(fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE) < 0) {
-        par_log_msg(PAR_LOG_WARN, "cannot watch %s for changes: %s", dir, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
-    watch_t *w = calloc(1, sizeof(*w));
-    w->rt = rt;
-    w->dir = strdup(dir);
-    w->fd = fd;
-    w->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (w->stop_fd < 0 || pthread_create(&w->thread, NULL, watch_main, w) != 0) {
-        close(fd);
-        if (w->stop_fd >= 0)
-            close(w->stop_fd);
-        free(w->dir);
-        free(w);
-        return NULL;
-    }
-    return w;
-}
-
-static void watch_stop(watch_t *w)
-{
-    if (w == NULL)
-        return;
-    uint64_t one = 1;
-    if (write(w->stop_fd, &one, sizeof(one)) != sizeof(one))
-        par_log_msg(PAR_LOG_WARN, "cannot stop the folder watcher: %s", strerror(errno));
-    pthread_join(w->thread, NULL);
-    close(w->stop_fd);
-    close(w->fd);
-    free(w->dir);
-    free(w);
-}
-
-/* ---- serve ------------------------------------------------------------------- */
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void deploy_dir(par_runtime_t *rt, const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        par_log_msg(PAR_LOG_WARN, "packages directory %s: %s; serving no packages", dir,
-                    strerror(errno));
-        return;
-    }
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t len = strlen(e->d_name);
-        if (len > 5 && strcmp(e->d_name + len - 5, ".apkg") == 0) {
-            names = realloc(names, (n + 1) * sizeof(char *));
-            names[n++] = strdup(e->d_name);
-        }
-    }
-    closedir(d);
-    if (n > 1)
-        qsort(names, n, sizeof(char *), cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        par_buf_t err;
-        par_buf_init(&err, 0);
-        par_deploy_req_t req = {.path = path, .origin = "dir"};
-        par__deploy(rt, &req, &err, NULL); /* failures are logged and listed */
-        par_buf_free(&err);
-        free(names[i]);
-    }
-    free(names);
 }
 
 /* Waits up to `ms` for a second signal; a second SIGTERM or SIGINT ends the
@@ -609,11 +413,11 @@ int par_cli_serve(int argc, char **argv)
     log_started(&c);
     const char *pkgdir = par_conf_str(&c, PAR_K_REGISTRY_DIR) ? par_conf_str(&c, PAR_K_REGISTRY_DIR)
                                                               : par_conf_str(&c, PAR_K_PACKAGES);
-    watch_t *watch = watch_start(rt, pkgdir);
+    par_folder_watch_t *watch = par__folder_watch_start(rt, pkgdir);
     int restored = par__runtime_recover(rt);
     if (restored)
         par_log_msg(PAR_LOG_INFO, "restored %d package(s) from the cache", restored);
-    deploy_dir(rt, pkgdir);
+    par__folder_deploy_all(rt, pkgdir);
     atomic_store(&rt->booting, 0);
     par_metrics_cold_start((double)(par__now_ms() - rt->started_ms) / 1e3);
     log_mounted(rt);
@@ -628,7 +432,7 @@ int par_cli_serve(int argc, char **argv)
     }
     graceful_shutdown(rt, g_http, &set, sig, (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_GRACE),
                       (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_DRAIN));
-    watch_stop(watch);
+    par__folder_watch_stop(watch);
     par_http_stop(g_http);
     par_auth_destroy(g_auth);
     g_auth = NULL;

@@ -50,9 +50,9 @@
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
-#include "registry/index.h"
 #include "metering/meter.h"
 #include "obs/trace.h"
+#include "runtime/converge.h"
 #include "runtime/runtime.h"
 #include "util/json.h"
 
@@ -759,7 +759,7 @@ static void handle_info(par_http_t *h, h2o_req_t *req, const char *rid)
                           (int)n, "active", (int)active, "failed", (int)failed, "agents",
                           (int)agents, "build", "agent_abi", PAR_AGENT_ABI, "compiler", __VERSION__,
                           "date", __DATE__, "listen", h->address, "http_threads", (int)h->nloops);
-    json_object_set_new(o, "registry", rt->index ? par_index_status(rt->index) : json_null());
+    json_object_set_new(o, "registry", par__runtime_registry_status(rt));
     json_object_set_new(o, "trust",
                         json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned,
                                   "trusted_keys", (json_int_t)rt->trust.nkeys));

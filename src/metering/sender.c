@@ -123,7 +123,11 @@ void par_sender_free(par_sender_t *s)
     free(s);
 }
 
-static void start(par_sender_t *s, slot_t *sl, const par_send_item_t *it, size_t index)
+static void retry_later(par_sender_t *s, int64_t retry_after_s);
+
+/* Starts item `index` on slot `sl`; -1 (nothing started, retried later) when
+ * its headers cannot be built. */
+static int start(par_sender_t *s, slot_t *sl, const par_send_item_t *it, size_t index)
 {
     const par_stripe_config_t *c = s->cfg;
     char auth[1200], idem[200];
@@ -131,28 +135,32 @@ static void start(par_sender_t *s, slot_t *sl, const par_send_item_t *it, size_t
     snprintf(idem, sizeof(idem), "Idempotency-Key: %s", it->id);
     if (sl->hdrs)
         curl_slist_free_all(sl->hdrs);
-    sl->hdrs = curl_slist_append(curl_slist_append(NULL, auth), idem);
+    struct curl_slist *first = curl_slist_append(NULL, auth);
+    sl->hdrs = first ? curl_slist_append(first, idem) : NULL;
+    if (sl->hdrs == NULL) {
+        curl_slist_free_all(first);
+        set_error(s, "out of memory", 0);
+        retry_later(s, 0);
+        return -1;
+    }
     par_buf_reset(&sl->resp);
     sl->cerr[0] = '\0';
     CURL *h = sl->h;
-    curl_easy_setopt(h, CURLOPT_URL, s->url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->allow_http ? "https,http" : "https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (c->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "par/" PAR_VERSION_STRING);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl->hdrs);
+    par_curl_opts_t co = {.url = s->url,
+                          .protocols = c->allow_http ? "https,http" : "https",
+                          .connect_timeout_ms = c->timeout_ms,
+                          .timeout_ms = c->timeout_ms,
+                          .ca_file = c->ca_file,
+                          .on_body = on_body,
+                          .body_ud = &sl->resp,
+                          .errbuf = sl->cerr,
+                          .headers = sl->hdrs};
+    par_curl_setup(h, &co);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, it->form);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sl->resp);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, sl->cerr);
     curl_easy_setopt(h, CURLOPT_PRIVATE, sl);
     sl->index = index;
     curl_multi_add_handle(s->multi, h);
+    return 0;
 }
 
 /* A retryable failure: moves the gate by Retry-After (429) or the backoff. */
@@ -271,7 +279,10 @@ size_t par_sender_run(par_sender_t *s, const par_send_item_t *items, size_t n,
                 index = r.next++;
             else
                 break;
-            start(s, sl, &items[index], index);
+            if (start(s, sl, &items[index], index) != 0) {
+                r.retry[r.nretry++] = index;
+                break;
+            }
             busy++;
         }
         if (r.stopping || atomic_load(stop) || (busy == 0 && r.nretry == 0 && r.next >= n))

@@ -16,7 +16,6 @@
 #include "metering/sender.h"
 #include "metering/store.h"
 #include "obs/log.h"
-#include "registry/fetch.h"
 #include "util/curl.h"
 
 #define BATCH 1024      /* records sent per pass, per record */
@@ -592,7 +591,7 @@ int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **
     x->path = strdup(path);
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->cond, NULL);
-    par_fetch_global_init();
+    par_curl_load(); /* a failure shows as par_sender_new() == NULL, with par_curl_error() */
     x->sender = par_sender_new(&x->cfg, x->url);
     if (x->sender == NULL) {
         par_buf_appendf(err, "metering: the Stripe export needs libcurl: %s",

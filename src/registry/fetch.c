@@ -238,194 +238,241 @@ static void quote_body(par_buf_t *err, const par_buf_t *b)
         par_buf_appends(err, "...");
 }
 
+/* Where and how a URL is fetched: the real URL (s3:// resolved), the
+ * protocols allowed (redirects included), headers and S3 credentials. */
+typedef struct target {
+    par_buf_t real;
+    const char *protocols;
+    struct curl_slist *hdrs;
+    char userpwd[512], sigv4[128];
+    int is_s3;
+} target_t;
+
+/* Appends the header `name` `value` (name includes ": "). */
+static int add_header(target_t *t, const char *name, const char *value)
+{
+    par_buf_t h;
+    par_buf_init(&h, 0);
+    par_buf_appendf(&h, "%s%s", name, value);
+    int rc = par_buf_terminate(&h);
+    struct curl_slist *l = rc == PAR_OK ? curl_slist_append(t->hdrs, h.data) : NULL;
+    par_buf_free(&h);
+    if (l == NULL)
+        return PAR_E_NO_MEMORY;
+    t->hdrs = l;
+    return PAR_OK;
+}
+
+/* s3://: the endpoint URL and, when credentials are set, SigV4 signing. */
+static int s3_target(const char *url, const par_fetch_opts_t *o, target_t *t, par_buf_t *err)
+{
+    int rc = par_fetch_s3_url(url, o, &t->real, err);
+    if (rc != PAR_OK)
+        return rc;
+    const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
+    const char *tok = getenv("AWS_SESSION_TOKEN");
+    if (ak && *ak && sk && *sk) {
+        if (strchr(ak, ':') || (size_t)snprintf(t->userpwd, sizeof(t->userpwd), "%s:%s", ak, sk) >=
+                                   sizeof(t->userpwd)) {
+            par_buf_appendf(err, "%s: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are malformed\n",
+                            url);
+            return PAR_E_INVALID_ARGUMENT;
+        }
+        snprintf(t->sigv4, sizeof(t->sigv4), "aws:amz:%s:s3",
+                 o->s3_region && *o->s3_region ? o->s3_region : "us-east-1");
+        /* S3 requires the payload hash header; libcurl signs it as given */
+        if ((rc = add_header(t, "x-amz-content-sha256: ", "UNSIGNED-PAYLOAD")) != PAR_OK)
+            return rc;
+        if (tok && *tok && (rc = add_header(t, "x-amz-security-token: ", tok)) != PAR_OK)
+            return rc;
+    }
+    /* the operator chose the endpoint, scheme included */
+    if (strncmp(t->real.data, "http://", 7) == 0)
+        t->protocols = "http";
+    return PAR_OK;
+}
+
+static int make_target(const char *url, const par_fetch_opts_t *o, target_t *t, par_buf_t *err)
+{
+    memset(t, 0, sizeof(*t));
+    par_buf_init(&t->real, 0);
+    t->protocols = "https";
+    t->is_s3 = strncmp(url, "s3://", 5) == 0;
+    int rc = PAR_OK;
+    if (t->is_s3) {
+        rc = s3_target(url, o, t, err);
+    } else if (strncmp(url, "https://", 8) == 0) {
+        rc = par_buf_appends(&t->real, url);
+    } else if (strncmp(url, "http://", 7) == 0 && o->allow_http) {
+        rc = par_buf_appends(&t->real, url);
+        t->protocols = "http,https";
+    } else if (strncmp(url, "file://", 7) == 0 && o->allow_file) {
+        rc = par_buf_appends(&t->real, url);
+        t->protocols = "file";
+    } else {
+        par_buf_appendf(err,
+                        "%s: unsupported URL; packages come from https:// or s3://bucket/key%s\n",
+                        url, o->allow_http ? " or http://" : "");
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    if (rc == PAR_OK)
+        rc = par_buf_terminate(&t->real);
+    if (rc == PAR_OK && o->if_none_match && *o->if_none_match)
+        rc = add_header(t, "If-None-Match: ", o->if_none_match);
+    return rc;
+}
+
+static void target_free(target_t *t)
+{
+    curl_slist_free_all(t->hdrs);
+    par_buf_free(&t->real);
+}
+
+/* The easy handle of one attempt. */
+static CURL *attempt_handle(xfer_t *x, const target_t *t, char cerr[CURL_ERROR_SIZE])
+{
+    const par_fetch_opts_t *o = x->o;
+    par_curl_opts_t co = {.url = t->real.data,
+                          .protocols = t->protocols,
+                          .max_redirs = 5,
+                          .connect_timeout_ms = o->connect_timeout_ms,
+                          .timeout_ms = o->timeout_ms,
+                          .max_bytes = o->max_bytes,
+                          .ca_file = o->ca_file,
+                          .on_body = on_body,
+                          .body_ud = x,
+                          .on_header = on_header,
+                          .header_ud = x,
+                          .errbuf = cerr,
+                          .headers = t->hdrs};
+    CURL *h = par_curl_new(&co);
+    if (h == NULL)
+        return NULL;
+    if (*t->sigv4) {
+        curl_easy_setopt(h, CURLOPT_AWS_SIGV4, t->sigv4);
+        curl_easy_setopt(h, CURLOPT_USERPWD, t->userpwd);
+    }
+    if (o->progress) {
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    }
+    return h;
+}
+
+/* What a finished transfer means: PAR_OK, or the error (message in `am`),
+ * with *retry set when trying again may help. */
+static int classify(const char *url, const target_t *t, xfer_t *x, CURLcode cc, const char *cerr,
+                    par_buf_t *am, int *retry)
+{
+    const par_fetch_opts_t *o = x->o;
+    par_fetch_result_t *r = x->r;
+    long code = 0;
+    curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
+    r->http_status = code;
+    *retry = 0;
+    par_buf_terminate(&x->errbody);
+    if (x->too_large || cc == CURLE_FILESIZE_EXCEEDED) {
+        par_buf_appendf(am, "%s: larger than the cap of %llu bytes (registry.max_download_mb)\n",
+                        url, (unsigned long long)o->max_bytes);
+        return PAR_E_TOO_LARGE;
+    }
+    if (cc != CURLE_OK) {
+        curl_off_t got = 0, want = -1;
+        curl_easy_getinfo(x->h, CURLINFO_SIZE_DOWNLOAD_T, &got);
+        curl_easy_getinfo(x->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &want);
+        if (cc == CURLE_PARTIAL_FILE && want >= 0)
+            par_buf_appendf(am, "%s: the transfer ended after %lld of %lld bytes", url,
+                            (long long)got, (long long)want);
+        else
+            par_buf_appendf(am, "%s: %s", url, *cerr ? cerr : curl_easy_strerror(cc));
+        *retry = retryable_curl(cc);
+        return PAR_E_FETCH_FAILED;
+    }
+    if (code == 304 && o->if_none_match) {
+        r->not_modified = 1;
+        return PAR_OK;
+    }
+    if (code == 404 ||
+        (t->is_s3 && code == 403 && strstr(x->errbody.data ? x->errbody.data : "", "NoSuchKey"))) {
+        par_buf_appendf(am, "%s: not found (HTTP %ld)\n", url, code);
+        return PAR_E_NOT_FOUND;
+    }
+    if (code != 0 && (code < 200 || code > 299)) {
+        par_buf_appendf(am, "%s: HTTP %ld", url, code);
+        quote_body(am, &x->errbody);
+        *retry = code >= 500;
+        return PAR_E_FETCH_FAILED;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (x->hash_failed || EVP_DigestFinal_ex(x->sha, md, &mdlen) != 1 || mdlen != 32) {
+        par_buf_appendf(am, "%s: SHA-256 failed\n", url);
+        return PAR_E_INTERNAL;
+    }
+    par_hex_encode(md, 32, r->sha256);
+    crypto_generichash_final(&x->b2, r->blake2b, 64);
+    return PAR_OK;
+}
+
+/* One attempt; its message (if any) in `am`. */
+static int attempt(const char *url, const par_fetch_opts_t *o, const target_t *t,
+                   par_fetch_result_t *r, par_buf_t *am, int *retry)
+{
+    xfer_t x = {.o = o, .r = r};
+    par_buf_init(&x.errbody, 0);
+    par_buf_reset(&r->body);
+    free(r->etag);
+    r->etag = NULL;
+    *retry = 0;
+    char cerr[CURL_ERROR_SIZE] = "";
+    x.sha = EVP_MD_CTX_new();
+    int rc = PAR_E_NO_MEMORY;
+    if (x.sha == NULL || EVP_DigestInit_ex(x.sha, EVP_sha256(), NULL) != 1 ||
+        (x.h = attempt_handle(&x, t, cerr)) == NULL)
+        goto out;
+    crypto_generichash_init(&x.b2, NULL, 0, 64);
+    CURLcode cc = curl_easy_perform(x.h);
+    rc = classify(url, t, &x, cc, cerr, am, retry);
+out:
+    EVP_MD_CTX_free(x.sha);
+    if (x.h)
+        curl_easy_cleanup(x.h);
+    par_buf_free(&x.errbody);
+    return rc;
+}
+
 int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r, par_buf_t *err)
 {
     par_fetch_global_init();
     memset(r, 0, sizeof(*r));
     par_buf_init(&r->body, 0);
     double t0 = now_ms();
-    int rc = PAR_OK;
-    int is_s3 = strncmp(url, "s3://", 5) == 0;
-    par_buf_t real;
-    par_buf_init(&real, 0);
-    struct curl_slist *hdrs = NULL;
-    char userpwd[512] = "", sigv4[128] = "";
-    const char *protocols = "https";
-
-    if (is_s3) {
-        if ((rc = par_fetch_s3_url(url, o, &real, err)) != PAR_OK)
-            goto out;
-        const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
-        const char *tok = getenv("AWS_SESSION_TOKEN");
-        if (ak && *ak && sk && *sk) {
-            if (strchr(ak, ':') ||
-                (size_t)snprintf(userpwd, sizeof(userpwd), "%s:%s", ak, sk) >= sizeof(userpwd)) {
-                par_buf_appendf(err, "%s: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are malformed\n",
-                                url);
-                rc = PAR_E_INVALID_ARGUMENT;
-                goto out;
-            }
-            snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:s3",
-                     o->s3_region && *o->s3_region ? o->s3_region : "us-east-1");
-            /* S3 requires the payload hash header; libcurl signs it as given */
-            hdrs = curl_slist_append(hdrs, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-            if (tok && *tok) {
-                par_buf_t h;
-                par_buf_init(&h, 0);
-                par_buf_appendf(&h, "x-amz-security-token: %s", tok);
-                par_buf_terminate(&h);
-                hdrs = curl_slist_append(hdrs, h.data);
-                par_buf_free(&h);
-            }
-        }
-        /* the operator chose the endpoint, scheme included */
-        if (strncmp(real.data, "http://", 7) == 0)
-            protocols = "http";
-    } else if (strncmp(url, "https://", 8) == 0) {
-        par_buf_appends(&real, url);
-    } else if (strncmp(url, "http://", 7) == 0 && o->allow_http) {
-        par_buf_appends(&real, url);
-        protocols = "http,https";
-    } else if (strncmp(url, "file://", 7) == 0 && o->allow_file) {
-        par_buf_appends(&real, url);
-        protocols = "file";
-    } else {
-        par_buf_appendf(err,
-                        "%s: unsupported URL; packages come from https:// or s3://bucket/key%s\n",
-                        url, o->allow_http ? " or http://" : "");
-        rc = PAR_E_INVALID_ARGUMENT;
-        goto out;
-    }
-    par_buf_terminate(&real);
-    if (o->if_none_match && *o->if_none_match) {
-        par_buf_t h;
-        par_buf_init(&h, 0);
-        par_buf_appendf(&h, "If-None-Match: %s", o->if_none_match);
-        par_buf_terminate(&h);
-        hdrs = curl_slist_append(hdrs, h.data);
-        par_buf_free(&h);
-    }
-
-    for (unsigned attempt = 0;; attempt++) {
-        xfer_t x = {.o = o, .r = r};
+    target_t t;
+    int rc = make_target(url, o, &t, err);
+    for (unsigned n = 0; rc == PAR_OK; n++) {
         par_buf_t am; /* this attempt's message */
         par_buf_init(&am, 4096);
-        par_buf_init(&x.errbody, 0);
-        par_buf_reset(&r->body);
-        free(r->etag);
-        r->etag = NULL;
-        r->attempts = attempt + 1;
-        x.sha = EVP_MD_CTX_new();
-        x.h = curl_easy_init();
-        if (x.sha == NULL || x.h == NULL || EVP_DigestInit_ex(x.sha, EVP_sha256(), NULL) != 1) {
-            EVP_MD_CTX_free(x.sha);
-            if (x.h)
-                curl_easy_cleanup(x.h);
-            par_buf_free(&x.errbody);
-            par_buf_free(&am);
-            rc = PAR_E_NO_MEMORY;
-            goto out;
-        }
-        crypto_generichash_init(&x.b2, NULL, 0, 64);
-        CURL *h = x.h;
-        char cerr[CURL_ERROR_SIZE] = "";
-        curl_easy_setopt(h, CURLOPT_URL, real.data);
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, protocols);
-        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
-        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-        if (o->ca_file && *o->ca_file)
-            curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
-        curl_easy_setopt(h, CURLOPT_USERAGENT, "par/" PAR_VERSION_STRING);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
-        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
-        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-        if (hdrs)
-            curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-        if (*sigv4) {
-            curl_easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4);
-            curl_easy_setopt(h, CURLOPT_USERPWD, userpwd);
-        }
-        if (o->progress) {
-            curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-            curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
-            curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-        }
-        CURLcode cc = curl_easy_perform(h);
-        long code = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-        r->http_status = code;
-        int retry = 0;
-        rc = PAR_OK;
-        par_buf_terminate(&x.errbody);
-        if (x.too_large || cc == CURLE_FILESIZE_EXCEEDED) {
-            par_buf_appendf(&am,
-                            "%s: larger than the cap of %llu bytes (registry.max_download_mb)\n",
-                            url, (unsigned long long)o->max_bytes);
-            rc = PAR_E_TOO_LARGE;
-        } else if (cc != CURLE_OK) {
-            curl_off_t got = 0, want = -1;
-            curl_easy_getinfo(h, CURLINFO_SIZE_DOWNLOAD_T, &got);
-            curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &want);
-            if (cc == CURLE_PARTIAL_FILE && want >= 0)
-                par_buf_appendf(&am, "%s: the transfer ended after %lld of %lld bytes", url,
-                                (long long)got, (long long)want);
-            else
-                par_buf_appendf(&am, "%s: %s", url, *cerr ? cerr : curl_easy_strerror(cc));
-            rc = PAR_E_FETCH_FAILED;
-            retry = retryable_curl(cc);
-        } else if (code == 304 && o->if_none_match) {
-            r->not_modified = 1;
-        } else if (code == 404 || (is_s3 && code == 403 &&
-                                   strstr(x.errbody.data ? x.errbody.data : "", "NoSuchKey"))) {
-            par_buf_appendf(&am, "%s: not found (HTTP %ld)\n", url, code);
-            rc = PAR_E_NOT_FOUND;
-        } else if (code != 0 && (code < 200 || code > 299)) {
-            par_buf_appendf(&am, "%s: HTTP %ld", url, code);
-            quote_body(&am, &x.errbody);
-            rc = PAR_E_FETCH_FAILED;
-            retry = code >= 500;
-        }
-        if (rc == PAR_OK && !r->not_modified) {
-            unsigned char md[EVP_MAX_MD_SIZE];
-            unsigned int mdlen = 0;
-            if (x.hash_failed || EVP_DigestFinal_ex(x.sha, md, &mdlen) != 1 || mdlen != 32) {
-                par_buf_appendf(&am, "%s: SHA-256 failed\n", url);
-                rc = PAR_E_INTERNAL;
-            } else {
-                par_hex_encode(md, 32, r->sha256);
-                crypto_generichash_final(&x.b2, r->blake2b, 64);
-            }
-        }
-        EVP_MD_CTX_free(x.sha);
-        curl_easy_cleanup(h);
-        par_buf_free(&x.errbody);
-        if (rc == PAR_E_FETCH_FAILED && retry && attempt < o->retries) {
+        int retry;
+        r->attempts = n + 1;
+        rc = attempt(url, o, &t, r, &am, &retry);
+        if (rc == PAR_E_FETCH_FAILED && retry && n < o->retries) {
             par_log_msg(PAR_LOG_WARN, "%.*s (attempt %u of %u, retrying)", (int)am.len,
-                        am.data ? am.data : "", attempt + 1, o->retries + 1);
+                        am.data ? am.data : "", n + 1, o->retries + 1);
             par_buf_free(&am);
-            backoff_sleep(o->backoff_ms ? o->backoff_ms : 200, attempt);
+            backoff_sleep(o->backoff_ms ? o->backoff_ms : 200, n);
+            rc = PAR_OK;
             continue;
         }
         if (rc == PAR_E_FETCH_FAILED)
-            par_buf_appendf(&am, " (attempt %u of %u%s)\n", attempt + 1, o->retries + 1,
+            par_buf_appendf(&am, " (attempt %u of %u%s)\n", n + 1, o->retries + 1,
                             retry ? "" : ", not retried");
         if (rc != PAR_OK && am.len)
             par_buf_append(err, am.data, am.len);
         par_buf_free(&am);
         break;
     }
-out:
-    curl_slist_free_all(hdrs);
-    par_buf_free(&real);
+    target_free(&t);
     r->ms = now_ms() - t0;
     if (rc != PAR_OK)
         par_buf_free(&r->body);

@@ -8,6 +8,7 @@
  * swap never waits for readers.
  */
 #include "runtime/runtime.h"
+#include "runtime/converge.h"
 
 #include <dlfcn.h>
 #include <jansson.h>
@@ -28,7 +29,6 @@
 #include "obs/log.h"
 #include "obs/trace.h"
 #include "registry/cache.h"
-#include "registry/index.h"
 #include "core/id.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
@@ -678,7 +678,7 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     rt->exec = exec_new(cores > 0 ? (size_t)cores * 2 : 2);
     if (rt->index_url && *rt->index_url &&
-        (rc = par_index_start(rt, rt->index_url, rt->cfg.index_poll_ms, &rt->index)) != PAR_OK) {
+        (rc = par__index_start(rt, rt->index_url, rt->cfg.index_poll_ms, &rt->index)) != PAR_OK) {
         par_runtime_destroy(rt);
         return rc;
     }
@@ -704,7 +704,7 @@ void par_runtime_destroy(par_runtime_t *rt)
 {
     if (rt == NULL)
         return;
-    par_index_stop(rt->index); /* no deploy may start after this */
+    par__index_stop(rt->index); /* no deploy may start after this */
     rt->index = NULL;
     atomic_store(&rt->draining, 1);
     pthread_mutex_lock(&rt->lock);
@@ -1059,7 +1059,7 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why)
         par_buf_appends(why, "the initial packages are still loading");
         return 0;
     }
-    if (rt->index && !par_index_settled(rt->index)) {
+    if (rt->index && !par__index_settled(rt->index)) {
         par_buf_appends(why, "the registry index has not been polled yet");
         return 0;
     }

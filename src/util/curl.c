@@ -198,3 +198,50 @@ const char *par_curl_error(void)
     pthread_once(&g_once, load);
     return g_loaded ? NULL : g_error;
 }
+
+/* ---- the handle builder -------------------------------------------------------- */
+
+void par_curl_setup(CURL *h, const par_curl_opts_t *o)
+{
+    curl_easy_setopt(h, CURLOPT_URL, o->url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, o->protocols ? o->protocols : "https");
+    if (o->max_redirs > 0) {
+        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, o->protocols ? o->protocols : "https");
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(h, CURLOPT_MAXREDIRS, o->max_redirs);
+    }
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (o->connect_timeout_ms)
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
+    if (o->timeout_ms)
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
+    if (o->max_bytes)
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (o->ca_file && *o->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "par/" PAR_VERSION_STRING);
+    if (o->on_body) {
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, o->on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, o->body_ud);
+    }
+    if (o->on_header) {
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, o->on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, o->header_ud);
+    }
+    if (o->errbuf) {
+        o->errbuf[0] = '\0';
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, o->errbuf);
+    }
+    if (o->headers)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, o->headers);
+}
+
+CURL *par_curl_new(const par_curl_opts_t *o)
+{
+    CURL *h = curl_easy_init();
+    if (h)
+        par_curl_setup(h, o);
+    return h;
+}

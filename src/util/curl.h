@@ -15,6 +15,8 @@
 #ifndef PAR_UTIL_CURL_H
 #define PAR_UTIL_CURL_H
 
+#include <stdint.h>
+
 #include <curl/curl.h>
 
 typedef struct par_curl_api {
@@ -46,6 +48,32 @@ int par_curl_load(void);
 
 /* Why libcurl could not be loaded, or NULL. */
 const char *par_curl_error(void);
+
+/* The options every PAR client sets the same way (registry fetch, OIDC
+ * discovery and JWKS, the Stripe export). */
+typedef struct par_curl_opts {
+    const char *url;
+    const char *protocols;       /* CURLOPT_PROTOCOLS_STR, also for redirects ("https") */
+    long max_redirs;             /* 0: redirects are not followed */
+    uint32_t connect_timeout_ms; /* 0: libcurl's default */
+    uint32_t timeout_ms;         /* whole transfer; 0: none */
+    uint64_t max_bytes;          /* CURLOPT_MAXFILESIZE_LARGE; 0: no cap */
+    const char *ca_file;         /* extra trust anchors (PEM), NULL/"" = system store */
+    curl_write_callback on_body; /* with body_ud; NULL: libcurl's default */
+    void *body_ud;
+    curl_write_callback on_header; /* with header_ud, or NULL */
+    void *header_ud;
+    char *errbuf;               /* CURL_ERROR_SIZE bytes, or NULL */
+    struct curl_slist *headers; /* request headers (the caller frees them), or NULL */
+} par_curl_opts_t;
+
+/* Sets `o` on easy handle `h`, with what never varies: TLS peer and host
+ * verification on, no signals, the user agent par/VERSION. Any thread. */
+void par_curl_setup(CURL *h, const par_curl_opts_t *o);
+
+/* curl_easy_init() + par_curl_setup(); NULL when libcurl cannot be loaded or
+ * is out of memory (par_curl_error() says which when it is the former). */
+CURL *par_curl_new(const par_curl_opts_t *o);
 
 #undef curl_easy_setopt
 #undef curl_easy_getinfo
