@@ -12,7 +12,9 @@ Pieces (all in bench/longcall/):
   for the reference runtime (../shared/peers/fastapi_par, which awaits coroutines).
 
 Each run starts the system fresh, holds C clients (`wrk -cC`, one call each at a
-time, keep-alive) on `longcall` for S seconds and samples the RSS of the runtime and
+time, keep-alive; each client's first call starts at a random moment within the
+first model delay, so calls do not start and end in one wave) on `longcall` for S
+seconds and samples the RSS of the runtime and
 of all its processes every 0.25 s. During PAR's runs a second, light load (4
 connections, one call per 10 ms each) calls the native echo agent on the same PAR,
 starting once the long calls are all in flight. The `direct` system is wrk calling
@@ -162,6 +164,23 @@ def memory(pid):
     return own, own + sum(rss_kb(k) for k in descendants(pid))
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except OSError:
+        return 0.0
+
+
+def cpu(pid):
+    """CPU seconds used by the process and by its descendants (alive ones)."""
+    return cpu_s(pid), sum(cpu_s(k) for k in descendants(pid))
+
+
 class Sampler(threading.Thread):
     def __init__(self, pid):
         super().__init__(daemon=True)
@@ -245,8 +264,9 @@ def start_reference(model_url, tag):
 
 # ---- measurement ----------------------------------------------------------------------
 
-def wrk_start(url, conns, seconds, body, pace_ms=0, threads=2):
-    env = dict(os.environ, LONGCALL_BODY=json.dumps(body), LONGCALL_PACE_MS=str(pace_ms))
+def wrk_start(url, conns, seconds, body, pace_ms=0, threads=2, ramp_ms=0):
+    env = dict(os.environ, LONGCALL_BODY=json.dumps(body), LONGCALL_PACE_MS=str(pace_ms),
+               LONGCALL_RAMP_MS=str(ramp_ms), LONGCALL_PER_THREAD=str(-(-conns // threads)))
     return subprocess.Popen(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout",
                              "60s", "-s", LUA, url], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
@@ -265,6 +285,25 @@ def wrk_result(p, seconds):
     raise RuntimeError("wrk gave no figures:\n" + out)
 
 
+def warnings(path):
+    """Warn and error lines of a PAR log, counted by message and error name."""
+    counts = {}
+    with open(path, "rb") as f:
+        for line in f:
+            if b'"level":"warn"' not in line and b'"level":"error"' not in line:
+                continue
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            if j.get("msg") == "request":
+                key = f"request {j.get('status')} {j.get('error', '')}".strip()
+            else:
+                key = (j.get("msg") or "")[:120] + (f" ({j['error']})" if j.get("error") else "")
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+
+
 def run_one(system, delay_ms, clients):
     body = {"input": {"prompt": "Say something.", "delay_ms": delay_ms, "tokens": TOKENS}}
     if system["name"] == "direct":
@@ -272,17 +311,20 @@ def run_one(system, delay_ms, clients):
     seconds = seconds_for(delay_ms)
     pid = system["proc"].pid
     idle = memory(pid)
+    cpu0 = cpu(pid)
     sampler = Sampler(pid)
     sampler.start()
-    long = wrk_start(system["url"], clients, seconds, body)
+    # the clients' first calls spread over one model delay (no single wave)
+    long = wrk_start(system["url"], clients, seconds, body, ramp_ms=delay_ms)
     short = None
     if system.get("short_url"):
         # once every long call is in flight (the first answers come after delay_ms)
-        lead = min(delay_ms / 1000.0 + 1, seconds / 2)
+        lead = min(delay_ms / 1000.0 + 0.5, seconds / 2)
         time.sleep(lead)
         short = wrk_start(system["short_url"], SHORT_CONNS, max(1, int(seconds - lead - 1)),
                           {"input": {"text": "hello"}}, pace_ms=SHORT_PACE_MS, threads=1)
     res = wrk_result(long, seconds)
+    cpu1 = cpu(pid)
     sampler.halt.set()
     sampler.join()
     out = {"long": res, "idle_rss_kb": {"runtime": idle[0], "all": idle[1]},
@@ -290,20 +332,19 @@ def run_one(system, delay_ms, clients):
            "seconds": seconds,
            # Little's law: calls in flight = throughput × time in the system
            "in_flight": round(res["rps"] * res["p50_ms"] / 1000.0),
-           "p99_over_model_ms": res["p99_ms"] - delay_ms}
+           "p99_over_model_ms": res["p99_ms"] - delay_ms,
+           # CPU time per answered call: the runtime's process, its worker processes
+           "cpu_ms_per_call": {"runtime": round((cpu1[0] - cpu0[0]) * 1000 / max(1, res["requests"]), 3),
+                               "workers": round((cpu1[1] - cpu0[1]) * 1000 / max(1, res["requests"]), 3)}}
     if short:
         out["short"] = wrk_result(short, seconds)
     if system.get("log"):
-        with open(system["log"], "rb") as f:
-            tail = [ln.decode(errors="replace") for ln in f if b'"level":"error"' in ln
-                    or b'"level":"warn"' in ln]
-        out["log_warnings"] = len(tail)
-        out["log_warning_sample"] = [ln.strip()[:300] for ln in tail[:3]]
+        out["log_warnings"] = warnings(system["log"])
     r = res
     print(f"{system['name']:<9} delay {delay_ms:>4} ms c={clients:<5} {r['rps']:>7.0f} req/s "
           f"ok {r['success_rate'] * 100:6.2f}% p50 {r['p50_ms']:.0f} p99 {r['p99_ms']:.0f} ms "
           f"in flight {out['in_flight']} peak RSS {out['peak_rss_kb']['runtime']} / "
-          f"{out['peak_rss_kb']['all']} KB"
+          f"{out['peak_rss_kb']['all']} KB cpu/call {out['cpu_ms_per_call']}"
           + (f" | short p99 {out['short']['p99_ms']:.2f} ms ok "
              f"{out['short']['success_rate'] * 100:.2f}%" if short else ""), flush=True)
     return out

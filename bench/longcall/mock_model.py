@@ -5,7 +5,7 @@ POST /v1/chat/completions with a JSON body answers, after `delay_ms` (from the
 body, else --delay-ms), an OpenAI-style server-sent-event stream of `tokens`
 (body, else --tokens) chunks, `data: {"choices":[{"delta":{"content":"..."}}]}`,
 then `data: [DONE]`, as HTTP/1.1 chunked transfer encoding (one chunk per event;
---token-ms apart, 0 = back to back). Connections are kept alive unless the
+--token-ms apart; 0 = back to back, in one write). Connections are kept alive unless the
 request says `Connection: close`. Anything else answers 404.
 
     python3 mock_model.py --port 9000 [--delay-ms 1000] [--tokens 32] [--token-ms 0]
@@ -19,6 +19,13 @@ import resource
 def event(obj):
     data = b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n"
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def token(i):
+    return event(b'{"choices":[{"index":0,"delta":{"content":"tok%d "}}]}' % i)
+
+
+DONE = event(b"[DONE]") + b"0\r\n\r\n"
 
 
 async def handle(reader, writer, opts):
@@ -47,15 +54,18 @@ async def handle(reader, writer, opts):
             delay = float(req.get("delay_ms", opts.delay_ms)) / 1000.0
             tokens = int(req.get("tokens", opts.tokens))
             await asyncio.sleep(delay)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n" +
-                         (b"Connection: close\r\n" if close else b"") + b"\r\n")
-            for i in range(tokens):
-                writer.write(event({"choices": [{"index": 0, "delta": {"content": "tok%d " % i}}]}))
-                if opts.token_ms:
+            head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n" +
+                    (b"Connection: close\r\n" if close else b"") + b"\r\n")
+            if opts.token_ms:
+                writer.write(head)
+                for i in range(tokens):
+                    writer.write(token(i))
                     await writer.drain()
                     await asyncio.sleep(opts.token_ms / 1000.0)
-            writer.write(event(b"[DONE]") + b"0\r\n\r\n")
+                writer.write(DONE)
+            else:  # back to back: one write, as a socket buffer would carry it anyway
+                writer.write(head + b"".join(token(i) for i in range(tokens)) + DONE)
             await writer.drain()
             if close:
                 break
