@@ -284,6 +284,24 @@ def wrk(url, conns, api_key=None):
     raise RuntimeError("wrk gave no figures:\n" + r.stdout + r.stderr)
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process and of its living descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+            todo += children(p)
+        except OSError:
+            pass
+    return total
+
+
 def summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -293,17 +311,22 @@ def throughput(systems):
     for rnd in range(ROUNDS):
         for c in CONCURRENCY:
             for s in systems:
+                cpu0 = cpu_seconds(s["proc"].pid)
                 res = wrk(s["url"], c, s.get("api_key"))
+                # the server's CPU per request (all its processes): a cost that
+                # holds on a busy machine, where req/s follow the neighbours
+                res["cpu_us"] = (cpu_seconds(s["proc"].pid) - cpu0) * 1e6 / max(1, res["requests"])
                 raw[s["name"]][c].append(res)
                 print(f"round {rnd + 1} c={c:<3} {s['name']:<26} {res['rps']:>9.0f} req/s "
-                      f"p99 {res['p99_ms']:.2f} ms errors {res['errors'] + res['non2xx']}",
+                      f"p99 {res['p99_ms']:.2f} ms cpu {res['cpu_us']:.1f} µs/req "
+                      f"errors {res['errors'] + res['non2xx']}",
                       flush=True)
     out = {}
     for name, by_c in raw.items():
         out[name] = {}
         for c, runs in by_c.items():
             out[name][str(c)] = {k: summary([r[k] for r in runs])
-                                 for k in ("rps", "p50_ms", "p99_ms", "p999_ms")}
+                                 for k in ("rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us")}
             out[name][str(c)]["errors"] = sum(r["errors"] + r["non2xx"] for r in runs)
     return out
 
@@ -464,10 +487,13 @@ def ratios(t):
     put("par-in-process / reference (best of 1 or 2 workers)", "par-in-process",
         "reference-best")
     put("par-python / reference (best of 1 or 2 workers)", "par-python", "reference-best")
+    cpu = {n: t[n]["64"]["cpu_us"]["median"] for n in t}
     for f in FEATURES + ("production",):
         if f"par-isolated-{f}" in rps and "par-isolated" in rps:
             out[f"cost of {f} (1 − par-isolated-{f} / par-isolated)"] = \
                 1 - rps[f"par-isolated-{f}"] / rps["par-isolated"]
+            out[f"server CPU per request of {f} / par-isolated"] = \
+                cpu[f"par-isolated-{f}"] / cpu["par-isolated"]
     return out
 
 
@@ -501,13 +527,13 @@ def report(res):
              "(min–max). Echo agent, input `{\"text\":\"hello\"}`.", ""]
     for c in CONCURRENCY:
         lines += [f"## Concurrency {c}", "",
-                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | errors |",
-                  "|---|---|---|---|---|---|"]
+                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | errors |",
+                  "|---|---|---|---|---|---|---|"]
         for name, by_c in res["throughput"].items():
             s = by_c[str(c)]
             lines.append(f"| {name} | {fmt(s, 'rps')} | {fmt(s, 'p50_ms', digits=2)} | "
                          f"{fmt(s, 'p99_ms', digits=2)} | {fmt(s, 'p999_ms', digits=2)} | "
-                         f"{s['errors']} |")
+                         f"{fmt(s, 'cpu_us', digits=1)} | {s['errors']} |")
         lines.append("")
     lines += ["## Ratios at concurrency 64 (median req/s)", ""]
     for k, v in res["ratios_c64"].items():
@@ -571,9 +597,12 @@ def targets(res):
     row(["par-isolated-production"], "production p99 at c=64 ≤ 5 ms",
         lambda: f"{p99['par-isolated-production']:.2f} ms",
         lambda: p99["par-isolated-production"] <= 5.0)
+    cpu = {n: t[n]["64"]["cpu_us"]["median"] for n in t}
     for f in FEATURES:
         row([f"par-isolated-{f}", "par-isolated"], f"{f} alone costs ≤ 10 % (c=64 req/s)",
-            lambda f=f: f"{(1 - rps[f'par-isolated-{f}'] / rps['par-isolated']) * 100:.1f} %",
+            lambda f=f: f"{(1 - rps[f'par-isolated-{f}'] / rps['par-isolated']) * 100:.1f} % "
+                        f"(server CPU per request "
+                        f"{(cpu[f'par-isolated-{f}'] / cpu['par-isolated'] - 1) * 100:+.1f} %)",
             lambda f=f: rps[f"par-isolated-{f}"] >= 0.9 * rps["par-isolated"])
     if best_ref:
         row(["par-isolated"], "isolated c=64 ≥ 3× reference (best of 1, 2 workers)",
