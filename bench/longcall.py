@@ -23,6 +23,7 @@ the mock model itself: the floor that the client and the model alone account for
 Environment: LONGCALL_DELAYS (ms, default "1000,5000"), LONGCALL_CLIENTS (default
 "500,2000,5000"), LONGCALL_SYSTEMS (default "par,reference,direct"),
 LONGCALL_SECONDS (per run; default 2 × delay + 8 s), LONGCALL_TOKENS (default 32),
+LONGCALL_RAMP_MS (spread of the first calls, default the model delay),
 LONGCALL_PAR_DEFAULTS=1 (PAR without the settings below), LONGCALL_MERGE=1 (the
 cells measured replace theirs in the last bench/results/longcall.json, the others
 stay), BENCH_BUILD (default build-release).
@@ -316,7 +317,8 @@ def run_one(system, delay_ms, clients):
     sampler = Sampler(pid)
     sampler.start()
     # the clients' first calls spread over one model delay (no single wave)
-    long = wrk_start(system["url"], clients, seconds, body, ramp_ms=delay_ms)
+    long = wrk_start(system["url"], clients, seconds, body,
+                     ramp_ms=int(os.environ.get("LONGCALL_RAMP_MS", delay_ms)))
     short = None
     if system.get("short_url"):
         # once every long call is in flight (the first answers come after delay_ms)
