@@ -1,7 +1,12 @@
 -- wrk script: POST the echo input and print the figures as one JSON line.
+-- BENCH_API_KEY set and not empty: every request carries `Authorization: Bearer <key>`.
 wrk.method = "POST"
 wrk.body = '{"input":{"text":"hello"}}'
 wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_API_KEY")
+if key and key ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. key
+end
 
 done = function(summary, latency, requests)
     local e = summary.errors

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: release build, then bench/bench.py (see docs/performance.md).
 # Then bench/export.py (metering export throughput); `bench/run.sh export` runs it alone.
+# Then bench/longcall.py (long model calls); `bench/run.sh longcall` runs it alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPAR_TESTS=OFF >/dev/null
@@ -18,5 +19,12 @@ fi
 if [ "${1:-}" = export ]; then
     exec /usr/bin/python3 bench/export.py
 fi
+# longcall holds thousands of connections: raise the descriptor limit to the hard one
+if [ "${1:-}" = longcall ]; then
+    ulimit -n "$(ulimit -Hn)"
+    exec /usr/bin/python3 bench/longcall.py
+fi
 /usr/bin/python3 bench/bench.py
 /usr/bin/python3 bench/export.py
+ulimit -n "$(ulimit -Hn)"
+/usr/bin/python3 bench/longcall.py
