@@ -282,7 +282,10 @@ void worker_run_job(job_t *j)
         worker_send_frame(PAR_FRAME_RESULT, j->id, h, (size_t)n, j->outbuf.data, j->outbuf.len);
     } else {
         json_t *h = json_pack("{s:f, s:O}", "cpu_ms", cpu_ms, "units", j->units);
-        worker_send_json(PAR_FRAME_RESULT, j->id, h, j->outbuf.data, j->outbuf.len);
+        if (h == NULL)
+            worker_send_error(j->id, "out_of_memory", "out of memory building the answer");
+        else
+            worker_send_json(PAR_FRAME_RESULT, j->id, h, j->outbuf.data, j->outbuf.len);
         json_decref(h);
     }
 }

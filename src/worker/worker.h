@@ -59,6 +59,8 @@ typedef struct job {
     char mem[]; /* header strings, then the input */
 } job_t;
 
+_Static_assert(offsetof(job_t, link) == 0, "a job is its queue link");
+
 /* A CALL this worker sent and waits for; on the waiting thread's stack. */
 typedef struct wcall {
     struct wcall *next;

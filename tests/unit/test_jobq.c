@@ -189,7 +189,8 @@ static void test_watchdog_wakes_for_a_waiting_job(void **state)
     (void)state;
     reset();
     static tjob_t slow, next;
-    par_jobq_t *q = make(2, 2, 1000000LL, 0);
+    /* one thread, room for two: only the watchdog can start the second */
+    par_jobq_t *q = make(1, 2, 1000000LL, 0);
     slow = (tjob_t){.id = 1, .block = 1};
     par_jobq_push(q, &slow.link, &slow.link, PAR_JOBQ_WAKE);
     assert_int_equal(wait_for(&g_running, 1), 1);
@@ -202,6 +203,7 @@ static void test_watchdog_wakes_for_a_waiting_job(void **state)
     par_jobq_stats_t st;
     par_jobq_stats(q, &st);
     assert_true(st.waits >= 1);
+    assert_int_equal(st.threads, 2);
     release();
     par_jobq_free(q);
     assert_int_equal(g_ran, 2);
