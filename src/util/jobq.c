@@ -97,17 +97,24 @@ static int spawn_locked(par_jobq_t *q)
     return 0;
 }
 
-/* Wakes (or starts, up to max_threads) enough threads for the queued jobs;
- * 1 when it did anything. Lock held. */
-static int kick_locked(par_jobq_t *q)
+/* Gives the queued jobs threads: with `all`, enough for every queued job
+ * (waking idle ones, starting new ones up to max_threads), else one. 1 when
+ * it did anything. Lock held. */
+static int kick_locked(par_jobq_t *q, int all)
 {
     if (q->queued == 0)
         return 0;
+    size_t want = all ? q->queued : 1;
     int acted = 0;
-    while (q->queued > q->idle && q->nthreads < q->o.max_threads && spawn_locked(q) == 0)
+    while (want > q->idle && q->nthreads < q->o.max_threads && spawn_locked(q) == 0)
         acted = 1;
     if (q->idle > 0) {
-        pthread_cond_broadcast(&q->cond);
+        /* as many as wanted: the rest sleep on */
+        if (want >= q->idle)
+            pthread_cond_broadcast(&q->cond);
+        else
+            for (size_t i = 0; i < want; i++)
+                pthread_cond_signal(&q->cond);
         acted = 1;
     }
     return acted;
@@ -192,9 +199,9 @@ static void *watchdog_thread(void *arg)
                 o->overrun(o->ctx);
                 pthread_mutex_lock(&q->lock);
             }
-            kick_locked(q);
+            kick_locked(q, 1);
         } else if (o->wait_max_ns && q->head && now - q->head->queued_ns >= o->wait_max_ns) {
-            if (kick_locked(q))
+            if (kick_locked(q, 0)) /* one per tick: the job may just be next */
                 q->waits++;
         }
         int waiting = q->head != NULL && o->wait_max_ns;

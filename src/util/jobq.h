@@ -12,10 +12,11 @@
  * thread that runs what it read itself, "inline", while no other thread
  * reads). Cheap hand-offs wake no thread when one is already running; the
  * watchdog makes up for it: every `tick` while work is about, it
- *   - gives the queue more threads (waking idle ones, starting new ones up to
- *     max_threads) when the oldest queued job has waited `wait_max_ns`, and
+ *   - gives the queue one more thread (waking an idle one, or starting one
+ *     up to max_threads) when the oldest queued job has waited `wait_max_ns`,
+ *     and
  *   - when the job running inline has run `overrun_ns`, calls `overrun`
- *     (once per job) and gives the queue more threads too,
+ *     (once per job) and gives every queued job a thread,
  * and it sleeps when nothing was pushed or run inline for `idle_ns`, so an
  * idle queue costs no wake-ups.
  *
