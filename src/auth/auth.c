@@ -13,7 +13,7 @@
 #include "auth/apikey.h"
 #include "auth/oidc.h"
 #include "obs/log.h"
-#include "obs/metrics.h"
+#include "auth/metrics.h"
 
 struct par_auth {
     par_auth_config_t cfg;     /* owned; providers borrow from it */
@@ -131,7 +131,7 @@ par_slice_t par_auth_bearer(par_slice_t v)
 
 static void log_refusal(const par_auth_t *a, const char *request_id, const par_auth_fail_t *f)
 {
-    par_metrics_auth_failure(f->reason);
+    par_auth_count_failure(f->reason);
     par_logline_t l;
     if (!par_log_begin(&l, PAR_LOG_INFO,
                        f->reason == PAR_AUTH_R_FORBIDDEN ? "authorization refused"

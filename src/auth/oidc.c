@@ -20,7 +20,7 @@
 #include "auth/jwks.h"
 #include "auth/jwt.h"
 #include "obs/log.h"
-#include "obs/metrics.h"
+#include "auth/metrics.h"
 
 #define DISCOVERY_MAX_BYTES (64 * 1024)
 #define MAX_PARKED 1024
@@ -351,7 +351,7 @@ static void *refresh_main(void *arg)
             par_jwks_ref(cur);
         pthread_mutex_unlock(&o->lock);
 
-        par_metrics_auth_jwks_fetch(rc == 0);
+        par_auth_count_key_fetch(rc == 0);
         if (rc == 0 && changed)
             log_keys(first ? "auth: issuer keys obtained" : "auth: issuer keys changed", o, cur,
                      ttl_s);
@@ -470,11 +470,11 @@ static int oidc_check(par_auth_provider_t *p, par_slice_t tok, par_auth_waiter_t
     int64_t now = (int64_t)time(NULL);
     par_identity_t *id = par_token_cache_get(o->cache, h, atomic_load(&o->gen), now);
     if (id) {
-        par_metrics_auth_cache(1);
+        par_auth_count_token_cache(1);
         *out = id;
         return PAR_OK;
     }
-    par_metrics_auth_cache(0);
+    par_auth_count_token_cache(0);
 
     pthread_mutex_lock(&o->lock);
     par_jwks_t *keys = o->keys;

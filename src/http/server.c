@@ -54,6 +54,7 @@
 #include "obs/trace.h"
 #include "runtime/converge.h"
 #include "runtime/runtime.h"
+#include "runtime/metrics.h"
 #include "util/json.h"
 
 typedef struct loop {
@@ -1124,7 +1125,7 @@ static int route(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0)
         }
         par_buf_t m;
         par_buf_init(&m, 0);
-        par_metrics_render(h->rt, &m);
+        par__runtime_render_metrics(h->rt, &m);
         char *body = h2o_mem_alloc_pool(&req->pool, m.len + 1);
         memcpy(body, m.data ? m.data : "", m.len);
         send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", rid, body, m.len);

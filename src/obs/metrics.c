@@ -1,25 +1,29 @@
 /*
  * obs/metrics.c — see metrics.h. Names and units follow Prometheus
  * conventions (seconds, _total for counters); docs/observability.md lists them.
+ * The families of other modules are theirs to render (their collectors); the
+ * ones here are the server's own: HTTP responses, package loads, registry
+ * polls, cold start, dropped log lines, the build and the process.
  */
 #include "obs/metrics.h"
 
+#include <assert.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "auth/reason.h"
-#include "loader/supervisor.h"
-#include "metering/meter.h"
-#include "obs/log.h"
-#include "runtime/runtime.h"
+#include <par/agent.h>
 
-static const double bucket_le[PAR_LATENCY_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                      0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
-                                                      1,      2.5,     5,      10,    30};
+#include "obs/log.h"
+
+const double par_metrics_latency_le[PAR_LATENCY_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
 
 void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_ns)
 {
@@ -28,7 +32,7 @@ void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_n
     atomic_fetch_add_explicit(&m->by_status[status], 1, memory_order_relaxed);
     double s = (double)duration_ns / 1e9;
     for (int i = 0; i < PAR_LATENCY_BUCKETS; i++) {
-        if (s <= bucket_le[i]) {
+        if (s <= par_metrics_latency_le[i]) {
             atomic_fetch_add_explicit(&m->buckets[i], 1, memory_order_relaxed);
             break;
         }
@@ -99,35 +103,85 @@ void par_metrics_cold_start(double seconds)
     atomic_store(&cold_start_s, seconds);
 }
 
-/* ---- authentication ------------------------------------------------------------------ */
+/* ---- the registry ----------------------------------------------------------------------- */
 
-static atomic_ulong auth_failures[PAR_AUTH_REASON_COUNT];
-static atomic_ulong auth_cache[2];   /* miss, hit */
-static atomic_ulong auth_fetches[2]; /* failed, ok */
+typedef struct collector {
+    par_metrics_collector_fn fn;
+    void *ctx;
+} collector_t;
 
-void par_metrics_auth_failure(int reason)
+struct par_metrics_registry {
+    pthread_mutex_t lock; /* the list; held while rendering, so scrapes take turns */
+    collector_t *list;
+    size_t count, cap;
+};
+
+int par_metrics_registry_new(par_metrics_registry_t **out)
 {
-    if (reason < 0 || reason >= PAR_AUTH_REASON_COUNT)
-        reason = PAR_AUTH_R_NONE;
-    atomic_fetch_add_explicit(&auth_failures[reason], 1, memory_order_relaxed);
+    par_metrics_registry_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return PAR_E_NO_MEMORY;
+    pthread_mutex_init(&r->lock, NULL);
+    *out = r;
+    return PAR_OK;
 }
 
-void par_metrics_auth_cache(int hit)
+void par_metrics_registry_free(par_metrics_registry_t *r)
 {
-    atomic_fetch_add_explicit(&auth_cache[hit != 0], 1, memory_order_relaxed);
+    if (r == NULL)
+        return;
+    pthread_mutex_destroy(&r->lock);
+    free(r->list);
+    free(r);
 }
 
-void par_metrics_auth_jwks_fetch(int ok)
+int par_metrics_register(par_metrics_registry_t *r, par_metrics_collector_fn fn, void *ctx)
 {
-    atomic_fetch_add_explicit(&auth_fetches[ok != 0], 1, memory_order_relaxed);
+    assert(r != NULL && fn != NULL);
+    pthread_mutex_lock(&r->lock);
+    int rc = PAR_OK;
+    if (r->count == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 8;
+        collector_t *n = realloc(r->list, ncap * sizeof(*n));
+        if (n == NULL)
+            rc = PAR_E_NO_MEMORY;
+        else
+            r->list = n, r->cap = ncap;
+    }
+    if (rc == PAR_OK)
+        r->list[r->count++] = (collector_t){fn, ctx};
+    assert(r->count <= r->cap);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
 }
 
-/* ---- rendering ------------------------------------------------------------------------- */
+int par_metrics_render(par_metrics_registry_t *r, par_buf_t *out)
+{
+    int first_error = PAR_OK;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->count; i++) {
+        size_t mark = out->len;
+        int rc = r->list[i].fn(out, r->list[i].ctx);
+        if (rc == PAR_OK)
+            continue;
+        out->len = mark; /* whole families only: what it wrote goes */
+        if (first_error == PAR_OK)
+            first_error = rc;
+        par_log_msg(PAR_LOG_WARN, "metrics: collector %zu failed: %s; the others were rendered", i,
+                    par_strerror(rc));
+    }
+    pthread_mutex_unlock(&r->lock);
+    return first_error;
+}
 
-static void help(par_buf_t *b, const char *name, const char *type, const char *text)
+/* ---- the server's own families ----------------------------------------------------------- */
+
+void par_metrics_family(par_buf_t *b, const char *name, const char *type, const char *text)
 {
     par_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
 }
+
+#define help par_metrics_family
 
 static void process_metrics(par_buf_t *b)
 {
@@ -165,133 +219,9 @@ static void process_metrics(par_buf_t *b)
     }
 }
 
-static void auth_metrics(par_buf_t *b)
+int par_metrics_collect_server(par_buf_t *b, void *ctx)
 {
-    help(b, "par_auth_failures_total", "counter",
-         "Requests refused by authentication or authorization, by reason.");
-    for (int r = 1; r < PAR_AUTH_REASON_COUNT; r++)
-        par_buf_appendf(b, "par_auth_failures_total{reason=\"%s\"} %lu\n", par_auth_reason_name(r),
-                        atomic_load(&auth_failures[r]));
-    help(b, "par_auth_token_cache_total", "counter",
-         "Bearer tokens looked up in the verified-token cache, by result.");
-    par_buf_appendf(b,
-                    "par_auth_token_cache_total{result=\"hit\"} %lu\n"
-                    "par_auth_token_cache_total{result=\"miss\"} %lu\n",
-                    atomic_load(&auth_cache[1]), atomic_load(&auth_cache[0]));
-    help(b, "par_auth_key_fetches_total", "counter",
-         "Fetches of the token issuer's signing keys, by result.");
-    par_buf_appendf(b,
-                    "par_auth_key_fetches_total{result=\"ok\"} %lu\n"
-                    "par_auth_key_fetches_total{result=\"error\"} %lu\n",
-                    atomic_load(&auth_fetches[1]), atomic_load(&auth_fetches[0]));
-}
-
-int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
-{
-    par_pkgver_t **pk;
-    size_t n;
-    if (par__packages_snapshot(rt, &pk, &n) != PAR_OK)
-        return PAR_E_NO_MEMORY;
-
-    help(b, "par_invocations_total", "counter", "Agent invocations by agent, version and status.");
-    for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
-        if (pv->metrics == NULL || pv->manifest == NULL)
-            continue;
-        for (size_t e = 0; e < pv->manifest->export_count; e++) {
-            const char *sub = pv->manifest->exports[e].name;
-            for (int s = 0; s < PAR_STATUS_COUNT; s++) {
-                unsigned long v = atomic_load(&pv->metrics[e].by_status[s]);
-                if (v)
-                    par_buf_appendf(b,
-                                    "par_invocations_total{agent=\"%s%s%s\",version=\"%s\","
-                                    "status=\"%s\"} %lu\n",
-                                    pv->name, sub[0] ? "/" : "", sub, pv->version,
-                                    par_status_name(s), v);
-            }
-        }
-    }
-    help(b, "par_invocation_duration_seconds", "histogram",
-         "Time agents took to answer, as measured by the runtime.");
-    for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
-        if (pv->metrics == NULL || pv->manifest == NULL)
-            continue;
-        for (size_t e = 0; e < pv->manifest->export_count; e++) {
-            const char *sub = pv->manifest->exports[e].name;
-            char agent[200];
-            snprintf(agent, sizeof(agent), "%s%s%s", pv->name, sub[0] ? "/" : "", sub);
-            unsigned long cum = 0;
-            for (int k = 0; k < PAR_LATENCY_BUCKETS; k++) {
-                cum += atomic_load(&pv->metrics[e].buckets[k]);
-                par_buf_appendf(b,
-                                "par_invocation_duration_seconds_bucket{agent=\"%s\",le=\"%g\"} "
-                                "%lu\n",
-                                agent, bucket_le[k], cum);
-            }
-            unsigned long total = 0;
-            for (int s = 0; s < PAR_STATUS_COUNT; s++)
-                total += atomic_load(&pv->metrics[e].by_status[s]);
-            if (total < cum)
-                total = cum;
-            par_buf_appendf(b,
-                            "par_invocation_duration_seconds_bucket{agent=\"%s\",le=\"+Inf\"} "
-                            "%lu\n"
-                            "par_invocation_duration_seconds_sum{agent=\"%s\"} %.9f\n"
-                            "par_invocation_duration_seconds_count{agent=\"%s\"} %lu\n",
-                            agent, total, agent, (double)atomic_load(&pv->metrics[e].sum_ns) / 1e9,
-                            agent, total);
-        }
-    }
-    help(b, "par_invocations_in_flight", "gauge", "Invocations started and not yet answered.");
-    for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
-        if (pv->metrics == NULL || pv->manifest == NULL)
-            continue;
-        for (size_t e = 0; e < pv->manifest->export_count; e++) {
-            const char *sub = pv->manifest->exports[e].name;
-            long v = atomic_load(&pv->metrics[e].in_flight);
-            par_buf_appendf(b, "par_invocations_in_flight{agent=\"%s%s%s\"} %ld\n", pv->name,
-                            sub[0] ? "/" : "", sub, v < 0 ? 0 : v);
-        }
-    }
-    help(b, "par_worker_restarts_total", "counter",
-         "Workers replaced, by package and reason (crash, timeout).");
-    par_buf_t w; /* par_workers samples, emitted after their own HELP below */
-    par_buf_init(&w, 0);
-    for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
-        if (pv->pool == NULL)
-            continue;
-        par_pool_stats_t st;
-        par_pool_stats(pv->pool, &st);
-        par_buf_appendf(b,
-                        "par_worker_restarts_total{package=\"%s\",reason=\"crash\"} %u\n"
-                        "par_worker_restarts_total{package=\"%s\",reason=\"timeout\"} %u\n",
-                        pv->name, st.crashes, pv->name, st.timeouts);
-        par_buf_appendf(&w,
-                        "par_workers{package=\"%s\",state=\"starting\"} %u\n"
-                        "par_workers{package=\"%s\",state=\"ready\"} %u\n"
-                        "par_workers{package=\"%s\",state=\"retiring\"} %u\n",
-                        pv->name, st.starting, pv->name, st.ready, pv->name, st.retiring);
-    }
-    help(b, "par_workers", "gauge", "Worker processes by package and state.");
-    if (w.len)
-        par_buf_append(b, w.data, w.len);
-    par_buf_free(&w);
-    help(b, "par_packages", "gauge", "Package versions by state.");
-    unsigned states[4] = {0};
-    for (size_t i = 0; i < n; i++) {
-        int s = atomic_load(&pk[i]->state);
-        if (s >= 0 && s < 4)
-            states[s]++;
-    }
-    for (int s = 0; s < 4; s++)
-        par_buf_appendf(b, "par_packages{state=\"%s\"} %u\n", par_pkg_state_name(s), states[s]);
-    for (size_t i = 0; i < n; i++)
-        par__pkgver_unref(pk[i]);
-    free(pk);
-
+    (void)ctx;
     help(b, "par_http_requests_total", "counter", "HTTP responses by route and status code.");
     for (size_t r = 0; r < NROUTES; r++) {
         for (size_t c = 0; c <= NCODES; c++) {
@@ -335,20 +265,18 @@ int par_metrics_render(par_runtime_t *rt, par_buf_t *b)
              "Time from process start to the first readiness.");
         par_buf_appendf(b, "par_cold_start_seconds %.6f\n", cs);
     }
-    auth_metrics(b);
-    par_meter_render_metrics(rt->meter, b);
+    return PAR_OK;
+}
+
+int par_metrics_collect_process(par_buf_t *b, void *ctx)
+{
+    (void)ctx;
     help(b, "par_log_lines_dropped_total", "counter",
          "Log lines dropped because the log buffer was full.");
     par_buf_appendf(b, "par_log_lines_dropped_total %llu\n", (unsigned long long)par_log_dropped());
     help(b, "par_build_info", "gauge", "Build information.");
-    par_buf_appendf(b, "par_build_info{version=\"%s\",agent_abi=\"%d\"} 1\n", par_version(),
+    par_buf_appendf(b, "par_build_info{version=\"%s\",agent_abi=\"%d\"} 1\n", PAR_VERSION_STRING,
                     PAR_AGENT_ABI);
     process_metrics(b);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    help(b, "process_start_time_seconds", "gauge", "Start time of the process since the epoch.");
-    par_buf_appendf(b, "process_start_time_seconds %.3f\n",
-                    (double)now.tv_sec + now.tv_nsec / 1e9 -
-                        (double)(par__now_ms() - rt->started_ms) / 1e3);
     return PAR_OK;
 }

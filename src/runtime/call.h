@@ -17,6 +17,7 @@
 
 #include "core/id.h"
 #include "util/buf.h"
+#include "util/jobq.h"
 
 typedef struct par_call par_call_t;
 typedef struct par_pkgver par_pkgver_t;
@@ -72,6 +73,7 @@ struct par_call {
     par_worker_t *_worker;
     par_call_t *_hnext; /* worker pending-table chain */
     par_call_t *_qnext; /* pool wait queue */
+    par_job_t _job;     /* the in-process executor's queue (runtime/exec.c) */
     size_t _export_idx;
     uint64_t _parent_worker_id; /* CALL from a worker: who gets the CALL_RESULT */
     uint64_t _parent_call_id;

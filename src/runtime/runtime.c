@@ -1,6 +1,6 @@
 /*
- * runtime/runtime.c — runtime object, routing table, call dispatch, the
- * in-process executor and the embedding API (par/par.h).
+ * runtime/runtime.c — runtime object, routing table, call dispatch. The
+ * in-process executor is runtime/exec.c, the embedding API runtime/embed.c.
  *
  * Threads: par__call_start() and par_call() from any thread; deploys are
  * serialised by deploy_lock and block their caller. Routing-table readers
@@ -29,66 +29,12 @@
 #include "obs/log.h"
 #include "obs/trace.h"
 #include "registry/cache.h"
+#include "runtime/exec.h"
+#include "runtime/metrics.h"
 #include "core/id.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
 #include "util/proc.h"
-
-/* ---- config ----------------------------------------------------------------- */
-
-void par_config_init(par_config_t *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    par__config_defaults(cfg);
-}
-
-void par__config_defaults(par_config_t *cfg)
-{
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cfg->state_dir == NULL)
-        cfg->state_dir = "./var";
-    if (cfg->min_workers == 0)
-        cfg->min_workers = 1;
-    if (cfg->max_workers == 0)
-        cfg->max_workers = cores > 0 ? (unsigned)cores : 1;
-    if (cfg->worker_concurrency == 0)
-        cfg->worker_concurrency = 8;
-    if (cfg->default_timeout_ms == 0)
-        cfg->default_timeout_ms = 30000;
-    if (cfg->max_timeout_ms == 0)
-        cfg->max_timeout_ms = 300000;
-    if (cfg->max_input_bytes == 0)
-        cfg->max_input_bytes = 1u << 20;
-    if (cfg->max_output_bytes == 0)
-        cfg->max_output_bytes = 16u << 20;
-    if (cfg->max_queue == 0)
-        cfg->max_queue = 100;
-    if (cfg->drain_ms == 0)
-        cfg->drain_ms = 30000;
-    if (cfg->sandbox_max_files == 0)
-        cfg->sandbox_max_files = 1024;
-    if (cfg->sandbox_max_processes == 0)
-        cfg->sandbox_max_processes = 1024;
-    if (cfg->python == NULL || cfg->python[0] == '\0')
-        cfg->python = "/usr/bin/python3";
-    if (cfg->pip_timeout_ms == 0)
-        cfg->pip_timeout_ms = 300000;
-    if (cfg->scratch_mb == 0)
-        cfg->scratch_mb = 1024;
-    if (cfg->max_call_depth == 0)
-        cfg->max_call_depth = 16;
-}
-
-const char *par_pkg_state_name(int state)
-{
-    static const char *const names[] = {"loading", "active", "draining", "failed"};
-    return state >= 0 && state <= PAR_PKG_FAILED ? names[state] : "unknown";
-}
-
-const char *par_version(void)
-{
-    return PAR_VERSION_STRING;
-}
 
 /* ---- package versions --------------------------------------------------------- */
 
@@ -248,163 +194,18 @@ static int table_rebuild(par_runtime_t *rt)
     return PAR_OK;
 }
 
-/* ---- in-process executor -------------------------------------------------------- */
-
-/* Trusted packages' calls run on these threads, never on an event loop. The
- * attached HTTP loop hands over every call of one turn at once
- * (par__runtime_uncork): one lock and at most one wake-up per turn, and a
- * thread that is already running takes the next call without sleeping. A
- * watchdog wakes another thread when the oldest queued call has waited longer
- * than EXEC_WAIT_MAX_NS (a slow agent ahead of it), polling every millisecond
- * only while calls arrive and sleeping otherwise. */
-#define EXEC_WAIT_MAX_NS 1000000LL
-#define EXEC_IDLE_NS 100000000LL
-
-typedef struct par_executor {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    pthread_cond_t wd_cond;
-    par_call_t *head, *tail;
-    pthread_t *threads;
-    size_t nthreads;
-    pthread_t watchdog;
-    int has_watchdog;
-    unsigned idle, running;
-    int64_t last_submit_ns;
-    int wd_sleeping;
-    int stop;
-} par_executor_t;
-
-static __thread int tl_exec_cork;
-static __thread par_call_t *tl_exec_head, *tl_exec_tail;
-
-static void *exec_thread(void *arg)
-{
-    par_executor_t *x = arg;
-    pthread_mutex_lock(&x->lock);
-    for (;;) {
-        while (x->head == NULL && !x->stop) {
-            x->idle++;
-            pthread_cond_wait(&x->cond, &x->lock);
-            x->idle--;
-        }
-        if (x->head == NULL)
-            break;
-        par_call_t *c = x->head;
-        x->head = c->_qnext;
-        if (x->head == NULL)
-            x->tail = NULL;
-        x->running++;
-        pthread_mutex_unlock(&x->lock);
-        par__native_run(c);
-        par__call_finish(c);
-        pthread_mutex_lock(&x->lock);
-        x->running--;
-    }
-    pthread_mutex_unlock(&x->lock);
-    return NULL;
-}
-
-static void *exec_watchdog(void *arg)
-{
-    par_executor_t *x = arg;
-    pthread_mutex_lock(&x->lock);
-    while (!x->stop) {
-        int64_t now = par__now_ns();
-        if (x->head && x->idle > 0 && now - x->head->started_ns >= EXEC_WAIT_MAX_NS)
-            pthread_cond_signal(&x->cond);
-        if (x->head == NULL && now - x->last_submit_ns >= EXEC_IDLE_NS) {
-            x->wd_sleeping = 1;
-            pthread_cond_wait(&x->wd_cond, &x->lock);
-            x->wd_sleeping = 0;
-            continue;
-        }
-        pthread_mutex_unlock(&x->lock);
-        struct timespec ts = {0, EXEC_WAIT_MAX_NS};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&x->lock);
-    }
-    pthread_mutex_unlock(&x->lock);
-    return NULL;
-}
-
-/* Appends a list of calls; wakes a thread only when none is running (a
- * running one takes them next) or when `always`. Lock held. */
-static void exec_enqueue(par_executor_t *x, par_call_t *head, par_call_t *tail, int always)
-{
-    if (x->tail)
-        x->tail->_qnext = head;
-    else
-        x->head = head;
-    x->tail = tail;
-    x->last_submit_ns = par__now_ns();
-    if ((always || x->running == 0) && x->idle > 0)
-        pthread_cond_signal(&x->cond);
-    if (x->wd_sleeping)
-        pthread_cond_signal(&x->wd_cond);
-}
-
-static void exec_submit(par_executor_t *x, par_call_t *c)
-{
-    c->_qnext = NULL;
-    if (tl_exec_cork) {
-        if (tl_exec_tail)
-            tl_exec_tail->_qnext = c;
-        else
-            tl_exec_head = c;
-        tl_exec_tail = c;
-        return;
-    }
-    pthread_mutex_lock(&x->lock);
-    exec_enqueue(x, c, c, 1);
-    pthread_mutex_unlock(&x->lock);
-}
+/* ---- in-process executor (runtime/exec.c) ----------------------------------------- */
 
 void par__runtime_cork(int on)
 {
-    tl_exec_cork = on;
+    par__exec_cork(on);
     par_super_cork(on);
 }
 
 void par__runtime_uncork(par_runtime_t *rt)
 {
-    if (tl_exec_head) {
-        par_executor_t *x = rt->exec;
-        pthread_mutex_lock(&x->lock);
-        exec_enqueue(x, tl_exec_head, tl_exec_tail, 0);
-        pthread_mutex_unlock(&x->lock);
-        tl_exec_head = tl_exec_tail = NULL;
-    }
+    par__exec_uncork(rt->exec);
     par_super_uncork();
-}
-
-static par_executor_t *exec_new(size_t n)
-{
-    par_executor_t *x = calloc(1, sizeof(*x));
-    pthread_mutex_init(&x->lock, NULL);
-    pthread_cond_init(&x->cond, NULL);
-    pthread_cond_init(&x->wd_cond, NULL);
-    x->threads = calloc(n, sizeof(pthread_t));
-    for (size_t i = 0; i < n; i++)
-        if (pthread_create(&x->threads[x->nthreads], NULL, exec_thread, x) == 0)
-            x->nthreads++;
-    x->has_watchdog = pthread_create(&x->watchdog, NULL, exec_watchdog, x) == 0;
-    return x;
-}
-
-static void exec_free(par_executor_t *x)
-{
-    pthread_mutex_lock(&x->lock);
-    x->stop = 1;
-    pthread_cond_broadcast(&x->cond);
-    pthread_cond_signal(&x->wd_cond);
-    pthread_mutex_unlock(&x->lock);
-    for (size_t i = 0; i < x->nthreads; i++)
-        pthread_join(x->threads[i], NULL);
-    if (x->has_watchdog)
-        pthread_join(x->watchdog, NULL);
-    free(x->threads);
-    free(x);
 }
 
 /* ---- calls ------------------------------------------------------------------------ */
@@ -518,7 +319,7 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
                     atomic_fetch_sub(&pv->metrics[idx].in_flight, 1);
                 return rc;
             }
-            exec_submit(rt->exec, c);
+            par__exec_submit(rt->exec, c);
         }
         return PAR_OK;
     }
@@ -676,7 +477,13 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
         return rc;
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    rt->exec = exec_new(cores > 0 ? (size_t)cores * 2 : 2);
+    rc = par__exec_new(cores > 0 ? (size_t)cores * 2 : 2, &rt->exec);
+    if (rc == PAR_OK)
+        rc = par__runtime_metrics_init(rt);
+    if (rc != PAR_OK) {
+        par_runtime_destroy(rt);
+        return rc;
+    }
     if (rt->index_url && *rt->index_url &&
         (rc = par__index_start(rt, rt->index_url, rt->cfg.index_poll_ms, &rt->index)) != PAR_OK) {
         par_runtime_destroy(rt);
@@ -720,8 +527,8 @@ void par_runtime_destroy(par_runtime_t *rt)
     for (size_t i = 0; i < n; i++)
         par__pkgver_unref(pkgs[i]);
     free(pkgs);
-    if (rt->exec)
-        exec_free(rt->exec);
+    par__exec_free(rt->exec);
+    par__runtime_metrics_free(rt);
     par_super_free(rt->super);
     /* after the workers are gone: every call has finished and queued its record */
     par_meter_destroy(rt->meter);
@@ -1081,163 +888,4 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why)
     }
     free(pk);
     return ready;
-}
-
-/* ---- embedding API --------------------------------------------------------------------- */
-
-int par_runtime_deploy_path(par_runtime_t *rt, const char *path, char **err)
-{
-    par_buf_t e;
-    par_buf_init(&e, 0);
-    /* the package's recorded source must not depend on the host's current
-     * directory: a reload after a chdir reads the same file */
-    char abs[PATH_MAX];
-    if (path && path[0] != '/' && realpath(path, abs) != NULL)
-        path = abs;
-    int rc = par__deploy_path(rt, path, &e, NULL);
-    if (err)
-        *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
-    par_buf_free(&e);
-    return rc;
-}
-
-int par_runtime_deploy_url(par_runtime_t *rt, const char *url, const char *sha256,
-                           const char *signature_url, char **err)
-{
-    par_buf_t e;
-    par_buf_init(&e, 0);
-    par_deploy_req_t req = {
-        .url = url, .sha256 = sha256, .signature_url = signature_url, .origin = "embed"};
-    int rc = par__deploy(rt, &req, &e, NULL);
-    if (err)
-        *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
-    par_buf_free(&e);
-    return rc;
-}
-
-typedef struct sync_wait {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int done;
-} sync_wait_t;
-
-static void sync_done(par_call_t *c)
-{
-    sync_wait_t *w = c->data;
-    pthread_mutex_lock(&w->lock);
-    w->done = 1;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-int par__call_sync(par_runtime_t *rt, par_call_t *c)
-{
-    sync_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    c->done = sync_done;
-    c->data = &w;
-    c->_inline = 1;
-    int rc = par__call_start(rt, c);
-    if (rc != PAR_OK) {
-        c->status = rc;
-        return rc;
-    }
-    pthread_mutex_lock(&w.lock);
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &w.lock);
-    pthread_mutex_unlock(&w.lock);
-    return c->status;
-}
-
-static void result_from_call(par_call_t *c, par_result_t *out)
-{
-    out->status = c->status;
-    if (c->status == PAR_OK) {
-        out->data = par_buf_steal(&c->output, &out->len);
-        return;
-    }
-    par_buf_t b;
-    par_buf_init(&b, 0);
-    par_buf_appendf(&b, "{\"error\":\"%s\",\"message\":", par_status_name(c->status));
-    par_buf_append_json_str(&b, c->output.data ? c->output.data : "", c->output.len);
-    par_buf_appends(&b, ",\"request_id\":");
-    par_buf_append_json_str(&b, c->request_id, strlen(c->request_id));
-    if (c->traceback) { /* an agent's own traceback: the embedder's to show */
-        par_buf_appends(&b, ",\"traceback\":");
-        par_buf_append_json_str(&b, c->traceback, strlen(c->traceback));
-    }
-    par_buf_appends(&b, "}");
-    out->data = par_buf_steal(&b, &out->len);
-}
-
-int par_call(par_runtime_t *rt, const char *agent_id, const char *input, size_t len,
-             par_result_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    par_call_t *c = par__call_new();
-    if (c == NULL)
-        return out->status = PAR_E_NO_MEMORY;
-    size_t off;
-    if (strlen(agent_id) > PAR_ID_MAX) {
-        c->status = PAR_E_AGENT_NOT_FOUND;
-        par_buf_appendf(&c->output, "no agent (id longer than %d bytes)", PAR_ID_MAX);
-    } else if (input == NULL || par_json_scan(input, len, NULL, 0, &off) != 0) {
-        c->status = PAR_E_INVALID_JSON;
-        par_buf_appendf(&c->output, "input is not valid JSON (error at byte %zu)", input ? off : 0);
-    } else {
-        strcpy(c->agent_id, agent_id);
-        c->input = input;
-        c->input_len = len;
-        c->allow_private = 1;
-        par__call_sync(rt, c);
-    }
-    result_from_call(c, out);
-    int st = c->status;
-    par__call_free(c);
-    return st;
-}
-
-void par_result_free(par_result_t *r)
-{
-    if (r == NULL)
-        return;
-    free(r->data);
-    r->data = NULL;
-    r->len = 0;
-}
-
-int par_runtime_agents(par_runtime_t *rt, int include_private, par_agent_info_t **list,
-                       size_t *count)
-{
-    par_table_t *t = par__table_get(rt);
-    par_agent_info_t *a = calloc(t->count + 1, sizeof(*a));
-    size_t n = 0;
-    for (size_t i = 0; a && i < t->count; i++) {
-        const par_route_t *r = &t->routes[i];
-        const par_export_t *e = &r->pv->manifest->exports[r->export_idx];
-        if (strchr(r->id, '@') || (!e->is_public && !include_private))
-            continue;
-        a[n].id = strdup(r->id);
-        a[n].package = strdup(r->pv->name);
-        a[n].version = strdup(r->pv->version);
-        a[n].description = strdup(e->description ? e->description : "");
-        a[n].is_public = e->is_public;
-        n++;
-    }
-    par__table_unref(t);
-    if (a == NULL)
-        return PAR_E_NO_MEMORY;
-    *list = a;
-    *count = n;
-    return PAR_OK;
-}
-
-void par_agents_free(par_agent_info_t *list, size_t count)
-{
-    for (size_t i = 0; i < count; i++) {
-        free((char *)list[i].id);
-        free((char *)list[i].package);
-        free((char *)list[i].version);
-        free((char *)list[i].description);
-    }
-    free(list);
 }

@@ -115,6 +115,8 @@ struct par_runtime {
     struct par_executor *exec;
     /* usage metering (metering/meter.h), or NULL; set before serving */
     struct par_meter *meter;
+    /* what /metrics renders (runtime/metrics.c) */
+    struct par_metrics_registry *metrics;
     void *data;
 };
 
