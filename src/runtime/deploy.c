@@ -28,6 +28,7 @@
 #include "loader/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
+#include "runtime/workers.h"
 #include "obs/log.h"
 #include "pkg/archive.h"
 #include "pkg/compat.h"
@@ -563,7 +564,7 @@ int par__deploy(par_runtime_t *rt, const par_deploy_req_t *req, par_buf_t *err,
     if (pv->isolation == PAR_ISOLATION_IN_PROCESS)
         rc = par__native_load(pv, err);
     else
-        rc = par_pool_start(rt->super, pv, err);
+        rc = par__workers_start(rt, pv, err);
     if (rc != PAR_OK)
         goto out;
     pv->t_load_ms = ms_since(t2);

@@ -24,6 +24,8 @@
 #include "loader/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
+#include "loader/wire.h"
+#include "runtime/workers.h"
 #include "metering/meter.h"
 #include "obs/log.h"
 #include "obs/trace.h"
@@ -275,7 +277,6 @@ typedef struct par_executor {
     int stop;
 } par_executor_t;
 
-static __thread int tl_exec_cork;
 static __thread par_call_t *tl_exec_head, *tl_exec_tail;
 
 static void *exec_thread(void *arg)
@@ -347,7 +348,7 @@ static void exec_enqueue(par_executor_t *x, par_call_t *head, par_call_t *tail, 
 static void exec_submit(par_executor_t *x, par_call_t *c)
 {
     c->_qnext = NULL;
-    if (tl_exec_cork) {
+    if (par_wire_corked()) {
         if (tl_exec_tail)
             tl_exec_tail->_qnext = c;
         else
@@ -362,8 +363,7 @@ static void exec_submit(par_executor_t *x, par_call_t *c)
 
 void par__runtime_cork(int on)
 {
-    tl_exec_cork = on;
-    par_super_cork(on);
+    par_wire_cork(on); /* the one cork state: worker frames and this executor's calls */
 }
 
 void par__runtime_uncork(par_runtime_t *rt)
@@ -375,7 +375,7 @@ void par__runtime_uncork(par_runtime_t *rt)
         pthread_mutex_unlock(&x->lock);
         tl_exec_head = tl_exec_tail = NULL;
     }
-    par_super_uncork();
+    par_wire_uncork();
 }
 
 static par_executor_t *exec_new(size_t n)
@@ -472,6 +472,8 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
         return PAR_E_AGENT_NOT_FOUND;
     }
     c->pv = pv;
+    c->_pv_ops = &par__pkgver_ops;
+    c->_same_package = same_pkg;
     c->export_name = ex->name;
     c->_export_idx = idx;
     if (c->input_len > pv->max_input) {
@@ -670,7 +672,7 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
                                   "refused: no package can be deployed");
     par_cache_sweep(rt->cache_dir);
     table_rebuild(rt);
-    int rc = par_super_new(rt, &rt->super);
+    int rc = par__workers_new(rt);
     if (rc != PAR_OK) {
         par_runtime_destroy(rt);
         return rc;
