@@ -229,13 +229,13 @@ static int refuse(par_pool_t *p, par_call_t *c, int admit)
         par_buf_appendf(&c->output,
                         "'%s' is at its concurrency limit (%u running, %zu waiting); retry later",
                         c->agent_id, p->core.limit, p->core.q_len);
-        return PAR_E_OVER_CAPACITY;
+        return par_pool_core_refusal(admit);
     }
     int64_t wait = p->core.respawn_at_ms - par__now_ms();
     par_buf_appendf(&c->output,
                     "'%s' is in a crash loop (%u crashes in a row); the next restart is in %lld ms",
                     c->agent_id, p->core.crashes_in_row, (long long)(wait > 0 ? wait : 0));
-    return PAR_E_UNAVAILABLE;
+    return par_pool_core_refusal(admit);
 }
 
 int par_pool_submit(par_pool_t *p, par_call_t *c)

@@ -5,6 +5,20 @@
 
 #include <assert.h>
 
+#include <par/par.h>
+
+int par_pool_core_refusal(int admit)
+{
+    switch (admit) {
+    case PAR_ADMIT_FULL:
+        return PAR_E_OVER_CAPACITY;
+    case PAR_ADMIT_CRASH_LOOP:
+        return PAR_E_UNAVAILABLE;
+    default:
+        return PAR_OK;
+    }
+}
+
 void par_pool_core_init(par_pool_core_t *pc)
 {
     if (pc->min_workers > pc->max_workers)

@@ -52,6 +52,10 @@ enum {
     PAR_ADMIT_CRASH_LOOP, /* nothing to run on and crashing: unavailable */
 };
 
+/* The status a refused call gets: PAR_E_OVER_CAPACITY for PAR_ADMIT_FULL (429),
+ * PAR_E_UNAVAILABLE for PAR_ADMIT_CRASH_LOOP (503); PAR_OK for the others. */
+int par_pool_core_refusal(int admit);
+
 /* Clamps the settings (max_workers at least min_workers). */
 void par_pool_core_init(par_pool_core_t *pc);
 
