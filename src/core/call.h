@@ -35,7 +35,7 @@ typedef struct par_call_pv_ops {
 } par_call_pv_ops_t;
 
 /* Room for the executor's per-call record (the worker supervisor's pending
- * and queue links, loader/supervisor.c): embedded so that dispatching a call
+ * and queue links, loader/worker.h): embedded so that dispatching a call
  * allocates nothing. Its user checks the size at compile time. */
 #define PAR_CALL_EXEC_WORDS 12
 
@@ -85,7 +85,7 @@ struct par_call {
     size_t _export_idx; /* the export of pv it runs */
     par_call_t *_qnext; /* the in-process executor's queue */
     const par_call_pv_ops_t *_pv_ops;
-    /* the executor's (loader/supervisor.c): opaque to everyone else */
+    /* the executor's (loader/worker.h, par_slot_t): opaque to everyone else */
     _Alignas(8) void *_exec[PAR_CALL_EXEC_WORDS];
 };
 

@@ -25,10 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "loader/native.h"
+#include "runtime/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
-#include "runtime/workers.h"
+#include "runtime/loaders.h"
 #include "obs/log.h"
 #include "pkg/archive.h"
 #include "pkg/compat.h"

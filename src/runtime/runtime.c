@@ -21,11 +21,11 @@
 #include <unistd.h>
 
 #include "util/path.h"
-#include "loader/native.h"
+#include "runtime/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
 #include "loader/wire.h"
-#include "runtime/workers.h"
+#include "runtime/loaders.h"
 #include "metering/meter.h"
 #include "obs/log.h"
 #include "obs/trace.h"

@@ -1,8 +1,11 @@
 /*
- * runtime/workers.c — see workers.h.
+ * runtime/loaders.c — see workers.h.
  */
-#include "runtime/workers.h"
+#include "runtime/loaders.h"
 
+#include <stdlib.h>
+
+#include "loader/python.h"
 #include "loader/supervisor.h"
 
 static int hook_call_start(void *owner, par_call_t *c)
@@ -56,4 +59,25 @@ int par__workers_start(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
         .max_output = cfg->max_output_bytes,
     };
     return par_pool_start(rt->super, &spec, &pv->pool, err);
+}
+
+int par__python_prepare(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
+{
+    par_python_t py = {
+        .python = rt->cfg.python,
+        .shim = rt->python_shim,
+        .wheelhouse = rt->cfg.wheelhouse,
+        .state_dir = rt->state_dir,
+        .pip_timeout_ms = rt->cfg.pip_timeout_ms,
+        .major = rt->py_major,
+        .minor = rt->py_minor,
+    };
+    par_python_pkg_t pkg = {pv->name, pv->version, pv->root, pv->manifest};
+    char *site = NULL;
+    int rc = par_python_prepare(&py, &pkg, &site, err);
+    rt->py_major = py.major; /* probed once per runtime */
+    rt->py_minor = py.minor;
+    free(pv->python_site);
+    pv->python_site = site;
+    return rc;
 }
