@@ -25,16 +25,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
-#include "runtime/loaders.h"
 #include "obs/log.h"
 #include "pkg/archive.h"
 #include "pkg/compat.h"
 #include "pkg/manifest.h"
 #include "registry/cache.h"
 #include "registry/fetch.h"
+#include "runtime/loaders.h"
+#include "runtime/native.h"
 #include "runtime/runtime.h"
 
 static double ms_since(int64_t t0)

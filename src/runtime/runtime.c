@@ -7,6 +7,8 @@
  * take a reference under `lock` (a pointer load and an increment), so a
  * swap never waits for readers.
  */
+#include "runtime/loaders.h"
+#include "runtime/native.h"
 #include "runtime/runtime.h"
 
 #include <dlfcn.h>
@@ -21,16 +23,16 @@
 #include <unistd.h>
 
 #include "util/path.h"
-#include "runtime/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
 #include "loader/wire.h"
-#include "runtime/loaders.h"
 #include "metering/meter.h"
 #include "obs/log.h"
 #include "obs/trace.h"
 #include "registry/cache.h"
 #include "registry/index.h"
+#include "runtime/loaders.h"
+#include "runtime/native.h"
 #include "core/id.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
