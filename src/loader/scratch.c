@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "obs/log.h"
-#include "runtime/call.h"
+#include "core/call.h"
 #include "util/fs.h"
 
 #define SCRATCH_MIN_INTERVAL_MS 500

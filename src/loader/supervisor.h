@@ -8,15 +8,43 @@
  * package version. par_pool_submit() may be called from any thread and never
  * blocks on a worker: it writes what the socket takes and leaves the rest to
  * the I/O thread. Must never run package code in the runtime's address space.
+ *
+ * Knows nothing of the runtime: what a pool runs comes in a spec
+ * (loader/spawn.h) when it starts, and what the supervisor needs back (start a
+ * worker's sub-agent call, finish a call, the periodic tick) through the hooks
+ * given to par_super_new. Its parts: supervisor.c (the I/O thread, worker
+ * start and death, maintenance), frames.c (what workers send), calls.c
+ * (dispatch, this API), wire.c (writes, corking), pending.c (a worker's
+ * calls by id), pool.c (admission, backoff and crash-loop decisions),
+ * spawn.c (command line, environment, scratch, posix_spawn).
  */
 #ifndef PAR_LOADER_SUPERVISOR_H
 #define PAR_LOADER_SUPERVISOR_H
 
 #include <jansson.h>
 
-#include "runtime/runtime.h"
+#include "core/call.h"
+#include "loader/spawn.h"
+#include "util/buf.h"
 
-int par_super_new(par_runtime_t *rt, par_super_t **out);
+typedef struct par_pool par_pool_t;
+typedef struct par_super par_super_t;
+
+/* What the supervisor asks of its owner (the runtime). Called with no pool
+ * lock held, on the thread running the supervisor's I/O. */
+typedef struct par_super_hooks {
+    void *owner;
+    /* Starts a call a worker asked for (its CALL frame), as par__call_start. */
+    int (*call_start)(void *owner, par_call_t *c);
+    /* Finishes a call the supervisor completed (metering, then `done`). */
+    void (*call_finish)(par_call_t *c);
+    /* Every maintenance turn (about every 10 ms). */
+    void (*tick)(void *owner, int64_t now_ms);
+} par_super_hooks_t;
+
+/* Starts the supervisor and its I/O thread; worker scratch directories go
+ * under <state_dir>/scratch (what an earlier runtime left there is removed). */
+int par_super_new(const par_super_hooks_t *hooks, const char *state_dir, par_super_t **out);
 void par_super_free(par_super_t *s);
 
 /* Hands the supervisor's I/O to the calling event-loop thread, which then
@@ -33,16 +61,12 @@ void par_super_poll(par_super_t *s);
 int par_super_maintenance_due(par_super_t *s);
 void par_super_detach(par_super_t *s);
 
-/* On the attached loop thread only: while corked, frames for workers are
- * buffered instead of written; par_super_uncork() writes them, one write
- * per worker, at the end of each turn of the loop. */
-void par_super_cork(int on);
-void par_super_uncork(void);
-
-/* Creates the pool of a package version and starts its first worker; waits
- * until it says HELLO (PAR_OK) or fails (PAR_E_INCOMPATIBLE with the worker's
- * reason in `err`). Blocking; never from an event-loop thread. */
-int par_pool_start(par_super_t *s, par_pkgver_t *pv, par_buf_t *err);
+/* Creates the pool of a package version from `spec` and starts its first
+ * worker; waits until it says HELLO (PAR_OK, *out is the pool, holding one
+ * reference dropped by par_pool_release) or fails (PAR_E_INCOMPATIBLE, or
+ * what the worker's start error named, with its reason in `err`).
+ * Blocking; never from an event-loop thread. */
+int par_pool_start(par_super_t *s, const par_pool_spec_t *spec, par_pool_t **out, par_buf_t *err);
 
 /* Dispatches a call to a worker of the pool (or queues it while workers start). */
 int par_pool_submit(par_pool_t *p, par_call_t *c);

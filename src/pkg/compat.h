@@ -14,7 +14,7 @@
  *
  * What stays with the loaders, because it depends on the host: the Python
  * interpreter's version, the wheelhouse and virtual environment
- * (loader/python.c), dlopen and symbol lookup (loader/native.c, workers).
+ * (loader/python.c), dlopen and symbol lookup (runtime/native.c, workers).
  */
 #ifndef PAR_PKG_COMPAT_H
 #define PAR_PKG_COMPAT_H

@@ -3,12 +3,12 @@
  */
 #include "runtime/call.h"
 
+#include <assert.h>
 #include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "loader/supervisor.h"
 #include "metering/meter.h"
@@ -17,79 +17,17 @@
 #include "runtime/runtime.h"
 #include "util/json.h"
 
-int64_t par__now_ns(void)
+static void pv_ref(par_pkgver_t *pv)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    par__pkgver_ref(pv);
 }
 
-int64_t par__now_ms(void)
+static void pv_unref(par_pkgver_t *pv)
 {
-    return par__now_ns() / 1000000;
+    par__pkgver_unref(pv);
 }
 
-par_call_t *par__call_new(void)
-{
-    par_call_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return NULL;
-    par_buf_init(&c->output, 0);
-    return c;
-}
-
-void par__call_free(par_call_t *c)
-{
-    if (c == NULL)
-        return;
-    par_buf_free(&c->output);
-    free(c->units_json);
-    free(c->traceback);
-    free(c->subject);
-    free(c->tenant);
-    free(c->_input_copy);
-    free(c->_context_copy);
-    if (c->pv)
-        par__pkgver_unref(c->pv);
-    if (c->caller_pv)
-        par__pkgver_unref(c->caller_pv);
-    free(c);
-}
-
-int par__call_own_input(par_call_t *c)
-{
-    if (c->input && c->input != c->_input_copy) {
-        c->_input_copy = malloc(c->input_len + 1);
-        if (c->_input_copy == NULL)
-            return PAR_E_NO_MEMORY;
-        memcpy(c->_input_copy, c->input, c->input_len);
-        c->input = c->_input_copy;
-    }
-    if (c->context && c->context != c->_context_copy) {
-        c->_context_copy = malloc(c->context_len + 1);
-        if (c->_context_copy == NULL)
-            return PAR_E_NO_MEMORY;
-        memcpy(c->_context_copy, c->context, c->context_len);
-        c->context = c->_context_copy;
-    }
-    return PAR_OK;
-}
-
-void par__call_link(par_call_t *c, const par_call_t *parent)
-{
-    memcpy(c->request_id, parent->request_id, sizeof(c->request_id));
-    memcpy(c->trace_id, parent->trace_id, sizeof(c->trace_id));
-    memcpy(c->parent_span_id, parent->span_id, sizeof(c->parent_span_id));
-    memcpy(c->parent_id, parent->id, sizeof(c->parent_id));
-    memcpy(c->root_id, parent->root_id[0] ? parent->root_id : parent->id, sizeof(c->root_id));
-    c->subject = parent->subject ? strdup(parent->subject) : NULL;
-    c->tenant = parent->tenant ? strdup(parent->tenant) : NULL;
-    c->deadline_ms = parent->deadline_ms;
-    c->caller_pv = parent->pv;
-    par__pkgver_ref(parent->pv);
-    c->depth = parent->depth + 1;
-    c->_hop = 1;
-}
+const par_call_pv_ops_t par__pkgver_ops = {pv_ref, pv_unref};
 
 /* 1 when `id` names an agent of the caller's own package: a bare sibling
  * export, or the package's name (any version). */
@@ -239,6 +177,8 @@ static void log_hop(const par_call_t *c)
 
 void par__call_finish(par_call_t *c)
 {
+    assert(!c->_finished); /* `done` runs exactly once */
+    c->_finished = 1;
     c->finished_ns = par__now_ns();
     par_runtime_t *rt = c->_counted && c->pv ? c->pv->rt : NULL;
     if (rt && c->pv->metrics) {

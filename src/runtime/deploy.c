@@ -24,12 +24,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "loader/native.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
 #include "obs/log.h"
 #include "pkg/compat.h"
 #include "pkg/manifest.h"
+#include "runtime/loaders.h"
+#include "runtime/native.h"
 
 static double ms_since(int64_t t0)
 {
@@ -319,7 +320,7 @@ int par__deploy_activate(par_deploy_ctx_t *c)
     par_pkgver_t *pv = c->pv;
     assert(pv && pv->manifest && atomic_load(&pv->state) == PAR_PKG_LOADING);
     int rc = pv->isolation == PAR_ISOLATION_IN_PROCESS ? par__native_load(pv, c->err)
-                                                       : par_pool_start(rt->super, pv, c->err);
+                                                       : par__workers_start(rt, pv, c->err);
     if (rc != PAR_OK)
         return rc;
     pv->t_load_ms = ms_since(c->t_compat);

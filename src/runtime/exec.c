@@ -17,7 +17,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "loader/native.h"
+#include "loader/wire.h"
+#include "runtime/native.h"
 #include "util/jobq.h"
 
 #define EXEC_WAIT_MAX_NS 1000000LL
@@ -27,12 +28,20 @@ struct par_executor {
     par_jobq_t *q;
 };
 
-static __thread int tl_exec_cork;
 static __thread par_call_t *tl_exec_head, *tl_exec_tail;
+
+/* A call's executor slot holds its queue link while it waits here. */
+_Static_assert(sizeof(par_job_t) <= sizeof(((par_call_t *)0)->_exec),
+               "par_job_t must fit the call's executor slot (PAR_CALL_EXEC_WORDS)");
+
+static par_job_t *job_of(par_call_t *c)
+{
+    return (par_job_t *)(void *)c->_exec;
+}
 
 static par_call_t *call_of(par_job_t *j)
 {
-    return (par_call_t *)(void *)((char *)j - offsetof(par_call_t, _job));
+    return (par_call_t *)(void *)((char *)j - offsetof(par_call_t, _exec));
 }
 
 static void exec_run(par_job_t *j, void *ctx)
@@ -72,21 +81,16 @@ void par__exec_free(par_executor_t *x)
 
 void par__exec_submit(par_executor_t *x, par_call_t *c)
 {
-    c->_job.next = NULL;
-    if (tl_exec_cork) {
+    job_of(c)->next = NULL;
+    if (par_wire_corked()) { /* the loop's turn: handed over together at its end */
         if (tl_exec_tail)
-            tl_exec_tail->_job.next = &c->_job;
+            job_of(tl_exec_tail)->next = job_of(c);
         else
             tl_exec_head = c;
         tl_exec_tail = c;
         return;
     }
-    par_jobq_push(x->q, &c->_job, &c->_job, PAR_JOBQ_WAKE);
-}
-
-void par__exec_cork(int on)
-{
-    tl_exec_cork = on;
+    par_jobq_push(x->q, job_of(c), job_of(c), PAR_JOBQ_WAKE);
 }
 
 void par__exec_uncork(par_executor_t *x)
@@ -94,6 +98,6 @@ void par__exec_uncork(par_executor_t *x)
     if (tl_exec_head == NULL)
         return;
     assert(tl_exec_tail != NULL);
-    par_jobq_push(x->q, &tl_exec_head->_job, &tl_exec_tail->_job, PAR_JOBQ_WAKE_IDLE);
+    par_jobq_push(x->q, job_of(tl_exec_head), job_of(tl_exec_tail), PAR_JOBQ_WAKE_IDLE);
     tl_exec_head = tl_exec_tail = NULL;
 }

@@ -22,11 +22,9 @@ int par__exec_new(size_t threads, par_executor_t **out);
 void par__exec_free(par_executor_t *x);
 
 /* Queues a started call: par__native_run then par__call_finish on an
- * executor thread. While this thread is corked the call waits for uncork. */
+ * executor thread. While this thread is corked (par_wire_corked) the call
+ * waits for uncork. */
 void par__exec_submit(par_executor_t *x, par_call_t *c);
-
-/* This thread's cork (par__runtime_cork): calls are collected, not queued. */
-void par__exec_cork(int on);
 
 /* Queues what this thread collected while corked, at once: one lock and at
  * most one wake-up (none when a thread is running: it takes them next). */

@@ -8,7 +8,6 @@
  * swap never waits for readers.
  */
 #include "runtime/runtime.h"
-#include "runtime/converge.h"
 
 #include <dlfcn.h>
 #include <jansson.h>
@@ -21,19 +20,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util/path.h"
-#include "loader/native.h"
+#include "core/id.h"
 #include "loader/python.h"
 #include "loader/supervisor.h"
+#include "loader/wire.h"
 #include "metering/meter.h"
 #include "obs/log.h"
 #include "obs/trace.h"
 #include "registry/cache.h"
+#include "runtime/converge.h"
 #include "runtime/exec.h"
+#include "runtime/loaders.h"
 #include "runtime/metrics.h"
-#include "core/id.h"
+#include "runtime/native.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
+#include "util/path.h"
 #include "util/proc.h"
 
 /* ---- package versions --------------------------------------------------------- */
@@ -198,14 +200,13 @@ static int table_rebuild(par_runtime_t *rt)
 
 void par__runtime_cork(int on)
 {
-    par__exec_cork(on);
-    par_super_cork(on);
+    par_wire_cork(on); /* the one cork state: worker frames and the executor's calls */
 }
 
 void par__runtime_uncork(par_runtime_t *rt)
 {
     par__exec_uncork(rt->exec);
-    par_super_uncork();
+    par_wire_uncork();
 }
 
 /* ---- calls ------------------------------------------------------------------------ */
@@ -273,6 +274,8 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
         return PAR_E_AGENT_NOT_FOUND;
     }
     c->pv = pv;
+    c->_pv_ops = &par__pkgver_ops;
+    c->_same_package = same_pkg;
     c->export_name = ex->name;
     c->_export_idx = idx;
     if (c->input_len > pv->max_input) {
@@ -471,7 +474,7 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
                                   "refused: no package can be deployed");
     par_cache_sweep(rt->cache_dir);
     table_rebuild(rt);
-    int rc = par_super_new(rt, &rt->super);
+    int rc = par__workers_new(rt);
     if (rc != PAR_OK) {
         par_runtime_destroy(rt);
         return rc;

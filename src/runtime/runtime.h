@@ -199,7 +199,8 @@ void par__runtime_reload_limits(par_runtime_t *rt, const par_config_t *cfg);
 
 /* On an HTTP loop thread that runs the supervisor's I/O: while corked, calls
  * for in-process packages and frames for workers are collected and handed
- * over together by par__runtime_uncork() at the end of each turn. */
+ * over together by par__runtime_uncork() at the end of each turn. The cork
+ * state is one thread-local flag, loader/wire.h's. */
 void par__runtime_cork(int on);
 void par__runtime_uncork(par_runtime_t *rt);
 

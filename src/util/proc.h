@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "util/argv.h" /* argument vectors are built with par_strvec_t */
 #include "util/buf.h"
 
 typedef struct par_proc_result {

@@ -1,14 +1,17 @@
 /*
- * loader/native.h — native agents: the in-process loader for
+ * runtime/native.h — native agents: the in-process loader for
  * operator-trusted packages.
  *
  * The ELF checks every native package passes first are pkg/compat.c's.
  * par__native_load()/run() dlopen package code into the runtime and
  * are only used for packages the operator marked `isolation: in-process`.
- * Any thread.
+ * Any thread. It lives in runtime/, not loader/: it runs package code in
+ * the runtime's address space and calls back into it (an agent's
+ * par_ctx_call is par__call_sync), while the loader never includes the
+ * runtime.
  */
-#ifndef PAR_LOADER_NATIVE_H
-#define PAR_LOADER_NATIVE_H
+#ifndef PAR_RUNTIME_NATIVE_H
+#define PAR_RUNTIME_NATIVE_H
 
 #include "runtime/runtime.h"
 

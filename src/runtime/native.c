@@ -1,7 +1,7 @@
 /*
- * loader/native.c — see native.h.
+ * runtime/native.c — see native.h.
  */
-#include "loader/native.h"
+#include "runtime/native.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -129,10 +129,13 @@ static int i_call(par_agent_ctx_t *ctx, const char *agent_id, par_slice_t input,
     x->nested = n;
     x->nested[x->nnested++] = c;
     snprintf(c->agent_id, sizeof(c->agent_id), "%s", agent_id);
-    par__call_link(c, parent);
     c->input = input.ptr;
     c->input_len = input.len;
-    int rc = par__call_sync(parent->pv->rt, c);
+    int rc = par__call_link(c, parent);
+    if (rc == PAR_OK)
+        rc = par__call_sync(parent->pv->rt, c);
+    else
+        par_buf_appends(&c->output, "out of memory");
     if (rc == PAR_OK && c->units_json) {
         /* the callee's usage units roll up into the caller's invocation */
         json_t *u = json_loads(c->units_json, 0, NULL);
