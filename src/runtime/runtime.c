@@ -369,34 +369,43 @@ static char *find_worker(const char *configured)
     return strdup(PAR_WORKER_BUILD_PATH);
 }
 
-int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
+/* A NULL-terminated copy of a NULL-terminated list of strings (NULL when out of memory). */
+static char **strv_dup(const char *const *v)
 {
-    par_runtime_t *rt = calloc(1, sizeof(*rt));
-    if (rt == NULL)
-        return PAR_E_NO_MEMORY;
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    char **c = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; c && i < n; i++)
+        if ((c[i] = strdup(v[i])) == NULL) {
+            for (size_t j = 0; j < i; j++)
+                free(c[j]);
+            free(c);
+            return NULL;
+        }
+    return c;
+}
+
+/* The runtime's own copies of every string of the configuration it keeps;
+ * paths absolute once (workers change directory, nothing may join a relative
+ * path later). PAR_E_NO_MEMORY when a copy fails. */
+static int own_config(par_runtime_t *rt, const par_config_t *cfg_in)
+{
     rt->cfg = *cfg_in;
     par__config_defaults(&rt->cfg);
-    /* absolute once: workers change directory, nothing may join a relative path later */
-    rt->state_dir = par_path_absolute(NULL, rt->cfg.state_dir);
-    if (rt->state_dir == NULL) {
-        free(rt);
-        return PAR_E_NO_MEMORY;
-    }
-    rt->cfg.state_dir = rt->state_dir;
-    if (asprintf(&rt->cache_dir, "%s/cache/sha256", rt->state_dir) < 0)
+    int ok = (rt->cfg.state_dir = rt->state_dir = par_path_absolute(NULL, rt->cfg.state_dir)) &&
+             asprintf(&rt->cache_dir, "%s/cache/sha256", rt->state_dir) >= 0;
+    if (!ok)
         rt->cache_dir = NULL;
-    rt->worker_path = find_worker(rt->cfg.worker_path);
-    rt->cfg.worker_path = rt->worker_path;
-    size_t nt = 0;
-    while (cfg_in->trusted && cfg_in->trusted[nt])
-        nt++;
-    rt->trusted = calloc(nt + 1, sizeof(char *));
-    for (size_t i = 0; i < nt; i++)
-        rt->trusted[i] = strdup(cfg_in->trusted[i]);
+    ok = ok && (rt->cfg.worker_path = rt->worker_path = find_worker(rt->cfg.worker_path));
+    ok = ok && (rt->trusted = strv_dup(cfg_in->trusted));
     rt->cfg.trusted = (const char *const *)rt->trusted;
+    ok = ok && (rt->env_allow = strv_dup(cfg_in->env_allow));
+    rt->cfg.env_allow = (const char *const *)rt->env_allow;
 #define PAR__OWN(field)                                                                            \
     do {                                                                                           \
         rt->field = cfg_in->field ? strdup(cfg_in->field) : NULL;                                  \
+        ok = ok && (rt->field != NULL) == (cfg_in->field != NULL);                                 \
         rt->cfg.field = rt->field;                                                                 \
     } while (0)
     PAR__OWN(ca_file);
@@ -407,61 +416,50 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     PAR__OWN(sandbox_group);
     PAR__OWN(wheelhouse);
 #undef PAR__OWN
-    rt->python = strdup(rt->cfg.python); /* defaulted above */
-    rt->cfg.python = rt->python;
-    rt->python_shim = par__python_find_shim(cfg_in->python_shim);
-    rt->cfg.python_shim = rt->python_shim;
-    size_t na = 0;
-    while (cfg_in->env_allow && cfg_in->env_allow[na])
-        na++;
-    rt->env_allow = calloc(na + 1, sizeof(char *));
-    for (size_t i = 0; rt->env_allow && i < na; i++)
-        rt->env_allow[i] = strdup(cfg_in->env_allow[i]);
-    rt->cfg.env_allow = (const char *const *)rt->env_allow;
-    rt->cfg.trusted_keys = NULL; /* parsed into rt->trust below; not kept */
+    ok = ok && (rt->cfg.python = rt->python = strdup(rt->cfg.python)); /* defaulted above */
+    ok = ok && (rt->cfg.python_shim = rt->python_shim = par__python_find_shim(cfg_in->python_shim));
+    rt->cfg.trusted_keys = NULL; /* parsed into rt->trust; not kept */
     rt->cfg.trusted_key_count = 0;
-    pthread_mutex_init(&rt->lock, NULL);
-    pthread_mutex_init(&rt->deploy_lock, NULL);
-    rt->started_ms = par__now_ms();
-    rt->data = cfg_in->data;
-    if (rt->cache_dir == NULL || mkdir_p(rt->cache_dir) != 0) {
-        par_log_msg(PAR_LOG_ERROR, "cannot create the cache directory %s/cache/sha256: %s",
-                    rt->state_dir, strerror(errno));
-        par_runtime_destroy(rt);
-        return PAR_E_IO;
-    }
-    /* workers of a root runtime run as an unprivileged user (docs/sandbox.md) */
+    return ok ? PAR_OK : PAR_E_NO_MEMORY;
+}
+
+/* Workers of a root runtime run as an unprivileged user (docs/sandbox.md). */
+static int resolve_worker_ids(par_runtime_t *rt)
+{
     rt->worker_uid = rt->worker_gid = -1;
-    if (geteuid() == 0) {
-        par_buf_t uerr;
-        par_buf_init(&uerr, 0);
-        uid_t uid;
-        gid_t gid;
-        const char *user = rt->sandbox_user ? rt->sandbox_user : "nobody";
-        if (par_sandbox_resolve_ids(user, rt->sandbox_group, &uid, &gid, &uerr) != PAR_OK) {
-            par_log_msg(PAR_LOG_ERROR, "%.*s", (int)uerr.len, uerr.data ? uerr.data : "");
-            par_buf_free(&uerr);
-            par_runtime_destroy(rt);
-            return PAR_E_INVALID_ARGUMENT;
-        }
-        par_buf_free(&uerr);
-        if (uid == 0)
-            par_log_msg(PAR_LOG_WARN, "sandbox.user is root: workers keep every privilege of "
-                                      "the runtime");
-        else
-            rt->worker_uid = (long)uid, rt->worker_gid = (long)gid;
-    }
+    if (geteuid() != 0)
+        return PAR_OK;
+    par_buf_t uerr;
+    par_buf_init(&uerr, 0);
+    uid_t uid;
+    gid_t gid;
+    const char *user = rt->sandbox_user ? rt->sandbox_user : "nobody";
+    int rc = par_sandbox_resolve_ids(user, rt->sandbox_group, &uid, &gid, &uerr);
+    if (rc != PAR_OK)
+        par_log_msg(PAR_LOG_ERROR, "%.*s", (int)uerr.len, uerr.data ? uerr.data : "");
+    par_buf_free(&uerr);
+    if (rc != PAR_OK)
+        return PAR_E_INVALID_ARGUMENT;
+    if (uid == 0)
+        par_log_msg(PAR_LOG_WARN, "sandbox.user is root: workers keep every privilege of "
+                                  "the runtime");
+    else
+        rt->worker_uid = (long)uid, rt->worker_gid = (long)gid;
+    return PAR_OK;
+}
+
+static int load_trust(par_runtime_t *rt, const par_config_t *cfg_in)
+{
     par_buf_t terr;
     par_buf_init(&terr, 0);
-    if (par_trust_init(&rt->trust, cfg_in->trusted_keys, cfg_in->trusted_key_count,
-                       !cfg_in->allow_unsigned, &terr) != PAR_OK) {
+    int rc = par_trust_init(&rt->trust, cfg_in->trusted_keys, cfg_in->trusted_key_count,
+                            !cfg_in->allow_unsigned, &terr);
+    if (rc != PAR_OK)
         par_log_msg(PAR_LOG_ERROR, "cannot load the trusted keys: %.*s", (int)terr.len,
                     terr.data ? terr.data : "");
-        par_buf_free(&terr);
-        par_runtime_destroy(rt);
-        return PAR_E_INVALID_ARGUMENT;
-    }
     par_buf_free(&terr);
+    if (rc != PAR_OK)
+        return PAR_E_INVALID_ARGUMENT;
     /* said by the library, so that every host that allows it (par serve's
      * embedded default, an embedding program) says it */
     if (rt->cfg.allow_unsigned)
@@ -472,23 +470,49 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     if (rt->trust.nkeys == 0 && !rt->cfg.allow_unsigned)
         par_log_msg(PAR_LOG_WARN, "no trusted keys are configured and unsigned packages are "
                                   "refused: no package can be deployed");
-    par_cache_sweep(rt->cache_dir);
-    table_rebuild(rt);
+    return PAR_OK;
+}
+
+/* The threads: supervisor, in-process executor, metrics, registry index. */
+static int start_services(par_runtime_t *rt)
+{
     int rc = par__workers_new(rt);
-    if (rc != PAR_OK) {
-        par_runtime_destroy(rt);
-        return rc;
-    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    rc = par__exec_new(cores > 0 ? (size_t)cores * 2 : 2, &rt->exec);
+    if (rc == PAR_OK)
+        rc = par__exec_new(cores > 0 ? (size_t)cores * 2 : 2, &rt->exec);
     if (rc == PAR_OK)
         rc = par__runtime_metrics_init(rt);
-    if (rc != PAR_OK) {
-        par_runtime_destroy(rt);
-        return rc;
+    if (rc == PAR_OK && rt->index_url && *rt->index_url)
+        rc = par__index_start(rt, rt->index_url, rt->cfg.index_poll_ms, &rt->index);
+    return rc;
+}
+
+int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
+{
+    par_runtime_t *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return PAR_E_NO_MEMORY;
+    pthread_mutex_init(&rt->lock, NULL);
+    pthread_mutex_init(&rt->deploy_lock, NULL);
+    rt->started_ms = par__now_ms();
+    rt->data = cfg_in->data;
+    int rc = own_config(rt, cfg_in);
+    if (rc == PAR_OK && mkdir_p(rt->cache_dir) != 0) {
+        par_log_msg(PAR_LOG_ERROR, "cannot create the cache directory %s/cache/sha256: %s",
+                    rt->state_dir, strerror(errno));
+        rc = PAR_E_IO;
     }
-    if (rt->index_url && *rt->index_url &&
-        (rc = par__index_start(rt, rt->index_url, rt->cfg.index_poll_ms, &rt->index)) != PAR_OK) {
+    if (rc == PAR_OK)
+        rc = resolve_worker_ids(rt);
+    if (rc == PAR_OK)
+        rc = load_trust(rt, cfg_in);
+    if (rc == PAR_OK) {
+        par_cache_sweep(rt->cache_dir);
+        rc = table_rebuild(rt);
+    }
+    if (rc == PAR_OK)
+        rc = start_services(rt);
+    if (rc != PAR_OK) {
         par_runtime_destroy(rt);
         return rc;
     }
