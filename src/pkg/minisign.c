@@ -67,16 +67,6 @@
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-__attribute__((format(printf, 2, 3))) static void errf(par_buf_t *err, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    par_buf_vappendf(err, fmt, ap);
-    va_end(ap);
-}
-
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
 static int sodium_rc;
 
@@ -89,8 +79,8 @@ static int ensure_sodium(par_buf_t *err)
 {
     pthread_once(&sodium_once, sodium_init_once);
     if (sodium_rc < 0) {
-        errf(err, "libsodium could not be initialised (sodium_init failed): check that the "
-                  "system has a working random source (/dev/urandom or getrandom)\n");
+        par_buf_errf(err, "libsodium could not be initialised (sodium_init failed): check that the "
+                          "system has a working random source (/dev/urandom or getrandom)\n");
         return PAR_E_INTERNAL;
     }
     return PAR_OK;
@@ -185,28 +175,28 @@ static int b64_line(span_t s, uint8_t *out, size_t want, const char *where, cons
     s = trim(s);
     size_t want_chars = sodium_base64_ENCODED_LEN(want, sodium_base64_VARIANT_ORIGINAL) - 1;
     if (s.n == 0) {
-        errf(err, "%s: empty where %s in base64 (%zu characters) was expected\n", where, what,
-             want_chars);
+        par_buf_errf(err, "%s: empty where %s in base64 (%zu characters) was expected\n", where,
+                     what, want_chars);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (s.n > B64_LINE_MAX) {
-        errf(err, "%s: %zu characters where %s in base64 (%zu characters) was expected\n", where,
-             s.n, what, want_chars);
+        par_buf_errf(err, "%s: %zu characters where %s in base64 (%zu characters) was expected\n",
+                     where, s.n, what, want_chars);
         return PAR_E_INVALID_ARGUMENT;
     }
     for (size_t i = 0; i < s.n; i++) {
         if (!is_b64_char(s.p[i])) {
             unsigned char c = (unsigned char)s.p[i];
             if (c > 0x20 && c < 0x7f)
-                errf(err,
-                     "%s: not valid base64: character %zu is '%c'; %s is %zu base64 "
-                     "characters (A-Z a-z 0-9 + / =)\n",
-                     where, i + 1, c, what, want_chars);
+                par_buf_errf(err,
+                             "%s: not valid base64: character %zu is '%c'; %s is %zu base64 "
+                             "characters (A-Z a-z 0-9 + / =)\n",
+                             where, i + 1, c, what, want_chars);
             else
-                errf(err,
-                     "%s: not valid base64: character %zu is byte 0x%02x; %s is %zu base64 "
-                     "characters (A-Z a-z 0-9 + / =)\n",
-                     where, i + 1, c, what, want_chars);
+                par_buf_errf(err,
+                             "%s: not valid base64: character %zu is byte 0x%02x; %s is %zu base64 "
+                             "characters (A-Z a-z 0-9 + / =)\n",
+                             where, i + 1, c, what, want_chars);
             return PAR_E_INVALID_ARGUMENT;
         }
     }
@@ -215,18 +205,18 @@ static int b64_line(span_t s, uint8_t *out, size_t want, const char *where, cons
     int rc = sodium_base642bin(tmp, sizeof(tmp), s.p, s.n, NULL, &got, NULL,
                                sodium_base64_VARIANT_ORIGINAL);
     if (rc != 0) {
-        errf(err,
-             "%s: not valid base64 (bad padding or length, %zu characters): the line is "
-             "truncated or altered; %s is %zu base64 characters\n",
-             where, s.n, what, want_chars);
+        par_buf_errf(err,
+                     "%s: not valid base64 (bad padding or length, %zu characters): the line is "
+                     "truncated or altered; %s is %zu base64 characters\n",
+                     where, s.n, what, want_chars);
         sodium_memzero(tmp, sizeof(tmp));
         return PAR_E_INVALID_ARGUMENT;
     }
     if (got != want) {
-        errf(err,
-             "%s: decodes to %zu bytes, but %s has %zu (%zu base64 characters): truncated, "
-             "or not what it should be\n",
-             where, got, what, want, want_chars);
+        par_buf_errf(err,
+                     "%s: decodes to %zu bytes, but %s has %zu (%zu base64 characters): truncated, "
+                     "or not what it should be\n",
+                     where, got, what, want, want_chars);
         sodium_memzero(tmp, sizeof(tmp));
         return PAR_E_INVALID_ARGUMENT;
     }
@@ -244,10 +234,10 @@ static int key_line(const char *text, size_t len, const char *kind, span_t *b64,
                     par_buf_t *err)
 {
     if (len > TEXT_MAX) {
-        errf(err,
-             "%s: %zu bytes, far more than a minisign key file holds: is this the right "
-             "file?\n",
-             kind, len);
+        par_buf_errf(err,
+                     "%s: %zu bytes, far more than a minisign key file holds: is this the right "
+                     "file?\n",
+                     kind, len);
         return PAR_E_INVALID_ARGUMENT;
     }
     size_t pos = 0;
@@ -263,18 +253,20 @@ static int key_line(const char *text, size_t len, const char *kind, span_t *b64,
             continue;
         }
         if (found && !comment_line) {
-            errf(err,
-                 "%s, line %d: neither an \"untrusted comment:\" line nor the key; expected "
-                 "the key in base64 alone, or the text of a key file (an \"untrusted "
-                 "comment:\" line, then the key)\n",
-                 kind, found);
+            par_buf_errf(
+                err,
+                "%s, line %d: neither an \"untrusted comment:\" line nor the key; expected "
+                "the key in base64 alone, or the text of a key file (an \"untrusted "
+                "comment:\" line, then the key)\n",
+                kind, found);
             return PAR_E_INVALID_ARGUMENT;
         }
         if (found) {
-            errf(err,
-                 "%s, line %d: unexpected text after the key (line %d); a key file holds an "
-                 "\"untrusted comment:\" line and the key in base64\n",
-                 kind, lineno, found);
+            par_buf_errf(
+                err,
+                "%s, line %d: unexpected text after the key (line %d); a key file holds an "
+                "\"untrusted comment:\" line and the key in base64\n",
+                kind, lineno, found);
             return PAR_E_INVALID_ARGUMENT;
         }
         found = lineno;
@@ -282,15 +274,16 @@ static int key_line(const char *text, size_t len, const char *kind, span_t *b64,
     }
     if (!found) {
         if (comment_line)
-            errf(err,
-                 "%s: nothing after the \"untrusted comment:\" line; the key in base64 "
-                 "should follow it\n",
-                 kind);
+            par_buf_errf(err,
+                         "%s: nothing after the \"untrusted comment:\" line; the key in base64 "
+                         "should follow it\n",
+                         kind);
         else
-            errf(err,
-                 "%s: empty; expected a minisign %s in base64 (\"RW...\") or the text of its "
-                 "file\n",
-                 kind, kind);
+            par_buf_errf(
+                err,
+                "%s: empty; expected a minisign %s in base64 (\"RW...\") or the text of its "
+                "file\n",
+                kind, kind);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (comment_line || found > 1)
@@ -319,10 +312,10 @@ int par_ms_pubkey_parse(const char *text, size_t len, par_ms_pubkey_t *out, par_
         return rc;
     if (memcmp(bin, "Ed", 2) != 0) {
         char a[16];
-        errf(err,
-             "%s: signature algorithm %s is not supported; a minisign public key starts "
-             "with \"Ed\" (Ed25519; \"RW\" in base64)\n",
-             where, alg_str(bin, a));
+        par_buf_errf(err,
+                     "%s: signature algorithm %s is not supported; a minisign public key starts "
+                     "with \"Ed\" (Ed25519; \"RW\" in base64)\n",
+                     where, alg_str(bin, a));
         return PAR_E_INVALID_ARGUMENT;
     }
     memcpy(out->keynum, bin + 2, PAR_MS_KEYNUM_BYTES);
@@ -360,8 +353,8 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
     if (rc != PAR_OK)
         return rc;
     if (len > TEXT_MAX) {
-        errf(err, "signature file: %zu bytes, far more than a signature file holds (%s)\n", len,
-             layout);
+        par_buf_errf(err, "signature file: %zu bytes, far more than a signature file holds (%s)\n",
+                     len, layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     span_t lines[4];
@@ -371,16 +364,17 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
         n++;
     if (n < 4) {
         if (n == 0)
-            errf(err, "signature file: empty; %s\n", layout);
+            par_buf_errf(err, "signature file: empty; %s\n", layout);
         else
-            errf(err, "signature file: ends after line %d; %s\n", n, layout);
+            par_buf_errf(err, "signature file: ends after line %d; %s\n", n, layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (!starts_with(lines[0], UNTRUSTED_PREFIX)) {
-        errf(err,
-             "signature file, line 1: does not start with \"" UNTRUSTED_PREFIX "\": is this "
-             "a minisign signature (.minisig) file? %s\n",
-             layout);
+        par_buf_errf(err,
+                     "signature file, line 1: does not start with \"" UNTRUSTED_PREFIX
+                     "\": is this "
+                     "a minisign signature (.minisig) file? %s\n",
+                     layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     uint8_t bin[SIG_BYTES];
@@ -394,31 +388,32 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
         out->prehashed = 0;
     } else {
         char a[16];
-        errf(err,
-             "signature file, line 2: signature algorithm %s is not supported; expected "
-             "\"ED\" (prehashed, minisign's default) or \"Ed\" (legacy)\n",
-             alg_str(bin, a));
+        par_buf_errf(err,
+                     "signature file, line 2: signature algorithm %s is not supported; expected "
+                     "\"ED\" (prehashed, minisign's default) or \"Ed\" (legacy)\n",
+                     alg_str(bin, a));
         return PAR_E_INVALID_ARGUMENT;
     }
     if (!starts_with(lines[2], TRUSTED_PREFIX)) {
-        errf(err, "signature file, line 3: does not start with \"" TRUSTED_PREFIX "\"; %s\n",
-             layout);
+        par_buf_errf(err,
+                     "signature file, line 3: does not start with \"" TRUSTED_PREFIX "\"; %s\n",
+                     layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     span_t tc = {lines[2].p + strlen(TRUSTED_PREFIX), lines[2].n - strlen(TRUSTED_PREFIX)};
     if (memchr(tc.p, '\0', tc.n) != NULL) {
-        errf(err,
-             "signature file, line 3: the trusted comment holds a NUL byte (at byte %zu of "
-             "the comment); minisign would verify only the part before it, so the "
-             "signature is refused\n",
-             (size_t)((const char *)memchr(tc.p, '\0', tc.n) - tc.p) + 1);
+        par_buf_errf(err,
+                     "signature file, line 3: the trusted comment holds a NUL byte (at byte %zu of "
+                     "the comment); minisign would verify only the part before it, so the "
+                     "signature is refused\n",
+                     (size_t)((const char *)memchr(tc.p, '\0', tc.n) - tc.p) + 1);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (tc.n > PAR_MS_TRUSTED_COMMENT_MAX) {
-        errf(err,
-             "signature file, line 3: the trusted comment is %zu bytes; minisign reads at "
-             "most %d\n",
-             tc.n, PAR_MS_TRUSTED_COMMENT_MAX);
+        par_buf_errf(err,
+                     "signature file, line 3: the trusted comment is %zu bytes; minisign reads at "
+                     "most %d\n",
+                     tc.n, PAR_MS_TRUSTED_COMMENT_MAX);
         return PAR_E_INVALID_ARGUMENT;
     }
     rc = b64_line(lines[3], out->global_sig, sizeof(out->global_sig), "signature file, line 4",
@@ -430,14 +425,16 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
     while (next_line(text, len, &pos, &extra)) {
         lineno++;
         if (trim(extra).n != 0) {
-            errf(err, "signature file, line %d: unexpected text after the global signature; %s\n",
-                 lineno, layout);
+            par_buf_errf(
+                err, "signature file, line %d: unexpected text after the global signature; %s\n",
+                lineno, layout);
             return PAR_E_INVALID_ARGUMENT;
         }
     }
     out->trusted_comment = malloc(tc.n + 1);
     if (out->trusted_comment == NULL) {
-        errf(err, "signature file: out of memory for the trusted comment (%zu bytes)\n", tc.n);
+        par_buf_errf(err, "signature file: out of memory for the trusted comment (%zu bytes)\n",
+                     tc.n);
         return PAR_E_NO_MEMORY;
     }
     memcpy(out->trusted_comment, tc.p, tc.n);
@@ -488,14 +485,15 @@ int par_ms_verify(const par_ms_pubkey_t *pk, const par_ms_sig_t *sig, const void
     if (rc != PAR_OK)
         return rc;
     if (sig->trusted_comment == NULL) {
-        errf(err, "signature: not parsed (no trusted comment); parse it with par_ms_sig_parse\n");
+        par_buf_errf(
+            err, "signature: not parsed (no trusted comment); parse it with par_ms_sig_parse\n");
         return PAR_E_INVALID_ARGUMENT;
     }
     if (sodium_memcmp(sig->keynum, pk->keynum, PAR_MS_KEYNUM_BYTES) != 0) {
-        errf(err,
-             "signed with key id %s, but the trusted public key has key id %s: verify with "
-             "the signer's public key, or trust key %s if you trust its owner\n",
-             sig->id, pk->id, sig->id);
+        par_buf_errf(err,
+                     "signed with key id %s, but the trusted public key has key id %s: verify with "
+                     "the signer's public key, or trust key %s if you trust its owner\n",
+                     sig->id, pk->id, sig->id);
         return PAR_E_UNTRUSTED_SIGNER;
     }
     int bad;
@@ -503,8 +501,9 @@ int par_ms_verify(const par_ms_pubkey_t *pk, const par_ms_sig_t *sig, const void
         uint8_t h[64];
         if (prehash == NULL) {
             if (msg == NULL && len > 0) {
-                errf(err, "signature: nothing to verify: neither the message nor its BLAKE2b-512 "
-                          "was given\n");
+                par_buf_errf(
+                    err, "signature: nothing to verify: neither the message nor its BLAKE2b-512 "
+                         "was given\n");
                 return PAR_E_INVALID_ARGUMENT;
             }
             crypto_generichash(h, sizeof(h), msg, len, NULL, 0);
@@ -513,33 +512,34 @@ int par_ms_verify(const par_ms_pubkey_t *pk, const par_ms_sig_t *sig, const void
         bad = crypto_sign_verify_detached(sig->sig, prehash, 64, pk->pk) != 0;
     } else {
         if (msg == NULL && len > 0) {
-            errf(err, "signature: a legacy (\"Ed\") signature signs the whole message, which was "
-                      "not given (only its hash): verify with the message, or re-sign with a "
-                      "prehashed signature (minisign's default)\n");
+            par_buf_errf(
+                err, "signature: a legacy (\"Ed\") signature signs the whole message, which was "
+                     "not given (only its hash): verify with the message, or re-sign with a "
+                     "prehashed signature (minisign's default)\n");
             return PAR_E_INVALID_ARGUMENT;
         }
         bad = crypto_sign_verify_detached(sig->sig, msg ? msg : (const void *)"", len, pk->pk) != 0;
     }
     if (bad) {
-        errf(err,
-             "the signature (key id %s) does not match the contents: the file was modified "
-             "after it was signed, or the signature belongs to another file\n",
-             sig->id);
+        par_buf_errf(err,
+                     "the signature (key id %s) does not match the contents: the file was modified "
+                     "after it was signed, or the signature belongs to another file\n",
+                     sig->id);
         return PAR_E_SIGNATURE_INVALID;
     }
     size_t glen;
     uint8_t *g = global_message(sig->sig, sig->trusted_comment, &glen);
     if (g == NULL) {
-        errf(err, "signature: out of memory for the trusted comment\n");
+        par_buf_errf(err, "signature: out of memory for the trusted comment\n");
         return PAR_E_NO_MEMORY;
     }
     bad = crypto_sign_verify_detached(sig->global_sig, g, glen, pk->pk) != 0;
     free(g);
     if (bad) {
-        errf(err,
-             "the signature of the trusted comment (global signature, key id %s) does not "
-             "verify: the trusted comment was modified after signing\n",
-             sig->id);
+        par_buf_errf(err,
+                     "the signature of the trusted comment (global signature, key id %s) does not "
+                     "verify: the trusted comment was modified after signing\n",
+                     sig->id);
         return PAR_E_SIGNATURE_INVALID;
     }
     return PAR_OK;
@@ -584,26 +584,26 @@ static int seckey_decode(const char *text, size_t len, uint8_t bin[SK_BYTES], in
         return rc;
     char a[16];
     if (memcmp(bin, "Ed", 2) != 0) {
-        errf(err,
-             "%s: signature algorithm %s is not supported; a minisign secret key starts "
-             "with \"Ed\" (Ed25519)\n",
-             where, alg_str(bin, a));
+        par_buf_errf(err,
+                     "%s: signature algorithm %s is not supported; a minisign secret key starts "
+                     "with \"Ed\" (Ed25519)\n",
+                     where, alg_str(bin, a));
         rc = PAR_E_INVALID_ARGUMENT;
     } else if (memcmp(bin + SK_CHKALG, "B2", 2) != 0) {
-        errf(err,
-             "%s: checksum algorithm %s is not supported; minisign secret keys use \"B2\" "
-             "(BLAKE2b)\n",
-             where, alg_str(bin + SK_CHKALG, a));
+        par_buf_errf(err,
+                     "%s: checksum algorithm %s is not supported; minisign secret keys use \"B2\" "
+                     "(BLAKE2b)\n",
+                     where, alg_str(bin + SK_CHKALG, a));
         rc = PAR_E_INVALID_ARGUMENT;
     } else if (memcmp(bin + SK_KDF, "Sc", 2) == 0) {
         *encrypted = 1;
     } else if (bin[SK_KDF] == 0 && bin[SK_KDF + 1] == 0) {
         *encrypted = 0;
     } else {
-        errf(err,
-             "%s: key derivation %s is not supported; minisign secret keys use \"Sc\" "
-             "(scrypt) or none (two zero bytes)\n",
-             where, alg_str(bin + SK_KDF, a));
+        par_buf_errf(err,
+                     "%s: key derivation %s is not supported; minisign secret keys use \"Sc\" "
+                     "(scrypt) or none (two zero bytes)\n",
+                     where, alg_str(bin + SK_KDF, a));
         rc = PAR_E_INVALID_ARGUMENT;
     }
     if (rc != PAR_OK)
@@ -640,25 +640,26 @@ int par_ms_seckey_load(const char *text, size_t len, const char *password, par_m
     if (enc) {
         uint64_t ops = load_le64(bin + SK_OPS), mem = load_le64(bin + SK_MEM);
         if (password == NULL) {
-            errf(err, "%s: the key is encrypted and no password was given\n", where);
+            par_buf_errf(err, "%s: the key is encrypted and no password was given\n", where);
             rc = PAR_E_INVALID_ARGUMENT;
             goto out;
         }
         if (ops > OPSLIMIT_DEFAULT || mem > MEMLIMIT_DEFAULT) {
-            errf(err,
-                 "%s: the key derivation asks for opslimit %" PRIu64 " and memlimit %" PRIu64
-                 " bytes, more than minisign ever uses (%u, %u): refusing a key file that "
-                 "could exhaust the machine\n",
-                 where, ops, mem, OPSLIMIT_DEFAULT, MEMLIMIT_DEFAULT);
+            par_buf_errf(err,
+                         "%s: the key derivation asks for opslimit %" PRIu64
+                         " and memlimit %" PRIu64
+                         " bytes, more than minisign ever uses (%u, %u): refusing a key file that "
+                         "could exhaust the machine\n",
+                         where, ops, mem, OPSLIMIT_DEFAULT, MEMLIMIT_DEFAULT);
             rc = PAR_E_INVALID_ARGUMENT;
             goto out;
         }
         if (crypto_pwhash_scryptsalsa208sha256(stream, sizeof(stream), password, strlen(password),
                                                bin + SK_SALT, ops, (size_t)mem) != 0) {
-            errf(err,
-                 "%s: the key derivation (scrypt, %" PRIu64 " bytes of memory) failed: not "
-                 "enough memory\n",
-                 where, mem);
+            par_buf_errf(err,
+                         "%s: the key derivation (scrypt, %" PRIu64 " bytes of memory) failed: not "
+                         "enough memory\n",
+                         where, mem);
             rc = PAR_E_NO_MEMORY;
             goto out;
         }
@@ -667,22 +668,23 @@ int par_ms_seckey_load(const char *text, size_t len, const char *password, par_m
     }
     seckey_checksum(bin, chk);
     if (enc && sodium_memcmp(chk, bin + SK_CHK, 32) != 0) {
-        errf(err,
-             "%s: wrong password or corrupt secret key (the checksum does not match after "
-             "decryption)\n",
-             where);
+        par_buf_errf(err,
+                     "%s: wrong password or corrupt secret key (the checksum does not match after "
+                     "decryption)\n",
+                     where);
         rc = PAR_E_INVALID_ARGUMENT;
         goto out;
     }
     /* minisign writes an all-zero checksum for unencrypted keys and never checks it */
     if (!enc && !sodium_is_zero(bin + SK_CHK, 32) && sodium_memcmp(chk, bin + SK_CHK, 32) != 0) {
-        errf(err, "%s: corrupt secret key (its checksum does not match)\n", where);
+        par_buf_errf(err, "%s: corrupt secret key (its checksum does not match)\n", where);
         rc = PAR_E_INVALID_ARGUMENT;
         goto out;
     }
     crypto_sign_seed_keypair(seed_pk, seed_sk, bin + SK_SK);
     if (sodium_memcmp(seed_pk, bin + SK_SK + 32, 32) != 0) {
-        errf(err, "%s: corrupt secret key (its public half does not match its seed)\n", where);
+        par_buf_errf(err, "%s: corrupt secret key (its public half does not match its seed)\n",
+                     where);
         rc = PAR_E_INVALID_ARGUMENT;
         goto out;
     }
@@ -707,11 +709,12 @@ static int check_comment(const char *c, size_t max, const char *what, par_buf_t 
 {
     size_t n = strcspn(c, "\r\n");
     if (c[n] != '\0') {
-        errf(err, "the %s holds a line break (at byte %zu); it must be one line\n", what, n + 1);
+        par_buf_errf(err, "the %s holds a line break (at byte %zu); it must be one line\n", what,
+                     n + 1);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (n > max) {
-        errf(err, "the %s is %zu bytes; minisign reads at most %zu\n", what, n, max);
+        par_buf_errf(err, "the %s is %zu bytes; minisign reads at most %zu\n", what, n, max);
         return PAR_E_INVALID_ARGUMENT;
     }
     return PAR_OK;
@@ -732,13 +735,14 @@ int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf
     if (opts->password) {
         size_t n = strlen(opts->password);
         if (strcspn(opts->password, "\r\n") != n) {
-            errf(err, "the password holds a line break; minisign reads passwords one line at a "
-                      "time and could never use it\n");
+            par_buf_errf(err,
+                         "the password holds a line break; minisign reads passwords one line at a "
+                         "time and could never use it\n");
             return PAR_E_INVALID_ARGUMENT;
         }
         if (n > PAR_MS_PASSWORD_MAX) {
-            errf(err, "the password is %zu bytes; minisign reads at most %d\n", n,
-                 PAR_MS_PASSWORD_MAX);
+            par_buf_errf(err, "the password is %zu bytes; minisign reads at most %d\n", n,
+                         PAR_MS_PASSWORD_MAX);
             return PAR_E_INVALID_ARGUMENT;
         }
     }
@@ -765,10 +769,10 @@ int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf
         if (crypto_pwhash_scryptsalsa208sha256(stream, sizeof(stream), opts->password,
                                                strlen(opts->password), bin + SK_SALT, ops,
                                                mem) != 0) {
-            errf(err,
-                 "the key derivation (scrypt, %zu bytes of memory) failed: not enough "
-                 "memory\n",
-                 mem);
+            par_buf_errf(err,
+                         "the key derivation (scrypt, %zu bytes of memory) failed: not enough "
+                         "memory\n",
+                         mem);
             rc = PAR_E_NO_MEMORY;
             goto out;
         }
@@ -783,7 +787,7 @@ int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf
     static const char sec_comment_plain[] = UNTRUSTED_PREFIX "minisign unencrypted secret key\n";
     const char *sc = opts->password ? sec_comment_enc : sec_comment_plain;
     if ((rc = par_buf_reserve(sec_text, strlen(sc) + sizeof(sec_b64) + 1)) != PAR_OK) {
-        errf(err, "out of memory for the secret key text\n");
+        par_buf_errf(err, "out of memory for the secret key text\n");
         goto out;
     }
     par_buf_appends(sec_text, sc);
@@ -798,7 +802,7 @@ int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf
         rc = par_buf_appendf(pub_text, UNTRUSTED_PREFIX "minisign public key %s\n%s\n", key.id,
                              pub_b64);
     if (rc != PAR_OK) {
-        errf(err, "out of memory for the public key text\n");
+        par_buf_errf(err, "out of memory for the public key text\n");
         goto out;
     }
     if (pk)
@@ -823,9 +827,10 @@ int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const ui
         return rc;
     const int legacy = opts->legacy != 0;
     if (msg == NULL && len > 0 && (legacy || prehash == NULL)) {
-        errf(err, legacy ? "a legacy (\"Ed\") signature signs the whole message, which was not "
-                           "given\n"
-                         : "nothing to sign: neither the message nor its BLAKE2b-512 was given\n");
+        par_buf_errf(
+            err, legacy ? "a legacy (\"Ed\") signature signs the whole message, which was not "
+                          "given\n"
+                        : "nothing to sign: neither the message nor its BLAKE2b-512 was given\n");
         return PAR_E_INVALID_ARGUMENT;
     }
     const char *uc =
@@ -850,7 +855,7 @@ int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const ui
     if (rc == PAR_OK)
         rc = par_buf_terminate(&tc);
     if (rc != PAR_OK) {
-        errf(err, "out of memory for the trusted comment\n");
+        par_buf_errf(err, "out of memory for the trusted comment\n");
         par_buf_free(&tc);
         return PAR_E_NO_MEMORY;
     }
@@ -880,7 +885,7 @@ int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const ui
     size_t glen;
     uint8_t *g = global_message(sig, tc.data, &glen);
     if (g == NULL) {
-        errf(err, "out of memory for the trusted comment\n");
+        par_buf_errf(err, "out of memory for the trusted comment\n");
         par_buf_free(&tc);
         return PAR_E_NO_MEMORY;
     }
@@ -889,10 +894,11 @@ int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const ui
     int bad = crypto_sign_verify_detached(global, g, glen, sk->sk + 32) != 0;
     free(g);
     if (bad) {
-        errf(err,
-             "secret key %s: the signature made with it does not verify with its own public "
-             "half: the key is corrupt\n",
-             sk->id);
+        par_buf_errf(
+            err,
+            "secret key %s: the signature made with it does not verify with its own public "
+            "half: the key is corrupt\n",
+            sk->id);
         par_buf_free(&tc);
         return PAR_E_INVALID_ARGUMENT;
     }
@@ -906,7 +912,7 @@ int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const ui
                          tc.data, global_b64);
     par_buf_free(&tc);
     if (rc != PAR_OK) {
-        errf(err, "out of memory for the signature text\n");
+        par_buf_errf(err, "out of memory for the signature text\n");
         return rc;
     }
     return PAR_OK;
