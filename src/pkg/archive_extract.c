@@ -249,16 +249,15 @@ static const char *special_kind(mode_t type)
     }
 }
 
-static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
+/* The rules one entry must pass before anything is written: a safe name
+ * (canonical form into `name`), the depth cap, no hard link or special file,
+ * a symlink target inside the tree, no duplicate. *skip is set for the root
+ * directory entry ("./"), which exists already. */
+static int entry_rules(extract_ctx_t *x, struct archive_entry *e, const char *raw, char *name,
+                       size_t namesz, int *skip)
 {
-    const char *raw = archive_entry_pathname(e);
-    if (raw == NULL) {
-        par_buf_errf(x->err, "an entry has no name libarchive can read\n");
-        return PAR_E_UNSAFE_ARCHIVE;
-    }
     size_t rl = strlen(raw);
-    char name[PATH_MAX];
-    const char *rule = par__archive_canon_name(raw, name, sizeof(name));
+    const char *rule = par__archive_canon_name(raw, name, namesz);
     if (rule != NULL) {
         par__archive_err_entry(x->err, raw, rl, "%s", rule);
         return PAR_E_UNSAFE_ARCHIVE;
@@ -272,8 +271,10 @@ static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
     }
     mode_t type = archive_entry_filetype(e);
     if (name[0] == '\0') {
-        if (type == AE_IFDIR)
-            return PAR_OK; /* "./": the root, which exists */
+        if (type == AE_IFDIR) {
+            *skip = 1; /* "./": the root, which exists */
+            return PAR_OK;
+        }
         par__archive_err_entry(x->err, raw, rl, "names the package root");
         return PAR_E_UNSAFE_ARCHIVE;
     }
@@ -286,9 +287,8 @@ static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
                                special_kind(type));
         return PAR_E_UNSAFE_ARCHIVE;
     }
-    const char *target = NULL;
     if (type == AE_IFLNK) {
-        target = archive_entry_symlink(e);
+        const char *target = archive_entry_symlink(e);
         if (target == NULL || target[0] == '\0') {
             par__archive_err_entry(x->err, raw, rl, "symlink without a target");
             return PAR_E_UNSAFE_ARCHIVE;
@@ -307,68 +307,101 @@ static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
                                "duplicate entry (an earlier entry has the same path)");
         return PAR_E_UNSAFE_ARCHIVE;
     }
+    return PAR_OK;
+}
+
+static int make_dir(extract_ctx_t *x, int dfd, const char *leaf, const char *raw)
+{
+    size_t rl = strlen(raw);
+    /* the directory may already exist as the parent of an earlier entry */
+    if (mkdirat(dfd, leaf, 0700) != 0 && errno != EEXIST) {
+        par__archive_err_entry(x->err, raw, rl, "cannot create: %s", strerror(errno));
+        return PAR_E_IO;
+    }
+    int fd = openat(dfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        par__archive_err_entry(x->err, raw, rl,
+                               "conflicts with an earlier entry (not a directory)");
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    int rc = PAR_OK;
+    if (fchmod(fd, 0755) != 0) {
+        par__archive_err_entry(x->err, raw, rl, "cannot set its mode: %s", strerror(errno));
+        rc = PAR_E_IO;
+    }
+    close(fd);
+    return rc;
+}
+
+static int make_link(extract_ctx_t *x, int dfd, const char *leaf, const char *target,
+                     const char *name, const char *raw)
+{
+    if (symlinkat(target, dfd, leaf) != 0) {
+        int exists = errno == EEXIST;
+        par__archive_err_entry(x->err, raw, strlen(raw), "cannot create the symlink: %s",
+                               exists ? "conflicts with an earlier entry" : strerror(errno));
+        return exists ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
+    }
+    /* checked against the finished tree once every entry is out */
+    if (list_add(&x->links, name) != 0) {
+        par_buf_errf(x->err, "out of memory\n");
+        return PAR_E_NO_MEMORY;
+    }
+    return PAR_OK;
+}
+
+static int make_file(extract_ctx_t *x, struct archive_entry *e, int dfd, const char *leaf,
+                     const char *raw)
+{
+    size_t rl = strlen(raw);
+    int fd = openat(dfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int exists = errno == EEXIST;
+        par__archive_err_entry(x->err, raw, rl, "cannot create: %s",
+                               exists ? "conflicts with an earlier entry" : strerror(errno));
+        return exists ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
+    }
+    int rc = write_data(x, raw, fd);
+    mode_t mode = (archive_entry_perm(e) & 0111) ? 0755 : 0644;
+    if (rc == PAR_OK && fchmod(fd, mode) != 0) {
+        par__archive_err_entry(x->err, raw, rl, "cannot set its mode: %s", strerror(errno));
+        rc = PAR_E_IO;
+    }
+    if (close(fd) != 0 && rc == PAR_OK) {
+        par__archive_err_entry(x->err, raw, rl, "cannot write: %s", strerror(errno));
+        rc = PAR_E_IO;
+    }
+    return rc;
+}
+
+static int extract_entry(extract_ctx_t *x, struct archive_entry *e)
+{
+    const char *raw = archive_entry_pathname(e);
+    if (raw == NULL) {
+        par_buf_errf(x->err, "an entry has no name libarchive can read\n");
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    char name[PATH_MAX];
+    int skip = 0;
+    int rc = entry_rules(x, e, raw, name, sizeof(name), &skip);
+    if (rc != PAR_OK || skip)
+        return rc;
 
     const char *leaf;
     int dfd = open_parent(x->root, name, &leaf);
     if (dfd < 0) {
         int unsafe = errno == ELOOP || errno == ENOTDIR || errno == EEXIST;
-        par__archive_err_entry(x->err, raw, rl, "cannot create its directory: %s",
+        par__archive_err_entry(x->err, raw, strlen(raw), "cannot create its directory: %s",
                                unsafe ? "a parent is a symlink or a file" : strerror(errno));
         return unsafe ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
     }
-    int rc = PAR_OK;
-    if (type == AE_IFDIR) {
-        /* the directory may already exist as the parent of an earlier entry */
-        if (mkdirat(dfd, leaf, 0700) != 0 && errno != EEXIST) {
-            par__archive_err_entry(x->err, raw, rl, "cannot create: %s", strerror(errno));
-            rc = PAR_E_IO;
-            goto out;
-        }
-        int fd = openat(dfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-            par__archive_err_entry(x->err, raw, rl,
-                                   "conflicts with an earlier entry (not a directory)");
-            rc = PAR_E_UNSAFE_ARCHIVE;
-            goto out;
-        }
-        if (fchmod(fd, 0755) != 0) {
-            par__archive_err_entry(x->err, raw, rl, "cannot set its mode: %s", strerror(errno));
-            rc = PAR_E_IO;
-        }
-        close(fd);
-    } else if (type == AE_IFLNK) {
-        if (symlinkat(target, dfd, leaf) != 0) {
-            int exists = errno == EEXIST;
-            par__archive_err_entry(x->err, raw, rl, "cannot create the symlink: %s",
-                                   exists ? "conflicts with an earlier entry" : strerror(errno));
-            rc = exists ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
-            goto out;
-        }
-        if (list_add(&x->links, name) != 0) {
-            par_buf_errf(x->err, "out of memory\n");
-            rc = PAR_E_NO_MEMORY;
-        }
-    } else {
-        int fd = openat(dfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            int exists = errno == EEXIST;
-            par__archive_err_entry(x->err, raw, rl, "cannot create: %s",
-                                   exists ? "conflicts with an earlier entry" : strerror(errno));
-            rc = exists ? PAR_E_UNSAFE_ARCHIVE : PAR_E_IO;
-            goto out;
-        }
-        rc = write_data(x, raw, fd);
-        mode_t mode = (archive_entry_perm(e) & 0111) ? 0755 : 0644;
-        if (rc == PAR_OK && fchmod(fd, mode) != 0) {
-            par__archive_err_entry(x->err, raw, rl, "cannot set its mode: %s", strerror(errno));
-            rc = PAR_E_IO;
-        }
-        if (close(fd) != 0 && rc == PAR_OK) {
-            par__archive_err_entry(x->err, raw, rl, "cannot write: %s", strerror(errno));
-            rc = PAR_E_IO;
-        }
-    }
-out:
+    mode_t type = archive_entry_filetype(e);
+    if (type == AE_IFDIR)
+        rc = make_dir(x, dfd, leaf, raw);
+    else if (type == AE_IFLNK)
+        rc = make_link(x, dfd, leaf, archive_entry_symlink(e), name, raw);
+    else
+        rc = make_file(x, e, dfd, leaf, raw);
     close(dfd);
     return rc;
 }

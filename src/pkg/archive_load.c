@@ -90,6 +90,7 @@ static void *b2_thread(void *arg)
 static void b2_publish(b2_follow_t *f, size_t avail, int done)
 {
     pthread_mutex_lock(&f->lock);
+    assert(avail >= f->avail); /* the reader only ever moves forward */
     f->avail = avail;
     f->done |= done;
     pthread_cond_signal(&f->cond);
@@ -216,169 +217,205 @@ int par__archive_lease_lost(par_buf_t *err)
     return PAR_E_IO;
 }
 
-int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
-                     par_buf_t *err)
-{
-    size_t mapped = 0;
-    int rc = PAR_OK;
-    unsigned char *data = NULL;
-    EVP_MD_CTX *md = NULL;
+/* One par_archive_load() call: the file, its buffer and the digests on the way. */
+typedef struct loader {
+    const char *path;
+    const par_archive_limits_t *lim;
+    par_buf_t *err;
+    int fd;
+    int leased;          /* data maps the file under a read lease */
+    unsigned char *data; /* NULL once handed to the caller */
+    size_t size;         /* the file's size when opened (or leased) */
+    size_t len;          /* bytes read and hashed */
+    size_t mapped;       /* archive_buffer()'s mapping size, 0 when malloc'd */
+    EVP_MD_CTX *md;
     b2_follow_t b2;
     pthread_t b2_tid;
-    int b2_running = 0, leased = 0;
-    memset(&b2, 0, sizeof(b2));
-    memset(out, 0, sizeof(*out));
+    int b2_running;
+} loader_t;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        par_buf_errf(err, "%s: cannot open: %s\n", path, strerror(errno));
-        rc = PAR_E_IO;
-        goto out;
+/* Opens and checks the file, then maps it under a lease or allocates the
+ * buffer it will be read into (l->data, NULL when out of memory). */
+static int load_open(loader_t *l)
+{
+    const char *path = l->path;
+    l->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (l->fd < 0) {
+        par_buf_errf(l->err, "%s: cannot open: %s\n", path, strerror(errno));
+        return PAR_E_IO;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        par_buf_errf(err, "%s: cannot stat: %s\n", path, strerror(errno));
-        rc = PAR_E_IO;
-        goto out;
+    if (fstat(l->fd, &st) != 0) {
+        par_buf_errf(l->err, "%s: cannot stat: %s\n", path, strerror(errno));
+        return PAR_E_IO;
     }
     if (!S_ISREG(st.st_mode)) {
-        par_buf_errf(err, "%s: not a regular file (an .apkg is a ZIP file)\n", path);
-        rc = PAR_E_INVALID_PACKAGE;
-        goto out;
+        par_buf_errf(l->err, "%s: not a regular file (an .apkg is a ZIP file)\n", path);
+        return PAR_E_INVALID_PACKAGE;
     }
-    if ((uint64_t)st.st_size > lim->max_archive_bytes) {
-        par_buf_errf(err, "%s: %lld bytes, over the cap of %llu bytes for an archive\n", path,
-                     (long long)st.st_size, (unsigned long long)lim->max_archive_bytes);
-        rc = PAR_E_TOO_LARGE;
-        goto out;
+    if ((uint64_t)st.st_size > l->lim->max_archive_bytes) {
+        par_buf_errf(l->err, "%s: %lld bytes, over the cap of %llu bytes for an archive\n", path,
+                     (long long)st.st_size, (unsigned long long)l->lim->max_archive_bytes);
+        return PAR_E_TOO_LARGE;
     }
-    size_t size = (size_t)st.st_size;
-    if (size > 0 && (data = map_leased(fd, &size)) != NULL) {
-        leased = 1;
-        if ((uint64_t)size > lim->max_archive_bytes) {
-            par_buf_errf(err, "%s: %zu bytes, over the cap of %llu bytes for an archive\n", path,
-                         size, (unsigned long long)lim->max_archive_bytes);
-            rc = PAR_E_TOO_LARGE;
-            goto out;
+    l->size = (size_t)st.st_size;
+    if (l->size > 0 && (l->data = map_leased(l->fd, &l->size)) != NULL) {
+        l->leased = 1;
+        if ((uint64_t)l->size > l->lim->max_archive_bytes) {
+            par_buf_errf(l->err, "%s: %zu bytes, over the cap of %llu bytes for an archive\n", path,
+                         l->size, (unsigned long long)l->lim->max_archive_bytes);
+            return PAR_E_TOO_LARGE;
         }
     } else {
         /* one spare byte: reading into it means the file grew after fstat */
-        data = archive_buffer(size + 1, &mapped);
+        l->data = archive_buffer(l->size + 1, &l->mapped);
     }
-    md = EVP_MD_CTX_new();
-    if (data == NULL || md == NULL) {
-        par_buf_errf(err, "%s: out of memory for %zu bytes\n", path, size);
-        rc = PAR_E_NO_MEMORY;
-        goto out;
+    return PAR_OK;
+}
+
+/* Starts SHA-256 and, when asked for, the BLAKE2b thread. */
+static int load_start_digests(loader_t *l)
+{
+    l->md = EVP_MD_CTX_new();
+    if (l->data == NULL || l->md == NULL) {
+        par_buf_errf(l->err, "%s: out of memory for %zu bytes\n", l->path, l->size);
+        return PAR_E_NO_MEMORY;
     }
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        par_buf_errf(err, "%s: SHA-256 is unavailable\n", path);
-        rc = PAR_E_INTERNAL;
-        goto out;
+    if (EVP_DigestInit_ex(l->md, EVP_sha256(), NULL) != 1) {
+        par_buf_errf(l->err, "%s: SHA-256 is unavailable\n", l->path);
+        return PAR_E_INTERNAL;
     }
-    size_t len = 0;
-    if (lim->with_blake2b) {
-        if (sodium_init() < 0 || crypto_generichash_init(&b2.st, NULL, 0, 64) != 0) {
-            par_buf_errf(err, "%s: BLAKE2b is unavailable\n", path);
-            rc = PAR_E_INTERNAL;
-            goto out;
-        }
-        b2.data = data;
-        pthread_mutex_init(&b2.lock, NULL);
-        pthread_cond_init(&b2.cond, NULL);
-        if (pthread_create(&b2_tid, NULL, b2_thread, &b2) != 0) {
-            par_buf_errf(err, "%s: cannot start a hashing thread\n", path);
-            rc = PAR_E_INTERNAL;
-            goto out;
-        }
-        b2_running = 1;
+    if (!l->lim->with_blake2b)
+        return PAR_OK;
+    if (sodium_init() < 0 || crypto_generichash_init(&l->b2.st, NULL, 0, 64) != 0) {
+        par_buf_errf(l->err, "%s: BLAKE2b is unavailable\n", l->path);
+        return PAR_E_INTERNAL;
     }
-    if (leased) {
+    l->b2.data = l->data;
+    pthread_mutex_init(&l->b2.lock, NULL);
+    pthread_cond_init(&l->b2.cond, NULL);
+    if (pthread_create(&l->b2_tid, NULL, b2_thread, &l->b2) != 0) {
+        par_buf_errf(l->err, "%s: cannot start a hashing thread\n", l->path);
+        return PAR_E_INTERNAL;
+    }
+    l->b2_running = 1;
+    return PAR_OK;
+}
+
+/* Hashes the bytes, reading them first unless the file is mapped. */
+static int load_read(loader_t *l)
+{
+    if (l->leased) {
         /* all there: BLAKE2b on its thread while SHA-256 runs here */
-        len = size;
-        if (b2_running)
-            b2_publish(&b2, len, 0);
-        if (EVP_DigestUpdate(md, data, len) != 1) {
-            rc = PAR_E_INTERNAL;
-            goto out;
-        }
+        l->len = l->size;
+        if (l->b2_running)
+            b2_publish(&l->b2, l->len, 0);
+        if (EVP_DigestUpdate(l->md, l->data, l->len) != 1)
+            return PAR_E_INTERNAL;
     }
-    while (!leased) {
+    while (!l->leased) {
         /* chunks, so the BLAKE2b thread works while the rest is read */
-        size_t want = size + 1 - len;
-        if (want > HASH_CHUNK && len + HASH_CHUNK <= size)
+        size_t want = l->size + 1 - l->len;
+        if (want > HASH_CHUNK && l->len + HASH_CHUNK <= l->size)
             want = HASH_CHUNK;
-        ssize_t r = read(fd, data + len, want);
+        ssize_t r = read(l->fd, l->data + l->len, want);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            par_buf_errf(err, "%s: cannot read: %s\n", path, strerror(errno));
-            rc = PAR_E_IO;
-            goto out;
+            par_buf_errf(l->err, "%s: cannot read: %s\n", l->path, strerror(errno));
+            return PAR_E_IO;
         }
         if (r == 0)
             break;
-        len += (size_t)r;
-        if (len > size)
+        l->len += (size_t)r;
+        if (l->len > l->size)
             break;
-        if (b2_running)
-            b2_publish(&b2, len, 0);
-        if (EVP_DigestUpdate(md, data + len - (size_t)r, (size_t)r) != 1) {
-            rc = PAR_E_INTERNAL;
-            goto out;
-        }
+        if (l->b2_running)
+            b2_publish(&l->b2, l->len, 0);
+        if (EVP_DigestUpdate(l->md, l->data + l->len - (size_t)r, (size_t)r) != 1)
+            return PAR_E_INTERNAL;
     }
-    if (len != size) {
-        par_buf_errf(err,
-                     "%s: the file %s while it was read (%zu bytes when opened); retry once it is "
-                     "complete\n",
-                     path, len > size ? "grew" : "shrank", size);
-        rc = PAR_E_IO;
-        goto out;
+    if (l->len != l->size) {
+        par_buf_errf(l->err,
+                     "%s: the file %s while it was read (%zu bytes when opened); retry once it "
+                     "is complete\n",
+                     l->path, l->len > l->size ? "grew" : "shrank", l->size);
+        return PAR_E_IO;
     }
+    return PAR_OK;
+}
+
+/* Hands the bytes, their digests and the lease (if any) to `out`. */
+static int load_finish(loader_t *l, par_archive_bytes_t *out)
+{
+    assert(l->len == l->size && l->data != NULL);
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
-    if (EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != 32) {
-        par_buf_errf(err, "%s: SHA-256 failed\n", path);
-        rc = PAR_E_INTERNAL;
-        goto out;
+    if (EVP_DigestFinal_ex(l->md, digest, &dlen) != 1 || dlen != 32) {
+        par_buf_errf(l->err, "%s: SHA-256 failed\n", l->path);
+        return PAR_E_INTERNAL;
     }
-    out->data = data;
-    out->len = len;
-    out->_mapped = mapped;
-    if (leased) {
+    out->data = l->data;
+    out->len = l->len;
+    out->_mapped = l->mapped;
+    if (l->leased) {
         out->_leased = 1;
-        out->_fd = fd; /* holds the lease until par_archive_bytes_free() */
-        fd = -1;
-        leased = 0;
+        out->_fd = l->fd; /* holds the lease until par_archive_bytes_free() */
+        l->fd = -1;
+        l->leased = 0;
     }
     par_hex_encode(digest, dlen, out->sha256);
-    if (b2_running) {
-        b2_publish(&b2, len, 1);
-        pthread_join(b2_tid, NULL);
-        b2_running = 0;
-        crypto_generichash_final(&b2.st, out->blake2b, 64);
+    if (l->b2_running) {
+        b2_publish(&l->b2, l->len, 1);
+        pthread_join(l->b2_tid, NULL);
+        l->b2_running = 0;
+        crypto_generichash_final(&l->b2.st, out->blake2b, 64);
         out->has_blake2b = 1;
     }
-    data = NULL;
-out:
-    if (b2_running) {
-        b2_publish(&b2, b2.avail, 1);
-        pthread_join(b2_tid, NULL);
+    l->data = NULL;
+    return PAR_OK;
+}
+
+static void load_cleanup(loader_t *l)
+{
+    if (l->b2_running) {
+        b2_publish(&l->b2, l->b2.avail, 1);
+        pthread_join(l->b2_tid, NULL);
     }
-    if (lim->with_blake2b && b2.data) {
-        pthread_mutex_destroy(&b2.lock);
-        pthread_cond_destroy(&b2.cond);
+    if (l->lim->with_blake2b && l->b2.data) {
+        pthread_mutex_destroy(&l->b2.lock);
+        pthread_cond_destroy(&l->b2.cond);
     }
-    if (leased && data) {
-        munmap(data, size);
-        data = NULL;
-        fcntl(fd, F_SETLEASE, F_UNLCK);
+    if (l->leased && l->data) {
+        munmap(l->data, l->size);
+        l->data = NULL;
+        fcntl(l->fd, F_SETLEASE, F_UNLCK);
     }
-    if (fd >= 0)
-        close(fd);
-    EVP_MD_CTX_free(md);
-    archive_buffer_free(data, mapped);
+    if (l->fd >= 0)
+        close(l->fd);
+    EVP_MD_CTX_free(l->md);
+    archive_buffer_free(l->data, l->mapped);
+}
+
+int par_archive_load(const char *path, const par_archive_limits_t *lim, par_archive_bytes_t *out,
+                     par_buf_t *err)
+{
+    loader_t l;
+    memset(&l, 0, sizeof(l));
+    l.path = path;
+    l.lim = lim;
+    l.err = err;
+    l.fd = -1;
+    memset(out, 0, sizeof(*out));
+
+    int rc = load_open(&l);
+    if (rc == PAR_OK)
+        rc = load_start_digests(&l);
+    if (rc == PAR_OK)
+        rc = load_read(&l);
+    if (rc == PAR_OK)
+        rc = load_finish(&l, out);
+    load_cleanup(&l);
     return rc;
 }
 
