@@ -58,6 +58,82 @@ static int add_item(pack_ctx_t *p, const char *name, mode_t type)
 }
 
 /* Collects the entries below `rel` ("" for the root). */
+static int collect(pack_ctx_t *p, const char *rel);
+
+/* A symlink found by collect(): packed only when it stays inside the tree,
+ * both lexically and resolved against the tree as it is. */
+static int collect_link(pack_ctx_t *p, const char *sub)
+{
+    char target[PATH_MAX];
+    ssize_t tn = readlinkat(p->root, sub, target, sizeof(target) - 1);
+    if (tn < 0) {
+        par_buf_errf(p->err, "%s/%s: cannot read the link: %s\n", p->dir, sub, strerror(errno));
+        return PAR_E_IO;
+    }
+    target[tn] = '\0';
+    const char *why = par__archive_link_lexically_inside(sub, target)
+                          ? par__archive_link_physically_inside(p->root, sub)
+                          : "its target leaves the package directory";
+    if (why != NULL) {
+        par_buf_errf(p->err, "%s/%s: symlink to \"%s\" refused: %s\n", p->dir, sub, target, why);
+        return PAR_E_UNSAFE_ARCHIVE;
+    }
+    return add_item(p, sub, AE_IFLNK);
+}
+
+/* One directory entry `d_name` of `rel` (open as `dfd`): skipped, refused,
+ * added, or (a directory) added and walked. */
+static int collect_one(pack_ctx_t *p, int dfd, const char *rel, const char *d_name)
+{
+    char sub[PATH_MAX], canon[PATH_MAX];
+    /* like pixell build: no VCS metadata, no Python bytecode caches */
+    if (strcmp(d_name, ".") == 0 || strcmp(d_name, "..") == 0 || strcmp(d_name, ".git") == 0 ||
+        strcmp(d_name, "__pycache__") == 0)
+        return PAR_OK;
+    if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", d_name) >=
+        sizeof(sub) - 1) {
+        par_buf_errf(p->err, "%s/%s/%s: path too long\n", p->dir, rel, d_name);
+        return PAR_E_INVALID_PACKAGE;
+    }
+    struct stat st;
+    if (fstatat(dfd, d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        par_buf_errf(p->err, "%s/%s: %s\n", p->dir, sub, strerror(errno));
+        return PAR_E_IO;
+    }
+    for (int i = 0; i < p->nskip; i++)
+        if (st.st_dev == p->skip[i].st_dev && st.st_ino == p->skip[i].st_ino)
+            return PAR_OK;
+    /* what extraction would refuse is refused here, with the reason */
+    const char *rule = par__archive_canon_name(sub, canon, sizeof(canon));
+    if (rule != NULL) {
+        par_buf_errf(p->err, "%s: ", p->dir);
+        par__archive_err_entry(p->err, sub, strlen(sub),
+                               "%s (PAR refuses such names when extracting)", rule);
+        return PAR_E_INVALID_PACKAGE;
+    }
+    if (par__archive_name_depth(canon) > PAR_ARCHIVE_MAX_DEPTH) {
+        /* extraction would refuse it; this also bounds collect()'s recursion */
+        par_buf_errf(p->err, "%s: ", p->dir);
+        par__archive_err_entry(p->err, sub, strlen(sub),
+                               "more than %u directory levels deep (PAR refuses such archives)",
+                               PAR_ARCHIVE_MAX_DEPTH);
+        return PAR_E_BAD_ARCHIVE;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        char dname[PATH_MAX + 1];
+        snprintf(dname, sizeof(dname), "%s/", sub);
+        int rc = add_item(p, dname, AE_IFDIR);
+        return rc == PAR_OK ? collect(p, sub) : rc;
+    }
+    if (S_ISREG(st.st_mode))
+        return add_item(p, sub, AE_IFREG);
+    if (S_ISLNK(st.st_mode))
+        return collect_link(p, sub);
+    par_buf_errf(p->err, "%s/%s: special files (devices, FIFOs, sockets) cannot be packed\n",
+                 p->dir, sub);
+    return PAR_E_UNSAFE_ARCHIVE;
+}
+
 static int collect(pack_ctx_t *p, const char *rel)
 {
     int fd = rel[0] ? openat(p->root, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -71,79 +147,8 @@ static int collect(pack_ctx_t *p, const char *rel)
     }
     int rc = PAR_OK;
     struct dirent *de;
-    char sub[PATH_MAX], canon[PATH_MAX];
-    while (rc == PAR_OK && (errno = 0, de = readdir(d)) != NULL) {
-        /* like pixell build: no VCS metadata, no Python bytecode caches */
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-            strcmp(de->d_name, ".git") == 0 || strcmp(de->d_name, "__pycache__") == 0)
-            continue;
-        if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name) >=
-            sizeof(sub) - 1) {
-            par_buf_errf(p->err, "%s/%s/%s: path too long\n", p->dir, rel, de->d_name);
-            rc = PAR_E_INVALID_PACKAGE;
-            break;
-        }
-        struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            par_buf_errf(p->err, "%s/%s: %s\n", p->dir, sub, strerror(errno));
-            rc = PAR_E_IO;
-            break;
-        }
-        int skip = 0;
-        for (int i = 0; i < p->nskip; i++)
-            skip |= st.st_dev == p->skip[i].st_dev && st.st_ino == p->skip[i].st_ino;
-        if (skip)
-            continue;
-        /* what extraction would refuse is refused here, with the reason */
-        const char *rule = par__archive_canon_name(sub, canon, sizeof(canon));
-        if (rule != NULL) {
-            par_buf_errf(p->err, "%s: ", p->dir);
-            par__archive_err_entry(p->err, sub, strlen(sub),
-                                   "%s (PAR refuses such names when extracting)", rule);
-            rc = PAR_E_INVALID_PACKAGE;
-            break;
-        }
-        if (par__archive_name_depth(canon) > PAR_ARCHIVE_MAX_DEPTH) {
-            /* extraction would refuse it; this also bounds collect()'s recursion */
-            par_buf_errf(p->err, "%s: ", p->dir);
-            par__archive_err_entry(p->err, sub, strlen(sub),
-                                   "more than %u directory levels deep (PAR refuses such archives)",
-                                   PAR_ARCHIVE_MAX_DEPTH);
-            rc = PAR_E_BAD_ARCHIVE;
-        } else if (S_ISDIR(st.st_mode)) {
-            char dname[PATH_MAX + 1];
-            snprintf(dname, sizeof(dname), "%s/", sub);
-            if ((rc = add_item(p, dname, AE_IFDIR)) == PAR_OK)
-                rc = collect(p, sub);
-        } else if (S_ISREG(st.st_mode)) {
-            rc = add_item(p, sub, AE_IFREG);
-        } else if (S_ISLNK(st.st_mode)) {
-            char target[PATH_MAX];
-            ssize_t tn = readlinkat(p->root, sub, target, sizeof(target) - 1);
-            if (tn < 0) {
-                par_buf_errf(p->err, "%s/%s: cannot read the link: %s\n", p->dir, sub,
-                             strerror(errno));
-                rc = PAR_E_IO;
-                break;
-            }
-            target[tn] = '\0';
-            const char *why = par__archive_link_lexically_inside(sub, target)
-                                  ? par__archive_link_physically_inside(p->root, sub)
-                                  : "its target leaves the package directory";
-            if (why != NULL) {
-                par_buf_errf(p->err, "%s/%s: symlink to \"%s\" refused: %s\n", p->dir, sub, target,
-                             why);
-                rc = PAR_E_UNSAFE_ARCHIVE;
-                break;
-            }
-            rc = add_item(p, sub, AE_IFLNK);
-        } else {
-            par_buf_errf(p->err,
-                         "%s/%s: special files (devices, FIFOs, sockets) cannot be packed\n",
-                         p->dir, sub);
-            rc = PAR_E_UNSAFE_ARCHIVE;
-        }
-    }
+    while (rc == PAR_OK && (errno = 0, de = readdir(d)) != NULL)
+        rc = collect_one(p, dirfd(d), rel, de->d_name);
     if (rc == PAR_OK && errno != 0) {
         par_buf_errf(p->err, "%s/%s: cannot list: %s\n", p->dir, rel, strerror(errno));
         rc = PAR_E_IO;
@@ -261,12 +266,65 @@ out:
     return rc;
 }
 
+/* Writes the collected items, sorted, to `tmp`, then renames it to
+ * `out_path`. On failure the partial `tmp` is removed. */
+static int pack_write(pack_ctx_t *p, const char *tmp, const char *out_path)
+{
+    int fd = -1, rc = PAR_OK, created = 0;
+    char *buf = malloc(CHUNK);
+    struct archive *aw = archive_write_new();
+    if (buf == NULL || aw == NULL) {
+        rc = PAR_E_NO_MEMORY;
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        par_buf_errf(p->err, "%s: cannot create: %s\n", tmp, strerror(errno));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    created = 1;
+    /* no padding after the end record: the file ends where the ZIP does */
+    if (archive_write_set_format_zip(aw) != ARCHIVE_OK ||
+        archive_write_set_options(aw, "zip:compression=deflate") != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(aw, 1) != ARCHIVE_OK ||
+        archive_write_open_fd(aw, fd) != ARCHIVE_OK) {
+        par_buf_errf(p->err, "%s: %s\n", tmp, par__archive_ar_msg(aw));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    for (size_t i = 0; i < p->n && rc == PAR_OK; i++)
+        rc = pack_item(p, aw, &p->items[i], buf);
+    if (rc != PAR_OK)
+        goto out;
+    if (archive_write_close(aw) != ARCHIVE_OK) {
+        par_buf_errf(p->err, "%s: %s\n", tmp, par__archive_ar_msg(aw));
+        rc = PAR_E_IO;
+        goto out;
+    }
+    int fail = fsync(fd) != 0;
+    fail |= close(fd) != 0;
+    fd = -1;
+    if (fail || rename(tmp, out_path) != 0) {
+        par_buf_errf(p->err, "%s: cannot write: %s\n", out_path, strerror(errno));
+        rc = PAR_E_IO;
+    }
+out:
+    if (aw != NULL)
+        archive_write_free(aw);
+    if (fd >= 0)
+        close(fd);
+    if (rc != PAR_OK && created)
+        unlink(tmp);
+    free(buf);
+    return rc;
+}
+
 int par_archive_pack(const char *dir, const char *out_path, par_buf_t *err)
 {
     pack_ctx_t p = {.root = -1, .dir = dir, .err = err};
-    struct archive *aw = NULL;
-    char *buf = NULL, *tmp = NULL;
-    int fd = -1, rc = PAR_OK, created = 0;
+    char *tmp = NULL;
+    int rc = PAR_OK;
 
     if (asprintf(&tmp, "%s.tmp", out_path) < 0) {
         tmp = NULL;
@@ -297,58 +355,13 @@ int par_archive_pack(const char *dir, const char *out_path, par_buf_t *err)
         goto out;
     if (p.n > 0)
         qsort(p.items, p.n, sizeof(*p.items), cmp_item);
-
-    buf = malloc(CHUNK);
-    aw = archive_write_new();
-    if (buf == NULL || aw == NULL) {
-        rc = PAR_E_NO_MEMORY;
-        goto out;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        par_buf_errf(err, "%s: cannot create: %s\n", tmp, strerror(errno));
-        rc = PAR_E_IO;
-        goto out;
-    }
-    created = 1;
-    /* no padding after the end record: the file ends where the ZIP does */
-    if (archive_write_set_format_zip(aw) != ARCHIVE_OK ||
-        archive_write_set_options(aw, "zip:compression=deflate") != ARCHIVE_OK ||
-        archive_write_set_bytes_in_last_block(aw, 1) != ARCHIVE_OK ||
-        archive_write_open_fd(aw, fd) != ARCHIVE_OK) {
-        par_buf_errf(err, "%s: %s\n", tmp, par__archive_ar_msg(aw));
-        rc = PAR_E_IO;
-        goto out;
-    }
-    for (size_t i = 0; i < p.n && rc == PAR_OK; i++)
-        rc = pack_item(&p, aw, &p.items[i], buf);
-    if (rc != PAR_OK)
-        goto out;
-    if (archive_write_close(aw) != ARCHIVE_OK) {
-        par_buf_errf(err, "%s: %s\n", tmp, par__archive_ar_msg(aw));
-        rc = PAR_E_IO;
-        goto out;
-    }
-    int fail = fsync(fd) != 0;
-    fail |= close(fd) != 0;
-    fd = -1;
-    if (fail || rename(tmp, out_path) != 0) {
-        par_buf_errf(err, "%s: cannot write: %s\n", out_path, strerror(errno));
-        rc = PAR_E_IO;
-    }
+    rc = pack_write(&p, tmp, out_path);
 out:
-    if (aw != NULL)
-        archive_write_free(aw);
-    if (fd >= 0)
-        close(fd);
-    if (rc != PAR_OK && created)
-        unlink(tmp);
     if (p.root >= 0)
         close(p.root);
     for (size_t i = 0; i < p.n; i++)
         free(p.items[i].name);
     free(p.items);
-    free(buf);
     free(tmp);
     return rc;
 }
