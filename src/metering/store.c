@@ -359,6 +359,15 @@ int par_store_commit(par_store_t *s, par_buf_t *err)
     return rc;
 }
 
+int par__store_end(par_store_t *s, int ok, const char *what, par_buf_t *err)
+{
+    if (ok)
+        return par_store_commit(s, err);
+    int rc = par__store_fail(s->db, err, what); /* before the rollback replaces the message */
+    par_store_rollback(s);
+    return rc;
+}
+
 void par_store_rollback(par_store_t *s)
 {
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -383,12 +392,8 @@ int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_
             ok = dead_record(s->db, exporter, acks[i].seq, acks[i].http_status, acks[i].body) == 0;
         }
     }
-    if (!ok || par__store_move_cursor(s->db, exporter, last, exported, dead) != 0) {
-        rc = par__store_fail(s->db, err, "advancing the export cursor");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    ok = ok && par__store_move_cursor(s->db, exporter, last, exported, dead) == 0;
+    return par__store_end(s, ok, "advancing the export cursor", err);
 }
 
 int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
@@ -535,13 +540,9 @@ int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int
         ok = sqlite3_step(st) == SQLITE_DONE;
         sqlite3_finalize(st);
     }
-    if (!ok || par__store_move_cursor(s->db, exporter, 0, http_status ? 0 : records,
-                                      http_status ? records : 0) != 0) {
-        rc = par__store_fail(s->db, err, "recording a window's outcome");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    ok = ok && par__store_move_cursor(s->db, exporter, 0, http_status ? 0 : records,
+                                      http_status ? records : 0) == 0;
+    return par__store_end(s, ok, "recording a window's outcome", err);
 }
 
 int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err)

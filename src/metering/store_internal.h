@@ -25,6 +25,9 @@ struct par_store {
 /* Appends "usage database: <what>: <SQLite's message>" to err (when not
  * NULL); returns PAR_E_IO. */
 int par__store_fail(sqlite3 *db, par_buf_t *err, const char *what);
+/* Ends the transaction par_store_begin() opened: commits when `ok`, else
+ * reports `what` with par__store_fail() and rolls back. */
+int par__store_end(par_store_t *s, int ok, const char *what, par_buf_t *err);
 /* The exporter's cursor (0 when it has none), -1 when it cannot be read. */
 int64_t par__store_cursor_of(par_store_t *s, const char *exporter);
 /* Moves the cursor to `seq` and adds to its counters. Inside a transaction.

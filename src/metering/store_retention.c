@@ -79,12 +79,7 @@ int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err
         ok = exec_i64(s->db, rollup_sql, from, to, NULL) == 0 &&
              exec_i64(s->db, rollup_units_sql, from, to, NULL) == 0 &&
              par__store_move_cursor(s->db, "rollup", to, *rolled, 0) == 0;
-    if (!ok) {
-        rc = par__store_fail(s->db, err, "rolling up");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    return par__store_end(s, ok, "rolling up", err);
 }
 
 /* The largest seq pruning may delete: rolled up and, when exporting, past the
@@ -133,12 +128,7 @@ int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max
                      "INSERT INTO usage_meta (key, value) VALUES ('pruned_before_ms', ?1) ON "
                      "CONFLICT(key) DO UPDATE SET value = max(value, excluded.value) WHERE ?2 = ?2",
                      before_ms, 0, NULL) == 0;
-    if (!ok) {
-        rc = par__store_fail(s->db, err, "pruning");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    return par__store_end(s, ok, "pruning", err);
 }
 
 int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_before_ms,
@@ -155,12 +145,7 @@ int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_b
                       "DELETE FROM export_windows WHERE state IN (2, 3) AND window_start < ?1 AND"
                       " ?2 = ?2",
                       windows_before_ms, 0, NULL) == 0;
-    if (!ok) {
-        rc = par__store_fail(s->db, err, "pruning rollups");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    return par__store_end(s, ok, "pruning rollups", err);
 }
 
 static int64_t pragma_int(sqlite3 *db, const char *sql)
