@@ -575,6 +575,8 @@ int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, p
             (json_int_t)sqlite3_column_int64(st, 3), "windows_pending",
             (json_int_t)sqlite3_column_int64(st, 4), "oldest_unexported_ms", column_json(st, 5),
             "last_window_sent", column_json(st, 6), "last_window_sent_at_ms", column_json(st, 7));
+        if (*out == NULL)
+            rc = PAR_E_NO_MEMORY;
     } else
         rc = par__store_fail(s->db, err, "reading the export state");
     sqlite3_finalize(st);
@@ -673,6 +675,13 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
         return par__store_fail(s->db, err, "summarising");
     json_t *groups = json_object(); /* key → group, kept in order in `list` */
     json_t *list = json_array();
+    if (groups == NULL || list == NULL) {
+        sqlite3_finalize(st);
+        json_decref(groups);
+        json_decref(list);
+        par_buf_errf(err, "usage database: summarising: out of memory");
+        return PAR_E_NO_MEMORY;
+    }
     int r = summary_bind(s, st, from_ms, to_ms) == 0 ? SQLITE_OK : SQLITE_ERROR;
     while (r != SQLITE_ERROR && (r = sqlite3_step(st)) == SQLITE_ROW)
         summary_group(st, groups, list);

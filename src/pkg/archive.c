@@ -375,8 +375,12 @@ static json_t *list_entry(struct archive *ar, struct archive_entry *e, const cha
         return NULL;
     }
     par_hex_encode(dg, 32, hex);
-    json_object_set_new(o, "size", json_integer((json_int_t)size));
-    json_object_set_new(o, "sha256", json_string(hex));
+    if (json_object_set_new(o, "size", json_integer((json_int_t)size)) != 0 ||
+        json_object_set_new(o, "sha256", json_string(hex)) != 0) {
+        par_buf_errf(err, "out of memory\n");
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -414,8 +418,10 @@ int par_archive_list(const par_archive_bytes_t *a, const par_archive_limits_t *l
             rc = PAR_E_INVALID_PACKAGE;
             goto out;
         }
-        if (o)
-            json_array_append_new(list, o);
+        if (o && json_array_append_new(list, o) != 0) {
+            rc = PAR_E_NO_MEMORY;
+            goto out;
+        }
     }
     if (buf == NULL || list == NULL)
         rc = PAR_E_NO_MEMORY;
