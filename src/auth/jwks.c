@@ -9,6 +9,7 @@
  */
 #include "auth/jwks.h"
 
+#include <assert.h>
 #include <dlfcn.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -69,7 +70,9 @@ void par_jwks_global_init(void)
 
 void par_jwks_ref(par_jwks_t *s)
 {
-    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    int prev = atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    assert(prev > 0); /* a reference is taken only through a live one */
+    (void)prev;
 }
 
 void par_jwks_unref(par_jwks_t *s)

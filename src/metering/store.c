@@ -234,6 +234,7 @@ static json_t *column_json(sqlite3_stmt *st, int i)
 int par__store_rows_json(sqlite3 *db, sqlite3_stmt *st, int skip_null, const char *what,
                          json_t **rows, par_buf_t *err)
 {
+    assert(db != NULL && st != NULL && rows != NULL);
     json_t *a = json_array();
     int oom = a == NULL;
     int r = SQLITE_DONE;
@@ -361,6 +362,7 @@ int par_store_commit(par_store_t *s, par_buf_t *err)
 
 int par__store_end(par_store_t *s, int ok, const char *what, par_buf_t *err)
 {
+    assert(s != NULL && s->db != NULL && what != NULL);
     if (ok)
         return par_store_commit(s, err);
     int rc = par__store_fail(s->db, err, what); /* before the rollback replaces the message */

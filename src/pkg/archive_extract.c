@@ -63,6 +63,8 @@ static int set_add(name_set_t *set, const char *name)
         set->slots = ns;
         set->cap = ncap;
     }
+    /* open addressing terminates: the table is never more than half full */
+    assert(set->cap > 0 && (set->cap & (set->cap - 1)) == 0 && 2 * (set->n + 1) <= set->cap);
     size_t j = hash_str(name) & (set->cap - 1);
     for (; set->slots[j]; j = (j + 1) & (set->cap - 1))
         if (strcmp(set->slots[j], name) == 0)
@@ -95,6 +97,7 @@ static int list_add(str_list_t *l, const char *s)
         l->items = ni;
         l->cap = ncap;
     }
+    assert(l->n < l->cap);
     if ((l->items[l->n] = strdup(s)) == NULL)
         return -1;
     l->n++;

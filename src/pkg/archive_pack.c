@@ -51,6 +51,7 @@ static int add_item(pack_ctx_t *p, const char *name, mode_t type)
         p->items = ni;
         p->cap = ncap;
     }
+    assert(p->n < p->cap);
     if ((p->items[p->n].name = strdup(name)) == NULL)
         return PAR_E_NO_MEMORY;
     p->items[p->n++].type = type;

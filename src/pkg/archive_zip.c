@@ -175,6 +175,7 @@ static int cd_precheck(const unsigned char *d, size_t len, uint64_t max_entries,
                 return PAR_E_UNSAFE_ARCHIVE;
             }
         }
+        assert(46 + rest <= len - p); /* the record was bounded above */
         p += 46 + rest;
     }
     if (p - cd != cd_size) {

@@ -45,6 +45,7 @@
 #include "pkg/manifest.h"
 #include "pkg/manifest_internal.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -728,6 +729,8 @@ out:
     if (rc == PAR_E_NO_MEMORY && errors)
         par_buf_appends(errors, "agent.yaml: out of memory while reading the manifest\n");
     par_yaml_free(&y);
+    /* success means a manifest and no problem reported */
+    assert(rc != PAR_OK || (c.m != NULL && c.nerrors == 0 && !c.oom));
     if (rc == PAR_OK)
         *out = c.m;
     else

@@ -33,6 +33,7 @@
 #include "pkg/minisign.h"
 #include "pkg/minisign_internal.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -160,6 +161,7 @@ int par__ms_b64_line(span_t s, uint8_t *out, size_t want, const char *where, con
         }
     }
     uint8_t tmp[B64_LINE_MAX];
+    assert(want <= sizeof(tmp)); /* callers ask for a key or signature, far below the cap */
     size_t got = 0;
     int rc = sodium_base642bin(tmp, sizeof(tmp), s.p, s.n, NULL, &got, NULL,
                                sodium_base64_VARIANT_ORIGINAL);
