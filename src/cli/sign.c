@@ -701,6 +701,32 @@ int par_cli_sign(int argc, char **argv)
 
 /* ---- verify ---------------------------------------------------------------------- */
 
+/* The public key `par verify` checks with: -P's string, else the file -p
+ * names (or the default). 0, or 1 after a message. */
+static int verify_pubkey(const char *pubstr, const char *pubfile, par_ms_pubkey_t *pk,
+                         par_buf_t *pubtext, par_buf_t *err)
+{
+    int rc;
+    if (pubstr) {
+        rc = par_ms_pubkey_parse(pubstr, strlen(pubstr), pk, err);
+        if (rc != PAR_OK) {
+            fprintf(stderr, "par verify: -P: %.*s", (int)err->len, err->data ? err->data : "");
+            return 1;
+        }
+        return 0;
+    }
+    if (pubfile == NULL)
+        pubfile = DEFAULT_PUB;
+    if (read_small("verify", pubfile, SMALL_FILE_MAX, pubtext) != 0)
+        return 1;
+    rc = par_ms_pubkey_parse(pubtext->data, pubtext->len, pk, err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par verify: %s: %.*s", pubfile, (int)err->len, err->data ? err->data : "");
+        return 1;
+    }
+    return 0;
+}
+
 int par_cli_verify(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -756,24 +782,8 @@ int par_cli_verify(int argc, char **argv)
         sig_path = sig_default;
     }
     par_ms_pubkey_t pk;
-    if (pubstr) {
-        rc = par_ms_pubkey_parse(pubstr, strlen(pubstr), &pk, &err);
-        if (rc != PAR_OK) {
-            fprintf(stderr, "par verify: -P: %.*s", (int)err.len, err.data ? err.data : "");
-            goto out;
-        }
-    } else {
-        if (pubfile == NULL)
-            pubfile = DEFAULT_PUB;
-        if (read_small("verify", pubfile, SMALL_FILE_MAX, &pubtext) != 0)
-            goto out;
-        rc = par_ms_pubkey_parse(pubtext.data, pubtext.len, &pk, &err);
-        if (rc != PAR_OK) {
-            fprintf(stderr, "par verify: %s: %.*s", pubfile, (int)err.len,
-                    err.data ? err.data : "");
-            goto out;
-        }
-    }
+    if (verify_pubkey(pubstr, pubfile, &pk, &pubtext, &err) != 0)
+        goto out;
     if (read_small("verify", sig_path, SMALL_FILE_MAX, &sigtext) != 0)
         goto out;
     rc = par_ms_sig_parse(sigtext.data, sigtext.len, &sig, &err);

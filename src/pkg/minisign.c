@@ -304,6 +304,54 @@ void par_ms_sig_free(par_ms_sig_t *sig)
     sig->trusted_comment = NULL;
 }
 
+/* The signature's algorithm (line 2): "ED" prehashed or "Ed" legacy. */
+static int sig_algorithm(const uint8_t bin[SIG_BYTES], par_ms_sig_t *out, par_buf_t *err)
+{
+    if (memcmp(bin, "ED", 2) == 0) {
+        out->prehashed = 1;
+    } else if (memcmp(bin, "Ed", 2) == 0) {
+        out->prehashed = 0;
+    } else {
+        char a[16];
+        par_buf_errf(err,
+                     "signature file, line 2: signature algorithm %s is not supported; expected "
+                     "\"ED\" (prehashed, minisign's default) or \"Ed\" (legacy)\n",
+                     par__ms_alg_str(bin, a));
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    return PAR_OK;
+}
+
+/* The trusted comment of line 3 into *tc: after its prefix, no NUL byte, at
+ * most PAR_MS_TRUSTED_COMMENT_MAX bytes. */
+static int sig_trusted_comment(span_t line, const char *layout, span_t *tc, par_buf_t *err)
+{
+    if (!starts_with(line, TRUSTED_PREFIX)) {
+        par_buf_errf(err,
+                     "signature file, line 3: does not start with \"" TRUSTED_PREFIX "\"; %s\n",
+                     layout);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    tc->p = line.p + strlen(TRUSTED_PREFIX);
+    tc->n = line.n - strlen(TRUSTED_PREFIX);
+    if (memchr(tc->p, '\0', tc->n) != NULL) {
+        par_buf_errf(err,
+                     "signature file, line 3: the trusted comment holds a NUL byte (at byte %zu of "
+                     "the comment); minisign would verify only the part before it, so the "
+                     "signature is refused\n",
+                     (size_t)((const char *)memchr(tc->p, '\0', tc->n) - tc->p) + 1);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    if (tc->n > PAR_MS_TRUSTED_COMMENT_MAX) {
+        par_buf_errf(err,
+                     "signature file, line 3: the trusted comment is %zu bytes; minisign reads at "
+                     "most %d\n",
+                     tc->n, PAR_MS_TRUSTED_COMMENT_MAX);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    return PAR_OK;
+}
+
 int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t *err)
 {
     static const char *const layout =
@@ -343,40 +391,11 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
                           "a minisign signature", err);
     if (rc != PAR_OK)
         return rc;
-    if (memcmp(bin, "ED", 2) == 0) {
-        out->prehashed = 1;
-    } else if (memcmp(bin, "Ed", 2) == 0) {
-        out->prehashed = 0;
-    } else {
-        char a[16];
-        par_buf_errf(err,
-                     "signature file, line 2: signature algorithm %s is not supported; expected "
-                     "\"ED\" (prehashed, minisign's default) or \"Ed\" (legacy)\n",
-                     par__ms_alg_str(bin, a));
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    if (!starts_with(lines[2], TRUSTED_PREFIX)) {
-        par_buf_errf(err,
-                     "signature file, line 3: does not start with \"" TRUSTED_PREFIX "\"; %s\n",
-                     layout);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    span_t tc = {lines[2].p + strlen(TRUSTED_PREFIX), lines[2].n - strlen(TRUSTED_PREFIX)};
-    if (memchr(tc.p, '\0', tc.n) != NULL) {
-        par_buf_errf(err,
-                     "signature file, line 3: the trusted comment holds a NUL byte (at byte %zu of "
-                     "the comment); minisign would verify only the part before it, so the "
-                     "signature is refused\n",
-                     (size_t)((const char *)memchr(tc.p, '\0', tc.n) - tc.p) + 1);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    if (tc.n > PAR_MS_TRUSTED_COMMENT_MAX) {
-        par_buf_errf(err,
-                     "signature file, line 3: the trusted comment is %zu bytes; minisign reads at "
-                     "most %d\n",
-                     tc.n, PAR_MS_TRUSTED_COMMENT_MAX);
-        return PAR_E_INVALID_ARGUMENT;
-    }
+    if ((rc = sig_algorithm(bin, out, err)) != PAR_OK)
+        return rc;
+    span_t tc;
+    if ((rc = sig_trusted_comment(lines[2], layout, &tc, err)) != PAR_OK)
+        return rc;
     rc = par__ms_b64_line(lines[3], out->global_sig, sizeof(out->global_sig),
                           "signature file, line 4", "a global signature (of the trusted comment)",
                           err);

@@ -295,6 +295,42 @@ out:
 
 /* ---- signing --------------------------------------------------------------------- */
 
+/* The trusted comment a signature will carry, NUL-terminated in *tc (which
+ * the caller frees on success): the one given, or minisign's default. */
+static int trusted_comment(const par_ms_sign_opts_t *opts, int legacy, par_buf_t *tc,
+                           par_buf_t *err)
+{
+    int rc;
+    par_buf_init(tc, 0);
+    if (opts->trusted_comment && opts->trusted_comment[0]) {
+        rc = par_buf_appends(tc, opts->trusted_comment);
+    } else {
+        /* minisign's default */
+        const char *base = NULL;
+        if (opts->file_name) {
+            base = strrchr(opts->file_name, '/');
+            base = base ? base + 1 : opts->file_name;
+        }
+        rc = par_buf_appendf(tc, "timestamp:%lu%s%s%s", (unsigned long)time(NULL),
+                             base ? "\tfile:" : "", base ? base : "", legacy ? "" : "\thashed");
+    }
+    if (rc == PAR_OK)
+        rc = par_buf_terminate(tc);
+    if (rc != PAR_OK) {
+        par_buf_errf(err, "out of memory for the trusted comment\n");
+        par_buf_free(tc);
+        return PAR_E_NO_MEMORY;
+    }
+    rc = check_comment(tc->data, PAR_MS_TRUSTED_COMMENT_MAX,
+                       opts->trusted_comment && opts->trusted_comment[0]
+                           ? "trusted comment"
+                           : "trusted comment (made from the file name; pass one explicitly)",
+                       err);
+    if (rc != PAR_OK)
+        par_buf_free(tc);
+    return rc;
+}
+
 int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const uint8_t *prehash,
                 const par_ms_sign_opts_t *opts, par_buf_t *out, par_buf_t *err)
 {
@@ -318,35 +354,8 @@ int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const ui
         return rc;
 
     par_buf_t tc;
-    par_buf_init(&tc, 0);
-    if (opts->trusted_comment && opts->trusted_comment[0]) {
-        rc = par_buf_appends(&tc, opts->trusted_comment);
-    } else {
-        /* minisign's default */
-        const char *base = NULL;
-        if (opts->file_name) {
-            base = strrchr(opts->file_name, '/');
-            base = base ? base + 1 : opts->file_name;
-        }
-        rc = par_buf_appendf(&tc, "timestamp:%lu%s%s%s", (unsigned long)time(NULL),
-                             base ? "\tfile:" : "", base ? base : "", legacy ? "" : "\thashed");
-    }
-    if (rc == PAR_OK)
-        rc = par_buf_terminate(&tc);
-    if (rc != PAR_OK) {
-        par_buf_errf(err, "out of memory for the trusted comment\n");
-        par_buf_free(&tc);
-        return PAR_E_NO_MEMORY;
-    }
-    rc = check_comment(tc.data, PAR_MS_TRUSTED_COMMENT_MAX,
-                       opts->trusted_comment && opts->trusted_comment[0]
-                           ? "trusted comment"
-                           : "trusted comment (made from the file name; pass one explicitly)",
-                       err);
-    if (rc != PAR_OK) {
-        par_buf_free(&tc);
+    if ((rc = trusted_comment(opts, legacy, &tc, err)) != PAR_OK)
         return rc;
-    }
 
     uint8_t sigbin[SIG_BYTES], global[64], h[64];
     memcpy(sigbin, legacy ? "Ed" : "ED", 2);

@@ -443,6 +443,29 @@ static void test_rows_json_reports_a_failed_step(void **state)
     sqlite3_close(db);
 }
 
+static void test_transaction_end_commits_or_rolls_back(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    /* not ok: reported with `what`, and the write is undone */
+    assert_int_equal(par_store_begin(s, NULL), PAR_OK);
+    assert_int_equal(par__store_move_cursor(s->db, "t-end", 41, 1, 0), 0);
+    assert_int_equal(par__store_end(s, 0, "testing the end", &err), PAR_E_IO);
+    par_buf_terminate(&err);
+    assert_non_null(strstr(err.data, "usage database: testing the end: "));
+    assert_int_equal(par__store_cursor_of(s, "t-end"), 0);
+    /* ok: committed */
+    assert_int_equal(par_store_begin(s, NULL), PAR_OK);
+    assert_int_equal(par__store_move_cursor(s->db, "t-end", 42, 1, 0), 0);
+    assert_int_equal(par__store_end(s, 1, "unused", NULL), PAR_OK);
+    assert_int_equal(par__store_cursor_of(s, "t-end"), 42);
+    par_buf_free(&err);
+    par_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_rollups_answer_for_pruned_records),
         cmocka_unit_test(test_rows_json_encodes_each_column_type),
         cmocka_unit_test(test_rows_json_reports_a_failed_step),
+        cmocka_unit_test(test_transaction_end_commits_or_rolls_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
