@@ -76,8 +76,7 @@ static const char *const dead_window_columns[] = {"window_start INTEGER", "windo
 
 int par__store_fail(sqlite3 *db, par_buf_t *err, const char *what)
 {
-    if (err)
-        par_buf_appendf(err, "usage database: %s: %s", what, db ? sqlite3_errmsg(db) : "?");
+    par_buf_errf(err, "usage database: %s: %s", what, db ? sqlite3_errmsg(db) : "?");
     return PAR_E_IO;
 }
 
@@ -656,9 +655,7 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
     *out = NULL;
     const char *col = group_column(group_by);
     if (col == NULL) {
-        if (err)
-            par_buf_appendf(err, "group_by must be agent, subject, tenant or package, not '%s'",
-                            group_by);
+        par_buf_errf(err, "group_by must be agent, subject, tenant or package, not '%s'", group_by);
         return PAR_E_BAD_REQUEST;
     }
     char sql[1400];

@@ -133,8 +133,7 @@ static void parse_line(const char *p, const char *end, size_t lineno, par_envlis
     par_buf_free(&v);
     return;
 bad:
-    if (warnings)
-        par_buf_appendf(warnings, ".env:%zu: not NAME=value, skipped\n", lineno);
+    par_buf_errf(warnings, ".env:%zu: not NAME=value, skipped\n", lineno);
 }
 
 void par_dotenv_parse(const char *text, size_t len, par_envlist_t *l, par_buf_t *warnings)
@@ -267,9 +266,8 @@ int par_package_env(const char *root, const par_manifest_t *m, const char *const
     for (size_t i = 0; i < raw.count && rc == PAR_OK; i++) {
         char *eq = strchr(raw.items[i], '=');
         if (par_env_name_refused(raw.items[i], (size_t)(eq - raw.items[i]))) {
-            if (warnings)
-                par_buf_appendf(warnings, "environment %.*s: not allowed, left out\n",
-                                (int)(eq - raw.items[i]), raw.items[i]);
+            par_buf_errf(warnings, "environment %.*s: not allowed, left out\n",
+                         (int)(eq - raw.items[i]), raw.items[i]);
             continue;
         }
         *eq = '\0';

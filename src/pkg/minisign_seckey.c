@@ -199,15 +199,10 @@ static int check_comment(const char *c, size_t max, const char *what, par_buf_t 
     return PAR_OK;
 }
 
-int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf_t *sec_text,
-                  par_ms_pubkey_t *pk, par_buf_t *err)
+/* The comment and password of a new key pair: what minisign can read back. */
+static int keygen_check_opts(const par_ms_keygen_opts_t *opts, par_buf_t *err)
 {
-    static const par_ms_keygen_opts_t defaults = {0};
-    if (opts == NULL)
-        opts = &defaults;
-    int rc = par__ms_ensure_sodium(err);
-    if (rc != PAR_OK)
-        return rc;
+    int rc;
     if (opts->comment &&
         (rc = check_comment(opts->comment, PAR_MS_UNTRUSTED_COMMENT_MAX, "comment", err)) != PAR_OK)
         return rc;
@@ -225,6 +220,20 @@ int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf
             return PAR_E_INVALID_ARGUMENT;
         }
     }
+    return PAR_OK;
+}
+
+int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf_t *sec_text,
+                  par_ms_pubkey_t *pk, par_buf_t *err)
+{
+    static const par_ms_keygen_opts_t defaults = {0};
+    if (opts == NULL)
+        opts = &defaults;
+    int rc = par__ms_ensure_sodium(err);
+    if (rc != PAR_OK)
+        return rc;
+    if ((rc = keygen_check_opts(opts, err)) != PAR_OK)
+        return rc;
     unsigned long long ops = opts->opslimit ? opts->opslimit : OPSLIMIT_DEFAULT;
     size_t mem = opts->memlimit ? opts->memlimit : MEMLIMIT_DEFAULT;
 
