@@ -217,6 +217,8 @@ int par_auth_ready(par_auth_t *a, par_buf_t *why)
 json_t *par_auth_describe(par_auth_t *a)
 {
     json_t *o = json_object();
+    if (o == NULL)
+        return NULL; /* callers take NULL as "nothing to describe" */
     json_object_set_new(o, "mode", json_string(par_auth_mode_name(par_auth_mode(a))));
     if (!par_auth_enabled(a))
         return o;

@@ -185,7 +185,7 @@ static int set_key(par_auth_config_t *c, const confkey_t *k, const char *where, 
         char **s = (char **)p;
         free(*s);
         *s = *v ? strdup(v) : NULL;
-        return PAR_OK;
+        return *v && *s == NULL ? PAR_E_NO_MEMORY : PAR_OK;
     }
     case T_UINT: {
         char *end;
@@ -296,7 +296,8 @@ int par_auth_config_set_grants(par_auth_config_t *c, const json_t *grants, par_b
         c->perms.grants = g;
         g = &c->perms.grants[c->perms.ngrants++];
         memset(g, 0, sizeof(*g));
-        g->value = strdup(val);
+        if ((g->value = strdup(val)) == NULL)
+            return PAR_E_NO_MEMORY;
         for (size_t i = 0; i < cnt; i++) {
             char why[200];
             if (par_perms_add(&g->perms, items[i], why, sizeof(why)) != 0) {
@@ -332,6 +333,8 @@ static int api_key_of(par_api_key_t *k, const json_t *e, size_t idx, par_buf_t *
     }
     k->subject = strdup(subject);
     k->tenant = tenant && *tenant ? strdup(tenant) : NULL;
+    if (k->subject == NULL || (tenant && *tenant && k->tenant == NULL))
+        return PAR_E_NO_MEMORY;
     const char *items[64];
     size_t cnt = 0;
     json_t *perms = json_object_get(e, "permissions");

@@ -3,6 +3,7 @@
  */
 #include "auth/identity.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,9 @@ par_identity_t *par_identity_new(const char *subject, const char *tenant)
 
 void par_identity_ref(par_identity_t *id)
 {
-    atomic_fetch_add_explicit(&id->refs, 1, memory_order_relaxed);
+    int prev = atomic_fetch_add_explicit(&id->refs, 1, memory_order_relaxed);
+    assert(prev > 0); /* a reference is taken only through a live one */
+    (void)prev;
 }
 
 void par_identity_unref(par_identity_t *id)

@@ -9,6 +9,7 @@
  */
 #include "auth/jwks.h"
 
+#include <assert.h>
 #include <dlfcn.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -69,7 +70,9 @@ void par_jwks_global_init(void)
 
 void par_jwks_ref(par_jwks_t *s)
 {
-    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    int prev = atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    assert(prev > 0); /* a reference is taken only through a live one */
+    (void)prev;
 }
 
 void par_jwks_unref(par_jwks_t *s)
@@ -99,7 +102,7 @@ static json_t *public_members(json_t *k)
     static const char *const keep[] = {"kty", "kid", "alg", "use", "key_ops",
                                        "n",   "e",   "crv", "x",   "y"};
     json_t *o = json_object();
-    for (size_t i = 0; i < sizeof(keep) / sizeof(*keep); i++) {
+    for (size_t i = 0; o && i < sizeof(keep) / sizeof(*keep); i++) {
         json_t *v = json_object_get(k, keep[i]);
         if (v)
             json_object_set(o, keep[i], v);
@@ -201,6 +204,10 @@ static int load_key(json_t *k, par_jwk_t *out, char *why, size_t cap)
     unsigned char der[8192];
     size_t der_len = sizeof(der);
     int rc = -1;
+    if (pub == NULL) {
+        snprintf(why, cap, "out of memory");
+        goto out;
+    }
     if (!g_rhn.ok) {
         snprintf(why, cap, "%.150s", g_rhn.error[0] ? g_rhn.error : "JWK support not initialised");
         goto out;

@@ -202,9 +202,16 @@ int par_cli_pack(int argc, char **argv)
     return pack_into_place(dir, outp, sign, seckey, pwfile, comment);
 }
 
+/* NULL when out of memory. An element jansson refuses (text that is not
+ * UTF-8) is left out, as it always was. */
 static json_t *inspect_json(const par_manifest_t *m, const par_archive_bytes_t *a)
 {
-    json_t *ex = json_array();
+    json_t *ex = json_array(), *warn = json_array();
+    if (ex == NULL || warn == NULL) {
+        json_decref(ex);
+        json_decref(warn);
+        return NULL;
+    }
     for (size_t i = 0; i < m->export_count; i++) {
         const par_export_t *e = &m->exports[i];
         char id[300];
@@ -213,7 +220,6 @@ static json_t *inspect_json(const par_manifest_t *m, const par_archive_bytes_t *
                                             "public", e->is_public, "entrypoint", e->entrypoint,
                                             "description", e->description));
     }
-    json_t *warn = json_array();
     for (size_t i = 0; i < m->warnings.count; i++)
         json_array_append_new(warn, json_string(m->warnings.items[i]));
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "name", m->name,
@@ -221,15 +227,20 @@ static json_t *inspect_json(const par_manifest_t *m, const par_archive_bytes_t *
                           "description", m->description, "runtime", m->runtime, "entrypoint",
                           m->entrypoint ? m->entrypoint : "", "sha256", a->sha256, "size",
                           (json_int_t)a->len, "exports", ex, "warnings", warn);
+    if (o == NULL)
+        return NULL; /* json_pack's "o" took ex and warn, even on failure */
     if (m->par_requires)
         json_object_set_new(o, "requires", json_string(m->par_requires));
     if (m->par_abi >= 0)
         json_object_set_new(o, "abi", json_integer(m->par_abi));
     if (m->calls) {
         json_t *calls = json_array();
-        for (size_t i = 0; m->calls[i]; i++)
+        for (size_t i = 0; calls && m->calls[i]; i++)
             json_array_append_new(calls, json_string(m->calls[i]));
-        json_object_set_new(o, "calls", calls);
+        if (json_object_set_new(o, "calls", calls) != 0) {
+            json_decref(o);
+            return NULL;
+        }
     }
     return o;
 }
@@ -278,6 +289,11 @@ int par_cli_inspect(int argc, char **argv)
     }
     if (m) {
         json_t *o = inspect_json(m, &a);
+        if (o == NULL) {
+            fprintf(stderr, "par inspect: %s: out of memory\n", argv[1]);
+            bad = 1;
+            goto out;
+        }
         /* what a deploy would write: the same reader, through the same checks */
         json_t *entries = NULL;
         par_buf_reset(&err);
@@ -289,10 +305,16 @@ int par_cli_inspect(int argc, char **argv)
             bad = 1;
         }
         char *s = json_dumps(o, JSON_INDENT(2));
-        printf("%s\n", s);
+        if (s != NULL)
+            printf("%s\n", s);
+        else {
+            fprintf(stderr, "par inspect: %s: out of memory\n", argv[1]);
+            bad = 1;
+        }
         free(s);
         json_decref(o);
     }
+out:
     if (tmp[0])
         par_fs_remove(tmp, NULL);
     par_manifest_free(m);

@@ -416,6 +416,71 @@ static int read_tty_password(const char *cmd, const char *prompt, char *pw)
 
 /* ---- keygen ---------------------------------------------------------------------- */
 
+/* The checks `par keygen` makes before it asks for a password: 0 when the
+ * arguments hold together, else the exit code (2 usage, 1 a file exists). */
+static int keygen_check_args(const char *pub, const char *key, const char *pwfile, int unencrypted,
+                             int force)
+{
+    if (unencrypted && pwfile) {
+        fprintf(stderr, "par keygen: --unencrypted and --password-file contradict each other: "
+                        "pass one\n");
+        return 2;
+    }
+    if (strcmp(pub, key) == 0) {
+        fprintf(stderr,
+                "par keygen: the public and secret key files are both %s: pass different "
+                "paths to -p and -s\n",
+                pub);
+        return 2;
+    }
+    const char *paths[2] = {key, pub};
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        if (lstat(paths[i], &st) == 0 && !force) {
+            fprintf(stderr,
+                    "par keygen: %s already exists; pass --force to overwrite it (the key "
+                    "pair it belongs to is then lost)\n",
+                    paths[i]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the new key's password into pwbuf (2 * PW_CAP bytes: the password,
+ * then its confirmation) from `pwfile` or, when NULL, twice from the
+ * terminal. 0 on success; else a message was printed, pwbuf is wiped and 1
+ * is returned. */
+static int keygen_password(const char *pwfile, char *pwbuf)
+{
+    char *pw = pwbuf, *pw2 = pwbuf + PW_CAP;
+    int rc;
+    if (pwfile) {
+        rc = read_password_file("keygen", pwfile, pw);
+    } else {
+        rc = read_tty_password("keygen", "Password for the new secret key: ", pw);
+        if (rc == 0)
+            rc = read_tty_password("keygen", "Password (again): ", pw2);
+        if (rc == 0 && strcmp(pw, pw2) != 0) {
+            fprintf(stderr, "par keygen: the passwords do not match; nothing was written\n");
+            rc = 1;
+        }
+    }
+    if (rc < 0)
+        fprintf(stderr, "par keygen: no terminal to read a password from; pass "
+                        "--password-file or --unencrypted\n");
+    if (rc == 0 && pw[0] == '\0') {
+        fprintf(stderr, "par keygen: empty password; choose one, or pass --unencrypted for a "
+                        "key without a password\n");
+        rc = 1;
+    }
+    if (rc != 0) {
+        sodium_memzero(pwbuf, 2 * PW_CAP);
+        return 1;
+    }
+    return 0;
+}
+
 int par_cli_keygen(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -445,59 +510,17 @@ int par_cli_keygen(int argc, char **argv)
             return 2;
         }
     }
-    if (unencrypted && pwfile) {
-        fprintf(stderr, "par keygen: --unencrypted and --password-file contradict each other: "
-                        "pass one\n");
-        return 2;
-    }
-    if (strcmp(pub, key) == 0) {
-        fprintf(stderr,
-                "par keygen: the public and secret key files are both %s: pass different "
-                "paths to -p and -s\n",
-                pub);
-        return 2;
-    }
     const char *paths[2] = {key, pub};
-    for (int i = 0; i < 2; i++) {
-        struct stat st;
-        if (lstat(paths[i], &st) == 0 && !force) {
-            fprintf(stderr,
-                    "par keygen: %s already exists; pass --force to overwrite it (the key "
-                    "pair it belongs to is then lost)\n",
-                    paths[i]);
-            return 1;
-        }
-    }
+    int bad = keygen_check_args(pub, key, pwfile, unencrypted, force);
+    if (bad != 0)
+        return bad;
 
     char pwbuf[2 * PW_CAP];
     char *pw = NULL;
     if (!unencrypted) {
         pw = pwbuf;
-        char *pw2 = pw + PW_CAP;
-        int rc;
-        if (pwfile) {
-            rc = read_password_file("keygen", pwfile, pw);
-        } else {
-            rc = read_tty_password("keygen", "Password for the new secret key: ", pw);
-            if (rc == 0)
-                rc = read_tty_password("keygen", "Password (again): ", pw2);
-            if (rc == 0 && strcmp(pw, pw2) != 0) {
-                fprintf(stderr, "par keygen: the passwords do not match; nothing was written\n");
-                rc = 1;
-            }
-        }
-        if (rc < 0)
-            fprintf(stderr, "par keygen: no terminal to read a password from; pass "
-                            "--password-file or --unencrypted\n");
-        if (rc == 0 && pw[0] == '\0') {
-            fprintf(stderr, "par keygen: empty password; choose one, or pass --unencrypted for a "
-                            "key without a password\n");
-            rc = 1;
-        }
-        if (rc != 0) {
-            sodium_memzero(pwbuf, sizeof(pwbuf));
+        if (keygen_password(pwfile, pwbuf) != 0)
             return 1;
-        }
     }
 
     par_ms_keygen_opts_t o = {.password = pw, .comment = comment};
@@ -678,6 +701,32 @@ int par_cli_sign(int argc, char **argv)
 
 /* ---- verify ---------------------------------------------------------------------- */
 
+/* The public key `par verify` checks with: -P's string, else the file -p
+ * names (or the default). 0, or 1 after a message. */
+static int verify_pubkey(const char *pubstr, const char *pubfile, par_ms_pubkey_t *pk,
+                         par_buf_t *pubtext, par_buf_t *err)
+{
+    int rc;
+    if (pubstr) {
+        rc = par_ms_pubkey_parse(pubstr, strlen(pubstr), pk, err);
+        if (rc != PAR_OK) {
+            fprintf(stderr, "par verify: -P: %.*s", (int)err->len, err->data ? err->data : "");
+            return 1;
+        }
+        return 0;
+    }
+    if (pubfile == NULL)
+        pubfile = DEFAULT_PUB;
+    if (read_small("verify", pubfile, SMALL_FILE_MAX, pubtext) != 0)
+        return 1;
+    rc = par_ms_pubkey_parse(pubtext->data, pubtext->len, pk, err);
+    if (rc != PAR_OK) {
+        fprintf(stderr, "par verify: %s: %.*s", pubfile, (int)err->len, err->data ? err->data : "");
+        return 1;
+    }
+    return 0;
+}
+
 int par_cli_verify(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -733,24 +782,8 @@ int par_cli_verify(int argc, char **argv)
         sig_path = sig_default;
     }
     par_ms_pubkey_t pk;
-    if (pubstr) {
-        rc = par_ms_pubkey_parse(pubstr, strlen(pubstr), &pk, &err);
-        if (rc != PAR_OK) {
-            fprintf(stderr, "par verify: -P: %.*s", (int)err.len, err.data ? err.data : "");
-            goto out;
-        }
-    } else {
-        if (pubfile == NULL)
-            pubfile = DEFAULT_PUB;
-        if (read_small("verify", pubfile, SMALL_FILE_MAX, &pubtext) != 0)
-            goto out;
-        rc = par_ms_pubkey_parse(pubtext.data, pubtext.len, &pk, &err);
-        if (rc != PAR_OK) {
-            fprintf(stderr, "par verify: %s: %.*s", pubfile, (int)err.len,
-                    err.data ? err.data : "");
-            goto out;
-        }
-    }
+    if (verify_pubkey(pubstr, pubfile, &pk, &pubtext, &err) != 0)
+        goto out;
     if (read_small("verify", sig_path, SMALL_FILE_MAX, &sigtext) != 0)
         goto out;
     rc = par_ms_sig_parse(sigtext.data, sigtext.len, &sig, &err);

@@ -53,7 +53,14 @@ static void *writer_main(void *arg)
 {
     par_meter_t *m = arg;
     size_t cap = m->cfg.batch_max;
+    par_usage_t *one[1];
     par_usage_t **batch = malloc(cap * sizeof(*batch));
+    if (batch == NULL) {
+        /* no memory for a batch: one record per transaction, slower, but
+         * every record is still stored and every waiter released */
+        batch = one;
+        cap = 1;
+    }
     par_buf_t err;
     par_buf_init(&err, 4096);
     int64_t last_error_log = 0;
@@ -103,7 +110,8 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&m->lock);
     par_buf_free(&err);
-    free(batch);
+    if (batch != one)
+        free(batch);
     return NULL;
 }
 
@@ -331,7 +339,9 @@ int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char 
                      (json_int_t)to_ms, "group_by", group_by ? group_by : "", "groups", groups,
                      "total", total, "queued", (json_int_t)queued, "export", state, "dead_letters",
                      dead);
-    groups = state = dead = NULL;
+    groups = state = dead = NULL; /* json_pack's "o" took them, even on failure */
+    if (*out == NULL)
+        rc = PAR_E_NO_MEMORY;
 out:
     json_decref(groups);
     json_decref(state);

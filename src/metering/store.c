@@ -1,8 +1,20 @@
 /*
- * metering/store.c — see store.h.
+ * metering/store.c — the usage database (see store.h): the schema and
+ * opening, inserting records, the export cursor, export windows and dead
+ * letters, the export state and usage summaries. Retention (rollups,
+ * pruning, space) is in store_retention.c; what the two share is in
+ * store_internal.h.
+ *
+ * Called by the metering writer thread (meter.c), the exporter thread
+ * (stripe.c) and /runtime/usage, each on its own connection; a connection is
+ * used by one thread at a time. It must never hold a transaction open across
+ * calls other than par_store_begin/commit/rollback, and never lose a record
+ * it acknowledged (every write is inside a transaction).
  */
 #include "metering/store.h"
+#include "metering/store_internal.h"
 
+#include <assert.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +24,6 @@
 #include <par/par.h>
 
 #include "metering/stripe.h"
-
-struct par_store {
-    sqlite3 *db;
-    sqlite3_stmt *ins;
-};
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS usage ("
@@ -67,10 +74,9 @@ static const char *const dead_window_columns[] = {"window_start INTEGER", "windo
                                                   "customer TEXT",        "event TEXT",
                                                   "value REAL",           "records INTEGER"};
 
-static int fail(sqlite3 *db, par_buf_t *err, const char *what)
+int par__store_fail(sqlite3 *db, par_buf_t *err, const char *what)
 {
-    if (err)
-        par_buf_appendf(err, "usage database: %s: %s", what, db ? sqlite3_errmsg(db) : "?");
+    par_buf_errf(err, "usage database: %s: %s", what, db ? sqlite3_errmsg(db) : "?");
     return PAR_E_IO;
 }
 
@@ -84,7 +90,7 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
     if (sqlite3_open_v2(path, &s->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
-        rc = fail(s->db, err, path);
+        rc = par__store_fail(s->db, err, path);
         goto out;
     }
     sqlite3_busy_timeout(s->db, 10000);
@@ -100,11 +106,11 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
              " PRAGMA journal_size_limit=16777216;",
              sync_full ? "FULL" : "NORMAL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
-        rc = fail(s->db, err, "setting WAL mode");
+        rc = par__store_fail(s->db, err, "setting WAL mode");
         goto out;
     }
     if (sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-        rc = fail(s->db, err, "creating the schema");
+        rc = par__store_fail(s->db, err, "creating the schema");
         goto out;
     }
     sqlite3_stmt *probe = NULL;
@@ -124,7 +130,7 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
                            " duration_ms, cpu_ms, bytes_in, bytes_out, units) VALUES"
                            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            -1, &s->ins, NULL) != SQLITE_OK) {
-        rc = fail(s->db, err, "preparing the insert");
+        rc = par__store_fail(s->db, err, "preparing the insert");
         goto out;
     }
 out:
@@ -156,7 +162,7 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf_t *err)
 {
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return fail(s->db, err, "BEGIN");
+        return par__store_fail(s->db, err, "BEGIN");
     for (size_t i = 0; i < n; i++) {
         const par_usage_t *u = recs[i];
         sqlite3_stmt *st = s->ins;
@@ -184,7 +190,7 @@ int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf
         sqlite3_bind_int64(st, 17, u->bytes_out);
         bind_text(st, 18, u->units);
         if (sqlite3_step(st) != SQLITE_DONE) {
-            int rc = fail(s->db, err, "inserting a record");
+            int rc = par__store_fail(s->db, err, "inserting a record");
             sqlite3_reset(st);
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
             return rc;
@@ -192,7 +198,7 @@ int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf
     }
     sqlite3_reset(s->ins);
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        int rc = fail(s->db, err, "COMMIT");
+        int rc = par__store_fail(s->db, err, "COMMIT");
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
     }
@@ -221,30 +227,41 @@ static json_t *column_json(sqlite3_stmt *st, int i)
     }
 }
 
-/* Steps `st` to its end, one JSON object per row (NULL columns left out when
- * `skip_null`), and finalizes it. */
-static int rows_json(par_store_t *s, sqlite3_stmt *st, int skip_null, const char *what,
-                     json_t **rows, par_buf_t *err)
+/* See store_internal.h. A value column_json() cannot make (text jansson
+ * refuses as not UTF-8, or no memory for it) is left out of its row, as it
+ * always was; a row or the array that cannot be made fails the call. */
+int par__store_rows_json(sqlite3 *db, sqlite3_stmt *st, int skip_null, const char *what,
+                         json_t **rows, par_buf_t *err)
 {
+    assert(db != NULL && st != NULL && rows != NULL);
     json_t *a = json_array();
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    int oom = a == NULL;
+    int r = SQLITE_DONE;
+    while (!oom && (r = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *o = json_object();
+        if (o == NULL || json_array_append_new(a, o) != 0) {
+            oom = 1;
+            break;
+        }
         for (int i = 0; i < sqlite3_column_count(st); i++)
             if (!skip_null || sqlite3_column_type(st, i) != SQLITE_NULL)
                 json_object_set_new(o, sqlite3_column_name(st, i), column_json(st, i));
-        json_array_append_new(a, o);
     }
     sqlite3_finalize(st);
+    if (oom) {
+        json_decref(a);
+        par_buf_errf(err, "usage database: %s: out of memory", what);
+        return PAR_E_NO_MEMORY;
+    }
     if (r != SQLITE_DONE) {
         json_decref(a);
-        return fail(s->db, err, what);
+        return par__store_fail(db, err, what);
     }
     *rows = a;
     return PAR_OK;
 }
 
-static int64_t cursor_of(par_store_t *s, const char *exporter)
+int64_t par__store_cursor_of(par_store_t *s, const char *exporter)
 {
     sqlite3_stmt *st;
     int64_t seq = 0;
@@ -264,18 +281,18 @@ static int64_t cursor_of(par_store_t *s, const char *exporter)
 int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **rows, par_buf_t *err)
 {
     *rows = NULL;
-    int64_t cur = cursor_of(s, exporter);
+    int64_t cur = par__store_cursor_of(s, exporter);
     if (cur < 0)
-        return fail(s->db, err, "reading the export cursor");
+        return par__store_fail(s->db, err, "reading the export cursor");
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT * FROM usage WHERE seq > ? AND parent_id = '' ORDER BY seq "
                            "LIMIT ?",
                            -1, &st, NULL) != SQLITE_OK)
-        return fail(s->db, err, "reading records");
+        return par__store_fail(s->db, err, "reading records");
     sqlite3_bind_int64(st, 1, cur);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
-    return rows_json(s, st, 0, "reading records", rows, err);
+    return par__store_rows_json(s->db, st, 0, "reading records", rows, err);
 }
 
 static int64_t now_ms(void)
@@ -286,8 +303,8 @@ static int64_t now_ms(void)
 }
 
 /* Moves the cursor to `seq` and adds to its counters. Inside a transaction. */
-static int move_cursor(sqlite3 *db, const char *exporter, int64_t seq, int64_t exported,
-                       int64_t dead)
+int par__store_move_cursor(sqlite3 *db, const char *exporter, int64_t seq, int64_t exported,
+                           int64_t dead)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(
@@ -330,15 +347,25 @@ int par_store_begin(par_store_t *s, par_buf_t *err)
 {
     return sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
                ? PAR_OK
-               : fail(s->db, err, "BEGIN");
+               : par__store_fail(s->db, err, "BEGIN");
 }
 
 int par_store_commit(par_store_t *s, par_buf_t *err)
 {
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
         return PAR_OK;
-    int rc = fail(s->db, err, "COMMIT");
+    int rc = par__store_fail(s->db, err, "COMMIT");
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int par__store_end(par_store_t *s, int ok, const char *what, par_buf_t *err)
+{
+    assert(s != NULL && s->db != NULL && what != NULL);
+    if (ok)
+        return par_store_commit(s, err);
+    int rc = par__store_fail(s->db, err, what); /* before the rollback replaces the message */
+    par_store_rollback(s);
     return rc;
 }
 
@@ -366,20 +393,16 @@ int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_
             ok = dead_record(s->db, exporter, acks[i].seq, acks[i].http_status, acks[i].body) == 0;
         }
     }
-    if (!ok || move_cursor(s->db, exporter, last, exported, dead) != 0) {
-        rc = fail(s->db, err, "advancing the export cursor");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    ok = ok && par__store_move_cursor(s->db, exporter, last, exported, dead) == 0;
+    return par__store_end(s, ok, "advancing the export cursor", err);
 }
 
 int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
                           const char *body, par_buf_t *err)
 {
     int ok = http_status == 0 || dead_record(s->db, exporter, seq, http_status, body) == 0;
-    if (!ok || move_cursor(s->db, exporter, seq, 0, http_status != 0) != 0)
-        return fail(s->db, err, "moving the export cursor");
+    if (!ok || par__store_move_cursor(s->db, exporter, seq, 0, http_status != 0) != 0)
+        return par__store_fail(s->db, err, "moving the export cursor");
     return PAR_OK;
 }
 
@@ -413,7 +436,7 @@ int par_store_window_add(par_store_t *s, const par_window_t *w, double value, in
     int64_t wid = 0;
     int part, state = 0;
     if (latest_part(s->db, w, &wid, &part, &state) != 0)
-        return fail(s->db, err, "reading a window");
+        return par__store_fail(s->db, err, "reading a window");
     sqlite3_stmt *st;
     int r;
     if (part >= 0 && state == 0) { /* still open: the record folds in */
@@ -421,7 +444,7 @@ int par_store_window_add(par_store_t *s, const par_window_t *w, double value, in
                                "UPDATE export_windows SET value = value + ?, records = records + 1,"
                                " last_seq = ? WHERE wid = ?",
                                -1, &st, NULL) != SQLITE_OK)
-            return fail(s->db, err, "adding to a window");
+            return par__store_fail(s->db, err, "adding to a window");
         sqlite3_bind_double(st, 1, value);
         sqlite3_bind_int64(st, 2, seq);
         sqlite3_bind_int64(st, 3, wid);
@@ -433,7 +456,7 @@ int par_store_window_add(par_store_t *s, const par_window_t *w, double value, in
                                "window_ms, part, identifier, value, records, first_seq, last_seq,"
                                " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
                                -1, &st, NULL) != SQLITE_OK)
-            return fail(s->db, err, "opening a window");
+            return par__store_fail(s->db, err, "opening a window");
         sqlite3_bind_text(st, 1, w->customer, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, w->event, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, w->window_start);
@@ -447,7 +470,7 @@ int par_store_window_add(par_store_t *s, const par_window_t *w, double value, in
     }
     r = sqlite3_step(st);
     sqlite3_finalize(st);
-    return r == SQLITE_DONE ? PAR_OK : fail(s->db, err, "writing a window");
+    return r == SQLITE_DONE ? PAR_OK : par__store_fail(s->db, err, "writing a window");
 }
 
 int par_store_windows_seal(par_store_t *s, int64_t now, int64_t grace_ms, par_buf_t *err)
@@ -457,12 +480,12 @@ int par_store_windows_seal(par_store_t *s, int64_t now, int64_t grace_ms, par_bu
                            "UPDATE export_windows SET state = 1 WHERE state = 0 AND window_start +"
                            " window_ms + ? <= ?",
                            -1, &st, NULL) != SQLITE_OK)
-        return fail(s->db, err, "sealing windows");
+        return par__store_fail(s->db, err, "sealing windows");
     sqlite3_bind_int64(st, 1, grace_ms);
     sqlite3_bind_int64(st, 2, now);
     int r = sqlite3_step(st);
     sqlite3_finalize(st);
-    return r == SQLITE_DONE ? PAR_OK : fail(s->db, err, "sealing windows");
+    return r == SQLITE_DONE ? PAR_OK : par__store_fail(s->db, err, "sealing windows");
 }
 
 int par_store_windows_due(par_store_t *s, size_t max, json_t **rows, par_buf_t *err)
@@ -474,9 +497,9 @@ int par_store_windows_due(par_store_t *s, size_t max, json_t **rows, par_buf_t *
                            " value, records FROM export_windows WHERE state = 1 ORDER BY "
                            "window_start, wid LIMIT ?",
                            -1, &st, NULL) != SQLITE_OK)
-        return fail(s->db, err, "reading windows");
+        return par__store_fail(s->db, err, "reading windows");
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
-    return rows_json(s, st, 0, "reading windows", rows, err);
+    return par__store_rows_json(s->db, st, 0, "reading windows", rows, err);
 }
 
 int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int http_status,
@@ -518,13 +541,9 @@ int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int
         ok = sqlite3_step(st) == SQLITE_DONE;
         sqlite3_finalize(st);
     }
-    if (!ok || move_cursor(s->db, exporter, 0, http_status ? 0 : records,
-                           http_status ? records : 0) != 0) {
-        rc = fail(s->db, err, "recording a window's outcome");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
+    ok = ok && par__store_move_cursor(s->db, exporter, 0, http_status ? 0 : records,
+                                      http_status ? records : 0) == 0;
+    return par__store_end(s, ok, "recording a window's outcome", err);
 }
 
 int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err)
@@ -546,7 +565,7 @@ int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, p
             " SELECT c.seq, c.exported, c.dead, r.n + w.n, w.windows, min(coalesce(r.oldest, "
             "w.oldest), coalesce(w.oldest, r.oldest)), l.ws, l.at FROM c, r, w, l",
             -1, &st, NULL) != SQLITE_OK)
-        return fail(s->db, err, "reading the export state");
+        return par__store_fail(s->db, err, "reading the export state");
     sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
     int rc = PAR_OK;
     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -557,8 +576,10 @@ int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, p
             (json_int_t)sqlite3_column_int64(st, 3), "windows_pending",
             (json_int_t)sqlite3_column_int64(st, 4), "oldest_unexported_ms", column_json(st, 5),
             "last_window_sent", column_json(st, 6), "last_window_sent_at_ms", column_json(st, 7));
+        if (*out == NULL)
+            rc = PAR_E_NO_MEMORY;
     } else
-        rc = fail(s->db, err, "reading the export state");
+        rc = par__store_fail(s->db, err, "reading the export state");
     sqlite3_finalize(st);
     return rc;
 }
@@ -573,9 +594,6 @@ static const char *group_column(const char *group_by)
             return allowed[i];
     return NULL;
 }
-
-/* The hour holding ts (ts >= 0), in SQL. */
-#define HOUR_OF(col) "(" col " - " col " % 3600000)"
 
 /* The rows a summary reads: hourly rollups for the hours before H (records of
  * those hours may be deleted), plus the records of those hours not rolled up
@@ -606,7 +624,7 @@ static int summary_bind(par_store_t *s, sqlite3_stmt *st, int64_t from_ms, int64
 {
     int64_t pruned = meta_get(s->db, "pruned_before_ms", 0);
     int64_t h = pruned <= 0 ? INT64_MIN : ((pruned + 3599999) / 3600000) * 3600000;
-    int64_t rc = cursor_of(s, "rollup");
+    int64_t rc = par__store_cursor_of(s, "rollup");
     if (rc < 0)
         return -1;
     sqlite3_bind_int64(st, 1, from_ms);
@@ -637,9 +655,7 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
     *out = NULL;
     const char *col = group_column(group_by);
     if (col == NULL) {
-        if (err)
-            par_buf_appendf(err, "group_by must be agent, subject, tenant or package, not '%s'",
-                            group_by);
+        par_buf_errf(err, "group_by must be agent, subject, tenant or package, not '%s'", group_by);
         return PAR_E_BAD_REQUEST;
     }
     char sql[1400];
@@ -655,9 +671,16 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
              col);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return fail(s->db, err, "summarising");
+        return par__store_fail(s->db, err, "summarising");
     json_t *groups = json_object(); /* key → group, kept in order in `list` */
     json_t *list = json_array();
+    if (groups == NULL || list == NULL) {
+        sqlite3_finalize(st);
+        json_decref(groups);
+        json_decref(list);
+        par_buf_errf(err, "usage database: summarising: out of memory");
+        return PAR_E_NO_MEMORY;
+    }
     int r = summary_bind(s, st, from_ms, to_ms) == 0 ? SQLITE_OK : SQLITE_ERROR;
     while (r != SQLITE_ERROR && (r = sqlite3_step(st)) == SQLITE_ROW)
         summary_group(st, groups, list);
@@ -694,7 +717,7 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
 bad:
     json_decref(groups);
     json_decref(list);
-    return fail(s->db, err, "summarising");
+    return par__store_fail(s->db, err, "summarising");
 }
 
 int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *err)
@@ -704,212 +727,8 @@ int par_store_dead_letters(par_store_t *s, size_t max, json_t **out, par_buf_t *
     if (sqlite3_prepare_v2(
             s->db, "SELECT * FROM dead_letters ORDER BY failed_at_ms DESC, seq DESC LIMIT ?", -1,
             &st, NULL) != SQLITE_OK)
-        return fail(s->db, err, "reading dead letters");
+        return par__store_fail(s->db, err, "reading dead letters");
     sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
-    return rows_json(s, st, 1 /* a record's has no window */, "reading dead letters", out, err);
-}
-
-/* ---- retention: rollups, pruning, space --------------------------------------------- */
-
-static int exec_i64(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t *changes)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_int64(st, 1, a);
-    sqlite3_bind_int64(st, 2, b);
-    int r = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (changes)
-        *changes = sqlite3_changes64(db);
-    return r == SQLITE_DONE ? 0 : -1;
-}
-
-static const char rollup_sql[] = "INSERT INTO usage_hourly SELECT " HOUR_OF(
-    "ts_ms") ", agent, coalesce(subject, ''),"
-             " coalesce(tenant, ''), package, status, count(*), sum(status != 'ok'), sum(parent_id "
-             "= ''),"
-             " sum(duration_ms), total(cpu_ms), sum(bytes_in), sum(bytes_out) FROM usage WHERE seq "
-             "> ?1"
-             " AND seq <= ?2 GROUP BY 1, 2, 3, 4, 5, 6 ON CONFLICT DO UPDATE SET"
-             " count = count + excluded.count, errors = errors + excluded.errors,"
-             " roots = roots + excluded.roots, duration_ms = duration_ms + excluded.duration_ms,"
-             " cpu_ms = cpu_ms + excluded.cpu_ms, bytes_in = bytes_in + excluded.bytes_in,"
-             " bytes_out = bytes_out + excluded.bytes_out";
-
-static const char rollup_units_sql[] = "INSERT INTO usage_hourly_units SELECT " HOUR_OF(
-    "ts_ms") ", agent, coalesce(subject, ''),"
-             " coalesce(tenant, ''), package, status, j.key, sum(j.value) FROM usage,"
-             " json_each(usage.units) j WHERE seq > ?1 AND seq <= ?2 AND parent_id = '' AND units "
-             "IS NOT"
-             " NULL GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO UPDATE SET value = value + "
-             "excluded.value";
-
-int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err)
-{
-    *rolled = 0;
-    int rc = par_store_begin(s, err);
-    if (rc != PAR_OK)
-        return rc;
-    int64_t from = cursor_of(s, "rollup"), to = from;
-    sqlite3_stmt *st;
-    int ok = from >= 0 && sqlite3_prepare_v2(s->db,
-                                             "SELECT max(seq), count(*) FROM (SELECT seq FROM usage"
-                                             " WHERE seq > ? ORDER BY seq LIMIT ?)",
-                                             -1, &st, NULL) == SQLITE_OK;
-    if (ok) {
-        sqlite3_bind_int64(st, 1, from);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
-        ok = sqlite3_step(st) == SQLITE_ROW;
-        if (ok && sqlite3_column_type(st, 0) != SQLITE_NULL)
-            to = sqlite3_column_int64(st, 0), *rolled = sqlite3_column_int64(st, 1);
-        sqlite3_finalize(st);
-    }
-    if (ok && to > from)
-        ok = exec_i64(s->db, rollup_sql, from, to, NULL) == 0 &&
-             exec_i64(s->db, rollup_units_sql, from, to, NULL) == 0 &&
-             move_cursor(s->db, "rollup", to, *rolled, 0) == 0;
-    if (!ok) {
-        rc = fail(s->db, err, "rolling up");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
-}
-
-/* The largest seq pruning may delete: rolled up and, when exporting, past the
- * export cursor and in no window still to send. */
-static int64_t prune_bound(par_store_t *s, int exporting)
-{
-    int64_t bound = cursor_of(s, "rollup");
-    if (!exporting || bound < 0)
-        return bound;
-    int64_t ex = cursor_of(s, "stripe");
-    if (ex < 0)
-        return -1;
-    if (ex < bound)
-        bound = ex;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT min(first_seq) FROM export_windows WHERE state IN (0, 1)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
-        sqlite3_column_int64(st, 0) - 1 < bound)
-        bound = sqlite3_column_int64(st, 0) - 1;
-    sqlite3_finalize(st);
-    return bound;
-}
-
-int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
-                    par_buf_t *err)
-{
-    *deleted = 0;
-    int rc = par_store_begin(s, err);
-    if (rc != PAR_OK)
-        return rc;
-    int64_t bound = prune_bound(s, exporting);
-    int ok = bound >= 0;
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "DELETE FROM usage WHERE seq IN (SELECT seq FROM usage WHERE ts_ms < ?1 AND seq <= ?2"
-             " LIMIT %zu)",
-             max);
-    if (ok)
-        ok = exec_i64(s->db, sql, before_ms, bound, deleted) == 0;
-    /* from now on, summaries of the hours before `before_ms` come from rollups */
-    if (ok && *deleted)
-        ok =
-            exec_i64(s->db,
-                     "INSERT INTO usage_meta (key, value) VALUES ('pruned_before_ms', ?1) ON "
-                     "CONFLICT(key) DO UPDATE SET value = max(value, excluded.value) WHERE ?2 = ?2",
-                     before_ms, 0, NULL) == 0;
-    if (!ok) {
-        rc = fail(s->db, err, "pruning");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
-}
-
-int par_store_prune_rollups(par_store_t *s, int64_t before_ms, int64_t windows_before_ms,
-                            par_buf_t *err)
-{
-    int rc = par_store_begin(s, err);
-    if (rc != PAR_OK)
-        return rc;
-    int ok = exec_i64(s->db, "DELETE FROM usage_hourly WHERE hour < ?1 AND ?2 = ?2", before_ms, 0,
-                      NULL) == 0 &&
-             exec_i64(s->db, "DELETE FROM usage_hourly_units WHERE hour < ?1 AND ?2 = ?2",
-                      before_ms, 0, NULL) == 0 &&
-             exec_i64(s->db,
-                      "DELETE FROM export_windows WHERE state IN (2, 3) AND window_start < ?1 AND"
-                      " ?2 = ?2",
-                      windows_before_ms, 0, NULL) == 0;
-    if (!ok) {
-        rc = fail(s->db, err, "pruning rollups");
-        par_store_rollback(s);
-        return rc;
-    }
-    return par_store_commit(s, err);
-}
-
-static int64_t pragma_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st;
-    int64_t v = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
-/* The WAL only starts over when a checkpoint finished and no reader is in it;
- * with the writer, the exporter and pruning all busy that can take long and
- * the file grows. Past WAL_LIMIT, a TRUNCATE checkpoint waits (at most 250 ms)
- * for the readers and empties it; the writer waits for that copy. */
-#define WAL_LIMIT (16 << 20)
-static void wal_bound(par_store_t *s)
-{
-    char wal[4200];
-    struct stat st;
-    snprintf(wal, sizeof(wal), "%s-wal", sqlite3_db_filename(s->db, "main"));
-    if (stat(wal, &st) != 0 || st.st_size <= WAL_LIMIT)
-        return;
-    sqlite3_busy_timeout(s->db, 250);
-    sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    sqlite3_busy_timeout(s->db, 10000);
-}
-
-int par_store_space(par_store_t *s, par_store_space_t *out, par_buf_t *err)
-{
-    memset(out, 0, sizeof(*out));
-    int64_t pages = pragma_int(s->db, "PRAGMA page_count");
-    int64_t size = pragma_int(s->db, "PRAGMA page_size");
-    int64_t free_pages = pragma_int(s->db, "PRAGMA freelist_count");
-    if (pages < 0 || size < 0 || free_pages < 0)
-        return fail(s->db, err, "reading the page counts");
-    out->file_bytes = pages * size;
-    out->free_bytes = free_pages * size;
-    /* space comes back to the file system only when a quarter is free: at steady
-     * state, what pruning frees is reused by new records instead */
-    if (pragma_int(s->db, "PRAGMA auto_vacuum") == 2 && free_pages > pages / 4) {
-        char sql[64];
-        snprintf(sql, sizeof(sql), "PRAGMA incremental_vacuum(%lld)",
-                 (long long)(free_pages - pages / 8));
-        sqlite3_exec(s->db, sql, NULL, NULL, NULL);
-        out->vacuumed = 1;
-    }
-    wal_bound(s);
-    sqlite3_stmt *st;
-    int64_t rc = cursor_of(s, "rollup");
-    if (rc >= 0 &&
-        sqlite3_prepare_v2(s->db, "SELECT ts_ms FROM usage WHERE seq > ? ORDER BY seq LIMIT 1", -1,
-                           &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, rc);
-        out->oldest_unrolled_ms = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        sqlite3_finalize(st);
-    }
-    return PAR_OK;
+    return par__store_rows_json(s->db, st, 1 /* a record's has no window */, "reading dead letters",
+                                out, err);
 }

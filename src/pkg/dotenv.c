@@ -133,8 +133,7 @@ static void parse_line(const char *p, const char *end, size_t lineno, par_envlis
     par_buf_free(&v);
     return;
 bad:
-    if (warnings)
-        par_buf_appendf(warnings, ".env:%zu: not NAME=value, skipped\n", lineno);
+    par_buf_errf(warnings, ".env:%zu: not NAME=value, skipped\n", lineno);
 }
 
 void par_dotenv_parse(const char *text, size_t len, par_envlist_t *l, par_buf_t *warnings)
@@ -163,10 +162,11 @@ char *par_env_expand(const char *value, const char *const *allow, const char *ke
 {
     par_buf_t out;
     par_buf_init(&out, 0);
+    int bad = 0; /* an append failed: out of memory */
     const char *p = value;
     while (*p) {
         if (p[0] == '$' && p[1] == '$') {
-            par_buf_append(&out, "$", 1);
+            bad |= par_buf_append(&out, "$", 1) != PAR_OK;
             p += 2;
             continue;
         }
@@ -181,7 +181,7 @@ char *par_env_expand(const char *value, const char *const *allow, const char *ke
                     snprintf(name, sizeof(name), "%.*s", (int)len, n);
                     const char *v = getenv(name);
                     if (v)
-                        par_buf_appends(&out, v);
+                        bad |= par_buf_appends(&out, v) != PAR_OK;
                 } else if (warnings) {
                     par_buf_appendf(warnings,
                                     "environment %s: ${%.*s} is not in the operator's env.allow "
@@ -192,10 +192,14 @@ char *par_env_expand(const char *value, const char *const *allow, const char *ke
                 continue;
             }
         }
-        par_buf_append(&out, p, 1);
+        bad |= par_buf_append(&out, p, 1) != PAR_OK;
         p++;
     }
-    par_buf_terminate(&out);
+    bad |= par_buf_terminate(&out) != PAR_OK;
+    if (bad) {
+        par_buf_free(&out);
+        return NULL;
+    }
     char *s = par_buf_steal(&out, NULL);
     return s ? s : strdup("");
 }
@@ -262,14 +266,14 @@ int par_package_env(const char *root, const par_manifest_t *m, const char *const
     for (size_t i = 0; i < raw.count && rc == PAR_OK; i++) {
         char *eq = strchr(raw.items[i], '=');
         if (par_env_name_refused(raw.items[i], (size_t)(eq - raw.items[i]))) {
-            if (warnings)
-                par_buf_appendf(warnings, "environment %.*s: not allowed, left out\n",
-                                (int)(eq - raw.items[i]), raw.items[i]);
+            par_buf_errf(warnings, "environment %.*s: not allowed, left out\n",
+                         (int)(eq - raw.items[i]), raw.items[i]);
             continue;
         }
         *eq = '\0';
         char *v = par_env_expand(eq + 1, allow, raw.items[i], warnings);
-        rc = par_envlist_set(out, raw.items[i], strlen(raw.items[i]), v, strlen(v));
+        rc = v ? par_envlist_set(out, raw.items[i], strlen(raw.items[i]), v, strlen(v))
+               : PAR_E_NO_MEMORY;
         free(v);
         *eq = '=';
     }

@@ -34,7 +34,8 @@ void par_dotenv_parse(const char *text, size_t len, par_envlist_t *l, par_buf_t 
 /*
  * Expands `${NAME}` in `value` from the runtime's own environment when NAME is
  * in `allow` (NULL-terminated); any other `${NAME}` becomes "" with a warning
- * naming `key`. `$$` is a literal `$`. Returns a malloc'ed string.
+ * naming `key`. `$$` is a literal `$`. Returns a malloc'ed string, NULL when
+ * out of memory.
  */
 char *par_env_expand(const char *value, const char *const *allow, const char *key,
                      par_buf_t *warnings);

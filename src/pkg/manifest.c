@@ -1,5 +1,8 @@
 /*
- * pkg/manifest.c — agent.yaml parsing and validation (see manifest.h).
+ * pkg/manifest.c — agent.yaml parsing and validation (see manifest.h). This
+ * file is the reader (YAML nodes into a par_manifest_t); reporting, value
+ * rules, unknown keys and loading the YAML are in manifest_check.c, what the
+ * two share in manifest_internal.h.
  *
  * Owns: turning agent.yaml bytes into a par_manifest_t, or into a list of
  * every problem found. Called by runtime/deploy.c and the CLI (pack,
@@ -40,7 +43,9 @@
  *    lost or commented-out `public: false` line narrows.
  */
 #include "pkg/manifest.h"
+#include "pkg/manifest_internal.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -52,203 +57,7 @@
 #include <par/par.h>
 
 #include "core/id.h"
-#include "util/suggest.h"
 #include "util/yaml.h"
-
-/* Problems written to `errors`; later ones are only counted. */
-#define MAX_SHOWN 100
-/* pixell-kit's default when `runtime` is omitted (its AgentManifest model). */
-#define DEFAULT_RUNTIME "python3.11"
-#define NAME_RE "^[a-z][a-z0-9-]*$"
-#define NAME_MAX_LEN PAR_ID_PART_MAX
-/* An entrypoint is a relative path and a symbol: bounded like a path. */
-#define ENTRYPOINT_MAX_LEN 1024
-/* A `calls` pattern matches ids "name@version/sub". */
-#define CALL_PATTERN_MAX_LEN (3 * PAR_ID_PART_MAX + 2)
-
-typedef struct check {
-    par_buf_t *errors;
-    unsigned nerrors;
-    bool oom;
-    par_manifest_t *m;
-    par_yaml_t *y;
-} check_t;
-
-/* ---- reporting --------------------------------------------------------------------------- */
-
-static void report(check_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(check_t *c, const char *fmt, ...)
-{
-    if (c->nerrors++ >= MAX_SHOWN || c->errors == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    par_buf_appends(c->errors, "agent.yaml: ");
-    par_buf_vappendf(c->errors, fmt, ap);
-    par_buf_appends(c->errors, "\n");
-    va_end(ap);
-}
-
-/* One problem at a field path: "agent.yaml: <path>: <message>". */
-static void problem(check_t *c, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void problem(check_t *c, const char *path, const char *fmt, ...)
-{
-    if (c->nerrors++ >= MAX_SHOWN || c->errors == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    par_buf_appendf(c->errors, "agent.yaml: %s: ", path);
-    par_buf_vappendf(c->errors, fmt, ap);
-    par_buf_appends(c->errors, "\n");
-    va_end(ap);
-}
-
-/* A user-supplied key made safe for a message or a path: at most 64 bytes,
- * control characters shown as '?', so that a key cannot forge log lines. */
-static const char *shown(const char *s, char *buf, size_t size)
-{
-    size_t n = 0;
-    if (s == NULL)
-        s = "(not a string)";
-    for (; *s && n + 4 < size && n < 64; s++)
-        buf[n++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-    if (*s) {
-        memcpy(buf + n, "...", 3);
-        n += 3;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-/* ---- value rules ------------------------------------------------------------------------- */
-
-int par_manifest_valid_name(const char *s, size_t len)
-{
-    if (s == NULL || len == 0 || len > NAME_MAX_LEN || !(s[0] >= 'a' && s[0] <= 'z'))
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-/* A semver numeric identifier: digits, no leading zero unless it is "0". */
-static int numeric_ident(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)s[i]))
-            return 0;
-    return !(n > 1 && s[0] == '0');
-}
-
-/* Dot-separated non-empty [0-9A-Za-z-] identifiers; pre-release identifiers
- * that are all digits must not have leading zeros, build identifiers may. */
-static int ident_list(const char *s, size_t n, int no_leading_zero)
-{
-    size_t start = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i == n || s[i] == '.') {
-            if (i == start)
-                return 0;
-            int all_digits = 1;
-            for (size_t k = start; k < i; k++)
-                all_digits &= isdigit((unsigned char)s[k]) != 0;
-            if (no_leading_zero && all_digits && !numeric_ident(s + start, i - start))
-                return 0;
-            start = i + 1;
-        } else if (!isalnum((unsigned char)s[i]) && s[i] != '-') {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-int par_manifest_valid_semver(const char *s, size_t len)
-{
-    if (s == NULL)
-        return 0;
-    size_t i = 0;
-    for (int part = 0; part < 3; part++) {
-        size_t b = i;
-        while (i < len && isdigit((unsigned char)s[i]))
-            i++;
-        if (!numeric_ident(s + b, i - b))
-            return 0;
-        if (part < 2) {
-            if (i >= len || s[i] != '.')
-                return 0;
-            i++;
-        }
-    }
-    const char *plus = memchr(s + i, '+', len - i);
-    size_t pre_end = plus ? (size_t)(plus - s) : len;
-    if (i < pre_end && (s[i] != '-' || !ident_list(s + i + 1, pre_end - i - 1, 1)))
-        return 0;
-    if (plus && !ident_list(plus + 1, len - pre_end - 1, 0))
-        return 0;
-    return 1;
-}
-
-/* A C (and ASCII Python) identifier. */
-static int is_ident(const char *s, size_t n)
-{
-    if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
-            return 0;
-    return 1;
-}
-
-/* Checks an entrypoint against the runtime's form:
- *   python: "pkg.module:function" (dotted identifiers, an identifier)
- *   native: "dir/lib.so:symbol"   (relative, no ".." component, ends in .so; a C identifier)
- *   other:  "<non-empty>:<non-empty>" (no loader knows more; deploy refuses it anyway) */
-static void check_entrypoint(check_t *c, const char *path, const char *e, par_runtime_kind_t kind)
-{
-    const char *colon = strchr(e, ':');
-    if (colon == NULL || strchr(colon + 1, ':') || colon == e || colon[1] == '\0') {
-        problem(c, path, "must be %s (exactly one ':' between two non-empty parts)",
-                kind == PAR_RUNTIME_NATIVE ? "path/lib.so:symbol" : "module:function");
-        return;
-    }
-    size_t llen = (size_t)(colon - e);
-    const char *fn = colon + 1;
-    char b[80];
-    if (kind == PAR_RUNTIME_NATIVE) {
-        if (e[0] == '/')
-            problem(c, path, "library path must be relative to the package root");
-        for (const char *p = e; p < colon; p++) {
-            if (p[0] == '.' && p[1] == '.' && (p == e || p[-1] == '/') &&
-                (p + 2 == colon || p[2] == '/')) {
-                problem(c, path, "library path must not contain '..'");
-                break;
-            }
-        }
-        const char *slash = memrchr(e, '/', llen);
-        size_t base = slash ? (size_t)(colon - slash - 1) : llen;
-        if (base <= 3 || memcmp(colon - 3, ".so", 3) != 0)
-            problem(c, path, "library path must end in .so (e.g. lib/libagent.so:symbol)");
-        if (!is_ident(fn, strlen(fn)))
-            problem(c, path, "'%s' is not a valid C symbol name", shown(fn, b, sizeof(b)));
-    } else if (kind == PAR_RUNTIME_PYTHON) {
-        size_t start = 0;
-        for (size_t i = 0; i <= llen; i++) {
-            if (i == llen || e[i] == '.') {
-                if (!is_ident(e + start, i - start)) {
-                    problem(c, path, "'%.*s' is not a dotted Python module name", (int)llen, e);
-                    break;
-                }
-                start = i + 1;
-            }
-        }
-        if (!is_ident(fn, strlen(fn)))
-            problem(c, path, "'%s' is not a valid Python function name", shown(fn, b, sizeof(b)));
-    }
-}
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
@@ -264,7 +73,7 @@ static char *xstrdup(check_t *c, const char *s)
     return d;
 }
 
-static void strlist_add(check_t *c, par_strlist_t *l, const char *s)
+void par__manifest_strlist_add(check_t *c, par_strlist_t *l, const char *s)
 {
     char *d = xstrdup(c, s);
     if (d == NULL)
@@ -282,7 +91,7 @@ static void strlist_add(check_t *c, par_strlist_t *l, const char *s)
 static void strlist_copy(check_t *c, par_strlist_t *dst, const par_strlist_t *src)
 {
     for (size_t i = 0; i < src->count; i++)
-        strlist_add(c, dst, src->items[i]);
+        par__manifest_strlist_add(c, dst, src->items[i]);
 }
 
 static void strlist_free(par_strlist_t *l)
@@ -320,17 +129,6 @@ static void export_free(par_export_t *e)
 
 /* ---- reading nodes ----------------------------------------------------------------------- */
 
-static bool is_type(const yaml_node_t *n, yaml_node_type_t t)
-{
-    return n != NULL && n->type == t;
-}
-
-static bool key_is(const yaml_node_t *k, const char *key)
-{
-    return is_type(k, YAML_SCALAR_NODE) && k->data.scalar.length == strlen(key) &&
-           memcmp(k->data.scalar.value, key, k->data.scalar.length) == 0;
-}
-
 /* The value of `key` in `map` as PyYAML reads it: the mapping's own pair
  * first, then the mappings merged in with `<<` (a mapping, or a list of
  * them, earlier ones first). Depth is bounded by util/yaml's tree check. */
@@ -367,8 +165,6 @@ static yaml_node_t *field(check_t *c, yaml_node_t *map, const char *key)
     return par_yaml_is_null(n) ? NULL : n;
 }
 
-typedef void (*pair_fn)(check_t *c, const char *key, yaml_node_t *value, void *ud);
-
 /* Calls `fn` for every effective key of `map` (merged ones included, each key
  * once, with the value lookup() gives it), own keys in file order first.
  * Keys are scalars (util/yaml refuses others). */
@@ -384,7 +180,8 @@ static void each_pair_in(check_t *c, yaml_node_t *top, yaml_node_t *map, pair_fn
             continue;
         if (strlen(ks) != klen) {
             char b[80];
-            problem(c, shown(ks, b, sizeof(b)), "a key must not contain NUL characters");
+            par__manifest_problem(c, par__manifest_shown(ks, b, sizeof(b)),
+                                  "a key must not contain NUL characters");
             continue;
         }
         if (key_is(k, "<<") && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
@@ -406,7 +203,7 @@ static void each_pair_in(check_t *c, yaml_node_t *top, yaml_node_t *map, pair_fn
     }
 }
 
-static void each_pair(check_t *c, yaml_node_t *map, pair_fn fn, void *ud)
+void par__manifest_each_pair(check_t *c, yaml_node_t *map, pair_fn fn, void *ud)
 {
     if (is_type(map, YAML_MAPPING_NODE))
         each_pair_in(c, map, map, fn, ud);
@@ -419,11 +216,11 @@ static const char *text(check_t *c, yaml_node_t *n, const char *path, const char
     size_t len = 0;
     const char *s = par_yaml_scalar(n, &len);
     if (s == NULL) {
-        problem(c, path, "must be %s", expected);
+        par__manifest_problem(c, path, "must be %s", expected);
         return NULL;
     }
     if (strlen(s) != len) {
-        problem(c, path, "must not contain NUL characters");
+        par__manifest_problem(c, path, "must not contain NUL characters");
         return NULL;
     }
     return s;
@@ -442,7 +239,7 @@ static char *get_str(check_t *c, yaml_node_t *map, const char *key, const char *
 static char *get_required_str(check_t *c, yaml_node_t *map, const char *key, const char *path)
 {
     if (field(c, map, key) == NULL) {
-        problem(c, path, "required field missing");
+        par__manifest_problem(c, path, "required field missing");
         return NULL;
     }
     return get_str(c, map, key, path);
@@ -458,7 +255,8 @@ static char *get_str_or_empty(check_t *c, yaml_node_t *map, const char *key, con
 static char *capped(check_t *c, char *s, size_t max, const char *path)
 {
     if (s != NULL && strlen(s) > max) {
-        problem(c, path, "must be at most %zu characters (it has %zu)", max, strlen(s));
+        par__manifest_problem(c, path, "must be at most %zu characters (it has %zu)", max,
+                              strlen(s));
         free(s);
         return NULL;
     }
@@ -473,7 +271,7 @@ static int get_bool(check_t *c, yaml_node_t *map, const char *key, const char *p
         return dflt;
     if (par_yaml_bool(n, &v) == 0)
         return v;
-    problem(c, path, "must be true or false");
+    par__manifest_problem(c, path, "must be true or false");
     return dflt;
 }
 
@@ -493,7 +291,7 @@ static bool get_uint(check_t *c, yaml_node_t *n, const char *path, uint64_t min,
         v = v * 10 + (uint64_t)(*s - '0');
     }
     if (!ok || v < min || v > max) {
-        problem(c, path, "must be %s", what);
+        par__manifest_problem(c, path, "must be %s", what);
         return false;
     }
     *out = v;
@@ -509,7 +307,7 @@ static void get_strlist(check_t *c, yaml_node_t *map, const char *key, const cha
     if (n == NULL)
         return;
     if (!is_type(n, YAML_SEQUENCE_NODE)) {
-        problem(c, path, "must be a list of strings");
+        par__manifest_problem(c, path, "must be a list of strings");
         return;
     }
     size_t i = 0;
@@ -519,74 +317,15 @@ static void get_strlist(check_t *c, yaml_node_t *map, const char *key, const cha
         char p[200];
         snprintf(p, sizeof(p), "%s[%zu]", path, i);
         if (par_yaml_is_null(e)) {
-            problem(c, p, "must be a string, not null");
+            par__manifest_problem(c, p, "must be a string, not null");
             continue;
         }
         const char *s = text(c, e, p, "a string");
         if (s && max && strlen(s) > max)
-            problem(c, p, "must be at most %zu characters", max);
+            par__manifest_problem(c, p, "must be at most %zu characters", max);
         else if (s)
-            strlist_add(c, out, s);
+            par__manifest_strlist_add(c, out, s);
     }
-}
-
-/* ---- unknown keys ------------------------------------------------------------------------ */
-
-static const char *const limit_keys[] = {"timeout_ms", "memory_mb", "concurrency", "max_input_kb",
-                                         NULL};
-
-typedef enum unknown_rule {
-    UNKNOWN_ERROR,     /* PAR's blocks: every unknown key is an error */
-    UNKNOWN_WARN_FAR,  /* top level: close to a known key = error, else a warning */
-    UNKNOWN_IGNORE_FAR /* metadata: close to a known key = error, else ignored */
-} unknown_rule_t;
-
-typedef struct keyrule {
-    const char *path; /* "" for the top level */
-    const char *const *known;
-    unknown_rule_t rule;
-    const char *noun; /* "key", "limit" */
-} keyrule_t;
-
-static void list_known(par_buf_t *b, const char *const *known)
-{
-    for (size_t i = 0; known[i]; i++)
-        par_buf_appendf(b, "%s%s", i ? ", " : "", known[i]);
-}
-
-static void unknown_key(check_t *c, const char *key, yaml_node_t *value, void *ud)
-{
-    (void)value;
-    const keyrule_t *r = ud;
-    for (size_t i = 0; r->known[i]; i++)
-        if (strcmp(key, r->known[i]) == 0)
-            return;
-    char b[80], path[400];
-    snprintf(path, sizeof(path), "%s%s%s", r->path, *r->path ? "." : "", shown(key, b, sizeof(b)));
-    const char *near = par_suggest(key, r->known);
-    if (near) {
-        problem(c, path, "unknown %s `%s` (did you mean `%s`?)", r->noun, shown(key, b, sizeof(b)),
-                near);
-    } else if (r->rule == UNKNOWN_ERROR) {
-        par_buf_t k;
-        par_buf_init(&k, 0);
-        list_known(&k, r->known);
-        par_buf_terminate(&k);
-        problem(c, path, "unknown %s `%s` (known: %s)", r->noun, shown(key, b, sizeof(b)),
-                k.data ? k.data : "");
-        par_buf_free(&k);
-    } else if (r->rule == UNKNOWN_WARN_FAR) {
-        char w[600];
-        snprintf(w, sizeof(w), "agent.yaml: %s: unknown top-level key, ignored", path);
-        strlist_add(c, &c->m->warnings, w);
-    }
-}
-
-static void check_keys(check_t *c, yaml_node_t *map, const char *path, const char *const *known,
-                       unknown_rule_t rule)
-{
-    keyrule_t r = {path, known, rule, known == limit_keys ? "limit" : "key"};
-    each_pair(c, map, unknown_key, &r);
 }
 
 /* ---- exports ----------------------------------------------------------------------------- */
@@ -611,13 +350,13 @@ static char *export_name(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
     size_t len = strlen(name);
     const char *why = NULL;
     if (len > NAME_MAX_LEN)
-        problem(c, path, "must be at most %d characters", NAME_MAX_LEN), why = "long";
+        par__manifest_problem(c, path, "must be at most %d characters", NAME_MAX_LEN), why = "long";
     else if (!par_manifest_valid_name(name, len))
-        problem(c, path, "must match " NAME_RE), why = "pattern";
+        par__manifest_problem(c, path, "must match " NAME_RE), why = "pattern";
     else if (export_exists(c->m, name) && is_sub_agent)
-        problem(c, path, "duplicate sub-agent '%s'", name), why = "duplicate";
+        par__manifest_problem(c, path, "duplicate sub-agent '%s'", name), why = "duplicate";
     else if (export_exists(c->m, name))
-        problem(c, path, "'%s' is already the name of a sub-agent or export", name),
+        par__manifest_problem(c, path, "'%s' is already the name of a sub-agent or export", name),
             why = "duplicate";
     if (why) {
         free(name);
@@ -636,7 +375,7 @@ static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
 {
     par_manifest_t *m = c->m;
     char path[240];
-    check_keys(c, n, p, export_keys, UNKNOWN_ERROR);
+    par__manifest_check_keys(c, n, p, export_keys, UNKNOWN_ERROR);
     /* Every field is read even when the name is bad, so that all problems show. */
     par_export_t tmp = {0};
     tmp.name = export_name(c, n, p, is_sub_agent);
@@ -654,14 +393,15 @@ static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
                                   : get_required_str(c, n, "entrypoint", path);
     tmp.entrypoint = capped(c, tmp.entrypoint, ENTRYPOINT_MAX_LEN, path);
     if (tmp.entrypoint) {
-        check_entrypoint(c, path, tmp.entrypoint, m->runtime_kind);
+        par__manifest_check_entrypoint(c, path, tmp.entrypoint, m->runtime_kind);
         tmp.field = xstrdup(c, path);
     } else if (is_sub_agent && m->entrypoint) {
         /* the handler learns which sub-agent was asked from context.sub_agent */
         tmp.entrypoint = xstrdup(c, m->entrypoint);
         tmp.field = xstrdup(c, "entrypoint");
     } else if (is_sub_agent && field(c, n, "entrypoint") == NULL) {
-        problem(c, path, "required: the package has no top-level entrypoint to inherit");
+        par__manifest_problem(c, path,
+                              "required: the package has no top-level entrypoint to inherit");
     }
     par_export_t *e = tmp.name && tmp.entrypoint && tmp.field ? add_export(c) : NULL;
     if (e)
@@ -673,8 +413,8 @@ static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
 static void parse_export_list(check_t *c, yaml_node_t *seq, const char *what, bool is_sub_agent)
 {
     if (!is_type(seq, YAML_SEQUENCE_NODE)) {
-        problem(c, what, "must be a list of {name, %s}",
-                is_sub_agent ? "description, public, ..." : "entrypoint, ...");
+        par__manifest_problem(c, what, "must be a list of {name, %s}",
+                              is_sub_agent ? "description, public, ..." : "entrypoint, ...");
         return;
     }
     size_t i = 0;
@@ -684,8 +424,8 @@ static void parse_export_list(check_t *c, yaml_node_t *seq, const char *what, bo
         char p[64];
         snprintf(p, sizeof(p), "%s[%zu]", what, i);
         if (!is_type(n, YAML_MAPPING_NODE))
-            problem(c, p, "must be a mapping with at least a name%s",
-                    is_sub_agent ? "" : " and an entrypoint");
+            par__manifest_problem(c, p, "must be a mapping with at least a name%s",
+                                  is_sub_agent ? "" : " and an entrypoint");
         else
             parse_export(c, n, p, is_sub_agent);
     }
@@ -699,9 +439,9 @@ static void read_limit(check_t *c, const char *key, yaml_node_t *value, void *ud
     par_limits_t *l = &c->m->limits;
     uint32_t *slots[] = {&l->timeout_ms, &l->memory_mb, &l->concurrency, &l->max_input_kb};
     size_t i = 0;
-    while (limit_keys[i] && strcmp(key, limit_keys[i]) != 0)
+    while (par__manifest_limit_keys[i] && strcmp(key, par__manifest_limit_keys[i]) != 0)
         i++;
-    if (limit_keys[i] == NULL)
+    if (par__manifest_limit_keys[i] == NULL)
         return; /* reported by check_keys */
     char path[160];
     uint64_t v;
@@ -714,11 +454,13 @@ static void read_limit(check_t *c, const char *key, yaml_node_t *value, void *ud
 static void parse_limits(check_t *c, yaml_node_t *lim)
 {
     if (!is_type(lim, YAML_MAPPING_NODE)) {
-        problem(c, "metadata.par.limits", "must be a mapping such as {timeout_ms: 30000}");
+        par__manifest_problem(c, "metadata.par.limits",
+                              "must be a mapping such as {timeout_ms: 30000}");
         return;
     }
-    check_keys(c, lim, "metadata.par.limits", limit_keys, UNKNOWN_ERROR);
-    each_pair(c, lim, read_limit, NULL);
+    par__manifest_check_keys(c, lim, "metadata.par.limits", par__manifest_limit_keys,
+                             UNKNOWN_ERROR);
+    par__manifest_each_pair(c, lim, read_limit, NULL);
 }
 
 /* A `calls` pattern: what an agent id may hold, plus fnmatch's * ? [ ] !. */
@@ -743,16 +485,17 @@ static void parse_calls(check_t *c, yaml_node_t *par)
     if (par_yaml_is_null(n) || is_type(n, YAML_SEQUENCE_NODE))
         get_strlist(c, par, "calls", "metadata.par.calls", CALL_PATTERN_MAX_LEN, &l);
     else
-        problem(c, "metadata.par.calls",
-                "must be a list of agent id patterns such as [\"shop-*\"]");
+        par__manifest_problem(c, "metadata.par.calls",
+                              "must be a list of agent id patterns such as [\"shop-*\"]");
     for (size_t i = 0; i < l.count; i++) {
         if (!call_pattern_ok(l.items[i])) {
             char p[64], b[80];
             snprintf(p, sizeof(p), "metadata.par.calls[%zu]", i);
-            problem(c, p,
-                    "'%s' is not an agent id pattern (letters, digits, - . + @ / and the fnmatch "
-                    "characters * ? [ ] !)",
-                    shown(l.items[i], b, sizeof(b)));
+            par__manifest_problem(
+                c, p,
+                "'%s' is not an agent id pattern (letters, digits, - . + @ / and the fnmatch "
+                "characters * ? [ ] !)",
+                par__manifest_shown(l.items[i], b, sizeof(b)));
         }
     }
     /* NULL-terminated; an empty list (calls nothing) is a lone NULL */
@@ -773,15 +516,17 @@ static void parse_par(check_t *c, yaml_node_t *par)
     static const char *const known[] = {"requires", "abi", "limits", "exports", "calls", NULL};
     par_manifest_t *m = c->m;
     if (!is_type(par, YAML_MAPPING_NODE)) {
-        problem(c, "metadata.par", "must be a mapping {requires, abi, limits, exports, calls}");
+        par__manifest_problem(c, "metadata.par",
+                              "must be a mapping {requires, abi, limits, exports, calls}");
         return;
     }
-    check_keys(c, par, "metadata.par", known, UNKNOWN_ERROR);
+    par__manifest_check_keys(c, par, "metadata.par", known, UNKNOWN_ERROR);
     /* Only stored: the range is matched against the runtime's version by pkg/compat.c. */
     m->par_requires = get_str(c, par, "requires", "metadata.par.requires");
     m->par_requires = capped(c, m->par_requires, 256, "metadata.par.requires");
     if (m->par_requires && m->par_requires[strspn(m->par_requires, " \t")] == '\0')
-        problem(c, "metadata.par.requires", "must be a non-empty semver range such as \">=1.0.0\"");
+        par__manifest_problem(c, "metadata.par.requires",
+                              "must be a non-empty semver range such as \">=1.0.0\"");
     yaml_node_t *abi = field(c, par, "abi");
     uint64_t v;
     if (abi && get_uint(c, abi, "metadata.par.abi", 1, INT_MAX, "a positive integer", &v))
@@ -811,7 +556,7 @@ static void parse_runtime(check_t *c, yaml_node_t *root)
     par_manifest_t *m = c->m;
     m->runtime = capped(c, get_str(c, root, "runtime", "runtime"), NAME_MAX_LEN, "runtime");
     if (m->runtime != NULL && m->runtime[0] == '\0')
-        problem(c, "runtime", "must not be empty (python3.11, native, ...)");
+        par__manifest_problem(c, "runtime", "must not be empty (python3.11, native, ...)");
     /* pixell-kit defaults an omitted runtime to python3.11; so does PAR, so
      * that packages built by `pixell build` deploy unchanged. */
     if (m->runtime == NULL)
@@ -831,13 +576,14 @@ static void read_env(check_t *c, const char *k, yaml_node_t *vn, void *ud)
     (void)ud;
     par_manifest_t *m = c->m;
     char b[80], path[160];
-    snprintf(path, sizeof(path), "environment.%s", shown(k, b, sizeof(b)));
-    if (!is_ident(k, strlen(k))) {
-        problem(c, path, "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+    snprintf(path, sizeof(path), "environment.%s", par__manifest_shown(k, b, sizeof(b)));
+    if (!par__manifest_is_ident(k, strlen(k))) {
+        par__manifest_problem(c, path,
+                              "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
         return;
     }
     if (par_yaml_is_null(vn)) {
-        problem(c, path, "must have a value (write \"\" for an empty one)");
+        par__manifest_problem(c, path, "must have a value (write \"\" for an empty one)");
         return;
     }
     const char *v = text(c, vn, path, "a string, number or boolean");
@@ -861,10 +607,10 @@ static void read_env(check_t *c, const char *k, yaml_node_t *vn, void *ud)
 static void parse_environment(check_t *c, yaml_node_t *env)
 {
     if (!is_type(env, YAML_MAPPING_NODE)) {
-        problem(c, "environment", "must be a mapping of NAME: value");
+        par__manifest_problem(c, "environment", "must be a mapping of NAME: value");
         return;
     }
-    each_pair(c, env, read_env, NULL);
+    par__manifest_each_pair(c, env, read_env, NULL);
 }
 
 static void parse_metadata(check_t *c, yaml_node_t *root)
@@ -873,20 +619,21 @@ static void parse_metadata(check_t *c, yaml_node_t *root)
     par_manifest_t *m = c->m;
     yaml_node_t *md = field(c, root, "metadata");
     if (md == NULL) {
-        problem(c, "metadata.version", "required field missing");
+        par__manifest_problem(c, "metadata.version", "required field missing");
         return;
     }
     if (!is_type(md, YAML_MAPPING_NODE)) {
-        problem(c, "metadata", "must be a mapping with at least version");
+        par__manifest_problem(c, "metadata", "must be a mapping with at least version");
         return;
     }
-    check_keys(c, md, "metadata", known, UNKNOWN_IGNORE_FAR);
+    par__manifest_check_keys(c, md, "metadata", known, UNKNOWN_IGNORE_FAR);
     m->package_version = get_required_str(c, md, "version", "metadata.version");
     m->package_version = capped(c, m->package_version, NAME_MAX_LEN, "metadata.version");
     if (m->package_version &&
         !par_manifest_valid_semver(m->package_version, strlen(m->package_version)))
-        problem(c, "metadata.version",
-                "must be a semantic version MAJOR.MINOR.PATCH[-pre][+build] such as 1.2.0");
+        par__manifest_problem(
+            c, "metadata.version",
+            "must be a semantic version MAJOR.MINOR.PATCH[-pre][+build] such as 1.2.0");
     yaml_node_t *subs = field(c, md, "sub_agents");
     if (subs)
         parse_export_list(c, subs, "metadata.sub_agents", true);
@@ -912,13 +659,13 @@ static void add_main_export(check_t *c)
 static void parse_root(check_t *c, yaml_node_t *root)
 {
     par_manifest_t *m = c->m;
-    check_keys(c, root, "", top_keys, UNKNOWN_WARN_FAR);
+    par__manifest_check_keys(c, root, "", top_keys, UNKNOWN_WARN_FAR);
 
     m->name = get_required_str(c, root, "name", "name");
     if (m->name && strlen(m->name) > NAME_MAX_LEN)
-        problem(c, "name", "must be at most %d characters", NAME_MAX_LEN);
+        par__manifest_problem(c, "name", "must be at most %d characters", NAME_MAX_LEN);
     else if (m->name && !par_manifest_valid_name(m->name, strlen(m->name)))
-        problem(c, "name", "must match " NAME_RE);
+        par__manifest_problem(c, "name", "must match " NAME_RE);
     m->format_version = capped(c, get_str(c, root, "version", "version"), NAME_MAX_LEN, "version");
     if (m->format_version == NULL)
         m->format_version = xstrdup(c, "1.0");
@@ -930,7 +677,7 @@ static void parse_root(check_t *c, yaml_node_t *root)
     m->entrypoint =
         capped(c, get_str(c, root, "entrypoint", "entrypoint"), ENTRYPOINT_MAX_LEN, "entrypoint");
     if (m->entrypoint)
-        check_entrypoint(c, "entrypoint", m->entrypoint, m->runtime_kind);
+        par__manifest_check_entrypoint(c, "entrypoint", m->entrypoint, m->runtime_kind);
     get_strlist(c, root, "capabilities", "capabilities", NAME_MAX_LEN, &m->capabilities);
     get_strlist(c, root, "dependencies", "dependencies", 0, &m->dependencies);
     yaml_node_t *env = field(c, root, "environment");
@@ -946,113 +693,6 @@ static void parse_root(check_t *c, yaml_node_t *root)
     parse_metadata(c, root);
 }
 
-/* ---- loading YAML ------------------------------------------------------------------------ */
-
-/* Decodes one strict UTF-8 sequence (no overlongs, surrogates or values past
- * U+10FFFF) at s[0..n). Returns its length, or 0 when invalid. */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    size_t len;
-    uint32_t v, min;
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    } else if ((s[0] & 0xe0) == 0xc0) {
-        len = 2, v = s[0] & 0x1f, min = 0x80;
-    } else if ((s[0] & 0xf0) == 0xe0) {
-        len = 3, v = s[0] & 0x0f, min = 0x800;
-    } else if ((s[0] & 0xf8) == 0xf0) {
-        len = 4, v = s[0] & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-/* YAML 1.2 c-printable, as PyYAML (pixell-kit) enforces it too. */
-static bool yaml_printable(uint32_t c)
-{
-    return c == 0x09 || c == 0x0a || c == 0x0d || (c >= 0x20 && c <= 0x7e) || c == 0x85 ||
-           (c >= 0xa0 && c <= 0xd7ff) || (c >= 0xe000 && c <= 0xfffd) ||
-           (c >= 0x10000 && c <= 0x10ffff);
-}
-
-/* Refuses bytes that are not UTF-8 or not printable, with PyYAML's rule and
- * a line and column, before the YAML parser sees them. Reports the first
- * offender only. */
-static bool chars_ok(check_t *c, const char *yaml, size_t len)
-{
-    const unsigned char *s = (const unsigned char *)yaml;
-    int line = 1, col = 1;
-    for (size_t i = 0; i < len;) {
-        uint32_t cp = 0;
-        size_t n = utf8_decode(s + i, len - i, &cp);
-        if (n == 0) {
-            report(c,
-                   "line %d, column %d: byte 0x%02X is not valid UTF-8 (agent.yaml must be "
-                   "UTF-8 text)",
-                   line, col, s[i]);
-            return false;
-        }
-        if (!yaml_printable(cp)) {
-            report(c, "line %d, column %d: character U+%04X is not allowed in YAML", line, col,
-                   (unsigned)cp);
-            return false;
-        }
-        i += n;
-        if (cp == '\n')
-            line++, col = 1;
-        else
-            col++;
-    }
-    return true;
-}
-
-/* Loads the one document with util/yaml and checks that its root is a
- * mapping. Otherwise reports the problems and returns the status. */
-static int yaml_load(check_t *c, const char *yaml, size_t len)
-{
-    par_buf_t yerr;
-    par_buf_init(&yerr, 64 * 1024);
-    int rc = par_yaml_load(c->y, yaml, len, &yerr);
-    if (rc != PAR_OK) {
-        /* one "line L, column C: problem" per line */
-        for (size_t i = 0; i < yerr.len;) {
-            const char *l = yerr.data + i, *nl = memchr(l, '\n', yerr.len - i);
-            size_t n = nl ? (size_t)(nl - l) : yerr.len - i;
-            report(c, "%.*s", (int)n, l);
-            i += n + 1;
-        }
-        if (c->nerrors == 0 && rc != PAR_E_NO_MEMORY)
-            report(c, "not valid YAML");
-        par_buf_free(&yerr);
-        return rc == PAR_E_NO_MEMORY ? rc : PAR_E_INVALID_PACKAGE;
-    }
-    par_buf_free(&yerr);
-    yaml_node_t *root = par_yaml_root(c->y);
-    if (root == NULL || par_yaml_is_null(root)) {
-        report(c, "the document is empty; it must be a mapping with at least name and "
-                  "metadata.version");
-        return PAR_E_INVALID_PACKAGE;
-    }
-    if (!is_type(root, YAML_MAPPING_NODE)) {
-        report(c, "the document must be a mapping of fields (name, metadata, ...), not a %s",
-               is_type(root, YAML_SEQUENCE_NODE) ? "list" : "scalar");
-        return PAR_E_INVALID_PACKAGE;
-    }
-    return PAR_OK;
-}
-
 /* ---- public ------------------------------------------------------------------------------ */
 
 int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_buf_t *errors)
@@ -1063,18 +703,18 @@ int par_manifest_parse(const char *yaml, size_t len, par_manifest_t **out, par_b
 
     *out = NULL;
     if (len > PAR_MANIFEST_MAX_BYTES) {
-        report(&c, "%zu bytes, larger than the %d-byte limit for a manifest", len,
-               PAR_MANIFEST_MAX_BYTES);
+        par__manifest_report(&c, "%zu bytes, larger than the %d-byte limit for a manifest", len,
+                             PAR_MANIFEST_MAX_BYTES);
         rc = PAR_E_INVALID_PACKAGE;
         goto out;
     }
     if (yaml == NULL)
         yaml = "", len = 0;
-    if (!chars_ok(&c, yaml, len)) {
+    if (!par__manifest_chars_ok(&c, yaml, len)) {
         rc = PAR_E_INVALID_PACKAGE;
         goto out;
     }
-    if ((rc = yaml_load(&c, yaml, len)) != PAR_OK)
+    if ((rc = par__manifest_yaml_load(&c, yaml, len)) != PAR_OK)
         goto out;
     if ((c.m = calloc(1, sizeof(*c.m))) == NULL) {
         rc = PAR_E_NO_MEMORY;
@@ -1089,6 +729,8 @@ out:
     if (rc == PAR_E_NO_MEMORY && errors)
         par_buf_appends(errors, "agent.yaml: out of memory while reading the manifest\n");
     par_yaml_free(&y);
+    /* success means a manifest and no problem reported */
+    assert(rc != PAR_OK || (c.m != NULL && c.nerrors == 0 && !c.oom));
     if (rc == PAR_OK)
         *out = c.m;
     else

@@ -1,6 +1,8 @@
 /*
  * pkg/minisign.c — minisign keys and signatures (see minisign.h and
- * docs/internals/minisign.md).
+ * docs/internals/minisign.md): the text formats, public keys, parsing and
+ * verifying signatures. Secret keys, key generation and signing are in
+ * minisign_seckey.c; what the two share is in minisign_internal.h.
  *
  * Layouts (all binary fields are base64, original alphabet, padded):
  *   public key  "Ed" keynum(8) pk(32)                                    42 bytes
@@ -29,7 +31,9 @@
  *   file cannot make it allocate without bound.
  */
 #include "pkg/minisign.h"
+#include "pkg/minisign_internal.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -40,42 +44,7 @@
 
 #include <par/par.h>
 
-#define PK_BYTES 42
-#define SIG_BYTES 74
-#define SK_BYTES 158
-/* offsets in the secret key */
-#define SK_KDF 2
-#define SK_CHKALG 4
-#define SK_SALT 6
-#define SK_OPS 38
-#define SK_MEM 46
-#define SK_KEYNUM 54 /* start of the encrypted part */
-#define SK_SK 62
-#define SK_CHK 126
-#define SK_SECRET_BYTES (SK_BYTES - SK_KEYNUM) /* 104 */
-
-#define OPSLIMIT_DEFAULT crypto_pwhash_scryptsalsa208sha256_OPSLIMIT_SENSITIVE
-#define MEMLIMIT_DEFAULT crypto_pwhash_scryptsalsa208sha256_MEMLIMIT_SENSITIVE
-
-/* No key or signature file is anywhere near this; it bounds every scan. */
-#define TEXT_MAX (64 * 1024)
-/* Longest base64 line decoded (the secret key's is 212 characters). */
-#define B64_LINE_MAX 340
-
-#define UNTRUSTED_PREFIX "untrusted comment: "
-#define TRUSTED_PREFIX "trusted comment: "
-
 /* ---- helpers --------------------------------------------------------------------- */
-
-__attribute__((format(printf, 2, 3))) static void errf(par_buf_t *err, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    par_buf_vappendf(err, fmt, ap);
-    va_end(ap);
-}
 
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
 static int sodium_rc;
@@ -85,39 +54,25 @@ static void sodium_init_once(void)
     sodium_rc = sodium_init();
 }
 
-static int ensure_sodium(par_buf_t *err)
+int par__ms_ensure_sodium(par_buf_t *err)
 {
     pthread_once(&sodium_once, sodium_init_once);
     if (sodium_rc < 0) {
-        errf(err, "libsodium could not be initialised (sodium_init failed): check that the "
-                  "system has a working random source (/dev/urandom or getrandom)\n");
+        par_buf_errf(err, "libsodium could not be initialised (sodium_init failed): check that the "
+                          "system has a working random source (/dev/urandom or getrandom)\n");
         return PAR_E_INTERNAL;
     }
     return PAR_OK;
 }
 
-static void store_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t load_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* The key id: keynum read as a little-endian integer, 16 hex digits. */
-static void key_id(const uint8_t keynum[PAR_MS_KEYNUM_BYTES], char out[PAR_MS_ID_CHARS + 1])
+void par__ms_key_id(const uint8_t keynum[PAR_MS_KEYNUM_BYTES], char out[PAR_MS_ID_CHARS + 1])
 {
     snprintf(out, PAR_MS_ID_CHARS + 1, "%016" PRIX64, load_le64(keynum));
 }
 
 /* An algorithm tag for a message: "Ed" when printable, else its hex bytes. */
-static const char *alg_str(const uint8_t a[2], char out[16])
+const char *par__ms_alg_str(const uint8_t a[2], char out[16])
 {
     if (a[0] > 0x20 && a[0] < 0x7f && a[1] > 0x20 && a[1] < 0x7f && a[0] != '"' && a[1] != '"')
         snprintf(out, 16, "\"%c%c\"", a[0], a[1]);
@@ -125,11 +80,6 @@ static const char *alg_str(const uint8_t a[2], char out[16])
         snprintf(out, 16, "0x%02x%02x", a[0], a[1]);
     return out;
 }
-
-typedef struct span {
-    const char *p;
-    size_t n;
-} span_t;
 
 /* The next line of text[*pos..len), without its LF and trailing CRs (minisign
  * trims both). Returns 0 at the end of the text. */
@@ -179,54 +129,55 @@ static int is_b64_char(char c)
 /* Decodes one base64 line that must hold exactly `want` bytes. `where` names
  * the line in messages ("signature file, line 2"), `what` the object ("a
  * signature"). The scratch buffer is wiped: it may hold a secret key. */
-static int b64_line(span_t s, uint8_t *out, size_t want, const char *where, const char *what,
-                    par_buf_t *err)
+int par__ms_b64_line(span_t s, uint8_t *out, size_t want, const char *where, const char *what,
+                     par_buf_t *err)
 {
     s = trim(s);
     size_t want_chars = sodium_base64_ENCODED_LEN(want, sodium_base64_VARIANT_ORIGINAL) - 1;
     if (s.n == 0) {
-        errf(err, "%s: empty where %s in base64 (%zu characters) was expected\n", where, what,
-             want_chars);
+        par_buf_errf(err, "%s: empty where %s in base64 (%zu characters) was expected\n", where,
+                     what, want_chars);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (s.n > B64_LINE_MAX) {
-        errf(err, "%s: %zu characters where %s in base64 (%zu characters) was expected\n", where,
-             s.n, what, want_chars);
+        par_buf_errf(err, "%s: %zu characters where %s in base64 (%zu characters) was expected\n",
+                     where, s.n, what, want_chars);
         return PAR_E_INVALID_ARGUMENT;
     }
     for (size_t i = 0; i < s.n; i++) {
         if (!is_b64_char(s.p[i])) {
             unsigned char c = (unsigned char)s.p[i];
             if (c > 0x20 && c < 0x7f)
-                errf(err,
-                     "%s: not valid base64: character %zu is '%c'; %s is %zu base64 "
-                     "characters (A-Z a-z 0-9 + / =)\n",
-                     where, i + 1, c, what, want_chars);
+                par_buf_errf(err,
+                             "%s: not valid base64: character %zu is '%c'; %s is %zu base64 "
+                             "characters (A-Z a-z 0-9 + / =)\n",
+                             where, i + 1, c, what, want_chars);
             else
-                errf(err,
-                     "%s: not valid base64: character %zu is byte 0x%02x; %s is %zu base64 "
-                     "characters (A-Z a-z 0-9 + / =)\n",
-                     where, i + 1, c, what, want_chars);
+                par_buf_errf(err,
+                             "%s: not valid base64: character %zu is byte 0x%02x; %s is %zu base64 "
+                             "characters (A-Z a-z 0-9 + / =)\n",
+                             where, i + 1, c, what, want_chars);
             return PAR_E_INVALID_ARGUMENT;
         }
     }
     uint8_t tmp[B64_LINE_MAX];
+    assert(want <= sizeof(tmp)); /* callers ask for a key or signature, far below the cap */
     size_t got = 0;
     int rc = sodium_base642bin(tmp, sizeof(tmp), s.p, s.n, NULL, &got, NULL,
                                sodium_base64_VARIANT_ORIGINAL);
     if (rc != 0) {
-        errf(err,
-             "%s: not valid base64 (bad padding or length, %zu characters): the line is "
-             "truncated or altered; %s is %zu base64 characters\n",
-             where, s.n, what, want_chars);
+        par_buf_errf(err,
+                     "%s: not valid base64 (bad padding or length, %zu characters): the line is "
+                     "truncated or altered; %s is %zu base64 characters\n",
+                     where, s.n, what, want_chars);
         sodium_memzero(tmp, sizeof(tmp));
         return PAR_E_INVALID_ARGUMENT;
     }
     if (got != want) {
-        errf(err,
-             "%s: decodes to %zu bytes, but %s has %zu (%zu base64 characters): truncated, "
-             "or not what it should be\n",
-             where, got, what, want, want_chars);
+        par_buf_errf(err,
+                     "%s: decodes to %zu bytes, but %s has %zu (%zu base64 characters): truncated, "
+                     "or not what it should be\n",
+                     where, got, what, want, want_chars);
         sodium_memzero(tmp, sizeof(tmp));
         return PAR_E_INVALID_ARGUMENT;
     }
@@ -240,14 +191,14 @@ static int b64_line(span_t s, uint8_t *out, size_t want, const char *where, cons
  * Blank lines around are ignored; any other line is an error. `kind` is
  * "public key" or "secret key". On success *b64 is the line and *where names
  * it for later messages. */
-static int key_line(const char *text, size_t len, const char *kind, span_t *b64, char where[64],
-                    par_buf_t *err)
+int par__ms_key_line(const char *text, size_t len, const char *kind, span_t *b64, char where[64],
+                     par_buf_t *err)
 {
     if (len > TEXT_MAX) {
-        errf(err,
-             "%s: %zu bytes, far more than a minisign key file holds: is this the right "
-             "file?\n",
-             kind, len);
+        par_buf_errf(err,
+                     "%s: %zu bytes, far more than a minisign key file holds: is this the right "
+                     "file?\n",
+                     kind, len);
         return PAR_E_INVALID_ARGUMENT;
     }
     size_t pos = 0;
@@ -263,18 +214,20 @@ static int key_line(const char *text, size_t len, const char *kind, span_t *b64,
             continue;
         }
         if (found && !comment_line) {
-            errf(err,
-                 "%s, line %d: neither an \"untrusted comment:\" line nor the key; expected "
-                 "the key in base64 alone, or the text of a key file (an \"untrusted "
-                 "comment:\" line, then the key)\n",
-                 kind, found);
+            par_buf_errf(
+                err,
+                "%s, line %d: neither an \"untrusted comment:\" line nor the key; expected "
+                "the key in base64 alone, or the text of a key file (an \"untrusted "
+                "comment:\" line, then the key)\n",
+                kind, found);
             return PAR_E_INVALID_ARGUMENT;
         }
         if (found) {
-            errf(err,
-                 "%s, line %d: unexpected text after the key (line %d); a key file holds an "
-                 "\"untrusted comment:\" line and the key in base64\n",
-                 kind, lineno, found);
+            par_buf_errf(
+                err,
+                "%s, line %d: unexpected text after the key (line %d); a key file holds an "
+                "\"untrusted comment:\" line and the key in base64\n",
+                kind, lineno, found);
             return PAR_E_INVALID_ARGUMENT;
         }
         found = lineno;
@@ -282,15 +235,16 @@ static int key_line(const char *text, size_t len, const char *kind, span_t *b64,
     }
     if (!found) {
         if (comment_line)
-            errf(err,
-                 "%s: nothing after the \"untrusted comment:\" line; the key in base64 "
-                 "should follow it\n",
-                 kind);
+            par_buf_errf(err,
+                         "%s: nothing after the \"untrusted comment:\" line; the key in base64 "
+                         "should follow it\n",
+                         kind);
         else
-            errf(err,
-                 "%s: empty; expected a minisign %s in base64 (\"RW...\") or the text of its "
-                 "file\n",
-                 kind, kind);
+            par_buf_errf(
+                err,
+                "%s: empty; expected a minisign %s in base64 (\"RW...\") or the text of its "
+                "file\n",
+                kind, kind);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (comment_line || found > 1)
@@ -305,29 +259,29 @@ static int key_line(const char *text, size_t len, const char *kind, span_t *b64,
 int par_ms_pubkey_parse(const char *text, size_t len, par_ms_pubkey_t *out, par_buf_t *err)
 {
     memset(out, 0, sizeof(*out));
-    int rc = ensure_sodium(err);
+    int rc = par__ms_ensure_sodium(err);
     if (rc != PAR_OK)
         return rc;
     span_t b64;
     char where[64];
-    rc = key_line(text, len, "public key", &b64, where, err);
+    rc = par__ms_key_line(text, len, "public key", &b64, where, err);
     if (rc != PAR_OK)
         return rc;
     uint8_t bin[PK_BYTES];
-    rc = b64_line(b64, bin, sizeof(bin), where, "a minisign public key", err);
+    rc = par__ms_b64_line(b64, bin, sizeof(bin), where, "a minisign public key", err);
     if (rc != PAR_OK)
         return rc;
     if (memcmp(bin, "Ed", 2) != 0) {
         char a[16];
-        errf(err,
-             "%s: signature algorithm %s is not supported; a minisign public key starts "
-             "with \"Ed\" (Ed25519; \"RW\" in base64)\n",
-             where, alg_str(bin, a));
+        par_buf_errf(err,
+                     "%s: signature algorithm %s is not supported; a minisign public key starts "
+                     "with \"Ed\" (Ed25519; \"RW\" in base64)\n",
+                     where, par__ms_alg_str(bin, a));
         return PAR_E_INVALID_ARGUMENT;
     }
     memcpy(out->keynum, bin + 2, PAR_MS_KEYNUM_BYTES);
     memcpy(out->pk, bin + 2 + PAR_MS_KEYNUM_BYTES, 32);
-    key_id(out->keynum, out->id);
+    par__ms_key_id(out->keynum, out->id);
     return PAR_OK;
 }
 
@@ -350,18 +304,66 @@ void par_ms_sig_free(par_ms_sig_t *sig)
     sig->trusted_comment = NULL;
 }
 
+/* The signature's algorithm (line 2): "ED" prehashed or "Ed" legacy. */
+static int sig_algorithm(const uint8_t bin[SIG_BYTES], par_ms_sig_t *out, par_buf_t *err)
+{
+    if (memcmp(bin, "ED", 2) == 0) {
+        out->prehashed = 1;
+    } else if (memcmp(bin, "Ed", 2) == 0) {
+        out->prehashed = 0;
+    } else {
+        char a[16];
+        par_buf_errf(err,
+                     "signature file, line 2: signature algorithm %s is not supported; expected "
+                     "\"ED\" (prehashed, minisign's default) or \"Ed\" (legacy)\n",
+                     par__ms_alg_str(bin, a));
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    return PAR_OK;
+}
+
+/* The trusted comment of line 3 into *tc: after its prefix, no NUL byte, at
+ * most PAR_MS_TRUSTED_COMMENT_MAX bytes. */
+static int sig_trusted_comment(span_t line, const char *layout, span_t *tc, par_buf_t *err)
+{
+    if (!starts_with(line, TRUSTED_PREFIX)) {
+        par_buf_errf(err,
+                     "signature file, line 3: does not start with \"" TRUSTED_PREFIX "\"; %s\n",
+                     layout);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    tc->p = line.p + strlen(TRUSTED_PREFIX);
+    tc->n = line.n - strlen(TRUSTED_PREFIX);
+    if (memchr(tc->p, '\0', tc->n) != NULL) {
+        par_buf_errf(err,
+                     "signature file, line 3: the trusted comment holds a NUL byte (at byte %zu of "
+                     "the comment); minisign would verify only the part before it, so the "
+                     "signature is refused\n",
+                     (size_t)((const char *)memchr(tc->p, '\0', tc->n) - tc->p) + 1);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    if (tc->n > PAR_MS_TRUSTED_COMMENT_MAX) {
+        par_buf_errf(err,
+                     "signature file, line 3: the trusted comment is %zu bytes; minisign reads at "
+                     "most %d\n",
+                     tc->n, PAR_MS_TRUSTED_COMMENT_MAX);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    return PAR_OK;
+}
+
 int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t *err)
 {
     static const char *const layout =
         "a minisign signature file has 4 lines: \"untrusted comment: ...\", the signature in "
         "base64, \"trusted comment: ...\", the global signature in base64";
     memset(out, 0, sizeof(*out));
-    int rc = ensure_sodium(err);
+    int rc = par__ms_ensure_sodium(err);
     if (rc != PAR_OK)
         return rc;
     if (len > TEXT_MAX) {
-        errf(err, "signature file: %zu bytes, far more than a signature file holds (%s)\n", len,
-             layout);
+        par_buf_errf(err, "signature file: %zu bytes, far more than a signature file holds (%s)\n",
+                     len, layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     span_t lines[4];
@@ -371,58 +373,32 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
         n++;
     if (n < 4) {
         if (n == 0)
-            errf(err, "signature file: empty; %s\n", layout);
+            par_buf_errf(err, "signature file: empty; %s\n", layout);
         else
-            errf(err, "signature file: ends after line %d; %s\n", n, layout);
+            par_buf_errf(err, "signature file: ends after line %d; %s\n", n, layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     if (!starts_with(lines[0], UNTRUSTED_PREFIX)) {
-        errf(err,
-             "signature file, line 1: does not start with \"" UNTRUSTED_PREFIX "\": is this "
-             "a minisign signature (.minisig) file? %s\n",
-             layout);
+        par_buf_errf(err,
+                     "signature file, line 1: does not start with \"" UNTRUSTED_PREFIX
+                     "\": is this "
+                     "a minisign signature (.minisig) file? %s\n",
+                     layout);
         return PAR_E_INVALID_ARGUMENT;
     }
     uint8_t bin[SIG_BYTES];
-    rc =
-        b64_line(lines[1], bin, sizeof(bin), "signature file, line 2", "a minisign signature", err);
+    rc = par__ms_b64_line(lines[1], bin, sizeof(bin), "signature file, line 2",
+                          "a minisign signature", err);
     if (rc != PAR_OK)
         return rc;
-    if (memcmp(bin, "ED", 2) == 0) {
-        out->prehashed = 1;
-    } else if (memcmp(bin, "Ed", 2) == 0) {
-        out->prehashed = 0;
-    } else {
-        char a[16];
-        errf(err,
-             "signature file, line 2: signature algorithm %s is not supported; expected "
-             "\"ED\" (prehashed, minisign's default) or \"Ed\" (legacy)\n",
-             alg_str(bin, a));
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    if (!starts_with(lines[2], TRUSTED_PREFIX)) {
-        errf(err, "signature file, line 3: does not start with \"" TRUSTED_PREFIX "\"; %s\n",
-             layout);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    span_t tc = {lines[2].p + strlen(TRUSTED_PREFIX), lines[2].n - strlen(TRUSTED_PREFIX)};
-    if (memchr(tc.p, '\0', tc.n) != NULL) {
-        errf(err,
-             "signature file, line 3: the trusted comment holds a NUL byte (at byte %zu of "
-             "the comment); minisign would verify only the part before it, so the "
-             "signature is refused\n",
-             (size_t)((const char *)memchr(tc.p, '\0', tc.n) - tc.p) + 1);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    if (tc.n > PAR_MS_TRUSTED_COMMENT_MAX) {
-        errf(err,
-             "signature file, line 3: the trusted comment is %zu bytes; minisign reads at "
-             "most %d\n",
-             tc.n, PAR_MS_TRUSTED_COMMENT_MAX);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    rc = b64_line(lines[3], out->global_sig, sizeof(out->global_sig), "signature file, line 4",
-                  "a global signature (of the trusted comment)", err);
+    if ((rc = sig_algorithm(bin, out, err)) != PAR_OK)
+        return rc;
+    span_t tc;
+    if ((rc = sig_trusted_comment(lines[2], layout, &tc, err)) != PAR_OK)
+        return rc;
+    rc = par__ms_b64_line(lines[3], out->global_sig, sizeof(out->global_sig),
+                          "signature file, line 4", "a global signature (of the trusted comment)",
+                          err);
     if (rc != PAR_OK)
         return rc;
     span_t extra;
@@ -430,21 +406,23 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
     while (next_line(text, len, &pos, &extra)) {
         lineno++;
         if (trim(extra).n != 0) {
-            errf(err, "signature file, line %d: unexpected text after the global signature; %s\n",
-                 lineno, layout);
+            par_buf_errf(
+                err, "signature file, line %d: unexpected text after the global signature; %s\n",
+                lineno, layout);
             return PAR_E_INVALID_ARGUMENT;
         }
     }
     out->trusted_comment = malloc(tc.n + 1);
     if (out->trusted_comment == NULL) {
-        errf(err, "signature file: out of memory for the trusted comment (%zu bytes)\n", tc.n);
+        par_buf_errf(err, "signature file: out of memory for the trusted comment (%zu bytes)\n",
+                     tc.n);
         return PAR_E_NO_MEMORY;
     }
     memcpy(out->trusted_comment, tc.p, tc.n);
     out->trusted_comment[tc.n] = '\0';
     memcpy(out->keynum, bin + 2, PAR_MS_KEYNUM_BYTES);
     memcpy(out->sig, bin + 2 + PAR_MS_KEYNUM_BYTES, 64);
-    key_id(out->keynum, out->id);
+    par__ms_key_id(out->keynum, out->id);
     return PAR_OK;
 }
 
@@ -452,7 +430,7 @@ int par_ms_sig_parse(const char *text, size_t len, par_ms_sig_t *out, par_buf_t 
 
 void par_ms_hash_init(par_ms_hash_t *h)
 {
-    ensure_sodium(NULL);
+    par__ms_ensure_sodium(NULL);
     crypto_generichash_init(&h->st, NULL, 0, crypto_generichash_BYTES_MAX);
 }
 
@@ -469,7 +447,7 @@ void par_ms_hash_final(par_ms_hash_t *h, uint8_t out[64])
 /* ---- verification ---------------------------------------------------------------- */
 
 /* Ed25519 over sig || trusted comment: the global signature's message. */
-static uint8_t *global_message(const uint8_t sig[64], const char *tc, size_t *len)
+uint8_t *par__ms_global_message(const uint8_t sig[64], const char *tc, size_t *len)
 {
     size_t tlen = strlen(tc);
     uint8_t *m = malloc(64 + tlen);
@@ -484,18 +462,19 @@ static uint8_t *global_message(const uint8_t sig[64], const char *tc, size_t *le
 int par_ms_verify(const par_ms_pubkey_t *pk, const par_ms_sig_t *sig, const void *msg, size_t len,
                   const uint8_t *prehash, par_buf_t *err)
 {
-    int rc = ensure_sodium(err);
+    int rc = par__ms_ensure_sodium(err);
     if (rc != PAR_OK)
         return rc;
     if (sig->trusted_comment == NULL) {
-        errf(err, "signature: not parsed (no trusted comment); parse it with par_ms_sig_parse\n");
+        par_buf_errf(
+            err, "signature: not parsed (no trusted comment); parse it with par_ms_sig_parse\n");
         return PAR_E_INVALID_ARGUMENT;
     }
     if (sodium_memcmp(sig->keynum, pk->keynum, PAR_MS_KEYNUM_BYTES) != 0) {
-        errf(err,
-             "signed with key id %s, but the trusted public key has key id %s: verify with "
-             "the signer's public key, or trust key %s if you trust its owner\n",
-             sig->id, pk->id, sig->id);
+        par_buf_errf(err,
+                     "signed with key id %s, but the trusted public key has key id %s: verify with "
+                     "the signer's public key, or trust key %s if you trust its owner\n",
+                     sig->id, pk->id, sig->id);
         return PAR_E_UNTRUSTED_SIGNER;
     }
     int bad;
@@ -503,8 +482,9 @@ int par_ms_verify(const par_ms_pubkey_t *pk, const par_ms_sig_t *sig, const void
         uint8_t h[64];
         if (prehash == NULL) {
             if (msg == NULL && len > 0) {
-                errf(err, "signature: nothing to verify: neither the message nor its BLAKE2b-512 "
-                          "was given\n");
+                par_buf_errf(
+                    err, "signature: nothing to verify: neither the message nor its BLAKE2b-512 "
+                         "was given\n");
                 return PAR_E_INVALID_ARGUMENT;
             }
             crypto_generichash(h, sizeof(h), msg, len, NULL, 0);
@@ -513,401 +493,35 @@ int par_ms_verify(const par_ms_pubkey_t *pk, const par_ms_sig_t *sig, const void
         bad = crypto_sign_verify_detached(sig->sig, prehash, 64, pk->pk) != 0;
     } else {
         if (msg == NULL && len > 0) {
-            errf(err, "signature: a legacy (\"Ed\") signature signs the whole message, which was "
-                      "not given (only its hash): verify with the message, or re-sign with a "
-                      "prehashed signature (minisign's default)\n");
+            par_buf_errf(
+                err, "signature: a legacy (\"Ed\") signature signs the whole message, which was "
+                     "not given (only its hash): verify with the message, or re-sign with a "
+                     "prehashed signature (minisign's default)\n");
             return PAR_E_INVALID_ARGUMENT;
         }
         bad = crypto_sign_verify_detached(sig->sig, msg ? msg : (const void *)"", len, pk->pk) != 0;
     }
     if (bad) {
-        errf(err,
-             "the signature (key id %s) does not match the contents: the file was modified "
-             "after it was signed, or the signature belongs to another file\n",
-             sig->id);
+        par_buf_errf(err,
+                     "the signature (key id %s) does not match the contents: the file was modified "
+                     "after it was signed, or the signature belongs to another file\n",
+                     sig->id);
         return PAR_E_SIGNATURE_INVALID;
     }
     size_t glen;
-    uint8_t *g = global_message(sig->sig, sig->trusted_comment, &glen);
+    uint8_t *g = par__ms_global_message(sig->sig, sig->trusted_comment, &glen);
     if (g == NULL) {
-        errf(err, "signature: out of memory for the trusted comment\n");
+        par_buf_errf(err, "signature: out of memory for the trusted comment\n");
         return PAR_E_NO_MEMORY;
     }
     bad = crypto_sign_verify_detached(sig->global_sig, g, glen, pk->pk) != 0;
     free(g);
     if (bad) {
-        errf(err,
-             "the signature of the trusted comment (global signature, key id %s) does not "
-             "verify: the trusted comment was modified after signing\n",
-             sig->id);
+        par_buf_errf(err,
+                     "the signature of the trusted comment (global signature, key id %s) does not "
+                     "verify: the trusted comment was modified after signing\n",
+                     sig->id);
         return PAR_E_SIGNATURE_INVALID;
-    }
-    return PAR_OK;
-}
-
-/* ---- secret keys ----------------------------------------------------------------- */
-
-void par_ms_seckey_wipe(par_ms_seckey_t *sk)
-{
-    sodium_memzero(sk, sizeof(*sk));
-}
-
-void par_ms_seckey_pubkey(const par_ms_seckey_t *sk, par_ms_pubkey_t *out)
-{
-    memcpy(out->keynum, sk->keynum, PAR_MS_KEYNUM_BYTES);
-    memcpy(out->pk, sk->sk + 32, 32); /* libsodium's secret key is seed || public key */
-    key_id(out->keynum, out->id);
-}
-
-/* BLAKE2b-256("Ed" || keynum || sk): the secret key's checksum. */
-static void seckey_checksum(const uint8_t *bin, uint8_t out[32])
-{
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, 32);
-    crypto_generichash_update(&st, bin, 2);
-    crypto_generichash_update(&st, bin + SK_KEYNUM, PAR_MS_KEYNUM_BYTES);
-    crypto_generichash_update(&st, bin + SK_SK, 64);
-    crypto_generichash_final(&st, out, 32);
-    sodium_memzero(&st, sizeof(st));
-}
-
-/* Decodes a secret key file into bin[SK_BYTES] and checks its algorithm tags.
- * *encrypted tells the KDF. Wipes bin on failure. */
-static int seckey_decode(const char *text, size_t len, uint8_t bin[SK_BYTES], int *encrypted,
-                         char where[64], par_buf_t *err)
-{
-    span_t b64;
-    int rc = key_line(text, len, "secret key", &b64, where, err);
-    if (rc == PAR_OK)
-        rc = b64_line(b64, bin, SK_BYTES, where, "a minisign secret key", err);
-    if (rc != PAR_OK)
-        return rc;
-    char a[16];
-    if (memcmp(bin, "Ed", 2) != 0) {
-        errf(err,
-             "%s: signature algorithm %s is not supported; a minisign secret key starts "
-             "with \"Ed\" (Ed25519)\n",
-             where, alg_str(bin, a));
-        rc = PAR_E_INVALID_ARGUMENT;
-    } else if (memcmp(bin + SK_CHKALG, "B2", 2) != 0) {
-        errf(err,
-             "%s: checksum algorithm %s is not supported; minisign secret keys use \"B2\" "
-             "(BLAKE2b)\n",
-             where, alg_str(bin + SK_CHKALG, a));
-        rc = PAR_E_INVALID_ARGUMENT;
-    } else if (memcmp(bin + SK_KDF, "Sc", 2) == 0) {
-        *encrypted = 1;
-    } else if (bin[SK_KDF] == 0 && bin[SK_KDF + 1] == 0) {
-        *encrypted = 0;
-    } else {
-        errf(err,
-             "%s: key derivation %s is not supported; minisign secret keys use \"Sc\" "
-             "(scrypt) or none (two zero bytes)\n",
-             where, alg_str(bin + SK_KDF, a));
-        rc = PAR_E_INVALID_ARGUMENT;
-    }
-    if (rc != PAR_OK)
-        sodium_memzero(bin, SK_BYTES);
-    return rc;
-}
-
-int par_ms_seckey_is_encrypted(const char *text, size_t len)
-{
-    if (ensure_sodium(NULL) != PAR_OK)
-        return -PAR_E_INTERNAL;
-    uint8_t bin[SK_BYTES];
-    char where[64];
-    int enc = 0;
-    int rc = seckey_decode(text, len, bin, &enc, where, NULL);
-    sodium_memzero(bin, sizeof(bin));
-    return rc == PAR_OK ? enc : -rc;
-}
-
-int par_ms_seckey_load(const char *text, size_t len, const char *password, par_ms_seckey_t *out,
-                       par_buf_t *err)
-{
-    sodium_memzero(out, sizeof(*out));
-    int rc = ensure_sodium(err);
-    if (rc != PAR_OK)
-        return rc;
-    uint8_t bin[SK_BYTES], stream[SK_SECRET_BYTES], chk[32];
-    uint8_t seed_pk[32], seed_sk[64];
-    char where[64];
-    int enc = 0;
-    rc = seckey_decode(text, len, bin, &enc, where, err);
-    if (rc != PAR_OK)
-        return rc;
-    if (enc) {
-        uint64_t ops = load_le64(bin + SK_OPS), mem = load_le64(bin + SK_MEM);
-        if (password == NULL) {
-            errf(err, "%s: the key is encrypted and no password was given\n", where);
-            rc = PAR_E_INVALID_ARGUMENT;
-            goto out;
-        }
-        if (ops > OPSLIMIT_DEFAULT || mem > MEMLIMIT_DEFAULT) {
-            errf(err,
-                 "%s: the key derivation asks for opslimit %" PRIu64 " and memlimit %" PRIu64
-                 " bytes, more than minisign ever uses (%u, %u): refusing a key file that "
-                 "could exhaust the machine\n",
-                 where, ops, mem, OPSLIMIT_DEFAULT, MEMLIMIT_DEFAULT);
-            rc = PAR_E_INVALID_ARGUMENT;
-            goto out;
-        }
-        if (crypto_pwhash_scryptsalsa208sha256(stream, sizeof(stream), password, strlen(password),
-                                               bin + SK_SALT, ops, (size_t)mem) != 0) {
-            errf(err,
-                 "%s: the key derivation (scrypt, %" PRIu64 " bytes of memory) failed: not "
-                 "enough memory\n",
-                 where, mem);
-            rc = PAR_E_NO_MEMORY;
-            goto out;
-        }
-        for (size_t i = 0; i < sizeof(stream); i++)
-            bin[SK_KEYNUM + i] ^= stream[i];
-    }
-    seckey_checksum(bin, chk);
-    if (enc && sodium_memcmp(chk, bin + SK_CHK, 32) != 0) {
-        errf(err,
-             "%s: wrong password or corrupt secret key (the checksum does not match after "
-             "decryption)\n",
-             where);
-        rc = PAR_E_INVALID_ARGUMENT;
-        goto out;
-    }
-    /* minisign writes an all-zero checksum for unencrypted keys and never checks it */
-    if (!enc && !sodium_is_zero(bin + SK_CHK, 32) && sodium_memcmp(chk, bin + SK_CHK, 32) != 0) {
-        errf(err, "%s: corrupt secret key (its checksum does not match)\n", where);
-        rc = PAR_E_INVALID_ARGUMENT;
-        goto out;
-    }
-    crypto_sign_seed_keypair(seed_pk, seed_sk, bin + SK_SK);
-    if (sodium_memcmp(seed_pk, bin + SK_SK + 32, 32) != 0) {
-        errf(err, "%s: corrupt secret key (its public half does not match its seed)\n", where);
-        rc = PAR_E_INVALID_ARGUMENT;
-        goto out;
-    }
-    memcpy(out->keynum, bin + SK_KEYNUM, PAR_MS_KEYNUM_BYTES);
-    memcpy(out->sk, bin + SK_SK, 64);
-    key_id(out->keynum, out->id);
-out:
-    sodium_memzero(bin, sizeof(bin));
-    sodium_memzero(stream, sizeof(stream));
-    sodium_memzero(chk, sizeof(chk));
-    sodium_memzero(seed_sk, sizeof(seed_sk));
-    if (rc != PAR_OK)
-        sodium_memzero(out, sizeof(*out));
-    return rc;
-}
-
-/* ---- key generation -------------------------------------------------------------- */
-
-/* Refuses a comment that would break the line structure or that minisign
- * would not read back whole. */
-static int check_comment(const char *c, size_t max, const char *what, par_buf_t *err)
-{
-    size_t n = strcspn(c, "\r\n");
-    if (c[n] != '\0') {
-        errf(err, "the %s holds a line break (at byte %zu); it must be one line\n", what, n + 1);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    if (n > max) {
-        errf(err, "the %s is %zu bytes; minisign reads at most %zu\n", what, n, max);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    return PAR_OK;
-}
-
-int par_ms_keygen(const par_ms_keygen_opts_t *opts, par_buf_t *pub_text, par_buf_t *sec_text,
-                  par_ms_pubkey_t *pk, par_buf_t *err)
-{
-    static const par_ms_keygen_opts_t defaults = {0};
-    if (opts == NULL)
-        opts = &defaults;
-    int rc = ensure_sodium(err);
-    if (rc != PAR_OK)
-        return rc;
-    if (opts->comment &&
-        (rc = check_comment(opts->comment, PAR_MS_UNTRUSTED_COMMENT_MAX, "comment", err)) != PAR_OK)
-        return rc;
-    if (opts->password) {
-        size_t n = strlen(opts->password);
-        if (strcspn(opts->password, "\r\n") != n) {
-            errf(err, "the password holds a line break; minisign reads passwords one line at a "
-                      "time and could never use it\n");
-            return PAR_E_INVALID_ARGUMENT;
-        }
-        if (n > PAR_MS_PASSWORD_MAX) {
-            errf(err, "the password is %zu bytes; minisign reads at most %d\n", n,
-                 PAR_MS_PASSWORD_MAX);
-            return PAR_E_INVALID_ARGUMENT;
-        }
-    }
-    unsigned long long ops = opts->opslimit ? opts->opslimit : OPSLIMIT_DEFAULT;
-    size_t mem = opts->memlimit ? opts->memlimit : MEMLIMIT_DEFAULT;
-
-    uint8_t bin[SK_BYTES], stream[SK_SECRET_BYTES], pkbin[32];
-    char sec_b64[sodium_base64_ENCODED_LEN(SK_BYTES, sodium_base64_VARIANT_ORIGINAL)];
-    par_ms_pubkey_t key;
-    memset(bin, 0, sizeof(bin));
-    memcpy(bin, "Ed", 2);
-    memcpy(bin + SK_CHKALG, "B2", 2);
-    randombytes_buf(bin + SK_KEYNUM, PAR_MS_KEYNUM_BYTES);
-    crypto_sign_keypair(pkbin, bin + SK_SK);
-    seckey_checksum(bin, bin + SK_CHK);
-    memcpy(key.keynum, bin + SK_KEYNUM, PAR_MS_KEYNUM_BYTES);
-    memcpy(key.pk, pkbin, 32);
-    key_id(key.keynum, key.id);
-    if (opts->password) {
-        memcpy(bin + SK_KDF, "Sc", 2);
-        randombytes_buf(bin + SK_SALT, 32);
-        store_le64(bin + SK_OPS, ops);
-        store_le64(bin + SK_MEM, mem);
-        if (crypto_pwhash_scryptsalsa208sha256(stream, sizeof(stream), opts->password,
-                                               strlen(opts->password), bin + SK_SALT, ops,
-                                               mem) != 0) {
-            errf(err,
-                 "the key derivation (scrypt, %zu bytes of memory) failed: not enough "
-                 "memory\n",
-                 mem);
-            rc = PAR_E_NO_MEMORY;
-            goto out;
-        }
-        for (size_t i = 0; i < sizeof(stream); i++)
-            bin[SK_KEYNUM + i] ^= stream[i];
-    }
-    sodium_bin2base64(sec_b64, sizeof(sec_b64), bin, sizeof(bin), sodium_base64_VARIANT_ORIGINAL);
-
-    /* Reserve first so that no append reallocates (and leaves a copy of the
-     * secret key behind in freed memory). */
-    static const char sec_comment_enc[] = UNTRUSTED_PREFIX "minisign encrypted secret key\n";
-    static const char sec_comment_plain[] = UNTRUSTED_PREFIX "minisign unencrypted secret key\n";
-    const char *sc = opts->password ? sec_comment_enc : sec_comment_plain;
-    if ((rc = par_buf_reserve(sec_text, strlen(sc) + sizeof(sec_b64) + 1)) != PAR_OK) {
-        errf(err, "out of memory for the secret key text\n");
-        goto out;
-    }
-    par_buf_appends(sec_text, sc);
-    par_buf_appends(sec_text, sec_b64);
-    par_buf_appends(sec_text, "\n");
-
-    char pub_b64[57];
-    par_ms_pubkey_base64(&key, pub_b64);
-    if (opts->comment)
-        rc = par_buf_appendf(pub_text, UNTRUSTED_PREFIX "%s\n%s\n", opts->comment, pub_b64);
-    else
-        rc = par_buf_appendf(pub_text, UNTRUSTED_PREFIX "minisign public key %s\n%s\n", key.id,
-                             pub_b64);
-    if (rc != PAR_OK) {
-        errf(err, "out of memory for the public key text\n");
-        goto out;
-    }
-    if (pk)
-        *pk = key;
-out:
-    sodium_memzero(bin, sizeof(bin));
-    sodium_memzero(stream, sizeof(stream));
-    sodium_memzero(sec_b64, sizeof(sec_b64));
-    return rc;
-}
-
-/* ---- signing --------------------------------------------------------------------- */
-
-int par_ms_sign(const par_ms_seckey_t *sk, const void *msg, size_t len, const uint8_t *prehash,
-                const par_ms_sign_opts_t *opts, par_buf_t *out, par_buf_t *err)
-{
-    static const par_ms_sign_opts_t defaults = {0};
-    if (opts == NULL)
-        opts = &defaults;
-    int rc = ensure_sodium(err);
-    if (rc != PAR_OK)
-        return rc;
-    const int legacy = opts->legacy != 0;
-    if (msg == NULL && len > 0 && (legacy || prehash == NULL)) {
-        errf(err, legacy ? "a legacy (\"Ed\") signature signs the whole message, which was not "
-                           "given\n"
-                         : "nothing to sign: neither the message nor its BLAKE2b-512 was given\n");
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    const char *uc =
-        opts->untrusted_comment ? opts->untrusted_comment : "signature from minisign secret key";
-    if ((rc = check_comment(uc, PAR_MS_UNTRUSTED_COMMENT_MAX, "untrusted comment", err)) != PAR_OK)
-        return rc;
-
-    par_buf_t tc;
-    par_buf_init(&tc, 0);
-    if (opts->trusted_comment && opts->trusted_comment[0]) {
-        rc = par_buf_appends(&tc, opts->trusted_comment);
-    } else {
-        /* minisign's default */
-        const char *base = NULL;
-        if (opts->file_name) {
-            base = strrchr(opts->file_name, '/');
-            base = base ? base + 1 : opts->file_name;
-        }
-        rc = par_buf_appendf(&tc, "timestamp:%lu%s%s%s", (unsigned long)time(NULL),
-                             base ? "\tfile:" : "", base ? base : "", legacy ? "" : "\thashed");
-    }
-    if (rc == PAR_OK)
-        rc = par_buf_terminate(&tc);
-    if (rc != PAR_OK) {
-        errf(err, "out of memory for the trusted comment\n");
-        par_buf_free(&tc);
-        return PAR_E_NO_MEMORY;
-    }
-    rc = check_comment(tc.data, PAR_MS_TRUSTED_COMMENT_MAX,
-                       opts->trusted_comment && opts->trusted_comment[0]
-                           ? "trusted comment"
-                           : "trusted comment (made from the file name; pass one explicitly)",
-                       err);
-    if (rc != PAR_OK) {
-        par_buf_free(&tc);
-        return rc;
-    }
-
-    uint8_t sigbin[SIG_BYTES], global[64], h[64];
-    memcpy(sigbin, legacy ? "Ed" : "ED", 2);
-    memcpy(sigbin + 2, sk->keynum, PAR_MS_KEYNUM_BYTES);
-    uint8_t *sig = sigbin + 2 + PAR_MS_KEYNUM_BYTES;
-    if (legacy) {
-        crypto_sign_detached(sig, NULL, msg ? msg : (const void *)"", len, sk->sk);
-    } else {
-        if (prehash == NULL) {
-            crypto_generichash(h, sizeof(h), msg ? msg : (const void *)"", len, NULL, 0);
-            prehash = h;
-        }
-        crypto_sign_detached(sig, NULL, prehash, 64, sk->sk);
-    }
-    size_t glen;
-    uint8_t *g = global_message(sig, tc.data, &glen);
-    if (g == NULL) {
-        errf(err, "out of memory for the trusted comment\n");
-        par_buf_free(&tc);
-        return PAR_E_NO_MEMORY;
-    }
-    crypto_sign_detached(global, NULL, g, glen, sk->sk);
-    /* as minisign does: never hand out a signature that would not verify */
-    int bad = crypto_sign_verify_detached(global, g, glen, sk->sk + 32) != 0;
-    free(g);
-    if (bad) {
-        errf(err,
-             "secret key %s: the signature made with it does not verify with its own public "
-             "half: the key is corrupt\n",
-             sk->id);
-        par_buf_free(&tc);
-        return PAR_E_INVALID_ARGUMENT;
-    }
-    char sig_b64[sodium_base64_ENCODED_LEN(SIG_BYTES, sodium_base64_VARIANT_ORIGINAL)];
-    char global_b64[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL)];
-    sodium_bin2base64(sig_b64, sizeof(sig_b64), sigbin, sizeof(sigbin),
-                      sodium_base64_VARIANT_ORIGINAL);
-    sodium_bin2base64(global_b64, sizeof(global_b64), global, sizeof(global),
-                      sodium_base64_VARIANT_ORIGINAL);
-    rc = par_buf_appendf(out, UNTRUSTED_PREFIX "%s\n%s\n" TRUSTED_PREFIX "%s\n%s\n", uc, sig_b64,
-                         tc.data, global_b64);
-    par_buf_free(&tc);
-    if (rc != PAR_OK) {
-        errf(err, "out of memory for the signature text\n");
-        return rc;
     }
     return PAR_OK;
 }

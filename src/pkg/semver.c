@@ -525,9 +525,8 @@ int par_semver_range_match(const char *range, const char *version, par_buf_t *er
     }
     size_t len = strlen(c.range);
     if (len > PAR_SEMVER_RANGE_MAX) {
-        if (err)
-            par_buf_appendf(err, "range: %zu characters, more than the %d accepted\n", len,
-                            PAR_SEMVER_RANGE_MAX);
+        par_buf_errf(err, "range: %zu characters, more than the %d accepted\n", len,
+                     PAR_SEMVER_RANGE_MAX);
         return -PAR_E_INVALID_ARGUMENT;
     }
     c.set = malloc(MAX_COMPARATORS * sizeof(*c.set));

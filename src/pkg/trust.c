@@ -76,9 +76,19 @@ int par_trust_init(par_trust_t *t, const par_trusted_key_t *keys, size_t n, int 
             size_t np = 0;
             while (keys[i].packages[np])
                 np++;
+            /* a key whose pins could not be copied must not become an
+             * unpinned key (which may sign any unpinned name): fail */
             tk->patterns = calloc(np + 1, sizeof(char *));
             for (size_t j = 0; tk->patterns && j < np; j++)
-                tk->patterns[j] = strdup(keys[i].packages[j]);
+                if ((tk->patterns[j] = strdup(keys[i].packages[j])) == NULL)
+                    break;
+            t->nkeys++; /* par_trust_free() frees what was copied */
+            if (tk->patterns == NULL || (np > 0 && tk->patterns[np - 1] == NULL)) {
+                par_buf_errf(err, "trust.keys[%zu]: out of memory\n", i);
+                rc = PAR_E_NO_MEMORY;
+                break;
+            }
+            continue;
         }
         t->nkeys++;
     }

@@ -105,6 +105,16 @@ int par_buf_appendf(par_buf_t *b, const char *fmt, ...)
     return rc;
 }
 
+void par_buf_errf(par_buf_t *err, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    (void)par_buf_vappendf(err, fmt, ap);
+    va_end(ap);
+}
+
 int par_buf_append_json_str(par_buf_t *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

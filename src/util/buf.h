@@ -33,6 +33,11 @@ int par_buf_appends(par_buf_t *b, const char *s);
 int par_buf_appendf(par_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int par_buf_vappendf(par_buf_t *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+/* Appends a formatted message to an optional error sink: does nothing when
+ * `err` is NULL (callers that do not want the text pass NULL). A failed
+ * append (cap or memory) is ignored: the message is best effort, the caller's
+ * status code is what reports the error. */
+void par_buf_errf(par_buf_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends `s` as a JSON string literal, quotes included. */
 int par_buf_append_json_str(par_buf_t *b, const char *s, size_t len);
 /* Appends a decimal integer (no printf: for hot paths). */

@@ -36,6 +36,7 @@
 #include <par/par.h>
 
 #include "pkg/archive.h"
+#include "pkg/archive_internal.h"
 
 #define HARDLINK (-1) /* entry_t.type: a hard link to `data` */
 
@@ -1589,10 +1590,71 @@ static int teardown(void **state)
     return exists(top) ? -1 : 0;
 }
 
+/* The name rules archive.c shares with extraction and packing, directly. */
+static void test_canon_name_rules(void **state)
+{
+    (void)state;
+    char out[PATH_MAX];
+    assert_null(par__archive_canon_name("./a//b/./c/", out, sizeof(out)));
+    assert_string_equal(out, "a/b/c");
+    assert_null(par__archive_canon_name("./", out, sizeof(out)));
+    assert_string_equal(out, "");
+    assert_string_equal(par__archive_canon_name("", out, sizeof(out)), "empty name");
+    assert_string_equal(par__archive_canon_name("/etc/passwd", out, sizeof(out)), "absolute path");
+    assert_string_equal(par__archive_canon_name("a/../../b", out, sizeof(out)),
+                        "path escapes the package (..)");
+    assert_string_equal(par__archive_canon_name("a\\b", out, sizeof(out)), "backslash in the name");
+    assert_string_equal(par__archive_canon_name("a\x1b[0m", out, sizeof(out)),
+                        "control character in the name");
+    char longc[300];
+    memset(longc, 'x', 256);
+    longc[256] = '\0';
+    assert_string_equal(par__archive_canon_name(longc, out, sizeof(out)),
+                        "a path component is longer than 255 bytes");
+    /* a canonical form that does not fit the caller's buffer */
+    assert_string_equal(par__archive_canon_name("abcdef/ghi", out, 8), "name too long");
+}
+
+static void test_name_depth(void **state)
+{
+    (void)state;
+    assert_int_equal(par__archive_name_depth(""), 0);
+    assert_int_equal(par__archive_name_depth("a"), 1);
+    assert_int_equal(par__archive_name_depth("a/b/c"), 3);
+}
+
+static void test_link_lexically_inside(void **state)
+{
+    (void)state;
+    assert_int_equal(par__archive_link_lexically_inside("a/link", "b"), 1);
+    assert_int_equal(par__archive_link_lexically_inside("a/link", "../b"), 1);
+    assert_int_equal(par__archive_link_lexically_inside("a/link", "../../b"), 0);
+    assert_int_equal(par__archive_link_lexically_inside("link", ".."), 0);
+    assert_int_equal(par__archive_link_lexically_inside("a/b/link", "./../c/../d"), 1);
+    assert_int_equal(par__archive_link_lexically_inside("link", "/etc"), 0);
+    assert_int_equal(par__archive_link_lexically_inside("link", ""), 0);
+}
+
+static void test_err_entry_escapes_the_name(void **state)
+{
+    (void)state;
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    par__archive_err_entry(&b, "x\"\ny", 4, "refused (%d)", 7);
+    par_buf_terminate(&b);
+    assert_string_equal(b.data, "entry \"x\\\"\\ny\": refused (7)\n");
+    par__archive_err_entry(NULL, "x", 1, "nothing"); /* no sink: no crash */
+    par_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_limits_default),
+        cmocka_unit_test(test_canon_name_rules),
+        cmocka_unit_test(test_name_depth),
+        cmocka_unit_test(test_link_lexically_inside),
+        cmocka_unit_test(test_err_entry_escapes_the_name),
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_load_leased),

@@ -1,5 +1,5 @@
 /* Unit tests for metering/store.c: records, the export cursor, dead letters,
- * summaries. */
+ * summaries, and the row encoder every listing shares (par__store_rows_json). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +14,7 @@
 #include <par/par.h>
 
 #include "metering/store.h"
+#include "metering/store_internal.h"
 #include "metering/stripe.h"
 
 static char dir[64];
@@ -375,6 +376,96 @@ static void test_rollups_answer_for_pruned_records(void **state)
     par_store_close(s);
 }
 
+static sqlite3_stmt *prepare(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    return st;
+}
+
+static void test_rows_json_encodes_each_column_type(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    static const char sql[] = "SELECT 7 AS i, 2.5 AS r, 'x' AS t, NULL AS n, '{\"tokens\":3}' AS "
+                              "units UNION ALL SELECT 8, 0.5, 'y', NULL, 'not json'";
+    json_t *rows = NULL;
+    assert_int_equal(par__store_rows_json(db, prepare(db, sql), 0, "reading", &rows, NULL), PAR_OK);
+    assert_true(json_is_array(rows));
+    assert_int_equal(json_array_size(rows), 2);
+    json_t *r0 = json_array_get(rows, 0), *r1 = json_array_get(rows, 1);
+    assert_int_equal(json_integer_value(json_object_get(r0, "i")), 7);
+    assert_true(json_is_real(json_object_get(r0, "r")));
+    assert_true(json_real_value(json_object_get(r0, "r")) == 2.5);
+    assert_string_equal(json_string_value(json_object_get(r0, "t")), "x");
+    assert_true(json_is_null(json_object_get(r0, "n"))); /* kept, as null */
+    /* a units column is parsed; one that is not JSON stays a string */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r0, "units"), "tokens")),
+                     3);
+    assert_string_equal(json_string_value(json_object_get(r1, "units")), "not json");
+    assert_int_equal(json_integer_value(json_object_get(r1, "i")), 8);
+    json_decref(rows);
+
+    /* skip_null leaves NULL columns out */
+    rows = NULL;
+    assert_int_equal(par__store_rows_json(db, prepare(db, sql), 1, "reading", &rows, NULL), PAR_OK);
+    assert_null(json_object_get(json_array_get(rows, 0), "n"));
+    assert_int_equal(json_object_size(json_array_get(rows, 0)), 4);
+    json_decref(rows);
+
+    /* no rows: an empty array */
+    rows = NULL;
+    assert_int_equal(
+        par__store_rows_json(db, prepare(db, "SELECT 1 WHERE 0"), 0, "reading", &rows, NULL),
+        PAR_OK);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    sqlite3_close(db);
+}
+
+static void test_rows_json_reports_a_failed_step(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    json_t *rows = NULL;
+    /* the second row overflows at step time */
+    sqlite3_stmt *st = prepare(db, "SELECT 1 UNION ALL SELECT abs(-9223372036854775807 - 1)");
+    assert_int_equal(par__store_rows_json(db, st, 0, "reading records", &rows, &err), PAR_E_IO);
+    assert_null(rows);
+    par_buf_terminate(&err);
+    assert_non_null(strstr(err.data, "usage database: reading records: "));
+    assert_non_null(strstr(err.data, "integer overflow"));
+    par_buf_free(&err);
+    sqlite3_close(db);
+}
+
+static void test_transaction_end_commits_or_rolls_back(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    assert_int_equal(par_store_open(path, 0, &s, NULL), PAR_OK);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    /* not ok: reported with `what`, and the write is undone */
+    assert_int_equal(par_store_begin(s, NULL), PAR_OK);
+    assert_int_equal(par__store_move_cursor(s->db, "t-end", 41, 1, 0), 0);
+    assert_int_equal(par__store_end(s, 0, "testing the end", &err), PAR_E_IO);
+    par_buf_terminate(&err);
+    assert_non_null(strstr(err.data, "usage database: testing the end: "));
+    assert_int_equal(par__store_cursor_of(s, "t-end"), 0);
+    /* ok: committed */
+    assert_int_equal(par_store_begin(s, NULL), PAR_OK);
+    assert_int_equal(par__store_move_cursor(s->db, "t-end", 42, 1, 0), 0);
+    assert_int_equal(par__store_end(s, 1, "unused", NULL), PAR_OK);
+    assert_int_equal(par__store_cursor_of(s, "t-end"), 42);
+    par_buf_free(&err);
+    par_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +475,9 @@ int main(void)
         cmocka_unit_test(test_open_failure_says_where),
         cmocka_unit_test(test_windows_fold_seal_send_and_late_parts),
         cmocka_unit_test(test_rollups_answer_for_pruned_records),
+        cmocka_unit_test(test_rows_json_encodes_each_column_type),
+        cmocka_unit_test(test_rows_json_reports_a_failed_step),
+        cmocka_unit_test(test_transaction_end_commits_or_rolls_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
