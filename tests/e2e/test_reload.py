@@ -257,3 +257,21 @@ def test_automatic_rollback(server_factory, tmp_path):
     # no ping-pong: the restored version is not judged against the bad one
     time.sleep(0.3)
     assert s.get("/runtime/packages/faulty").json()["version"] == "1.0.0"
+
+
+def test_a_corrupt_deployed_list_is_said_and_the_rest_serves(server_factory, tmp_path):
+    # state_dir/deployed.json cut short by a full disk: start anyway, say so
+    # (it used to be read as "nothing deployed" without a word)
+    from conftest import Server
+    said = [r"cannot read .*deployed\.json"]
+    s = server_factory([package("echo")], expected_errors=said)  # both write par.log
+    s.stop()
+    with open(os.path.join(s.tmp, "var", "deployed.json"), "w") as f:
+        f.write('{"format": 1, "packages": [')
+    again = Server(s.tmp, [], expected_errors=said)
+    try:
+        assert again.post("echo", {"input": 1}).status_code == 200
+        assert any("deployed.json" in l.get("msg", "") and l.get("level") == "error"
+                   for l in again.lines())
+    finally:
+        again.stop()
