@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static int valid_name(const char *s, size_t n)
+int par_id_valid_name(const char *s, size_t n)
 {
-    if (n == 0 || n > 64 || !(s[0] >= 'a' && s[0] <= 'z'))
+    if (s == NULL || n == 0 || n > PAR_ID_PART_MAX || !(s[0] >= 'a' && s[0] <= 'z'))
         return 0;
     for (size_t i = 1; i < n; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
@@ -36,7 +36,7 @@ int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out)
     const char *at = memchr(s, '@', (size_t)(head_end - s));
     out->name = s;
     out->name_len = (size_t)((at ? at : head_end) - s);
-    if (!valid_name(out->name, out->name_len))
+    if (!par_id_valid_name(out->name, out->name_len))
         return -1;
     if (at) {
         out->version = at + 1;
@@ -47,7 +47,7 @@ int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out)
     if (slash) {
         out->sub = slash + 1;
         out->sub_len = (size_t)(end - out->sub);
-        if (!valid_name(out->sub, out->sub_len))
+        if (!par_id_valid_name(out->sub, out->sub_len))
             return -1;
     }
     return 0;

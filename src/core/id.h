@@ -22,6 +22,9 @@ typedef struct par_agent_id {
 /* Splits and validates an id. Returns 0, or -1 when it is not a well-formed
  * id (names must match ^[a-z][a-z0-9-]*$, versions [0-9A-Za-z.+-]+, at most
  * one '@' and one '/'). */
+/* A package or sub-agent name: [a-z][a-z0-9-]*, at most PAR_ID_PART_MAX bytes. */
+int par_id_valid_name(const char *s, size_t n);
+
 int par_agent_id_parse(const char *s, size_t len, par_agent_id_t *out);
 
 /* The first check on an id or package name taken from a request path (after

@@ -25,6 +25,7 @@
 
 #include <par/par.h>
 
+#include "core/id.h"
 #include "util/suggest.h"
 
 /* ---- reporting --------------------------------------------------------------------------- */
@@ -75,12 +76,7 @@ const char *par__manifest_shown(const char *s, char *buf, size_t size)
 
 int par_manifest_valid_name(const char *s, size_t len)
 {
-    if (s == NULL || len == 0 || len > NAME_MAX_LEN || !(s[0] >= 'a' && s[0] <= 'z'))
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-            return 0;
-    return 1;
+    return par_id_valid_name(s, len); /* the same rule as an id's name part */
 }
 
 /* A semver numeric identifier: digits, no leading zero unless it is "0". */
