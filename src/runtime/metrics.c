@@ -16,29 +16,41 @@
 
 #define help par_metrics_family
 
-static void invocations(par_buf_t *b, par_pkgver_t **pk, size_t n)
+typedef void (*export_fn)(par_buf_t *b, const par_pkgver_t *pv, const par_export_metrics_t *m,
+                          const char *agent);
+
+/* Calls `fn` for every export of every listed version that has metrics,
+ * with its agent label ("name" or "name/sub"). */
+static void each_export(par_buf_t *b, par_pkgver_t **pk, size_t n, export_fn fn)
 {
-    help(b, "par_invocations_total", "counter", "Agent invocations by agent, version and status.");
     for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
+        const par_pkgver_t *pv = pk[i];
         if (pv->metrics == NULL || pv->manifest == NULL)
             continue;
         for (size_t e = 0; e < pv->manifest->export_count; e++) {
             const char *sub = pv->manifest->exports[e].name;
-            for (int s = 0; s < PAR_STATUS_COUNT; s++) {
-                unsigned long v = atomic_load(&pv->metrics[e].by_status[s]);
-                if (v)
-                    par_buf_appendf(b,
-                                    "par_invocations_total{agent=\"%s%s%s\",version=\"%s\","
-                                    "status=\"%s\"} %lu\n",
-                                    pv->name, sub[0] ? "/" : "", sub, pv->version,
-                                    par_status_name(s), v);
-            }
+            char agent[200];
+            snprintf(agent, sizeof(agent), "%s%s%s", pv->name, sub[0] ? "/" : "", sub);
+            fn(b, pv, &pv->metrics[e], agent);
         }
     }
 }
 
-static void latency(par_buf_t *b, const char *agent, const par_export_metrics_t *m)
+static void invocations(par_buf_t *b, const par_pkgver_t *pv, const par_export_metrics_t *m,
+                        const char *agent)
+{
+    for (int s = 0; s < PAR_STATUS_COUNT; s++) {
+        unsigned long v = atomic_load(&m->by_status[s]);
+        if (v)
+            par_buf_appendf(b,
+                            "par_invocations_total{agent=\"%s\",version=\"%s\",status=\"%s\"} "
+                            "%lu\n",
+                            agent, pv->version, par_status_name(s), v);
+    }
+}
+
+static void latency(par_buf_t *b, const par_pkgver_t *pv, const par_export_metrics_t *m,
+                    const char *agent)
 {
     unsigned long cum = 0;
     for (int k = 0; k < PAR_LATENCY_BUCKETS; k++) {
@@ -58,33 +70,22 @@ static void latency(par_buf_t *b, const char *agent, const par_export_metrics_t 
                     agent, total, agent, (double)atomic_load(&m->sum_ns) / 1e9, agent, total);
 }
 
-static void latencies_and_in_flight(par_buf_t *b, par_pkgver_t **pk, size_t n)
+static void in_flight(par_buf_t *b, const par_pkgver_t *pv, const par_export_metrics_t *m,
+                      const char *agent)
 {
+    long v = atomic_load(&m->in_flight);
+    par_buf_appendf(b, "par_invocations_in_flight{agent=\"%s\"} %ld\n", agent, v < 0 ? 0 : v);
+}
+
+static void per_export(par_buf_t *b, par_pkgver_t **pk, size_t n)
+{
+    help(b, "par_invocations_total", "counter", "Agent invocations by agent, version and status.");
+    each_export(b, pk, n, invocations);
     help(b, "par_invocation_duration_seconds", "histogram",
          "Time agents took to answer, as measured by the runtime.");
-    for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
-        if (pv->metrics == NULL || pv->manifest == NULL)
-            continue;
-        for (size_t e = 0; e < pv->manifest->export_count; e++) {
-            const char *sub = pv->manifest->exports[e].name;
-            char agent[200];
-            snprintf(agent, sizeof(agent), "%s%s%s", pv->name, sub[0] ? "/" : "", sub);
-            latency(b, agent, &pv->metrics[e]);
-        }
-    }
+    each_export(b, pk, n, latency);
     help(b, "par_invocations_in_flight", "gauge", "Invocations started and not yet answered.");
-    for (size_t i = 0; i < n; i++) {
-        par_pkgver_t *pv = pk[i];
-        if (pv->metrics == NULL || pv->manifest == NULL)
-            continue;
-        for (size_t e = 0; e < pv->manifest->export_count; e++) {
-            const char *sub = pv->manifest->exports[e].name;
-            long v = atomic_load(&pv->metrics[e].in_flight);
-            par_buf_appendf(b, "par_invocations_in_flight{agent=\"%s%s%s\"} %ld\n", pv->name,
-                            sub[0] ? "/" : "", sub, v < 0 ? 0 : v);
-        }
-    }
+    each_export(b, pk, n, in_flight);
 }
 
 static int workers(par_buf_t *b, par_pkgver_t **pk, size_t n)
@@ -138,8 +139,7 @@ static int collect_agents(par_buf_t *b, void *ctx)
     size_t n;
     if (par__packages_snapshot(rt, &pk, &n) != PAR_OK)
         return PAR_E_NO_MEMORY;
-    invocations(b, pk, n);
-    latencies_and_in_flight(b, pk, n);
+    per_export(b, pk, n);
     int rc = workers(b, pk, n);
     packages(b, pk, n);
     for (size_t i = 0; i < n; i++)
