@@ -242,6 +242,8 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
         m->path = NULL;
     const char *sync = par_conf_str(c, PAR_K_METERING_SYNC);
     m->sync_full = sync && strcmp(sync, "full") == 0;
+    const char *dur = par_conf_str(c, PAR_K_METERING_DURABILITY);
+    m->async = dur && strcmp(dur, "async") == 0;
     m->queue_max = (size_t)par_conf_int(c, PAR_K_METERING_QUEUE);
     par_stripe_config_t *st = &m->stripe;
     int any = 0;

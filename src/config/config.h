@@ -75,12 +75,12 @@ enum {
       "false", 0,                                                                                  \
       "SO_REUSEPORT: a second server on the same address shares its connections instead of "       \
       "failing")                                                                                   \
-    X(TLS_CERT, "tls.cert", "PAR_TLS_CERT", "--tls-cert", PAR_CT_PATH, 0, 0, NULL, NULL,           \
-      0, "PEM certificate chain; unset = plain HTTP. SIGHUP re-reads the file")                                  \
-    X(TLS_KEY, "tls.key", "PAR_TLS_KEY", "--tls-key", PAR_CT_PATH, 0, 0, NULL, NULL,               \
-      0, "PEM private key of tls.cert. SIGHUP re-reads the file")                                                \
+    X(TLS_CERT, "tls.cert", "PAR_TLS_CERT", "--tls-cert", PAR_CT_PATH, 0, 0, NULL, NULL, 0,        \
+      "PEM certificate chain; unset = plain HTTP. SIGHUP re-reads the file")                       \
+    X(TLS_KEY, "tls.key", "PAR_TLS_KEY", "--tls-key", PAR_CT_PATH, 0, 0, NULL, NULL, 0,            \
+      "PEM private key of tls.cert. SIGHUP re-reads the file")                                     \
     X(TLS_CLIENT_CA, "tls.client_ca", "PAR_TLS_CLIENT_CA", NULL, PAR_CT_PATH, 0, 0, NULL, NULL, 0, \
-      "require client certificates signed by these CAs (PEM). SIGHUP re-reads the file")                                     \
+      "require client certificates signed by these CAs (PEM). SIGHUP re-reads the file")           \
     X(LOG_LEVEL, "log.level", "PAR_LOG_LEVEL", "--log-level", PAR_CT_ENUM, 0, 0,                   \
       "debug|info|warn|error", "info", PAR_CF_RELOAD, "least severe level written")                \
     X(LOG_FORMAT, "log.format", "PAR_LOG_FORMAT", "--log-format", PAR_CT_ENUM, 0, 0, "json|text",  \
@@ -176,14 +176,19 @@ enum {
       "usage database (unset = <state_dir>/usage.db)")                                             \
     X(METERING_SYNC, "metering.sync", "PAR_METERING_SYNC", NULL, PAR_CT_ENUM, 0, 0, "normal|full", \
       "normal", 0, "full: survive power loss too (an fsync per batch)")                            \
+    X(METERING_DURABILITY, "metering.durability", "PAR_METERING_DURABILITY", NULL, PAR_CT_ENUM, 0, \
+      0, "answered|async", "answered", 0,                                                          \
+      "answered: an answer leaves after its record is in the WAL; async: at once (kill -9 loses "  \
+      "what is queued)")                                                                           \
     X(METERING_QUEUE, "metering.queue", "PAR_METERING_QUEUE", NULL, PAR_CT_INT, 1, 16777216, NULL, \
       "65536", 0, "records waiting for the writer")                                                \
     X(METERING_NODE_ID, "metering.node_id", "PAR_METERING_NODE_ID", NULL, PAR_CT_STR, 0, 0, NULL,  \
-      NULL, 0, "this node in window identifiers (unset = <hostname>-<8 hex of state_dir's SHA-256>)")\
+      NULL, 0,                                                                                     \
+      "this node in window identifiers (unset = <hostname>-<8 hex of state_dir's SHA-256>)")       \
     X(METERING_RETENTION, "metering.retention", "PAR_METERING_RETENTION", NULL, PAR_CT_SEC, 1,     \
-      1000000000, NULL, "2592000", 0, "exported records are deleted after (30 days)")             \
+      1000000000, NULL, "2592000", 0, "exported records are deleted after (30 days)")              \
     X(METERING_ROLLUP_RETENTION, "metering.rollup_retention", "PAR_METERING_ROLLUP_RETENTION",     \
-      NULL, PAR_CT_SEC, 1, 1000000000, NULL, "34560000", 0, "hourly rollups are kept (400 days)") \
+      NULL, PAR_CT_SEC, 1, 1000000000, NULL, "34560000", 0, "hourly rollups are kept (400 days)")  \
     X(STRIPE_API_KEY, "metering.stripe.api_key", NULL, NULL, PAR_CT_STR, 0, 0, NULL, NULL,         \
       PAR_CF_SECRET, "Stripe secret key (prefer api_key_file or api_key_env); enables the export") \
     X(STRIPE_API_KEY_FILE, "metering.stripe.api_key_file", NULL, NULL, PAR_CT_PATH, 0, 0, NULL,    \
@@ -214,13 +219,13 @@ enum {
       NULL, "200", 0, "first retry delay")                                                         \
     X(STRIPE_BACKOFF_MAX, "metering.stripe.backoff_max_ms", NULL, NULL, PAR_CT_MS, 1, 3600000,     \
       NULL, "30000", 0, "longest retry delay")                                                     \
-    X(STRIPE_CONCURRENCY, "metering.stripe.concurrency", NULL, NULL, PAR_CT_INT, 1, 64, NULL, "8",  \
+    X(STRIPE_CONCURRENCY, "metering.stripe.concurrency", NULL, NULL, PAR_CT_INT, 1, 64, NULL, "8", \
       0, "meter event requests in flight")                                                         \
     X(STRIPE_AGGREGATE, "metering.stripe.aggregate.enabled", NULL, NULL, PAR_CT_BOOL, 0, 0, NULL,  \
       "true", 0, "one event per (customer, event, window); `aggregate: off` = one per record")     \
-    X(STRIPE_WINDOW, "metering.stripe.aggregate.window", NULL, NULL, PAR_CT_MS, 1000, 86400000,     \
+    X(STRIPE_WINDOW, "metering.stripe.aggregate.window", NULL, NULL, PAR_CT_MS, 1000, 86400000,    \
       NULL, "60000", 0, "aggregation window")                                                      \
-    X(STRIPE_GRACE, "metering.stripe.aggregate.grace", NULL, NULL, PAR_CT_MS, 0, 86400000, NULL,    \
+    X(STRIPE_GRACE, "metering.stripe.aggregate.grace", NULL, NULL, PAR_CT_MS, 0, 86400000, NULL,   \
       "30000", 0, "a window is sent this long after it ends")                                      \
     X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_ENUM, 0, 0,                   \
       "off|oidc|api_key", NULL, 0, "required with a configuration file (off without one)")         \

@@ -24,6 +24,7 @@ struct par_meter {
     par_usage_t *head, *tail; /* queue, under lock */
     size_t queued;
     int stop;
+    int writer_waits;     /* the writer sleeps on `cond`: a record must wake it */
     par_stripe_t *stripe; /* NULL: no export */
     pthread_t janitor;
     pthread_cond_t janitor_cond; /* its own: a record's signal must wake the writer */
@@ -36,6 +37,8 @@ static atomic_llong db_bytes, oldest_unexported_ms, oldest_unrolled_ms, records_
 
 #define ROLLUP_BATCH 5000
 #define PRUNE_BATCH 1000
+/* how often the maintenance thread copies the WAL into the database */
+#define CHECKPOINT_MS 1000
 
 void par_usage_free(par_usage_t *u)
 {
@@ -66,8 +69,11 @@ static void *writer_main(void *arg)
     int64_t last_error_log = 0;
     pthread_mutex_lock(&m->lock);
     for (;;) {
-        while (m->head == NULL && !m->stop)
+        while (m->head == NULL && !m->stop) {
+            m->writer_waits = 1;
             pthread_cond_wait(&m->cond, &m->lock);
+        }
+        m->writer_waits = 0;
         if (m->head == NULL)
             break;
         /* everything that arrived while the previous batch committed goes in
@@ -119,6 +125,13 @@ static int64_t wall_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
@@ -184,15 +197,21 @@ static void *janitor_main(void *arg)
     par_store_t *s = NULL;
     int64_t every = m->cfg.retention_ms / 4;
     every = every < 1000 ? 1000 : every > 60000 ? 60000 : every;
+    int64_t next = 0; /* monotonic ms of the next maintenance */
     for (;;) {
         par_buf_reset(&err);
         if (s == NULL && par_store_open(m->cfg.path, m->cfg.sync_full, &s, &err) != PAR_OK)
             par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
-        else if (maintain(m, s, &err))
-            break;
-        else if (err.len)
-            par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
-        if (janitor_nap(m, every))
+        if (s != NULL)
+            par_store_checkpoint(s); /* the writer's commits never do (commit_only) */
+        if (s != NULL && mono_ms() >= next) {
+            next = mono_ms() + every;
+            if (maintain(m, s, &err))
+                break;
+            if (err.len)
+                par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
+        }
+        if (janitor_nap(m, CHECKPOINT_MS))
             break;
     }
     par_store_close(s);
@@ -231,6 +250,7 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
     int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &m->store, err);
     if (rc != PAR_OK)
         goto fail;
+    par_store_commit_only(m->store); /* answers wait for its commits: no checkpoint in them */
     if (m->cfg.stripe.api_key) {
         rc = par_stripe_start(&m->cfg.stripe, m->cfg.path, &m->stripe, err);
         if (rc != PAR_OK)
@@ -288,15 +308,25 @@ int par_meter_submit(par_meter_t *m, par_usage_t *u)
         return PAR_E_OVER_CAPACITY;
     }
     u->_next = NULL;
+    if (m->cfg.async)
+        u->committed = NULL; /* the caller answers without waiting */
     if (m->tail)
         m->tail->_next = u;
     else
         m->head = u;
     m->tail = u;
     m->queued++;
-    pthread_cond_signal(&m->cond);
+    /* a writer that is committing takes this record with its next batch:
+     * no wake-up (a system call per record) while it is busy */
+    if (m->writer_waits)
+        pthread_cond_signal(&m->cond);
     pthread_mutex_unlock(&m->lock);
     return PAR_OK;
+}
+
+int par_meter_answers_wait(const par_meter_t *m)
+{
+    return m != NULL && !m->cfg.async;
 }
 
 int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,

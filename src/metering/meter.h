@@ -29,6 +29,7 @@ typedef struct par_meter par_meter_t;
 typedef struct par_meter_config {
     char *path;           /* the database file */
     int sync_full;        /* synchronous=FULL: survive power loss too, at an fsync per batch */
+    int async;            /* metering.durability: async: answers do not wait for the commit */
     size_t queue_max;     /* records waiting for the writer, default 65536 */
     size_t batch_max;     /* records per transaction, default 4096 */
     int64_t retention_ms; /* exported records older than this are deleted; 0: 30 days */
@@ -53,6 +54,11 @@ int par_meter_submit(par_meter_t *m, par_usage_t *u);
  * connection): never on an event loop. */
 int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,
                      json_t **out, par_buf_t *err);
+
+/* 1 when an answer waits for its record's commit (metering.durability:
+ * answered, the default); 0 in async mode, where par_meter_submit ignores
+ * `committed` and the caller answers at once. */
+int par_meter_answers_wait(const par_meter_t *m);
 
 /* Appends the par_metering_* metrics (m may be NULL: metering off). */
 void par_meter_render_metrics(par_meter_t *m, par_buf_t *b);

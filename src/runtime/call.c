@@ -195,7 +195,8 @@ void par__call_finish(par_call_t *c)
          * metering/meter.h). A sub-agent call's record is queued before its
          * root's, and the writer commits in queue order, so the root's
          * commit covers it: hops do not wait. */
-        int waits = !c->_hop; /* read now: once submitted, c may be gone */
+        int waits = !c->_hop && par_meter_answers_wait(rt->meter); /* read now: once
+                                                                      submitted, c may be gone */
         if (waits) {
             u->committed = call_release;
             u->arg = c;
