@@ -53,8 +53,7 @@ int par__http_on_agents(par_http_exchange_t *x)
         if (strchr(r->id, '@') || !r->pv->manifest->exports[r->export_idx].is_public)
             continue;
         /* a caller sees the agents it may invoke */
-        if (x->loop->who &&
-            !par_perms_allow_invoke(&x->loop->who->perms, r->id, strlen(r->id)))
+        if (x->loop->who && !par_perms_allow_invoke(&x->loop->who->perms, r->id, strlen(r->id)))
             continue;
         json_array_append_new(a, agent_json(r));
     }
@@ -103,9 +102,9 @@ static void manifest_json(par_pkgver_t *pv, json_t *o)
         char *id = NULL;
         if (asprintf(&id, "%s%s%s", pv->name, e->name[0] ? "/" : "", e->name) < 0)
             id = NULL;
-        json_array_append_new(ex, json_pack("{s:s, s:s, s:b, s:s}", "id", id ? id : "", "name",
-                                            e->name, "public", e->is_public, "entrypoint",
-                                            e->entrypoint));
+        json_array_append_new(ex,
+                              json_pack("{s:s, s:s, s:b, s:s}", "id", id ? id : "", "name", e->name,
+                                        "public", e->is_public, "entrypoint", e->entrypoint));
         free(id);
     }
     json_object_set_new(o, "exports", ex);
@@ -417,8 +416,8 @@ void par__http_on_admin_done(h2o_multithread_receiver_t *receiver, h2o_linklist_
                 par__http_send_error(j->req, j->rc, j->err.data ? j->err.data : "", len, j->rid);
             }
             j->loop->who = j->who;
-            par__http_access_log(j->loop->http, j->req, j->label, j->req->res.status, j->rid,
-                                 NULL, j->t0, j->rc == PAR_OK ? NULL : par_status_name(j->rc));
+            par__http_access_log(j->loop->http, j->req, j->label, j->req->res.status, j->rid, NULL,
+                                 j->t0, j->rc == PAR_OK ? NULL : par_status_name(j->rc));
             j->loop->who = NULL;
             if (j->guard)
                 *j->guard = NULL;

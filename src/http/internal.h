@@ -90,8 +90,8 @@ int par__http_safe_id(const char *s, size_t n, size_t max);
 h2o_iovec_t par__http_header(h2o_req_t *req, const char *name, size_t len);
 /* X-Request-ID when it is sane, else a fresh one. */
 void par__http_request_id(h2o_req_t *req, loop_t *l, char *out, size_t cap);
-void par__http_send_body(h2o_req_t *req, int status, const char *ctype, const char *rid,
-                         char *body, size_t len);
+void par__http_send_body(h2o_req_t *req, int status, const char *ctype, const char *rid, char *body,
+                         size_t len);
 /* {"error","message","request_id"} with the status's HTTP code. */
 void par__http_send_error(h2o_req_t *req, int status, const char *msg, size_t msglen,
                           const char *rid);

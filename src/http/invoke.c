@@ -227,11 +227,11 @@ static int scan_body(par_http_exchange_t *x, const char *body, size_t blen, par_
                        : off + 1 < blen && body[off] == '\\' && body[off + 1] == 'u'
                            ? ": a lone UTF-16 surrogate escape"
                            : "";
-    int n = blen == 0 ? snprintf(msg, sizeof(msg),
-                                 "the request body is empty; send JSON such as {\"input\": ...}")
-                      : snprintf(msg, sizeof(msg),
-                                 "the request body is not valid JSON (error at byte %zu%s)", off,
-                                 what);
+    int n = blen == 0
+                ? snprintf(msg, sizeof(msg),
+                           "the request body is empty; send JSON such as {\"input\": ...}")
+                : snprintf(msg, sizeof(msg),
+                           "the request body is not valid JSON (error at byte %zu%s)", off, what);
     refuse(x, PAR_E_INVALID_JSON, msg, (size_t)n, NULL, NULL, "invalid_json");
     return -1;
 }
@@ -249,8 +249,10 @@ static int fill_call(par_http_exchange_t *x, const char *body, size_t blen,
         /* the caller's identity travels with the call, into sub-agent calls too */
         c->subject = strdup(l->who->subject);
         c->tenant = l->who->tenant ? strdup(l->who->tenant) : NULL;
-        if (c->subject == NULL || (l->who->tenant && c->tenant == NULL))
-            return refuse(x, PAR_E_NO_MEMORY, H2O_STRLIT("out of memory"), c, hc, NULL), -1;
+        if (c->subject == NULL || (l->who->tenant && c->tenant == NULL)) {
+            refuse(x, PAR_E_NO_MEMORY, H2O_STRLIT("out of memory"), c, hc, NULL);
+            return -1;
+        }
     }
     int envelope = par_json_root_type(body, blen) == '{' && f[0].ptr != NULL;
     if (envelope) {
@@ -260,9 +262,9 @@ static int fill_call(par_http_exchange_t *x, const char *body, size_t blen,
             c->context = f[1].ptr;
             c->context_len = f[1].len;
         } else if (f[1].ptr && !(f[1].len == 4 && memcmp(f[1].ptr, "null", 4) == 0)) {
-            return refuse(x, PAR_E_BAD_REQUEST, H2O_STRLIT("\"context\" must be a JSON object"),
-                          c, hc, "bad_request"),
-                   -1;
+            refuse(x, PAR_E_BAD_REQUEST, H2O_STRLIT("\"context\" must be a JSON object"), c, hc,
+                   "bad_request");
+            return -1;
         }
     } else {
         c->input = body;

@@ -115,8 +115,8 @@ static const char *reason_of(int http)
     }
 }
 
-void par__http_send_body(h2o_req_t *req, int status, const char *ctype, const char *rid,
-                         char *body, size_t len)
+void par__http_send_body(h2o_req_t *req, int status, const char *ctype, const char *rid, char *body,
+                         size_t len)
 {
     req->res.status = status;
     req->res.reason = reason_of(status);
@@ -133,8 +133,7 @@ void par__http_send_body(h2o_req_t *req, int status, const char *ctype, const ch
 }
 
 void par__http_access_log(par_http_t *h, h2o_req_t *req, const char *label, int http,
-                          const char *rid, const par_call_t *c, int64_t t0_ns,
-                          const char *err_name)
+                          const char *rid, const par_call_t *c, int64_t t0_ns, const char *err_name)
 {
     par_metrics_http(label, http);
     if (!atomic_load(&h->access_log))

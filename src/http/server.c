@@ -121,8 +121,8 @@ static void auth_wait_ready(par_auth_waiter_t *pw)
     h2o_multithread_send_message(&w->loop->auth_receiver, &w->msg);
 }
 
-static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0,
-                 const par_http_match_t *m, int may_wait);
+static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, const par_http_match_t *m,
+                 int may_wait);
 
 static void on_auth_ready(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
@@ -228,8 +228,8 @@ static int authenticate(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0,
 
 /* Authenticates and authorizes, then dispatches. `may_wait`: the request may
  * be parked once while the issuer's keys are refreshed. */
-static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0,
-                 const par_http_match_t *m, int may_wait)
+static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, const par_http_match_t *m,
+                 int may_wait)
 {
     par_http_t *h = l->http;
     h2o_iovec_t p = req->path_normalized;

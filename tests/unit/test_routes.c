@@ -26,8 +26,8 @@ static par_http_match_t match(unsigned method, const char *path)
 
 /* `path` reaches `handler` with variable part `var` (NULL: none), under
  * `label`, needing `need`. */
-static void expect(unsigned method, const char *path, par_http_handler_fn *handler,
-                   const char *var, const char *label, par_http_need_t need)
+static void expect(unsigned method, const char *path, par_http_handler_fn *handler, const char *var,
+                   const char *label, par_http_need_t need)
 {
     par_http_match_t m = match(method, path);
     if (m.route == NULL || m.wrong_method || m.route->handler != handler)
@@ -196,8 +196,7 @@ static void test_trailing_slash(void **state)
     expect_404(G, "/metrics/");
     expect(G, "/agents/", par__http_on_agents, NULL, "agents", PAR_HTTP_NEED_NOTHING);
     /* a slash after a literal route is another path: not found */
-    expect(G, "/runtime/health/", par__http_on_no_route, "health/", "other",
-           PAR_HTTP_NEED_ADMIN);
+    expect(G, "/runtime/health/", par__http_on_no_route, "health/", "other", PAR_HTTP_NEED_ADMIN);
     expect(G, "/runtime/packages/", par__http_on_no_route, "packages/", "other",
            PAR_HTTP_NEED_ADMIN);
     expect_405(P, "/runtime/packages/", use_get_rt, "other", PAR_HTTP_NEED_ADMIN);
@@ -294,19 +293,24 @@ static void test_id_limits(void **state)
     assert_int_equal(par__http_check_path_ids(h2o_iovec_init(H2O_STRLIT("/agents/a\x01/invoke")),
                                               msg, sizeof(msg)),
                      -1);
-    assert_int_equal(par__http_check_path_ids(h2o_iovec_init(H2O_STRLIT("/agents/ab/invoke")), msg,
-                                              sizeof(msg)),
-                     0);
+    assert_int_equal(
+        par__http_check_path_ids(h2o_iovec_init(H2O_STRLIT("/agents/ab/invoke")), msg, sizeof(msg)),
+        0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_methods),          cmocka_unit_test(test_every_route),
-        cmocka_unit_test(test_every_row_reachable), cmocka_unit_test(test_patterns),
-        cmocka_unit_test(test_wrong_method),     cmocka_unit_test(test_unknown_paths),
-        cmocka_unit_test(test_trailing_slash),   cmocka_unit_test(test_ids_with_parts),
-        cmocka_unit_test(test_encoded_ids),      cmocka_unit_test(test_id_limits),
+        cmocka_unit_test(test_methods),
+        cmocka_unit_test(test_every_route),
+        cmocka_unit_test(test_every_row_reachable),
+        cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_wrong_method),
+        cmocka_unit_test(test_unknown_paths),
+        cmocka_unit_test(test_trailing_slash),
+        cmocka_unit_test(test_ids_with_parts),
+        cmocka_unit_test(test_encoded_ids),
+        cmocka_unit_test(test_id_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

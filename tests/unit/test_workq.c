@@ -35,6 +35,7 @@ static void gated(void *arg)
     while (!gate_open)
         pthread_cond_wait(&cv, &mu);
     order[norder++] = (int)(intptr_t)arg;
+    pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
 }
 
