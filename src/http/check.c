@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/routes.h"
 #include "runtime/call.h"
 #include "core/id.h"
 #include "util/json.h"
@@ -114,31 +115,20 @@ int par__http_check_headers(h2o_req_t *req, char *msg, size_t cap)
     return 0;
 }
 
-/* The id span of `path` after `prefix`, less a trailing `suffix`. */
-static int id_span(h2o_iovec_t path, const char *prefix, const char *suffix, h2o_iovec_t *out)
+int par__http_check_route_id(const par_http_match_t *m, char *msg, size_t cap)
 {
-    size_t n = strlen(prefix), s = strlen(suffix);
-    if (path.len <= n || memcmp(path.base, prefix, n) != 0)
+    if (m->route == NULL || m->route->id_what == NULL)
+        return 0; /* the route carries no id */
+    char why[96];
+    if (par_id_path_check(m->var, m->var_len, PAR_ID_MAX, why, sizeof(why)) == 0)
         return 0;
-    *out = h2o_iovec_init(path.base + n, path.len - n);
-    if (out->len > s && memcmp(out->base + out->len - s, suffix, s) == 0)
-        out->len -= s;
-    return 1;
+    snprintf(msg, cap, "the %s in the path %s", m->route->id_what, why);
+    return -1;
 }
 
 int par__http_check_path_ids(h2o_iovec_t path, char *msg, size_t cap)
 {
-    h2o_iovec_t id;
-    const char *what;
-    if (id_span(path, "/agents/", "/invoke", &id))
-        what = "agent id";
-    else if (id_span(path, "/runtime/packages/", "/reload", &id))
-        what = "package name";
-    else
-        return 0;
-    char why[96];
-    if (par_id_path_check(id.base, id.len, PAR_ID_MAX, why, sizeof(why)) == 0)
-        return 0;
-    snprintf(msg, cap, "the %s in the path %s", what, why);
-    return -1;
+    par_http_match_t m;
+    par__http_route_match(PAR_HTTP_POST, path.base, path.len, &m);
+    return par__http_check_route_id(&m, msg, cap);
 }

@@ -7,7 +7,8 @@
  * apart from reading the request. A failed check yields a one-line message
  * for a 400 bad_request; framing failures also require the connection to be
  * closed (the caller clears http1_is_persistent), since the end of the
- * message, and so the start of the next one, is unknown.
+ * message, and so the start of the next one, is unknown. Which part of a
+ * path is an id is the route table's business (http/routes.h).
  */
 #ifndef PAR_HTTP_CHECK_H
 #define PAR_HTTP_CHECK_H
@@ -16,6 +17,8 @@
 
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
+
+#include "http/routes.h"
 
 /* 0, or -1 with `msg`: several Content-Length values that differ, or
  * Content-Length together with Transfer-Encoding. */
@@ -30,9 +33,12 @@ int par__http_check_head(const char *p, size_t n, char *msg, size_t cap);
  * holds a control byte. */
 int par__http_check_headers(h2o_req_t *req, char *msg, size_t cap);
 
-/* 0, or -1 with `msg`: the agent id or package name in the path (after
- * percent-decoding) holds a control byte or is longer than the id limit.
- * Paths that carry no id pass. */
+/* 0, or -1 with `msg`: the agent id or package name the route took from the
+ * path (after percent-decoding; http/routes.h) holds a control byte or is
+ * longer than the id limit. Routes that carry no id pass. */
+int par__http_check_route_id(const par_http_match_t *m, char *msg, size_t cap);
+
+/* The same for a path, matched as for a POST (the fuzz harness's entry). */
 int par__http_check_path_ids(h2o_iovec_t path, char *msg, size_t cap);
 
 #endif
