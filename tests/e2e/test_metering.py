@@ -258,6 +258,37 @@ def test_kill_9_during_load_loses_no_answered_request(tmp_path):
         s2.stop()
 
 
+@pytest.mark.parametrize("durability", ["answered", "async"])
+def test_durability_decides_whether_an_answer_waits_for_its_record(server_factory, tmp_path,
+                                                                    durability):
+    # Another process holds the database's write lock for 2 s: with `answered`
+    # (the default) the answer waits until its record is committed after it;
+    # with `async` it leaves at once and the record follows. Both are recorded.
+    s = server_factory([package("echo")],
+                       args=["--config", config(tmp_path, f"  durability: {durability}\n")])
+    assert call(s, "echo", ACME, rid="warm").status_code == 200
+    db = sqlite3.connect(os.path.join(s.tmp, "var", "usage.db"), timeout=30,
+                         isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(2.0, lambda: db.execute("COMMIT"))
+    release.start()
+    try:
+        t0 = time.monotonic()
+        assert call(s, "echo", ACME, rid="held").status_code == 200
+        took = time.monotonic() - t0
+    finally:
+        release.join()
+        db.close()
+    if durability == "answered":
+        assert took >= 1.5, f"answered in {took:.2f} s while its record could not be written"
+    else:
+        assert took < 1.0, f"async mode waited {took:.2f} s for the database"
+    deadline = time.time() + 10
+    while not records(s, "request_id = 'held'"):
+        assert time.time() < deadline, "the record never arrived"
+        time.sleep(0.05)
+
+
 # ---- export to a Stripe-compatible endpoint --------------------------------------------
 
 class Meter:
