@@ -312,6 +312,7 @@ static void *loop_main(void *arg)
     int io = l->super_sock != NULL; /* this loop runs the supervisor's I/O */
     if (io)
         par__runtime_cork(1);
+    par_log_thread_batch(1); /* access lines reach the log writer once per turn */
     while (!atomic_load(&l->http->stop)) {
         /* returns -1 on EINTR: just go round */
         h2o_evloop_run(l->ctx.loop, io ? 10 : 50);
@@ -321,6 +322,7 @@ static void *loop_main(void *arg)
                 par__runtime_io_poll(rt);
             par__runtime_uncork(rt);
         }
+        par_log_flush();
         if (l->accept_paused_until && par__now_ms() >= l->accept_paused_until && l->listener) {
             l->accept_paused_until = 0;
             h2o_socket_read_start(l->listener, on_accept);
@@ -340,6 +342,7 @@ static void *loop_main(void *arg)
         l->super_sock = NULL;
         par__runtime_io_detach(rt);
     }
+    par_log_thread_batch(0);
     return NULL;
 }
 

@@ -47,6 +47,13 @@ void par_log_int(par_logline_t *l, const char *key, int64_t val);
 void par_log_double(par_logline_t *l, const char *key, double val);
 void par_log_end(par_logline_t *l);
 
+/* A thread that runs turns (an HTTP loop) may batch: its lines collect in a
+ * buffer of its own, without a lock, and reach the writer when it calls
+ * par_log_flush() (at the end of every turn) or the buffer fills. Turning it
+ * off flushes. Lines of other threads are unaffected. */
+void par_log_thread_batch(int on);
+void par_log_flush(void);
+
 /* One-liners. */
 void par_log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
