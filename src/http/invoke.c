@@ -35,6 +35,7 @@ typedef struct hcall {
     h2o_linklist_t link; /* in loop_t.calls while the call runs */
     int64_t t0_ns;
     const char *label; /* the route's metrics label */
+    int gone;          /* its client hung up (par__http_gone_check) */
 } hcall_t;
 
 static void complete_call(hcall_t *hc);
@@ -341,26 +342,61 @@ int par__http_on_invoke(par_http_exchange_t *x)
  * that shut down its side (POLLRDHUP, even with bytes unread) or reset it
  * has gone, and its call is cancelled. (HTTP/2 streams end through the
  * request pool's guard when the stream is reset.) Loop thread. */
+/* The client's socket of a running HTTP/1 call, or -1. */
+static int client_fd(const hcall_t *hc)
+{
+    h2o_req_t *req = hc->req;
+    if (req == NULL || req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return -1;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    return sock ? h2o_socket_get_fd(sock) : -1;
+}
+
+/* Marks the calls whose client hung up: one poll(2) per GONE_BATCH calls. */
+#define GONE_BATCH 256
+static size_t mark_gone(loop_t *l)
+{
+    struct pollfd pfd[GONE_BATCH];
+    hcall_t *who[GONE_BATCH];
+    size_t gone = 0;
+    h2o_linklist_t *n = l->calls.next;
+    while (n != &l->calls) {
+        nfds_t k = 0;
+        for (; n != &l->calls && k < GONE_BATCH; n = n->next) {
+            hcall_t *hc = H2O_STRUCT_FROM_MEMBER(hcall_t, link, n);
+            int fd = client_fd(hc);
+            if (fd >= 0) {
+                pfd[k] = (struct pollfd){.fd = fd, .events = POLLRDHUP};
+                who[k++] = hc;
+            }
+        }
+        if (k == 0 || poll(pfd, k, 0) <= 0)
+            continue;
+        for (nfds_t i = 0; i < k; i++)
+            if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+                who[i]->gone = 1;
+                gone++;
+            }
+    }
+    return gone;
+}
+
 void par__http_gone_check(loop_t *l)
 {
     int64_t now = par__now_ms();
     if (now < l->next_gone_check)
         return;
     l->next_gone_check = now + 100;
+    if (mark_gone(l) == 0)
+        return;
     h2o_linklist_t *n = l->calls.next;
     while (n != &l->calls) {
         hcall_t *hc = H2O_STRUCT_FROM_MEMBER(hcall_t, link, n);
-        n = n->next; /* hc may be freed below */
-        h2o_req_t *req = hc->req;
-        if (req == NULL || req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        n = n->next;
+        if (!hc->gone)
             continue;
-        h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
-        struct pollfd pfd = {.fd = sock ? h2o_socket_get_fd(sock) : -1, .events = POLLRDHUP};
-        if (pfd.fd >= 0 && poll(&pfd, 1, 0) == 1 &&
-            (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-            h2o_linklist_unlink(&hc->link);
-            n = l->calls.next; /* completing may unlink others' neighbours: restart */
-            cancel_call(hc);   /* answered 499 into the closed connection, which h2o then closes */
-        }
+        h2o_linklist_unlink(&hc->link);
+        cancel_call(hc);   /* answered 499 into the closed connection, which h2o then closes */
+        n = l->calls.next; /* completing may unlink others' neighbours: start over */
     }
 }

@@ -231,6 +231,35 @@ def test_abandoned_call_is_cancelled_and_frees_its_slot(server_factory, tmp_path
     assert any(l.get("msg") == "call cancelled: the client went away" for l in s.lines())
 
 
+def test_many_abandoned_calls_are_cancelled_and_the_others_answered(server_factory, tmp_path):
+    # 300 calls in flight (more than one poll batch), 200 clients hang up
+    # together: exactly those are cancelled, the 100 that stay get answers
+    pkg = faulty_as(tmp_path, "wide", "{timeout_ms: 20000, concurrency: 0}")
+    s = server_factory([pkg], args=["--config", config(tmp_path, "")])
+    host, port = s.url.split("//")[1].split(":")
+
+    def start(ms):
+        body = b'{"input": %d}' % ms
+        c = socket.create_connection((host, int(port)))
+        c.sendall(b"POST /agents/wide/slow/invoke HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return c
+
+    leaving = [start(15000) for _ in range(200)]
+    staying = [start(3000) for _ in range(100)]
+    time.sleep(1.0)
+    for c in leaving:
+        c.close()
+    for c in staying:
+        c.settimeout(20)
+        assert c.recv(64).startswith(b"HTTP/1.1 200"), "a call whose client stayed was lost"
+        c.close()
+    text = s.get("/metrics").text
+    cancelled = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("par_invocations_total") and 'status="cancelled"' in line)
+    assert cancelled == 200, text
+
+
 # ---- finding 6: descriptor exhaustion ---------------------------------------------------------
 
 
