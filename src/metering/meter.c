@@ -40,15 +40,38 @@ static atomic_llong db_bytes, oldest_unexported_ms, oldest_unrolled_ms, records_
 /* how often the maintenance thread copies the WAL into the database */
 #define CHECKPOINT_MS 1000
 
+par_usage_t *par_usage_new(const char *subject, const char *tenant, const char *package,
+                           const char *version, const char *units)
+{
+    const char *src[5] = {subject, tenant, package, version, units};
+    size_t len[5], total = 0;
+    for (int i = 0; i < 5; i++)
+        total += len[i] = src[i] ? strlen(src[i]) + 1 : 0;
+    par_usage_t *u = calloc(1, sizeof(*u) + total);
+    if (u == NULL)
+        return NULL;
+    u->_packed = 1;
+    char *tail = (char *)(u + 1), *dst[5];
+    for (int i = 0; i < 5; i++) {
+        dst[i] = src[i] ? memcpy(tail, src[i], len[i]) : NULL;
+        tail += len[i];
+    }
+    u->subject = dst[0], u->tenant = dst[1], u->package = dst[2], u->version = dst[3];
+    u->units = dst[4];
+    return u;
+}
+
 void par_usage_free(par_usage_t *u)
 {
     if (u == NULL)
         return;
-    free(u->subject);
-    free(u->tenant);
-    free(u->package);
-    free(u->version);
-    free(u->units);
+    if (!u->_packed) {
+        free(u->subject);
+        free(u->tenant);
+        free(u->package);
+        free(u->version);
+        free(u->units);
+    }
     free(u);
 }
 

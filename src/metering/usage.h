@@ -36,8 +36,15 @@ struct par_usage {
     par_usage_committed_cb committed; /* NULL: nobody waits */
     void *arg;
     par_usage_t *_next;
+    int _packed; /* par_usage_new: the strings live in the record's own block */
 };
 
+/* A record and copies of its strings in one allocation (NULL strings stay
+ * NULL); the other fields are zero. NULL when out of memory. */
+par_usage_t *par_usage_new(const char *subject, const char *tenant, const char *package,
+                           const char *version, const char *units);
+
+/* Frees a record from par_usage_new, or one whose strings were each malloc'd. */
 void par_usage_free(par_usage_t *u);
 
 #endif

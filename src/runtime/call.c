@@ -110,14 +110,11 @@ int par__call_admit(par_runtime_t *rt, par_call_t *c, const par_agent_id_t *id)
     return PAR_E_FORBIDDEN;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 static par_usage_t *usage_of(const par_call_t *c)
 {
-    par_usage_t *u = calloc(1, sizeof(*u));
+    /* one allocation a record: its strings live in its own block */
+    par_usage_t *u = par_usage_new(c->subject, c->tenant, c->pv->name, c->pv->version,
+                                   c->status == PAR_OK ? c->units_json : NULL);
     if (u == NULL)
         return NULL;
     memcpy(u->id, c->id, sizeof(u->id));
@@ -127,22 +124,17 @@ static par_usage_t *usage_of(const par_call_t *c)
     snprintf(u->trace_id, sizeof(u->trace_id), "%s", c->trace_id);
     memcpy(u->span_id, c->span_id, sizeof(u->span_id));
     u->ts_ms = c->wall_ms;
-    u->subject = dup_or_null(c->subject);
-    u->tenant = dup_or_null(c->tenant);
     /* the resolved id, whatever the caller named (a bare sibling, name@version) */
     if (c->export_name && c->export_name[0])
         snprintf(u->agent, sizeof(u->agent), "%s/%s", c->pv->name, c->export_name);
     else
         snprintf(u->agent, sizeof(u->agent), "%s", c->pv->name);
-    u->package = strdup(c->pv->name);
-    u->version = strdup(c->pv->version);
     snprintf(u->status, sizeof(u->status), "%s",
              c->status == PAR_OK ? "ok" : par_status_name(c->status));
     u->duration_ms = (double)(c->finished_ns - c->started_ns) / 1e6;
     u->cpu_ms = c->cpu_ns >= 0 ? (double)c->cpu_ns / 1e6 : -1;
     u->bytes_in = (int64_t)c->input_len;
     u->bytes_out = c->status == PAR_OK ? (int64_t)c->output.len : 0;
-    u->units = c->status == PAR_OK ? dup_or_null(c->units_json) : NULL;
     return u;
 }
 
