@@ -68,11 +68,6 @@ static long request(const client_t *c, const char *method, const char *path, con
         fprintf(stderr, "unavailable: libcurl: %s\n", par_curl_error());
         return -1;
     }
-    CURL *h = curl_easy_init();
-    if (h == NULL) {
-        fprintf(stderr, "unavailable: libcurl: cannot create a handle\n");
-        return -1;
-    }
     par_buf_t url, auth;
     par_buf_init(&url, 0), par_buf_init(&auth, 0);
     size_t sl = strlen(c->server);
@@ -86,16 +81,23 @@ static long request(const client_t *c, const char *method, const char *path, con
         par_buf_terminate(&auth);
         hdr = curl_slist_append(hdr, auth.data);
     }
-    curl_easy_setopt(h, CURLOPT_URL, url.data);
+    par_curl_opts_t o = {.url = url.data,
+                         .protocols = "http,https",
+                         .connect_timeout_ms = 5000,
+                         .timeout_ms = 600000, /* a deploy may install requirements */
+                         .on_body = collect,
+                         .body_ud = out,
+                         .headers = hdr};
+    CURL *h = url.data && hdr ? par_curl_new(&o) : NULL;
+    if (h == NULL) {
+        fprintf(stderr, "unavailable: libcurl: cannot create a handle\n");
+        curl_slist_free_all(hdr);
+        par_buf_free(&url), par_buf_free(&auth);
+        return -1;
+    }
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     if (body)
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 600000L); /* a deploy may install requirements */
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     long status = -1;
     CURLcode rc = curl_easy_perform(h);
     if (rc == CURLE_OK)

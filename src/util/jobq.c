@@ -10,6 +10,7 @@
 #include "util/jobq.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -120,10 +121,25 @@ static int kick_locked(par_jobq_t *q, int all)
     return acted;
 }
 
-/* The loop of a pool thread (or a par_jobq_serve caller), counted idle on
- * entry. Urgent tasks first, then jobs oldest first; queued jobs are run
+/* The loop of a pool thread (may_exit) or a par_jobq_serve caller, counted
+ * idle on entry. Urgent tasks first, then jobs oldest first; queued jobs are run
  * even after stop. Lock held on entry and on return. */
-static void serve_locked(par_jobq_t *q)
+/* A pool thread that leaves before the queue is freed: out of the list that
+ * par_jobq_free joins, and detached. 1 when it may go. Lock held. */
+static int forget_self_locked(par_jobq_t *q)
+{
+    pthread_t me = pthread_self();
+    for (size_t i = 0; i < q->ntids; i++)
+        if (pthread_equal(q->tids[i], me)) {
+            if (pthread_detach(me) != 0)
+                return 0;
+            q->tids[i] = q->tids[--q->ntids];
+            return 1;
+        }
+    return 0;
+}
+
+static void serve_locked(par_jobq_t *q, int may_exit)
 {
     for (;;) {
         if (q->urgent_fn) {
@@ -155,7 +171,19 @@ static void serve_locked(par_jobq_t *q)
         }
         if (q->stop)
             break;
-        pthread_cond_wait(&q->cond, &q->lock);
+        if (!may_exit || q->o.idle_exit_ns == 0) {
+            pthread_cond_wait(&q->cond, &q->lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        int64_t ns = until.tv_nsec + q->o.idle_exit_ns % 1000000000LL;
+        until.tv_sec += (time_t)(q->o.idle_exit_ns / 1000000000LL + ns / 1000000000LL);
+        until.tv_nsec = (long)(ns % 1000000000LL);
+        if (pthread_cond_timedwait(&q->cond, &q->lock, &until) == ETIMEDOUT && q->head == NULL &&
+            q->urgent_fn == NULL && q->nthreads - q->serving > q->o.threads &&
+            forget_self_locked(q))
+            break; /* a burst is over: its extra threads go */
     }
     assert(q->idle > 0 && q->nthreads > 0);
     q->idle--;
@@ -166,7 +194,7 @@ static void *pool_thread(void *arg)
 {
     par_jobq_t *q = arg;
     pthread_mutex_lock(&q->lock);
-    serve_locked(q);
+    serve_locked(q, 1);
     pthread_mutex_unlock(&q->lock);
     return NULL;
 }
@@ -177,7 +205,7 @@ void par_jobq_serve(par_jobq_t *q)
     q->nthreads++;
     q->idle++;
     q->serving++;
-    serve_locked(q);
+    serve_locked(q, 0);
     q->serving--;
     pthread_cond_broadcast(&q->gone);
     pthread_mutex_unlock(&q->lock);

@@ -43,12 +43,13 @@ typedef struct par_job {
 typedef struct par_jobq par_jobq_t;
 
 typedef struct par_jobq_opts {
-    size_t threads;      /* started by par_jobq_new */
-    size_t max_threads;  /* the watchdog grows the pool up to this (at least `threads`) */
-    size_t stack_size;   /* of the pool's threads; 0 = the system's default */
-    int64_t wait_max_ns; /* a job queued this long gets a thread; 0 = only on an overrun */
-    int64_t overrun_ns;  /* an inline job running this long is an overrun; 0 = never */
-    int64_t idle_ns;     /* the watchdog sleeps after this long without work */
+    size_t threads;       /* started by par_jobq_new */
+    size_t max_threads;   /* the watchdog grows the pool up to this (at least `threads`) */
+    size_t stack_size;    /* of the pool's threads; 0 = the system's default */
+    int64_t wait_max_ns;  /* a job queued this long gets a thread; 0 = only on an overrun */
+    int64_t overrun_ns;   /* an inline job running this long is an overrun; 0 = never */
+    int64_t idle_ns;      /* the watchdog sleeps after this long without work */
+    int64_t idle_exit_ns; /* a pool thread beyond `threads` idle this long exits; 0 = never */
     /* Runs one job and disposes of it. A pool thread, or the thread that took it inline. */
     void (*run)(par_job_t *job, void *ctx);
     /* Optional: the job running inline has run overrun_ns. The watchdog thread. */

@@ -271,6 +271,9 @@ void worker_serve(void)
                          .stack_size = 1u << 20,
                          .overrun_ns = INLINE_MAX_NS,
                          .idle_ns = WATCHDOG_IDLE_NS,
+                         /* threads a burst started leave after it: every worker of
+                          * every package shares the sandbox user's RLIMIT_NPROC */
+                         .idle_exit_ns = 5LL * 1000000000,
                          .run = run_queued,
                          .overrun = inline_overrun};
     if (par_jobq_new(&o, &g_jobs) != PAR_OK)

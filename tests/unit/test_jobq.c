@@ -209,6 +209,46 @@ static void test_watchdog_wakes_for_a_waiting_job(void **state)
     assert_int_equal(g_ran, 2);
 }
 
+static void test_a_bursts_threads_leave_when_idle(void **state)
+{
+    (void)state;
+    reset();
+    static tjob_t jobs[8];
+    par_jobq_opts_t o = {.threads = 1,
+                         .max_threads = 8,
+                         .wait_max_ns = 1000000LL,
+                         .idle_ns = 100000000LL,
+                         .idle_exit_ns = 50000000LL,
+                         .run = run};
+    par_jobq_t *q = NULL;
+    assert_int_equal(par_jobq_new(&o, &q), PAR_OK);
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (tjob_t){.id = i, .block = 1};
+        par_jobq_push(q, &jobs[i].link, &jobs[i].link, PAR_JOBQ_WAKE);
+    }
+    /* the watchdog grows the pool for the blocked jobs */
+    assert_true(wait_for(&g_running, 4) >= 4);
+    par_jobq_stats_t st;
+    par_jobq_stats(q, &st);
+    assert_true(st.threads >= 4);
+    release();
+    assert_int_equal(wait_for(&g_ran, 8), 8);
+    /* 50 ms idle later, back to the one it started with */
+    for (int i = 0; i < 100; i++) {
+        par_jobq_stats(q, &st);
+        if (st.threads == 1)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.threads, 1);
+    /* and it still serves */
+    static tjob_t again;
+    again = (tjob_t){.id = 99};
+    par_jobq_push(q, &again.link, &again.link, PAR_JOBQ_WAKE);
+    assert_int_equal(wait_for(&g_ran, 9), 9);
+    par_jobq_free(q);
+}
+
 static void test_inline_overrun(void **state)
 {
     (void)state;
@@ -349,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_batch_push),
         cmocka_unit_test(test_every_thread_used),
         cmocka_unit_test(test_watchdog_wakes_for_a_waiting_job),
+        cmocka_unit_test(test_a_bursts_threads_leave_when_idle),
         cmocka_unit_test(test_inline_overrun),
         cmocka_unit_test(test_urgent_gets_a_thread),
         cmocka_unit_test(test_free_runs_what_is_queued),
