@@ -223,6 +223,20 @@ static const par_export_t *find_export(const par_manifest_t *m, const char *name
     return NULL;
 }
 
+/* A usage record id: 12 hex digits of the start time in ms, then 20 random
+ * ones. Ids that grow with time keep the usage table's unique index growing
+ * at its right edge, so a commit touches a few index pages instead of one
+ * per record (random ids did). Unique across nodes and restarts like a
+ * random one: 80 random bits per millisecond. */
+static void record_id(char id[33], int64_t wall_ms)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t ms = (uint64_t)wall_ms;
+    for (int i = 11; i >= 0; i--, ms >>= 4)
+        id[i] = hex[ms & 15];
+    par_trace_random_hex(id + 12, 20);
+}
+
 int par__call_start(par_runtime_t *rt, par_call_t *c)
 {
     size_t idlen = strlen(c->agent_id);
@@ -304,7 +318,7 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
         par_trace_random_hex(c->trace_id, PAR_TRACE_ID_LEN);
     if (c->span_id[0] == '\0')
         par_trace_random_hex(c->span_id, PAR_SPAN_ID_LEN);
-    par_trace_random_hex(c->id, 32);
+    record_id(c->id, c->wall_ms);
     c->_counted = 1;
     atomic_fetch_add(&rt->inflight, 1);
     if (pv->metrics)
