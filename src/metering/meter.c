@@ -180,9 +180,12 @@ static int janitor_nap(par_meter_t *m, int64_t ms)
 static int maintain(par_meter_t *m, par_store_t *s, par_buf_t *err)
 {
     int64_t n = ROLLUP_BATCH;
-    for (int i = 0; i < 20 && n == ROLLUP_BATCH; i++)
+    for (int i = 0; i < 20 && n == ROLLUP_BATCH; i++) {
         if (par_store_rollup(s, ROLLUP_BATCH, &n, err) != PAR_OK)
             return 0;
+        if (n == ROLLUP_BATCH && janitor_nap(m, 5)) /* let the writer in between batches */
+            return 1;
+    }
     n = PRUNE_BATCH;
     int64_t now = wall_ms();
     for (int i = 0; i < 200 && n == PRUNE_BATCH; i++) {
