@@ -75,8 +75,7 @@ static void check_framing(const char *p, size_t n)
     char msg[256] = "";
     int rc = par__http_check_head(p, n, msg, sizeof(msg));
     FUZZ_CHECK(rc == 0 || rc == -1, "check_head returned %d", rc);
-    FUZZ_CHECK((rc == -1) == reference_refuses(p, n), "check_head %d, the reference disagrees",
-               rc);
+    FUZZ_CHECK((rc == -1) == reference_refuses(p, n), "check_head %d, the reference disagrees", rc);
     FUZZ_CHECK(rc == 0 || msg[0] != '\0', "a refusal without a reason");
 }
 
@@ -87,7 +86,8 @@ static void check_path(const char *p, size_t n)
     FUZZ_CHECK(rc == 0 || (rc == -1 && msg[0] != '\0'), "path check %d without a reason", rc);
     /* /agents/<plain>/invoke with a short lowercase id always passes */
     static const char pre[] = "/agents/";
-    if (n > sizeof(pre) - 1 && n - (sizeof(pre) - 1) <= 64 && memcmp(p, pre, sizeof(pre) - 1) == 0) {
+    if (n > sizeof(pre) - 1 && n - (sizeof(pre) - 1) <= 64 &&
+        memcmp(p, pre, sizeof(pre) - 1) == 0) {
         int plain = 1;
         for (size_t i = sizeof(pre) - 1; i < n && plain; i++)
             plain = (p[i] >= 'a' && p[i] <= 'z') || p[i] == '-' || p[i] == '/';
