@@ -248,6 +248,13 @@ static void put_escaped(par_logline_t *l, const char *s, size_t n)
                s[run] != 0x7f)
             run++;
         if (run > i) {
+            size_t room = PAR_LOGLINE_MAX - LINE_RESERVE - l->len; /* put keeps len below */
+            if (run - i > room) { /* cut the field where the line is full, as a byte at a
+                                     time would */
+                put(l, s + i, room);
+                l->truncated = 1;
+                return;
+            }
             put(l, s + i, run - i);
             i = run;
             continue;

@@ -115,12 +115,34 @@ static void test_a_batching_thread_writes_at_flush(void **state)
     free(out);
 }
 
+static void long_line(void)
+{
+    static char msg[9000];
+    memset(msg, 'x', sizeof(msg) - 1);
+    par_logline_t l;
+    assert_true(par_log_begin(&l, PAR_LOG_ERROR, msg));
+    par_log_end(&l);
+}
+
+static void test_a_long_field_is_cut_not_dropped(void **state)
+{
+    (void)state;
+    char *out = capture(long_line);
+    char *m = strstr(out, "\"msg\":\"xxxx");
+    assert_non_null(m); /* as much as fits, then the marker */
+    assert_non_null(strstr(out, "\",\"truncated\":true}\n"));
+    assert_true(strlen(out) <= PAR_LOGLINE_MAX);
+    assert_true(strlen(out) > PAR_LOGLINE_MAX - 64);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_numbers_match_printf),
         cmocka_unit_test(test_timestamp_and_escaping),
         cmocka_unit_test(test_a_batching_thread_writes_at_flush),
+        cmocka_unit_test(test_a_long_field_is_cut_not_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
