@@ -37,8 +37,6 @@ static atomic_llong db_bytes, oldest_unexported_ms, oldest_unrolled_ms, records_
 
 #define ROLLUP_BATCH 5000
 #define PRUNE_BATCH 1000
-/* how often the maintenance thread copies the WAL into the database */
-#define CHECKPOINT_MS 1000
 
 par_usage_t *par_usage_new(const char *subject, const char *tenant, const char *package,
                            const char *version, const char *units)
@@ -151,13 +149,6 @@ static int64_t wall_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Sleeps up to ms; non-zero when the meter is stopping. */
 static int janitor_nap(par_meter_t *m, int64_t ms)
 {
@@ -223,21 +214,15 @@ static void *janitor_main(void *arg)
     par_store_t *s = NULL;
     int64_t every = m->cfg.retention_ms / 4;
     every = every < 1000 ? 1000 : every > 60000 ? 60000 : every;
-    int64_t next = 0; /* monotonic ms of the next maintenance */
     for (;;) {
         par_buf_reset(&err);
         if (s == NULL && par_store_open(m->cfg.path, m->cfg.sync_full, &s, &err) != PAR_OK)
             par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
-        if (s != NULL)
-            par_store_checkpoint(s); /* the writer's commits never do (commit_only) */
-        if (s != NULL && mono_ms() >= next) {
-            next = mono_ms() + every;
-            if (maintain(m, s, &err))
-                break;
-            if (err.len)
-                par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
-        }
-        if (janitor_nap(m, CHECKPOINT_MS))
+        else if (maintain(m, s, &err))
+            break;
+        else if (err.len)
+            par_log_msg(PAR_LOG_ERROR, "metering retention: %.*s", (int)err.len, err.data);
+        if (janitor_nap(m, every))
             break;
     }
     par_store_close(s);
@@ -276,7 +261,6 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
     int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &m->store, err);
     if (rc != PAR_OK)
         goto fail;
-    par_store_commit_only(m->store); /* answers wait for its commits: no checkpoint in them */
     if (m->cfg.stripe.api_key) {
         rc = par_stripe_start(&m->cfg.stripe, m->cfg.path, &m->stripe, err);
         if (rc != PAR_OK)

@@ -27,16 +27,6 @@ typedef struct par_store par_store_t;
 int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t *err);
 void par_store_close(par_store_t *s);
 
-/* For the connection whose commits release answers (the metering writer): its
- * commits never run a checkpoint (wal_autocheckpoint=0); another connection
- * calls par_store_checkpoint instead. */
-void par_store_commit_only(par_store_t *s);
-
-/* Copies what the WAL holds into the database without waiting for anyone
- * (a PASSIVE checkpoint), so the WAL starts over and stays small. Returns the
- * frames the WAL held, or -1 when it could not run (busy: next time). */
-int par_store_checkpoint(par_store_t *s);
-
 /* Inserts the records in one transaction. A record whose id already exists is
  * kept as it was (the insert is idempotent). */
 int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf_t *err);

@@ -160,20 +160,6 @@ static int64_t pragma_int(sqlite3 *db, const char *sql)
     return v;
 }
 
-void par_store_commit_only(par_store_t *s)
-{
-    sqlite3_wal_autocheckpoint(s->db, 0);
-}
-
-int par_store_checkpoint(par_store_t *s)
-{
-    int frames = 0, copied = 0;
-    if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
-        SQLITE_OK)
-        return -1;
-    return frames;
-}
-
 /* The WAL only starts over when a checkpoint finished and no reader is in it;
  * with the writer, the exporter and pruning all busy that can take long and
  * the file grows. Past WAL_LIMIT, a TRUNCATE checkpoint waits (at most 250 ms)
