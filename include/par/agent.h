@@ -69,6 +69,8 @@ struct par_agent_api {
     const char *(*tenant)(par_agent_ctx_t *ctx);
     /* appended in 0.1: read it through par_ctx_span_id() */
     const char *(*span_id)(par_agent_ctx_t *ctx);
+    /* appended in 0.2: use par_ctx_emit(), which checks `size` */
+    int (*emit)(par_agent_ctx_t *ctx, const char *type, const char *json, size_t len);
 };
 
 /** What an agent learns about the invocation. Read-only for the agent. */
@@ -152,6 +154,23 @@ static inline const char *par_ctx_span_id(par_agent_ctx_t *ctx)
 static inline int par_ctx_cancelled(par_agent_ctx_t *ctx)
 {
     return ctx->api->cancelled(ctx);
+}
+
+/** Emits an event of a run (docs/runs.md): `type` (NULL or "" means "data";
+ *  1..64 characters of [A-Za-z0-9._:-]) and `json`, one JSON value of `len`
+ *  bytes. Clients streaming the run receive it at once, as an SSE event with
+ *  the next sequence number. May block while the slowest streaming client
+ *  catches up (flow control). Returns 0; PAR_E_INVALID_EVENT (see par.h)
+ *  when the type or JSON is not valid or the event is over
+ *  runs.max_event_kb; PAR_E_CANCELLED once the invocation is cancelled;
+ *  PAR_E_INVALID_ARGUMENT from a host that predates events. In a unary
+ *  invocation (no run), events are accepted and dropped. */
+static inline int par_ctx_emit(par_agent_ctx_t *ctx, const char *type, const char *json, size_t len)
+{
+    const par_agent_api_t *api = ctx->api;
+    if (api->size < offsetof(par_agent_api_t, emit) + sizeof(api->emit) || !api->emit)
+        return 3; /* PAR_E_INVALID_ARGUMENT */
+    return api->emit(ctx, type, json, len);
 }
 
 #ifdef __cplusplus

@@ -88,7 +88,17 @@ extern "C" {
     X(E_CALL_DEPTH, 508, "call_depth_exceeded", "the sub-agent call chain is too deep")            \
     X(E_CANCELLED, 499, "cancelled", "the call was cancelled or its caller went away")             \
     X(E_SCRATCH_QUOTA, 507, "scratch_quota_exceeded",                                              \
-      "the agent's package used more scratch space than limits.scratch_mb allows")
+      "the agent's package used more scratch space than limits.scratch_mb allows")                 \
+    X(E_RUN_NOT_FOUND, 404, "run_not_found", "no such run")                                        \
+    X(E_TOO_MANY_RUNS, 429, "too_many_runs", "the caller has as many runs in flight as allowed")   \
+    X(E_RUN_ENDED, 409, "run_ended", "the run has already ended")                                  \
+    X(E_RUN_ACTIVE, 409, "run_active", "the run has not ended yet")                                \
+    X(E_RUN_EXPIRED, 410, "run_expired", "the run's events are past their retention")              \
+    X(E_BAD_EVENT_ID, 400, "invalid_last_event_id", "the event id to resume after is not valid")   \
+    X(E_INVALID_EVENT, 502, "invalid_agent_event",                                                 \
+      "the agent emitted an event that is not one JSON value of an allowed size and type")         \
+    X(E_INTERRUPTED, 503, "interrupted",                                                           \
+      "the run was in flight when the runtime stopped, restarted or unloaded its version")
 
 typedef enum par_status {
 #define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,
@@ -175,9 +185,17 @@ typedef struct par_config {
     uint32_t pip_timeout_ms;      /**< installing one package's requirements, default 300000 */
     const char *const *env_allow; /**< NULL-terminated names `${NAME}` in a package's
                                        environment may expand from the runtime's environment */
-    unsigned scratch_mb;     /**< limits.scratch_mb: scratch quota per package version (MB) */
+    unsigned scratch_mb;          /**< limits.scratch_mb: scratch quota per package version (MB) */
     unsigned max_call_depth; /**< limits.max_call_depth: sub-agent call chain cap, default 16 */
-    void *data;              /**< embedder's slot */
+    /* runs (docs/runs.md); 0 = the default */
+    uint32_t run_timeout_ms;    /**< deadline of one run, default 3600000; UINT32_MAX = none */
+    unsigned runs_per_subject;  /**< runs in flight per caller, default 100; UINT_MAX = no limit */
+    unsigned run_memory_events; /**< events of a run kept in memory, default 1000 */
+    uint32_t run_retention_s;   /**< how long an ended run is kept, default 86400 */
+    uint32_t run_cancel_grace_ms; /**< a worker ignoring a cancel is killed after, default 5000 */
+    size_t max_event_bytes;       /**< cap on one event's JSON, default 1 MiB */
+    uint32_t run_drain_ms; /**< how long a replaced version keeps its runs, default 3600000 */
+    void *data;            /**< embedder's slot */
 } par_config_t;
 
 typedef struct par_runtime par_runtime_t;

@@ -3,6 +3,7 @@
  */
 #include "config/apply.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,6 +69,15 @@ int par_conf_to_runtime(const par_conf_t *c, par_conf_runtime_t *r)
     cfg->scratch_mb = (unsigned)par_conf_int(c, PAR_K_LIMITS_SCRATCH);
     cfg->max_call_depth = (unsigned)par_conf_int(c, PAR_K_LIMITS_CALL_DEPTH);
     cfg->drain_ms = (uint32_t)par_conf_int(c, PAR_K_RELOAD_DRAIN);
+    long rto = par_conf_int(c, PAR_K_LIMITS_RUN_TIMEOUT),
+         rps = par_conf_int(c, PAR_K_RUNS_PER_SUBJECT);
+    cfg->run_timeout_ms = rto == 0 ? UINT32_MAX : (uint32_t)rto;
+    cfg->runs_per_subject = rps == 0 ? UINT_MAX : (unsigned)rps;
+    cfg->run_memory_events = (unsigned)par_conf_int(c, PAR_K_RUNS_MEMORY_EVENTS);
+    cfg->run_retention_s = (uint32_t)par_conf_int(c, PAR_K_RUNS_RETENTION);
+    cfg->run_cancel_grace_ms = (uint32_t)par_conf_int(c, PAR_K_RUNS_CANCEL_GRACE);
+    cfg->max_event_bytes = (size_t)par_conf_int(c, PAR_K_RUNS_MAX_EVENT) * 1024;
+    cfg->run_drain_ms = (uint32_t)par_conf_int(c, PAR_K_RELOAD_RUN_DRAIN);
     cfg->rollback_after = (unsigned)par_conf_int(c, PAR_K_ROLLBACK_REQUESTS);
     cfg->rollback_error_pct = (unsigned)par_conf_int(c, PAR_K_ROLLBACK_PCT);
     cfg->allow_unsigned = !par_conf_require_signatures(c);

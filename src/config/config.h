@@ -71,6 +71,13 @@ enum {
       "1", 0, "event-loop threads")                                                                \
     X(HTTP_HTTP2, "http.http2", "PAR_HTTP_HTTP2", NULL, PAR_CT_BOOL, 0, 0, NULL, "false", 0,       \
       "accept HTTP/2 (h2c, and h2 by ALPN with TLS)")                                              \
+    X(HTTP_CORS_ORIGINS, "http.cors.origins", "PAR_HTTP_CORS_ORIGINS", NULL, PAR_CT_LIST, 0, 0,    \
+      NULL, NULL, 0,                                                                               \
+      "origins (https://app.example.com) whose pages may call the invoke and runs routes; "        \
+      "unset = none")                                                                              \
+    X(HTTP_CORS_CREDENTIALS, "http.cors.credentials", "PAR_HTTP_CORS_CREDENTIALS", NULL,           \
+      PAR_CT_BOOL, 0, 0, NULL, "false", 0,                                                         \
+      "let those pages send cookies and Authorization (Access-Control-Allow-Credentials)")         \
     X(HTTP_REUSE_PORT, "http.reuse_port", "PAR_HTTP_REUSE_PORT", NULL, PAR_CT_BOOL, 0, 0, NULL,    \
       "false", 0,                                                                                  \
       "SO_REUSEPORT: a second server on the same address shares its connections instead of "       \
@@ -111,6 +118,23 @@ enum {
       "1024", 0, "quota of a worker's scratch directory")                                          \
     X(LIMITS_CALL_DEPTH, "limits.max_call_depth", "PAR_MAX_CALL_DEPTH", NULL, PAR_CT_INT, 1, 256,  \
       NULL, "16", 0, "longest chain of sub-agent calls; beyond: 508 call_depth_exceeded")          \
+    X(LIMITS_RUN_TIMEOUT, "limits.run_timeout_ms", "PAR_RUN_TIMEOUT_MS", NULL, PAR_CT_MS, 0,       \
+      2592000000, NULL, "3600000", PAR_CF_RELOAD, "deadline of one run (0 = none)")                \
+    X(RUNS_PER_SUBJECT, "limits.runs_per_subject", "PAR_RUNS_PER_SUBJECT", NULL, PAR_CT_INT, 0,    \
+      1000000, NULL, "100", PAR_CF_RELOAD,                                                         \
+      "runs in flight per caller (0 = no limit); beyond: 429 too_many_runs")                       \
+    X(RUNS_MEMORY_EVENTS, "runs.memory_events", "PAR_RUNS_MEMORY_EVENTS", NULL, PAR_CT_INT, 16,    \
+      1000000, NULL, "1000", 0,                                                                    \
+      "a run's newest events kept in memory; older ones are read from disk")                       \
+    X(RUNS_RETENTION, "runs.retention", "PAR_RUNS_RETENTION", NULL, PAR_CT_SEC, 1, 31536000, NULL, \
+      "86400", 0, "how long an ended run and its events are kept (resumable)")                     \
+    X(RUNS_HEARTBEAT, "runs.heartbeat_ms", "PAR_RUNS_HEARTBEAT_MS", NULL, PAR_CT_MS, 100, 3600000, \
+      NULL, "15000", PAR_CF_RELOAD, "a \": keep-alive\" line on a silent event stream this often") \
+    X(RUNS_CANCEL_GRACE, "runs.cancel_grace_ms", "PAR_RUNS_CANCEL_GRACE_MS", NULL, PAR_CT_MS, 100, \
+      3600000, NULL, "5000", PAR_CF_RELOAD,                                                        \
+      "a worker still running a cancelled run after this is killed and replaced")                  \
+    X(RUNS_MAX_EVENT, "runs.max_event_kb", "PAR_RUNS_MAX_EVENT_KB", NULL, PAR_CT_KB, 1, 16384,     \
+      NULL, "1024", 0, "cap on one event an agent emits; beyond: invalid_agent_event")             \
     X(SHUTDOWN_GRACE, "shutdown.grace_ms", "PAR_SHUTDOWN_GRACE_MS", "--shutdown-grace-ms",         \
       PAR_CT_MS, 0, 3600000, NULL, "0", 0,                                                         \
       "after SIGTERM, keep serving this long with readiness failing")                              \
@@ -118,6 +142,9 @@ enum {
       PAR_CT_MS, 0, 3600000, NULL, "30000", 0, "then wait this long for requests in flight")       \
     X(RELOAD_DRAIN, "reload.drain_ms", "PAR_RELOAD_DRAIN_MS", NULL, PAR_CT_MS, 1, 3600000, NULL,   \
       "30000", PAR_CF_RELOAD, "how long a replaced version may finish its calls")                  \
+    X(RELOAD_RUN_DRAIN, "reload.run_drain_ms", "PAR_RELOAD_RUN_DRAIN_MS", NULL, PAR_CT_MS, 0,      \
+      2592000000, NULL, "3600000", PAR_CF_RELOAD,                                                  \
+      "how long a replaced version keeps running its runs; then they end interrupted")             \
     X(ROLLBACK_REQUESTS, "reload.rollback.requests", "PAR_ROLLBACK_REQUESTS", NULL, PAR_CT_INT, 0, \
       1000000, NULL, "0", 0, "judge a new version on its first N calls (0 = no rollback)")         \
     X(ROLLBACK_PCT, "reload.rollback.error_rate_percent", "PAR_ROLLBACK_ERROR_RATE_PERCENT", NULL, \

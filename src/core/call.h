@@ -24,6 +24,30 @@ typedef struct par_call par_call_t;
 typedef struct par_pkgver par_pkgver_t;
 typedef void (*par_call_done_cb)(par_call_t *call);
 
+/*
+ * Where the events of a call go: set by the starter of a run (runtime/runs.c)
+ * or of a streamed sibling call (the loader's CALL with "stream":true);
+ * NULL for a unary call, whose agent's events are then dropped (counted, not
+ * an error). A call with a sink is a run: its deadline is
+ * limits.run_timeout_ms, not limits.timeout_ms.
+ *
+ * The executor calls these on the thread that read the event (the
+ * supervisor's I/O, or the agent's own thread for in-process agents), in the
+ * order the agent emitted, never two at once for one call, and never after
+ * the call's `done`. The executor validates first: `type` is a token of
+ * 1..64 characters [A-Za-z0-9._:-], `data` one JSON value of at most
+ * runs.max_event_kb; anything else never reaches the sink.
+ */
+typedef struct par_call_sink {
+    /* The executor handed the call to a worker (or thread): the run is running. May be NULL. */
+    void (*started)(par_call_t *c);
+    /* One event. Returns 0 when the agent may go on at once (the executor
+     * grants the worker credit for it), 1 when the sink holds the credit back
+     * until it calls par__call_events_ack() (a slow client: flow control), or
+     * a PAR status that refuses the event (the agent's emit fails with it). */
+    int (*event)(par_call_t *c, const char *type, size_t type_len, const char *data, size_t len);
+} par_call_sink_t;
+
 #define PAR_ID_MAX 200
 #define PAR_REQUEST_ID_MAX 128
 
@@ -61,7 +85,9 @@ struct par_call {
     int64_t deadline_ms;     /* absolute CLOCK_MONOTONIC ms, 0 = package default */
     uint32_t timeout_ms;     /* requested (X-Par-Timeout-Ms): can only lower the package's */
     par_call_done_cb done;
-    void *data; /* starter's slot */
+    void *data;                  /* starter's slot */
+    const par_call_sink_t *sink; /* events: a run or a streamed call; NULL = unary */
+    void *sink_data;             /* the sink's slot */
 
     /* outputs */
     int status;
@@ -75,11 +101,12 @@ struct par_call {
     const char *export_name;
 
     /* runtime-private */
-    int _inline;       /* in-process agents may run on the starter's thread */
-    int _hop;          /* a sub-agent call: see par__call_link() */
-    int _counted;      /* counted in rt->inflight until finished */
-    int _same_package; /* the caller is an agent of the callee's package (a sibling) */
-    int _finished;     /* par__call_finish ran: a call finishes once */
+    int _inline;                   /* in-process agents may run on the starter's thread */
+    int _hop;                      /* a sub-agent call: see par__call_link() */
+    int _counted;                  /* counted in rt->inflight until finished */
+    int _same_package;             /* the caller is an agent of the callee's package (a sibling) */
+    int _finished;                 /* par__call_finish ran: a call finishes once */
+    _Atomic int _cancel_requested; /* set by par__call_cancel: in-process agents poll it */
     char *_input_copy;
     char *_context_copy;
     size_t _export_idx; /* the export of pv it runs */

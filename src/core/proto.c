@@ -67,9 +67,10 @@ int par_proto_decode(const uint8_t *buf, size_t len, size_t max_body, par_frame_
 
 const char *par_proto_type_name(int type)
 {
-    static const char *const names[] = {"?",     "HELLO", "INVOKE",      "RESULT",
-                                        "ERROR", "CALL",  "CALL_RESULT", "LOG",
-                                        "USAGE", "CHUNK", "CANCEL",      "SANDBOX"};
+    static const char *const names[] = {
+        "?",     "HELLO", "INVOKE", "RESULT",  "ERROR", "CALL",      "CALL_RESULT", "LOG",
+        "USAGE", "CHUNK", "CANCEL", "SANDBOX", "EVENT", "EVENT_ACK", "CALL_EVENT"};
+    _Static_assert(sizeof(names) / sizeof(*names) == PAR_FRAME_TYPE_MAX + 1, "a name per type");
     if (type < 1 || type > PAR_FRAME_TYPE_MAX)
         return "?";
     return names[type];

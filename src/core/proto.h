@@ -11,8 +11,9 @@
  *   4      4    header_len
  *   8      4    body_len
  *   12     4    reserved    (0)
- *   16     8    id          request id (INVOKE/RESULT/ERROR/CANCEL/USAGE/LOG),
- *                           call id (CALL/CALL_RESULT), 0 for HELLO
+ *   16     8    id          request id (INVOKE/RESULT/ERROR/CANCEL/USAGE/LOG/
+ *                           EVENT/EVENT_ACK), call id (CALL/CALL_RESULT/
+ *                           CALL_EVENT), 0 for HELLO
  *
  * Used by the runtime's supervisor and by the par-worker host; pure functions,
  * any thread.
@@ -26,6 +27,9 @@
 #define PAR_PROTO_VERSION 1
 #define PAR_PROTO_HEADER_SIZE 24
 #define PAR_PROTO_MAX_JSON_HEADER (1u << 20)
+/* EVENT frames a worker may send for one request before it must wait for an
+ * EVENT_ACK granting more: the flow-control window (runs). */
+#define PAR_PROTO_EVENT_WINDOW 64
 
 typedef enum par_frame_type {
     PAR_FRAME_HELLO = 1,
@@ -39,7 +43,11 @@ typedef enum par_frame_type {
     PAR_FRAME_CHUNK = 9,
     PAR_FRAME_CANCEL = 10,
     PAR_FRAME_SANDBOX = 11, /* par-worker → runtime, before HELLO: the sandbox applied */
-    PAR_FRAME_TYPE_MAX = 11,
+    /* runs (docs/worker-protocol.md "Events"): */
+    PAR_FRAME_EVENT = 12, /* worker → runtime, request id: {"event":"type"}, body one JSON value */
+    PAR_FRAME_EVENT_ACK = 13, /* runtime → worker, request id: {"n":k}, k more events may be sent */
+    PAR_FRAME_CALL_EVENT = 14, /* runtime → worker, call id: an event of a streamed CALL */
+    PAR_FRAME_TYPE_MAX = 14,
 } par_frame_type_t;
 
 typedef struct par_frame {

@@ -76,6 +76,15 @@ int par_pool_submit(par_pool_t *p, par_call_t *c);
  * PAR_E_NOT_FOUND when the pool no longer holds it (it is finishing). Any thread. */
 int par_pool_cancel(par_pool_t *p, par_call_t *c, const char *why);
 
+/* par_pool_cancel for a run: the worker running `c` (if any) is given
+ * `grace_ms` to answer the CANCEL; a worker still running it then is killed
+ * and replaced, its other calls failing as in a crash. */
+int par_pool_cancel_grace(par_pool_t *p, par_call_t *c, const char *why, uint32_t grace_ms);
+/* Grants the worker running `c` credit for `n` more EVENT frames (an
+ * EVENT_ACK), after its sink held them back. Any thread; a no-op when the
+ * pool no longer holds `c`. */
+void par_pool_events_ack(par_pool_t *p, par_call_t *c, unsigned n);
+
 /* Stops the pool: no new calls; workers are closed once their in-flight calls
  * are done (or killed at once when `now`). Pending calls fail with `draining`
  * when `now`. The pool is freed by the supervisor when its last worker is gone. */

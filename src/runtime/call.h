@@ -33,6 +33,15 @@ void par__call_finish(par_call_t *c);
  * free `c`. PAR_E_NOT_FOUND when it cannot be taken back (finishing already,
  * or an in-process agent); then `done` comes as usual. Any thread. */
 int par__call_cancel(par_call_t *c, const char *why);
+/* Cancels a run's call (par__call_cancel) and gives its worker `grace_ms`
+ * to answer the CANCEL; a worker still running the call after that is killed
+ * and replaced (its other calls fail as in a crash). 0 = no kill. In-process
+ * agents only see the request (par_ctx_cancelled) and finish as usual. */
+int par__call_cancel_grace(par_call_t *c, const char *why, uint32_t grace_ms);
+/* Grants the agent of `c` credit for `n` more events after its sink held
+ * them back (par_call_sink_t.event returned 1). Any thread; a no-op once the
+ * call has finished or is not in a worker. */
+void par__call_events_ack(par_call_t *c, unsigned n);
 /* The reference operations of package versions (par__pkgver_ref/unref) a
  * call stores with the first version it references. */
 extern const par_call_pv_ops_t par__pkgver_ops;

@@ -61,6 +61,20 @@ void par__config_defaults(par_config_t *cfg)
         cfg->scratch_mb = 1024;
     if (cfg->max_call_depth == 0)
         cfg->max_call_depth = 16;
+    if (cfg->run_timeout_ms == 0)
+        cfg->run_timeout_ms = 3600000;
+    if (cfg->runs_per_subject == 0)
+        cfg->runs_per_subject = 100;
+    if (cfg->run_memory_events == 0)
+        cfg->run_memory_events = 1000;
+    if (cfg->run_retention_s == 0)
+        cfg->run_retention_s = 86400;
+    if (cfg->run_cancel_grace_ms == 0)
+        cfg->run_cancel_grace_ms = 5000;
+    if (cfg->max_event_bytes == 0)
+        cfg->max_event_bytes = 1u << 20;
+    if (cfg->run_drain_ms == 0)
+        cfg->run_drain_ms = 3600000;
 }
 
 const char *par_pkg_state_name(int state)
