@@ -9,6 +9,7 @@
  * Also: an agent built against the agent ABI header before events runs
  * under this host, and par_ctx_emit against a host that predates events.
  */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +28,7 @@
 #include "core/proto.h"
 #include "loader/supervisor.h"
 #include "pkg/manifest.h"
+#include "runtime/native.h"
 
 #define MAX_EVENTS 512
 
@@ -646,6 +648,116 @@ static void emit_on_a_host_that_predates_events(void **state)
     assert_int_equal(par_ctx_emit(&ctx, "data", "1", 1), 0);
 }
 
+/* ---- in-process native agents (runtime/native.c) ---------------------------------------- */
+
+static par_runtime_t inproc_rt;
+static par_pkgver_t inproc_pv;
+
+/* Runs `sym` of the events fixture in-process on this thread, as the
+ * in-process executor does; `cancel` sets the call's cancel request first. */
+static void inproc_run(rec_t *r, const char *sym, const char *input, int cancel)
+{
+    void *h = dlopen(PAR_TEST_BUILD_DIR "/stage/events/lib/libevents.so", RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(h);
+    par_agent_fn fns[1];
+    *(void **)&fns[0] = dlsym(h, sym);
+    assert_non_null(fns[0]);
+    inproc_rt.cfg.max_output_bytes = 1u << 20;
+    inproc_rt.cfg.max_event_bytes = 64u << 10;
+    inproc_pv.rt = &inproc_rt;
+    inproc_pv.name = (char *)"events";
+    inproc_pv.version = (char *)"0.1.0";
+    inproc_pv.fns = fns;
+    par_call_t *c = par__call_new();
+    assert_non_null(c);
+    strcpy(c->agent_id, "events");
+    c->input = input;
+    c->input_len = strlen(input);
+    c->pv = &inproc_pv;
+    c->sink = &rec_sink;
+    c->sink_data = r;
+    if (cancel)
+        atomic_store(&c->_cancel_requested, 1);
+    par__native_run(c);
+    r->status = c->status;
+    snprintf(r->output, sizeof(r->output), "%.*s", (int)c->output.len,
+             c->output.data ? c->output.data : "");
+    c->pv = NULL;
+    par__call_free(c);
+    dlclose(h);
+}
+
+static int refusing_event(par_call_t *c, const char *t, size_t tl, const char *d, size_t n)
+{
+    (void)c, (void)t, (void)tl, (void)d, (void)n;
+    return PAR_E_RUN_ENDED;
+}
+
+static void in_process_agents_emit_to_the_sink(void **state)
+{
+    (void)state;
+    rec_t r;
+    rec_init(&r, 1); /* held credit does not block an in-process agent */
+    inproc_run(&r, "burst", "100", 0);
+    assert_int_equal(r.status, PAR_OK);
+    assert_string_equal(r.output, "{\"emitted\":100}");
+    assert_int_equal(r.started, 1);
+    assert_int_equal(r.n, 100);
+    assert_string_equal(r.type[99], "tick");
+    assert_string_equal(r.data[99], "{\"i\":99}");
+    rec_t b;
+    rec_init(&b, 0);
+    inproc_run(&b, "bad", "0", 0);
+    char want[128];
+    snprintf(want, sizeof(want), "{\"json\":%d,\"type\":%d,\"size\":%d,\"ok\":0}",
+             PAR_E_INVALID_EVENT, PAR_E_INVALID_EVENT, PAR_E_INVALID_EVENT);
+    assert_string_equal(b.output, want);
+    assert_int_equal(b.n, 1);
+    assert_string_equal(b.type[0], "data");
+}
+
+static void in_process_agents_see_the_cancel(void **state)
+{
+    (void)state;
+    rec_t r;
+    rec_init(&r, 0);
+    inproc_run(&r, "poll_cancel", "0", 1);
+    assert_int_equal(r.status, PAR_OK);
+    assert_string_equal(r.output, "{\"cancelled\":true}");
+    assert_int_equal(r.n, 0); /* its emit returned PAR_E_CANCELLED */
+    rec_t e;
+    rec_init(&e, 0);
+    inproc_run(&e, "burst", "5", 1);
+    char want[64];
+    snprintf(want, sizeof(want), "{\"emitted\":0,\"rc\":%d}", PAR_E_CANCELLED);
+    assert_string_equal(e.output, want);
+}
+
+static void an_event_the_sink_refuses_fails_the_in_process_call(void **state)
+{
+    (void)state;
+    static const par_call_sink_t refusing = {NULL, refusing_event};
+    void *h = dlopen(PAR_TEST_BUILD_DIR "/stage/events/lib/libevents.so", RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(h);
+    par_agent_fn fns[1];
+    *(void **)&fns[0] = dlsym(h, "burst");
+    inproc_pv.fns = fns;
+    inproc_pv.rt = &inproc_rt;
+    par_call_t *c = par__call_new();
+    strcpy(c->agent_id, "events");
+    c->input = "3";
+    c->input_len = 1;
+    c->pv = &inproc_pv;
+    c->sink = &refusing;
+    par__native_run(c);
+    assert_int_equal(c->status, PAR_E_RUN_ENDED);
+    par_buf_terminate(&c->output);
+    assert_non_null(strstr(c->output.data, "was refused"));
+    c->pv = NULL;
+    par__call_free(c);
+    dlclose(h);
+}
+
 /* ---- the Python worker ---------------------------------------------------------------- */
 
 static pool_t python_pool(void)
@@ -774,6 +886,9 @@ int main(void)
         cmocka_unit_test(a_streamed_call_forwards_events_as_call_event),
         cmocka_unit_test(an_agent_built_against_the_old_header_works),
         cmocka_unit_test(emit_on_a_host_that_predates_events),
+        cmocka_unit_test(in_process_agents_emit_to_the_sink),
+        cmocka_unit_test(in_process_agents_see_the_cancel),
+        cmocka_unit_test(an_event_the_sink_refuses_fails_the_in_process_call),
         cmocka_unit_test(python_generators_and_emit),
         cmocka_unit_test(python_emit_flow_control_and_refusals),
         cmocka_unit_test(python_cancel_reaches_handlers),
