@@ -43,6 +43,10 @@ typedef struct rec {
     char data[MAX_EVENTS][48];
     int answer; /* what event returns: 0 ack, 1 hold */
     int done, status;
+    int after_done;          /* events that came after `done`: must stay 0 */
+    int sleep_us;            /* a slow sink */
+    par_pool_t *cancel_pool; /* the sink cancels its own call at event `cancel_at` */
+    int cancel_at, done_in_sink;
     char output[2048];
 } rec_t;
 
@@ -69,6 +73,8 @@ static int rec_event(par_call_t *c, const char *type, size_t tlen, const char *d
     pthread_mutex_lock(&r->lock);
     if (!r->started)
         r->started_before_event_violation = 1;
+    if (r->done)
+        r->after_done++;
     if (r->n < MAX_EVENTS) {
         snprintf(r->type[r->n], sizeof(r->type[0]), "%.*s", (int)tlen, type);
         snprintf(r->data[r->n], sizeof(r->data[0]), "%.*s", (int)len, data);
@@ -76,7 +82,16 @@ static int rec_event(par_call_t *c, const char *type, size_t tlen, const char *d
     r->n++;
     pthread_cond_broadcast(&r->cond);
     int answer = r->answer;
+    int cancel = r->cancel_pool && r->n == r->cancel_at;
     pthread_mutex_unlock(&r->lock);
+    if (r->sleep_us)
+        usleep((useconds_t)r->sleep_us);
+    if (cancel) { /* from inside the sink: `done` waits until it returns */
+        assert_int_equal(par_pool_cancel_grace(r->cancel_pool, c, "from the sink", 5000), PAR_OK);
+        pthread_mutex_lock(&r->lock);
+        r->done_in_sink = r->done;
+        pthread_mutex_unlock(&r->lock);
+    }
     return answer;
 }
 
@@ -86,6 +101,7 @@ static void rec_done(par_call_t *c)
 {
     rec_t *r = c->data;
     pthread_mutex_lock(&r->lock);
+    assert_int_equal(r->done, 0); /* exactly once */
     r->status = c->status;
     snprintf(r->output, sizeof(r->output), "%.*s", (int)c->output.len,
              c->output.data ? c->output.data : "");
@@ -492,6 +508,40 @@ static void an_agent_ignoring_a_cancel_is_killed_after_the_grace(void **state)
     pool_stop(&pl);
 }
 
+static void a_cancel_while_the_sink_runs_finishes_the_call_once(void **state)
+{
+    (void)state;
+    pool_t pl = native_pool(1, 4);
+    /* from another thread, while events flow through a slow sink */
+    rec_t r;
+    rec_init(&r, 0);
+    r.sleep_us = 300;
+    par_call_t *c = submit(&pl, &r, "", "100000", 1);
+    assert_true(WAIT_FOR(&r, r.n >= 50, 10000));
+    assert_int_equal(par_pool_cancel_grace(pl.p, c, "mid-stream", 2000), PAR_OK);
+    assert_true(WAIT_FOR(&r, r.done, 1000));
+    assert_int_equal(r.status, PAR_E_CANCELLED);
+    usleep(200 * 1000);
+    assert_int_equal(r.after_done, 0);
+    /* from inside the sink itself */
+    rec_t s2;
+    rec_init(&s2, 0);
+    s2.cancel_pool = pl.p;
+    s2.cancel_at = 10;
+    submit(&pl, &s2, "", "100000", 1);
+    assert_true(WAIT_FOR(&s2, s2.done, 10000));
+    assert_int_equal(s2.status, PAR_E_CANCELLED);
+    assert_string_equal(s2.output, "from the sink");
+    assert_int_equal(s2.done_in_sink, 0); /* deferred until the sink returned */
+    usleep(200 * 1000);
+    assert_int_equal(s2.after_done, 0);
+    assert_int_equal(s2.n, 10);
+    par_pool_stats_t st;
+    par_pool_stats(pl.p, &st);
+    assert_int_equal(st.cancel_kills, 0);
+    pool_stop(&pl);
+}
+
 /* ---- a worker that breaks the rules --------------------------------------------------- */
 
 static void raw_event(pool_t *pl, const char *header_json, const char *body, int expect_status,
@@ -880,6 +930,7 @@ int main(void)
         cmocka_unit_test(a_cancel_reaches_a_running_native_agent),
         cmocka_unit_test(a_cancel_wakes_an_emit_blocked_on_its_window),
         cmocka_unit_test(an_agent_ignoring_a_cancel_is_killed_after_the_grace),
+        cmocka_unit_test(a_cancel_while_the_sink_runs_finishes_the_call_once),
         cmocka_unit_test(invalid_events_from_a_worker_fail_only_their_call),
         cmocka_unit_test(valid_event_shapes_from_a_worker),
         cmocka_unit_test(a_stray_event_is_ignored_and_counted),
