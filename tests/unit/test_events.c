@@ -874,8 +874,8 @@ static void python_cancel_reaches_handlers(void **state)
 {
     (void)state;
     pool_t pl = python_pool();
-    const char *names[] = {"coro-cancel", "sync-poll"};
-    for (int k = 0; k < 2; k++) {
+    const char *names[] = {"coro-cancel", "sync-poll", "slow-gen", "slow-agen"};
+    for (int k = 0; k < 4; k++) {
         rec_t r;
         rec_init(&r, 0);
         par_call_t *c = submit(&pl, &r, names[k], "0", 1);
