@@ -268,16 +268,19 @@ typedef struct par_call_opts {
     size_t input_len;
     const char *context; /**< a JSON object handed to the agent as its context, or NULL */
     size_t context_len;
-    const char *subject; /**< the caller's identity (metering, the agent's context), or NULL */
-    const char *tenant;  /**< the caller's tenant, or NULL */
-    uint32_t timeout_ms; /**< 0 = the package's deadline; otherwise it can only be lowered */
+    const char *subject;    /**< the caller's identity (metering, the agent's context), or NULL */
+    const char *tenant;     /**< the caller's tenant, or NULL */
+    uint32_t timeout_ms;    /**< 0 = the package's deadline; otherwise it can only be lowered */
     const char *trace_id;   /**< a W3C traceparent (the call becomes a child of its span) or a
                                  trace id of 1..63 characters [A-Za-z0-9._-]; NULL = a new one */
     const char *request_id; /**< 1..128 characters [A-Za-z0-9._-]; NULL = a new one */
     void *data;             /**< embedder's slot */
 } par_call_opts_t;
 
-#define PAR_CALL_OPTS_INIT {0}
+#define PAR_CALL_OPTS_INIT                                                                         \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /** Calls an agent as par_call() does, with the options above; blocks the
  *  calling thread. An in-process (trusted) agent runs on the calling thread.

@@ -258,16 +258,13 @@ class Runtime:
 
     # -- lifetime
     def close(self):
-        """Stops the workers and frees the runtime; calls in flight fail with
-        `draining` (Unavailable). Idempotent."""
+        """Stops the workers and frees the runtime. Blocking calls in flight
+        in other threads finish first (within their deadlines); asynchronous
+        calls in flight fail with `draining` (Unavailable); later calls raise
+        ValueError. Idempotent."""
         rt = getattr(self, "_rt", None)
         if rt is not None:
-            rt.close()
-            for port, loop in list(self._ports.items()):
-                try:
-                    loop.remove_reader(port.fileno())
-                except Exception:  # the loop may be closed already
-                    pass
+            rt.close()  # the loops' readers stay: they deliver the last answers
 
     def __enter__(self):
         return self

@@ -173,17 +173,16 @@ typedef struct {
 
 static int parse_call(PyObject *args, PyObject *kw, int skip, call_args_t *a)
 {
-    static char *kwlist[] = {"agent_id", "input", "context",  "subject", "tenant",
+    static char *kwlist[] = {"agent_id",   "input",    "context",    "subject", "tenant",
                              "timeout_ms", "trace_id", "request_id", NULL};
     memset(a, 0, sizeof(*a));
     unsigned long timeout = 0;
     PyObject *rest = PyTuple_GetSlice(args, skip, PyTuple_Size(args));
     if (rest == NULL)
         return -1;
-    int ok = PyArg_ParseTupleAndKeywords(rest, kw, "sy#|z#zzkzz", kwlist, &a->o.agent_id,
-                                         &a->o.input, &a->ilen, &a->o.context, &a->clen,
-                                         &a->o.subject, &a->o.tenant, &timeout, &a->o.trace_id,
-                                         &a->o.request_id);
+    int ok = PyArg_ParseTupleAndKeywords(
+        rest, kw, "sy#|z#zzkzz", kwlist, &a->o.agent_id, &a->o.input, &a->ilen, &a->o.context,
+        &a->clen, &a->o.subject, &a->o.tenant, &timeout, &a->o.trace_id, &a->o.request_id);
     Py_DECREF(rest); /* its items are still referenced by `args` */
     if (!ok)
         return -1;
@@ -550,8 +549,8 @@ static PyObject *mod_statuses(PyObject *m, PyObject *unused)
 {
     PyObject *l = PyList_New(0);
     for (int s = 0; l && s < PAR_STATUS_COUNT; s++) {
-        PyObject *t = Py_BuildValue("(iiss)", s, par_status_http(s), par_status_name(s),
-                                    par_strerror(s));
+        PyObject *t =
+            Py_BuildValue("(iiss)", s, par_status_http(s), par_status_name(s), par_strerror(s));
         if (t == NULL || PyList_Append(l, t) != 0)
             Py_CLEAR(l);
         Py_XDECREF(t);
@@ -580,8 +579,10 @@ static PyMethodDef runtime_methods[] = {
 };
 
 static PyType_Slot runtime_slots[] = {
-    {Py_tp_new, runtime_new},         {Py_tp_init, runtime_init},
-    {Py_tp_dealloc, runtime_dealloc}, {Py_tp_methods, runtime_methods},
+    {Py_tp_new, runtime_new},
+    {Py_tp_init, runtime_init},
+    {Py_tp_dealloc, runtime_dealloc},
+    {Py_tp_methods, runtime_methods},
     {Py_tp_doc, "A PAR runtime (internal: use par.Runtime)."},
     {0, NULL},
 };
@@ -628,9 +629,15 @@ static PyMethodDef mod_methods[] = {
 };
 
 static struct PyModuleDef moddef = {
-    PyModuleDef_HEAD_INIT, "par._par", "PAR embedded (internal: use the par package).", -1,
-    mod_methods,           NULL,       NULL,
-    NULL,                  NULL,
+    PyModuleDef_HEAD_INIT,
+    "par._par",
+    "PAR embedded (internal: use the par package).",
+    -1,
+    mod_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC PyInit__par(void); /* the one exported symbol */

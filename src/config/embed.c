@@ -79,8 +79,8 @@ static int start(const par_conf_t *c, par_meter_config_t *m, par_runtime_t **out
     return PAR_OK;
 }
 
-int par_runtime_new_from_config(const char *file, const char *text, size_t len,
-                                par_runtime_t **out, char **errp)
+int par_runtime_new_from_config(const char *file, const char *text, size_t len, par_runtime_t **out,
+                                char **errp)
 {
     par_conf_t c;
     par_buf_t err;
@@ -101,7 +101,8 @@ int par_runtime_new_from_config(const char *file, const char *text, size_t len,
     if (rc == PAR_OK)
         rc = check(&c, &m, &err);
     if (rc == PAR_OK) {
-        if (c.v[PAR_K_LOG_LEVEL].src != PAR_CS_DEFAULT || c.v[PAR_K_LOG_FORMAT].src != PAR_CS_DEFAULT)
+        if (c.v[PAR_K_LOG_LEVEL].src != PAR_CS_DEFAULT ||
+            c.v[PAR_K_LOG_FORMAT].src != PAR_CS_DEFAULT)
             par_log_init(par_log_parse_level(par_conf_str(&c, PAR_K_LOG_LEVEL)),
                          strcmp(par_conf_str(&c, PAR_K_LOG_FORMAT), "text") != 0);
         rc = start(&c, &m, out, &err);

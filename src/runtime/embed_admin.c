@@ -78,8 +78,7 @@ static json_t *package_json(par_pkgver_t *pv)
                                   pv->t_load_ms));
     json_object_set_new(o, "signer", pv->signer[0] ? json_string(pv->signer) : json_null());
     json_object_set_new(o, "origin", json_string(pv->origin ? pv->origin : "api"));
-    if (!par__runtime_pool_json(pv, o) && pv->isolation == PAR_ISOLATION_IN_PROCESS &&
-        pv->manifest)
+    if (!par__runtime_pool_json(pv, o) && pv->isolation == PAR_ISOLATION_IN_PROCESS && pv->manifest)
         json_object_set_new(o, "sandbox",
                             json_pack("{s:b, s:s}", "enabled", 0, "reason", "trusted in-process"));
     return o;

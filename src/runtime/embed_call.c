@@ -14,7 +14,9 @@
  * Threads: any. par_call_ex blocks its caller (an in-process agent runs on
  * it); par_call_start never blocks on agent code and its callback runs
  * wherever the call finishes. A handle is refcounted between the caller and
- * the call's completion, so a cancel after the answer touches live memory.
+ * the call's answer, and the call itself between its answer and the cancels
+ * in progress, so a cancel racing the answer touches live memory and a
+ * handle freed after the runtime touches no call.
  * Must never run host code while holding a runtime lock.
  */
 #include <assert.h>
@@ -66,8 +68,9 @@ static int fill_call(par_call_t *c, const par_call_opts_t *o)
 {
     size_t off = 0;
     if (o->agent_id == NULL || strlen(o->agent_id) > PAR_ID_MAX) {
-        par_buf_appendf(&c->output, o->agent_id ? "no agent (id longer than %d bytes)"
-                                                : "no agent id (opts.agent_id is NULL)",
+        par_buf_appendf(&c->output,
+                        o->agent_id ? "no agent (id longer than %d bytes)"
+                                    : "no agent id (opts.agent_id is NULL)",
                         PAR_ID_MAX);
         return PAR_E_AGENT_NOT_FOUND;
     }
@@ -89,12 +92,13 @@ static int fill_call(par_call_t *c, const par_call_opts_t *o)
     if (o->request_id) {
         size_t n = strlen(o->request_id);
         if (!safe_token(o->request_id, n, PAR_REQUEST_ID_MAX)) {
-            par_buf_appendf(&c->output,
-                            "request_id must be 1 to %d characters of [A-Za-z0-9._:-]",
+            par_buf_appendf(&c->output, "request_id must be 1 to %d characters of [A-Za-z0-9._:-]",
                             PAR_REQUEST_ID_MAX);
             return PAR_E_INVALID_ARGUMENT;
         }
         memcpy(c->request_id, o->request_id, n + 1);
+    } else {
+        par_trace_random_hex(c->request_id, 32); /* refusals before the start carry one too */
     }
     int rc = fill_trace(c, o->trace_id);
     if (rc != PAR_OK)
@@ -225,8 +229,8 @@ void par_result_free(par_result_t *r)
 /* ---- asynchronous calls ------------------------------------------------------------ */
 
 struct par_call_handle {
-    atomic_int refs; /* the caller's handle (when asked for) and the call's answer */
-    atomic_int answered;
+    atomic_int refs;   /* of this struct: the caller's handle (when asked for) and the answer */
+    atomic_int c_refs; /* of the call: its answer, and each cancel in progress */
     par_runtime_t *rt;
     par_call_t *c;
     par_call_cb cb;
@@ -235,19 +239,27 @@ struct par_call_handle {
 
 static void handle_unref(par_call_handle_t *h)
 {
-    if (atomic_fetch_sub(&h->refs, 1) != 1)
-        return;
-    par__call_free(h->c);
-    free(h);
+    if (atomic_fetch_sub(&h->refs, 1) == 1)
+        free(h);
 }
 
-/* Answers the host, then drops the call's reference. */
+/* The call is freed as soon as nobody can still cancel it: at its answer,
+ * not at par_call_handle_free(), which may come after the runtime is gone
+ * (the call references a package version, whose last reference stops its
+ * workers). */
+static void call_unref(par_call_handle_t *h)
+{
+    if (atomic_fetch_sub(&h->c_refs, 1) == 1)
+        par__call_free(h->c);
+}
+
+/* Answers the host, then drops the answer's references. */
 static void answer(par_call_handle_t *h)
 {
     par_result_t r;
     result_from_call(h->c, &r);
     count_call(h->rt, r.status);
-    atomic_store(&h->answered, 1);
+    call_unref(h);
     h->cb(h->arg, &r);
     handle_unref(h);
 }
@@ -271,6 +283,7 @@ int par_call_start(par_runtime_t *rt, const par_call_opts_t *opts, par_call_cb c
         return PAR_E_NO_MEMORY;
     }
     atomic_init(&h->refs, hout ? 2 : 1);
+    atomic_init(&h->c_refs, 1);
     h->rt = rt;
     h->c = c;
     h->cb = cb;
@@ -294,10 +307,17 @@ int par_call_start(par_runtime_t *rt, const par_call_opts_t *opts, par_call_cb c
 
 int par_call_cancel(par_call_handle_t *h)
 {
-    if (h == NULL || atomic_load(&h->answered))
+    if (h == NULL)
         return PAR_E_NOT_FOUND;
+    int n = atomic_load(&h->c_refs);
+    do { /* a reference on the call, unless it is answered (and freed) already */
+        if (n == 0)
+            return PAR_E_NOT_FOUND;
+    } while (!atomic_compare_exchange_weak(&h->c_refs, &n, n + 1));
     atomic_store(&h->c->_cancel_requested, 1); /* what an in-process agent can poll */
-    return par__call_cancel(h->c, "the host cancelled the call");
+    int rc = par__call_cancel(h->c, "the host cancelled the call");
+    call_unref(h);
+    return rc;
 }
 
 void par_call_handle_free(par_call_handle_t *h)

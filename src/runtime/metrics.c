@@ -166,8 +166,8 @@ static int collect_inprocess(par_buf_t *b, void *ctx)
                 v += atomic_load(&rt->inprocess_calls[o]);
             }
         if (v && first)
-            par_buf_appendf(b, "par_inprocess_calls_total{status=\"%s\"} %lu\n",
-                            par_status_name(s), v);
+            par_buf_appendf(b, "par_inprocess_calls_total{status=\"%s\"} %lu\n", par_status_name(s),
+                            v);
     }
     return PAR_OK;
 }
