@@ -512,3 +512,19 @@ def test_fresh_venv_install_imports_and_works(tmp_path):
     assert r["echo"] == {"v": 1} and r["who"] == "venv"
     assert r["version"] == "0.1.0"
     assert os.path.exists(os.path.join(os.path.dirname(r["file"]), "__init__.pyi"))
+
+
+def test_orchestrator_example_runs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=MODULE_DIR, PAR_BUILD_DIR=BUILD)
+    if SANITIZE:
+        env["LD_PRELOAD"] = asan_runtime()
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+    p = subprocess.run(["/usr/bin/python3",
+                        os.path.join(SOURCE, "examples", "orchestrator", "orchestrator.py"),
+                        "Agents call agents. Agents answer.", "--user", "grace"],
+                       capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    report = json.loads(p.stdout)
+    assert report["greeting"] == "Hello, grace!"
+    assert report["headline"] == "AGENTS CALL AGENTS"
+    assert report["keywords"][0] == "agents" and report["words"] == 5
