@@ -163,7 +163,7 @@ def _error(code, body=None, message=None):
         except ValueError:
             message = body.decode("utf-8", "replace")
     cls = _FAMILY.get(name, Error)
-    return cls(name, message or desc, http, request_id, traceback)
+    return cls(name, (message or desc).rstrip("\n"), http, request_id, traceback)
 
 
 def _in_worker():

@@ -528,3 +528,23 @@ def test_orchestrator_example_runs(tmp_path):
     assert report["greeting"] == "Hello, grace!"
     assert report["headline"] == "AGENTS CALL AGENTS"
     assert report["keywords"][0] == "agents" and report["words"] == 5
+
+
+def test_readme_python_example(tmp_path):
+    """The README's Python example, as printed, from a copy of the build's packages."""
+    import re
+    text = open(os.path.join(SOURCE, "README.md")).read()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) == 3, blocks
+    want = re.search(r"# (\{.*\})", blocks[0]).group(1)
+    (tmp_path / "build").symlink_to(BUILD)
+    (tmp_path / "example.py").write_text(blocks[0])
+    env = dict(os.environ, PYTHONPATH=MODULE_DIR)
+    if SANITIZE:
+        env["LD_PRELOAD"] = asan_runtime()
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+    make_searchable(str(tmp_path))
+    p = subprocess.run(["/usr/bin/python3", "example.py"], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip() == want
