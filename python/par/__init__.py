@@ -317,7 +317,16 @@ class Runtime:
         package's deadline), _trace_id (a W3C traceparent or a trace id),
         _request_id. Raises a par.Error subclass when the call fails.
         Releases the GIL while the agent works."""
-        st, data = self._rt.call(agent_id, **_options(agent_id, kwargs))
+        for k in kwargs:  # the common case, only input keywords, without _options()
+            if k[0] == "_" or k == "input":
+                st, data = self._rt.call(agent_id, **_options(agent_id, kwargs))
+                break
+        else:
+            try:
+                body = _dumps(kwargs).encode()
+            except (TypeError, ValueError):
+                body = _options(agent_id, kwargs)["input"]  # raises InvalidInput
+            st, data = self._rt.call(agent_id, body)
         if st == 0:
             return _loads(data)
         raise _error(st, data)

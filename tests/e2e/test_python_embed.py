@@ -193,12 +193,13 @@ def test_every_exception_type(tmp_path):
         }
         stuck = {}
         def slow():  # close() waits for a blocking call in flight in another thread
-            stuck["sync"] = rt.call("faulty/slow", input=700)
+            stuck["sync"] = rt.call("faulty/slow", input=400)
         t = threading.Thread(target=slow)
         t.start()
         async def closing():  # ... and answers an asynchronous one `draining`
+            await asyncio.sleep(0.05)  # the blocking call holds the one slot (concurrency 1)
             task = asyncio.ensure_future(rt.acall("faulty/slow", input=1500))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)
             rt.close()
             try:
                 await task
@@ -241,7 +242,7 @@ def test_every_exception_type(tmp_path):
     assert sorted(got["overloaded"]) == ["Overloaded", "int", "int"]
     assert got["draining"]["cls"] == "Unavailable" and got["draining"]["name"] == "draining"
     assert "closed" in got["closed"]
-    assert got["sync"] == 700
+    assert got["sync"] == 400
 
 
 def test_deploy_failure_names_the_reason(tmp_path):
@@ -320,7 +321,11 @@ def test_many_threads_many_calls_rss_flat(tmp_path):
         m = rt.metrics()
     ok = [l for l in m.splitlines() if l.startswith('par_inprocess_calls_total{status="ok"}')]
     out(errors=errors[:5], before=before, after=after, elapsed=elapsed, ok=ok)
-    """ % n, timeout=900)
+    """ % n, timeout=900, env_extra={
+        # ASan keeps freed blocks in a quarantine (256 MB) to catch late uses:
+        # RSS then measures the quarantine, not leaks. Off for this test only.
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:quarantine_size_mb=0:"
+                        "thread_local_quarantine_size_kb=0"} if SANITIZE else None)
     assert r["errors"] == []
     total = 16 * (n // 10 + n + max(n // 50, 20))
     assert r["ok"] == ['par_inprocess_calls_total{status="ok"} %d' % total]
