@@ -114,7 +114,7 @@ def start_server(trusted):
     shutil.copy(ECHO, pk)
     log = open(os.path.join(d, "par.log"), "w+")
     args = [os.path.join(BUILD, "par"), "serve", "--listen", "127.0.0.1:0", "--packages", pk,
-            "--state-dir", os.path.join(d, "var"), "--log-level", "warn"]
+            "--state-dir", os.path.join(d, "var")]  # info: the "listening" line
     if trusted:
         args += ["--trusted", "echo"]
     env = dict(os.environ, PAR_LOG_ACCESS="false")
