@@ -15,8 +15,11 @@
  *     par_result_free(&out);
  *     par_runtime_destroy(rt);
  *
- * Threads: every function may be called from any thread; par_call blocks the
- * calling thread until the agent answers or its deadline passes.
+ * Threads: every function may be called from any thread; par_call and
+ * par_call_ex block the calling thread until the agent answers or its
+ * deadline passes; par_call_start returns at once and answers through a
+ * callback on a runtime thread (an event loop's host uses that one). The
+ * Python module `par` (python/, docs/python-embedding.md) is built on these.
  */
 #ifndef PAR_PAR_H
 #define PAR_PAR_H
