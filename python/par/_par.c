@@ -437,9 +437,12 @@ static PyObject *port_drain(PyObject *o, PyObject *unused)
 static void port_dealloc(PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
+    PyObject *et, *ev, *etb; /* an exception being raised must survive this */
+    PyErr_Fetch(&et, &ev, &etb);
     PyObject *rest = port_drain(o, NULL); /* releases the tokens of answers already here */
     Py_XDECREF(rest);
     PyErr_Clear();
+    PyErr_Restore(et, ev, etb);
     core_unref(((PortObject *)o)->core);
     freefunc f = (freefunc)PyType_GetSlot(tp, Py_tp_free);
     f(o);
