@@ -220,9 +220,9 @@ def http_rows(trusted):
 def report(rows):
     lines = ["# The par Python module: rt.call beside HTTP keep-alive", "",
              "`bench/pyembed.py` (`make bench`, or `bench/run.sh pyembed`). Machine: %s, %d cores, "
-             "Python %s. Agent: echo (its input back), input `%s`." % (
-                 platform.machine(), os.cpu_count(), platform.python_version(),
-                 json.dumps(INPUT)),
+             "load average %.1f at the end, Python %s. Agent: echo (its input back), input `%s`."
+             % (platform.machine(), os.cpu_count(), os.getloadavg()[0],
+                platform.python_version(), json.dumps(INPUT)),
              "%s" % ("**Smoke run** (BENCH_SMOKE=1: %d latency samples, %.0f s rows, on a "
                      "shared machine): checks the bench, not figures to quote." % (CALLS, SECONDS)
                      if SMOKE else "%d latency samples a row; throughput rows %.0f s each."
