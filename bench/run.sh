@@ -2,6 +2,7 @@
 # `make bench`: release build, then bench/bench.py (see docs/performance.md).
 # Then bench/export.py (metering export throughput); `bench/run.sh export` runs it alone.
 # Then bench/longcall.py (long model calls); `bench/run.sh longcall` runs it alone.
+# bench/pyembed.py (the par Python module beside HTTP): `bench/run.sh pyembed` alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPAR_TESTS=OFF >/dev/null
@@ -16,6 +17,9 @@ if [ -n "${BENCH_BASELINE_REV:-}" ]; then
     cmake --build "$base/build" -j "$(nproc)" >/dev/null
     export BENCH_BASELINE="$base/build"
 fi
+if [ "${1:-}" = pyembed ]; then
+    exec /usr/bin/python3 bench/pyembed.py
+fi
 if [ "${1:-}" = export ]; then
     exec /usr/bin/python3 bench/export.py
 fi
@@ -25,6 +29,7 @@ if [ "${1:-}" = longcall ]; then
     exec /usr/bin/python3 bench/longcall.py
 fi
 /usr/bin/python3 bench/bench.py
+/usr/bin/python3 bench/pyembed.py
 /usr/bin/python3 bench/export.py
 ulimit -n "$(ulimit -Hn)"
 /usr/bin/python3 bench/longcall.py

@@ -21,13 +21,14 @@ case "$mode" in
 esac
 
 # Building (the unit tests' cmocka is configured with the build) and serving:
-# the Python worker and pip/venv for packages' requirements, curl for the tour.
+# the Python worker and pip/venv for packages' requirements, python3-dev and
+# setuptools/wheel for the `par` Python module, curl for the tour.
 pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
     libarchive-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
     libcmocka-dev libsodium-dev librhonabwy-dev
-    python3 python3-venv python3-pip curl
+    python3 python3-venv python3-pip python3-dev python3-setuptools python3-wheel curl
 )
 if [ "$mode" != serve ]; then
     # the test suites: pytest and its clients, minisign and promtool to check

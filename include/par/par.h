@@ -15,8 +15,11 @@
  *     par_result_free(&out);
  *     par_runtime_destroy(rt);
  *
- * Threads: every function may be called from any thread; par_call blocks the
- * calling thread until the agent answers or its deadline passes.
+ * Threads: every function may be called from any thread; par_call and
+ * par_call_ex block the calling thread until the agent answers or its
+ * deadline passes; par_call_start returns at once and answers through a
+ * callback on a runtime thread (an event loop's host uses that one). The
+ * Python module `par` (python/, docs/python-embedding.md) is built on these.
  */
 #ifndef PAR_PAR_H
 #define PAR_PAR_H
@@ -254,6 +257,108 @@ PAR_API void par_runtime_destroy(par_runtime_t *rt);
 
 /** Version string of the library, e.g. "0.1.0". */
 PAR_API const char *par_version(void);
+
+/* ---- calls with options, asynchronous calls, package management --------------------------- */
+
+/** What one call carries besides its agent and input: what an HTTP caller
+ *  sends as the body's "context" and "trace_id", the X-Request-ID,
+ *  X-Par-Timeout-Ms and traceparent headers, and the identity its credential
+ *  proves. Zero it (or use PAR_CALL_OPTS_INIT), then set fields. Strings are
+ *  borrowed until par_call_ex() or par_call_start() returns. */
+typedef struct par_call_opts {
+    const char *agent_id; /**< "name", "name/sub", "name@ver", "name@ver/sub" (required) */
+    const char *input;    /**< the input as JSON bytes (required) */
+    size_t input_len;
+    const char *context; /**< a JSON object handed to the agent as its context, or NULL */
+    size_t context_len;
+    const char *subject;    /**< the caller's identity (metering, the agent's context), or NULL */
+    const char *tenant;     /**< the caller's tenant, or NULL */
+    uint32_t timeout_ms;    /**< 0 = the package's deadline; otherwise it can only be lowered */
+    const char *trace_id;   /**< a W3C traceparent (the call becomes a child of its span) or a
+                                 trace id of 1..63 characters [A-Za-z0-9._-]; NULL = a new one */
+    const char *request_id; /**< 1..128 characters [A-Za-z0-9._-]; NULL = a new one */
+    void *data;             /**< embedder's slot */
+} par_call_opts_t;
+
+#define PAR_CALL_OPTS_INIT                                                                         \
+    {                                                                                              \
+        0                                                                                          \
+    }
+
+/** Calls an agent as par_call() does, with the options above; blocks the
+ *  calling thread. An in-process (trusted) agent runs on the calling thread.
+ *  Errors in the options are answered like call errors (invalid_argument,
+ *  invalid_json, agent_not_found) in `out`. Returns `out->status`. */
+PAR_API int par_call_ex(par_runtime_t *rt, const par_call_opts_t *opts, par_result_t *out);
+
+typedef struct par_call_handle par_call_handle_t;
+
+/** The completion of par_call_start(): `result` is the caller's to read and to
+ *  free with par_result_free(). Runs exactly once, on a runtime thread (a
+ *  worker's I/O, the in-process executor, the metering writer) or on the
+ *  thread of par_call_start() / par_call_cancel() itself; it must not block
+ *  and must not call par_runtime_destroy(). */
+typedef void (*par_call_cb)(void *arg, par_result_t *result);
+
+/** Starts a call and returns at once; `cb(arg, result)` answers it. Returns
+ *  PAR_OK when `cb` will run (or already ran: a refusal such as
+ *  agent_not_found is answered through `cb` too), or PAR_E_INVALID_ARGUMENT /
+ *  PAR_E_NO_MEMORY when nothing started (then `cb` never runs). When `h` is
+ *  not NULL it receives a handle for par_call_cancel(), valid (even after the
+ *  answer) until par_call_handle_free(). Any thread. */
+PAR_API int par_call_start(par_runtime_t *rt, const par_call_opts_t *opts, par_call_cb cb,
+                           void *arg, par_call_handle_t **h);
+
+/** Takes a started call back: its worker is sent CANCEL, its slot is freed and
+ *  `cb` answers PAR_E_CANCELLED (possibly before this returns). Returns PAR_OK
+ *  then, or PAR_E_NOT_FOUND when the answer is already on its way or the
+ *  agent runs in-process (it sees par_ctx_cancelled() and its answer comes as
+ *  usual). Any thread. */
+PAR_API int par_call_cancel(par_call_handle_t *h);
+
+/** Releases a handle. NULL is a no-op. */
+PAR_API void par_call_handle_free(par_call_handle_t *h);
+
+/** Deploys from a path (an .apkg or a package directory) or a URL (https://,
+ *  s3://; http:// when allowed), as par_runtime_deploy_path() and
+ *  par_runtime_deploy_url() do. On success, when `record` is not NULL, it
+ *  receives the package version as JSON (the object GET /runtime/packages
+ *  lists); on failure `err` as for par_runtime_deploy_path(). Free both with
+ *  free(). Blocks. */
+PAR_API int par_runtime_deploy(par_runtime_t *rt, const char *path_or_url, const char *sha256,
+                               char **record, char **err);
+
+/** Removes every version of package `name`, or only `version` when not NULL;
+ *  calls in flight finish on the versions they hold. PAR_E_NOT_FOUND when
+ *  nothing matched. */
+PAR_API int par_runtime_remove(par_runtime_t *rt, const char *name, const char *version);
+
+/** The package versions the runtime holds, failed deploys included, as the
+ *  JSON array GET /runtime/packages lists under "packages". `*json` is
+ *  malloc'ed (free() it). */
+PAR_API int par_runtime_packages(par_runtime_t *rt, char **json, size_t *len);
+
+/** The runtime's metrics in the Prometheus text format, as GET /metrics
+ *  renders them (calls made through this API are counted in
+ *  par_inprocess_calls_total). `*text` is malloc'ed (free() it). */
+PAR_API int par_runtime_metrics(par_runtime_t *rt, char **text, size_t *len);
+
+/** Creates a runtime from the configuration of `par serve`: the YAML file
+ *  `file`, or, when `text` is not NULL, that YAML (or JSON) text named `file`
+ *  in messages (relative paths in it are then relative to the current
+ *  directory). The same loader validates it: an unknown key, a wrong type or
+ *  a value out of range refuses it, PAR_E_INVALID_ARGUMENT with every mistake
+ *  in `*err` (free() it). Keys of the HTTP server (listen, tls, auth, http)
+ *  are checked and ignored; metering.enabled starts usage metering; a
+ *  packages folder set in it (`packages`, `registry.dir`) is deployed, not
+ *  watched. PAR_* variables are not read. */
+PAR_API int par_runtime_new_from_config(const char *file, const char *text, size_t len,
+                                        par_runtime_t **out, char **err);
+
+/** Deploys every .apkg of `dir` in name order, as `par serve` does at start:
+ *  a package that fails is logged and listed by par_runtime_packages() with
+ *  state "failed". Returns PAR_E_NOT_FOUND when `dir` cannot be read. Blocks. */
+PAR_API int par_runtime_deploy_dir(par_runtime_t *rt, const char *dir);
 
 #ifdef __cplusplus
 }

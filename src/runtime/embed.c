@@ -1,12 +1,11 @@
 /*
  * runtime/embed.c — the embedding API of par/par.h that is not the runtime
- * object itself: configuration defaults, deploys by path or URL, par_call()
- * and the agent listing.
+ * object itself nor a call (embed_call.c): configuration defaults, deploys
+ * by path or URL, removals, the agent and package listings, metrics.
  *
- * Callers: host programs (any thread; par_call blocks its caller until the
- * call is answered, so never an event loop), the CLI, and par__call_sync()
- * for sibling calls of in-process agents. It owns no state: everything it
- * touches belongs to the runtime (runtime.c) or to the caller.
+ * Callers: host programs (any thread; deploys block their caller, so never an
+ * event loop) and the CLI. It owns no state: everything it touches belongs
+ * to the runtime (runtime.c) or to the caller.
  */
 #include <assert.h>
 #include <limits.h>
@@ -118,109 +117,6 @@ int par_runtime_deploy_url(par_runtime_t *rt, const char *url, const char *sha25
         *err = rc == PAR_OK ? NULL : par_buf_steal(&e, NULL);
     par_buf_free(&e);
     return rc;
-}
-
-typedef struct sync_wait {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int done;
-} sync_wait_t;
-
-static void sync_done(par_call_t *c)
-{
-    sync_wait_t *w = c->data;
-    pthread_mutex_lock(&w->lock);
-    assert(!w->done); /* a call is finished once */
-    w->done = 1;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-int par__call_sync(par_runtime_t *rt, par_call_t *c)
-{
-    sync_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    c->done = sync_done;
-    c->data = &w;
-    c->_inline = 1;
-    int rc = par__call_start(rt, c);
-    if (rc != PAR_OK) {
-        c->status = rc;
-        return rc;
-    }
-    pthread_mutex_lock(&w.lock);
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &w.lock);
-    pthread_mutex_unlock(&w.lock);
-    return c->status;
-}
-
-/* The call's output, or its error as {"error","message","request_id"[,"traceback"]}.
- * Out of memory: no data and status PAR_E_NO_MEMORY. */
-static void result_from_call(par_call_t *c, par_result_t *out)
-{
-    out->status = c->status;
-    if (c->status == PAR_OK) {
-        out->data = par_buf_steal(&c->output, &out->len);
-        return;
-    }
-    par_buf_t b;
-    par_buf_init(&b, 0);
-    int rc = par_buf_appendf(&b, "{\"error\":\"%s\",\"message\":", par_status_name(c->status));
-    if (rc == PAR_OK)
-        rc = par_buf_append_json_str(&b, c->output.data ? c->output.data : "", c->output.len);
-    if (rc == PAR_OK)
-        rc = par_buf_appends(&b, ",\"request_id\":");
-    if (rc == PAR_OK)
-        rc = par_buf_append_json_str(&b, c->request_id, strlen(c->request_id));
-    if (rc == PAR_OK && c->traceback) { /* an agent's own traceback: the embedder's to show */
-        rc = par_buf_appends(&b, ",\"traceback\":");
-        if (rc == PAR_OK)
-            rc = par_buf_append_json_str(&b, c->traceback, strlen(c->traceback));
-    }
-    if (rc == PAR_OK)
-        rc = par_buf_appends(&b, "}");
-    if (rc != PAR_OK) {
-        par_buf_free(&b);
-        out->status = PAR_E_NO_MEMORY;
-        return;
-    }
-    out->data = par_buf_steal(&b, &out->len);
-}
-
-int par_call(par_runtime_t *rt, const char *agent_id, const char *input, size_t len,
-             par_result_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    par_call_t *c = par__call_new();
-    if (c == NULL)
-        return out->status = PAR_E_NO_MEMORY;
-    size_t off;
-    if (strlen(agent_id) > PAR_ID_MAX) {
-        c->status = PAR_E_AGENT_NOT_FOUND;
-        par_buf_appendf(&c->output, "no agent (id longer than %d bytes)", PAR_ID_MAX);
-    } else if (input == NULL || par_json_scan(input, len, NULL, 0, &off) != 0) {
-        c->status = PAR_E_INVALID_JSON;
-        par_buf_appendf(&c->output, "input is not valid JSON (error at byte %zu)", input ? off : 0);
-    } else {
-        strcpy(c->agent_id, agent_id);
-        c->input = input;
-        c->input_len = len;
-        c->allow_private = 1;
-        par__call_sync(rt, c);
-    }
-    result_from_call(c, out);
-    int st = out->status; /* the call's, or PAR_E_NO_MEMORY when its error could not be built */
-    par__call_free(c);
-    return st;
-}
-
-void par_result_free(par_result_t *r)
-{
-    if (r == NULL)
-        return;
-    free(r->data);
-    r->data = NULL;
-    r->len = 0;
 }
 
 int par_runtime_agents(par_runtime_t *rt, int include_private, par_agent_info_t **list,

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "auth/metrics.h"
@@ -149,6 +150,29 @@ static int collect_agents(par_buf_t *b, void *ctx)
     return rc;
 }
 
+/* Calls a host program made in its own process (par/par.h: par_call,
+ * par_call_ex, par_call_start; the Python module), by status. They are not
+ * HTTP requests; their agents count them in par_invocations_total as usual. */
+static int collect_inprocess(par_buf_t *b, void *ctx)
+{
+    par_runtime_t *rt = ctx;
+    help(b, "par_inprocess_calls_total", "counter",
+         "Calls made through the embedding API (no HTTP), by status.");
+    for (int s = 0; s < PAR_STATUS_COUNT; s++) {
+        unsigned long v = 0;
+        int first = 1; /* two statuses share "over_capacity": one series */
+        for (int o = 0; o < PAR_STATUS_COUNT; o++)
+            if (strcmp(par_status_name(o), par_status_name(s)) == 0) {
+                first &= o >= s;
+                v += atomic_load(&rt->inprocess_calls[o]);
+            }
+        if (v && first)
+            par_buf_appendf(b, "par_inprocess_calls_total{status=\"%s\"} %lu\n", par_status_name(s),
+                            v);
+    }
+    return PAR_OK;
+}
+
 /* Metering's families, whether metering is configured or not (rt->meter is
  * set after the runtime is made). */
 static int collect_metering(par_buf_t *b, void *ctx)
@@ -177,6 +201,7 @@ int par__runtime_metrics_init(par_runtime_t *rt)
         void *ctx;
     } order[] = {
         {collect_agents, rt},
+        {collect_inprocess, rt},
         {par_metrics_collect_server, NULL},
         {par_auth_collect_metrics, NULL},
         {collect_metering, rt},

@@ -117,6 +117,8 @@ struct par_runtime {
     struct par_meter *meter;
     /* what /metrics renders (runtime/metrics.c) */
     struct par_metrics_registry *metrics;
+    /* calls answered through the embedding API, by status (runtime/embed_call.c) */
+    atomic_ulong inprocess_calls[PAR_STATUS_COUNT];
     void *data;
 };
 
