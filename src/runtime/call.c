@@ -219,3 +219,20 @@ int par__call_cancel(par_call_t *c, const char *why)
         return PAR_E_NOT_FOUND;
     return par_pool_cancel(pool, c, why);
 }
+
+/* ---- runs: stand-ins until the loader implements cancel grace and event credit ----
+ * (par_pool_cancel_grace / par_pool_events_ack, loader/supervisor.h). Minimal:
+ * the cancel is sent and the call taken back at once, without the kill after
+ * the grace; credit is not returned (the loader grants none to hold yet). */
+
+int par__call_cancel_grace(par_call_t *c, const char *why, uint32_t grace_ms)
+{
+    (void)grace_ms;
+    atomic_store(&c->_cancel_requested, 1);
+    return par__call_cancel(c, why);
+}
+
+void par__call_events_ack(par_call_t *c, unsigned n)
+{
+    (void)c, (void)n;
+}
