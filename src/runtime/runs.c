@@ -452,6 +452,18 @@ int par__run_resolved(par_call_t *c)
     return rc;
 }
 
+int par__run_usage(const par_call_t *c, int64_t *events)
+{
+    par_run_t *r = c->sink_data;
+    pthread_mutex_lock(&r->mu);
+    int ended = terminal(r->status);
+    /* a run still going gets its final event at the call's done */
+    *events = (int64_t)r->last_seq + !ended;
+    int st = ended ? r->end_status : c->status;
+    pthread_mutex_unlock(&r->mu);
+    return st;
+}
+
 /* ---- starting --------------------------------------------------------------------- */
 
 /* "run_" + 12 hex digits of the creation time in ms + 20 random ones. */
