@@ -497,6 +497,44 @@ static void test_retention(void **state)
     par_run_unref(r);
 }
 
+/* A tombstone read back at open keeps its count and answers expired. */
+static void test_tombstone_survives_restart(void **state)
+{
+    (void)state;
+    static const char id[] = "run_0123456789ab0123456789abcdef0123";
+    char p[256];
+    snprintf(p, sizeof(p), "%s/runs/%.36s.json", dir, id);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"run_id\":\"%.36s\",\"agent_id\":\"echo\",\"version\":\"1.0.0\","
+            "\"status\":\"succeeded\",\"ended_ms\":%lld,\"expired\":true,\"events\":7}",
+            id, (long long)par__wall_ms());
+    fclose(f);
+    par_runs_close(rt.runs);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    assert_int_equal(par_runs_open(&rt, &rt.runs, &err), PAR_OK);
+    par_buf_free(&err);
+    char rid[RUN_ID_LEN + 1];
+    snprintf(rid, sizeof(rid), "%.36s", id);
+    par_run_t *r = par_run_get(&rt, rid, NULL, NULL, 0);
+    assert_non_null(r);
+    assert_int_equal(par_run_last_seq(r), 7);
+    json_t *j = par_run_json(r);
+    assert_true(json_is_true(json_object_get(j, "expired")));
+    assert_int_equal(json_integer_value(json_object_get(j, "events")), 7);
+    json_decref(j);
+    uint64_t last;
+    int ended, rc;
+    free(read_all(r, 0, 100, &last, &ended, &rc));
+    assert_int_equal(rc, PAR_E_RUN_EXPIRED);
+    free(read_all(r, 7, 100, &last, &ended, &rc));
+    assert_int_equal(rc, PAR_OK);
+    assert_int_equal(ended, 1);
+    par_run_unref(r);
+}
+
 /* A child process starts a run, emits, and is killed with SIGKILL; the
  * state directory it leaves is opened again. */
 static void test_recovery_after_kill(void **state)
@@ -582,6 +620,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_paging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_after_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tombstone_survives_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
