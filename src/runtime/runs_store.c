@@ -240,15 +240,19 @@ static void flush_all(par_runs_t *rs)
     pthread_mutex_lock(&rs->lock);
     par_run_t *list = rs->dirty;
     rs->dirty = NULL;
-    for (par_run_t *r = list; r; r = r->dirty_next)
-        r->in_dirty = 0;
-    pthread_mutex_unlock(&rs->lock);
     while (list) {
+        /* a run stays marked until its turn: dirtied again meanwhile, it is
+         * not linked a second time (that would cut this list) */
         par_run_t *r = list;
         list = r->dirty_next;
+        r->dirty_next = NULL;
+        r->in_dirty = 0;
+        pthread_mutex_unlock(&rs->lock);
         flush_run(r);
         par_run_unref(r); /* the queue's */
+        pthread_mutex_lock(&rs->lock);
     }
+    pthread_mutex_unlock(&rs->lock);
 }
 
 /* ---- retention ----------------------------------------------------------------------- */
