@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/proto.h"
 #include "obs/log.h"
@@ -70,6 +71,7 @@ par_run_t *par__run_new(par_runs_t *rs)
     atomic_init(&r->refs, 1);
     r->rs = rs;
     r->fd = -1;
+    r->fd_close_later = -1;
     r->duration_ms = -1;
     r->end_status = PAR_OK;
     pthread_mutex_init(&r->mu, NULL);
@@ -93,7 +95,9 @@ void par_run_unref(par_run_t *r)
     }
     if (old != 1)
         return;
-    assert(r->call == NULL && r->watchers == NULL);
+    assert(r->call == NULL && r->watchers == NULL && r->fd_readers == 0);
+    if (r->fd >= 0)
+        close(r->fd);
     par__run_events_free(r);
     free(r->package), free(r->version), free(r->subject), free(r->tenant);
     free(r->metadata), free(r->units);

@@ -82,6 +82,8 @@ struct par_run {
 
     /* the event file (runs_store.c; the runs' thread writes, anyone preads) */
     int fd;
+    unsigned fd_readers; /* preads in progress without mu */
+    int fd_close_later;  /* the fd to close when the last of them is done, or -1 */
     uint64_t flushed_seq;
     uint64_t *off; /* off[i]: offset of seq i+1; off[flushed_seq] = file length */
     size_t capoff;
@@ -162,8 +164,11 @@ int par__runs_store_open(par_runs_t *rs, par_buf_t *err);
 void par__runs_store_close(par_runs_t *rs);
 /* Queues `r` for the runs' thread (events or its record changed). */
 void par__run_dirty(par_run_t *r, int record);
-/* Reads the bytes of events seq a..b (inclusive, all flushed) from the
- * event file into `out`. r->mu held. */
+/* Reads whole events from seq a on (up to b, all flushed; at least one,
+ * then while under max_bytes) from the event file into `out`; *last is the
+ * last one read. r->mu held on entry and on return, dropped for the pread
+ * (a disk read never holds up the agent's events). PAR_E_RUN_EXPIRED when
+ * the file is gone. */
 int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_bytes,
                               par_buf_t *out, uint64_t *last);
 /* Stops the thread after a last flush. */

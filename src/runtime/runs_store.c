@@ -74,7 +74,15 @@ int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_b
     uint64_t from = r->off[a - 1], n = r->off[e] - from;
     if (par_buf_reserve(out, (size_t)n) != PAR_OK)
         return PAR_E_NO_MEMORY;
-    ssize_t got = pread(r->fd, out->data + out->len, (size_t)n, (off_t)from);
+    int fd = r->fd;
+    r->fd_readers++; /* the fd stays open until this read is done */
+    pthread_mutex_unlock(&r->mu);
+    ssize_t got = pread(fd, out->data + out->len, (size_t)n, (off_t)from);
+    pthread_mutex_lock(&r->mu);
+    if (--r->fd_readers == 0 && r->fd_close_later >= 0) {
+        close(r->fd_close_later);
+        r->fd_close_later = -1;
+    }
     if (got != (ssize_t)n) {
         par_log_msg(PAR_LOG_ERROR, "run %s: cannot read its event file: %s", r->id,
                     got < 0 ? strerror(errno) : "short read");
@@ -144,7 +152,9 @@ static void drop_event_file_locked(par_run_t *r)
 {
     if (r->off && r->flushed_seq)
         atomic_fetch_sub(&r->rs->spill_bytes, (unsigned long)r->off[r->flushed_seq]);
-    if (r->fd >= 0)
+    if (r->fd >= 0 && r->fd_readers)
+        r->fd_close_later = r->fd; /* the last reader closes it */
+    else if (r->fd >= 0)
         close(r->fd);
     r->fd = -1;
     r->flushed_seq = 0;
