@@ -276,29 +276,25 @@ static size_t expire(par_runs_t *rs, int64_t now)
     size_t n = 0;
     int64_t keep = (int64_t)rs->retention_s * 1000;
     pthread_mutex_lock(&rs->lock);
-    for (par_run_t *r = rs->oldest; r && n < 64; r = r->prev) {
+    par_run_t *r;
+    while (n < 64 && (r = rs->xhead[RUNS_TOMBS]) && now >= r->expire_at_ms + keep) {
+        par__runs_remove_locked(rs, r); /* its table reference moves to batch */
+        gone[n] = 1;
+        batch[n++] = r;
+    }
+    while (n < 64 && (r = rs->xhead[RUNS_ENDED]) && now >= r->expire_at_ms) {
         pthread_mutex_lock(&r->mu);
-        int due = terminal(r->status) && r->expire_at_ms && now >= r->expire_at_ms;
-        int drop = due && r->expired && now >= r->expire_at_ms + keep;
-        int tomb = due && !r->expired;
-        if (tomb) {
-            r->expired = 1;
-            r->record_dirty = 1;
-        }
+        r->expired = 1;
+        r->record_dirty = 1;
         pthread_mutex_unlock(&r->mu);
-        if (drop) {
-            par__runs_remove_locked(rs, r); /* its table reference moves to batch */
-            gone[n] = 1;
-            batch[n++] = r;
-        } else if (tomb) {
-            par_run_ref(r);
-            gone[n] = 0;
-            batch[n++] = r;
-        }
+        par__runs_xpush_locked(rs, r, RUNS_TOMBS);
+        par_run_ref(r);
+        gone[n] = 0;
+        batch[n++] = r;
     }
     pthread_mutex_unlock(&rs->lock);
     for (size_t i = 0; i < n; i++) {
-        par_run_t *r = batch[i];
+        r = batch[i];
         char p[4096];
         pthread_mutex_lock(&r->mu);
         drop_event_file_locked(r);
@@ -489,8 +485,10 @@ static void recover_one(par_runs_t *rs, const char *name, int64_t now_wall, unsi
     pthread_mutex_lock(&rs->lock);
     int dup = par__runs_find_locked(rs, r->id) != NULL ||
               (rs->count >= rs->nhash && par__runs_grow_locked(rs) != PAR_OK);
-    if (!dup)
+    if (!dup) {
         par__runs_insert_locked(rs, r);
+        par__runs_xpush_locked(rs, r, r->expired ? RUNS_TOMBS : RUNS_ENDED);
+    }
     pthread_mutex_unlock(&rs->lock);
     if (dup) {
         par_run_unref(r);
@@ -498,6 +496,35 @@ static void recover_one(par_runs_t *rs, const char *name, int64_t now_wall, unsi
     }
     if (r->record_dirty || r->last_seq > r->flushed_seq)
         par__run_dirty(r, 1);
+}
+
+static int by_expiry(const void *a, const void *b)
+{
+    int64_t x = (*(par_run_t *const *)a)->expire_at_ms, y = (*(par_run_t *const *)b)->expire_at_ms;
+    return x < y ? -1 : x > y;
+}
+
+/* The runs read back joined the expiry lists in directory order: sorts them. */
+static int sort_expiry_lists(par_runs_t *rs)
+{
+    for (int l = RUNS_ENDED; l <= RUNS_TOMBS; l++) {
+        size_t n = 0;
+        for (par_run_t *r = rs->xhead[l]; r; r = r->xnext)
+            n++;
+        if (n < 2)
+            continue;
+        par_run_t **v = malloc(n * sizeof(*v));
+        if (v == NULL)
+            return PAR_E_NO_MEMORY;
+        n = 0;
+        for (par_run_t *r = rs->xhead[l]; r; r = r->xnext)
+            v[n++] = r;
+        qsort(v, n, sizeof(*v), by_expiry);
+        for (size_t i = 0; i < n; i++)
+            par__runs_xpush_locked(rs, v[i], l);
+        free(v);
+    }
+    return PAR_OK;
 }
 
 int par__runs_store_open(par_runs_t *rs, par_buf_t *err)
@@ -520,6 +547,10 @@ int par__runs_store_open(par_runs_t *rs, par_buf_t *err)
             recover_one(rs, e->d_name, now, &n_int);
     }
     closedir(d);
+    if (sort_expiry_lists(rs) != PAR_OK) { /* not shared yet: no lock needed */
+        par_buf_errf(err, "out of memory reading the runs back");
+        return PAR_E_NO_MEMORY;
+    }
     if (rs->count)
         par_log_msg(PAR_LOG_INFO,
                     "runs: %zu run(s) read back from %s, %u interrupted by the restart", rs->count,
