@@ -18,6 +18,7 @@
  * At open, the records found are read back; a run an earlier process left
  * queued or running ends `interrupted` with a run.interrupted event.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +67,7 @@ void par__run_dirty(par_run_t *r, int record)
 int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_bytes,
                               par_buf_t *out, uint64_t *last)
 {
-    if (r->fd < 0 || a < 1 || b > r->flushed_seq || a > b)
+    if (r->off == NULL || r->expired || r->deleted || a < 1 || b > r->flushed_seq || a > b)
         return PAR_E_RUN_EXPIRED;
     uint64_t e = a; /* read a..e */
     while (e < b && r->off[e] - r->off[a - 1] < max_bytes)
@@ -74,12 +75,21 @@ int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_b
     uint64_t from = r->off[a - 1], n = r->off[e] - from;
     if (par_buf_reserve(out, (size_t)n) != PAR_OK)
         return PAR_E_NO_MEMORY;
-    int fd = r->fd;
-    r->fd_readers++; /* the fd stays open until this read is done */
+    int fd = r->fd, own = fd < 0;
+    if (own) { /* an ended run: its file is opened for this read */
+        char p[4096];
+        path_of(r->rs, r->id, ".events", p, sizeof(p));
+        if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
+            return PAR_E_RUN_EXPIRED;
+    } else {
+        r->fd_readers++; /* the fd stays open until this read is done */
+    }
     pthread_mutex_unlock(&r->mu);
     ssize_t got = pread(fd, out->data + out->len, (size_t)n, (off_t)from);
+    if (own)
+        close(fd);
     pthread_mutex_lock(&r->mu);
-    if (--r->fd_readers == 0 && r->fd_close_later >= 0) {
+    if (!own && --r->fd_readers == 0 && r->fd_close_later >= 0) {
         close(r->fd_close_later);
         r->fd_close_later = -1;
     }
@@ -148,15 +158,22 @@ static void remove_files(par_runs_t *rs, const char *id)
 }
 
 /* Closes the event file (mu held; the caller unlinks it). */
+static void close_fd_locked(par_run_t *r)
+{
+    if (r->fd >= 0 && r->fd_readers) {
+        assert(r->fd_close_later < 0);
+        r->fd_close_later = r->fd; /* the last reader closes it */
+    } else if (r->fd >= 0) {
+        close(r->fd);
+    }
+    r->fd = -1;
+}
+
 static void drop_event_file_locked(par_run_t *r)
 {
     if (r->off && r->flushed_seq)
         atomic_fetch_sub(&r->rs->spill_bytes, (unsigned long)r->off[r->flushed_seq]);
-    if (r->fd >= 0 && r->fd_readers)
-        r->fd_close_later = r->fd; /* the last reader closes it */
-    else if (r->fd >= 0)
-        close(r->fd);
-    r->fd = -1;
+    close_fd_locked(r);
     r->flushed_seq = 0;
 }
 
@@ -164,6 +181,8 @@ static void drop_event_file_locked(par_run_t *r)
 static int flush_events_locked(par_run_t *r)
 {
     par_runs_t *rs = r->rs;
+    if (r->flushed_seq >= r->last_seq)
+        return 0;
     if (r->fd < 0) {
         char p[4096];
         path_of(rs, r->id, ".events", p, sizeof(p));
@@ -230,6 +249,10 @@ static void flush_run(par_run_t *r)
     }
     int ok = r->expired || flush_events_locked(r) == 0;
     par__run_trim_locked(r);
+    /* an ended run's file is complete: no fd is held through its retention
+     * (readers open it for each read) */
+    if (terminal(r->status) && r->flushed_seq == r->last_seq)
+        close_fd_locked(r);
     int rec = ok && r->record_dirty;
     if (rec)
         r->record_dirty = 0;
@@ -479,6 +502,9 @@ static void recover_one(par_runs_t *rs, const char *name, int64_t now_wall, unsi
     if (!terminal(r->status)) {
         interrupted_by_restart(r);
         (*n_int)++;
+    } else if (r->fd >= 0) { /* complete: read back by opening it */
+        close(r->fd);
+        r->fd = -1;
     }
     int64_t left = r->ended_ms + keep - now_wall; /* until its events expire */
     r->expire_at_ms = par__now_ms() + left;
