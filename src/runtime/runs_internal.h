@@ -60,9 +60,9 @@ struct par_run {
     int status;              /* par_run_status_t */
     int end_status;          /* the PAR status of a failed/cancelled/interrupted run */
     int cancel_on_disconnect;
-    int hidden;  /* being started: not visible to get/list */
-    int expired; /* its events are past retention: a tombstone */
-    int deleted; /* set under rs->lock and mu: readable under either */
+    int hidden;                               /* being started: not visible to get/list */
+    int expired;                              /* its events are past retention: a tombstone */
+    int deleted;                              /* set under rs->lock and mu: readable under either */
     int64_t created_ms, started_ms, ended_ms; /* wall clock; 0 = not yet */
     double duration_ms;                       /* the call's, at its end; -1 unknown */
     int64_t expire_at_ms;                     /* monotonic: ended + retention */
