@@ -57,7 +57,8 @@ typedef struct par_runs par_runs_t;
  * writes). */
 int par_runs_open(par_runtime_t *rt, par_runs_t **out, par_buf_t *err);
 /* SIGTERM path: runs still in flight after the caller's grace end
- * `interrupted` (their clients get run.interrupted), then everything closes. */
+ * `interrupted` at once (their clients get run.interrupted, their calls are
+ * taken back); par_runs_close (at the runtime's destroy) writes the rest. */
 void par_runs_interrupt_all(par_runs_t *rs, const char *why);
 void par_runs_close(par_runs_t *rs);
 /* For /runtime/health and metrics. */
@@ -66,6 +67,22 @@ unsigned par_runs_in_flight(par_runs_t *rs);
  * reload.run_drain_ms, then interrupts them with par_runs_interrupt_version). */
 unsigned par_runs_on_version(par_runs_t *rs, const void *pv);
 void par_runs_interrupt_version(par_runs_t *rs, const void *pv, const char *why);
+/* Counts a client resuming a run's events (par_run_resumes_total). NULL is
+ * a no-op. */
+void par_runs_count_resume(par_runs_t *rs);
+/* The runs' families for /metrics (runtime/metrics.c). */
+void par_runs_render_metrics(par_runs_t *rs, par_buf_t *b);
+
+/* par__call_start, for a call started by par_run_start (c->sink ==
+ * &par__run_sink), once its agent resolved and before it reaches an
+ * executor: the run learns its package version and appends run.started
+ * (sequence 1). PAR_E_NO_MEMORY (message in c->output). */
+extern const par_call_sink_t par__run_sink;
+int par__run_resolved(par_call_t *c);
+/* par__call_finish, for the usage record of a run's call (before its done):
+ * the run's events, its final one included, in *events, and the status to
+ * record: the call's, or cancelled/interrupted when the run was ended so. */
+int par__run_usage(const par_call_t *c, int64_t *events);
 
 /* ---- one run (http/ calls these) ---- */
 
@@ -99,12 +116,16 @@ uint64_t par_run_last_seq(const par_run_t *r);
 
 /* GET /runs/{id}: {"run_id","agent_id","version","status","created_at",
  * "started_at","ended_at","events","metadata","output"|"error","usage"} (times
- * RFC 3339 UTC, null until known). New reference, or NULL (no memory). */
+ * RFC 3339 UTC, null until known; "usage" is {"duration_ms","units"}). A run
+ * past runs.retention is a tombstone for one more retention period: no
+ * output or error, "expired": true, and its reads and answer are
+ * PAR_E_RUN_EXPIRED (docs/internals/runs.md). New reference, or NULL (no
+ * memory). */
 json_t *par_run_json(par_run_t *r);
 /* The answer of /runs/wait and of run.completed: the invoke-shaped body
  * plus "run_id" (an ended run only). On a failed, cancelled or interrupted
  * run, the error body {"error","message","request_id"} and its PAR status in
- * *status. PAR_E_RUN_ACTIVE while it runs. */
+ * *status. PAR_E_RUN_ACTIVE while it runs, PAR_E_RUN_EXPIRED past retention. */
 int par_run_answer(par_run_t *r, par_buf_t *out, int *status);
 
 /* POST /runs/{id}/cancel: PAR_OK (the run ends `cancelled`; its worker is

@@ -54,7 +54,8 @@ struct par_pkgver {
     uint64_t seq;    /* deploy order */
     double t_read_ms, t_verify_ms, t_extract_ms, t_load_ms; /* read = fetch */
     int64_t loaded_at_ms;                                   /* wall clock */
-    int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
+    int64_t drain_until_ms;     /* monotonic: when a replaced version is unloaded at the latest */
+    int64_t run_drain_until_ms; /* the same while runs are in flight on it (reload.run_drain_ms) */
     uint32_t timeout_ms;
     size_t max_input;
     char *python_site; /* Python packages with requirements: their venv's site-packages */
@@ -115,6 +116,8 @@ struct par_runtime {
     struct par_executor *exec;
     /* usage metering (metering/meter.h), or NULL; set before serving */
     struct par_meter *meter;
+    /* runs (runtime/runs.h): opened with the runtime, closed at its destroy */
+    struct par_runs *runs;
     /* what /metrics renders (runtime/metrics.c) */
     struct par_metrics_registry *metrics;
     /* calls answered through the embedding API, by status (runtime/embed_call.c) */
@@ -195,7 +198,8 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why);
 void par__config_defaults(par_config_t *cfg);
 
 /* SIGHUP: takes the limits that may change while serving from `cfg`
- * (default timeout, input cap, concurrency, queue, memory, CPU, reload drain),
+ * (default timeout, input cap, concurrency, queue, memory, CPU, reload drain,
+ * and the runs' timeout, per-subject limit, cancel grace and drain),
  * under deploy_lock; later deploys and calls see them. Main thread. */
 void par__runtime_reload_limits(par_runtime_t *rt, const par_config_t *cfg);
 
