@@ -395,6 +395,9 @@ static void run_done(par_call_t *c)
     size_t alen = 0;
     char *answer = c->status == PAR_OK ? answer_of(r, c, &alen) : NULL;
     char *units = c->units_json ? strdup(c->units_json) : NULL;
+    const char *msg = ""; /* the error message: the output, made a C string */
+    if (c->status != PAR_OK && c->output.len && par_buf_terminate(&c->output) == PAR_OK)
+        msg = c->output.data;
     pthread_mutex_lock(&r->mu);
     int was_running = !terminal(r->status);
     r->duration_ms = (double)(c->finished_ns - c->started_ns) / 1e6;
@@ -407,7 +410,7 @@ static void run_done(par_call_t *c)
                    0);
     else if (was_running)
         end_locked(r, c->status == PAR_E_CANCELLED ? PAR_RUN_CANCELLED : PAR_RUN_FAILED, c->status,
-                   c->output.data ? c->output.data : "", NULL, 0);
+                   msg, NULL, 0);
     r->pv = NULL;
     int pinned = r->call_pins > 0;
     if (pinned)
@@ -450,6 +453,18 @@ int par__run_resolved(par_call_t *c)
     if (rc != PAR_OK)
         par_buf_appends(&c->output, "out of memory starting the run");
     return rc;
+}
+
+int par__run_usage(const par_call_t *c, int64_t *events)
+{
+    par_run_t *r = c->sink_data;
+    pthread_mutex_lock(&r->mu);
+    int ended = terminal(r->status);
+    /* a run still going gets its final event at the call's done */
+    *events = (int64_t)r->last_seq + !ended;
+    int st = ended ? r->end_status : c->status;
+    pthread_mutex_unlock(&r->mu);
+    return st;
 }
 
 /* ---- starting --------------------------------------------------------------------- */

@@ -78,6 +78,10 @@ void par_runs_render_metrics(par_runs_t *rs, par_buf_t *b);
  * (sequence 1). PAR_E_NO_MEMORY (message in c->output). */
 extern const par_call_sink_t par__run_sink;
 int par__run_resolved(par_call_t *c);
+/* par__call_finish, for the usage record of a run's call (before its done):
+ * the run's events, its final one included, in *events, and the status to
+ * record: the call's, or cancelled/interrupted when the run was ended so. */
+int par__run_usage(const par_call_t *c, int64_t *events);
 
 /* ---- one run (http/ calls these) ---- */
 

@@ -246,7 +246,7 @@ void par_runs_render_metrics(par_runs_t *rs, par_buf_t *b)
     par_buf_appendf(b, "par_run_cancels_total %lu\n", rs ? atomic_load(&rs->cancels_total) : 0);
     par_metrics_family(b, "par_run_stream_clients", "gauge", "Clients following runs live.");
     par_buf_appendf(b, "par_run_stream_clients %u\n", rs ? atomic_load(&rs->stream_clients) : 0);
-    par_metrics_family(b, "par_run_spill_bytes", "counter",
-                       "Bytes of run events written to the state directory.");
+    par_metrics_family(b, "par_run_spill_bytes", "gauge",
+                       "Bytes of run events kept in the state directory's event files.");
     par_buf_appendf(b, "par_run_spill_bytes %lu\n", rs ? atomic_load(&rs->spill_bytes) : 0);
 }

@@ -139,6 +139,17 @@ static void remove_files(par_runs_t *rs, const char *id)
     unlink(p);
 }
 
+/* Closes the event file (mu held; the caller unlinks it). */
+static void drop_event_file_locked(par_run_t *r)
+{
+    if (r->off && r->flushed_seq)
+        atomic_fetch_sub(&r->rs->spill_bytes, (unsigned long)r->off[r->flushed_seq]);
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    r->flushed_seq = 0;
+}
+
 /* Writes the events not yet in the file (mu held; dropped around the write). */
 static int flush_events_locked(par_run_t *r)
 {
@@ -202,10 +213,7 @@ static void flush_run(par_run_t *r)
     par_runs_t *rs = r->rs;
     pthread_mutex_lock(&r->mu);
     if (r->deleted) {
-        if (r->fd >= 0)
-            close(r->fd);
-        r->fd = -1;
-        r->flushed_seq = 0;
+        drop_event_file_locked(r);
         pthread_mutex_unlock(&r->mu);
         remove_files(rs, r->id);
         return;
@@ -279,10 +287,7 @@ static size_t expire(par_runs_t *rs, int64_t now)
         par_run_t *r = batch[i];
         char p[4096];
         pthread_mutex_lock(&r->mu);
-        if (r->fd >= 0)
-            close(r->fd);
-        r->fd = -1;
-        r->flushed_seq = 0;
+        drop_event_file_locked(r);
         par__run_events_free(r);
         r->capoff = 0;
         pthread_mutex_unlock(&r->mu);
@@ -377,6 +382,7 @@ static int scan_events(par_run_t *r, const char *path)
     if (at != end_of_last && ftruncate(fd, (off_t)end_of_last) != 0)
         par_log_msg(PAR_LOG_WARN, "run %s: cannot cut its torn last event", r->id);
     r->fd = fd;
+    atomic_fetch_add(&r->rs->spill_bytes, (unsigned long)end_of_last);
     r->last_seq = r->flushed_seq;
     r->mem_first = r->last_seq + 1;
     return 0;

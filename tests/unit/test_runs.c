@@ -141,6 +141,11 @@ static void test_sequence_and_answer(void **state)
     par_buf_t a;
     par_buf_init(&a, 0);
     assert_int_equal(par_run_answer(r, &a, &st), PAR_E_RUN_ACTIVE);
+    /* the usage record: the events with the final one to come, the call's status */
+    int64_t events = 0;
+    c->status = PAR_OK;
+    assert_int_equal(par__run_usage(c, &events), PAR_OK);
+    assert_int_equal(events, 4);
     finish(c, PAR_OK, "{\"x\":1}");
     assert_int_equal(par_run_status(r), PAR_RUN_SUCCEEDED);
     assert_int_equal(par_run_last_seq(r), 4);
@@ -318,6 +323,10 @@ static void test_cancel_and_delete(void **state)
     assert_int_equal(par_run_cancel(r, "stop"), PAR_OK);
     assert_int_equal(atomic_load(&c->_cancel_requested), 1);
     assert_int_equal(par_run_cancel(r, "stop"), PAR_E_RUN_ENDED);
+    int64_t events = 0;
+    c->status = PAR_OK; /* an agent that finished anyway: the record says cancelled */
+    assert_int_equal(par__run_usage(c, &events), PAR_E_CANCELLED);
+    assert_int_equal(events, 2);
     uint64_t last;
     int ended, rc;
     char *t = read_all(r, 1, 1 << 20, &last, &ended, &rc);
