@@ -559,3 +559,23 @@ def test_cors_misconfigured_is_refused(tmp_path, origins, creds, needle):
     r = run("serve", "--config", str(conf), "--listen", "127.0.0.1:0",
             "--state-dir", str(tmp_path / "var"), "--packages", str(tmp_path))
     assert r.returncode != 0 and needle in r.stderr, r.stderr
+
+
+# ---- limits -------------------------------------------------------------------------------------------
+
+def test_too_many_runs(server_factory, tmp_path):
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "limits: {runs_per_subject: 1}\n")
+    s = server_factory([package("faulty")], args=["--config", str(conf)])
+    first = start(s, "faulty/slow", {"input": 1000})
+    assert first.status_code == 202, first.text
+    for kind in ("", "/stream", "/wait"):
+        r = start(s, "faulty/slow", {"input": 1}, kind=kind)
+        assert_error(r, 429, "too_many_runs")
+        assert int(r.headers["retry-after"]) >= 1
+    # the unary invoke is not a run: unaffected
+    assert s.post("faulty/slow", {"input": 1}).status_code == 200
+    run_id = first.json()["run_id"]
+    assert wait_status(s, run_id, ("succeeded",))["status"] == "succeeded"
+    assert start(s, "faulty/slow", {"input": 1}).status_code == 202
