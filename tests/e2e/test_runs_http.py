@@ -579,3 +579,33 @@ def test_too_many_runs(server_factory, tmp_path):
     run_id = first.json()["run_id"]
     assert wait_status(s, run_id, ("succeeded",))["status"] == "succeeded"
     assert start(s, "faulty/slow", {"input": 1}).status_code == 202
+
+
+# ---- HTTP/2 -----------------------------------------------------------------------------------------------
+
+def test_http2_streams_and_resets(server_factory, tmp_path):
+    """Over HTTP/2 (h2c, curl --http2-prior-knowledge) a stream is framed the
+    same, and a reset stream is a client leaving: on_disconnect cancel cancels."""
+    import shutil
+    import subprocess
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "http: {http2: true}\nruns: {heartbeat_ms: 200}\n")
+    s = server_factory([package("ticker"), package("faulty")], args=["--config", str(conf)])
+    out = subprocess.run(["curl", "-sN", "--http2-prior-knowledge", "-XPOST",
+                          "-H", "content-type: application/json",
+                          "-d", '{"input": {"n": 3, "ms": 300}}',
+                          s.url + "/agents/ticker/runs/stream"],
+                         capture_output=True, text=True, timeout=30).stdout
+    ids = [int(l[4:]) for l in out.splitlines() if l.startswith("id: ")]
+    assert ids == [1, 2, 3, 4, 5], out
+    assert ": keep-alive" in out and "event: run.completed" in out
+    out = subprocess.run(["curl", "-sN", "--http2-prior-knowledge", "--max-time", "0.6",
+                          "-XPOST", "-H", "content-type: application/json",
+                          "-d", '{"input": 1500, "on_disconnect": "cancel"}',
+                          s.url + "/agents/faulty/slow/runs/stream"],
+                         capture_output=True, text=True, timeout=30).stdout
+    run_id = json.loads(out.split("data: ", 1)[1].split("\n", 1)[0])["run_id"]
+    assert wait_status(s, run_id, ("cancelled",), timeout=5)["status"] == "cancelled"
