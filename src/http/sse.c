@@ -365,7 +365,16 @@ int par__http_wait_start(par_http_exchange_t *x, par_run_t *r)
 void par__http_sse_init(loop_t *l)
 {
     h2o_linklist_init_anchor(&l->streams);
-    h2o_timeout_init(l->ctx.loop, &l->heartbeat, l->http->opts.heartbeat_ms);
+    h2o_timeout_init(l->ctx.loop, &l->heartbeat, atomic_load(&l->http->heartbeat_ms));
+}
+
+void par__http_sse_tick(loop_t *l)
+{
+    /* h2o 2.2 reads a timeout's period each time it runs or computes its
+     * next wake-up, so streams waiting take over the new period at once */
+    unsigned ms = atomic_load_explicit(&l->http->heartbeat_ms, memory_order_relaxed);
+    if (l->heartbeat.timeout != ms)
+        l->heartbeat.timeout = ms;
 }
 
 /* Marks, then ends, the streams whose HTTP/1 client hung up: one poll(2)
