@@ -401,6 +401,8 @@ static void run_done(par_call_t *c)
     pthread_mutex_lock(&r->mu);
     int was_running = !terminal(r->status);
     r->duration_ms = (double)(c->finished_ns - c->started_ns) / 1e6;
+    if (r->started_ms == 0 && c->status == PAR_OK) /* an executor that did not report it */
+        r->started_ms = c->wall_ms;
     free(r->units);
     r->units = units;
     if (was_running && c->status == PAR_OK && answer)
