@@ -627,3 +627,32 @@ def test_heartbeat_changes_on_sighup(server_factory, tmp_path):
         time.sleep(0.05)
     _, comments = sse(start(s, "faulty/slow", {"input": 900}, kind="/stream", stream=True))
     assert len(comments) >= 3, comments
+
+
+def test_slow_client_throttles_the_agent(srv):
+    """A client that does not read holds its run back (flow control: events
+    are acknowledged only once written to the client), while the same run
+    with no client goes at full speed; the slow client then gets every
+    event once it reads."""
+    n, inp = 6000, {"input": {"n": 6000, "pad": 1000}}
+    host, port = srv.url.split("//")[1].split(":")
+    c = socket.create_connection((host, int(port)))
+    body = json.dumps(inp).encode()
+    c.sendall(b"POST /agents/ticker/runs/stream HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" %
+              (len(body), body))
+    control = start(srv, "ticker", inp).json()["run_id"]
+    assert wait_status(srv, control, ("succeeded",), timeout=30)["status"] == "succeeded"
+    held = [r for r in srv.get("/runs?agent=ticker&limit=5").json()["runs"]
+            if r["run_id"] != control][0]
+    assert held["status"] == "running" and held["events"] < n, held
+    data = b""
+    c.settimeout(30)
+    while not data.endswith(b"0\r\n\r\n"):  # the chunked body's end
+        chunk = c.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    assert data.count(b"\nevent: data\n") == n
+    assert b"event: run.completed" in data
