@@ -155,20 +155,32 @@ def test_wait_on_a_failing_agent_answers_its_error(srv):
     assert body["error"] and body["message"] is not None and "request_id" in body
 
 
-def test_wait_client_leaves_run_goes_on(srv):
-    # a raw connection that sends the request and hangs up at once
-    host, port = srv.url.split("//")[1].split(":")
-    body = json.dumps({"input": 600}).encode()
+def wait_and_leave(s, body):
+    """POST .../runs/wait on a raw connection, hang up before the answer;
+    returns the run's id."""
+    host, port = s.url.split("//")[1].split(":")
+    data = json.dumps(body).encode()
     c = socket.create_connection((host, int(port)))
     c.sendall(b"POST /agents/faulty/slow/runs/wait HTTP/1.1\r\nHost: x\r\n"
               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" %
-              (len(body), body))
+              (len(data), data))
     time.sleep(0.3)
     c.close()
-    time.sleep(0.3)
-    runs = srv.get("/runs?agent=faulty/slow&limit=1").json()["runs"]
+    runs = s.get("/runs?agent=faulty/slow&limit=1").json()["runs"]
     assert runs, "the run is listed"
-    assert wait_status(srv, runs[0]["run_id"], ("succeeded",))["status"] == "succeeded"
+    return runs[0]["run_id"]
+
+
+def test_wait_client_leaves_run_goes_on(srv):
+    run_id = wait_and_leave(srv, {"input": 1800})
+    time.sleep(0.7)  # the client's leaving is noticed within 500 ms
+    assert srv.get(f"/runs/{run_id}").json()["status"] == "running"
+    assert wait_status(srv, run_id, ("succeeded",))["status"] == "succeeded"
+
+
+def test_wait_client_leaves_on_disconnect_cancel(srv):
+    run_id = wait_and_leave(srv, {"input": 1500, "on_disconnect": "cancel"})
+    assert wait_status(srv, run_id, ("cancelled",), timeout=5)["status"] == "cancelled"
 
 
 # ---- event streams ---------------------------------------------------------------------------
