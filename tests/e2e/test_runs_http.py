@@ -132,7 +132,10 @@ def test_start_is_202_with_location(srv):
     assert r.headers["content-type"] == "application/json"
     j = wait_status(srv, body["run_id"], ("succeeded",))
     assert j["status"] == "succeeded" and j["run_id"] == body["run_id"]
-    assert j["agent_id"] == "echo"
+    assert j["agent_id"] == "echo" and j["metadata"] == {"ticket": 7}
+    # "continue" is the default, and may be said
+    r = start(srv, "echo", {"input": 1, "on_disconnect": "continue", "metadata": None})
+    assert r.status_code == 202, r.text
     # a bare JSON value is the input, as with invoke
     r = start(srv, "echo", raw="[1,2,3]")
     assert r.status_code == 202, r.text
@@ -186,8 +189,10 @@ def test_wait_client_leaves_on_disconnect_cancel(srv):
 # ---- event streams ---------------------------------------------------------------------------
 
 def test_post_stream_framing(srv):
-    r = start(srv, "echo", {"input": {"hello": "world"}}, kind="/stream", stream=True)
+    r = start(srv, "echo", {"input": {"hello": "world"}}, kind="/stream", stream=True,
+              headers={"X-Request-ID": "req-sse-1"})
     assert_sse_headers(r)
+    assert r.headers["x-request-id"] == "req-sse-1"
     events, _ = sse(r)
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["event"] == "run.started"
