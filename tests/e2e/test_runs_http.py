@@ -673,3 +673,44 @@ def test_slow_client_throttles_the_agent(srv):
     c.close()
     assert data.count(b"\nevent: data\n") == n
     assert b"event: run.completed" in data
+
+
+# ---- Python agents ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def py(server_factory, tmp_path_factory):
+    d = tmp_path_factory.mktemp("conf")
+    conf = d / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "runs: {heartbeat_ms: 300}\n")
+    return server_factory([package("py-events")], args=["--config", str(conf)])
+
+
+@pytest.mark.parametrize("agent,etype", [("gen", "data"), ("agen", "data"), ("emit", "tick"),
+                                         ("aemit", "tick")])
+def test_python_events_stream(py, agent, etype):
+    r = start(py, "py-events/" + agent, {"input": 5}, kind="/stream", stream=True)
+    assert_sse_headers(r)
+    events, _ = sse(r)
+    assert [e["id"] for e in events] == list(range(1, 8))
+    assert [e["event"] for e in events] == ["run.started"] + [etype] * 5 + ["run.completed"]
+    assert [e["data"]["i"] for e in events[1:6]] == [0, 1, 2, 3, 4]
+    assert events[-1]["data"]["output"] == {"count": 5}
+    # and the same through invoke with Accept: text/event-stream
+    r = requests.post(f"{py.url}/agents/py-events/{agent}/invoke", json={"input": 2},
+                      headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
+    events, _ = sse(r)
+    assert [e["event"] for e in events] == ["run.started", etype, etype, "run.completed"]
+
+
+def test_python_silent_agent_heartbeats(py):
+    r = start(py, "py-events/silent", {"input": 1.2}, kind="/stream", stream=True)
+    events, comments = sse(r)
+    assert len(comments) >= 3, comments
+    assert [e["event"] for e in events] == ["run.started", "data", "run.completed"]
+
+
+@pytest.mark.parametrize("agent", ["coro-cancel", "sync-poll"])
+def test_python_cancel_through_http(py, agent):
+    run_id = stream_and_leave(py, "py-events/" + agent, {"input": 1, "on_disconnect": "cancel"})
+    assert wait_status(py, run_id, ("cancelled",), timeout=10)["status"] == "cancelled"
