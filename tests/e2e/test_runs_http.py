@@ -36,7 +36,9 @@ def srv(server_factory, tmp_path_factory):
 auth: {mode: off}
 trust: {require_signatures: false}
 runs: {heartbeat_ms: 200}
-http: {cors: {origins: ["https://app.example.com", "http://localhost:3000"], credentials: true}}
+http:
+  threads: 2   # events reach the streams from the supervisor's own thread
+  cors: {origins: ["https://app.example.com", "http://localhost:3000"], credentials: true}
 """)
     return server_factory([package("echo"), package("faulty"), package("ticker")],
                           args=["--config", str(conf)])
