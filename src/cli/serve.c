@@ -158,6 +158,7 @@ static void reload_config(int argc, char **argv, par_conf_t *cur, par_runtime_t 
     par_log_init(par_log_parse_level(par_conf_str(cur, PAR_K_LOG_LEVEL)),
                  strcmp(par_conf_str(cur, PAR_K_LOG_FORMAT), "text") != 0);
     par_http_set_access_log(http, par_conf_bool(cur, PAR_K_LOG_ACCESS, 1));
+    par_http_set_heartbeat(http, (unsigned)par_conf_int(cur, PAR_K_RUNS_HEARTBEAT));
     reload_tls(http);
     par_conf_runtime_t r;
     if (par_conf_to_runtime(cur, &r) == PAR_OK)
@@ -257,6 +258,11 @@ static int check_loadable(const par_conf_t *c, par_buf_t *err)
     par_http_opts_t ho;
     par_conf_to_http(c, &ho);
     par_http_tls_t *tls = NULL;
+    char why[300];
+    if (par_http_cors_check(&ho, why, sizeof(why)) != 0) {
+        par_buf_appendf(err, "%s\n", why);
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
     if (ho.tls_client_ca && !ho.tls_cert) { /* else plain HTTP, and no client is checked */
         par_buf_appendf(err, "tls.client_ca needs tls.cert and tls.key: client certificates are "
                              "asked for only over TLS\n");
