@@ -34,6 +34,7 @@
 #include "pkg/trust.h"
 #include "runtime/converge.h"
 #include "runtime/runtime.h"
+#include "runtime/runs.h"
 #include "util/suggest.h"
 
 /* The server lives as long as the process: kept here so that it stays
@@ -83,6 +84,12 @@ static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_
     int64_t until = par__now_ms() + grace_ms;
     while (par__now_ms() < until)
         wait_or_die(set, until - par__now_ms());
+    /* runs had the grace: the ones still in flight end `interrupted`, and
+     * their live clients get run.interrupted while the server still serves */
+    unsigned runs = par_runs_in_flight(rt->runs);
+    if (runs)
+        par_log_msg(PAR_LOG_WARN, "shutting down: %u run(s) still in flight end interrupted", runs);
+    par_runs_interrupt_all(rt->runs, "the runtime is shutting down");
     par_http_stop_accepting(http);
     until = par__now_ms() + drain_ms;
     while ((atomic_load(&rt->inflight) > 0 || par_http_pending(http) > 0) && par__now_ms() < until)

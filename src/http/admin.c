@@ -28,6 +28,7 @@
 #include "runtime/converge.h"
 #include "runtime/io.h"
 #include "runtime/metrics.h"
+#include "runtime/runs.h"
 
 /* Deploys run one at a time in the runtime anyway (deploy_lock); the
  * second thread keeps a usage report from waiting behind a slow fetch. */
@@ -215,7 +216,12 @@ int par__http_on_metrics(par_http_exchange_t *x)
 
 int par__http_on_health(par_http_exchange_t *x)
 {
-    par__http_send_json(x->req, 200, json_pack("{s:s}", "status", "ok"), x->rid);
+    /* runs in flight: a platform avoids scaling in a busy node */
+    unsigned runs = par_runs_in_flight(x->loop->http->rt->runs);
+    par__http_send_json(x->req, 200,
+                        json_pack("{s:s,s:I,s:b}", "status", "ok", "runs_in_flight",
+                                  (json_int_t)runs, "busy", runs > 0),
+                        x->rid);
     return 1;
 }
 

@@ -24,6 +24,7 @@
 #include "http/internal.h"
 #include "obs/log.h"
 #include "obs/trace.h"
+#include "runtime/answer.h"
 #include "util/json.h"
 
 typedef struct hcall {
@@ -84,29 +85,6 @@ static void invoke_done(par_call_t *c)
         h2o_multithread_send_message(&hc->loop->receiver, &hc->msg);
 }
 
-static char *put_str(char *o, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(o, s, n);
-    return o + n;
-}
-
-#define put_lit(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
-
-/* A duration in nanoseconds as milliseconds with three decimals, rounded to
- * the nearest microsecond: what "%.3f" of ns / 1e6 writes. */
-static char *put_ms3(char *o, int64_t ns)
-{
-    uint64_t us = ((uint64_t)(ns > 0 ? ns : 0) + 500) / 1000;
-    unsigned fr = (unsigned)(us % 1000);
-    o = par_dec_u64(o, us / 1000);
-    *o++ = '.';
-    *o++ = (char)('0' + fr / 100);
-    *o++ = (char)('0' + fr / 10 % 10);
-    *o++ = (char)('0' + fr % 10);
-    return o;
-}
-
 static void respond_call(hcall_t *hc)
 {
     par_call_t *c = hc->call;
@@ -123,35 +101,10 @@ static void respond_call(hcall_t *hc)
                              hc->t0_ns, par_status_name(c->status));
         return;
     }
-    /* copies, not snprintf: this runs once per request on the loop. The ids,
-     * names and versions are validated tokens that need no JSON escaping. */
-    size_t cap = c->output.len + strlen(c->agent_id) + strlen(c->trace_id) + strlen(c->request_id) +
-                 strlen(c->pv->name) + strlen(c->pv->version) +
-                 (c->units_json ? strlen(c->units_json) : 0) + 192;
-    char *body = h2o_mem_alloc_pool(&req->pool, cap), *o = body;
-    o = put_lit(o, "{\"agent_id\":\"");
-    o = put_str(o, c->agent_id);
-    o = put_lit(o, "\",\"output\":");
-    memcpy(o, c->output.data, c->output.len);
-    o += c->output.len;
-    o = put_lit(o, ",\"duration_ms\":");
-    o = put_ms3(o, c->finished_ns - c->started_ns);
-    o = put_lit(o, ",\"trace_id\":\"");
-    o = put_str(o, c->trace_id);
-    o = put_lit(o, "\",\"metadata\":{\"request_id\":\"");
-    o = put_str(o, c->request_id);
-    o = put_lit(o, "\",\"package\":\"");
-    o = put_str(o, c->pv->name);
-    o = put_lit(o, "\",\"version\":\"");
-    o = put_str(o, c->pv->version);
-    o = put_lit(o, "\"");
-    if (c->units_json) {
-        o = put_lit(o, ",\"units\":");
-        o = put_str(o, c->units_json);
-    }
-    o = put_lit(o, "}}");
-    assert((size_t)(o - body) <= cap);
-    par__http_send_body(req, 200, "application/json", c->request_id, body, (size_t)(o - body));
+    /* the answer is built in the request's pool: nothing else is allocated */
+    char *body = h2o_mem_alloc_pool(&req->pool, par__call_answer_cap(c));
+    size_t blen = par__call_answer_write(c, body);
+    par__http_send_body(req, 200, "application/json", c->request_id, body, blen);
     par__http_access_log(h, req, hc->label, 200, c->request_id, c, hc->t0_ns, NULL);
 }
 

@@ -32,7 +32,7 @@ static const char schema[] =
     " parent_id TEXT NOT NULL, root_id TEXT NOT NULL, subject TEXT, tenant TEXT,"
     " agent TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL,"
     " duration_ms REAL NOT NULL, cpu_ms REAL, bytes_in INTEGER NOT NULL,"
-    " bytes_out INTEGER NOT NULL, units TEXT);"
+    " bytes_out INTEGER NOT NULL, units TEXT, events INTEGER);"
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts_ms);"
     /* nothing looks records up by request id: its index cost ~70 bytes a record */
     "DROP INDEX IF EXISTS usage_request;"
@@ -124,11 +124,17 @@ int par_store_open(const char *path, int sync_full, par_store_t **out, par_buf_t
                  dead_window_columns[i]);
         sqlite3_exec(s->db, sql, NULL, NULL, NULL); /* "duplicate column": already there */
     }
+    /* a database from before runs: their events count (NULL for other records) */
+    has_columns = sqlite3_prepare_v2(s->db, "SELECT events FROM usage LIMIT 0", -1, &probe, NULL) ==
+                  SQLITE_OK;
+    sqlite3_finalize(probe);
+    if (!has_columns)
+        sqlite3_exec(s->db, "ALTER TABLE usage ADD COLUMN events INTEGER", NULL, NULL, NULL);
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR IGNORE INTO usage (id, ts_ms, request_id, trace_id, span_id,"
                            " parent_id, root_id, subject, tenant, agent, package, version, status,"
-                           " duration_ms, cpu_ms, bytes_in, bytes_out, units) VALUES"
-                           " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           " duration_ms, cpu_ms, bytes_in, bytes_out, units, events) VALUES"
+                           " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            -1, &s->ins, NULL) != SQLITE_OK) {
         rc = par__store_fail(s->db, err, "preparing the insert");
         goto out;
@@ -189,6 +195,10 @@ int par_store_insert(par_store_t *s, par_usage_t *const *recs, size_t n, par_buf
         sqlite3_bind_int64(st, 16, u->bytes_in);
         sqlite3_bind_int64(st, 17, u->bytes_out);
         bind_text(st, 18, u->units);
+        if (u->events > 0)
+            sqlite3_bind_int64(st, 19, u->events);
+        else
+            sqlite3_bind_null(st, 19);
         if (sqlite3_step(st) != SQLITE_DONE) {
             int rc = par__store_fail(s->db, err, "inserting a record");
             sqlite3_reset(st);

@@ -31,7 +31,8 @@ struct par_usage {
     double duration_ms;
     double cpu_ms; /* < 0: unknown */
     int64_t bytes_in, bytes_out;
-    char *units; /* owned JSON object text, NULL when the agent reported none */
+    char *units;    /* owned JSON object text, NULL when the agent reported none */
+    int64_t events; /* a run's events (runtime/runs.h), 0 for an invocation that is not one */
 
     par_usage_committed_cb committed; /* NULL: nobody waits */
     void *arg;

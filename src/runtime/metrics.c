@@ -13,6 +13,7 @@
 #include "loader/supervisor.h"
 #include "metering/meter.h"
 #include "obs/metrics.h"
+#include "runtime/runs.h"
 
 #define help par_metrics_family
 
@@ -157,6 +158,14 @@ static int collect_metering(par_buf_t *b, void *ctx)
     return PAR_OK;
 }
 
+/* The runs' families (runtime/runs.h), zero before the runs are open. */
+static int collect_runs(par_buf_t *b, void *ctx)
+{
+    par_runtime_t *rt = ctx;
+    par_runs_render_metrics(rt->runs, b);
+    return PAR_OK;
+}
+
 static int collect_start_time(par_buf_t *b, void *ctx)
 {
     par_runtime_t *rt = ctx;
@@ -176,6 +185,7 @@ int par__runtime_metrics_init(par_runtime_t *rt)
         void *ctx;
     } order[] = {
         {collect_agents, rt},
+        {collect_runs, rt},
         {par_metrics_collect_server, NULL},
         {par_auth_collect_metrics, NULL},
         {collect_metering, rt},

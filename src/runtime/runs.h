@@ -66,6 +66,22 @@ unsigned par_runs_in_flight(par_runs_t *rs);
  * reload.run_drain_ms, then interrupts them with par_runs_interrupt_version). */
 unsigned par_runs_on_version(par_runs_t *rs, const void *pv);
 void par_runs_interrupt_version(par_runs_t *rs, const void *pv, const char *why);
+/* Counts a client resuming a run's events (par_run_resumes_total). NULL is
+ * a no-op. */
+void par_runs_count_resume(par_runs_t *rs);
+/* The runs' families for /metrics (runtime/metrics.c). */
+void par_runs_render_metrics(par_runs_t *rs, par_buf_t *b);
+
+/* par__call_start, for a call started by par_run_start (c->sink ==
+ * &par__run_sink), once its agent resolved and before it reaches an
+ * executor: the run learns its package version and appends run.started
+ * (sequence 1). PAR_E_NO_MEMORY (message in c->output). */
+extern const par_call_sink_t par__run_sink;
+int par__run_resolved(par_call_t *c);
+/* par__call_finish, for the usage record of a run's call (before its done):
+ * the run's events, its final one included, in *events, and the status to
+ * record: the call's, or cancelled/interrupted when the run was ended so. */
+int par__run_usage(const par_call_t *c, int64_t *events);
 
 /* ---- one run (http/ calls these) ---- */
 

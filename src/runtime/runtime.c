@@ -33,6 +33,7 @@
 #include "runtime/loaders.h"
 #include "runtime/metrics.h"
 #include "runtime/native.h"
+#include "runtime/runs.h"
 #include "sandbox/sandbox.h"
 #include "util/json.h"
 #include "util/path.h"
@@ -237,6 +238,34 @@ static void record_id(char id[33], int64_t wall_ms)
     par_trace_random_hex(id + 12, 20);
 }
 
+/* The call's absolute deadline: the caller's, its package's timeout (lowered
+ * by the requested one) and the cap; a run (or a streamed call) has
+ * limits.run_timeout_ms instead, uncapped, and UINT32_MAX means none (0). */
+static void set_deadline(const par_runtime_t *rt, par_call_t *c, const par_pkgver_t *pv)
+{
+    int64_t now = par__now_ms();
+    if (c->sink) {
+        /* a run (or a streamed call, whose deadline is its caller's):
+         * limits.run_timeout_ms, not the unary deadline nor its cap */
+        if (c->deadline_ms)
+            return;
+        uint32_t t = rt->cfg.run_timeout_ms;
+        if (c->timeout_ms && c->timeout_ms < t)
+            t = c->timeout_ms;
+        c->deadline_ms = t == UINT32_MAX ? 0 : now + t;
+    } else {
+        int64_t max_deadline = now + rt->cfg.max_timeout_ms;
+        if (c->deadline_ms == 0) {
+            uint32_t t = pv->timeout_ms;
+            if (c->timeout_ms && c->timeout_ms < t)
+                t = c->timeout_ms;
+            c->deadline_ms = now + t;
+        }
+        if (c->deadline_ms > max_deadline)
+            c->deadline_ms = max_deadline;
+    }
+}
+
 int par__call_start(par_runtime_t *rt, par_call_t *c)
 {
     size_t idlen = strlen(c->agent_id);
@@ -297,16 +326,7 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
                         c->input_len, pv->max_input, c->agent_id);
         return PAR_E_TOO_LARGE;
     }
-    int64_t now = par__now_ms();
-    int64_t max_deadline = now + rt->cfg.max_timeout_ms;
-    if (c->deadline_ms == 0) {
-        uint32_t t = pv->timeout_ms;
-        if (c->timeout_ms && c->timeout_ms < t)
-            t = c->timeout_ms;
-        c->deadline_ms = now + t;
-    }
-    if (c->deadline_ms > max_deadline)
-        c->deadline_ms = max_deadline;
+    set_deadline(rt, c, pv);
     c->started_ns = par__now_ns();
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
@@ -319,6 +339,11 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
     if (c->span_id[0] == '\0')
         par_trace_random_hex(c->span_id, PAR_SPAN_ID_LEN);
     record_id(c->id, c->wall_ms);
+    if (c->sink == &par__run_sink) {
+        int rr = par__run_resolved(c); /* run.started, before any event can come */
+        if (rr != PAR_OK)
+            return rr;
+    }
     c->_counted = 1;
     atomic_fetch_add(&rt->inflight, 1);
     if (pv->metrics)
@@ -526,6 +551,15 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     }
     if (rc == PAR_OK)
         rc = start_services(rt);
+    if (rc == PAR_OK) {
+        par_buf_t err;
+        par_buf_init(&err, 0);
+        rc = par_runs_open(rt, &rt->runs, &err);
+        if (rc != PAR_OK)
+            par_log_msg(PAR_LOG_ERROR, "cannot open the runs: %.*s", (int)err.len,
+                        err.data ? err.data : par_strerror(rc));
+        par_buf_free(&err);
+    }
     if (rc != PAR_OK) {
         par_runtime_destroy(rt);
         return rc;
@@ -555,6 +589,8 @@ void par_runtime_destroy(par_runtime_t *rt)
     par__index_stop(rt->index); /* no deploy may start after this */
     rt->index = NULL;
     atomic_store(&rt->draining, 1);
+    /* runs still in flight end now, so that their clients and records say so */
+    par_runs_interrupt_all(rt->runs, "the runtime is shutting down");
     pthread_mutex_lock(&rt->lock);
     par_table_t *t = rt->table;
     rt->table = NULL;
@@ -571,6 +607,9 @@ void par_runtime_destroy(par_runtime_t *rt)
     par__exec_free(rt->exec);
     par__runtime_metrics_free(rt);
     par_super_free(rt->super);
+    /* every call has finished: the runs write what is left and close */
+    par_runs_close(rt->runs);
+    rt->runs = NULL;
     /* after the workers are gone: every call has finished and queued its record */
     par_meter_destroy(rt->meter);
     for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
@@ -618,6 +657,7 @@ void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv)
              * drain deadline passes (par__runtime_tick) */
             atomic_store(&o->state, PAR_PKG_DRAINING);
             o->drain_until_ms = par__now_ms() + rt->cfg.drain_ms;
+            o->run_drain_until_ms = par__now_ms() + rt->cfg.run_drain_ms;
             atomic_fetch_add(&rt->ndraining, 1);
             rt->pkgs[w++] = o;
         } else if (replace && ndrop < 64) {
@@ -731,7 +771,11 @@ void par__runtime_tick(par_runtime_t *rt, int64_t now)
     for (size_t i = 0; i < rt->npkgs; i++) {
         par_pkgver_t *o = rt->pkgs[i];
         long busy = atomic_load(&o->state) == PAR_PKG_DRAINING ? version_inflight(o) : -1;
-        if (busy >= 0 && (busy == 0 || now >= o->drain_until_ms) && ndrop < 64) {
+        /* a version with runs in flight stays up to reload.run_drain_ms */
+        int64_t until = o->drain_until_ms;
+        if (busy > 0 && o->run_drain_until_ms > until && par_runs_on_version(rt->runs, o))
+            until = o->run_drain_until_ms;
+        if (busy >= 0 && (busy == 0 || now >= until) && ndrop < 64) {
             late[ndrop] = busy > 0;
             drop[ndrop++] = o;
             atomic_fetch_sub(&rt->ndraining, 1);
@@ -752,6 +796,8 @@ void par__runtime_tick(par_runtime_t *rt, int64_t now)
             par_log_str(&l, "version", drop[i]->version);
             par_log_end(&l);
         }
+        if (late[i])
+            par_runs_interrupt_version(rt->runs, drop[i], "its version's drain deadline passed");
         if (late[i] && drop[i]->pool)
             par_pool_stop(drop[i]->pool, 1);
         par__pkgver_unref(drop[i]);

@@ -55,6 +55,7 @@ struct par_pkgver {
     double t_read_ms, t_verify_ms, t_extract_ms, t_load_ms; /* read = fetch */
     int64_t loaded_at_ms;                                   /* wall clock */
     int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
+    int64_t run_drain_until_ms; /* the same while runs are in flight on it (reload.run_drain_ms) */
     uint32_t timeout_ms;
     size_t max_input;
     char *python_site; /* Python packages with requirements: their venv's site-packages */
@@ -115,6 +116,8 @@ struct par_runtime {
     struct par_executor *exec;
     /* usage metering (metering/meter.h), or NULL; set before serving */
     struct par_meter *meter;
+    /* runs (runtime/runs.h): opened with the runtime, closed at its destroy */
+    struct par_runs *runs;
     /* what /metrics renders (runtime/metrics.c) */
     struct par_metrics_registry *metrics;
     void *data;

@@ -409,7 +409,7 @@ def peer_cn(s, pki):
 def test_https_serves(server_factory, tmp_path, pki):
     s = tls_server(server_factory, tmp_path, pki)
     _, status, body = https_get(s, pki, "/runtime/health")
-    assert status == 200 and json.loads(body) == {"status": "ok"}
+    assert status == 200 and json.loads(body)["status"] == "ok"
     cn, version = peer_cn(s, pki)
     assert cn == "par-test-1" and version in ("TLSv1.2", "TLSv1.3")
     # TLS 1.1 and older are refused
@@ -464,7 +464,7 @@ def test_sighup_reloads_the_certificate_and_keeps_connections(server_factory, tm
     assert peer_cn(s, pki)[0] == "par-test-2"  # new connections: the new certificate
     conn.request("GET", "/runtime/health")  # the old keep-alive connection survives
     r = conn.getresponse()
-    assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
+    assert r.status == 200 and json.loads(r.read())["status"] == "ok"
     conn.close()
     # a broken file on the next reload keeps the current certificate
     (pki / "server.crt").write_text("not a certificate\n")

@@ -18,7 +18,7 @@ def srv(server_factory):
 
 
 def test_health_ready_info(srv):
-    assert srv.get("/runtime/health").json() == {"status": "ok"}
+    assert srv.get("/runtime/health").json() == {"status": "ok", "runs_in_flight": 0, "busy": False}
     assert srv.get("/runtime/ready").json() == {"status": "ready"}
     info = srv.get("/runtime/info").json()
     assert info["name"] == "par"

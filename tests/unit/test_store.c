@@ -96,6 +96,47 @@ static void test_insert_is_idempotent_and_survives_reopen(void **state)
     par_store_close(s);
 }
 
+/* A database made before runs gets their events column at open; a run's
+ * record keeps its count, any other record NULL. */
+static void test_events_column_for_runs(void **state)
+{
+    (void)state;
+    char old[128];
+    snprintf(old, sizeof(old), "%s/before-runs.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(old, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE usage (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                     " ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, trace_id TEXT NOT NULL,"
+                     " span_id TEXT NOT NULL, parent_id TEXT NOT NULL, root_id TEXT NOT NULL,"
+                     " subject TEXT, tenant TEXT, agent TEXT NOT NULL, package TEXT NOT NULL,"
+                     " version TEXT NOT NULL, status TEXT NOT NULL, duration_ms REAL NOT NULL,"
+                     " cpu_ms REAL, bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL,"
+                     " units TEXT)",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    par_store_t *s;
+    assert_int_equal(par_store_open(old, 0, &s, NULL), PAR_OK);
+    par_usage_t *r[2] = {rec("run", "", "echo", "alice", "ok", 1000, NULL),
+                         rec("call", "", "echo", "alice", "ok", 1001, NULL)};
+    r[0]->events = 7;
+    insert(s, r, 2);
+    par_store_close(s);
+    assert_int_equal(sqlite3_open(old, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT id, events FROM usage ORDER BY seq", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(st, 1), 7);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_type(st, 1), SQLITE_NULL);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static int ack(par_store_t *s, int64_t seq, int status, const char *body)
 {
     par_store_ack_t a = {seq, status, body};
@@ -491,6 +532,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_new_packs_its_strings),
         cmocka_unit_test(test_insert_is_idempotent_and_survives_reopen),
+        cmocka_unit_test(test_events_column_for_runs),
         cmocka_unit_test(test_cursor_moves_only_on_ack),
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_open_failure_says_where),
