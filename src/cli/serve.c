@@ -257,6 +257,11 @@ static int check_loadable(const par_conf_t *c, par_buf_t *err)
     par_http_opts_t ho;
     par_conf_to_http(c, &ho);
     par_http_tls_t *tls = NULL;
+    char why[300];
+    if (par_http_cors_check(&ho, why, sizeof(why)) != 0) {
+        par_buf_appendf(err, "%s\n", why);
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
     if (ho.tls_client_ca && !ho.tls_cert) { /* else plain HTTP, and no client is checked */
         par_buf_appendf(err, "tls.client_ca needs tls.cert and tls.key: client certificates are "
                              "asked for only over TLS\n");

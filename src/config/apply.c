@@ -130,6 +130,13 @@ void par_conf_to_http(const par_conf_t *c, par_http_opts_t *o)
     o->tls_cert = par_conf_str(c, PAR_K_TLS_CERT);
     o->tls_key = par_conf_str(c, PAR_K_TLS_KEY);
     o->tls_client_ca = par_conf_str(c, PAR_K_TLS_CLIENT_CA);
+    o->heartbeat_ms = (unsigned)par_conf_int(c, PAR_K_RUNS_HEARTBEAT);
+    const json_t *origins = c->v[PAR_K_HTTP_CORS_ORIGINS].v;
+    size_t n = json_array_size(origins);
+    for (size_t i = 0; i < n && i < PAR_HTTP_CORS_MAX; i++)
+        o->cors_origins[i] = json_string_value(json_array_get(origins, i));
+    o->cors_norigins = (unsigned)n; /* beyond PAR_HTTP_CORS_MAX: refused by the check */
+    o->cors_credentials = par_conf_bool(c, PAR_K_HTTP_CORS_CREDENTIALS, 0);
 }
 
 /* Every auth.* scalar and list key, as text for par_auth_config_set(). */

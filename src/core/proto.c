@@ -3,7 +3,10 @@
  */
 #include "core/proto.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "util/json.h"
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -74,4 +77,42 @@ const char *par_proto_type_name(int type)
     if (type < 1 || type > PAR_FRAME_TYPE_MAX)
         return "?";
     return names[type];
+}
+
+static int event_type_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == ':' || ch == '-';
+}
+
+int par_proto_event_check(const char *type, size_t type_len, const char *data, size_t len,
+                          size_t max_bytes, char *why, size_t why_cap)
+{
+    if (type == NULL || type_len == 0 || type_len > PAR_PROTO_EVENT_TYPE_MAX) {
+        snprintf(why, why_cap, "the event type is %zu characters long (1 to %d allowed)",
+                 type ? type_len : 0, PAR_PROTO_EVENT_TYPE_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < type_len; i++) {
+        if (!event_type_char(type[i])) {
+            snprintf(why, why_cap,
+                     "the event type has a character outside [A-Za-z0-9._:-] at offset %zu", i);
+            return -1;
+        }
+    }
+    if (len > max_bytes) {
+        snprintf(why, why_cap,
+                 "the event '%.*s' is %zu bytes, over the cap of %zu bytes "
+                 "(runs.max_event_kb)",
+                 (int)type_len, type, len, max_bytes);
+        return -1;
+    }
+    size_t off = 0;
+    if (data == NULL || len == 0 || par_json_scan(data, len, NULL, 0, &off) != 0) {
+        snprintf(why, why_cap,
+                 "the data of the event '%.*s' is not one JSON value (byte %zu of %zu)",
+                 (int)type_len, type, off, data ? len : 0);
+        return -1;
+    }
+    return 0;
 }

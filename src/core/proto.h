@@ -76,4 +76,18 @@ int par_proto_decode(const uint8_t *buf, size_t len, size_t max_body, par_frame_
 
 const char *par_proto_type_name(int type);
 
+/* The longest event type, and the type of an event that names none. */
+#define PAR_PROTO_EVENT_TYPE_MAX 64
+#define PAR_PROTO_EVENT_TYPE_DEFAULT "data"
+
+/* The rules every event obeys (docs/worker-protocol.md "Events"), checked by
+ * par-worker before it sends one, by the supervisor on every EVENT frame it
+ * reads (a worker is never trusted) and by the in-process executor: `type`
+ * is 1..PAR_PROTO_EVENT_TYPE_MAX characters of [A-Za-z0-9._:-] (the caller
+ * maps a missing or empty type to "data" first); `data` is one JSON value of
+ * 1..max_bytes bytes. Returns 0, or -1 with what was wrong in `why` (a
+ * sentence, NUL-terminated, cut to why_cap). Pure; any thread. */
+int par_proto_event_check(const char *type, size_t type_len, const char *data, size_t len,
+                          size_t max_bytes, char *why, size_t why_cap);
+
 #endif

@@ -6,6 +6,9 @@
  *   routes.c   the route table and the matcher (routes.h)
  *   respond.c  errors, JSON and plain answers, the access log, request ids
  *   invoke.c   POST /agents/{id}/invoke and the calls it waits for
+ *   runs.c     the runs routes: start, wait, read, list, cancel, delete
+ *   sse.c      event streams of runs (text/event-stream), heartbeats
+ *   cors.c     cross-origin headers and preflights
  *   admin.c    listings, /runtime/..., deploys and reports on the admin queue
  *   workq.c    the admin queue: a bounded FIFO and its worker threads
  *
@@ -29,6 +32,7 @@
 #include "http/tls.h"
 #include "http/workq.h"
 #include "runtime/runtime.h"
+#include "util/json.h"
 
 typedef struct loop {
     struct par_http *http;
@@ -39,6 +43,9 @@ typedef struct loop {
     h2o_multithread_receiver_t receiver;
     h2o_multithread_receiver_t admin_receiver;
     h2o_multithread_receiver_t auth_receiver;
+    h2o_multithread_receiver_t run_receiver; /* news of watched runs (sse.c) */
+    h2o_linklist_t streams;                  /* run streams and waits of this loop (sse.c) */
+    h2o_timeout_t heartbeat;      /* runs.heartbeat_ms: streams, oldest last send first */
     struct auth_wait *spare_wait; /* preallocated waiter for the next parked request */
     par_identity_t *who;          /* caller of the request being handled, NULL if anonymous */
     _Atomic int listen_fd;
@@ -48,7 +55,8 @@ typedef struct loop {
     h2o_linklist_t calls;        /* hcall_t waiting for their agent, for gone_check() */
     SSL_CTX *ssl_ctx;            /* referenced: the TLS context new connections get */
     uint64_t ssl_gen;
-    int64_t next_gone_check; /* ms */
+    int64_t next_gone_check;   /* ms */
+    int64_t next_stream_check; /* ms (sse.c) */
     uint64_t rng;
 } loop_t;
 
@@ -64,6 +72,7 @@ struct par_http {
     atomic_long pending;
     atomic_ulong cancelled; /* calls taken back because their client went away */
     par_http_tls_t *tls;    /* NULL: plain HTTP */
+    char *cors_block;       /* the strings opts.cors_origins point to */
     par_workq_t *admin;     /* deploys and reports, off the loops (admin.c) */
     char address[128];
 };
@@ -108,6 +117,56 @@ void par__http_access_log(par_http_t *h, h2o_req_t *req, const char *label, int 
 void par__http_gone_check(loop_t *l);
 /* The loop's receiver of call completions. */
 void par__http_on_completions(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+/* The client's socket of an HTTP/1 request, or -1 (HTTP/2, or none). */
+int par__http_client_fd(h2o_req_t *req);
+
+/* The body fields invoke and runs read, in this order. */
+enum { PAR_HTTP_F_INPUT, PAR_HTTP_F_CONTEXT, PAR_HTTP_F_TRACE, PAR_HTTP_F_INVOKE_COUNT };
+/* Scans the body into f[0..n) (invoke's fields first); 0, or -1 answered. */
+int par__http_scan_body(par_http_exchange_t *x, const char *body, size_t blen, par_json_field_t *f,
+                        size_t n);
+/* Fills `c` from the request (agent id from the path, caller, input and
+ * context, trace, X-Par-Timeout-Ms); 0, or -1 answered (c freed). */
+int par__http_fill_call(par_http_exchange_t *x, const char *body, size_t blen,
+                        const par_json_field_t *f, par_call_t *c);
+
+/* ---- runs.c ---- */
+
+/* POST /agents/{id}/invoke with Accept: text/event-stream. */
+int par__http_on_invoke_stream(par_http_exchange_t *x);
+/* Whether an Accept header asks for text/event-stream. */
+int par__http_wants_sse(h2o_req_t *req);
+/* The caller of the exchange's request may see every run (runtime:admin,
+ * or authentication off). */
+int par__http_is_admin(par_http_exchange_t *x);
+
+/* ---- sse.c ---- */
+
+struct par_run;
+/* Streams the run's events after `after` as text/event-stream, answering
+ * (and logging) the request; takes over the caller's reference to `r`.
+ * Errors before the first byte (after past the end, expired) are answered
+ * with their status. Returns 0 (the handler's answer). */
+int par__http_sse_start(par_http_exchange_t *x, struct par_run *r, uint64_t after);
+/* Answers when the run ends, with par_run_answer (/runs/wait); takes over
+ * the reference. Returns 0. */
+int par__http_wait_start(par_http_exchange_t *x, struct par_run *r);
+/* Sets up and tears down a loop's streams (loop thread). */
+void par__http_sse_init(loop_t *l);
+/* Ends the streams whose HTTP/1 client left (called with the gone check). */
+void par__http_sse_gone_check(loop_t *l);
+/* The loop's receiver of run news. */
+void par__http_on_run_news(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+/* ---- cors.c ---- */
+
+/* Adds the CORS headers when the request's Origin is allowed. */
+void par__http_cors_headers(par_http_t *h, h2o_req_t *req);
+/* Answers an OPTIONS preflight of route `r`: 204, or 403 forbidden for an
+ * origin not allowed. Returns the HTTP status sent. */
+int par__http_cors_preflight(par_http_t *h, h2o_req_t *req, const par_http_route_t *r,
+                             const char *rid);
 
 /* ---- admin.c ---- */
 

@@ -10,6 +10,9 @@
  * HTTP/1 connections of running calls are polled every 100 ms
  * (par__http_gone_check), since h2o 2.2 does not read them then.
  *
+ * A request that accepts text/event-stream is a run's event stream instead
+ * (http/runs.c): one header lookup by token decides it.
+ *
  * Loop thread only, apart from invoke_done() (any thread that finishes a
  * call). Per request: one call, one hcall_t, the body in the request pool;
  * nothing here may allocate more or compare strings the route table already
@@ -170,11 +173,11 @@ static int refuse(par_http_exchange_t *x, int status, const char *msg, size_t le
     return refuse_call(x, status, msg, len, c, hc, err_name, 0);
 }
 
-/* Scans the body into f[] (input, context, trace_id); 0, or -1 answered. */
-static int scan_body(par_http_exchange_t *x, const char *body, size_t blen, par_json_field_t *f)
+int par__http_scan_body(par_http_exchange_t *x, const char *body, size_t blen, par_json_field_t *f,
+                        size_t nf)
 {
     size_t off = 0;
-    if (blen != 0 && par_json_scan(body, blen, f, 3, &off) == 0)
+    if (blen != 0 && par_json_scan(body, blen, f, nf, &off) == 0)
         return 0;
     char msg[128];
     const char *what = off < blen && (unsigned char)body[off] >= 0x80 ? ": invalid UTF-8"
@@ -190,11 +193,10 @@ static int scan_body(par_http_exchange_t *x, const char *body, size_t blen, par_
     return -1;
 }
 
-/* Fills the call from the request: id, caller, input and context, trace,
- * timeout. 0, or -1 answered (c and hc freed). */
-static int fill_call(par_http_exchange_t *x, const char *body, size_t blen,
-                     const par_json_field_t *f, par_call_t *c, hcall_t *hc)
+int par__http_fill_call(par_http_exchange_t *x, const char *body, size_t blen,
+                        const par_json_field_t *f, par_call_t *c)
 {
+    hcall_t *hc = NULL;
     loop_t *l = x->loop;
     memcpy(c->agent_id, x->m.var, x->m.var_len);
     c->agent_id[x->m.var_len] = '\0';
@@ -248,15 +250,19 @@ int par__http_on_invoke(par_http_exchange_t *x)
     if (x->m.var_len > PAR_ID_MAX) /* http/check.c refused it already: kept as a backstop */
         return refuse(x, PAR_E_AGENT_NOT_FOUND, H2O_STRLIT("no such agent (id too long)"), NULL,
                       NULL, "agent_not_found");
+    if (par__http_wants_sse(req))
+        return par__http_on_invoke_stream(x); /* the same events as a run's stream */
     par_json_field_t f[3] = {{"input", NULL, 0}, {"context", NULL, 0}, {"trace_id", NULL, 0}};
-    if (scan_body(x, body, blen, f) != 0)
+    if (par__http_scan_body(x, body, blen, f, 3) != 0)
         return 0;
     par_call_t *c = par__call_new();
     hcall_t *hc = calloc(1, sizeof(*hc));
     if (c == NULL || hc == NULL)
         return refuse(x, PAR_E_NO_MEMORY, H2O_STRLIT("out of memory"), c, hc, NULL);
-    if (fill_call(x, body, blen, f, c, hc) != 0)
+    if (par__http_fill_call(x, body, blen, f, c) != 0) {
+        free(hc);
         return 0;
+    }
     c->done = invoke_done;
     c->data = hc;
     hc->call = c;
@@ -295,10 +301,8 @@ int par__http_on_invoke(par_http_exchange_t *x)
  * that shut down its side (POLLRDHUP, even with bytes unread) or reset it
  * has gone, and its call is cancelled. (HTTP/2 streams end through the
  * request pool's guard when the stream is reset.) Loop thread. */
-/* The client's socket of a running HTTP/1 call, or -1. */
-static int client_fd(const hcall_t *hc)
+int par__http_client_fd(h2o_req_t *req)
 {
-    h2o_req_t *req = hc->req;
     if (req == NULL || req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
         return -1;
     h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
@@ -317,7 +321,7 @@ static size_t mark_gone(loop_t *l)
         nfds_t k = 0;
         for (; n != &l->calls && k < GONE_BATCH; n = n->next) {
             hcall_t *hc = H2O_STRUCT_FROM_MEMBER(hcall_t, link, n);
-            int fd = client_fd(hc);
+            int fd = par__http_client_fd(hc->req);
             if (fd >= 0) {
                 pfd[k] = (struct pollfd){.fd = fd, .events = POLLRDHUP};
                 who[k++] = hc;
@@ -340,6 +344,7 @@ void par__http_gone_check(loop_t *l)
     if (now < l->next_gone_check)
         return;
     l->next_gone_check = now + 100;
+    par__http_sse_gone_check(l);
     if (mark_gone(l) == 0)
         return;
     h2o_linklist_t *n = l->calls.next;

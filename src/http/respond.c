@@ -78,6 +78,10 @@ static const char *reason_of(int http)
     switch (http) {
     case 200:
         return "OK";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
     case 400:
         return "Bad Request";
     case 401:
@@ -90,6 +94,8 @@ static const char *reason_of(int http)
         return "Method Not Allowed";
     case 409:
         return "Conflict";
+    case 410:
+        return "Gone";
     case 413:
         return "Payload Too Large";
     case 422:
@@ -195,7 +201,9 @@ void par__http_send_error(h2o_req_t *req, int status, const char *msg, size_t ms
     }
     par_buf_free(&b);
     int http = par_status_http(status);
-    if (status == PAR_E_OVER_CAPACITY || status == PAR_E_SERVER_BUSY)
+    if (status == PAR_E_OVER_CAPACITY || status == PAR_E_SERVER_BUSY ||
+        (status == PAR_E_TOO_MANY_RUNS &&
+         h2o_find_header(&req->res.headers, H2O_TOKEN_RETRY_AFTER, -1) < 0))
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     par__http_send_body(req, http, "application/json", rid, body, len);
 }

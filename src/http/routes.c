@@ -26,18 +26,43 @@
     .suffix_len = sizeof(s) - 1, .var_name = name
 #define ADMIN .need = PAR_HTTP_NEED_ADMIN
 #define INVOKE .need = PAR_HTTP_NEED_INVOKE
+#define CORS .cors = 1
 
 static const char use_get[] = "use GET";
+static const char use_post_runs[] = "use POST to start a run";
+static const char use_get_run[] = "use GET to read a run, DELETE to remove it";
+static const char use_get_runs[] = "use GET to list runs (POST /agents/{id}/runs starts one)";
 static const char use_get_rt[] = "use GET (POST and DELETE are for /runtime/packages)";
 
 static const par_http_route_t routes[] = {
     /* agents */
     {PAR_HTTP_POST, PAT("/agents/", "{id}", ID, "/invoke"), INVOKE, .label = "invoke",
-     .wrong = "use POST to invoke", .id_what = "agent id", .handler = par__http_on_invoke},
+     .wrong = "use POST to invoke", .id_what = "agent id", CORS, .handler = par__http_on_invoke},
+    /* runs of an agent: before /agents/{id}, and passing GET on, since
+     * "pkg/runs" may be a sub-agent's id */
+    {PAR_HTTP_POST, PAT("/agents/", "{id}", ID, "/runs/stream"), .pass = 1, INVOKE,
+     .label = "runs_stream", .wrong = use_post_runs, .id_what = "agent id", CORS,
+     .handler = par__http_on_run_start_stream},
+    {PAR_HTTP_POST, PAT("/agents/", "{id}", ID, "/runs/wait"), .pass = 1, INVOKE,
+     .label = "runs_wait", .wrong = use_post_runs, .id_what = "agent id", CORS,
+     .handler = par__http_on_run_start_wait},
+    {PAR_HTTP_POST, PAT("/agents/", "{id}", ID, "/runs"), .pass = 1, INVOKE, .label = "runs",
+     .wrong = use_post_runs, .id_what = "agent id", CORS, .handler = par__http_on_run_start},
     {GET_, PAT("/agents/", "{id}", ID, ""), INVOKE, .label = "agent", .wrong = use_get,
      .id_what = "agent id", .handler = par__http_on_agent},
     {GET_, LIT("/agents"), .label = "agents", .wrong = use_get, .handler = par__http_on_agents},
     {GET_, LIT("/agents/"), .label = "agents", .wrong = use_get, .handler = par__http_on_agents},
+    /* runs: a valid credential; the handlers check the run's owner and agent */
+    {GET_, LIT("/runs"), .label = "runs", .wrong = use_get_runs, CORS,
+     .handler = par__http_on_runs_list},
+    {PAR_HTTP_POST, PAT("/runs/", "{run_id}", NAME, "/cancel"), .label = "run_cancel",
+     .wrong = "use POST to cancel a run", .id_what = "run id", CORS,
+     .handler = par__http_on_run_cancel},
+    {GET_, PAT("/runs/", "{run_id}", NAME, "/stream"), .label = "run_stream",
+     .wrong = "use GET to stream a run's events", .id_what = "run id", CORS,
+     .handler = par__http_on_run_stream},
+    {GET_ | PAR_HTTP_DELETE, PAT("/runs/", "{run_id}", NAME, ""), .label = "run",
+     .wrong = use_get_run, .id_what = "run id", CORS, .handler = par__http_on_run},
     /* metrics */
     {GET_, LIT("/metrics"), ADMIN, .label = "metrics", .wrong = use_get,
      .handler = par__http_on_metrics},

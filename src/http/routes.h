@@ -61,6 +61,7 @@ typedef struct par_http_route {
     const char *suffix;   /* literal end of the path after the variable part */
     const char *var_name; /* how the pattern shows the variable part: "{id}", "{name}", "*" */
     uint8_t need;         /* par_http_need_t */
+    uint8_t cors;         /* answers browsers of http.cors.origins (http/cors.h) */
     const char *label;    /* metrics route label (obs/metrics.h) */
     const char *wrong;    /* the 405 message for a method outside `methods` */
     const char *id_what;  /* the variable is checked (http/check.c) as this, or NULL */
@@ -98,10 +99,12 @@ const par_http_route_t *par__http_routes(size_t *count);
 /* Writes a route's pattern ("/agents/{id}/invoke") into `buf`. */
 void par__http_route_pattern(const par_http_route_t *r, char *buf, size_t cap);
 
-/* The handlers the table names (http/invoke.c, http/admin.c, http/server.c). */
+/* The handlers the table names (http/invoke.c, http/runs.c, http/admin.c, http/server.c). */
 par_http_handler_fn par__http_on_invoke, par__http_on_agent, par__http_on_agents,
     par__http_on_metrics, par__http_on_health, par__http_on_ready, par__http_on_info,
     par__http_on_usage, par__http_on_packages, par__http_on_package, par__http_on_deploy,
-    par__http_on_reload, par__http_on_remove, par__http_on_no_route;
+    par__http_on_reload, par__http_on_remove, par__http_on_no_route, par__http_on_run_start,
+    par__http_on_run_start_stream, par__http_on_run_start_wait, par__http_on_runs_list,
+    par__http_on_run, par__http_on_run_stream, par__http_on_run_cancel;
 
 #endif

@@ -255,8 +255,21 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     char rid[PAR_REQUEST_ID_MAX + 1];
     char msg[200];
     par_http_match_t m;
-    par__http_route_match(par__http_method(req->method.base, req->method.len),
-                          req->path_normalized.base, req->path_normalized.len, &m);
+    unsigned method = par__http_method(req->method.base, req->method.len);
+    par__http_route_match(method, req->path_normalized.base, req->path_normalized.len, &m);
+    if (m.route && m.route->cors) {
+        if (method == PAR_HTTP_OTHER &&
+            h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"))) {
+            /* a preflight carries no credentials: answered before authentication */
+            par__http_request_id(req, l, rid, sizeof(rid));
+            int code = par__http_cors_preflight(l->http, req, m.route, rid);
+            par__http_access_log(l->http, req, m.route->label, code, rid, NULL, t0,
+                                 code == 204 ? NULL : "forbidden");
+            return 0;
+        }
+        if (l->http->opts.cors_norigins) /* on errors too, so that pages can read them */
+            par__http_cors_headers(l->http, req);
+    }
     if (par__http_check_framing(req, msg, sizeof(msg)) != 0) {
         /* the message's end is unknown, so is the next one's start: close */
         req->http1_is_persistent = 0;
@@ -355,6 +368,7 @@ static void start_undo(par_http_t *h, unsigned listeners)
     par__http_admin_stop(h);
     par__http_tls_free(h->tls);
     h2o_config_dispose(&h->config);
+    free(h->cors_block);
     free(h);
 }
 
@@ -430,6 +444,8 @@ static int start_loop(par_http_t *h, unsigned i)
     h2o_multithread_register_receiver(l->queue, &l->receiver, par__http_on_completions);
     h2o_multithread_register_receiver(l->queue, &l->admin_receiver, par__http_on_admin_done);
     h2o_multithread_register_receiver(l->queue, &l->auth_receiver, on_auth_ready);
+    h2o_multithread_register_receiver(l->queue, &l->run_receiver, par__http_on_run_news);
+    par__http_sse_init(l);
     l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     l->listener->data = l;
     h2o_socket_read_start(l->listener, on_accept);
@@ -468,6 +484,7 @@ static int configure(par_http_t *h, const par_http_opts_t *opts)
     if (rc != PAR_OK) {
         par__http_tls_free(h->tls);
         h2o_config_dispose(&h->config);
+        free(h->cors_block);
         free(h);
         return rc;
     }
@@ -476,6 +493,34 @@ static int configure(par_http_t *h, const par_http_opts_t *opts)
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
     handler->on_req = on_req;
+    return PAR_OK;
+}
+
+/* Checks the CORS options and copies their origins; PAR_OK, or an error
+ * logged. */
+static int keep_cors(par_http_t *h)
+{
+    char why[300];
+    if (par_http_cors_check(&h->opts, why, sizeof(why)) != 0) {
+        par_log_msg(PAR_LOG_ERROR, "%s", why);
+        return PAR_E_INVALID_ARGUMENT;
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < h->opts.cors_norigins; i++)
+        total += strlen(h->opts.cors_origins[i]) + 1;
+    if (total == 0)
+        return PAR_OK;
+    char *p = h->cors_block = malloc(total);
+    if (p == NULL) {
+        par_log_msg(PAR_LOG_ERROR, "cannot start the HTTP server: out of memory");
+        return PAR_E_NO_MEMORY;
+    }
+    for (unsigned i = 0; i < h->opts.cors_norigins; i++) {
+        size_t n = strlen(h->opts.cors_origins[i]) + 1;
+        memcpy(p, h->opts.cors_origins[i], n);
+        h->opts.cors_origins[i] = p;
+        p += n;
+    }
     return PAR_OK;
 }
 
@@ -493,16 +538,24 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
         h->opts.max_body = 16u << 20;
     if (h->opts.max_in_flight == 0)
         h->opts.max_in_flight = PAR_HTTP_MAX_IN_FLIGHT_DEFAULT;
+    if (h->opts.heartbeat_ms == 0)
+        h->opts.heartbeat_ms = 15000;
+    int rc = keep_cors(h);
+    if (rc != PAR_OK) {
+        free(h);
+        return rc;
+    }
     const char *name = opts->listen ? opts->listen : "127.0.0.1:8080";
     struct sockaddr_storage ss;
     socklen_t sl;
     if (par__http_listen_parse(name, &ss, &sl) != 0) {
         par_log_msg(PAR_LOG_ERROR, "cannot parse listen address '%s' (want HOST:PORT)",
                     opts->listen);
+        free(h->cors_block);
         free(h);
         return PAR_E_INVALID_ARGUMENT;
     }
-    int rc = configure(h, opts);
+    rc = configure(h, opts);
     if (rc != PAR_OK)
         return rc;
     par__http_nofile_init();

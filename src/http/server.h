@@ -29,6 +29,9 @@ typedef struct par_http par_http_t;
  * to a few MiB, far above what the default per-package limits can run at once. */
 #define PAR_HTTP_MAX_IN_FLIGHT_DEFAULT 1024
 
+/* Origins http.cors.origins may list. */
+#define PAR_HTTP_CORS_MAX 32
+
 typedef struct par_http_opts {
     const char *listen;        /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
     unsigned threads;          /* event loops, default 1 */
@@ -42,7 +45,19 @@ typedef struct par_http_opts {
     const char *tls_cert;      /* tls.cert: PEM certificate chain; NULL = plain HTTP */
     const char *tls_key;       /* tls.key: PEM private key */
     const char *tls_client_ca; /* tls.client_ca: require client certificates signed by it */
+    unsigned heartbeat_ms;     /* runs.heartbeat_ms: ": keep-alive" on a silent event stream,
+                                  default 15000 */
+    /* http.cors.origins (borrowed until par_http_start returns; more than
+     * PAR_HTTP_CORS_MAX is refused) and http.cors.credentials (http/cors.c) */
+    const char *cors_origins[PAR_HTTP_CORS_MAX];
+    unsigned cors_norigins;
+    int cors_credentials;
 } par_http_opts_t;
+
+/* 0 when the CORS options are usable, else -1 with `err` naming the bad value
+ * (an origin that is not scheme://host[:port], "*" with credentials, too many
+ * origins). par_http_start refuses the same. Any thread. */
+int par_http_cors_check(const par_http_opts_t *o, char *err, size_t cap);
 
 /* Binds and starts serving. On failure logs why and returns an error. */
 int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **out);

@@ -5,6 +5,7 @@
  * Never blocks on a worker: writes go through the wire (loader/wire.h).
  */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -100,7 +101,8 @@ static void send_invoke(par_worker_t *w, par_call_t *c)
     par_buf_init_on(&h, stackbuf, sizeof(stackbuf), 0);
     invoke_header(&h, c);
     par__worker_send(w, PAR_FRAME_INVOKE, s->pend.id, h.data, h.len, c->input, c->input_len);
-    par_buf_free(&h); /* frees only what outgrew stackbuf */
+    par_buf_free(&h);                 /* frees only what outgrew stackbuf */
+    par__slot_dispatched(w->pool, c); /* its sink's `started` once the lock is released */
 }
 
 void par__pool_drain_queue(par_pool_t *p)
@@ -130,6 +132,7 @@ static void pool_settings(par_pool_t *p, const par_pool_spec_t *spec)
     p->gid = spec->gid;
     p->max_output = spec->max_output;
     p->max_input = spec->max_input;
+    p->max_event = spec->max_event ? spec->max_event : 1u << 20;
 }
 
 static par_pool_t *pool_new(par_super_t *s, const par_pool_spec_t *spec)
@@ -244,6 +247,8 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
     s->pend = (par_pending_ent_t){NULL, 0};
     s->q = (par_pool_ent_t){.deadline_ms = c->deadline_ms, .wants_slot = !c->_same_package};
     s->worker = NULL;
+    s->start_next = NULL;
+    s->busy = s->deferred = 0;
     pthread_mutex_lock(&p->lock);
     if (p->stopping) {
         pthread_mutex_unlock(&p->lock);
@@ -267,32 +272,67 @@ int par_pool_submit(par_pool_t *p, par_call_t *c)
         need_wake = par_pool_core_grow(&p->core, (unsigned)w->pending.count);
         send_invoke(w, c);
     }
-    pthread_mutex_unlock(&p->lock);
+    par__pool_unlock(p); /* `started`, when the call has a sink that wants it */
     if (need_wake)
         par__super_wake(p->s);
     return rc;
 }
 
-int par_pool_cancel(par_pool_t *p, par_call_t *c, const char *why)
+/* par_pool_cancel; with `grace_ms`, its worker must answer the CANCEL by
+ * then or be killed (supervisor.c, check_workers). */
+static int cancel_call(par_pool_t *p, par_call_t *c, const char *why, uint32_t grace_ms)
 {
     par_slot_t *s = par__slot(c);
-    int found = 0;
+    int found = 0, finish_now = 1;
     pthread_mutex_lock(&p->lock);
     par_worker_t *w = s->worker;
     if (w && par__worker_take(w, s->pend.id) == c) {
         par__worker_send(w, PAR_FRAME_CANCEL, s->pend.id, NULL, 0, NULL, 0);
+        if (grace_ms && par__worker_grace_add(w, s->pend.id, par__now_ms() + grace_ms) != PAR_OK)
+            par_log_msg(PAR_LOG_WARN,
+                        "out of memory: a worker of %s that ignores a cancel will not be killed",
+                        p->name);
         found = 1;
     } else {
         found = par_pool_core_unqueue(&p->core, &s->q);
     }
-    if (found)
+    if (found) {
         par__pool_drain_queue(p); /* the freed slot goes to the next waiting call */
-    pthread_mutex_unlock(&p->lock);
+        par__call_set_error(c, PAR_E_CANCELLED, why);
+        if (s->busy) { /* its sink is being called: that thread finishes it (events.c) */
+            s->deferred = 1;
+            finish_now = 0;
+        }
+    }
+    par__pool_unlock(p);
     if (!found)
         return PAR_E_NOT_FOUND; /* finishing already, or never reached the pool */
-    par__call_set_error(c, PAR_E_CANCELLED, why);
-    p->s->hooks.call_finish(c);
+    if (finish_now)
+        p->s->hooks.call_finish(c);
     return PAR_OK;
+}
+
+int par_pool_cancel(par_pool_t *p, par_call_t *c, const char *why)
+{
+    return cancel_call(p, c, why, 0);
+}
+
+int par_pool_cancel_grace(par_pool_t *p, par_call_t *c, const char *why, uint32_t grace_ms)
+{
+    return cancel_call(p, c, why, grace_ms);
+}
+
+void par_pool_events_ack(par_pool_t *p, par_call_t *c, unsigned n)
+{
+    if (n == 0)
+        return;
+    char h[32];
+    int len = snprintf(h, sizeof(h), "{\"n\":%u}", n);
+    par_slot_t *s = par__slot(c);
+    pthread_mutex_lock(&p->lock);
+    if (s->worker) /* else finished, cancelled or still queued: nothing to grant */
+        par__worker_send(s->worker, PAR_FRAME_EVENT_ACK, s->pend.id, h, (size_t)len, NULL, 0);
+    pthread_mutex_unlock(&p->lock);
 }
 
 void par_pool_release(par_pool_t *p)
@@ -359,6 +399,11 @@ void par_pool_stats(par_pool_t *p, par_pool_stats_t *out)
     out->timeouts = p->core.timeout_kills;
     out->crash_loop = par_pool_core_crash_loop(&p->core, out->ready > 0);
     out->crashes_in_row = p->core.crashes_in_row;
+    out->events = p->events;
+    out->events_dropped = p->events_dropped;
+    out->events_stray = p->events_stray;
+    out->events_invalid = p->events_invalid;
+    out->cancel_kills = p->cancel_kills;
     pthread_mutex_unlock(&p->lock);
 }
 

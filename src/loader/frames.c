@@ -1,6 +1,6 @@
 /*
  * loader/frames.c — what workers send: frames read from a worker's socket
- * (SANDBOX, HELLO, RESULT, ERROR, CALL, LOG) and the lines it writes to its
+ * (SANDBOX, HELLO, RESULT, ERROR, CALL, LOG; EVENT goes to events.c) and the lines it writes to its
  * stdout/stderr, logged under a rate limit; a sibling call's CALL_RESULT.
  *
  * Runs on the thread running the supervisor's I/O (the I/O thread or the
@@ -217,6 +217,8 @@ static void handle_call_frame(par_worker_t *w, const par_frame_t *f)
         strcpy(c->agent_id, agent);
         rc = link_parent(w, c, parent_id);
     }
+    if (json_is_true(json_object_get(h, "stream")))
+        c->sink = &par__stream_sink; /* its events go to the caller as CALL_EVENT */
     json_decref(h);
     c->input = f->body_len ? f->body : "null";
     c->input_len = f->body_len ? f->body_len : 4;
@@ -345,7 +347,7 @@ static void handle_hello_frame(par_worker_t *w, const par_frame_t *f)
     p->sandbox_warned |= warn;
     char *list = warn ? json_dumps(degraded, JSON_COMPACT) : NULL;
     pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->lock);
+    par__pool_unlock(p); /* worker_ready dispatched the queue */
     if (list)
         log_degraded(p, list);
     free(list);
@@ -434,19 +436,27 @@ static void handle_answer(par_worker_t *w, const par_frame_t *f, par_done_list_t
         return;
     }
     pthread_mutex_lock(&p->lock);
+    if (w->graces) /* a cancelled call answered in its grace */
+        par__worker_grace_answered(w, f->id);
     par_call_t *c = par__worker_take(w, f->id);
     if (c)
         par__pool_drain_queue(p);
     int kill_now = w->state == W_RETIRING && w->pending.count == 0;
-    pthread_mutex_unlock(&p->lock);
+    par__pool_unlock(p);
     if (kill_now)
         par_spawn_kill(w->pid);
-    if (c) { /* else answered after its deadline: already completed */
+    if (c) { /* else answered after its deadline or a cancel: already completed */
         if (f->type == PAR_FRAME_RESULT)
             set_result(c, f);
         else
             set_error(c, h);
-        par__done_push(done, c);
+        if (c->sink) { /* another thread may be in its sink (`started`): see events.c */
+            pthread_mutex_lock(&p->lock);
+            par__done_push(done, c);
+            pthread_mutex_unlock(&p->lock);
+        } else {
+            par__done_push(done, c);
+        }
     }
     json_decref(h);
 }
@@ -471,6 +481,9 @@ static void handle_frame(par_worker_t *w, const par_frame_t *f)
     case PAR_FRAME_LOG:
         handle_log_frame(w, f);
         break;
+    case PAR_FRAME_EVENT:
+        par__worker_event(w, f, &done);
+        break;
     default:
         break; /* USAGE, CHUNK: accepted and ignored in this protocol version */
     }
@@ -492,8 +505,14 @@ static int decode_frames(par_worker_t *w)
             w->kill_reason = "protocol error";
             return -1;
         }
-        if (d == 0)
+        if (d == 0) {
+            if (w->ack_n) { /* the credit of this batch's events, one EVENT_ACK per request */
+                pthread_mutex_lock(&w->pool->lock);
+                par__worker_ack_flush(w);
+                pthread_mutex_unlock(&w->pool->lock);
+            }
             return 0;
+        }
         handle_frame(w, &f);
         w->in_start += used;
         if (w->state == W_DEAD)

@@ -152,6 +152,10 @@ int par_spawn_argv(const par_pool_spec_t *spec, unsigned *memory_mb, char ***out
     par_strvec_pushf(&a, "%zu", spec->max_input);
     par_strvec_push(&a, "--max-output");
     par_strvec_pushf(&a, "%zu", spec->max_output);
+    if (spec->max_event) { /* emit checks it before it sends: docs/worker-protocol.md */
+        par_strvec_push(&a, "--max-event");
+        par_strvec_pushf(&a, "%zu", spec->max_event);
+    }
     for (size_t i = 0; i < m->export_count; i++) {
         par_strvec_push(&a, "--export");
         par_strvec_pushf(&a, "%s=%s", m->exports[i].name, m->exports[i].entrypoint);

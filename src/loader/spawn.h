@@ -40,6 +40,7 @@ typedef struct par_pool_spec {
     unsigned max_files, max_processes; /* sandbox limits, 0 = par-worker's default */
     size_t max_input;                  /* the largest frame its workers accept */
     size_t max_output;                 /* the largest frame they may send */
+    size_t max_event;                  /* the largest event's JSON (runs.max_event_kb) */
 } par_pool_spec_t;
 
 /* par-worker's command line for the pool (without --scratch, added per

@@ -192,6 +192,13 @@ static int death_message(const par_worker_t *w, const par_call_t *c, const death
 {
     const par_pool_t *p = w->pool;
     int pid = (int)w->pid, st = d->st;
+    if (reason_is(w, "cancel ignored")) {
+        snprintf(msg, n,
+                 "the worker (pid %d) running agent '%s' was killed: it went on running a "
+                 "cancelled call past runs.cancel_grace_ms, and its other calls went with it",
+                 pid, c->agent_id);
+        return PAR_E_AGENT_CRASHED;
+    }
     if (reason_is(w, "protocol error")) {
         snprintf(msg, n,
                  "the worker (pid %d) running agent '%s' broke the worker protocol and "
@@ -340,6 +347,7 @@ static void worker_free(par_worker_t *w)
         close(w->out_fd);
     par_buf_free(&w->in);
     par_wire_free(&w->wire);
+    par__worker_grace_free(w);
     worker_free_sandbox(w);
     free(w);
 }
@@ -401,12 +409,44 @@ static void fail_unloaded(par_worker_t *w, par_call_t *c, void *arg)
                         "the agent's package version was unloaded before it answered");
 }
 
-/* Deadlines of calls in workers and of starting workers. Lock held. */
+/* A worker still running a call it was told to cancel, past the call's
+ * grace (par_pool_cancel_grace): killed now and replaced; its other calls
+ * fail as in a crash (worker_dead). Lock held. */
+static void kill_if_ignoring_cancel(par_worker_t *w, int64_t now)
+{
+    int64_t ignored_ms;
+    uint64_t id;
+    if (w->graces == NULL || reason_is(w, "cancel ignored") ||
+        !par__worker_grace_overdue(w, now, &ignored_ms, &id))
+        return;
+    par_pool_t *p = w->pool;
+    par_logline_t l;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "worker ignored a cancel for %lld ms; killed",
+             (long long)ignored_ms);
+    if (par_log_begin(&l, PAR_LOG_WARN, msg)) {
+        par_log_str(&l, "package", p->name);
+        par_log_str(&l, "version", p->version);
+        par_log_int(&l, "pid", w->pid);
+        par_log_int(&l, "call", (int64_t)id);
+        par_log_int(&l, "other_calls", (int64_t)w->pending.count);
+        par_log_end(&l);
+    }
+    if (w->state == W_READY || w->state == W_STARTING)
+        par_pool_core_worker_down(&p->core); /* replaced at once: no new call goes to it */
+    w->state = W_RETIRING;
+    w->kill_reason = "cancel ignored";
+    p->cancel_kills++;
+    par_spawn_kill(w->pid);
+}
+
+/* Deadlines of calls in workers and of starting workers; cancels ignored. Lock held. */
 static void check_workers(par_pool_t *p, int64_t now, par_done_list_t *done)
 {
     for (par_worker_t *w = p->workers; w; w = w->next) {
         if (w->state == W_DEAD)
             continue;
+        kill_if_ignoring_cancel(w, now);
         fail_pending(w, call_expired, &now, fail_timed_out, done);
         if (w->state == W_RETIRING && w->pending.count == 0)
             par_spawn_kill(w->pid);
@@ -464,7 +504,7 @@ static void pool_maintain(par_pool_t *p, int64_t now)
             par_pool_core_uptime(&p->core, now - w->started_ms);
     if (p->stopping)
         stop_workers(p, &done);
-    pthread_mutex_unlock(&p->lock);
+    par__pool_unlock(p); /* `started` of the calls the queue gave workers */
     par__done_run(p->s, &done);
 }
 

@@ -14,7 +14,8 @@
  * worker's sub-agent call, finish a call, the periodic tick) through the hooks
  * given to par_super_new. Its parts: supervisor.c (the I/O thread, worker
  * start and death, maintenance), frames.c (what workers send), calls.c
- * (dispatch, this API), wire.c (writes, corking), pending.c (a worker's
+ * (dispatch, this API), events.c (EVENT frames, sinks, cancel graces,
+ * streamed sibling calls), wire.c (writes, corking), pending.c (a worker's
  * calls by id), pool.c (admission, backoff and crash-loop decisions),
  * spawn.c (command line, environment, scratch, posix_spawn).
  */
@@ -68,7 +69,13 @@ void par_super_detach(par_super_t *s);
  * Blocking; never from an event-loop thread. */
 int par_pool_start(par_super_t *s, const par_pool_spec_t *spec, par_pool_t **out, par_buf_t *err);
 
-/* Dispatches a call to a worker of the pool (or queues it while workers start). */
+/* Dispatches a call to a worker of the pool (or queues it while workers start).
+ * A call with a sink (core/call.h) is told `started` when it is handed to a
+ * worker, with no pool lock held, by the thread that handed it over: this
+ * one before par_pool_submit returns, or later the supervisor's I/O thread
+ * (a slot freed by an answer, a worker ready) or a thread whose cancel freed
+ * a slot. Its events (EVENT frames) reach the sink on the I/O thread, after
+ * `started` returned, never two callbacks at once. */
 int par_pool_submit(par_pool_t *p, par_call_t *c);
 /* Cancels a call the pool holds, in a worker (which is sent CANCEL; its
  * concurrency slot is given back at once) or queued: it finishes with
@@ -77,12 +84,20 @@ int par_pool_submit(par_pool_t *p, par_call_t *c);
 int par_pool_cancel(par_pool_t *p, par_call_t *c, const char *why);
 
 /* par_pool_cancel for a run: the worker running `c` (if any) is given
- * `grace_ms` to answer the CANCEL; a worker still running it then is killed
- * and replaced, its other calls failing as in a crash. */
+ * `grace_ms` to answer the CANCEL (RESULT or ERROR for its id); a worker
+ * still running it then is killed by maintenance ("worker ignored a cancel
+ * for N ms; killed") and replaced, its other calls failing as in a crash
+ * (agent_crashed). 0 = no kill.
+ * For a call with a sink, one difference from par_pool_cancel: when another
+ * thread is in the call's sink at that moment (the I/O thread delivering an
+ * event, a dispatcher in `started`), or this thread is (a sink that cancels
+ * its own call), the call finishes on that thread as soon as the sink
+ * returns, so `done` may come just after this returns. */
 int par_pool_cancel_grace(par_pool_t *p, par_call_t *c, const char *why, uint32_t grace_ms);
 /* Grants the worker running `c` credit for `n` more EVENT frames (an
- * EVENT_ACK), after its sink held them back. Any thread; a no-op when the
- * pool no longer holds `c`. */
+ * EVENT_ACK), after its sink held them back. Any thread (also from inside the
+ * sink); a no-op when the pool no longer holds `c` in a worker. Never after
+ * `c`'s done. */
 void par_pool_events_ack(par_pool_t *p, par_call_t *c, unsigned n);
 
 /* Stops the pool: no new calls; workers are closed once their in-flight calls
@@ -113,6 +128,11 @@ typedef struct par_pool_stats {
     unsigned timeouts; /* workers killed because a request passed its deadline */
     unsigned crashes_in_row;
     int crash_loop; /* crashing repeatedly and no worker ready: calls get 503 at once */
+    /* EVENT frames read for calls in flight; of them, dropped (a unary call,
+     * no sink) and invalid (the call failed with invalid_agent_event); EVENT
+     * frames naming no call in flight (stray, ignored) */
+    uint64_t events, events_dropped, events_invalid, events_stray;
+    unsigned cancel_kills; /* workers killed for ignoring a cancel past its grace */
 } par_pool_stats_t;
 
 void par_pool_stats(par_pool_t *p, par_pool_stats_t *out);

@@ -44,9 +44,14 @@ typedef struct par_slot {
     par_pending_ent_t pend; /* in its worker's pending table; id = the frame id */
     par_pool_ent_t q;       /* the pool's admission entry; the completion list */
     par_worker_t *worker;   /* the worker running it, or NULL */
-    /* a CALL sent by a worker: who gets the CALL_RESULT */
+    /* a CALL sent by a worker: who gets the CALL_RESULT (and its CALL_EVENTs) */
     par_pool_t *parent_pool;
     uint64_t parent_worker_id, parent_call_id;
+    /* the call's sink (core/call.h) is being called with no pool lock held:
+     * a thread that completes the call meanwhile only sets `deferred`, and
+     * the thread in the sink finishes it when the sink returns (events.c) */
+    struct par_slot *start_next; /* the pool's to_start list */
+    uint8_t busy, deferred;
 } par_slot_t;
 
 _Static_assert(sizeof(par_slot_t) <= sizeof(((par_call_t *)0)->_exec),
@@ -98,6 +103,12 @@ struct par_worker {
      * in the start error when it dies before HELLO; I/O side only */
     char tail[PAR_TAIL_MAX_BYTES];
     size_t tail_len;
+    /* events (events.c): credit granted while reading a batch of frames,
+     * sent as one EVENT_ACK per request at the end of the batch (I/O side);
+     * the cancels it was given a grace for (pool lock) */
+    uint64_t ack_id;
+    unsigned ack_n;
+    struct par_grace *graces;
 };
 
 struct par_pool {
@@ -126,6 +137,11 @@ struct par_pool {
     char *start_error;
     json_t *sandbox;    /* the sandbox of the newest ready worker */
     int sandbox_warned; /* degraded layers are logged once per package version */
+    /* events (events.c) */
+    size_t max_event;     /* the largest event's JSON (runs.max_event_kb) */
+    par_slot_t *to_start; /* dispatched calls whose sink's `started` is due (lock) */
+    uint64_t events, events_dropped, events_stray, events_invalid; /* counters (lock) */
+    unsigned cancel_kills; /* workers killed for ignoring a cancel (lock) */
 };
 
 typedef struct par_trash {
@@ -162,9 +178,16 @@ typedef struct par_done_list {
     par_pool_ent_t *head;
 } par_done_list_t;
 
+/* Lock held (a call's `busy` flag is read under it). A call whose sink is
+ * being called on another thread (or up the stack) is finished by that
+ * thread when the sink returns. */
 static inline void par__done_push(par_done_list_t *d, par_call_t *c)
 {
     par_slot_t *s = par__slot(c);
+    if (s->busy) {
+        s->deferred = 1;
+        return;
+    }
     s->q.next = d->head;
     d->head = &s->q;
 }
@@ -188,6 +211,31 @@ void par__worker_send(par_worker_t *w, uint8_t type, uint64_t id, const char *hd
                       const char *body, size_t blen);
 /* Takes a call out of its worker's pending table and gives its slot back. Lock held. */
 par_call_t *par__worker_take(par_worker_t *w, uint64_t id);
+
+/* events.c */
+/* Handles an EVENT frame: validates it, gives it to its call's sink with no
+ * pool lock held, grants credit. I/O thread. */
+void par__worker_event(par_worker_t *w, const par_frame_t *f, par_done_list_t *done);
+/* Sends the EVENT_ACK collected while reading a batch of frames. Lock held. */
+void par__worker_ack_flush(par_worker_t *w);
+/* Marks a call just sent to a worker whose sink wants `started`. Lock held. */
+void par__slot_dispatched(par_pool_t *p, par_call_t *c);
+/* Unlocks the pool, then calls `started` of the calls dispatched while it
+ * was held, and finishes those completed meanwhile. Every function that may
+ * dispatch a call unlocks with this. */
+void par__pool_unlock(par_pool_t *p);
+/* Remembers that `w` was sent CANCEL for `id` and must answer it by `kill_at_ms`. Lock held. */
+int par__worker_grace_add(par_worker_t *w, uint64_t id, int64_t kill_at_ms);
+/* The worker answered `id`: its grace is over. Lock held. */
+void par__worker_grace_answered(par_worker_t *w, uint64_t id);
+/* 1 when the worker still runs a call it was told to cancel past its grace
+ * at `now`: *ignored_ms is how long since the CANCEL, *id the request. Lock held. */
+int par__worker_grace_overdue(const par_worker_t *w, int64_t now, int64_t *ignored_ms,
+                              uint64_t *id);
+void par__worker_grace_free(par_worker_t *w);
+/* The sink of a call a worker asked for with "stream":true: each event goes
+ * to that worker as CALL_EVENT. */
+extern const par_call_sink_t par__stream_sink;
 
 /* frames.c */
 /* Reads and dispatches what the worker sent; 0 while it lives, -1 when it

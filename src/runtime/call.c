@@ -215,6 +215,7 @@ void par__call_fail(par_call_t *c, int status, const char *fmt, ...)
 
 int par__call_cancel(par_call_t *c, const char *why)
 {
+    atomic_store(&c->_cancel_requested, 1); /* what par_ctx_cancelled() reads in-process */
     /* Only calls a worker pool holds can be taken back: an in-process
      * (trusted) agent runs on a thread that cannot be interrupted. */
     par_pool_t *pool = c->pv ? c->pv->pool : NULL;
@@ -223,19 +224,18 @@ int par__call_cancel(par_call_t *c, const char *why)
     return par_pool_cancel(pool, c, why);
 }
 
-/* ---- runs: stand-ins until the loader implements cancel grace and event credit ----
- * (par_pool_cancel_grace / par_pool_events_ack, loader/supervisor.h). Minimal:
- * the cancel is sent and the call taken back at once, without the kill after
- * the grace; credit is not returned (the loader grants none to hold yet). */
-
 int par__call_cancel_grace(par_call_t *c, const char *why, uint32_t grace_ms)
 {
-    (void)grace_ms;
     atomic_store(&c->_cancel_requested, 1);
-    return par__call_cancel(c, why);
+    par_pool_t *pool = c->pv ? c->pv->pool : NULL;
+    if (pool == NULL)
+        return PAR_E_NOT_FOUND; /* in-process: the agent sees the request, finishes as usual */
+    return par_pool_cancel_grace(pool, c, why, grace_ms);
 }
 
 void par__call_events_ack(par_call_t *c, unsigned n)
 {
-    (void)c, (void)n;
+    par_pool_t *pool = c->pv ? c->pv->pool : NULL;
+    if (pool) /* in-process agents are never held back (runtime/native.c) */
+        par_pool_events_ack(pool, c, n);
 }

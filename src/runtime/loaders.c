@@ -57,6 +57,7 @@ int par__workers_start(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
         .max_processes = cfg->sandbox_max_processes,
         .max_input = pv->max_input,
         .max_output = cfg->max_output_bytes,
+        .max_event = cfg->max_event_bytes,
     };
     return par_pool_start(rt->super, &spec, &pv->pool, err);
 }

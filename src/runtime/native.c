@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/proto.h"
 #include "obs/log.h"
 #include "pkg/compat.h"
 #include "util/json.h"
@@ -97,6 +99,9 @@ typedef struct ictx {
     int too_large;
     par_call_t **nested; /* kept until the invocation ends: outputs are borrowed */
     size_t nnested;
+    /* events: one at a time to the sink, whatever threads the agent emits from */
+    pthread_mutex_t emit_lock;
+    int event_refused; /* the status the sink refused an event with: the call fails */
 } ictx_t;
 
 static int i_out_write(par_out_t *out, const void *data, size_t len)
@@ -198,7 +203,40 @@ static void i_fail(par_agent_ctx_t *ctx, const char *msg)
 static int i_cancelled(par_agent_ctx_t *ctx)
 {
     ictx_t *x = ctx->_impl;
-    return x->call->deadline_ms && par__now_ms() > x->call->deadline_ms;
+    return atomic_load(&x->call->_cancel_requested) ||
+           (x->call->deadline_ms && par__now_ms() > x->call->deadline_ms);
+}
+
+/* An event, straight to the call's sink on the agent's own thread. In-process
+ * agents are operator-trusted and share the runtime's memory: the sink's
+ * flow control (it returns 1 to hold credit back) does not block them, and
+ * par__call_events_ack() has nothing to release. */
+static int i_emit(par_agent_ctx_t *ctx, const char *type, const char *json, size_t len)
+{
+    ictx_t *x = ctx->_impl;
+    par_call_t *c = x->call;
+    size_t tlen = type ? strlen(type) : 0;
+    if (tlen == 0)
+        type = PAR_PROTO_EVENT_TYPE_DEFAULT, tlen = strlen(type);
+    size_t max = c->pv->rt->cfg.max_event_bytes ? c->pv->rt->cfg.max_event_bytes : 1u << 20;
+    char why[256];
+    if (par_proto_event_check(type, tlen, json, len, max, why, sizeof(why)) != 0)
+        return PAR_E_INVALID_EVENT; /* the agent's mistake, told to the agent */
+    if (i_cancelled(ctx))
+        return PAR_E_CANCELLED;
+    if (c->sink == NULL || c->sink->event == NULL)
+        return PAR_OK; /* a unary invocation: accepted and dropped */
+    pthread_mutex_lock(&x->emit_lock);
+    int r = x->event_refused;
+    if (r == 0) {
+        r = c->sink->event(c, type, tlen, json, len);
+        if (r == 1)
+            r = 0; /* held back: not applied in-process */
+        else if (r != 0)
+            x->event_refused = r;
+    }
+    pthread_mutex_unlock(&x->emit_lock);
+    return r;
 }
 
 static const char *i_tenant(par_agent_ctx_t *ctx)
@@ -224,6 +262,7 @@ static const par_agent_api_t inproc_api = {
     .cancelled = i_cancelled,
     .tenant = i_tenant,
     .span_id = i_span_id,
+    .emit = i_emit,
 };
 
 void par__native_run(par_call_t *c)
@@ -243,6 +282,9 @@ void par__native_run(par_call_t *c)
     x.ctx._impl = &x;
     x.out.api = &inproc_api;
     x.out._impl = &x;
+    pthread_mutex_init(&x.emit_lock, NULL);
+    if (c->sink && c->sink->started) /* the run is running, on this thread */
+        c->sink->started(c);
     size_t limit = c->output.limit;
     par_buf_reset(&c->output);
     c->output.limit = pv->rt->cfg.max_output_bytes;
@@ -261,7 +303,12 @@ void par__native_run(par_call_t *c)
     }
     c->output.limit = limit;
     size_t off;
-    if (x.too_large) {
+    if (x.event_refused) {
+        c->status = x.event_refused;
+        par_buf_reset(&c->output);
+        par_buf_appendf(&c->output, "an event of agent '%s' was refused: %s", c->agent_id,
+                        par_strerror(x.event_refused));
+    } else if (x.too_large) {
         c->status = PAR_E_OUTPUT_TOO_LARGE;
         par_buf_reset(&c->output);
         par_buf_appendf(&c->output, "agent output exceeds the cap of %zu bytes",
@@ -290,4 +337,5 @@ void par__native_run(par_call_t *c)
     free(x.nested);
     json_decref(x.units);
     free(x.fail_msg);
+    pthread_mutex_destroy(&x.emit_lock);
 }

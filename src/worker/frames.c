@@ -70,7 +70,9 @@ void worker_send_frame(uint8_t type, uint64_t id, const char *hdr, size_t hlen, 
     uint8_t fh[PAR_PROTO_HEADER_SIZE];
     par_proto_encode(fh, type, id, (uint32_t)hlen, (uint32_t)blen);
     pthread_mutex_lock(&g_write_lock);
-    if (tl_batching && type != PAR_FRAME_CALL && hlen + blen <= WBUF_MAX_FRAME) {
+    /* a CALL and an EVENT go out at once: someone waits for them */
+    if (tl_batching && type != PAR_FRAME_CALL && type != PAR_FRAME_EVENT &&
+        hlen + blen <= WBUF_MAX_FRAME) {
         size_t mark = g_wbuf.len;
         if (par_buf_append(&g_wbuf, (const char *)fh, sizeof(fh)) == PAR_OK &&
             par_buf_append(&g_wbuf, hdr, hlen) == PAR_OK &&

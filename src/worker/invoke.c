@@ -4,7 +4,8 @@
  *
  * Called by whichever thread runs the job (the reader inline, or a handler
  * of the job queue, reader.c); a job belongs to that thread alone, except
- * `cancelled`, which the reader sets. A sibling call (par_ctx_call) blocks
+ * `cancelled` and its event window, which the reader updates (CANCEL,
+ * EVENT_ACK). A sibling call (par_ctx_call) blocks
  * its thread until the runtime answers, so it asks for a reader first: the
  * answer must be read by someone while this thread waits.
  * It must never trust the INVOKE beyond the protocol's caps, nor let an
@@ -133,6 +134,38 @@ static int api_cancelled(par_agent_ctx_t *ctx)
     return atomic_load(&job_of(ctx)->cancelled);
 }
 
+/* EVENT: checked here first (an invalid event is the agent's mistake, told
+ * to the agent; the runtime would fail the whole invocation for it), then
+ * sent once the job's window has room: at most PAR_PROTO_EVENT_WINDOW
+ * events unacknowledged. While it waits for EVENT_ACK someone must read:
+ * this thread may be the reader's, running the job inline. */
+static int api_emit(par_agent_ctx_t *ctx, const char *type, const char *json, size_t len)
+{
+    job_t *j = job_of(ctx);
+    size_t tlen = type ? strlen(type) : 0;
+    if (tlen == 0)
+        type = PAR_PROTO_EVENT_TYPE_DEFAULT, tlen = strlen(type);
+    char why[256];
+    if (par_proto_event_check(type, tlen, json, len, g_max_event, why, sizeof(why)) != 0)
+        return PAR_E_INVALID_EVENT;
+    pthread_mutex_lock(&g_lock);
+    if (j->events_unacked >= PAR_PROTO_EVENT_WINDOW && !atomic_load(&j->cancelled))
+        worker_want_reader_locked();
+    while (j->events_unacked >= PAR_PROTO_EVENT_WINDOW && !atomic_load(&j->cancelled) &&
+           !g_shutdown)
+        pthread_cond_wait(&g_event_cond, &g_lock);
+    int rc = atomic_load(&j->cancelled) ? PAR_E_CANCELLED : g_shutdown ? PAR_E_DRAINING : PAR_OK;
+    if (rc == PAR_OK)
+        j->events_unacked++;
+    pthread_mutex_unlock(&g_lock);
+    if (rc != PAR_OK)
+        return rc;
+    char h[PAR_PROTO_EVENT_TYPE_MAX + 16]; /* the type is a plain token: no escaping */
+    int n = snprintf(h, sizeof(h), "{\"event\":\"%.*s\"}", (int)tlen, type);
+    worker_send_frame(PAR_FRAME_EVENT, j->id, h, (size_t)n, json, len);
+    return PAR_OK;
+}
+
 static const char *api_tenant(par_agent_ctx_t *ctx)
 {
     return job_of(ctx)->tenant;
@@ -154,6 +187,7 @@ static const par_agent_api_t g_api = {
     .cancelled = api_cancelled,
     .tenant = api_tenant,
     .span_id = api_span_id,
+    .emit = api_emit,
 };
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -226,6 +260,9 @@ int worker_parse_invoke(job_t *j, const char *h, size_t n)
 
 void worker_job_free(job_t *j)
 {
+    pthread_mutex_lock(&g_lock);
+    worker_index_remove(j);
+    pthread_mutex_unlock(&g_lock);
     while (j->arena) {
         arena_item_t *n = j->arena->next;
         free(j->arena);
@@ -242,6 +279,10 @@ void worker_run_job(job_t *j)
     int64_t x = j->x;
     if (x < 0 || (uint64_t)x >= g_nexports) {
         worker_send_error(j->id, "agent_not_found", "no such export in this worker");
+        return;
+    }
+    if (atomic_load(&j->cancelled)) { /* cancelled while it waited for a thread */
+        worker_send_error(j->id, "cancelled", "the invocation was cancelled before it started");
         return;
     }
     wexport_t *e = &g_exports[x];

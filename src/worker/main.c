@@ -9,7 +9,7 @@
  * other files are listed in worker/worker.h).
  *
  *   par-worker --fd N --root DIR [--max-input BYTES] [--max-output BYTES]
- *              [sandbox options] --export NAME=path/lib.so:symbol [--export …]
+ *              [--max-event BYTES] [sandbox options] --export NAME=path/lib.so:symbol [--export …]
  *   par-worker --fd N --root DIR [sandbox options] --exec PROG [ARGS…]
  *
  * Before it loads any agent code it puts itself in the sandbox
@@ -39,6 +39,7 @@
 int g_fd = -1;
 size_t g_max_input = 64u << 20;
 size_t g_max_output = 16u << 20;
+size_t g_max_event = 1u << 20;
 wexport_t g_exports[MAX_EXPORTS];
 size_t g_nexports;
 
@@ -152,6 +153,8 @@ static int parse_args(int argc, char **argv, args_t *a)
             sb->subprocess = 1;
         } else if (strcmp(o, "--max-output") == 0 && v) {
             g_max_output = strtoull(v, NULL, 10), i++;
+        } else if (strcmp(o, "--max-event") == 0 && v) {
+            g_max_event = parse_ulong(o, v), i++;
         } else if (strcmp(o, "--export") == 0 && v) {
             parse_export(v), i++;
         } else if (strcmp(o, "--exec") == 0 && v) {

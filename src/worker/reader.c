@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/proto.h"
+#include "util/json.h"
 #include "worker/worker.h"
 
 #define MAX_THREADS 256
@@ -28,6 +29,7 @@
 #define WATCHDOG_IDLE_NS 100000000LL /* no inline job for this long: the watchdog sleeps */
 
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t g_event_cond = PTHREAD_COND_INITIALIZER;
 wcall_t *g_calls;
 uint64_t g_next_call_id = 1;
 int g_shutdown;
@@ -87,11 +89,71 @@ static void inline_overrun(void *ctx)
     worker_flush_frames();
 }
 
-static void cancel_queued(par_job_t *l, void *arg)
+/* ---- the jobs index ---------------------------------------------------------- */
+
+#define INDEX_BUCKETS 64
+static job_t *g_by_id[INDEX_BUCKETS]; /* g_lock */
+
+void worker_index_add(job_t *j)
 {
-    job_t *j = (job_t *)l;
-    if (j->id == *(const uint64_t *)arg)
+    job_t **b = &g_by_id[j->id % INDEX_BUCKETS];
+    j->by_id_next = *b;
+    *b = j;
+}
+
+void worker_index_remove(job_t *j)
+{
+    for (job_t **pp = &g_by_id[j->id % INDEX_BUCKETS]; *pp; pp = &(*pp)->by_id_next) {
+        if (*pp == j) {
+            *pp = j->by_id_next;
+            return;
+        }
+    }
+}
+
+static job_t *index_find(uint64_t id)
+{
+    for (job_t *j = g_by_id[id % INDEX_BUCKETS]; j; j = j->by_id_next)
+        if (j->id == id)
+            return j;
+    return NULL;
+}
+
+/* CANCEL: the job, queued or running, sees par_ctx_cancelled(); an emit
+ * blocked on its window returns PAR_E_CANCELLED. Native code cannot be
+ * interrupted: the agent polls. */
+static void on_cancel(uint64_t id)
+{
+    pthread_mutex_lock(&g_lock);
+    job_t *j = index_find(id);
+    if (j) {
         atomic_store(&j->cancelled, 1);
+        pthread_cond_broadcast(&g_event_cond);
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* EVENT_ACK {"n":k}: k more events of the job may be sent. */
+static void on_event_ack(const par_frame_t *f)
+{
+    par_json_field_t fl[1] = {{"n", NULL, 0}};
+    char num[24];
+    if (f->header_len == 0 || par_json_scan(f->header, f->header_len, fl, 1, NULL) != 0 ||
+        fl[0].ptr == NULL || fl[0].len >= sizeof(num))
+        return;
+    memcpy(num, fl[0].ptr, fl[0].len);
+    num[fl[0].len] = '\0';
+    char *end;
+    unsigned long long n = strtoull(num, &end, 10);
+    if (*end || n == 0)
+        return;
+    pthread_mutex_lock(&g_lock);
+    job_t *j = index_find(f->id);
+    if (j) {
+        j->events_unacked = n >= j->events_unacked ? 0 : j->events_unacked - (unsigned)n;
+        pthread_cond_broadcast(&g_event_cond);
+    }
+    pthread_mutex_unlock(&g_lock);
 }
 
 static void on_frame(const par_frame_t *f)
@@ -115,6 +177,9 @@ static void on_frame(const par_frame_t *f)
             j->input_len = f->body_len;
         }
         par_buf_init(&j->outbuf, g_max_output);
+        pthread_mutex_lock(&g_lock);
+        worker_index_add(j);
+        pthread_mutex_unlock(&g_lock);
         j->link.next = NULL;
         if (g_batch_tail)
             g_batch_tail->link.next = &j->link;
@@ -159,9 +224,10 @@ static void on_frame(const par_frame_t *f)
         break;
     }
     case PAR_FRAME_CANCEL:
-        /* Native code cannot be interrupted; the agent can poll par_ctx_cancelled().
-         * Running jobs are not indexed, so a cancel only reaches queued ones. */
-        par_jobq_foreach(g_jobs, cancel_queued, (void *)&f->id);
+        on_cancel(f->id);
+        break;
+    case PAR_FRAME_EVENT_ACK:
+        on_event_ack(f);
         break;
     default:
         /* unknown or unexpected frames are ignored for forward compatibility */
@@ -176,6 +242,7 @@ static void __attribute__((noreturn)) reader_eof(void)
     g_shutdown = 1;
     for (wcall_t *c = g_calls; c; c = c->next)
         pthread_cond_signal(&c->cond);
+    pthread_cond_broadcast(&g_event_cond);
     pthread_mutex_unlock(&g_lock);
     _exit(0);
 }

@@ -3,7 +3,8 @@
  *
  *   main.c    arguments, the sandbox, loading the exports, HELLO
  *   frames.c  writing frames: one write lock, answers of a batch written together
- *   invoke.c  one INVOKE: its header, the agent API (par/agent.h), running it
+ *   invoke.c  one INVOKE: its header, the agent API (par/agent.h), running it,
+ *             its events (emit and the flow-control window)
  *   reader.c  the reader role, the job queue (util/jobq.h), dispatching frames
  *
  * The process is par-worker alone: these globals are set by main() before
@@ -42,6 +43,8 @@ typedef struct arena_item {
 typedef struct job {
     par_job_t link; /* the reader's batch, then the job queue */
     uint64_t id;
+    struct job *by_id_next;  /* the jobs index (reader.c), g_lock */
+    unsigned events_unacked; /* EVENTs sent and not yet granted back (EVENT_ACK), g_lock */
     /* the INVOKE header's fields; strings point into mem, "" when absent */
     int64_t x, deadline_ms;
     const char *agent, *request_id, *trace_id, *span_id, *subject, *tenant;
@@ -75,11 +78,15 @@ typedef struct wcall {
 
 extern int g_fd; /* the protocol socket */
 extern size_t g_max_input, g_max_output;
+extern size_t g_max_event; /* --max-event: the largest event's JSON */
 extern wexport_t g_exports[MAX_EXPORTS];
 extern size_t g_nexports;
 
-/* g_lock guards the calls waiting for an answer, the reader role and g_shutdown */
+/* g_lock guards the calls waiting for an answer, the reader role, g_shutdown,
+ * the jobs index and each job's event window; g_event_cond is signalled when
+ * a job gets credit back or is cancelled */
 extern pthread_mutex_t g_lock;
+extern pthread_cond_t g_event_cond;
 extern wcall_t *g_calls;
 extern uint64_t g_next_call_id;
 extern int g_shutdown;
@@ -105,6 +112,10 @@ void worker_run_job(job_t *j);
 void worker_job_free(job_t *j);
 
 /* reader.c */
+/* The jobs index by request id: a job is in it from its INVOKE until it is
+ * freed, so CANCEL and EVENT_ACK reach it queued or running. g_lock held. */
+void worker_index_add(job_t *j);
+void worker_index_remove(job_t *j);
 /* Asks a thread to take the reader role when it is free. g_lock held. */
 void worker_want_reader_locked(void);
 /* Serves the protocol socket on the calling thread until the runtime goes away. */

@@ -224,6 +224,42 @@ static void test_ids_with_parts(void **state)
            PAR_HTTP_NEED_ADMIN);
 }
 
+static void test_runs_routes(void **state)
+{
+    (void)state;
+    const par_http_need_t I = PAR_HTTP_NEED_INVOKE, N = PAR_HTTP_NEED_NOTHING;
+    expect(P, "/agents/echo/runs", par__http_on_run_start, "echo", "runs", I);
+    expect(P, "/agents/pkg/sub/runs", par__http_on_run_start, "pkg/sub", "runs", I);
+    expect(P, "/agents/pkg/sub/runs/stream", par__http_on_run_start_stream, "pkg/sub",
+           "runs_stream", I);
+    expect(P, "/agents/echo/runs/wait", par__http_on_run_start_wait, "echo", "runs_wait", I);
+    /* a sub-agent called "runs": GET is the agent's, the invoke its own */
+    expect(G, "/agents/pkg/runs", par__http_on_agent, "pkg/runs", "agent", I);
+    expect(P, "/agents/pkg/runs/invoke", par__http_on_invoke, "pkg/runs", "invoke", I);
+    expect(P, "/agents/pkg/runs/runs/stream", par__http_on_run_start_stream, "pkg/runs",
+           "runs_stream", I);
+    expect(G, "/runs", par__http_on_runs_list, NULL, "runs", N);
+    expect(G, "/runs/r1", par__http_on_run, "r1", "run", N);
+    expect(D, "/runs/r1", par__http_on_run, "r1", "run", N);
+    expect(G, "/runs/r1/stream", par__http_on_run_stream, "r1", "run_stream", N);
+    expect(P, "/runs/r1/cancel", par__http_on_run_cancel, "r1", "run_cancel", N);
+    expect_405(P, "/runs", "use GET to list runs (POST /agents/{id}/runs starts one)", "runs", N);
+    expect_405(P, "/runs/r1", "use GET to read a run, DELETE to remove it", "run", N);
+    expect_405(G, "/runs/r1/cancel", "use POST to cancel a run", "run_cancel", N);
+    expect_405(P, "/runs/r1/stream", "use GET to stream a run's events", "run_stream", N);
+    /* run ids hold no '/'; /runs is not /runtime */
+    expect_404(G, "/runs/a/b");
+    expect_404(G, "/runs/");
+    expect_404(G, "/runsx");
+    /* the routes browsers may call are marked for CORS, the others not */
+    assert_true(match(P, "/agents/e/invoke").route->cors);
+    assert_true(match(P, "/agents/e/runs/stream").route->cors);
+    assert_true(match(G, "/runs/r1/stream").route->cors);
+    assert_true(match(G, "/runs").route->cors);
+    assert_false(match(G, "/agents/e").route->cors);
+    assert_false(match(G, "/runtime/info").route->cors);
+}
+
 /* h2o percent-decodes the path the matcher sees (req->path_normalized). */
 static void test_encoded_ids(void **state)
 {
@@ -309,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_unknown_paths),
         cmocka_unit_test(test_trailing_slash),
         cmocka_unit_test(test_ids_with_parts),
+        cmocka_unit_test(test_runs_routes),
         cmocka_unit_test(test_encoded_ids),
         cmocka_unit_test(test_id_limits),
     };
