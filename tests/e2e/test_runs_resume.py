@@ -38,8 +38,7 @@ KINDS = {
 def srv(server_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runs-resume")
     conf = write_config(tmp, "limits: {runs_per_subject: 0, max_in_flight: 4096}\n"
-                             "runs: {memory_events: 50}\n"
-                             "log: {level: warn}\n")
+                             "runs: {memory_events: 50}\n")
     return server_factory([py_runs_package(tmp), native_package()], args=["--config", conf])
 
 
@@ -82,9 +81,10 @@ def one_client(base, agent, inp, seed):
         assert st.status == 200, (st.status, st.body)
         if drops > 0:
             drops -= 1
-            # at least the first event when it is the only way to learn the run id
+            # at least the first event when it is the only way to learn the run id;
+            # at most about 5/6 of the whole stream (~36 bytes an event)
             low = 400 if run_id is None else 1
-            evs, ended = st.read_until_dropped(rng.randint(low, 40 * EVENTS))
+            evs, ended = st.read_until_dropped(rng.randint(low, 30 * EVENTS))
         else:
             evs, ended = list(st.events()), True
         if evs and run_id is None:
