@@ -62,6 +62,7 @@ class Stream:
 
     def __init__(self, base, method, path, body=None, headers=None, timeout=30):
         u = urllib.parse.urlsplit(base)
+        path = u.path.rstrip("/") + path  # a base behind a proxy's prefix
         self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
         data = b"" if body is None else (body if isinstance(body, bytes)
                                          else json.dumps(body).encode())
@@ -188,6 +189,9 @@ class Stream:
                 self.closed = True
                 self.sock.close()
                 continue
+            ev = self._take_event()  # what was decoded, before waiting for more
+            if ev is not None:
+                return ev
             if not self._recv():
                 self.closed = True
                 self.sock.close()
