@@ -395,9 +395,14 @@ static void run_done(par_call_t *c)
     size_t alen = 0;
     char *answer = c->status == PAR_OK ? answer_of(r, c, &alen) : NULL;
     char *units = c->units_json ? strdup(c->units_json) : NULL;
+    const char *msg = ""; /* the error message: the output, made a C string */
+    if (c->status != PAR_OK && c->output.len && par_buf_terminate(&c->output) == PAR_OK)
+        msg = c->output.data;
     pthread_mutex_lock(&r->mu);
     int was_running = !terminal(r->status);
     r->duration_ms = (double)(c->finished_ns - c->started_ns) / 1e6;
+    if (r->started_ms == 0 && c->status == PAR_OK) /* an executor that did not report it */
+        r->started_ms = c->wall_ms;
     free(r->units);
     r->units = units;
     if (was_running && c->status == PAR_OK && answer)
@@ -407,7 +412,7 @@ static void run_done(par_call_t *c)
                    0);
     else if (was_running)
         end_locked(r, c->status == PAR_E_CANCELLED ? PAR_RUN_CANCELLED : PAR_RUN_FAILED, c->status,
-                   c->output.data ? c->output.data : "", NULL, 0);
+                   msg, NULL, 0);
     r->pv = NULL;
     int pinned = r->call_pins > 0;
     if (pinned)

@@ -62,7 +62,9 @@ int par__run_append_locked(par_run_t *r, const char *type, size_t tlen, const ch
 
 void par__run_trim_locked(par_run_t *r)
 {
-    unsigned keep = r->rs->memory_events;
+    /* an ended run is read from its file: thousands of them are kept for
+     * runs.retention, and their events would otherwise stay in memory */
+    unsigned keep = terminal(r->status) ? 0 : r->rs->memory_events;
     size_t k = 0;
     while (r->nmem - k > keep && r->mem[k]->seq <= r->flushed_seq) {
         r->mem_bytes -= r->mem[k]->len;

@@ -147,7 +147,8 @@ int par__run_append_locked(par_run_t *r, const char *type, size_t tlen, const ch
 /* Notifies the watchers that have news (r->mu held on entry and on return;
  * dropped while the callbacks run). */
 void par__run_notify_locked(par_run_t *r);
-/* Drops what memory_events allows of the flushed events (r->mu held). */
+/* Drops the flushed events beyond the newest memory_events, all of them
+ * once the run ended (r->mu held). */
 void par__run_trim_locked(par_run_t *r);
 /* The data of event `seq` (its "data: " line) into `out`. r->mu held. */
 int par__run_event_data_locked(par_run_t *r, uint64_t seq, par_buf_t *out);

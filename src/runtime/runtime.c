@@ -244,9 +244,7 @@ static void record_id(char id[33], int64_t wall_ms)
 static void set_deadline(const par_runtime_t *rt, par_call_t *c, const par_pkgver_t *pv)
 {
     int64_t now = par__now_ms();
-    if (c->sink) {
-        /* a run (or a streamed call, whose deadline is its caller's):
-         * limits.run_timeout_ms, not the unary deadline nor its cap */
+    if (c->sink) { /* a run, or a streamed call (its caller's deadline) */
         if (c->deadline_ms)
             return;
         uint32_t t = rt->cfg.run_timeout_ms;
@@ -578,6 +576,10 @@ void par__runtime_reload_limits(par_runtime_t *rt, const par_config_t *cfg)
     rt->cfg.default_memory_mb = cfg->default_memory_mb;
     rt->cfg.worker_cpu_seconds = cfg->worker_cpu_seconds;
     rt->cfg.drain_ms = cfg->drain_ms;
+    rt->cfg.run_timeout_ms = cfg->run_timeout_ms;
+    rt->cfg.runs_per_subject = cfg->runs_per_subject;
+    rt->cfg.run_cancel_grace_ms = cfg->run_cancel_grace_ms;
+    rt->cfg.run_drain_ms = cfg->run_drain_ms;
     par__config_defaults(&rt->cfg);
     pthread_mutex_unlock(&rt->deploy_lock);
 }
@@ -589,7 +591,6 @@ void par_runtime_destroy(par_runtime_t *rt)
     par__index_stop(rt->index); /* no deploy may start after this */
     rt->index = NULL;
     atomic_store(&rt->draining, 1);
-    /* runs still in flight end now, so that their clients and records say so */
     par_runs_interrupt_all(rt->runs, "the runtime is shutting down");
     pthread_mutex_lock(&rt->lock);
     par_table_t *t = rt->table;
@@ -771,8 +772,7 @@ void par__runtime_tick(par_runtime_t *rt, int64_t now)
     for (size_t i = 0; i < rt->npkgs; i++) {
         par_pkgver_t *o = rt->pkgs[i];
         long busy = atomic_load(&o->state) == PAR_PKG_DRAINING ? version_inflight(o) : -1;
-        /* a version with runs in flight stays up to reload.run_drain_ms */
-        int64_t until = o->drain_until_ms;
+        int64_t until = o->drain_until_ms; /* with runs in flight: reload.run_drain_ms */
         if (busy > 0 && o->run_drain_until_ms > until && par_runs_on_version(rt->runs, o))
             until = o->run_drain_until_ms;
         if (busy >= 0 && (busy == 0 || now >= until) && ndrop < 64) {

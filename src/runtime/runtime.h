@@ -196,7 +196,8 @@ int par__runtime_ready(par_runtime_t *rt, par_buf_t *why);
 void par__config_defaults(par_config_t *cfg);
 
 /* SIGHUP: takes the limits that may change while serving from `cfg`
- * (default timeout, input cap, concurrency, queue, memory, CPU, reload drain),
+ * (default timeout, input cap, concurrency, queue, memory, CPU, reload drain,
+ * and the runs' timeout, per-subject limit, cancel grace and drain),
  * under deploy_lock; later deploys and calls see them. Main thread. */
 void par__runtime_reload_limits(par_runtime_t *rt, const par_config_t *cfg);
 

@@ -242,6 +242,9 @@ static void test_read_from_disk(void **state)
     free(t);
     finish(c, PAR_OK, "null");
     wait_flushed(r);
+    pthread_mutex_lock(&r->mu);
+    assert_int_equal(r->nmem, 0); /* an ended run is read from its file */
+    pthread_mutex_unlock(&r->mu);
     t = read_all(r, 30, 1 << 20, &last, &ended, &rc);
     assert_int_equal(last, 32);
     assert_int_equal(ended, 1);

@@ -1,0 +1,281 @@
+/*
+ * Unit tests for runs in a real runtime (runtime/runs.c with runtime.c and a
+ * worker pool): the test packages built by CMake (faulty, whoami) deployed
+ * unsigned into a runtime of its own, runs started with par_run_start and
+ * followed with a watcher. What they prove: a run's deadline is
+ * limits.run_timeout_ms, not its package's timeout; a private sub-agent
+ * cannot be started as a run (the same error as an unknown agent, no run
+ * left behind); a cancel ends the run at once and frees its call; shutdown
+ * interrupts the runs in flight; the answer is the invoke answer plus
+ * "run_id".
+ */
+#include <libgen.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <par/par.h>
+
+#include "runtime/runs_internal.h"
+#include "runtime/runtime.h"
+#include "util/fs.h"
+
+static char dir[64], build[PATH_MAX], worker[PATH_MAX + 32];
+static par_runtime_t *rt;
+
+static void deploy(const char *file)
+{
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof(p), "%s/test-packages/%s", build, file);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par__deploy_path(rt, p, &err, NULL);
+    if (rc != PAR_OK)
+        fail_msg("deploy %s: %.*s", p, (int)err.len, err.data ? err.data : "");
+    par_buf_free(&err);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    snprintf(build, sizeof(build), "%s", dirname(dirname(exe))); /* build/tests/x */
+    snprintf(worker, sizeof(worker), "%s/par-worker", build);
+    snprintf(dir, sizeof(dir), "/tmp/par-test-runrt-XXXXXX");
+    if (mkdtemp(dir) == NULL || chmod(dir, 0711) != 0) /* workers may run as another user */
+        return -1;
+    par_config_t cfg;
+    par_config_init(&cfg);
+    cfg.state_dir = dir;
+    cfg.allow_unsigned = 1;
+    cfg.worker_path = worker;
+    cfg.run_timeout_ms = 10000;
+    cfg.runs_per_subject = 100;
+    if (par_runtime_new(&cfg, &rt) != PAR_OK)
+        return -1;
+    deploy("faulty-0.1.0.apkg");
+    deploy("whoami-0.1.0.apkg");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    par_runtime_destroy(rt);
+    par_fs_remove(dir, NULL);
+    return 0;
+}
+
+/* ---- a watcher that waits ---------------------------------------------------------- */
+
+typedef struct {
+    par_run_watch_t w;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int news;
+} waiter_t;
+
+static void on_notify(par_run_watch_t *w)
+{
+    waiter_t *k = w->data;
+    pthread_mutex_lock(&k->mu);
+    k->news = 1;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Follows `r` to its end as a client would; returns every event's text. */
+static char *follow(par_run_t *r, int64_t timeout_ms)
+{
+    waiter_t k = {.w = {.notify = on_notify}};
+    k.w.data = &k;
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_cond_init(&k.cv, NULL);
+    par_buf_t all;
+    par_buf_init(&all, 0);
+    uint64_t at = 0;
+    int ended = 0;
+    int64_t until = par__now_ms() + timeout_ms;
+    assert_int_equal(par_run_watch(r, &k.w, 0), PAR_OK);
+    while (!ended && par__now_ms() < until) {
+        pthread_mutex_lock(&k.mu);
+        while (!k.news && par__now_ms() < until) {
+            pthread_mutex_unlock(&k.mu);
+            usleep(2000);
+            pthread_mutex_lock(&k.mu);
+        }
+        k.news = 0;
+        pthread_mutex_unlock(&k.mu);
+        uint64_t last = at;
+        assert_int_equal(par_run_read(r, at, 1 << 20, &all, &last, &ended), PAR_OK);
+        at = last;
+        par_run_delivered(r, &k.w, at);
+    }
+    par_run_unwatch(r, &k.w, 0);
+    assert_true(ended);
+    par_buf_terminate(&all);
+    return all.data;
+}
+
+static par_call_t *call_of(const char *agent, const char *input)
+{
+    par_call_t *c = par__call_new();
+    assert_non_null(c);
+    snprintf(c->agent_id, sizeof(c->agent_id), "%s", agent);
+    c->input = input;
+    c->input_len = strlen(input);
+    c->subject = strdup("alice");
+    return c;
+}
+
+static par_run_t *run(const char *agent, const char *input)
+{
+    par_call_t *c = call_of(agent, input);
+    par_run_t *r = NULL;
+    unsigned retry = 0;
+    int rc = par_run_start(rt, c, NULL, &r, &retry);
+    if (rc != PAR_OK)
+        fail_msg("start %s: %s %.*s", agent, par_status_name(rc), (int)c->output.len,
+                 c->output.data ? c->output.data : "");
+    return r;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+/* faulty/slow sleeps past its package's 2 s timeout: as a run it has
+ * limits.run_timeout_ms (10 s here) and succeeds. */
+static void test_run_outlives_the_unary_deadline(void **state)
+{
+    (void)state;
+    par_run_t *r = run("faulty/slow", "2300");
+    char *t = follow(r, 8000);
+    assert_int_equal(par_run_status(r), PAR_RUN_SUCCEEDED);
+    char want[120];
+    snprintf(want, sizeof(want),
+             "id: 1\nevent: run.started\ndata: {\"run_id\":\"%s\",\"agent_id\":\"faulty/slow\","
+             "\"version\":\"0.1.0\"}\n\n",
+             par_run_id(r));
+    assert_memory_equal(t, want, strlen(want));
+    assert_non_null(strstr(t, "id: 2\nevent: run.completed\ndata: {\"run_id\":\""));
+    free(t);
+    par_buf_t a;
+    par_buf_init(&a, 0);
+    int st = -1;
+    assert_int_equal(par_run_answer(r, &a, &st), PAR_OK);
+    assert_int_equal(st, PAR_OK);
+    json_t *j = json_loadb(a.data, a.len, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "agent_id")), "faulty/slow");
+    assert_true(json_real_value(json_object_get(j, "duration_ms")) > 2000);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(j, "metadata"), "version")), "0.1.0");
+    json_decref(j);
+    par_buf_free(&a);
+    j = par_run_json(r);
+    assert_true(json_is_string(json_object_get(j, "started_at")));
+    json_decref(j);
+    assert_int_equal(par_runs_in_flight(rt->runs), 0);
+    par_run_unref(r);
+}
+
+/* The same agent as a unary call still has its package's deadline. */
+static void test_unary_call_keeps_its_deadline(void **state)
+{
+    (void)state;
+    par_call_t *c = call_of("faulty/slow", "2300");
+    assert_int_equal(par__call_sync(rt, c), PAR_E_TIMEOUT);
+    par__call_free(c);
+}
+
+static void test_private_and_unknown_agents(void **state)
+{
+    (void)state;
+    json_t *out = NULL;
+    par_runs_query_t q = {.admin = 1, .status = -1};
+    assert_int_equal(par_runs_list(rt, &q, &out, NULL), PAR_OK);
+    size_t before = json_array_size(json_object_get(out, "runs"));
+    json_decref(out);
+    const char *ids[] = {"whoami/inner", "nope"};
+    for (int i = 0; i < 2; i++) {
+        par_call_t *c = call_of(ids[i], "null");
+        c->allow_private = 1; /* even a caller that could call it directly */
+        par_run_t *r = NULL;
+        unsigned retry = 0;
+        assert_int_equal(par_run_start(rt, c, NULL, &r, &retry), PAR_E_AGENT_NOT_FOUND);
+        assert_null(r);
+        par_buf_terminate(&c->output);
+        char want[64];
+        snprintf(want, sizeof(want), "no agent '%s'", ids[i]);
+        assert_string_equal(c->output.data, want);
+        par__call_free(c);
+    }
+    assert_int_equal(par_runs_list(rt, &q, &out, NULL), PAR_OK);
+    assert_int_equal(json_array_size(json_object_get(out, "runs")), before); /* none left */
+    json_decref(out);
+    assert_int_equal(par_runs_in_flight(rt->runs), 0);
+    /* the public sub-agent is fine */
+    par_run_t *r = run("whoami/via", "null");
+    free(follow(r, 5000));
+    assert_int_equal(par_run_status(r), PAR_RUN_SUCCEEDED);
+    par_run_unref(r);
+}
+
+static void wait_in_flight(unsigned n)
+{
+    for (int i = 0; i < 500 && par_runs_in_flight(rt->runs) != n; i++)
+        usleep(2000);
+    assert_int_equal(par_runs_in_flight(rt->runs), n);
+}
+
+static void test_cancel_and_interrupt(void **state)
+{
+    (void)state;
+    par_run_t *r = run("faulty/slow", "3000");
+    usleep(100000);
+    int64_t t0 = par__now_ms();
+    assert_int_equal(par_run_cancel(r, "changed my mind"), PAR_OK);
+    char *t = follow(r, 2000);
+    assert_true(par__now_ms() - t0 < 1000); /* at once, not when the agent is done */
+    assert_non_null(strstr(t, "event: run.cancelled\ndata: {\"error\":\"cancelled\","
+                              "\"message\":\"changed my mind\""));
+    free(t);
+    assert_int_equal(par_run_status(r), PAR_RUN_CANCELLED);
+    assert_int_equal(par_run_cancel(r, "again"), PAR_E_RUN_ENDED);
+    wait_in_flight(0);
+    par_run_unref(r);
+
+    /* shutdown: the runs in flight end interrupted */
+    par_run_t *a = run("faulty/slow", "3000"), *b = run("faulty/slow", "3000");
+    wait_in_flight(2);
+    par_runs_interrupt_all(rt->runs, "the runtime is shutting down");
+    assert_int_equal(par_run_status(a), PAR_RUN_INTERRUPTED);
+    assert_int_equal(par_run_status(b), PAR_RUN_INTERRUPTED);
+    t = follow(b, 2000);
+    assert_non_null(strstr(t, "event: run.interrupted\ndata: {\"error\":\"interrupted\""));
+    free(t);
+    wait_in_flight(0);
+    par_run_unref(a), par_run_unref(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_outlives_the_unary_deadline),
+        cmocka_unit_test(test_unary_call_keeps_its_deadline),
+        cmocka_unit_test(test_private_and_unknown_agents),
+        cmocka_unit_test(test_cancel_and_interrupt),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
