@@ -54,6 +54,9 @@ typedef struct stream {
     unsigned final : 1; /* h2o has the last send (FINAL or ERROR), or stopped */
 } stream_t;
 
+/* what an idle stream costs the runtime beside h2o's own request state */
+_Static_assert(sizeof(stream_t) <= 256, "an idle stream must stay small");
+
 static const char keepalive[] = ": keep-alive\n\n";
 
 static void stream_free(stream_t *s)

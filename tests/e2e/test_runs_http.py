@@ -3,12 +3,13 @@ shape, event streams (framing, resume by Last-Event-ID and ?after=,
 heartbeats, clients leaving), /runs/wait, invoke with Accept:
 text/event-stream, ownership, bad input and CORS.
 
-The agents are the native fixtures: echo (answers at once, with a private
-sub-agent) and faulty/slow (sleeps its input in milliseconds), so these tests
-need no agent that emits events of its own.
+The agents are native: echo (answers at once, with a private sub-agent),
+faulty/slow (sleeps its input in milliseconds) and the ticker fixture (emits
+numbered events at a pace the test sets, tests/fixtures/ticker).
 """
 import hashlib
 import json
+import random
 import socket
 import time
 
@@ -37,7 +38,8 @@ trust: {require_signatures: false}
 runs: {heartbeat_ms: 200}
 http: {cors: {origins: ["https://app.example.com", "http://localhost:3000"], credentials: true}}
 """)
-    return server_factory([package("echo"), package("faulty")], args=["--config", str(conf)])
+    return server_factory([package("echo"), package("faulty"), package("ticker")],
+                          args=["--config", str(conf)])
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +286,80 @@ def test_invoke_stream_client_leaves_cancels(srv):
     assert wait_status(srv, run_id, ("cancelled",), timeout=5)["status"] == "cancelled"
 
 
+# ---- agent events ------------------------------------------------------------------------------
+
+def test_agent_events_in_order(srv):
+    r = start(srv, "ticker", {"input": {"n": 5}}, kind="/stream", stream=True)
+    assert_sse_headers(r)
+    events, _ = sse(r)
+    assert [e["id"] for e in events] == list(range(1, 8))
+    assert [e["event"] for e in events] == ["run.started"] + ["data"] * 5 + ["run.completed"]
+    assert [e["data"]["i"] for e in events[1:6]] == [1, 2, 3, 4, 5]
+    assert events[-1]["data"]["output"] == {"count": 5}
+
+
+def test_agent_event_types_and_big_events(srv):
+    r = start(srv, "ticker", {"input": {"n": 2, "type": "token"}}, kind="/stream", stream=True)
+    events, _ = sse(r)
+    assert [e["event"] for e in events] == ["run.started", "token", "token", "run.completed"]
+    # events bigger than one read (64 KiB) arrive whole and in order
+    r = start(srv, "ticker", {"input": {"n": 6, "pad": 100000}}, kind="/stream", stream=True)
+    events, _ = sse(r)
+    assert [e["data"]["i"] for e in events[1:-1]] == [1, 2, 3, 4, 5, 6]
+    assert all(len(e["data"]["pad"]) == 100000 for e in events[1:-1])
+
+
+def test_resume_a_live_run_after_drops(srv):
+    """Clients drop at random points and resume by Last-Event-ID: every event
+    arrives exactly once and in order."""
+    n = 40
+    run_id = start(srv, "ticker", {"input": {"n": n, "ms": 15}}).json()["run_id"]
+    got, rng = [], random.Random(18)
+    while True:
+        headers = {"Last-Event-ID": str(got[-1]["id"])} if got else {}
+        r = srv.get(f"/runs/{run_id}/stream", headers=headers, stream=True)
+        assert_sse_headers(r)
+        take, cur, ended = rng.randint(1, 8), {}, True
+        for line in r.iter_lines(decode_unicode=True):
+            if line == "":
+                if cur:
+                    got.append({"id": int(cur["id"]), "event": cur["event"]})
+                    cur = {}
+                    take -= 1
+                    if take == 0:
+                        ended = False
+                        break
+            elif not line.startswith(":"):
+                k, _, v = line.partition(": ")
+                cur[k] = v
+        r.close()
+        if ended or got[-1]["event"] == "run.completed":
+            break
+    assert [e["id"] for e in got] == list(range(1, n + 3))
+    assert got[-1]["event"] == "run.completed"
+    assert wait_status(srv, run_id, ("succeeded",))["status"] == "succeeded"
+
+
+def test_cancel_reaches_the_agent(srv):
+    r = start(srv, "ticker", {"input": {"n": 100000, "ms": 10}}, kind="/stream", stream=True)
+    lines = r.iter_lines(decode_unicode=True)
+    first = {}
+    for line in lines:
+        if line == "":
+            break
+        k, _, v = line.partition(": ")
+        first[k] = v
+    run_id = json.loads(first["data"])["run_id"]
+    time.sleep(0.2)
+    assert requests.post(f"{srv.url}/runs/{run_id}/cancel").status_code == 202
+    rest = []
+    for line in lines:  # the stream ends with run.cancelled
+        if line.startswith("event: "):
+            rest.append(line[7:])
+    assert rest and rest[-1] == "run.cancelled", rest[-5:]
+    assert wait_status(srv, run_id, ("cancelled",))["status"] == "cancelled"
+
+
 # ---- cancel, delete, list --------------------------------------------------------------------
 
 def test_cancel_and_delete(srv):
@@ -483,3 +559,53 @@ def test_cors_misconfigured_is_refused(tmp_path, origins, creds, needle):
     r = run("serve", "--config", str(conf), "--listen", "127.0.0.1:0",
             "--state-dir", str(tmp_path / "var"), "--packages", str(tmp_path))
     assert r.returncode != 0 and needle in r.stderr, r.stderr
+
+
+# ---- limits -------------------------------------------------------------------------------------------
+
+def test_too_many_runs(server_factory, tmp_path):
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "limits: {runs_per_subject: 1}\n")
+    s = server_factory([package("faulty")], args=["--config", str(conf)])
+    first = start(s, "faulty/slow", {"input": 1000})
+    assert first.status_code == 202, first.text
+    for kind in ("", "/stream", "/wait"):
+        r = start(s, "faulty/slow", {"input": 1}, kind=kind)
+        assert_error(r, 429, "too_many_runs")
+        assert int(r.headers["retry-after"]) >= 1
+    # the unary invoke is not a run: unaffected
+    assert s.post("faulty/slow", {"input": 1}).status_code == 200
+    run_id = first.json()["run_id"]
+    assert wait_status(s, run_id, ("succeeded",))["status"] == "succeeded"
+    assert start(s, "faulty/slow", {"input": 1}).status_code == 202
+
+
+# ---- HTTP/2 -----------------------------------------------------------------------------------------------
+
+def test_http2_streams_and_resets(server_factory, tmp_path):
+    """Over HTTP/2 (h2c, curl --http2-prior-knowledge) a stream is framed the
+    same, and a reset stream is a client leaving: on_disconnect cancel cancels."""
+    import shutil
+    import subprocess
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "http: {http2: true}\nruns: {heartbeat_ms: 200}\n")
+    s = server_factory([package("ticker"), package("faulty")], args=["--config", str(conf)])
+    out = subprocess.run(["curl", "-sN", "--http2-prior-knowledge", "-XPOST",
+                          "-H", "content-type: application/json",
+                          "-d", '{"input": {"n": 3, "ms": 300}}',
+                          s.url + "/agents/ticker/runs/stream"],
+                         capture_output=True, text=True, timeout=30).stdout
+    ids = [int(l[4:]) for l in out.splitlines() if l.startswith("id: ")]
+    assert ids == [1, 2, 3, 4, 5], out
+    assert ": keep-alive" in out and "event: run.completed" in out
+    out = subprocess.run(["curl", "-sN", "--http2-prior-knowledge", "--max-time", "0.6",
+                          "-XPOST", "-H", "content-type: application/json",
+                          "-d", '{"input": 1500, "on_disconnect": "cancel"}',
+                          s.url + "/agents/faulty/slow/runs/stream"],
+                         capture_output=True, text=True, timeout=30).stdout
+    run_id = json.loads(out.split("data: ", 1)[1].split("\n", 1)[0])["run_id"]
+    assert wait_status(s, run_id, ("cancelled",), timeout=5)["status"] == "cancelled"
