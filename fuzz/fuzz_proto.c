@@ -50,6 +50,15 @@ static void check_frame(const uint8_t *buf, size_t len, size_t max_body, const p
     FUZZ_CHECK(rc == 0, "prefix of %zu bytes decodes to %d", consumed - 1, rc);
     if (f->header_len > 0) /* the supervisor scans JSON headers next */
         par_json_scan(f->header, f->header_len, NULL, 0, NULL);
+    if (f->type == PAR_FRAME_EVENT) { /* the rules of events, on the raw header bytes as type */
+        char why[256] = "";
+        int bad = par_proto_event_check(f->header, f->header_len, f->body, f->body_len, max_body,
+                                        why, sizeof(why));
+        FUZZ_CHECK(bad == 0 || why[0] != '\0', "an event refused without a reason");
+        FUZZ_CHECK(bad != 0 || (f->body_len > 0 && f->header_len > 0 &&
+                                par_json_scan(f->body, f->body_len, NULL, 0, NULL) == 0),
+                   "an event accepted that breaks the rules");
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -39,7 +39,13 @@ typedef void (*par_call_done_cb)(par_call_t *call);
  * runs.max_event_kb; anything else never reaches the sink.
  */
 typedef struct par_call_sink {
-    /* The executor handed the call to a worker (or thread): the run is running. May be NULL. */
+    /* The executor handed the call to a worker (or thread): the run is running.
+     * May be NULL. Called once, before any event, with no executor lock held,
+     * on the thread that handed it over: possibly the starter's, inside
+     * par__call_start (loader/supervisor.h, par_pool_submit). While a sink
+     * callback runs, a cancel from another thread (or from the callback
+     * itself) takes effect at once, but the call's `done` waits until the
+     * callback returns; a sink must not read the call's status or output. */
     void (*started)(par_call_t *c);
     /* One event. Returns 0 when the agent may go on at once (the executor
      * grants the worker credit for it), 1 when the sink holds the credit back

@@ -36,7 +36,10 @@ int par__call_cancel(par_call_t *c, const char *why);
 /* Cancels a run's call (par__call_cancel) and gives its worker `grace_ms`
  * to answer the CANCEL; a worker still running the call after that is killed
  * and replaced (its other calls fail as in a crash). 0 = no kill. In-process
- * agents only see the request (par_ctx_cancelled) and finish as usual. */
+ * agents only see the request (par_ctx_cancelled) and finish as usual
+ * (PAR_E_NOT_FOUND). When a callback of the call's sink is running at that
+ * moment (on another thread, or this one: a sink that cancels), `done` comes
+ * when that callback returns, possibly just after this returns. */
 int par__call_cancel_grace(par_call_t *c, const char *why, uint32_t grace_ms);
 /* Grants the agent of `c` credit for `n` more events after its sink held
  * them back (par_call_sink_t.event returned 1). Any thread; a no-op once the

@@ -106,6 +106,9 @@ static int kick_locked(par_jobq_t *q, int all)
     if (q->queued == 0)
         return 0;
     size_t want = all ? q->queued : 1;
+    /* an idle thread takes a pending urgent task first (par-worker's reader
+     * role, which it keeps): it is not one for the queued jobs */
+    want += q->urgent_fn != NULL;
     int acted = 0;
     while (want > q->idle && q->nthreads < q->o.max_threads && spawn_locked(q) == 0)
         acted = 1;

@@ -94,10 +94,43 @@ static void test_names(void **state)
     assert_string_equal(par_proto_type_name(0), "?");
 }
 
+static int event_ok(const char *type, const char *data, size_t max, const char *why_has)
+{
+    char why[256] = "";
+    int rc = par_proto_event_check(type, type ? strlen(type) : 0, data, data ? strlen(data) : 0,
+                                   max, why, sizeof(why));
+    if (why_has)
+        assert_non_null(strstr(why, why_has));
+    return rc == 0;
+}
+
+static void test_event_rules(void **state)
+{
+    (void)state;
+    char t64[65], t65[66];
+    memset(t64, 'a', 64), t64[64] = '\0';
+    memset(t65, 'a', 65), t65[65] = '\0';
+    assert_true(event_ok("data", "1", 10, NULL));
+    assert_true(event_ok("run.step:x_1-Z", " {\"a\": [1, null]} ", 100, NULL));
+    assert_true(event_ok(t64, "\"s\"", 10, NULL));
+    assert_true(event_ok("t", "1234567890", 10, NULL)); /* exactly the cap */
+    assert_false(event_ok(t65, "1", 10, "65 characters"));
+    assert_false(event_ok("", "1", 10, "0 characters"));
+    assert_false(event_ok(NULL, "1", 10, "0 characters"));
+    assert_false(event_ok("a b", "1", 10, "at offset 1"));
+    assert_false(event_ok("a/b", "1", 10, "outside"));
+    assert_false(event_ok("t", "12345678901", 10, "over the cap of 10 bytes"));
+    assert_false(event_ok("t", "", 10, "not one JSON value"));
+    assert_false(event_ok("t", "1 2", 10, "not one JSON value"));
+    assert_false(event_ok("t", "{\"a\":", 10, "byte 5"));
+    assert_false(event_ok("t", NULL, 10, "not one JSON value"));
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_partial_and_pipelined),
-        cmocka_unit_test(test_rejects), cmocka_unit_test(test_names)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_roundtrip),
+                                       cmocka_unit_test(test_partial_and_pipelined),
+                                       cmocka_unit_test(test_rejects), cmocka_unit_test(test_names),
+                                       cmocka_unit_test(test_event_rules)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

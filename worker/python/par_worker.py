@@ -5,7 +5,7 @@ runs the handlers of one package version, as pixell-kit lays it out
 (`entrypoint: src.main:handler`). Standard library only; Python >= 3.9.
 
     python3 -I -S -B par_worker.py --fd 3 --root PKGDIR [--max-input N]
-        [--max-output N] [--memory-mb N] [--cpu-seconds N]
+        [--max-output N] [--max-event N] [--memory-mb N] [--cpu-seconds N]
         [--site DIR]... --export NAME=MODULE:FUNCTION ...
 
 Each package version runs in its own processes, so two packages that both
@@ -14,6 +14,7 @@ version, new processes) always imports the new code.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import importlib
@@ -22,6 +23,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import sys
@@ -31,6 +33,9 @@ import traceback
 
 PROTOCOL = 1
 HELLO, INVOKE, RESULT, ERROR, CALL, CALL_RESULT, LOG, USAGE, CHUNK, CANCEL = range(1, 11)
+EVENT, EVENT_ACK, CALL_EVENT = 12, 13, 14
+EVENT_WINDOW = 64  # EVENTs of one invocation sent and not yet granted back by EVENT_ACK
+EVENT_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
 HEADER = struct.Struct("<BBHIIIQ")  # type, version, flags, header_len, body_len, reserved, id
 MAX_HEADER = 1 << 20
 MAX_LOG_LINE = 8192
@@ -89,18 +94,19 @@ class Channel:
 
 
 class Worker:
-    def __init__(self, chan, root, exports, max_output):
+    def __init__(self, chan, root, exports, max_output, max_event=1 << 20):
         self.chan = chan
         self.root = root
         self.exports = exports  # [(name, "module:function")]
-        self.handlers = []  # [(function, wants_context, is_async)]
+        self.handlers = []  # [(function, wants_context, kind)]: kind in HANDLER_KINDS
         self.max_output = max_output
+        self.max_event = max_event
         self.memory_mb = 0
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_THREADS,
                                                           thread_name_prefix="par-handler")
         self.loop = None
         self.inflight = {}  # request id -> Invocation
-        self.calls = {}  # call id -> [event, status, body]
+        self.calls = {}  # call id -> [event, status, body, inv], or a CallStream
         self.lock = threading.Lock()
         self.next_call = 0
         self.log_window = 0
@@ -137,8 +143,8 @@ class Worker:
                                      "sub-agent " + name if name else "the main export"))
             if not callable(fn):
                 raise LoadError("%s:%s is not callable" % (module, func))
-            self.handlers.append((fn, wants_context(fn), inspect.iscoroutinefunction(fn)))
-        if any(h[2] for h in self.handlers):
+            self.handlers.append((fn, wants_context(fn), handler_kind(fn)))
+        if any(h[2] in ("coro", "agen") for h in self.handlers):
             self.start_loop()
 
     def relative(self, path):
@@ -212,7 +218,7 @@ class Worker:
         if not isinstance(x, int) or not 0 <= x < len(self.handlers):
             self.answer_error(inv, "bad_request", "no export #%r in this worker" % (x,))
             return
-        fn, with_ctx, is_async = self.handlers[x]
+        fn, with_ctx, kind = self.handlers[x]
         try:
             data = json.loads(body) if body else None
         except ValueError as e:
@@ -221,13 +227,13 @@ class Worker:
         with self.lock:
             self.inflight[wid] = inv
         args = (data, inv.context) if with_ctx else (data,)
-        if is_async:
+        if kind in ("coro", "agen"):
             ctx = contextvars.copy_context()
             ctx.run(_current.set, inv)
 
             def start():
                 try:
-                    coro = fn(*args)
+                    coro = fn(*args) if kind == "coro" else self.drive_agen(inv, fn(*args))
                     task = self.loop.create_task(coro, context=ctx) if sys.version_info >= (
                         3, 11) else ctx.run(self.loop.create_task, coro)
                 except BaseException as e:  # noqa: B036
@@ -249,13 +255,20 @@ class Worker:
     def run_sync(self, inv, fn, args):
         with self.lock:
             live = self.inflight.get(inv.wid) is inv
-        if not live or inv.cancelled:
-            return  # answered (no thread was free) or given up while queued
+        if not live:
+            return  # answered already (no thread was free)
+        if inv.cancelled:  # given up while queued: answered, so no grace runs out
+            self.answer_error(inv, "cancelled", "the invocation was cancelled before it started")
+            return
         token = _current.set(inv)
         inv.cpu0 = time.thread_time()
         try:
             out = fn(*args)
-            if inspect.isawaitable(out):  # a sync function that returned a coroutine
+            if inspect.isgenerator(out):  # each value it yields is an event
+                out = self.drive_gen(inv, out)
+            elif inspect.isasyncgen(out):
+                out = self.await_here(self.drive_agen(inv, out))
+            elif inspect.isawaitable(out):  # a sync function that returned a coroutine
                 out = self.await_here(out)
         except BaseException as e:  # noqa: B036
             self.answer_exception(inv, e)
@@ -263,6 +276,34 @@ class Worker:
         finally:
             _current.reset(token)
         self.answer(inv, out)
+
+    @staticmethod
+    def drive_gen(inv, gen):
+        """Runs a generator handler: each yielded value is an event; the output
+        is its return value, else what it gave context.result(). A cancel closes
+        it (GeneratorExit at its yield: its finally blocks run)."""
+        try:
+            while True:
+                if inv.cancelled:
+                    raise asyncio.CancelledError()
+                try:
+                    value = next(gen)
+                except StopIteration as stop:
+                    return stop.value if stop.value is not None else inv.result
+                inv.context.emit(*yielded_event(value))
+        finally:
+            gen.close()
+
+    @staticmethod
+    async def drive_agen(inv, agen):
+        """Runs an async generator handler: each yielded value is an event
+        (awaiting the window); the output is what it gave context.result()."""
+        try:
+            async for value in agen:
+                await inv.context.aemit(*yielded_event(value))
+        finally:
+            await agen.aclose()
+        return inv.result
 
     def await_here(self, awaitable):
         if self.loop is None:
@@ -275,7 +316,10 @@ class Worker:
 
     def finish_task(self, inv, task):
         if task.cancelled():
-            self.answer_error(inv, "agent_timeout", "the handler was cancelled")
+            if inv.cancelled:  # the runtime cancelled it: nobody reads the answer
+                self.answer_error(inv, "cancelled", "the invocation was cancelled")
+            else:
+                self.answer_error(inv, "agent_timeout", "the handler was cancelled")
             return
         e = task.exception()
         if e is not None:
@@ -309,6 +353,9 @@ class Worker:
             os._exit(1)
 
     def answer_exception(self, inv, e):
+        if inv.cancelled and isinstance(e, asyncio.CancelledError):
+            self.answer_error(inv, "cancelled", "the invocation was cancelled")
+            return
         if isinstance(e, AgentCallError) and e.error == "agent_timeout":
             self.answer_error(inv, "agent_timeout", e.message)
             return
@@ -346,8 +393,34 @@ class Worker:
         if inv is None:
             return
         inv.cancelled = True
+        inv.events_cancelled()
         if inv.task is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(inv.task.cancel)
+
+    def event_ack(self, wid, header):
+        n = header.get("n", 0)
+        with self.lock:
+            inv = self.inflight.get(wid)
+        if inv is not None and isinstance(n, int) and n > 0:
+            inv.events_acked(n)
+
+    def event_frame(self, data, event):
+        """Checks an event as the runtime will (docs/worker-protocol.md
+        "Events"): its type and its data serialised; raises when it is not one."""
+        if event is None or event == "":
+            event = "data"
+        if not isinstance(event, str) or not EVENT_TYPE.match(event):
+            raise ValueError("event type %r: 1 to 64 characters of [A-Za-z0-9._:-]" % (event,))
+        try:
+            body = json.dumps(data, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TypeError("the data of event %r is not JSON-serialisable: %s" % (event, e)) \
+                from None
+        if len(body) > self.max_event:
+            raise ValueError("event %r of %d bytes exceeds the cap of %d bytes "
+                             "(runs.max_event_kb)" % (event, len(body), self.max_event))
+        return event, body
 
     # -- sub-agent calls -------------------------------------------------------
     def call(self, inv, agent, data, on_done=None):
@@ -361,20 +434,40 @@ class Worker:
         self.chan.send(CALL, cid, {"agent": agent, "parent": inv.wid}, body)
         return slot
 
+    def call_stream(self, inv, agent, data, stream):
+        """Sends CALL with "stream":true: the callee's events come as CALL_EVENT."""
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        with self.lock:
+            self.next_call += 1
+            cid = self.next_call
+            self.calls[cid] = stream
+        self.chan.send(CALL, cid, {"agent": agent, "parent": inv.wid, "stream": True}, body)
+
+    def call_event(self, cid, header, body):
+        with self.lock:
+            stream = self.calls.get(cid)
+        if isinstance(stream, CallStream):
+            stream.push(("event", header.get("event") or "data", body))
+
+    def add_units(self, inv, units):
+        if isinstance(units, dict):  # the callee's usage counts in the caller's
+            with self.lock:
+                for k, v in units.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        inv.units[k] = inv.units.get(k, 0) + v
+
     def call_result(self, cid, header, body):
         with self.lock:
             slot = self.calls.pop(cid, None)
         if slot is None:
             return
+        if isinstance(slot, CallStream):
+            self.add_units(slot.inv, header.get("units"))
+            slot.push(("end", header.get("status", 0), body))
+            return
         slot[1] = header.get("status", 0)
         slot[2] = body
-        units = header.get("units")
-        if isinstance(units, dict):  # the callee's usage counts in the caller's
-            inv = slot[3]
-            with self.lock:
-                for k, v in units.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        inv.units[k] = inv.units.get(k, 0) + v
+        self.add_units(slot[3], header.get("units"))
         callback = slot[0]
         if isinstance(callback, threading.Event):
             callback.set()
@@ -398,6 +491,10 @@ class Worker:
                 self.call_result(fid, header, body)
             elif ftype == CANCEL:
                 self.cancel(fid)
+            elif ftype == EVENT_ACK:
+                self.event_ack(fid, header)
+            elif ftype == CALL_EVENT:
+                self.call_event(fid, header, body)
         os._exit(0)
 
 
@@ -406,6 +503,115 @@ def clean(text):
     exception, say) become backslash escapes instead of invalid JSON, and so does
     NUL (the runtime refuses a header holding \\u0000, so the line was lost)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
+HANDLER_KINDS = ("sync", "gen", "coro", "agen")
+
+
+def handler_kind(fn):
+    """How a handler runs: a plain function, a generator (its values are
+    events), a coroutine, an async generator."""
+    if inspect.isasyncgenfunction(fn):
+        return "agen"
+    if inspect.iscoroutinefunction(fn):
+        return "coro"
+    if inspect.isgeneratorfunction(fn):
+        return "gen"
+    return "sync"
+
+
+def yielded_event(value):
+    """(data, event) of a value a generator handler yielded: a 2-tuple whose
+    first item is a string is (event type, data); anything else is "data"."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        return value[1], value[0]
+    return value, "data"
+
+
+def _set_done(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+StreamEvent = collections.namedtuple("StreamEvent", "event data")
+
+
+class CallStream:
+    """A sibling's invocation with its events (context.stream / astream).
+
+    Iterate it with `for` or `async for`: each item is a StreamEvent (event,
+    data). The iteration ends when the callee answers; `output` then holds its
+    output, or AgentCallError is raised when it failed."""
+
+    def __init__(self, inv, agent, data):
+        self.inv = inv
+        self.output = None
+        self._items = collections.deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._wake = None  # an async iterator's waker
+        self._ended = False
+        inv.worker.call_stream(inv, agent, data, self)
+
+    def push(self, item):
+        """From the reader thread: an event or the end."""
+        with self._lock:
+            self._items.append(item)
+            wake = self._wake
+        self._ready.set()
+        if wake is not None:
+            wake()
+
+    def _take(self):
+        """The next StreamEvent, StopIteration at the end, or None when empty. Lock held."""
+        if self._ended:
+            raise StopIteration
+        if not self._items:
+            return None
+        kind, a, b = self._items.popleft()
+        if kind == "event":
+            try:
+                return StreamEvent(a, json.loads(b))
+            except ValueError:
+                return StreamEvent(a, None)
+        self._ended = True
+        self.output = call_outcome(a, b)
+        raise StopIteration
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            with self._lock:
+                item = self._take()
+                if item is None:
+                    self._ready.clear()
+            if item is not None:
+                return item
+            self._ready.wait()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                try:
+                    item = self._take()
+                except StopIteration:
+                    raise StopAsyncIteration from None
+                if item is None:
+                    fut = loop.create_future()
+                    self._wake = lambda: loop.call_soon_threadsafe(_set_done, fut)
+            if item is not None:
+                return item
+            try:
+                await fut
+            finally:
+                with self._lock:
+                    self._wake = None
 
 
 def call_outcome(status, body):
@@ -457,7 +663,52 @@ class Context:
 
     @property
     def cancelled(self):
+        """True once the runtime cancelled this invocation (a run's cancel, its
+        client gone, its deadline): a sync handler polls it; a coroutine gets
+        asyncio.CancelledError instead."""
         return self._inv.cancelled
+
+    def emit(self, data, event="data"):
+        """Emits an event of a run (docs/python-agents.md): `data` any
+        JSON-serialisable value, `event` its type (1-64 of [A-Za-z0-9._:-]).
+        Raises TypeError / ValueError for what is not an event (nothing is
+        sent), asyncio.CancelledError once the invocation is cancelled.
+
+        From a sync handler (or any thread of it) it blocks while the run's
+        slowest client is 64 events behind. Called inside a coroutine it never
+        blocks the event loop: it returns an awaitable, done once the event
+        went out; `await` it (or use `await context.aemit(...)`) to be held
+        back by slow clients. In a unary invocation events are dropped."""
+        etype, body = self._inv.worker.event_frame(data, event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._inv.send_event(etype, body)
+            return None
+        return self._inv.queue_event(etype, body, loop)
+
+    async def aemit(self, data, event="data"):
+        """`await context.aemit(data, event=...)`: emit from a coroutine,
+        waiting without blocking the loop while the window is full."""
+        etype, body = self._inv.worker.event_frame(data, event)
+        await self._inv.queue_event(etype, body, asyncio.get_running_loop())
+
+    def result(self, value):
+        """The output of a generator handler (an async generator cannot
+        return a value); a sync generator's own return value comes first."""
+        self._inv.result = value
+
+    def stream(self, agent_id, input=None):  # noqa: A002 (the protocol's name)
+        """Calls another agent and iterates its events as they come:
+        `for ev in context.stream("sub", x): ev.event, ev.data`, then
+        `.output`; `async for` works on it too (see astream)."""
+        return CallStream(self._inv, agent_id, input)
+
+    def astream(self, agent_id, input=None):  # noqa: A002
+        """context.stream for coroutines: `async for ev in context.astream(...)`."""
+        return CallStream(self._inv, agent_id, input)
 
     def call(self, agent_id, input=None):  # noqa: A002 (the protocol's name)
         """Calls another agent of this package (private sub-agents included).
@@ -502,7 +753,7 @@ class Context:
 
 class Invocation:
     __slots__ = ("worker", "wid", "request_id", "agent", "trace_id", "context", "units",
-                 "cancelled", "task", "cpu0")
+                 "cancelled", "task", "cpu0", "result", "ev_cond", "ev_unacked", "ev_queue")
 
     def __init__(self, worker, wid, header):
         self.worker = worker
@@ -514,7 +765,60 @@ class Invocation:
         self.cancelled = False
         self.task = None
         self.cpu0 = None
+        self.result = None
+        # events: sent and not acknowledged; a coroutine's waiting for room
+        self.ev_cond = threading.Condition()
+        self.ev_unacked = 0
+        self.ev_queue = collections.deque()  # (type, body, future, loop)
         self.context = Context(self, header)
+
+    def _send(self, etype, body):
+        """ev_cond held."""
+        self.ev_unacked += 1
+        try:
+            self.worker.chan.send(EVENT, self.wid, {"event": etype}, body)
+        except OSError:
+            os._exit(1)
+
+    def send_event(self, etype, body):
+        """Blocks while the window is full (any thread but the event loop's)."""
+        with self.ev_cond:
+            while not self.cancelled and (self.ev_unacked >= EVENT_WINDOW or self.ev_queue):
+                self.ev_cond.wait()
+            if self.cancelled:
+                raise asyncio.CancelledError()
+            self._send(etype, body)
+
+    def queue_event(self, etype, body, loop):
+        """On the event loop: sends now if the window has room, else queues; the
+        future is done once sent."""
+        fut = loop.create_future()
+        with self.ev_cond:
+            if self.cancelled:
+                fut.cancel()
+            elif self.ev_unacked < EVENT_WINDOW and not self.ev_queue:
+                self._send(etype, body)
+                fut.set_result(None)
+            else:
+                self.ev_queue.append((etype, body, fut, loop))
+        return fut
+
+    def events_acked(self, n):
+        """EVENT_ACK, on the reader thread: queued events go out, waiters wake."""
+        with self.ev_cond:
+            self.ev_unacked = max(0, self.ev_unacked - n)
+            while self.ev_queue and self.ev_unacked < EVENT_WINDOW:
+                etype, body, fut, loop = self.ev_queue.popleft()
+                self._send(etype, body)
+                loop.call_soon_threadsafe(_set_done, fut)
+            self.ev_cond.notify_all()
+
+    def events_cancelled(self):
+        with self.ev_cond:
+            for _t, _b, fut, loop in self.ev_queue:
+                loop.call_soon_threadsafe(fut.cancel)
+            self.ev_queue.clear()
+            self.ev_cond.notify_all()
 
 
 class LoadError(Exception):
@@ -624,7 +928,7 @@ def apply_limits(memory_mb, cpu_seconds):
 
 def parse_args(argv):
     opts = {"fd": 3, "root": None, "max_input": 16 << 20, "max_output": 16 << 20,
-            "memory_mb": 0, "cpu_seconds": 0, "exports": [], "site": []}
+            "max_event": 1 << 20, "memory_mb": 0, "cpu_seconds": 0, "exports": [], "site": []}
     it = iter(argv)
     for a in it:
         try:
@@ -639,6 +943,8 @@ def parse_args(argv):
             opts["max_input"] = int(v)
         elif a == "--max-output":
             opts["max_output"] = int(v)
+        elif a == "--max-event":
+            opts["max_event"] = int(v)
         elif a == "--memory-mb":
             opts["memory_mb"] = int(v)
         elif a == "--cpu-seconds":
@@ -660,7 +966,8 @@ def main(argv):
     threading.stack_size(2 << 20)  # address space is limited: no 8 MiB thread stacks
     apply_limits(opts["memory_mb"], opts["cpu_seconds"])
     chan = Channel(opts["fd"], opts["max_input"])
-    w = Worker(chan, os.path.abspath(opts["root"]), opts["exports"], opts["max_output"])
+    w = Worker(chan, os.path.abspath(opts["root"]), opts["exports"], opts["max_output"],
+               opts["max_event"])
     w.memory_mb = opts["memory_mb"]
     # print() and logging become LOG frames; fds 1 and 2 stay the runtime's pipe
     # for output that bypasses sys.stdout (C extensions, os.write).
