@@ -10,7 +10,8 @@
  *                                                    keep-alive connections, interleaved:
  *                                                    invoke latency vs time to run.started
  *                                                    and to the agent's first event
- *   par-runbench replay HOST:PORT R PATH              R full reads of an ended run's stream
+ *   par-runbench replay HOST:PORT R PATH [E]          R reads of a run's stream: to its end,
+ *                                                    or its first E events (a live run)
  *
  * Prints JSON (one object per line). Single-threaded: epoll over non-blocking
  * sockets for the many-connection modes, blocking sockets for the latency
@@ -459,12 +460,14 @@ static int blk_connect(blk_t *b)
     return b->fd < 0 ? -1 : 0;
 }
 
-/* Sends a request and reads its answer on keep-alive connection `b`; times to
+/* Sends a request and reads its answer (with stop_after > 0: that many events
+ * of it) on keep-alive connection `b`; times to
  * the first event and the first agent event in *t_first, *t_agent (s after
  * the send, 0 if none) and the whole answer in *t_all. The parser's state
  * after in *p. -1 on a connection failure. */
 static int blk_exchange(blk_t *b, const char *method, const char *path, const char *body, int sse,
-                        parser_t *p, double *t_first, double *t_agent, double *t_all)
+                        long stop_after, parser_t *p, double *t_first, double *t_agent,
+                        double *t_all)
 {
     static char req[4096], buf[65536];
     if (blk_connect(b) != 0)
@@ -475,7 +478,7 @@ static int blk_exchange(blk_t *b, const char *method, const char *path, const ch
     double t0 = now_s();
     if (send(b->fd, req, (size_t)len, MSG_NOSIGNAL) != len)
         return -1;
-    while (!p->ended) {
+    while (!p->ended && !(stop_after > 0 && p->events >= stop_after)) {
         ssize_t r = recv(b->fd, buf, sizeof(buf), 0);
         if (r <= 0) {
             close(b->fd);
@@ -490,7 +493,7 @@ static int blk_exchange(blk_t *b, const char *method, const char *path, const ch
             *t_agent = now_s() - t0;
     }
     *t_all = now_s() - t0;
-    if (p->close_after) {
+    if (p->close_after || !p->ended) { /* a stream that goes on is left */
         close(b->fd);
         b->fd = -1;
     }
@@ -527,11 +530,11 @@ static int mode_ttfe(int n, const char *agent, const char *input)
     for (int i = -warm; i < n; i++) {
         /* invoke: a plain request (no Accept: text/event-stream) */
         double ti;
-        if (blk_exchange(&a, "POST", ipath, body, 0, &p, &f, &g, &ti) != 0 || p.status != 200) {
+        if (blk_exchange(&a, "POST", ipath, body, 0, 0, &p, &f, &g, &ti) != 0 || p.status != 200) {
             fprintf(stderr, "invoke failed (status %d)\n", p.status);
             return 1;
         }
-        if (blk_exchange(&s, "POST", spath, body, 1, &p, &f, &g, &t) != 0 || p.status != 200 ||
+        if (blk_exchange(&s, "POST", spath, body, 1, 0, &p, &f, &g, &t) != 0 || p.status != 200 ||
             !p.end_event) {
             fprintf(stderr, "runs/stream failed (status %d)\n", p.status);
             return 1;
@@ -548,7 +551,7 @@ static int mode_ttfe(int n, const char *agent, const char *input)
     return 0;
 }
 
-static int mode_replay(int n, const char *path)
+static int mode_replay(int n, const char *path, long stop_after)
 {
     double *v = calloc((size_t)n, sizeof(double));
     if (v == NULL)
@@ -559,7 +562,8 @@ static int mode_replay(int n, const char *path)
     long events = -1;
     size_t bytes = 0;
     for (int i = 0; i < n; i++) {
-        if (blk_exchange(&b, "GET", path, NULL, 1, &p, &f, &g, &t) != 0 || p.status != 200) {
+        if (blk_exchange(&b, "GET", path, NULL, 1, stop_after, &p, &f, &g, &t) != 0 ||
+            p.status != 200) {
             fprintf(stderr, "replay failed (status %d)\n", p.status);
             return 1;
         }
@@ -593,13 +597,13 @@ int main(int argc, char **argv)
         parse_addr(argv[2]);
         return mode_ttfe(atoi(argv[3]), argv[4], argv[5]);
     }
-    if (argc == 5 && strcmp(argv[1], "replay") == 0) {
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "replay") == 0) {
         parse_addr(argv[2]);
-        return mode_replay(atoi(argv[3]), argv[4]);
+        return mode_replay(atoi(argv[3]), argv[4], argc == 6 ? atol(argv[5]) : 0);
     }
     fprintf(stderr, "usage: par-runbench idle HOST:PORT N HOLD_S PATH...\n"
                     "       par-runbench fanout HOST:PORT CLIENTS PATH\n"
                     "       par-runbench ttfe HOST:PORT N AGENT INPUT_JSON\n"
-                    "       par-runbench replay HOST:PORT READS PATH\n");
+                    "       par-runbench replay HOST:PORT READS PATH [EVENTS]\n");
     return 2;
 }

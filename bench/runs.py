@@ -15,9 +15,9 @@ examples. Each section starts a fresh PAR:
   above);
 - events/s: one run emitting E events as fast as it may, read by one client,
   then by C clients at once (flow control: the agent waits for the slowest);
-- resume cost: an ended run of R events replayed whole, and its last 1,000,
+- resume cost: a running run's R events replayed whole, and its last 1,000,
   from memory (runs.memory_events ≥ R) and from the event file
-  (runs.memory_events 16).
+  (runs.memory_events 16); then the same once the run ended.
 
 Environment: RUNS_BENCH_STREAMS (10000), RUNS_BENCH_FANOUT (1000),
 RUNS_BENCH_EVENTS (200000, one client), RUNS_BENCH_FANOUT_EVENTS (5000),
@@ -169,7 +169,7 @@ def idle_streams():
     time.sleep(1)
     before = rss_kb(par["proc"].pid)
     hold = 6
-    p = subprocess.Popen([TOOL, "idle", par["addr"], STREAMS, hold,
+    p = subprocess.Popen([TOOL, "idle", par["addr"], str(STREAMS), str(hold),
                           *[f"/runs/{r}/stream" for r in runs]],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready = p.stdout.readline()
@@ -216,17 +216,32 @@ def events_per_s():
 
 
 def resume_cost():
+    """Replays of a run that emitted R events and is still running (its events
+    in memory, or all but the newest 16 only in its event file), then of the
+    same run once ended (ended runs are read from their event file)."""
     out = {}
     for where, mem in (("memory", REPLAY_EVENTS + 100), ("disk", 16)):
         par = start_par("replay-" + where, f"runs: {{memory_events: {mem}}}\n")
-        run_id = start_run(par, "runsnative/burst", [REPLAY_EVENTS, 0])
-        j = wait_status(par, run_id, ("succeeded",))
-        last = j["events"] if isinstance(j.get("events"), int) else REPLAY_EVENTS + 2
+        run_id = start_run(par, "runsnative/burst", [REPLAY_EVENTS, 0, 3600000])
+        n = REPLAY_EVENTS + 1  # run.started and the agent's events
+        deadline = time.time() + 600
+        while requests.get(f"{par['url']}/runs/{run_id}", timeout=30).json()["events"] < n:
+            if time.time() > deadline:
+                raise RuntimeError("the burst run did not emit its events")
+            time.sleep(0.1)
+        path = f"/runs/{run_id}/stream"
         out[where] = {
-            "whole": tool("replay", par["addr"], 5, f"/runs/{run_id}/stream"),
-            "last_1000": tool("replay", par["addr"], 50,
-                              f"/runs/{run_id}/stream?after={max(0, last - 1000)}"),
+            "whole": tool("replay", par["addr"], 5, path, n),
+            "last_1000": tool("replay", par["addr"], 50, f"{path}?after={n - 1000}", 1000),
         }
+        if where == "disk":
+            requests.post(f"{par['url']}/runs/{run_id}/cancel", timeout=30)
+            wait_status(par, run_id, ("cancelled",))
+            time.sleep(0.5)  # written out
+            out["ended run"] = {
+                "whole": tool("replay", par["addr"], 5, path),
+                "last_1000": tool("replay", par["addr"], 50, f"{path}?after={n - 999}"),
+            }
         stop(par["proc"])
     return out
 
@@ -276,8 +291,8 @@ def report(res):
         L.append(f"| {label} | {r['events']} | {r['complete']}/{r['clients']} | "
                  f"{r['seconds']:.2f} | {r['events_per_s_total']:.0f} | "
                  f"{r['events_per_s_per_client']:.0f} |")
-    L += ["", "## Resume cost (replay of an ended run)", "",
-          "| events kept in | replay | events | median ms | µs per event | events/s |",
+    L += ["", "## Resume cost (replay of a running run, then of an ended one)", "",
+          "| events read from | replay | events | median ms | µs per event | events/s |",
           "|---|---|---|---|---|---|"]
     for where, rr in res["resume"].items():
         for what, r in rr.items():
