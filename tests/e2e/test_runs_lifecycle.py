@@ -36,9 +36,7 @@ def pkgs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(server_factory, pkgs):
     conf = write_config(pkgs["dir"], CONFIG)
-    # the stubborn worker's death is logged as an error by the supervisor
-    return server_factory([pkgs["py"], pkgs["native"]], args=["--config", conf],
-                          expected_errors=[r"killed", r"cancel", r"signal"])
+    return server_factory([pkgs["py"], pkgs["native"]], args=["--config", conf])
 
 
 def read_until(st, pred, limit=10000):
