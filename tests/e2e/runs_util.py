@@ -337,12 +337,14 @@ async def async_gen(input, context):
 
 
 def emitter(input, context):
-    """context.emit from a sync handler, with an event type of its own."""
+    """context.emit from a sync handler, with an event type of its own (and
+    `pad` characters of padding in each event)."""
     n = input["n"]
     for i in range(n):
         if input.get("gap_ms"):
             time.sleep(input["gap_ms"] / 1000)
-        context.emit({"i": i}, event=input.get("event", "data"))
+        ev = {"i": i, "pad": "x" * input["pad"]} if input.get("pad") else {"i": i}
+        context.emit(ev, event=input.get("event", "data"))
     return {"emitted": n}
 
 

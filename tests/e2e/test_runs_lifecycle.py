@@ -326,3 +326,97 @@ def test_sigterm_during_a_run_sends_run_interrupted(pkgs, tmp_path):
         assert [e.raw for e in replay(s2.url, run_id)] == [e.raw for e in evs]
     finally:
         s2.stop()
+
+
+# ---- deadlines, drains, retention, flow control ----------------------------------------
+
+def test_run_timeout_is_the_runs_own_deadline(server_factory, pkgs):
+    (pkgs["dir"] / "timeout").mkdir()
+    conf = write_config(pkgs["dir"] / "timeout", "limits: {run_timeout_ms: 1500}\n")
+    s = server_factory([pkgs["native"]], args=["--config", conf])
+    # a run past limits.run_timeout_ms fails agent_timeout, its clients told
+    t0 = time.time()
+    st = Stream(s.url, "POST", "/agents/runsnative/silent/runs/stream", body={"input": 60000})
+    evs = list(st.events())
+    took = time.time() - t0
+    check_ids(evs)
+    assert [e.type for e in evs] == ["run.started", "run.failed"], evs
+    assert evs[-1].data["error"] == "agent_timeout", evs[-1]
+    assert 1.4 < took < 5, took
+    j = get_run(s.url, evs[0].data["run_id"])
+    assert j["status"] == "failed" and j["error"]["error"] == "agent_timeout", j
+    # within it, a run finishes; and a unary call keeps the package's deadline
+    r = start_run(s.url, "runsnative/silent", 500)
+    assert wait_run(s.url, r)["status"] == "succeeded"
+    resp = requests.post(s.url + "/agents/runsnative/silent/invoke", json={"input": 2000},
+                         timeout=30)
+    assert resp.status_code == 200 and resp.json()["output"] == "spoke", resp.text
+
+
+def test_reload_drain_deadline_interrupts_the_old_versions_runs(server_factory, pkgs):
+    (pkgs["dir"] / "drain").mkdir()
+    conf = write_config(pkgs["dir"] / "drain", "reload: {drain_ms: 300, run_drain_ms: 1000}\n")
+    s = server_factory([pkgs["py"]], args=["--config", conf])
+    tag = uuid.uuid4().hex
+    st = Stream(s.url, "POST", "/agents/runspy/sync-polls/runs/stream",
+                body={"input": {"tag": tag}})
+    evs = read_until(st, lambda e: e.type == "waiting")
+    assert evs[0].data["version"] == "1.0.0"
+    r = requests.post(s.url + "/runtime/packages", json={"path": pkgs["py2"]}, timeout=120)
+    assert r.status_code == 201, r.text
+    t0 = time.time()
+    evs += list(st.events())
+    check_ids(evs)
+    assert evs[-1].type == "run.interrupted", evs[-3:]
+    assert evs[-1].data["error"] == "interrupted", evs[-1]
+    assert 0.8 < time.time() - t0 < 6
+    j = get_run(s.url, evs[0].data["run_id"])
+    assert j["status"] == "interrupted" and j["version"] == "1.0.0", j
+    # the new version serves runs
+    r2 = start_run(s.url, "runspy/version", {"n": 1, "gap_ms": 0})
+    assert wait_run(s.url, r2)["output"] == {"code": "v2"}
+
+
+def test_retention_expires_a_runs_events_then_the_run(server_factory, pkgs):
+    (pkgs["dir"] / "retention").mkdir()
+    conf = write_config(pkgs["dir"] / "retention", "runs: {retention: 1}\n")
+    s = server_factory([pkgs["native"]], args=["--config", conf])
+    run_id = start_run(s.url, "runsnative", [3, 0])
+    assert wait_run(s.url, run_id)["status"] == "succeeded"
+    assert len(replay(s.url, run_id)) == 5
+    # past runs.retention: the events are gone (410), the record stays a while
+    wait_for(lambda: stream_run(s.url, run_id, after=0).status == 410, timeout=10,
+             what="run_expired")
+    st = stream_run(s.url, run_id, after=0)
+    assert st.status == 410 and st.json()["error"] == "run_expired", st.body
+    j = get_run(s.url, run_id)
+    assert j["status"] == "succeeded" and j["events"] == 5, j
+    # then the run itself goes
+    wait_for(lambda: requests.get(f"{s.url}/runs/{run_id}", timeout=30).status_code == 404,
+             timeout=10, what="the run's removal")
+    assert_error(requests.get(f"{s.url}/runs/{run_id}", timeout=30), 404, "run_not_found")
+    # others are untouched
+    assert wait_run(s.url, start_run(s.url, "runsnative", [1, 0]))["status"] == "succeeded"
+
+
+def test_a_client_that_does_not_read_holds_the_agent_back(server_factory, pkgs):
+    """Flow control: the agent emits 64 KB events as fast as it may; a live
+    client that reads nothing stops it once the buffers on the way are full,
+    well before its last event, and it finishes once the client reads."""
+    (pkgs["dir"] / "flow").mkdir()
+    conf = write_config(pkgs["dir"] / "flow", "runs: {memory_events: 16}\n")
+    s = server_factory([pkgs["py"]], args=["--config", conf])
+    n = 600  # 38 MB of events
+    run_id = start_run(s.url, "runspy/emitter", {"n": n, "pad": 65536, "gap_ms": 0})
+    st = stream_run(s.url, run_id, after=0)
+    assert st.status == 200
+    time.sleep(2)
+    held = get_run(s.url, run_id)["events"]
+    time.sleep(1)
+    j = get_run(s.url, run_id)
+    assert j["status"] == "running" and j["events"] == held, (held, j["events"])
+    assert held < n / 2, held
+    evs = list(st.events())
+    check_ids(evs)
+    assert len(evs) == n + 2 and evs[-1].type == "run.completed", len(evs)
+    assert [e.data["i"] for e in evs[1:-1]] == list(range(n))
