@@ -115,12 +115,16 @@ uint64_t par_run_last_seq(const par_run_t *r);
 
 /* GET /runs/{id}: {"run_id","agent_id","version","status","created_at",
  * "started_at","ended_at","events","metadata","output"|"error","usage"} (times
- * RFC 3339 UTC, null until known). New reference, or NULL (no memory). */
+ * RFC 3339 UTC, null until known; "usage" is {"duration_ms","units"}). A run
+ * past runs.retention is a tombstone for one more retention period: no
+ * output or error, "expired": true, and its reads and answer are
+ * PAR_E_RUN_EXPIRED (docs/internals/runs.md). New reference, or NULL (no
+ * memory). */
 json_t *par_run_json(par_run_t *r);
 /* The answer of /runs/wait and of run.completed: the invoke-shaped body
  * plus "run_id" (an ended run only). On a failed, cancelled or interrupted
  * run, the error body {"error","message","request_id"} and its PAR status in
- * *status. PAR_E_RUN_ACTIVE while it runs. */
+ * *status. PAR_E_RUN_ACTIVE while it runs, PAR_E_RUN_EXPIRED past retention. */
 int par_run_answer(par_run_t *r, par_buf_t *out, int *status);
 
 /* POST /runs/{id}/cancel: PAR_OK (the run ends `cancelled`; its worker is

@@ -114,17 +114,17 @@ static char *record_text(const par_run_t *r)
 {
     json_t *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
     json_t *units = r->units ? json_loads(r->units, 0, NULL) : NULL;
-    json_t *j =
-        json_pack("{s:s,s:s,s:o,s:o,s:s,s:i,s:I,s:I,s:I,s:f,s:o,s:o,s:s,s:s,s:b,s:b,"
-                  "s:o,s:o}",
-                  "run_id", r->id, "agent_id", r->agent_id, "package", str_or_null(r->package),
-                  "version", str_or_null(r->version), "status", par_run_status_name(r->status),
-                  "end_status", r->end_status, "created_ms", (json_int_t)r->created_ms,
-                  "started_ms", (json_int_t)r->started_ms, "ended_ms", (json_int_t)r->ended_ms,
-                  "duration_ms", r->duration_ms, "subject", str_or_null(r->subject), "tenant",
-                  str_or_null(r->tenant), "request_id", r->request_id, "trace_id", r->trace_id,
-                  "cancel_on_disconnect", r->cancel_on_disconnect, "expired", r->expired,
-                  "metadata", meta ? meta : json_null(), "units", units ? units : json_null());
+    json_t *j = json_pack(
+        "{s:s,s:s,s:o,s:o,s:s,s:i,s:I,s:I,s:I,s:f,s:o,s:o,s:s,s:s,s:b,s:b,"
+        "s:o,s:o,s:I}",
+        "run_id", r->id, "agent_id", r->agent_id, "package", str_or_null(r->package), "version",
+        str_or_null(r->version), "status", par_run_status_name(r->status), "end_status",
+        r->end_status, "created_ms", (json_int_t)r->created_ms, "started_ms",
+        (json_int_t)r->started_ms, "ended_ms", (json_int_t)r->ended_ms, "duration_ms",
+        r->duration_ms, "subject", str_or_null(r->subject), "tenant", str_or_null(r->tenant),
+        "request_id", r->request_id, "trace_id", r->trace_id, "cancel_on_disconnect",
+        r->cancel_on_disconnect, "expired", r->expired, "metadata", meta ? meta : json_null(),
+        "units", units ? units : json_null(), "events", (json_int_t)r->last_seq);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return s;
@@ -240,15 +240,19 @@ static void flush_all(par_runs_t *rs)
     pthread_mutex_lock(&rs->lock);
     par_run_t *list = rs->dirty;
     rs->dirty = NULL;
-    for (par_run_t *r = list; r; r = r->dirty_next)
-        r->in_dirty = 0;
-    pthread_mutex_unlock(&rs->lock);
     while (list) {
+        /* a run stays marked until its turn: dirtied again meanwhile, it is
+         * not linked a second time (that would cut this list) */
         par_run_t *r = list;
         list = r->dirty_next;
+        r->dirty_next = NULL;
+        r->in_dirty = 0;
+        pthread_mutex_unlock(&rs->lock);
         flush_run(r);
         par_run_unref(r); /* the queue's */
+        pthread_mutex_lock(&rs->lock);
     }
+    pthread_mutex_unlock(&rs->lock);
 }
 
 /* ---- retention ----------------------------------------------------------------------- */
@@ -425,6 +429,11 @@ static par_run_t *load_record(par_runs_t *rs, const char *path)
     r->duration_ms = json_number_value(json_object_get(j, "duration_ms"));
     r->cancel_on_disconnect = json_is_true(json_object_get(j, "cancel_on_disconnect"));
     r->expired = json_is_true(json_object_get(j, "expired"));
+    if (r->expired) { /* a tombstone keeps its count; the events are gone */
+        json_int_t n = json_integer_value(json_object_get(j, "events"));
+        r->last_seq = n > 0 ? (uint64_t)n : 0;
+        r->mem_first = r->last_seq + 1;
+    }
     json_decref(j);
     return r;
 }

@@ -54,7 +54,7 @@ struct par_pkgver {
     uint64_t seq;    /* deploy order */
     double t_read_ms, t_verify_ms, t_extract_ms, t_load_ms; /* read = fetch */
     int64_t loaded_at_ms;                                   /* wall clock */
-    int64_t drain_until_ms; /* monotonic: when a replaced version is unloaded at the latest */
+    int64_t drain_until_ms;     /* monotonic: when a replaced version is unloaded at the latest */
     int64_t run_drain_until_ms; /* the same while runs are in flight on it (reload.run_drain_ms) */
     uint32_t timeout_ms;
     size_t max_input;

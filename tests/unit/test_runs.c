@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -497,6 +498,176 @@ static void test_retention(void **state)
     par_run_unref(r);
 }
 
+/* ---- many watchers, one busy agent --------------------------------------------------- */
+
+#define NEV 3000
+#define NWATCH 6
+
+typedef struct {
+    par_run_watch_t w;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int news;
+    par_run_t *run;
+    unsigned seed;
+    int ok;
+} client_t;
+
+static void client_notify(par_run_watch_t *w)
+{
+    client_t *k = w->data;
+    pthread_mutex_lock(&k->mu);
+    k->news = 1;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Checks that `b` holds events after..; returns the last id, or 0 on a gap. */
+static uint64_t check_ids(const par_buf_t *b, uint64_t after)
+{
+    const char *p = b->data, *end = b->data + b->len;
+    while (p < end) {
+        char *e;
+        if (strncmp(p, "id: ", 4) != 0 || strtoull(p + 4, &e, 10) != after + 1)
+            return 0;
+        after++;
+        const char *nx = strstr(p, "\n\n");
+        if (nx == NULL)
+            return 0;
+        p = nx + 2;
+    }
+    return after;
+}
+
+/* A client that follows the run, drops now and then and resumes after the
+ * last id it got, as an EventSource does. */
+static void *client_thread(void *arg)
+{
+    client_t *k = arg;
+    uint64_t at = 0;
+    int ended = 0, watching = 0;
+    while (!ended) {
+        if (!watching) {
+            k->w = (par_run_watch_t){.notify = client_notify, .data = k};
+            par_run_watch(k->run, &k->w, at);
+            watching = 1;
+        }
+        pthread_mutex_lock(&k->mu);
+        while (!k->news) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 5;
+            if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) != 0)
+                break; /* a lost notification fails the test below */
+        }
+        int had = k->news;
+        k->news = 0;
+        pthread_mutex_unlock(&k->mu);
+        if (!had)
+            break;
+        par_buf_t b;
+        par_buf_init(&b, 0);
+        uint64_t last = at;
+        size_t max = 1 + rand_r(&k->seed) % 600;
+        if (par_run_read(k->run, at, max, &b, &last, &ended) != PAR_OK ||
+            (b.len && check_ids(&b, at) != last)) {
+            par_buf_free(&b);
+            break;
+        }
+        par_buf_free(&b);
+        at = last;
+        par_run_delivered(k->run, &k->w, at);
+        if (!ended && rand_r(&k->seed) % 50 == 0) { /* the connection drops */
+            par_run_unwatch(k->run, &k->w, 1);
+            watching = 0;
+        }
+    }
+    if (watching)
+        par_run_unwatch(k->run, &k->w, 0);
+    k->ok = ended && at == NEV + 2;
+    return NULL;
+}
+
+static void *agent_thread(void *arg)
+{
+    par_call_t *c = arg;
+    char d[32];
+    for (int i = 0; i < NEV; i++) {
+        snprintf(d, sizeof(d), "{\"i\":%d}", i);
+        emit(c, "data", d);
+        if (i % 500 == 0)
+            usleep(2000);
+    }
+    finish(c, PAR_OK, "true");
+    return NULL;
+}
+
+static void test_many_clients_resume_exactly_once(void **state)
+{
+    (void)state;
+    par_call_t *c = new_call(NULL, NULL);
+    par_run_t *r = start(c, NULL);
+    client_t k[NWATCH];
+    pthread_t th[NWATCH], agent;
+    for (int i = 0; i < NWATCH; i++) {
+        memset(&k[i], 0, sizeof(k[i]));
+        pthread_mutex_init(&k[i].mu, NULL);
+        pthread_cond_init(&k[i].cv, NULL);
+        k[i].run = r;
+        k[i].seed = (unsigned)i * 7919u + 1;
+        assert_int_equal(pthread_create(&th[i], NULL, client_thread, &k[i]), 0);
+    }
+    assert_int_equal(pthread_create(&agent, NULL, agent_thread, c), 0);
+    pthread_join(agent, NULL);
+    for (int i = 0; i < NWATCH; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(k[i].ok);
+        pthread_mutex_destroy(&k[i].mu);
+        pthread_cond_destroy(&k[i].cv);
+    }
+    assert_int_equal(par_run_last_seq(r), NEV + 2);
+    assert_int_equal(atomic_load(&rt.runs->stream_clients), 0);
+    par_run_unref(r);
+}
+
+/* A tombstone read back at open keeps its count and answers expired. */
+static void test_tombstone_survives_restart(void **state)
+{
+    (void)state;
+    static const char id[] = "run_0123456789ab0123456789abcdef0123";
+    char p[256];
+    snprintf(p, sizeof(p), "%s/runs/%.36s.json", dir, id);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"run_id\":\"%.36s\",\"agent_id\":\"echo\",\"version\":\"1.0.0\","
+            "\"status\":\"succeeded\",\"ended_ms\":%lld,\"expired\":true,\"events\":7}",
+            id, (long long)par__wall_ms());
+    fclose(f);
+    par_runs_close(rt.runs);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    assert_int_equal(par_runs_open(&rt, &rt.runs, &err), PAR_OK);
+    par_buf_free(&err);
+    char rid[RUN_ID_LEN + 1];
+    snprintf(rid, sizeof(rid), "%.36s", id);
+    par_run_t *r = par_run_get(&rt, rid, NULL, NULL, 0);
+    assert_non_null(r);
+    assert_int_equal(par_run_last_seq(r), 7);
+    json_t *j = par_run_json(r);
+    assert_true(json_is_true(json_object_get(j, "expired")));
+    assert_int_equal(json_integer_value(json_object_get(j, "events")), 7);
+    json_decref(j);
+    uint64_t last;
+    int ended, rc;
+    free(read_all(r, 0, 100, &last, &ended, &rc));
+    assert_int_equal(rc, PAR_E_RUN_EXPIRED);
+    free(read_all(r, 7, 100, &last, &ended, &rc));
+    assert_int_equal(rc, PAR_OK);
+    assert_int_equal(ended, 1);
+    par_run_unref(r);
+}
+
 /* A child process starts a run, emits, and is killed with SIGKILL; the
  * state directory it leaves is opened again. */
 static void test_recovery_after_kill(void **state)
@@ -582,6 +753,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_paging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_after_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tombstone_survives_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_clients_resume_exactly_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

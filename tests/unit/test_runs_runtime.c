@@ -63,6 +63,8 @@ static int setup(void **state)
     cfg.worker_path = worker;
     cfg.run_timeout_ms = 10000;
     cfg.runs_per_subject = 100;
+    cfg.drain_ms = 100;      /* a replaced version's unary calls */
+    cfg.run_drain_ms = 1500; /* and its runs */
     if (par_runtime_new(&cfg, &rt) != PAR_OK)
         return -1;
     deploy("faulty-0.1.0.apkg");
@@ -269,6 +271,58 @@ static void test_cancel_and_interrupt(void **state)
     par_run_unref(a), par_run_unref(b);
 }
 
+/* faulty 0.2.0: a copy of 0.1.0's extracted directory with another version. */
+static void deploy_v2(void)
+{
+    par_pkgver_t *pv = par__runtime_find(rt, "faulty");
+    assert_non_null(pv);
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof(cmd),
+             "rm -rf %s/faulty2 && cp -r '%s' %s/faulty2 && sed -i 's/version: 0.1.0/version: "
+             "0.2.0/' %s/faulty2/agent.yaml",
+             dir, pv->root, dir, dir);
+    par__pkgver_unref(pv);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "%s/faulty2", dir);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par__deploy_path(rt, cmd, &err, NULL);
+    if (rc != PAR_OK)
+        fail_msg("deploy 0.2.0: %.*s", (int)err.len, err.data ? err.data : "");
+    par_buf_free(&err);
+}
+
+/* A reload: a run stays on its version, past reload.drain_ms, until it ends
+ * or reload.run_drain_ms passes; then it ends interrupted. */
+static void test_reload_keeps_runs_on_their_version(void **state)
+{
+    (void)state;
+    par_run_t *quick = run("faulty/slow", "600"), *long_ = run("faulty/slow", "5000");
+    wait_in_flight(2);
+    int64_t t0 = par__now_ms();
+    deploy_v2();
+    char *t = follow(quick, 5000);
+    assert_int_equal(par_run_status(quick), PAR_RUN_SUCCEEDED); /* after drain_ms: still there */
+    assert_non_null(strstr(t, "\"version\":\"0.1.0\""));
+    free(t);
+    json_t *j = par_run_json(long_);
+    assert_string_equal(json_string_value(json_object_get(j, "version")), "0.1.0");
+    json_decref(j);
+    t = follow(long_, 5000);
+    int64_t took = par__now_ms() - t0;
+    assert_int_equal(par_run_status(long_), PAR_RUN_INTERRUPTED);
+    assert_true(took >= 1400 && took < 4500); /* at reload.run_drain_ms */
+    assert_non_null(strstr(t, "event: run.interrupted"));
+    free(t);
+    /* new runs go to the new version */
+    par_run_t *r = run("faulty", "null");
+    free(follow(r, 5000));
+    j = par_run_json(r);
+    assert_string_equal(json_string_value(json_object_get(j, "version")), "0.2.0");
+    json_decref(j);
+    par_run_unref(r), par_run_unref(quick), par_run_unref(long_);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_unary_call_keeps_its_deadline),
         cmocka_unit_test(test_private_and_unknown_agents),
         cmocka_unit_test(test_cancel_and_interrupt),
+        cmocka_unit_test(test_reload_keeps_runs_on_their_version),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
