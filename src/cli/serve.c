@@ -158,6 +158,7 @@ static void reload_config(int argc, char **argv, par_conf_t *cur, par_runtime_t 
     par_log_init(par_log_parse_level(par_conf_str(cur, PAR_K_LOG_LEVEL)),
                  strcmp(par_conf_str(cur, PAR_K_LOG_FORMAT), "text") != 0);
     par_http_set_access_log(http, par_conf_bool(cur, PAR_K_LOG_ACCESS, 1));
+    par_http_set_heartbeat(http, (unsigned)par_conf_int(cur, PAR_K_RUNS_HEARTBEAT));
     reload_tls(http);
     par_conf_runtime_t r;
     if (par_conf_to_runtime(cur, &r) == PAR_OK)

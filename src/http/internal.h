@@ -69,6 +69,7 @@ struct par_http {
     _Atomic int stop;
     _Atomic int stop_accepting;
     _Atomic int access_log;
+    _Atomic unsigned heartbeat_ms; /* runs.heartbeat_ms, as SIGHUP last set it */
     atomic_long pending;
     atomic_ulong cancelled; /* calls taken back because their client went away */
     par_http_tls_t *tls;    /* NULL: plain HTTP */
@@ -154,6 +155,8 @@ int par__http_sse_start(par_http_exchange_t *x, struct par_run *r, uint64_t afte
 int par__http_wait_start(par_http_exchange_t *x, struct par_run *r);
 /* Sets up and tears down a loop's streams (loop thread). */
 void par__http_sse_init(loop_t *l);
+/* Once per loop turn: takes over a new runs.heartbeat_ms. */
+void par__http_sse_tick(loop_t *l);
 /* Ends the streams whose HTTP/1 client left (called with the gone check). */
 void par__http_sse_gone_check(loop_t *l);
 /* The loop's receiver of run news. */

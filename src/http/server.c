@@ -330,6 +330,7 @@ static void *loop_main(void *arg)
         /* returns -1 on EINTR: just go round */
         h2o_evloop_run(l->ctx.loop, io ? 10 : 50);
         par__http_gone_check(l);
+        par__http_sse_tick(l);
         if (io) {
             if (par__runtime_io_due(rt))
                 par__runtime_io_poll(rt);
@@ -532,6 +533,7 @@ int par_http_start(par_runtime_t *rt, const par_http_opts_t *opts, par_http_t **
     h->rt = rt;
     h->opts = *opts;
     atomic_init(&h->access_log, opts->access_log);
+    atomic_init(&h->heartbeat_ms, opts->heartbeat_ms ? opts->heartbeat_ms : 15000);
     if (h->opts.threads == 0)
         h->opts.threads = 1;
     if (h->opts.max_body == 0)
@@ -631,6 +633,12 @@ void par_http_stop_accepting(par_http_t *h)
             break;
         usleep(5000);
     }
+}
+
+void par_http_set_heartbeat(par_http_t *h, unsigned ms)
+{
+    if (ms > 0)
+        atomic_store(&h->heartbeat_ms, ms);
 }
 
 void par_http_set_access_log(par_http_t *h, int on)

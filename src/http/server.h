@@ -72,6 +72,9 @@ int par_http_reload_tls(par_http_t *h, par_buf_t *err);
 /* Closes the listening sockets (new connections are refused); requests on
  * open connections are still served. */
 void par_http_stop_accepting(par_http_t *h);
+/* Sets runs.heartbeat_ms for the event streams (SIGHUP; any thread): each
+ * loop takes it over within one turn. */
+void par_http_set_heartbeat(par_http_t *h, unsigned ms);
 /* Turns the per-request access log line on or off (any thread). */
 void par_http_set_access_log(par_http_t *h, int on);
 /* Invocations accepted and not yet answered. */

@@ -134,11 +134,11 @@ static void stream_abort(stream_t *s, const char *err)
 static void wait_news(stream_t *s)
 {
     if (par_run_status(s->run) < PAR_RUN_SUCCEEDED) {
+        /* always: it also re-arms the watcher's notify */
         uint64_t last = par_run_last_seq(s->run);
-        if (last > s->acked) {
+        if (last > s->acked)
             s->acked = last;
-            par_run_delivered(s->run, &s->w, last);
-        }
+        par_run_delivered(s->run, &s->w, s->acked);
         return;
     }
     h2o_req_t *req = s->req;
@@ -148,15 +148,20 @@ static void wait_news(stream_t *s)
     int rc = par_run_answer(s->run, &b, &status);
     unwatch(s, 0);
     s->done = 1;
+    /* logged first: nothing may touch `s` once the response is handed over */
+    const char *rid = s->rid;
     if (rc != PAR_OK) {
-        par__http_send_error(req, rc, H2O_STRLIT("the run's answer cannot be read"), s->rid);
         log_once(s, par_status_http(rc), par_status_name(rc));
+        par__http_send_error(req, rc, H2O_STRLIT("the run's answer cannot be read"), rid);
     } else {
-        char *body = h2o_mem_alloc_pool(&req->pool, b.len ? b.len : 1);
-        memcpy(body, b.data, b.len);
+        size_t len = b.len;
+        char *body = h2o_mem_alloc_pool(&req->pool, len ? len : 1);
+        memcpy(body, b.data, len);
+        par_buf_free(&b);
         int http = status == PAR_OK ? 200 : par_status_http(status);
-        par__http_send_body(req, http, "application/json", s->rid, body, b.len);
         log_once(s, http, status == PAR_OK ? NULL : par_status_name(status));
+        par__http_send_body(req, http, "application/json", rid, body, len);
+        return;
     }
     par_buf_free(&b);
 }
@@ -179,8 +184,12 @@ static void pump(stream_t *s)
         stream_abort(s, par_status_name(rc));
         return;
     }
-    if (s->out.len == 0 && !ended)
-        return; /* a notify raced a read that already had its events */
+    if (s->out.len == 0 && !ended) {
+        /* a notify raced a read that already had its events: re-arm it */
+        if (s->watching)
+            par_run_delivered(s->run, &s->w, s->acked);
+        return;
+    }
     h2o_req_t *req = s->req;
     h2o_iovec_t buf = h2o_iovec_init(s->out.data, s->out.len);
     s->sent = last;
@@ -365,7 +374,16 @@ int par__http_wait_start(par_http_exchange_t *x, par_run_t *r)
 void par__http_sse_init(loop_t *l)
 {
     h2o_linklist_init_anchor(&l->streams);
-    h2o_timeout_init(l->ctx.loop, &l->heartbeat, l->http->opts.heartbeat_ms);
+    h2o_timeout_init(l->ctx.loop, &l->heartbeat, atomic_load(&l->http->heartbeat_ms));
+}
+
+void par__http_sse_tick(loop_t *l)
+{
+    /* h2o 2.2 reads a timeout's period each time it runs or computes its
+     * next wake-up, so streams waiting take over the new period at once */
+    unsigned ms = atomic_load_explicit(&l->http->heartbeat_ms, memory_order_relaxed);
+    if (l->heartbeat.timeout != ms)
+        l->heartbeat.timeout = ms;
 }
 
 /* Marks, then ends, the streams whose HTTP/1 client hung up: one poll(2)

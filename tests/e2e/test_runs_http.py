@@ -609,3 +609,21 @@ def test_http2_streams_and_resets(server_factory, tmp_path):
                          capture_output=True, text=True, timeout=30).stdout
     run_id = json.loads(out.split("data: ", 1)[1].split("\n", 1)[0])["run_id"]
     assert wait_status(s, run_id, ("cancelled",), timeout=5)["status"] == "cancelled"
+
+
+def test_heartbeat_changes_on_sighup(server_factory, tmp_path):
+    import signal
+    conf = tmp_path / "par.yaml"
+    base = "auth: {mode: off}\ntrust: {require_signatures: false}\n"
+    conf.write_text(base + "runs: {heartbeat_ms: 5000}\n")
+    s = server_factory([package("faulty")], args=["--config", str(conf)])
+    _, comments = sse(start(s, "faulty/slow", {"input": 900}, kind="/stream", stream=True))
+    assert comments == []
+    conf.write_text(base + "runs: {heartbeat_ms: 150}\n")
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while not any("SIGHUP: configuration reloaded" in l.get("msg", "") for l in s.lines()):
+        assert time.time() < deadline, "no reload"
+        time.sleep(0.05)
+    _, comments = sse(start(s, "faulty/slow", {"input": 900}, kind="/stream", stream=True))
+    assert len(comments) >= 3, comments
