@@ -45,7 +45,9 @@ typedef struct par_call_sink {
      * par__call_start (loader/supervisor.h, par_pool_submit). While a sink
      * callback runs, a cancel from another thread (or from the callback
      * itself) takes effect at once, but the call's `done` waits until the
-     * callback returns; a sink must not read the call's status or output. */
+     * callback returns; a sink must not read the call's status or output.
+     * Neither callback may block: the supervisor's I/O waits for a `started`
+     * in progress before it delivers the call's first event. */
     void (*started)(par_call_t *c);
     /* One event. Returns 0 when the agent may go on at once (the executor
      * grants the worker credit for it), 1 when the sink holds the credit back

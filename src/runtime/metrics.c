@@ -92,7 +92,7 @@ static void per_export(par_buf_t *b, par_pkgver_t **pk, size_t n)
 static int workers(par_buf_t *b, par_pkgver_t **pk, size_t n)
 {
     help(b, "par_worker_restarts_total", "counter",
-         "Workers replaced, by package and reason (crash, timeout).");
+         "Workers replaced, by package and reason (crash, timeout, cancel_ignored).");
     par_buf_t w; /* par_workers samples, emitted after their own HELP below */
     par_buf_init(&w, 0);
     int rc = PAR_OK;
@@ -104,8 +104,9 @@ static int workers(par_buf_t *b, par_pkgver_t **pk, size_t n)
         par_pool_stats(pv->pool, &st);
         par_buf_appendf(b,
                         "par_worker_restarts_total{package=\"%s\",reason=\"crash\"} %u\n"
-                        "par_worker_restarts_total{package=\"%s\",reason=\"timeout\"} %u\n",
-                        pv->name, st.crashes, pv->name, st.timeouts);
+                        "par_worker_restarts_total{package=\"%s\",reason=\"timeout\"} %u\n"
+                        "par_worker_restarts_total{package=\"%s\",reason=\"cancel_ignored\"} %u\n",
+                        pv->name, st.crashes, pv->name, st.timeouts, pv->name, st.cancel_kills);
         rc = par_buf_appendf(&w,
                              "par_workers{package=\"%s\",state=\"starting\"} %u\n"
                              "par_workers{package=\"%s\",state=\"ready\"} %u\n"
