@@ -7,7 +7,7 @@ and par_ctx_emit of a native agent).
 
 runs.memory_events is small, so resumes from early points read the event file.
 PAR_RESUME_BATTERY="runs,events" changes the size (default 200 runs × 500
-events per kind; 40 × 200 under the sanitizers).
+events per kind; 100 × 300 under the sanitizers).
 """
 import concurrent.futures
 import os
@@ -22,7 +22,7 @@ from runs_util import (Stream, check_ids, get_run, native_package, py_runs_packa
                        stream_run, write_config)
 
 RUNS, EVENTS = (int(x) for x in os.environ.get(
-    "PAR_RESUME_BATTERY", "40,200" if SANITIZE else "200,500").split(","))
+    "PAR_RESUME_BATTERY", "100,300" if SANITIZE else "200,500").split(","))
 SEED = int(os.environ.get("PAR_RESUME_SEED", str(int(time.time()))))
 
 # kind -> (agent, input, event type of the agent's events)
