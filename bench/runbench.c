@@ -4,6 +4,8 @@
  *   par-runbench idle   HOST:PORT N HOLD_S PATH...   N streams over the PATHs (round robin),
  *                                                    "READY {…}" once each has its first
  *                                                    event, held HOLD_S, then "{…}"
+ *   par-runbench conns  HOST:PORT N HOLD_S PATH...   the same with plain requests: N idle
+ *                                                    keep-alive connections (the baseline)
  *   par-runbench fanout HOST:PORT C PATH              C streams of one run to its end: events
  *                                                    each, events/s per client and in total
  *   par-runbench ttfe   HOST:PORT N AGENT INPUT       N × (invoke, then runs/stream) on two
@@ -36,6 +38,7 @@
 #include <unistd.h>
 
 static struct sockaddr_in g_addr;
+static int g_keep; /* conns: a whole answer leaves its connection open (keep-alive) */
 static char g_host[64];
 
 static double now_s(void)
@@ -314,7 +317,7 @@ static int conn_io(int ep, conn_t *c, uint32_t events)
             p_feed(&c->p, buf, (size_t)r);
             if (!had && c->p.agent_seen)
                 c->t_first_data = now_s();
-            if (c->p.ended || c->p.end_event)
+            if (c->p.end_event || (c->p.ended && !g_keep))
                 return 1;
             continue;
         }
@@ -357,7 +360,8 @@ static int mode_idle(int n, int hold_s, char **paths, int npaths)
         for (int i = 0; i < k; i++) {
             conn_t *c = evs[i].data.ptr;
             int done = conn_io(ep, c, evs[i].events);
-            if (!c->counted_ready && c->p.first_seen && c->p.status == 200) {
+            if (!c->counted_ready && c->p.status == 200 &&
+                (c->p.first_seen || (g_keep && c->p.ended))) {
                 c->counted_ready = 1;
                 ready++;
             }
@@ -585,7 +589,8 @@ static int mode_replay(int n, const char *path, long stop_after)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 6 && strcmp(argv[1], "idle") == 0) {
+    g_keep = argc >= 6 && strcmp(argv[1], "conns") == 0;
+    if (argc >= 6 && (g_keep || strcmp(argv[1], "idle") == 0)) {
         parse_addr(argv[2]);
         return mode_idle(atoi(argv[3]), atoi(argv[4]), argv + 5, argc - 5);
     }
@@ -601,7 +606,7 @@ int main(int argc, char **argv)
         parse_addr(argv[2]);
         return mode_replay(atoi(argv[3]), argv[4], argc == 6 ? atol(argv[5]) : 0);
     }
-    fprintf(stderr, "usage: par-runbench idle HOST:PORT N HOLD_S PATH...\n"
+    fprintf(stderr, "usage: par-runbench idle|conns HOST:PORT N HOLD_S PATH...\n"
                     "       par-runbench fanout HOST:PORT CLIENTS PATH\n"
                     "       par-runbench ttfe HOST:PORT N AGENT INPUT_JSON\n"
                     "       par-runbench replay HOST:PORT READS PATH [EVENTS]\n");

@@ -8,7 +8,8 @@ examples. Each section starts a fresh PAR:
 
 - idle streams: S clients stream silent runs (S / 1000 runs, at least one,
   so the streams are what grows, not the agents); the runtime's RSS after
-  they are all connected minus before, per stream (target ≤ 8 KB);
+  they are all connected minus before, per stream (target ≤ 8 KB); beside it
+  the floor, S idle keep-alive connections after one plain request each;
 - time to first event: N × (invoke, then POST …/runs/stream) of an agent that
   emits one event and answers, interleaved on two keep-alive connections:
   p99 of the time to the agent's event vs p99 of the invoke (target ≤ 2 ms
@@ -23,7 +24,8 @@ Environment: RUNS_BENCH_STREAMS (10000), RUNS_BENCH_FANOUT (1000),
 RUNS_BENCH_EVENTS (200000, one client), RUNS_BENCH_FANOUT_EVENTS (5000),
 RUNS_BENCH_TTFE (2000), RUNS_BENCH_REPLAY_EVENTS (100000), RUNS_BENCH_SMOKE=1
 (200 streams, 50 clients, small counts: proves the tool works in seconds),
-BENCH_BUILD (default build-release).
+RUNS_BENCH_SECTIONS (a comma list of idle, ttfe, events, resume: only those,
+printed, no report written), BENCH_BUILD (default build-release).
 """
 import json
 import os
@@ -55,6 +57,7 @@ EVENTS = knob("RUNS_BENCH_EVENTS", 200000, 5000)
 FANOUT_EVENTS = knob("RUNS_BENCH_FANOUT_EVENTS", 5000, 1000)
 TTFE = knob("RUNS_BENCH_TTFE", 2000, 200)
 REPLAY_EVENTS = knob("RUNS_BENCH_REPLAY_EVENTS", 100000, 5000)
+SECTIONS = [x for x in os.environ.get("RUNS_BENCH_SECTIONS", "").split(",") if x]
 TMP = tempfile.mkdtemp(prefix="par-runs-bench-")
 os.chmod(TMP, 0o711)  # sandboxed workers run as another user: they must reach their package
 PROCS = []
@@ -158,7 +161,36 @@ def tool(*args, timeout=900):
 
 # ---- sections ----------------------------------------------------------------------------
 
+def rss_per(par, mode, n, paths):
+    """Runtime RSS before and with n idle connections of `mode` (idle: event
+    streams; conns: keep-alive connections after one plain request)."""
+    time.sleep(1)
+    before = rss_kb(par["proc"].pid)
+    hold = 6
+    p = subprocess.Popen([TOOL, mode, par["addr"], str(n), str(hold), *paths],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = p.stdout.readline()
+    if not ready.startswith("READY "):
+        p.kill()
+        raise RuntimeError(f"par-runbench {mode}: " + ready + p.stderr.read())
+    ready = json.loads(ready[6:])
+    time.sleep(2)
+    during = rss_kb(par["proc"].pid)
+    health = requests.get(par["url"] + "/runtime/health", timeout=10).json()
+    out, _ = p.communicate(timeout=hold + 60)
+    final = json.loads(out.strip().splitlines()[-1])
+    return {"streams": ready["streams"], "failed": ready["failed"] + final["failed"],
+            "closed_early": final["closed_early"], "connect_s": ready["connect_s"],
+            "rss_before_kb": before, "rss_during_kb": during,
+            "kb_per_stream": round((during - before) / max(1, ready["streams"]), 2),
+            "runs_in_flight": health.get("runs_in_flight")}
+
+
 def idle_streams():
+    # the floor: as many idle keep-alive connections, each after one plain request
+    par = start_par("idle-conns")
+    base = rss_per(par, "conns", STREAMS, ["/runtime/health"])
+    stop(par["proc"])
     par = start_par("idle")
     nruns = max(1, STREAMS // 1000)
     runs = [start_run(par, "runsnative/silent", 3600000) for _ in range(nruns)]
@@ -166,29 +198,12 @@ def idle_streams():
         wait_status(par, r, ("running",))
     # warm: one stream of each run came and went
     tool("idle", par["addr"], nruns, 0, *[f"/runs/{r}/stream" for r in runs])
-    time.sleep(1)
-    before = rss_kb(par["proc"].pid)
-    hold = 6
-    p = subprocess.Popen([TOOL, "idle", par["addr"], str(STREAMS), str(hold),
-                          *[f"/runs/{r}/stream" for r in runs]],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready = p.stdout.readline()
-    if not ready.startswith("READY "):
-        p.kill()
-        raise RuntimeError("par-runbench idle: " + ready + p.stderr.read())
-    ready = json.loads(ready[6:])
-    time.sleep(2)
-    during = rss_kb(par["proc"].pid)
-    health = requests.get(par["url"] + "/runtime/health", timeout=10).json()
-    out, err = p.communicate(timeout=hold + 60)
-    final = json.loads(out.strip().splitlines()[-1])
+    out = rss_per(par, "idle", STREAMS, [f"/runs/{r}/stream" for r in runs])
     stop(par["proc"])
-    n = max(1, ready["streams"])
-    return {"streams": ready["streams"], "failed": ready["failed"] + final["failed"],
-            "closed_early": final["closed_early"], "runs": nruns,
-            "connect_s": ready["connect_s"], "rss_before_kb": before, "rss_during_kb": during,
-            "kb_per_stream": round((during - before) / n, 2),
-            "runs_in_flight": health.get("runs_in_flight")}
+    out["runs"] = nruns
+    out["kb_per_idle_connection"] = base["kb_per_stream"]
+    out["idle_connections"] = base["streams"]
+    return out
 
 
 def ttfe():
@@ -273,7 +288,9 @@ def report(res):
           f"{i['streams']} streams connected ({i['failed']} failed, {i['closed_early']} closed "
           f"early) to {i['runs']} silent run(s) in {i['connect_s']:.2f} s. Runtime RSS "
           f"{i['rss_before_kb']} KB before → {i['rss_during_kb']} KB with the streams: "
-          f"**{i['kb_per_stream']} KB per stream**.", ""]
+          f"**{i['kb_per_stream']} KB per stream**. The floor, {i['idle_connections']} idle "
+          f"keep-alive connections after one plain request each: "
+          f"{i['kb_per_idle_connection']} KB per connection.", ""]
     t = res["ttfe"]
     L += ["## Time to first event (concurrency 1, keep-alive, interleaved)", "",
           "| | p50 ms | p99 ms | max ms |", "|---|---|---|---|"]
@@ -328,16 +345,22 @@ def main():
     try:
         for name, fn in (("idle", idle_streams), ("ttfe", ttfe), ("events", events_per_s),
                          ("resume", resume_cost)):
+            if SECTIONS and name not in SECTIONS:
+                continue
             t0 = time.time()
             res[name] = fn()
             print(f"{name}: {json.dumps(res[name])} ({time.time() - t0:.1f} s)", flush=True)
-        res["targets"] = targets(res)
+        if not SECTIONS:
+            res["targets"] = targets(res)
     finally:
         for p in PROCS:
             stop(p)
     out = os.path.join(ROOT, "bench", "results")
     os.makedirs(out, exist_ok=True)
     base = "runs-smoke" if SMOKE else "runs"
+    if SECTIONS:  # a partial run prints its figures and overwrites no report
+        print(json.dumps(res, indent=2))
+        return
     with open(os.path.join(out, base + ".json"), "w") as f:
         json.dump(res, f, indent=2)
     md = report(res)
