@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/proto.h"
 #include "obs/log.h"
@@ -70,6 +71,7 @@ par_run_t *par__run_new(par_runs_t *rs)
     atomic_init(&r->refs, 1);
     r->rs = rs;
     r->fd = -1;
+    r->fd_close_later = -1;
     r->duration_ms = -1;
     r->end_status = PAR_OK;
     pthread_mutex_init(&r->mu, NULL);
@@ -93,7 +95,9 @@ void par_run_unref(par_run_t *r)
     }
     if (old != 1)
         return;
-    assert(r->call == NULL && r->watchers == NULL);
+    assert(r->call == NULL && r->watchers == NULL && r->fd_readers == 0);
+    if (r->fd >= 0)
+        close(r->fd);
     par__run_events_free(r);
     free(r->package), free(r->version), free(r->subject), free(r->tenant);
     free(r->metadata), free(r->units);
@@ -187,9 +191,40 @@ void par__runs_insert_locked(par_runs_t *rs, par_run_t *r)
         rs->newest = r;
 }
 
+void par__runs_xremove_locked(par_runs_t *rs, par_run_t *r)
+{
+    int l = r->xlist;
+    if (l == 0)
+        return;
+    if (r->xprev)
+        r->xprev->xnext = r->xnext;
+    else
+        rs->xhead[l] = r->xnext;
+    if (r->xnext)
+        r->xnext->xprev = r->xprev;
+    else
+        rs->xtail[l] = r->xprev;
+    r->xprev = r->xnext = NULL;
+    r->xlist = 0;
+}
+
+void par__runs_xpush_locked(par_runs_t *rs, par_run_t *r, int list)
+{
+    par__runs_xremove_locked(rs, r);
+    r->xlist = list;
+    r->xprev = rs->xtail[list];
+    r->xnext = NULL;
+    if (rs->xtail[list])
+        rs->xtail[list]->xnext = r;
+    else
+        rs->xhead[list] = r;
+    rs->xtail[list] = r;
+}
+
 /* Drops the table's reference into the caller's hands (it unrefs). */
 void par__runs_remove_locked(par_runs_t *rs, par_run_t *r)
 {
+    par__runs_xremove_locked(rs, r);
     par_run_t **p = &rs->hash[hash_id(r->id) & (rs->nhash - 1)];
     while (*p && *p != r)
         p = &(*p)->hnext;
@@ -292,6 +327,7 @@ static void ended(par_run_t *r)
     par_runs_t *rs = r->rs;
     pthread_mutex_lock(&rs->lock);
     flight_remove_locked(rs, r);
+    par__runs_xpush_locked(rs, r, RUNS_ENDED); /* runs end once, in time order */
     pthread_mutex_unlock(&rs->lock);
     par__run_dirty(r, 1);
 }

@@ -57,7 +57,8 @@ typedef struct par_runs par_runs_t;
  * writes). */
 int par_runs_open(par_runtime_t *rt, par_runs_t **out, par_buf_t *err);
 /* SIGTERM path: runs still in flight after the caller's grace end
- * `interrupted` (their clients get run.interrupted), then everything closes. */
+ * `interrupted` at once (their clients get run.interrupted, their calls are
+ * taken back); par_runs_close (at the runtime's destroy) writes the rest. */
 void par_runs_interrupt_all(par_runs_t *rs, const char *why);
 void par_runs_close(par_runs_t *rs);
 /* For /runtime/health and metrics. */

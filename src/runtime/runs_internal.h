@@ -27,6 +27,12 @@
 
 /* The runs' thread writes pending events and records this often. */
 #define RUNS_FLUSH_MS 20
+/* The expiry lists: ended runs (by expire_at_ms) and tombstones (by
+ * expire_at_ms + retention). Runs end in time order and the retention is
+ * fixed at open, so appending keeps each sorted. */
+#define RUNS_ENDED 1
+#define RUNS_TOMBS 2
+
 /* A run id: "run_" and 32 hex digits, the first 12 its creation time in ms
  * (ids sort by creation: the listing's order and cursor). */
 #define RUN_ID_LEN 36
@@ -82,6 +88,8 @@ struct par_run {
 
     /* the event file (runs_store.c; the runs' thread writes, anyone preads) */
     int fd;
+    unsigned fd_readers; /* preads in progress without mu */
+    int fd_close_later;  /* the fd to close when the last of them is done, or -1 */
     uint64_t flushed_seq;
     uint64_t *off; /* off[i]: offset of seq i+1; off[flushed_seq] = file length */
     size_t capoff;
@@ -94,6 +102,10 @@ struct par_run {
     par_run_t *prev, *next;
     par_run_t *fprev, *fnext;
     int in_flight;
+    /* the expiry lists (runs_store.c): ended runs, then tombstones, each in
+     * the order they expire */
+    par_run_t *xprev, *xnext;
+    int xlist; /* RUNS_ENDED, RUNS_TOMBS, or 0 */
 };
 
 struct par_runs {
@@ -107,7 +119,8 @@ struct par_runs {
     par_run_t *newest, *oldest; /* by creation */
     par_run_t *flight;          /* runs in flight */
     unsigned nflight;
-    par_run_t *dirty; /* runs with events or a record to write */
+    par_run_t *dirty;               /* runs with events or a record to write */
+    par_run_t *xhead[3], *xtail[3]; /* the expiry lists, by xlist */
     /* the runs' thread */
     pthread_t thread;
     int thread_started;
@@ -133,6 +146,9 @@ void par__runs_remove_locked(par_runs_t *rs, par_run_t *r);
 par_run_t *par__runs_find_locked(par_runs_t *rs, const char *id);
 /* Doubles the hash (rs->lock held). PAR_E_NO_MEMORY. */
 int par__runs_grow_locked(par_runs_t *rs);
+/* Appends `r` to an expiry list, leaving the one it was on (rs->lock held). */
+void par__runs_xpush_locked(par_runs_t *rs, par_run_t *r, int list);
+void par__runs_xremove_locked(par_runs_t *rs, par_run_t *r);
 /* Pins the run's call (mu held) so that it outlives a use without the
  * lock; NULL when the run has none. Unpin (mu not held) may free it. */
 par_call_t *par__run_pin_call_locked(par_run_t *r);
@@ -162,8 +178,11 @@ int par__runs_store_open(par_runs_t *rs, par_buf_t *err);
 void par__runs_store_close(par_runs_t *rs);
 /* Queues `r` for the runs' thread (events or its record changed). */
 void par__run_dirty(par_run_t *r, int record);
-/* Reads the bytes of events seq a..b (inclusive, all flushed) from the
- * event file into `out`. r->mu held. */
+/* Reads whole events from seq a on (up to b, all flushed; at least one,
+ * then while under max_bytes) from the event file into `out`; *last is the
+ * last one read. r->mu held on entry and on return, dropped for the pread
+ * (a disk read never holds up the agent's events). PAR_E_RUN_EXPIRED when
+ * the file is gone. */
 int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_bytes,
                               par_buf_t *out, uint64_t *last);
 /* Stops the thread after a last flush. */

@@ -18,6 +18,7 @@
  * At open, the records found are read back; a run an earlier process left
  * queued or running ends `interrupted` with a run.interrupted event.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +67,7 @@ void par__run_dirty(par_run_t *r, int record)
 int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_bytes,
                               par_buf_t *out, uint64_t *last)
 {
-    if (r->fd < 0 || a < 1 || b > r->flushed_seq || a > b)
+    if (r->off == NULL || r->expired || r->deleted || a < 1 || b > r->flushed_seq || a > b)
         return PAR_E_RUN_EXPIRED;
     uint64_t e = a; /* read a..e */
     while (e < b && r->off[e] - r->off[a - 1] < max_bytes)
@@ -74,7 +75,24 @@ int par__run_file_read_locked(par_run_t *r, uint64_t a, uint64_t b, size_t max_b
     uint64_t from = r->off[a - 1], n = r->off[e] - from;
     if (par_buf_reserve(out, (size_t)n) != PAR_OK)
         return PAR_E_NO_MEMORY;
-    ssize_t got = pread(r->fd, out->data + out->len, (size_t)n, (off_t)from);
+    int fd = r->fd, own = fd < 0;
+    if (own) { /* an ended run: its file is opened for this read */
+        char p[4096];
+        path_of(r->rs, r->id, ".events", p, sizeof(p));
+        if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
+            return PAR_E_RUN_EXPIRED;
+    } else {
+        r->fd_readers++; /* the fd stays open until this read is done */
+    }
+    pthread_mutex_unlock(&r->mu);
+    ssize_t got = pread(fd, out->data + out->len, (size_t)n, (off_t)from);
+    if (own)
+        close(fd);
+    pthread_mutex_lock(&r->mu);
+    if (!own && --r->fd_readers == 0 && r->fd_close_later >= 0) {
+        close(r->fd_close_later);
+        r->fd_close_later = -1;
+    }
     if (got != (ssize_t)n) {
         par_log_msg(PAR_LOG_ERROR, "run %s: cannot read its event file: %s", r->id,
                     got < 0 ? strerror(errno) : "short read");
@@ -140,13 +158,22 @@ static void remove_files(par_runs_t *rs, const char *id)
 }
 
 /* Closes the event file (mu held; the caller unlinks it). */
+static void close_fd_locked(par_run_t *r)
+{
+    if (r->fd >= 0 && r->fd_readers) {
+        assert(r->fd_close_later < 0);
+        r->fd_close_later = r->fd; /* the last reader closes it */
+    } else if (r->fd >= 0) {
+        close(r->fd);
+    }
+    r->fd = -1;
+}
+
 static void drop_event_file_locked(par_run_t *r)
 {
     if (r->off && r->flushed_seq)
         atomic_fetch_sub(&r->rs->spill_bytes, (unsigned long)r->off[r->flushed_seq]);
-    if (r->fd >= 0)
-        close(r->fd);
-    r->fd = -1;
+    close_fd_locked(r);
     r->flushed_seq = 0;
 }
 
@@ -154,6 +181,8 @@ static void drop_event_file_locked(par_run_t *r)
 static int flush_events_locked(par_run_t *r)
 {
     par_runs_t *rs = r->rs;
+    if (r->flushed_seq >= r->last_seq)
+        return 0;
     if (r->fd < 0) {
         char p[4096];
         path_of(rs, r->id, ".events", p, sizeof(p));
@@ -220,6 +249,10 @@ static void flush_run(par_run_t *r)
     }
     int ok = r->expired || flush_events_locked(r) == 0;
     par__run_trim_locked(r);
+    /* an ended run's file is complete: no fd is held through its retention
+     * (readers open it for each read) */
+    if (terminal(r->status) && r->flushed_seq == r->last_seq)
+        close_fd_locked(r);
     int rec = ok && r->record_dirty;
     if (rec)
         r->record_dirty = 0;
@@ -266,29 +299,25 @@ static size_t expire(par_runs_t *rs, int64_t now)
     size_t n = 0;
     int64_t keep = (int64_t)rs->retention_s * 1000;
     pthread_mutex_lock(&rs->lock);
-    for (par_run_t *r = rs->oldest; r && n < 64; r = r->prev) {
+    par_run_t *r;
+    while (n < 64 && (r = rs->xhead[RUNS_TOMBS]) && now >= r->expire_at_ms + keep) {
+        par__runs_remove_locked(rs, r); /* its table reference moves to batch */
+        gone[n] = 1;
+        batch[n++] = r;
+    }
+    while (n < 64 && (r = rs->xhead[RUNS_ENDED]) && now >= r->expire_at_ms) {
         pthread_mutex_lock(&r->mu);
-        int due = terminal(r->status) && r->expire_at_ms && now >= r->expire_at_ms;
-        int drop = due && r->expired && now >= r->expire_at_ms + keep;
-        int tomb = due && !r->expired;
-        if (tomb) {
-            r->expired = 1;
-            r->record_dirty = 1;
-        }
+        r->expired = 1;
+        r->record_dirty = 1;
         pthread_mutex_unlock(&r->mu);
-        if (drop) {
-            par__runs_remove_locked(rs, r); /* its table reference moves to batch */
-            gone[n] = 1;
-            batch[n++] = r;
-        } else if (tomb) {
-            par_run_ref(r);
-            gone[n] = 0;
-            batch[n++] = r;
-        }
+        par__runs_xpush_locked(rs, r, RUNS_TOMBS);
+        par_run_ref(r);
+        gone[n] = 0;
+        batch[n++] = r;
     }
     pthread_mutex_unlock(&rs->lock);
     for (size_t i = 0; i < n; i++) {
-        par_run_t *r = batch[i];
+        r = batch[i];
         char p[4096];
         pthread_mutex_lock(&r->mu);
         drop_event_file_locked(r);
@@ -473,14 +502,19 @@ static void recover_one(par_runs_t *rs, const char *name, int64_t now_wall, unsi
     if (!terminal(r->status)) {
         interrupted_by_restart(r);
         (*n_int)++;
+    } else if (r->fd >= 0) { /* complete: read back by opening it */
+        close(r->fd);
+        r->fd = -1;
     }
     int64_t left = r->ended_ms + keep - now_wall; /* until its events expire */
     r->expire_at_ms = par__now_ms() + left;
     pthread_mutex_lock(&rs->lock);
     int dup = par__runs_find_locked(rs, r->id) != NULL ||
               (rs->count >= rs->nhash && par__runs_grow_locked(rs) != PAR_OK);
-    if (!dup)
+    if (!dup) {
         par__runs_insert_locked(rs, r);
+        par__runs_xpush_locked(rs, r, r->expired ? RUNS_TOMBS : RUNS_ENDED);
+    }
     pthread_mutex_unlock(&rs->lock);
     if (dup) {
         par_run_unref(r);
@@ -488,6 +522,35 @@ static void recover_one(par_runs_t *rs, const char *name, int64_t now_wall, unsi
     }
     if (r->record_dirty || r->last_seq > r->flushed_seq)
         par__run_dirty(r, 1);
+}
+
+static int by_expiry(const void *a, const void *b)
+{
+    int64_t x = (*(par_run_t *const *)a)->expire_at_ms, y = (*(par_run_t *const *)b)->expire_at_ms;
+    return x < y ? -1 : x > y;
+}
+
+/* The runs read back joined the expiry lists in directory order: sorts them. */
+static int sort_expiry_lists(par_runs_t *rs)
+{
+    for (int l = RUNS_ENDED; l <= RUNS_TOMBS; l++) {
+        size_t n = 0;
+        for (par_run_t *r = rs->xhead[l]; r; r = r->xnext)
+            n++;
+        if (n < 2)
+            continue;
+        par_run_t **v = malloc(n * sizeof(*v));
+        if (v == NULL)
+            return PAR_E_NO_MEMORY;
+        n = 0;
+        for (par_run_t *r = rs->xhead[l]; r; r = r->xnext)
+            v[n++] = r;
+        qsort(v, n, sizeof(*v), by_expiry);
+        for (size_t i = 0; i < n; i++)
+            par__runs_xpush_locked(rs, v[i], l);
+        free(v);
+    }
+    return PAR_OK;
 }
 
 int par__runs_store_open(par_runs_t *rs, par_buf_t *err)
@@ -510,6 +573,10 @@ int par__runs_store_open(par_runs_t *rs, par_buf_t *err)
             recover_one(rs, e->d_name, now, &n_int);
     }
     closedir(d);
+    if (sort_expiry_lists(rs) != PAR_OK) { /* not shared yet: no lock needed */
+        par_buf_errf(err, "out of memory reading the runs back");
+        return PAR_E_NO_MEMORY;
+    }
     if (rs->count)
         par_log_msg(PAR_LOG_INFO,
                     "runs: %zu run(s) read back from %s, %u interrupted by the restart", rs->count,

@@ -244,7 +244,8 @@ static void test_read_from_disk(void **state)
     finish(c, PAR_OK, "null");
     wait_flushed(r);
     pthread_mutex_lock(&r->mu);
-    assert_int_equal(r->nmem, 0); /* an ended run is read from its file */
+    assert_int_equal(r->nmem, 0); /* an ended run is read from its file, */
+    assert_int_equal(r->fd, -1);  /* which it does not hold open */
     pthread_mutex_unlock(&r->mu);
     t = read_all(r, 30, 1 << 20, &last, &ended, &rc);
     assert_int_equal(last, 32);
@@ -462,7 +463,9 @@ static void test_list_paging(void **state)
 static void test_retention(void **state)
 {
     (void)state;
-    rt.runs->retention_s = 0; /* expires at once: tombstone, then gone */
+    rt.runs->retention_s = 0;                 /* expires at once: tombstone, then gone */
+    par_call_t *going = new_call(NULL, NULL); /* a run in flight never expires */
+    par_run_t *alive = start(going, NULL);
     par_call_t *c = new_call(NULL, NULL);
     par_run_t *r = start(c, NULL);
     emit(c, "data", "1");
@@ -496,6 +499,16 @@ static void test_retention(void **state)
     }
     assert_null(g);
     par_run_unref(r);
+    g = par_run_get(&rt, par_run_id(alive), NULL, NULL, 0);
+    assert_ptr_equal(g, alive);
+    par_run_unref(g);
+    uint64_t last;
+    int ended;
+    free(read_all(alive, 0, 100, &last, &ended, &rc));
+    assert_int_equal(rc, PAR_OK);
+    assert_int_equal(last, 1);
+    finish(going, PAR_OK, "1");
+    par_run_unref(alive);
 }
 
 /* ---- many watchers, one busy agent --------------------------------------------------- */
