@@ -36,7 +36,9 @@ def srv(server_factory, tmp_path_factory):
 auth: {mode: off}
 trust: {require_signatures: false}
 runs: {heartbeat_ms: 200}
-http: {cors: {origins: ["https://app.example.com", "http://localhost:3000"], credentials: true}}
+http:
+  threads: 2   # events reach the streams from the supervisor's own thread
+  cors: {origins: ["https://app.example.com", "http://localhost:3000"], credentials: true}
 """)
     return server_factory([package("echo"), package("faulty"), package("ticker")],
                           args=["--config", str(conf)])
@@ -132,7 +134,10 @@ def test_start_is_202_with_location(srv):
     assert r.headers["content-type"] == "application/json"
     j = wait_status(srv, body["run_id"], ("succeeded",))
     assert j["status"] == "succeeded" and j["run_id"] == body["run_id"]
-    assert j["agent_id"] == "echo"
+    assert j["agent_id"] == "echo" and j["metadata"] == {"ticket": 7}
+    # "continue" is the default, and may be said
+    r = start(srv, "echo", {"input": 1, "on_disconnect": "continue", "metadata": None})
+    assert r.status_code == 202, r.text
     # a bare JSON value is the input, as with invoke
     r = start(srv, "echo", raw="[1,2,3]")
     assert r.status_code == 202, r.text
@@ -155,27 +160,41 @@ def test_wait_on_a_failing_agent_answers_its_error(srv):
     assert body["error"] and body["message"] is not None and "request_id" in body
 
 
-def test_wait_client_leaves_run_goes_on(srv):
-    # a raw connection that sends the request and hangs up at once
-    host, port = srv.url.split("//")[1].split(":")
-    body = json.dumps({"input": 600}).encode()
+def wait_and_leave(s, body):
+    """POST .../runs/wait on a raw connection, hang up before the answer;
+    returns the run's id."""
+    host, port = s.url.split("//")[1].split(":")
+    data = json.dumps(body).encode()
     c = socket.create_connection((host, int(port)))
     c.sendall(b"POST /agents/faulty/slow/runs/wait HTTP/1.1\r\nHost: x\r\n"
               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" %
-              (len(body), body))
+              (len(data), data))
     time.sleep(0.3)
     c.close()
-    time.sleep(0.3)
-    runs = srv.get("/runs?agent=faulty/slow&limit=1").json()["runs"]
+    runs = s.get("/runs?agent=faulty/slow&limit=1").json()["runs"]
     assert runs, "the run is listed"
-    assert wait_status(srv, runs[0]["run_id"], ("succeeded",))["status"] == "succeeded"
+    return runs[0]["run_id"]
+
+
+def test_wait_client_leaves_run_goes_on(srv):
+    run_id = wait_and_leave(srv, {"input": 1800})
+    time.sleep(0.7)  # the client's leaving is noticed within 500 ms
+    assert srv.get(f"/runs/{run_id}").json()["status"] == "running"
+    assert wait_status(srv, run_id, ("succeeded",))["status"] == "succeeded"
+
+
+def test_wait_client_leaves_on_disconnect_cancel(srv):
+    run_id = wait_and_leave(srv, {"input": 1500, "on_disconnect": "cancel"})
+    assert wait_status(srv, run_id, ("cancelled",), timeout=5)["status"] == "cancelled"
 
 
 # ---- event streams ---------------------------------------------------------------------------
 
 def test_post_stream_framing(srv):
-    r = start(srv, "echo", {"input": {"hello": "world"}}, kind="/stream", stream=True)
+    r = start(srv, "echo", {"input": {"hello": "world"}}, kind="/stream", stream=True,
+              headers={"X-Request-ID": "req-sse-1"})
     assert_sse_headers(r)
+    assert r.headers["x-request-id"] == "req-sse-1"
     events, _ = sse(r)
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["event"] == "run.started"
@@ -627,3 +646,73 @@ def test_heartbeat_changes_on_sighup(server_factory, tmp_path):
         time.sleep(0.05)
     _, comments = sse(start(s, "faulty/slow", {"input": 900}, kind="/stream", stream=True))
     assert len(comments) >= 3, comments
+
+
+def test_slow_client_throttles_the_agent(srv):
+    """A client that does not read holds its run back (flow control: events
+    are acknowledged only once written to the client), while the same run
+    with no client goes at full speed; the slow client then gets every
+    event once it reads."""
+    n, inp = 6000, {"input": {"n": 6000, "pad": 1000}}
+    host, port = srv.url.split("//")[1].split(":")
+    c = socket.create_connection((host, int(port)))
+    body = json.dumps(inp).encode()
+    c.sendall(b"POST /agents/ticker/runs/stream HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" %
+              (len(body), body))
+    control = start(srv, "ticker", inp).json()["run_id"]
+    assert wait_status(srv, control, ("succeeded",), timeout=30)["status"] == "succeeded"
+    held = [r for r in srv.get("/runs?agent=ticker&limit=5").json()["runs"]
+            if r["run_id"] != control][0]
+    assert held["status"] == "running" and held["events"] < n, held
+    data = b""
+    c.settimeout(30)
+    while not data.endswith(b"0\r\n\r\n"):  # the chunked body's end
+        chunk = c.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    assert data.count(b"\nevent: data\n") == n
+    assert b"event: run.completed" in data
+
+
+# ---- Python agents ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def py(server_factory, tmp_path_factory):
+    d = tmp_path_factory.mktemp("conf")
+    conf = d / "par.yaml"
+    conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\n"
+                    "runs: {heartbeat_ms: 300}\n")
+    return server_factory([package("py-events")], args=["--config", str(conf)])
+
+
+@pytest.mark.parametrize("agent,etype", [("gen", "data"), ("agen", "data"), ("emit", "tick"),
+                                         ("aemit", "tick")])
+def test_python_events_stream(py, agent, etype):
+    r = start(py, "py-events/" + agent, {"input": 5}, kind="/stream", stream=True)
+    assert_sse_headers(r)
+    events, _ = sse(r)
+    assert [e["id"] for e in events] == list(range(1, 8))
+    assert [e["event"] for e in events] == ["run.started"] + [etype] * 5 + ["run.completed"]
+    assert [e["data"]["i"] for e in events[1:6]] == [0, 1, 2, 3, 4]
+    assert events[-1]["data"]["output"] == {"count": 5}
+    # and the same through invoke with Accept: text/event-stream
+    r = requests.post(f"{py.url}/agents/py-events/{agent}/invoke", json={"input": 2},
+                      headers={"Accept": "text/event-stream"}, stream=True, timeout=30)
+    events, _ = sse(r)
+    assert [e["event"] for e in events] == ["run.started", etype, etype, "run.completed"]
+
+
+def test_python_silent_agent_heartbeats(py):
+    r = start(py, "py-events/silent", {"input": 1.2}, kind="/stream", stream=True)
+    events, comments = sse(r)
+    assert len(comments) >= 3, comments
+    assert [e["event"] for e in events] == ["run.started", "data", "run.completed"]
+
+
+@pytest.mark.parametrize("agent", ["coro-cancel", "sync-poll"])
+def test_python_cancel_through_http(py, agent):
+    run_id = stream_and_leave(py, "py-events/" + agent, {"input": 1, "on_disconnect": "cancel"})
+    assert wait_status(py, run_id, ("cancelled",), timeout=10)["status"] == "cancelled"
