@@ -353,23 +353,32 @@ def test_run_timeout_is_the_runs_own_deadline(server_factory, pkgs):
     assert resp.status_code == 200 and resp.json()["output"] == "spoke", resp.text
 
 
-def test_reload_drain_deadline_interrupts_the_old_versions_runs(server_factory, pkgs):
-    (pkgs["dir"] / "drain").mkdir()
-    conf = write_config(pkgs["dir"] / "drain", "reload: {drain_ms: 300, run_drain_ms: 1000}\n")
+@pytest.mark.parametrize("unary_drain", [
+    "drain_ms: 300, ",
+    pytest.param("", marks=pytest.mark.xfail(strict=True, reason=(
+        "runs on a replaced version end at max(reload.drain_ms, reload.run_drain_ms): "
+        "with the default drain_ms (30 s) they run 30 s, not run_drain_ms"))),
+], ids=["unary_drain_shorter", "unary_drain_default"])
+def test_reload_drain_deadline_interrupts_the_old_versions_runs(server_factory, pkgs,
+                                                                unary_drain):
+    d = pkgs["dir"] / ("drain" + str(len(unary_drain)))
+    d.mkdir()
+    conf = write_config(d, "reload: {" + unary_drain + "run_drain_ms: 1000}\n")
     s = server_factory([pkgs["py"]], args=["--config", conf])
     tag = uuid.uuid4().hex
     st = Stream(s.url, "POST", "/agents/runspy/sync-polls/runs/stream",
-                body={"input": {"tag": tag}})
+                body={"input": {"tag": tag}}, timeout=8)  # a read waits 8 s at most
     evs = read_until(st, lambda e: e.type == "waiting")
     assert evs[0].data["version"] == "1.0.0"
     r = requests.post(s.url + "/runtime/packages", json={"path": pkgs["py2"]}, timeout=120)
     assert r.status_code == 201, r.text
     t0 = time.time()
     evs += list(st.events())
+    took = time.time() - t0
     check_ids(evs)
     assert evs[-1].type == "run.interrupted", evs[-3:]
     assert evs[-1].data["error"] == "interrupted", evs[-1]
-    assert 0.8 < time.time() - t0 < 6
+    assert 0.8 < took < 6, took
     j = get_run(s.url, evs[0].data["run_id"])
     assert j["status"] == "interrupted" and j["version"] == "1.0.0", j
     # the new version serves runs
