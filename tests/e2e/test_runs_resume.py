@@ -19,7 +19,7 @@ import requests
 
 from conftest import SANITIZE
 from runs_util import (Stream, check_ids, get_run, native_package, py_runs_package, replay,
-                       stream_run, write_config)
+                       stream_run, wait_for, write_config)
 
 RUNS, EVENTS = (int(x) for x in os.environ.get(
     "PAR_RESUME_BATTERY", "100,300" if SANITIZE else "200,500").split(","))
@@ -129,3 +129,71 @@ def test_resume_battery(srv, kind):
         again = replay(srv.url, run_id)
         assert [(e.id, e.type, e.raw) for e in again] == [(e.id, e.type, e.raw) for e in evs]
     assert sum(c > 1 for _, _, c in results) == RUNS  # every client resumed at least once
+
+
+def storm_client(base, i, seed):
+    """One of three fates, at a random moment: cancelled by POST /cancel,
+    cancelled by its client leaving (on_disconnect: cancel), or read to the
+    end by a client that drops and resumes. Returns (fate, run id, events
+    seen live)."""
+    rng = random.Random(seed)
+    fate = ("cancel", "leave", "finish")[i % 3]
+    agent, inp, _ = KINDS[list(KINDS)[i % len(KINDS)]]
+    extra = {"on_disconnect": "cancel"} if fate == "leave" else {}
+    st = Stream(base, "POST", f"/agents/{agent}/runs/stream", body=dict({"input": inp}, **extra))
+    assert st.status == 200, (st.status, st.body)
+    evs, ended = st.read_until_dropped(rng.randint(400, 30 * EVENTS)) if fate != "cancel" \
+        else ([], False)
+    if fate == "cancel":
+        evs = [st.next_event()]
+        time.sleep(rng.random() * 0.05)
+        r = requests.post(f"{base}/runs/{evs[0].data['run_id']}/cancel", timeout=30)
+        assert r.status_code in (202, 409), r.text  # 409: it ended first
+        evs += list(st.events())
+        return fate, evs[0].data["run_id"], evs
+    run_id = evs[0].data["run_id"]
+    if fate == "finish" and not ended:
+        evs += list(stream_run(base, run_id, evs[-1].id).events())
+    return fate, run_id, evs
+
+
+def test_cancel_and_leave_storm(srv):
+    """Cancels, clients leaving with on_disconnect: cancel and resumes, all
+    at once on every kind of agent: each run ends once, with the status its
+    fate gives (or succeeded when it won the race), its events contiguous and
+    its last event the one of its status."""
+    n = RUNS
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as ex:
+        results = [f.result() for f in
+                   [ex.submit(storm_client, srv.url, i, SEED * 7 + i) for i in range(n)]]
+    last_type = {"succeeded": "run.completed", "cancelled": "run.cancelled"}
+    fates = {}
+    for fate, run_id, seen in results:
+        check_ids(seen)
+        j = get_run(srv.url, run_id) if fate != "leave" else None
+        if fate == "leave":  # the cancel follows the client's leaving
+            deadline = time.time() + 30
+            while (j := get_run(srv.url, run_id))["status"] == "running":
+                assert time.time() < deadline, j
+                time.sleep(0.05)
+        else:
+            assert j["status"] in last_type, (fate, j)
+        if fate != "finish":
+            assert j["status"] in ("cancelled", "succeeded"), (fate, j)
+        else:
+            assert j["status"] == "succeeded", j
+        fates.setdefault(fate, []).append(j["status"])
+        evs = replay(srv.url, run_id)
+        check_ids(evs)
+        assert evs[-1].type == last_type[j["status"]], (fate, evs[-1])
+        assert j["events"] == len(evs)
+        assert [e.raw for e in evs[:len(seen)]] == [e.raw for e in seen]
+        if j["status"] == "cancelled":
+            assert evs[-1].data["error"] == "cancelled", evs[-1]
+    # most cancels land before the run ends (the agents are held by their clients)
+    assert fates["cancel"].count("cancelled") >= len(fates["cancel"]) // 2, fates
+    assert fates["leave"].count("cancelled") >= len(fates["leave"]) // 2, fates
+    # nothing is left running, and the runtime still serves
+    wait_for(lambda: requests.get(srv.url + "/runtime/health", timeout=30).json()[
+        "runs_in_flight"] == 0, timeout=10, what="no run in flight")
+    assert one_client(srv.url, "runsnative", [EVENTS, 0], SEED)[1][-1].type == "run.completed"
