@@ -139,6 +139,8 @@ def storm_client(base, i, seed):
     rng = random.Random(seed)
     fate = ("cancel", "leave", "finish")[i % 3]
     agent, inp, _ = KINDS[list(KINDS)[i % len(KINDS)]]
+    # 2 ms between events: a run outlives its client's leaving or cancel
+    inp = [inp[0], 2] if isinstance(inp, list) else dict(inp, gap_ms=2)
     extra = {"on_disconnect": "cancel"} if fate == "leave" else {}
     st = Stream(base, "POST", f"/agents/{agent}/runs/stream", body=dict({"input": inp}, **extra))
     assert st.status == 200, (st.status, st.body)
@@ -148,7 +150,7 @@ def storm_client(base, i, seed):
         evs = [st.next_event()]
         time.sleep(rng.random() * 0.05)
         r = requests.post(f"{base}/runs/{evs[0].data['run_id']}/cancel", timeout=30)
-        assert r.status_code in (202, 409), r.text  # 409: it ended first
+        assert r.status_code == 202, r.text
         evs += list(st.events())
         return fate, evs[0].data["run_id"], evs
     run_id = evs[0].data["run_id"]
@@ -159,9 +161,9 @@ def storm_client(base, i, seed):
 
 def test_cancel_and_leave_storm(srv):
     """Cancels, clients leaving with on_disconnect: cancel and resumes, all
-    at once on every kind of agent: each run ends once, with the status its
-    fate gives (or succeeded when it won the race), its events contiguous and
-    its last event the one of its status."""
+    at once on every kind of agent (2 ms between events, so every cancel
+    comes before the end): each run ends once, with the status its fate
+    gives, its events contiguous and its last event the one of its status."""
     n = RUNS
     with concurrent.futures.ThreadPoolExecutor(max_workers=n) as ex:
         results = [f.result() for f in
@@ -178,10 +180,7 @@ def test_cancel_and_leave_storm(srv):
                 time.sleep(0.05)
         else:
             assert j["status"] in last_type, (fate, j)
-        if fate != "finish":
-            assert j["status"] in ("cancelled", "succeeded"), (fate, j)
-        else:
-            assert j["status"] == "succeeded", j
+        assert j["status"] == ("succeeded" if fate == "finish" else "cancelled"), (fate, j)
         fates.setdefault(fate, []).append(j["status"])
         evs = replay(srv.url, run_id)
         check_ids(evs)
@@ -190,9 +189,8 @@ def test_cancel_and_leave_storm(srv):
         assert [e.raw for e in evs[:len(seen)]] == [e.raw for e in seen]
         if j["status"] == "cancelled":
             assert evs[-1].data["error"] == "cancelled", evs[-1]
-    # most cancels land before the run ends (the agents are held by their clients)
-    assert fates["cancel"].count("cancelled") >= len(fates["cancel"]) // 2, fates
-    assert fates["leave"].count("cancelled") >= len(fates["leave"]) // 2, fates
+    assert {k: len(v) for k, v in fates.items()} == {"cancel": (n + 2) // 3,
+                                                      "leave": (n + 1) // 3, "finish": n // 3}
     # nothing is left running, and the runtime still serves
     wait_for(lambda: requests.get(srv.url + "/runtime/health", timeout=30).json()[
         "runs_in_flight"] == 0, timeout=10, what="no run in flight")
