@@ -327,7 +327,8 @@ static void ended(par_run_t *r)
     par_runs_t *rs = r->rs;
     pthread_mutex_lock(&rs->lock);
     flight_remove_locked(rs, r);
-    par__runs_xpush_locked(rs, r, RUNS_ENDED); /* runs end once, in time order */
+    if (!r->deleted) /* deleted between its end and here: out of every list */
+        par__runs_xpush_locked(rs, r, RUNS_ENDED); /* runs end once, in time order */
     pthread_mutex_unlock(&rs->lock);
     par__run_dirty(r, 1);
 }

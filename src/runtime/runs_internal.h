@@ -60,9 +60,9 @@ struct par_run {
     int status;              /* par_run_status_t */
     int end_status;          /* the PAR status of a failed/cancelled/interrupted run */
     int cancel_on_disconnect;
-    int hidden;  /* being started: not visible to get/list */
-    int expired; /* its events are past retention: a tombstone */
-    int deleted;
+    int hidden;                               /* being started: not visible to get/list */
+    int expired;                              /* its events are past retention: a tombstone */
+    int deleted;                              /* set under rs->lock and mu: readable under either */
     int64_t created_ms, started_ms, ended_ms; /* wall clock; 0 = not yet */
     double duration_ms;                       /* the call's, at its end; -1 unknown */
     int64_t expire_at_ms;                     /* monotonic: ended + retention */
@@ -139,8 +139,9 @@ struct par_runs {
 int par__run_adopt(par_runs_t *rs, par_call_t *c, const par_run_opts_t *o, par_run_t **out,
                    unsigned *retry_after_s);
 par_run_t *par__run_new(par_runs_t *rs);
-/* Makes `r` visible in the table (rs->lock held by the caller or not: see
- * the functions). */
+/* The table (rs->lock held; the hash has room: par__runs_grow_locked).
+ * Insert takes the caller's reference; remove hands the table's back (the
+ * caller unrefs) and takes the run off the expiry lists too. */
 void par__runs_insert_locked(par_runs_t *rs, par_run_t *r);
 void par__runs_remove_locked(par_runs_t *rs, par_run_t *r);
 par_run_t *par__runs_find_locked(par_runs_t *rs, const char *id);
@@ -168,14 +169,15 @@ void par__run_notify_locked(par_run_t *r);
 void par__run_trim_locked(par_run_t *r);
 /* The data of event `seq` (its "data: " line) into `out`. r->mu held. */
 int par__run_event_data_locked(par_run_t *r, uint64_t seq, par_buf_t *out);
-/* The credits held back are returned when the slowest watcher caught up:
- * r->mu held on entry and on return (dropped around the loader call). */
+/* Returns the credits held back once the slowest watcher is within half a
+ * window (or always, `all`): r->mu held on entry and on return (dropped
+ * around the loader call). */
 void par__run_release_credit_locked(par_run_t *r, int all);
 void par__run_events_free(par_run_t *r);
 
 /* ---- runs_store.c ---- */
+/* Makes <state_dir>/runs, reads the runs there back, starts the thread. */
 int par__runs_store_open(par_runs_t *rs, par_buf_t *err);
-void par__runs_store_close(par_runs_t *rs);
 /* Queues `r` for the runs' thread (events or its record changed). */
 void par__run_dirty(par_run_t *r, int record);
 /* Reads whole events from seq a on (up to b, all flushed; at least one,

@@ -463,7 +463,13 @@ static void test_list_paging(void **state)
 static void test_retention(void **state)
 {
     (void)state;
-    rt.runs->retention_s = 0;                 /* expires at once: tombstone, then gone */
+    /* runs.retention 0: expires at once, a tombstone, then gone */
+    par_runs_close(rt.runs);
+    rt.cfg.run_retention_s = 0;
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    assert_int_equal(par_runs_open(&rt, &rt.runs, &err), PAR_OK);
+    par_buf_free(&err);
     par_call_t *going = new_call(NULL, NULL); /* a run in flight never expires */
     par_run_t *alive = start(going, NULL);
     par_call_t *c = new_call(NULL, NULL);
