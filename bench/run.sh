@@ -3,6 +3,8 @@
 # Then bench/export.py (metering export throughput); `bench/run.sh export` runs it alone.
 # Then bench/longcall.py (long model calls); `bench/run.sh longcall` runs it alone.
 # bench/pyembed.py (the par Python module beside HTTP): `bench/run.sh pyembed` alone.
+# Then bench/runs.py (event streams of runs); `bench/run.sh runs` runs it alone
+# (RUNS_BENCH_SMOKE=1: a small version, seconds long).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPAR_TESTS=OFF >/dev/null
@@ -28,8 +30,14 @@ if [ "${1:-}" = longcall ]; then
     ulimit -n "$(ulimit -Hn)"
     exec /usr/bin/python3 bench/longcall.py
 fi
+# runs holds 10,000 streams: the same
+if [ "${1:-}" = runs ]; then
+    ulimit -n "$(ulimit -Hn)"
+    exec /usr/bin/python3 bench/runs.py
+fi
 /usr/bin/python3 bench/bench.py
 /usr/bin/python3 bench/pyembed.py
 /usr/bin/python3 bench/export.py
 ulimit -n "$(ulimit -Hn)"
 /usr/bin/python3 bench/longcall.py
+/usr/bin/python3 bench/runs.py

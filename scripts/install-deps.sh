@@ -32,11 +32,13 @@ pkgs=(
 )
 if [ "$mode" != serve ]; then
     # the test suites: pytest and its clients, minisign and promtool to check
-    # PAR against, zip tools for hand-made archives, git for the README test
-    pkgs+=(python3-pytest python3-requests python3-yaml prometheus minisign zip unzip git openssl util-linux)
+    # PAR against, zip tools for hand-made archives, git for the README test,
+    # nginx as the idle-timeout proxy in front of run streams (bench too)
+    pkgs+=(python3-pytest python3-requests python3-yaml prometheus minisign zip unzip git openssl util-linux
+        nginx-light)
 fi
 if [ "$mode" = bench ]; then
-    pkgs+=(wrk nginx-light python3-fastapi python3-uvicorn)
+    pkgs+=(wrk python3-fastapi python3-uvicorn)
 fi
 if [ "$mode" = fuzz ]; then
     pkgs+=(clang libclang-rt-14-dev)
