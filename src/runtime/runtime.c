@@ -375,23 +375,6 @@ int par__call_start(par_runtime_t *rt, par_call_t *c)
 
 /* ---- runtime ------------------------------------------------------------------------ */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 static char *find_worker(const char *configured)
 {
     if (configured && *configured)
@@ -534,7 +517,7 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
     rt->started_ms = par__now_ms();
     rt->data = cfg_in->data;
     int rc = own_config(rt, cfg_in);
-    if (rc == PAR_OK && mkdir_p(rt->cache_dir) != 0) {
+    if (rc == PAR_OK && par_mkdir_p(rt->cache_dir, 0755) != 0) {
         par_log_msg(PAR_LOG_ERROR, "cannot create the cache directory %s/cache/sha256: %s",
                     rt->state_dir, strerror(errno));
         rc = PAR_E_IO;
@@ -765,16 +748,22 @@ void par__runtime_tick(par_runtime_t *rt, int64_t now)
 {
     if (atomic_load(&rt->ndraining) == 0)
         return;
-    par_pkgver_t *drop[64];
+    par_pkgver_t *drop[64], *stop_runs[64];
     int late[64];
-    size_t ndrop = 0, w = 0;
+    size_t ndrop = 0, nstop = 0, w = 0;
     pthread_mutex_lock(&rt->lock);
     for (size_t i = 0; i < rt->npkgs; i++) {
         par_pkgver_t *o = rt->pkgs[i];
         long busy = atomic_load(&o->state) == PAR_PKG_DRAINING ? version_inflight(o) : -1;
         int64_t until = o->drain_until_ms; /* with runs in flight: reload.run_drain_ms */
-        if (busy > 0 && o->run_drain_until_ms > until && par_runs_on_version(rt->runs, o))
+        int runs = busy > 0 && par_runs_on_version(rt->runs, o);
+        if (runs && now >= o->run_drain_until_ms && nstop < 64) {
+            /* its runs end now; its unary calls keep reload.drain_ms */
+            par__pkgver_ref(o);
+            stop_runs[nstop++] = o;
+        } else if (runs && o->run_drain_until_ms > until) {
             until = o->run_drain_until_ms;
+        }
         if (busy >= 0 && (busy == 0 || now >= until) && ndrop < 64) {
             late[ndrop] = busy > 0;
             drop[ndrop++] = o;
@@ -787,6 +776,11 @@ void par__runtime_tick(par_runtime_t *rt, int64_t now)
     if (ndrop)
         table_rebuild(rt);
     pthread_mutex_unlock(&rt->lock);
+    for (size_t i = 0; i < nstop; i++) {
+        par_runs_interrupt_version(rt->runs, stop_runs[i],
+                                   "its version's run drain deadline passed");
+        par__pkgver_unref(stop_runs[i]);
+    }
     for (size_t i = 0; i < ndrop; i++) {
         par_logline_t l;
         if (par_log_begin(&l, late[i] ? PAR_LOG_WARN : PAR_LOG_INFO,

@@ -3,7 +3,10 @@
  */
 #include "util/path.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,4 +75,20 @@ char *par_path_dirname(const char *abs)
     memcpy(d, slash == NULL ? "/" : abs, n);
     d[n] = '\0';
     return d;
+}
+
+int par_mkdir_p(const char *path, unsigned mode)
+{
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST ? -1 : 0;
 }

@@ -21,4 +21,7 @@ char *par_path_absolute(const char *base, const char *p);
 /** The directory part of an absolute path, malloc'd ("/etc/par/par.yaml" → "/etc/par"). */
 char *par_path_dirname(const char *abs);
 
+/* mkdir -p: creates `path` and its missing parents with `mode`; 0, or -1 with errno. */
+int par_mkdir_p(const char *path, unsigned mode);
+
 #endif

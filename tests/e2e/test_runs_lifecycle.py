@@ -355,9 +355,7 @@ def test_run_timeout_is_the_runs_own_deadline(server_factory, pkgs):
 
 @pytest.mark.parametrize("unary_drain", [
     "drain_ms: 300, ",
-    pytest.param("", marks=pytest.mark.xfail(strict=True, reason=(
-        "runs on a replaced version end at max(reload.drain_ms, reload.run_drain_ms): "
-        "with the default drain_ms (30 s) they run 30 s, not run_drain_ms"))),
+    "",
 ], ids=["unary_drain_shorter", "unary_drain_default"])
 def test_reload_drain_deadline_interrupts_the_old_versions_runs(server_factory, pkgs,
                                                                 unary_drain):
