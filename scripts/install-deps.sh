@@ -50,7 +50,7 @@ for p in "${pkgs[@]}"; do
         missing+=("$p")
     fi
 done
-# The test peers (S3-compatible store, OIDC issuer) come from npm: Node.js and
+# The test peers (S3-compatible store, OIDC issuer, A2A and MCP clients) come from npm: Node.js and
 # npm from Debian unless the machine already has them.
 if [ "$mode" != serve ] && ! command -v npm >/dev/null 2>&1; then
     missing+=(nodejs npm)
@@ -69,9 +69,12 @@ fi
 
 [ "$mode" = serve ] && exit 0
 
-# npm peers, pinned by tests/peers/package-lock.json; installed once.
+# npm peers, pinned by tests/peers/package-lock.json; installed again whenever
+# the lock file changes (the stamp holds the digest it was installed from).
 peers="$(cd "$(dirname "$0")/.." && pwd)/tests/peers"
-if [ ! -x "$peers/node_modules/.bin/s3rver" ] || [ ! -x "$peers/node_modules/.bin/oauth2-mock-server" ]; then
+lock_sum="$(sha256sum "$peers/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$peers/node_modules/.par-lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
     echo "install-deps: installing test peers (npm ci in tests/peers)" >&2
     (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" > "$peers/node_modules/.par-lock-sha256"
 fi
