@@ -5,9 +5,13 @@ runs there exactly as the README says (it installs what serving needs, builds
 in the clone, fills ./packages and runs `par serve` with no flags from the
 clone's root). Then every command of the README's "A 30-second tour" section
 runs in a shell at the clone's root, in order, and must exit 0; where the
-README shows an answer (`# →` lines, `…` standing for anything) the output
-must match it. Commands and answers are read from README.md, so the two
-cannot drift apart. If 127.0.0.1:8080 is taken, the test does what the README
+README shows an answer (`# →` lines, `…` standing for anything; a bare `# →`
+is an empty line) the output must match it. A command `NAME=$(…)` keeps its
+value for the commands after it, as the shell the README is followed in does.
+An event stream (`curl -N …/stream`) is also checked as SSE: blocks of
+`id:`, `event:` and `data:` (one JSON line) with ids 1, 2, 3 …, `run.started`
+first and `run.completed` last, of the run the command names. Commands and
+answers are read from README.md, so the two cannot drift apart. If 127.0.0.1:8080 is taken, the test does what the README
 says: PAR_LISTEN names another address and that port replaces 8080.
 
 The slowest test: it builds the whole tree once more.
@@ -42,7 +46,7 @@ def tour_steps():
     for block in re.findall(r"^```sh\n(.*?)^```", readme_section("A 30-second tour"),
                             re.S | re.M):
         for line in block.splitlines():
-            if line.startswith("# → "):
+            if line.startswith("# → ") or line == "# →":
                 assert steps, "an answer before any command: " + line
                 cmd, want = steps[-1]
                 steps[-1] = (cmd, line[4:] if want is None else want + "\n" + line[4:])
@@ -51,7 +55,31 @@ def tour_steps():
     assert sum(1 for c, _ in steps if c.startswith("curl ")) >= 8, steps
     # every curl of the tour shows its answer: nothing in it goes untested
     assert all(w is not None for c, w in steps if c.startswith("curl ")), steps
+    # the run step: started in the background, streamed, read back
+    assert any(ASSIGN.match(c) and "/runs" in c for c, _ in steps), steps
+    assert any(c.startswith("curl -N ") and c.endswith("/stream") for c, _ in steps), steps
     return steps
+
+
+ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=\$\((.*)\)$")
+
+
+def check_sse(out):
+    """The output of a finished run's event stream: [(id, event, data)] or an
+    AssertionError naming what is wrong."""
+    events = []
+    for block in out.split("\n\n"):
+        if block.startswith(":"):  # keep-alive
+            continue
+        lines = block.split("\n")
+        assert [ln.split(": ", 1)[0] for ln in lines] == ["id", "event", "data"], block
+        seq, event, data = (ln.split(": ", 1)[1] for ln in lines)
+        events.append((int(seq), event, json.loads(data)))
+    assert [e[0] for e in events] == list(range(1, len(events) + 1)), events
+    assert events[0][1] == "run.started" and events[-1][1] == "run.completed", events
+    run_id = events[0][2]["run_id"]
+    assert all(e[2]["run_id"] == run_id for e in events if e[1].startswith("run.")), events
+    return events
 
 
 def pattern(want):
@@ -148,13 +176,28 @@ def test_readme_tour(clone):
         srv.wait_ready(f"http://127.0.0.1:{port}")
         for cmd, want in steps:
             cmd = cmd.replace("localhost:8080", f"localhost:{port}")
-            r = subprocess.run(["bash", "-c", cmd], cwd=clone, env=env, capture_output=True,
-                               text=True, timeout=600)
+            assign = ASSIGN.match(cmd)
+            script = f'{cmd} && printf %s "${assign.group(1)}"' if assign else cmd
+            r = subprocess.run(["bash", "-c", script], cwd=clone, env=env,
+                               capture_output=True, text=True, timeout=600)
             out = r.stdout.rstrip("\n")
             if r.returncode != 0:
                 failures.append(f"$ {cmd}\nexit {r.returncode}\n{r.stdout}{r.stderr}")
-            elif want is not None and not pattern(want).fullmatch(out):
+                continue
+            if assign:
+                if not out:
+                    failures.append(f"$ {cmd}\n${assign.group(1)} is empty\n{r.stderr}")
+                env[assign.group(1)] = out
+            if want is not None and not pattern(want).fullmatch(out):
                 failures.append(f"$ {cmd}\nREADME shows:\n{want}\ngot:\n{out}\n{r.stderr}")
+            elif cmd.startswith("curl -N "):
+                try:
+                    run_id = check_sse(out)[0][2]["run_id"]
+                    # the run streamed is the one started in the background
+                    assert run_id in re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), ""),
+                                            cmd), run_id
+                except (AssertionError, ValueError, IndexError, KeyError) as e:
+                    failures.append(f"$ {cmd}\nnot a finished run's SSE: {e!r}\n{out}")
     finally:
         srv.stop()
     log = srv.text()
