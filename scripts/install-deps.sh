@@ -70,11 +70,12 @@ fi
 [ "$mode" = serve ] && exit 0
 
 # npm peers, pinned by tests/peers/package-lock.json; installed again whenever
-# the lock file changes (the stamp holds the digest it was installed from).
+# the lock file changes (the stamp is a copy of the lock file it was installed from).
 peers="$(cd "$(dirname "$0")/.." && pwd)/tests/peers"
-lock_sum="$(sha256sum "$peers/package-lock.json" | cut -d' ' -f1)"
-if [ "$(cat "$peers/node_modules/.par-lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+lock="$(<"$peers/package-lock.json")"
+stamp="$peers/node_modules/.par-installed-lock.json"
+if [ ! -f "$stamp" ] || [ "$(<"$stamp")" != "$lock" ]; then
     echo "install-deps: installing test peers (npm ci in tests/peers)" >&2
     (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    echo "$lock_sum" > "$peers/node_modules/.par-lock-sha256"
+    printf '%s\n' "$lock" > "$stamp" 2>/dev/null || true
 fi

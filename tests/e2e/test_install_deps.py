@@ -25,10 +25,15 @@ def fake(bindir, name, body):
     p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def run_script(tmp_path, *args, have_npm=False):
+def run_script(tmp_path, *args, have_npm=False, installed_lock=None):
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
     (tree / "tests" / "peers").mkdir(parents=True)
+    (tree / "tests" / "peers" / "package-lock.json").write_text('{"lockfileVersion": 3}\n')
+    if installed_lock is not None:  # what an earlier `npm ci` installed from
+        (tree / "tests" / "peers" / "node_modules").mkdir()
+        (tree / "tests" / "peers" / "node_modules" / ".par-installed-lock.json").write_text(
+            installed_lock)
     shutil.copy(os.path.join(SOURCE, "scripts", "install-deps.sh"), tree / "scripts")
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -82,6 +87,19 @@ def test_default_runs_npm_ci_for_the_test_peers(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "npm ci --no-audit --no-fund --loglevel=error" in calls, calls
     assert "nodejs" not in installed(calls)  # npm is there already
+
+
+def test_npm_ci_runs_again_only_when_the_lock_file_changed(tmp_path):
+    (tmp_path / "same").mkdir()
+    r, calls = run_script(tmp_path / "same", have_npm=True,
+                          installed_lock='{"lockfileVersion": 3}\n')
+    assert r.returncode == 0, r.stderr
+    assert not [c for c in calls if c.startswith("npm")], calls
+    (tmp_path / "changed").mkdir()
+    r, calls = run_script(tmp_path / "changed", have_npm=True,
+                          installed_lock='{"lockfileVersion": 2}\n')
+    assert r.returncode == 0, r.stderr
+    assert "npm ci --no-audit --no-fund --loglevel=error" in calls, calls
 
 
 def test_unknown_mode_is_refused(tmp_path):
