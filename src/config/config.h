@@ -35,7 +35,7 @@ typedef enum par_conf_type {
     PAR_CT_SEC,     /* duration, seconds (also 5m, 1h) */
     PAR_CT_KB,      /* size, KiB (also 64MiB, 1GiB) */
     PAR_CT_MB,      /* size, MiB (also 2GiB) */
-    PAR_CT_ENUM,    /* one of `choices` ("a|b|c") */
+    PAR_CT_ENUM,    /* one of `choices` ("a|b|c"; "p:*" is p: and a name) */
     PAR_CT_STR,     /* text */
     PAR_CT_PATH,    /* file or directory, made absolute */
     PAR_CT_CMD,     /* a program: made absolute when it holds a '/', else looked up in PATH */
@@ -44,6 +44,7 @@ typedef enum par_conf_type {
     PAR_CT_KEYS,    /* trust.keys: minisign keys or {key|file, packages} */
     PAR_CT_APIKEYS, /* auth.api_keys: {sha256, subject, tenant, permissions} */
     PAR_CT_GRANTS,  /* auth.permissions.grants: claim value → permissions */
+    PAR_CT_PLUGINS, /* plugins: [{path, config}] */
 } par_conf_type_t;
 
 enum {
@@ -63,6 +64,8 @@ enum {
       PAR_CF_REQUIRED, "folder of .apkg files deployed at start and watched")                      \
     X(STATE_DIR, "state_dir", "PAR_STATE_DIR", "--state-dir", PAR_CT_PATH, 0, 0, NULL, "./var",    \
       PAR_CF_REQUIRED, "cache, scratch directories, deployed.json, usage.db")                      \
+    X(PLUGINS, "plugins", NULL, NULL, PAR_CT_PLUGINS, 0, 0, NULL, NULL, 0,                         \
+      "extension plugins loaded at start: {path (a shared object), config} (docs/extensions.md)")  \
     X(ISOLATION, "isolation", "PAR_ISOLATION", NULL, PAR_CT_ENUM, 0, 0, "worker|in-process",       \
       "worker", 0, "where every package runs; in-process is for trusted code only")                \
     X(TRUSTED, "trusted", "PAR_TRUSTED", "--trusted", PAR_CT_LIST, 0, 0, NULL, NULL, 0,            \
@@ -255,7 +258,9 @@ enum {
     X(STRIPE_GRACE, "metering.stripe.aggregate.grace", NULL, NULL, PAR_CT_MS, 0, 86400000, NULL,   \
       "30000", 0, "a window is sent this long after it ends")                                      \
     X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_ENUM, 0, 0,                   \
-      "off|oidc|api_key", NULL, 0, "required with a configuration file (off without one)")         \
+      "off|oidc|api_key|plugin:*", NULL, 0,                                                        \
+      "off, oidc, api_key or plugin:<name> (a plugin's provider); required with a configuration "  \
+      "file (off without one)")                                                                    \
     X(AUTH_OPEN_PATHS, "auth.open_paths", "PAR_AUTH_OPEN_PATHS", NULL, PAR_CT_LIST, 0, 0, NULL,    \
       "/runtime/health,/runtime/ready", 0,                                                         \
       "routes served without credentials (/runtime/health, /runtime/ready, /runtime/info, "        \

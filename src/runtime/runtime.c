@@ -60,6 +60,9 @@ void par__pkgver_unref(par_pkgver_t *pv)
         par_pool_release(pv->pool);
     }
     par__native_unload(pv);
+    if (pv->loader && pv->loader->release)
+        pv->loader->release(pv->loader, pv);
+    par__loader_cmd_free(pv->loader_cmd);
     if (pv->manifest)
         par_manifest_free(pv->manifest);
     free(pv->name);
@@ -596,6 +599,7 @@ void par_runtime_destroy(par_runtime_t *rt)
     rt->runs = NULL;
     /* after the workers are gone: every call has finished and queued its record */
     par_meter_destroy(rt->meter);
+    par__loaders_free(rt);
     for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
         free(rt->trusted[i]);
     free(rt->trusted);
