@@ -22,9 +22,11 @@
 #include "util/suggest.h"
 
 static const char *const KEYS[] = {
-    "endpoint",    "service_name", "resource",   "headers",     "ca_file",        "timeout_ms",
-    "flush_ms",    "batch_size",   "queue_size", "max_retries", "backoff_min_ms", "backoff_max_ms",
-    "shutdown_ms", "spans",        "metrics",    NULL,
+    "endpoint",    "service_name", "resource",       "headers",
+    "ca_file",     "timeout_ms",   "flush_ms",       "batch_size",
+    "queue_size",  "max_retries",  "backoff_min_ms", "backoff_max_ms",
+    "shutdown_ms", "spans",        "metrics",        "metrics_interval_ms",
+    NULL,
 };
 
 typedef struct {
@@ -46,6 +48,7 @@ static const uint_key_t UINTS[] = {
     U(backoff_min_ms, 500, 1, 600000),
     U(backoff_max_ms, 30000, 1, 3600000),
     U(shutdown_ms, 2000, 0, 600000),
+    U(metrics_interval_ms, 10000, 100, 3600000),
 };
 #undef U
 
@@ -72,12 +75,11 @@ static int check_keys(const json_t *conf, char *err, size_t n)
         const char *near = par_suggest(k, KEYS);
         if (near)
             return fail(err, n, "config.%s: unknown key (did you mean %s?)", k, near);
-        return fail(err, n,
-                    "config.%s: unknown key; known keys: endpoint, service_name, "
-                    "resource, headers, ca_file, timeout_ms, flush_ms, batch_size, "
-                    "queue_size, max_retries, backoff_min_ms, backoff_max_ms, "
-                    "shutdown_ms, spans, metrics",
-                    k);
+        char known_keys[400] = "";
+        for (size_t i = 0; KEYS[i]; i++)
+            snprintf(known_keys + strlen(known_keys), sizeof(known_keys) - strlen(known_keys),
+                     "%s%s", i ? ", " : "", KEYS[i]);
+        return fail(err, n, "config.%s: unknown key; known keys: %s", k, known_keys);
     }
     return 0;
 }

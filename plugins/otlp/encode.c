@@ -100,7 +100,7 @@ otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
         lower_copy(s->parent_span_id, in->parent_id, 16);
     else
         s->parent_span_id[0] = '\0';
-    s->kind = s->parent_span_id[0] ? OTLP_SPAN_KIND_INTERNAL : OTLP_SPAN_KIND_SERVER;
+    s->kind = in->sub_call ? OTLP_SPAN_KIND_INTERNAL : OTLP_SPAN_KIND_SERVER;
     s->status = in->error ? OTLP_STATUS_ERROR : OTLP_STATUS_OK;
     s->start_ns = in->start_ns;
     s->end_ns = in->end_ns >= in->start_ns ? in->end_ns : in->start_ns;

@@ -44,8 +44,9 @@ typedef struct otlp_config {
     uint32_t queue_size;  /* spans waiting; more are dropped and counted */
     uint32_t max_retries; /* per request, after the first attempt */
     uint32_t backoff_min_ms;
-    uint32_t backoff_max_ms; /* also caps a Retry-After */
-    uint32_t shutdown_ms;    /* the last flush at stop */
+    uint32_t backoff_max_ms;      /* also caps a Retry-After */
+    uint32_t shutdown_ms;         /* the last flush at stop */
+    uint32_t metrics_interval_ms; /* between snapshots (the host takes them) */
     bool spans;
     bool metrics;
 } otlp_config_t;
@@ -83,6 +84,7 @@ typedef struct otlp_span_in {
     const char *parent_id; /* 16 hex, or NULL/"" for none */
     const char *name;
     const char *error; /* NULL: ok */
+    bool sub_call;     /* a sub-agent call: kind INTERNAL, else SERVER */
     uint64_t start_ns, end_ns;
     const char *const *attrs; /* key, value, ..., NULL (values NULL are skipped), or NULL */
 } otlp_span_in_t;
@@ -125,6 +127,15 @@ int otlp_point_number(json_t *points, const char *const *attrs, uint64_t start_n
 int otlp_point_histogram(json_t *points, const char *const *attrs, uint64_t start_ns,
                          uint64_t time_ns, const double *bounds, const uint64_t *cumulative,
                          size_t nbounds, uint64_t count, double sum);
+
+/* PAR's metrics snapshot (par_metric_point_t of include/par/plugin.h, one
+ * family's samples next to each other as in the exposition) as an array of
+ * OTLP Metric objects: counters → cumulative monotonic sums, gauges and
+ * untyped → gauges, histograms (_bucket/_sum/_count) → cumulative histograms.
+ * Names are PAR's Prometheus names. NULL: out of memory. (metrics.c) */
+struct par_metric_point;
+json_t *otlp_metrics_from_points(const struct par_metric_point *points, size_t n, uint64_t start_ns,
+                                 uint64_t time_ns);
 
 /* ---- one POST (http.c) ----------------------------------------------------------------- */
 

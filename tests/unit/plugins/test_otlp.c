@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include <par/plugin.h>
+
 #include "otlp.h"
 
 static json_t *conf_of(const char *text)
@@ -122,22 +124,20 @@ static void spans_encode_as_otlp_json(void **state)
                                "\"resource\": {\"deployment.environment\": \"test\"}}");
     json_t *res = otlp_resource_new(&c, "1.2.3", "host-1");
     const char *attrs[] = {"par.request_id", "r-1", "par.package", NULL, NULL};
-    otlp_span_in_t root = {"4BF92F3577B34DA6A3CE929D0E0E4736",
-                           "00f067aa0ba902b7",
-                           NULL,
-                           "whoami/via",
-                           NULL,
-                           1000,
-                           5000,
-                           attrs};
-    otlp_span_in_t child = {"4bf92f3577b34da6a3ce929d0e0e4736",
-                            NULL,
-                            "00f067aa0ba902b7",
-                            "whoami",
-                            "agent_error",
-                            2000,
-                            1000,
-                            NULL};
+    otlp_span_in_t root = {.trace_id = "4BF92F3577B34DA6A3CE929D0E0E4736",
+                           .span_id = "00f067aa0ba902b7",
+                           .parent_id = "1111111111111111", /* from a traceparent */
+                           .name = "whoami/via",
+                           .start_ns = 1000,
+                           .end_ns = 5000,
+                           .attrs = attrs};
+    otlp_span_in_t child = {.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                            .parent_id = "00f067aa0ba902b7",
+                            .name = "whoami",
+                            .error = "agent_error",
+                            .sub_call = true,
+                            .start_ns = 2000,
+                            .end_ns = 1000};
     otlp_span_t *s[2] = {otlp_span_new(&root), otlp_span_new(&child)};
     size_t len = 0;
     char *body = otlp_encode_traces(res, s, 2, "0.1.0", &len);
@@ -153,11 +153,11 @@ static void spans_encode_as_otlp_json(void **state)
     json_t *spans = first(doc, "resourceSpans", "scopeSpans", "spans");
     assert_int_equal(json_array_size(spans), 2);
     json_t *a = json_array_get(spans, 0), *b = json_array_get(spans, 1);
-    /* ids: lowercase hex; times: decimal strings; a root has no parentSpanId */
+    /* ids: lowercase hex; times: decimal strings; a root from a traceparent is SERVER */
     assert_string_equal(json_string_value(json_object_get(a, "traceId")),
                         "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_string_equal(json_string_value(json_object_get(a, "spanId")), "00f067aa0ba902b7");
-    assert_null(json_object_get(a, "parentSpanId"));
+    assert_string_equal(json_string_value(json_object_get(a, "parentSpanId")), "1111111111111111");
     assert_int_equal(json_integer_value(json_object_get(a, "kind")), OTLP_SPAN_KIND_SERVER);
     assert_string_equal(json_string_value(json_object_get(a, "startTimeUnixNano")), "1000");
     assert_string_equal(json_string_value(json_object_get(a, "endTimeUnixNano")), "5000");
@@ -253,6 +253,68 @@ static void metrics_encode_as_otlp_json(void **state)
     otlp_config_free(&c);
 }
 
+static json_t *metric_named(json_t *ms, const char *name)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(ms, i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "name")), name) == 0)
+            return m;
+    }
+    fail_msg("no metric %s", name);
+    return NULL;
+}
+
+static void snapshot_points_become_otlp_metrics(void **state)
+{
+    const par_metric_label_t ok[] = {{"agent", "echo"}, {"status", "ok"}};
+    const par_metric_label_t b1[] = {{"agent", "echo"}, {"le", "0.1"}};
+    const par_metric_label_t b2[] = {{"agent", "echo"}, {"le", "1"}};
+    const par_metric_label_t binf[] = {{"agent", "echo"}, {"le", "+Inf"}};
+    const par_metric_label_t echo[] = {{"agent", "echo"}};
+    const par_metric_label_t other[] = {{"agent", "other"}, {"le", "+Inf"}};
+    const char *c = "par_invocations_total", *h = "par_invocation_duration_seconds";
+    const par_metric_point_t pts[] = {
+        {c, c, "calls", PAR_METRIC_COUNTER, ok, 2, 7},
+        {"process_cpu_seconds_total", "process_cpu_seconds_total", "cpu", PAR_METRIC_COUNTER, NULL,
+         0, 0.25},
+        {"par_cold_start_seconds", "par_cold_start_seconds", "", PAR_METRIC_GAUGE, NULL, 0, 3},
+        {h, "par_invocation_duration_seconds_bucket", "d", PAR_METRIC_HISTOGRAM, b1, 2, 2},
+        {h, "par_invocation_duration_seconds_bucket", "d", PAR_METRIC_HISTOGRAM, b2, 2, 5},
+        {h, "par_invocation_duration_seconds_bucket", "d", PAR_METRIC_HISTOGRAM, binf, 2, 6},
+        {h, "par_invocation_duration_seconds_sum", "d", PAR_METRIC_HISTOGRAM, echo, 1, 1.5},
+        {h, "par_invocation_duration_seconds_count", "d", PAR_METRIC_HISTOGRAM, echo, 1, 6},
+        {h, "par_invocation_duration_seconds_bucket", "d", PAR_METRIC_HISTOGRAM, other, 2, 0},
+    };
+    json_t *ms = otlp_metrics_from_points(pts, sizeof(pts) / sizeof(pts[0]), 5, 9);
+    assert_int_equal(json_array_size(ms), 4);
+    json_t *sum = json_object_get(metric_named(ms, c), "sum");
+    assert_true(json_is_true(json_object_get(sum, "isMonotonic")));
+    json_t *p = json_array_get(json_object_get(sum, "dataPoints"), 0);
+    assert_string_equal(json_string_value(json_object_get(p, "asInt")), "7");
+    assert_string_equal(json_string_value(json_object_get(p, "startTimeUnixNano")), "5");
+    assert_string_equal(attr(json_object_get(p, "attributes"), "status"), "ok");
+    json_t *cpu = metric_named(ms, "process_cpu_seconds_total");
+    assert_string_equal(json_string_value(json_object_get(cpu, "unit")), "s");
+    p = json_array_get(json_object_get(json_object_get(cpu, "sum"), "dataPoints"), 0);
+    assert_true(json_real_value(json_object_get(p, "asDouble")) == 0.25);
+    assert_non_null(json_object_get(metric_named(ms, "par_cold_start_seconds"), "gauge"));
+    json_t *hist = json_object_get(metric_named(ms, h), "histogram");
+    json_t *hp = json_object_get(hist, "dataPoints");
+    assert_int_equal(json_array_size(hp), 2); /* one per agent */
+    p = json_array_get(hp, 0);
+    assert_null(attr(json_object_get(p, "attributes"), "le"));
+    assert_string_equal(attr(json_object_get(p, "attributes"), "agent"), "echo");
+    assert_string_equal(json_string_value(json_object_get(p, "count")), "6");
+    assert_true(json_real_value(json_object_get(p, "sum")) == 1.5);
+    json_t *bc = json_object_get(p, "bucketCounts");
+    assert_int_equal(json_array_size(bc), 3);
+    assert_string_equal(json_string_value(json_array_get(bc, 1)), "3");
+    assert_string_equal(json_string_value(json_array_get(bc, 2)), "1");
+    json_decref(ms);
+}
+
 static void retry_after_forms(void **state)
 {
     assert_int_equal(otlp_parse_retry_after(" 3\r\n", 0), 3000);
@@ -272,6 +334,7 @@ int main(void)
         cmocka_unit_test(spans_encode_as_otlp_json),
         cmocka_unit_test(foreign_trace_ids_are_hashed_consistently),
         cmocka_unit_test(metrics_encode_as_otlp_json),
+        cmocka_unit_test(snapshot_points_become_otlp_metrics),
         cmocka_unit_test(retry_after_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
