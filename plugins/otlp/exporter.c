@@ -108,11 +108,13 @@ void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
         first_drop = !x->dropping;
         x->dropping = true;
     } else {
-        if (x->len == 0)
+        bool was_empty = x->len == 0;
+        if (was_empty)
             x->oldest_ms = mono_ms();
         x->ring[(x->head + x->len++) % x->cfg.queue_size] = s;
         x->n.spans_queued++;
-        if (x->len >= x->cfg.batch_size)
+        /* the sender sleeps without a deadline while the ring is empty */
+        if (was_empty || x->len == x->cfg.batch_size)
             pthread_cond_signal(&x->wake);
     }
     pthread_mutex_unlock(&x->lock);
@@ -228,8 +230,8 @@ static bool send_body(otlp_exporter_t *x, const char *url, const char *body, siz
         if (r.outcome == OTLP_SENT)
             return true;
         if (r.outcome == OTLP_REFUSED || last) {
-            say(x, "warn", "otlp: %s dropped after %u attempt%s: %s refused it (%s)", what,
-                attempt + 1, attempt ? "s" : "", url, r.detail);
+            say(x, "warn", "otlp: %s dropped after %u attempt%s to %s: %s", what, attempt + 1,
+                attempt ? "s" : "", url, r.detail);
             return false;
         }
         int64_t wait = r.retry_after_ms >= 0 ? r.retry_after_ms : backoff_ms(&x->cfg, attempt);
