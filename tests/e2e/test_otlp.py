@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from conftest import BUILD, PAR, Server, package
+from conftest import BUILD, PAR, SANITIZER_MARKERS, package
 from otlp_collector import Collector
 
 PLUGIN = os.path.join(BUILD, "plugins", "otlp.so")
@@ -45,6 +45,8 @@ def collector():
 def drive(conf, traces, wait_ms=0, timeout=60):
     r = subprocess.run([DRIVE, PLUGIN, json.dumps(conf), str(traces), str(wait_ms)],
                        capture_output=True, text=True, timeout=timeout)
+    for m in SANITIZER_MARKERS:
+        assert m not in r.stderr, r.stderr
     logs = [json.loads(l) for l in r.stderr.splitlines() if l.startswith("{")]
     out = json.loads(r.stdout) if r.returncode == 0 else None
     return r, out, logs
