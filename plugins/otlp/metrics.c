@@ -7,7 +7,8 @@
  * untyped family a gauge, a histogram one cumulative histogram point per label
  * set (its `le` buckets, `_sum` and `_count` gathered). A family whose every
  * value is an integer is sent with asInt, otherwise asDouble. Units follow
- * the name's suffix (`_seconds` s, `_bytes` By).
+ * the name's suffix (`_seconds` s, `_bytes` By). NaN and infinite values,
+ * which JSON cannot carry, are left out.
  *
  * Runs on the host's exporter thread, with the snapshot borrowed; builds new
  * jansson values only.
@@ -93,12 +94,14 @@ static int number_family(json_t *out, const par_metric_point_t *pts, size_t n, u
     int type = pts[0].type;
     bool integral = true;
     for (size_t i = 0; i < n; i++)
-        integral &= isfinite(pts[i].value) && pts[i].value == floor(pts[i].value) &&
-                    fabs(pts[i].value) < 9007199254740992.0;
+        integral &= !isfinite(pts[i].value) || (pts[i].value == floor(pts[i].value) &&
+                                                fabs(pts[i].value) < 9007199254740992.0);
     json_t *m = otlp_metric_new(pts[0].family, pts[0].help, unit_of(pts[0].family),
                                 type == PAR_METRIC_COUNTER ? "sum" : "gauge", true);
     json_t *points = m ? otlp_metric_points(m) : NULL;
     for (size_t i = 0; points && i < n; i++) {
+        if (!isfinite(pts[i].value))
+            continue; /* NaN and ±Inf have no JSON form: the point is left out */
         const char **a = attrs_of(&pts[i]);
         if (!a || otlp_point_number(points, a, start, now, integral, (int64_t)pts[i].value,
                                     pts[i].value) != 0)
@@ -162,7 +165,7 @@ static int histogram_family(json_t *out, const par_metric_point_t *pts, size_t n
             goto out;
         if (ends_with(p->name, "_bucket") && add_bucket(s, p) != 0)
             goto out;
-        if (ends_with(p->name, "_sum"))
+        if (ends_with(p->name, "_sum") && isfinite(p->value))
             s->sum = p->value;
         if (ends_with(p->name, "_count") && p->value > 0)
             s->count = (uint64_t)p->value;

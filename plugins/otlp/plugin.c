@@ -20,6 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include <par/agent.h>
 #include <par/plugin.h>
 
@@ -104,7 +106,7 @@ static par_exporter_ops_t exporter_ops = {
     .flush = on_flush,
 };
 
-static int plugin_init(const par_plugin_host_t *host, void **state, char *err, size_t cap)
+static int start(const par_plugin_host_t *host, void **state, char *err, size_t cap)
 {
     otlp_config_t cfg;
     json_error_t je;
@@ -148,6 +150,19 @@ static int plugin_init(const par_plugin_host_t *host, void **state, char *err, s
     return 0;
 }
 
+static int plugin_init(const par_plugin_host_t *host, void **state, char *err, size_t cap)
+{
+    /* reference-counted (and thread-safe in libcurl >= 7.84); undone in fini */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(err, cap, "libcurl failed to initialise");
+        return -1;
+    }
+    int rc = start(host, state, err, cap);
+    if (rc != 0)
+        curl_global_cleanup();
+    return rc;
+}
+
 static void plugin_fini(void *state)
 {
     otlp_plugin_t *p = state;
@@ -155,6 +170,7 @@ static void plugin_fini(void *state)
         return;
     otlp_exporter_stop(p->x);
     free(p);
+    curl_global_cleanup();
 }
 
 static const par_plugin_t plugin = {
