@@ -251,7 +251,8 @@ def test_a_dead_collector_never_slows_requests(server_factory, tmp_path, collect
         return None
 
     n = wait_for(dropped, timeout=30, what="par_otlp_spans_total{result=dropped}")
-    assert 300 - 16 <= n <= 300, n
+    # all but what the ring (16) and the batch being retried (16) held
+    assert 300 - 32 <= n <= 300, n
 
 
 @pytest.mark.parametrize("conf, message", [
