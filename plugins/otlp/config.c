@@ -26,7 +26,7 @@ static const char *const KEYS[] = {
     "ca_file",     "timeout_ms",   "flush_ms",       "batch_size",
     "queue_size",  "max_retries",  "backoff_min_ms", "backoff_max_ms",
     "shutdown_ms", "spans",        "metrics",        "metrics_interval_ms",
-    NULL,
+    "headers_env", NULL,
 };
 
 typedef struct {
@@ -182,20 +182,42 @@ static char *joined(const char *a, const char *b)
     return s;
 }
 
-static int read_headers(const json_t *v, otlp_config_t *c)
+static int add_header(otlp_config_t *c, size_t i, const char *name, const char *value)
+{
+    size_t len = strlen(name) + strlen(value) + 3;
+    if (!(c->headers[i] = malloc(len)))
+        return -1;
+    snprintf(c->headers[i], len, "%s: %s", name, value);
+    return 0;
+}
+
+/* `headers` (values as written) and `headers_env` (values from the
+ * environment, so that a key need not sit in par.yaml) as "Name: value". */
+static int read_headers(const json_t *hdr, const json_t *henv, otlp_config_t *c, char *err,
+                        size_t n)
 {
     size_t i = 0;
-    c->headers = calloc(json_object_size(v) + 1, sizeof(char *));
+    c->headers = calloc(json_object_size(hdr) + json_object_size(henv) + 1, sizeof(char *));
     if (!c->headers)
-        return -1;
+        return fail(err, n, "out of memory");
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)v, k, x)
+    json_object_foreach((json_t *)hdr, k, x)
     {
-        size_t len = strlen(k) + strlen(json_string_value(x)) + 3;
-        if (!(c->headers[i] = malloc(len)))
-            return -1;
-        snprintf(c->headers[i++], len, "%s: %s", k, json_string_value(x));
+        if (add_header(c, i++, k, json_string_value(x)) != 0)
+            return fail(err, n, "out of memory");
+    }
+    json_object_foreach((json_t *)henv, k, x)
+    {
+        const char *v = getenv(json_string_value(x));
+        if (!v || !*v)
+            return fail(err, n, "config.headers_env.%s: the environment variable %s is not set", k,
+                        json_string_value(x));
+        if (strpbrk(v, "\r\n"))
+            return fail(err, n, "config.headers_env.%s: %s holds a line break", k,
+                        json_string_value(x));
+        if (add_header(c, i++, k, v) != 0)
+            return fail(err, n, "out of memory");
     }
     return 0;
 }
@@ -224,8 +246,10 @@ static int read_strings(const json_t *conf, otlp_config_t *c, char *err, size_t 
     if (ca && (!json_is_string(ca) || !*json_string_value(ca)))
         return fail(err, n, "config.ca_file: must be the path of a PEM file");
     json_t *res = json_object_get(conf, "resource"), *hdr = json_object_get(conf, "headers");
+    json_t *henv = json_object_get(conf, "headers_env");
     if ((res && check_map(res, "resource", err, n) != 0) ||
-        (hdr && check_map(hdr, "headers", err, n) != 0))
+        (hdr && check_map(hdr, "headers", err, n) != 0) ||
+        (henv && check_map(henv, "headers_env", err, n) != 0))
         return -1;
     c->service_name = strdup(sn ? json_string_value(sn) : "par");
     c->ca_file = ca ? strdup(json_string_value(ca)) : NULL;
@@ -233,9 +257,9 @@ static int read_strings(const json_t *conf, otlp_config_t *c, char *err, size_t 
     c->traces_url = joined(c->endpoint, "/v1/traces");
     c->metrics_url = joined(c->endpoint, "/v1/metrics");
     if (!c->service_name || (ca && !c->ca_file) || !c->resource || !c->traces_url ||
-        !c->metrics_url || read_headers(hdr, c) != 0)
+        !c->metrics_url)
         return fail(err, n, "out of memory");
-    return 0;
+    return read_headers(hdr, henv, c, err, n);
 }
 
 int otlp_config_parse(const json_t *conf, otlp_config_t *out, char *err, size_t errlen)

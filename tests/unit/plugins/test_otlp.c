@@ -49,6 +49,7 @@ static void parse_fails(const char *text, const char *expect)
 
 static void config_defaults_and_urls(void **state)
 {
+    setenv("PAR_TEST_OTLP_AUTH", "Bearer t0k", 1);
     otlp_config_t c = parse_ok("{\"endpoint\": \"http://127.0.0.1:4318/\"}");
     assert_string_equal(c.endpoint, "http://127.0.0.1:4318");
     assert_string_equal(c.traces_url, "http://127.0.0.1:4318/v1/traces");
@@ -63,8 +64,9 @@ static void config_defaults_and_urls(void **state)
 
     c = parse_ok("{\"endpoint\": \"https://otel.example/base\", \"queue_size\": 4, "
                  "\"headers\": {\"x-api-key\": \"k1\"}, \"resource\": {\"region\": \"eu\"}, "
-                 "\"spans\": false}");
+                 "\"spans\": false, \"headers_env\": {\"authorization\": \"PAR_TEST_OTLP_AUTH\"}}");
     assert_string_equal(c.traces_url, "https://otel.example/base/v1/traces");
+    assert_string_equal(c.headers[1], "authorization: Bearer t0k");
     assert_int_equal(c.queue_size, 4);
     assert_string_equal(c.headers[0], "x-api-key: k1");
     assert_string_equal(json_string_value(json_object_get(c.resource, "region")), "eu");
@@ -91,6 +93,9 @@ static void config_mistakes_are_named(void **state)
                 "config.headers.a: must be a string");
     parse_fails("{\"endpoint\": \"http://a:1\", \"headers\": {\"a\": \"x\\r\\nEvil: 1\"}}",
                 "config.headers.a");
+    parse_fails(
+        "{\"endpoint\": \"http://a:1\", \"headers_env\": {\"x-key\": \"PAR_TEST_UNSET_VAR\"}}",
+        "config.headers_env.x-key: the environment variable PAR_TEST_UNSET_VAR is not set");
     parse_fails("{\"endpoint\": \"http://a:1\", \"backoff_min_ms\": 9, \"backoff_max_ms\": 5}",
                 "must not exceed backoff_max_ms");
 }
