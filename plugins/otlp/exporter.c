@@ -41,6 +41,7 @@ struct otlp_exporter {
     pthread_cond_t done; /* the sender thread ended */
     /* under lock */
     otlp_span_t **ring;
+    otlp_span_t **batch; /* the sender thread's, batch_size entries */
     size_t head, len;
     int64_t oldest_ms; /* when the oldest waiting span came */
     json_t *snapshot;  /* the newest unsent snapshot, or NULL */
@@ -314,12 +315,12 @@ static bool due(otlp_exporter_t *x)
 static void *sender_main(void *arg)
 {
     otlp_exporter_t *x = arg;
-    otlp_span_t **batch = malloc(x->cfg.batch_size * sizeof(*batch));
+    otlp_span_t **batch = x->batch;
     pthread_mutex_lock(&x->lock);
     for (;;) {
         while (!x->stopping && !due(x))
             wait_until(x, x->len ? x->oldest_ms + x->cfg.flush_ms : mono_ms() + 3600000);
-        if (!batch || (x->stopping && x->len == 0 && !x->snapshot))
+        if (x->stopping && x->len == 0 && !x->snapshot)
             break;
         /* at stop: what is left, once, until the deadline (then abort_io ends it) */
         json_t *snap;
@@ -342,7 +343,6 @@ static void *sender_main(void *arg)
     x->finished = true;
     pthread_cond_broadcast(&x->done);
     pthread_mutex_unlock(&x->lock);
-    free(batch);
     return NULL;
 }
 
@@ -356,6 +356,7 @@ static void destroy(otlp_exporter_t *x)
         x->len--;
     }
     free(x->ring);
+    free(x->batch);
     json_decref(x->snapshot);
     json_decref(x->resource);
     otlp_http_free(x->http);
@@ -392,7 +393,8 @@ otlp_exporter_t *otlp_exporter_start(otlp_config_t *cfg, json_t *resource, const
     pthread_condattr_destroy(&ca);
     x->version = strdup(version ? version : "");
     x->ring = calloc(x->cfg.queue_size, sizeof(*x->ring));
-    if (!x->version || !x->ring || !x->resource) {
+    x->batch = calloc(x->cfg.batch_size, sizeof(*x->batch));
+    if (!x->version || !x->ring || !x->batch || !x->resource) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

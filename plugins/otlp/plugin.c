@@ -54,7 +54,8 @@ static void on_spans(void *state, const par_span_t *spans, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         const par_span_t *s = &spans[i];
-        bool foreign = s->trace_id && strlen(s->trace_id) != 32;
+        bool foreign = s->trace_id && (strlen(s->trace_id) != 32 ||
+                                       strspn(s->trace_id, "0123456789abcdefABCDEF") != 32);
         const char *attrs[] = {
             "par.agent",   or_null(s->agent_id), "par.package",    or_null(s->package),
             "par.version", or_null(s->version),  "par.request_id", or_null(s->request_id),
