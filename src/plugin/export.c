@@ -115,8 +115,10 @@ static item_t *span_item(const par_call_t *c)
     sp->tenant = o[8], sp->error = o[9];
     sp->status = c->status;
     sp->sub_call = c->_hop;
-    sp->start_unix_ns = c->wall_ms * 1000000;
-    sp->end_unix_ns = sp->start_unix_ns + (c->finished_ns - c->started_ns);
+    /* the call has just finished: its end is now, on the wall clock, and its
+     * start that much earlier (wall_ms has only millisecond precision) */
+    sp->end_unix_ns = unix_ns();
+    sp->start_unix_ns = sp->end_unix_ns - (c->finished_ns - c->started_ns);
     return it;
 }
 
