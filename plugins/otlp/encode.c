@@ -183,25 +183,6 @@ fail:
     return NULL;
 }
 
-static json_t *span_json(const otlp_span_t *s)
-{
-    json_t *attrs = attrs_of(s->attrs);
-    if (!attrs)
-        return NULL;
-    json_t *status = s->error ? json_pack("{s:i, s:s}", "code", s->status, "message", s->error)
-                              : json_pack("{s:i}", "code", s->status);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o}", "traceId", s->trace_id,
-                          "spanId", s->span_id, "name", s->name, "kind", s->kind,
-                          "startTimeUnixNano", u64_string(s->start_ns), "endTimeUnixNano",
-                          u64_string(s->end_ns), "attributes", attrs, "status", status);
-    if (j && s->parent_span_id[0] &&
-        json_object_set_new(j, "parentSpanId", json_string(s->parent_span_id)) != 0) {
-        json_decref(j);
-        return NULL;
-    }
-    return j;
-}
-
 /* {"resource{Spans,Metrics}": [{"resource": R, "scope{Spans,Metrics}": [{"scope": S, key:
  * items}]}]} */
 static char *wrap(const json_t *resource, const char *outer, const char *inner, const char *key,
@@ -216,22 +197,6 @@ static char *wrap(const json_t *resource, const char *outer, const char *inner, 
     if (body)
         *len = strlen(body);
     return body;
-}
-
-char *otlp_encode_traces(const json_t *resource, otlp_span_t *const *spans, size_t n,
-                         const char *scope_version, size_t *len)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < n; i++) {
-        json_t *j = span_json(spans[i]);
-        if (!j || json_array_append_new(arr, j) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
-    }
-    if (!arr)
-        return NULL;
-    return wrap(resource, "resourceSpans", "scopeSpans", "spans", arr, scope_version, len);
 }
 
 char *otlp_encode_metrics(const json_t *resource, const json_t *metrics, const char *scope_version,

@@ -206,6 +206,30 @@ static void foreign_trace_ids_are_hashed_consistently(void **state)
     free(d);
 }
 
+static void span_strings_are_escaped_and_made_utf8(void **state)
+{
+    otlp_config_t c = parse_ok("{\"endpoint\": \"http://a:1\"}");
+    json_t *res = otlp_resource_new(&c, "1", NULL);
+    const char *attrs[] = {"enduser.id", "caf\xc3\xa9 \xff\xc0\xaf|\xed\xa0\x80|\t", NULL};
+    otlp_span_in_t in = {.trace_id = "t", .name = "a\"b\\c\nd", .error = "x\x01", .attrs = attrs};
+    otlp_span_t *s = otlp_span_new(&in);
+    size_t len;
+    char *body = otlp_encode_traces(res, &s, 1, "v\"1", &len);
+    json_t *doc = conf_of(body); /* jansson refuses bad JSON and bad UTF-8 */
+    json_t *sp = json_array_get(first(doc, "resourceSpans", "scopeSpans", "spans"), 0);
+    assert_string_equal(json_string_value(json_object_get(sp, "name")), "a\"b\\c\nd");
+    assert_string_equal(attr(json_object_get(sp, "attributes"), "enduser.id"),
+                        "caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\t");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(sp, "status"), "message")), "x\x01");
+    json_decref(doc);
+    free(body);
+    free(s);
+    json_decref(res);
+    otlp_config_free(&c);
+}
+
 static void metrics_encode_as_otlp_json(void **state)
 {
     otlp_config_t c = parse_ok("{\"endpoint\": \"http://a:1\"}");
@@ -338,6 +362,7 @@ int main(void)
         cmocka_unit_test(config_mistakes_are_named),
         cmocka_unit_test(spans_encode_as_otlp_json),
         cmocka_unit_test(foreign_trace_ids_are_hashed_consistently),
+        cmocka_unit_test(span_strings_are_escaped_and_made_utf8),
         cmocka_unit_test(metrics_encode_as_otlp_json),
         cmocka_unit_test(snapshot_points_become_otlp_metrics),
         cmocka_unit_test(retry_after_forms),
