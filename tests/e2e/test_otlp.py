@@ -116,8 +116,9 @@ def test_down_collector_bounds_the_queue_and_counts_drops(collector):
             "max_retries": 100, "backoff_min_ms": 50, "backoff_max_ms": 200, "shutdown_ms": 300}
     r, out, logs = drive(conf, 1000)  # 3000 spans
     assert r.returncode == 0, r.stderr
-    # handing spans over never waited for the network
-    assert out["max_call_us"] < 50000, out
+    # handing spans over never waited for the network (retrying 3000 spans with
+    # this backoff would take seconds; 0.5 s leaves room for a busy machine)
+    assert out["max_call_us"] < 500000, out
     # the stop respected shutdown_ms (plus one progress tick of libcurl at most)
     assert out["flush_ms"] < 300 + 1500, out
     sent, dropped = stopped_line(logs)
@@ -158,7 +159,7 @@ def test_slow_collector_times_out_and_never_blocks(collector):
             "shutdown_ms": 300}
     r, out, logs = drive(conf, 200, wait_ms=800)
     assert r.returncode == 0, r.stderr
-    assert out["max_call_us"] < 50000, out
+    assert out["max_call_us"] < 500000, out  # the collector holds every request 2 s
     assert out["flush_ms"] < 300 + 1500, out
     sent, dropped = stopped_line(logs)
     assert sent == 0 and dropped == 600, logs
