@@ -103,7 +103,7 @@ void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
 {
     bool full, first_drop = false;
     pthread_mutex_lock(&x->lock);
-    full = x->len >= x->cfg.queue_size || x->stopping;
+    full = !s || x->len >= x->cfg.queue_size || x->stopping;
     if (full) {
         x->n.spans_dropped++;
         first_drop = !x->dropping;
@@ -126,6 +126,14 @@ void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
             "otlp: span queue full (%u): dropping spans until the collector at %s "
             "catches up (par_otlp_spans_total{result=\"dropped\"})",
             x->cfg.queue_size, x->cfg.endpoint);
+}
+
+bool otlp_exporter_full(otlp_exporter_t *x)
+{
+    pthread_mutex_lock(&x->lock);
+    bool full = x->len >= x->cfg.queue_size || x->stopping;
+    pthread_mutex_unlock(&x->lock);
+    return full;
 }
 
 void otlp_exporter_metrics(otlp_exporter_t *x, json_t *metrics)

@@ -176,8 +176,11 @@ typedef struct otlp_counters {
 /* Takes ownership of `cfg` and `resource`. Starts the sender thread. NULL with err. */
 otlp_exporter_t *otlp_exporter_start(otlp_config_t *cfg, json_t *resource, const char *version,
                                      otlp_log_fn log, void *log_ud, char *err, size_t errlen);
-/* Queues a span (takes ownership; freed when the queue is full). Never blocks on I/O. */
+/* Queues a span (takes ownership; freed when the queue is full; NULL: a span
+ * that could not be copied, counted as dropped). Never blocks on I/O. */
 void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s);
+/* Is the span queue full (a span queued now would be dropped)? */
+bool otlp_exporter_full(otlp_exporter_t *x);
 /* Queues a metrics snapshot (array of Metric objects; takes the reference). An
  * unsent older snapshot is replaced: metrics are cumulative. */
 void otlp_exporter_metrics(otlp_exporter_t *x, json_t *metrics);
