@@ -82,6 +82,10 @@ otlp_http_t *otlp_http_new(const otlp_config_t *c)
         goto fail;
     struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
     h->hdrs = l;
+    /* no "Expect: 100-continue" (libcurl asks it for bodies over 1 MiB, a
+     * large batch_size): a round trip per batch for nothing */
+    if (l)
+        h->hdrs = l = curl_slist_append(h->hdrs, "Expect:");
     for (size_t i = 0; l && c->headers && c->headers[i]; i++)
         h->hdrs = l = curl_slist_append(h->hdrs, c->headers[i]);
     if (!l)
