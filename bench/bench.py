@@ -40,6 +40,7 @@ BASELINE = os.environ.get("BENCH_BASELINE", "")
 CONCURRENCY = [1, 64, 512]
 SYSTEMS = [x.strip() for x in os.environ.get("BENCH_SYSTEMS", "").split(",") if x.strip()]
 LUA = os.path.join(ROOT, "bench", "post.lua")
+OTLP_PLUGIN = os.path.join(BUILD, "plugins", "otlp.so")
 # The API key of the auth rows (bench/post.lua sends it when BENCH_API_KEY is set).
 API_KEY = "bench-" + os.urandom(16).hex()
 BODY = {"input": {"text": "hello"}}
@@ -191,7 +192,7 @@ def start_par(name, extra=(), pkg=None, binary=None, config=None, log_level="war
             "log": os.path.join(TMP, name + ".log")}
 
 
-def production_config(access=False, metering=False, auth=False):
+def production_config(access=False, metering=False, auth=False, otlp=None):
     """A configuration file with the given features of a production PAR turned on.
 
     Access lines are written at `log.level: info` (the default), as one JSON line
@@ -210,13 +211,60 @@ def production_config(access=False, metering=False, auth=False):
                   "permissions: [agents:invoke]}"]
     else:
         lines.append("auth: {mode: off}")
+    if otlp:
+        # the OTLP exporter plugin, sending to the local sink (OtlpSink) with
+        # its default batching, queue and metrics interval
+        lines += ["plugins:", f"  - path: {OTLP_PLUGIN}", f"    config: {{endpoint: {otlp}}}"]
     return "\n".join(lines) + "\n"
 
 
-def start_par_features(name, access=False, metering=False, auth=False):
-    return start_par(name, config=production_config(access, metering, auth),
+def start_par_features(name, access=False, metering=False, auth=False, otlp=None):
+    return start_par(name, config=production_config(access, metering, auth, otlp),
                      log_level="info" if access else "warn",
                      api_key=API_KEY if auth else None)
+
+
+class OtlpSink:
+    """A local OTLP/HTTP collector for the production-otlp row: reads each POST
+    (/v1/traces, /v1/metrics) and answers 200 {}, counting requests and bytes."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        sink = self
+        self.requests = self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("content-length", 0))
+                self.rfile.read(n)
+                sink.requests += 1
+                sink.bytes += n
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def start_par_otlp(name):
+    """The production row with the OTLP exporter on, sending to a local sink."""
+    if not os.path.exists(OTLP_PLUGIN):
+        sys.exit(f"{OTLP_PLUGIN} is missing: build the plugins (cmake --build {BUILD})")
+    sink = OtlpSink()
+    s = start_par_features(name, True, True, True, otlp=sink.url)
+    s["otlp_sink"] = sink
+    return s
 
 
 def start_peer(workers):
@@ -487,6 +535,8 @@ def ratios(t):
     put("par-in-process / reference (best of 1 or 2 workers)", "par-in-process",
         "reference-best")
     put("par-python / reference (best of 1 or 2 workers)", "par-python", "reference-best")
+    put("par-isolated-production-otlp / par-isolated-production",
+        "par-isolated-production-otlp", "par-isolated-production")
     cpu = {n: t[n]["64"]["cpu_us"]["median"] for n in t}
     for f in FEATURES + ("production",):
         if f"par-isolated-{f}" in rps and "par-isolated" in rps:
@@ -598,6 +648,12 @@ def targets(res):
         lambda: f"{p99['par-isolated-production']:.2f} ms",
         lambda: p99["par-isolated-production"] <= 5.0)
     cpu = {n: t[n]["64"]["cpu_us"]["median"] for n in t}
+    prod, otlp = "par-isolated-production", "par-isolated-production-otlp"
+    row([prod, otlp], "OTLP exporter (spans + metrics to a local collector) costs ≤ 5 % of "
+        "the production row (c=64 req/s)",
+        lambda: f"{(1 - rps[otlp] / rps[prod]) * 100:.1f} % (server CPU per request "
+                f"{(cpu[otlp] / cpu[prod] - 1) * 100:+.1f} %)",
+        lambda: rps[otlp] >= 0.95 * rps[prod])
     for f in FEATURES:
         row([f"par-isolated-{f}", "par-isolated"], f"{f} alone costs ≤ 10 % (c=64 req/s)",
             lambda f=f: f"{(1 - rps[f'par-isolated-{f}'] / rps['par-isolated']) * 100:.1f} % "
@@ -649,6 +705,8 @@ def main():
             ("par-isolated", lambda: start_par("par-isolated")),
             ("par-isolated-production",
              lambda: start_par_features("par-isolated-production", True, True, True)),
+            ("par-isolated-production-otlp",
+             lambda: start_par_otlp("par-isolated-production-otlp")),
             ("par-isolated-accesslog",
              lambda: start_par_features("par-isolated-accesslog", access=True)),
             ("par-isolated-metering",
@@ -675,6 +733,10 @@ def main():
                      + ", ".join(n for n, _ in starters))
         systems = [start() for n, start in starters if not SYSTEMS or n in SYSTEMS]
         res["throughput"] = throughput(systems)
+        for s in systems:
+            if "otlp_sink" in s:  # what the exporter delivered during the row's rounds
+                res["otlp_sink"] = {"requests": s["otlp_sink"].requests,
+                                    "bytes": s["otlp_sink"].bytes}
         for s in systems:
             stop(s["proc"])
         # after the stop: the log thread has flushed its buffer

@@ -1,0 +1,284 @@
+/*
+ * plugins/otlp/encode.c — OTLP's JSON encoding (opentelemetry-proto,
+ * docs/specification.md "JSON Protobuf Encoding"): field names in lowerCamelCase,
+ * trace and span ids as lowercase hex (not base64), 64-bit integers (times in
+ * Unix nanoseconds, counts) as decimal strings, enums (span kind, status code,
+ * aggregation temporality) as integers, attributes as
+ * {"key": k, "value": {"stringValue": v}}.
+ *
+ * Pure functions over jansson values; any thread. Also builds the span copies
+ * the exporter queues (otlp_span_new).
+ */
+#include "otlp.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define SCOPE_NAME "par"
+#define AGGREGATION_CUMULATIVE 2
+
+/* ---- spans -------------------------------------------------------------------------------- */
+
+static bool is_hex(const char *s, size_t n)
+{
+    if (!s || strlen(s) != n)
+        return false;
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+        nonzero |= c != '0';
+    }
+    return nonzero; /* OTLP: an all-zero id is invalid */
+}
+
+static void lower_copy(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = src[i];
+        dst[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+    }
+    dst[n] = '\0';
+}
+
+static uint64_t fnv1a(const char *s, uint64_t h)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h ? h : 1;
+}
+
+/* A trace id PAR did not make (a body `trace_id` of another shape) is hashed
+ * into 16 bytes, so every span of that trace still shares one OTLP id; the
+ * original is kept as the attribute par.trace_id by the glue. */
+static void trace_id_of(const char *in, char out[33])
+{
+    if (is_hex(in, 32)) {
+        lower_copy(out, in, 32);
+        return;
+    }
+    const char *s = in ? in : "";
+    snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, fnv1a(s, 0xcbf29ce484222325ULL),
+             fnv1a(s, 0x84222325cbf29ce4ULL));
+}
+
+static void random_span_id(char out[17])
+{
+    uint64_t v = 0;
+    while (v == 0 && getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+        ;
+    if (v == 0)
+        v = 1;
+    snprintf(out, 17, "%016" PRIx64, v);
+}
+
+otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
+{
+    size_t nattrs = 0, bytes = strlen(in->name ? in->name : "") + 1;
+    bytes += in->error ? strlen(in->error) + 1 : 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
+        if (a[1]) {
+            nattrs++;
+            bytes += strlen(a[0]) + strlen(a[1]) + 2;
+        }
+    }
+    size_t head = sizeof(otlp_span_t) + (2 * nattrs + 1) * sizeof(char *);
+    otlp_span_t *s = malloc(head + bytes);
+    if (!s)
+        return NULL;
+    char *p = (char *)s + head;
+    trace_id_of(in->trace_id, s->trace_id);
+    if (is_hex(in->span_id, 16))
+        lower_copy(s->span_id, in->span_id, 16);
+    else
+        random_span_id(s->span_id);
+    if (is_hex(in->parent_id, 16))
+        lower_copy(s->parent_span_id, in->parent_id, 16);
+    else
+        s->parent_span_id[0] = '\0';
+    s->kind = in->sub_call ? OTLP_SPAN_KIND_INTERNAL : OTLP_SPAN_KIND_SERVER;
+    s->status = in->error ? OTLP_STATUS_ERROR : OTLP_STATUS_OK;
+    s->start_ns = in->start_ns;
+    s->end_ns = in->end_ns >= in->start_ns ? in->end_ns : in->start_ns;
+    s->name = p;
+    p = stpcpy(p, in->name ? in->name : "") + 1;
+    s->error = NULL;
+    if (in->error) {
+        s->error = p;
+        p = stpcpy(p, in->error) + 1;
+    }
+    size_t k = 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
+        if (!a[1])
+            continue;
+        s->attrs[k++] = p;
+        p = stpcpy(p, a[0]) + 1;
+        s->attrs[k++] = p;
+        p = stpcpy(p, a[1]) + 1;
+    }
+    s->attrs[k] = NULL;
+    return s;
+}
+
+/* ---- JSON helpers ------------------------------------------------------------------------- */
+
+int otlp_attr_add(json_t *attrs, const char *key, const char *value)
+{
+    json_t *a = json_pack("{s:s, s:{s:s}}", "key", key, "value", "stringValue", value);
+    return a ? json_array_append_new(attrs, a) : -1;
+}
+
+static json_t *attrs_of(const char *const *kv)
+{
+    json_t *a = json_array();
+    for (const char *const *p = kv; a && p && p[0]; p += 2) {
+        if (p[1] && otlp_attr_add(a, p[0], p[1]) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* A 64-bit integer as OTLP JSON writes it: a decimal string. */
+static json_t *u64_string(uint64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof(b), "%" PRIu64, v);
+    return json_string(b);
+}
+
+static json_t *scope_of(const char *version)
+{
+    return json_pack("{s:s, s:s}", "name", SCOPE_NAME, "version", version ? version : "");
+}
+
+json_t *otlp_resource_new(const otlp_config_t *c, const char *service_version,
+                          const char *instance_id)
+{
+    json_t *attrs = json_array();
+    if (!attrs || otlp_attr_add(attrs, "service.name", c->service_name) != 0)
+        goto fail;
+    if (service_version && otlp_attr_add(attrs, "service.version", service_version) != 0)
+        goto fail;
+    if (instance_id && otlp_attr_add(attrs, "service.instance.id", instance_id) != 0)
+        goto fail;
+    if (otlp_attr_add(attrs, "telemetry.sdk.name", "par-otlp") != 0 ||
+        otlp_attr_add(attrs, "telemetry.sdk.language", "c") != 0)
+        goto fail;
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->resource, k, v)
+    {
+        if (otlp_attr_add(attrs, k, json_string_value(v)) != 0)
+            goto fail;
+    }
+    return json_pack("{s:o}", "attributes", attrs); /* "o" steals attrs, also on failure */
+fail:
+    json_decref(attrs);
+    return NULL;
+}
+
+/* {"resource{Spans,Metrics}": [{"resource": R, "scope{Spans,Metrics}": [{"scope": S, key:
+ * items}]}]} */
+static char *wrap(const json_t *resource, const char *outer, const char *inner, const char *key,
+                  json_t *items, const char *scope_version, size_t *len)
+{
+    json_t *doc = json_pack("{s:[{s:O, s:[{s:o, s:o}]}]}", outer, "resource", resource, inner,
+                            "scope", scope_of(scope_version), key, items);
+    if (!doc)
+        return NULL;
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (body)
+        *len = strlen(body);
+    return body;
+}
+
+char *otlp_encode_metrics(const json_t *resource, const json_t *metrics, const char *scope_version,
+                          size_t *len)
+{
+    json_t *copy = json_incref((json_t *)metrics);
+    return wrap(resource, "resourceMetrics", "scopeMetrics", "metrics", copy, scope_version, len);
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+json_t *otlp_metric_new(const char *name, const char *description, const char *unit,
+                        const char *kind, bool monotonic)
+{
+    json_t *data;
+    if (strcmp(kind, "sum") == 0)
+        data = json_pack("{s:[], s:i, s:b}", "dataPoints", "aggregationTemporality",
+                         AGGREGATION_CUMULATIVE, "isMonotonic", monotonic);
+    else if (strcmp(kind, "histogram") == 0)
+        data = json_pack("{s:[], s:i}", "dataPoints", "aggregationTemporality",
+                         AGGREGATION_CUMULATIVE);
+    else
+        data = json_pack("{s:[]}", "dataPoints");
+    if (!data)
+        return NULL;
+    return json_pack("{s:s, s:s, s:s, s:o}", "name", name, "description",
+                     description ? description : "", "unit", unit ? unit : "", kind, data);
+}
+
+json_t *otlp_metric_points(json_t *metric)
+{
+    const char *kinds[] = {"sum", "gauge", "histogram"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *d = json_object_get(metric, kinds[i]);
+        if (d)
+            return json_object_get(d, "dataPoints");
+    }
+    return NULL;
+}
+
+int otlp_point_number(json_t *points, const char *const *attrs, uint64_t start_ns, uint64_t time_ns,
+                      bool is_int, int64_t ivalue, double dvalue)
+{
+    char b[24];
+    snprintf(b, sizeof(b), "%" PRId64, ivalue);
+    json_t *p = json_pack("{s:o, s:o, s:o}", "attributes", attrs_of(attrs), "startTimeUnixNano",
+                          u64_string(start_ns), "timeUnixNano", u64_string(time_ns));
+    if (!p)
+        return -1;
+    if (json_object_set_new(p, is_int ? "asInt" : "asDouble",
+                            is_int ? json_string(b) : json_real(dvalue)) != 0) {
+        json_decref(p);
+        return -1;
+    }
+    return json_array_append_new(points, p); /* steals p, also on failure */
+}
+
+int otlp_point_histogram(json_t *points, const char *const *attrs, uint64_t start_ns,
+                         uint64_t time_ns, const double *bounds, const uint64_t *cumulative,
+                         size_t nbounds, uint64_t count, double sum)
+{
+    json_t *b = json_array(), *c = json_array();
+    uint64_t below = 0;
+    for (size_t i = 0; b && c && i <= nbounds; i++) {
+        uint64_t upto = i < nbounds ? cumulative[i] : count;
+        uint64_t in_bucket = upto >= below ? upto - below : 0;
+        below = upto > below ? upto : below;
+        if ((i < nbounds && json_array_append_new(b, json_real(bounds[i])) != 0) ||
+            json_array_append_new(c, u64_string(in_bucket)) != 0)
+            goto fail;
+    }
+    if (!b || !c)
+        goto fail;
+    json_t *p =
+        json_pack("{s:o, s:o, s:o, s:o, s:f, s:o, s:o}", "attributes", attrs_of(attrs),
+                  "startTimeUnixNano", u64_string(start_ns), "timeUnixNano", u64_string(time_ns),
+                  "count", u64_string(count), "sum", sum, "bucketCounts", c, "explicitBounds", b);
+    if (!p || json_array_append_new(points, p) != 0)
+        return -1;
+    return 0;
+fail:
+    json_decref(b);
+    json_decref(c);
+    return -1;
+}
