@@ -10,8 +10,6 @@
 
 #include <par/par.h>
 
-#include "auth/apikey.h"
-#include "auth/oidc.h"
 #include "obs/log.h"
 #include "auth/metrics.h"
 
@@ -41,7 +39,11 @@ static par_auth_t *take_config(par_auth_config_t *cfg)
     return a;
 }
 
-int par_auth_new(par_auth_config_t *cfg, par_auth_t **out, par_buf_t *err)
+int par__auth_registry_build(const par_auth_registry_t *r, par_auth_config_t *cfg,
+                             par_auth_provider_t **out, par_buf_t *err);
+
+int par_auth_new_from(const par_auth_registry_t *reg, par_auth_config_t *cfg, par_auth_t **out,
+                      par_buf_t *err)
 {
     par_auth_t *a = take_config(cfg);
     if (a == NULL) {
@@ -50,13 +52,16 @@ int par_auth_new(par_auth_config_t *cfg, par_auth_t **out, par_buf_t *err)
         return PAR_E_NO_MEMORY;
     }
     int rc = PAR_OK;
-    if (a->cfg.mode == PAR_AUTH_OIDC)
-        rc = par_oidc_provider_new(&a->cfg, &a->prov, err);
-    else if (a->cfg.mode == PAR_AUTH_API_KEY)
-        rc = par_apikey_provider_new(&a->cfg, &a->prov, err);
-    else if (a->cfg.mode != PAR_AUTH_OFF) {
+    par_auth_registry_t *own = NULL;
+    if (a->cfg.mode == PAR_AUTH_UNSET) {
         par_buf_appends(err, "auth.mode is not set");
         rc = PAR_E_INVALID_ARGUMENT;
+    } else if (a->cfg.mode != PAR_AUTH_OFF) {
+        if (reg == NULL && (rc = par_auth_registry_new(&own)) == PAR_OK)
+            reg = own;
+        if (rc == PAR_OK)
+            rc = par__auth_registry_build(reg, &a->cfg, &a->prov, err);
+        par_auth_registry_free(own);
     }
     if (rc != PAR_OK) {
         par_auth_config_free(&a->cfg);
@@ -65,6 +70,19 @@ int par_auth_new(par_auth_config_t *cfg, par_auth_t **out, par_buf_t *err)
     }
     *out = a;
     return PAR_OK;
+}
+
+int par_auth_new(par_auth_config_t *cfg, par_auth_t **out, par_buf_t *err)
+{
+    return par_auth_new_from(NULL, cfg, out, err);
+}
+
+void par_auth_waiter_done(par_auth_waiter_t *w)
+{
+    if (w && w->_answer && w->_answer_free)
+        w->_answer_free(w->_answer);
+    if (w)
+        w->_answer = NULL;
 }
 
 int par_auth_new_with_provider(par_auth_config_t *cfg, par_auth_provider_t *p, par_auth_t **out)
@@ -151,6 +169,15 @@ int par_auth_authenticate(par_auth_t *a, const par_auth_creds_t *cr, par_auth_wa
     if (!par_auth_enabled(a))
         return PAR_OK;
     par_auth_fail_t f = {PAR_AUTH_R_NONE, ""};
+    if (a->prov->ops->check_request) { /* it reads what it needs of the request itself */
+        int rc = a->prov->ops->check_request(a->prov, cr, w, request_id, out, &f);
+        if (rc == PAR_OK || rc == PAR_AUTH_PENDING)
+            return rc;
+        if (f.reason == PAR_AUTH_R_NONE)
+            f.reason = PAR_AUTH_R_PLUGIN;
+        log_refusal(a, request_id, &f);
+        return rc == PAR_E_AUTH_UNAVAILABLE || rc == PAR_E_UNAUTHORIZED ? rc : PAR_E_INVALID_TOKEN;
+    }
     par_slice_t cred = par_auth_bearer(cr->authorization);
     if (cred.ptr == NULL && a->cfg.mode == PAR_AUTH_API_KEY && cr->api_key.ptr)
         cred = cr->api_key;

@@ -44,9 +44,17 @@ typedef struct par_auth_waiter par_auth_waiter_t;
 struct par_auth_waiter {
     void (*ready)(par_auth_waiter_t *w);
     par_auth_waiter_t *_next; /* provider-private */
+    /* provider-private: an answer kept for the next round (a request
+     * provider's asynchronous answer), released by par_auth_waiter_done() */
+    void *_answer;
+    void (*_answer_free)(void *answer);
 };
 
+/* Releases what a provider kept in `w` (the caller's waiter is done). */
+void par_auth_waiter_done(par_auth_waiter_t *w);
+
 typedef struct par_auth_provider par_auth_provider_t;
+typedef struct par_auth_creds par_auth_creds_t;
 
 typedef struct par_auth_provider_ops {
     const char *name; /* "oidc", "api_key": shown in /runtime/info and logs */
@@ -62,6 +70,13 @@ typedef struct par_auth_provider_ops {
     /* Adds what an operator should see to `into` (/runtime/info "auth"). */
     void (*describe)(par_auth_provider_t *p, json_t *into);
     void (*destroy)(par_auth_provider_t *p);
+    /* A request provider (a plugin's: it reads any header and the peer
+     * address) sets this instead of using `check`, which is then never
+     * called: the whole request's credentials in, with `cr->resumed` the
+     * waiter of an earlier PAR_AUTH_PENDING round (its answer in _answer).
+     * Same returns as `check`. May be NULL. */
+    int (*check_request)(par_auth_provider_t *p, const par_auth_creds_t *cr, par_auth_waiter_t *w,
+                         const char *request_id, par_identity_t **out, par_auth_fail_t *f);
 } par_auth_provider_ops_t;
 
 struct par_auth_provider {
@@ -72,10 +87,33 @@ struct par_auth_provider {
 typedef struct par_auth par_auth_t;
 
 /* The credential of one request, as the HTTP layer found it. */
-typedef struct par_auth_creds {
+struct par_auth_creds {
     par_slice_t authorization; /* the Authorization header value, {NULL,0} when absent */
     par_slice_t api_key;       /* the X-API-Key header value, {NULL,0} when absent */
-} par_auth_creds_t;
+    /* For request providers (may be NULL/empty): the connection's peer
+     * address as text ("" when none), the method and path, any header by
+     * name (1 and *v set, or 0), and the waiter of an earlier round. */
+    const char *peer_addr, *method, *path;
+    int (*header)(void *ctx, const char *name, par_slice_t *v);
+    void *header_ctx;
+    par_auth_waiter_t *resumed;
+};
+
+/* Providers by name: the built-in "oidc" and "api_key", and those plugins
+ * add ("plugin:<name>"). auth.mode selects one when par_auth_new_from()
+ * builds the authenticator. Main thread, at start. */
+typedef int (*par_auth_factory_fn)(void *data, par_auth_config_t *cfg, par_auth_provider_t **out,
+                                   par_buf_t *err);
+typedef struct par_auth_registry par_auth_registry_t;
+
+/* A registry holding the built-in providers. PAR_E_NO_MEMORY. */
+int par_auth_registry_new(par_auth_registry_t **out);
+void par_auth_registry_free(par_auth_registry_t *r);
+/* Adds a provider; PAR_E_CONFLICT when the name is taken. `name` is copied. */
+int par_auth_registry_add(par_auth_registry_t *r, const char *name, par_auth_factory_fn fn,
+                          void *data);
+/* Appends the registered names, comma-separated, to `out` (for messages). */
+void par_auth_registry_names(const par_auth_registry_t *r, par_buf_t *out);
 
 /* Builds the authenticator for a finished configuration (par_auth_config_finish)
  * and starts the OIDC key refresh in the background when the mode is oidc.
@@ -83,13 +121,16 @@ typedef struct par_auth_creds {
  * configuration over: *cfg is left empty, on failure too. On failure `err`
  * says why. */
 int par_auth_new(par_auth_config_t *cfg, par_auth_t **out, par_buf_t *err);
+/* The same, choosing the provider in `reg` (NULL: the built-in ones). */
+int par_auth_new_from(const par_auth_registry_t *reg, par_auth_config_t *cfg, par_auth_t **out,
+                      par_buf_t *err);
 /* The same with a provider supplied by the caller (owned from now on), for
  * extensions and tests; the mode must not be off. */
 int par_auth_new_with_provider(par_auth_config_t *cfg, par_auth_provider_t *p, par_auth_t **out);
 /* Stops background work, answers parked requests and frees. */
 void par_auth_destroy(par_auth_t *a);
 
-/* Is authentication on (mode oidc or api_key)? */
+/* Is authentication on (mode oidc, api_key or plugin)? */
 int par_auth_enabled(const par_auth_t *a);
 int par_auth_mode(const par_auth_t *a);
 

@@ -67,6 +67,8 @@ const char *par_auth_mode_name(int mode)
         return "oidc";
     case PAR_AUTH_API_KEY:
         return "api_key";
+    case PAR_AUTH_PLUGIN:
+        return "plugin";
     default:
         return "unset";
     }
@@ -105,6 +107,7 @@ int par_auth_config_init(par_auth_config_t *c)
 void par_auth_config_free(par_auth_config_t *c)
 {
     free_list(c->open_paths, c->nopen);
+    free(c->plugin);
     free(c->subject_claim);
     free(c->tenant_claim);
     par_perm_map_free(&c->perms);
@@ -216,8 +219,17 @@ static int set_key(par_auth_config_t *c, const confkey_t *k, const char *where, 
             c->mode = PAR_AUTH_OIDC;
         else if (!strcmp(v, "api_key"))
             c->mode = PAR_AUTH_API_KEY;
-        else {
-            par_buf_appendf(err, "%sauth.mode: '%s' is not one of off, oidc, api_key\n", where, v);
+        else if (!strncmp(v, "plugin:", 7) && v[7]) {
+            char *name = strdup(v + 7);
+            if (name == NULL)
+                return PAR_E_NO_MEMORY;
+            free(c->plugin);
+            c->plugin = name;
+            c->mode = PAR_AUTH_PLUGIN;
+        } else {
+            par_buf_appendf(err,
+                            "%sauth.mode: '%s' is not one of off, oidc, api_key, plugin:<name>\n",
+                            where, v);
             return PAR_E_INVALID_ARGUMENT;
         }
         return PAR_OK;

@@ -23,6 +23,7 @@ typedef enum par_auth_mode {
     PAR_AUTH_OFF = 0,
     PAR_AUTH_OIDC = 1,
     PAR_AUTH_API_KEY = 2,
+    PAR_AUTH_PLUGIN = 3, /* `plugin:<name>`: a provider registered by a plugin */
 } par_auth_mode_t;
 
 /* One static API key: only its SHA-256 is configured. */
@@ -52,6 +53,7 @@ typedef struct par_oidc_config {
 
 typedef struct par_auth_config {
     int mode;          /* par_auth_mode_t */
+    char *plugin;      /* PAR_AUTH_PLUGIN: the plugin's name */
     char **open_paths; /* served without credentials */
     size_t nopen;
     char *subject_claim;          /* default "sub" */

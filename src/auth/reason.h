@@ -30,7 +30,8 @@
     X(CLAIMS, "invalid_claims")                                                                    \
     X(UNKNOWN_KEY, "unknown_api_key")                                                              \
     X(UNAVAILABLE, "keys_unavailable")                                                             \
-    X(FORBIDDEN, "forbidden")
+    X(FORBIDDEN, "forbidden")                                                                      \
+    X(PLUGIN, "refused_by_plugin")
 
 typedef enum par_auth_reason {
 #define PAR__AUTH_REASON_ENUM(name, str) PAR_AUTH_R_##name,

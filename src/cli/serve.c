@@ -32,6 +32,7 @@
 #include "pkg/archive.h"
 #include "pkg/manifest.h"
 #include "pkg/trust.h"
+#include "plugin/plugin.h"
 #include "runtime/converge.h"
 #include "runtime/runtime.h"
 #include "util/suggest.h"
@@ -40,6 +41,7 @@
  * reachable (and so is not reported by leak checkers) after main returns. */
 static par_http_t *g_http;
 static par_auth_t *g_auth;
+static par_plugins_t *g_plugins;
 
 /* Loads the configuration from defaults, `--config FILE`, PAR_* variables
  * and flags (config/config.h); on a mistake prints every one and returns 2. */
@@ -292,12 +294,33 @@ static int prepare(const par_conf_t *c, par_auth_config_t *ac, par_meter_config_
     return rc;
 }
 
+/* The configuration's plugins (g_plugins): loaded, their loaders and
+ * exporters attached to the runtime. Returns PAR_OK or logs why. */
+static int start_plugins(const par_conf_t *c, par_runtime_t *rt)
+{
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par_plugins_load(c->v[PAR_K_PLUGINS].v, rt->state_dir, &g_plugins, &err);
+    if (rc == PAR_OK)
+        rc = par_plugins_attach(g_plugins, rt, &err);
+    if (rc != PAR_OK)
+        par_log_msg(PAR_LOG_ERROR, "cannot start: %.*s", (int)err.len, err.data ? err.data : "");
+    par_buf_free(&err);
+    return rc;
+}
+
 /* Authentication and the listener (g_auth, g_http). Returns PAR_OK or logs why. */
 static int start_http(const par_conf_t *c, par_runtime_t *rt, par_auth_config_t *ac)
 {
     par_buf_t err;
     par_buf_init(&err, 0);
-    int rc = par_auth_new(ac, &g_auth, &err);
+    par_auth_registry_t *reg = NULL;
+    int rc = par_auth_registry_new(&reg);
+    if (rc == PAR_OK)
+        rc = par_plugins_register_auth(g_plugins, reg, &err);
+    if (rc == PAR_OK)
+        rc = par_auth_new_from(reg, ac, &g_auth, &err);
+    par_auth_registry_free(reg);
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "cannot start authentication: %.*s", (int)err.len,
                     err.data ? err.data : "");
@@ -401,9 +424,13 @@ int par_cli_serve(int argc, char **argv)
     par_log_init(par_log_parse_level(par_conf_str(&c, PAR_K_LOG_LEVEL)),
                  strcmp(par_conf_str(&c, PAR_K_LOG_FORMAT), "text") != 0);
     par_runtime_t *rt = start_runtime(&c, metering ? &m : NULL);
-    if (rt == NULL || (atomic_store(&rt->booting, 1), start_http(&c, rt, &ac)) != PAR_OK) {
+    if (rt == NULL || start_plugins(&c, rt) != PAR_OK ||
+        (atomic_store(&rt->booting, 1), start_http(&c, rt, &ac)) != PAR_OK) {
+        par_plugins_stop(g_plugins);
         if (rt)
             par_runtime_destroy(rt);
+        par_plugins_destroy(g_plugins);
+        g_plugins = NULL;
         par_auth_config_free(&ac);
         par_log_shutdown();
         par_conf_free(&c);
@@ -436,7 +463,10 @@ int par_cli_serve(int argc, char **argv)
     par_http_stop(g_http);
     par_auth_destroy(g_auth);
     g_auth = NULL;
+    par_plugins_stop(g_plugins); /* exporters deliver what they queued */
     par_runtime_destroy(rt);
+    par_plugins_destroy(g_plugins); /* fini, after the last version is gone */
+    g_plugins = NULL;
     par_log_msg(PAR_LOG_INFO, "stopped");
     par_log_shutdown();
     par_conf_free(&c);

@@ -148,6 +148,8 @@ const char *par__conf_type_name(const par_conf_key_t *k)
         return "list of API keys";
     case PAR_CT_GRANTS:
         return "map of grants";
+    case PAR_CT_PLUGINS:
+        return "list of plugins";
     }
     return "?";
 }
@@ -206,6 +208,9 @@ void par__conf_expected(const par_conf_key_t *k, char *out, size_t cap)
         break;
     case PAR_CT_GRANTS:
         snprintf(out, cap, "a mapping of claim values to lists of permissions");
+        break;
+    case PAR_CT_PLUGINS:
+        snprintf(out, cap, "a list of {path, config}");
         break;
     }
 }
@@ -344,6 +349,7 @@ json_t *par__conf_parse_text(const par_conf_key_t *k, const char *v, const char 
     case PAR_CT_MAP:
     case PAR_CT_APIKEYS:
     case PAR_CT_GRANTS:
+    case PAR_CT_PLUGINS:
         snprintf(why, cap, "can only be set in the configuration file");
         return NULL;
     }

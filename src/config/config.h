@@ -44,6 +44,7 @@ typedef enum par_conf_type {
     PAR_CT_KEYS,    /* trust.keys: minisign keys or {key|file, packages} */
     PAR_CT_APIKEYS, /* auth.api_keys: {sha256, subject, tenant, permissions} */
     PAR_CT_GRANTS,  /* auth.permissions.grants: claim value → permissions */
+    PAR_CT_PLUGINS, /* plugins: [{path, config}] */
 } par_conf_type_t;
 
 enum {
@@ -63,6 +64,8 @@ enum {
       PAR_CF_REQUIRED, "folder of .apkg files deployed at start and watched")                      \
     X(STATE_DIR, "state_dir", "PAR_STATE_DIR", "--state-dir", PAR_CT_PATH, 0, 0, NULL, "./var",    \
       PAR_CF_REQUIRED, "cache, scratch directories, deployed.json, usage.db")                      \
+    X(PLUGINS, "plugins", NULL, NULL, PAR_CT_PLUGINS, 0, 0, NULL, NULL, 0,                         \
+      "extension plugins loaded at start: {path (a shared object), config} (docs/extensions.md)")  \
     X(ISOLATION, "isolation", "PAR_ISOLATION", NULL, PAR_CT_ENUM, 0, 0, "worker|in-process",       \
       "worker", 0, "where every package runs; in-process is for trusted code only")                \
     X(TRUSTED, "trusted", "PAR_TRUSTED", "--trusted", PAR_CT_LIST, 0, 0, NULL, NULL, 0,            \
@@ -254,8 +257,9 @@ enum {
       NULL, "60000", 0, "aggregation window")                                                      \
     X(STRIPE_GRACE, "metering.stripe.aggregate.grace", NULL, NULL, PAR_CT_MS, 0, 86400000, NULL,   \
       "30000", 0, "a window is sent this long after it ends")                                      \
-    X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_ENUM, 0, 0,                   \
-      "off|oidc|api_key", NULL, 0, "required with a configuration file (off without one)")         \
+    X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_STR, 0, 0, NULL, NULL, 0,     \
+      "off, oidc, api_key or plugin:<name> (a plugin's provider); required with a configuration "  \
+      "file (off without one)")                                                                    \
     X(AUTH_OPEN_PATHS, "auth.open_paths", "PAR_AUTH_OPEN_PATHS", NULL, PAR_CT_LIST, 0, 0, NULL,    \
       "/runtime/health,/runtime/ready", 0,                                                         \
       "routes served without credentials (/runtime/health, /runtime/ready, /runtime/info, "        \

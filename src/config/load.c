@@ -213,6 +213,44 @@ static json_t *api_keys(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
     return each_entry(r, n, k, api_key);
 }
 
+/* plugins: each entry {path, config}; the path made absolute against the
+ * file's directory, the config block kept as JSON for the plugin. */
+static json_t *plugin(reader_t *r, yaml_node_t *e, const par_conf_key_t *k, const char *entry)
+{
+    static const char *const known[] = {"path", "config"};
+    char at[200];
+    where(r, e, at, sizeof(at));
+    if (e->type != YAML_MAPPING_NODE) {
+        par_buf_appendf(r->err, "%s: `%s%s`: expected a mapping {path, config}, not %s\n", at,
+                        k->path, entry, par_yaml_kind(e));
+        r->bad = 1;
+        return NULL;
+    }
+    if (!fields_ok(r, e, k, entry, known, 2))
+        return NULL;
+    const char *path = par_yaml_scalar(par_yaml_get(r->y, e, "path"), NULL);
+    yaml_node_t *cn = par_yaml_get(r->y, e, "config");
+    if (path == NULL || *path == '\0' ||
+        (cn && !par_yaml_is_null(cn) && cn->type != YAML_MAPPING_NODE)) {
+        par_buf_appendf(r->err, "%s: `%s%s`: %s\n", at, k->path, entry,
+                        path == NULL || *path == '\0'
+                            ? "needs `path`, the plugin's shared object"
+                            : "`config` must be a mapping (the plugin's own settings)");
+        r->bad = 1;
+        return NULL;
+    }
+    char *abs = par_path_absolute(r->base, path);
+    json_t *conf = cn && !par_yaml_is_null(cn) ? par_yaml_to_json(r->y, cn) : json_object();
+    json_t *o = abs && conf ? json_pack("{s:s,s:O}", "path", abs, "config", conf) : NULL;
+    free(abs);
+    json_decref(conf);
+    if (o == NULL) {
+        par_buf_appendf(r->err, "%s: `%s%s`: out of memory\n", at, k->path, entry);
+        r->bad = 1;
+    }
+    return o;
+}
+
 /* A mapping of names to strings (MAP) or to lists of strings (GRANTS). */
 static json_t *name_map(reader_t *r, yaml_node_t *n, const par_conf_key_t *k)
 {
@@ -259,6 +297,9 @@ static void read_key(reader_t *r, int id, yaml_node_t *n)
         break;
     case PAR_CT_APIKEYS:
         val = api_keys(r, n, k);
+        break;
+    case PAR_CT_PLUGINS:
+        val = each_entry(r, n, k, plugin);
         break;
     case PAR_CT_MAP:
     case PAR_CT_GRANTS:

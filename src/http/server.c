@@ -84,17 +84,23 @@ static void send_auth_error(par_http_t *h, h2o_req_t *req, int status, const cha
     const char *challenge = NULL;
     if (status == PAR_E_UNAUTHORIZED) {
         challenge = "Bearer realm=\"par\"";
-        msg = par_auth_mode(h->opts.auth) == PAR_AUTH_API_KEY
+        int mode = par_auth_mode(h->opts.auth);
+        msg = mode == PAR_AUTH_API_KEY
                   ? "this route needs credentials: send Authorization: Bearer <key> or "
                     "X-API-Key: <key>"
+              : mode == PAR_AUTH_PLUGIN
+                  ? "this route needs credentials"
                   : "this route needs credentials: send Authorization: Bearer <token>";
     } else if (status == PAR_E_INVALID_TOKEN) {
         challenge = "Bearer realm=\"par\", error=\"invalid_token\"";
-        msg = "the bearer credential is not valid";
+        msg = par_auth_mode(h->opts.auth) == PAR_AUTH_PLUGIN ? "the credentials are not valid"
+                                                             : "the bearer credential is not valid";
     } else if (status == PAR_E_FORBIDDEN) {
         challenge = "Bearer realm=\"par\", error=\"insufficient_scope\"";
     } else if (status == PAR_E_AUTH_UNAVAILABLE) {
-        msg = "the token issuer's signing keys have not been obtained yet; try again shortly";
+        msg = par_auth_mode(h->opts.auth) == PAR_AUTH_PLUGIN
+                  ? "the authentication provider cannot decide now; try again shortly"
+                  : "the token issuer's signing keys have not been obtained yet; try again shortly";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
     } else {
         msg = par_strerror(status);
@@ -122,7 +128,7 @@ static void auth_wait_ready(par_auth_waiter_t *pw)
 }
 
 static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, const par_http_match_t *m,
-                 int may_wait);
+                 auth_wait_t *resumed);
 
 static void on_auth_ready(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
@@ -142,8 +148,9 @@ static void on_auth_ready(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
             par_http_match_t m;
             par__http_route_match(par__http_method(req->method.base, req->method.len),
                                   req->path_normalized.base, req->path_normalized.len, &m);
-            serve(w->loop, req, w->rid, w->t0, &m, 0);
+            serve(w->loop, req, w->rid, w->t0, &m, w);
         }
+        par_auth_waiter_done(&w->waiter);
         free(w);
     }
 }
@@ -178,17 +185,72 @@ static auth_wait_t *park_prepare(loop_t *l, const char *rid, int64_t t0)
     return w;
 }
 
+/* A header of the request for a request provider (auth.h): names are
+ * matched case-insensitively (h2o keeps them in lower case). */
+static int creds_header(void *ctx, const char *name, par_slice_t *v)
+{
+    char low[128];
+    size_t n = strlen(name);
+    if (n >= sizeof(low))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    h2o_iovec_t hv = par__http_header(ctx, low, n);
+    if (hv.base == NULL)
+        return 0;
+    v->ptr = hv.base;
+    v->len = hv.len;
+    return 1;
+}
+
+/* The connection's peer as text; an IPv4-mapped IPv6 address as IPv4. */
+static void peer_text(h2o_req_t *req, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    out[0] = '\0';
+    socklen_t sl = req->conn->callbacks->get_peername
+                       ? req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss)
+                       : 0;
+    if (sl == 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)cap);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            inet_ntop(AF_INET, a6->s6_addr + 12, out, (socklen_t)cap);
+        else
+            inet_ntop(AF_INET6, a6, out, (socklen_t)cap);
+    }
+}
+
 /* Authenticates and authorizes: PAR_OK with *who (NULL: anonymous), or a
- * status already answered, or PAR_AUTH_PENDING (parked). */
+ * status already answered, or PAR_AUTH_PENDING (parked). `resumed`: the
+ * waiter of the round that parked the request (it may be parked once). */
 static int authenticate(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0,
-                        const par_http_match_t *m, int may_wait, par_identity_t **who)
+                        const par_http_match_t *m, auth_wait_t *resumed, par_identity_t **who)
 {
     par_http_t *h = l->http;
     par_auth_t *auth = h->opts.auth;
     h2o_iovec_t az = par__http_header(req, H2O_STRLIT("authorization"));
     h2o_iovec_t key = par__http_header(req, H2O_STRLIT("x-api-key"));
-    par_auth_creds_t cr = {{az.base, az.len}, {key.base, key.len}};
-    auth_wait_t *w = may_wait ? park_prepare(l, rid, t0) : NULL;
+    par_auth_creds_t cr = {.authorization = {az.base, az.len}, .api_key = {key.base, key.len}};
+    char peer[INET6_ADDRSTRLEN], method[16], path[1024];
+    if (par_auth_mode(auth) == PAR_AUTH_PLUGIN) { /* only a request provider reads these */
+        peer_text(req, peer, sizeof(peer));
+        snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
+        size_t plen = req->path_normalized.len < sizeof(path) - 1 ? req->path_normalized.len
+                                                                  : sizeof(path) - 1;
+        memcpy(path, req->path_normalized.base, plen);
+        path[plen] = '\0';
+        cr.peer_addr = peer;
+        cr.method = method;
+        cr.path = path;
+        cr.header = creds_header;
+        cr.header_ctx = req;
+        cr.resumed = resumed ? &resumed->waiter : NULL;
+    }
+    auth_wait_t *w = resumed == NULL ? park_prepare(l, rid, t0) : NULL;
     int rc = par_auth_authenticate(auth, &cr, w ? &w->waiter : NULL, rid, who);
     const char *label = par__http_route_label(m);
     if (rc == PAR_AUTH_PENDING) {
@@ -226,16 +288,17 @@ static int authenticate(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0,
     return rc;
 }
 
-/* Authenticates and authorizes, then dispatches. `may_wait`: the request may
- * be parked once while the issuer's keys are refreshed. */
+/* Authenticates and authorizes, then dispatches. A request may be parked
+ * once while the issuer's keys are refreshed (or a plugin provider answers):
+ * `resumed` is then that round's waiter. */
 static int serve(loop_t *l, h2o_req_t *req, const char *rid, int64_t t0, const par_http_match_t *m,
-                 int may_wait)
+                 auth_wait_t *resumed)
 {
     par_http_t *h = l->http;
     h2o_iovec_t p = req->path_normalized;
     par_identity_t *who = NULL;
     if (par_auth_enabled(h->opts.auth) && !par_auth_is_open(h->opts.auth, p.base, p.len) &&
-        authenticate(l, req, rid, t0, m, may_wait, &who) != PAR_OK)
+        authenticate(l, req, rid, t0, m, resumed, &who) != PAR_OK)
         return 0;
     if (who == NULL && par__http_tls_wants_clients(h->tls))
         who = client_identity(h, req);
@@ -263,7 +326,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     } else if (par__http_check_headers(req, msg, sizeof(msg)) == 0 &&
                par__http_check_route_id(&m, msg, sizeof(msg)) == 0) {
         par__http_request_id(req, l, rid, sizeof(rid));
-        return serve(l, req, rid, t0, &m, 1);
+        return serve(l, req, rid, t0, &m, NULL);
     }
     par__http_new_id(l, rid);
     par__http_send_error(req, PAR_E_BAD_REQUEST, msg, strlen(msg), rid);

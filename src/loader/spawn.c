@@ -122,10 +122,28 @@ static void python_args(const par_pool_spec_t *spec, unsigned memory_mb, par_str
     }
 }
 
+/* A plugin loader's program (par_pool_spec_t.exec_argv): its directories
+ * readable, then --exec with its arguments; the standard worker arguments
+ * follow (par_spawn_argv), as they do for the Python worker. */
+static void exec_args(const par_pool_spec_t *spec, par_strvec_t *a)
+{
+    par_strvec_push(a, "--fd");
+    par_strvec_push(a, "3");
+    par_strvec_push(a, "--root");
+    par_strvec_push(a, spec->root);
+    for (size_t i = 0; spec->exec_ro && spec->exec_ro[i]; i++) {
+        par_strvec_push(a, "--ro");
+        par_strvec_push(a, spec->exec_ro[i]);
+    }
+    par_strvec_push(a, "--exec");
+    for (size_t i = 0; spec->exec_argv[i]; i++)
+        par_strvec_push(a, spec->exec_argv[i]);
+}
+
 int par_spawn_argv(const par_pool_spec_t *spec, unsigned *memory_mb, char ***out)
 {
     const par_manifest_t *m = spec->manifest;
-    int python = m->runtime_kind == PAR_RUNTIME_PYTHON;
+    int python = m->runtime_kind == PAR_RUNTIME_PYTHON && spec->exec_argv == NULL;
     *memory_mb = spec->memory_mb;
 #ifdef PAR_SANITIZE_BUILD
     /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS for
@@ -135,7 +153,7 @@ int par_spawn_argv(const par_pool_spec_t *spec, unsigned *memory_mb, char ***out
         *memory_mb = 0;
     unsigned sandbox_memory_mb = 0;
 #else
-    unsigned sandbox_memory_mb = *memory_mb;
+    unsigned sandbox_memory_mb = spec->exec_argv && spec->exec_own_memory ? 0 : *memory_mb;
 #endif
     /* par-worker puts itself in the sandbox (docs/sandbox.md), then runs the
      * package: native exports itself, Python by exec'ing the interpreter. */
@@ -144,6 +162,8 @@ int par_spawn_argv(const par_pool_spec_t *spec, unsigned *memory_mb, char ***out
     limit_args(spec, sandbox_memory_mb, &a);
     if (python)
         python_args(spec, *memory_mb, &a);
+    else if (spec->exec_argv)
+        exec_args(spec, &a);
     par_strvec_push(&a, "--fd");
     par_strvec_push(&a, "3");
     par_strvec_push(&a, "--root");
@@ -173,6 +193,18 @@ static void log_env_warnings(const par_pool_spec_t *spec, const par_buf_t *warn)
         par_log_strn(&l, "warnings", warn->data, warn->len);
         par_log_end(&l);
     }
+}
+
+/* Sets NAME=value, replacing an earlier NAME. */
+static void env_set(par_strvec_t *e, const char *kv)
+{
+    size_t n = strcspn(kv, "=");
+    for (size_t i = 0; i < e->len; i++)
+        if (strncmp(e->v[i], kv, n) == 0 && e->v[i][n] == '=') {
+            par_strvec_set_owned(e, i, strdup(kv));
+            return;
+        }
+    par_strvec_push(e, kv);
 }
 
 /* A scrubbed environment: the package's own (.env, then agent.yaml
@@ -208,6 +240,8 @@ int par_spawn_envp(const par_pool_spec_t *spec, char ***out)
         env.items[i] = NULL;
     }
     par_envlist_free(&env);
+    for (size_t i = 0; spec->exec_env && spec->exec_env[i]; i++)
+        env_set(&e, spec->exec_env[i]);
     *out = par_strvec_steal(&e);
     return *out ? PAR_OK : PAR_E_NO_MEMORY;
 }

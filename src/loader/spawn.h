@@ -41,6 +41,12 @@ typedef struct par_pool_spec {
     size_t max_input;                  /* the largest frame its workers accept */
     size_t max_output;                 /* the largest frame they may send */
     size_t max_event;                  /* the largest event's JSON (runs.max_event_kb) */
+    /* A plugin loader's worker program (include/par/plugin.h), or NULL: par-worker
+     * execs it (--exec) with the standard worker arguments appended; `exec_env`
+     * is added to the environment, `exec_ro` made readable in the sandbox.
+     * exec_own_memory: the program limits its memory itself (no RLIMIT_AS). */
+    const char *const *exec_argv, *const *exec_env, *const *exec_ro;
+    int exec_own_memory;
 } par_pool_spec_t;
 
 /* par-worker's command line for the pool (without --scratch, added per

@@ -316,18 +316,33 @@ static int check_par_block(const par_manifest_t *m, par_buf_t *err)
     return problems;
 }
 
-int par_pkg_compat_check(const char *root, const par_manifest_t *m, par_buf_t *err)
+int par_pkg_compat_common(const char *root, const par_manifest_t *m, par_buf_t *err)
 {
-    int problems = check_runtime(m, err) + check_par_block(m, err);
+    int problems = check_par_block(m, err);
     if (m->export_count == 0) {
         par_buf_appendf(err, "entrypoint: the package exports no agent (no entrypoint, "
                              "sub_agents or metadata.par.exports)\n");
         problems++;
     }
+    return problems + par_package_env_check(root, m, err);
+}
+
+int par_pkg_compat_native(const char *root, const par_manifest_t *m, par_buf_t *err)
+{
+    return check_native(root, m, err);
+}
+
+int par_pkg_compat_python(const char *root, const par_manifest_t *m, par_buf_t *err)
+{
+    return check_python(root, m, err);
+}
+
+int par_pkg_compat_check(const char *root, const par_manifest_t *m, par_buf_t *err)
+{
+    int problems = check_runtime(m, err) + par_pkg_compat_common(root, m, err);
     if (m->runtime_kind == PAR_RUNTIME_NATIVE)
         problems += check_native(root, m, err);
     else if (m->runtime_kind == PAR_RUNTIME_PYTHON)
         problems += check_python(root, m, err);
-    problems += par_package_env_check(root, m, err);
     return problems;
 }

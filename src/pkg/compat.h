@@ -32,6 +32,14 @@ int par_pkg_entry_lib(const char *entry, char *lib, size_t n);
  *  package"), and returns the number of problems (0: compatible). */
 int par_pkg_compat_check(const char *root, const par_manifest_t *m, par_buf_t *err);
 
+/** The parts of par_pkg_compat_check, for the runtime's loader registry
+ *  (runtime/loaders.h), where the loader of `runtime` is looked up instead:
+ *  what every package needs (metadata.par, exports, environment), and what
+ *  the native and Python loaders check. Same conventions. */
+int par_pkg_compat_common(const char *root, const par_manifest_t *m, par_buf_t *err);
+int par_pkg_compat_native(const char *root, const par_manifest_t *m, par_buf_t *err);
+int par_pkg_compat_python(const char *root, const par_manifest_t *m, par_buf_t *err);
+
 /** requirements.txt and agent.yaml `dependencies` of the package at `root`,
  *  one plain specifier per line appended to `reqs` (NUL-terminated) and
  *  counted in *count. Options, URLs, paths and direct references are refused

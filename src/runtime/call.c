@@ -181,6 +181,8 @@ void par__call_finish(par_call_t *c)
     }
     if (rt && c->_hop)
         log_hop(c);
+    if (rt && rt->telemetry) /* only when an exporter is configured */
+        rt->telemetry->finished(rt->telemetry->data, c);
     par_usage_t *u = rt && rt->meter ? usage_of(c) : NULL;
     if (u) {
         /* A root's answer waits for its record's commit (group commit, see

@@ -248,11 +248,23 @@ int par__deploy_compat(par_deploy_ctx_t *c)
     par_manifest_t *m = pv->manifest;
     assert(m != NULL && pv->root != NULL);
     c->t_compat = par__now_ns();
-    int problems = par_pkg_compat_check(pv->root, m, c->err);
-    if (m->runtime_kind == PAR_RUNTIME_PYTHON && problems == 0) {
-        /* last: it may build a virtual environment, worth it only for an
-         * otherwise deployable package */
-        int rc = par__python_prepare(rt, pv, c->err);
+    int problems = par_pkg_compat_common(pv->root, m, c->err);
+    const par_loader_impl_t *l = pv->loader = par__loaders_find(rt, m->runtime);
+    if (l == NULL) {
+        par_buf_appendf(c->err, "runtime: no loader for runtime %s (this runtime serves ",
+                        m->runtime);
+        par__loaders_names(rt, c->err);
+        par_buf_appends(c->err, ")\n");
+        problems++;
+    } else if (l->check) {
+        problems += l->check(l, rt, pv, c->err);
+    }
+    if (l && problems == 0) {
+        /* last: it may build a virtual environment or install dependencies,
+         * worth it only for an otherwise deployable package */
+        int rc = l->prepare ? l->prepare(l, rt, pv, c->err) : PAR_OK;
+        if (rc == PAR_OK && l->command)
+            rc = l->command(l, rt, pv, c->err);
         if (rc != PAR_OK)
             return rc;
     }
@@ -267,12 +279,12 @@ int par__deploy_compat(par_deploy_ctx_t *c)
     if (pv->metrics == NULL)
         return PAR_E_NO_MEMORY;
     pv->isolation = is_trusted(rt, pv->name) ? PAR_ISOLATION_IN_PROCESS : rt->cfg.isolation;
-    if (m->runtime_kind == PAR_RUNTIME_PYTHON && pv->isolation == PAR_ISOLATION_IN_PROCESS) {
+    if (!l->in_process_ok && pv->isolation == PAR_ISOLATION_IN_PROCESS) {
         /* no interpreter lives in the runtime's process */
         par_log_msg(PAR_LOG_WARN,
-                    "package %s is a Python package: it runs in worker processes (in-process "
+                    "package %s is a %s package: it runs in worker processes (in-process "
                     "isolation applies to native packages only)",
-                    pv->name);
+                    pv->name, l->runtimes);
         pv->isolation = PAR_ISOLATION_WORKER;
     }
     return PAR_OK;

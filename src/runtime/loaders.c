@@ -1,12 +1,126 @@
 /*
- * runtime/loaders.c — see workers.h.
+ * runtime/loaders.c — see loaders.h: the loader registry with the built-in
+ * native and Python loaders as its first entries, the pool spec of a
+ * version, and the Python settings.
  */
 #include "runtime/loaders.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "loader/python.h"
 #include "loader/supervisor.h"
+#include "pkg/compat.h"
+
+/* ---- the registry ------------------------------------------------------------------ */
+
+static int native_serves(const par_loader_impl_t *l, const char *runtime)
+{
+    (void)l;
+    return strcmp(runtime, "native") == 0;
+}
+
+static int python_serves(const par_loader_impl_t *l, const char *runtime)
+{
+    (void)l;
+    return strncmp(runtime, "python3.", 8) == 0 && runtime[8] >= '0' && runtime[8] <= '9' &&
+           strspn(runtime + 8, "0123456789") == strlen(runtime + 8);
+}
+
+static int native_check(const par_loader_impl_t *l, par_runtime_t *rt, par_pkgver_t *pv,
+                        par_buf_t *err)
+{
+    (void)l, (void)rt;
+    return par_pkg_compat_native(pv->root, pv->manifest, err);
+}
+
+static int python_check(const par_loader_impl_t *l, par_runtime_t *rt, par_pkgver_t *pv,
+                        par_buf_t *err)
+{
+    (void)l, (void)rt;
+    return par_pkg_compat_python(pv->root, pv->manifest, err);
+}
+
+static int python_prepare(const par_loader_impl_t *l, par_runtime_t *rt, par_pkgver_t *pv,
+                          par_buf_t *err)
+{
+    (void)l;
+    return par__python_prepare(rt, pv, err);
+}
+
+static const par_loader_impl_t native_loader = {.name = "native",
+                                                .runtimes = "native",
+                                                .serves = native_serves,
+                                                .check = native_check,
+                                                .in_process_ok = 1};
+static const par_loader_impl_t python_loader = {.name = "python",
+                                                .runtimes = "python3.N",
+                                                .serves = python_serves,
+                                                .check = python_check,
+                                                .prepare = python_prepare};
+
+int par__loaders_builtin(par_runtime_t *rt)
+{
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par__loaders_add(rt, &native_loader, NULL, &err);
+    if (rc == PAR_OK)
+        rc = par__loaders_add(rt, &python_loader, NULL, &err);
+    par_buf_free(&err);
+    return rc;
+}
+
+const par_loader_impl_t *par__loaders_find(par_runtime_t *rt, const char *runtime)
+{
+    for (size_t i = 0; i < rt->nloaders; i++)
+        if (rt->loaders[i]->serves(rt->loaders[i], runtime))
+            return rt->loaders[i];
+    return NULL;
+}
+
+int par__loaders_add(par_runtime_t *rt, const par_loader_impl_t *l, const char *const *runtimes,
+                     par_buf_t *err)
+{
+    for (size_t i = 0; runtimes && runtimes[i]; i++) {
+        const par_loader_impl_t *o = par__loaders_find(rt, runtimes[i]);
+        if (o) {
+            par_buf_appendf(err, "runtime %s is served by the loader '%s' already", runtimes[i],
+                            o->name);
+            return PAR_E_CONFLICT;
+        }
+    }
+    const par_loader_impl_t **v = realloc(rt->loaders, (rt->nloaders + 1) * sizeof(*v));
+    if (v == NULL)
+        return PAR_E_NO_MEMORY;
+    v[rt->nloaders++] = l;
+    rt->loaders = v;
+    return PAR_OK;
+}
+
+void par__loaders_names(par_runtime_t *rt, par_buf_t *out)
+{
+    for (size_t i = 0; i < rt->nloaders; i++)
+        par_buf_appendf(out, "%s%s", i ? ", " : "", rt->loaders[i]->runtimes);
+}
+
+void par__loaders_free(par_runtime_t *rt)
+{
+    free(rt->loaders);
+    rt->loaders = NULL;
+    rt->nloaders = 0;
+}
+
+void par__loader_cmd_free(par_loader_cmd_out_t *c)
+{
+    if (c == NULL)
+        return;
+    par_strvec_free_array(c->argv);
+    par_strvec_free_array(c->env);
+    par_strvec_free_array(c->ro);
+    free(c);
+}
+
+/* ---- pools ------------------------------------------------------------------------- */
 
 static int hook_call_start(void *owner, par_call_t *c)
 {
@@ -59,6 +173,12 @@ int par__workers_start(par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
         .max_output = cfg->max_output_bytes,
         .max_event = cfg->max_event_bytes,
     };
+    if (pv->loader_cmd) { /* a plugin loader's program */
+        spec.exec_argv = (const char *const *)pv->loader_cmd->argv;
+        spec.exec_env = (const char *const *)pv->loader_cmd->env;
+        spec.exec_ro = (const char *const *)pv->loader_cmd->ro;
+        spec.exec_own_memory = pv->loader_cmd->own_memory_limit;
+    }
     return par_pool_start(rt->super, &spec, &pv->pool, err);
 }
 

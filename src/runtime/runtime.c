@@ -59,6 +59,9 @@ void par__pkgver_unref(par_pkgver_t *pv)
         par_pool_release(pv->pool);
     }
     par__native_unload(pv);
+    if (pv->loader && pv->loader->release)
+        pv->loader->release(pv->loader, pv);
+    par__loader_cmd_free(pv->loader_cmd);
     if (pv->manifest)
         par_manifest_free(pv->manifest);
     free(pv->name);
@@ -517,6 +520,8 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
         rc = PAR_E_IO;
     }
     if (rc == PAR_OK)
+        rc = par__loaders_builtin(rt);
+    if (rc == PAR_OK)
         rc = resolve_worker_ids(rt);
     if (rc == PAR_OK)
         rc = load_trust(rt, cfg_in);
@@ -573,6 +578,7 @@ void par_runtime_destroy(par_runtime_t *rt)
     par_super_free(rt->super);
     /* after the workers are gone: every call has finished and queued its record */
     par_meter_destroy(rt->meter);
+    par__loaders_free(rt);
     for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
         free(rt->trusted[i]);
     free(rt->trusted);

@@ -58,6 +58,9 @@ struct par_pkgver {
     uint32_t timeout_ms;
     size_t max_input;
     char *python_site; /* Python packages with requirements: their venv's site-packages */
+    const struct par_loader_impl *loader;  /* set at compat (runtime/loaders.h) */
+    struct par_loader_cmd_out *loader_cmd; /* a plugin loader's worker program, or NULL */
+    void *loader_state;                    /* the loader's own, per version */
     /* isolation = worker */
     par_pool_t *pool;
     /* isolation = in-process */
@@ -117,10 +120,24 @@ struct par_runtime {
     struct par_meter *meter;
     /* what /metrics renders (runtime/metrics.c) */
     struct par_metrics_registry *metrics;
+    /* the loader registry (runtime/loaders.h): registered before the first deploy */
+    const struct par_loader_impl **loaders;
+    size_t nloaders;
+    /* finished calls for telemetry exporters (plugins), or NULL: one branch per call */
+    const struct par_telemetry *telemetry;
     /* calls answered through the embedding API, by status (runtime/embed_call.c) */
     atomic_ulong inprocess_calls[PAR_STATUS_COUNT];
     void *data;
 };
+
+/* Where finished calls go when an exporter wants them (plugin/export.c).
+ * `finished` runs on the thread that finishes the call, once per counted call
+ * (sub-agent calls included), after its status and timings are set: it must
+ * only copy what it needs and queue it, never block. */
+typedef struct par_telemetry {
+    void (*finished)(void *data, const par_call_t *c);
+    void *data;
+} par_telemetry_t;
 
 void par__pkgver_ref(par_pkgver_t *pv);
 void par__pkgver_unref(par_pkgver_t *pv);

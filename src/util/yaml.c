@@ -3,6 +3,8 @@
  */
 #include "util/yaml.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -296,4 +298,61 @@ void par_yaml_free(par_yaml_t *y)
     if (y->loaded)
         yaml_document_delete(&y->doc);
     y->loaded = 0;
+}
+
+/* ---- to JSON ------------------------------------------------------------------ */
+
+static json_t *scalar_json(const yaml_node_t *n)
+{
+    const char *s = (const char *)n->data.scalar.value;
+    int b;
+    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        if (par_yaml_is_null(n))
+            return json_null();
+        if (par_yaml_bool(n, &b) == 0)
+            return json_boolean(b);
+        char *end;
+        errno = 0;
+        long long i = strtoll(s, &end, 10);
+        if (*s && *end == '\0' && errno == 0)
+            return json_integer(i);
+        double d = strtod(s, &end);
+        if (*s && *end == '\0' && errno == 0 && strspn(s, "0123456789+-.eE") == strlen(s))
+            return json_real(d);
+    }
+    return json_stringn(s, n->data.scalar.length);
+}
+
+static json_t *to_json(par_yaml_t *y, yaml_node_t *n, int depth)
+{
+    if (n == NULL || depth > PAR_YAML_MAX_DEPTH)
+        return NULL;
+    if (n->type == YAML_SCALAR_NODE)
+        return scalar_json(n);
+    if (n->type == YAML_SEQUENCE_NODE) {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             a && it < n->data.sequence.items.top; it++) {
+            json_t *v = to_json(y, par_yaml_node(y, *it), depth + 1);
+            if (v == NULL || json_array_append_new(a, v) != 0)
+                json_decref(a), a = NULL;
+        }
+        return a;
+    }
+    if (n->type != YAML_MAPPING_NODE)
+        return NULL;
+    json_t *o = json_object();
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; o && p < n->data.mapping.pairs.top;
+         p++) {
+        const char *k = par_yaml_scalar(par_yaml_node(y, p->key), NULL);
+        json_t *v = k ? to_json(y, par_yaml_node(y, p->value), depth + 1) : NULL;
+        if (v == NULL || json_object_set_new(o, k, v) != 0)
+            json_decref(o), o = NULL;
+    }
+    return o;
+}
+
+json_t *par_yaml_to_json(par_yaml_t *y, yaml_node_t *n)
+{
+    return to_json(y, n, 0);
 }

@@ -65,6 +65,13 @@ static inline unsigned long par_yaml_line(const yaml_node_t *n)
     return n ? (unsigned long)n->start_mark.line + 1 : 0;
 }
 
+/** The node as JSON (jansson): mappings become objects (keys as text),
+ *  sequences arrays; a plain scalar that reads as null, a boolean, an
+ *  integer or a number becomes one, any other scalar (and every quoted one)
+ *  a string. NULL when out of memory or nested past PAR_YAML_MAX_DEPTH. */
+struct json_t;
+struct json_t *par_yaml_to_json(par_yaml_t *y, yaml_node_t *n);
+
 /** A short name of the node's kind ("a mapping", "a list", "a string"), for messages. */
 const char *par_yaml_kind(const yaml_node_t *n);
 

@@ -186,7 +186,7 @@ static void test_bearer(void **state)
 
 static par_auth_creds_t bearer(const char *v)
 {
-    par_auth_creds_t c = {{v, v ? strlen(v) : 0}, {NULL, 0}};
+    par_auth_creds_t c = {.authorization = {v, v ? strlen(v) : 0}};
     return c;
 }
 
@@ -228,7 +228,7 @@ static void test_api_keys(void **state)
     assert_non_null(strstr(msg, "agents:invoke"));
     par_identity_unref(id);
     /* the X-API-Key header works too */
-    par_auth_creds_t xk = {{NULL, 0}, {"s3cret-key-1", 12}};
+    par_auth_creds_t xk = {.api_key = {"s3cret-key-1", 12}};
     assert_int_equal(par_auth_authenticate(a, &xk, NULL, "r2", &id), PAR_OK);
     par_identity_unref(id);
     cr = bearer("Bearer s3cret-key-2");
@@ -319,8 +319,11 @@ static void fake_destroy(par_auth_provider_t *p)
     ((fake_t *)p->data)->destroyed = 1;
 }
 
-static const par_auth_provider_ops_t fake_ops = {"fake", fake_check, fake_ready, fake_describe,
-                                                 fake_destroy};
+static const par_auth_provider_ops_t fake_ops = {.name = "fake",
+                                                 .check = fake_check,
+                                                 .ready = fake_ready,
+                                                 .describe = fake_describe,
+                                                 .destroy = fake_destroy};
 
 static int woken;
 static void on_ready(par_auth_waiter_t *w)
@@ -343,7 +346,7 @@ static void test_provider_seam(void **state)
     assert_int_equal(par_auth_authenticate(a, &cr, NULL, "r", &id), PAR_OK);
     assert_string_equal(id->subject, "fake-user");
     par_identity_unref(id);
-    par_auth_waiter_t w = {on_ready, NULL};
+    par_auth_waiter_t w = {.ready = on_ready};
     cr = bearer("Bearer later");
     assert_int_equal(par_auth_authenticate(a, &cr, &w, "r", &id), PAR_AUTH_PENDING);
     assert_ptr_equal(x.parked, &w);

@@ -1,0 +1,377 @@
+/*
+ * plugin/export.c — telemetry exporters: one thread and one bounded queue
+ * per exporter plugin.
+ *
+ * Finished calls reach par__plug_telemetry_finished (rt->telemetry, set only
+ * when an exporter is configured: without one a call pays one branch) on
+ * whichever thread finishes them; it copies the span and the usage record
+ * into one allocation each and queues them — a full queue drops the item and
+ * counts it (par_plugin_exporter_dropped_total{plugin}); it never blocks,
+ * never calls the plugin. The exporter's thread takes batches off its queue
+ * and hands them to the plugin (spans, usage), and every
+ * metrics_interval_ms renders the runtime's metrics registry — what /metrics
+ * serves — into a snapshot, as text and parsed points. Stopping delivers what
+ * is queued, then calls flush.
+ */
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <par/par.h>
+
+#include "obs/log.h"
+#include "obs/metrics.h"
+#include "plugin/internal.h"
+
+#define QUEUE_MAX 8192 /* items waiting per exporter; beyond: dropped and counted */
+#define BATCH_MAX 512  /* items handed over per call */
+#define METRICS_DEFAULT_MS 10000
+
+enum { ITEM_SPAN, ITEM_USAGE };
+
+typedef struct item {
+    int kind;
+    par_span_t span;
+    par_usage_record_t usage;
+    char strs[]; /* the strings both point into */
+} item_t;
+
+struct par_exporter {
+    par_plug_t *p;
+    par_runtime_t *rt;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    item_t *queue[QUEUE_MAX]; /* a ring */
+    size_t head, count;
+    int stopping;
+    atomic_ulong dropped, delivered;
+    int64_t next_metrics_ms;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t unix_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- items ------------------------------------------------------------------------- */
+
+/* Copies `n` strings into `dst` one after the other; each out[i] points at its copy. */
+static void pack(char *dst, const char *const *in, const char **out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(in[i]) + 1;
+        memcpy(dst, in[i], l);
+        out[i] = dst;
+        dst += l;
+    }
+}
+
+static size_t total(const char *const *in, size_t n)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += strlen(in[i]) + 1;
+    return t;
+}
+
+static item_t *span_item(const par_call_t *c)
+{
+    const char *s[] = {c->trace_id,
+                       c->span_id,
+                       c->parent_span_id,
+                       c->agent_id,
+                       c->pv->name,
+                       c->pv->version,
+                       c->request_id,
+                       c->subject ? c->subject : "",
+                       c->tenant ? c->tenant : "",
+                       c->status == PAR_OK ? "" : par_status_name(c->status)};
+    size_t n = sizeof(s) / sizeof(*s);
+    item_t *it = malloc(sizeof(*it) + total(s, n));
+    if (it == NULL)
+        return NULL;
+    memset(it, 0, sizeof(*it));
+    it->kind = ITEM_SPAN;
+    const char *o[10];
+    pack(it->strs, s, o, n);
+    par_span_t *sp = &it->span;
+    sp->trace_id = o[0], sp->span_id = o[1], sp->parent_span_id = o[2], sp->agent_id = o[3];
+    sp->package = o[4], sp->version = o[5], sp->request_id = o[6], sp->subject = o[7];
+    sp->tenant = o[8], sp->error = o[9];
+    sp->status = c->status;
+    sp->sub_call = c->_hop;
+    sp->start_unix_ns = c->wall_ms * 1000000;
+    sp->end_unix_ns = sp->start_unix_ns + (c->finished_ns - c->started_ns);
+    return it;
+}
+
+static item_t *usage_item(const par_call_t *c)
+{
+    char agent[PAR_ID_MAX + 1];
+    if (c->export_name && c->export_name[0])
+        snprintf(agent, sizeof(agent), "%s/%s", c->pv->name, c->export_name);
+    else
+        snprintf(agent, sizeof(agent), "%s", c->pv->name);
+    const char *s[] = {c->id,
+                       c->parent_id,
+                       c->request_id,
+                       c->trace_id,
+                       c->span_id,
+                       agent,
+                       c->pv->name,
+                       c->pv->version,
+                       c->subject ? c->subject : "",
+                       c->tenant ? c->tenant : "",
+                       c->status == PAR_OK ? "ok" : par_status_name(c->status),
+                       c->status == PAR_OK && c->units_json ? c->units_json : "{}"};
+    size_t n = sizeof(s) / sizeof(*s);
+    item_t *it = malloc(sizeof(*it) + total(s, n));
+    if (it == NULL)
+        return NULL;
+    memset(it, 0, sizeof(*it));
+    it->kind = ITEM_USAGE;
+    const char *o[12];
+    pack(it->strs, s, o, n);
+    par_usage_record_t *u = &it->usage;
+    u->id = o[0], u->parent_id = o[1], u->request_id = o[2], u->trace_id = o[3];
+    u->span_id = o[4], u->agent_id = o[5], u->package = o[6], u->version = o[7];
+    u->subject = o[8], u->tenant = o[9], u->status = o[10], u->units = o[11];
+    u->ts_unix_ms = c->wall_ms;
+    u->duration_ms = (double)(c->finished_ns - c->started_ns) / 1e6;
+    u->cpu_ms = c->cpu_ns >= 0 ? (double)c->cpu_ns / 1e6 : -1;
+    u->bytes_in = (int64_t)c->input_len;
+    u->bytes_out = c->status == PAR_OK ? (int64_t)c->output.len : 0;
+    return it;
+}
+
+/* Queues `it` (taken), or drops and counts it. Never blocks on the plugin. */
+static void submit(par_exporter_t *e, item_t *it)
+{
+    if (it == NULL) {
+        atomic_fetch_add(&e->dropped, 1);
+        return;
+    }
+    pthread_mutex_lock(&e->lock);
+    int ok = !e->stopping && e->count < QUEUE_MAX;
+    if (ok) {
+        e->queue[(e->head + e->count) % QUEUE_MAX] = it;
+        if (e->count++ == 0)
+            pthread_cond_signal(&e->cond);
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (!ok) {
+        free(it);
+        atomic_fetch_add(&e->dropped, 1);
+    }
+}
+
+void par__plug_telemetry_finished(void *data, const par_call_t *c)
+{
+    par_plugins_t *ps = data;
+    for (size_t i = 0; i < ps->count; i++) {
+        par_exporter_t *e = ps->items[i]->exp;
+        if (e == NULL)
+            continue;
+        if (e->p->exporter.spans)
+            submit(e, span_item(c));
+        if (e->p->exporter.usage)
+            submit(e, usage_item(c));
+    }
+}
+
+/* ---- metrics snapshots ----------------------------------------------------------------- */
+
+int par__plug_metrics_parse(char *text, par_metric_point_t **points, size_t *count,
+                            par_metric_label_t **labels);
+
+static void send_metrics(par_exporter_t *e)
+{
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    par_metrics_render(e->rt->metrics, &b);
+    par_buf_append(&b, "", 1); /* NUL */
+    char *copy = b.data ? strdup(b.data) : NULL;
+    par_metric_point_t *pts = NULL;
+    par_metric_label_t *labels = NULL;
+    size_t n = 0;
+    if (copy && par__plug_metrics_parse(copy, &pts, &n, &labels) == PAR_OK) {
+        par_metrics_snapshot_t s = {
+            .size = sizeof(s),
+            .time_unix_ns = unix_ns(),
+            .start_unix_ns = unix_ns() - (now_ms() - e->rt->started_ms) * 1000000,
+            .text = b.data,
+            .text_len = b.len - 1,
+            .points = pts,
+            .point_count = n,
+        };
+        e->p->exporter.metrics(e->p->state, &s);
+    }
+    free(pts);
+    free(labels);
+    free(copy);
+    par_buf_free(&b);
+}
+
+/* ---- the thread ------------------------------------------------------------------------ */
+
+/* Hands a batch to the plugin: spans, then usage records, in queue order. */
+static void deliver(par_exporter_t *e, item_t **batch, size_t n)
+{
+    par_span_t spans[BATCH_MAX];
+    par_usage_record_t usage[BATCH_MAX];
+    size_t ns = 0, nu = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->kind == ITEM_SPAN)
+            spans[ns++] = batch[i]->span;
+        else
+            usage[nu++] = batch[i]->usage;
+    }
+    if (ns)
+        e->p->exporter.spans(e->p->state, spans, ns);
+    if (nu)
+        e->p->exporter.usage(e->p->state, usage, nu);
+    atomic_fetch_add(&e->delivered, n);
+    for (size_t i = 0; i < n; i++)
+        free(batch[i]);
+}
+
+static uint32_t interval_ms(const par_exporter_t *e)
+{
+    uint32_t ms = e->p->exporter.metrics_interval_ms;
+    return ms ? ms : METRICS_DEFAULT_MS;
+}
+
+static void *run(void *arg)
+{
+    par_exporter_t *e = arg;
+    item_t *batch[BATCH_MAX];
+    e->next_metrics_ms = now_ms() + interval_ms(e);
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        while (e->count == 0 && !e->stopping &&
+               (e->p->exporter.metrics == NULL || now_ms() < e->next_metrics_ms)) {
+            int64_t due = e->p->exporter.metrics ? e->next_metrics_ms : now_ms() + 1000;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t wait = due - now_ms();
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000)
+                ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+        }
+        size_t n = 0;
+        while (e->count && n < BATCH_MAX) {
+            batch[n++] = e->queue[e->head];
+            e->head = (e->head + 1) % QUEUE_MAX;
+            e->count--;
+        }
+        int stop = e->stopping && e->count == 0;
+        pthread_mutex_unlock(&e->lock);
+        if (n)
+            deliver(e, batch, n);
+        if (e->p->exporter.metrics && (now_ms() >= e->next_metrics_ms || stop)) {
+            send_metrics(e); /* a last snapshot at stop */
+            e->next_metrics_ms = now_ms() + interval_ms(e);
+        }
+        if (stop)
+            break;
+        pthread_mutex_lock(&e->lock);
+    }
+    if (e->p->exporter.flush)
+        e->p->exporter.flush(e->p->state);
+    return NULL;
+}
+
+/* ---- metrics of the exporters ------------------------------------------------------------ */
+
+static int collect(par_buf_t *out, void *ctx)
+{
+    par_plugins_t *ps = ctx;
+    par_metrics_family(out, "par_plugin_exporter_dropped_total", "counter",
+                       "telemetry items an exporter's full queue dropped");
+    for (size_t i = 0; i < ps->count; i++)
+        if (ps->items[i]->exp)
+            par_buf_appendf(out, "par_plugin_exporter_dropped_total{plugin=\"%s\"} %lu\n",
+                            ps->items[i]->name, atomic_load(&ps->items[i]->exp->dropped));
+    par_metrics_family(out, "par_plugin_exporter_delivered_total", "counter",
+                       "telemetry items handed to an exporter");
+    for (size_t i = 0; i < ps->count; i++)
+        if (ps->items[i]->exp)
+            par_buf_appendf(out, "par_plugin_exporter_delivered_total{plugin=\"%s\"} %lu\n",
+                            ps->items[i]->name, atomic_load(&ps->items[i]->exp->delivered));
+    return PAR_OK;
+}
+
+int par__plug_exporter_start(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
+{
+    par_exporter_t *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return PAR_E_NO_MEMORY;
+    e->p = p;
+    e->rt = rt;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->cond, NULL);
+    int first = 1;
+    for (size_t i = 0; i < p->set->count; i++)
+        first = first && p->set->items[i]->exp == NULL;
+    if (first && par_metrics_register(rt->metrics, collect, p->set) != PAR_OK) {
+        free(e);
+        return PAR_E_NO_MEMORY;
+    }
+    if (pthread_create(&e->thread, NULL, run, e) != 0) {
+        par_buf_appendf(err, "plugin %s: cannot start its exporter thread", p->name);
+        pthread_mutex_destroy(&e->lock);
+        pthread_cond_destroy(&e->cond);
+        free(e);
+        return PAR_E_INTERNAL;
+    }
+    e->started = 1;
+    p->exp = e;
+    return PAR_OK;
+}
+
+void par__plug_exporter_stop(par_plug_t *p)
+{
+    par_exporter_t *e = p->exp;
+    if (e == NULL || !e->started)
+        return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = 1;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->lock);
+    pthread_join(e->thread, NULL);
+    e->started = 0;
+}
+
+void par__plug_exporter_free(par_plug_t *p)
+{
+    par_exporter_t *e = p->exp;
+    if (e == NULL)
+        return;
+    assert(!e->started);
+    while (e->count) {
+        free(e->queue[e->head]);
+        e->head = (e->head + 1) % QUEUE_MAX;
+        e->count--;
+    }
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->cond);
+    free(e);
+    p->exp = NULL;
+}
