@@ -768,7 +768,12 @@ async function main() {
   captureOutput(w);
   process.chdir(opts.root);
   process.on('exit', (code) => {
-    if (!w.exiting) w.chan.sendNow(T.LOG, 0n, { level: 'error', msg: `process.exit(${code}) called; the worker stops` });
+    // called inside a handler: the line is that invocation's
+    const inv = current.getStore();
+    if (!w.exiting) {
+      w.chan.sendNow(T.LOG, inv ? inv.wid : 0n,
+        { level: 'error', msg: `process.exit(${code}) called; the worker stops` });
+    }
   });
   process.on('uncaughtException', (e) => {
     // Node's own rule: an exception nobody catches ends the process
