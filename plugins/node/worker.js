@@ -688,7 +688,9 @@ function stackOf(e) {
   if (e instanceof Error && typeof e.stack === 'string') {
     const lines = e.stack.split('\n');
     const mine = lines.findIndex((l) => /^\s+at /.test(l) && l.includes(__filename));
-    return (mine > 0 ? lines.slice(0, mine) : lines).join('\n');
+    // and without Node's module loader, which says nothing either
+    return (mine > 0 ? lines.slice(0, mine) : lines)
+      .filter((l) => !/\(node:internal\/modules\/|at require \(node:/.test(l)).join('\n');
   }
   return `${errorText(e)} (a thrown value that is not an Error has no stack)`;
 }
