@@ -442,6 +442,11 @@ static int node_command(void *state, const par_loader_pkg_t *pkg, par_loader_cmd
         rc = rc ? rc : h->cmd_flag(cmd, PAR_LOADER_CMD_OWN_MEMORY_LIMIT);
     }
     rc = rc ? rc : h->cmd_arg(cmd, s->worker);
+    if (rc == 0 && pkg->memory_mb) { /* the worker watches the whole process */
+        snprintf(arg, sizeof(arg), "%u", pkg->memory_mb);
+        rc = h->cmd_arg(cmd, "--memory-mb");
+        rc = rc ? rc : h->cmd_arg(cmd, arg);
+    }
     rc = rc ? rc : h->cmd_ro(cmd, s->worker_dir);
     if (rc == 0 && prefix_of(s->real, prefix, sizeof(prefix)))
         rc = h->cmd_ro(cmd, prefix);

@@ -42,6 +42,7 @@ const EVENT_WINDOW = 64; // EVENTs of one invocation sent and not yet granted ba
 const EVENT_TYPE = /^[A-Za-z0-9._:-]{1,64}$/;
 const MAX_LOG_LINE = 8192;
 const LOG_LINES_PER_SEC = 200; // the runtime's budget per worker
+const MEMORY_CHECK_MS = 100;
 
 const current = new AsyncLocalStorage(); // the invocation a log line belongs to
 
@@ -732,7 +733,9 @@ function captureOutput(w) {
 /* ---- start ------------------------------------------------------------------------------- */
 
 function parseArgs(argv) {
-  const o = { fd: 3, root: null, maxInput: 16 << 20, maxOutput: 16 << 20, maxEvent: 1 << 20, exports: [] };
+  const o = {
+    fd: 3, root: null, maxInput: 16 << 20, maxOutput: 16 << 20, maxEvent: 1 << 20, memoryMb: 0, exports: [],
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const a = argv[i];
     const v = argv[i + 1];
@@ -742,7 +745,8 @@ function parseArgs(argv) {
     else if (a === '--max-input') o.maxInput = parseInt(v, 10);
     else if (a === '--max-output') o.maxOutput = parseInt(v, 10);
     else if (a === '--max-event') o.maxEvent = parseInt(v, 10);
-    else if (a === '--memory-mb' || a === '--cpu-seconds') { /* par-worker applied them */ }
+    else if (a === '--memory-mb') o.memoryMb = parseInt(v, 10);
+    else if (a === '--cpu-seconds') { /* par-worker applied it */ }
     else if (a === '--export') {
       const eq = v.indexOf('=');
       o.exports.push(eq < 0 ? ['', v] : [v.slice(0, eq), v.slice(eq + 1)]);
@@ -751,6 +755,40 @@ function parseArgs(argv) {
   if (!o.root || o.exports.length === 0) throw new Error('worker.js: --root and at least one --export are required');
   o.root = path.resolve(o.root);
   return o;
+}
+
+/** The memory limit: V8 cannot start under RLIMIT_AS, so the loader gives V8
+ * a heap limit (--max-old-space-size) and this watchdog checks the resident
+ * size of the whole process (Buffers and ArrayBuffers live outside the heap)
+ * every MEMORY_CHECK_MS. It runs on a thread of its own (worker_threads), so
+ * a handler that blocks the event loop cannot hide from it. Over the limit it
+ * says so on descriptor 2 (the runtime logs the worker's output) and kills
+ * the process: its requests fail with agent_crashed, as under RLIMIT_AS. */
+const WATCHDOG = `
+const fs = require('fs');
+const { workerData } = require('worker_threads');
+const limit = workerData.limitMb * 1048576;
+setInterval(() => {
+  const rss = process.memoryUsage.rss ? process.memoryUsage.rss() : process.memoryUsage().rss;
+  if (rss > limit) {
+    try {
+      fs.writeSync(2, 'the worker uses ' + Math.round(rss / 1048576) + ' MB, over its limit of ' +
+        workerData.limitMb + ' MB; it is killed\\n');
+    } finally {
+      process.kill(process.pid, 'SIGKILL');
+    }
+  }
+}, workerData.everyMs);
+`;
+
+function watchMemory(limitMb) {
+  if (!limitMb) return;
+  const { Worker: Thread } = require('worker_threads');
+  const t = new Thread(WATCHDOG, {
+    eval: true, workerData: { limitMb, everyMs: MEMORY_CHECK_MS }, stdout: true, stderr: true,
+    resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 },
+  });
+  t.unref();
 }
 
 async function main() {
@@ -768,6 +806,7 @@ async function main() {
     process.exit(0);
   });
   captureOutput(w);
+  watchMemory(opts.memoryMb);
   process.chdir(opts.root);
   process.on('exit', (code) => {
     // called inside a handler: the line is that invocation's

@@ -121,7 +121,8 @@ def srv(server_factory, tmp_path_factory):
                           args=["--config", config(tmp)],
                           expected_errors=[r"handler threw", r"error line",
                                            r"process.exit\(3\) called", r"uncaught Error",
-                                           r"cannot load src/main.js", r"\"package refused\""])
+                                           r"cannot load src/main.js", r"\"package refused\"",
+                                           r"over its limit of 512 MB"])
 
 
 # ---- served ------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_sync_handler(srv):
                                     "package": "node-agent", "version": "1.0.0"}
 
 
-def test_async_handlers_run_concurrently_in_one_worker(srv):
+def test_async_handlers_overlap(srv):
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
         outs = list(ex.map(lambda _: call(srv, "node-agent/slow", {"ms": 400}), range(8)))
@@ -376,6 +377,19 @@ def test_tcp_connect_without_network_capability(srv, listener):
 
 def test_no_subprocess_without_the_capability(srv):
     assert call(srv, "node-agent/spawn", None) == {"errno": "EPERM"}
+    still_serving(srv)
+
+
+def test_buffers_over_the_memory_limit_end_the_worker(srv):
+    b = assert_error(srv.post("node-agent/buffers", {"input": 1}), 502, "agent_crashed")
+    assert "killed by signal 9" in b["message"]
+    assert log_lines(srv, lambda l: "over its limit of 512 MB; it is killed" in l.get("line", ""))
+    still_serving(srv)
+
+
+def test_a_full_v8_heap_ends_the_worker(srv):
+    r = srv.post("node-agent/heap", {"input": 1}, timeout=60)
+    assert_error(r, 502, "agent_crashed")
     still_serving(srv)
 
 
