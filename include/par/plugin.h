@@ -173,8 +173,10 @@ typedef struct par_loader_pkg {
     size_t export_count;
     const char *const *dependencies; /**< agent.yaml `dependencies`, NULL-terminated */
     /** A directory for this version's prepared files (installed
-     *  dependencies): <plugin state>/cache/<name>@<version>, created empty
-     *  before `prepare`, removed when the version is dropped. */
+     *  dependencies): <plugin state>/cache/<name>@<version>, created before
+     *  `prepare` and kept across deploys of the same version (a redeploy
+     *  finds what an earlier prepare left). Not readable by the worker
+     *  unless the command adds it with cmd_ro. */
     const char *cache_dir;
     /** The limits its workers run with (0: none). par-worker applies them
      *  (RLIMIT_AS, RLIMIT_CPU) unless the command says otherwise. */
@@ -210,12 +212,17 @@ struct par_loader_ops {
      *  sandbox: docs/sandbox.md) through host->cmd_arg (program first),
      *  cmd_env, cmd_ro, cmd_flag. The package root, the worker's scratch
      *  directory and /usr are already readable; descriptor 3 is the protocol
-     *  socket. Returns 0 or a PAR status with err. Deploy thread, once per
-     *  version (every worker of the version runs that command). */
+     *  socket. After the loader's arguments the runtime appends the standard
+     *  worker arguments, as the Python worker gets them: `--fd 3 --root DIR
+     *  --max-input N --max-output N [--max-event N] --export NAME=ENTRYPOINT
+     *  ...` (NAME "" for the main export). Returns 0 or a PAR status with err.
+     *  Deploy thread, once per version (every worker of the version runs that
+     *  command). */
     int (*command)(void *state, const par_loader_pkg_t *pkg, par_loader_cmd_t *cmd, char *err,
                    size_t cap);
-    /** The version was dropped (unloaded, replaced, failed): cache_dir is
-     *  removed after this returns. Deploy thread. May be NULL. */
+    /** The version was dropped (unloaded, replaced, failed): on the thread
+     *  that drops its last reference, possibly a worker-I/O thread, so it
+     *  must not block. May be NULL. */
     void (*release)(void *state, const par_loader_pkg_t *pkg);
 };
 
@@ -356,6 +363,9 @@ struct par_exporter_ops {
     uint32_t metrics_interval_ms;
     /** At shutdown, after the last batch: send what is buffered. May be NULL. */
     void (*flush)(void *state);
+    /** Items (spans, usage records) the queue holds before it drops; read
+     *  once, after init. 0: 8192. */
+    uint32_t queue_max;
 };
 
 #ifdef __cplusplus

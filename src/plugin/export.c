@@ -27,8 +27,8 @@
 #include "obs/metrics.h"
 #include "plugin/internal.h"
 
-#define QUEUE_MAX 8192 /* items waiting per exporter; beyond: dropped and counted */
-#define BATCH_MAX 512  /* items handed over per call */
+#define QUEUE_DEFAULT 8192 /* items waiting per exporter; beyond: dropped and counted */
+#define BATCH_MAX 512      /* items handed over per call */
 #define METRICS_DEFAULT_MS 10000
 
 enum { ITEM_SPAN, ITEM_USAGE };
@@ -47,8 +47,8 @@ struct par_exporter {
     int started;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    item_t *queue[QUEUE_MAX]; /* a ring */
-    size_t head, count;
+    item_t **queue; /* a ring of `cap` */
+    size_t head, count, cap;
     int stopping;
     atomic_ulong dropped, delivered;
     int64_t next_metrics_ms;
@@ -115,8 +115,10 @@ static item_t *span_item(const par_call_t *c)
     sp->tenant = o[8], sp->error = o[9];
     sp->status = c->status;
     sp->sub_call = c->_hop;
-    sp->start_unix_ns = c->wall_ms * 1000000;
-    sp->end_unix_ns = sp->start_unix_ns + (c->finished_ns - c->started_ns);
+    /* the call has just finished: its end is now, on the wall clock, and its
+     * start that much earlier (wall_ms has only millisecond precision) */
+    sp->end_unix_ns = unix_ns();
+    sp->start_unix_ns = sp->end_unix_ns - (c->finished_ns - c->started_ns);
     return it;
 }
 
@@ -167,9 +169,9 @@ static void submit(par_exporter_t *e, item_t *it)
         return;
     }
     pthread_mutex_lock(&e->lock);
-    int ok = !e->stopping && e->count < QUEUE_MAX;
+    int ok = !e->stopping && e->count < e->cap;
     if (ok) {
-        e->queue[(e->head + e->count) % QUEUE_MAX] = it;
+        e->queue[(e->head + e->count) % e->cap] = it;
         if (e->count++ == 0)
             pthread_cond_signal(&e->cond);
     }
@@ -278,7 +280,7 @@ static void *run(void *arg)
         size_t n = 0;
         while (e->count && n < BATCH_MAX) {
             batch[n++] = e->queue[e->head];
-            e->head = (e->head + 1) % QUEUE_MAX;
+            e->head = (e->head + 1) % e->cap;
             e->count--;
         }
         int stop = e->stopping && e->count == 0;
@@ -325,12 +327,20 @@ int par__plug_exporter_start(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
         return PAR_E_NO_MEMORY;
     e->p = p;
     e->rt = rt;
+    e->cap = PAR_PLUGIN_HAS(&p->exporter, par_exporter_ops_t, queue_max) && p->exporter.queue_max
+                 ? p->exporter.queue_max
+                 : QUEUE_DEFAULT;
+    if ((e->queue = calloc(e->cap, sizeof(*e->queue))) == NULL) {
+        free(e);
+        return PAR_E_NO_MEMORY;
+    }
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     int first = 1;
     for (size_t i = 0; i < p->set->count; i++)
         first = first && p->set->items[i]->exp == NULL;
     if (first && par_metrics_register(rt->metrics, collect, p->set) != PAR_OK) {
+        free(e->queue);
         free(e);
         return PAR_E_NO_MEMORY;
     }
@@ -338,6 +348,7 @@ int par__plug_exporter_start(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
         par_buf_appendf(err, "plugin %s: cannot start its exporter thread", p->name);
         pthread_mutex_destroy(&e->lock);
         pthread_cond_destroy(&e->cond);
+        free(e->queue);
         free(e);
         return PAR_E_INTERNAL;
     }
@@ -367,9 +378,10 @@ void par__plug_exporter_free(par_plug_t *p)
     assert(!e->started);
     while (e->count) {
         free(e->queue[e->head]);
-        e->head = (e->head + 1) % QUEUE_MAX;
+        e->head = (e->head + 1) % e->cap;
         e->count--;
     }
+    free(e->queue);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
     free(e);

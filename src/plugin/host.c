@@ -224,6 +224,8 @@ static int plug_open(par_plug_t *p, const char *state_dir, par_buf_t *err)
         return PAR_E_INVALID_ARGUMENT;
     }
     p->inited = 1;
+    /* read again: the exporter's settings (queue_max) are read after init */
+    copy_table(&p->exporter, sizeof(p->exporter), p->tab.exporter);
     return PAR_OK;
 }
 
