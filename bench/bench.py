@@ -145,7 +145,7 @@ def python_echo_package():
     return os.path.join(d, "echo-1.0.0.apkg")
 
 
-NODE_PLUGIN = os.path.join(BUILD, "plugins", "node", "node_loader.so")
+NODE_PLUGIN = os.path.join(BUILD, "plugins", "node.so")
 
 
 def node_echo_package():

@@ -10,7 +10,7 @@
  *
  * which par-worker execs inside its sandbox, followed by the standard worker
  * arguments (--fd 3 --root ... --export NAME=ENTRY ...). worker.js
- * (beside this shared object) speaks the worker protocol.
+ * (node/worker.js beside this shared object) speaks the worker protocol.
  *
  * Called by the runtime's plugin host (include/par/plugin.h): init and fini
  * on the main thread, validate and command on deploy threads, one at a time.
@@ -18,7 +18,9 @@
  * write into a package, and never block longer than the version probe of
  * the interpreter (PROBE_TIMEOUT_MS, once per configured interpreter).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -253,11 +255,11 @@ static int node_init(const par_plugin_host_t *host, void **state, char *err, siz
     }
     if (s->node[0] == '\0')
         find_node(s->node, sizeof(s->node));
-    if (s->worker[0] == '\0') { /* installed beside the shared object */
+    if (s->worker[0] == '\0') { /* installed beside the shared object: node/worker.js */
         const char *so = host->plugin_path(host);
         const char *slash = strrchr(so, '/');
-        snprintf(s->worker, sizeof(s->worker), "%.*s/worker.js", slash ? (int)(slash - so) : 1,
-                 slash ? so : ".");
+        snprintf(s->worker, sizeof(s->worker), "%.*s/node/worker.js",
+                 slash ? (int)(slash - so) : 1, slash ? so : ".");
     }
     snprintf(s->worker_dir, sizeof(s->worker_dir), "%s", s->worker);
     char *slash = strrchr(s->worker_dir, '/');

@@ -2,7 +2,7 @@
 
 A package in pixell-kit's layout (tests/fixtures/node-agent: `runtime: node18`,
 `entrypoint: src/main:echo`, `.env`, `environment`) served by `par serve` with
-`plugins: [{path: <build>/plugins/node/node_loader.so}]`: sync and async
+`plugins: [{path: <build>/plugins/node.so}]`: sync and async
 handlers, context.call to a private sibling, logs, errors with stack traces,
 ES modules, reloads under load, crashes, and the sandbox battery's file and
 network cases. Each hostile test checks that the attempt failed and that the
@@ -23,7 +23,7 @@ import requests
 from conftest import BUILD, SOURCE, assert_error, package, run
 from test_sandbox import EXPECT_ROOT
 
-PLUGIN = os.path.join(BUILD, "plugins", "node", "node_loader.so")
+PLUGIN = os.path.join(BUILD, "plugins", "node.so")
 FIXTURE = os.path.join(SOURCE, "tests", "fixtures", "node-agent")
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None and
