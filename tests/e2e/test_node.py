@@ -9,9 +9,12 @@ network cases. Each hostile test checks that the attempt failed and that the
 runtime and a neighbour go on serving.
 """
 import concurrent.futures
+import json
 import os
 import shutil
 import socket
+import struct
+import subprocess
 import textwrap
 import threading
 import time
@@ -400,3 +403,129 @@ def test_tcp_connect_with_network_capability(server_factory, tmp_path, listener)
     assert call(s, "netnode/connect", listener.getsockname()[1]) == {"connected": True}
     assert accepted(listener)
     assert call(s, "netnode/read", "/etc/shadow") == {"errno": "EACCES"}
+
+
+# ---- the worker protocol, without a runtime ------------------------------------------------
+# worker.js on one end of a socketpair (--fd N; par-worker --exec gives it descriptor 3):
+# the event window, cancels and streamed calls, which HTTP invocations do not show.
+
+PROTO_HANDLERS = """\
+exports.emitter = async (n, ctx) => {
+  for (let i = 0; i < n; i++) await ctx.emit({ i }, 'tick');
+  return 'emitted';
+};
+exports.waiter = (x, ctx) => new Promise((resolve, reject) => {
+  ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason));
+});
+exports.badEvent = (x, ctx) => ctx.emit(1, 'not a type!');
+exports.streamer = async (x, ctx) => {
+  const s = ctx.stream('child', x);
+  const seen = [];
+  for await (const ev of s) seen.push([ev.event, ev.data]);
+  return { seen, output: s.output };
+};
+"""
+FRAME = struct.Struct("<BBHIIIQ")
+
+
+class RawWorker:
+    def __init__(self, tmp, exports):
+        root = tmp / "rawpkg"
+        (root / "src").mkdir(parents=True, exist_ok=True)
+        (root / "src" / "main.js").write_text(PROTO_HANDLERS)
+        self.sock, theirs = socket.socketpair()
+        node = shutil.which("node") or shutil.which("nodejs")
+        args = [node, os.path.join(BUILD, "plugins", "node", "worker.js"), "--fd",
+                str(theirs.fileno()), "--root", str(root)]
+        for name, fn in exports:
+            args += ["--export", f"{name}=src/main:{fn}"]
+        self.proc = subprocess.Popen(args, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.sock.settimeout(10)
+        self.buf = b""
+
+    def send(self, ftype, fid, header=None, body=b""):
+        h = json.dumps(header).encode() if header is not None else b""
+        self.sock.sendall(FRAME.pack(ftype, 1, 0, len(h), len(body), 0, fid) + h + body)
+
+    def recv(self):
+        while True:
+            if len(self.buf) >= FRAME.size:
+                ftype, _v, _f, hl, bl, _r, fid = FRAME.unpack_from(self.buf)
+                end = FRAME.size + hl + bl
+                if len(self.buf) >= end:
+                    h = json.loads(self.buf[FRAME.size:FRAME.size + hl]) if hl else {}
+                    body = self.buf[FRAME.size + hl:end]
+                    self.buf = self.buf[end:]
+                    if ftype != 7:  # LOG lines are not what these tests look at
+                        return ftype, fid, h, body
+                    continue
+            chunk = self.sock.recv(65536)
+            assert chunk, "the worker closed the socket"
+            self.buf += chunk
+
+    def pending(self, wait=0.3):
+        """True when the worker sent nothing (but LOG) within `wait` seconds."""
+        self.sock.settimeout(wait)
+        try:
+            self.recv()
+            return False
+        except socket.timeout:
+            return True
+        finally:
+            self.sock.settimeout(10)
+
+    def close(self):
+        self.sock.close()
+        assert self.proc.wait(timeout=10) == 0  # EOF on descriptor 3: exit 0
+
+
+@pytest.fixture()
+def raw(tmp_path):
+    w = RawWorker(tmp_path, [("", "emitter"), ("waiter", "waiter"), ("bad", "badEvent"),
+                             ("streamer", "streamer")])
+    ftype, _, hello, _ = w.recv()
+    assert ftype == 1 and hello["exports"] == ["", "waiter", "bad", "streamer"]
+    assert hello["runtime"] == "node" and hello["pid"] == w.proc.pid
+    yield w
+    w.close()
+
+
+def test_emit_keeps_to_the_window_of_64(raw):
+    raw.send(2, 7, {"x": 0}, b"100")
+    got = [raw.recv() for _ in range(64)]
+    assert all(f[0] == 12 and f[1] == 7 and f[2] == {"event": "tick"} for f in got)
+    assert [json.loads(f[3])["i"] for f in got] == list(range(64))
+    assert raw.pending()  # the window is full: nothing more until EVENT_ACK
+    raw.send(13, 7, {"n": 40})
+    got = [raw.recv() for _ in range(36)]
+    assert [json.loads(f[3])["i"] for f in got] == list(range(64, 100))
+    ftype, fid, _, body = raw.recv()
+    assert (ftype, fid, body) == (3, 7, b'"emitted"')
+
+
+def test_cancel_aborts_the_signal_and_is_answered(raw):
+    raw.send(2, 9, {"x": 1}, b"null")
+    assert raw.pending()
+    raw.send(10, 9)
+    ftype, fid, h, _ = raw.recv()
+    assert (ftype, fid, h["error"]) == (4, 9, "cancelled")
+
+
+def test_an_invalid_event_is_the_agents_error(raw):
+    raw.send(2, 11, {"x": 2}, b"null")
+    ftype, fid, h, _ = raw.recv()
+    assert (ftype, fid, h["error"]) == (4, 11, "agent_error")
+    assert "1 to 64 characters" in h["message"] and "traceback" in h
+
+
+def test_stream_gives_the_callees_events_then_its_output(raw):
+    raw.send(2, 13, {"x": 3}, b'"in"')
+    ftype, cid, h, body = raw.recv()
+    assert ftype == 5 and h == {"agent": "child", "parent": 13, "stream": True} and body == b'"in"'
+    raw.send(14, cid, {"event": "step"}, b'{"n":1}')
+    raw.send(14, cid, {"event": "step"}, b'{"n":2}')
+    raw.send(6, cid, {"status": 0}, b'"out"')
+    ftype, fid, _, body = raw.recv()
+    assert (ftype, fid) == (3, 13)
+    assert json.loads(body) == {"seen": [["step", {"n": 1}], ["step", {"n": 2}]], "output": "out"}
