@@ -277,6 +277,8 @@ static int enum_has(const char *choices, const char *v)
         size_t l = strcspn(c, "|");
         if (l == n && strncmp(c, v, n) == 0)
             return 1;
+        if (l > 1 && c[l - 1] == '*' && n > l - 1 && strncmp(c, v, l - 1) == 0)
+            return 1; /* "plugin:*": the prefix and at least one character */
         c += l + (c[l] == '|');
     }
     return 0;

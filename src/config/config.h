@@ -35,7 +35,7 @@ typedef enum par_conf_type {
     PAR_CT_SEC,     /* duration, seconds (also 5m, 1h) */
     PAR_CT_KB,      /* size, KiB (also 64MiB, 1GiB) */
     PAR_CT_MB,      /* size, MiB (also 2GiB) */
-    PAR_CT_ENUM,    /* one of `choices` ("a|b|c") */
+    PAR_CT_ENUM,    /* one of `choices` ("a|b|c"; "p:*" is p: and a name) */
     PAR_CT_STR,     /* text */
     PAR_CT_PATH,    /* file or directory, made absolute */
     PAR_CT_CMD,     /* a program: made absolute when it holds a '/', else looked up in PATH */
@@ -257,7 +257,8 @@ enum {
       NULL, "60000", 0, "aggregation window")                                                      \
     X(STRIPE_GRACE, "metering.stripe.aggregate.grace", NULL, NULL, PAR_CT_MS, 0, 86400000, NULL,   \
       "30000", 0, "a window is sent this long after it ends")                                      \
-    X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_STR, 0, 0, NULL, NULL, 0,     \
+    X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_ENUM, 0, 0,                   \
+      "off|oidc|api_key|plugin:*", NULL, 0,                                                        \
       "off, oidc, api_key or plugin:<name> (a plugin's provider); required with a configuration "  \
       "file (off without one)")                                                                    \
     X(AUTH_OPEN_PATHS, "auth.open_paths", "PAR_AUTH_OPEN_PATHS", NULL, PAR_CT_LIST, 0, 0, NULL,    \

@@ -285,6 +285,7 @@ int par__plug_loader_attach(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
     par_loader_impl_t *l = &p->loader_impl;
     l->name = label;
     l->runtimes = names.data; /* both kept for the plugin's life (freed with it) */
+    l->values = p->loader.runtimes;
     l->serves = serves;
     l->check = check;
     l->prepare = prepare;

@@ -251,10 +251,7 @@ int par__deploy_compat(par_deploy_ctx_t *c)
     int problems = par_pkg_compat_common(pv->root, m, c->err);
     const par_loader_impl_t *l = pv->loader = par__loaders_find(rt, m->runtime);
     if (l == NULL) {
-        par_buf_appendf(c->err, "runtime: no loader for runtime %s (this runtime serves ",
-                        m->runtime);
-        par__loaders_names(rt, c->err);
-        par_buf_appends(c->err, ")\n");
+        par__loaders_refuse(rt, m->runtime, c->err);
         problems++;
     } else if (l->check) {
         problems += l->check(l, rt, pv, c->err);

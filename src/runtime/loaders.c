@@ -11,6 +11,7 @@
 #include "loader/python.h"
 #include "loader/supervisor.h"
 #include "pkg/compat.h"
+#include "util/suggest.h"
 
 /* ---- the registry ------------------------------------------------------------------ */
 
@@ -48,33 +49,41 @@ static int python_prepare(const par_loader_impl_t *l, par_runtime_t *rt, par_pkg
     return par__python_prepare(rt, pv, err);
 }
 
+static const char *const native_values[] = {"native", NULL};
+static const char *const python_values[] = {"python3.9",  "python3.10", "python3.11", "python3.12",
+                                            "python3.13", "python3.14", NULL};
 static const par_loader_impl_t native_loader = {.name = "native",
                                                 .runtimes = "native",
+                                                .values = native_values,
                                                 .serves = native_serves,
                                                 .check = native_check,
                                                 .in_process_ok = 1};
 static const par_loader_impl_t python_loader = {.name = "python",
                                                 .runtimes = "python3.N",
+                                                .values = python_values,
                                                 .serves = python_serves,
                                                 .check = python_check,
                                                 .prepare = python_prepare};
 
-int par__loaders_builtin(par_runtime_t *rt)
+/* The registry: the built-in loaders, then those added (rt->loaders). */
+static const par_loader_impl_t *const builtin[] = {&native_loader, &python_loader};
+#define NBUILTIN (sizeof(builtin) / sizeof(*builtin))
+
+static size_t count(const par_runtime_t *rt)
 {
-    par_buf_t err;
-    par_buf_init(&err, 0);
-    int rc = par__loaders_add(rt, &native_loader, NULL, &err);
-    if (rc == PAR_OK)
-        rc = par__loaders_add(rt, &python_loader, NULL, &err);
-    par_buf_free(&err);
-    return rc;
+    return NBUILTIN + rt->nloaders;
+}
+
+static const par_loader_impl_t *at(const par_runtime_t *rt, size_t i)
+{
+    return i < NBUILTIN ? builtin[i] : rt->loaders[i - NBUILTIN];
 }
 
 const par_loader_impl_t *par__loaders_find(par_runtime_t *rt, const char *runtime)
 {
-    for (size_t i = 0; i < rt->nloaders; i++)
-        if (rt->loaders[i]->serves(rt->loaders[i], runtime))
-            return rt->loaders[i];
+    for (size_t i = 0; i < count(rt); i++)
+        if (at(rt, i)->serves(at(rt, i), runtime))
+            return at(rt, i);
     return NULL;
 }
 
@@ -99,8 +108,23 @@ int par__loaders_add(par_runtime_t *rt, const par_loader_impl_t *l, const char *
 
 void par__loaders_names(par_runtime_t *rt, par_buf_t *out)
 {
-    for (size_t i = 0; i < rt->nloaders; i++)
-        par_buf_appendf(out, "%s%s", i ? ", " : "", rt->loaders[i]->runtimes);
+    for (size_t i = 0; i < count(rt); i++)
+        par_buf_appendf(out, "%s%s", i ? ", " : "", at(rt, i)->runtimes);
+}
+
+void par__loaders_refuse(par_runtime_t *rt, const char *runtime, par_buf_t *err)
+{
+    const char *all[64];
+    size_t n = 0;
+    for (size_t i = 0; i < count(rt); i++)
+        for (size_t k = 0; at(rt, i)->values && at(rt, i)->values[k] && n < 63; k++)
+            all[n++] = at(rt, i)->values[k];
+    all[n] = NULL;
+    const char *near = par_suggest(runtime, all);
+    par_buf_appendf(err, "runtime: no loader for runtime %s%s%s%s (this runtime serves ", runtime,
+                    near ? " (did you mean " : "", near ? near : "", near ? "?)" : "");
+    par__loaders_names(rt, err);
+    par_buf_appends(err, ")\n");
 }
 
 void par__loaders_free(par_runtime_t *rt)

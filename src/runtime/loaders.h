@@ -17,15 +17,16 @@
 /*
  * The loader registry. A loader turns packages of some manifest `runtime`
  * values into running code. The built-in native and Python loaders are its
- * first entries (par__loaders_builtin); a plugin's loader (plugin/) is added
+ * first entries (static, always there); a plugin's loader (plugin/) is added
  * after them. Deploy looks the loader up once per version (par__deploy_compat
  * sets pv->loader) and never again: calls never touch the registry.
  * Registration before the first deploy; lookups on deploy threads.
  */
 typedef struct par_loader_impl par_loader_impl_t;
 struct par_loader_impl {
-    const char *name;     /* "native", "python", "plugin:node" */
-    const char *runtimes; /* for messages: "python3.N" */
+    const char *name;          /* "native", "python", "plugin:node" */
+    const char *runtimes;      /* for messages: "python3.N" */
+    const char *const *values; /* runtime values it serves, for "did you mean" (NULL-terminated) */
     /* 1 when it runs packages of this manifest `runtime` */
     int (*serves)(const par_loader_impl_t *l, const char *runtime);
     /* Checks what is particular to its runtime: one line per problem in
@@ -50,8 +51,6 @@ typedef struct par_loader_cmd_out {
     int own_memory_limit;
 } par_loader_cmd_out_t;
 
-/* Registers the built-in loaders (runtime constructor). PAR_E_NO_MEMORY. */
-int par__loaders_builtin(par_runtime_t *rt);
 /* Adds a loader after those registered (not owned). PAR_E_CONFLICT with
  * `err` naming the runtime value when one it serves is served already. */
 int par__loaders_add(par_runtime_t *rt, const par_loader_impl_t *l, const char *const *runtimes,
@@ -60,6 +59,8 @@ int par__loaders_add(par_runtime_t *rt, const par_loader_impl_t *l, const char *
 const par_loader_impl_t *par__loaders_find(par_runtime_t *rt, const char *runtime);
 /* "native, python3.N, node18" for messages. */
 void par__loaders_names(par_runtime_t *rt, par_buf_t *out);
+/* "runtime: no loader for runtime X (did you mean Y?) (this runtime serves …)\n" */
+void par__loaders_refuse(par_runtime_t *rt, const char *runtime, par_buf_t *err);
 void par__loaders_free(par_runtime_t *rt);
 void par__loader_cmd_free(par_loader_cmd_out_t *c);
 

@@ -520,8 +520,6 @@ int par_runtime_new(const par_config_t *cfg_in, par_runtime_t **out)
         rc = PAR_E_IO;
     }
     if (rc == PAR_OK)
-        rc = par__loaders_builtin(rt);
-    if (rc == PAR_OK)
         rc = resolve_worker_ids(rt);
     if (rc == PAR_OK)
         rc = load_trust(rt, cfg_in);
