@@ -277,25 +277,36 @@ def test_reload_under_load_fails_nothing(server_factory, tmp_path):
     v1 = fixture_as(tmp_path, "noder", "1.0.0")
     v2 = fixture_as(tmp_path, "noder", "1.0.1")
     s = server_factory([v1], args=["--config", config(tmp_path)])
-    results = []
+    results, deployed = [], []
+    reloaded = threading.Event()
 
     def client(n):
+        # at least n requests each, and on until the last deploy is done
         sess = requests.Session()
-        return [sess.post(s.url + "/agents/noder/shout/invoke", json={"input": f"v{i}"},
-                          timeout=30) for i in range(n)]
+        out = []
+        while len(out) < n or not reloaded.is_set():
+            out.append(sess.post(s.url + "/agents/noder/shout/invoke",
+                                 json={"input": f"v{len(out)}"}, timeout=30))
+        return out
 
     def reloader():
-        for i in range(4):
-            time.sleep(0.2)
-            deploy(s, v2 if i % 2 == 0 else v1)
+        try:
+            for i in range(4):
+                time.sleep(0.2)
+                r = requests.post(s.url + "/runtime/packages",
+                                  json={"path": v2 if i % 2 == 0 else v1}, timeout=120)
+                deployed.append(r.status_code)
+        finally:
+            reloaded.set()
 
     t = threading.Thread(target=reloader)
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as ex:
-        futures = [ex.submit(client, 40) for _ in range(16)]  # 640 requests
+        futures = [ex.submit(client, 40) for _ in range(16)]  # 640 requests or more
         t.start()
         for f in futures:
             results += f.result()
     t.join()
+    assert deployed == [201] * 4
     failed = [(r.status_code, r.text) for r in results if r.status_code != 200]
     assert not failed, failed[:5]
     assert all(r.json()["output"]["shout"].startswith("V") for r in results)
