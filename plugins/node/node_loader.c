@@ -258,8 +258,8 @@ static int node_init(const par_plugin_host_t *host, void **state, char *err, siz
     if (s->worker[0] == '\0') { /* installed beside the shared object: node/worker.js */
         const char *so = host->plugin_path(host);
         const char *slash = strrchr(so, '/');
-        snprintf(s->worker, sizeof(s->worker), "%.*s/node/worker.js",
-                 slash ? (int)(slash - so) : 1, slash ? so : ".");
+        snprintf(s->worker, sizeof(s->worker), "%.*s/node/worker.js", slash ? (int)(slash - so) : 1,
+                 slash ? so : ".");
     }
     snprintf(s->worker_dir, sizeof(s->worker_dir), "%s", s->worker);
     char *slash = strrchr(s->worker_dir, '/');

@@ -105,12 +105,6 @@ def log_lines(s, pred, timeout=10):
         time.sleep(0.05)
 
 
-def deploy(s, path, expect=201):
-    r = requests.post(s.url + "/runtime/packages", json={"path": path}, timeout=120)
-    assert r.status_code == expect, r.text
-    return r.json()
-
-
 def still_serving(s):
     assert call(s, "node-agent", "again")["echo"] == "again"
     assert s.post("echo", {"input": "x"}).status_code == 200
