@@ -249,6 +249,23 @@ def test_node_version_is_checked_at_deploy(server_factory, tmp_path):
     assert f"node18 needs Node.js 18 or newer; the interpreter {fake} is 16.20.2" in b["message"]
 
 
+def test_dependencies_must_come_in_node_modules(srv, tmp_path):
+    apkg = nodepkg(tmp_path, "needsdeps", "exports.handler = (x) => x;\n",
+                   extra="dependencies:\n  - left-pad==1.3.0\n")
+    b = assert_error(requests.post(srv.url + "/runtime/packages", json={"path": apkg},
+                                   timeout=120), 422, "incompatible_package")
+    assert "requires 'left-pad==1.3.0' and has no node_modules directory" in b["message"]
+
+
+def test_an_unknown_plugin_setting_refuses_the_start(tmp_path):
+    from conftest import Server
+    conf = config(tmp_path, plugin_config="    config: {nodes: /usr/bin/node}\n")
+    (tmp_path / "srv").mkdir()
+    with pytest.raises(RuntimeError) as e:
+        Server(str(tmp_path / "srv"), [], ["--config", conf])
+    assert "config.nodes: unknown key (known: node, worker)" in str(e.value)
+
+
 def test_without_the_plugin_node_packages_have_no_loader(server_factory, tmp_path):
     s = server_factory([], args=["--config", str(_conf_without_plugin(tmp_path))],
                        expected_errors=[r"\"package refused\""])
