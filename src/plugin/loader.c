@@ -278,6 +278,7 @@ int par__plug_loader_attach(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
     par_buf_init(&names, 0);
     for (size_t i = 0; p->loader.runtimes[i]; i++)
         par_buf_appendf(&names, "%s%s", i ? ", " : "", p->loader.runtimes[i]);
+    par_buf_append(&names, "", 1); /* kept as a C string */
     if (names.data == NULL || asprintf(&label, "plugin:%s", p->name) < 0) {
         par_buf_free(&names);
         return PAR_E_NO_MEMORY;
