@@ -329,25 +329,6 @@ int par_plugins_register_auth(par_plugins_t *ps, par_auth_registry_t *reg, par_b
     return PAR_OK;
 }
 
-json_t *par_plugins_describe(const par_plugins_t *ps)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && ps && i < ps->count; i++) {
-        const par_plug_t *p = ps->items[i];
-        json_t *kinds = json_array();
-        if (p->tab.loader)
-            json_array_append_new(kinds, json_string("loader"));
-        if (p->tab.auth)
-            json_array_append_new(kinds, json_string("auth"));
-        if (p->tab.exporter)
-            json_array_append_new(kinds, json_string("exporter"));
-        json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:i,s:o}", "name", p->name, "version",
-                                           p->version, "path", p->path, "abi", (int)p->tab.abi,
-                                           "kinds", kinds));
-    }
-    return a;
-}
-
 void par_plugins_stop(par_plugins_t *ps)
 {
     for (size_t i = 0; ps && i < ps->count; i++)

@@ -40,9 +40,6 @@ int par_plugins_attach(par_plugins_t *ps, par_runtime_t *rt, par_buf_t *err);
 /* Adds the plugins' auth providers to `reg` as "plugin:<name>". */
 int par_plugins_register_auth(par_plugins_t *ps, par_auth_registry_t *reg, par_buf_t *err);
 
-/* [{name, version, path, kinds: [...]}, ...] for /runtime/info; a new reference. */
-json_t *par_plugins_describe(const par_plugins_t *ps);
-
 /* Stops the exporters (each delivers what it has queued, then flushes).
  * After the runtime is destroyed: no call finishes any more. */
 void par_plugins_stop(par_plugins_t *ps);
