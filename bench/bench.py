@@ -146,6 +146,35 @@ def python_echo_package():
     return os.path.join(d, "echo-1.0.0.apkg")
 
 
+NODE_PLUGIN = os.path.join(BUILD, "plugins", "node.so")
+
+
+def node_echo_package():
+    """The echo agent in JavaScript (pixell-kit's layout, runtime node18), for
+    the Node loader plugin (plugins/node)."""
+    d = os.path.join(TMP, "src-node-echo")
+    os.makedirs(os.path.join(d, "src"), exist_ok=True)
+    with open(os.path.join(d, "agent.yaml"), "w") as f:
+        f.write('version: "1.0"\nname: echo\ndisplay_name: echo\ndescription: echo in Node.js\n'
+                "author: PAR bench\nlicense: MIT\nruntime: node18\nentrypoint: src/main:handler\n"
+                "metadata:\n  version: 1.0.0\n")
+    with open(os.path.join(d, "src", "main.js"), "w") as f:
+        f.write("'use strict';\nexports.handler = (input) => input;\n")
+    out = os.path.join(TMP, "node-echo-1.0.0.apkg")
+    # `par pack` has no plugins: the loader checks the package at deploy
+    r = subprocess.run([PAR, "pack", d, "-o", out, "--no-compat"], capture_output=True,
+                       text=True)
+    if r.returncode:
+        raise RuntimeError(r.stderr)
+    return out
+
+
+def start_par_node():
+    return start_par("par-node", pkg=node_echo_package(),
+                     config=f"plugins: [{{path: {NODE_PLUGIN}}}]\nauth: {{mode: off}}\n"
+                     "trust: {require_signatures: false}\nlog: {level: warn, access: false}\n")
+
+
 def signing_key():
     """A throwaway minisign key pair (unencrypted) made by `par keygen`."""
     d = os.path.join(TMP, "key")
@@ -537,6 +566,7 @@ def ratios(t):
     put("par-python / reference (best of 1 or 2 workers)", "par-python", "reference-best")
     put("par-isolated-production-otlp / par-isolated-production",
         "par-isolated-production-otlp", "par-isolated-production")
+    put("par-node / par-python", "par-node", "par-python")
     cpu = {n: t[n]["64"]["cpu_us"]["median"] for n in t}
     for f in FEATURES + ("production",):
         if f"par-isolated-{f}" in rps and "par-isolated" in rps:
@@ -714,6 +744,7 @@ def main():
             ("par-isolated-auth", lambda: start_par_features("par-isolated-auth", auth=True)),
             ("par-in-process", lambda: start_par("par-in-process", ["--trusted", "echo"])),
             ("par-python", lambda: start_par("par-python", pkg=python_echo_package())),
+            ("par-node", start_par_node),
             ("reference-python-1w", lambda: start_peer(1)),
             ("reference-python-2w", lambda: start_peer(2)),
             ("nginx-ceiling", start_nginx),

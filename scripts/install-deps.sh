@@ -54,6 +54,10 @@ done
 # npm from Debian unless the machine already has them.
 if [ "$mode" != serve ] && ! command -v npm >/dev/null 2>&1; then
     missing+=(nodejs npm)
+elif [ "$mode" != serve ] && ! command -v node >/dev/null 2>&1 &&
+    ! command -v nodejs >/dev/null 2>&1; then
+    # the Node.js loader plugin (plugins/node) runs its tests' agents with it
+    missing+=(nodejs)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -25,7 +25,7 @@ def fake(bindir, name, body):
     p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def run_script(tmp_path, *args, have_npm=False, installed_lock=None):
+def run_script(tmp_path, *args, have_npm=False, have_node=True, installed_lock=None):
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
     (tree / "tests" / "peers").mkdir(parents=True)
@@ -47,6 +47,8 @@ def run_script(tmp_path, *args, have_npm=False, installed_lock=None):
     fake(bindir, "sudo", 'exec "$@"\n')
     if have_npm:
         fake(bindir, "npm", f'echo "npm $*" >> {log}\n')
+    if have_npm and have_node:
+        fake(bindir, "node", "echo v18.19.0\n")
     # a PATH with the recorders and the base tools the script uses, but no real npm
     for tool in ("bash", "grep", "id", "dirname", "cat", "chmod"):
         os.symlink(shutil.which(tool), bindir / tool)
@@ -100,6 +102,13 @@ def test_npm_ci_runs_again_only_when_the_lock_file_changed(tmp_path):
                           installed_lock='{"lockfileVersion": 2}\n')
     assert r.returncode == 0, r.stderr
     assert "npm ci --no-audit --no-fund --loglevel=error" in calls, calls
+
+
+def test_default_installs_node_when_only_npm_is_there(tmp_path):
+    # the Node.js loader plugin's tests run agents with `node`
+    r, calls = run_script(tmp_path, have_npm=True, have_node=False)
+    assert r.returncode == 0, r.stderr
+    assert "nodejs" in installed(calls) and "npm" not in installed(calls)
 
 
 def test_unknown_mode_is_refused(tmp_path):
