@@ -19,7 +19,7 @@
 
 #include <jansson.h>
 
-#include "par/par.h"
+#include <par/par.h>
 
 /* JSON-RPC 2.0 error codes, and MCP's own */
 #define MCP_PARSE_ERROR (-32700)

@@ -143,3 +143,172 @@ def test_sdk_package_endpoint(srv):
     assert {t["name"] for t in out["tools"]} == {"mcpkit", "mcpkit_fail", "mcpkit_plain"}
     assert out["result"]["content"][0]["text"] == "plain text"
     assert "structuredContent" not in out["result"]
+
+
+# ---- raw HTTP: sessions and bad input ------------------------------------------------
+
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def post(srv, body, session=None, path="/mcp", headers=None, raw=None):
+    h = dict(ACCEPT)
+    if session:
+        h["Mcp-Session-Id"] = session
+    h.update(headers or {})
+    data = raw if raw is not None else json.dumps(body)
+    return requests.post(srv.url + path, data=data, headers=h, timeout=30)
+
+
+def initialize(srv, version="2025-11-25", path="/mcp", headers=None):
+    r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                   "params": {"protocolVersion": version, "capabilities": {},
+                              "clientInfo": {"name": "raw", "version": "0"}}},
+             path=path, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.headers.get("mcp-session-id"), r.json()
+
+
+def rpc_error(r, http, code):
+    assert r.status_code == http, (r.status_code, r.text)
+    body = r.json()
+    assert body["jsonrpc"] == "2.0" and body["error"]["code"] == code, body
+    return body
+
+
+def test_version_negotiation_and_sessions(srv):
+    sid, body = initialize(srv, "2025-06-18")
+    assert body["result"]["protocolVersion"] == "2025-06-18"
+    assert "tasks" not in body["result"]["capabilities"]
+    # tasks are of revision 2025-11-25 only
+    r = post(srv, {"jsonrpc": "2.0", "id": 2, "method": "tasks/list"}, sid)
+    rpc_error(r, 200, -32601)
+    tools = post(srv, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, sid).json()
+    assert all("execution" not in t for t in tools["result"]["tools"])
+    # an unsupported version: the spec's error, and no session
+    r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                   "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+                              "clientInfo": {"name": "raw", "version": "0"}}})
+    body = rpc_error(r, 200, -32602)
+    assert body["error"]["data"] == {"supported": ["2025-11-25", "2025-06-18"],
+                                     "requested": "2024-11-05"}
+    assert "mcp-session-id" not in r.headers
+    # a session is required after initialize; an unknown one is 404
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 4, "method": "ping"}), 400, -32600)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 4, "method": "ping"}, "0" * 32), 404, -32001)
+    r = post(srv, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    assert r.status_code == 202 and r.content == b""
+    assert post(srv, {"jsonrpc": "2.0", "id": 5, "method": "ping"}, sid).json()["result"] == {}
+    # a session of /mcp is not one of /agents/{id}/mcp
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 6, "method": "ping"}, sid,
+                   path="/agents/mcpkit/mcp"), 404, -32001)
+    # DELETE ends it; then it is unknown
+    h = {"Mcp-Session-Id": sid}
+    assert requests.delete(srv.url + "/mcp", headers=h, timeout=10).status_code == 204
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 7, "method": "ping"}, sid), 404, -32001)
+    rpc_error(requests.delete(srv.url + "/mcp", headers=h, timeout=10), 404, -32001)
+    # GET without Last-Event-ID: no server-initiated stream
+    r = requests.get(srv.url + "/mcp", headers={"Accept": "text/event-stream"}, timeout=10)
+    assert r.status_code == 405
+
+
+def test_bad_input(srv):
+    sid, _ = initialize(srv)
+    rpc_error(post(srv, None, sid, raw="{not json"), 400, -32700)
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]
+    rpc_error(post(srv, batch, sid), 400, -32600)
+    rpc_error(post(srv, {"jsonrpc": "1.0", "id": 1, "method": "ping"}, sid), 400, -32600)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": {"x": 1}, "method": "ping"}, sid), 400, -32600)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": 7}, sid), 400, -32600)
+    rpc_error(post(srv, "ping", sid), 400, -32600)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "resources/list"}, sid), 200, -32601)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": [1]}, sid),
+              200, -32602)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": 5}}, sid), 200, -32602)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": "mcpkit", "arguments": [1]}}, sid), 200, -32602)
+    # the private sub-agent is no tool, nor is an id in another spelling
+    for name in ("mcpkit_hidden", "mcpkit/plain", "../x", ""):
+        rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                             "params": {"name": name, "arguments": {}}}, sid), 200, -32602)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get",
+                         "params": {"taskId": "run_nope"}}, sid), 200, -32602)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tasks/result",
+                         "params": {}}, sid), 200, -32602)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tasks/list",
+                         "params": {"cursor": "bogus"}}, sid), 200, -32602)
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 1, "method": "ping"}, sid,
+                   headers={"MCP-Protocol-Version": "1999-01-01"}), 400, -32600)
+    big = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+           "params": {"name": "mcpkit", "arguments": {"pad": "x" * (1100 << 10)}}}
+    rpc_error(post(srv, big, sid), 413, -32600)
+    # a client accepting JSON only gets the tool call's answer as JSON
+    r = post(srv, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                   "params": {"name": "mcpkit", "arguments": {"n": 1}}}, sid,
+             headers={"Accept": "application/json"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json()["result"]["structuredContent"] == {"emitted": 1}
+    # nothing else was disturbed
+    assert post(srv, {"jsonrpc": "2.0", "id": 10, "method": "ping"}, sid).json()["result"] == {}
+    assert requests.post(srv.url + "/agents/mcpkit/plain/invoke", json={"input": {}},
+                         timeout=10).json()["output"] == "plain text"
+
+
+def test_task_cancel_ended_and_resume_errors(srv):
+    sid, _ = initialize(srv)
+    r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "mcpkit_plain", "arguments": {}, "task": {"ttl": 1000}}}, sid)
+    task = r.json()["result"]["task"]
+    res = post(srv, {"jsonrpc": "2.0", "id": 2, "method": "tasks/result",
+                     "params": {"taskId": task["taskId"]}}, sid).json()
+    assert res["id"] == 2 and res["result"]["content"][0]["text"] == "plain text"
+    assert res["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"] == task["taskId"]
+    rpc_error(post(srv, {"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel",
+                         "params": {"taskId": task["taskId"]}}, sid), 200, -32602)
+    h = {"Mcp-Session-Id": sid, "Accept": "text/event-stream"}
+    for bad in ("nocolon", "run_nope:1", task["taskId"] + ":x"):
+        r = requests.get(srv.url + "/mcp", headers=dict(h, **{"Last-Event-ID": bad}), timeout=10)
+        rpc_error(r, 400, -32600)
+    # resuming an ended call replays what followed, under the original request id
+    r = requests.get(srv.url + "/mcp", headers=dict(h, **{"Last-Event-ID": task["taskId"] + ":1"}),
+                     timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    msgs = [json.loads(l[6:]) for l in r.text.split("\n") if l.startswith("data: {")]
+    assert msgs[-1]["id"] == 1 and msgs[-1]["result"]["content"][0]["text"] == "plain text"
+
+
+def test_auth_decides_the_tools(server_factory, tmp_path):
+    sha = hashlib.sha256(USER_KEY.encode()).hexdigest()
+    conf = tmp_path / "par.yaml"
+    conf.write_text(f"""\
+trust: {{require_signatures: false}}
+auth:
+  mode: api_key
+  api_keys:
+    - sha256: {sha}
+      subject: shop
+      permissions: ["agents:invoke:mcpkit/*"]
+""")
+    s = server_factory([mcp_package(tmp_path), other_package(tmp_path)],
+                       args=["--config", str(conf)], expected_errors=["handler raised"])
+    # no credential: refused before any protocol handling
+    r = requests.post(s.url + "/mcp", data="{not json", headers=ACCEPT, timeout=10)
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    auth = {"Authorization": "Bearer " + USER_KEY}
+    sid, _ = initialize(s, headers=auth)
+    tools = post(s, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid, headers=auth).json()
+    assert {t["name"] for t in tools["result"]["tools"]} == {"mcpkit_fail", "mcpkit_plain"}
+    rpc_error(post(s, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                       "params": {"name": "other", "arguments": {}}}, sid, headers=auth), 200, -32602)
+    # the package endpoint needs agents:invoke for the package itself
+    r = post(s, {"jsonrpc": "2.0", "id": 1, "method": "ping"}, path="/agents/mcpkit/mcp",
+             headers=auth)
+    assert r.status_code == 403
+    out = node("basic", s.url + "/mcp", tool="mcpkit_plain", arguments={}, token=USER_KEY)
+    assert out["result"]["content"][0]["text"] == "plain text"
+
+
+def test_metrics_count_the_mcp_route(srv):
+    sid, _ = initialize(srv)
+    text = requests.get(srv.url + "/metrics", timeout=10).text
+    assert 'par_http_requests_total{route="mcp",code="200"}' in text
