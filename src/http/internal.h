@@ -8,6 +8,7 @@
  *   invoke.c   POST /agents/{id}/invoke and the calls it waits for
  *   runs.c     the runs routes: start, wait, read, list, cancel, delete
  *   sse.c      event streams of runs (text/event-stream), heartbeats
+ *   mcp*.c     MCP over Streamable HTTP (http/mcp.h)
  *   cors.c     cross-origin headers and preflights
  *   admin.c    listings, /runtime/..., deploys and reports on the admin queue
  *   workq.c    the admin queue: a bounded FIFO and its worker threads

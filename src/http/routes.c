@@ -51,8 +51,7 @@ static const par_http_route_t routes[] = {
      .wrong = use_post_runs, .id_what = "agent id", CORS, .handler = par__http_on_run_start},
     /* MCP (http/mcp.c): one package's agents as tools */
     {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, PAT("/agents/", "{id}", ID, "/mcp"), INVOKE,
-     .label = "mcp", .wrong = use_mcp, .id_what = "package name", CORS,
-     .handler = par__http_on_mcp},
+     .label = "mcp", .wrong = use_mcp, .id_what = "package name", .handler = par__http_on_mcp},
     {GET_, PAT("/agents/", "{id}", ID, ""), INVOKE, .label = "agent", .wrong = use_get,
      .id_what = "agent id", .handler = par__http_on_agent},
     {GET_, LIT("/agents"), .label = "agents", .wrong = use_get, .handler = par__http_on_agents},
