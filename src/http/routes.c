@@ -69,7 +69,7 @@ static const par_http_route_t routes[] = {
      .wrong = use_get_run, .id_what = "run id", CORS, .handler = par__http_on_run},
     /* MCP (http/mcp.c): every agent the caller may invoke, as tools */
     {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, LIT("/mcp"), .label = "mcp", .wrong = use_mcp,
-     CORS, .handler = par__http_on_mcp},
+     .handler = par__http_on_mcp},
     /* metrics */
     {GET_, LIT("/metrics"), ADMIN, .label = "metrics", .wrong = use_get,
      .handler = par__http_on_metrics},
