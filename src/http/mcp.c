@@ -440,6 +440,43 @@ static int on_tasks(mcp_req_t *q)
     return par__http_wait_start_framed(q->x, r, &fr->f);
 }
 
+/* notifications/cancelled: the caller's newest runs are searched for the
+ * tool call of this session with that request id (not a task: those end by
+ * tasks/cancel), which is cancelled. Nothing is answered either way. */
+static void cancel_request(mcp_req_t *q)
+{
+    json_t *rid = json_object_get(q->params, "requestId");
+    par_identity_t *who = q->x->loop->who;
+    par_runs_query_t rq = {
+        who ? who->subject : NULL, who ? who->tenant : NULL, 0, NULL, PAR_RUN_RUNNING, 100, NULL};
+    json_t *page = NULL, *run;
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    if (rid == NULL || par_runs_list(q->x->loop->http->rt, &rq, &page, &err) != PAR_OK) {
+        par_buf_free(&err);
+        return;
+    }
+    par_buf_free(&err);
+    size_t i;
+    json_array_foreach(json_object_get(page, "runs"), i, run)
+    {
+        json_t *m = json_object_get(json_object_get(run, "metadata"), "mcp");
+        const char *sess = json_string_value(json_object_get(m, "session"));
+        if (!sess || strcmp(sess, q->session) != 0 || json_is_true(json_object_get(m, "task")) ||
+            !json_equal(json_object_get(m, "request_id"), rid))
+            continue;
+        par_run_t *r =
+            par_run_get(q->x->loop->http->rt, json_string_value(json_object_get(run, "run_id")),
+                        who ? who->subject : NULL, who ? who->tenant : NULL, 0);
+        if (r) {
+            par_run_cancel(r, "cancelled by its MCP client (notifications/cancelled)");
+            par_run_unref(r);
+        }
+        break;
+    }
+    json_decref(page);
+}
+
 /* ---- the transport ------------------------------------------------------------------ */
 
 /* The session the request names, checked (q->session, q->version); 0, or
@@ -524,6 +561,8 @@ static int on_message(mcp_req_t *q)
         if (strcmp(q->method, "initialize") == 0)
             return rpc_error(q, 400, MCP_INVALID_REQUEST, "initialize must be a request (id)",
                              NULL);
+        if (strcmp(q->method, "notifications/cancelled") == 0)
+            cancel_request(q);
         session_header(q);
         par__http_send_body(q->x->req, 202, "application/json", q->x->rid, NULL, 0);
         return 1;

@@ -312,3 +312,26 @@ def test_metrics_count_the_mcp_route(srv):
     sid, _ = initialize(srv)
     text = requests.get(srv.url + "/metrics", timeout=10).text
     assert 'par_http_requests_total{route="mcp",code="200"}' in text
+
+
+def test_notifications_cancelled_cancels_the_call(srv):
+    sid, _ = initialize(srv)
+    call = {"jsonrpc": "2.0", "id": "c1", "method": "tools/call",
+            "params": {"name": "mcpkit", "arguments": {"n": 1000, "gap_ms": 50}}}
+    h = dict(ACCEPT, **{"Mcp-Session-Id": sid})
+    with requests.post(srv.url + "/mcp", data=json.dumps(call), headers=h, stream=True,
+                       timeout=30) as r:
+        assert r.headers["content-type"] == "text/event-stream"
+        lines = r.iter_lines(decode_unicode=True)
+        first = next(l for l in lines if l.startswith("id: "))
+        run_id = first[4:].split(":")[0]
+        n = post(srv, {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": "c1", "reason": "test"}}, sid)
+        assert n.status_code == 202
+        last = None
+        for l in lines:
+            if l.startswith("data: {"):
+                last = json.loads(l[6:])
+    assert last["id"] == "c1" and last["result"]["isError"] is True, last
+    assert last["result"]["structuredContent"]["error"] == "cancelled"
+    assert requests.get(f"{srv.url}/runs/{run_id}", timeout=10).json()["status"] == "cancelled"
