@@ -32,6 +32,7 @@ static const char use_get[] = "use GET";
 static const char use_post_runs[] = "use POST to start a run";
 static const char use_get_run[] = "use GET to read a run, DELETE to remove it";
 static const char use_get_runs[] = "use GET to list runs (POST /agents/{id}/runs starts one)";
+static const char use_mcp[] = "use POST (GET resumes a stream, DELETE ends a session)";
 static const char use_get_rt[] = "use GET (POST and DELETE are for /runtime/packages)";
 
 static const par_http_route_t routes[] = {
@@ -48,6 +49,9 @@ static const par_http_route_t routes[] = {
      .handler = par__http_on_run_start_wait},
     {PAR_HTTP_POST, PAT("/agents/", "{id}", ID, "/runs"), .pass = 1, INVOKE, .label = "runs",
      .wrong = use_post_runs, .id_what = "agent id", CORS, .handler = par__http_on_run_start},
+    /* MCP (http/mcp.c): one package's agents as tools */
+    {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, PAT("/agents/", "{id}", ID, "/mcp"), INVOKE,
+     .label = "mcp", .wrong = use_mcp, .id_what = "package name", .handler = par__http_on_mcp},
     {GET_, PAT("/agents/", "{id}", ID, ""), INVOKE, .label = "agent", .wrong = use_get,
      .id_what = "agent id", .handler = par__http_on_agent},
     {GET_, LIT("/agents"), .label = "agents", .wrong = use_get, .handler = par__http_on_agents},
@@ -63,6 +67,9 @@ static const par_http_route_t routes[] = {
      .handler = par__http_on_run_stream},
     {GET_ | PAR_HTTP_DELETE, PAT("/runs/", "{run_id}", NAME, ""), .label = "run",
      .wrong = use_get_run, .id_what = "run id", CORS, .handler = par__http_on_run},
+    /* MCP (http/mcp.c): every agent the caller may invoke, as tools */
+    {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, LIT("/mcp"), .label = "mcp", .wrong = use_mcp,
+     .handler = par__http_on_mcp},
     /* metrics */
     {GET_, LIT("/metrics"), ADMIN, .label = "metrics", .wrong = use_get,
      .handler = par__http_on_metrics},

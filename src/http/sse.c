@@ -42,11 +42,12 @@ typedef struct stream {
     struct stream **guard;
     h2o_generator_t gen;
     h2o_multithread_message_t msg;
-    atomic_int news;        /* a message is on its way to the loop */
-    h2o_linklist_t link;    /* in loop_t.streams */
-    h2o_timeout_entry_t hb; /* in loop_t.heartbeat while idle */
-    par_buf_t out;          /* what h2o is sending (empty while idle) */
-    uint64_t sent, acked;   /* events handed to h2o; events it wrote */
+    atomic_int news;                   /* a message is on its way to the loop */
+    h2o_linklist_t link;               /* in loop_t.streams */
+    h2o_timeout_entry_t hb;            /* in loop_t.heartbeat while idle */
+    par_buf_t out;                     /* what h2o is sending (empty while idle) */
+    const par_http_sse_frame_t *frame; /* rewrites events and answers, or NULL */
+    uint64_t sent, acked;              /* events handed to h2o; events it wrote */
     int64_t t0;
     const char *label, *rid; /* rid in the request's pool */
     unsigned wait : 1;       /* /runs/wait: answers once, at the end */
@@ -55,7 +56,7 @@ typedef struct stream {
 } stream_t;
 
 /* what an idle stream costs the runtime beside h2o's own request state */
-_Static_assert(sizeof(stream_t) <= 256, "an idle stream must stay small");
+_Static_assert(sizeof(stream_t) <= 264, "an idle stream must stay small");
 
 static const char keepalive[] = ": keep-alive\n\n";
 
@@ -145,7 +146,8 @@ static void wait_news(stream_t *s)
     par_buf_t b;
     par_buf_init(&b, 0);
     int status = PAR_OK;
-    int rc = par_run_answer(s->run, &b, &status);
+    int rc = s->frame ? s->frame->answer(s->frame->data, s->run, &b, &status)
+                      : par_run_answer(s->run, &b, &status);
     unwatch(s, 0);
     s->done = 1;
     /* logged first: nothing may touch `s` once the response is handed over */
@@ -166,6 +168,19 @@ static void wait_news(stream_t *s)
     par_buf_free(&b);
 }
 
+/* Rewrites the events read into `b` with the stream's frame, if any. */
+static int reframe(const par_http_sse_frame_t *f, par_run_t *r, par_buf_t *b, int ended)
+{
+    if (f == NULL || b->len == 0)
+        return PAR_OK;
+    par_buf_t o;
+    par_buf_init(&o, 0);
+    int rc = f->events(f->data, r, b, ended, &o);
+    par_buf_free(b);
+    *b = o;
+    return rc;
+}
+
 /* Sends what the run has after s->sent, if anything and nothing is in
  * flight. */
 static void pump(stream_t *s)
@@ -180,6 +195,8 @@ static void pump(stream_t *s)
     int ended = 0;
     par_buf_reset(&s->out);
     int rc = par_run_read(s->run, s->sent, READ_MAX, &s->out, &last, &ended);
+    if (rc == PAR_OK)
+        rc = reframe(s->frame, s->run, &s->out, ended);
     if (rc != PAR_OK) {
         stream_abort(s, par_status_name(rc));
         return;
@@ -303,12 +320,20 @@ static stream_t *stream_new(par_http_exchange_t *x, par_run_t *r, int wait)
 
 int par__http_sse_start(par_http_exchange_t *x, par_run_t *r, uint64_t after)
 {
+    return par__http_sse_start_framed(x, r, after, NULL);
+}
+
+int par__http_sse_start_framed(par_http_exchange_t *x, par_run_t *r, uint64_t after,
+                               const par_http_sse_frame_t *frame)
+{
     h2o_req_t *req = x->req;
     par_buf_t first;
     par_buf_init(&first, 0);
     uint64_t last = after;
     int ended = 0;
     int rc = par_run_read(r, after, READ_MAX, &first, &last, &ended);
+    if (rc == PAR_OK)
+        rc = reframe(frame, r, &first, ended);
     if (rc != PAR_OK) {
         const char *msg =
             rc == PAR_E_BAD_EVENT_ID  ? "the event id to resume after is past the run's last event"
@@ -328,6 +353,7 @@ int par__http_sse_start(par_http_exchange_t *x, par_run_t *r, uint64_t after)
         return 0;
     }
     s->out = first;
+    s->frame = frame;
     s->sent = s->acked = after;
     req->res.status = 200;
     req->res.reason = "OK";
@@ -362,9 +388,16 @@ int par__http_sse_start(par_http_exchange_t *x, par_run_t *r, uint64_t after)
 
 int par__http_wait_start(par_http_exchange_t *x, par_run_t *r)
 {
+    return par__http_wait_start_framed(x, r, NULL);
+}
+
+int par__http_wait_start_framed(par_http_exchange_t *x, par_run_t *r,
+                                const par_http_sse_frame_t *frame)
+{
     stream_t *s = stream_new(x, r, 1);
     if (s == NULL)
         return 0;
+    s->frame = frame;
     s->watching = 1;
     par_run_watch(r, &s->w, par_run_last_seq(r));
     pump(s); /* it may have ended already */

@@ -224,6 +224,22 @@ static void test_ids_with_parts(void **state)
            PAR_HTTP_NEED_ADMIN);
 }
 
+static void test_mcp_routes(void **state)
+{
+    (void)state;
+    const par_http_need_t I = PAR_HTTP_NEED_INVOKE, N = PAR_HTTP_NEED_NOTHING;
+    expect(P, "/mcp", par__http_on_mcp, NULL, "mcp", N);
+    expect(G, "/mcp", par__http_on_mcp, NULL, "mcp", N);
+    expect(D, "/mcp", par__http_on_mcp, NULL, "mcp", N);
+    /* one package's agents: the need is agents:invoke for the package */
+    expect(P, "/agents/shop/mcp", par__http_on_mcp, "shop", "mcp", I);
+    expect(D, "/agents/shop/mcp", par__http_on_mcp, "shop", "mcp", I);
+    expect(P, "/agents/shop/mcp/invoke", par__http_on_invoke, "shop/mcp", "invoke", I);
+    expect_404(P, "/mcp/x");
+    expect_404(P, "/mcpx");
+    assert_false(match(P, "/mcp").route->cors);
+}
+
 static void test_runs_routes(void **state)
 {
     (void)state;
@@ -346,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_trailing_slash),
         cmocka_unit_test(test_ids_with_parts),
         cmocka_unit_test(test_runs_routes),
+        cmocka_unit_test(test_mcp_routes),
         cmocka_unit_test(test_encoded_ids),
         cmocka_unit_test(test_id_limits),
     };
