@@ -8,6 +8,7 @@
  *   invoke.c   POST /agents/{id}/invoke and the calls it waits for
  *   runs.c     the runs routes: start, wait, read, list, cancel, delete
  *   sse.c      event streams of runs (text/event-stream), heartbeats
+ *   a2a*.c     A2A: agent cards, JSON-RPC and HTTP+JSON bindings over runs
  *   cors.c     cross-origin headers and preflights
  *   admin.c    listings, /runtime/..., deploys and reports on the admin queue
  *   workq.c    the admin queue: a bounded FIFO and its worker threads
@@ -153,6 +154,26 @@ int par__http_sse_start(par_http_exchange_t *x, struct par_run *r, uint64_t afte
 /* Answers when the run ends, with par_run_answer (/runs/wait); takes over
  * the reference. Returns 0. */
 int par__http_wait_start(par_http_exchange_t *x, struct par_run *r);
+/* Another protocol's framing of a run's events and answer (http/a2a.c): a
+ * framed stream's state starts with its operations. `events` rewrites whole
+ * events (PAR's SSE text, runtime/runs.h) into what its client gets,
+ * `answer` is a wait's answer once the run ended (body and HTTP status),
+ * `free` releases the state when the stream goes. The first two answer
+ * PAR_OK or PAR_E_NO_MEMORY. */
+typedef struct par_http_framed par_http_framed_t;
+typedef struct par_http_framer {
+    int (*events)(par_http_framed_t *f, const char *sse, size_t len, par_buf_t *out);
+    int (*answer)(par_http_framed_t *f, struct par_run *r, par_buf_t *out, int *http);
+    void (*free)(par_http_framed_t *f);
+} par_http_framer_t;
+struct par_http_framed {
+    const par_http_framer_t *ops;
+};
+/* par__http_sse_start and par__http_wait_start through a framer; take over
+ * `f` (freed on every path). */
+int par__http_sse_start_framed(par_http_exchange_t *x, struct par_run *r, uint64_t after,
+                               par_http_framed_t *f);
+int par__http_wait_start_framed(par_http_exchange_t *x, struct par_run *r, par_http_framed_t *f);
 /* Sets up and tears down a loop's streams (loop thread). */
 void par__http_sse_init(loop_t *l);
 /* Once per loop turn: takes over a new runs.heartbeat_ms. */
