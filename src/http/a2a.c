@@ -106,6 +106,23 @@ static const par_route_t *public_agent(par_http_exchange_t *x, par_table_t **t)
     return r && r->pv->manifest->exports[r->export_idx].is_public ? r : NULL;
 }
 
+int par__a2a_known(par_http_exchange_t *x, const char *id, size_t len)
+{
+    par_table_t *t = par__table_get(x->loop->http->rt);
+    const par_route_t *r = par__table_find(t, id, len);
+    int ok = r && r->pv->manifest->exports[r->export_idx].is_public;
+    par__table_unref(t);
+    if (ok)
+        return 1;
+    /* an unknown or private agent has no A2A endpoint, as it has no invoke */
+    char msg[PAR_ID_MAX + 32];
+    int n = snprintf(msg, sizeof(msg), "no agent '%.*s'", (int)(len > 200 ? 200 : len), id);
+    par__http_send_error(x->req, PAR_E_AGENT_NOT_FOUND, msg, (size_t)n, x->rid);
+    par__http_access_log(x->loop->http, x->req, x->m.route->label, 404, x->rid, NULL, x->t0,
+                         "agent_not_found");
+    return 0;
+}
+
 int par__http_on_a2a_card(par_http_exchange_t *x)
 {
     par_table_t *t;

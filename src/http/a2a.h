@@ -65,6 +65,10 @@ int par__a2a_input(json_t *message, char **out, const char **why);
 /* The context id a run was started with (its metadata), else its id. */
 const char *par__a2a_context_of(json_t *run);
 
+/* Whether `id` is a public agent; else answers 404 agent_not_found (as
+ * invoke does) and returns 0. */
+int par__a2a_known(par_http_exchange_t *x, const char *id, size_t len);
+
 /* A JSON-RPC answer body: {"jsonrpc":"2.0","id":id,"result":result}
  * (result consumed). NULL when out of memory. */
 json_t *par__a2a_result(json_t *id, json_t *result);

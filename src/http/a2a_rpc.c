@@ -346,6 +346,8 @@ int par__http_on_a2a_rpc(par_http_exchange_t *x)
     target_t tg = {"", ""};
     memcpy(tg.agent, x->m.var, x->m.var_len);
     tg.agent[x->m.var_len] = '\0';
+    if (!par__a2a_known(x, x->m.var, x->m.var_len))
+        return 0;
     const char *body = req->entity.base ? req->entity.base : "";
     size_t blen = req->entity.base ? req->entity.len : 0;
     json_error_t je;
@@ -384,6 +386,8 @@ int par__http_on_a2a_rest_send(par_http_exchange_t *x)
     h2o_req_t *req = x->req;
     int stream = x->m.route->suffix[sizeof("/message:") - 1] == 's' &&
                  x->m.route->suffix[sizeof("/message:s") - 1] == 't';
+    if (!par__a2a_known(x, x->m.var, x->m.var_len))
+        return 0;
     json_error_t je;
     json_t *doc = json_loadb(req->entity.base ? req->entity.base : "",
                              req->entity.base ? req->entity.len : 0, JSON_REJECT_DUPLICATES, &je);
@@ -439,7 +443,7 @@ static int rest_task(par_http_exchange_t *x, int op)
     target_t tg = {"", ""};
     if (split(x, &tg) != 0 || (op != OP_GET && tg.task[0] == '\0'))
         return fail(x, A2A_REST, NULL, A2A_TASK_NOT_FOUND, "no such task");
-    if (!allowed(x, &tg))
+    if (!allowed(x, &tg) || !par__a2a_known(x, tg.agent, strlen(tg.agent)))
         return 0;
     if (tg.task[0] == '\0') {
         json_t *p = json_object();
