@@ -9,6 +9,7 @@
  *   runs.c     the runs routes: start, wait, read, list, cancel, delete
  *   sse.c      event streams of runs (text/event-stream), heartbeats
  *   mcp*.c     MCP over Streamable HTTP (http/mcp.h)
+ *   a2a*.c     A2A: agent cards, JSON-RPC and HTTP+JSON bindings over runs
  *   cors.c     cross-origin headers and preflights
  *   admin.c    listings, /runtime/..., deploys and reports on the admin queue
  *   workq.c    the admin queue: a bounded FIFO and its worker threads
@@ -154,21 +155,29 @@ int par__http_sse_start(par_http_exchange_t *x, struct par_run *r, uint64_t afte
 /* Answers when the run ends, with par_run_answer (/runs/wait); takes over
  * the reference. Returns 0. */
 int par__http_wait_start(par_http_exchange_t *x, struct par_run *r);
-/* A protocol's framing of a run's stream (http/mcp.c): `events` rewrites
- * whole SSE events as par_run_read gives them (`ended`: the run's last are
- * among them) into `out`; `answer` replaces par_run_answer for a wait (the
- * body, and PAR_OK or an error status in *status for its HTTP code). Both
- * return PAR_OK or an error (the stream then ends as for an unreadable
- * run). Loop thread; `data` and the struct live in the request's pool. */
-typedef struct par_http_sse_frame {
-    int (*events)(void *data, struct par_run *r, const par_buf_t *in, int ended, par_buf_t *out);
-    int (*answer)(void *data, struct par_run *r, par_buf_t *out, int *status);
-    void *data;
-} par_http_sse_frame_t;
+/* Another protocol's framing of a run's events and answer (http/a2a*.c,
+ * http/mcp.c): a
+ * framed stream's state starts with its operations. `events` rewrites whole
+ * events (PAR's SSE text, runtime/runs.h) into what its client gets,
+ * `answer` is a wait's answer once the run ended (body and HTTP status;
+ * 0 = 200),
+ * `free` releases the state when the stream goes. The first two answer
+ * PAR_OK or PAR_E_NO_MEMORY. */
+typedef struct par_http_framed par_http_framed_t;
+typedef struct par_http_framer {
+    int (*events)(par_http_framed_t *f, struct par_run *r, const char *sse, size_t len,
+                  par_buf_t *out);
+    int (*answer)(par_http_framed_t *f, struct par_run *r, par_buf_t *out, int *http);
+    void (*free)(par_http_framed_t *f);
+} par_http_framer_t;
+struct par_http_framed {
+    const par_http_framer_t *ops;
+};
+/* par__http_sse_start and par__http_wait_start through a framer; take over
+ * `f` (freed on every path). */
 int par__http_sse_start_framed(par_http_exchange_t *x, struct par_run *r, uint64_t after,
-                               const par_http_sse_frame_t *frame);
-int par__http_wait_start_framed(par_http_exchange_t *x, struct par_run *r,
-                                const par_http_sse_frame_t *frame);
+                               par_http_framed_t *f);
+int par__http_wait_start_framed(par_http_exchange_t *x, struct par_run *r, par_http_framed_t *f);
 /* Sets up and tears down a loop's streams (loop thread). */
 void par__http_sse_init(loop_t *l);
 /* Once per loop turn: takes over a new runs.heartbeat_ms. */

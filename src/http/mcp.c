@@ -45,10 +45,10 @@ typedef struct mcp_req {
 
 /* The per-stream framing of a tool call's run (request pool). */
 typedef struct mcp_frame {
-    par_http_sse_frame_t f;
-    char *rpc_id;     /* the JSON-RPC id, as JSON */
-    char *token;      /* the progress token, as JSON, or NULL */
-    int related_task; /* tasks/result: _meta names the task */
+    par_http_framed_t base; /* first: http/sse.c's view */
+    char *rpc_id;           /* the JSON-RPC id, as JSON */
+    char *token;            /* the progress token, as JSON, or NULL */
+    int related_task;       /* tasks/result: _meta names the task */
 } mcp_frame_t;
 
 /* ---- answers --------------------------------------------------------------------- */
@@ -169,11 +169,11 @@ static const char *field(const char *p, const char *end, const char *key, size_t
     return "";
 }
 
-static int frame_events(void *data, par_run_t *r, const par_buf_t *in, int ended, par_buf_t *out)
+static int frame_events(par_http_framed_t *data, par_run_t *r, const char *sse, size_t len,
+                        par_buf_t *out)
 {
-    (void)ended;
-    mcp_frame_t *fr = data;
-    const char *p = in->data, *end = in->data + in->len;
+    mcp_frame_t *fr = (mcp_frame_t *)data;
+    const char *p = sse, *end = sse + len;
     int rc = PAR_OK;
     while (rc == PAR_OK && p < end) {
         const char *e = NULL;
@@ -192,14 +192,22 @@ static int frame_events(void *data, par_run_t *r, const par_buf_t *in, int ended
     return rc;
 }
 
-static int frame_answer(void *data, par_run_t *r, par_buf_t *out, int *status)
+static int frame_answer(par_http_framed_t *data, par_run_t *r, par_buf_t *out, int *http)
 {
-    *status = PAR_OK;
-    char *s = response_text(data, r);
+    *http = 200;
+    char *s = response_text((mcp_frame_t *)data, r);
     int rc = s ? par_buf_appends(out, s) : PAR_E_NO_MEMORY;
     free(s);
     return rc;
 }
+
+/* The frame lives in the request's pool: nothing to free. */
+static void frame_free(par_http_framed_t *data)
+{
+    (void)data;
+}
+
+static const par_http_framer_t mcp_framer = {frame_events, frame_answer, frame_free};
 
 static mcp_frame_t *frame_new(h2o_req_t *req, json_t *id, json_t *token, int related)
 {
@@ -211,7 +219,7 @@ static mcp_frame_t *frame_new(h2o_req_t *req, json_t *id, json_t *token, int rel
         free(ts);
         return NULL;
     }
-    fr->f = (par_http_sse_frame_t){frame_events, frame_answer, fr};
+    fr->base.ops = &mcp_framer;
     fr->rpc_id = h2o_strdup(&req->pool, ids, SIZE_MAX).base;
     fr->token = ts ? h2o_strdup(&req->pool, ts, SIZE_MAX).base : NULL;
     fr->related_task = related;
@@ -352,8 +360,8 @@ static int on_tools_call(mcp_req_t *q)
     }
     session_header(q);
     if (par__http_wants_sse(q->x->req))
-        return par__http_sse_start_framed(q->x, r, 0, &fr->f);
-    return par__http_wait_start_framed(q->x, r, &fr->f);
+        return par__http_sse_start_framed(q->x, r, 0, &fr->base);
+    return par__http_wait_start_framed(q->x, r, &fr->base);
 }
 
 /* ---- tasks: runs ---------------------------------------------------------------------- */
@@ -437,7 +445,7 @@ static int on_tasks(mcp_req_t *q)
         return rpc_error(q, 500, MCP_INTERNAL_ERROR, "out of memory", NULL);
     }
     session_header(q);
-    return par__http_wait_start_framed(q->x, r, &fr->f);
+    return par__http_wait_start_framed(q->x, r, &fr->base);
 }
 
 /* notifications/cancelled: the caller's newest runs are searched for the
@@ -635,7 +643,7 @@ static int on_get(mcp_req_t *q)
     }
     par_runs_count_resume(q->x->loop->http->rt->runs);
     session_header(q);
-    return par__http_sse_start_framed(q->x, r, after, &fr->f);
+    return par__http_sse_start_framed(q->x, r, after, &fr->base);
 }
 
 static int on_delete(mcp_req_t *q)

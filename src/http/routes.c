@@ -33,6 +33,9 @@ static const char use_post_runs[] = "use POST to start a run";
 static const char use_get_run[] = "use GET to read a run, DELETE to remove it";
 static const char use_get_runs[] = "use GET to list runs (POST /agents/{id}/runs starts one)";
 static const char use_mcp[] = "use POST (GET resumes a stream, DELETE ends a session)";
+static const char use_post_a2a[] =
+    "use POST (JSON-RPC, message:send, message:stream, tasks/{task_id}:cancel) or GET "
+    "(tasks, tasks/{task_id})";
 static const char use_get_rt[] = "use GET (POST and DELETE are for /runtime/packages)";
 
 static const par_http_route_t routes[] = {
@@ -52,6 +55,9 @@ static const par_http_route_t routes[] = {
     /* MCP (http/mcp.c): one package's agents as tools */
     {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, PAT("/agents/", "{id}", ID, "/mcp"), INVOKE,
      .label = "mcp", .wrong = use_mcp, .id_what = "package name", .handler = par__http_on_mcp},
+    /* A2A (http/a2a.c): an agent's card, before /agents/{id} */
+    {GET_, PAT("/agents/", "{id}", ID, "/.well-known/agent-card.json"), INVOKE, .label = "a2a_card",
+     .wrong = use_get, .id_what = "agent id", CORS, .handler = par__http_on_a2a_card},
     {GET_, PAT("/agents/", "{id}", ID, ""), INVOKE, .label = "agent", .wrong = use_get,
      .id_what = "agent id", .handler = par__http_on_agent},
     {GET_, LIT("/agents"), .label = "agents", .wrong = use_get, .handler = par__http_on_agents},
@@ -70,6 +76,22 @@ static const par_http_route_t routes[] = {
     /* MCP (http/mcp.c): every agent the caller may invoke, as tools */
     {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, LIT("/mcp"), .label = "mcp", .wrong = use_mcp,
      .handler = par__http_on_mcp},
+    /* A2A (http/a2a.c, http/a2a_rpc.c): the task routes check agents:invoke
+     * themselves, their path holding the task id after the agent id */
+    {GET_, LIT("/.well-known/agent-card.json"), .label = "a2a_card", .wrong = use_get, CORS,
+     .handler = par__http_on_a2a_catalog},
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, "/message:send"), INVOKE, .label = "a2a",
+     .wrong = use_post_a2a, .id_what = "agent id", CORS, .handler = par__http_on_a2a_rest_send},
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, "/message:stream"), INVOKE, .label = "a2a",
+     .wrong = use_post_a2a, .id_what = "agent id", CORS, .handler = par__http_on_a2a_rest_send},
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ":cancel"), .label = "a2a", .wrong = use_post_a2a,
+     CORS, .handler = par__http_on_a2a_rest_cancel},
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ":subscribe"), .label = "a2a", .wrong = use_post_a2a,
+     CORS, .handler = par__http_on_a2a_rest_subscribe},
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ""), .pass = 1, INVOKE, .label = "a2a",
+     .wrong = use_post_a2a, .id_what = "agent id", CORS, .handler = par__http_on_a2a_rpc},
+    {GET_, PAT("/a2a/", "{id}", ID, ""), .label = "a2a", .wrong = use_post_a2a, CORS,
+     .handler = par__http_on_a2a_rest_get},
     /* metrics */
     {GET_, LIT("/metrics"), ADMIN, .label = "metrics", .wrong = use_get,
      .handler = par__http_on_metrics},

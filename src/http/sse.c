@@ -42,26 +42,29 @@ typedef struct stream {
     struct stream **guard;
     h2o_generator_t gen;
     h2o_multithread_message_t msg;
-    atomic_int news;                   /* a message is on its way to the loop */
-    h2o_linklist_t link;               /* in loop_t.streams */
-    h2o_timeout_entry_t hb;            /* in loop_t.heartbeat while idle */
-    par_buf_t out;                     /* what h2o is sending (empty while idle) */
-    const par_http_sse_frame_t *frame; /* rewrites events and answers, or NULL */
-    uint64_t sent, acked;              /* events handed to h2o; events it wrote */
+    atomic_int news;        /* a message is on its way to the loop */
+    h2o_linklist_t link;    /* in loop_t.streams */
+    h2o_timeout_entry_t hb; /* in loop_t.heartbeat while idle */
+    par_buf_t out;          /* what h2o is sending (empty while idle) */
+    uint64_t sent, acked;   /* events handed to h2o; events it wrote */
     int64_t t0;
     const char *label, *rid; /* rid in the request's pool */
+    par_http_framed_t *fr;   /* another protocol's framing (http/a2a.c), or NULL */
     unsigned wait : 1;       /* /runs/wait: answers once, at the end */
     unsigned sending : 1, started : 1, done : 1, watching : 1, logged : 1, dead : 1;
     unsigned final : 1; /* h2o has the last send (FINAL or ERROR), or stopped */
 } stream_t;
 
 /* what an idle stream costs the runtime beside h2o's own request state */
+/* (264: 256 and the framing pointer of A2A and MCP streams) */
 _Static_assert(sizeof(stream_t) <= 264, "an idle stream must stay small");
 
 static const char keepalive[] = ": keep-alive\n\n";
 
 static void stream_free(stream_t *s)
 {
+    if (s->fr)
+        s->fr->ops->free(s->fr);
     par_buf_free(&s->out);
     par_run_unref(s->run);
     free(s);
@@ -145,9 +148,9 @@ static void wait_news(stream_t *s)
     h2o_req_t *req = s->req;
     par_buf_t b;
     par_buf_init(&b, 0);
-    int status = PAR_OK;
-    int rc = s->frame ? s->frame->answer(s->frame->data, s->run, &b, &status)
-                      : par_run_answer(s->run, &b, &status);
+    int status = PAR_OK, http = 0;
+    int rc =
+        s->fr ? s->fr->ops->answer(s->fr, s->run, &b, &http) : par_run_answer(s->run, &b, &status);
     unwatch(s, 0);
     s->done = 1;
     /* logged first: nothing may touch `s` once the response is handed over */
@@ -160,7 +163,8 @@ static void wait_news(stream_t *s)
         char *body = h2o_mem_alloc_pool(&req->pool, len ? len : 1);
         memcpy(body, b.data, len);
         par_buf_free(&b);
-        int http = status == PAR_OK ? 200 : par_status_http(status);
+        if (http == 0)
+            http = status == PAR_OK ? 200 : par_status_http(status);
         log_once(s, http, status == PAR_OK ? NULL : par_status_name(status));
         par__http_send_body(req, http, "application/json", rid, body, len);
         return;
@@ -168,16 +172,18 @@ static void wait_news(stream_t *s)
     par_buf_free(&b);
 }
 
-/* Rewrites the events read into `b` with the stream's frame, if any. */
-static int reframe(const par_http_sse_frame_t *f, par_run_t *r, par_buf_t *b, int ended)
+/* par_run_read, through the stream's framer when it has one. */
+static int read_framed(par_http_framed_t *fr, par_run_t *r, uint64_t after, par_buf_t *out,
+                       uint64_t *last, int *ended)
 {
-    if (f == NULL || b->len == 0)
-        return PAR_OK;
-    par_buf_t o;
-    par_buf_init(&o, 0);
-    int rc = f->events(f->data, r, b, ended, &o);
-    par_buf_free(b);
-    *b = o;
+    if (fr == NULL)
+        return par_run_read(r, after, READ_MAX, out, last, ended);
+    par_buf_t raw;
+    par_buf_init(&raw, 0);
+    int rc = par_run_read(r, after, READ_MAX, &raw, last, ended);
+    if (rc == PAR_OK && raw.len)
+        rc = fr->ops->events(fr, r, raw.data, raw.len, out);
+    par_buf_free(&raw);
     return rc;
 }
 
@@ -194,9 +200,7 @@ static void pump(stream_t *s)
     uint64_t last = s->sent;
     int ended = 0;
     par_buf_reset(&s->out);
-    int rc = par_run_read(s->run, s->sent, READ_MAX, &s->out, &last, &ended);
-    if (rc == PAR_OK)
-        rc = reframe(s->frame, s->run, &s->out, ended);
+    int rc = read_framed(s->fr, s->run, s->sent, &s->out, &last, &ended);
     if (rc != PAR_OK) {
         stream_abort(s, par_status_name(rc));
         return;
@@ -287,10 +291,12 @@ void par__http_on_run_news(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
 
 /* A stream for the exchange's request, guarded by its pool; NULL when out
  * of memory (answered). Takes the reference to `r` either way. */
-static stream_t *stream_new(par_http_exchange_t *x, par_run_t *r, int wait)
+static stream_t *stream_new(par_http_exchange_t *x, par_run_t *r, int wait, par_http_framed_t *fr)
 {
     stream_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
+        if (fr)
+            fr->ops->free(fr);
         par_run_unref(r);
         par__http_send_error(x->req, PAR_E_NO_MEMORY, H2O_STRLIT("out of memory"), x->rid);
         par__http_access_log(x->loop->http, x->req, x->m.route->label, 500, x->rid, NULL, x->t0,
@@ -298,6 +304,7 @@ static stream_t *stream_new(par_http_exchange_t *x, par_run_t *r, int wait)
         return NULL;
     }
     s->run = r;
+    s->fr = fr;
     s->loop = x->loop;
     s->req = x->req;
     s->wait = wait != 0;
@@ -324,17 +331,17 @@ int par__http_sse_start(par_http_exchange_t *x, par_run_t *r, uint64_t after)
 }
 
 int par__http_sse_start_framed(par_http_exchange_t *x, par_run_t *r, uint64_t after,
-                               const par_http_sse_frame_t *frame)
+                               par_http_framed_t *fr)
 {
     h2o_req_t *req = x->req;
     par_buf_t first;
     par_buf_init(&first, 0);
     uint64_t last = after;
     int ended = 0;
-    int rc = par_run_read(r, after, READ_MAX, &first, &last, &ended);
-    if (rc == PAR_OK)
-        rc = reframe(frame, r, &first, ended);
+    int rc = read_framed(fr, r, after, &first, &last, &ended);
     if (rc != PAR_OK) {
+        if (fr)
+            fr->ops->free(fr);
         const char *msg =
             rc == PAR_E_BAD_EVENT_ID  ? "the event id to resume after is past the run's last event"
             : rc == PAR_E_RUN_EXPIRED ? "the run's events after this id are past their retention "
@@ -347,13 +354,12 @@ int par__http_sse_start_framed(par_http_exchange_t *x, par_run_t *r, uint64_t af
                              NULL, x->t0, par_status_name(rc));
         return 0;
     }
-    stream_t *s = stream_new(x, r, 0);
+    stream_t *s = stream_new(x, r, 0, fr);
     if (s == NULL) {
         par_buf_free(&first);
         return 0;
     }
     s->out = first;
-    s->frame = frame;
     s->sent = s->acked = after;
     req->res.status = 200;
     req->res.reason = "OK";
@@ -391,13 +397,11 @@ int par__http_wait_start(par_http_exchange_t *x, par_run_t *r)
     return par__http_wait_start_framed(x, r, NULL);
 }
 
-int par__http_wait_start_framed(par_http_exchange_t *x, par_run_t *r,
-                                const par_http_sse_frame_t *frame)
+int par__http_wait_start_framed(par_http_exchange_t *x, par_run_t *r, par_http_framed_t *fr)
 {
-    stream_t *s = stream_new(x, r, 1);
+    stream_t *s = stream_new(x, r, 1, fr);
     if (s == NULL)
         return 0;
-    s->frame = frame;
     s->watching = 1;
     par_run_watch(r, &s->w, par_run_last_seq(r));
     pump(s); /* it may have ended already */

@@ -64,6 +64,9 @@ static void expect_404(unsigned method, const char *path)
 
 static const char use_get[] = "use GET";
 static const char use_get_rt[] = "use GET (POST and DELETE are for /runtime/packages)";
+static const char use_post_a2a[] =
+    "use POST (JSON-RPC, message:send, message:stream, tasks/{task_id}:cancel) or GET "
+    "(tasks, tasks/{task_id})";
 
 static void test_methods(void **state)
 {
@@ -104,6 +107,21 @@ static void test_every_route(void **state)
     /* POST under /runtime/packages/ is only .../reload */
     expect(P, "/runtime/packages/echo", par__http_on_no_route, "echo", "package", A);
     expect(P, "/runtime/packages/a/b/reload", par__http_on_no_route, "a/b/reload", "package", A);
+    /* A2A: cards before /agents/{id}; the task routes carry agent and task in one variable */
+    expect(G, "/agents/echo/shout/.well-known/agent-card.json", par__http_on_a2a_card, "echo/shout",
+           "a2a_card", I);
+    expect(G, "/.well-known/agent-card.json", par__http_on_a2a_catalog, NULL, "a2a_card", N);
+    expect(P, "/a2a/echo", par__http_on_a2a_rpc, "echo", "a2a", I);
+    expect(P, "/a2a/echo/shout", par__http_on_a2a_rpc, "echo/shout", "a2a", I);
+    expect(P, "/a2a/echo/message:send", par__http_on_a2a_rest_send, "echo", "a2a", I);
+    expect(P, "/a2a/echo/message:stream", par__http_on_a2a_rest_send, "echo", "a2a", I);
+    expect(P, "/a2a/echo/shout/tasks/run_1:cancel", par__http_on_a2a_rest_cancel,
+           "echo/shout/tasks/run_1", "a2a", N);
+    expect(P, "/a2a/echo/tasks/run_1:subscribe", par__http_on_a2a_rest_subscribe,
+           "echo/tasks/run_1", "a2a", N);
+    expect(G, "/a2a/echo/tasks/run_1", par__http_on_a2a_rest_get, "echo/tasks/run_1", "a2a", N);
+    expect(G, "/a2a/echo/tasks", par__http_on_a2a_rest_get, "echo/tasks", "a2a", N);
+    expect_405(D, "/a2a/echo", use_post_a2a, "a2a", I);
 }
 
 /* Every row of the table decides for a path built from its own pattern. */
