@@ -405,7 +405,9 @@ typedef struct par_stream par_stream_t;
 PAR_API int par_stream_start(par_runtime_t *rt, const par_call_opts_t *opts, par_stream_cb cb,
                              void *arg, par_stream_t **out, char **err);
 
-/** Lets a paused stream go on. Any thread; a no-op when not paused. */
+/** Lets a paused stream go on. Any thread. Called while a callback runs, it
+ *  voids that callback's PAR_STREAM_PAUSE (so a consumer on another thread
+ *  cannot lose a resume); otherwise a no-op when not paused. */
 PAR_API void par_stream_resume(par_stream_t *s);
 
 /** Cancels the run: it ends `cancelled` (its worker is sent CANCEL), the

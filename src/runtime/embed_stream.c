@@ -41,6 +41,7 @@ struct par_stream {
     pthread_cond_t cond;
     int news, paused, closed, in_cb, ended, self_freed;
     uint64_t sent;
+    unsigned resumes; /* par_stream_resume calls: one during a callback voids its pause */
 };
 
 static void on_notify(par_run_watch_t *w)
@@ -61,11 +62,12 @@ static int deliver(par_stream_t *s, const par_stream_event_t *ev)
         return -1;
     }
     s->in_cb = 1;
+    unsigned resumes = s->resumes;
     pthread_mutex_unlock(&s->lock);
     int r = s->cb(s->arg, ev);
     pthread_mutex_lock(&s->lock);
     s->in_cb = 0;
-    if (r == PAR_STREAM_PAUSE)
+    if (r == PAR_STREAM_PAUSE && s->resumes == resumes)
         s->paused = 1;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
@@ -250,6 +252,7 @@ int par_stream_start(par_runtime_t *rt, const par_call_opts_t *opts, par_stream_
 void par_stream_resume(par_stream_t *s)
 {
     pthread_mutex_lock(&s->lock);
+    s->resumes++; /* also voids the pause of a callback in progress */
     if (s->paused) {
         s->paused = 0;
         s->news = 1;
