@@ -360,6 +360,67 @@ PAR_API int par_runtime_new_from_config(const char *file, const char *text, size
  *  state "failed". Returns PAR_E_NOT_FOUND when `dir` cannot be read. Blocks. */
 PAR_API int par_runtime_deploy_dir(par_runtime_t *rt, const char *dir);
 
+/* ---- runs streamed to the host ------------------------------------------------------------ */
+
+/** One callback of a stream: an event of the run, or (end = 1, the last
+ *  callback) its end. Valid during the callback only. */
+typedef struct par_stream_event {
+    uint64_t seq;     /**< the event's sequence number (1 = run.started); 0 at the end */
+    const char *type; /**< "run.started", an agent's type ("data" by default), "run.completed",
+                           "run.failed", "run.cancelled", "run.interrupted"; NULL at the end */
+    const char *data; /**< one JSON value (NUL-terminated); at the end: the invoke-shaped answer
+                           plus "run_id" when `status` is PAR_OK, else the error body
+                           {"error","message","request_id"} */
+    size_t len;
+    int end;    /**< 1 on the last callback */
+    int status; /**< at the end: PAR_OK (completed) or the run's error status (a failed run's,
+                     PAR_E_CANCELLED, PAR_E_INTERRUPTED); 0 before */
+} par_stream_event_t;
+
+/** Return value of a par_stream_cb: go on, or hold the stream until par_stream_resume(). */
+#define PAR_STREAM_CONTINUE 0
+#define PAR_STREAM_PAUSE 1
+
+/** Receives a stream's events in order, one callback at a time, on the
+ *  stream's own runtime thread (never concurrently, never on the thread of
+ *  par_stream_start()). It must not block for long and must not call
+ *  par_runtime_destroy(). Returning PAR_STREAM_PAUSE holds the stream after
+ *  the events already read (at most 64 KiB of them) until par_stream_resume():
+ *  an event is "delivered" once its callback returned, and the run's flow
+ *  control holds the agent back while the host does not take more (a slow
+ *  consumer slows the agent, it does not grow memory). The end callback
+ *  comes whatever the pause. */
+typedef int (*par_stream_cb)(void *arg, const par_stream_event_t *ev);
+
+typedef struct par_stream par_stream_t;
+
+/** Starts a run (docs/runs.md) of `opts` as par_call_start() starts a call
+ *  (the same options, the same trust: private sub-agents are reachable) and
+ *  streams its events to `cb`. The run is kept, listed and resumable as any
+ *  run (GET /runs, under `opts->subject`). On PAR_OK `*out` is the stream and
+ *  `cb` will run until its end callback. A refusal (agent_not_found,
+ *  too_many_runs, draining, bad options …) returns its status with, when
+ *  `err` is not NULL, its error body as JSON in `*err` (free() it); then `cb`
+ *  never runs. Any thread. */
+PAR_API int par_stream_start(par_runtime_t *rt, const par_call_opts_t *opts, par_stream_cb cb,
+                             void *arg, par_stream_t **out, char **err);
+
+/** Lets a paused stream go on. Any thread. Called while a callback runs, it
+ *  voids that callback's PAR_STREAM_PAUSE (so a consumer on another thread
+ *  cannot lose a resume); otherwise a no-op when not paused. */
+PAR_API void par_stream_resume(par_stream_t *s);
+
+/** Cancels the run: it ends `cancelled` (its worker is sent CANCEL), the
+ *  callback gets run.cancelled and the end (PAR_E_CANCELLED). PAR_OK, or
+ *  PAR_E_RUN_ENDED when it had already ended. Any thread. */
+PAR_API int par_stream_cancel(par_stream_t *s);
+
+/** Ends the stream: a run not yet ended is cancelled, and no callback runs
+ *  after this returns (it waits for one in progress; called from the
+ *  callback itself, it returns at once and the callback is the last). Free
+ *  every stream before par_runtime_destroy(). NULL is a no-op. */
+PAR_API void par_stream_free(par_stream_t *s);
+
 #ifdef __cplusplus
 }
 #endif

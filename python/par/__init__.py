@@ -28,7 +28,7 @@ __all__ = [
     "Runtime", "Error", "InvalidInput", "Unauthorized", "Forbidden", "NotFound",
     "AgentNotFound", "Conflict", "TooLarge", "PackageError", "Overloaded", "AgentError",
     "AgentCrashed", "Timeout", "Unavailable", "CallDepthExceeded", "Cancelled",
-    "InternalError", "__version__",
+    "InternalError", "Event", "__version__",
 ]
 
 __version__ = _par.version()
@@ -222,6 +222,24 @@ def _options(agent_id, kwargs):
     return args
 
 
+class Event:
+    """One event of a streamed run: `id` its sequence number (1 = run.started),
+    `event` its type ("run.started", the agent's type, "data" by default,
+    "run.completed"), `data` its JSON value as Python objects."""
+
+    __slots__ = ("id", "event", "data")
+
+    def __init__(self, id, event, data):
+        self.id, self.event, self.data = id, event, data
+
+    def __repr__(self):
+        return "Event(id=%r, event=%r, data=%r)" % (self.id, self.event, self.data)
+
+    def __eq__(self, other):
+        return isinstance(other, Event) and \
+            (self.id, self.event, self.data) == (other.id, other.event, other.data)
+
+
 class Runtime:
     """A PAR runtime in this process.
 
@@ -251,6 +269,7 @@ class Runtime:
             raise
         self._ports = weakref.WeakKeyDictionary()
         self._ports_lock = threading.Lock()
+        self._streams = weakref.WeakSet()
         if packages is not None:
             if self._rt.deploy_dir(os.fspath(packages)) != 0:
                 self._rt.close()
@@ -264,6 +283,8 @@ class Runtime:
         ValueError. Idempotent."""
         rt = getattr(self, "_rt", None)
         if rt is not None:
+            for c in list(getattr(self, "_streams", ())):
+                c.close()  # their runs are cancelled; a stream never outlives its runtime
             rt.close()  # the loops' readers stay: they deliver the last answers
 
     def __enter__(self):
@@ -348,6 +369,60 @@ class Runtime:
             return _loads(data)
         raise _error(st, data)
 
+    def _open_stream(self, agent_id, kwargs):
+        s = self._rt.stream(agent_id, **_options(agent_id, kwargs))
+        if isinstance(s, tuple):
+            raise _error(s[0], s[1])
+        box = _Box(s)
+        self._streams.add(box)
+        return box
+
+    def stream(self, agent_id, /, **kwargs):
+        """Starts a run of the agent (arguments as for call()) and returns an
+        iterator of its events (par.Event: id, event, data) in order, from
+        run.started to run.completed. A run that fails, is cancelled or
+        interrupted raises the par.Error of its error body in place of its
+        last event. Waiting releases the GIL; the run's flow control holds the
+        agent back while the consumer is slow. Closing the iterator early (or
+        dropping it) cancels the run."""
+        return _events(self._open_stream(agent_id, kwargs))
+
+    async def astream(self, agent_id, /, **kwargs):
+        """stream() for asyncio: `async for ev in rt.astream(...)`; never blocks
+        the event loop. Cancelling the consuming task, or closing the
+        iterator early, cancels the run."""
+        box = self._open_stream(agent_id, kwargs)
+        s = box.s
+        loop = asyncio.get_running_loop()
+        waiter = [None]
+
+        def wake():
+            s.clear()
+            fut = waiter[0]
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+        fd = s.fileno()
+        loop.add_reader(fd, wake)
+        try:
+            while True:
+                item = s.get(False)
+                if item is None:
+                    waiter[0] = loop.create_future()
+                    await waiter[0]
+                    continue
+                seq, typ, data, st = item
+                if typ is None:
+                    if st != 0:
+                        raise _error(st, data)
+                    return
+                if typ in _FAILED:
+                    continue  # the end raises its error
+                yield Event(seq, typ, _loads(data))
+        finally:
+            loop.remove_reader(fd)
+            s.close()
+
     def _port(self, loop):
         port = self._ports.get(loop)
         if port is not None:
@@ -366,3 +441,35 @@ def _deliver(port):
     for fut, st, data in port.drain():
         if not fut.done():
             fut.set_result((st, data))
+
+
+class _Box:
+    """An open stream, held by its iterator; Runtime.close() knows it by a
+    weak reference (a _Stream itself cannot be weakly referenced)."""
+
+    __slots__ = ("s", "__weakref__")
+
+    def __init__(self, s):
+        self.s = s
+
+    def close(self):
+        self.s.close()
+
+
+_FAILED = ("run.failed", "run.cancelled", "run.interrupted")
+
+
+def _events(box):
+    s = box.s
+    try:
+        while True:
+            seq, typ, data, st = s.get(True)
+            if typ is None:
+                if st != 0:
+                    raise _error(st, data)
+                return
+            if typ in _FAILED:
+                continue  # the end raises its error
+            yield Event(seq, typ, _loads(data))
+    finally:
+        s.close()

@@ -1,7 +1,7 @@
 """Type stubs of the `par` module (docs/python-embedding.md)."""
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type, Union
+from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Type, Union
 
 __version__: str
 
@@ -55,3 +55,17 @@ class Runtime:
                     _subject: Optional[str] = ..., _tenant: Optional[str] = ...,
                     _timeout: Optional[float] = ..., _trace_id: Optional[str] = ...,
                     _request_id: Optional[str] = ..., **input: JSON) -> JSON: ...
+    def stream(self, agent_id: str, /, *, _context: Optional[Mapping[str, Any]] = ...,
+               _subject: Optional[str] = ..., _tenant: Optional[str] = ...,
+               _timeout: Optional[float] = ..., _trace_id: Optional[str] = ...,
+               _request_id: Optional[str] = ..., **input: JSON) -> Iterator["Event"]: ...
+    def astream(self, agent_id: str, /, *, _context: Optional[Mapping[str, Any]] = ...,
+                _subject: Optional[str] = ..., _tenant: Optional[str] = ...,
+                _timeout: Optional[float] = ..., _trace_id: Optional[str] = ...,
+                _request_id: Optional[str] = ..., **input: JSON) -> AsyncIterator["Event"]: ...
+
+class Event:
+    id: int
+    event: str
+    data: JSON
+    def __init__(self, id: int, event: str, data: JSON) -> None: ...

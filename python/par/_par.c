@@ -8,6 +8,9 @@
  *   _Port     where asynchronous answers land: a queue and an eventfd the
  *             asyncio loop watches (loop.add_reader). One per event loop.
  *   _Handle   a started call, for cancelling it.
+ *   _Stream   a run streamed to the host (par_stream_start): its events
+ *             queued by PAR's thread, taken by get() (blocking with the GIL
+ *             released, or not, for asyncio, woken by its own eventfd).
  *
  * Threads and the GIL: every PAR function that may wait (calls, deploys,
  * close) runs with the GIL released, so Python threads call concurrently.
@@ -546,6 +549,227 @@ static PyObject *runtime_start(PyObject *o, PyObject *args, PyObject *kw)
     return (PyObject *)h;
 }
 
+/* ---- _Stream: a run's events ------------------------------------------------------------- */
+
+/* The host side of par_stream_start: the pump thread queues each event here
+ * (no GIL, no Python) and wakes the consumer (a condition for get(True), the
+ * eventfd for asyncio); past STREAM_HIGH queued events it pauses the stream,
+ * and get() resumes it below STREAM_LOW, so a slow consumer holds the agent
+ * back instead of growing this queue. */
+#define STREAM_HIGH 16
+#define STREAM_LOW 4
+
+typedef struct sitem {
+    struct sitem *next;
+    uint64_t seq;
+    char *type; /* NULL at the end */
+    int status;
+    size_t len;
+    char data[]; /* the JSON, NUL-terminated; the type follows it */
+} sitem_t;
+
+typedef struct {
+    PyObject_HEAD par_stream_t *s;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    sitem_t *head, **tail;
+    int count, paused, done, oom, efd;
+} StreamObject;
+
+static int on_stream(void *arg, const par_stream_event_t *ev)
+{
+    StreamObject *self = arg;
+    size_t tl = ev->type ? strlen(ev->type) + 1 : 0;
+    sitem_t *it = malloc(sizeof(*it) + ev->len + 1 + tl);
+    pthread_mutex_lock(&self->lock);
+    if (it == NULL) {
+        self->oom = 1; /* the consumer raises out_of_memory */
+    } else {
+        it->next = NULL;
+        it->seq = ev->seq;
+        it->status = ev->status;
+        it->len = ev->len;
+        memcpy(it->data, ev->data, ev->len);
+        it->data[ev->len] = '\0';
+        it->type = ev->type ? memcpy(it->data + ev->len + 1, ev->type, tl) : NULL;
+        *self->tail = it;
+        self->tail = &it->next;
+        self->count++;
+    }
+    if (ev->end)
+        self->done = 1;
+    int pause = self->count >= STREAM_HIGH && !ev->end;
+    if (pause)
+        self->paused = 1;
+    pthread_cond_signal(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+    uint64_t one = 1;
+    if (write(self->efd, &one, sizeof(one)) < 0) { /* a full counter is still readable */
+    }
+    return pause ? PAR_STREAM_PAUSE : PAR_STREAM_CONTINUE;
+}
+
+static PyObject *StreamType;
+/* stream(agent_id, input_json, ...) -> _Stream, or (status, error_json) when refused. */
+static PyObject *runtime_stream(PyObject *o, PyObject *args, PyObject *kw)
+{
+    RuntimeObject *rself = (RuntimeObject *)o;
+    call_args_t a;
+    if (parse_call(args, kw, 0, &a) != 0)
+        return NULL;
+    StreamObject *self = PyObject_New(StreamObject, (PyTypeObject *)StreamType);
+    if (self == NULL)
+        return NULL;
+    self->s = NULL;
+    self->head = NULL;
+    self->tail = &self->head;
+    self->count = self->paused = self->done = self->oom = 0;
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_cond_init(&self->cond, NULL);
+    self->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->efd < 0) {
+        Py_DECREF(self);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    par_runtime_t *rt = rt_enter(rself);
+    if (rt == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    char *err = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = par_stream_start(rt, &a.o, on_stream, self, &self->s, &err);
+    Py_END_ALLOW_THREADS;
+    rt_leave(rself);
+    if (rc != PAR_OK) {
+        Py_DECREF(self);
+        PyObject *r = Py_BuildValue("(iy)", rc, err ? err : "");
+        free(err);
+        return r;
+    }
+    return (PyObject *)self;
+}
+
+/* get(block) -> (seq, type|None, bytes, status) or None (nothing yet, block=False). */
+static PyObject *stream_get(PyObject *o, PyObject *args)
+{
+    StreamObject *self = (StreamObject *)o;
+    int block = 1;
+    if (!PyArg_ParseTuple(args, "|p", &block))
+        return NULL;
+    sitem_t *it = NULL;
+    int resume = 0, oom = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    pthread_mutex_lock(&self->lock);
+    while (block && self->head == NULL && !self->oom && self->s)
+        pthread_cond_wait(&self->cond, &self->lock);
+    oom = self->oom && self->head == NULL;
+    it = self->head;
+    if (it) {
+        self->head = it->next;
+        if (self->head == NULL)
+            self->tail = &self->head;
+        self->count--;
+    }
+    if (self->paused && self->count <= STREAM_LOW) {
+        self->paused = 0;
+        resume = 1;
+    }
+    pthread_mutex_unlock(&self->lock);
+    if (resume && self->s)
+        par_stream_resume(self->s);
+    Py_END_ALLOW_THREADS;
+    if (oom)
+        return Py_BuildValue("(iOyi)", 0, Py_None, "", PAR_E_NO_MEMORY);
+    if (it == NULL)
+        Py_RETURN_NONE;
+    PyObject *r = it->type ? Py_BuildValue("(Ksy#i)", (unsigned long long)it->seq, it->type,
+                                           it->data, (Py_ssize_t)it->len, it->status)
+                           : Py_BuildValue("(KOy#i)", 0ULL, Py_None, it->data, (Py_ssize_t)it->len,
+                                           it->status);
+    free(it);
+    return r;
+}
+
+/* Reads the eventfd (the asyncio reader calls this before looking again). */
+static PyObject *stream_clear(PyObject *o, PyObject *unused)
+{
+    uint64_t v;
+    return PyBool_FromLong(read(((StreamObject *)o)->efd, &v, sizeof(v)) == sizeof(v));
+}
+
+static PyObject *stream_fileno(PyObject *o, PyObject *unused)
+{
+    return PyLong_FromLong(((StreamObject *)o)->efd);
+}
+
+static PyObject *stream_cancel(PyObject *o, PyObject *unused)
+{
+    StreamObject *self = (StreamObject *)o;
+    int rc = PAR_E_RUN_ENDED;
+    if (self->s) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = par_stream_cancel(self->s);
+        Py_END_ALLOW_THREADS;
+    }
+    return PyBool_FromLong(rc == PAR_OK);
+}
+
+/* close(): cancels a run not ended, stops the events (idempotent). */
+static PyObject *stream_close(PyObject *o, PyObject *unused)
+{
+    StreamObject *self = (StreamObject *)o;
+    par_stream_t *s = self->s;
+    if (s) {
+        Py_BEGIN_ALLOW_THREADS;
+        par_stream_free(s); /* joins the pump: no callback after this */
+        Py_END_ALLOW_THREADS;
+        pthread_mutex_lock(&self->lock);
+        self->s = NULL;
+        pthread_cond_broadcast(&self->cond);
+        pthread_mutex_unlock(&self->lock);
+    }
+    Py_RETURN_NONE;
+}
+
+static void stream_dealloc(PyObject *o)
+{
+    StreamObject *self = (StreamObject *)o;
+    PyTypeObject *tp = Py_TYPE(o);
+    PyObject *r = stream_close(o, NULL);
+    Py_XDECREF(r);
+    for (sitem_t *it = self->head, *n; it; it = n) {
+        n = it->next;
+        free(it);
+    }
+    if (self->efd >= 0)
+        close(self->efd);
+    pthread_mutex_destroy(&self->lock);
+    pthread_cond_destroy(&self->cond);
+    freefunc f = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    f(o);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef stream_methods[] = {
+    {"get", stream_get, METH_VARARGS, "get(block=True) -> (seq, type|None, bytes, status) | None"},
+    {"clear", stream_clear, METH_NOARGS, "reads the eventfd"},
+    {"fileno", stream_fileno, METH_NOARGS, "the eventfd to watch"},
+    {"cancel", stream_cancel, METH_NOARGS, "cancel() -> bool: the run was cancelled"},
+    {"close", stream_close, METH_NOARGS, "close(): cancels a run not ended, frees the stream"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot stream_slots[] = {
+    {Py_tp_dealloc, stream_dealloc},
+    {Py_tp_methods, stream_methods},
+    {0, NULL},
+};
+
+static PyType_Spec stream_spec = {"par._par._Stream", sizeof(StreamObject), 0, Py_TPFLAGS_DEFAULT,
+                                  stream_slots};
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 static PyObject *mod_statuses(PyObject *m, PyObject *unused)
@@ -571,6 +795,8 @@ static PyMethodDef runtime_methods[] = {
      "call(agent_id, input_json, ...) -> (status, bytes)"},
     {"start", (PyCFunction)(void (*)(void))runtime_start, METH_VARARGS | METH_KEYWORDS,
      "start(port, token, agent_id, input_json, ...) -> _Handle"},
+    {"stream", (PyCFunction)(void (*)(void))runtime_stream, METH_VARARGS | METH_KEYWORDS,
+     "stream(agent_id, input_json, ...) -> _Stream | (status, error_json)"},
     {"deploy", runtime_deploy, METH_VARARGS, "deploy(source, sha256=None) -> (status, text)"},
     {"deploy_dir", runtime_deploy_dir, METH_VARARGS, "deploy_dir(dir) -> status"},
     {"remove", runtime_remove, METH_VARARGS, "remove(name, version=None) -> status"},
@@ -652,7 +878,8 @@ PyMODINIT_FUNC PyInit__par(void)
     PyObject *rt = PyType_FromSpec(&runtime_spec);
     PyObject *port = PortType = PyType_FromSpec(&port_spec);
     HandleType = PyType_FromSpec(&handle_spec);
-    if (rt == NULL || port == NULL || HandleType == NULL ||
+    StreamType = PyType_FromSpec(&stream_spec);
+    if (rt == NULL || port == NULL || HandleType == NULL || StreamType == NULL ||
         PyModule_AddObject(m, "_Runtime", rt) != 0) {
         Py_XDECREF(rt);
         Py_XDECREF(port);
@@ -661,7 +888,9 @@ PyMODINIT_FUNC PyInit__par(void)
     }
     Py_INCREF(HandleType);
     Py_INCREF(PortType); /* the module's references; the globals keep theirs */
-    if (PyModule_AddObject(m, "_Handle", HandleType) != 0 ||
+    Py_INCREF(StreamType);
+    if (PyModule_AddObject(m, "_Stream", StreamType) != 0 ||
+        PyModule_AddObject(m, "_Handle", HandleType) != 0 ||
         PyModule_AddObject(m, "_Port", PortType) != 0) {
         Py_DECREF(m);
         return NULL;

@@ -136,7 +136,7 @@ static int start(par_http_exchange_t *x, int mode)
     size_t nf = mode == START_INVOKE_STREAM ? PAR_HTTP_F_INVOKE_COUNT : 5;
     if (par__http_scan_body(x, body, blen, f, nf) != 0)
         return 0;
-    par_run_opts_t o = {0, NULL, 0};
+    par_run_opts_t o = {0, NULL, 0, 0};
     int envelope = par_json_root_type(body, blen) == '{' && f[0].ptr != NULL;
     if (mode == START_INVOKE_STREAM)
         o.cancel_on_disconnect = 1;

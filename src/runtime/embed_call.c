@@ -64,7 +64,7 @@ static int fill_trace(par_call_t *c, const char *t)
 }
 
 /* Fills `c` from the options; PAR_OK, or the error with its message in c->output. */
-static int fill_call(par_call_t *c, const par_call_opts_t *o)
+int par__embed_fill_call(par_call_t *c, const par_call_opts_t *o)
 {
     size_t off = 0;
     if (o->agent_id == NULL || strlen(o->agent_id) > PAR_ID_MAX) {
@@ -114,7 +114,7 @@ static int fill_call(par_call_t *c, const par_call_opts_t *o)
     return PAR_OK;
 }
 
-static void count_call(par_runtime_t *rt, int status)
+void par__embed_count(par_runtime_t *rt, int status)
 {
     if (status >= 0 && status < PAR_STATUS_COUNT)
         atomic_fetch_add(&rt->inprocess_calls[status], 1);
@@ -122,7 +122,7 @@ static void count_call(par_runtime_t *rt, int status)
 
 /* The call's output, or its error as {"error","message","request_id"[,"traceback"]}.
  * Out of memory: no data and status PAR_E_NO_MEMORY. */
-static void result_from_call(par_call_t *c, par_result_t *out)
+void par__embed_result(par_call_t *c, par_result_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->status = c->status;
@@ -197,16 +197,16 @@ int par_call_ex(par_runtime_t *rt, const par_call_opts_t *opts, par_result_t *ou
     memset(out, 0, sizeof(*out));
     par_call_t *c = par__call_new();
     if (c == NULL) {
-        count_call(rt, PAR_E_NO_MEMORY);
+        par__embed_count(rt, PAR_E_NO_MEMORY);
         return out->status = PAR_E_NO_MEMORY;
     }
-    c->status = fill_call(c, opts);
+    c->status = par__embed_fill_call(c, opts);
     if (c->status == PAR_OK)
         par__call_sync(rt, c);
-    result_from_call(c, out);
+    par__embed_result(c, out);
     int st = out->status; /* the call's, or PAR_E_NO_MEMORY when its error could not be built */
     par__call_free(c);
-    count_call(rt, st);
+    par__embed_count(rt, st);
     return st;
 }
 
@@ -257,8 +257,8 @@ static void call_unref(par_call_handle_t *h)
 static void answer(par_call_handle_t *h)
 {
     par_result_t r;
-    result_from_call(h->c, &r);
-    count_call(h->rt, r.status);
+    par__embed_result(h->c, &r);
+    par__embed_count(h->rt, r.status);
     call_unref(h);
     h->cb(h->arg, &r);
     handle_unref(h);
@@ -290,7 +290,7 @@ int par_call_start(par_runtime_t *rt, const par_call_opts_t *opts, par_call_cb c
     h->arg = arg;
     c->done = async_done;
     c->data = h;
-    int rc = fill_call(c, opts);
+    int rc = par__embed_fill_call(c, opts);
     /* the caller's buffers go away when this returns: a queued call keeps copies */
     if (rc == PAR_OK)
         rc = par__call_own_input(c);

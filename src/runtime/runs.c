@@ -621,7 +621,8 @@ int par_run_start(par_runtime_t *rt, par_call_t *c, const par_run_opts_t *o, par
         par_buf_appends(&c->output, "the runtime is shutting down");
         return PAR_E_DRAINING;
     }
-    c->allow_private = 0; /* a private sub-agent is as unknown to runs as to HTTP */
+    /* a private sub-agent is as unknown to runs as to HTTP; the embedder is trusted */
+    c->allow_private = o && o->allow_private;
     par_run_t *r = NULL;
     int rc = admit(rs, c, o, &r, retry_after_s);
     if (rc == PAR_E_NO_MEMORY)

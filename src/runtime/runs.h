@@ -90,6 +90,7 @@ typedef struct par_run_opts {
     int cancel_on_disconnect; /* "on_disconnect":"cancel" */
     const char *metadata;     /* a JSON object or NULL; copied */
     size_t metadata_len;
+    int allow_private; /* the embedder's runs (trusted as par_call) reach private sub-agents */
 } par_run_opts_t;
 
 /* Starts a run of `c`, filled as for par__call_start (agent id, input,

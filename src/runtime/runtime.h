@@ -187,6 +187,14 @@ int par__runtime_recover(par_runtime_t *rt);
 /* Starts a call and waits for it on the calling thread; returns its status. */
 int par__call_sync(par_runtime_t *rt, par_call_t *c);
 
+/* The embedding API's shared steps (embed_call.c; embed_stream.c uses them):
+ * fill a call from par_call_opts_t (PAR_OK, or the error with its message in
+ * c->output), count an answered in-process call, and make a call's answer
+ * (output, or the error body) a par_result_t. */
+int par__embed_fill_call(par_call_t *c, const par_call_opts_t *o);
+void par__embed_count(par_runtime_t *rt, int status);
+void par__embed_result(par_call_t *c, par_result_t *out);
+
 /* Makes a loaded (or failed) version visible, replacing older ones of its name. */
 void par__runtime_publish(par_runtime_t *rt, par_pkgver_t *pv);
 

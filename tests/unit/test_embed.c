@@ -7,6 +7,7 @@
  * with its line and the nearest key. A real runtime with no package: no
  * worker is started (agents are the end-to-end tests' business).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -253,6 +254,105 @@ static void test_configuration_mistakes(void **state)
     free(err);
 }
 
+/* ---- par_stream_start ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char types[32][24];
+    uint64_t seqs[32];
+    int n, ended, status, pause;
+    char end[256];
+} events_t;
+
+static int on_event(void *arg, const par_stream_event_t *ev)
+{
+    events_t *e = arg;
+    pthread_mutex_lock(&e->mu);
+    if (ev->end) {
+        e->ended = 1;
+        e->status = ev->status;
+        snprintf(e->end, sizeof(e->end), "%s", ev->data);
+    } else if (e->n < 32) {
+        e->seqs[e->n] = ev->seq;
+        snprintf(e->types[e->n++], 24, "%s", ev->type);
+    }
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return e->pause ? PAR_STREAM_PAUSE : PAR_STREAM_CONTINUE;
+}
+
+/* Waits until `n` events arrived (or the end, when n < 0). */
+static void wait_events(events_t *e, int n)
+{
+    pthread_mutex_lock(&e->mu);
+    while (n < 0 ? !e->ended : e->n < n)
+        pthread_cond_wait(&e->cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void test_stream_events_pause_and_cancel(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    if (par_runtime_deploy(rt, "../test-packages/events-0.1.0.apkg", NULL, NULL, &err) != PAR_OK)
+        fail_msg("deploy: %s", err ? err : "?");
+    events_t e = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    e.pause = 1; /* every callback pauses: the stream goes on only when resumed */
+    par_call_opts_t o = {.agent_id = "events", .input = "3", .input_len = 1};
+    par_stream_t *st = NULL;
+    assert_int_equal(par_stream_start(rt, &o, on_event, &e, &st, NULL), PAR_OK);
+    /* a pause holds the stream after the events of one read: nothing more
+     * comes until the resume */
+    for (int k = 0; k < 10; k++) {
+        wait_events(&e, 1);
+        usleep(20000); /* the rest of the read's batch */
+        pthread_mutex_lock(&e.mu);
+        int n = e.n, ended = e.ended;
+        pthread_mutex_unlock(&e.mu);
+        if (ended)
+            break;
+        usleep(20000);
+        pthread_mutex_lock(&e.mu);
+        assert_int_equal(e.n, n);
+        assert_int_equal(e.ended, 0);
+        pthread_mutex_unlock(&e.mu);
+        par_stream_resume(st);
+        usleep(20000);
+    }
+    wait_events(&e, -1);
+    assert_int_equal(e.status, PAR_OK);
+    assert_string_equal(e.types[0], "run.started");
+    assert_string_equal(e.types[1], "tick");
+    assert_string_equal(e.types[3], "tick");
+    assert_string_equal(e.types[4], "run.completed");
+    for (int k = 0; k < 5; k++)
+        assert_int_equal(e.seqs[k], (uint64_t)k + 1);
+    assert_non_null(strstr(e.end, "\"output\":{\"emitted\":3}"));
+    assert_non_null(strstr(e.end, "\"run_id\":"));
+    assert_int_equal(par_stream_cancel(st), PAR_E_RUN_ENDED);
+    par_stream_free(st);
+
+    /* refused: the error body, no stream */
+    par_call_opts_t bad = {.agent_id = "nope", .input = "1", .input_len = 1};
+    assert_int_equal(par_stream_start(rt, &bad, on_event, &e, &st, &err), PAR_E_AGENT_NOT_FOUND);
+    assert_null(st);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "\"error\":\"agent_not_found\""));
+    free(err);
+
+    /* cancelled: run.cancelled, then the end with PAR_E_CANCELLED */
+    events_t c = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    par_call_opts_t poll = {.agent_id = "events/poll-cancel", .input = "1", .input_len = 1};
+    assert_int_equal(par_stream_start(rt, &poll, on_event, &c, &st, NULL), PAR_OK);
+    wait_events(&c, 2); /* run.started, running */
+    assert_int_equal(par_stream_cancel(st), PAR_OK);
+    wait_events(&c, -1);
+    assert_int_equal(c.status, PAR_E_CANCELLED);
+    assert_string_equal(c.types[c.n - 1], "run.cancelled");
+    par_stream_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_listings_and_metrics),
         cmocka_unit_test(test_async_calls_and_cancel),
         cmocka_unit_test(test_configuration_mistakes),
+        cmocka_unit_test(test_stream_events_pause_and_cancel),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
