@@ -146,7 +146,7 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
         return 0;
     json_t *cfg = json_object_get(params, "configuration");
     /* a client that drops a stream comes back with SubscribeToTask: the run goes on */
-    par_run_opts_t o = {0, meta, (size_t)mlen};
+    par_run_opts_t o = {.metadata = meta, .metadata_len = (size_t)mlen};
     par_run_t *r = NULL;
     unsigned retry = 0;
     int rc = par_run_start(x->loop->http->rt, c, &o, &r, &retry);

@@ -307,7 +307,7 @@ static int start_tool_run(mcp_req_t *q, int task, json_t *token, par_run_t **out
             rc = PAR_E_NO_MEMORY;
     }
     unsigned retry = 0;
-    par_run_opts_t o = {0, md, md ? strlen(md) : 0};
+    par_run_opts_t o = {.metadata = md, .metadata_len = md ? strlen(md) : 0};
     if (rc == PAR_OK)
         rc = par_run_start(q->x->loop->http->rt, c, &o, out, &retry);
     if (rc == PAR_OK) {
