@@ -74,13 +74,17 @@ static json_t *card_json(par_http_exchange_t *x, const par_route_t *r)
         "s:s,s:s,s:s,s:[{s:s,s:s}]}",
         "name", name, "description", desc[0] ? desc : name, "version", r->pv->version,
         "supportedInterfaces", interfaces(url), "capabilities", "streaming", 1, "pushNotifications",
-        0, "extendedAgentCard", 0, "defaultInputModes", "text/plain", "application/json",
+        0, "extendedAgentCard", 1, "defaultInputModes", "text/plain", "application/json",
         "defaultOutputModes", "application/json", "text/plain", "skills", "id", r->id, "name", name,
         "description", desc[0] ? desc : name, "tags", "par", "inputModes", "text/plain",
         "application/json", "outputModes", "application/json", "text/plain",
         /* what a v0.3 client reads */
         "url", url, "preferredTransport", "JSONRPC", "protocolVersion", "0.3.0",
         "additionalInterfaces", "url", url, "transport", "JSONRPC");
+    if (card && json_object_set_new(card, "supportsAuthenticatedExtendedCard", json_true()) != 0) {
+        json_decref(card);
+        return NULL;
+    }
     par_auth_t *a = x->loop->http->opts.auth;
     if (card && par_auth_enabled(a)) {
         int rc = json_object_set_new(
@@ -104,6 +108,15 @@ static const par_route_t *public_agent(par_http_exchange_t *x, par_table_t **t)
     *t = par__table_get(x->loop->http->rt);
     const par_route_t *r = par__table_find(*t, x->m.var, x->m.var_len);
     return r && r->pv->manifest->exports[r->export_idx].is_public ? r : NULL;
+}
+
+json_t *par__a2a_card(par_http_exchange_t *x)
+{
+    par_table_t *t;
+    const par_route_t *r = public_agent(x, &t);
+    json_t *card = r ? card_json(x, r) : NULL;
+    par__table_unref(t);
+    return card;
 }
 
 int par__a2a_known(par_http_exchange_t *x, const char *id, size_t len)

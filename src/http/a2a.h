@@ -69,6 +69,11 @@ const char *par__a2a_context_of(json_t *run);
  * invoke does) and returns 0. */
 int par__a2a_known(par_http_exchange_t *x, const char *id, size_t len);
 
+/* The card of the public agent x->m.var names, as the card route serves it
+ * (GetExtendedAgentCard answers the authenticated caller with it); NULL
+ * when there is no such agent or out of memory. */
+json_t *par__a2a_card(par_http_exchange_t *x);
+
 /* A JSON-RPC answer body: {"jsonrpc":"2.0","id":id,"result":result}
  * (result consumed). NULL when out of memory. */
 json_t *par__a2a_result(json_t *id, json_t *result);

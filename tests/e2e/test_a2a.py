@@ -262,7 +262,6 @@ def test_other_codes(srv):
     assert call("GetTask", {}) == -32602
     assert call("CreateTaskPushNotificationConfig", {"taskId": "x"}) == -32003
     assert call("tasks/pushNotificationConfig/set", {"taskId": "x"}) == -32003
-    assert call("GetExtendedAgentCard", {}) == -32004
     assert call("SendMessage", {"message": {**msg([{"text": "x"}])["message"],
                                             "taskId": "run_x"}}) == -32004
     # a task of another agent is not this agent's task
@@ -328,6 +327,35 @@ def test_auth_before_protocol(keyed):
     assert rpc(keyed, "echo", get, b).json()["result"]["id"] == tid
     r = requests.get(f"{keyed.url}/a2a/ticker/tasks/{tid}", headers=a)
     assert r.status_code == 403
+
+
+def test_extended_card_is_the_callers_card(keyed):
+    a = {"Authorization": f"Bearer {KEY_A}"}
+    card = requests.get(f"{keyed.url}/agents/echo/.well-known/agent-card.json", headers=a).json()
+    assert card["capabilities"]["extendedAgentCard"] is True
+    assert card["supportsAuthenticatedExtendedCard"] is True
+    for method in ("GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"):
+        body = {"jsonrpc": "2.0", "id": 7, "method": method}
+        assert rpc(keyed, "echo", body).status_code == 401
+        assert rpc(keyed, "ticker", body, a).status_code == 403  # not alice's to invoke
+        r = rpc(keyed, "echo", body, a)
+        assert r.status_code == 200 and r.json()["id"] == 7
+        assert r.json()["result"] == card
+    r = requests.get(f"{keyed.url}/a2a/echo/extendedAgentCard", headers=a)
+    assert r.status_code == 200 and r.json() == card
+    assert requests.get(f"{keyed.url}/a2a/echo/extendedAgentCard").status_code == 401
+    assert requests.get(f"{keyed.url}/a2a/ticker/extendedAgentCard", headers=a).status_code == 403
+    r = requests.get(f"{keyed.url}/a2a/echo/upper/extendedAgentCard", headers=a)
+    assert r.status_code == 404 and r.json()["error"] == "agent_not_found"
+
+
+@need_node
+def test_client_fetches_extended_card(keyed):
+    for t in TRANSPORTS:
+        out = v1(keyed, "extended", "echo", t, token=KEY_A)
+        assert out["transport"] == t
+        assert out["name"] == "Echo" and out["extended"] is True
+        assert out["skills"] == ["echo"] and out["schemes"] == ["bearer"]
 
 
 @need_node
