@@ -117,7 +117,9 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
                     "a message continues no task here: every message starts a new task (run)");
     const char *why = NULL;
     char *input = NULL;
-    int code = par__a2a_input(msg, &input, &why);
+    char key[128];
+    par__a2a_text_key(x, key, sizeof(key));
+    int code = par__a2a_input(msg, key, &input, &why);
     if (code != 0)
         return fail(x, dialect, id, code, why);
     char ctx[80];

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import SOURCE, package
+from test_python import pypkg
 
 PEERS = os.path.join(SOURCE, "tests", "peers")
 # PAR_NODE: another node to run the clients with (node 18 and 20 both work)
@@ -119,6 +120,50 @@ def test_card_discovery(srv):
         assert ["HTTP+JSON", "1.0", url] in out["interfaces"]
         assert ["JSONRPC", "0.3", url] in out["interfaces"]
         assert out["schemes"] == []  # auth off: no security scheme
+
+
+SKILLED = """\
+  par:
+    skills:
+      - {id: summarize, name: Summarize, description: Shortens a text, tags: [text],
+         examples: ["summarize this"]}
+      - {id: count, name: Count, description: Counts words}
+    input_schema:
+      type: object
+      properties: {doc: {type: string}, max: {type: integer}, lang: {type: string}}
+      required: [doc]
+"""
+
+
+@pytest.fixture(scope="module")
+def skilled(server_factory, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("skills")
+    return server_factory([pypkg(tmp, "writer", {"src/main.py": "def handler(input):\n"
+                                                                "    return input\n"},
+                                 extra=SKILLED, sub_agents=[("plain", True, "src.main:handler")])])
+
+
+@need_node
+def test_declared_skills_and_input(skilled):
+    for t in TRANSPORTS:
+        assert v1(skilled, "card", "writer", t)["skills"] == ["summarize", "count"]
+        # a text part fills the schema's required string property
+        out = v1(skilled, "send", "writer", t, "hello")
+        assert out["task"]["artifacts"][0]["parts"] == [{"doc": "hello"}]
+        # a sub-agent declares nothing: one skill, text → {"text": ...}
+        assert v1(skilled, "card", "writer/plain", t)["skills"] == ["writer/plain"]
+        out = v1(skilled, "send", "writer/plain", t, "hello")
+        assert out["task"]["artifacts"][0]["parts"] == [{"text": "hello"}]
+    card = requests.get(f"{skilled.url}/agents/writer/.well-known/agent-card.json").json()
+    assert card["skills"] == [
+        {"id": "summarize", "name": "Summarize", "description": "Shortens a text",
+         "tags": ["text"], "examples": ["summarize this"]},
+        {"id": "count", "name": "Count", "description": "Counts words", "tags": []}]
+    # a data part is the input as it is
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+            "params": msg([{"data": {"doc": "d", "max": 3}}])}
+    r = rpc(skilled, "writer", body).json()
+    assert r["result"]["task"]["artifacts"][0]["parts"] == [{"data": {"doc": "d", "max": 3}}]
 
 
 def test_catalog_lists_public_agents_only(srv):
