@@ -59,6 +59,25 @@ static json_t *interfaces(const char *url)
                      "JSONRPC", "protocolVersion", "0.3");
 }
 
+/* The package's declared skills (metadata.par.skills) in the card of its
+ * main agent, each with its tags (A2A requires them; [] when not declared).
+ * 0, or -1 when out of memory. */
+static int declared_skills(json_t *card, const par_manifest_t *m, const par_export_t *e)
+{
+    if (e->name[0] != '\0' || m->skills_json == NULL)
+        return 0;
+    json_t *skills = json_loads(m->skills_json, 0, NULL);
+    size_t i;
+    json_t *s;
+    int rc = skills ? 0 : -1;
+    json_array_foreach(skills, i, s) if (json_object_get(s, "tags") == NULL) rc |=
+        json_object_set_new(s, "tags", json_array());
+    if (rc == 0)
+        return json_object_set_new(card, "skills", skills);
+    json_decref(skills);
+    return -1;
+}
+
 /* The card of a public agent. */
 static json_t *card_json(par_http_exchange_t *x, const par_route_t *r)
 {
@@ -74,13 +93,18 @@ static json_t *card_json(par_http_exchange_t *x, const par_route_t *r)
         "s:s,s:s,s:s,s:[{s:s,s:s}]}",
         "name", name, "description", desc[0] ? desc : name, "version", r->pv->version,
         "supportedInterfaces", interfaces(url), "capabilities", "streaming", 1, "pushNotifications",
-        0, "extendedAgentCard", 0, "defaultInputModes", "text/plain", "application/json",
+        0, "extendedAgentCard", 1, "defaultInputModes", "text/plain", "application/json",
         "defaultOutputModes", "application/json", "text/plain", "skills", "id", r->id, "name", name,
         "description", desc[0] ? desc : name, "tags", "par", "inputModes", "text/plain",
         "application/json", "outputModes", "application/json", "text/plain",
         /* what a v0.3 client reads */
         "url", url, "preferredTransport", "JSONRPC", "protocolVersion", "0.3.0",
         "additionalInterfaces", "url", url, "transport", "JSONRPC");
+    if (card && (json_object_set_new(card, "supportsAuthenticatedExtendedCard", json_true()) != 0 ||
+                 declared_skills(card, m, e) != 0)) {
+        json_decref(card);
+        return NULL;
+    }
     par_auth_t *a = x->loop->http->opts.auth;
     if (card && par_auth_enabled(a)) {
         int rc = json_object_set_new(
@@ -104,6 +128,57 @@ static const par_route_t *public_agent(par_http_exchange_t *x, par_table_t **t)
     *t = par__table_get(x->loop->http->rt);
     const par_route_t *r = par__table_find(*t, x->m.var, x->m.var_len);
     return r && r->pv->manifest->exports[r->export_idx].is_public ? r : NULL;
+}
+
+json_t *par__a2a_card(par_http_exchange_t *x)
+{
+    par_table_t *t;
+    const par_route_t *r = public_agent(x, &t);
+    json_t *card = r ? card_json(x, r) : NULL;
+    par__table_unref(t);
+    return card;
+}
+
+/* The one string property of `props` named in `names` (all of them when
+ * NULL), or NULL when there is not exactly one. */
+static const char *only_string(json_t *props, json_t *names)
+{
+    const char *k, *found = NULL;
+    json_t *v;
+    int n = 0;
+    json_object_foreach(props, k, v)
+    {
+        const char *type = json_string_value(json_object_get(v, "type"));
+        size_t i;
+        json_t *name;
+        int named = names == NULL;
+        json_array_foreach(names, i, name) named |=
+            json_is_string(name) && strcmp(json_string_value(name), k) == 0;
+        if (named && type && strcmp(type, "string") == 0 && ++n == 1)
+            found = k;
+    }
+    return n == 1 ? found : NULL;
+}
+
+void par__a2a_text_key(par_http_exchange_t *x, char *key, size_t cap)
+{
+    snprintf(key, cap, "text");
+    par_table_t *t;
+    const par_route_t *r = public_agent(x, &t);
+    const par_manifest_t *m = r ? r->pv->manifest : NULL;
+    if (m && m->exports[r->export_idx].name[0] == '\0' && m->input_schema_json) {
+        json_t *s = json_loads(m->input_schema_json, 0, NULL);
+        json_t *props = json_object_get(s, "properties");
+        json_t *req = json_object_get(s, "required");
+        const char *k =
+            json_is_array(req) && json_array_size(req) == 1 ? only_string(props, req) : NULL;
+        if (k == NULL)
+            k = only_string(props, NULL);
+        if (k && strlen(k) < cap)
+            snprintf(key, cap, "%s", k);
+        json_decref(s);
+    }
+    par__table_unref(t);
 }
 
 int par__a2a_known(par_http_exchange_t *x, const char *id, size_t len)

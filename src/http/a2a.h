@@ -58,9 +58,15 @@ a2a_frame_t *par__a2a_frame_new(int dialect, json_t *rpc_id, const char *task_id
 json_t *par__a2a_task(int dialect, json_t *run);
 
 /* The agent input a message carries, as JSON text into *out (malloc'ed):
- * the first data part's value, else {"text": the text parts joined by
+ * the first data part's value, else {text_key: the text parts joined by
  * "\n"}. 0, or an A2A error code with *why set. */
-int par__a2a_input(json_t *message, char **out, const char **why);
+int par__a2a_input(json_t *message, const char *text_key, char **out, const char **why);
+
+/* The input property text parts fill for the agent x->m.var names (written
+ * to key): with a declared metadata.par.input_schema, its only required
+ * property when that is a string, else its only string property; else
+ * "text" (docs/protocols.md "Messages → input"). */
+void par__a2a_text_key(par_http_exchange_t *x, char *key, size_t cap);
 
 /* The context id a run was started with (its metadata), else its id. */
 const char *par__a2a_context_of(json_t *run);
@@ -68,6 +74,11 @@ const char *par__a2a_context_of(json_t *run);
 /* Whether `id` is a public agent; else answers 404 agent_not_found (as
  * invoke does) and returns 0. */
 int par__a2a_known(par_http_exchange_t *x, const char *id, size_t len);
+
+/* The card of the public agent x->m.var names, as the card route serves it
+ * (GetExtendedAgentCard answers the authenticated caller with it); NULL
+ * when there is no such agent or out of memory. */
+json_t *par__a2a_card(par_http_exchange_t *x);
 
 /* A JSON-RPC answer body: {"jsonrpc":"2.0","id":id,"result":result}
  * (result consumed). NULL when out of memory. */

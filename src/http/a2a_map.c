@@ -143,7 +143,7 @@ json_t *par__a2a_task(int dialect, json_t *run)
     return t;
 }
 
-int par__a2a_input(json_t *message, char **out, const char **why)
+int par__a2a_input(json_t *message, const char *text_key, char **out, const char **why)
 {
     json_t *parts = json_object_get(message, "parts");
     if (!json_is_object(message) || !json_is_array(parts) || json_array_size(parts) == 0) {
@@ -173,7 +173,7 @@ int par__a2a_input(json_t *message, char **out, const char **why)
         }
     }
     json_t *in = data      ? json_incref(data)
-                 : rc == 0 ? json_pack("{s:s%}", "text", text.data ? text.data : "", text.len)
+                 : rc == 0 ? json_pack("{s:s%}", text_key, text.data ? text.data : "", text.len)
                            : NULL;
     par_buf_free(&text);
     *out = in ? json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;

@@ -117,7 +117,9 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
                     "a message continues no task here: every message starts a new task (run)");
     const char *why = NULL;
     char *input = NULL;
-    int code = par__a2a_input(msg, &input, &why);
+    char key[128];
+    par__a2a_text_key(x, key, sizeof(key));
+    int code = par__a2a_input(msg, key, &input, &why);
     if (code != 0)
         return fail(x, dialect, id, code, why);
     char ctx[80];
@@ -320,9 +322,8 @@ static int dispatch(par_http_exchange_t *x, const method_t *m, json_t *id, json_
         return send_message(x, m->dialect, id, params, m->op == M_STREAM);
     case M_LIST:
         return list_tasks(x, m->dialect, id, tg, params);
-    case M_CARD:
-        return fail(x, m->dialect, id, A2A_UNSUPPORTED,
-                    "there is no extended agent card: the public card is complete");
+    case M_CARD: /* the caller passed auth and agents:invoke: the card is its card */
+        return reply(x, 200, par__a2a_result(id, par__a2a_card(x)), NULL);
     case M_PUSH:
         return fail(x, m->dialect, id, A2A_PUSH_NOT_SUPPORTED,
                     "push notifications are not supported (capabilities.pushNotifications is "

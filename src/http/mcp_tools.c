@@ -97,11 +97,24 @@ static json_t *tool_json(const par_route_t *r, json_t *mcp)
                   "description", desc, "execution", "taskSupport", "optional");
     if (t == NULL)
         return NULL;
+    json_t *declared = NULL; /* metadata.par.input_schema: the main agent's input */
+    if (e->name[0] == '\0' && m->input_schema_json) {
+        declared = json_loads(m->input_schema_json, 0, NULL);
+        if (declared == NULL || (json_object_get(declared, "type") == NULL &&
+                                 json_object_set_new(declared, "type", json_string("object")))) {
+            json_decref(declared); /* out of memory */
+            json_decref(t);
+            return NULL;
+        }
+    }
     if (json_is_object(schema) && json_is_string(json_object_get(schema, "type")))
         json_object_set(t, "inputSchema", schema);
+    else if (declared)
+        json_object_set(t, "inputSchema", declared);
     else
         json_object_set_new(t, "inputSchema",
                             json_pack("{s:s, s:b}", "type", "object", "additionalProperties", 1));
+    json_decref(declared);
     if (json_object_get(t, "inputSchema") == NULL) {
         json_decref(t);
         return NULL;

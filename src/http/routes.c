@@ -90,6 +90,8 @@ static const par_http_route_t routes[] = {
      CORS, .handler = par__http_on_a2a_rest_subscribe},
     {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ""), .pass = 1, INVOKE, .label = "a2a",
      .wrong = use_post_a2a, .id_what = "agent id", CORS, .handler = par__http_on_a2a_rpc},
+    {GET_, PAT("/a2a/", "{id}", ID, "/extendedAgentCard"), INVOKE, .label = "a2a", .wrong = use_get,
+     .id_what = "agent id", CORS, .handler = par__http_on_a2a_card},
     {GET_, PAT("/a2a/", "{id}", ID, ""), .label = "a2a", .wrong = use_post_a2a, CORS,
      .handler = par__http_on_a2a_rest_get},
     /* metrics */

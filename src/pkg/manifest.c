@@ -513,7 +513,8 @@ static void parse_calls(check_t *c, yaml_node_t *par)
 
 static void parse_par(check_t *c, yaml_node_t *par)
 {
-    static const char *const known[] = {"requires", "abi", "limits", "exports", "calls", NULL};
+    static const char *const known[] = {"requires", "abi",    "limits",       "exports",
+                                        "calls",    "skills", "input_schema", NULL};
     par_manifest_t *m = c->m;
     if (!is_type(par, YAML_MAPPING_NODE)) {
         par__manifest_problem(c, "metadata.par",
@@ -538,6 +539,7 @@ static void parse_par(check_t *c, yaml_node_t *par)
     if (ex)
         parse_export_list(c, ex, "metadata.par.exports", false);
     parse_calls(c, par);
+    par__manifest_described(c, field(c, par, "skills"), field(c, par, "input_schema"));
 }
 
 /* ---- top level --------------------------------------------------------------------------- */
@@ -763,6 +765,8 @@ void par_manifest_free(par_manifest_t *m)
     for (size_t i = 0; m->calls && m->calls[i]; i++)
         free(m->calls[i]);
     free(m->calls);
+    free(m->skills_json);
+    free(m->input_schema_json);
     for (size_t i = 0; i < m->export_count; i++)
         export_free(&m->exports[i]);
     free(m->exports);

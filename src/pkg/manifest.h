@@ -71,6 +71,10 @@ typedef struct par_manifest {
     /* metadata.par.calls: fnmatch patterns of the agent ids this package may
      * call, NULL-terminated; NULL when not declared (no restriction). */
     char **calls;
+    /* metadata.par.skills and metadata.par.input_schema (the main agent's A2A
+     * skills, [{id,name,description,tags,examples}], and its input's JSON
+     * Schema) as compact JSON text; NULL when absent. */
+    char *skills_json, *input_schema_json;
 
     /* exports: main (when entrypoint is set) first, then sub_agents, then par.exports */
     par_export_t *exports;

@@ -27,6 +27,8 @@
 
 #include "core/id.h"
 #include "util/suggest.h"
+#include "util/yaml.h"
+#include <jansson.h>
 
 /* ---- reporting --------------------------------------------------------------------------- */
 
@@ -364,4 +366,98 @@ int par__manifest_yaml_load(check_t *c, const char *yaml, size_t len)
         return PAR_E_INVALID_PACKAGE;
     }
     return PAR_OK;
+}
+
+/* ---- metadata.par.skills, metadata.par.input_schema --------------------------------------- */
+
+/* Whether `v` is absent or a list of strings; else a problem at path. */
+static void strings_or_absent(check_t *c, json_t *v, const char *path)
+{
+    size_t i;
+    json_t *e;
+    if (v == NULL)
+        return;
+    bool ok = json_is_array(v);
+    json_array_foreach(v, i, e) ok = ok && json_is_string(e);
+    if (!ok)
+        par__manifest_problem(c, path, "must be a list of strings");
+}
+
+static void check_skill(check_t *c, json_t *s, size_t i)
+{
+    static const char *const known[] = {"id", "name", "description", "tags", "examples", NULL};
+    char path[96];
+    snprintf(path, sizeof(path), "metadata.par.skills[%zu]", i);
+    if (!json_is_object(s)) {
+        par__manifest_problem(c, path, "must be a mapping {id, name, description, tags, examples}");
+        return;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(s, k, v)
+    {
+        size_t j = 0;
+        while (known[j] && strcmp(known[j], k) != 0)
+            j++;
+        if (known[j] == NULL)
+            par__manifest_problem(c, path,
+                                  "unknown key %s (known: id, name, description, tags, "
+                                  "examples)",
+                                  k);
+    }
+    for (size_t j = 0; j < 3; j++) {
+        const char *str = json_string_value(json_object_get(s, known[j]));
+        if (str == NULL || str[0] == '\0')
+            par__manifest_problem(c, path, "%s is required (a non-empty string)", known[j]);
+    }
+    char sub[128];
+    snprintf(sub, sizeof(sub), "%s.tags", path);
+    strings_or_absent(c, json_object_get(s, "tags"), sub);
+    snprintf(sub, sizeof(sub), "%s.examples", path);
+    strings_or_absent(c, json_object_get(s, "examples"), sub);
+}
+
+/* JSON text of `v` into *out (NULL on OOM, noted). */
+static void keep(check_t *c, json_t *v, char **out)
+{
+    *out = json_dumps(v, JSON_COMPACT);
+    if (*out == NULL)
+        c->oom = true;
+}
+
+void par__manifest_described(check_t *c, yaml_node_t *skills, yaml_node_t *schema)
+{
+    if (skills) {
+        json_t *j = par_yaml_to_json(c->y, skills);
+        if (j == NULL)
+            c->oom = true;
+        else if (!json_is_array(j) || json_array_size(j) == 0)
+            par__manifest_problem(c, "metadata.par.skills",
+                                  "must be a non-empty list of {id, name, description, tags, "
+                                  "examples}, not %s",
+                                  par_yaml_kind(skills));
+        else {
+            for (size_t i = 0; i < json_array_size(j); i++)
+                check_skill(c, json_array_get(j, i), i);
+            keep(c, j, &c->m->skills_json);
+        }
+        json_decref(j);
+    }
+    if (schema) {
+        json_t *j = par_yaml_to_json(c->y, schema);
+        json_t *t = json_object_get(j, "type");
+        if (j == NULL)
+            c->oom = true;
+        else if (!json_is_object(j))
+            par__manifest_problem(c, "metadata.par.input_schema",
+                                  "must be a JSON Schema object (a mapping such as {type: object, "
+                                  "properties: {...}}), not %s",
+                                  par_yaml_kind(schema));
+        else if (t && !(json_is_string(t) && strcmp(json_string_value(t), "object") == 0))
+            par__manifest_problem(c, "metadata.par.input_schema.type",
+                                  "must be object: an agent's input is a JSON object");
+        else
+            keep(c, j, &c->m->input_schema_json);
+        json_decref(j);
+    }
 }

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import SOURCE, package
+from test_python import pypkg
 
 PEERS = os.path.join(SOURCE, "tests", "peers")
 # PAR_NODE: another node to run the clients with (node 18 and 20 both work)
@@ -119,6 +120,50 @@ def test_card_discovery(srv):
         assert ["HTTP+JSON", "1.0", url] in out["interfaces"]
         assert ["JSONRPC", "0.3", url] in out["interfaces"]
         assert out["schemes"] == []  # auth off: no security scheme
+
+
+SKILLED = """\
+  par:
+    skills:
+      - {id: summarize, name: Summarize, description: Shortens a text, tags: [text],
+         examples: ["summarize this"]}
+      - {id: count, name: Count, description: Counts words}
+    input_schema:
+      type: object
+      properties: {doc: {type: string}, max: {type: integer}, lang: {type: string}}
+      required: [doc]
+"""
+
+
+@pytest.fixture(scope="module")
+def skilled(server_factory, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("skills")
+    return server_factory([pypkg(tmp, "writer", {"src/main.py": "def handler(input):\n"
+                                                                "    return input\n"},
+                                 extra=SKILLED, sub_agents=[("plain", True, "src.main:handler")])])
+
+
+@need_node
+def test_declared_skills_and_input(skilled):
+    for t in TRANSPORTS:
+        assert v1(skilled, "card", "writer", t)["skills"] == ["summarize", "count"]
+        # a text part fills the schema's required string property
+        out = v1(skilled, "send", "writer", t, "hello")
+        assert out["task"]["artifacts"][0]["parts"] == [{"doc": "hello"}]
+        # a sub-agent declares nothing: one skill, text → {"text": ...}
+        assert v1(skilled, "card", "writer/plain", t)["skills"] == ["writer/plain"]
+        out = v1(skilled, "send", "writer/plain", t, "hello")
+        assert out["task"]["artifacts"][0]["parts"] == [{"text": "hello"}]
+    card = requests.get(f"{skilled.url}/agents/writer/.well-known/agent-card.json").json()
+    assert card["skills"] == [
+        {"id": "summarize", "name": "Summarize", "description": "Shortens a text",
+         "tags": ["text"], "examples": ["summarize this"]},
+        {"id": "count", "name": "Count", "description": "Counts words", "tags": []}]
+    # a data part is the input as it is
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+            "params": msg([{"data": {"doc": "d", "max": 3}}])}
+    r = rpc(skilled, "writer", body).json()
+    assert r["result"]["task"]["artifacts"][0]["parts"] == [{"data": {"doc": "d", "max": 3}}]
 
 
 def test_catalog_lists_public_agents_only(srv):
@@ -262,7 +307,6 @@ def test_other_codes(srv):
     assert call("GetTask", {}) == -32602
     assert call("CreateTaskPushNotificationConfig", {"taskId": "x"}) == -32003
     assert call("tasks/pushNotificationConfig/set", {"taskId": "x"}) == -32003
-    assert call("GetExtendedAgentCard", {}) == -32004
     assert call("SendMessage", {"message": {**msg([{"text": "x"}])["message"],
                                             "taskId": "run_x"}}) == -32004
     # a task of another agent is not this agent's task
@@ -328,6 +372,35 @@ def test_auth_before_protocol(keyed):
     assert rpc(keyed, "echo", get, b).json()["result"]["id"] == tid
     r = requests.get(f"{keyed.url}/a2a/ticker/tasks/{tid}", headers=a)
     assert r.status_code == 403
+
+
+def test_extended_card_is_the_callers_card(keyed):
+    a = {"Authorization": f"Bearer {KEY_A}"}
+    card = requests.get(f"{keyed.url}/agents/echo/.well-known/agent-card.json", headers=a).json()
+    assert card["capabilities"]["extendedAgentCard"] is True
+    assert card["supportsAuthenticatedExtendedCard"] is True
+    for method in ("GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"):
+        body = {"jsonrpc": "2.0", "id": 7, "method": method}
+        assert rpc(keyed, "echo", body).status_code == 401
+        assert rpc(keyed, "ticker", body, a).status_code == 403  # not alice's to invoke
+        r = rpc(keyed, "echo", body, a)
+        assert r.status_code == 200 and r.json()["id"] == 7
+        assert r.json()["result"] == card
+    r = requests.get(f"{keyed.url}/a2a/echo/extendedAgentCard", headers=a)
+    assert r.status_code == 200 and r.json() == card
+    assert requests.get(f"{keyed.url}/a2a/echo/extendedAgentCard").status_code == 401
+    assert requests.get(f"{keyed.url}/a2a/ticker/extendedAgentCard", headers=a).status_code == 403
+    r = requests.get(f"{keyed.url}/a2a/echo/upper/extendedAgentCard", headers=a)
+    assert r.status_code == 404 and r.json()["error"] == "agent_not_found"
+
+
+@need_node
+def test_client_fetches_extended_card(keyed):
+    for t in TRANSPORTS:
+        out = v1(keyed, "extended", "echo", t, token=KEY_A)
+        assert out["transport"] == t
+        assert out["name"] == "Echo" and out["extended"] is True
+        assert out["skills"] == ["echo"] and out["schemes"] == ["bearer"]
 
 
 @need_node

@@ -57,7 +57,9 @@ def mcp_package(tmp):
 
 
 def other_package(tmp):
-    return pypkg(tmp, "other", {"src/agents.py": AGENTS}, entrypoint="src.agents:plain")
+    # its input schema is declared in agent.yaml (no mcp.json); "type" is implied
+    return pypkg(tmp, "other", {"src/agents.py": AGENTS}, entrypoint="src.agents:plain",
+                 extra="  par:\n    input_schema:\n      properties: {topic: {type: string}}\n")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,8 @@ def test_sdk_connect_list_call_progress(srv):
     assert tools["mcpkit"]["description"] == "Counts, from mcp.json"
     assert tools["mcpkit"]["inputSchema"]["required"] == ["n"]
     assert tools["mcpkit_plain"]["inputSchema"] == {"type": "object", "additionalProperties": True}
+    assert tools["other"]["inputSchema"] == {"properties": {"topic": {"type": "string"}},
+                                             "type": "object"}
     assert tools["mcpkit"]["execution"] == {"taskSupport": "optional"}
     res = out["result"]
     assert res["isError"] is False and res["structuredContent"] == {"emitted": 4}

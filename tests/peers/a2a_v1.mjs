@@ -72,6 +72,17 @@ async function main() {
       });
       break;
     }
+    case "extended": {
+      // the client asks the agent for its extended card when the card says it has one
+      const c = await client.getAgentCard();
+      Object.assign(out, {
+        name: c.name,
+        extended: c.capabilities?.extendedAgentCard,
+        skills: c.skills.map((s) => s.id),
+        schemes: Object.keys(c.securitySchemes || {}),
+      });
+      break;
+    }
     case "send":
       out.task = task(await client.sendMessage({ message: message(input) }));
       break;

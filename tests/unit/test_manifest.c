@@ -920,7 +920,7 @@ static void test_mistakes(void **state)
         {PARB("    isolation: none\n"),
          "agent.yaml: metadata.par.isolation: unknown key "
          "`isolation` (known: requires, abi, limits, exports, "
-         "calls)",
+         "calls, skills, input_schema)",
          0},
         {PARB("    limits: {timeout: 5000}\n"),
          "agent.yaml: metadata.par.limits.timeout: unknown "
@@ -936,6 +936,26 @@ static void test_mistakes(void **state)
          "agent.yaml: metadata.par.calls[0]: 'shop *' is not an agent id pattern", 0},
         {PARB("    calls: [\"\"]\n"), "agent.yaml: metadata.par.calls[0]: '' is not", 0},
         {PARB("    calls: [[a]]\n"), "agent.yaml: metadata.par.calls[0]: must be a string", 0},
+        {PARB("    skills: echo\n"), "agent.yaml: metadata.par.skills: must be a non-empty list",
+         0},
+        {PARB("    skills: []\n"), "agent.yaml: metadata.par.skills: must be a non-empty list", 0},
+        {PARB("    skills: [echo]\n"), "agent.yaml: metadata.par.skills[0]: must be a mapping", 0},
+        {PARB("    skills: [{id: e, name: E}]\n"),
+         "agent.yaml: metadata.par.skills[0]: description is required (a non-empty string)", 0},
+        {PARB("    skills: [{id: e, name: E, description: d, tag: [x]}]\n"),
+         "agent.yaml: metadata.par.skills[0]: unknown key tag (known: id, name,", 0},
+        {PARB("    skills: [{id: e, name: E, description: d, tags: x}]\n"),
+         "agent.yaml: metadata.par.skills[0].tags: must be a list of strings", 0},
+        {PARB("    skills: [{id: e, name: E, description: d, examples: [[x]]}]\n"),
+         "agent.yaml: metadata.par.skills[0].examples: must be a list of strings", 0},
+        {PARB("    input_schema: [a]\n"),
+         "agent.yaml: metadata.par.input_schema: must be a JSON Schema object (a mapping", 0},
+        {PARB("    input_schema: {type: string}\n"),
+         "agent.yaml: metadata.par.input_schema.type: must be object", 0},
+        {PARB("    inputschema: {}\n"),
+         "agent.yaml: metadata.par.inputschema: unknown key `inputschema` (did you mean "
+         "`input_schema`?)",
+         0},
         {PARB("    abi: \"one\"\n"), "agent.yaml: metadata.par.abi: must be a positive integer", 0},
         {"name: a\ncapabilities: {network: true}\n" MD, "capabilities: must be a list", 0},
         {"name: a\nmetadata: {version: 1}\n", "metadata.version: must be a semantic version", 0},
@@ -999,6 +1019,27 @@ static void test_calls(void **state)
     assert_string_equal(m->calls[2], "[a-c]?x");
     assert_string_equal(m->calls[3], "!x");
     assert_null(m->calls[4]);
+    par_manifest_free(m);
+}
+
+static void test_skills_and_input_schema(void **state)
+{
+    (void)state;
+    par_manifest_t *m = accepted("name: a\n" MD);
+    assert_null(m->skills_json);
+    assert_null(m->input_schema_json);
+    par_manifest_free(m);
+    m = accepted("name: a\nmetadata:\n  version: 1.0.0\n  par:\n    skills:\n"
+                 "      - id: summarize\n        name: Summarize\n        description: Shortens\n"
+                 "        tags: [text]\n        examples: [\"summarize this\"]\n"
+                 "    input_schema:\n      type: object\n      properties: {doc: {type: string}}\n"
+                 "      required: [doc]\n      additionalProperties: false\n");
+    assert_string_equal(m->skills_json,
+                        "[{\"id\":\"summarize\",\"name\":\"Summarize\",\"description\":"
+                        "\"Shortens\",\"tags\":[\"text\"],\"examples\":[\"summarize this\"]}]");
+    assert_string_equal(m->input_schema_json,
+                        "{\"type\":\"object\",\"properties\":{\"doc\":{\"type\":\"string\"}},"
+                        "\"required\":[\"doc\"],\"additionalProperties\":false}");
     par_manifest_free(m);
 }
 
@@ -1169,6 +1210,7 @@ int main(void)
         cmocka_unit_test(test_mistakes),
         cmocka_unit_test(test_parser_crash_inputs),
         cmocka_unit_test(test_calls),
+        cmocka_unit_test(test_skills_and_input_schema),
         cmocka_unit_test(test_typos_never_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -113,6 +113,7 @@ static void test_every_route(void **state)
     expect(G, "/.well-known/agent-card.json", par__http_on_a2a_catalog, NULL, "a2a_card", N);
     expect(P, "/a2a/echo", par__http_on_a2a_rpc, "echo", "a2a", I);
     expect(P, "/a2a/echo/shout", par__http_on_a2a_rpc, "echo/shout", "a2a", I);
+    expect(G, "/a2a/echo/shout/extendedAgentCard", par__http_on_a2a_card, "echo/shout", "a2a", I);
     expect(P, "/a2a/echo/message:send", par__http_on_a2a_rest_send, "echo", "a2a", I);
     expect(P, "/a2a/echo/message:stream", par__http_on_a2a_rest_send, "echo", "a2a", I);
     expect(P, "/a2a/echo/shout/tasks/run_1:cancel", par__http_on_a2a_rest_cancel,
