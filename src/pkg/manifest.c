@@ -517,8 +517,9 @@ static void parse_par(check_t *c, yaml_node_t *par)
                                         "calls",    "skills", "input_schema", NULL};
     par_manifest_t *m = c->m;
     if (!is_type(par, YAML_MAPPING_NODE)) {
-        par__manifest_problem(c, "metadata.par",
-                              "must be a mapping {requires, abi, limits, exports, calls}");
+        par__manifest_problem(
+            c, "metadata.par",
+            "must be a mapping {requires, abi, limits, exports, calls, skills, input_schema}");
         return;
     }
     par__manifest_check_keys(c, par, "metadata.par", known, UNKNOWN_ERROR);

@@ -51,7 +51,7 @@ MISTAKES = [
      "incompatible", "requirements.txt:1: pip options are not allowed"),
     ("parkey", PAR.format(name="parkey", par="    isolation: none\n"), {}, "invalid",
      "metadata.par.isolation: unknown key `isolation` (known: requires, abi, limits, exports, "
-     "calls)"),
+     "calls, skills, input_schema)"),
     ("partypo", PAR.format(name="partypo", par="    requries: \">=0.1\"\n"), {}, "invalid",
      "metadata.par.requries: unknown key `requries` (did you mean `requires`?)"),
     ("limitkey", PAR.format(name="limitkey", par="    limits: {timeout: 5000}\n"), {},
