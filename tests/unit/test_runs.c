@@ -695,6 +695,10 @@ static void test_recovery_after_kill(void **state)
     char id[RUN_ID_LEN + 1];
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
+    /* no runs' thread of ours across the fork: a lock it held would stay
+     * locked in the child */
+    par_runs_close(rt.runs);
+    rt.runs = NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -711,7 +715,19 @@ static void test_recovery_after_kill(void **state)
         emit(c, "data", "{\"n\":2}");
         if (write(pfd[1], par_run_id(r), RUN_ID_LEN) != RUN_ID_LEN)
             _exit(1);
-        usleep(200000); /* > RUNS_FLUSH_MS */
+        /* until the runs' thread wrote both events and the record (a busy
+         * machine may take longer than a few RUNS_FLUSH_MS) */
+        char rec[4200];
+        snprintf(rec, sizeof(rec), "%s/%s.json", rt.runs->dir, par_run_id(r));
+        for (int i = 0; i < 1000; i++) {
+            pthread_mutex_lock(&r->mu);
+            int written = r->flushed_seq >= 3 && !r->record_dirty && !r->in_dirty;
+            pthread_mutex_unlock(&r->mu);
+            if (written && access(rec, F_OK) == 0)
+                break;
+            usleep(10000);
+        }
+        usleep(50000); /* the record's rename may trail its flag */
         raise(SIGKILL);
     }
     close(pfd[1]);
@@ -722,7 +738,6 @@ static void test_recovery_after_kill(void **state)
     assert_int_equal(waitpid(pid, &ws, 0), pid);
     assert_true(WIFSIGNALED(ws));
 
-    par_runs_close(rt.runs);
     par_buf_t err;
     par_buf_init(&err, 0);
     assert_int_equal(par_runs_open(&rt, &rt.runs, &err), PAR_OK);
