@@ -84,75 +84,6 @@ int par__http_on_agent(par_http_exchange_t *x)
     return 1;
 }
 
-/* A package's manifest: what it exports, its warnings and limits. */
-static void manifest_json(par_pkgver_t *pv, json_t *o)
-{
-    const par_manifest_t *m = pv->manifest;
-    json_object_set_new(o, "display_name", json_string(m->display_name));
-    json_object_set_new(o, "description", json_string(m->description));
-    json_object_set_new(o, "runtime", json_string(m->runtime));
-    json_object_set_new(
-        o, "isolation",
-        json_string(pv->isolation == PAR_ISOLATION_IN_PROCESS ? "in-process" : "worker"));
-    json_t *calls = m->calls ? json_array() : NULL; /* metadata.par.calls, when declared */
-    for (size_t i = 0; calls && m->calls[i]; i++)
-        json_array_append_new(calls, json_string(m->calls[i]));
-    if (calls)
-        json_object_set_new(o, "calls", calls);
-    json_t *ex = json_array();
-    for (size_t i = 0; ex && i < m->export_count; i++) {
-        const par_export_t *e = &m->exports[i];
-        char *id = NULL;
-        if (asprintf(&id, "%s%s%s", pv->name, e->name[0] ? "/" : "", e->name) < 0)
-            id = NULL;
-        json_array_append_new(ex,
-                              json_pack("{s:s, s:s, s:b, s:s}", "id", id ? id : "", "name", e->name,
-                                        "public", e->is_public, "entrypoint", e->entrypoint));
-        free(id);
-    }
-    json_object_set_new(o, "exports", ex);
-    json_t *warn = json_array(); /* agent.yaml findings that did not refuse it */
-    for (size_t i = 0; warn && i < m->warnings.count; i++)
-        json_array_append_new(warn, json_string(m->warnings.items[i]));
-    json_object_set_new(o, "warnings", warn);
-    json_object_set_new(o, "limits",
-                        json_pack("{s:i, s:I}", "timeout_ms", (int)pv->timeout_ms,
-                                  "max_input_bytes", (json_int_t)pv->max_input));
-}
-
-/* A package version as GET /runtime/packages shows it; NULL out of memory. */
-static json_t *package_json(par_pkgver_t *pv)
-{
-    json_t *o = json_object();
-    if (o == NULL)
-        return NULL;
-    json_object_set_new(o, "name", json_string(pv->name));
-    json_object_set_new(o, "version", json_string(pv->version));
-    json_object_set_new(o, "state", json_string(par_pkg_state_name(atomic_load(&pv->state))));
-    json_object_set_new(o, "sha256", pv->sha256[0] ? json_string(pv->sha256) : json_null());
-    json_object_set_new(o, "source", json_string(pv->source ? pv->source : ""));
-    json_object_set_new(o, "last_error",
-                        pv->last_error ? json_string(pv->last_error) : json_null());
-    json_object_set_new(o, "last_error_name",
-                        pv->last_status ? json_string(par_status_name(pv->last_status))
-                                        : json_null());
-    if (pv->manifest)
-        manifest_json(pv, o);
-    json_object_set_new(o, "timings_ms",
-                        json_pack("{s:f, s:f, s:f, s:f}", "fetch", pv->t_read_ms, "verify",
-                                  pv->t_verify_ms, "extract", pv->t_extract_ms, "load",
-                                  pv->t_load_ms));
-    json_object_set_new(o, "signer", pv->signer[0] ? json_string(pv->signer) : json_null());
-    json_object_set_new(o, "origin", json_string(pv->origin ? pv->origin : "api"));
-    if (!par__runtime_pool_json(pv, o) && pv->isolation == PAR_ISOLATION_IN_PROCESS &&
-        pv->manifest) {
-        /* the operator trusted it: its code runs inside the runtime, unconfined */
-        json_object_set_new(o, "sandbox",
-                            json_pack("{s:b, s:s}", "enabled", 0, "reason", "trusted in-process"));
-    }
-    return o;
-}
-
 /* GET /runtime/packages (name NULL) and GET /runtime/packages/{name}. */
 static int answer_packages(par_http_exchange_t *x, const char *name, size_t nlen)
 {
@@ -166,10 +97,10 @@ static int answer_packages(par_http_exchange_t *x, const char *name, size_t nlen
     json_t *one = NULL;
     for (size_t i = 0; i < n; i++) {
         if (name == NULL) {
-            json_array_append_new(a, package_json(pk[i]));
+            json_array_append_new(a, par__package_json(pk[i]));
         } else if (strlen(pk[i]->name) == nlen && memcmp(pk[i]->name, name, nlen) == 0) {
             json_decref(one);
-            one = package_json(pk[i]);
+            one = par__package_json(pk[i]);
         }
         par__pkgver_unref(pk[i]);
     }
@@ -414,8 +345,8 @@ void par__http_on_admin_done(h2o_multithread_receiver_t *receiver, h2o_linklist_
         admin_job_t *j = H2O_STRUCT_FROM_MEMBER(admin_job_t, msg, m);
         if (j->req) {
             if (j->rc == PAR_OK) {
-                par__http_send_json(j->req, j->ok_status, j->doc ? j->doc : package_json(j->pv),
-                                    j->rid);
+                par__http_send_json(j->req, j->ok_status,
+                                    j->doc ? j->doc : par__package_json(j->pv), j->rid);
                 j->doc = NULL;
             } else {
                 size_t len = j->err.len;

@@ -54,8 +54,7 @@ static void manifest_json(const par_pkgver_t *pv, json_t *o)
                                   "max_input_bytes", (json_int_t)pv->max_input));
 }
 
-/* A package version as GET /runtime/packages shows it; NULL out of memory. */
-static json_t *package_json(par_pkgver_t *pv)
+json_t *par__package_json(par_pkgver_t *pv)
 {
     json_t *o = json_object();
     if (o == NULL)
@@ -125,7 +124,7 @@ int par_runtime_deploy(par_runtime_t *rt, const char *source, const char *sha256
     par_pkgver_t *pv = NULL;
     int rc = source ? par__deploy(rt, &req, &e, &pv) : PAR_E_INVALID_ARGUMENT;
     if (rc == PAR_OK && record)
-        rc = dump(package_json(pv), record, NULL);
+        rc = dump(par__package_json(pv), record, NULL);
     if (pv)
         par__pkgver_unref(pv);
     if (rc != PAR_OK && err)
@@ -149,7 +148,7 @@ int par_runtime_packages(par_runtime_t *rt, char **out, size_t *len)
         return PAR_E_NO_MEMORY;
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *one = a ? package_json(pk[i]) : NULL;
+        json_t *one = a ? par__package_json(pk[i]) : NULL;
         if (one == NULL || json_array_append_new(a, one) != 0) {
             json_decref(a);
             a = NULL;

@@ -32,4 +32,8 @@ void par__runtime_io_detach(par_runtime_t *rt);
  * then, 0 when it has no pool. Any thread. */
 int par__runtime_pool_json(par_pkgver_t *pv, json_t *o);
 
+/* A package version as GET /runtime/packages and par_runtime_packages show it
+ * (runtime/embed_admin.c); NULL when out of memory. */
+json_t *par__package_json(par_pkgver_t *pv);
+
 #endif
