@@ -7,7 +7,8 @@ BUILD_SAN  ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps deps-serve build packages serve check test test-asan bench clean format fuzz fuzz-merge
+.PHONY: all deps deps-serve build packages serve check test test-asan bench clean format fuzz fuzz-merge \
+        fleet-test
 
 all: build
 
@@ -44,6 +45,13 @@ test-asan: deps $(BUILD_SAN)/CMakeCache.txt
 	cd $(BUILD_SAN) && ctest --output-on-failure --timeout 900
 
 check: test test-asan
+
+# The fleet suite (tests/fleet): several nodes, PostgreSQL and HAProxy on
+# loopback; longer than `make check`, run by CI after it.
+fleet-test: build
+	@scripts/install-deps.sh --fleet
+	cd $(BUILD) && PAR_BUILD_DIR=$$PWD PAR_SOURCE_DIR=$(CURDIR) /usr/bin/python3 -m pytest -q \
+	    -p no:cacheprovider $(CURDIR)/tests/fleet
 
 bench: deps
 	@scripts/install-deps.sh --bench

@@ -6,6 +6,8 @@
 #                                    no test tools, no Node.js, no npm test peers
 #   scripts/install-deps.sh --bench  everything, and what `make bench` needs
 #   scripts/install-deps.sh --fuzz   everything, and what `make fuzz` needs (clang, libFuzzer)
+#   scripts/install-deps.sh --fleet  everything, and what `make fleet-test` needs
+#                                    (PostgreSQL, HAProxy)
 set -euo pipefail
 
 mode="${1:-test}"
@@ -14,8 +16,9 @@ case "$mode" in
     --serve) mode=serve ;;
     --bench) mode=bench ;;
     --fuzz) mode=fuzz ;;
+    --fleet) mode=fleet ;;
     *)
-        echo "usage: $0 [--serve | --test | --bench | --fuzz]" >&2
+        echo "usage: $0 [--serve | --test | --bench | --fuzz | --fleet]" >&2
         exit 2
         ;;
 esac
@@ -27,7 +30,7 @@ pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
     libarchive-dev libyaml-dev libjansson-dev libsqlite3-dev libseccomp-dev
-    libcmocka-dev libsodium-dev librhonabwy-dev
+    libcmocka-dev libsodium-dev librhonabwy-dev libpq-dev
     python3 python3-venv python3-pip python3-dev python3-setuptools python3-wheel curl
 )
 if [ "$mode" != serve ]; then
@@ -39,6 +42,9 @@ if [ "$mode" != serve ]; then
 fi
 if [ "$mode" = bench ]; then
     pkgs+=(wrk python3-fastapi python3-uvicorn)
+fi
+if [ "$mode" = fleet ]; then
+    pkgs+=(postgresql haproxy)
 fi
 if [ "$mode" = fuzz ]; then
     pkgs+=(clang libclang-rt-14-dev)
