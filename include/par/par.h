@@ -101,7 +101,9 @@ extern "C" {
     X(E_INVALID_EVENT, 502, "invalid_agent_event",                                                 \
       "the agent emitted an event that is not one JSON value of an allowed size and type")         \
     X(E_INTERRUPTED, 503, "interrupted",                                                           \
-      "the run was in flight when the runtime stopped, restarted or unloaded its version")
+      "the run was in flight when the runtime stopped, restarted or unloaded its version")        \
+    X(E_FORWARD_LOOP, 508, "forwarding_loop",                                                      \
+      "a request forwarded by another fleet node names a run this node does not own")
 
 typedef enum par_status {
 #define PAR__STATUS_ENUM(name, http, str, desc) PAR_##name,

@@ -34,6 +34,7 @@
 #include "pkg/trust.h"
 #include "plugin/plugin.h"
 #include "runtime/converge.h"
+#include "runtime/fleet.h"
 #include "runtime/runtime.h"
 #include "runtime/runs.h"
 #include "util/suggest.h"
@@ -290,6 +291,11 @@ static int prepare(const par_conf_t *c, par_auth_config_t *ac, par_meter_config_
     int rc = check_loadable(c, &err);
     if (par_conf_to_auth(c, ac, &err) != PAR_OK)
         rc = PAR_E_INVALID_ARGUMENT;
+    par_fleet_config_t fc;
+    int fleet = 0;
+    if (par_conf_to_fleet(c, &fc, &fleet, &err) != PAR_OK)
+        rc = PAR_E_INVALID_ARGUMENT;
+    free((char *)fc.node_id);
     *metering = par_conf_bool(c, PAR_K_METERING, 0);
     memset(m, 0, sizeof(*m));
     if (rc == PAR_OK && *metering)
@@ -405,6 +411,50 @@ static void log_mounted(par_runtime_t *rt)
     par_agents_free(agents, na);
 }
 
+/* This node in the fleet when fleet.postgres is set (rt->fleet): its tag
+ * before any run can start. PAR_OK or logged. */
+static int fleet_new(const par_conf_t *c, par_runtime_t *rt)
+{
+    par_fleet_config_t fc;
+    int on = 0;
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par_conf_to_fleet(c, &fc, &on, &err);
+    if (rc == PAR_OK && on)
+        rc = par_fleet_new(&fc, &rt->fleet, &err);
+    if (rc != PAR_OK)
+        par_log_msg(PAR_LOG_ERROR, "cannot join the fleet: %.*s", (int)err.len,
+                    err.data ? err.data : par_strerror(rc));
+    free((char *)fc.node_id);
+    par_buf_free(&err);
+    return rc;
+}
+
+/* The heartbeat, advertising fleet.advertise_url or the listener's address. */
+static int fleet_start(const par_conf_t *c, par_runtime_t *rt)
+{
+    if (rt->fleet == NULL)
+        return PAR_OK;
+    const char *adv = par_conf_str(c, PAR_K_FLEET_ADVERTISE);
+    char url[200];
+    if (adv == NULL) {
+        const char *a = par_http_address(g_http);
+        snprintf(url, sizeof(url), "%s://%s", par_http_is_tls(g_http) ? "https" : "http", a);
+        if (strncmp(a, "0.0.0.0:", 8) == 0 || strncmp(a, "[::]:", 5) == 0)
+            par_log_msg(PAR_LOG_WARN,
+                        "fleet: advertising %s, which other nodes cannot reach: set "
+                        "fleet.advertise_url",
+                        url);
+    } else {
+        size_t n = strlen(adv);
+        snprintf(url, sizeof(url), "%.*s", (int)(n && adv[n - 1] == '/' ? n - 1 : n), adv);
+    }
+    int rc = par_fleet_start(rt->fleet, url);
+    if (rc != PAR_OK)
+        par_log_msg(PAR_LOG_ERROR, "cannot start the fleet heartbeat: %s", par_strerror(rc));
+    return rc;
+}
+
 int par_cli_serve(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -437,9 +487,16 @@ int par_cli_serve(int argc, char **argv)
     par_log_init(par_log_parse_level(par_conf_str(&c, PAR_K_LOG_LEVEL)),
                  strcmp(par_conf_str(&c, PAR_K_LOG_FORMAT), "text") != 0);
     par_runtime_t *rt = start_runtime(&c, metering ? &m : NULL);
-    if (rt == NULL || start_plugins(&c, rt) != PAR_OK ||
-        (atomic_store(&rt->booting, 1), start_http(&c, rt, &ac)) != PAR_OK) {
+    if (rt == NULL || fleet_new(&c, rt) != PAR_OK || start_plugins(&c, rt) != PAR_OK ||
+        (atomic_store(&rt->booting, 1), start_http(&c, rt, &ac)) != PAR_OK ||
+        fleet_start(&c, rt) != PAR_OK) {
         par_plugins_stop(g_plugins);
+        if (g_http)
+            par_http_stop(g_http), par_auth_destroy(g_auth);
+        g_http = NULL;
+        g_auth = NULL;
+        if (rt)
+            par_fleet_free(rt->fleet), rt->fleet = NULL;
         if (rt)
             par_runtime_destroy(rt);
         par_plugins_destroy(g_plugins);
@@ -474,6 +531,8 @@ int par_cli_serve(int argc, char **argv)
                       (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_DRAIN));
     par__folder_watch_stop(watch);
     par_http_stop(g_http);
+    par_fleet_free(rt->fleet); /* no forward runs any more: the heartbeat stops */
+    rt->fleet = NULL;
     par_auth_destroy(g_auth);
     g_auth = NULL;
     par_plugins_stop(g_plugins); /* exporters deliver what they queued */

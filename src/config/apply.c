@@ -232,7 +232,7 @@ static int stripe_key(const par_conf_t *c, par_stripe_config_t *st, par_buf_t *e
 
 /* metering.node_id, or "<hostname>-<8 hex of SHA-256(state_dir)>": stable for
  * a node across restarts, distinct for two nodes (or two state dirs on one). */
-static char *node_id(const par_conf_t *c)
+char *par_conf_node_id(const par_conf_t *c)
 {
     const char *set = par_conf_str(c, PAR_K_METERING_NODE_ID);
     if (set && *set)
@@ -289,7 +289,7 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     st->aggregate = par_conf_bool(c, PAR_K_STRIPE_AGGREGATE, 1);
     st->window_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_WINDOW);
     st->grace_ms = (uint32_t)par_conf_int(c, PAR_K_STRIPE_GRACE);
-    st->node_id = node_id(c);
+    st->node_id = par_conf_node_id(c);
     par_buf_t why;
     par_buf_init(&why, 0);
     if (par_stripe_config_check(st, &why) != PAR_OK) {
@@ -300,4 +300,54 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     }
     par_buf_free(&why);
     return PAR_OK;
+}
+
+/* http(s)://HOST[:PORT] with an optional trailing "/": what the forwarding
+ * of runs appends a path to. */
+static int advertise_ok(const char *u)
+{
+    size_t skip = strncmp(u, "http://", 7) == 0 ? 7 : strncmp(u, "https://", 8) == 0 ? 8 : 0;
+    if (skip == 0)
+        return 0;
+    const char *h = u + skip, *end = h + strlen(h);
+    if (end > h && end[-1] == '/')
+        end--;
+    if (end == h || end - h > 255)
+        return 0;
+    for (const char *p = h; p < end; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr(".-:[]_", *p)))
+            return 0;
+    return 1;
+}
+
+int par_conf_to_fleet(const par_conf_t *c, par_fleet_config_t *f, int *on, par_buf_t *err)
+{
+    memset(f, 0, sizeof(*f));
+    const char *pg = par_conf_str(c, PAR_K_FLEET_POSTGRES);
+    *on = pg && *pg;
+    if (!*on)
+        return PAR_OK;
+    int rc = PAR_OK;
+    const char *adv = par_conf_str(c, PAR_K_FLEET_ADVERTISE);
+    if (adv && !advertise_ok(adv)) {
+        par_buf_appendf(err,
+                        "fleet.advertise_url: '%s' is not http://HOST:PORT (or https://), the "
+                        "address other nodes reach this one at, without a path\n",
+                        adv);
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
+    f->postgres = pg;
+    f->heartbeat_ms = (uint32_t)par_conf_int(c, PAR_K_FLEET_HEARTBEAT);
+    f->dead_after_ms = (uint32_t)par_conf_int(c, PAR_K_FLEET_DEAD_AFTER);
+    if (f->dead_after_ms < 2 * f->heartbeat_ms) {
+        par_buf_appendf(err,
+                        "fleet.dead_after_ms (%u) must be at least two fleet.heartbeat_ms (%u): "
+                        "one late heartbeat must not make a node dead\n",
+                        f->dead_after_ms, f->heartbeat_ms);
+        rc = PAR_E_INVALID_ARGUMENT;
+    }
+    if (rc == PAR_OK && (f->node_id = par_conf_node_id(c)) == NULL)
+        rc = PAR_E_NO_MEMORY;
+    return rc;
 }

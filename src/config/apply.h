@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "http/server.h"
 #include "metering/meter.h"
+#include "runtime/fleet.h"
 
 /* par_config_t and the arrays it points into. */
 typedef struct par_conf_runtime {
@@ -37,6 +38,17 @@ int par_conf_to_auth(const par_conf_t *c, par_auth_config_t *out, par_buf_t *err
 /** Metering; strings owned by `out` (par_meter_new takes them). Reads the
  *  Stripe key from its file or variable and checks the export's settings. */
 int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *out, par_buf_t *err);
+
+/** This node's id: metering.node_id, or "<hostname>-<8 hex of SHA-256 of
+ *  state_dir>" (stable across restarts, distinct per state directory).
+ *  Allocated; NULL when out of memory. */
+char *par_conf_node_id(const par_conf_t *c);
+
+/** The fleet's settings when fleet.postgres is set (else *on = 0 and
+ *  nothing is checked): fleet.advertise_url must be http(s)://HOST[:PORT]
+ *  and fleet.dead_after_ms at least two fleet.heartbeat_ms. `out->node_id`
+ *  is allocated (the caller frees it), the rest borrowed. */
+int par_conf_to_fleet(const par_conf_t *c, par_fleet_config_t *out, int *on, par_buf_t *err);
 
 /** Whether unsigned packages are refused: trust.require_signatures, else
  *  true with a configuration file. */

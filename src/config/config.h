@@ -215,7 +215,7 @@ enum {
     X(METERING_NODE_ID, "metering.node_id", "PAR_METERING_NODE_ID", NULL, PAR_CT_STR, 0, 0, NULL,  \
       NULL, 0,                                                                                     \
       "this node in window identifiers (unset = <hostname>-<8 hex of state_dir's SHA-256>)")       \
-    X(METERING_SINK, "metering.sink", "PAR_METERING_SINK", NULL, PAR_CT_ENUM, 0, 0,               \
+    X(METERING_SINK, "metering.sink", "PAR_METERING_SINK", NULL, PAR_CT_ENUM, 0, 0,                \
       "sqlite|postgres", "sqlite", 0,                                                              \
       "postgres: the local database is an outbox shipped to fleet.postgres (docs/fleet.md)")       \
     X(METERING_RETENTION, "metering.retention", "PAR_METERING_RETENTION", NULL, PAR_CT_SEC, 1,     \
@@ -264,8 +264,13 @@ enum {
       PAR_CF_SECRET,                                                                               \
       "PostgreSQL the fleet shares (libpq conninfo or postgresql:// URL; unset = one node)")       \
     X(FLEET_ADVERTISE, "fleet.advertise_url", "PAR_FLEET_ADVERTISE_URL", NULL, PAR_CT_STR, 0, 0,   \
-      NULL, NULL, 0,                                                                               \
-      "http://HOST:PORT other nodes reach this one at (unset = http://<listen>)")                  \
+      NULL, NULL, 0, "http://HOST:PORT other nodes reach this one at (unset = http://<listen>)")   \
+    X(FLEET_HEARTBEAT, "fleet.heartbeat_ms", "PAR_FLEET_HEARTBEAT_MS", NULL, PAR_CT_MS, 100,       \
+      60000, NULL, "2000", 0, "how often a node writes its heartbeat to fleet.postgres")           \
+    X(FLEET_DEAD_AFTER, "fleet.dead_after_ms", "PAR_FLEET_DEAD_AFTER_MS", NULL, PAR_CT_MS, 500,    \
+      3600000, NULL, "10000", 0,                                                                   \
+      "a node whose heartbeat is older is dead: its runs read interrupted (at least 2 "            \
+      "heartbeats)")                                                                               \
     X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_ENUM, 0, 0,                   \
       "off|oidc|api_key|plugin:*", NULL, 0,                                                        \
       "off, oidc, api_key or plugin:<name> (a plugin's provider); required with a configuration "  \

@@ -8,6 +8,7 @@
  *   invoke.c   POST /agents/{id}/invoke and the calls it waits for
  *   runs.c     the runs routes: start, wait, read, list, cancel, delete
  *   sse.c      event streams of runs (text/event-stream), heartbeats
+ *   forward.c  requests about another fleet node's runs, sent to their owner
  *   mcp*.c     MCP over Streamable HTTP (http/mcp.h)
  *   a2a*.c     A2A: agent cards, JSON-RPC and HTTP+JSON bindings over runs
  *   cors.c     cross-origin headers and preflights
@@ -46,6 +47,7 @@ typedef struct loop {
     h2o_multithread_receiver_t admin_receiver;
     h2o_multithread_receiver_t auth_receiver;
     h2o_multithread_receiver_t run_receiver; /* news of watched runs (sse.c) */
+    h2o_multithread_receiver_t fwd_receiver; /* answers of other nodes (forward.c) */
     h2o_linklist_t streams;                  /* run streams and waits of this loop (sse.c) */
     h2o_timeout_t heartbeat;      /* runs.heartbeat_ms: streams, oldest last send first */
     struct auth_wait *spare_wait; /* preallocated waiter for the next parked request */
@@ -74,6 +76,7 @@ struct par_http {
     _Atomic unsigned heartbeat_ms; /* runs.heartbeat_ms, as SIGHUP last set it */
     atomic_long pending;
     atomic_ulong cancelled; /* calls taken back because their client went away */
+    atomic_int forwards;    /* forward.c's threads running */
     par_http_tls_t *tls;    /* NULL: plain HTTP */
     char *cors_block;       /* the strings opts.cors_origins point to */
     par_workq_t *admin;     /* deploys and reports, off the loops (admin.c) */
@@ -186,6 +189,16 @@ void par__http_sse_tick(loop_t *l);
 void par__http_sse_gone_check(loop_t *l);
 /* The loop's receiver of run news. */
 void par__http_on_run_news(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+/* ---- forward.c ---- */
+
+/* A run route naming another fleet node's run: forwards it to its owner (or
+ * answers it: owner dead, forwarding loop) and returns 1; 0 when the run is
+ * this node's (or there is no fleet) and the handler goes on. `stream` and
+ * `after` describe GET /runs/{id}/stream. */
+int par__http_forward_run(par_http_exchange_t *x, int stream, uint64_t after);
+/* The loop's receiver of forwarded answers. */
+void par__http_on_forward_news(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
 /* ---- cors.c ---- */
 

@@ -105,7 +105,8 @@ par_http_handler_fn par__http_on_invoke, par__http_on_agent, par__http_on_agents
     par__http_on_usage, par__http_on_packages, par__http_on_package, par__http_on_deploy,
     par__http_on_reload, par__http_on_remove, par__http_on_no_route, par__http_on_run_start,
     par__http_on_run_start_stream, par__http_on_run_start_wait, par__http_on_runs_list,
-    par__http_on_run, par__http_on_run_stream, par__http_on_run_cancel, par__http_on_mcp;
+    par__http_on_run, par__http_on_run_stream, par__http_on_run_cancel, par__http_on_run_wait,
+    par__http_on_mcp;
 /* A2A (http/a2a.c, http/a2a_rpc.c) */
 par_http_handler_fn par__http_on_a2a_card, par__http_on_a2a_catalog, par__http_on_a2a_rpc,
     par__http_on_a2a_rest_send, par__http_on_a2a_rest_get, par__http_on_a2a_rest_cancel,

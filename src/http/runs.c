@@ -9,6 +9,7 @@
  *   GET    /runs                     list (agent=, status=, limit=, cursor=)
  *   GET    /runs/{id}                read;  DELETE: remove an ended run
  *   GET    /runs/{id}/stream         events after Last-Event-ID or ?after=N
+ *   GET    /runs/{id}/wait           answers like invoke once the run ended
  *   POST   /runs/{id}/cancel         202
  *
  * Bodies are read like invoke's (http/invoke.c's scanner and filler) plus
@@ -16,6 +17,9 @@
  * tenant: anyone else but runtime:admin gets the 404 of an unknown run. The
  * routes under /runs need a valid credential; the run's agent must also be
  * one the caller may invoke.
+ *
+ * In a fleet, a route naming another node's run is forwarded to it
+ * (http/forward.c) before anything else is looked at.
  *
  * Loop thread only; the runs engine (runtime/runs.h) does the work and never
  * blocks the loop. Nothing here keeps state between requests.
@@ -191,8 +195,10 @@ static par_run_t *find_run(par_http_exchange_t *x)
 {
     char id[PAR_ID_MAX + 1];
     par_identity_t *who = x->loop->who;
-    if (x->m.var_len > PAR_ID_MAX) {
-        REFUSE(x, PAR_E_RUN_NOT_FOUND, "no such run");
+    if (x->m.var_len > PAR_ID_MAX || !par_run_id_valid(x->m.var, x->m.var_len)) {
+        REFUSE(x, PAR_E_RUN_NOT_FOUND,
+               "no such run: a run id is run_ followed by 32 hex digits (and, from a fleet "
+               "node, _ and 6 characters of a-z and 2-7)");
         return NULL;
     }
     memcpy(id, x->m.var, x->m.var_len);
@@ -226,6 +232,8 @@ static par_run_t *find_run(par_http_exchange_t *x)
 
 int par__http_on_run(par_http_exchange_t *x)
 {
+    if (par__http_forward_run(x, 0, 0))
+        return 0;
     par_run_t *r = find_run(x);
     if (r == NULL)
         return 0;
@@ -249,6 +257,8 @@ int par__http_on_run(par_http_exchange_t *x)
 
 int par__http_on_run_cancel(par_http_exchange_t *x)
 {
+    if (par__http_forward_run(x, 0, 0))
+        return 0;
     par_run_t *r = find_run(x);
     if (r == NULL)
         return 0;
@@ -263,6 +273,17 @@ int par__http_on_run_cancel(par_http_exchange_t *x)
     par_run_unref(r);
     par__http_send_json(x->req, doc ? 202 : 500, doc, x->rid);
     return 1;
+}
+
+/* GET /runs/{id}/wait: answers like invoke (plus run_id) once the run ended. */
+int par__http_on_run_wait(par_http_exchange_t *x)
+{
+    if (par__http_forward_run(x, 0, 0))
+        return 0;
+    par_run_t *r = find_run(x);
+    if (r == NULL)
+        return 0;
+    return par__http_wait_start(x, r);
 }
 
 /* ---- query strings ---------------------------------------------------------------- */
@@ -370,6 +391,8 @@ int par__http_on_run_stream(par_http_exchange_t *x)
         return REFUSE(x, PAR_E_BAD_EVENT_ID,
                       "the event id to resume after (Last-Event-ID or ?after=) must be a "
                       "decimal event sequence number such as 42");
+    if (par__http_forward_run(x, 1, after))
+        return 0;
     par_run_t *r = find_run(x);
     if (r == NULL)
         return 0;

@@ -509,6 +509,7 @@ static int start_loop(par_http_t *h, unsigned i)
     h2o_multithread_register_receiver(l->queue, &l->admin_receiver, par__http_on_admin_done);
     h2o_multithread_register_receiver(l->queue, &l->auth_receiver, on_auth_ready);
     h2o_multithread_register_receiver(l->queue, &l->run_receiver, par__http_on_run_news);
+    h2o_multithread_register_receiver(l->queue, &l->fwd_receiver, par__http_on_forward_news);
     par__http_sse_init(l);
     l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     l->listener->data = l;
@@ -673,6 +674,9 @@ void par_http_stop(par_http_t *h)
     atomic_store(&h->stop, 1);
     for (unsigned i = 0; i < h->nloops; i++)
         pthread_join(h->loops[i].thread, NULL);
+    /* forwards see `stop` within a second (http/forward.c) */
+    for (int i = 0; i < 300 && atomic_load(&h->forwards) > 0; i++)
+        usleep(10000);
     /* Connections still open are abandoned with the process: h2o 2.2 has no
      * way to close every connection of a context from outside. Listeners go
      * now so no new connection is accepted. */

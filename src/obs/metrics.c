@@ -44,9 +44,9 @@ void par_metrics_observe(par_export_metrics_t *m, int status, int64_t duration_n
 /* ---- HTTP requests by route and code ----------------------------------------------- */
 
 static const char *const routes[] = {
-    "invoke",     "agents",     "agent", "health", "ready",       "info",      "packages",
-    "package",    "metrics",    "usage", "runs",   "runs_stream", "runs_wait", "run",
-    "run_stream", "run_cancel", "mcp",   "a2a",    "a2a_card",    "other"};
+    "invoke",     "agents",     "agent",    "health", "ready",       "info",      "packages",
+    "package",    "metrics",    "usage",    "runs",   "runs_stream", "runs_wait", "run",
+    "run_stream", "run_cancel", "run_wait", "mcp",    "a2a",         "a2a_card",  "other"};
 #define NROUTES (sizeof(routes) / sizeof(*routes))
 /* every status code 100..599 has its own column (201 and 202 too), the last
  * column counts anything else; only codes seen are exported */

@@ -14,6 +14,7 @@
 #include "loader/supervisor.h"
 #include "metering/meter.h"
 #include "obs/metrics.h"
+#include "runtime/fleet.h"
 #include "runtime/runs.h"
 
 #define help par_metrics_family
@@ -188,6 +189,9 @@ static int collect_runs(par_buf_t *b, void *ctx)
 {
     par_runtime_t *rt = ctx;
     par_runs_render_metrics(rt->runs, b);
+    /* the fleet's families only on a fleet node (fleet.postgres) */
+    if (rt->fleet)
+        par_fleet_render_metrics(rt->fleet, b);
     return PAR_OK;
 }
 

@@ -28,6 +28,7 @@
 #include "obs/log.h"
 #include "obs/trace.h"
 #include "runtime/answer.h"
+#include "runtime/fleet.h"
 #include "runtime/runs_internal.h"
 #include "runtime/runtime.h"
 
@@ -415,7 +416,7 @@ const par_call_sink_t par__run_sink = {sink_started, sink_event};
 /* The answer of a call that succeeded, with the run's id first. */
 static char *answer_of(const par_run_t *r, const par_call_t *c, size_t *len)
 {
-    size_t cap = par__call_answer_cap(c) + RUN_ID_LEN + 16;
+    size_t cap = par__call_answer_cap(c) + RUN_ID_MAX + 16;
     char *a = malloc(cap);
     if (a == NULL)
         return NULL;
@@ -508,8 +509,9 @@ int par__run_usage(const par_call_t *c, int64_t *events)
 
 /* ---- starting --------------------------------------------------------------------- */
 
-/* "run_" + 12 hex digits of the creation time in ms + 20 random ones. */
-static void make_id(char id[RUN_ID_LEN + 1], int64_t wall_ms)
+/* "run_" + 12 hex digits of the creation time in ms + 20 random ones, and
+ * in a fleet "_" + this node's tag. */
+static void make_id(char id[RUN_ID_MAX + 1], int64_t wall_ms, const char *tag)
 {
     static const char hex[] = "0123456789abcdef";
     memcpy(id, "run_", 4);
@@ -518,6 +520,38 @@ static void make_id(char id[RUN_ID_LEN + 1], int64_t wall_ms)
         id[i] = hex[ms & 15];
     par_trace_random_hex(id + 16, 20);
     id[RUN_ID_LEN] = '\0';
+    if (tag) {
+        id[RUN_ID_LEN] = '_';
+        memcpy(id + RUN_ID_LEN + 1, tag, PAR_RUN_TAG_LEN);
+        id[RUN_ID_MAX] = '\0';
+    }
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+int par_run_id_valid(const char *id, size_t len)
+{
+    if ((len != RUN_ID_LEN && len != RUN_ID_MAX) || memcmp(id, "run_", 4) != 0)
+        return 0;
+    for (size_t i = 4; i < RUN_ID_LEN; i++)
+        if (!is_hex(id[i]))
+            return 0;
+    if (len == RUN_ID_LEN)
+        return 1;
+    if (id[RUN_ID_LEN] != '_')
+        return 0;
+    for (size_t i = RUN_ID_LEN + 1; i < RUN_ID_MAX; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '2' && id[i] <= '7')))
+            return 0;
+    return 1;
+}
+
+const char *par_run_id_tag(const char *id, size_t len)
+{
+    return len == RUN_ID_MAX && par_run_id_valid(id, len) ? id + RUN_ID_LEN + 1 : NULL;
 }
 
 static unsigned subject_runs_locked(par_runs_t *rs, const par_call_t *c)
@@ -537,7 +571,7 @@ static int admit(par_runs_t *rs, par_call_t *c, const par_run_opts_t *o, par_run
     if (r == NULL)
         return PAR_E_NO_MEMORY;
     r->created_ms = par__wall_ms();
-    make_id(r->id, r->created_ms);
+    make_id(r->id, r->created_ms, rs->rt->fleet ? par_fleet_tag(rs->rt->fleet) : NULL);
     memcpy(r->agent_id, c->agent_id, sizeof(r->agent_id));
     r->cancel_on_disconnect = o && o->cancel_on_disconnect;
     int nomem = (c->subject && (r->subject = strdup(c->subject)) == NULL) ||

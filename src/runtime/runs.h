@@ -84,6 +84,19 @@ int par__run_resolved(par_call_t *c);
  * record: the call's, or cancelled/interrupted when the run was ended so. */
 int par__run_usage(const par_call_t *c, int64_t *events);
 
+/* ---- run ids ---- */
+
+/* A run id is "run_" + 12 hex digits of its creation time in ms + 20
+ * random hex digits (36 characters); a run started by a fleet node
+ * (fleet.postgres set, runtime/fleet.h) adds "_" and the node's tag, 6
+ * characters of [a-z2-7] (43 characters), so that any node knows its owner.
+ * Whether id[0..len) is a run id of either form: 1 or 0. */
+#define PAR_RUN_TAG_LEN 6
+int par_run_id_valid(const char *id, size_t len);
+/* The owner's tag in a valid fleet run id (PAR_RUN_TAG_LEN characters, not
+ * terminated), or NULL for a single-node id or an invalid one. */
+const char *par_run_id_tag(const char *id, size_t len);
+
 /* ---- one run (http/ calls these) ---- */
 
 typedef struct par_run_opts {

@@ -34,8 +34,10 @@
 #define RUNS_TOMBS 2
 
 /* A run id: "run_" and 32 hex digits, the first 12 its creation time in ms
- * (ids sort by creation: the listing's order and cursor). */
+ * (ids sort by creation: the listing's order and cursor). In a fleet, "_"
+ * and the owner node's tag follow (runs.h, par_run_id_tag). */
 #define RUN_ID_LEN 36
+#define RUN_ID_MAX (RUN_ID_LEN + 1 + PAR_RUN_TAG_LEN)
 
 /* One event as SSE text: "id: N\nevent: T\ndata: D\n\n". */
 typedef struct run_ev {
@@ -49,7 +51,7 @@ struct par_run {
     par_runs_t *rs;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* notifications finished (unwatch waits for them) */
-    char id[RUN_ID_LEN + 1];
+    char id[RUN_ID_MAX + 1];
     char agent_id[PAR_ID_MAX + 1];
     char request_id[PAR_REQUEST_ID_MAX + 1];
     char trace_id[64];

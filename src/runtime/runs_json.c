@@ -159,16 +159,6 @@ static int same(const char *a, const char *b)
     return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
 }
 
-static int valid_id(const char *s)
-{
-    if (strlen(s) != RUN_ID_LEN || strncmp(s, "run_", 4) != 0)
-        return 0;
-    for (const char *p = s + 4; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return 0;
-    return 1;
-}
-
 /* Does `r` belong on the page (rs->lock held)? */
 static int listed(par_run_t *r, const par_runs_query_t *q)
 {
@@ -188,7 +178,7 @@ int par_runs_list(par_runtime_t *rt, const par_runs_query_t *q, json_t **out, pa
 {
     par_runs_t *rs = rt->runs;
     *out = NULL;
-    if (q->cursor && !valid_id(q->cursor)) {
+    if (q->cursor && !par_run_id_valid(q->cursor, strlen(q->cursor))) {
         par_buf_errf(err, "cursor '%.64s' is not one a listing of runs gave", q->cursor);
         return PAR_E_BAD_REQUEST;
     }

@@ -434,12 +434,12 @@ static par_run_t *load_record(par_runs_t *rs, const char *path)
     const char *id = json_string_value(json_object_get(j, "run_id"));
     const char *agent = json_string_value(json_object_get(j, "agent_id"));
     int st = par_run_status_parse(json_string_value(json_object_get(j, "status")));
-    par_run_t *r = id && agent && strlen(id) == RUN_ID_LEN && st >= 0 ? par__run_new(rs) : NULL;
+    par_run_t *r = id && agent && par_run_id_valid(id, strlen(id)) && st >= 0 ? par__run_new(rs) : NULL;
     if (r == NULL) {
         json_decref(j);
         return NULL;
     }
-    memcpy(r->id, id, RUN_ID_LEN + 1);
+    memcpy(r->id, id, strlen(id) + 1);
     snprintf(r->agent_id, sizeof(r->agent_id), "%s", agent);
     snprintf(r->request_id, sizeof(r->request_id), "%s",
              json_string_value(json_object_get(j, "request_id")) ?: "");
@@ -569,7 +569,8 @@ int par__runs_store_open(par_runs_t *rs, par_buf_t *err)
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
-        if (len == RUN_ID_LEN + 5 && strcmp(e->d_name + RUN_ID_LEN, ".json") == 0)
+        if (len > 5 && strcmp(e->d_name + len - 5, ".json") == 0 &&
+            par_run_id_valid(e->d_name, len - 5))
             recover_one(rs, e->d_name, now, &n_int);
     }
     closedir(d);

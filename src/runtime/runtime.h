@@ -121,6 +121,9 @@ struct par_runtime {
     struct par_meter *meter;
     /* runs (runtime/runs.h): opened with the runtime, closed at its destroy */
     struct par_runs *runs;
+    /* this node in a fleet (runtime/fleet.h), or NULL; set before serving by
+     * `par serve`, freed by it after the server stopped */
+    struct par_fleet *fleet;
     /* what /metrics renders (runtime/metrics.c) */
     struct par_metrics_registry *metrics;
     /* the loader registry (runtime/loaders.h): registered before the first deploy */

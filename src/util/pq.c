@@ -27,6 +27,7 @@ static void load(void)
         void **slot;
     } syms[] = {
         {"PQconnectdb", (void **)&a.connectdb},
+        {"PQconnectdbParams", (void **)&a.connectdb_params},
         {"PQstatus", (void **)&a.status},
         {"PQerrorMessage", (void **)&a.error_message},
         {"PQfinish", (void **)&a.finish},

@@ -19,6 +19,8 @@
 
 typedef struct par_pq_api {
     PGconn *(*connectdb)(const char *conninfo);
+    PGconn *(*connectdb_params)(const char *const *keys, const char *const *values,
+                                int expand_dbname);
     ConnStatusType (*status)(const PGconn *c);
     char *(*error_message)(const PGconn *c);
     void (*finish)(PGconn *c);
@@ -53,6 +55,7 @@ int par_pq_load(void);
 const char *par_pq_error(void);
 
 #define PQconnectdb(ci) par__pq.connectdb(ci)
+#define PQconnectdbParams(k, v, e) par__pq.connectdb_params(k, v, e)
 #define PQstatus(c) par__pq.status(c)
 #define PQerrorMessage(c) par__pq.error_message(c)
 #define PQfinish(c) par__pq.finish(c)
