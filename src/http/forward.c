@@ -4,9 +4,9 @@
  *
  * A fleet run id ends with its owner's tag (runtime/runs.h). GET /runs/{id},
  * DELETE, /stream, /wait and /cancel naming another node's run are sent to
- * the owner's advertise URL (runtime/fleet.h) with the caller's
- * Authorization, Last-Event-ID, Accept and request id, and marked
- * X-Par-Forwarded: the owner authenticates the caller and applies its usual
+ * the owner's advertise URL (runtime/fleet.h) with the caller's headers
+ * (its credential, Last-Event-ID, the request id; not the hop-by-hop ones),
+ * marked X-Par-Forwarded: the owner authenticates the caller and applies its usual
  * ownership checks, so forwarding grants nothing. A forwarded request naming
  * a run the receiving node does not own is refused (508 forwarding_loop): a
  * request crosses at most one hop.
@@ -55,10 +55,12 @@ typedef struct fwd {
     unsigned sending : 1, started : 1, done : 1;
     /* set before the thread starts, read-only after */
     char tag[8];
-    char *path, *auth, *lei, *accept; /* path with its query */
-    int method;                       /* 'G', 'P' (POST) or 'D' */
-    int stream;                       /* GET /runs/{id}/stream */
-    uint64_t after;                   /* its resume point */
+    char *path; /* with its query */
+    char *hdrs; /* the caller's headers, "name: value\0" each */
+    size_t nhdrs;
+    int method;     /* 'G', 'P' (POST) or 'D' */
+    int stream;     /* GET /runs/{id}/stream */
+    uint64_t after; /* its resume point */
     /* shared, under mu */
     pthread_mutex_t mu;
     pthread_cond_t room;
@@ -87,7 +89,7 @@ static void fwd_unref(fwd_t *f)
     par_buf_free(&f->pending);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->room);
-    free(f->path), free(f->auth), free(f->lei), free(f->accept);
+    free(f->path), free(f->hdrs);
     free(f);
 }
 
@@ -222,27 +224,25 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
 
 static struct curl_slist *request_headers(fwd_t *f)
 {
-    char h[PAR_REQUEST_ID_MAX + 600];
+    char h[PAR_REQUEST_ID_MAX + 300];
     struct curl_slist *l = NULL, *t;
     snprintf(h, sizeof(h), "X-Par-Forwarded: %s", par_fleet_node_id(f->fleet));
     l = curl_slist_append(l, h);
     snprintf(h, sizeof(h), "X-Request-ID: %s", f->rid);
     if (l && (t = curl_slist_append(l, h)) != NULL)
         l = t;
-    const char *names[] = {"Authorization", "Last-Event-ID", "Accept"};
-    const char *vals[] = {f->auth, f->lei, f->accept};
-    for (int i = 0; l && i < 3; i++) {
-        if (vals[i] == NULL)
-            continue;
-        char *line = NULL;
-        if (asprintf(&line, "%s: %s", names[i], vals[i]) < 0)
+    else
+        return curl_slist_free_all(l), NULL;
+    const char *p = f->hdrs;
+    for (size_t i = 0; i < f->nhdrs; i++, p += strlen(p) + 1) {
+        if ((t = curl_slist_append(l, p)) == NULL)
             return curl_slist_free_all(l), NULL;
-        t = curl_slist_append(l, line);
-        free(line);
-        if (t == NULL)
-            return curl_slist_free_all(l), NULL;
+        l = t;
     }
-    return l;
+    /* no "Expect: 100-continue" and no body type of curl's own */
+    if ((t = curl_slist_append(l, "Expect:")) == NULL)
+        return curl_slist_free_all(l), NULL;
+    return t;
 }
 
 /* The request to the owner at `base`. Returns the curl code; *outcome set. */
@@ -471,14 +471,50 @@ void par__http_on_forward_news(h2o_multithread_receiver_t *receiver, h2o_linklis
 
 /* ---- taking a request ---------------------------------------------------------------- */
 
-static char *header_dup(h2o_req_t *req, const char *name, size_t len, int *nomem)
+/* Headers that describe one connection or hop, or that the forward sets
+ * itself: not passed on. */
+static int hop_header(const h2o_iovec_t *n)
 {
-    h2o_iovec_t v = par__http_header(req, name, len);
-    if (v.base == NULL)
-        return NULL;
-    char *s = strndup(v.base, v.len);
-    *nomem |= s == NULL;
-    return s;
+    static const char *const skip[] = {"host",
+                                       "connection",
+                                       "content-length",
+                                       "transfer-encoding",
+                                       "te",
+                                       "upgrade",
+                                       "keep-alive",
+                                       "expect",
+                                       "x-par-forwarded",
+                                       "x-request-id",
+                                       "proxy-authorization",
+                                       "proxy-connection",
+                                       "http2-settings"};
+    for (size_t i = 0; i < sizeof(skip) / sizeof(*skip); i++)
+        if (h2o_lcstris(n->base, n->len, skip[i], strlen(skip[i])))
+            return 1;
+    return 0;
+}
+
+/* The caller's end-to-end headers (credentials of any kind included: the
+ * owner authenticates the caller itself) as "name: value\0" each. */
+static int copy_headers(fwd_t *f, h2o_req_t *req)
+{
+    par_buf_t b;
+    par_buf_init(&b, 0);
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *e = &req->headers.entries[i];
+        if (hop_header(e->name) || memchr(e->value.base, '\n', e->value.len) ||
+            memchr(e->value.base, '\r', e->value.len))
+            continue;
+        if (par_buf_appendf(&b, "%.*s: %.*s", (int)e->name->len, e->name->base, (int)e->value.len,
+                            e->value.base) != PAR_OK ||
+            par_buf_append(&b, "", 1) != PAR_OK) {
+            par_buf_free(&b);
+            return -1;
+        }
+        f->nhdrs++;
+    }
+    f->hdrs = b.data; /* NULL when there is none */
+    return 0;
 }
 
 static int refuse(par_http_exchange_t *x, int st, const char *msg)
@@ -497,13 +533,9 @@ static fwd_t *fwd_new(par_http_exchange_t *x, const char *tag, int stream, uint6
     fwd_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return NULL;
-    int nomem = 0;
     f->path = strndup(req->path.base, req->path.len);
-    f->auth = header_dup(req, H2O_STRLIT("authorization"), &nomem);
-    f->lei = header_dup(req, H2O_STRLIT("last-event-id"), &nomem);
-    f->accept = header_dup(req, H2O_STRLIT("accept"), &nomem);
-    if (f->path == NULL || nomem) {
-        free(f->path), free(f->auth), free(f->lei), free(f->accept);
+    if (f->path == NULL || copy_headers(f, req) != 0) {
+        free(f->path);
         free(f);
         return NULL;
     }
