@@ -291,3 +291,40 @@ def test_single_node_is_unchanged(server_factory, tmp_path_factory):
         assert "libpq" not in f.read()
     m = requests.get(f"{s.url}/metrics", headers=key(ADMIN), timeout=10).text
     assert "par_fleet_forwards_total" not in m
+
+
+@pytest.mark.skipif(os.environ.get("BENCH_SMOKE") != "1", reason="a measurement: BENCH_SMOKE=1")
+def test_forwarding_overhead_smoke(fleet):
+    """docs/fleet.md's numbers: GET /runs/{id} direct vs forwarded (one
+    client, keep-alive), and a stream's events/s direct vs forwarded."""
+    a, b = fleet
+    run_id = start(a, "echo", {"input": 1})
+    lat = {"direct": [], "forwarded": []}
+    with requests.Session() as sess:
+        for _ in range(5):  # interleaved rounds: the machine is shared
+            for name, s in (("direct", a), ("forwarded", b)):
+                for i in range(110):
+                    t = time.perf_counter()
+                    assert sess.get(f"{s.url}/runs/{run_id}", headers=key(ALICE),
+                                    timeout=10).status_code == 200
+                    if i >= 10:
+                        lat[name].append(time.perf_counter() - t)
+    out = {}
+    for name, v in lat.items():
+        v.sort()
+        out[name] = (v[len(v) // 2] * 1e3, v[int(len(v) * 0.99)] * 1e3)
+    n = 20000
+    stream_id = start(a, "ticker", {"input": {"n": n, "ms": 0}})
+    requests.get(f"{a.url}/runs/{stream_id}/wait", headers=key(ALICE), timeout=60)
+    rates = {}
+    for name, s in (("direct", a), ("forwarded", b)):
+        t = time.perf_counter()
+        r = requests.get(f"{s.url}/runs/{stream_id}/stream", headers=key(ALICE), stream=True,
+                         timeout=60)
+        count = sum(1 for line in r.iter_lines() if line.startswith(b"id: "))
+        rates[name] = count / (time.perf_counter() - t)
+        assert count == n + 2
+    print(f"\nGET /runs/{{id}} p50/p99 ms: direct {out['direct'][0]:.2f}/{out['direct'][1]:.2f}, "
+          f"forwarded {out['forwarded'][0]:.2f}/{out['forwarded'][1]:.2f}; "
+          f"replayed stream events/s: direct {rates['direct']:.0f}, "
+          f"forwarded {rates['forwarded']:.0f}")
