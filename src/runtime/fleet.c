@@ -143,12 +143,14 @@ static int run(par_fleet_t *f, const char *sql, int n, const char *const *args, 
         return 0;
     }
     const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    if (code && strcmp(code, "23505") == 0 && sql == beat_sql)
+    if (f->warned)
+        ; /* said once per outage */
+    else if (code && strcmp(code, "23505") == 0 && sql == beat_sql)
         par_log_msg(PAR_LOG_ERROR,
                     "fleet: the node tag '%s' of node '%s' is taken by another node id in "
                     "par_nodes: set metering.node_id to another name",
                     f->tag, f->node_id);
-    else if (!f->warned)
+    else
         par_log_msg(PAR_LOG_WARN, "fleet: PostgreSQL: %s",
                     r ? PQresultErrorMessage(r) : PQerrorMessage(f->pg));
     f->warned = 1;

@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from conftest import assert_error, package
+from conftest import assert_error, package, run
 from pg import Postgres
 
 ALICE, BOB, ADMIN = "k-alice-" + "a" * 24, "k-bob-" + "b" * 24, "k-admin-" + "c" * 24
@@ -328,3 +328,18 @@ def test_forwarding_overhead_smoke(fleet):
           f"forwarded {out['forwarded'][0]:.2f}/{out['forwarded'][1]:.2f}; "
           f"replayed stream events/s: direct {rates['direct']:.0f}, "
           f"forwarded {rates['forwarded']:.0f}")
+
+
+def test_fleet_settings_are_checked(tmp_path):
+    conf = tmp_path / "par.yaml"
+    conf.write_text("auth: {mode: off}\nfleet:\n  postgres: 'postgresql://par@127.0.0.1:1/par'\n"
+                    "  advertise_url: 'ftp://10.0.0.5/x'\n  heartbeat_ms: 2000\n"
+                    "  dead_after_ms: 3000\n")
+    r = run("config", "check", str(conf))
+    assert r.returncode == 2
+    assert "fleet.advertise_url: 'ftp://10.0.0.5/x' is not http://HOST:PORT" in r.stderr
+    assert "fleet.dead_after_ms (3000) must be at least two fleet.heartbeat_ms (2000)" in r.stderr
+    conf.write_text("auth: {mode: off}\nfleet:\n  postgres: 'postgresql://par@127.0.0.1:1/par'\n"
+                    "  advertise_url: 'http://10.0.0.5:8080/'\n")
+    r = run("config", "check", str(conf))
+    assert r.returncode == 0, r.stderr

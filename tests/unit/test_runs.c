@@ -22,6 +22,7 @@
 #include <par/par.h>
 
 #include "core/proto.h"
+#include "runtime/fleet.h"
 #include "runtime/runs_internal.h"
 #include "runtime/runtime.h"
 #include "util/fs.h"
@@ -775,9 +776,48 @@ static void test_recovery_after_kill(void **state)
     par_run_unref(r);
 }
 
+/* Both id forms are valid, nothing else is; a fleet id's tag is its last 6. */
+static void test_run_ids(void **state)
+{
+    (void)state;
+    const char *single = "run_0123456789abcdef0123456789abcdef";
+    const char *fleet = "run_0123456789abcdef0123456789abcdef_k3xq7a";
+    assert_true(par_run_id_valid(single, strlen(single)));
+    assert_true(par_run_id_valid(fleet, strlen(fleet)));
+    assert_null(par_run_id_tag(single, strlen(single)));
+    assert_ptr_equal(par_run_id_tag(fleet, strlen(fleet)), fleet + 37);
+    const char *bad[] = {"",
+                         "run_",
+                         "run_0123456789abcdef0123456789abcde",
+                         "run_0123456789abcdef0123456789abcdeF",
+                         "RUN_0123456789abcdef0123456789abcdef",
+                         "run_0123456789abcdef0123456789abcdef_",
+                         "run_0123456789abcdef0123456789abcdef-k3xq7a",
+                         "run_0123456789abcdef0123456789abcdef_k3xq71",
+                         "run_0123456789abcdef0123456789abcdef_K3XQ7A",
+                         "run_0123456789abcdef0123456789abcdef_k3xq7ab",
+                         "run_0123456789abcdef0123456789abcdefk3xq7a0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        assert_false(par_run_id_valid(bad[i], strlen(bad[i])));
+        assert_null(par_run_id_tag(bad[i], strlen(bad[i])));
+    }
+    /* a node's tag: stable, of the alphabet, distinct for distinct ids */
+    char t1[7], t2[7], t3[7];
+    par_fleet_tag_of("node-a", t1);
+    par_fleet_tag_of("node-a", t2);
+    par_fleet_tag_of("node-b", t3);
+    assert_string_equal(t1, t2);
+    assert_string_not_equal(t1, t3);
+    assert_int_equal(strspn(t1, "abcdefghijklmnopqrstuvwxyz234567"), 6);
+    char id[64];
+    snprintf(id, sizeof(id), "%.36s_%s", single, t1);
+    assert_true(par_run_id_valid(id, strlen(id)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_ids),
         cmocka_unit_test_setup_teardown(test_sequence_and_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_from_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch_and_flow_control, setup, teardown),
