@@ -245,7 +245,7 @@ static struct curl_slist *request_headers(fwd_t *f)
     return t;
 }
 
-/* The request to the owner at `base`. Returns the curl code; *outcome set. */
+/* The request to the owner at `base`; the transfer's curl code. */
 static CURLcode send_to(fwd_t *f, const char *base, char *errbuf)
 {
     char *url = NULL;
@@ -471,8 +471,9 @@ void par__http_on_forward_news(h2o_multithread_receiver_t *receiver, h2o_linklis
 
 /* ---- taking a request ---------------------------------------------------------------- */
 
-/* Headers that describe one connection or hop, or that the forward sets
- * itself: not passed on. */
+/* Headers that describe one connection or hop, that the forward sets
+ * itself, or that could change the body's encoding (the answer goes back
+ * with only its type and length): not passed on. */
 static int hop_header(const h2o_iovec_t *n)
 {
     static const char *const skip[] = {"host",
