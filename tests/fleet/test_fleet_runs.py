@@ -61,13 +61,14 @@ http: {{threads: 2}}
 """
 
 
-def node(server_factory, tmp_path_factory, pg, name):
+def node(server_factory, tmp_path_factory, pg, name, extra=()):
     d = tmp_path_factory.mktemp("conf-" + name)
     conf = d / "par.yaml"
     conf.write_text(conf_text(pg.url if pg else None))
     os.environ["PAR_METERING_NODE_ID"] = "node-" + name  # the Server copies the environment
     try:
-        return server_factory([package("echo"), package("ticker")], args=["--config", str(conf)])
+        return server_factory([package("echo"), package("ticker")],
+                              args=["--config", str(conf), *extra])
     finally:
         del os.environ["PAR_METERING_NODE_ID"]
 
@@ -276,6 +277,23 @@ def test_owner_killed_reads_interrupted_from_other_nodes(fleet, pg, server_facto
                      "interrupted")
     print(f"\nowner dead for the registry {stale:.2f} s after kill -9 "
           f"(bound: dead_after_ms {DEAD_AFTER_MS} + a heartbeat)")
+    # the owner comes back on its state directory (another port): same tag,
+    # its run is interrupted in its own record, readable through B
+    c2 = node(server_factory, tmp_path_factory, pg, "c",
+              extra=["--state-dir", os.path.join(c.tmp, "var")])
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        r = requests.get(f"{b.url}/runs/{run_id}", headers=key(ALICE), timeout=10)
+        if r.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "interrupted"
+    r = requests.get(f"{b.url}/runs/{run_id}/stream", headers={**key(ALICE),
+                     "Last-Event-ID": "2"}, stream=True, timeout=10)
+    ev = sse(r)
+    assert ev[0]["id"] == 3 and ev[-1]["event"] == "run.interrupted"
+    assert tag_of(start(c2, "echo", {"input": 1})) == tag_of(run_id)
 
 
 def test_single_node_is_unchanged(server_factory, tmp_path_factory):
