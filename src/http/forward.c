@@ -25,6 +25,7 @@
  * the loop; fwd_main and its callbacks on the forward's thread; `mu` guards
  * what they share. Never blocks a loop.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,7 @@ typedef struct fwd {
     const char *label;
     char rid[PAR_REQUEST_ID_MAX + 1];
     unsigned sending : 1, started : 1, done : 1;
+    h2o_linklist_t link; /* in loop_t.forwards until answered (the gone check) */
     /* set before the thread starts, read-only after */
     char tag[8];
     char *path; /* with its query */
@@ -346,6 +348,12 @@ static void *fwd_main(void *arg)
 
 /* ---- the loop's side ------------------------------------------------------------------- */
 
+static void unlink_fwd(fwd_t *f)
+{
+    if (h2o_linklist_is_linked(&f->link))
+        h2o_linklist_unlink(&f->link);
+}
+
 static void finish_log(fwd_t *f, int http, const char *err)
 {
     par__http_access_log(f->loop->http, f->req, f->label, http, f->rid, NULL, f->t0, err);
@@ -371,6 +379,7 @@ static void start_response(fwd_t *f)
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
                           f->rid, strlen(f->rid));
     f->started = 1;
+    unlink_fwd(f); /* from here its writes find out when the client left */
     h2o_start_response(req, &f->gen);
 }
 
@@ -386,6 +395,7 @@ static void pump(fwd_t *f)
         snprintf(msg, sizeof(msg), "%s", f->errmsg);
         pthread_mutex_unlock(&f->mu);
         f->done = 1;
+        unlink_fwd(f);
         finish_log(f, par_status_http(st), par_status_name(st));
         par__http_send_error(f->req, st, msg, strlen(msg), f->rid);
         return;
@@ -450,6 +460,7 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
 static void guard_dispose(void *p)
 {
     fwd_t *f = *(fwd_t **)p;
+    unlink_fwd(f);
     f->req = NULL;
     stop_thread(f);
     fwd_unref(f);
@@ -466,6 +477,30 @@ void par__http_on_forward_news(h2o_multithread_receiver_t *receiver, h2o_linklis
         atomic_store(&f->news, 0);
         pump(f);
         fwd_unref(f); /* the message's */
+    }
+}
+
+/* A forward waiting for the owner's first byte (a wait, mostly) whose
+ * HTTP/1 client hung up: the thread stops, the request is answered 499 into
+ * the closed connection (h2o 2.2 does not read a connection while a
+ * response is pending, so nothing else would notice). */
+void par__http_forward_gone_check(loop_t *l)
+{
+    h2o_linklist_t *n = l->forwards.next;
+    while (n != &l->forwards) {
+        fwd_t *f = H2O_STRUCT_FROM_MEMBER(fwd_t, link, n);
+        n = n->next;
+        int fd = f->req && !f->done ? par__http_client_fd(f->req) : -1;
+        struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+        if (fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            continue;
+        unlink_fwd(f);
+        stop_thread(f);
+        f->done = 1;
+        finish_log(f, 499, "cancelled");
+        par__http_send_error(f->req, PAR_E_CANCELLED,
+                             H2O_STRLIT("the client went away before the owner answered"), f->rid);
+        n = l->forwards.next; /* answering may unlink others' neighbours: start over */
     }
 }
 
@@ -555,6 +590,7 @@ static fwd_t *fwd_new(par_http_exchange_t *x, const char *tag, int stream, uint6
     f->stream = stream;
     f->after = after;
     f->clen = -1;
+    h2o_linklist_insert(&x->loop->forwards, &f->link);
     f->gen.proceed = on_proceed;
     f->gen.stop = on_stop;
     par_buf_init(&f->out, 0);

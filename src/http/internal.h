@@ -49,6 +49,7 @@ typedef struct loop {
     h2o_multithread_receiver_t run_receiver; /* news of watched runs (sse.c) */
     h2o_multithread_receiver_t fwd_receiver; /* answers of other nodes (forward.c) */
     h2o_linklist_t streams;                  /* run streams and waits of this loop (sse.c) */
+    h2o_linklist_t forwards;      /* forwards not answered yet (forward.c), for the gone check */
     h2o_timeout_t heartbeat;      /* runs.heartbeat_ms: streams, oldest last send first */
     struct auth_wait *spare_wait; /* preallocated waiter for the next parked request */
     par_identity_t *who;          /* caller of the request being handled, NULL if anonymous */
@@ -197,6 +198,9 @@ void par__http_on_run_news(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
  * this node's (or there is no fleet) and the handler goes on. `stream` and
  * `after` describe GET /runs/{id}/stream. */
 int par__http_forward_run(par_http_exchange_t *x, int stream, uint64_t after);
+/* Answers the forwards whose HTTP/1 client left before the owner answered
+ * (called with the gone check). */
+void par__http_forward_gone_check(loop_t *l);
 /* The loop's receiver of forwarded answers. */
 void par__http_on_forward_news(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 

@@ -345,6 +345,7 @@ void par__http_gone_check(loop_t *l)
         return;
     l->next_gone_check = now + 100;
     par__http_sse_gone_check(l);
+    par__http_forward_gone_check(l);
     if (mark_gone(l) == 0)
         return;
     h2o_linklist_t *n = l->calls.next;

@@ -511,6 +511,7 @@ static int start_loop(par_http_t *h, unsigned i)
     h2o_multithread_register_receiver(l->queue, &l->run_receiver, par__http_on_run_news);
     h2o_multithread_register_receiver(l->queue, &l->fwd_receiver, par__http_on_forward_news);
     par__http_sse_init(l);
+    h2o_linklist_init_anchor(&l->forwards);
     l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     l->listener->data = l;
     h2o_socket_read_start(l->listener, on_accept);

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -178,6 +179,34 @@ def test_wait_through_another_node(fleet):
     # the same route on the owner itself
     r = requests.get(f"{a.url}/runs/{run_id}/wait", headers=key(ALICE), timeout=30)
     assert r.status_code == 200 and r.json()["run_id"] == run_id
+
+
+def forwards_ok(s):
+    m = requests.get(f"{s.url}/metrics", headers=key(ADMIN), timeout=10).text
+    return int(re.search(r'par_fleet_forwards_total\{outcome="ok"\} (\d+)', m).group(1))
+
+
+def test_forwarded_wait_whose_client_leaves_stops(fleet):
+    a, b = fleet
+    run_id = start(a, "ticker", {"input": {"n": 100000, "ms": 10}})
+    before = forwards_ok(b)
+    host, port = b.url.split("//")[1].split(":")
+    c = socket.create_connection((host, int(port)))
+    c.sendall(f"GET /runs/{run_id}/wait HTTP/1.1\r\nHost: x\r\nX-API-Key: {ALICE}\r\n\r\n"
+              .encode())
+    time.sleep(0.5)
+    c.close()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        lines = [l for l in b.lines() if l.get("msg") == "request"
+                 and l.get("path", "").endswith(f"{run_id}/wait")]
+        if lines and forwards_ok(b) > before:
+            break
+        time.sleep(0.1)
+    assert lines and lines[-1]["status"] == 499
+    assert forwards_ok(b) == before + 1  # the forward's thread ended
+    assert requests.post(f"{b.url}/runs/{run_id}/cancel", headers=key(ALICE),
+                         timeout=10).status_code == 202
 
 
 def test_cancel_and_delete_through_another_node(fleet):
