@@ -434,7 +434,8 @@ static par_run_t *load_record(par_runs_t *rs, const char *path)
     const char *id = json_string_value(json_object_get(j, "run_id"));
     const char *agent = json_string_value(json_object_get(j, "agent_id"));
     int st = par_run_status_parse(json_string_value(json_object_get(j, "status")));
-    par_run_t *r = id && agent && par_run_id_valid(id, strlen(id)) && st >= 0 ? par__run_new(rs) : NULL;
+    par_run_t *r =
+        id && agent && par_run_id_valid(id, strlen(id)) && st >= 0 ? par__run_new(rs) : NULL;
     if (r == NULL) {
         json_decref(j);
         return NULL;

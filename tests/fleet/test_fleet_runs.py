@@ -7,8 +7,10 @@ caller's credential: another subject gets the same 404 through B as on A.
 A forwarded request naming a third node's run is a forwarding loop (508);
 bad ids are 404 run_not_found. Node C is killed with -9 while B streams its
 run: the stream ends with run.interrupted, and the run reads 503 interrupted
-from B, within fleet.dead_after_ms. A node without fleet.postgres keeps the
-single-node ids and never loads libpq.
+from B, within fleet.dead_after_ms; restarted on its state directory it
+serves the interrupted run through B again. A forwarded wait whose client
+hangs up stops. A node without fleet.postgres keeps the single-node ids and
+never loads libpq; bad fleet settings are refused by `par config check`.
 """
 import hashlib
 import json
@@ -16,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -229,6 +232,8 @@ def test_cancel_and_delete_through_another_node(fleet):
 def test_forwarding_loop_and_bad_ids(fleet):
     a, b = fleet
     run_id = start(a, "echo", {"input": 1})
+    assert requests.get(f"{b.url}/runs/{run_id}", headers=key(ALICE),
+                        timeout=10).status_code == 200
     r = requests.get(f"{b.url}/runs/{run_id}", timeout=10,
                      headers={**key(ALICE), "X-Par-Forwarded": "node-x"})
     assert_error(r, 508, "forwarding_loop")
@@ -252,6 +257,9 @@ def test_forwarding_loop_and_bad_ids(fleet):
     assert re.search(r'par_fleet_forwards_total\{outcome="loop"\} [1-9]', m)
     assert re.search(r'par_fleet_forwards_total\{outcome="unknown_node"\} [1-9]', m)
     assert 'par_fleet_nodes{state="alive"} 2' in m or 'par_fleet_nodes{state="alive"} 3' in m
+    r = subprocess.run(["promtool", "check", "metrics"], input=m, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_owner_killed_reads_interrupted_from_other_nodes(fleet, pg, server_factory,
