@@ -215,3 +215,47 @@ def test_unit_file_settings_agree_with_par():
     for directive in ("PrivateUsers", "MemoryDenyWriteExecute", "DynamicUser"):
         assert directive not in keys, directive  # they break the sandbox: the file says why
     assert keys["RestrictNamespaces"] == "net"
+
+
+def test_unit_capabilities_leave_the_sandbox_whole(tmp_path):
+    """The unit's CapabilityBoundingSet and NoNewPrivileges, applied with
+    setpriv(1) as systemd would apply them: a worker still gets every layer
+    (uid drop, network namespace, Landlock where the kernel has it, seccomp).
+    Without CAP_SYS_ADMIN the network namespace is lost: the check is not
+    vacuous."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux)")
+    caps = None
+    for line in open(UNIT):
+        if line.startswith("CapabilityBoundingSet="):
+            caps = line.split("=", 1)[1].split()
+    assert caps and "CAP_SYS_ADMIN" in caps
+
+    def sandbox_with(caps, sub):
+        d = tmp_path / sub
+        (d / "packages").mkdir(parents=True)
+        os.chmod(d, 0o755)
+        shutil.copy(package("echo"), d / "packages")
+        bset = "-all," + ",".join("+" + c[4:].lower() for c in caps)
+        s = Server.__new__(Server)  # the harness's checks, around a wrapped command
+        s.tmp, s.pkgdir, s.expected_errors, s.killed = str(d), str(d / "packages"), [], False
+        s.log_path = str(d / "par.log")
+        s.log = open(s.log_path, "w")
+        s.proc = subprocess.Popen(
+            ["setpriv", "--bounding-set", bset, "--inh-caps=-all", "--no-new-privs", PAR,
+             "serve", "--listen", "127.0.0.1:0", "--packages", s.pkgdir, "--state-dir",
+             str(d / "var")], stdout=s.log, stderr=s.log, stdin=subprocess.DEVNULL, cwd=str(d))
+        try:
+            s.url = s._wait_url()
+            s._wait_ready()
+            assert s.post("echo", {"x": 1}).status_code == 200
+            return s.get("/runtime/packages/echo").json()["sandbox"]
+        finally:
+            s.stop()
+
+    full = sandbox_with(caps, "unit")
+    assert full["degraded"] == [] or all(d.startswith("landlock") for d in full["degraded"]), full
+    assert full["uid"] == 65534 and full["netns"] is True and full["seccomp"] is True, full
+    assert full["rlimits"]["nproc"] == 1024, full
+    less = sandbox_with([c for c in caps if c != "CAP_SYS_ADMIN"], "no-sys-admin")
+    assert less["netns"] is False and any(d.startswith("netns") for d in less["degraded"]), less
