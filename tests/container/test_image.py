@@ -34,9 +34,9 @@ KEY = secrets.token_urlsafe(32)
 SETTINGS = {
     "default (uid 10001)": [],
     "uid 10001, seccomp=unconfined": ["--security-opt", "seccomp=unconfined"],
-    "uid 10001, seccomp=unconfined, apparmor/selinux off, unmasked /proc": [
-        "--security-opt", "seccomp=unconfined", "--security-opt", "label=disable",
-        "--security-opt", "unmask=ALL"],
+    # what the Kubernetes manifests give the pod (deploy/kubernetes/base)
+    "uid 10001, --cap-drop ALL, no-new-privileges": [
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges"],
     "--user 0": ["--user", "0"],
     "--user 0 --cap-add SYS_ADMIN": ["--user", "0", "--cap-add", "SYS_ADMIN"],
     "--user 0 --cap-add SYS_ADMIN, seccomp=unconfined": [
@@ -210,6 +210,15 @@ def test_sandbox_layers_by_podman_setting(image, inputs):
     for label, r in results.items():
         assert r["deploy"] == 201 and r["invoke"] == 200, (label, r)
         assert r["sandbox"]["enabled"] is True and r["sandbox"]["no_new_privs"] is True, r
-    # as root with CAP_SYS_ADMIN and no seccomp profile in the way, nothing is degraded
-    full = results["--user 0 --cap-add SYS_ADMIN, seccomp=unconfined"]["sandbox"]
+    # non-root (the image's user): workers share its uid, so no RLIMIT_NPROC
+    for label in ("default (uid 10001)", "uid 10001, --cap-drop ALL, no-new-privileges"):
+        sb = results[label]["sandbox"]
+        assert sb["uid"] == 10001 and sb["seccomp"] is True and sb["rlimits"]["nproc"] is None, sb
+        assert any(d.startswith("nproc") for d in sb["degraded"]), sb
+    # root in the container: the uid drop; the network namespace needs CAP_SYS_ADMIN
+    root = results["--user 0"]["sandbox"]
+    assert root["uid"] == 65534 and root["rlimits"]["nproc"] == 1024, root
+    assert root["netns"] is False and any(d.startswith("netns") for d in root["degraded"]), root
+    full = results["--user 0 --cap-add SYS_ADMIN"]["sandbox"]
     assert full["seccomp"] is True and full["netns"] is True and full["uid"] == 65534, full
+    assert all(d.startswith("landlock") for d in full["degraded"]), full  # kernel-dependent
