@@ -220,6 +220,12 @@ def test_overlay_agrees_with_par(overlay, tmp_path, metric_names):
         env_names = {e["name"]: e for e in c["env"]}
         svcfile = env_names["PGSERVICEFILE"]["value"]
         assert mounts[os.path.dirname(svcfile)]["secret"]["secretName"] == "par-postgres"
+        # nodes reach each other's listener (runs forwarded to their owner)
+        peers = [r for r in pol["spec"]["egress"]
+                 if any(t.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
+                        for t in r.get("to", []))]
+        assert any(p["port"] == port for r in peers for p in r["ports"]), pol["spec"]["egress"]
+        assert env_names["PAR_FLEET_ADVERTISE_URL"]["value"].endswith(f":{port}")
         if all(par_knows(k) for k in FLEET_KEYS):  # the names PAR reads them under
             assert vals["fleet.node_id"] == ("par-7d9f-abcde", "env: PAR_FLEET_NODE_ID")
             assert vals["fleet.advertise_url"][1] == "env: PAR_FLEET_ADVERTISE_URL"
