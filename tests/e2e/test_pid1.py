@@ -12,7 +12,15 @@ import time
 
 import pytest
 
-from conftest import PAR, Server, package
+from conftest import PAR, SOURCE, Server, package
+
+
+def sanitizer_env():
+    """The environment the harness gives `par serve` (conftest.Server)."""
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=1"
+    env["LSAN_OPTIONS"] = "suppressions=" + os.path.join(SOURCE, "tests", "lsan.supp")
+    return env
 
 
 def test_workers_serve_under_a_runtime_that_is_pid_1(tmp_path):
@@ -28,7 +36,8 @@ def test_workers_serve_under_a_runtime_that_is_pid_1(tmp_path):
     s.proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--kill-child", PAR, "serve", "--listen", "127.0.0.1:0",
          "--packages", s.pkgdir, "--state-dir", str(d / "var")],
-        stdout=s.log, stderr=s.log, stdin=subprocess.DEVNULL, cwd=str(d))
+        stdout=s.log, stderr=s.log, stdin=subprocess.DEVNULL, cwd=str(d),
+        env=sanitizer_env())
     try:
         s.url = s._wait_url()
         s._wait_ready()

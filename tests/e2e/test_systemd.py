@@ -23,6 +23,14 @@ from conftest import BUILD, PAR, SOURCE, Server, package
 UNIT = os.path.join(SOURCE, "deploy", "systemd", "par.service")
 
 
+def sanitizer_env():
+    """The environment the harness gives `par serve` (conftest.Server)."""
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=1"
+    env["LSAN_OPTIONS"] = "suppressions=" + os.path.join(SOURCE, "tests", "lsan.supp")
+    return env
+
+
 class Manager:
     """The manager's end: a datagram socket, every message with its arrival time."""
 
@@ -244,7 +252,8 @@ def test_unit_capabilities_leave_the_sandbox_whole(tmp_path):
         s.proc = subprocess.Popen(
             ["setpriv", "--bounding-set", bset, "--inh-caps=-all", "--no-new-privs", PAR,
              "serve", "--listen", "127.0.0.1:0", "--packages", s.pkgdir, "--state-dir",
-             str(d / "var")], stdout=s.log, stderr=s.log, stdin=subprocess.DEVNULL, cwd=str(d))
+             str(d / "var")], stdout=s.log, stderr=s.log, stdin=subprocess.DEVNULL, cwd=str(d),
+            env=sanitizer_env())
         try:
             s.url = s._wait_url()
             s._wait_ready()
