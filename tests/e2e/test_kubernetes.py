@@ -156,7 +156,8 @@ def test_overlay_agrees_with_par(overlay, tmp_path, metric_names):
     env = container_env(c, str(tmp_path))
     r = subprocess.run([PAR, "config", "check", str(local)], capture_output=True, text=True,
                        timeout=30, env=env)
-    assert r.returncode == 0 and r.stdout.endswith(": ok\n"), (r.stdout, r.stderr, local.read_text())
+    assert r.returncode == 0 and r.stdout.endswith(": ok\n"), (r.stdout, r.stderr,
+                                                                local.read_text())
     vals = show(str(local), env)
 
     # ports: the listener, the container, the Service, the policy, the scrape
@@ -169,7 +170,8 @@ def test_overlay_agrees_with_par(overlay, tmp_path, metric_names):
     assert all(p["port"] in ("http", port) for rule in pol["spec"]["ingress"]
                for p in rule["ports"])
     mon = one(objs, "ServiceMonitor")
-    assert [e["port"] for e in mon["spec"]["endpoints"]] == [p["name"] for p in svc["spec"]["ports"]]
+    svc_ports = [p["name"] for p in svc["spec"]["ports"]]
+    assert [e["port"] for e in mon["spec"]["endpoints"]] == svc_ports
     assert mon["spec"]["endpoints"][0]["path"] == "/metrics"
     labels = pod.get("labels") or dep["spec"]["template"]["metadata"]["labels"]
     for sel in (svc["spec"]["selector"], mon["spec"]["selector"]["matchLabels"],
