@@ -268,3 +268,71 @@ def test_unit_capabilities_leave_the_sandbox_whole(tmp_path):
     assert full["rlimits"]["nproc"] == 1024, full
     less = sandbox_with([c for c in caps if c != "CAP_SYS_ADMIN"], "no-sys-admin")
     assert less["netns"] is False and any(d.startswith("netns") for d in less["degraded"]), less
+
+
+def _thread_syscalls(pid):
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                out[int(tid)] = f.read().split()[0]
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def test_watchdog_starves_while_an_event_loop_is_stuck(tmp_path, monkeypatch):
+    """The watchdog proves the event loop turns, not only that a thread runs:
+    with the HTTP loop thread frozen (ptrace-interrupted, the other threads
+    and the main thread running on) WATCHDOG=1 stops and one error line says
+    why; when the loop runs again the pings come back."""
+    import ctypes
+    if os.geteuid() != 0 or not os.path.exists("/proc/self/task/%d/syscall" % os.getpid()):
+        pytest.skip("needs root (ptrace) and /proc/<pid>/task/<tid>/syscall")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
+    name = str(tmp_path / "notify")
+    mgr = Manager(name)
+    s = start(tmp_path, monkeypatch, name, watchdog_usec=600000)  # a ping every 300 ms
+    frozen = []
+    try:
+        mgr.wait_for("READY")
+        s._wait_ready()
+        # the HTTP loop: the thread (not the main one) that sits in epoll_wait
+        # (232) or epoll_pwait (281) between its turns
+        seen = set()
+        for _ in range(50):
+            seen |= {t for t, nr in _thread_syscalls(s.proc.pid).items()
+                     if nr in ("232", "281") and t != s.proc.pid}
+            time.sleep(0.01)
+        assert seen, _thread_syscalls(s.proc.pid)
+        for tid in seen:
+            assert libc.ptrace(PTRACE_SEIZE, tid, None, None) == 0, ctypes.get_errno()
+            assert libc.ptrace(PTRACE_INTERRUPT, tid, None, None) == 0, ctypes.get_errno()
+            frozen.append(tid)
+        os.waitpid(-1, getattr(os, "__WALL", 0x40000000))  # one of them has stopped
+        time.sleep(0.5)
+        n = len(mgr.messages)
+        time.sleep(1.5)
+        with mgr.lock:
+            late = [f for _, f in mgr.messages[n:] if "WATCHDOG" in f]
+        assert late == [], late  # five periods without a ping
+        for tid in frozen:
+            libc.ptrace(PTRACE_DETACH, tid, None, None)
+        frozen.clear()
+        mgr.wait_for("WATCHDOG", after=len(mgr.messages), timeout=5)
+        for _ in range(200):  # the log writer is asynchronous
+            msgs = [(line.get("level"), line.get("msg", "")) for line in s.lines()]
+            if any("turn again" in m for _, m in msgs):
+                break
+            time.sleep(0.02)
+        stuck = [lv for lv, m in msgs if "has not turned for" in m]
+        assert stuck == ["error"], msgs
+        assert any("watchdog fed" in m for _, m in msgs), msgs
+        s.expected_errors.append("has not turned for")
+    finally:
+        for tid in frozen:
+            libc.ptrace(PTRACE_DETACH, tid, None, None)
+        s.stop()
+        mgr.close()
