@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
 .PHONY: all deps deps-serve build packages serve check test test-asan bench clean format fuzz fuzz-merge \
-        fleet-test
+        fleet-test container-test
 
 all: build
 
@@ -72,6 +72,17 @@ fuzz:
 
 fuzz-merge:
 	fuzz/merge.sh $(BUILD_FUZZ) $(FUZZ)
+
+# The container image (deploy/container/, docs/deployment.md): made with
+# podman from a Debian base built by debootstrap (no image registry), then run
+# read-only, deployed to, invoked, stopped, and its sandbox layers measured
+# (tests/container/). Needs root; takes minutes the first time (the base is
+# cached in $(BUILD)/container), so it is not part of `make check`.
+container-test: build
+	@scripts/install-deps.sh --container
+	deploy/container/build.sh $(BUILD)
+	cd $(BUILD) && PAR_BUILD_DIR=$$PWD PAR_SOURCE_DIR=$(CURDIR) /usr/bin/python3 -m pytest \
+		-q -s -p no:cacheprovider $(CURDIR)/tests/container
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -8,6 +8,8 @@
 #   scripts/install-deps.sh --fuzz   everything, and what `make fuzz` needs (clang, libFuzzer)
 #   scripts/install-deps.sh --fleet  everything, and what `make fleet-test` needs
 #                                    (PostgreSQL, HAProxy)
+#   scripts/install-deps.sh --container  only what `make container-test` needs: podman,
+#                                    runc and debootstrap (deploy/container/build.sh)
 set -euo pipefail
 
 mode="${1:-test}"
@@ -17,8 +19,9 @@ case "$mode" in
     --bench) mode=bench ;;
     --fuzz) mode=fuzz ;;
     --fleet) mode=fleet ;;
+    --container) mode=container ;;
     *)
-        echo "usage: $0 [--serve | --test | --bench | --fuzz | --fleet]" >&2
+        echo "usage: $0 [--serve | --test | --bench | --fuzz | --fleet | --container]" >&2
         exit 2
         ;;
 esac
@@ -26,6 +29,12 @@ esac
 # Building (the unit tests' cmocka is configured with the build) and serving:
 # the Python worker and pip/venv for packages' requirements, python3-dev and
 # setuptools/wheel for the `par` Python module, curl for the tour.
+if [ "$mode" = container ]; then
+    # the image is built from a base made locally with debootstrap (no image
+    # registry needed) and run with runc: crun refuses a hybrid cgroup layout;
+    # uidmap gives rootless podman its subordinate ids, slirp4netns its network
+    pkgs=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs curl python3)
+else
 pkgs=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev
@@ -33,7 +42,8 @@ pkgs=(
     libcmocka-dev libsodium-dev librhonabwy-dev libpq-dev
     python3 python3-venv python3-pip python3-dev python3-setuptools python3-wheel curl
 )
-if [ "$mode" != serve ]; then
+fi
+if [ "$mode" != serve ] && [ "$mode" != container ]; then
     # the test suites: pytest and its clients, minisign and promtool to check
     # PAR against, zip tools for hand-made archives, git for the README test,
     # nginx as the idle-timeout proxy in front of run streams (bench too)
@@ -58,9 +68,15 @@ for p in "${pkgs[@]}"; do
 done
 # The test peers (S3-compatible store, OIDC issuer, A2A and MCP clients) come from npm: Node.js and
 # npm from Debian unless the machine already has them.
-if [ "$mode" != serve ] && ! command -v npm >/dev/null 2>&1; then
+# kubectl renders the Kubernetes manifests offline (kubectl kustomize,
+# deploy/kubernetes/): Debian's kubernetes-client unless one is installed.
+if [ "$mode" != serve ] && [ "$mode" != container ] && ! command -v kubectl >/dev/null 2>&1; then
+    missing+=(kubernetes-client)
+fi
+case "$mode" in serve | container) nonode=1 ;; *) nonode=0 ;; esac
+if [ "$nonode" = 0 ] && ! command -v npm >/dev/null 2>&1; then
     missing+=(nodejs npm)
-elif [ "$mode" != serve ] && ! command -v node >/dev/null 2>&1 &&
+elif [ "$nonode" = 0 ] && ! command -v node >/dev/null 2>&1 &&
     ! command -v nodejs >/dev/null 2>&1; then
     # the Node.js loader plugin (plugins/node) runs its tests' agents with it
     missing+=(nodejs)
@@ -77,7 +93,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-[ "$mode" = serve ] && exit 0
+[ "$nonode" = 1 ] && exit 0
 
 # npm peers, pinned by tests/peers/package-lock.json; installed again whenever
 # the lock file changes (the stamp is a copy of the lock file it was installed from).

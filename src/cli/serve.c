@@ -2,7 +2,9 @@
  * cli/serve.c — `par serve`: starts the runtime, the listener and the
  * packages folder watch from the configuration (src/config/: one table for
  * the file, PAR_* variables, flags and --help), handles signals (SIGHUP
- * reload of the keys the table marks reloadable, graceful shutdown), and
+ * reload of the keys the table marks reloadable, graceful shutdown), tells
+ * a service manager what it is doing (READY=1, RELOADING=1, STOPPING=1 and
+ * the watchdog's WATCHDOG=1 over util/sdnotify.h; docs/deployment.md), and
  * `par config check|show|docs`.
  */
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,7 @@
 #include "runtime/fleet.h"
 #include "runtime/runtime.h"
 #include "runtime/runs.h"
+#include "util/sdnotify.h"
 #include "util/suggest.h"
 
 /* The server lives as long as the process: kept here so that it stays
@@ -44,6 +48,84 @@
 static par_http_t *g_http;
 static par_auth_t *g_auth;
 static par_plugins_t *g_plugins;
+
+/* ---- the service manager (systemd Type=notify) ------------------------------------ */
+
+/* The watchdog: WATCHDOG=1 every half of $WATCHDOG_USEC, sent by the main
+ * thread only while every HTTP event loop has turned within that half (an idle
+ * loop turns every 50 ms; the loop that runs the workers' I/O every 10 ms). A
+ * loop stuck in a callback therefore stops the pings and the manager restarts
+ * the service; a separate pinging thread would keep a hung runtime alive. */
+static struct {
+    int64_t every_ms; /* 0: no watchdog */
+    int64_t next_ms;
+    int stalled; /* the stall was logged */
+    int warned;  /* a failed notification was logged */
+} g_sd;
+
+/* Sends one notification; the first failure is logged, none stops serving. */
+static void tell_manager(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void tell_manager(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int rc = par_sd_notify(msg);
+    if (rc < 0 && !g_sd.warned) {
+        g_sd.warned = 1;
+        par_log_msg(PAR_LOG_WARN, "cannot notify the service manager at NOTIFY_SOCKET=%s: %s",
+                    getenv("NOTIFY_SOCKET"), strerror(-rc));
+    }
+}
+
+static void watchdog_init(void)
+{
+    uint64_t usec = par_sd_watchdog_usec();
+    g_sd.every_ms = (int64_t)(usec / 2000);
+    if (usec && g_sd.every_ms < 1)
+        g_sd.every_ms = 1;
+    g_sd.next_ms = par__now_ms();
+    if (usec)
+        par_log_msg(PAR_LOG_INFO, "service manager watchdog: %llu ms, pinged every %lld ms",
+                    (unsigned long long)(usec / 1000), (long long)g_sd.every_ms);
+}
+
+/* Milliseconds until the watchdog is due, at most `cap`; `cap` without one. */
+static long watchdog_wait_ms(long cap)
+{
+    if (g_sd.every_ms == 0)
+        return cap;
+    int64_t left = g_sd.next_ms - par__now_ms();
+    left = left < 0 ? 0 : left;
+    return cap >= 0 && cap < left ? cap : (long)left;
+}
+
+/* WATCHDOG=1 when due and the event loops are alive; a stall is logged once
+ * and checked again every 100 ms. */
+static void watchdog_tick(void)
+{
+    int64_t now = par__now_ms();
+    if (g_sd.every_ms == 0 || g_http == NULL || now < g_sd.next_ms)
+        return;
+    int64_t stalled = par_http_stalled_ms(g_http);
+    if (stalled > g_sd.every_ms) {
+        if (!g_sd.stalled)
+            par_log_msg(PAR_LOG_ERROR,
+                        "an HTTP event loop has not turned for %lld ms: the service manager's "
+                        "watchdog is no longer fed",
+                        (long long)stalled);
+        g_sd.stalled = 1;
+        g_sd.next_ms = now + 100;
+        return;
+    }
+    if (g_sd.stalled)
+        par_log_msg(PAR_LOG_WARN, "the HTTP event loops turn again: watchdog fed");
+    g_sd.stalled = 0;
+    tell_manager("WATCHDOG=1");
+    g_sd.next_ms = now + g_sd.every_ms;
+}
 
 /* Loads the configuration from defaults, `--config FILE`, PAR_* variables
  * and flags (config/config.h); on a mistake prints every one and returns 2. */
@@ -64,8 +146,10 @@ static int load_conf(int argc, char **argv, par_conf_t *c, const char *who)
  * process at once. */
 static void wait_or_die(const sigset_t *set, long ms)
 {
+    ms = watchdog_wait_ms(ms);
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     int sig = sigtimedwait(set, NULL, &ts);
+    watchdog_tick();
     if (sig == SIGTERM || sig == SIGINT) {
         par_log_msg(PAR_LOG_WARN, "second signal %d: exiting without draining", sig);
         par_log_shutdown();
@@ -80,6 +164,8 @@ static void graceful_shutdown(par_runtime_t *rt, par_http_t *http, const sigset_
                               unsigned grace_ms, unsigned drain_ms)
 {
     atomic_store(&rt->shutting_down, 1);
+    tell_manager("STOPPING=1\nSTATUS=shutting down on signal %d (grace %u ms, drain %u ms)", sig,
+                 grace_ms, drain_ms);
     par_log_msg(PAR_LOG_INFO,
                 "signal %d: shutting down (readiness now fails; grace %u ms, "
                 "drain deadline %u ms)",
@@ -389,12 +475,13 @@ static void log_started(const par_conf_t *c)
     }
 }
 
-static void log_mounted(par_runtime_t *rt)
+/* Logs the agents mounted; returns how many. */
+static size_t log_mounted(par_runtime_t *rt)
 {
     par_agent_info_t *agents;
     size_t na;
     if (par_runtime_agents(rt, 0, &agents, &na) != PAR_OK)
-        return;
+        return 0;
     for (size_t i = 0; i < na; i++) {
         par_logline_t l;
         if (par_log_begin(&l, PAR_LOG_INFO, "agent mounted")) {
@@ -409,6 +496,33 @@ static void log_mounted(par_runtime_t *rt)
     }
     par_log_msg(PAR_LOG_INFO, "ready: %zu agent(s) mounted", na);
     par_agents_free(agents, na);
+    return na;
+}
+
+/* Serves until SIGTERM or SIGINT (returned): SIGHUP reloads, bracketed by
+ * RELOADING=1 and READY=1; the watchdog is fed between signals. */
+static int serve_until_stopped(int argc, char **argv, par_conf_t *c, par_runtime_t *rt,
+                               const sigset_t *set)
+{
+    for (;;) {
+        long ms = watchdog_wait_ms(-1);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        int sig = -1;
+        if (ms < 0 && sigwait(set, &sig) != 0)
+            sig = -1;
+        else if (ms >= 0)
+            sig = sigtimedwait(set, NULL, &ts);
+        watchdog_tick();
+        if (sig < 0)
+            continue;
+        if (sig != SIGHUP)
+            return sig;
+        tell_manager("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the configuration",
+                     (unsigned long long)par_sd_monotonic_usec());
+        reload_config(argc, argv, c, rt, g_http);
+        tell_manager("READY=1\nSTATUS=ready: configuration reloaded, listening on %s",
+                     par_http_address(g_http));
+    }
 }
 
 /* This node in the fleet when fleet.postgres is set (rt->fleet): its tag
@@ -517,16 +631,11 @@ int par_cli_serve(int argc, char **argv)
     par__folder_deploy_all(rt, pkgdir);
     atomic_store(&rt->booting, 0);
     par_metrics_cold_start((double)(par__now_ms() - rt->started_ms) / 1e3);
-    log_mounted(rt);
-
-    int sig = 0;
-    for (;;) {
-        if (sigwait(&set, &sig) != 0)
-            continue;
-        if (sig != SIGHUP)
-            break;
-        reload_config(argc, argv, &c, rt, g_http);
-    }
+    size_t agents = log_mounted(rt);
+    watchdog_init();
+    tell_manager("READY=1\nSTATUS=ready: %zu agent(s) mounted, listening on %s\nMAINPID=%ld",
+                 agents, par_http_address(g_http), (long)getpid());
+    int sig = serve_until_stopped(argc, argv, &c, rt, &set);
     graceful_shutdown(rt, g_http, &set, sig, (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_GRACE),
                       (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_DRAIN));
     par__folder_watch_stop(watch);

@@ -63,6 +63,7 @@ typedef struct loop {
     int64_t next_gone_check;   /* ms */
     int64_t next_stream_check; /* ms (sse.c) */
     uint64_t rng;
+    _Atomic int64_t turned_ms; /* ms; end of this loop's last turn (par_http_stalled_ms) */
 } loop_t;
 
 struct par_http {

@@ -390,6 +390,7 @@ static void *loop_main(void *arg)
         par__runtime_cork(1);
     par_log_thread_batch(1); /* access lines reach the log writer once per turn */
     while (!atomic_load(&l->http->stop)) {
+        atomic_store(&l->turned_ms, par__now_ms());
         /* returns -1 on EINTR: just go round */
         h2o_evloop_run(l->ctx.loop, io ? 10 : 50);
         par__http_gone_check(l);
@@ -515,6 +516,7 @@ static int start_loop(par_http_t *h, unsigned i)
     l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     l->listener->data = l;
     h2o_socket_read_start(l->listener, on_accept);
+    atomic_init(&l->turned_ms, par__now_ms());
     if (h->opts.threads == 1)
         lend_supervisor_io(l);
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
@@ -712,6 +714,17 @@ void par_http_set_heartbeat(par_http_t *h, unsigned ms)
 void par_http_set_access_log(par_http_t *h, int on)
 {
     atomic_store(&h->access_log, on);
+}
+
+int64_t par_http_stalled_ms(par_http_t *h)
+{
+    int64_t now = par__now_ms(), worst = 0;
+    for (unsigned i = 0; i < h->nloops; i++) {
+        int64_t age = now - atomic_load(&h->loops[i].turned_ms);
+        if (age > worst)
+            worst = age;
+    }
+    return worst;
 }
 
 long par_http_pending(par_http_t *h)

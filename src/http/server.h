@@ -15,6 +15,7 @@
 #define PAR_HTTP_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <par/par.h>
 
@@ -77,6 +78,12 @@ void par_http_stop_accepting(par_http_t *h);
 void par_http_set_heartbeat(par_http_t *h, unsigned ms);
 /* Turns the per-request access log line on or off (any thread). */
 void par_http_set_access_log(par_http_t *h, int on);
+/* How long ago the slowest event loop last went round, in ms (any thread).
+ * An idle loop turns at least every 50 ms; a loop stuck in a callback (or a
+ * supervisor poll, on the loop that runs the workers' I/O) ages: `par serve`
+ * stops feeding the service manager's watchdog while it is past half the
+ * watchdog's timeout. */
+int64_t par_http_stalled_ms(par_http_t *h);
 /* Invocations accepted and not yet answered. */
 long par_http_pending(par_http_t *h);
 /* Stops accepting, closes connections and joins the loop threads. */

@@ -257,6 +257,11 @@ static void say_hello(json_t *report)
 
 int main(int argc, char **argv)
 {
+    /* The runtime that started us. Not "is our parent init?": in a container
+     * the runtime itself is PID 1. If it died before this line, getppid() is
+     * already the reaper and the checks below miss it; the runtime's end of
+     * the socket is closed then, and the first read ends the worker. */
+    pid_t runtime = getppid();
     args_t a = {.root = NULL};
     a.sb = (par_sandbox_opts_t){.uid = -1, .gid = -1, .ro = a.ro};
     if (parse_args(argc, argv, &a) != 0)
@@ -267,7 +272,7 @@ int main(int argc, char **argv)
         worker_die("--exec and --export exclude each other");
     own_descriptors();
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1)
+    if (getppid() != runtime)
         return 0;
     signal(SIGPIPE, SIG_IGN);
 
@@ -276,7 +281,7 @@ int main(int argc, char **argv)
     json_t *report = enter_sandbox(&a.sb);
     /* a change of credentials clears the parent-death signal: set it again */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1)
+    if (getppid() != runtime)
         return 0;
     if (chdir(root_abs) != 0)
         worker_die("package directory %s: %s", root_abs, strerror(errno));

@@ -25,7 +25,8 @@ def fake(bindir, name, body):
     p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def run_script(tmp_path, *args, have_npm=False, have_node=True, installed_lock=None):
+def run_script(tmp_path, *args, have_npm=False, have_node=True, installed_lock=None,
+               have_kubectl=False):
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
     (tree / "tests" / "peers").mkdir(parents=True)
@@ -49,6 +50,8 @@ def run_script(tmp_path, *args, have_npm=False, have_node=True, installed_lock=N
         fake(bindir, "npm", f'echo "npm $*" >> {log}\n')
     if have_npm and have_node:
         fake(bindir, "node", "echo v18.19.0\n")
+    if have_kubectl:
+        fake(bindir, "kubectl", "exit 0\n")
     # a PATH with the recorders and the base tools the script uses, but no real npm
     for tool in ("bash", "grep", "id", "dirname", "cat", "chmod"):
         os.symlink(shutil.which(tool), bindir / tool)
@@ -109,6 +112,29 @@ def test_default_installs_node_when_only_npm_is_there(tmp_path):
     r, calls = run_script(tmp_path, have_npm=True, have_node=False)
     assert r.returncode == 0, r.stderr
     assert "nodejs" in installed(calls) and "npm" not in installed(calls)
+
+
+def test_container_installs_podman_and_debootstrap_only(tmp_path):
+    # make container-test: the image is built from a debootstrap base, run by runc
+    r, calls = run_script(tmp_path, "--container")
+    assert r.returncode == 0, r.stderr
+    pkgs = installed(calls)
+    assert {"podman", "runc", "debootstrap"} <= pkgs, pkgs
+    assert not ({"build-essential", "libh2o-evloop-dev", "kubernetes-client"} | TEST_ONLY) & pkgs
+    assert not [c for c in calls if c.startswith("npm")], calls
+
+
+def test_kubectl_from_debian_only_when_none_is_there(tmp_path):
+    # the Kubernetes manifests are rendered by `kubectl kustomize` in the tests
+    (tmp_path / "none").mkdir()
+    r, calls = run_script(tmp_path / "none", have_npm=True)
+    assert r.returncode == 0 and "kubernetes-client" in installed(calls), (r.stderr, calls)
+    (tmp_path / "have").mkdir()
+    r, calls = run_script(tmp_path / "have", have_npm=True, have_kubectl=True)
+    assert r.returncode == 0 and "kubernetes-client" not in installed(calls), calls
+    (tmp_path / "serve").mkdir()
+    r, calls = run_script(tmp_path / "serve", "--serve")
+    assert "kubernetes-client" not in installed(calls), calls
 
 
 def test_unknown_mode_is_refused(tmp_path):
