@@ -95,12 +95,15 @@ class Store:
         return {"name": "faulty", "version": version, "url": url, "sha256": sha256(p)}
 
     def set_index(self, entries):
-        """Writes the index; returns the sha256 of the document (its bytes)."""
+        """Writes the index; returns the sha256 of the document (its bytes).
+        `etag` is then the store's ETag for it (an MD5 for a one-part upload)."""
         path = os.path.join(self.d, "index.json")
         data = json.dumps({"packages": entries}).encode()
         with open(path, "wb") as f:
             f.write(data)
         self.s3.put("index.json", path)
+        self.published = time.time()  # the PUT is done: the document is live
+        self.etag = '"' + hashlib.md5(data).hexdigest() + '"'
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
     def stop(self):
@@ -363,18 +366,41 @@ class Fleet:
     def node(self, name):
         return next(n for n in self.nodes if n.name == name)
 
-    def wait_generation(self, generation, since, timeout):
-        """Waits until every live node applied `generation`; returns
-        {node: seconds from `since` to the first poll that saw it}."""
-        seen = {}
-        deadline = time.time() + timeout
-        while time.time() < deadline and len(seen) < len(self.nodes):
-            for n in self.nodes:
-                if n.name not in seen and n.info()["registry"].get("index_sha256") == generation:
-                    seen[n.name] = time.time() - since
-            time.sleep(0.02)
-        assert len(seen) == len(self.nodes), (generation, seen)
-        return seen
+    def wait_generation(self, generation, timeout):
+        """Waits until every node applied `generation` (the document's
+        sha256), each node watched by a thread of its own; returns
+        {node: seconds from the end of the index's PUT to the first answer
+        that showed it} (a node may fetch it before the PUT's answer: 0).
+        `self.seen` gets the same for the fetch alone (latest_generation is
+        the store's ETag): converge = seen + the deploy."""
+        applied, seen = {}, {}
+        etag, since = self.store.etag, self.store.published
+
+        def watch(n):
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                try:
+                    reg = n.info()["registry"]
+                except requests.RequestException:
+                    time.sleep(0.02)
+                    continue
+                now = max(time.time(), since)
+                if n.name not in seen and reg.get("latest_generation") == etag:
+                    seen[n.name] = now - since
+                if reg.get("index_sha256") == generation:
+                    seen.setdefault(n.name, now - since)
+                    applied[n.name] = now - since
+                    return
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=watch, args=(n,)) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.seen = seen
+        assert len(applied) == len(self.nodes), (generation, applied)
+        return applied
 
     def close(self):
         lb = getattr(self, "lb", None)

@@ -60,17 +60,18 @@ def test_nodes_serve_the_index_and_show_its_generation(fleet, store):
 
 
 def test_nodes_converge_within_one_poll_interval(fleet, store):
-    """A new index (the same package, one more entry field order) reaches
-    every node within poll_interval + 1 s; measured per node."""
-    worst = 0.0
+    """A new index (the same package, an extra field in its entry) is applied
+    by every node within poll_interval + 1 s; measured per node."""
+    worst = worst_seen = 0.0
     for round_ in range(2):
         entry = dict(store.entry1)
         entry["note"] = f"round {round_}"  # a new document, nothing to redeploy
-        t0 = time.time()
         sha = store.set_index([entry])
-        seen = fleet.wait_generation(sha, t0, timeout=POLL_MS / 1000 + 5)
+        seen = fleet.wait_generation(sha, timeout=POLL_MS / 1000 + 5)
         worst = max(worst, *seen.values())
+        worst_seen = max(worst_seen, *fleet.seen.values())
     RESULTS["converge_max_s"] = round(worst, 3)
+    RESULTS["index_seen_max_s"] = round(worst_seen, 3)
     assert worst <= POLL_MS / 1000 + 1.0, seen
 
 
@@ -78,17 +79,18 @@ def test_version_change_under_load_fails_nothing(fleet, store):
     entry2 = store.publish("0.2.0")
     with Load(fleet.url, threads=6) as load:
         time.sleep(1.0)
-        t0 = time.time()
         sha = store.set_index([entry2])
-        seen = fleet.wait_generation(sha, t0, timeout=POLL_MS / 1000 + 10)
+        seen = fleet.wait_generation(sha, timeout=POLL_MS / 1000 + 10)
         time.sleep(1.0)
     RESULTS["version_change"] = {"requests": len(load.records), "by_status": load.by_status(),
-                                 "converge_max_s": round(max(seen.values()), 3)}
+                                 "converge_max_s": round(max(seen.values()), 3),
+                                 "index_seen_max_s": round(max(fleet.seen.values()), 3)}
     for n in fleet.nodes:
         assert n.packages()["faulty"] == ("0.2.0", entry2["sha256"])
     assert len(load.records) > 100, load.by_status()
     assert load.failures() == [], load.by_status()
-    assert max(seen.values()) <= POLL_MS / 1000 + 1.0 + 1.0  # plus the deploy itself
+    assert max(fleet.seen.values()) <= POLL_MS / 1000 + 1.0
+    assert max(seen.values()) <= POLL_MS / 1000 + 1.0 + 3.0  # plus the deploy itself
     store.entry = entry2
 
 
