@@ -115,7 +115,7 @@ def test_sigterm_readiness_first_then_drained_with_nothing_failed(fleet):
         t_exit = time.time()
         time.sleep(0.3)
     assert ready.status_code == 503, ready.text
-    assert ready.json()["error"] and "shutting down" in ready.text
+    assert ready.json()["error"] == "not_ready" and "shutting down" in ready.json()["message"]
     assert direct.status_code == 200  # still serving while not ready
     assert t_ready - t_term < 0.5
     assert down - t_term <= (INTER_MS * (FALL + 1)) / 1000 + 0.5
