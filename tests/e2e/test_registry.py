@@ -478,6 +478,34 @@ def test_index_generation_is_the_etag_or_the_digest(world, server_factory, tmp_p
         'par_index_generation_info{generation="\\"' + etag.strip('"') + '\\""} 1')
 
 
+def test_ready_waits_for_the_first_index_pass(world, server_factory, tmp_path):
+    """While the index's first poll hangs, the node is not ready and does not
+    log "ready"; SIGTERM then still stops it cleanly."""
+    import signal
+    import socket
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)  # accepts (the kernel does), never answers the TLS handshake
+    try:
+        index = f"https://127.0.0.1:{hang.getsockname()[1]}/index.json"
+        s = server_factory([], args=("--config", config(world, str(tmp_path), f"""  index_url: {index}
+  poll_interval_ms: 300""")), wait_ready=False)
+        time.sleep(1.0)
+        r = s.get("/runtime/ready")
+        assert_error(r, 503, "not_ready")
+        assert "registry index has not been polled" in r.json()["message"]
+        assert not [ln for ln in s.lines() if ln.get("msg", "").startswith("ready: ")]
+        assert "par_cold_start_seconds" not in s.get("/metrics").text
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=30)
+        assert s.proc.returncode == 0
+        assert not [ln for ln in s.lines() if ln.get("msg", "").startswith("ready: ")]
+        assert any(ln.get("msg", "").startswith("signal 15") for ln in s.lines()), time.time() - t0
+    finally:
+        hang.close()
+
+
 def test_cache_discards_half_written_entries_and_evicts_lru(world, server_factory, tmp_path):
     state = tmp_path / "state" / "cache" / "sha256"
     state.mkdir(parents=True)
