@@ -62,14 +62,12 @@ def test_ten_nodes_converge_and_serve(tmp_path_factory):
         t0 = time.time()
         fleet = Fleet(str(tmp_path_factory.mktemp("fleet10")), store, n=10)
         start_s = time.time() - t0
-        # a version change under load: every node applies it, nothing fails
+        # a version change: every node applies it (measured alone: on two shared cores
+        # a load generator in the same box would measure the CPU queue, not the fleet;
+        # test_fleet_nodes changes versions under load)
         entry2 = store.publish("0.2.0")
-        with Load(fleet.url, threads=8, ms=0) as warm:
-            time.sleep(1.0)
-            sha = store.set_index([entry2])
-            seen = fleet.wait_generation(sha, timeout=POLL_MS / 1000 + 20)
-            time.sleep(0.5)
-        assert warm.failures() == [], warm.by_status()
+        sha = store.set_index([entry2])
+        seen = fleet.wait_generation(sha, timeout=POLL_MS / 1000 + 20)
         # throughput through HAProxy: 16 clients, an invoke that returns at once
         with Load(fleet.url, threads=16, ms=0) as load:
             time.sleep(5.0)
@@ -87,7 +85,6 @@ def test_ten_nodes_converge_and_serve(tmp_path_factory):
             "index_seen_s": {"max": round(max(fleet.seen.values()), 3),
                              "median": round(sorted(fleet.seen.values())[5], 3)},
             "load_average_1m": os.getloadavg()[0],
-            "version_change_requests": len(warm.records),
             "requests_per_s": round(load.rate(), 1),
             "requests": len(load.records),
             "rss_kb_per_node": {"max": max(per_node.values()),
