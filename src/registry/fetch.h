@@ -17,6 +17,7 @@
 #ifndef PAR_REGISTRY_FETCH_H
 #define PAR_REGISTRY_FETCH_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "util/buf.h"
@@ -37,17 +38,20 @@ typedef struct par_fetch_opts {
     /* progress, called from the transfer: bytes so far, total (0 = unknown) */
     void (*progress)(void *ud, uint64_t now, uint64_t total);
     void *progress_ud;
+    /* set non-zero by another thread: the transfer stops within about a
+     * second (curl's idle progress calls) and is not retried; PAR_E_FETCH_FAILED */
+    const atomic_int *cancel;
 } par_fetch_opts_t;
 
 typedef struct par_fetch_result {
-    par_buf_t body;       /* the bytes (owned; par_fetch_result_free) */
-    long http_status;     /* last HTTP status (0 for file://) */
-    int not_modified;     /* 304 to If-None-Match */
-    char *etag;           /* the response's ETag, or NULL */
-    char sha256[65];      /* of body, lowercase hex */
-    uint8_t blake2b[64];  /* BLAKE2b-512 of body (minisign's prehash) */
-    unsigned attempts;    /* 1 + retries used */
-    double ms;            /* wall time, retries included */
+    par_buf_t body;      /* the bytes (owned; par_fetch_result_free) */
+    long http_status;    /* last HTTP status (0 for file://) */
+    int not_modified;    /* 304 to If-None-Match */
+    char *etag;          /* the response's ETag, or NULL */
+    char sha256[65];     /* of body, lowercase hex */
+    uint8_t blake2b[64]; /* BLAKE2b-512 of body (minisign's prehash) */
+    unsigned attempts;   /* 1 + retries used */
+    double ms;           /* wall time, retries included */
 } par_fetch_result_t;
 
 void par_fetch_opts_init(par_fetch_opts_t *o);

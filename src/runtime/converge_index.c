@@ -18,6 +18,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ struct par_index {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int stop;
+    atomic_int cancel; /* set by par__index_stop: a fetch in progress gives up */
     int settled;
     /* status, under lock */
     char *etag;
@@ -367,6 +369,7 @@ static json_t *fetch_doc(par_index_t *ix, size_t pending)
     char *etag = ix->etag && ix->last_doc ? strdup(ix->etag) : NULL;
     pthread_mutex_unlock(&ix->lock);
     o.if_none_match = etag; /* without memory for it: a full fetch */
+    o.cancel = &ix->cancel;
     par_fetch_result_t r;
     par_buf_t err;
     par_buf_init(&err, 64 * 1024);
@@ -462,6 +465,7 @@ void par__index_stop(par_index_t *ix)
 {
     if (ix == NULL)
         return;
+    atomic_store(&ix->cancel, 1); /* a hung index fetch must not hold up the exit */
     pthread_mutex_lock(&ix->lock);
     ix->stop = 1;
     pthread_cond_broadcast(&ix->cond);
