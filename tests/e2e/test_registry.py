@@ -504,7 +504,7 @@ def test_ready_waits_for_the_first_index_pass(world, server_factory, tmp_path):
         assert not [ln for ln in s.lines() if ln.get("msg", "").startswith("ready: ")]
         assert any(ln.get("msg", "").startswith("signal 15") for ln in s.lines())
         # the hung fetch is given up, not waited out (4 attempts x 2 s connect timeout)
-        assert took < 4.0, took
+        assert took < 5.0, took  # waited out, the attempts left would take ~8 s
     finally:
         hang.close()
 
