@@ -44,14 +44,14 @@ typedef struct par_fetch_opts {
 } par_fetch_opts_t;
 
 typedef struct par_fetch_result {
-    par_buf_t body;      /* the bytes (owned; par_fetch_result_free) */
-    long http_status;    /* last HTTP status (0 for file://) */
-    int not_modified;    /* 304 to If-None-Match */
-    char *etag;          /* the response's ETag, or NULL */
-    char sha256[65];     /* of body, lowercase hex */
-    uint8_t blake2b[64]; /* BLAKE2b-512 of body (minisign's prehash) */
-    unsigned attempts;   /* 1 + retries used */
-    double ms;           /* wall time, retries included */
+    par_buf_t body;       /* the bytes (owned; par_fetch_result_free) */
+    long http_status;     /* last HTTP status (0 for file://) */
+    int not_modified;     /* 304 to If-None-Match */
+    char *etag;           /* the response's ETag, or NULL */
+    char sha256[65];      /* of body, lowercase hex */
+    uint8_t blake2b[64];  /* BLAKE2b-512 of body (minisign's prehash) */
+    unsigned attempts;    /* 1 + retries used */
+    double ms;            /* wall time, retries included */
 } par_fetch_result_t;
 
 void par_fetch_opts_init(par_fetch_opts_t *o);
