@@ -569,6 +569,24 @@ static int fleet_start(const par_conf_t *c, par_runtime_t *rt)
     return rc;
 }
 
+/* A node with a registry index is ready once the index's first pass is over
+ * (what /runtime/ready waits for too): the "ready" line and the cold start
+ * wait for it, so neither claims a node that has not applied its desired
+ * state. SIGHUP meanwhile reloads; SIGTERM or SIGINT is returned. */
+static int wait_first_index(par_runtime_t *rt, const sigset_t *set, int argc, char **argv,
+                            par_conf_t *c)
+{
+    while (rt->index && !par__index_settled(rt->index)) {
+        struct timespec ts = {0, 20 * 1000000L};
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig == SIGHUP)
+            reload_config(argc, argv, c, rt, g_http);
+        else if (sig > 0)
+            return sig;
+    }
+    return 0;
+}
+
 int par_cli_serve(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -630,12 +648,15 @@ int par_cli_serve(int argc, char **argv)
         par_log_msg(PAR_LOG_INFO, "restored %d package(s) from the cache", restored);
     par__folder_deploy_all(rt, pkgdir);
     atomic_store(&rt->booting, 0);
-    par_metrics_cold_start((double)(par__now_ms() - rt->started_ms) / 1e3);
-    size_t agents = log_mounted(rt);
-    watchdog_init();
-    tell_manager("READY=1\nSTATUS=ready: %zu agent(s) mounted, listening on %s\nMAINPID=%ld",
-                 agents, par_http_address(g_http), (long)getpid());
-    int sig = serve_until_stopped(argc, argv, &c, rt, &set);
+    int sig = wait_first_index(rt, &set, argc, argv, &c);
+    if (sig == 0) {
+        par_metrics_cold_start((double)(par__now_ms() - rt->started_ms) / 1e3);
+        size_t agents = log_mounted(rt);
+        watchdog_init();
+        tell_manager("READY=1\nSTATUS=ready: %zu agent(s) mounted, listening on %s\nMAINPID=%ld",
+                     agents, par_http_address(g_http), (long)getpid());
+        sig = serve_until_stopped(argc, argv, &c, rt, &set);
+    }
     graceful_shutdown(rt, g_http, &set, sig, (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_GRACE),
                       (unsigned)par_conf_int(&c, PAR_K_SHUTDOWN_DRAIN));
     par__folder_watch_stop(watch);

@@ -179,8 +179,9 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
                        curl_off_t ulnow)
 {
     xfer_t *x = ud;
-    x->o->progress(x->o->progress_ud, (uint64_t)dlnow, (uint64_t)dltotal);
-    return 0;
+    if (x->o->progress)
+        x->o->progress(x->o->progress_ud, (uint64_t)dlnow, (uint64_t)dltotal);
+    return x->o->cancel && atomic_load(x->o->cancel) ? 1 : 0; /* 1: CURLE_ABORTED_BY_CALLBACK */
 }
 
 static int retryable_curl(CURLcode c)
@@ -352,7 +353,7 @@ static CURL *attempt_handle(xfer_t *x, const target_t *t, char cerr[CURL_ERROR_S
         curl_easy_setopt(h, CURLOPT_AWS_SIGV4, t->sigv4);
         curl_easy_setopt(h, CURLOPT_USERPWD, t->userpwd);
     }
-    if (o->progress) {
+    if (o->progress || o->cancel) {
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
         curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -456,6 +457,8 @@ int par_fetch(const char *url, const par_fetch_opts_t *o, par_fetch_result_t *r,
         int retry;
         r->attempts = n + 1;
         rc = attempt(url, o, &t, r, &am, &retry);
+        if (o->cancel && atomic_load(o->cancel))
+            retry = 0;
         if (rc == PAR_E_FETCH_FAILED && retry && n < o->retries) {
             par_log_msg(PAR_LOG_WARN, "%.*s (attempt %u of %u, retrying)", (int)am.len,
                         am.data ? am.data : "", n + 1, o->retries + 1);

@@ -17,6 +17,7 @@
 #ifndef PAR_REGISTRY_FETCH_H
 #define PAR_REGISTRY_FETCH_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "util/buf.h"
@@ -37,6 +38,9 @@ typedef struct par_fetch_opts {
     /* progress, called from the transfer: bytes so far, total (0 = unknown) */
     void (*progress)(void *ud, uint64_t now, uint64_t total);
     void *progress_ud;
+    /* set non-zero by another thread: the transfer stops within about a
+     * second (curl's idle progress calls) and is not retried; PAR_E_FETCH_FAILED */
+    const atomic_int *cancel;
 } par_fetch_opts_t;
 
 typedef struct par_fetch_result {

@@ -35,6 +35,8 @@
 
 #include <par/par.h>
 
+#include "util/buf.h"
+
 /* ---- the decision (pure: no I/O, no runtime) ------------------------------------- */
 
 /* One desired entry. */
@@ -120,5 +122,10 @@ int par__index_settled(par_index_t *ix);
 /* /runtime/info "registry": the index and its last poll, or JSON null when no
  * index is configured (new reference; NULL only when out of memory). */
 json_t *par__runtime_registry_status(par_runtime_t *rt);
+
+/* /metrics: par_index_generation_info{generation} and
+ * par_index_applied_timestamp_seconds once a generation is applied; nothing
+ * without an index. Any thread. */
+void par__index_render_metrics(par_runtime_t *rt, par_buf_t *b);
 
 #endif

@@ -8,10 +8,17 @@
  * status (under ix->lock) is read by /runtime/info through
  * par__runtime_registry_status from any thread. Started and stopped by
  * par_runtime_new / par_runtime_destroy; it never runs on an event loop.
+ *
+ * The index generation names one document: its ETag, or "sha256:<hex>" of
+ * its bytes when the store sends none. A generation is "applied" once a pass
+ * over its document left nothing to retry (refused entries count as done);
+ * /runtime/info and the par_index_generation_info metric show the applied
+ * one, so a fleet's nodes can be compared with one scrape each.
  */
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +26,7 @@
 
 #include "obs/log.h"
 #include "obs/metrics.h"
+#include "pkg/archive.h"
 #include "registry/fetch.h"
 #include "runtime/converge.h"
 #include "runtime/deploy.h"
@@ -40,10 +48,16 @@ struct par_index {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int stop;
+    atomic_int cancel; /* set by par__index_stop: a fetch in progress gives up */
     int settled;
     /* status, under lock */
     char *etag;
-    json_t *last_doc; /* last valid index */
+    json_t *last_doc;     /* last valid index */
+    char *doc_generation; /* last_doc's generation (ETag or sha256:<hex>) */
+    char *doc_sha256;     /* last_doc's bytes, "sha256:<hex>" */
+    char *applied;        /* the generation whose pass left nothing to retry */
+    char *applied_sha256;
+    int64_t applied_ms;
     unsigned long polls;
     int64_t last_poll_ms;
     const char *last_result;
@@ -311,6 +325,40 @@ static json_t *parse_doc(const par_fetch_result_t *r, char msg[300])
     return doc;
 }
 
+/* Names last_doc (under ix->lock): the ETag when the store sent one, else
+ * the digest. Out of memory leaves them NULL: nothing is ever marked applied
+ * under a wrong name. */
+static void set_generation(par_index_t *ix, const par_fetch_result_t *r)
+{
+    char hex[65], *digest = NULL;
+    par_sha256_hex(r->body.data ? r->body.data : "", r->body.len, hex);
+    if (asprintf(&digest, "sha256:%s", hex) < 0)
+        digest = NULL;
+    free(ix->doc_generation);
+    free(ix->doc_sha256);
+    ix->doc_sha256 = digest;
+    ix->doc_generation = r->etag && *r->etag ? strdup(r->etag) : (digest ? strdup(digest) : NULL);
+}
+
+/* A pass over last_doc left nothing to retry: its generation is applied. */
+static void mark_applied(par_index_t *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+    if (ix->doc_generation && ix->doc_sha256 &&
+        (ix->applied == NULL || strcmp(ix->applied, ix->doc_generation) != 0)) {
+        char *g = strdup(ix->doc_generation), *d = strdup(ix->doc_sha256);
+        if (g && d) {
+            free(ix->applied), free(ix->applied_sha256);
+            ix->applied = g, ix->applied_sha256 = d;
+            ix->applied_ms = wall_ms();
+            par_log_msg(PAR_LOG_INFO, "registry index: generation %s applied", g);
+        } else {
+            free(g), free(d);
+        }
+    }
+    pthread_mutex_unlock(&ix->lock);
+}
+
 /* Fetches the index; returns the document to converge on, or NULL. */
 static json_t *fetch_doc(par_index_t *ix, size_t pending)
 {
@@ -321,6 +369,7 @@ static json_t *fetch_doc(par_index_t *ix, size_t pending)
     char *etag = ix->etag && ix->last_doc ? strdup(ix->etag) : NULL;
     pthread_mutex_unlock(&ix->lock);
     o.if_none_match = etag; /* without memory for it: a full fetch */
+    o.cancel = &ix->cancel;
     par_fetch_result_t r;
     par_buf_t err;
     par_buf_init(&err, 64 * 1024);
@@ -351,6 +400,7 @@ static json_t *fetch_doc(par_index_t *ix, size_t pending)
         ix->etag = r.etag ? strdup(r.etag) : NULL; /* NULL: the next fetch is a full one */
         json_decref(ix->last_doc);
         ix->last_doc = json_incref(doc);
+        set_generation(ix, &r);
         pthread_mutex_unlock(&ix->lock);
         set_result(ix, "ok", NULL, 0);
     }
@@ -368,6 +418,8 @@ static void *index_main(void *arg)
         if (doc) {
             pending = converge(ix, doc);
             json_decref(doc);
+            if (pending == 0)
+                mark_applied(ix);
         }
         pthread_mutex_lock(&ix->lock);
         ix->settled = 1;
@@ -413,6 +465,7 @@ void par__index_stop(par_index_t *ix)
 {
     if (ix == NULL)
         return;
+    atomic_store(&ix->cancel, 1); /* a hung index fetch must not hold up the exit */
     pthread_mutex_lock(&ix->lock);
     ix->stop = 1;
     pthread_cond_broadcast(&ix->cond);
@@ -421,6 +474,8 @@ void par__index_stop(par_index_t *ix)
     failed_clear(ix->failed, ix->nfailed);
     json_decref(ix->last_doc);
     free(ix->etag);
+    free(ix->doc_generation), free(ix->doc_sha256);
+    free(ix->applied), free(ix->applied_sha256);
     free(ix->last_error);
     free(ix->url);
     pthread_mutex_destroy(&ix->lock);
@@ -456,6 +511,13 @@ static json_t *index_status(par_index_t *ix)
         json_object_set_new(o, "last_error",
                             ix->last_error ? json_string(ix->last_error) : json_null());
         json_object_set_new(o, "etag", ix->etag ? json_string(ix->etag) : json_null());
+        json_object_set_new(o, "generation", ix->applied ? json_string(ix->applied) : json_null());
+        json_object_set_new(o, "index_sha256",
+                            ix->applied_sha256 ? json_string(ix->applied_sha256) : json_null());
+        json_object_set_new(o, "applied_ms",
+                            ix->applied ? json_integer(ix->applied_ms) : json_null());
+        json_object_set_new(o, "latest_generation",
+                            ix->doc_generation ? json_string(ix->doc_generation) : json_null());
     }
     pthread_mutex_unlock(&ix->lock);
     return o;
@@ -464,4 +526,37 @@ static json_t *index_status(par_index_t *ix)
 json_t *par__runtime_registry_status(par_runtime_t *rt)
 {
     return rt->index ? index_status(rt->index) : json_null();
+}
+
+/* Prometheus label value: backslash, double quote and newline escaped. */
+static void label_value(par_buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            par_buf_appendf(b, "\\%c", *s);
+        else if (*s == '\n')
+            par_buf_appends(b, "\\n");
+        else
+            par_buf_appendf(b, "%c", *s);
+    }
+}
+
+void par__index_render_metrics(par_runtime_t *rt, par_buf_t *b)
+{
+    par_index_t *ix = rt->index;
+    if (ix == NULL)
+        return;
+    pthread_mutex_lock(&ix->lock);
+    if (ix->applied) {
+        par_metrics_family(b, "par_index_generation_info", "gauge",
+                           "The registry index generation this node applied (ETag, or "
+                           "sha256:<hex> of the document when the store sends no ETag).");
+        par_buf_appends(b, "par_index_generation_info{generation=\"");
+        label_value(b, ix->applied);
+        par_buf_appends(b, "\"} 1\n");
+        par_metrics_family(b, "par_index_applied_timestamp_seconds", "gauge",
+                           "When this node finished applying that generation.");
+        par_buf_appendf(b, "par_index_applied_timestamp_seconds %.3f\n", ix->applied_ms / 1e3);
+    }
+    pthread_mutex_unlock(&ix->lock);
 }

@@ -14,6 +14,7 @@
 #include "loader/supervisor.h"
 #include "metering/meter.h"
 #include "obs/metrics.h"
+#include "runtime/converge.h"
 #include "runtime/fleet.h"
 #include "runtime/runs.h"
 
@@ -195,6 +196,13 @@ static int collect_runs(par_buf_t *b, void *ctx)
     return PAR_OK;
 }
 
+/* The registry index generation this node applied (converge_index.c). */
+static int collect_index(par_buf_t *b, void *ctx)
+{
+    par__index_render_metrics(ctx, b);
+    return PAR_OK;
+}
+
 static int collect_start_time(par_buf_t *b, void *ctx)
 {
     par_runtime_t *rt = ctx;
@@ -216,6 +224,7 @@ int par__runtime_metrics_init(par_runtime_t *rt)
         {collect_agents, rt},
         {collect_inprocess, rt},
         {collect_runs, rt},
+        {collect_index, rt},
         {par_metrics_collect_server, NULL},
         {par_auth_collect_metrics, NULL},
         {collect_metering, rt},

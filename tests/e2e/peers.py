@@ -56,6 +56,7 @@ class Registry:
         self.hits = {}      # path -> GET count
         self.fail = {}      # path -> remaining 500 answers
         self.truncate = set()
+        self.no_etag = set()  # paths served without an ETag (no conditional GET)
         reg = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -82,14 +83,17 @@ class Registry:
                     return
                 body = reg.files[p]
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-                if self.headers.get("If-None-Match") == etag:
+                if p in reg.no_etag:
+                    etag = None
+                elif self.headers.get("If-None-Match") == etag:
                     self.send_response(304)
                     self.send_header("ETag", etag)
                     self.end_headers()
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("ETag", etag)
+                if etag:
+                    self.send_header("ETag", etag)
                 self.end_headers()
                 if p in reg.truncate:
                     self.wfile.write(body[: len(body) // 2])

@@ -413,6 +413,102 @@ def test_index_converges_and_survives_bad_entries(world, server_factory, tmp_pat
     assert s.post("idx-a", {"input": 3}).status_code == 200
 
 
+def generation_metric(s):
+    for line in s.get("/metrics").text.splitlines():
+        if line.startswith("par_index_generation_info{"):
+            return line
+    return None
+
+
+def test_index_generation_is_the_etag_or_the_digest(world, server_factory, tmp_path):
+    """/runtime/info and /metrics name the index generation a node applied:
+    the ETag, or sha256:<hex> of the document when the store sends none; a
+    generation whose entries still need a retry is not applied."""
+    import hashlib
+    a = echo_version(world.d, "1.0.0", name="gen-a")
+    world.main.sign(a)
+    world.reg.put("/g/gen-a-1.0.0.apkg", open(a, "rb").read())
+    world.reg.put("/g/gen-a-1.0.0.apkg.minisig", open(a + ".minisig", "rb").read())
+    entry = {"name": "gen-a", "version": "1.0.0", "url": world.reg.url + "/g/gen-a-1.0.0.apkg"}
+    world.reg.no_etag.add("/gen.json")
+    index = write_index(world, "/gen.json", [entry])
+    doc = world.reg.files["/gen.json"]
+    s = server_factory([], args=("--config", config(world, str(tmp_path), f"""  index_url: {index}
+  poll_interval_ms: 200""")), expected_errors=REFUSED)
+    reg = s.get("/runtime/info").json()["registry"]
+    digest = "sha256:" + hashlib.sha256(doc).hexdigest()
+    assert reg["etag"] is None
+    assert reg["generation"] == digest == reg["index_sha256"] == reg["latest_generation"]
+    assert abs(reg["applied_ms"] / 1000 - time.time()) < 60
+    m = s.get("/metrics").text
+    assert generation_metric(s) == f'par_index_generation_info{{generation="{digest}"}} 1'
+    stamp = [l for l in m.splitlines() if l.startswith("par_index_applied_timestamp_seconds ")]
+    assert len(stamp) == 1 and abs(float(stamp[0].split()[1]) - reg["applied_ms"] / 1000) < 0.01
+
+    # with an ETag: the generation is the ETag (quotes escaped in the label)
+    b = echo_version(world.d, "1.0.0", name="gen-b")
+    world.main.sign(b)
+    world.reg.fail["/g/gen-b-1.0.0.apkg"] = 10**6   # a 500: a failure retried at every poll
+    world.reg.put("/g/gen-b-1.0.0.apkg", open(b, "rb").read())
+    world.reg.put("/g/gen-b-1.0.0.apkg.minisig", open(b + ".minisig", "rb").read())
+    b_url = world.reg.url + "/g/gen-b-1.0.0.apkg"
+    write_index(world, "/gen.json", [entry, {"name": "gen-b", "version": "1.0.0", "url": b_url}])
+    doc2 = world.reg.files["/gen.json"]
+    world.reg.no_etag.discard("/gen.json")  # after the new document: doc1 never has an ETag
+    etag = '"' + hashlib.sha256(doc2).hexdigest()[:16] + '"'
+    deadline = time.time() + 10
+    while time.time() < deadline and s.get("/runtime/info").json()["registry"][
+            "latest_generation"] != etag:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    reg = s.get("/runtime/info").json()["registry"]
+    assert reg["latest_generation"] == etag and reg["etag"] == etag
+    assert reg["generation"] == digest  # gen-b is retried: the new generation is not applied
+    assert generation_metric(s) == f'par_index_generation_info{{generation="{digest}"}} 1'
+    world.reg.fail["/g/gen-b-1.0.0.apkg"] = 0
+    deadline = time.time() + 10
+    while time.time() < deadline and s.get("/runtime/info").json()["registry"][
+            "generation"] != etag:
+        time.sleep(0.05)
+    reg = s.get("/runtime/info").json()["registry"]
+    assert reg["generation"] == etag
+    assert reg["index_sha256"] == "sha256:" + hashlib.sha256(doc2).hexdigest()
+    assert s.post("gen-b", {"input": 1}).status_code == 200
+    assert generation_metric(s) == (
+        'par_index_generation_info{generation="\\"' + etag.strip('"') + '\\""} 1')
+
+
+def test_ready_waits_for_the_first_index_pass(world, server_factory, tmp_path):
+    """While the index's first poll hangs, the node is not ready and does not
+    log "ready"; SIGTERM then stops it at once and cleanly."""
+    import signal
+    import socket
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)  # accepts (the kernel does), never answers the TLS handshake
+    try:
+        index = f"https://127.0.0.1:{hang.getsockname()[1]}/index.json"
+        s = server_factory([], args=("--config", config(world, str(tmp_path), f"""  index_url: {index}
+  poll_interval_ms: 300""")), wait_ready=False)
+        time.sleep(1.0)
+        r = s.get("/runtime/ready")
+        assert_error(r, 503, "not_ready")
+        assert "registry index has not been polled" in r.json()["message"]
+        assert not [ln for ln in s.lines() if ln.get("msg", "").startswith("ready: ")]
+        assert "par_cold_start_seconds" not in s.get("/metrics").text
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=30)
+        took = time.time() - t0
+        assert s.proc.returncode == 0
+        assert not [ln for ln in s.lines() if ln.get("msg", "").startswith("ready: ")]
+        assert any(ln.get("msg", "").startswith("signal 15") for ln in s.lines())
+        # the hung fetch is given up, not waited out (4 attempts x 2 s connect timeout)
+        assert took < 5.0, took  # waited out, the attempts left would take ~8 s
+    finally:
+        hang.close()
+
+
 def test_cache_discards_half_written_entries_and_evicts_lru(world, server_factory, tmp_path):
     state = tmp_path / "state" / "cache" / "sha256"
     state.mkdir(parents=True)

@@ -8,7 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -92,8 +97,14 @@ static void test_refused_schemes(void **state)
     par_fetch_result_t r;
     par_buf_t err;
     par_buf_init(&err, 0);
-    const char *bad[] = {"http://127.0.0.1/x.apkg", "ftp://h/x", "file:///etc/passwd",
-                         "gopher://h/", "/local/path", "s3://", "s3://bucket", "s3://Bad_Bucket/k"};
+    const char *bad[] = {"http://127.0.0.1/x.apkg",
+                         "ftp://h/x",
+                         "file:///etc/passwd",
+                         "gopher://h/",
+                         "/local/path",
+                         "s3://",
+                         "s3://bucket",
+                         "s3://Bad_Bucket/k"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         par_buf_reset(&err);
         assert_int_equal(par_fetch(bad[i], &o, &r, &err), PAR_E_INVALID_ARGUMENT);
@@ -101,6 +112,61 @@ static void test_refused_schemes(void **state)
         par_fetch_result_free(&r);
     }
     par_buf_free(&err);
+}
+
+/* A listener that accepts (the kernel does) and never answers. */
+static int hung_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void *cancel_later(void *arg)
+{
+    usleep(300 * 1000);
+    atomic_store((atomic_int *)arg, 1);
+    return NULL;
+}
+
+/* A fetch hung on a server that never answers stops soon after `cancel` is
+ * set, and is not retried. */
+static void test_cancel_stops_a_hung_fetch(void **state)
+{
+    (void)state;
+    int port, fd = hung_listener(&port);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/index.json", port);
+    par_fetch_opts_t o;
+    par_fetch_opts_init(&o);
+    o.allow_http = 1;
+    o.timeout_ms = 30000;
+    o.retries = 3;
+    atomic_int cancel = 0;
+    o.cancel = &cancel;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_later, &cancel), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    par_fetch_result_t r;
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    assert_int_equal(par_fetch(url, &o, &r, &err), PAR_E_FETCH_FAILED);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_join(t, NULL);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(s < 3.0); /* curl calls back at least once a second */
+    assert_int_equal(r.attempts, 1);
+    assert_true(err.len > 0);
+    par_fetch_result_free(&r);
+    par_buf_free(&err);
+    close(fd);
 }
 
 static void s3(const char *in, const char *endpoint, int path_style, const char *region,
@@ -175,6 +241,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_streamed_digests_match_one_shot),
         cmocka_unit_test(test_refused_schemes),
+        cmocka_unit_test(test_cancel_stops_a_hung_fetch),
         cmocka_unit_test(test_s3_urls),
         cmocka_unit_test(test_cache_marker_and_sweep),
     };
