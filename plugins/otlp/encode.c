@@ -22,27 +22,38 @@
 
 /* ---- spans -------------------------------------------------------------------------------- */
 
-static bool is_hex(const char *s, size_t n)
-{
-    if (!s || strlen(s) != n)
-        return false;
-    bool nonzero = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-            return false;
-        nonzero |= c != '0';
-    }
-    return nonzero; /* OTLP: an all-zero id is invalid */
-}
+/* A hex digit in lowercase, 0 for any other byte: one load per character. */
+static const char lower_hex[256] = {
+    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4', ['5'] = '5',
+    ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9', ['a'] = 'a', ['b'] = 'b',
+    ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['A'] = 'a', ['B'] = 'b',
+    ['C'] = 'c', ['D'] = 'd', ['E'] = 'e', ['F'] = 'f',
+};
 
-static void lower_copy(char *dst, const char *src, size_t n)
+/* Copies an id of exactly n hex digits into dst[n + 1], in lowercase, in
+ * the same pass that checks it. False (dst undefined) when src is not one,
+ * or is all zeros (OTLP: an all-zero id is invalid). */
+static bool hex_id(char *dst, const char *src, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        char c = src[i];
-        dst[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+    if (!src)
+        return false;
+    unsigned char nonzero = 0;
+    size_t i = 0;
+    for (; i < n; i++) {
+        char c = lower_hex[(unsigned char)src[i]];
+        if (c == 0)
+            return false; /* the NUL of a short id too */
+        dst[i] = c;
+        nonzero |= (unsigned char)(c != '0');
     }
     dst[n] = '\0';
+    return src[n] == '\0' && nonzero;
+}
+
+bool otlp_is_trace_id(const char *s)
+{
+    char t[33];
+    return hex_id(t, s, 32);
 }
 
 static uint64_t fnv1a(const char *s, uint64_t h)
@@ -57,10 +68,8 @@ static uint64_t fnv1a(const char *s, uint64_t h)
  * original is kept as the attribute par.trace_id by the glue. */
 static void trace_id_of(const char *in, char out[33])
 {
-    if (is_hex(in, 32)) {
-        lower_copy(out, in, 32);
+    if (hex_id(out, in, 32))
         return;
-    }
     const char *s = in ? in : "";
     snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, fnv1a(s, 0xcbf29ce484222325ULL),
              fnv1a(s, 0x84222325cbf29ce4ULL));
@@ -92,13 +101,9 @@ otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
         return NULL;
     char *p = (char *)s + head;
     trace_id_of(in->trace_id, s->trace_id);
-    if (is_hex(in->span_id, 16))
-        lower_copy(s->span_id, in->span_id, 16);
-    else
+    if (!hex_id(s->span_id, in->span_id, 16))
         random_span_id(s->span_id);
-    if (is_hex(in->parent_id, 16))
-        lower_copy(s->parent_span_id, in->parent_id, 16);
-    else
+    if (!hex_id(s->parent_span_id, in->parent_id, 16))
         s->parent_span_id[0] = '\0';
     s->kind = in->sub_call ? OTLP_SPAN_KIND_INTERNAL : OTLP_SPAN_KIND_SERVER;
     s->status = in->error ? OTLP_STATUS_ERROR : OTLP_STATUS_OK;

@@ -14,6 +14,7 @@
 #include "loader/supervisor.h"
 #include "metering/meter.h"
 #include "obs/metrics.h"
+#include "runtime/exporters.h"
 #include "runtime/runs.h"
 
 #define help par_metrics_family
@@ -232,5 +233,6 @@ void par__runtime_metrics_free(par_runtime_t *rt)
 
 int par__runtime_render_metrics(par_runtime_t *rt, par_buf_t *out)
 {
-    return par_metrics_render(rt->metrics, out);
+    const par_exporter_impl_t *e = par__exporters_scrape(rt);
+    return e->scrape(e, rt, out);
 }
