@@ -161,9 +161,9 @@ def node_echo_package():
     with open(os.path.join(d, "src", "main.js"), "w") as f:
         f.write("'use strict';\nexports.handler = (input) => input;\n")
     out = os.path.join(TMP, "node-echo-1.0.0.apkg")
-    # `par pack` has no plugins: the loader checks the package at deploy
-    r = subprocess.run([PAR, "pack", d, "-o", out, "--no-compat"], capture_output=True,
-                       text=True)
+    # checked by the Node loader plugin as it is packed
+    r = subprocess.run([PAR, "pack", d, "-o", out, "--plugin", NODE_PLUGIN],
+                       capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(r.stderr)
     return out

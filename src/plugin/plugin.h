@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "auth/auth.h"
+#include "pkg/manifest.h"
 #include "runtime/runtime.h"
 #include "util/buf.h"
 
@@ -40,6 +41,13 @@ int par_plugins_attach(par_plugins_t *ps, par_runtime_t *rt, par_buf_t *err);
 
 /* Adds the plugins' auth providers to `reg` as "plugin:<name>". */
 int par_plugins_register_auth(par_plugins_t *ps, par_auth_registry_t *reg, par_buf_t *err);
+
+/* For `par pack` (no runtime): the loader of the first plugin of `ps` that
+ * serves m->runtime checks the package directory `root` (its validate; it
+ * prepares nothing, writes nothing). Returns the number of problems, one
+ * line each in `err`, or -1 when no plugin of `ps` serves that runtime. */
+int par_plugins_check_package(par_plugins_t *ps, const char *root, const par_manifest_t *m,
+                              par_buf_t *err);
 
 /* Stops the exporters (each delivers what it has queued, then flushes).
  * After the runtime is destroyed: no call finishes any more. */
