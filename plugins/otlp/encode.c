@@ -50,12 +50,6 @@ static bool hex_id(char *dst, const char *src, size_t n)
     return src[n] == '\0' && nonzero;
 }
 
-bool otlp_is_trace_id(const char *s)
-{
-    char t[33];
-    return hex_id(t, s, 32);
-}
-
 static uint64_t fnv1a(const char *s, uint64_t h)
 {
     for (; *s; s++)
@@ -66,13 +60,14 @@ static uint64_t fnv1a(const char *s, uint64_t h)
 /* A trace id PAR did not make (a body `trace_id` of another shape) is hashed
  * into 16 bytes, so every span of that trace still shares one OTLP id; the
  * original is kept as the attribute par.trace_id by the glue. */
-static void trace_id_of(const char *in, char out[33])
+static bool trace_id_of(const char *in, char out[33])
 {
     if (hex_id(out, in, 32))
-        return;
+        return true;
     const char *s = in ? in : "";
     snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, fnv1a(s, 0xcbf29ce484222325ULL),
              fnv1a(s, 0x84222325cbf29ce4ULL));
+    return false;
 }
 
 static void random_span_id(char out[17])
@@ -85,22 +80,40 @@ static void random_span_id(char out[17])
     snprintf(out, 17, "%016" PRIx64, v);
 }
 
+#define LEN_CACHE 32 /* attribute strings whose lengths are measured once */
+
+/* Copies n bytes of `src` and a NUL at p; returns where the next copy goes. */
+static char *put(char *p, const char *src, size_t n)
+{
+    memcpy(p, src, n);
+    p[n] = '\0';
+    return p + n + 1;
+}
+
 otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
 {
-    size_t nattrs = 0, bytes = strlen(in->name ? in->name : "") + 1;
-    bytes += in->error ? strlen(in->error) + 1 : 0;
-    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
-        if (a[1]) {
-            nattrs++;
-            bytes += strlen(a[0]) + strlen(a[1]) + 2;
-        }
+    char trace_id[33];
+    /* a trace id that had to be hashed is kept as par.trace_id when asked */
+    bool keep = !trace_id_of(in->trace_id, trace_id) && in->keep_trace_id && in->trace_id;
+    const char *name = in->name ? in->name : "";
+    size_t name_len = strlen(name), error_len = in->error ? strlen(in->error) : 0;
+    size_t nattrs = keep, bytes = name_len + 1 + (in->error ? error_len + 1 : 0);
+    bytes += keep ? sizeof("par.trace_id") + strlen(in->trace_id) + 1 : 0;
+    size_t len[LEN_CACHE], n = 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2, n++) {
+        size_t k = strlen(a[0]), v = a[1] ? strlen(a[1]) : 0;
+        if (n + 1 < LEN_CACHE)
+            len[n] = k, len[n + 1] = v;
+        n++;
+        if (a[1])
+            nattrs++, bytes += k + v + 2;
     }
     size_t head = sizeof(otlp_span_t) + (2 * nattrs + 1) * sizeof(char *);
     otlp_span_t *s = malloc(head + bytes);
     if (!s)
         return NULL;
     char *p = (char *)s + head;
-    trace_id_of(in->trace_id, s->trace_id);
+    memcpy(s->trace_id, trace_id, sizeof(trace_id));
     if (!hex_id(s->span_id, in->span_id, 16))
         random_span_id(s->span_id);
     if (!hex_id(s->parent_span_id, in->parent_id, 16))
@@ -110,20 +123,24 @@ otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
     s->start_ns = in->start_ns;
     s->end_ns = in->end_ns >= in->start_ns ? in->end_ns : in->start_ns;
     s->name = p;
-    p = stpcpy(p, in->name ? in->name : "") + 1;
-    s->error = NULL;
-    if (in->error) {
-        s->error = p;
-        p = stpcpy(p, in->error) + 1;
-    }
-    size_t k = 0;
-    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
+    p = put(p, name, name_len);
+    s->error = in->error ? p : NULL;
+    if (in->error)
+        p = put(p, in->error, error_len);
+    size_t k = 0, i = 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2, i += 2) {
         if (!a[1])
             continue;
         s->attrs[k++] = p;
-        p = stpcpy(p, a[0]) + 1;
+        p = put(p, a[0], i + 1 < LEN_CACHE ? len[i] : strlen(a[0]));
         s->attrs[k++] = p;
-        p = stpcpy(p, a[1]) + 1;
+        p = put(p, a[1], i + 1 < LEN_CACHE ? len[i + 1] : strlen(a[1]));
+    }
+    if (keep) {
+        s->attrs[k++] = p;
+        p = put(p, "par.trace_id", sizeof("par.trace_id") - 1);
+        s->attrs[k++] = p;
+        p = put(p, in->trace_id, strlen(in->trace_id));
     }
     s->attrs[k] = NULL;
     return s;

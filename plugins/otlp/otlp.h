@@ -83,14 +83,12 @@ typedef struct otlp_span_in {
     const char *span_id;   /* 16 hex, or NULL/"" for a fresh one */
     const char *parent_id; /* 16 hex, or NULL/"" for none */
     const char *name;
-    const char *error; /* NULL: ok */
-    bool sub_call;     /* a sub-agent call: kind INTERNAL, else SERVER */
+    const char *error;  /* NULL: ok */
+    bool sub_call;      /* a sub-agent call: kind INTERNAL, else SERVER */
+    bool keep_trace_id; /* a trace id that is hashed is kept as attribute par.trace_id */
     uint64_t start_ns, end_ns;
     const char *const *attrs; /* key, value, ..., NULL (values NULL are skipped), or NULL */
 } otlp_span_in_t;
-
-/* Is `s` a trace id OTLP takes as it is (32 hex digits, not all zero)? */
-bool otlp_is_trace_id(const char *s);
 
 /* NULL when out of memory. Free with free(). */
 otlp_span_t *otlp_span_new(const otlp_span_in_t *in);

@@ -50,13 +50,12 @@ static const char *or_null(const char *s)
 /* The exporter's copy of one span, NULL when out of memory. */
 static otlp_span_t *span_of(const par_span_t *s)
 {
-    bool foreign = s->trace_id && !otlp_is_trace_id(s->trace_id);
     const char *attrs[] = {
-        "par.agent",   or_null(s->agent_id), "par.package",    or_null(s->package),
-        "par.version", or_null(s->version),  "par.request_id", or_null(s->request_id),
-        "enduser.id",  or_null(s->subject),  "par.tenant",     or_null(s->tenant),
-        "par.error",   or_null(s->error),    "par.trace_id",   foreign ? s->trace_id : NULL,
-        NULL,
+        "par.agent",         or_null(s->agent_id),   "par.package",
+        or_null(s->package), "par.version",          or_null(s->version),
+        "par.request_id",    or_null(s->request_id), "enduser.id",
+        or_null(s->subject), "par.tenant",           or_null(s->tenant),
+        "par.error",         or_null(s->error),      NULL,
     };
     otlp_span_in_t in = {
         .trace_id = s->trace_id,
@@ -65,6 +64,7 @@ static otlp_span_t *span_of(const par_span_t *s)
         .name = s->agent_id,
         .error = s->status != 0 ? (or_null(s->error) ? s->error : "error") : NULL,
         .sub_call = s->sub_call != 0,
+        .keep_trace_id = true, /* one of another shape is hashed: par.trace_id keeps it */
         .start_ns = s->start_unix_ns > 0 ? (uint64_t)s->start_unix_ns : 0,
         .end_ns = s->end_unix_ns > 0 ? (uint64_t)s->end_unix_ns : 0,
         .attrs = attrs,
