@@ -37,7 +37,7 @@
 #define QUEUE_DEFAULT 8192 /* items waiting per exporter; beyond: dropped and counted */
 #define BATCH_MAX 512      /* items handed over per call */
 #define METRICS_DEFAULT_MS 10000
-#define WAKE_AT 256   /* items that wake the thread at once */
+#define WAKE_AT 256   /* items that wake the thread at once (at most half the queue) */
 #define GATHER_MS 100 /* how long a first item waits for more */
 
 enum { ITEM_SPAN, ITEM_USAGE };
@@ -61,7 +61,8 @@ struct par_exporter {
     item_t **queue; /* a ring of `cap` */
     size_t head, count, cap;
     int stopping;
-    int gathering; /* the thread sleeps until gather_until: no signal for a first item */
+    int gathering;  /* the thread sleeps until gather_until: no signal for a first item */
+    size_t wake_at; /* WAKE_AT, or half a smaller queue */
     atomic_ulong dropped, delivered;
     int64_t next_metrics_ms;
 };
@@ -186,7 +187,7 @@ static void submit(par_exporter_t *e, item_t *it)
     if (ok) {
         e->queue[(e->head + e->count) % e->cap] = it;
         e->count++;
-        if ((e->count == 1 && !e->gathering) || e->count == WAKE_AT)
+        if ((e->count == 1 && !e->gathering) || e->count == e->wake_at)
             pthread_cond_signal(&e->cond);
     }
     pthread_mutex_unlock(&e->lock);
@@ -290,7 +291,7 @@ static void wait_work(par_exporter_t *e)
     int64_t gather_until = 0;
     for (;;) {
         int64_t now = now_ms();
-        if (e->stopping || e->count >= WAKE_AT ||
+        if (e->stopping || e->count >= e->wake_at ||
             (e->p->exporter.metrics && now >= e->next_metrics_ms))
             break;
         if (e->count && gather_until == 0)
@@ -300,7 +301,7 @@ static void wait_work(par_exporter_t *e)
         int64_t due = e->p->exporter.metrics ? e->next_metrics_ms : now + 60000;
         if (e->count && gather_until < due)
             due = gather_until;
-        e->gathering = e->count > 0; /* a submit signals only at WAKE_AT now */
+        e->gathering = e->count > 0; /* a submit signals only at wake_at now */
         sleep_until(e, due);
     }
     e->gathering = 0;
@@ -381,6 +382,7 @@ int par__plug_exporter_start(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
     e->cap = PAR_PLUGIN_HAS(&p->exporter, par_exporter_ops_t, queue_max) && p->exporter.queue_max
                  ? p->exporter.queue_max
                  : QUEUE_DEFAULT;
+    e->wake_at = e->cap / 2 < WAKE_AT ? (e->cap / 2 ? e->cap / 2 : 1) : WAKE_AT;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
     e->queue = calloc(e->cap, sizeof(*e->queue));
