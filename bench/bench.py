@@ -5,7 +5,9 @@ in one run, on loopback. Writes bench/results/latest.md and latest.json.
 Every load is bounded (wrk -d) and stops by itself. Figures are medians of
 interleaved rounds (A B C A B C ...), with min and max.
 
-Environment: BENCH_ROUNDS (default 3), BENCH_SECONDS (default 5),
+Environment: BENCH_SMOKE=1 (a short run: 2 rounds of 3 s unless set below),
+BENCH_OUT (the results' base name, default latest, or partial with
+BENCH_SYSTEMS), BENCH_ROUNDS (default 3), BENCH_SECONDS (default 5),
 BENCH_BUILD (default build-release), BENCH_SYSTEMS (a comma list of throughput
 rows, e.g. "par-isolated,par-isolated-production,nginx-ceiling": only those rows
 are measured and the par_call, cold-start and scale sections are skipped — for
@@ -31,8 +33,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUILD = os.path.join(ROOT, os.environ.get("BENCH_BUILD", "build-release"))
 PAR = os.path.join(BUILD, "par")
 PEER = os.path.abspath(os.path.join(ROOT, "..", "shared", "peers", "fastapi_par"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2" if SMOKE else "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "3" if SMOKE else "5"))
 # BENCH_BASELINE: the build directory of another revision (bench/run.sh builds
 # it from BENCH_BASELINE_REV); its isolated and in-process rows run in the
 # same interleaved rounds, so a change is judged against noise of one run.
@@ -161,9 +164,9 @@ def node_echo_package():
     with open(os.path.join(d, "src", "main.js"), "w") as f:
         f.write("'use strict';\nexports.handler = (input) => input;\n")
     out = os.path.join(TMP, "node-echo-1.0.0.apkg")
-    # `par pack` has no plugins: the loader checks the package at deploy
-    r = subprocess.run([PAR, "pack", d, "-o", out, "--no-compat"], capture_output=True,
-                       text=True)
+    # checked by the Node loader plugin as it is packed
+    r = subprocess.run([PAR, "pack", d, "-o", out, "--plugin", NODE_PLUGIN],
+                       capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(r.stderr)
     return out
@@ -590,7 +593,8 @@ def machine():
                          capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
             "revision": rev, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "rounds": ROUNDS, "seconds_per_load": SECONDS}
+            "rounds": ROUNDS, "seconds_per_load": SECONDS, "smoke": SMOKE,
+            "load_average": list(os.getloadavg())}
 
 
 def fmt(s, key, scale=1.0, digits=0):
@@ -604,7 +608,10 @@ def report(res):
              f"Revision `{res['machine']['revision']}`, {res['machine']['cpu']}, "
              f"{res['machine']['cores']} cores, kernel {res['machine']['kernel']}. "
              f"wrk -t1, {SECONDS} s per load, median of {ROUNDS} interleaved rounds "
-             "(min–max). Echo agent, input `{\"text\":\"hello\"}`.", ""]
+             "(min–max). Echo agent, input `{\"text\":\"hello\"}`. Load average at start "
+             + " ".join(f"{x:.2f}" for x in res["machine"].get("load_average", [])) + "."
+             + (" **Smoke run** (BENCH_SMOKE=1): a shared machine, short loads; ratios, "
+                "not absolute figures." if res["machine"].get("smoke") else ""), ""]
     for c in CONCURRENCY:
         lines += [f"## Concurrency {c}", "",
                   "| system | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | errors |",
@@ -806,7 +813,7 @@ def finish(res):
     out = os.path.join(ROOT, "bench", "results")
     os.makedirs(out, exist_ok=True)
     # a partial run (BENCH_SYSTEMS) must not overwrite the full report
-    base = "partial" if SYSTEMS else "latest"
+    base = os.environ.get("BENCH_OUT") or ("partial" if SYSTEMS else "latest")
     with open(os.path.join(out, base + ".json"), "w") as f:
         json.dump(res, f, indent=2)
     md = report(res)

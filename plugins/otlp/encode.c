@@ -22,27 +22,32 @@
 
 /* ---- spans -------------------------------------------------------------------------------- */
 
-static bool is_hex(const char *s, size_t n)
-{
-    if (!s || strlen(s) != n)
-        return false;
-    bool nonzero = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-            return false;
-        nonzero |= c != '0';
-    }
-    return nonzero; /* OTLP: an all-zero id is invalid */
-}
+/* A hex digit in lowercase, 0 for any other byte: one load per character. */
+static const char lower_hex[256] = {
+    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4', ['5'] = '5',
+    ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9', ['a'] = 'a', ['b'] = 'b',
+    ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['A'] = 'a', ['B'] = 'b',
+    ['C'] = 'c', ['D'] = 'd', ['E'] = 'e', ['F'] = 'f',
+};
 
-static void lower_copy(char *dst, const char *src, size_t n)
+/* Copies an id of exactly n hex digits into dst[n + 1], in lowercase, in
+ * the same pass that checks it. False (dst undefined) when src is not one,
+ * or is all zeros (OTLP: an all-zero id is invalid). */
+static bool hex_id(char *dst, const char *src, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        char c = src[i];
-        dst[i] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+    if (!src)
+        return false;
+    unsigned char nonzero = 0;
+    size_t i = 0;
+    for (; i < n; i++) {
+        char c = lower_hex[(unsigned char)src[i]];
+        if (c == 0)
+            return false; /* the NUL of a short id too */
+        dst[i] = c;
+        nonzero |= (unsigned char)(c != '0');
     }
     dst[n] = '\0';
+    return src[n] == '\0' && nonzero;
 }
 
 static uint64_t fnv1a(const char *s, uint64_t h)
@@ -55,15 +60,14 @@ static uint64_t fnv1a(const char *s, uint64_t h)
 /* A trace id PAR did not make (a body `trace_id` of another shape) is hashed
  * into 16 bytes, so every span of that trace still shares one OTLP id; the
  * original is kept as the attribute par.trace_id by the glue. */
-static void trace_id_of(const char *in, char out[33])
+static bool trace_id_of(const char *in, char out[33])
 {
-    if (is_hex(in, 32)) {
-        lower_copy(out, in, 32);
-        return;
-    }
+    if (hex_id(out, in, 32))
+        return true;
     const char *s = in ? in : "";
     snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, fnv1a(s, 0xcbf29ce484222325ULL),
              fnv1a(s, 0x84222325cbf29ce4ULL));
+    return false;
 }
 
 static void random_span_id(char out[17])
@@ -76,49 +80,67 @@ static void random_span_id(char out[17])
     snprintf(out, 17, "%016" PRIx64, v);
 }
 
+#define LEN_CACHE 32 /* attribute strings whose lengths are measured once */
+
+/* Copies n bytes of `src` and a NUL at p; returns where the next copy goes. */
+static char *put(char *p, const char *src, size_t n)
+{
+    memcpy(p, src, n);
+    p[n] = '\0';
+    return p + n + 1;
+}
+
 otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
 {
-    size_t nattrs = 0, bytes = strlen(in->name ? in->name : "") + 1;
-    bytes += in->error ? strlen(in->error) + 1 : 0;
-    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
-        if (a[1]) {
-            nattrs++;
-            bytes += strlen(a[0]) + strlen(a[1]) + 2;
-        }
+    char trace_id[33];
+    /* a trace id that had to be hashed is kept as par.trace_id when asked */
+    bool keep = !trace_id_of(in->trace_id, trace_id) && in->keep_trace_id && in->trace_id;
+    const char *name = in->name ? in->name : "";
+    size_t name_len = strlen(name), error_len = in->error ? strlen(in->error) : 0;
+    size_t nattrs = keep, bytes = name_len + 1 + (in->error ? error_len + 1 : 0);
+    bytes += keep ? sizeof("par.trace_id") + strlen(in->trace_id) + 1 : 0;
+    size_t len[LEN_CACHE], n = 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2, n++) {
+        size_t k = strlen(a[0]), v = a[1] ? strlen(a[1]) : 0;
+        if (n + 1 < LEN_CACHE)
+            len[n] = k, len[n + 1] = v;
+        n++;
+        if (a[1])
+            nattrs++, bytes += k + v + 2;
     }
     size_t head = sizeof(otlp_span_t) + (2 * nattrs + 1) * sizeof(char *);
     otlp_span_t *s = malloc(head + bytes);
     if (!s)
         return NULL;
     char *p = (char *)s + head;
-    trace_id_of(in->trace_id, s->trace_id);
-    if (is_hex(in->span_id, 16))
-        lower_copy(s->span_id, in->span_id, 16);
-    else
+    memcpy(s->trace_id, trace_id, sizeof(trace_id));
+    if (!hex_id(s->span_id, in->span_id, 16))
         random_span_id(s->span_id);
-    if (is_hex(in->parent_id, 16))
-        lower_copy(s->parent_span_id, in->parent_id, 16);
-    else
+    if (!hex_id(s->parent_span_id, in->parent_id, 16))
         s->parent_span_id[0] = '\0';
     s->kind = in->sub_call ? OTLP_SPAN_KIND_INTERNAL : OTLP_SPAN_KIND_SERVER;
     s->status = in->error ? OTLP_STATUS_ERROR : OTLP_STATUS_OK;
     s->start_ns = in->start_ns;
     s->end_ns = in->end_ns >= in->start_ns ? in->end_ns : in->start_ns;
     s->name = p;
-    p = stpcpy(p, in->name ? in->name : "") + 1;
-    s->error = NULL;
-    if (in->error) {
-        s->error = p;
-        p = stpcpy(p, in->error) + 1;
-    }
-    size_t k = 0;
-    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
+    p = put(p, name, name_len);
+    s->error = in->error ? p : NULL;
+    if (in->error)
+        p = put(p, in->error, error_len);
+    size_t k = 0, i = 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2, i += 2) {
         if (!a[1])
             continue;
         s->attrs[k++] = p;
-        p = stpcpy(p, a[0]) + 1;
+        p = put(p, a[0], i + 1 < LEN_CACHE ? len[i] : strlen(a[0]));
         s->attrs[k++] = p;
-        p = stpcpy(p, a[1]) + 1;
+        p = put(p, a[1], i + 1 < LEN_CACHE ? len[i + 1] : strlen(a[1]));
+    }
+    if (keep) {
+        s->attrs[k++] = p;
+        p = put(p, "par.trace_id", sizeof("par.trace_id") - 1);
+        s->attrs[k++] = p;
+        p = put(p, in->trace_id, strlen(in->trace_id));
     }
     s->attrs[k] = NULL;
     return s;

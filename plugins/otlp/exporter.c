@@ -28,9 +28,13 @@
 #include <sys/random.h>
 #include <time.h>
 
+#define BODY_KEEP_MAX (4u << 20) /* a body buffer larger than this is freed after use */
+
 struct otlp_exporter {
     otlp_config_t cfg;
     json_t *resource;
+    char *resource_json; /* encoded once: every batch starts with it */
+    otlp_buf_t body;     /* the sender thread's, reused from batch to batch */
     char *version;
     otlp_log_fn log;
     void *log_ud;
@@ -99,33 +103,45 @@ static void wait_until(otlp_exporter_t *x, int64_t deadline_ms)
 
 /* ---- queueing (any thread) ---------------------------------------------------------------- */
 
-void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
+void otlp_exporter_spans(otlp_exporter_t *x, otlp_span_t **spans, size_t n)
 {
-    bool full, first_drop = false;
+    size_t dropped = 0;
+    bool first_drop = false;
     pthread_mutex_lock(&x->lock);
-    full = !s || x->len >= x->cfg.queue_size || x->stopping;
-    if (full) {
-        x->n.spans_dropped++;
-        first_drop = !x->dropping;
-        x->dropping = true;
-    } else {
-        bool was_empty = x->len == 0;
-        if (was_empty)
+    for (size_t i = 0; i < n; i++) {
+        otlp_span_t *s = spans[i];
+        if (!s || x->len >= x->cfg.queue_size || x->stopping) {
+            dropped++;
+            continue; /* freed below, outside the lock */
+        }
+        spans[i] = NULL;
+        if (x->len == 0)
             x->oldest_ms = mono_ms();
         x->ring[(x->head + x->len++) % x->cfg.queue_size] = s;
         x->n.spans_queued++;
-        /* the sender sleeps without a deadline while the ring is empty */
-        if (was_empty || x->len == x->cfg.batch_size)
+        /* the sender sleeps without a deadline while the ring is empty: one
+         * signal per batch handed in, and one when a full batch waits */
+        if (x->len == 1 || x->len == x->cfg.batch_size)
             pthread_cond_signal(&x->wake);
     }
+    if (dropped) {
+        x->n.spans_dropped += dropped;
+        first_drop = !x->dropping;
+        x->dropping = true;
+    }
     pthread_mutex_unlock(&x->lock);
-    if (full)
-        free(s);
+    for (size_t i = 0; dropped && i < n; i++)
+        free(spans[i]);
     if (first_drop)
         say(x, "warn",
             "otlp: span queue full (%u): dropping spans until the collector at %s "
             "catches up (par_otlp_spans_total{result=\"dropped\"})",
             x->cfg.queue_size, x->cfg.endpoint);
+}
+
+void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
+{
+    otlp_exporter_spans(x, &s, 1);
 }
 
 bool otlp_exporter_full(otlp_exporter_t *x)
@@ -259,14 +275,17 @@ static bool send_body(otlp_exporter_t *x, const char *url, const char *body, siz
 
 static void send_spans(otlp_exporter_t *x, otlp_span_t **batch, size_t n)
 {
-    size_t len = 0;
     char what[64];
     snprintf(what, sizeof(what), "a batch of %zu span%s", n, n == 1 ? "" : "s");
-    char *body = otlp_encode_traces(x->resource, batch, n, x->version, &len);
-    bool ok = body && send_body(x, x->cfg.traces_url, body, len, what);
-    if (!body)
+    otlp_buf_t *b = &x->body;
+    bool enc = otlp_encode_traces_into(b, x->resource_json, batch, n, x->version) == 0;
+    bool ok = enc && send_body(x, x->cfg.traces_url, b->p, b->len, what);
+    if (!enc)
         say(x, "warn", "otlp: out of memory encoding %s", what);
-    free(body);
+    if (b->cap > BODY_KEEP_MAX) { /* an unusual batch: its memory is not kept */
+        free(b->p);
+        memset(b, 0, sizeof(*b));
+    }
     pthread_mutex_lock(&x->lock);
     if (ok)
         x->n.spans_sent += n;
@@ -365,6 +384,8 @@ static void destroy(otlp_exporter_t *x)
     }
     free(x->ring);
     free(x->batch);
+    free(x->body.p);
+    free(x->resource_json);
     json_decref(x->snapshot);
     json_decref(x->resource);
     otlp_http_free(x->http);
@@ -402,7 +423,8 @@ otlp_exporter_t *otlp_exporter_start(otlp_config_t *cfg, json_t *resource, const
     x->version = strdup(version ? version : "");
     x->ring = calloc(x->cfg.queue_size, sizeof(*x->ring));
     x->batch = calloc(x->cfg.batch_size, sizeof(*x->batch));
-    if (!x->version || !x->ring || !x->batch || !x->resource) {
+    x->resource_json = x->resource ? json_dumps(x->resource, JSON_COMPACT) : NULL;
+    if (!x->version || !x->ring || !x->batch || !x->resource_json) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

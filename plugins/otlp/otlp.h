@@ -83,8 +83,9 @@ typedef struct otlp_span_in {
     const char *span_id;   /* 16 hex, or NULL/"" for a fresh one */
     const char *parent_id; /* 16 hex, or NULL/"" for none */
     const char *name;
-    const char *error; /* NULL: ok */
-    bool sub_call;     /* a sub-agent call: kind INTERNAL, else SERVER */
+    const char *error;  /* NULL: ok */
+    bool sub_call;      /* a sub-agent call: kind INTERNAL, else SERVER */
+    bool keep_trace_id; /* a trace id that is hashed is kept as attribute par.trace_id */
     uint64_t start_ns, end_ns;
     const char *const *attrs; /* key, value, ..., NULL (values NULL are skipped), or NULL */
 } otlp_span_in_t;
@@ -102,7 +103,19 @@ json_t *otlp_resource_new(const otlp_config_t *c, const char *service_version,
 /* {"key": k, "value": {"stringValue": v}} appended to array `attrs`. 0 or -1. */
 int otlp_attr_add(json_t *attrs, const char *key, const char *value);
 
-/* The body of POST /v1/traces for spans[0..n). NULL: out of memory. */
+/* A growing output buffer the exporter keeps between batches. */
+typedef struct otlp_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} otlp_buf_t;
+
+/* The body of POST /v1/traces for spans[0..n) into `b` (emptied first, its
+ * memory reused); `resource_json` is the resource, encoded. 0, or -1 out of
+ * memory. (traces.c) */
+int otlp_encode_traces_into(otlp_buf_t *b, const char *resource_json, otlp_span_t *const *spans,
+                            size_t n, const char *scope_version);
+/* The same in a buffer of its own. NULL: out of memory. */
 char *otlp_encode_traces(const json_t *resource, otlp_span_t *const *spans, size_t n,
                          const char *scope_version, size_t *len);
 
@@ -179,6 +192,9 @@ otlp_exporter_t *otlp_exporter_start(otlp_config_t *cfg, json_t *resource, const
 /* Queues a span (takes ownership; freed when the queue is full; NULL: a span
  * that could not be copied, counted as dropped). Never blocks on I/O. */
 void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s);
+/* Queues spans[0..n) under one lock, as otlp_exporter_span does one each
+ * (NULL entries count as dropped). The array's entries are consumed. */
+void otlp_exporter_spans(otlp_exporter_t *x, otlp_span_t **spans, size_t n);
 /* Is the span queue full (a span queued now would be dropped)? */
 bool otlp_exporter_full(otlp_exporter_t *x);
 /* Queues a metrics snapshot (array of Metric objects; takes the reference). An

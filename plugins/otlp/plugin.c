@@ -47,36 +47,44 @@ static const char *or_null(const char *s)
     return s && *s ? s : NULL;
 }
 
+/* The exporter's copy of one span, NULL when out of memory. */
+static otlp_span_t *span_of(const par_span_t *s)
+{
+    const char *attrs[] = {
+        "par.agent",         or_null(s->agent_id),   "par.package",
+        or_null(s->package), "par.version",          or_null(s->version),
+        "par.request_id",    or_null(s->request_id), "enduser.id",
+        or_null(s->subject), "par.tenant",           or_null(s->tenant),
+        "par.error",         or_null(s->error),      NULL,
+    };
+    otlp_span_in_t in = {
+        .trace_id = s->trace_id,
+        .span_id = s->span_id,
+        .parent_id = s->parent_span_id,
+        .name = s->agent_id,
+        .error = s->status != 0 ? (or_null(s->error) ? s->error : "error") : NULL,
+        .sub_call = s->sub_call != 0,
+        .keep_trace_id = true, /* one of another shape is hashed: par.trace_id keeps it */
+        .start_ns = s->start_unix_ns > 0 ? (uint64_t)s->start_unix_ns : 0,
+        .end_ns = s->end_unix_ns > 0 ? (uint64_t)s->end_unix_ns : 0,
+        .attrs = attrs,
+    };
+    return otlp_span_new(&in);
+}
+
 static void on_spans(void *state, const par_span_t *spans, size_t n)
 {
     otlp_plugin_t *p = state;
     if (!p->spans || !p->x)
         return;
     bool full = otlp_exporter_full(p->x); /* once per batch */
-    for (size_t i = 0; i < n; i++) {
-        const par_span_t *s = &spans[i];
-        bool foreign = s->trace_id && (strlen(s->trace_id) != 32 ||
-                                       strspn(s->trace_id, "0123456789abcdefABCDEF") != 32);
-        const char *attrs[] = {
-            "par.agent",   or_null(s->agent_id), "par.package",    or_null(s->package),
-            "par.version", or_null(s->version),  "par.request_id", or_null(s->request_id),
-            "enduser.id",  or_null(s->subject),  "par.tenant",     or_null(s->tenant),
-            "par.error",   or_null(s->error),    "par.trace_id",   foreign ? s->trace_id : NULL,
-            NULL,
-        };
-        otlp_span_in_t in = {
-            .trace_id = s->trace_id,
-            .span_id = s->span_id,
-            .parent_id = s->parent_span_id,
-            .name = s->agent_id,
-            .error = s->status != 0 ? (or_null(s->error) ? s->error : "error") : NULL,
-            .sub_call = s->sub_call != 0,
-            .start_ns = s->start_unix_ns > 0 ? (uint64_t)s->start_unix_ns : 0,
-            .end_ns = s->end_unix_ns > 0 ? (uint64_t)s->end_unix_ns : 0,
-            .attrs = attrs,
-        };
-        /* a full queue drops it anyway: no copy (NULL counts the drop) */
-        otlp_exporter_span(p->x, full ? NULL : otlp_span_new(&in));
+    otlp_span_t *chunk[64];
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        /* a full queue drops them anyway: no copy (NULL counts the drop) */
+        for (; k < sizeof(chunk) / sizeof(*chunk) && i < n; k++, i++)
+            chunk[k] = full ? NULL : span_of(&spans[i]);
+        otlp_exporter_spans(p->x, chunk, k); /* one lock for the chunk */
     }
 }
 

@@ -8,6 +8,12 @@
  * with its field path. `par pack --sign` writes FILE.apkg.partial and its
  * signature and renames them into place only once both exist: a failed
  * signature leaves no unsigned FILE.apkg behind.
+ *
+ * A runtime no built-in loader serves (node20) is checked by the loader of a
+ * plugin when `par pack` is given the plugins (--plugin PATH, or the
+ * `plugins` of --config FILE): they are loaded and initialised as `par
+ * serve` would, with a temporary state directory, and their loader's
+ * validate runs on DIR (nothing is prepared or installed).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -21,9 +27,12 @@
 #include <par/par.h>
 
 #include "cli/cli.h"
+#include "config/config.h"
 #include "pkg/archive.h"
 #include "pkg/compat.h"
 #include "pkg/manifest.h"
+#include "obs/log.h"
+#include "plugin/plugin.h"
 #include "registry/cache.h"
 #include "util/buf.h"
 #include "util/fs.h"
@@ -31,17 +40,21 @@
 
 static void usage_pack(FILE *f)
 {
-    fprintf(f, "usage: par pack DIR -o FILE.apkg [--no-compat] [--sign [-s par.key]\n"
-               "                [--password-file F] [-t \"trusted comment\"]]\n\n"
-               "Builds a ZIP package from DIR (which must hold agent.yaml). First it runs\n"
-               "every check a deploy runs that needs no package code (agent.yaml, a loader\n"
-               "for the runtime, entrypoint modules and libraries present, ELF objects for\n"
-               "this machine, metadata.par.requires and abi) and prints every problem.\n"
-               "--no-compat skips the checks against this machine and runtime (for a package\n"
-               "built for another one); agent.yaml is still checked. Same input, same bytes:\n"
-               "entries are sorted, timestamps and owners fixed. --sign then writes\n"
-               "FILE.apkg.minisig with a minisign secret key (as `par sign` does); when\n"
-               "signing fails, neither file is written.\n");
+    fprintf(f,
+            "usage: par pack DIR -o FILE.apkg [--no-compat] [--plugin PATH]... [--config FILE]\n"
+            "                [--sign [-s par.key] [--password-file F] [-t \"trusted comment\"]]\n\n"
+            "Builds a ZIP package from DIR (which must hold agent.yaml). First it runs\n"
+            "every check a deploy runs that needs no package code (agent.yaml, a loader\n"
+            "for the runtime, entrypoint modules and libraries present, ELF objects for\n"
+            "this machine, metadata.par.requires and abi) and prints every problem.\n"
+            "--no-compat skips the checks against this machine and runtime (for a package\n"
+            "built for another one); agent.yaml is still checked. A runtime a plugin\n"
+            "serves (node20 with plugins/node) is checked by that plugin's loader: give\n"
+            "the plugin with --plugin PATH (repeatable), or --config FILE to load the\n"
+            "`plugins` of a configuration. Same input, same bytes:\n"
+            "entries are sorted, timestamps and owners fixed. --sign then writes\n"
+            "FILE.apkg.minisig with a minisign secret key (as `par sign` does); when\n"
+            "signing fails, neither file is written.\n");
 }
 
 static void usage_inspect(FILE *f)
@@ -70,7 +83,7 @@ static void print_lines(const char *cmd, const char *prefix, const par_buf_t *te
  * is no problem (then *out is the manifest), 1 otherwise (*out may still be
  * set when only compatibility failed). */
 static int check_package(const char *cmd, const char *yaml, size_t len, const char *root,
-                         par_manifest_t **out)
+                         par_plugins_t *plugins, par_manifest_t **out)
 {
     par_buf_t err;
     par_buf_init(&err, 0);
@@ -83,7 +96,18 @@ static int check_package(const char *cmd, const char *yaml, size_t len, const ch
     }
     for (size_t i = 0; i < (*out)->warnings.count; i++)
         fprintf(stderr, "par %s: warning: %s\n", cmd, (*out)->warnings.items[i]);
-    int problems = root ? par_pkg_compat_check(root, *out, &err) : 0;
+    int problems = 0, other = root && (*out)->runtime_kind == PAR_RUNTIME_OTHER;
+    /* a runtime no built-in loader serves: a plugin's loader checks it, if one serves it */
+    int by_plugin = other ? par_plugins_check_package(plugins, root, *out, &err) : -1;
+    if (by_plugin >= 0) {
+        problems = by_plugin + par_pkg_compat_common(root, *out, &err);
+    } else if (root) {
+        problems = par_pkg_compat_check(root, *out, &err);
+        if (other && strcmp(cmd, "pack") == 0)
+            par_buf_appends(&err, "runtime: a runtime a plugin serves is checked by that plugin: "
+                                  "give it with --plugin PATH or --config FILE (its `plugins`), "
+                                  "or skip these checks with --no-compat\n");
+    }
     print_lines(cmd, "agent.yaml: ", &err);
     par_buf_free(&err);
     return problems ? 1 : 0;
@@ -153,6 +177,52 @@ static int pack_misuse(const char *a, const char *why)
     return 2;
 }
 
+/* The plugins `par pack` checks with: each --plugin PATH, then the
+ * `plugins` of --config FILE, loaded and initialised with a temporary state
+ * directory (its path in state[cap], for the caller to remove). 0, or 1
+ * after saying why. */
+static int pack_plugins(int argc, char **argv, const char *config, char *state, size_t cap,
+                        par_plugins_t **out)
+{
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    par_conf_t c;
+    par_conf_init(&c);
+    json_t *list = json_array();
+    int rc = list ? PAR_OK : PAR_E_NO_MEMORY;
+    for (int i = 1; rc == PAR_OK && i + 1 < argc; i++)
+        if (strcmp(argv[i], "--plugin") == 0) {
+            char abs[PATH_MAX];
+            const char *path = realpath(argv[i + 1], abs) ? abs : argv[i + 1];
+            if (json_array_append_new(list, json_pack("{s:s}", "path", path)) != 0)
+                rc = PAR_E_NO_MEMORY;
+            i++;
+        }
+    if (rc == PAR_OK && config && (rc = par_conf_load_file(&c, config, &err)) == PAR_OK &&
+        c.v[PAR_K_PLUGINS].v && json_array_extend(list, c.v[PAR_K_PLUGINS].v) != 0)
+        rc = PAR_E_NO_MEMORY;
+    const char *t = getenv("TMPDIR");
+    snprintf(state, cap, "%s/par-pack-XXXXXX", t && *t ? t : "/tmp");
+    if (rc == PAR_OK && mkdtemp(state) == NULL) {
+        par_buf_appendf(&err, "cannot create a temporary directory: %s\n", strerror(errno));
+        state[0] = '\0';
+        rc = PAR_E_IO;
+    }
+    if (rc == PAR_OK) {
+        par_log_init(PAR_LOG_WARN, 0); /* a plugin's warnings, as text; not its chatter */
+        rc = par_plugins_load(list, state, out, &err);
+    }
+    if (rc != PAR_OK) {
+        while (err.len && err.data[err.len - 1] == '\n')
+            err.len--;
+        fprintf(stderr, "par pack: %.*s\n", (int)err.len, err.len ? err.data : par_strerror(rc));
+    }
+    json_decref(list);
+    par_conf_free(&c);
+    par_buf_free(&err);
+    return rc == PAR_OK ? 0 : 1;
+}
+
 int par_cli_pack(int argc, char **argv)
 {
     if (par_cli_wants_help(argc, argv)) {
@@ -160,10 +230,15 @@ int par_cli_pack(int argc, char **argv)
         return 0;
     }
     const char *dir = NULL, *outp = NULL, *seckey = NULL, *pwfile = NULL, *comment = NULL;
-    int sign = 0, compat = 1;
+    const char *config = NULL;
+    int sign = 0, compat = 1, nplugins = 0;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc)
             outp = argv[++i];
+        else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc)
+            i++, nplugins++; /* read again by pack_plugins */
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[++i];
         else if (strcmp(argv[i], "--sign") == 0)
             sign = 1;
         else if (strcmp(argv[i], "--no-compat") == 0)
@@ -193,10 +268,20 @@ int par_cli_pack(int argc, char **argv)
         par_buf_free(&y);
         return 1;
     }
+    char state[PATH_MAX] = "";
+    par_plugins_t *plugins = NULL;
+    int bad = compat && (nplugins || config) &&
+              pack_plugins(argc, argv, config, state, sizeof(state), &plugins) != 0;
     par_manifest_t *m = NULL;
-    int bad = check_package("pack", y.data ? y.data : "", y.len, compat ? dir : NULL, &m);
+    if (!bad)
+        bad = check_package("pack", y.data ? y.data : "", y.len, compat ? dir : NULL, plugins, &m);
     par_manifest_free(m);
     par_buf_free(&y);
+    par_plugins_destroy(plugins);
+    if (state[0]) {
+        par_fs_remove(state, NULL);
+        par_log_shutdown();
+    }
     if (bad)
         return 1;
     return pack_into_place(dir, outp, sign, seckey, pwfile, comment);
@@ -285,7 +370,7 @@ int par_cli_inspect(int argc, char **argv)
         fprintf(stderr, "par inspect: %s: %s\n%.*s", argv[1], par_strerror(rc), (int)err.len,
                 err.data ? err.data : "");
     } else {
-        bad = check_package("inspect", y.data ? y.data : "", y.len, tmp, &m);
+        bad = check_package("inspect", y.data ? y.data : "", y.len, tmp, NULL, &m);
     }
     if (m) {
         json_t *o = inspect_json(m, &a);

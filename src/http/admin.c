@@ -26,6 +26,7 @@
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "runtime/converge.h"
+#include "runtime/exporters.h"
 #include "runtime/io.h"
 #include "runtime/metrics.h"
 #include "runtime/runs.h"
@@ -134,13 +135,14 @@ int par__http_on_package(par_http_exchange_t *x)
 
 int par__http_on_metrics(par_http_exchange_t *x)
 {
+    par_runtime_t *rt = x->loop->http->rt;
+    const par_exporter_impl_t *e = par__exporters_scrape(rt); /* the "prometheus" entry */
     par_buf_t m;
     par_buf_init(&m, 0);
-    par__runtime_render_metrics(x->loop->http->rt, &m);
+    e->scrape(e, rt, &m);
     char *body = h2o_mem_alloc_pool(&x->req->pool, m.len + 1);
     memcpy(body, m.data ? m.data : "", m.len);
-    par__http_send_body(x->req, 200, "text/plain; version=0.0.4; charset=utf-8", x->rid, body,
-                        m.len);
+    par__http_send_body(x->req, 200, e->content_type, x->rid, body, m.len);
     par_buf_free(&m);
     return 1;
 }
@@ -204,6 +206,10 @@ int par__http_on_info(par_http_exchange_t *x)
                         json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned,
                                   "trusted_keys", (json_int_t)rt->trust.nkeys));
     json_object_set_new(o, "auth", par_auth_describe(h->opts.auth));
+    json_t *ex = json_array();
+    for (size_t i = 0; ex && i < par__exporters_count(rt); i++)
+        json_array_append_new(ex, json_string(par__exporters_at(rt, i)->name));
+    json_object_set_new(o, "telemetry_exporters", ex);
     json_object_set_new(o, "http",
                         json_pack("{s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "http2", h->opts.http2,
                                   "reuse_port", h->opts.reuse_port, "tls", h->opts.tls_cert != NULL,

@@ -301,19 +301,13 @@ int par_plugins_load(const json_t *list, const char *state_dir, par_plugins_t **
 int par_plugins_attach(par_plugins_t *ps, par_runtime_t *rt, par_buf_t *err)
 {
     ps->rt = rt;
-    int exporters = 0;
     for (size_t i = 0; i < ps->count; i++) {
         par_plug_t *p = ps->items[i];
         int rc = p->tab.loader ? par__plug_loader_attach(p, rt, err) : PAR_OK;
         if (rc == PAR_OK && p->tab.exporter)
-            rc = par__plug_exporter_start(p, rt, err), exporters++;
+            rc = par__plug_exporter_start(p, rt, err); /* joins the exporter registry */
         if (rc != PAR_OK)
             return rc;
-    }
-    if (exporters) { /* finished calls are copied only now that someone wants them */
-        ps->telemetry.finished = par__plug_telemetry_finished;
-        ps->telemetry.data = ps;
-        rt->telemetry = &ps->telemetry;
     }
     return PAR_OK;
 }

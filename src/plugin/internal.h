@@ -37,7 +37,6 @@ struct par_plugins {
     par_plug_t **items;
     size_t count;
     par_runtime_t *rt;
-    par_telemetry_t telemetry;
 };
 
 /* plugin/loader.c */
@@ -58,7 +57,5 @@ void par__plug_auth_free_pending(par_plug_t *p);
 int par__plug_exporter_start(par_plug_t *p, par_runtime_t *rt, par_buf_t *err);
 void par__plug_exporter_stop(par_plug_t *p);
 void par__plug_exporter_free(par_plug_t *p); /* after stop, queued items dropped */
-/* rt->telemetry's `finished`: fans a call out to every running exporter. */
-void par__plug_telemetry_finished(void *data, const par_call_t *c);
 
 #endif

@@ -116,17 +116,17 @@ static int mkdirs(const char *a, const char *b, const char *c)
                : -1;
 }
 
-/* The version as the plugin sees it, with its cache directory made. */
-static vstate_t *vstate_new(par_plug_t *p, par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
+/* The package at `root` as the plugin sees it (par_loader_pkg_t) with the
+ * runtime's limits left 0; its cache directory named, not made. NULL: out of
+ * memory. */
+static vstate_t *vstate_of(par_plug_t *p, const char *name, const char *version, const char *root,
+                           const par_manifest_t *m)
 {
-    const par_manifest_t *m = pv->manifest;
     vstate_t *v = calloc(1, sizeof(*v));
     if (v == NULL)
         return NULL;
-    char top[4096];
-    snprintf(top, sizeof(top), "%s/cache", p->state_dir);
-    v->manifest_json = manifest_json(pv->root);
-    if (asprintf(&v->cache_dir, "%s/%s@%s", top, pv->name, pv->version) < 0)
+    v->manifest_json = manifest_json(root);
+    if (asprintf(&v->cache_dir, "%s/cache/%s@%s", p->state_dir, name, version) < 0)
         v->cache_dir = NULL;
     v->exports = calloc(m->export_count + 1, sizeof(*v->exports));
     v->deps = calloc(m->dependencies.count + 1, sizeof(char *));
@@ -134,24 +134,39 @@ static vstate_t *vstate_new(par_plug_t *p, par_runtime_t *rt, par_pkgver_t *pv, 
         vstate_free(v);
         return NULL;
     }
-    if (mkdirs(p->state_dir, top, v->cache_dir) != 0)
-        par_buf_appendf(err, "runtime: cannot create %s: %s\n", v->cache_dir, strerror(errno));
     for (size_t i = 0; i < m->export_count; i++)
         v->exports[i] = (par_loader_export_t){m->exports[i].name, m->exports[i].entrypoint};
     for (size_t i = 0; i < m->dependencies.count; i++)
         v->deps[i] = m->dependencies.items[i];
     par_loader_pkg_t *k = &v->pkg;
     k->size = sizeof(*k);
-    k->name = pv->name;
-    k->version = pv->version;
+    k->name = name;
+    k->version = version;
     k->runtime = m->runtime;
-    k->root = pv->root;
+    k->root = root;
     k->manifest_json = v->manifest_json;
     k->manifest_len = strlen(v->manifest_json);
     k->exports = v->exports;
     k->export_count = m->export_count;
     k->dependencies = v->deps;
     k->cache_dir = v->cache_dir;
+    k->memory_mb = m->limits.memory_mb;
+    k->max_input = (size_t)m->limits.max_input_kb * 1024;
+    return v;
+}
+
+/* The version as the plugin sees it, with its cache directory made. */
+static vstate_t *vstate_new(par_plug_t *p, par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
+{
+    const par_manifest_t *m = pv->manifest;
+    vstate_t *v = vstate_of(p, pv->name, pv->version, pv->root, m);
+    if (v == NULL)
+        return NULL;
+    char top[4096];
+    snprintf(top, sizeof(top), "%s/cache", p->state_dir);
+    if (mkdirs(p->state_dir, top, v->cache_dir) != 0)
+        par_buf_appendf(err, "runtime: cannot create %s: %s\n", v->cache_dir, strerror(errno));
+    par_loader_pkg_t *k = &v->pkg;
     k->memory_mb = m->limits.memory_mb ? m->limits.memory_mb : rt->cfg.default_memory_mb;
     k->cpu_seconds = rt->cfg.worker_cpu_seconds;
     k->max_input =
@@ -192,6 +207,17 @@ static int serves(const par_loader_impl_t *l, const char *runtime)
     return 0;
 }
 
+/* The plugin's validate on `v`: the number of problems it wrote into err. */
+static int validate(par_plug_t *p, vstate_t *v, par_buf_t *err)
+{
+    if (p->loader.validate == NULL)
+        return 0;
+    char msg[4096] = "";
+    int rc = p->loader.validate(p->state, &v->pkg, msg, sizeof(msg));
+    msg[sizeof(msg) - 1] = '\0';
+    return rc == 0 ? 0 : say(err, msg, "the package is refused by its loader");
+}
+
 static int check(const par_loader_impl_t *l, par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
 {
     par_plug_t *p = l->data;
@@ -201,12 +227,7 @@ static int check(const par_loader_impl_t *l, par_runtime_t *rt, par_pkgver_t *pv
         return 1;
     }
     pv->loader_state = v;
-    if (p->loader.validate == NULL)
-        return 0;
-    char msg[4096] = "";
-    int rc = p->loader.validate(p->state, &v->pkg, msg, sizeof(msg));
-    msg[sizeof(msg) - 1] = '\0';
-    return rc == 0 ? 0 : say(err, msg, "the package is refused by its loader");
+    return validate(p, v, err);
 }
 
 static int prepare(const par_loader_impl_t *l, par_runtime_t *rt, par_pkgver_t *pv, par_buf_t *err)
@@ -301,4 +322,24 @@ int par__plug_loader_attach(par_plug_t *p, par_runtime_t *rt, par_buf_t *err)
                         (int)why.len, why.data ? why.data : par_strerror(rc));
     par_buf_free(&why);
     return rc;
+}
+
+int par_plugins_check_package(par_plugins_t *ps, const char *root, const par_manifest_t *m,
+                              par_buf_t *err)
+{
+    for (size_t i = 0; ps && i < ps->count; i++) {
+        par_plug_t *p = ps->items[i];
+        if (p->tab.loader == NULL || !serves(&(par_loader_impl_t){.data = p}, m->runtime))
+            continue;
+        vstate_t *v = vstate_of(p, m->name, m->package_version, root, m);
+        if (v == NULL) {
+            par_buf_appends(err,
+                            "runtime: cannot read agent.yaml for the loader (out of memory?)\n");
+            return 1;
+        }
+        int problems = validate(p, v, err);
+        vstate_free(v);
+        return problems;
+    }
+    return -1;
 }

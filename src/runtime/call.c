@@ -14,6 +14,7 @@
 #include "metering/meter.h"
 #include "obs/log.h"
 #include "obs/trace.h"
+#include "runtime/exporters.h"
 #include "runtime/runtime.h"
 #include "util/json.h"
 
@@ -181,8 +182,8 @@ void par__call_finish(par_call_t *c)
     }
     if (rt && c->_hop)
         log_hop(c);
-    if (rt && rt->telemetry) /* only when an exporter is configured */
-        rt->telemetry->finished(rt->telemetry->data, c);
+    if (rt && rt->npush) /* only when an exporter takes finished calls */
+        par__exporters_finished(rt, c);
     par_usage_t *u = rt && rt->meter ? usage_of(c) : NULL;
     if (u) {
         /* A root's answer waits for its record's commit (group commit, see

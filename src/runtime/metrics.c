@@ -15,6 +15,7 @@
 #include "metering/meter.h"
 #include "obs/metrics.h"
 #include "runtime/converge.h"
+#include "runtime/exporters.h"
 #include "runtime/fleet.h"
 #include "runtime/runs.h"
 
@@ -245,5 +246,6 @@ void par__runtime_metrics_free(par_runtime_t *rt)
 
 int par__runtime_render_metrics(par_runtime_t *rt, par_buf_t *out)
 {
-    return par_metrics_render(rt->metrics, out);
+    const par_exporter_impl_t *e = par__exporters_scrape(rt);
+    return e->scrape(e, rt, out);
 }

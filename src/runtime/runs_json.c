@@ -33,7 +33,13 @@ int par_runs_open(par_runtime_t *rt, par_runs_t **out, par_buf_t *err)
     rs->memory_events = rt->cfg.run_memory_events ? rt->cfg.run_memory_events : 1;
     rs->retention_s = rt->cfg.run_retention_s;
     pthread_mutex_init(&rs->lock, NULL);
-    pthread_cond_init(&rs->wake, NULL);
+    /* the runs' thread waits on CLOCK_MONOTONIC deadlines (runs_store.c):
+     * a condition on the default clock takes them for past times and spins */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->wake, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = asprintf(&rs->dir, "%s/runs", rt->state_dir) < 0 ? PAR_E_NO_MEMORY : PAR_OK;
     if (rc == PAR_OK)
         rc = par__runs_grow_locked(rs); /* not shared yet */

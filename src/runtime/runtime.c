@@ -30,6 +30,7 @@
 #include "registry/cache.h"
 #include "runtime/converge.h"
 #include "runtime/exec.h"
+#include "runtime/exporters.h"
 #include "runtime/loaders.h"
 #include "runtime/metrics.h"
 #include "runtime/native.h"
@@ -600,6 +601,7 @@ void par_runtime_destroy(par_runtime_t *rt)
     /* after the workers are gone: every call has finished and queued its record */
     par_meter_destroy(rt->meter);
     par__loaders_free(rt);
+    par__exporters_free(rt);
     for (size_t i = 0; rt->trusted && rt->trusted[i]; i++)
         free(rt->trusted[i]);
     free(rt->trusted);

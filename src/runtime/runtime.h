@@ -129,21 +129,15 @@ struct par_runtime {
     /* the loader registry (runtime/loaders.h): registered before the first deploy */
     const struct par_loader_impl **loaders;
     size_t nloaders;
-    /* finished calls for telemetry exporters (plugins), or NULL: one branch per call */
-    const struct par_telemetry *telemetry;
+    /* the telemetry-exporter registry (runtime/exporters.h) after its
+     * built-in entries; npush of them take finished calls: one branch per
+     * call when none does */
+    const struct par_exporter_impl **exporters;
+    size_t nexporters, npush;
     /* calls answered through the embedding API, by status (runtime/embed_call.c) */
     atomic_ulong inprocess_calls[PAR_STATUS_COUNT];
     void *data;
 };
-
-/* Where finished calls go when an exporter wants them (plugin/export.c).
- * `finished` runs on the thread that finishes the call, once per counted call
- * (sub-agent calls included), after its status and timings are set: it must
- * only copy what it needs and queue it, never block. */
-typedef struct par_telemetry {
-    void (*finished)(void *data, const par_call_t *c);
-    void *data;
-} par_telemetry_t;
 
 void par__pkgver_ref(par_pkgver_t *pv);
 void par__pkgver_unref(par_pkgver_t *pv);

@@ -38,6 +38,14 @@ def test_promtool_accepts_the_scrape(srv):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_the_scrape_is_the_prometheus_entry_of_the_exporter_registry(srv):
+    # the built-in exposition is the telemetry-exporter registry's first entry
+    # (plugins' exporters come after it), and /metrics is answered through it
+    info = srv.get("/runtime/info").json()
+    assert info["telemetry_exporters"] == ["prometheus"], info
+    assert "par_invocations_total" in scrape(srv)
+
+
 def test_counters_move(srv):
     before = scrape(srv)
     for _ in range(3):

@@ -28,14 +28,20 @@ from test_sandbox import EXPECT_ROOT
 
 PLUGIN = os.path.join(BUILD, "plugins", "node.so")
 FIXTURE = os.path.join(SOURCE, "tests", "fixtures", "node-agent")
+# PAR_TEST_NODE=/path/to/node: the whole module runs its agents with that
+# interpreter (the plugin's `node:`), e.g. Debian 12's Node 18 beside a newer
+# system node (docs/node-agents.md "Testing another Node.js")
+NODE = os.environ.get("PAR_TEST_NODE", "")
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None and
+pytestmark = pytest.mark.skipif(not NODE and shutil.which("node") is None and
                                 shutil.which("nodejs") is None,
                                 reason="Node.js is not installed (scripts/install-deps.sh)")
 
 
-def config(tmp, extra="", plugin_config=""):
-    conf = os.path.join(str(tmp), "par.yaml")
+def config(tmp, extra="", plugin_config="", name="par.yaml"):
+    if NODE and not plugin_config:
+        plugin_config = f"    config: {{node: {NODE}}}\n"
+    conf = os.path.join(str(tmp), name)
     with open(conf, "w") as f:
         f.write(f"plugins:\n  - path: {PLUGIN}\n{plugin_config}"
                 "auth: {mode: off}\ntrust: {require_signatures: false}\n"
@@ -43,9 +49,14 @@ def config(tmp, extra="", plugin_config=""):
     return conf
 
 
-def pack(d, out):
-    # `par pack` runs without plugins: the loader's checks run at deploy
-    r = run("pack", str(d), "-o", str(out), "--no-compat")
+def pack(d, out, check=False):
+    # checked by the plugin's loader as it is packed (`--plugin`); packages
+    # meant to be refused at deploy are packed without that check
+    how = ["--no-compat"]
+    if check:  # with PAR_TEST_NODE, the plugin configured with that interpreter
+        how = ["--config", config(os.path.dirname(str(out)), name="pack.yaml")] if NODE \
+            else ["--plugin", PLUGIN]
+    r = run("pack", str(d), "-o", str(out), *how)
     assert r.returncode == 0, r.stderr
     return str(out)
 
@@ -65,7 +76,7 @@ def fixture_as(tmp, name, version="1.0.0", capabilities=None, edit=None):
         f.write(y)
     if edit:
         edit(d)
-    return pack(d, os.path.join(str(tmp), f"{name}-{version}.apkg"))
+    return pack(d, os.path.join(str(tmp), f"{name}-{version}.apkg"), check=True)
 
 
 def nodepkg(tmp, name, main_js, runtime="node18", entrypoint="src/main:handler", extra=""):
@@ -132,6 +143,13 @@ def test_sync_handler(srv):
     r = srv.post("node-agent", {"input": "x"})
     assert r.json()["metadata"] == {"request_id": r.json()["metadata"]["request_id"],
                                     "package": "node-agent", "version": "1.0.0"}
+
+
+@pytest.mark.skipif(not NODE, reason="PAR_TEST_NODE names no interpreter")
+def test_the_configured_interpreter_runs_the_agents(srv):
+    want = subprocess.run([NODE, "--version"], capture_output=True, text=True,
+                          timeout=30).stdout.strip().lstrip("v")
+    assert call(srv, "node-agent", 1)["node"] == want
 
 
 def test_async_handlers_overlap(srv):
@@ -273,6 +291,35 @@ def test_without_the_plugin_node_packages_have_no_loader(server_factory, tmp_pat
                                    json={"path": package("node-agent")}, timeout=120),
                      422, "incompatible_package")
     assert "no loader for runtime node18" in b["message"]
+
+
+def test_pack_checks_node_packages_with_the_plugin(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURE, src)
+    out = str(tmp_path / "a.apkg")
+    # without the plugin: refused, and the message names the options
+    r = run("pack", str(src), "-o", out)
+    assert r.returncode == 1 and not os.path.exists(out)
+    assert "no loader for runtime node18" in r.stderr, r.stderr
+    assert "--plugin PATH" in r.stderr and "--config FILE" in r.stderr, r.stderr
+    # with it (directly or through a configuration's plugins): checked and packed
+    r = run("pack", str(src), "-o", out, "--plugin", PLUGIN)
+    assert r.returncode == 0 and os.path.exists(out), r.stderr
+    assert "plugin loaded" not in r.stderr, r.stderr  # quiet: warnings only
+    conf = config(tmp_path)
+    r = run("pack", str(src), "-o", str(tmp_path / "b.apkg"), "--config", conf)
+    assert r.returncode == 0, r.stderr
+    assert open(out, "rb").read() == open(tmp_path / "b.apkg", "rb").read()
+    # the loader's own checks: a missing entrypoint module is refused at pack
+    y = (src / "agent.yaml").read_text().replace("entrypoint: src/main:echo",
+                                                 "entrypoint: src/missing:echo")
+    (src / "agent.yaml").write_text(y)
+    r = run("pack", str(src), "-o", str(tmp_path / "c.apkg"), "--plugin", PLUGIN)
+    assert r.returncode == 1 and not os.path.exists(tmp_path / "c.apkg")
+    assert "entrypoint: the package has no module src/missing" in r.stderr, r.stderr
+    # a plugin that cannot be loaded is named
+    r = run("pack", str(src), "-o", out, "--plugin", str(tmp_path / "none.so"))
+    assert r.returncode == 1 and "plugins[0]" in r.stderr and "none.so" in r.stderr, r.stderr
 
 
 def _conf_without_plugin(tmp):

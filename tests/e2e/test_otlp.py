@@ -230,6 +230,20 @@ def test_metrics_snapshots_arrive(server_factory, tmp_path, collector):
     assert not collector.invalid, collector.invalid
 
 
+def test_the_exporter_joins_the_registry_after_prometheus(server_factory, tmp_path, collector):
+    s = server_factory([package("echo")], args=["--config", par_config(tmp_path, collector.url)])
+    assert s.post("echo", {"input": 1}).status_code == 200
+    info = s.get("/runtime/info").json()
+    assert info["telemetry_exporters"] == ["prometheus", "plugin:otlp"], info
+    # the scrape, with the exporter's own families, is still valid exposition
+    r = s.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'par_plugin_exporter_delivered_total{plugin="otlp"}' in r.text
+    p = subprocess.run(["promtool", "check", "metrics"], input=r.text, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_a_dead_collector_never_slows_requests(server_factory, tmp_path, collector):
     collector.stop()
     conf = par_config(tmp_path, collector.url, {"queue_size": 16, "backoff_min_ms": 50,
@@ -243,19 +257,25 @@ def test_a_dead_collector_never_slows_requests(server_factory, tmp_path, collect
         assert r.status_code == 200 and r.json()["output"] == i
     assert statistics.median(lat) < 0.05, statistics.median(lat)
     assert max(lat) < 1.0, max(lat)
+    # the host hands spans over in batches (at most ~100 ms late): every span
+    # reached the plugin before the collector comes back
+    wait_for(lambda: 'par_plugin_exporter_delivered_total{plugin="otlp"} 300\n' in
+             s.get("/metrics").text, what="the 300 spans handed to the exporter")
     # the collector comes back: the drops were counted and are reported
     collector.start()
 
+    # all but what the ring (16) and the batch being retried (16) held; the
+    # host hands spans over in batches, so an early snapshot may count fewer
     def dropped():
         m = collector.latest_metrics().get("par_otlp_spans_total")
         for p in (m or {}).get("sum", {}).get("dataPoints", []):
-            if p["attributes"][0]["value"]["stringValue"] == "dropped" and int(p["asInt"]) > 0:
+            if p["attributes"][0]["value"]["stringValue"] == "dropped" and \
+                    int(p["asInt"]) >= 300 - 32:
                 return int(p["asInt"])
         return None
 
-    n = wait_for(dropped, timeout=30, what="par_otlp_spans_total{result=dropped}")
-    # all but what the ring (16) and the batch being retried (16) held
-    assert 300 - 32 <= n <= 300, n
+    n = wait_for(dropped, timeout=30, what="par_otlp_spans_total{result=dropped} >= 268")
+    assert n <= 300, n
 
 
 @pytest.mark.parametrize("conf, message", [

@@ -206,6 +206,39 @@ static void foreign_trace_ids_are_hashed_consistently(void **state)
     free(d);
 }
 
+/* The value of attribute `key` of a span, or NULL. */
+static const char *attr_of(const otlp_span_t *s, const char *key)
+{
+    for (size_t i = 0; s->attrs[i]; i += 2)
+        if (strcmp(s->attrs[i], key) == 0)
+            return s->attrs[i + 1];
+    return NULL;
+}
+
+static void a_hashed_trace_id_is_kept_as_an_attribute_when_asked(void **state)
+{
+    const char *attrs[] = {"par.agent", "echo", "par.tenant", NULL, "par.package", "echo", NULL};
+    otlp_span_in_t in = {
+        .trace_id = "my-trace", .name = "echo", .attrs = attrs, .keep_trace_id = true};
+    otlp_span_t *a = otlp_span_new(&in);
+    assert_string_equal(attr_of(a, "par.trace_id"), "my-trace");
+    assert_string_equal(attr_of(a, "par.agent"), "echo");
+    assert_string_equal(attr_of(a, "par.package"), "echo");
+    assert_null(attr_of(a, "par.tenant"));            /* a NULL value is skipped */
+    in.trace_id = "4BF92F3577B34DA6A3CE929D0E0E4736"; /* OTLP's shape: lowercased, not kept */
+    otlp_span_t *b = otlp_span_new(&in);
+    assert_string_equal(b->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_null(attr_of(b, "par.trace_id"));
+    in.trace_id = "my-trace";
+    in.keep_trace_id = false;
+    otlp_span_t *c = otlp_span_new(&in);
+    assert_null(attr_of(c, "par.trace_id"));
+    assert_string_equal(a->trace_id, c->trace_id);
+    free(a);
+    free(b);
+    free(c);
+}
+
 static void span_strings_are_escaped_and_made_utf8(void **state)
 {
     otlp_config_t c = parse_ok("{\"endpoint\": \"http://a:1\"}");
@@ -362,6 +395,7 @@ int main(void)
         cmocka_unit_test(config_mistakes_are_named),
         cmocka_unit_test(spans_encode_as_otlp_json),
         cmocka_unit_test(foreign_trace_ids_are_hashed_consistently),
+        cmocka_unit_test(a_hashed_trace_id_is_kept_as_an_attribute_when_asked),
         cmocka_unit_test(span_strings_are_escaped_and_made_utf8),
         cmocka_unit_test(metrics_encode_as_otlp_json),
         cmocka_unit_test(snapshot_points_become_otlp_metrics),
