@@ -49,16 +49,32 @@ MCP_JSON = {"tools": [{"name": "mcpkit", "description": "Counts, from mcp.json",
 USER_KEY = "k-user-" + "y" * 24
 
 
+# Sub-agents declare their own input schema (and skills); the private one's
+# never shows.
+MCPKIT_SUBS = """\
+  sub_agents:
+    - {name: fail, public: true, entrypoint: "src.agents:fail",
+       input_schema: {properties: {why: {type: string}}, required: [why]}}
+    - {name: plain, public: true, entrypoint: "src.agents:plain"}
+    - {name: hidden, public: false, entrypoint: "src.agents:plain",
+       skills: [{id: secret, name: Secret, description: Hidden}],
+       input_schema: {properties: {secret: {type: string}}}}
+"""
+
+
 def mcp_package(tmp):
-    return pypkg(tmp, "mcpkit", {"src/agents.py": AGENTS, "mcp.json": json.dumps(MCP_JSON)},
-                 entrypoint="src.agents:count",
-                 sub_agents=[("fail", True, "src.agents:fail"), ("plain", True, "src.agents:plain"),
-                             ("hidden", False, "src.agents:plain")])
+    # pixell-kit's agent.yaml names the file it packs: mcp.config_file
+    return pypkg(tmp, "mcpkit", {"src/agents.py": AGENTS,
+                                 "conf/tools.json": json.dumps(MCP_JSON)},
+                 entrypoint="src.agents:count\nmcp: {enabled: true, config_file: conf/tools.json}",
+                 extra=MCPKIT_SUBS)
 
 
 def other_package(tmp):
-    # its input schema is declared in agent.yaml (no mcp.json); "type" is implied
-    return pypkg(tmp, "other", {"src/agents.py": AGENTS}, entrypoint="src.agents:plain",
+    # its input schema is declared in agent.yaml; a mcp.json that agent.yaml
+    # does not name is not read; "type" is implied
+    return pypkg(tmp, "other", {"src/agents.py": AGENTS, "mcp.json": json.dumps(MCP_JSON)},
+                 entrypoint="src.agents:plain",
                  extra="  par:\n    input_schema:\n      properties: {topic: {type: string}}\n")
 
 
@@ -94,8 +110,11 @@ def test_sdk_connect_list_call_progress(srv):
     assert tools["mcpkit"]["description"] == "Counts, from mcp.json"
     assert tools["mcpkit"]["inputSchema"]["required"] == ["n"]
     assert tools["mcpkit_plain"]["inputSchema"] == {"type": "object", "additionalProperties": True}
+    assert tools["mcpkit_fail"]["inputSchema"] == {
+        "properties": {"why": {"type": "string"}}, "required": ["why"], "type": "object"}
     assert tools["other"]["inputSchema"] == {"properties": {"topic": {"type": "string"}},
                                              "type": "object"}
+    assert tools["other"]["description"] == "test package"
     assert tools["mcpkit"]["execution"] == {"taskSupport": "optional"}
     res = out["result"]
     assert res["isError"] is False and res["structuredContent"] == {"emitted": 4}
