@@ -123,6 +123,15 @@ def test_card_discovery(srv):
 
 
 SKILLED = """\
+  sub_agents:
+    - {name: plain, description: plain, public: true}
+    - name: tagger
+      public: true
+      skills: [{id: tag, name: Tag, description: Tags words, tags: [nlp]}]
+      input_schema: {properties: {words: {type: string}}, required: [words]}
+    - name: secret
+      skills: [{id: secret-skill, name: Secret, description: Never shown}]
+      input_schema: {properties: {hush: {type: string}}}
   par:
     skills:
       - {id: summarize, name: Summarize, description: Shortens a text, tags: [text],
@@ -140,7 +149,7 @@ def skilled(server_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("skills")
     return server_factory([pypkg(tmp, "writer", {"src/main.py": "def handler(input):\n"
                                                                 "    return input\n"},
-                                 extra=SKILLED, sub_agents=[("plain", True, "src.main:handler")])])
+                                 extra=SKILLED)])
 
 
 @need_node
@@ -154,6 +163,19 @@ def test_declared_skills_and_input(skilled):
         assert v1(skilled, "card", "writer/plain", t)["skills"] == ["writer/plain"]
         out = v1(skilled, "send", "writer/plain", t, "hello")
         assert out["task"]["artifacts"][0]["parts"] == [{"text": "hello"}]
+        # a sub-agent that declares its own: its skills, its schema's property
+        assert v1(skilled, "card", "writer/tagger", t)["skills"] == ["tag"]
+        out = v1(skilled, "send", "writer/tagger", t, "hello")
+        assert out["task"]["artifacts"][0]["parts"] == [{"words": "hello"}]
+    card = requests.get(f"{skilled.url}/agents/writer/tagger/.well-known/agent-card.json").json()
+    assert card["skills"] == [{"id": "tag", "name": "Tag", "description": "Tags words",
+                               "tags": ["nlp"]}]
+    # a private sub-agent's declarations show nowhere
+    cat = requests.get(f"{skilled.url}/.well-known/agent-card.json").json()
+    assert {a["id"] for a in cat["agents"]} == {"writer", "writer/plain", "writer/tagger"}
+    assert "secret" not in json.dumps(cat)
+    r = requests.get(f"{skilled.url}/agents/writer/secret/.well-known/agent-card.json")
+    assert r.status_code == 404 and r.json()["error"] == "agent_not_found"
     card = requests.get(f"{skilled.url}/agents/writer/.well-known/agent-card.json").json()
     assert card["skills"] == [
         {"id": "summarize", "name": "Summarize", "description": "Shortens a text",
