@@ -88,6 +88,11 @@ static const par_http_route_t routes[] = {
      CORS, .handler = par__http_on_a2a_rest_cancel},
     {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ":subscribe"), .label = "a2a", .wrong = use_post_a2a,
      CORS, .handler = par__http_on_a2a_rest_subscribe},
+    /* push-notification configs: not supported (the card says so) */
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, "/pushNotificationConfigs"), .pass = 1, .label = "a2a",
+     .wrong = use_post_a2a, CORS, .handler = par__http_on_a2a_rest_push},
+    {PAR_HTTP_DELETE, PAT("/a2a/", "{id}", ID, ""), .pass = 1, .label = "a2a",
+     .wrong = use_post_a2a, CORS, .handler = par__http_on_a2a_rest_push},
     {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ""), .pass = 1, INVOKE, .label = "a2a",
      .wrong = use_post_a2a, .id_what = "agent id", CORS, .handler = par__http_on_a2a_rpc},
     {GET_, PAT("/a2a/", "{id}", ID, "/extendedAgentCard"), INVOKE, .label = "a2a", .wrong = use_get,

@@ -1048,14 +1048,14 @@ static void test_skills_and_input_schema(void **state)
 static void test_skills_per_agent(void **state)
 {
     (void)state;
-    par_manifest_t *m = accepted(
-        "name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
-        "    - name: shout\n      public: true\n"
-        "      skills: [{id: loud, name: Loud, description: Shouts}]\n"
-        "      input_schema: {properties: {words: {type: string}}, required: [words]}\n"
-        "    - {name: quiet}\n"
-        "  par:\n    skills: [{id: main, name: Main, description: The main one}]\n"
-        "    exports: [{name: ex, entrypoint: 'm:g', input_schema: {type: object}}]\n");
+    par_manifest_t *m =
+        accepted("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+                 "    - name: shout\n      public: true\n"
+                 "      skills: [{id: loud, name: Loud, description: Shouts}]\n"
+                 "      input_schema: {properties: {words: {type: string}}, required: [words]}\n"
+                 "    - {name: quiet}\n"
+                 "  par:\n    skills: [{id: main, name: Main, description: The main one}]\n"
+                 "    exports: [{name: ex, entrypoint: 'm:g', input_schema: {type: object}}]\n");
     assert_int_equal(m->export_count, 4);
     assert_string_equal(m->exports[0].skills_json,
                         "[{\"id\":\"main\",\"name\":\"Main\",\"description\":\"The main one\"}]");
@@ -1063,8 +1063,9 @@ static void test_skills_per_agent(void **state)
     assert_string_equal(m->exports[1].name, "shout");
     assert_string_equal(m->exports[1].skills_json,
                         "[{\"id\":\"loud\",\"name\":\"Loud\",\"description\":\"Shouts\"}]");
-    assert_string_equal(m->exports[1].input_schema_json,
-                        "{\"properties\":{\"words\":{\"type\":\"string\"}},\"required\":[\"words\"]}");
+    assert_string_equal(
+        m->exports[1].input_schema_json,
+        "{\"properties\":{\"words\":{\"type\":\"string\"}},\"required\":[\"words\"]}");
     assert_null(m->exports[2].skills_json);
     assert_null(m->exports[2].input_schema_json);
     assert_null(m->exports[3].skills_json);
