@@ -150,16 +150,23 @@ int par__mcp_tool_visible(par_http_exchange_t *x, const char *scope, const char 
     return ok;
 }
 
-json_t *par__mcp_tools_list(par_http_exchange_t *x, const char *scope)
+json_t *par__mcp_tools_list(par_http_exchange_t *x, const char *scope, size_t from, size_t max,
+                            int *more)
 {
     par_table_t *t = par__table_get(x->loop->http->rt);
     json_t *a = json_array();
     const par_pkgver_t *pv = NULL;
     json_t *mcp = NULL;
+    size_t seen = 0;
+    *more = 0;
     for (size_t i = 0; a && i < t->count; i++) {
         const par_route_t *r = &t->routes[i];
-        if (!visible(x, r, scope))
+        if (!visible(x, r, scope) || seen++ < from)
             continue;
+        if (json_array_size(a) == max) {
+            *more = 1;
+            break;
+        }
         if (r->pv != pv) {
             json_decref(mcp);
             pv = r->pv;
