@@ -7,7 +7,9 @@
  *          client accepts it, with text/event-stream (progress, then the
  *          result); a notification or a response gets 202
  *   GET    with Last-Event-ID: resumes a tool call's stream; without: 405
- *          (no server-initiated stream is offered)
+ *          (no standalone server-to-client stream: PAR sends no requests,
+ *          and a task's status notification goes on its tasks/result
+ *          stream; the transport allows 405)
  *   DELETE ends the session named by Mcp-Session-Id
  *
  * /mcp offers every public agent the caller may invoke as a tool;
