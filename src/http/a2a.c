@@ -59,14 +59,15 @@ static json_t *interfaces(const char *url)
                      "JSONRPC", "protocolVersion", "0.3");
 }
 
-/* The package's declared skills (metadata.par.skills) in the card of its
- * main agent, each with its tags (A2A requires them; [] when not declared).
- * 0, or -1 when out of memory. */
-static int declared_skills(json_t *card, const par_manifest_t *m, const par_export_t *e)
+/* The agent's declared skills (metadata.par.skills for the main agent, its
+ * entry's `skills` for a sub-agent or export) in its card, each with its
+ * tags (A2A requires them; [] when not declared). 0, or -1 when out of
+ * memory. */
+static int declared_skills(json_t *card, const par_export_t *e)
 {
-    if (e->name[0] != '\0' || m->skills_json == NULL)
+    if (e->skills_json == NULL)
         return 0;
-    json_t *skills = json_loads(m->skills_json, 0, NULL);
+    json_t *skills = json_loads(e->skills_json, 0, NULL);
     size_t i;
     json_t *s;
     int rc = skills ? 0 : -1;
@@ -101,7 +102,7 @@ static json_t *card_json(par_http_exchange_t *x, const par_route_t *r)
         "url", url, "preferredTransport", "JSONRPC", "protocolVersion", "0.3.0",
         "additionalInterfaces", "url", url, "transport", "JSONRPC");
     if (card && (json_object_set_new(card, "supportsAuthenticatedExtendedCard", json_true()) != 0 ||
-                 declared_skills(card, m, e) != 0)) {
+                 declared_skills(card, e) != 0)) {
         json_decref(card);
         return NULL;
     }
@@ -165,9 +166,9 @@ void par__a2a_text_key(par_http_exchange_t *x, char *key, size_t cap)
     snprintf(key, cap, "text");
     par_table_t *t;
     const par_route_t *r = public_agent(x, &t);
-    const par_manifest_t *m = r ? r->pv->manifest : NULL;
-    if (m && m->exports[r->export_idx].name[0] == '\0' && m->input_schema_json) {
-        json_t *s = json_loads(m->input_schema_json, 0, NULL);
+    const par_export_t *e = r ? &r->pv->manifest->exports[r->export_idx] : NULL;
+    if (e && e->input_schema_json) {
+        json_t *s = json_loads(e->input_schema_json, 0, NULL);
         json_t *props = json_object_get(s, "properties");
         json_t *req = json_object_get(s, "required");
         const char *k =

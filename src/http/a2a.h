@@ -68,6 +68,18 @@ int par__a2a_input(json_t *message, const char *text_key, char **out, const char
  * "text" (docs/protocols.md "Messages → input"). */
 void par__a2a_text_key(par_http_exchange_t *x, char *key, size_t cap);
 
+/* What a task keeps of the message that started it (the run's
+ * metadata.a2a.message): {"messageId", "parts": [{"text"}|{"data"}]}, for
+ * the task's history; new reference or NULL (no memory). The message's
+ * parts were checked by par__a2a_input. */
+json_t *par__a2a_request(json_t *message);
+
+/* A task's history (GetTask's historyLength): the user's message and the
+ * agent's answer (its output, or its error's message) once there is one,
+ * in the dialect; the last `limit` of them (all when limit < 0). New
+ * reference or NULL (no memory). */
+json_t *par__a2a_history(int dialect, json_t *run, long long limit);
+
 /* The context id a run was started with (its metadata), else its id. */
 const char *par__a2a_context_of(json_t *run);
 

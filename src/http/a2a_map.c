@@ -12,6 +12,7 @@
  * framer) on the loop thread of a stream. Pure: builds JSON, never blocks,
  * keeps no state; every allocation is checked.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -183,6 +184,100 @@ int par__a2a_input(json_t *message, const char *text_key, char **out, const char
         return A2A_INTERNAL;
     }
     return 0;
+}
+
+json_t *par__a2a_request(json_t *message)
+{
+    json_t *parts = json_array(), *p;
+    size_t i;
+    json_array_foreach(json_object_get(message, "parts"), i, p)
+    {
+        json_t *t = json_object_get(p, "text");
+        json_t *q = json_is_string(t) ? json_pack("{s:O}", "text", t)
+                                      : json_pack("{s:O*}", "data", json_object_get(p, "data"));
+        if (parts && (q == NULL || json_array_append_new(parts, q) != 0)) {
+            json_decref(parts);
+            parts = NULL;
+        }
+    }
+    const char *mid = json_string_value(json_object_get(message, "messageId"));
+    return parts ? json_pack("{s:s,s:o}", "messageId", mid && mid[0] ? mid : "user", "parts", parts)
+                 : NULL;
+}
+
+/* A part of a stored request ({"text"} or {"data"}) in the dialect. */
+static json_t *stored_part(int dialect, json_t *p)
+{
+    json_t *t = json_object_get(p, "text");
+    if (json_is_string(t))
+        return part(dialect, json_incref(t));
+    json_t *d = json_object_get(p, "data");
+    if (dialect != A2A_V03)
+        return json_pack("{s:O}", "data", d ? d : json_null());
+    if (!json_is_object(d))
+        return json_pack("{s:s,s:{s:O}}", "kind", "data", "data", "value", d ? d : json_null());
+    return json_pack("{s:s,s:O}", "kind", "data", "data", d);
+}
+
+/* The user's message of a task, from what send stored in the run's
+ * metadata (a2a.message); NULL when there is none (a run not started
+ * over A2A) or out of memory. */
+static json_t *user_message(const a2a_frame_t *f, json_t *run)
+{
+    json_t *req =
+        json_object_get(json_object_get(json_object_get(run, "metadata"), "a2a"), "message");
+    const char *mid = json_string_value(json_object_get(req, "messageId"));
+    json_t *parts = json_array(), *p;
+    size_t i;
+    json_array_foreach(json_object_get(req, "parts"), i, p)
+    {
+        if (parts && json_array_append_new(parts, stored_part(f->dialect, p)) != 0) {
+            json_decref(parts);
+            parts = NULL;
+        }
+    }
+    if (mid == NULL || parts == NULL || json_array_size(parts) == 0) {
+        json_decref(parts);
+        return NULL;
+    }
+    if (f->dialect == A2A_V03)
+        return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "kind", "message", "messageId", mid, "role",
+                         "user", "taskId", f->task_id, "contextId", f->context_id, "parts", parts);
+    return json_pack("{s:s,s:s,s:s,s:s,s:o}", "messageId", mid, "role", "ROLE_USER", "taskId",
+                     f->task_id, "contextId", f->context_id, "parts", parts);
+}
+
+json_t *par__a2a_history(int dialect, json_t *run, long long limit)
+{
+    a2a_frame_t f = {{NULL}, dialect, NULL, "", ""};
+    const char *id = json_string_value(json_object_get(run, "run_id"));
+    snprintf(f.task_id, sizeof(f.task_id), "%s", id ? id : "");
+    snprintf(f.context_id, sizeof(f.context_id), "%s", par__a2a_context_of(run));
+    json_t *h = json_array();
+    if (h == NULL)
+        return NULL;
+    json_t *user = user_message(&f, run);
+    const char *st = json_string_value(json_object_get(run, "status"));
+    json_t *err = json_object_get(run, "error");
+    char mid[96];
+    json_t *agent = NULL;
+    if (st && strcmp(st, "succeeded") == 0) {
+        snprintf(mid, sizeof(mid), "%s-output", f.task_id);
+        json_t *out = json_object_get(run, "output");
+        agent = agent_message(&f, mid, json_incref(out ? out : json_null()));
+    } else if (json_is_object(err)) {
+        snprintf(mid, sizeof(mid), "%s-error", f.task_id);
+        agent = agent_message(&f, mid, json_incref(json_object_get(err, "message")));
+    }
+    int rc = user ? json_array_append_new(h, user) : 0;
+    rc |= agent ? json_array_append_new(h, agent) : 0;
+    while (rc == 0 && limit >= 0 && json_array_size(h) > (size_t)limit)
+        rc = json_array_remove(h, 0);
+    if (rc != 0) {
+        json_decref(h);
+        return NULL;
+    }
+    return h;
 }
 
 json_t *par__a2a_result(json_t *id, json_t *result)

@@ -65,10 +65,12 @@ static int fail_data(par_http_exchange_t *x, int dialect, json_t *id, int code, 
                : code == A2A_INTERNAL            ? 500
                : code == A2A_CONTENT_TYPE        ? 415
                                                  : 400;
-    const char *st = http == 404   ? "NOT_FOUND"
-                     : http == 409 ? "FAILED_PRECONDITION"
-                     : http == 500 ? "INTERNAL"
-                                   : "INVALID_ARGUMENT";
+    /* the operation is refused in this state, not malformed: 400 FAILED_PRECONDITION */
+    int precondition = code == A2A_PUSH_NOT_SUPPORTED || code == A2A_UNSUPPORTED;
+    const char *st = http == 404                   ? "NOT_FOUND"
+                     : http == 409 || precondition ? "FAILED_PRECONDITION"
+                     : http == 500                 ? "INTERNAL"
+                                                   : "INVALID_ARGUMENT";
     json_t *doc =
         json_pack("{s:{s:i,s:s,s:s,s:[{s:s,s:s,s:s}]}}", "error", "code", http, "status", st,
                   "message", msg, "details", "@type", "type.googleapis.com/google.rpc.ErrorInfo",
@@ -90,6 +92,25 @@ typedef struct target {
 
 /* ---- send ----------------------------------------------------------------------- */
 
+/* The caller's run `task` of agent `agent` (referenced), or NULL. */
+static par_run_t *find_task(par_http_exchange_t *x, const char *agent, const char *task)
+{
+    par_identity_t *who = x->loop->who;
+    par_run_t *r = par_run_get(x->loop->http->rt, task, who ? who->subject : NULL,
+                               who ? who->tenant : NULL, par__http_is_admin(x));
+    if (r == NULL)
+        return NULL;
+    json_t *j = par_run_json(r);
+    const char *a = j ? json_string_value(json_object_get(j, "agent_id")) : NULL;
+    int same = a && strcmp(a, agent) == 0;
+    json_decref(j);
+    if (!same) {
+        par_run_unref(r);
+        return NULL;
+    }
+    return r;
+}
+
 static int not_started(par_http_exchange_t *x, int dialect, json_t *id, par_call_t *c, int rc)
 {
     char msg[400];
@@ -104,6 +125,35 @@ static int not_started(par_http_exchange_t *x, int dialect, json_t *id, par_call
         json_pack("{s:s,s:i}", "error", par_status_name(rc), "status", par_status_http(rc)));
 }
 
+/* A message naming a task (taskId): PAR's agents take no input once a run
+ * started, so it is answered here: an unknown task or another caller's (or
+ * agent's) is TaskNotFound, an ended one UnsupportedOperation (A2A: a task
+ * in a terminal state takes no more messages), a running one too. 1 when
+ * answered, 0 when the message names no task. */
+static int continues_task(par_http_exchange_t *x, int dialect, json_t *id, json_t *msg)
+{
+    json_t *t = json_object_get(msg, "taskId");
+    if (t == NULL || json_is_null(t) || (json_is_string(t) && json_string_length(t) == 0))
+        return 0;
+    const char *task = json_string_value(t);
+    char agent[PAR_ID_MAX + 1];
+    snprintf(agent, sizeof(agent), "%.*s", (int)x->m.var_len, x->m.var);
+    par_run_t *r = task && json_string_length(t) <= PAR_ID_MAX ? find_task(x, agent, task) : NULL;
+    if (r == NULL) {
+        fail(x, dialect, id, A2A_TASK_NOT_FOUND, "message.taskId: no such task");
+        return 1;
+    }
+    int st = par_run_status(r);
+    par_run_unref(r);
+    fail(x, dialect, id, A2A_UNSUPPORTED,
+         st == PAR_RUN_QUEUED || st == PAR_RUN_RUNNING
+             ? "the task is still working and takes no more input: send a message without "
+               "taskId to start a new task"
+             : "the task is in a terminal state and takes no more messages: send a message "
+               "without taskId to start a new task");
+    return 1;
+}
+
 /* SendMessage / SendStreamingMessage / message/send / message/stream and
  * the HTTP+JSON message:send / message:stream. */
 static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t *params, int stream)
@@ -111,10 +161,8 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
     json_t *msg = json_object_get(params, "message");
     if (!json_is_object(params) || !json_is_object(msg))
         return fail(x, dialect, id, A2A_INVALID_PARAMS, "params.message must be a Message object");
-    if (json_object_get(msg, "taskId") && !json_is_null(json_object_get(msg, "taskId")) &&
-        json_string_length(json_object_get(msg, "taskId")) > 0)
-        return fail(x, dialect, id, A2A_UNSUPPORTED,
-                    "a message continues no task here: every message starts a new task (run)");
+    if (continues_task(x, dialect, id, msg))
+        return 0;
     const char *why = NULL;
     char *input = NULL;
     char key[128];
@@ -132,13 +180,21 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
         par__http_new_id(x->loop, hex);
         snprintf(ctx, sizeof(ctx), "ctx-%s", hex);
     }
-    char meta[128];
-    int mlen = snprintf(meta, sizeof(meta), "{\"a2a\":{\"contextId\":\"%s\"}}", ctx);
-    par_call_t *c = par__call_new();
+    /* the run keeps the context and the message (the task's history) */
+    json_t *md =
+        json_pack("{s:{s:s,s:o?}}", "a2a", "contextId", ctx, "message", par__a2a_request(msg));
+    char *meta = md ? json_dumps(md, JSON_COMPACT) : NULL;
+    json_decref(md);
+    par_call_t *c = meta ? par__call_new() : NULL;
     if (c == NULL) {
         free(input);
+        free(meta);
         return fail(x, dialect, id, A2A_INTERNAL, "out of memory");
     }
+    size_t mlen = strlen(meta);
+    char *mp = h2o_mem_alloc_pool(&x->req->pool, mlen + 1);
+    memcpy(mp, meta, mlen + 1);
+    free(meta);
     size_t ilen = strlen(input);
     char *in = h2o_mem_alloc_pool(&x->req->pool, ilen + 1);
     memcpy(in, input, ilen + 1);
@@ -148,7 +204,7 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
         return 0;
     json_t *cfg = json_object_get(params, "configuration");
     /* a client that drops a stream comes back with SubscribeToTask: the run goes on */
-    par_run_opts_t o = {.metadata = meta, .metadata_len = (size_t)mlen};
+    par_run_opts_t o = {.metadata = mp, .metadata_len = mlen};
     par_run_t *r = NULL;
     unsigned retry = 0;
     int rc = par_run_start(x->loop->http->rt, c, &o, &r, &retry);
@@ -177,25 +233,6 @@ static int send_message(par_http_exchange_t *x, int dialect, json_t *id, json_t 
 
 /* ---- tasks ---------------------------------------------------------------------- */
 
-/* The caller's run `task` of agent `agent` (referenced), or NULL. */
-static par_run_t *find_task(par_http_exchange_t *x, const char *agent, const char *task)
-{
-    par_identity_t *who = x->loop->who;
-    par_run_t *r = par_run_get(x->loop->http->rt, task, who ? who->subject : NULL,
-                               who ? who->tenant : NULL, par__http_is_admin(x));
-    if (r == NULL)
-        return NULL;
-    json_t *j = par_run_json(r);
-    const char *a = j ? json_string_value(json_object_get(j, "agent_id")) : NULL;
-    int same = a && strcmp(a, agent) == 0;
-    json_decref(j);
-    if (!same) {
-        par_run_unref(r);
-        return NULL;
-    }
-    return r;
-}
-
 static const char *task_id_of(json_t *params)
 {
     const char *t = json_string_value(json_object_get(params, "id"));
@@ -204,7 +241,21 @@ static const char *task_id_of(json_t *params)
 
 enum { OP_GET, OP_CANCEL, OP_SUBSCRIBE };
 
-static int task_op(par_http_exchange_t *x, int dialect, json_t *id, const target_t *tg, int op)
+/* GetTask's answer: the task with its history, the last `hist` messages
+ * (all when hist < 0). */
+static json_t *task_with_history(int dialect, json_t *run, long long hist)
+{
+    json_t *task = par__a2a_task(dialect, run);
+    json_t *h = task && hist != 0 ? par__a2a_history(dialect, run, hist) : NULL;
+    if (task && hist != 0 && (h == NULL || json_object_set_new(task, "history", h) != 0)) {
+        json_decref(task);
+        return NULL;
+    }
+    return task;
+}
+
+static int task_op(par_http_exchange_t *x, int dialect, json_t *id, const target_t *tg, int op,
+                   long long hist)
 {
     par_run_t *r = find_task(x, tg->agent, tg->task);
     if (r == NULL)
@@ -229,7 +280,9 @@ static int task_op(par_http_exchange_t *x, int dialect, json_t *id, const target
     }
     json_t *run = par_run_json(r);
     par_run_unref(r);
-    json_t *task = run ? par__a2a_task(dialect, run) : NULL;
+    json_t *task = run == NULL    ? NULL
+                   : op == OP_GET ? task_with_history(dialect, run, hist)
+                                  : par__a2a_task(dialect, run);
     json_decref(run);
     return reply(x, 200, dialect == A2A_REST ? task : par__a2a_result(id, task), NULL);
 }
@@ -335,10 +388,16 @@ static int dispatch(par_http_exchange_t *x, const method_t *m, json_t *id, json_
     if (t == NULL)
         return fail(x, m->dialect, id, A2A_INVALID_PARAMS, "params.id must be a task id");
     snprintf(tg->task, sizeof(tg->task), "%s", t);
+    json_t *hl = json_object_get(params, "historyLength");
+    if (m->op == M_GET && hl && !json_is_null(hl) &&
+        !(json_is_integer(hl) && json_integer_value(hl) >= 0))
+        return fail(x, m->dialect, id, A2A_INVALID_PARAMS,
+                    "params.historyLength must be a non-negative integer");
     return task_op(x, m->dialect, id, tg,
                    m->op == M_GET      ? OP_GET
                    : m->op == M_CANCEL ? OP_CANCEL
-                                       : OP_SUBSCRIBE);
+                                       : OP_SUBSCRIBE,
+                   json_is_integer(hl) ? (long long)json_integer_value(hl) : -1);
 }
 
 int par__http_on_a2a_rpc(par_http_exchange_t *x)
@@ -399,11 +458,11 @@ int par__http_on_a2a_rest_send(par_http_exchange_t *x)
     return rc;
 }
 
-/* Splits "{agent}/tasks[/{task}][:verb]" of the task routes; 0, or -1. */
-static int split(par_http_exchange_t *x, target_t *tg)
+/* Splits "{agent}/tasks[/{task}][:verb]" of the task routes (v[0..n)); 0,
+ * or -1. */
+static int split(const char *v, size_t n, target_t *tg)
 {
-    const char *v = x->m.var;
-    size_t n = x->m.var_len; /* a verb (":cancel") is the route's suffix, not here */
+    /* a verb (":cancel") is the route's suffix, not here */
     const char *t = NULL;
     for (size_t i = n; i-- > 0;)
         if (i + 6 <= n && memcmp(v + i, "/tasks", 6) == 0 && (i + 6 == n || v[i + 6] == '/')) {
@@ -439,11 +498,84 @@ static int allowed(par_http_exchange_t *x, const target_t *tg)
     return 0;
 }
 
+/* GET's ?historyLength=N: N, -1 when absent, -2 when malformed. */
+static long long history_length(h2o_req_t *req)
+{
+    if (req->query_at == SIZE_MAX)
+        return -1;
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    static const char key[] = "historyLength=";
+    long long v = -1;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > sizeof(key) - 1 && memcmp(p, key, sizeof(key) - 1) == 0) {
+            const char *d = p + sizeof(key) - 1;
+            if (v != -1 || e - d > 9)
+                return -2; /* repeated, or beyond any history */
+            for (v = 0; d < e; d++) {
+                if (*d < '0' || *d > '9')
+                    return -2;
+                v = v * 10 + (*d - '0');
+            }
+        } else if (e > p && (size_t)(e - p) >= sizeof(key) - 2 &&
+                   memcmp(p, key, sizeof(key) - 2) == 0)
+            return -2; /* historyLength or historyLength= with no value */
+        p = e + 1;
+    }
+    return v;
+}
+
+/* The push-notification-config routes (POST and GET
+ * /a2a/{id}/tasks/{task_id}/pushNotificationConfigs, GET and DELETE
+ * .../pushNotificationConfigs/{config_id}): the card says
+ * capabilities.pushNotifications false, so each answers
+ * PushNotificationNotSupported, as the JSON-RPC methods do. 1 when `v`
+ * is such a path (answered), else 0. */
+static int push_route(par_http_exchange_t *x, const char *v, size_t n)
+{
+    static const char seg[] = "/pushNotificationConfigs";
+    const char *at = NULL;
+    for (size_t i = 0; i + sizeof(seg) - 1 <= n; i++)
+        if (memcmp(v + i, seg, sizeof(seg) - 1) == 0 &&
+            (i + sizeof(seg) - 1 == n || v[i + sizeof(seg) - 1] == '/'))
+            at = v + i;
+    target_t tg = {"", ""};
+    if (at == NULL)
+        return 0;
+    if (split(v, (size_t)(at - v), &tg) != 0 || tg.task[0] == '\0') {
+        fail(x, A2A_REST, NULL, A2A_TASK_NOT_FOUND, "no such task");
+        return 1;
+    }
+    if (allowed(x, &tg) && par__a2a_known(x, tg.agent, strlen(tg.agent)))
+        fail(x, A2A_REST, NULL, A2A_PUSH_NOT_SUPPORTED,
+             "push notifications are not supported (capabilities.pushNotifications is false): "
+             "stream the task or poll it");
+    return 1;
+}
+
+int par__http_on_a2a_rest_push(par_http_exchange_t *x)
+{
+    /* the POST route's suffix is the segment: the variable is followed by it in the path */
+    if (push_route(x, x->m.var, x->m.var_len + x->m.route->suffix_len))
+        return 0;
+    /* DELETE is for push-notification configs only */
+    par__http_send_error(x->req, PAR_E_METHOD_NOT_ALLOWED, x->m.route->wrong,
+                         strlen(x->m.route->wrong), x->rid);
+    return 1;
+}
+
 static int rest_task(par_http_exchange_t *x, int op)
 {
     target_t tg = {"", ""};
-    if (split(x, &tg) != 0 || (op != OP_GET && tg.task[0] == '\0'))
+    if (op == OP_GET && push_route(x, x->m.var, x->m.var_len))
+        return 0;
+    if (split(x->m.var, x->m.var_len, &tg) != 0 || (op != OP_GET && tg.task[0] == '\0'))
         return fail(x, A2A_REST, NULL, A2A_TASK_NOT_FOUND, "no such task");
+    long long hist = op == OP_GET ? history_length(x->req) : -1;
+    if (hist == -2)
+        return fail(x, A2A_REST, NULL, A2A_INVALID_PARAMS,
+                    "historyLength must be a non-negative integer");
     if (!allowed(x, &tg) || !par__a2a_known(x, tg.agent, strlen(tg.agent)))
         return 0;
     if (tg.task[0] == '\0') {
@@ -452,7 +584,7 @@ static int rest_task(par_http_exchange_t *x, int op)
         json_decref(p);
         return rc;
     }
-    return task_op(x, A2A_REST, NULL, &tg, op);
+    return task_op(x, A2A_REST, NULL, &tg, op, hist);
 }
 
 int par__http_on_a2a_rest_get(par_http_exchange_t *x)

@@ -7,7 +7,9 @@
  * the route table (invoke, runs, event streams), and the answer to their
  * OPTIONS preflight, which needs no credentials. Nothing is allowed unless
  * configured: without http.cors.origins no response carries CORS headers and
- * every preflight is refused 403.
+ * every preflight is refused 403. The MCP endpoints are such routes too:
+ * their preflight allows Mcp-Session-Id, Mcp-Protocol-Version and
+ * Last-Event-ID, and responses expose Mcp-Session-Id.
  *
  * Called by http/server.c on the loop thread that owns the request, and by
  * the configuration check (any thread). Pure apart from the request it
@@ -120,7 +122,7 @@ void par__http_cors_headers(par_http_t *h, h2o_req_t *req)
         return;
     allow(h, req, origin);
     add(req, H2O_STRLIT("access-control-expose-headers"),
-        H2O_STRLIT("X-Request-ID, Location, traceparent, Retry-After"));
+        H2O_STRLIT("X-Request-ID, Location, traceparent, Retry-After, Mcp-Session-Id"));
 }
 
 int par__http_cors_preflight(par_http_t *h, h2o_req_t *req, const par_http_route_t *r,
@@ -137,13 +139,18 @@ int par__http_cors_preflight(par_http_t *h, h2o_req_t *req, const par_http_route
         return 403;
     }
     allow(h, req, origin);
-    const char *methods = (r->methods & PAR_HTTP_DELETE) ? "GET, HEAD, DELETE, OPTIONS"
-                          : (r->methods & PAR_HTTP_GET)  ? "GET, HEAD, OPTIONS"
-                                                         : "POST, OPTIONS";
-    add(req, H2O_STRLIT("access-control-allow-methods"), methods, strlen(methods));
+    unsigned m = r->methods;
+    char methods[64];
+    snprintf(methods, sizeof(methods), "%s%s%sOPTIONS", (m & PAR_HTTP_GET) ? "GET, HEAD, " : "",
+             (m & PAR_HTTP_POST) ? "POST, " : "", (m & PAR_HTTP_DELETE) ? "DELETE, " : "");
+    char *mv = h2o_mem_alloc_pool(&req->pool, strlen(methods) + 1);
+    memcpy(mv, methods, strlen(methods) + 1);
+    add(req, H2O_STRLIT("access-control-allow-methods"), mv, strlen(mv));
+    /* MCP's Streamable HTTP sends Mcp-Session-Id and MCP-Protocol-Version
+     * on every request after initialize, and Last-Event-ID to resume */
     add(req, H2O_STRLIT("access-control-allow-headers"),
         H2O_STRLIT("Authorization, Content-Type, Last-Event-ID, X-Request-ID, traceparent, "
-                   "X-Par-Timeout-Ms, X-API-Key"));
+                   "X-Par-Timeout-Ms, X-API-Key, Mcp-Session-Id, Mcp-Protocol-Version"));
     add(req, H2O_STRLIT("access-control-max-age"), H2O_STRLIT("600"));
     req->res.status = 204;
     req->res.reason = "No Content";

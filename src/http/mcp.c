@@ -7,7 +7,9 @@
  *          client accepts it, with text/event-stream (progress, then the
  *          result); a notification or a response gets 202
  *   GET    with Last-Event-ID: resumes a tool call's stream; without: 405
- *          (no server-initiated stream is offered)
+ *          (no standalone server-to-client stream: PAR sends no requests,
+ *          and a task's status notification goes on its tasks/result
+ *          stream; the transport allows 405)
  *   DELETE ends the session named by Mcp-Session-Id
  *
  * /mcp offers every public agent the caller may invoke as a tool;
@@ -49,6 +51,7 @@ typedef struct mcp_frame {
     char *rpc_id;           /* the JSON-RPC id, as JSON */
     char *token;            /* the progress token, as JSON, or NULL */
     int related_task;       /* tasks/result: _meta names the task */
+    uint32_t retention_s;   /* tasks/result: the Task's ttl, for its status notification */
 } mcp_frame_t;
 
 /* ---- answers --------------------------------------------------------------------- */
@@ -115,6 +118,29 @@ static int put_message(par_buf_t *o, par_run_t *r, const char *seq, size_t seqle
                            (int)seqlen, seq, json);
 }
 
+/* The end of a task on a tasks/result stream: notifications/tasks/status
+ * with the Task in its terminal status (revision 2025-11-25: a receiver may
+ * tell the requestor of a status change; the only change a PAR task makes
+ * after tasks/get could see it working is its end), then the response.
+ * Without event ids: a resumed stream would answer the tools/call's id, so
+ * a client whose tasks/result stream broke asks tasks/result again. */
+static int task_ended(mcp_frame_t *fr, par_run_t *r, par_buf_t *o)
+{
+    json_t *t = par__mcp_task(r, fr->retention_s);
+    json_t *n = t ? json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method",
+                              "notifications/tasks/status", "params", t)
+                  : NULL;
+    char *ns = n ? json_dumps(n, JSON_COMPACT) : NULL;
+    json_decref(n);
+    char *s = ns ? response_text(fr, r) : NULL;
+    int rc =
+        s ? par_buf_appendf(o, "event: message\ndata: %s\n\nevent: message\ndata: %s\n\n", ns, s)
+          : PAR_E_NO_MEMORY;
+    free(ns);
+    free(s);
+    return rc;
+}
+
 /* One SSE event of the run (id, type, data spans) as MCP: progress while it
  * runs, the response at its end. */
 static int frame_one(mcp_frame_t *fr, par_run_t *r, const char *id, size_t idl, const char *ty,
@@ -124,11 +150,15 @@ static int frame_one(mcp_frame_t *fr, par_run_t *r, const char *id, size_t idl, 
                                        "run.interrupted"};
     for (size_t k = 0; k < 4; k++)
         if (h2o_memis(ty, tyl, ends[k], strlen(ends[k]))) {
+            if (fr->related_task)
+                return task_ended(fr, r, o);
             char *s = response_text(fr, r);
             int rc = s ? put_message(o, r, id, idl, s) : PAR_E_NO_MEMORY;
             free(s);
             return rc;
         }
+    if (fr->related_task) /* tasks/result streams the task's end only: a comment */
+        return par_buf_appends(o, ":\n\n");
     if (fr->token == NULL) /* nobody asked for progress: an id to resume from, no message */
         return par_buf_appendf(o, "id: %s:%.*s\ndata: \n\n", par_run_id(r), (int)idl, id);
     par_buf_t m;
@@ -223,6 +253,7 @@ static mcp_frame_t *frame_new(h2o_req_t *req, json_t *id, json_t *token, int rel
     fr->rpc_id = h2o_strdup(&req->pool, ids, SIZE_MAX).base;
     fr->token = ts ? h2o_strdup(&req->pool, ts, SIZE_MAX).base : NULL;
     fr->related_task = related;
+    fr->retention_s = 0;
     free(ids);
     free(ts);
     return fr;
@@ -263,9 +294,29 @@ static int on_initialize(mcp_req_t *q)
                 : NULL);
 }
 
+/* tools/list pages: MCP_TOOLS_PAGE tools each; the cursor is opaque to
+ * clients ("c" and the position of the page's first tool). */
+#define MCP_TOOLS_PAGE 50
+
 static int on_tools_list(mcp_req_t *q)
 {
-    json_t *r = par__mcp_tools_list(q->x, q->scope);
+    json_t *cur = json_object_get(q->params, "cursor");
+    const char *c = json_string_value(cur);
+    size_t from = 0, n = c ? strlen(c) : 0;
+    int ok = cur == NULL || json_is_null(cur) || (c && n >= 2 && n <= 10 && c[0] == 'c');
+    for (size_t i = 1; ok && c && i < n; i++)
+        ok = c[i] >= '0' && c[i] <= '9' ? (from = from * 10 + (size_t)(c[i] - '0'), 1) : 0;
+    if (!ok)
+        return rpc_error(q, 200, MCP_INVALID_PARAMS,
+                         "Invalid cursor: pass the nextCursor of an earlier tools/list", NULL);
+    int more = 0;
+    json_t *r = par__mcp_tools_list(q->x, q->scope, from, MCP_TOOLS_PAGE, &more);
+    char next[24];
+    snprintf(next, sizeof(next), "c%zu", from + MCP_TOOLS_PAGE);
+    if (r && more && json_object_set_new(r, "nextCursor", json_string(next)) != 0) {
+        json_decref(r);
+        r = NULL;
+    }
     if (r && strcmp(q->version, V_NEW) != 0) {
         size_t i;
         json_t *t;
@@ -438,13 +489,17 @@ static int on_tasks(mcp_req_t *q)
                              "Cannot cancel task: already in a terminal status", NULL);
         return rpc_result(q, t);
     }
-    /* tasks/result: waits for the end, then the tool call's own result */
+    /* tasks/result: waits for the end, then the tool call's own result; a
+     * client that accepts a stream gets the task's status notification first */
     mcp_frame_t *fr = frame_new(q->x->req, q->id, NULL, 1);
     if (fr == NULL) {
         par_run_unref(r);
         return rpc_error(q, 500, MCP_INTERNAL_ERROR, "out of memory", NULL);
     }
+    fr->retention_s = ret;
     session_header(q);
+    if (par__http_wants_sse(q->x->req))
+        return par__http_sse_start_framed(q->x, r, 0, &fr->base);
     return par__http_wait_start_framed(q->x, r, &fr->base);
 }
 

@@ -55,8 +55,11 @@ int par__mcp_session_end(const char *id, size_t len, const char *subject, const 
 void par__mcp_tool_name(const char *agent_id, char *out);
 int par__mcp_agent_id(const char *name, char *out);
 /* {"tools":[…]}: the public agents the caller may invoke, of package `scope`
- * only unless it is "". NULL when out of memory. */
-json_t *par__mcp_tools_list(struct par_http_exchange *x, const char *scope);
+ * only unless it is "", in the runtime's routing order: at most `max`,
+ * skipping the first `from`; *more is 1 when tools follow. NULL when out
+ * of memory. */
+json_t *par__mcp_tools_list(struct par_http_exchange *x, const char *scope, size_t from, size_t max,
+                            int *more);
 /* Whether the caller may call agent `id` as a tool on this scope (a public
  * agent it may invoke). */
 int par__mcp_tool_visible(struct par_http_exchange *x, const char *scope, const char *id);

@@ -6,16 +6,20 @@
  * A tool's name is its agent id with '/' as '_' (agent ids are
  * [a-z][a-z0-9-]* parts joined by '/', so the mapping is reversible and the
  * name fits MCP's [A-Za-z0-9_.-]). Its description and inputSchema come from
- * the package's mcp.json when it has one (pixell-kit packs it: a "tools"
- * array whose entries name the agent by id, export name or tool name, or one
- * top-level "description"/"inputSchema"), else the agent's description and a
- * permissive object schema.
+ * the file agent.yaml's `mcp.config_file` names (pixell-kit's builder packs
+ * that file at that path) when it describes tools: a "tools" array whose
+ * entries name the agent by id, export name or tool name, or one top-level
+ * "description"/"inputSchema"; a file of another shape (an "mcpServers"
+ * client configuration) describes nothing here. Else the agent's
+ * input_schema from agent.yaml, else its description and a permissive
+ * object schema.
  *
- * Callers: http/mcp.c on the loop threads; reads mcp.json (a small file)
+ * Callers: http/mcp.c on the loop threads; reads the MCP file (a small file)
  * on the loop thread at tools/list. Holds no state.
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "http/internal.h"
 #include "http/mcp.h"
@@ -65,13 +69,18 @@ static json_t *mcp_json_entry(json_t *doc, const char *id, const char *tool, con
     return json_array_size(tools) == 1 && export[0] == '\0' ? json_array_get(tools, 0) : NULL;
 }
 
-/* The package's mcp.json, or NULL (absent, unreadable, not an object). */
+/* The package's MCP file (agent.yaml's mcp.config_file), or NULL (not
+ * declared, absent, unreadable, not an object). */
 static json_t *mcp_json_load(const par_pkgver_t *pv)
 {
     char path[4096];
-    if (pv->root == NULL ||
-        snprintf(path, sizeof(path), "%s/mcp.json", pv->root) >= (int)sizeof(path))
+    const char *f = pv->manifest->mcp_config_file;
+    if (pv->root == NULL || f == NULL ||
+        snprintf(path, sizeof(path), "%s/%s", pv->root, f) >= (int)sizeof(path))
         return NULL;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)MCP_JSON_MAX)
+        return NULL; /* a larger file describes nothing: the fallbacks apply */
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
     if (doc && !json_is_object(doc)) {
         json_decref(doc);
@@ -97,9 +106,9 @@ static json_t *tool_json(const par_route_t *r, json_t *mcp)
                   "description", desc, "execution", "taskSupport", "optional");
     if (t == NULL)
         return NULL;
-    json_t *declared = NULL; /* metadata.par.input_schema: the main agent's input */
-    if (e->name[0] == '\0' && m->input_schema_json) {
-        declared = json_loads(m->input_schema_json, 0, NULL);
+    json_t *declared = NULL; /* the agent's input_schema in agent.yaml */
+    if (e->input_schema_json) {
+        declared = json_loads(e->input_schema_json, 0, NULL);
         if (declared == NULL || (json_object_get(declared, "type") == NULL &&
                                  json_object_set_new(declared, "type", json_string("object")))) {
             json_decref(declared); /* out of memory */
@@ -141,16 +150,23 @@ int par__mcp_tool_visible(par_http_exchange_t *x, const char *scope, const char 
     return ok;
 }
 
-json_t *par__mcp_tools_list(par_http_exchange_t *x, const char *scope)
+json_t *par__mcp_tools_list(par_http_exchange_t *x, const char *scope, size_t from, size_t max,
+                            int *more)
 {
     par_table_t *t = par__table_get(x->loop->http->rt);
     json_t *a = json_array();
     const par_pkgver_t *pv = NULL;
     json_t *mcp = NULL;
+    size_t seen = 0;
+    *more = 0;
     for (size_t i = 0; a && i < t->count; i++) {
         const par_route_t *r = &t->routes[i];
-        if (!visible(x, r, scope))
+        if (!visible(x, r, scope) || seen++ < from)
             continue;
+        if (json_array_size(a) == max) {
+            *more = 1;
+            break;
+        }
         if (r->pv != pv) {
             json_decref(mcp);
             pv = r->pv;

@@ -54,7 +54,8 @@ static const par_http_route_t routes[] = {
      .wrong = use_post_runs, .id_what = "agent id", CORS, .handler = par__http_on_run_start},
     /* MCP (http/mcp.c): one package's agents as tools */
     {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, PAT("/agents/", "{id}", ID, "/mcp"), INVOKE,
-     .label = "mcp", .wrong = use_mcp, .id_what = "package name", .handler = par__http_on_mcp},
+     .label = "mcp", .wrong = use_mcp, .id_what = "package name", CORS,
+     .handler = par__http_on_mcp},
     /* A2A (http/a2a.c): an agent's card, before /agents/{id} */
     {GET_, PAT("/agents/", "{id}", ID, "/.well-known/agent-card.json"), INVOKE, .label = "a2a_card",
      .wrong = use_get, .id_what = "agent id", CORS, .handler = par__http_on_a2a_card},
@@ -78,7 +79,7 @@ static const par_http_route_t routes[] = {
      .wrong = use_get_run, .id_what = "run id", CORS, .handler = par__http_on_run},
     /* MCP (http/mcp.c): every agent the caller may invoke, as tools */
     {PAR_HTTP_POST | PAR_HTTP_GET | PAR_HTTP_DELETE, LIT("/mcp"), .label = "mcp", .wrong = use_mcp,
-     .handler = par__http_on_mcp},
+     CORS, .handler = par__http_on_mcp},
     /* A2A (http/a2a.c, http/a2a_rpc.c): the task routes check agents:invoke
      * themselves, their path holding the task id after the agent id */
     {GET_, LIT("/.well-known/agent-card.json"), .label = "a2a_card", .wrong = use_get, CORS,
@@ -91,6 +92,11 @@ static const par_http_route_t routes[] = {
      CORS, .handler = par__http_on_a2a_rest_cancel},
     {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ":subscribe"), .label = "a2a", .wrong = use_post_a2a,
      CORS, .handler = par__http_on_a2a_rest_subscribe},
+    /* push-notification configs: not supported (the card says so) */
+    {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, "/pushNotificationConfigs"), .pass = 1, .label = "a2a",
+     .wrong = use_post_a2a, CORS, .handler = par__http_on_a2a_rest_push},
+    {PAR_HTTP_DELETE, PAT("/a2a/", "{id}", ID, ""), .pass = 1, .label = "a2a",
+     .wrong = use_post_a2a, CORS, .handler = par__http_on_a2a_rest_push},
     {PAR_HTTP_POST, PAT("/a2a/", "{id}", ID, ""), .pass = 1, INVOKE, .label = "a2a",
      .wrong = use_post_a2a, .id_what = "agent id", CORS, .handler = par__http_on_a2a_rpc},
     {GET_, PAT("/a2a/", "{id}", ID, "/extendedAgentCard"), INVOKE, .label = "a2a", .wrong = use_get,

@@ -110,6 +110,6 @@ par_http_handler_fn par__http_on_invoke, par__http_on_agent, par__http_on_agents
 /* A2A (http/a2a.c, http/a2a_rpc.c) */
 par_http_handler_fn par__http_on_a2a_card, par__http_on_a2a_catalog, par__http_on_a2a_rpc,
     par__http_on_a2a_rest_send, par__http_on_a2a_rest_get, par__http_on_a2a_rest_cancel,
-    par__http_on_a2a_rest_subscribe;
+    par__http_on_a2a_rest_subscribe, par__http_on_a2a_rest_push;
 
 #endif

@@ -125,6 +125,8 @@ static void export_free(par_export_t *e)
     free(e->entrypoint);
     free(e->field);
     strlist_free(&e->capabilities);
+    free(e->skills_json);
+    free(e->input_schema_json);
 }
 
 /* ---- reading nodes ----------------------------------------------------------------------- */
@@ -366,8 +368,8 @@ static char *export_name(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
 }
 
 /* Keys of a `metadata.sub_agents[]` and a `metadata.par.exports[]` entry. */
-static const char *const export_keys[] = {"name",         "description", "public",
-                                          "capabilities", "entrypoint",  NULL};
+static const char *const export_keys[] = {
+    "name", "description", "public", "capabilities", "entrypoint", "skills", "input_schema", NULL};
 
 /* Reads one sub-agent or export entry at path `p`; `inherit` is the package's
  * entrypoint a sub-agent falls back to (NULL for exports: required). */
@@ -403,6 +405,8 @@ static void parse_export(check_t *c, yaml_node_t *n, const char *p, bool is_sub_
         par__manifest_problem(c, path,
                               "required: the package has no top-level entrypoint to inherit");
     }
+    par__manifest_described(c, p, field(c, n, "skills"), field(c, n, "input_schema"),
+                            &tmp.skills_json, &tmp.input_schema_json);
     par_export_t *e = tmp.name && tmp.entrypoint && tmp.field ? add_export(c) : NULL;
     if (e)
         *e = tmp;
@@ -540,7 +544,8 @@ static void parse_par(check_t *c, yaml_node_t *par)
     if (ex)
         parse_export_list(c, ex, "metadata.par.exports", false);
     parse_calls(c, par);
-    par__manifest_described(c, field(c, par, "skills"), field(c, par, "input_schema"));
+    par__manifest_described(c, "metadata.par", field(c, par, "skills"),
+                            field(c, par, "input_schema"), &m->skills_json, &m->input_schema_json);
 }
 
 /* ---- top level --------------------------------------------------------------------------- */
@@ -645,6 +650,31 @@ static void parse_metadata(check_t *c, yaml_node_t *root)
         parse_par(c, par);
 }
 
+/* pixell-kit's `mcp` block: `config_file` names a file of the package
+ * (pixell-kit's builder copies it at that path); its other keys are
+ * pixell-kit's and left alone, and a non-mapping `mcp` is accepted as
+ * before (nothing to read). */
+static void parse_mcp(check_t *c, yaml_node_t *mcp)
+{
+    if (!is_type(mcp, YAML_MAPPING_NODE))
+        return;
+    char *f = capped(c, get_str(c, mcp, "config_file", "mcp.config_file"), ENTRYPOINT_MAX_LEN,
+                     "mcp.config_file");
+    if (f == NULL)
+        return;
+    bool bad = f[0] == '\0' || f[0] == '/' || strcmp(f, "..") == 0 || strncmp(f, "../", 3) == 0 ||
+               strstr(f, "/../") != NULL ||
+               (strlen(f) >= 3 && strcmp(f + strlen(f) - 3, "/..") == 0);
+    if (bad)
+        par__manifest_problem(c, "mcp.config_file",
+                              "must be a path inside the package (relative, no '..'), such as "
+                              "mcp.json");
+    if (bad || !get_bool(c, mcp, "enabled", "mcp.enabled", 1))
+        free(f);
+    else
+        c->m->mcp_config_file = f;
+}
+
 static void add_main_export(check_t *c)
 {
     par_manifest_t *m = c->m;
@@ -689,11 +719,21 @@ static void parse_root(check_t *c, yaml_node_t *root)
     m->has_rest = field(c, root, "rest") != NULL;
     m->has_a2a = field(c, root, "a2a") != NULL;
     m->has_ui = field(c, root, "ui") != NULL;
+    yaml_node_t *mcp = field(c, root, "mcp");
+    if (mcp)
+        parse_mcp(c, mcp);
 
     /* Export order: main, sub_agents (file order), metadata.par.exports (file order). */
     if (m->entrypoint)
         add_main_export(c);
     parse_metadata(c, root);
+    /* metadata.par's skills and input schema describe the main export */
+    if (m->entrypoint && m->export_count > 0 && m->exports[0].name[0] == '\0') {
+        if (m->skills_json)
+            m->exports[0].skills_json = xstrdup(c, m->skills_json);
+        if (m->input_schema_json)
+            m->exports[0].input_schema_json = xstrdup(c, m->input_schema_json);
+    }
 }
 
 /* ---- public ------------------------------------------------------------------------------ */
@@ -768,6 +808,7 @@ void par_manifest_free(par_manifest_t *m)
     free(m->calls);
     free(m->skills_json);
     free(m->input_schema_json);
+    free(m->mcp_config_file);
     for (size_t i = 0; i < m->export_count; i++)
         export_free(&m->exports[i]);
     free(m->exports);

@@ -42,6 +42,11 @@ typedef struct par_export {
     char *field;       /* where the entrypoint is written ("metadata.sub_agents[1].entrypoint") */
     int is_public;
     par_strlist_t capabilities;
+    /* The agent's A2A skills ([{id,name,description,tags,examples}]) and its
+     * input's JSON Schema, as compact JSON text; NULL when not declared. A
+     * sub-agent or export declares them in its own entry (`skills`,
+     * `input_schema`); the main export has metadata.par's. */
+    char *skills_json, *input_schema_json;
 } par_export_t;
 
 typedef struct par_limits {
@@ -73,12 +78,19 @@ typedef struct par_manifest {
     char **calls;
     /* metadata.par.skills and metadata.par.input_schema (the main agent's A2A
      * skills, [{id,name,description,tags,examples}], and its input's JSON
-     * Schema) as compact JSON text; NULL when absent. */
+     * Schema) as compact JSON text; NULL when absent. The main export carries
+     * a copy (par_export_t.skills_json), which is what the protocols read. */
     char *skills_json, *input_schema_json;
 
     /* exports: main (when entrypoint is set) first, then sub_agents, then par.exports */
     par_export_t *exports;
     size_t export_count;
+
+    /* pixell-kit's `mcp: {enabled, config_file}`: the package-relative path
+     * of the file `pixell build` packs (config_file), which PAR reads for
+     * its tools' descriptions and input schemas (docs/agent-yaml.md); NULL
+     * when not declared or `enabled: false`. */
+    char *mcp_config_file;
 
     /* `rest`, `a2a`, `ui` present? (recorded and listed, not served) */
     int has_rest, has_a2a, has_ui;

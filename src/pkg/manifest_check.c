@@ -368,7 +368,7 @@ int par__manifest_yaml_load(check_t *c, const char *yaml, size_t len)
     return PAR_OK;
 }
 
-/* ---- metadata.par.skills, metadata.par.input_schema --------------------------------------- */
+/* ---- skills, input_schema (metadata.par, a sub-agent, an export) -------------------------- */
 
 /* Whether `v` is absent or a list of strings; else a problem at path. */
 static void strings_or_absent(check_t *c, json_t *v, const char *path)
@@ -383,11 +383,11 @@ static void strings_or_absent(check_t *c, json_t *v, const char *path)
         par__manifest_problem(c, path, "must be a list of strings");
 }
 
-static void check_skill(check_t *c, json_t *s, size_t i)
+static void check_skill(check_t *c, const char *where, json_t *s, size_t i)
 {
     static const char *const known[] = {"id", "name", "description", "tags", "examples", NULL};
-    char path[96];
-    snprintf(path, sizeof(path), "metadata.par.skills[%zu]", i);
+    char path[128];
+    snprintf(path, sizeof(path), "%s.skills[%zu]", where, i);
     if (!json_is_object(s)) {
         par__manifest_problem(c, path, "must be a mapping {id, name, description, tags, examples}");
         return;
@@ -410,7 +410,7 @@ static void check_skill(check_t *c, json_t *s, size_t i)
         if (str == NULL || str[0] == '\0')
             par__manifest_problem(c, path, "%s is required (a non-empty string)", known[j]);
     }
-    char sub[128];
+    char sub[160];
     snprintf(sub, sizeof(sub), "%s.tags", path);
     strings_or_absent(c, json_object_get(s, "tags"), sub);
     snprintf(sub, sizeof(sub), "%s.examples", path);
@@ -425,39 +425,43 @@ static void keep(check_t *c, json_t *v, char **out)
         c->oom = true;
 }
 
-void par__manifest_described(check_t *c, yaml_node_t *skills, yaml_node_t *schema)
+void par__manifest_described(check_t *c, const char *where, yaml_node_t *skills,
+                             yaml_node_t *schema, char **skills_out, char **schema_out)
 {
+    char path[128];
     if (skills) {
         json_t *j = par_yaml_to_json(c->y, skills);
+        snprintf(path, sizeof(path), "%s.skills", where);
         if (j == NULL)
             c->oom = true;
         else if (!json_is_array(j) || json_array_size(j) == 0)
-            par__manifest_problem(c, "metadata.par.skills",
+            par__manifest_problem(c, path,
                                   "must be a non-empty list of {id, name, description, tags, "
                                   "examples}, not %s",
                                   par_yaml_kind(skills));
         else {
             for (size_t i = 0; i < json_array_size(j); i++)
-                check_skill(c, json_array_get(j, i), i);
-            keep(c, j, &c->m->skills_json);
+                check_skill(c, where, json_array_get(j, i), i);
+            keep(c, j, skills_out);
         }
         json_decref(j);
     }
     if (schema) {
         json_t *j = par_yaml_to_json(c->y, schema);
         json_t *t = json_object_get(j, "type");
+        snprintf(path, sizeof(path), "%s.input_schema", where);
         if (j == NULL)
             c->oom = true;
         else if (!json_is_object(j))
-            par__manifest_problem(c, "metadata.par.input_schema",
+            par__manifest_problem(c, path,
                                   "must be a JSON Schema object (a mapping such as {type: object, "
                                   "properties: {...}}), not %s",
                                   par_yaml_kind(schema));
-        else if (t && !(json_is_string(t) && strcmp(json_string_value(t), "object") == 0))
-            par__manifest_problem(c, "metadata.par.input_schema.type",
-                                  "must be object: an agent's input is a JSON object");
-        else
-            keep(c, j, &c->m->input_schema_json);
+        else if (t && !(json_is_string(t) && strcmp(json_string_value(t), "object") == 0)) {
+            snprintf(path, sizeof(path), "%s.input_schema.type", where);
+            par__manifest_problem(c, path, "must be object: an agent's input is a JSON object");
+        } else
+            keep(c, j, schema_out);
         json_decref(j);
     }
 }

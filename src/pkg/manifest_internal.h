@@ -63,9 +63,12 @@ extern const char *const par__manifest_limit_keys[];
  * problem, writes the first MAX_SHOWN. */
 void par__manifest_report(check_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* One problem at a field path: "agent.yaml: <path>: <message>". */
-/* Checks metadata.par.skills and metadata.par.input_schema (either may be
- * NULL) and stores them as JSON text in c->m (manifest_check.c). */
-void par__manifest_described(check_t *c, yaml_node_t *skills, yaml_node_t *schema);
+/* Checks the `skills` and `input_schema` of the block at `where`
+ * ("metadata.par", "metadata.sub_agents[1]"; either node may be NULL) and
+ * stores them as JSON text into *skills_out and *schema_out
+ * (manifest_check.c). */
+void par__manifest_described(check_t *c, const char *where, yaml_node_t *skills,
+                             yaml_node_t *schema, char **skills_out, char **schema_out);
 
 void par__manifest_problem(check_t *c, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -123,6 +123,15 @@ def test_card_discovery(srv):
 
 
 SKILLED = """\
+  sub_agents:
+    - {name: plain, description: plain, public: true}
+    - name: tagger
+      public: true
+      skills: [{id: tag, name: Tag, description: Tags words, tags: [nlp]}]
+      input_schema: {properties: {words: {type: string}}, required: [words]}
+    - name: secret
+      skills: [{id: secret-skill, name: Secret, description: Never shown}]
+      input_schema: {properties: {hush: {type: string}}}
   par:
     skills:
       - {id: summarize, name: Summarize, description: Shortens a text, tags: [text],
@@ -140,7 +149,7 @@ def skilled(server_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("skills")
     return server_factory([pypkg(tmp, "writer", {"src/main.py": "def handler(input):\n"
                                                                 "    return input\n"},
-                                 extra=SKILLED, sub_agents=[("plain", True, "src.main:handler")])])
+                                 extra=SKILLED)])
 
 
 @need_node
@@ -154,6 +163,19 @@ def test_declared_skills_and_input(skilled):
         assert v1(skilled, "card", "writer/plain", t)["skills"] == ["writer/plain"]
         out = v1(skilled, "send", "writer/plain", t, "hello")
         assert out["task"]["artifacts"][0]["parts"] == [{"text": "hello"}]
+        # a sub-agent that declares its own: its skills, its schema's property
+        assert v1(skilled, "card", "writer/tagger", t)["skills"] == ["tag"]
+        out = v1(skilled, "send", "writer/tagger", t, "hello")
+        assert out["task"]["artifacts"][0]["parts"] == [{"words": "hello"}]
+    card = requests.get(f"{skilled.url}/agents/writer/tagger/.well-known/agent-card.json").json()
+    assert card["skills"] == [{"id": "tag", "name": "Tag", "description": "Tags words",
+                               "tags": ["nlp"]}]
+    # a private sub-agent's declarations show nowhere
+    cat = requests.get(f"{skilled.url}/.well-known/agent-card.json").json()
+    assert {a["id"] for a in cat["agents"]} == {"writer", "writer/plain", "writer/tagger"}
+    assert "secret" not in json.dumps(cat)
+    r = requests.get(f"{skilled.url}/agents/writer/secret/.well-known/agent-card.json")
+    assert r.status_code == 404 and r.json()["error"] == "agent_not_found"
     card = requests.get(f"{skilled.url}/agents/writer/.well-known/agent-card.json").json()
     assert card["skills"] == [
         {"id": "summarize", "name": "Summarize", "description": "Shortens a text",
@@ -195,6 +217,17 @@ def test_send_and_get(srv, transport):
     out = v1(srv, "send_get", "echo", transport, "words")
     assert out["got"]["state"] == "completed"
     assert out["got"]["artifacts"][0]["parts"] == [{"text": "words"}]  # text → {"text": ...}
+    # historyLength: the user's message and the agent's answer (roles 1 user, 2 agent)
+    assert out["history"] == [{"role": 1, "parts": ["words"]},
+                              {"role": 2, "parts": [{"text": "words"}]}]
+    assert out["last"] == [2]
+
+
+@need_node
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_message_to_an_ended_task(srv, transport):
+    err = v1(srv, "continue", "echo", transport)["error"]
+    assert err in ("JsonRpcUnsupportedOperationError", "RestUnsupportedOperationError"), err
 
 
 @need_node
@@ -257,6 +290,9 @@ def test_v03_send_get(srv):
     assert out["task"]["kind"] == "task" and out["task"]["state"] == "completed"
     assert out["task"]["artifacts"] == [[{"kind": "data", "data": {"k": "v"}}]]
     assert out["got"] == out["task"]
+    assert out["history"] == [
+        {"kind": "message", "role": "user", "parts": [{"kind": "data", "data": {"k": "v"}}]},
+        {"kind": "message", "role": "agent", "parts": [{"kind": "data", "data": {"k": "v"}}]}]
 
 
 @need_node
@@ -307,12 +343,95 @@ def test_other_codes(srv):
     assert call("GetTask", {}) == -32602
     assert call("CreateTaskPushNotificationConfig", {"taskId": "x"}) == -32003
     assert call("tasks/pushNotificationConfig/set", {"taskId": "x"}) == -32003
+    # a message naming a task: unknown → TaskNotFound, ended → UnsupportedOperation
     assert call("SendMessage", {"message": {**msg([{"text": "x"}])["message"],
-                                            "taskId": "run_x"}}) == -32004
+                                            "taskId": "run_x"}}) == -32001
     # a task of another agent is not this agent's task
     tid = rpc(srv, "ticker", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
                               "params": msg([{"data": {"n": 0}}])}).json()["result"]["task"]["id"]
     assert call("GetTask", {"id": tid}) == -32001
+
+
+def test_message_naming_a_task(srv):
+    def send(agent, task_id, method="SendMessage"):
+        m = msg([{"text": "again"}])["message"]
+        return rpc(srv, agent, {"jsonrpc": "2.0", "id": 7, "method": method,
+                                "params": {"message": {**m, "taskId": task_id}}})
+    done = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                             "params": msg([{"text": "first"}])}).json()["result"]["task"]["id"]
+    r = send("echo", done)
+    assert rpc_error(r) == (7, -32004) and "terminal" in r.json()["error"]["message"]
+    assert rpc_error(send("echo", done, "message/send")) == (7, -32004)
+    assert rpc_error(send("echo", done, "SendStreamingMessage")) == (7, -32004)
+    # a running task takes no more input either
+    slow = rpc(srv, "ticker", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                               "params": {**msg([{"data": {"n": 20, "ms": 200}}]),
+                                          "configuration": {"returnImmediately": True}}})
+    running = slow.json()["result"]["task"]["id"]
+    assert rpc_error(send("ticker", running)) == (7, -32004)
+    # another agent's task, or an unknown one: TaskNotFound
+    assert rpc_error(send("echo", running)) == (7, -32001)
+    assert rpc_error(send("echo", "run_0000000000000000000000000000000f")) == (7, -32001)
+    r = requests.post(f"{srv.url}/a2a/echo/message:send",
+                      json={"message": {**msg([{"text": "x"}])["message"], "taskId": done}})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "FAILED_PRECONDITION"
+    assert r.json()["error"]["details"][0]["reason"] == "UNSUPPORTED_OPERATION"
+    # nothing was started or changed
+    assert requests.get(f"{srv.url}/runs/{done}").json()["status"] == "succeeded"
+    requests.post(f"{srv.url}/runs/{running}/cancel")
+
+
+def test_history_length(srv):
+    def get(params):
+        return rpc(srv, "echo", {"jsonrpc": "2.0", "id": 2, "method": "GetTask",
+                                 "params": params}).json()
+    sent = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                             "params": {"message": {"messageId": "mine", "role": "ROLE_USER",
+                                                    "parts": [{"data": {"k": 1}}]}}}).json()
+    tid = sent["result"]["task"]["id"]
+    full = get({"id": tid})["result"]["history"]
+    assert full == [
+        {"messageId": "mine", "role": "ROLE_USER", "taskId": tid,
+         "contextId": full[0]["contextId"], "parts": [{"data": {"k": 1}}]},
+        {"messageId": f"{tid}-output", "role": "ROLE_AGENT", "taskId": tid,
+         "contextId": full[0]["contextId"], "parts": [{"data": {"k": 1}}]}]
+    assert [m["role"] for m in get({"id": tid, "historyLength": 1})["result"]["history"]] == [
+        "ROLE_AGENT"]
+    assert "history" not in get({"id": tid, "historyLength": 0})["result"]
+    assert get({"id": tid, "historyLength": -1})["error"]["code"] == -32602
+    assert get({"id": tid, "historyLength": "2"})["error"]["code"] == -32602
+    v03 = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 3, "method": "tasks/get",
+                            "params": {"id": tid, "historyLength": 5}}).json()["result"]
+    assert [(m["kind"], m["role"]) for m in v03["history"]] == [("message", "user"),
+                                                                 ("message", "agent")]
+    assert v03["history"][0]["parts"] == [{"kind": "data", "data": {"k": 1}}]
+    r = requests.get(f"{srv.url}/a2a/echo/tasks/{tid}?historyLength=1")
+    assert r.status_code == 200 and len(r.json()["history"]) == 1
+    for bad in ("x", "-1", "", "1&historyLength=2"):
+        r = requests.get(f"{srv.url}/a2a/echo/tasks/{tid}?historyLength={bad}")
+        assert r.status_code == 400, bad
+        assert r.json()["error"]["details"][0]["reason"] == "INVALID_PARAMS"
+
+
+def test_rest_push_notification_configs(srv):
+    tid = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                            "params": msg([{"text": "p"}])}).json()["result"]["task"]["id"]
+    base = f"{srv.url}/a2a/echo/tasks/{tid}/pushNotificationConfigs"
+    for r in (requests.post(base, json={"url": "https://hook.example/x"}),
+              requests.get(base), requests.get(base + "/cfg-1"), requests.delete(base + "/cfg-1")):
+        assert r.status_code == 400, (r.request.method, r.url, r.text)
+        err = r.json()["error"]
+        assert err["status"] == "FAILED_PRECONDITION"
+        assert err["details"][0]["reason"] == "PUSH_NOTIFICATION_NOT_SUPPORTED"
+    # consistent with the card
+    card = requests.get(f"{srv.url}/agents/echo/.well-known/agent-card.json").json()
+    assert card["capabilities"]["pushNotifications"] is False
+    # a private or unknown agent is not found; a path without a task is no task
+    r = requests.get(f"{srv.url}/a2a/echo/upper/tasks/{tid}/pushNotificationConfigs")
+    assert r.status_code == 404
+    r = requests.post(f"{srv.url}/a2a/echo/tasks/pushNotificationConfigs", json={})
+    assert r.status_code == 404
+    assert r.json()["error"]["details"][0]["reason"] == "TASK_NOT_FOUND"
 
 
 def test_oversized_message(srv):

@@ -47,25 +47,43 @@ MCP_JSON = {"tools": [{"name": "mcpkit", "description": "Counts, from mcp.json",
                                        "required": ["n"]}}]}
 
 USER_KEY = "k-user-" + "y" * 24
+ORIGIN = "https://app.example.com"
+
+
+# Sub-agents declare their own input schema (and skills); the private one's
+# never shows.
+MCPKIT_SUBS = """\
+  sub_agents:
+    - {name: fail, public: true, entrypoint: "src.agents:fail",
+       input_schema: {properties: {why: {type: string}}, required: [why]}}
+    - {name: plain, public: true, entrypoint: "src.agents:plain"}
+    - {name: hidden, public: false, entrypoint: "src.agents:plain",
+       skills: [{id: secret, name: Secret, description: Hidden}],
+       input_schema: {properties: {secret: {type: string}}}}
+"""
 
 
 def mcp_package(tmp):
-    return pypkg(tmp, "mcpkit", {"src/agents.py": AGENTS, "mcp.json": json.dumps(MCP_JSON)},
-                 entrypoint="src.agents:count",
-                 sub_agents=[("fail", True, "src.agents:fail"), ("plain", True, "src.agents:plain"),
-                             ("hidden", False, "src.agents:plain")])
+    # pixell-kit's agent.yaml names the file it packs: mcp.config_file
+    return pypkg(tmp, "mcpkit", {"src/agents.py": AGENTS,
+                                 "conf/tools.json": json.dumps(MCP_JSON)},
+                 entrypoint="src.agents:count\nmcp: {enabled: true, config_file: conf/tools.json}",
+                 extra=MCPKIT_SUBS)
 
 
 def other_package(tmp):
-    # its input schema is declared in agent.yaml (no mcp.json); "type" is implied
-    return pypkg(tmp, "other", {"src/agents.py": AGENTS}, entrypoint="src.agents:plain",
+    # its input schema is declared in agent.yaml; a mcp.json that agent.yaml
+    # does not name is not read; "type" is implied
+    return pypkg(tmp, "other", {"src/agents.py": AGENTS, "mcp.json": json.dumps(MCP_JSON)},
+                 entrypoint="src.agents:plain",
                  extra="  par:\n    input_schema:\n      properties: {topic: {type: string}}\n")
 
 
 @pytest.fixture(scope="module")
 def srv(server_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mcp")
-    conf = write_config(tmp, "limits: {runs_per_subject: 0}\n")
+    conf = write_config(tmp, "limits: {runs_per_subject: 0}\n"
+                             f"http: {{cors: {{origins: [\"{ORIGIN}\"]}}}}\n")
     return server_factory([mcp_package(tmp), other_package(tmp)], args=["--config", conf],
                           expected_errors=["handler raised ValueError"])
 
@@ -94,8 +112,11 @@ def test_sdk_connect_list_call_progress(srv):
     assert tools["mcpkit"]["description"] == "Counts, from mcp.json"
     assert tools["mcpkit"]["inputSchema"]["required"] == ["n"]
     assert tools["mcpkit_plain"]["inputSchema"] == {"type": "object", "additionalProperties": True}
+    assert tools["mcpkit_fail"]["inputSchema"] == {
+        "properties": {"why": {"type": "string"}}, "required": ["why"], "type": "object"}
     assert tools["other"]["inputSchema"] == {"properties": {"topic": {"type": "string"}},
                                              "type": "object"}
+    assert tools["other"]["description"] == "test package"
     assert tools["mcpkit"]["execution"] == {"taskSupport": "optional"}
     res = out["result"]
     assert res["isError"] is False and res["structuredContent"] == {"emitted": 4}
@@ -136,6 +157,9 @@ def test_sdk_tasks(srv):
     task_id = out["seen"][0]["task"]["taskId"]
     assert task_id.startswith("run_") and out["got"]["status"] == "completed"
     assert task_id in out["listed"]
+    # the task's end came as notifications/tasks/status on the tasks/result stream
+    ended = [t for t in out["statuses"] if t["taskId"] == task_id]
+    assert ended and ended[-1]["status"] == "completed", out["statuses"]
     assert out["cancelled"]["status"] == "cancelled"
     # the task is a run: PAR's own API shows it
     r = requests.get(f"{srv.url}/runs/{task_id}", timeout=10).json()
@@ -264,7 +288,8 @@ def test_task_cancel_ended_and_resume_errors(srv):
                    "params": {"name": "mcpkit_plain", "arguments": {}, "task": {"ttl": 1000}}}, sid)
     task = r.json()["result"]["task"]
     res = post(srv, {"jsonrpc": "2.0", "id": 2, "method": "tasks/result",
-                     "params": {"taskId": task["taskId"]}}, sid).json()
+                     "params": {"taskId": task["taskId"]}}, sid,
+               headers={"Accept": "application/json"}).json()
     assert res["id"] == 2 and res["result"]["content"][0]["text"] == "plain text"
     assert res["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"] == task["taskId"]
     rpc_error(post(srv, {"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel",
@@ -310,6 +335,81 @@ auth:
     assert r.status_code == 403
     out = node("basic", s.url + "/mcp", tool="mcpkit_plain", arguments={}, token=USER_KEY)
     assert out["result"]["content"][0]["text"] == "plain text"
+
+
+def test_cors(srv):
+    for path in ("/mcp", "/agents/mcpkit/mcp"):
+        r = requests.options(srv.url + path, headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, mcp-session-id, mcp-protocol-version"})
+        assert r.status_code == 204, r.text
+        assert r.headers["access-control-allow-origin"] == ORIGIN
+        methods = r.headers["access-control-allow-methods"]
+        assert all(m in methods for m in ("POST", "GET", "DELETE")), methods
+        allowed = r.headers["access-control-allow-headers"].lower()
+        for h in ("mcp-session-id", "mcp-protocol-version", "last-event-id", "authorization",
+                  "content-type"):
+            assert h in allowed, allowed
+        # a page of that origin can read the session id it is given
+        r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                       "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                  "clientInfo": {"name": "raw", "version": "0"}}},
+                 path=path, headers={"Origin": ORIGIN})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ORIGIN
+        assert "Mcp-Session-Id" in r.headers["access-control-expose-headers"]
+        assert len(r.headers["mcp-session-id"]) == 32
+    # another origin gets nothing
+    r = requests.options(srv.url + "/mcp", headers={"Origin": "https://evil.example.com",
+                                                    "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+    r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+             headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_tools_list_pages(server_factory, tmp_path):
+    # 60 public sub-agents and the main agent: two pages of at most 50
+    subs = "  sub_agents:\n" + "".join(f"    - {{name: s{i:02d}, public: true}}\n"
+                                       for i in range(60))
+    s = server_factory([pypkg(tmp_path, "many", {"src/agents.py": AGENTS},
+                              entrypoint="src.agents:plain", extra=subs)])
+    sid, _ = initialize(s)
+    first = post(s, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, sid).json()["result"]
+    assert len(first["tools"]) == 50 and isinstance(first["nextCursor"], str)
+    second = post(s, {"jsonrpc": "2.0", "id": 2, "method": "tools/list",
+                      "params": {"cursor": first["nextCursor"]}}, sid).json()["result"]
+    assert len(second["tools"]) == 11 and "nextCursor" not in second
+    names = [t["name"] for t in first["tools"] + second["tools"]]
+    assert len(set(names)) == 61 and "many" in names and "many_s59" in names
+    for bad in ("bogus", "c", "c-1", "cx", 5, "c12345678901"):
+        rpc_error(post(s, {"jsonrpc": "2.0", "id": 3, "method": "tools/list",
+                           "params": {"cursor": bad}}, sid), 200, -32602)
+    # past the end (the list shrank): an empty last page
+    r = post(s, {"jsonrpc": "2.0", "id": 4, "method": "tools/list",
+                 "params": {"cursor": "c500"}}, sid).json()["result"]
+    assert r == {"tools": []}
+    # the official client follows nextCursor
+    out = node("pages", s.url + "/mcp")
+    assert out["sizes"] == [50, 11] and sorted(out["names"]) == sorted(names)
+
+
+def test_tasks_result_stream_has_the_status_notification(srv):
+    sid, _ = initialize(srv)
+    r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "mcpkit", "arguments": {"n": 3, "gap_ms": 50},
+                              "task": {"ttl": 1000}}}, sid)
+    tid = r.json()["result"]["task"]["taskId"]
+    r = post(srv, {"jsonrpc": "2.0", "id": 2, "method": "tasks/result",
+                   "params": {"taskId": tid}}, sid)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    msgs = [json.loads(l[6:]) for l in r.text.split("\n") if l.startswith("data: {")]
+    assert [m.get("method") for m in msgs] == ["notifications/tasks/status", None], msgs
+    assert msgs[0]["params"]["taskId"] == tid and msgs[0]["params"]["status"] == "completed"
+    assert msgs[1]["id"] == 2 and msgs[1]["result"]["structuredContent"] == {"emitted": 3}
+    # a client accepting JSON only gets the result alone
+    r = post(srv, {"jsonrpc": "2.0", "id": 3, "method": "tasks/result",
+                   "params": {"taskId": tid}}, sid, headers={"Accept": "application/json"})
+    assert r.headers["content-type"] == "application/json" and r.json()["id"] == 3
 
 
 def test_metrics_count_the_mcp_route(srv):

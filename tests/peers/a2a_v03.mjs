@@ -37,6 +37,8 @@ async function main() {
       const t = result(await client.sendMessage({ message: message() }));
       out.task = task(t);
       out.got = task(result(await client.getTask({ id: t.id })));
+      const h = result(await client.getTask({ id: t.id, historyLength: 2 }));
+      out.history = (h.history || []).map((m) => ({ kind: m.kind, role: m.role, parts: m.parts }));
       break;
     }
     case "stream":

@@ -89,6 +89,22 @@ async function main() {
     case "send_get": {
       const t = await client.sendMessage({ message: message(input) });
       out.got = task(await client.getTask({ id: t.id }));
+      // the task's history: the user's message, then the agent's answer
+      const h = await client.getTask({ id: t.id, historyLength: 2 });
+      out.history = (h.history || []).map((m) => ({ role: m.role, parts: m.parts.map(partValue) }));
+      const last = await client.getTask({ id: t.id, historyLength: 1 });
+      out.last = (last.history || []).map((m) => m.role);
+      break;
+    }
+    case "continue": {
+      // a message naming an ended task
+      const t = await client.sendMessage({ message: message(input) });
+      try {
+        await client.sendMessage({ message: { ...message(input), taskId: t.id } });
+        out.error = "no error";
+      } catch (e) {
+        out.error = e.constructor.name;
+      }
       break;
     }
     case "stream":

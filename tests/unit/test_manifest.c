@@ -895,7 +895,7 @@ static void test_mistakes(void **state)
          "agent.yaml: metadata.sub_agents[0].public: must be true or false", 0},
         {SUB("      visibility: private\n"),
          "agent.yaml: metadata.sub_agents[0].visibility: unknown key `visibility` (known: name, "
-         "description, public, capabilities, entrypoint)",
+         "description, public, capabilities, entrypoint, skills, input_schema)",
          0},
         {SUB("      entry_point: m:g\n"),
          "metadata.sub_agents[0].entry_point: unknown key "
@@ -1041,6 +1041,82 @@ static void test_skills_and_input_schema(void **state)
                         "{\"type\":\"object\",\"properties\":{\"doc\":{\"type\":\"string\"}},"
                         "\"required\":[\"doc\"],\"additionalProperties\":false}");
     par_manifest_free(m);
+}
+
+/* Each sub-agent and export describes itself; metadata.par's description is
+ * the main export's, and nobody inherits another's. */
+static void test_skills_per_agent(void **state)
+{
+    (void)state;
+    par_manifest_t *m =
+        accepted("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+                 "    - name: shout\n      public: true\n"
+                 "      skills: [{id: loud, name: Loud, description: Shouts}]\n"
+                 "      input_schema: {properties: {words: {type: string}}, required: [words]}\n"
+                 "    - {name: quiet}\n"
+                 "  par:\n    skills: [{id: main, name: Main, description: The main one}]\n"
+                 "    exports: [{name: ex, entrypoint: 'm:g', input_schema: {type: object}}]\n");
+    assert_int_equal(m->export_count, 4);
+    assert_string_equal(m->exports[0].skills_json,
+                        "[{\"id\":\"main\",\"name\":\"Main\",\"description\":\"The main one\"}]");
+    assert_null(m->exports[0].input_schema_json);
+    assert_string_equal(m->exports[1].name, "shout");
+    assert_string_equal(m->exports[1].skills_json,
+                        "[{\"id\":\"loud\",\"name\":\"Loud\",\"description\":\"Shouts\"}]");
+    assert_string_equal(
+        m->exports[1].input_schema_json,
+        "{\"properties\":{\"words\":{\"type\":\"string\"}},\"required\":[\"words\"]}");
+    assert_null(m->exports[2].skills_json);
+    assert_null(m->exports[2].input_schema_json);
+    assert_null(m->exports[3].skills_json);
+    assert_string_equal(m->exports[3].input_schema_json, "{\"type\":\"object\"}");
+    par_manifest_free(m);
+
+    /* the same rules, at the entry's own path; unknown keys stay errors */
+    refused("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+            "    - {name: s, skills: [{id: x, name: X}]}\n",
+            "agent.yaml: metadata.sub_agents[0].skills[0]: description is required");
+    refused("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+            "    - {name: s, skills: []}\n",
+            "agent.yaml: metadata.sub_agents[0].skills: must be a non-empty list");
+    refused("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+            "    - {name: s, input_schema: {type: array}}\n",
+            "agent.yaml: metadata.sub_agents[0].input_schema.type: must be object");
+    refused("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+            "    - {name: s, input_schema: [x]}\n",
+            "agent.yaml: metadata.sub_agents[0].input_schema: must be a JSON Schema object");
+    refused("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n  sub_agents:\n"
+            "    - {name: s, skils: []}\n",
+            "metadata.sub_agents[0].skils: unknown key `skils` (did you mean `skills`?)");
+    refused("name: a\nentrypoint: m:f\nmetadata:\n  version: 1.0.0\n"
+            "  par: {exports: [{name: e, entrypoint: 'm:g', inputschema: {}}]}\n",
+            "metadata.par.exports[0].inputschema: unknown key `inputschema` (did you mean "
+            "`input_schema`?)");
+}
+
+/* pixell-kit's mcp.config_file: the packed file PAR reads for tool schemas. */
+static void test_mcp_config_file(void **state)
+{
+    (void)state;
+    par_manifest_t *m = accepted("name: a\nmcp: {enabled: true, config_file: conf/mcp.json}\n" MD);
+    assert_string_equal(m->mcp_config_file, "conf/mcp.json");
+    par_manifest_free(m);
+    m = accepted("name: a\nmcp: {enabled: false, config_file: mcp.json}\n" MD);
+    assert_null(m->mcp_config_file);
+    par_manifest_free(m);
+    m = accepted("name: a\nmcp: {enabled: true}\n" MD);
+    assert_null(m->mcp_config_file);
+    par_manifest_free(m);
+    m = accepted("name: a\nmcp: on\n" MD);
+    assert_null(m->mcp_config_file);
+    par_manifest_free(m);
+    refused("name: a\nmcp: {config_file: ../x.json}\n" MD,
+            "agent.yaml: mcp.config_file: must be a path inside the package");
+    refused("name: a\nmcp: {config_file: /etc/x.json}\n" MD,
+            "agent.yaml: mcp.config_file: must be a path inside the package");
+    refused("name: a\nmcp: {config_file: a/../../x}\n" MD,
+            "agent.yaml: mcp.config_file: must be a path inside the package");
+    refused("name: a\nmcp: {config_file: [x]}\n" MD, "agent.yaml: mcp.config_file: must be");
 }
 
 /* Applies one single-character edit to `w`: op 0 deletes position i, 1
@@ -1211,6 +1287,8 @@ int main(void)
         cmocka_unit_test(test_parser_crash_inputs),
         cmocka_unit_test(test_calls),
         cmocka_unit_test(test_skills_and_input_schema),
+        cmocka_unit_test(test_skills_per_agent),
+        cmocka_unit_test(test_mcp_config_file),
         cmocka_unit_test(test_typos_never_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -3,7 +3,7 @@
 // JSON object with what the client saw. Works on Node 18 (Debian 12).
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolResultSchema, TaskStatusNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const [scenario, url, rawArgs] = process.argv.slice(2);
 const args = rawArgs ? JSON.parse(rawArgs) : {};
@@ -101,6 +101,9 @@ async function resume() {
 async function tasks() {
     const { client } = await connect();
     const seen = [];
+    // notifications/tasks/status, which PAR sends on the tasks/result stream
+    const statuses = [];
+    client.setNotificationHandler(TaskStatusNotificationSchema, (n) => { statuses.push(n.params); });
     const stream = client.experimental.tasks.callToolStream(
         { name: args.tool, arguments: args.arguments }, CallToolResultSchema,
         { task: { ttl: 60000 }, timeout: 60000 });
@@ -119,10 +122,27 @@ async function tasks() {
         (await import('@modelcontextprotocol/sdk/types.js')).CreateTaskResultSchema);
     const cancelled = await client.experimental.tasks.cancelTask(created.task.taskId);
     await client.close();
-    return { seen, result, error, got, listed: list.tasks.map((t) => t.taskId), created, cancelled };
+    return { seen, result, error, got, listed: list.tasks.map((t) => t.taskId), created, cancelled,
+             statuses };
 }
 
-const scenarios = { basic, resume, tasks };
+// tools/list page by page, as a client that follows nextCursor does
+async function pages() {
+    const { client } = await connect();
+    const sizes = [];
+    const names = [];
+    let cursor;
+    do {
+        const page = await client.listTools(cursor ? { cursor } : {});
+        sizes.push(page.tools.length);
+        names.push(...page.tools.map((t) => t.name));
+        cursor = page.nextCursor;
+    } while (cursor);
+    await client.close();
+    return { sizes, names };
+}
+
+const scenarios = { basic, resume, tasks, pages };
 try {
     const out = await scenarios[scenario]();
     process.stdout.write(JSON.stringify(out) + '\n');
