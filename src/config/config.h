@@ -215,9 +215,12 @@ enum {
     X(METERING_NODE_ID, "metering.node_id", "PAR_METERING_NODE_ID", NULL, PAR_CT_STR, 0, 0, NULL,  \
       NULL, 0,                                                                                     \
       "this node in window identifiers (unset = <hostname>-<8 hex of state_dir's SHA-256>)")       \
-    X(METERING_SINK, "metering.sink", "PAR_METERING_SINK", NULL, PAR_CT_ENUM, 0, 0,               \
+    X(METERING_SINK, "metering.sink", "PAR_METERING_SINK", NULL, PAR_CT_ENUM, 0, 0,                \
       "sqlite|postgres", "sqlite", 0,                                                              \
       "postgres: the local database is an outbox shipped to fleet.postgres (docs/fleet.md)")       \
+    X(METERING_SHIP_BATCH, "metering.ship_batch", "PAR_METERING_SHIP_BATCH", NULL, PAR_CT_INT, 1,  \
+      3000, NULL, "1000", 0,                                                                       \
+      "records per transaction shipped to PostgreSQL (metering.sink: postgres)")                   \
     X(METERING_RETENTION, "metering.retention", "PAR_METERING_RETENTION", NULL, PAR_CT_SEC, 1,     \
       1000000000, NULL, "2592000", 0, "exported records are deleted after (30 days)")              \
     X(METERING_ROLLUP_RETENTION, "metering.rollup_retention", "PAR_METERING_ROLLUP_RETENTION",     \
@@ -264,8 +267,7 @@ enum {
       PAR_CF_SECRET,                                                                               \
       "PostgreSQL the fleet shares (libpq conninfo or postgresql:// URL; unset = one node)")       \
     X(FLEET_ADVERTISE, "fleet.advertise_url", "PAR_FLEET_ADVERTISE_URL", NULL, PAR_CT_STR, 0, 0,   \
-      NULL, NULL, 0,                                                                               \
-      "http://HOST:PORT other nodes reach this one at (unset = http://<listen>)")                  \
+      NULL, NULL, 0, "http://HOST:PORT other nodes reach this one at (unset = http://<listen>)")   \
     X(AUTH_MODE, "auth.mode", "PAR_AUTH_MODE", "--auth-mode", PAR_CT_ENUM, 0, 0,                   \
       "off|oidc|api_key|plugin:*", NULL, 0,                                                        \
       "off, oidc, api_key or plugin:<name> (a plugin's provider); required with a configuration "  \

@@ -204,6 +204,9 @@ int par__http_on_info(par_http_exchange_t *x)
                         json_pack("{s:b, s:I}", "require_signatures", !rt->cfg.allow_unsigned,
                                   "trusted_keys", (json_int_t)rt->trust.nkeys));
     json_object_set_new(o, "auth", par_auth_describe(h->opts.auth));
+    json_t *metering = par_meter_describe(rt->meter); /* NULL: metering off */
+    if (metering)
+        json_object_set_new(o, "metering", metering);
     json_object_set_new(o, "http",
                         json_pack("{s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "http2", h->opts.http2,
                                   "reuse_port", h->opts.reuse_port, "tls", h->opts.tls_cert != NULL,

@@ -48,6 +48,9 @@ static void load(void)
         {"PQfreemem", (void **)&a.freemem},
         {"PQconsumeInput", (void **)&a.consume_input},
         {"PQnotifies", (void **)&a.notifies},
+        {"PQconnectdbParams", (void **)&a.connectdb_params},
+        {"PQfname", (void **)&a.fname},
+        {"PQftype", (void **)&a.ftype},
     };
     for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
         /* POSIX: a function pointer travels through dlsym's void * */
