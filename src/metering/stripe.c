@@ -559,7 +559,8 @@ static int ready(par_stripe_t *x, void **db, par_buf_t *err)
         drop_db(x, db);
         return nap(x, 1000, 0) ? -1 : 0;
     }
-    if (lead != atomic_exchange(&x->leader, lead)) {
+    /* a single node always leads its own export: only a fleet's change is news */
+    if (lead != atomic_exchange(&x->leader, lead) && x->ops != &par__export_sqlite) {
         par_logline_t l;
         if (par_log_begin(&l, PAR_LOG_INFO,
                           lead ? "metering export: this node leads the fleet's export"
