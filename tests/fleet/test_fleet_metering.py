@@ -396,6 +396,13 @@ def fill_outbox(path, n):
         " units) VALUES (?, ?, ?, '', '', '', ?, 'alice', 'acme', 'echo/shout', 'echo', '1.0.0',"
         " 'ok', 1.5, 0.5, 10, 20, '{\"characters\": 3}')",
         ((f"{i:032x}", now, f"bench-{i}", f"{i:032x}") for i in range(n)))
+    # values an array literal must escape, a NULL and a JSON string with quotes
+    db.execute(
+        "INSERT INTO usage (id, ts_ms, request_id, trace_id, span_id, parent_id, root_id, subject,"
+        " tenant, agent, package, version, status, duration_ms, cpu_ms, bytes_in, bytes_out,"
+        " units) VALUES ('tricky', ?, ?, '', '', '', 'tricky', NULL, 'acme', 'echo/shout', 'echo',"
+        " '1.0.0', 'ok', 0.1, NULL, 0, 0, ?)",
+        (now, 'a "quoted", {braced} \\ back\\slashed NULL', json.dumps({"note": 'say "hi"\\'})))
     db.commit()
     db.close()
 
@@ -413,7 +420,7 @@ def test_shipping_rate(tmp_path, pg, batch, n):
     t0 = time.time()
     s = start(d, node_conf(tmp_path, "bench", url, batch=batch))
     try:
-        wait_for(lambda: int(q(url, "SELECT count(*) FROM par_usage")[0][0]) == n, timeout=300,
+        wait_for(lambda: int(q(url, "SELECT count(*) FROM par_usage")[0][0]) == n + 1, timeout=300,
                  what="the outbox shipped")
         dt = time.time() - t0
         # on PostgreSQL's clock, from the first batch's commit to the last's
@@ -424,6 +431,11 @@ def test_shipping_rate(tmp_path, pg, batch, n):
         print(f"\nshipping rate, batch {batch}: {n} records, {rate:.0f} records/s"
               f" ({dt:.2f} s from the node's start)")
         assert metric(s, "par_usage_ship_pending_records") == 0
+        rid, subject, cpu, units = q(url, "SELECT request_id, subject IS NULL, cpu_ms IS NULL,"
+                                          " units::text FROM par_usage WHERE id = 'tricky'")[0]
+        assert rid == 'a "quoted", {braced} \\ back\\slashed NULL'
+        assert subject == "t" and cpu == "t"
+        assert json.loads(units) == {"note": 'say "hi"\\'}
         assert metric(s, "par_usage_ship_batches_total") >= n / batch
     finally:
         s.stop()
