@@ -259,7 +259,9 @@ def test_kill_9_while_shipping_loses_and_doubles_nothing(tmp_path, pg):
         wait_for(lambda: len(pg_ids(url)) >= 50, what="shipping under way")
         for round in range(2):  # each node killed while it ships
             victim = round % 2
-            wait_for(lambda: metric(nodes[victim], "par_usage_ship_pending_records") is not None)
+            # a backlog: the shipper is mid-batch more or less all the time
+            wait_for(lambda: (metric(nodes[victim], "par_usage_ship_pending_records") or 0) >= 5,
+                     what="a shipping backlog")
             kill9(nodes[victim])
             nodes[victim] = restart(nodes[victim], cfgs[victim])
             threads.append(threading.Thread(target=load,
