@@ -26,8 +26,8 @@
 #include "util/buf.h"
 #include "util/pq.h"
 
-/* Records per shipping transaction at most (20 parameters a row, under
- * PostgreSQL's 65535). */
+/* Records per shipping transaction at most (metering.ship_batch's bound: a
+ * batch and its 20 column arrays are held in memory at once). */
 #define PAR_PG_SHIP_MAX 3000
 
 /* Loads libpq, connects (connect_timeout 5 s and TCP keepalives unless the
