@@ -287,7 +287,7 @@ static par_runtime_t *start_runtime(const par_conf_t *c, par_meter_config_t *m)
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "cannot start the runtime: %s", par_strerror(rc));
         if (m)
-            free(m->path), par_stripe_config_free(&m->stripe);
+            par_meter_config_free(m);
         return NULL;
     }
     if (m == NULL)
@@ -603,8 +603,7 @@ int par_cli_serve(int argc, char **argv)
     }
     if (prepare(&c, &ac, &m, &metering) != PAR_OK) {
         par_auth_config_free(&ac);
-        free(m.path);
-        par_stripe_config_free(&m.stripe);
+        par_meter_config_free(&m);
         par_conf_free(&c);
         return 2;
     }
@@ -701,8 +700,7 @@ static int config_check(int argc, char **argv)
     int metering;
     int rc = prepare(&c, &ac, &m, &metering);
     par_auth_config_free(&ac);
-    free(m.path);
-    par_stripe_config_free(&m.stripe);
+    par_meter_config_free(&m);
     if (rc == PAR_OK)
         printf("%s: ok\n", c.file ? c.file : "the embedded local default");
     par_conf_free(&c);

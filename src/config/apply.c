@@ -262,6 +262,19 @@ int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err
     const char *dur = par_conf_str(c, PAR_K_METERING_DURABILITY);
     m->async = dur && strcmp(dur, "async") == 0;
     m->queue_max = (size_t)par_conf_int(c, PAR_K_METERING_QUEUE);
+    m->node_id = par_conf_node_id(c);
+    const char *sink = par_conf_str(c, PAR_K_METERING_SINK);
+    if (sink && strcmp(sink, "postgres") == 0) {
+        const char *pg = par_conf_str(c, PAR_K_FLEET_POSTGRES);
+        if (pg == NULL || *pg == '\0') {
+            par_buf_appendf(err, "metering.sink: postgres needs fleet.postgres (the PostgreSQL "
+                                 "the fleet shares: a libpq conninfo or postgresql:// URL); "
+                                 "without it, use metering.sink: sqlite\n");
+            return PAR_E_INVALID_ARGUMENT;
+        }
+        m->postgres = strdup(pg);
+        m->ship_batch = (size_t)par_conf_int(c, PAR_K_METERING_SHIP_BATCH);
+    }
     par_stripe_config_t *st = &m->stripe;
     int any = 0;
     m->retention_ms = (int64_t)par_conf_int(c, PAR_K_METERING_RETENTION) * 1000;

@@ -218,6 +218,9 @@ enum {
     X(METERING_SINK, "metering.sink", "PAR_METERING_SINK", NULL, PAR_CT_ENUM, 0, 0,                \
       "sqlite|postgres", "sqlite", 0,                                                              \
       "postgres: the local database is an outbox shipped to fleet.postgres (docs/fleet.md)")       \
+    X(METERING_SHIP_BATCH, "metering.ship_batch", "PAR_METERING_SHIP_BATCH", NULL, PAR_CT_INT, 1,  \
+      3000, NULL, "1000", 0,                                                                       \
+      "records per transaction shipped to PostgreSQL (metering.sink: postgres)")                   \
     X(METERING_RETENTION, "metering.retention", "PAR_METERING_RETENTION", NULL, PAR_CT_SEC, 1,     \
       1000000000, NULL, "2592000", 0, "exported records are deleted after (30 days)")              \
     X(METERING_ROLLUP_RETENTION, "metering.rollup_retention", "PAR_METERING_ROLLUP_RETENTION",     \

@@ -67,8 +67,7 @@ static int start(const par_conf_t *c, par_meter_config_t *m, par_runtime_t **out
     par_conf_runtime_free(&r);
     if (rc != PAR_OK) {
         par_buf_appendf(err, "cannot start the runtime: %s (see the log)\n", par_strerror(rc));
-        free(m->path);
-        par_stripe_config_free(&m->stripe);
+        par_meter_config_free(m);
         return rc;
     }
     if (par_conf_bool(c, PAR_K_METERING, 0) && (rc = par_meter_new(m, &rt->meter, err)) != PAR_OK) {
@@ -107,8 +106,7 @@ int par_runtime_new_from_config(const char *file, const char *text, size_t len, 
                          strcmp(par_conf_str(&c, PAR_K_LOG_FORMAT), "text") != 0);
         rc = start(&c, &m, out, &err);
     } else {
-        free(m.path);
-        par_stripe_config_free(&m.stripe);
+        par_meter_config_free(&m);
     }
     if (rc == PAR_OK) {
         par_conf_id_t dir = c.v[PAR_K_REGISTRY_DIR].v ? PAR_K_REGISTRY_DIR : PAR_K_PACKAGES;

@@ -210,6 +210,9 @@ int par__http_on_info(par_http_exchange_t *x)
     for (size_t i = 0; ex && i < par__exporters_count(rt); i++)
         json_array_append_new(ex, json_string(par__exporters_at(rt, i)->name));
     json_object_set_new(o, "telemetry_exporters", ex);
+    json_t *metering = par_meter_describe(rt->meter); /* NULL: metering off */
+    if (metering)
+        json_object_set_new(o, "metering", metering);
     json_object_set_new(o, "http",
                         json_pack("{s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "http2", h->opts.http2,
                                   "reuse_port", h->opts.reuse_port, "tls", h->opts.tls_cert != NULL,

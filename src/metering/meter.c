@@ -12,6 +12,9 @@
 
 #include <par/par.h>
 
+#include "metering/export_db.h"
+#include "metering/pg_usage.h"
+#include "metering/ship.h"
 #include "metering/store.h"
 #include "obs/log.h"
 
@@ -26,6 +29,7 @@ struct par_meter {
     int stop;
     int writer_waits;     /* the writer sleeps on `cond`: a record must wake it */
     par_stripe_t *stripe; /* NULL: no export */
+    par_ship_t *ship;     /* metering.sink: postgres, else NULL */
     pthread_t janitor;
     pthread_cond_t janitor_cond; /* its own: a record's signal must wake the writer */
     int janitor_started;
@@ -131,8 +135,10 @@ static void *writer_main(void *arg)
                 batch[i]->committed(batch[i]->arg);
             par_usage_free(batch[i]);
         }
-        if (m->stripe && rc == PAR_OK)
+        if (m->stripe && rc == PAR_OK && m->ship == NULL)
             par_stripe_wake(m->stripe);
+        if (m->ship && rc == PAR_OK)
+            par_ship_wake(m->ship);
         pthread_mutex_lock(&m->lock);
     }
     pthread_mutex_unlock(&m->lock);
@@ -180,8 +186,9 @@ static int maintain(par_meter_t *m, par_store_t *s, par_buf_t *err)
     n = PRUNE_BATCH;
     int64_t now = wall_ms();
     for (int i = 0; i < 200 && n == PRUNE_BATCH; i++) {
-        if (par_store_prune(s, now - m->cfg.retention_ms, m->stripe != NULL, PRUNE_BATCH, &n,
-                            err) != PAR_OK)
+        int keep = (m->stripe && !m->ship ? PAR_STORE_KEEP_UNEXPORTED : 0) |
+                   (m->ship ? PAR_STORE_KEEP_UNSHIPPED : 0);
+        if (par_store_prune(s, now - m->cfg.retention_ms, keep, PRUNE_BATCH, &n, err) != PAR_OK)
             return 0;
         atomic_fetch_add(&records_pruned, n);
         if (n == PRUNE_BATCH && janitor_nap(m, 5)) /* let the writer in */
@@ -199,7 +206,7 @@ static int maintain(par_meter_t *m, par_store_t *s, par_buf_t *err)
     atomic_store(&db_bytes, sp.file_bytes + (stat(walp, &wal) == 0 ? (int64_t)wal.st_size : 0));
     atomic_store(&oldest_unrolled_ms, sp.oldest_unrolled_ms);
     json_t *st = NULL;
-    if (m->stripe && par_store_export_state(s, "stripe", &st, err) == PAR_OK)
+    if (m->stripe && !m->ship && par_store_export_state(s, "stripe", &st, err) == PAR_OK)
         atomic_store(&oldest_unexported_ms,
                      json_integer_value(json_object_get(st, "oldest_unexported_ms")));
     json_decref(st);
@@ -230,10 +237,10 @@ static void *janitor_main(void *arg)
     return NULL;
 }
 
-static void config_free(par_meter_config_t *c)
+void par_meter_config_free(par_meter_config_t *c)
 {
-    free(c->path);
-    c->path = NULL;
+    free(c->path), free(c->postgres), free(c->node_id);
+    c->path = c->postgres = c->node_id = NULL;
     par_stripe_config_free(&c->stripe);
 }
 
@@ -242,7 +249,7 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
     *out = NULL;
     par_meter_t *m = calloc(1, sizeof(*m));
     if (m == NULL) {
-        config_free(cfg);
+        par_meter_config_free(cfg);
         return PAR_E_NO_MEMORY;
     }
     m->cfg = *cfg;
@@ -261,8 +268,16 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
     int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &m->store, err);
     if (rc != PAR_OK)
         goto fail;
-    if (m->cfg.stripe.api_key) {
-        rc = par_stripe_start(&m->cfg.stripe, m->cfg.path, &m->stripe, err);
+    if (m->cfg.postgres) {
+        rc = par_ship_start(m->cfg.path, m->cfg.postgres, m->cfg.node_id ? m->cfg.node_id : "",
+                            m->cfg.ship_batch ? m->cfg.ship_batch : 1000, &m->ship, err);
+        if (rc != PAR_OK)
+            goto fail;
+    }
+    if (m->cfg.stripe.api_key) { /* a fleet's: on PostgreSQL, by the node holding the lock */
+        rc = m->cfg.postgres ? par_stripe_start_on(&m->cfg.stripe, &par__export_postgres,
+                                                   m->cfg.postgres, &m->stripe, err)
+                             : par_stripe_start(&m->cfg.stripe, m->cfg.path, &m->stripe, err);
         if (rc != PAR_OK)
             goto fail;
     }
@@ -278,8 +293,9 @@ int par_meter_new(par_meter_config_t *cfg, par_meter_t **out, par_buf_t *err)
     return PAR_OK;
 fail:
     par_stripe_stop(m->stripe);
+    par_ship_stop(m->ship);
     par_store_close(m->store);
-    config_free(&m->cfg);
+    par_meter_config_free(&m->cfg);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
     pthread_cond_destroy(&m->janitor_cond);
@@ -300,8 +316,9 @@ void par_meter_destroy(par_meter_t *m)
     if (m->janitor_started)
         pthread_join(m->janitor, NULL);
     par_stripe_stop(m->stripe);
+    par_ship_stop(m->ship);
     par_store_close(m->store);
-    config_free(&m->cfg);
+    par_meter_config_free(&m->cfg);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
     pthread_cond_destroy(&m->janitor_cond);
@@ -339,31 +356,68 @@ int par_meter_answers_wait(const par_meter_t *m)
     return m != NULL && !m->cfg.async;
 }
 
-int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,
-                     json_t **out, par_buf_t *err)
+/* The summary, export state and dead letters from the node's SQLite. */
+static int report_local(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,
+                        json_t **groups, json_t **state, json_t **dead, par_buf_t *err)
 {
-    *out = NULL;
     par_store_t *s;
     int rc = par_store_open(m->cfg.path, m->cfg.sync_full, &s, err);
     if (rc != PAR_OK)
         return rc;
-    json_t *groups = NULL, *state = NULL, *dead = NULL;
-    if ((rc = par_store_summary(s, from_ms, to_ms, group_by, &groups, err)) != PAR_OK ||
-        (rc = par_store_export_state(s, "stripe", &state, err)) != PAR_OK ||
-        (rc = par_store_dead_letters(s, 100, &dead, err)) != PAR_OK)
-        goto out;
-    json_t *total = json_pack("{s:I,s:I,s:I}", "count", (json_int_t)0, "errors", (json_int_t)0,
-                              "roots", (json_int_t)0);
+    if ((rc = par_store_summary(s, from_ms, to_ms, group_by, groups, err)) == PAR_OK &&
+        (rc = par_store_export_state(s, "stripe", state, err)) == PAR_OK)
+        rc = par_store_dead_letters(s, 100, dead, err);
+    par_store_close(s);
+    return rc;
+}
+
+/* The same over the whole fleet, from PostgreSQL. */
+static int report_fleet(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,
+                        json_t **groups, json_t **state, json_t **dead, par_buf_t *err)
+{
+    PGconn *c = NULL;
+    par_buf_t why;
+    par_buf_init(&why, 4096);
+    int rc = par_pg_connect(m->cfg.postgres, &c, &why);
+    if (rc == PAR_OK &&
+        (rc = par_pg_summary(c, from_ms, to_ms, group_by, groups, &why)) == PAR_OK &&
+        (rc = par_pg_export_state(c, "stripe", state, &why)) == PAR_OK)
+        rc = par_pg_dead_letters(c, 100, dead, &why);
+    if (c)
+        PQfinish(c);
+    if (rc != PAR_OK && rc != PAR_E_BAD_REQUEST) { /* the fleet's answer is not available */
+        par_buf_errf(err,
+                     "metering.sink is postgres and the fleet's usage cannot be read (%.*s); this "
+                     "node's records wait in its outbox",
+                     (int)why.len, why.data ? why.data : "");
+        rc = PAR_E_NOT_READY;
+    } else if (rc != PAR_OK)
+        par_buf_errf(err, "%.*s", (int)why.len, why.data ? why.data : "");
+    par_buf_free(&why);
+    return rc;
+}
+
+static json_t *totals(const json_t *groups)
+{
+    json_int_t sum[3] = {0, 0, 0};
+    const char *k[] = {"count", "errors", "roots"};
     size_t i;
     json_t *g;
-    json_array_foreach(groups, i, g)
-    {
-        const char *k[] = {"count", "errors", "roots"};
-        for (int f = 0; f < 3; f++)
-            json_object_set_new(total, k[f],
-                                json_integer(json_integer_value(json_object_get(total, k[f])) +
-                                             json_integer_value(json_object_get(g, k[f]))));
-    }
+    json_array_foreach(groups, i, g) for (int f = 0; f < 3; f++) sum[f] +=
+        json_integer_value(json_object_get(g, k[f]));
+    return json_pack("{s:I,s:I,s:I}", k[0], sum[0], k[1], sum[1], k[2], sum[2]);
+}
+
+int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char *group_by,
+                     json_t **out, par_buf_t *err)
+{
+    *out = NULL;
+    json_t *groups = NULL, *state = NULL, *dead = NULL;
+    int rc = (m->ship ? report_fleet : report_local)(m, from_ms, to_ms, group_by, &groups, &state,
+                                                     &dead, err);
+    if (rc != PAR_OK)
+        goto out;
+    json_t *total = totals(groups);
     json_object_set_new(state, "enabled", json_boolean(m->stripe != NULL));
     if (m->stripe) {
         char e[512];
@@ -371,23 +425,38 @@ int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char 
         json_object_set_new(state, "last_error", json_string(e));
         json_object_set_new(state, "rate_per_s", json_real(par_stripe_rate(m->stripe)));
         json_object_set_new(state, "aggregate", json_boolean(par_stripe_aggregated(m->stripe)));
+        json_object_set_new(state, "leader", json_boolean(par_stripe_leads(m->stripe)));
     }
     pthread_mutex_lock(&m->lock);
     size_t queued = m->queued;
     pthread_mutex_unlock(&m->lock);
-    *out = json_pack("{s:I,s:I,s:s,s:o,s:o,s:I,s:o,s:o}", "from", (json_int_t)from_ms, "to",
-                     (json_int_t)to_ms, "group_by", group_by ? group_by : "", "groups", groups,
-                     "total", total, "queued", (json_int_t)queued, "export", state, "dead_letters",
-                     dead);
+    *out =
+        json_pack("{s:I,s:I,s:s,s:o,s:o,s:I,s:o,s:o,s:s,s:s*}", "from", (json_int_t)from_ms, "to",
+                  (json_int_t)to_ms, "group_by", group_by ? group_by : "", "groups", groups,
+                  "total", total, "queued", (json_int_t)queued, "export", state, "dead_letters",
+                  dead, "source", m->ship ? "postgres" : "sqlite", "node_id", m->cfg.node_id);
     groups = state = dead = NULL; /* json_pack's "o" took them, even on failure */
     if (*out == NULL)
         rc = PAR_E_NO_MEMORY;
+    else if (m->ship)
+        json_object_set_new(*out, "shipping", par_ship_describe(m->ship));
 out:
     json_decref(groups);
     json_decref(state);
     json_decref(dead);
-    par_store_close(s);
     return rc;
+}
+
+json_t *par_meter_describe(par_meter_t *m)
+{
+    if (m == NULL)
+        return NULL;
+    json_t *o = json_pack("{s:s,s:s*,s:b,s:b}", "sink", m->ship ? "postgres" : "sqlite", "node_id",
+                          m->cfg.node_id, "export", m->stripe != NULL, "export_leader",
+                          par_stripe_leads(m->stripe));
+    if (o && m->ship)
+        json_object_set_new(o, "shipping", par_ship_describe(m->ship));
+    return o;
 }
 
 /* Age in seconds of a Unix ms time, 0 for none. */
@@ -454,4 +523,11 @@ void par_meter_render_metrics(par_meter_t *m, par_buf_t *b)
         par_buf_appendf(b, "par_metering_export_total{result=\"%s\"} %llu\n",
                         par_stripe_result_name(r), (unsigned long long)par_stripe_count(r));
     render_retention_metrics(m, b);
+    if (m && m->stripe) {
+        par_buf_appends(b, "# HELP par_usage_export_leader 1 while this node runs the Stripe "
+                           "export (on a fleet: holds the PostgreSQL leader lock).\n"
+                           "# TYPE par_usage_export_leader gauge\n");
+        par_buf_appendf(b, "par_usage_export_leader %d\n", par_stripe_leads(m->stripe));
+    }
+    par_ship_render_metrics(m ? m->ship : NULL, b);
 }

@@ -11,7 +11,10 @@
  * with its own connection rolls records up by hour, deletes records older
  * than the retention once rolled up and exported, in small transactions so
  * the writer never waits long, and measures the file for the metrics. The guarantee this gives
- * is in docs/observability.md.
+ * is in docs/observability.md. With metering.sink: postgres the database is
+ * also an outbox: a shipper thread (ship.h) copies it to the fleet's
+ * PostgreSQL, the exporter runs on PostgreSQL behind a leader lock
+ * (export_db.h) and /runtime/usage answers from PostgreSQL (docs/fleet.md).
  */
 #ifndef PAR_METERING_METER_H
 #define PAR_METERING_METER_H
@@ -35,7 +38,14 @@ typedef struct par_meter_config {
     int64_t retention_ms; /* exported records older than this are deleted; 0: 30 days */
     int64_t rollup_retention_ms; /* hourly rollups older than this are deleted; 0: 400 days */
     par_stripe_config_t stripe;  /* export on when stripe.api_key is set */
+    char *postgres;    /* metering.sink: postgres: fleet.postgres (the outbox ships there, the
+                        * export and /runtime/usage read from there); NULL: sqlite */
+    char *node_id;     /* this node in shipped records (metering.node_id) */
+    size_t ship_batch; /* records per shipping transaction, default 1000 */
 } par_meter_config_t;
+
+/* Frees the strings of a configuration par_meter_new() did not take. */
+void par_meter_config_free(par_meter_config_t *cfg);
 
 /* Opens the database and starts the threads. Takes ownership of cfg's strings
  * (also on failure). */
@@ -59,6 +69,10 @@ int par_meter_report(par_meter_t *m, int64_t from_ms, int64_t to_ms, const char 
  * answered, the default); 0 in async mode, where par_meter_submit ignores
  * `committed` and the caller answers at once. */
 int par_meter_answers_wait(const par_meter_t *m);
+
+/* For /runtime/info: {"sink", "node_id", "export", "export_leader",
+ * "shipping"} (m may be NULL: metering off, returns NULL). */
+json_t *par_meter_describe(par_meter_t *m);
 
 /* Appends the par_metering_* metrics (m may be NULL: metering off). */
 void par_meter_render_metrics(par_meter_t *m, par_buf_t *b);

@@ -305,6 +305,48 @@ int par_store_next(par_store_t *s, const char *exporter, size_t max, json_t **ro
     return par__store_rows_json(s->db, st, 0, "reading records", rows, err);
 }
 
+int par_store_outbox(par_store_t *s, size_t max, json_t **rows, par_buf_t *err)
+{
+    *rows = NULL;
+    int64_t cur = par__store_cursor_of(s, "postgres");
+    if (cur < 0)
+        return par__store_fail(s->db, err, "reading the outbox cursor");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT * FROM usage WHERE seq > ? ORDER BY seq LIMIT ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return par__store_fail(s->db, err, "reading the outbox");
+    sqlite3_bind_int64(st, 1, cur);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+    return par__store_rows_json(s->db, st, 0, "reading the outbox", rows, err);
+}
+
+int par_store_shipped(par_store_t *s, int64_t seq, int64_t n, par_buf_t *err)
+{
+    int rc = par_store_begin(s, err);
+    if (rc != PAR_OK)
+        return rc;
+    int ok = par__store_move_cursor(s->db, "postgres", seq, n, 0) == 0;
+    return par__store_end(s, ok, "marking records shipped", err);
+}
+
+int par_store_outbox_state(par_store_t *s, int64_t *pending, int64_t *oldest_ms, par_buf_t *err)
+{
+    *pending = *oldest_ms = 0;
+    int64_t cur = par__store_cursor_of(s, "postgres");
+    sqlite3_stmt *st;
+    if (cur < 0 || sqlite3_prepare_v2(s->db,
+                                      "SELECT count(*), coalesce(min(ts_ms), 0) FROM usage WHERE"
+                                      " seq > ?",
+                                      -1, &st, NULL) != SQLITE_OK)
+        return par__store_fail(s->db, err, "reading the outbox state");
+    sqlite3_bind_int64(st, 1, cur);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        *pending = sqlite3_column_int64(st, 0), *oldest_ms = sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW ? PAR_OK : par__store_fail(s->db, err, "reading the outbox state");
+}
+
 static int64_t now_ms(void)
 {
     struct timespec now;

@@ -105,11 +105,30 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
  * moves the cursor; *rolled: how many. */
 int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err);
 
+/* What pruning must keep besides records not rolled up (par_store_prune's
+ * `keep`): records not yet exported by the local exporter, records not yet
+ * shipped to PostgreSQL (the outbox's cursor "postgres"). */
+#define PAR_STORE_KEEP_UNEXPORTED 1
+#define PAR_STORE_KEEP_UNSHIPPED 2
+
 /* Deletes up to `max` records older than before_ms that are rolled up and,
- * when `exporting`, exported (past the export cursor and in no window still to
- * send: an unexported record is never deleted). */
-int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
+ * per `keep`, exported (past the export cursor and in no window still to
+ * send) and shipped: an unexported or unshipped record is never deleted. */
+int par_store_prune(par_store_t *s, int64_t before_ms, int keep, size_t max, int64_t *deleted,
                     par_buf_t *err);
+
+/* The outbox of metering.sink: postgres (ship.c). */
+
+/* Up to `max` records (roots and sub-calls) after the cursor "postgres", in
+ * `seq` order, as par_store_next's rows. */
+int par_store_outbox(par_store_t *s, size_t max, json_t **rows, par_buf_t *err);
+
+/* Moves the cursor "postgres" to `seq` (shipped: `n` records more). Called
+ * only after PostgreSQL committed them. */
+int par_store_shipped(par_store_t *s, int64_t seq, int64_t n, par_buf_t *err);
+
+/* Records not shipped yet and the ts_ms of the oldest (0: none). */
+int par_store_outbox_state(par_store_t *s, int64_t *pending, int64_t *oldest_ms, par_buf_t *err);
 
 /* Deletes hourly rollups before before_ms and windows sent or dead that started
  * before windows_before_ms. */

@@ -6,8 +6,9 @@
  * Owns: par_store_rollup, par_store_prune, par_store_prune_rollups and
  * par_store_space. Called by the metering writer thread (meter.c) on its own
  * connection, one thread at a time per connection. It must never delete a
- * record an exporter has not handled yet (prune_bound) nor one not rolled up
- * yet, so summaries answer the same before and after a prune.
+ * record an exporter has not handled yet or the shipper has not shipped to
+ * PostgreSQL (prune_bound) nor one not rolled up yet, so summaries answer the
+ * same before and after a prune.
  */
 #include "metering/store.h"
 #include "metering/store_internal.h"
@@ -82,12 +83,16 @@ int par_store_rollup(par_store_t *s, size_t max, int64_t *rolled, par_buf_t *err
     return par__store_end(s, ok, "rolling up", err);
 }
 
-/* The largest seq pruning may delete: rolled up and, when exporting, past the
- * export cursor and in no window still to send. */
-static int64_t prune_bound(par_store_t *s, int exporting)
+/* The largest seq pruning may delete: rolled up and, per `keep`, past the
+ * export cursor and in no window still to send, and shipped. */
+static int64_t prune_bound(par_store_t *s, int keep)
 {
     int64_t bound = par__store_cursor_of(s, "rollup");
-    if (!exporting || bound < 0)
+    if (bound >= 0 && (keep & PAR_STORE_KEEP_UNSHIPPED)) {
+        int64_t shipped = par__store_cursor_of(s, "postgres");
+        bound = shipped < bound ? shipped : bound;
+    }
+    if (!(keep & PAR_STORE_KEEP_UNEXPORTED) || bound < 0)
         return bound;
     int64_t ex = par__store_cursor_of(s, "stripe");
     if (ex < 0)
@@ -105,14 +110,14 @@ static int64_t prune_bound(par_store_t *s, int exporting)
     return bound;
 }
 
-int par_store_prune(par_store_t *s, int64_t before_ms, int exporting, size_t max, int64_t *deleted,
+int par_store_prune(par_store_t *s, int64_t before_ms, int keep, size_t max, int64_t *deleted,
                     par_buf_t *err)
 {
     *deleted = 0;
     int rc = par_store_begin(s, err);
     if (rc != PAR_OK)
         return rc;
-    int64_t bound = prune_bound(s, exporting);
+    int64_t bound = prune_bound(s, keep);
     int ok = bound >= 0;
     char sql[256];
     snprintf(sql, sizeof(sql),

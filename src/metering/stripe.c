@@ -13,6 +13,7 @@
 
 #include <par/par.h>
 
+#include "metering/export_db.h"
 #include "metering/sender.h"
 #include "metering/store.h"
 #include "obs/log.h"
@@ -22,6 +23,7 @@
 #define FOLD_BATCH 8192 /* records folded into windows per transaction */
 #define WINDOW_BATCH 256
 #define RATE_SECONDS 60
+#define LEAD_POLL_MS 1000 /* a follower asks for the leader lock this often */
 
 struct par_stripe {
     par_stripe_config_t cfg;
@@ -36,6 +38,8 @@ struct par_stripe {
     char last_error[512]; /* under lock: a database failure */
     par_sender_t *sender;
     int started;
+    const par_export_db_ops_t *ops; /* where the bookkeeping lives */
+    atomic_int leader;              /* 1 while this node exports */
     int64_t rate_sec[RATE_SECONDS]; /* under lock: records covered per second */
     int64_t rate_at[RATE_SECONDS];
 };
@@ -289,7 +293,7 @@ static void log_dead(const char *what, const char *id, int status, const char *d
 /* ---- aggregated: fold records into windows, send sealed windows ---------------------- */
 
 /* One record into its window, or past the cursor as skipped or dead. */
-static int fold_one(par_stripe_t *x, par_store_t *s, const json_t *rec, par_buf_t *err)
+static int fold_one(par_stripe_t *x, void *s, const json_t *rec, par_buf_t *err)
 {
     int64_t seq = json_integer_value(json_object_get(rec, "seq"));
     const char *customer = NULL, *event = NULL;
@@ -300,20 +304,20 @@ static int fold_one(par_stripe_t *x, par_store_t *s, const json_t *rec, par_buf_
     int rc = par_stripe_record_value(&x->cfg, rec, &customer, &event, &value, &skip, &why);
     if (rc != PAR_OK) { /* not sent: a mapping problem, kept with its reason */
         par_buf_append(&why, "", 1);
-        rc = par_store_fold_record(s, "stripe", seq, 422, why.data, err);
+        rc = x->ops->fold_record(s, "stripe", seq, 422, why.data, err);
         atomic_fetch_add(&counts[PAR_EXPORT_DEAD], 1);
         log_dead("usage record has no Stripe customer",
                  json_string_value(json_object_get(rec, "id")), 422, why.data);
     } else if (skip) {
-        rc = par_store_fold_record(s, "stripe", seq, 0, NULL, err);
+        rc = x->ops->fold_record(s, "stripe", seq, 0, NULL, err);
         atomic_fetch_add(&counts[PAR_EXPORT_SKIPPED], 1);
     } else {
         int64_t ts = json_integer_value(json_object_get(rec, "ts_ms"));
         par_window_t w = {customer, event, par_stripe_window_start(ts, x->cfg.window_ms),
                           x->cfg.window_ms};
-        rc = par_store_window_add(s, &w, value, seq, x->cfg.node_id, err);
+        rc = x->ops->window_add(s, &w, value, seq, x->cfg.node_id, err);
         if (rc == PAR_OK)
-            rc = par_store_fold_record(s, "stripe", seq, 0, NULL, err);
+            rc = x->ops->fold_record(s, "stripe", seq, 0, NULL, err);
     }
     par_buf_free(&why);
     return rc;
@@ -321,12 +325,12 @@ static int fold_one(par_stripe_t *x, par_store_t *s, const json_t *rec, par_buf_
 
 /* Folds what follows the cursor and seals closed windows, in one transaction.
  * Returns the number of records folded, or -1. */
-static int64_t fold(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+static int64_t fold(par_stripe_t *x, void *s, par_buf_t *err)
 {
     json_t *rows = NULL, *rec;
-    if (par_store_next(s, "stripe", x->cfg.aggregate ? FOLD_BATCH : 0, &rows, err) != PAR_OK)
+    if (x->ops->next(s, "stripe", x->cfg.aggregate ? FOLD_BATCH : 0, &rows, err) != PAR_OK)
         return -1;
-    if (par_store_begin(s, err) != PAR_OK) {
+    if (x->ops->begin(s, err) != PAR_OK) {
         json_decref(rows);
         return -1;
     }
@@ -336,19 +340,19 @@ static int64_t fold(par_stripe_t *x, par_store_t *s, par_buf_t *err)
     /* per record (aggregate off): what an earlier run left in windows is sent now */
     int64_t now = x->cfg.aggregate ? wall_ms() : INT64_MAX / 2;
     if (rc == PAR_OK)
-        rc = par_store_windows_seal(s, now, x->cfg.aggregate ? x->cfg.grace_ms : 0, err);
+        rc = x->ops->windows_seal(s, now, x->cfg.aggregate ? x->cfg.grace_ms : 0, err);
     int64_t n = (int64_t)json_array_size(rows);
     json_decref(rows);
     if (rc != PAR_OK) {
-        par_store_rollback(s);
+        x->ops->rollback(s);
         return -1;
     }
-    return par_store_commit(s, err) == PAR_OK ? n : -1;
+    return x->ops->commit(s, err) == PAR_OK ? n : -1;
 }
 
 typedef struct window_run {
     par_stripe_t *x;
-    par_store_t *s;
+    void *s;
     json_t *rows;
 } window_run_t;
 
@@ -360,7 +364,7 @@ static int window_done(void *ud, size_t index, int outcome, long code, const cha
     int status = outcome == PAR_SEND_SENT ? 0 : (int)code;
     par_buf_t err;
     par_buf_init(&err, 256);
-    int rc = par_store_window_done(r->s, "stripe", wid, status, body, &err);
+    int rc = r->x->ops->window_done(r->s, "stripe", wid, status, body, &err);
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
         set_error(r->x, "database");
@@ -379,10 +383,10 @@ static int window_done(void *ud, size_t index, int outcome, long code, const cha
 }
 
 /* Sends the sealed windows. Returns how many were due, or -1. */
-static int64_t send_windows(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+static int64_t send_windows(par_stripe_t *x, void *s, par_buf_t *err)
 {
     window_run_t r = {x, s, NULL};
-    if (par_store_windows_due(s, WINDOW_BATCH, &r.rows, err) != PAR_OK)
+    if (x->ops->windows_due(s, WINDOW_BATCH, &r.rows, err) != PAR_OK)
         return -1;
     size_t n = json_array_size(r.rows);
     par_send_item_t *items = calloc(n + 1, sizeof(*items));
@@ -410,7 +414,7 @@ static int64_t send_windows(par_stripe_t *x, par_store_t *s, par_buf_t *err)
 
 typedef struct record_run {
     par_stripe_t *x;
-    par_store_t *s;
+    void *s;
     json_t *rows;
     size_t n, prefix;
     par_store_ack_t *acks; /* per row; http_status -1: not final yet */
@@ -429,7 +433,7 @@ static int ack_prefix(record_run_t *r)
         return 0;
     par_buf_t err;
     par_buf_init(&err, 256);
-    int rc = par_store_ack_records(r->s, "stripe", r->acks + from, r->prefix - from, &err);
+    int rc = r->x->ops->ack_records(r->s, "stripe", r->acks + from, r->prefix - from, &err);
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
         set_error(r->x, "database");
@@ -490,10 +494,10 @@ static void prepare_row(record_run_t *r, size_t row, par_send_item_t *items, par
 }
 
 /* Sends the records after the cursor. Returns how many were read, or -1. */
-static int64_t send_records(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+static int64_t send_records(par_stripe_t *x, void *s, par_buf_t *err)
 {
     record_run_t r = {.x = x, .s = s};
-    if (par_store_next(s, "stripe", BATCH, &r.rows, err) != PAR_OK)
+    if (x->ops->next(s, "stripe", BATCH, &r.rows, err) != PAR_OK)
         return -1;
     r.n = json_array_size(r.rows);
     r.acks = calloc(r.n + 1, sizeof(*r.acks));
@@ -517,10 +521,10 @@ static int64_t send_records(par_stripe_t *x, par_store_t *s, par_buf_t *err)
 }
 
 /* One pass; returns the work done (0: idle) or -1 after a database failure. */
-static int64_t pass(par_stripe_t *x, par_store_t *s, par_buf_t *err)
+static int64_t pass(par_stripe_t *x, void *s, par_buf_t *err)
 {
     json_t *st = NULL;
-    if (par_store_export_state(s, "stripe", &st, err) == PAR_OK)
+    if (x->ops->export_state(s, "stripe", &st, err) == PAR_OK)
         atomic_store(&x->pending, json_integer_value(json_object_get(st, "pending")));
     json_decref(st);
     int64_t folded = fold(x, s, err);
@@ -532,38 +536,85 @@ static int64_t pass(par_stripe_t *x, par_store_t *s, par_buf_t *err)
     return send_records(x, s, err);
 }
 
+/* Closes a connection that failed and gives up leadership with it. */
+static void drop_db(par_stripe_t *x, void **db)
+{
+    x->ops->close(*db);
+    *db = NULL;
+    atomic_store(&x->leader, 0);
+}
+
+/* Opens the database and waits to lead. Returns 1 when this node exports now,
+ * 0 to try again after a nap, -1 when stopping. */
+static int ready(par_stripe_t *x, void **db, par_buf_t *err)
+{
+    if (*db == NULL && x->ops->open(x->path, x->cfg.node_id, db, err) != PAR_OK) {
+        par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err->len, err->data);
+        set_error(x, "database");
+        return nap(x, 5000, 0) ? -1 : 0;
+    }
+    int lead = x->ops->lead(*db, err);
+    if (lead < 0) {
+        par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err->len, err->data);
+        drop_db(x, db);
+        return nap(x, 1000, 0) ? -1 : 0;
+    }
+    /* a single node always leads its own export: only a fleet's change is news */
+    if (lead != atomic_exchange(&x->leader, lead) && x->ops != &par__export_sqlite) {
+        par_logline_t l;
+        if (par_log_begin(&l, PAR_LOG_INFO,
+                          lead ? "metering export: this node leads the fleet's export"
+                               : "metering export: another node leads the fleet's export")) {
+            par_log_str(&l, "node_id", x->cfg.node_id ? x->cfg.node_id : "");
+            par_log_end(&l);
+        }
+    }
+    if (!lead)
+        return nap(x, LEAD_POLL_MS, 0) ? -1 : 0;
+    return 1;
+}
+
 static void *exporter_main(void *arg)
 {
     par_stripe_t *x = arg;
     par_buf_t err;
     par_buf_init(&err, 4096);
-    par_store_t *s = NULL;
+    void *s = NULL;
     while (!x->stop) {
         par_buf_reset(&err);
-        if (s == NULL && par_store_open(x->path, 0, &s, &err) != PAR_OK) {
-            par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
-            if (nap(x, 5000, 0))
-                break;
+        int go = ready(x, &s, &err);
+        if (go < 0)
+            break;
+        if (go == 0)
             continue;
-        }
+        par_buf_reset(&err);
         int64_t done = pass(x, s, &err);
         if (done >= 0)
             set_error(x, "");
         if (done < 0) {
             if (err.len)
                 par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
+            if (x->ops->lead(s, &err) < 0) /* the connection is gone: reconnect */
+                drop_db(x, &s);
             nap(x, 1000, 0);
         } else if (x->cfg.aggregate)
             nap(x, done ? 50 : 250, 0); /* windows close with time, not with records */
         else if (done == 0)
             nap(x, 1000, 1);
     }
-    par_store_close(s);
+    x->ops->close(s);
+    atomic_store(&x->leader, 0);
     par_buf_free(&err);
     return NULL;
 }
 
 int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **out, par_buf_t *err)
+{
+    return par_stripe_start_on(cfg, &par__export_sqlite, path, out, err);
+}
+
+int par_stripe_start_on(par_stripe_config_t *cfg, const par_export_db_ops_t *ops, const char *where,
+                        par_stripe_t **out, par_buf_t *err)
 {
     *out = NULL;
     int rc = par_stripe_config_check(cfg, err);
@@ -572,6 +623,11 @@ int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **
         return rc;
     }
     par_stripe_t *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        par_stripe_config_free(cfg);
+        return PAR_E_NO_MEMORY;
+    }
+    x->ops = ops;
     x->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
     if (x->cfg.timeout_ms == 0)
@@ -586,11 +642,15 @@ int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **
     size_t n = strlen(ep);
     while (n && ep[n - 1] == '/')
         n--;
-    x->url = malloc(n + 32);
-    snprintf(x->url, n + 32, "%.*s/v1/billing/meter_events", (int)n, ep);
-    x->path = strdup(path);
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->cond, NULL);
+    x->url = malloc(n + 32);
+    x->path = strdup(where);
+    if (x->url == NULL || x->path == NULL) {
+        par_stripe_stop(x);
+        return PAR_E_NO_MEMORY;
+    }
+    snprintf(x->url, n + 32, "%.*s/v1/billing/meter_events", (int)n, ep);
     par_curl_load(); /* a failure shows as par_sender_new() == NULL, with par_curl_error() */
     x->sender = par_sender_new(&x->cfg, x->url);
     if (x->sender == NULL) {
@@ -635,6 +695,16 @@ void par_stripe_stop(par_stripe_t *x)
     pthread_mutex_destroy(&x->lock);
     pthread_cond_destroy(&x->cond);
     free(x);
+}
+
+int par_stripe_leads(par_stripe_t *x)
+{
+    return x != NULL && atomic_load(&x->leader);
+}
+
+const char *par_stripe_store(par_stripe_t *x)
+{
+    return x->ops->name;
 }
 
 int par_stripe_aggregated(par_stripe_t *x)

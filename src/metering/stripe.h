@@ -90,6 +90,17 @@ typedef struct par_stripe par_stripe_t;
  * contents (also on failure). */
 int par_stripe_start(par_stripe_config_t *cfg, const char *path, par_stripe_t **out,
                      par_buf_t *err);
+struct par_export_db_ops;
+/* The same on another bookkeeping database (export_db.h): `where` is its path
+ * or conninfo. With PostgreSQL, the exporter exports only while it holds the
+ * fleet's leader lock. */
+int par_stripe_start_on(par_stripe_config_t *cfg, const struct par_export_db_ops *ops,
+                        const char *where, par_stripe_t **out, par_buf_t *err);
+/* 1 while this node exports (always once started on SQLite; on PostgreSQL,
+ * while it holds the leader lock). Any thread; x may be NULL. */
+int par_stripe_leads(par_stripe_t *x);
+/* "sqlite" or "postgres": where the export's bookkeeping lives. */
+const char *par_stripe_store(par_stripe_t *x);
 /* Tells the exporter that new records were committed. Any thread. */
 void par_stripe_wake(par_stripe_t *x);
 /* Stops the exporter (an in-flight request is abandoned: it is re-sent at the

@@ -49,6 +49,8 @@ static void load(void)
         {"PQfreemem", (void **)&a.freemem},
         {"PQconsumeInput", (void **)&a.consume_input},
         {"PQnotifies", (void **)&a.notifies},
+                {"PQfname", (void **)&a.fname},
+        {"PQftype", (void **)&a.ftype},
     };
     for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
         /* POSIX: a function pointer travels through dlsym's void * */

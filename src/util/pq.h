@@ -44,6 +44,8 @@ typedef struct par_pq_api {
     void (*freemem)(void *p);
     int (*consume_input)(PGconn *c);
     PGnotify *(*notifies)(PGconn *c);
+    char *(*fname)(const PGresult *r, int col);
+    Oid (*ftype)(const PGresult *r, int col);
 } par_pq_api_t;
 
 extern par_pq_api_t par__pq;
@@ -77,5 +79,7 @@ const char *par_pq_error(void);
 #define PQfreemem(p) par__pq.freemem(p)
 #define PQconsumeInput(c) par__pq.consume_input(c)
 #define PQnotifies(c) par__pq.notifies(c)
+#define PQfname(r, i) par__pq.fname(r, i)
+#define PQftype(r, i) par__pq.ftype(r, i)
 
 #endif

@@ -26,9 +26,6 @@ from conftest import PAR, SOURCE, package, run
 
 KDIR = os.path.join(SOURCE, "deploy", "kubernetes")
 OVERLAYS = ("single", "fleet-postgres", "fleet-postgres-keda")
-# keys the fleet change adds (metering.sink, fleet.*): a build without them
-# checks the rest of the fleet's file
-FLEET_KEYS = ("fleet.postgres", "fleet.node_id", "fleet.advertise_url", "metering.sink")
 
 
 def kubectls():
@@ -64,10 +61,6 @@ def one(objs, kind):
     found = [o for o in objs if o["kind"] == kind]
     assert len(found) == 1, (kind, [o["kind"] for o in objs])
     return found[0]
-
-
-def par_knows(key):
-    return key in run("config", "docs").stdout
 
 
 def show(path, env):
@@ -147,10 +140,6 @@ def test_overlay_agrees_with_par(overlay, tmp_path, metric_names):
     conf = yaml.safe_load(text)
 
     # through PAR: the file as the pod would see it
-    if not all(par_knows(k) for k in FLEET_KEYS) and "fleet" in conf:
-        conf.pop("fleet")
-        conf.get("metering", {}).pop("sink", None)
-        text = yaml.safe_dump(conf)
     local = tmp_path / "par.yaml"
     local.write_text(stand_in(text, mounts, str(tmp_path)))
     env = container_env(c, str(tmp_path))
@@ -228,9 +217,9 @@ def test_overlay_agrees_with_par(overlay, tmp_path, metric_names):
                         for t in r.get("to", []))]
         assert any(p["port"] == port for r in peers for p in r["ports"]), pol["spec"]["egress"]
         assert env_names["PAR_FLEET_ADVERTISE_URL"]["value"].endswith(f":{port}")
-        if all(par_knows(k) for k in FLEET_KEYS):  # the names PAR reads them under
-            assert vals["fleet.node_id"] == ("par-7d9f-abcde", "env: PAR_FLEET_NODE_ID")
-            assert vals["fleet.advertise_url"][1] == "env: PAR_FLEET_ADVERTISE_URL"
+        # the names PAR reads them under
+        assert vals["metering.node_id"] == ("par-7d9f-abcde", "env: PAR_METERING_NODE_ID")
+        assert vals["fleet.advertise_url"][1] == "env: PAR_FLEET_ADVERTISE_URL"
 
     # autoscaling on metrics PAR exports
     kinds = {o["kind"] for o in objs}

@@ -362,6 +362,49 @@ static void test_windows_fold_seal_send_and_late_parts(void **state)
     par_store_close(s);
 }
 
+static void test_outbox_ships_in_order_and_keeps_the_unshipped(void **state)
+{
+    (void)state;
+    par_store_t *s;
+    char own[128];
+    snprintf(own, sizeof(own), "%s/outbox.db", dir);
+    assert_int_equal(par_store_open(own, 0, &s, NULL), PAR_OK);
+    par_usage_t *r[3] = {rec("o1", "", "echo", "alice", "ok", 1000, NULL),
+                         rec("o2", "o1", "echo/upper", "alice", "ok", 1001, "{\"tokens\":2}"),
+                         rec("o3", "", "echo", "bob", "ok", 1002, NULL)};
+    insert(s, r, 3);
+    json_t *rows;
+    int64_t pending, oldest, n;
+    assert_int_equal(par_store_outbox_state(s, &pending, &oldest, NULL), PAR_OK);
+    assert_int_equal(pending, 3);
+    assert_int_equal(oldest, 1000);
+    /* sub-calls too (the fleet's summary counts them), in seq order */
+    assert_int_equal(par_store_outbox(s, 2, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 1), "id")), "o2");
+    int64_t last = json_integer_value(json_object_get(json_array_get(rows, 1), "seq"));
+    json_decref(rows);
+    /* rolled up and past retention, but not shipped: kept */
+    assert_int_equal(par_store_rollup(s, 100, &n, NULL), PAR_OK);
+    assert_int_equal(par_store_prune(s, 5000, PAR_STORE_KEEP_UNSHIPPED, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(par_store_shipped(s, last, 2, NULL), PAR_OK);
+    assert_int_equal(par_store_outbox(s, 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "id")), "o3");
+    json_decref(rows);
+    assert_int_equal(par_store_outbox_state(s, &pending, &oldest, NULL), PAR_OK);
+    assert_int_equal(pending, 1);
+    assert_int_equal(oldest, 1002);
+    /* the shipped two may go now, the third stays */
+    assert_int_equal(par_store_prune(s, 5000, PAR_STORE_KEEP_UNSHIPPED, 100, &n, NULL), PAR_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(par_store_outbox(s, 10, &rows, NULL), PAR_OK);
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    par_store_close(s);
+}
+
 static void test_rollups_answer_for_pruned_records(void **state)
 {
     (void)state;
@@ -538,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_open_failure_says_where),
         cmocka_unit_test(test_windows_fold_seal_send_and_late_parts),
         cmocka_unit_test(test_rollups_answer_for_pruned_records),
+        cmocka_unit_test(test_outbox_ships_in_order_and_keeps_the_unshipped),
         cmocka_unit_test(test_rows_json_encodes_each_column_type),
         cmocka_unit_test(test_rows_json_reports_a_failed_step),
         cmocka_unit_test(test_transaction_end_commits_or_rolls_back),
