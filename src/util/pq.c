@@ -49,7 +49,7 @@ static void load(void)
         {"PQfreemem", (void **)&a.freemem},
         {"PQconsumeInput", (void **)&a.consume_input},
         {"PQnotifies", (void **)&a.notifies},
-                {"PQfname", (void **)&a.fname},
+        {"PQfname", (void **)&a.fname},
         {"PQftype", (void **)&a.ftype},
     };
     for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
