@@ -144,6 +144,7 @@ _FAMILY = {
     "call_depth_exceeded": CallDepthExceeded,
     "cancelled": Cancelled,
     "internal_error": InternalError, "out_of_memory": InternalError, "io_error": InternalError,
+    "forwarding_loop": InternalError,
 }
 
 _STATUS = {code: (http, name, desc) for code, http, name, desc in _par.statuses()}
