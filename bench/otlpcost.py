@@ -21,7 +21,8 @@ exporter's timers by that factor (metrics_interval_ms 10 000 x SCALE,
 flush_ms 1 000 x SCALE), so a snapshot and a batch cover as many requests
 as they would at SCALE x the measured rate: the script prints that
 equivalent rate. The host's own batching (plugin/export.c: a 100 ms gather)
-is not stretched, so its wakeups stay over-weighted.
+is not stretched, so its wakeups stay over-weighted. With OTLPCOST_KEEP=FILE
+the callgrind dump is kept there (callgrind_annotate FILE).
 """
 import glob
 import hashlib
@@ -126,6 +127,9 @@ def main():
     print(f"{mode}: {n} requests, {total} instructions, {total / n:.0f} per request; "
           f"sink: {got['requests']} requests, {got['bytes']} bytes; {rate:.0f} requests/s "
           f"under callgrind, timers x{scale:g}: as at {rate * scale:.0f} requests/s")
+    if os.environ.get("OTLPCOST_KEEP"):  # the dump, for callgrind_annotate
+        for f in glob.glob(out + ".*"):
+            shutil.copy(f, os.environ["OTLPCOST_KEEP"])
     shutil.rmtree(tmp, ignore_errors=True)
 
 

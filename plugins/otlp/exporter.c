@@ -377,28 +377,30 @@ static size_t take(otlp_exporter_t *x, json_t **snapshot)
     size_t n = x->len < x->cfg.batch_size ? x->len : x->cfg.batch_size;
     if (n == 0)
         return 0;
-    if (n == x->len) { /* all of them: the buffers trade places */
-        otlp_buf_t t = x->body;
-        x->body = x->pending;
-        x->pending = t;
-        x->len = 0;
+    /* the buffers trade places; spans beyond the batch (a backlog, usually
+     * a few that came while the sender woke) move back to the waiting one */
+    otlp_buf_t t = x->body;
+    x->body = x->pending;
+    x->pending = t;
+    size_t rest = x->len - n, end = x->ends[n - 1];
+    x->len = 0;
+    if (rest == 0)
         return n;
+    otlp_buf_t *b = &x->body;
+    if (otlp_buf_add(&x->pending, b->p + end, b->len - end) != 0) {
+        x->pending.len = x->head_len; /* out of memory: the rest is lost */
+        x->pending.oom = false;
+        x->pending.p[x->head_len] = '\0';
+        x->n.spans_dropped += rest;
+        rest = 0;
     }
-    /* a backlog: the first batch_size spans are moved, the rest move up */
-    size_t end = x->ends[n - 1], moved = end - x->head_len;
-    otlp_buf_t *p = &x->pending;
-    if (otlp_buf_add(&x->body, p->p + x->head_len, moved) != 0) {
-        x->body.len = x->head_len; /* out of memory: these spans are lost */
-        x->body.oom = false;
-        x->n.spans_dropped += n;
-        n = 0;
-    }
-    memmove(p->p + x->head_len, p->p + end, p->len - end + 1);
-    p->len -= moved;
-    for (size_t i = 0; i + x->cfg.batch_size < x->len; i++)
-        x->ends[i] = x->ends[i + x->cfg.batch_size] - moved;
-    x->len -= x->cfg.batch_size;
-    x->oldest_ms = mono_ms();
+    for (size_t i = 0; i < rest; i++)
+        x->ends[i] = x->ends[n + i] - (end - x->head_len);
+    x->len = rest;
+    b->len = end;
+    b->p[end] = '\0';
+    if (rest)
+        x->oldest_ms = mono_ms();
     return n;
 }
 
