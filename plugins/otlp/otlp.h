@@ -11,8 +11,9 @@
  *   plugin.c   the glue to PAR's plugin ABI (include/par/plugin.h).
  *
  * Threads: the host's exporter thread hands spans and snapshots in
- * (otlp_exporter_span, otlp_exporter_metrics: a copy under a mutex, never a
- * wait for the network); the plugin's own sender thread encodes and sends.
+ * (otlp_exporter_spans_in encodes spans into the waiting batch under a
+ * mutex, otlp_exporter_metrics queues a snapshot; never a wait for the
+ * network); the plugin's own sender thread closes batches and sends.
  * Nothing here ever runs on a request path.
  *
  * The plugin links libcurl and jansson itself: PAR's internals are hidden

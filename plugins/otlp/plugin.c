@@ -3,9 +3,10 @@
  *
  * init reads and checks the `config:` block (otlp_config_parse: a mistake
  * refuses PAR's start) and starts the exporter. The host's exporter thread
- * calls `spans` and `metrics`: both convert the borrowed records into the
- * exporter's own copies (spans) or OTLP Metric objects (a snapshot) and queue
- * them — a copy and a mutex, never network I/O, so the host's queue never
+ * calls `spans` and `metrics`: spans are encoded from the borrowed records
+ * straight into the exporter's waiting batch (no copy of their own), a
+ * snapshot becomes OTLP Metric objects and is queued — a mutex, never
+ * network I/O, so the host's queue never
  * backs up behind a slow collector. `flush` (at shutdown) sends what is
  * queued within shutdown_ms; `fini` frees.
  *
