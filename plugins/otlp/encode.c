@@ -146,6 +146,38 @@ otlp_span_t *otlp_span_new(const otlp_span_in_t *in)
     return s;
 }
 
+const otlp_span_t *otlp_span_view(const otlp_span_in_t *in, otlp_span_view_t *v)
+{
+    otlp_span_t *s = &v->s;
+    size_t max = (sizeof(*v) - sizeof(otlp_span_t)) / sizeof(char *);
+    bool keep = !trace_id_of(in->trace_id, s->trace_id) && in->keep_trace_id && in->trace_id;
+    if (!hex_id(s->span_id, in->span_id, 16))
+        random_span_id(s->span_id);
+    if (!hex_id(s->parent_span_id, in->parent_id, 16))
+        s->parent_span_id[0] = '\0';
+    s->kind = in->sub_call ? OTLP_SPAN_KIND_INTERNAL : OTLP_SPAN_KIND_SERVER;
+    s->status = in->error ? OTLP_STATUS_ERROR : OTLP_STATUS_OK;
+    s->start_ns = in->start_ns;
+    s->end_ns = in->end_ns >= in->start_ns ? in->end_ns : in->start_ns;
+    s->name = in->name ? in->name : "";
+    s->error = in->error;
+    size_t k = 0;
+    for (const char *const *a = in->attrs; a && a[0]; a += 2) {
+        if (!a[1])
+            continue;
+        if (k + 5 > max) /* room for this pair, par.trace_id and the NULL */
+            return NULL;
+        s->attrs[k++] = a[0];
+        s->attrs[k++] = a[1];
+    }
+    if (keep) {
+        s->attrs[k++] = "par.trace_id";
+        s->attrs[k++] = in->trace_id;
+    }
+    s->attrs[k] = NULL;
+    return s;
+}
+
 /* ---- JSON helpers ------------------------------------------------------------------------- */
 
 int otlp_attr_add(json_t *attrs, const char *key, const char *value)

@@ -1,19 +1,22 @@
 /*
  * plugins/otlp/exporter.c — the bounded queue and the sender thread.
  *
- * Spans wait in a ring of cfg.queue_size entries; a span arriving at a full
- * ring is dropped and counted (par_otlp_spans_total{result="dropped"}), so a
- * collector that is down or slow costs memory bounded by the ring and never
- * blocks the caller: otlp_exporter_span() takes a mutex held only for
- * pointer moves. Metrics snapshots are cumulative, so only the newest unsent
- * one is kept; a snapshot replaced before it left is counted as dropped.
+ * Spans wait already encoded: each is written as OTLP JSON straight into
+ * the waiting batch body (`pending`, which starts with the request's head:
+ * resource and scope), so a span is never copied into a structure of its own
+ * and a batch is sent as it stands. At most cfg.queue_size spans wait; a span
+ * arriving then is dropped and counted (par_otlp_spans_total{result=
+ * "dropped"}), so a collector that is down or slow costs memory bounded by
+ * the queue and never blocks the caller: otlp_exporter_spans_in() holds the
+ * mutex while it encodes its spans, against the sender only. Metrics snapshots are cumulative, so
+ * only the newest unsent one is kept; a snapshot replaced before it left is counted as dropped.
  *
  * The sender thread sends a batch when batch_size spans wait, when the
  * oldest waiting span is flush_ms old, or when a snapshot waits. A request
  * that fails with a retryable answer (http.c) is retried up to max_retries
  * times after Retry-After or an exponential backoff with jitter from
  * backoff_min_ms to backoff_max_ms; meanwhile new spans queue (and drop when
- * the ring is full). At stop, what is queued is sent once more within
+ * the queue is full). At stop, what is queued is sent once more within
  * shutdown_ms, without retries; a transfer still running then is aborted.
  *
  * Threads: any thread may queue; the sender thread alone does I/O.
@@ -34,7 +37,8 @@ struct otlp_exporter {
     otlp_config_t cfg;
     json_t *resource;
     char *resource_json; /* encoded once: every batch starts with it */
-    otlp_buf_t body;     /* the sender thread's, reused from batch to batch */
+    otlp_buf_t body;     /* the sender thread's batch: the head, then spans */
+    size_t head_len;     /* bytes of the head both buffers start with */
     char *version;
     otlp_log_fn log;
     void *log_ud;
@@ -44,12 +48,12 @@ struct otlp_exporter {
     pthread_cond_t wake; /* something queued, or stop */
     pthread_cond_t done; /* the sender thread ended */
     /* under lock */
-    otlp_span_t **ring;
-    otlp_span_t **batch; /* the sender thread's, batch_size entries */
-    size_t head, len;
-    int64_t oldest_ms; /* when the oldest waiting span came */
-    json_t *snapshot;  /* the newest unsent snapshot, or NULL */
-    uint64_t start_ns; /* start of the cumulative self counters */
+    otlp_buf_t pending; /* the head, then the waiting spans, each followed by ',' */
+    size_t *ends;       /* ends[i]: offset in pending after span i's ',' */
+    size_t len;         /* spans waiting */
+    int64_t oldest_ms;  /* when the oldest waiting span came */
+    json_t *snapshot;   /* the newest unsent snapshot, or NULL */
+    uint64_t start_ns;  /* start of the cumulative self counters */
     bool stopping, finished, dropping;
     otlp_counters_t n;
     /* set once the shutdown deadline passed: running transfers end */
@@ -103,40 +107,83 @@ static void wait_until(otlp_exporter_t *x, int64_t deadline_ms)
 
 /* ---- queueing (any thread) ---------------------------------------------------------------- */
 
+/* Encodes `s` at the end of the waiting batch; false when it is dropped. Lock held. */
+static bool put_locked(otlp_exporter_t *x, const otlp_span_t *s)
+{
+    if (!s || x->len >= x->cfg.queue_size || x->stopping)
+        return false;
+    otlp_buf_t *b = &x->pending;
+    size_t at = b->len;
+    if (otlp_encode_span(b, s) != 0 || otlp_buf_add(b, ",", 1) != 0) {
+        b->len = at; /* out of memory: the batch stays as it was */
+        b->oom = false;
+        if (b->p)
+            b->p[at] = '\0';
+        return false;
+    }
+    if (x->len == 0)
+        x->oldest_ms = mono_ms();
+    x->ends[x->len++] = b->len;
+    x->n.spans_queued++;
+    /* the sender sleeps without a deadline while nothing waits: one signal
+     * per batch handed in, and one when a full batch waits */
+    if (x->len == 1 || x->len == x->cfg.batch_size)
+        pthread_cond_signal(&x->wake);
+    return true;
+}
+
+/* Counts `dropped` spans; says so the first time in a while. Lock held. */
+static bool count_drops(otlp_exporter_t *x, size_t dropped)
+{
+    if (!dropped)
+        return false;
+    x->n.spans_dropped += dropped;
+    bool first = !x->dropping;
+    x->dropping = true;
+    return first;
+}
+
+static void warn_drops(otlp_exporter_t *x)
+{
+    say(x, "warn",
+        "otlp: span queue full (%u): dropping spans until the collector at %s "
+        "catches up (par_otlp_spans_total{result=\"dropped\"})",
+        x->cfg.queue_size, x->cfg.endpoint);
+}
+
 void otlp_exporter_spans(otlp_exporter_t *x, otlp_span_t **spans, size_t n)
 {
     size_t dropped = 0;
-    bool first_drop = false;
     pthread_mutex_lock(&x->lock);
-    for (size_t i = 0; i < n; i++) {
-        otlp_span_t *s = spans[i];
-        if (!s || x->len >= x->cfg.queue_size || x->stopping) {
-            dropped++;
-            continue; /* freed below, outside the lock */
-        }
-        spans[i] = NULL;
-        if (x->len == 0)
-            x->oldest_ms = mono_ms();
-        x->ring[(x->head + x->len++) % x->cfg.queue_size] = s;
-        x->n.spans_queued++;
-        /* the sender sleeps without a deadline while the ring is empty: one
-         * signal per batch handed in, and one when a full batch waits */
-        if (x->len == 1 || x->len == x->cfg.batch_size)
-            pthread_cond_signal(&x->wake);
-    }
-    if (dropped) {
-        x->n.spans_dropped += dropped;
-        first_drop = !x->dropping;
-        x->dropping = true;
-    }
+    for (size_t i = 0; i < n; i++)
+        dropped += !put_locked(x, spans[i]);
+    bool first_drop = count_drops(x, dropped);
     pthread_mutex_unlock(&x->lock);
-    for (size_t i = 0; dropped && i < n; i++)
+    for (size_t i = 0; i < n; i++)
         free(spans[i]);
     if (first_drop)
-        say(x, "warn",
-            "otlp: span queue full (%u): dropping spans until the collector at %s "
-            "catches up (par_otlp_spans_total{result=\"dropped\"})",
-            x->cfg.queue_size, x->cfg.endpoint);
+        warn_drops(x);
+}
+
+void otlp_exporter_spans_in(otlp_exporter_t *x, const otlp_span_in_t *in, size_t n)
+{
+    size_t dropped = 0;
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (x->len >= x->cfg.queue_size || x->stopping) {
+            dropped++; /* no need to look at it */
+            continue;
+        }
+        otlp_span_view_t v;
+        const otlp_span_t *s = otlp_span_view(&in[i], &v);
+        otlp_span_t *own = s ? NULL : otlp_span_new(&in[i]); /* too many attributes */
+        dropped += !put_locked(x, s ? s : own);
+        free(own);
+    }
+    bool first_drop = count_drops(x, dropped);
+    pthread_mutex_unlock(&x->lock);
+    if (first_drop)
+        warn_drops(x);
 }
 
 void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
@@ -273,18 +320,24 @@ static bool send_body(otlp_exporter_t *x, const char *url, const char *body, siz
     }
 }
 
-static void send_spans(otlp_exporter_t *x, otlp_span_t **batch, size_t n)
+/* Sends the batch in x->body (the head, then n spans each followed by ','). */
+static void send_spans(otlp_exporter_t *x, size_t n)
 {
     char what[64];
     snprintf(what, sizeof(what), "a batch of %zu span%s", n, n == 1 ? "" : "s");
     otlp_buf_t *b = &x->body;
-    bool enc = otlp_encode_traces_into(b, x->resource_json, batch, n, x->version) == 0;
+    b->len--; /* the last span's ',' */
+    bool enc = otlp_encode_traces_tail(b) == 0;
     bool ok = enc && send_body(x, x->cfg.traces_url, b->p, b->len, what);
     if (!enc)
         say(x, "warn", "otlp: out of memory encoding %s", what);
-    if (b->cap > BODY_KEEP_MAX) { /* an unusual batch: its memory is not kept */
-        free(b->p);
-        memset(b, 0, sizeof(*b));
+    b->len = x->head_len; /* ready for the next batch */
+    b->oom = false;
+    b->p[b->len] = '\0';
+    if (b->cap > BODY_KEEP_MAX) { /* an unusual batch: most of its memory goes */
+        char *p = realloc(b->p, BODY_KEEP_MAX / 4);
+        if (p)
+            b->p = p, b->cap = BODY_KEEP_MAX / 4;
     }
     pthread_mutex_lock(&x->lock);
     if (ok)
@@ -294,8 +347,6 @@ static void send_spans(otlp_exporter_t *x, otlp_span_t **batch, size_t n)
     if (ok && x->dropping && x->len < x->cfg.queue_size / 2)
         x->dropping = false;
     pthread_mutex_unlock(&x->lock);
-    for (size_t i = 0; i < n; i++)
-        free(batch[i]);
 }
 
 static void send_snapshot(otlp_exporter_t *x, json_t *metrics)
@@ -317,20 +368,49 @@ static void send_snapshot(otlp_exporter_t *x, json_t *metrics)
     pthread_mutex_unlock(&x->lock);
 }
 
-/* Takes up to batch_size spans and the snapshot out of the queue. Lock held. */
-static size_t take(otlp_exporter_t *x, otlp_span_t **batch, json_t **snapshot)
+/* Moves up to batch_size waiting spans into x->body (which holds the head
+ * only) and takes the snapshot out of the queue; the number of spans. Lock held. */
+static size_t take(otlp_exporter_t *x, json_t **snapshot)
 {
-    size_t n = 0;
-    while (x->len > 0 && n < x->cfg.batch_size) {
-        batch[n++] = x->ring[x->head];
-        x->head = (x->head + 1) % x->cfg.queue_size;
-        x->len--;
-    }
-    if (x->len > 0)
-        x->oldest_ms = mono_ms();
     *snapshot = x->snapshot;
     x->snapshot = NULL;
+    size_t n = x->len < x->cfg.batch_size ? x->len : x->cfg.batch_size;
+    if (n == 0)
+        return 0;
+    /* the buffers trade places; spans beyond the batch (a backlog, usually
+     * a few that came while the sender woke) move back to the waiting one */
+    otlp_buf_t t = x->body;
+    x->body = x->pending;
+    x->pending = t;
+    size_t rest = x->len - n, end = x->ends[n - 1];
+    x->len = 0;
+    if (rest == 0)
+        return n;
+    otlp_buf_t *b = &x->body;
+    if (otlp_buf_add(&x->pending, b->p + end, b->len - end) != 0) {
+        x->pending.len = x->head_len; /* out of memory: the rest is lost */
+        x->pending.oom = false;
+        x->pending.p[x->head_len] = '\0';
+        x->n.spans_dropped += rest;
+        rest = 0;
+    }
+    for (size_t i = 0; i < rest; i++)
+        x->ends[i] = x->ends[n + i] - (end - x->head_len);
+    x->len = rest;
+    b->len = end;
+    b->p[end] = '\0';
+    if (rest)
+        x->oldest_ms = mono_ms();
     return n;
+}
+
+/* Empties the waiting batch, counting its spans as dropped. Lock held. */
+static void drop_waiting(otlp_exporter_t *x)
+{
+    x->n.spans_dropped += x->len;
+    x->len = 0;
+    x->pending.len = x->head_len;
+    x->pending.p[x->head_len] = '\0';
 }
 
 static bool due(otlp_exporter_t *x)
@@ -342,7 +422,6 @@ static bool due(otlp_exporter_t *x)
 static void *sender_main(void *arg)
 {
     otlp_exporter_t *x = arg;
-    otlp_span_t **batch = x->batch;
     pthread_mutex_lock(&x->lock);
     for (;;) {
         while (!x->stopping && !due(x))
@@ -351,21 +430,15 @@ static void *sender_main(void *arg)
             break;
         /* at stop: what is left, once, until the deadline (then abort_io ends it) */
         json_t *snap;
-        size_t n = take(x, batch, &snap);
+        size_t n = take(x, &snap);
         pthread_mutex_unlock(&x->lock);
         if (snap)
             send_snapshot(x, snap);
         if (n)
-            send_spans(x, batch, n);
+            send_spans(x, n);
         pthread_mutex_lock(&x->lock);
-        if (x->abort_io) {
-            while (x->len > 0) { /* past the shutdown deadline: count the rest */
-                free(x->ring[x->head]);
-                x->head = (x->head + 1) % x->cfg.queue_size;
-                x->len--;
-                x->n.spans_dropped++;
-            }
-        }
+        if (x->abort_io && x->len > 0) /* past the shutdown deadline: count the rest */
+            drop_waiting(x);
     }
     x->finished = true;
     pthread_cond_broadcast(&x->done);
@@ -377,13 +450,8 @@ static void *sender_main(void *arg)
 
 static void destroy(otlp_exporter_t *x)
 {
-    while (x->len > 0) {
-        free(x->ring[x->head]);
-        x->head = (x->head + 1) % x->cfg.queue_size;
-        x->len--;
-    }
-    free(x->ring);
-    free(x->batch);
+    free(x->pending.p);
+    free(x->ends);
     free(x->body.p);
     free(x->resource_json);
     json_decref(x->snapshot);
@@ -421,13 +489,15 @@ otlp_exporter_t *otlp_exporter_start(otlp_config_t *cfg, json_t *resource, const
     pthread_cond_init(&x->done, &ca);
     pthread_condattr_destroy(&ca);
     x->version = strdup(version ? version : "");
-    x->ring = calloc(x->cfg.queue_size, sizeof(*x->ring));
-    x->batch = calloc(x->cfg.batch_size, sizeof(*x->batch));
+    x->ends = calloc(x->cfg.queue_size, sizeof(*x->ends));
     x->resource_json = x->resource ? json_dumps(x->resource, JSON_COMPACT) : NULL;
-    if (!x->version || !x->ring || !x->batch || !x->resource_json) {
+    if (!x->version || !x->ends || !x->resource_json ||
+        otlp_encode_traces_head(&x->pending, x->resource_json, x->version) != 0 ||
+        otlp_encode_traces_head(&x->body, x->resource_json, x->version) != 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    x->head_len = x->body.len;
     if (!(x->http = otlp_http_new(&x->cfg))) {
         snprintf(err, errlen, "cannot make an HTTP client (libcurl: out of memory)");
         goto fail;

@@ -11,8 +11,9 @@
  *   plugin.c   the glue to PAR's plugin ABI (include/par/plugin.h).
  *
  * Threads: the host's exporter thread hands spans and snapshots in
- * (otlp_exporter_span, otlp_exporter_metrics: a copy under a mutex, never a
- * wait for the network); the plugin's own sender thread encodes and sends.
+ * (otlp_exporter_spans_in encodes spans into the waiting batch under a
+ * mutex, otlp_exporter_metrics queues a snapshot; never a wait for the
+ * network); the plugin's own sender thread closes batches and sends.
  * Nothing here ever runs on a request path.
  *
  * The plugin links libcurl and jansson itself: PAR's internals are hidden
@@ -93,6 +94,17 @@ typedef struct otlp_span_in {
 /* NULL when out of memory. Free with free(). */
 otlp_span_t *otlp_span_new(const otlp_span_in_t *in);
 
+/* Room for a span that borrows its strings: the ids are checked and copied
+ * into it, the other strings are the caller's, live while the view is used. */
+typedef union otlp_span_view {
+    otlp_span_t s;
+    char room[sizeof(otlp_span_t) + 32 * sizeof(char *)];
+} otlp_span_view_t;
+
+/* `in` as a span in `v` without an allocation: what otlp_span_new makes, its
+ * strings borrowed. NULL when `in` has more attributes than `v` holds. */
+const otlp_span_t *otlp_span_view(const otlp_span_in_t *in, otlp_span_view_t *v);
+
 /* ---- OTLP JSON (encode.c) -------------------------------------------------------------- */
 
 /* The resource of every request: service.name, the configured attributes and
@@ -115,6 +127,14 @@ typedef struct otlp_buf {
  * memory. (traces.c) */
 int otlp_encode_traces_into(otlp_buf_t *b, const char *resource_json, otlp_span_t *const *spans,
                             size_t n, const char *scope_version);
+/* The pieces of that body, for a buffer spans are encoded into as they come:
+ * the head (resource, scope, up to the spans' '['), one span, and the tail
+ * after the last span. Each appends; -1 (b->oom) out of memory. */
+int otlp_encode_traces_head(otlp_buf_t *b, const char *resource_json, const char *scope_version);
+int otlp_encode_span(otlp_buf_t *b, const otlp_span_t *s);
+int otlp_encode_traces_tail(otlp_buf_t *b);
+/* Appends n bytes and keeps a NUL after them; -1 (b->oom) out of memory. */
+int otlp_buf_add(otlp_buf_t *b, const char *s, size_t n);
 /* The same in a buffer of its own. NULL: out of memory. */
 char *otlp_encode_traces(const json_t *resource, otlp_span_t *const *spans, size_t n,
                          const char *scope_version, size_t *len);
@@ -195,6 +215,9 @@ void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s);
 /* Queues spans[0..n) under one lock, as otlp_exporter_span does one each
  * (NULL entries count as dropped). The array's entries are consumed. */
 void otlp_exporter_spans(otlp_exporter_t *x, otlp_span_t **spans, size_t n);
+/* Queues in[0..n) as otlp_exporter_spans does, without copying them first:
+ * each is encoded straight into the waiting batch. */
+void otlp_exporter_spans_in(otlp_exporter_t *x, const otlp_span_in_t *in, size_t n);
 /* Is the span queue full (a span queued now would be dropped)? */
 bool otlp_exporter_full(otlp_exporter_t *x);
 /* Queues a metrics snapshot (array of Metric objects; takes the reference). An

@@ -3,9 +3,10 @@
  *
  * init reads and checks the `config:` block (otlp_config_parse: a mistake
  * refuses PAR's start) and starts the exporter. The host's exporter thread
- * calls `spans` and `metrics`: both convert the borrowed records into the
- * exporter's own copies (spans) or OTLP Metric objects (a snapshot) and queue
- * them — a copy and a mutex, never network I/O, so the host's queue never
+ * calls `spans` and `metrics`: spans are encoded from the borrowed records
+ * straight into the exporter's waiting batch (no copy of their own), a
+ * snapshot becomes OTLP Metric objects and is queued — a mutex, never
+ * network I/O, so the host's queue never
  * backs up behind a slow collector. `flush` (at shutdown) sends what is
  * queued within shutdown_ms; `fini` frees.
  *
@@ -47,17 +48,19 @@ static const char *or_null(const char *s)
     return s && *s ? s : NULL;
 }
 
-/* The exporter's copy of one span, NULL when out of memory. */
-static otlp_span_t *span_of(const par_span_t *s)
+/* A span as the exporter takes it, its strings borrowed from `s`; `attrs`
+ * (15 entries) holds the attributes. */
+static void span_in(const par_span_t *s, const char **attrs, otlp_span_in_t *in)
 {
-    const char *attrs[] = {
+    const char *a[] = {
         "par.agent",         or_null(s->agent_id),   "par.package",
         or_null(s->package), "par.version",          or_null(s->version),
         "par.request_id",    or_null(s->request_id), "enduser.id",
         or_null(s->subject), "par.tenant",           or_null(s->tenant),
         "par.error",         or_null(s->error),      NULL,
     };
-    otlp_span_in_t in = {
+    memcpy(attrs, a, sizeof(a));
+    *in = (otlp_span_in_t){
         .trace_id = s->trace_id,
         .span_id = s->span_id,
         .parent_id = s->parent_span_id,
@@ -69,22 +72,23 @@ static otlp_span_t *span_of(const par_span_t *s)
         .end_ns = s->end_unix_ns > 0 ? (uint64_t)s->end_unix_ns : 0,
         .attrs = attrs,
     };
-    return otlp_span_new(&in);
 }
 
+/* The host's spans, encoded by the exporter straight into its waiting batch:
+ * the host's copy is the only one. */
 static void on_spans(void *state, const par_span_t *spans, size_t n)
 {
     otlp_plugin_t *p = state;
     if (!p->spans || !p->x)
         return;
-    bool full = otlp_exporter_full(p->x); /* once per batch */
-    otlp_span_t *chunk[64];
+    enum { CHUNK = 64 };
+    otlp_span_in_t in[CHUNK];
+    const char *attrs[CHUNK][15];
     for (size_t i = 0; i < n;) {
         size_t k = 0;
-        /* a full queue drops them anyway: no copy (NULL counts the drop) */
-        for (; k < sizeof(chunk) / sizeof(*chunk) && i < n; k++, i++)
-            chunk[k] = full ? NULL : span_of(&spans[i]);
-        otlp_exporter_spans(p->x, chunk, k); /* one lock for the chunk */
+        for (; k < CHUNK && i < n; k++, i++)
+            span_in(&spans[i], attrs[k], &in[k]);
+        otlp_exporter_spans_in(p->x, in, k); /* one lock for the chunk */
     }
 }
 

@@ -212,23 +212,46 @@ static void w_span(otlp_buf_t *b, const otlp_span_t *s)
     b->p[b->len] = '\0';
 }
 
-int otlp_encode_traces_into(otlp_buf_t *b, const char *resource_json, otlp_span_t *const *spans,
-                            size_t n, const char *scope_version)
+int otlp_buf_add(otlp_buf_t *b, const char *s, size_t n)
 {
-    b->len = 0;
-    b->oom = false;
+    w_raw(b, s, n);
+    return b->oom ? -1 : 0;
+}
+
+int otlp_encode_traces_head(otlp_buf_t *b, const char *resource_json, const char *scope_version)
+{
     w_lit(b, "{\"resourceSpans\":[{\"resource\":");
     w_raw(b, resource_json, strlen(resource_json));
     w_lit(b, ",\"scopeSpans\":[{\"scope\":{\"name\":\"par\",\"version\":");
     w_str(b, scope_version ? scope_version : "");
     w_lit(b, "},\"spans\":[");
+    return b->oom ? -1 : 0;
+}
+
+int otlp_encode_span(otlp_buf_t *b, const otlp_span_t *s)
+{
+    w_span(b, s);
+    return b->oom ? -1 : 0;
+}
+
+int otlp_encode_traces_tail(otlp_buf_t *b)
+{
+    w_lit(b, "]}]}]}");
+    return b->oom ? -1 : 0;
+}
+
+int otlp_encode_traces_into(otlp_buf_t *b, const char *resource_json, otlp_span_t *const *spans,
+                            size_t n, const char *scope_version)
+{
+    b->len = 0;
+    b->oom = false;
+    otlp_encode_traces_head(b, resource_json, scope_version);
     for (size_t i = 0; i < n; i++) {
         if (i)
             w_lit(b, ",");
         w_span(b, spans[i]);
     }
-    w_lit(b, "]}]}]}");
-    return b->oom ? -1 : 0;
+    return otlp_encode_traces_tail(b);
 }
 
 char *otlp_encode_traces(const json_t *resource, otlp_span_t *const *spans, size_t n,

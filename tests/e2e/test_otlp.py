@@ -110,6 +110,20 @@ def test_spans_and_metrics_reach_the_collector(collector):
     assert m["par_otlp_spans_total"]["sum"]["isMonotonic"] is True
 
 
+def test_a_backlog_leaves_in_batches_each_span_once(collector):
+    # 60 spans wait when the first request goes: batches of 7 are cut from
+    # the waiting, already encoded spans, and every span arrives once, in
+    # valid OTLP JSON
+    conf = {"endpoint": collector.url, "metrics": False, "batch_size": 7, "flush_ms": 2000}
+    r, out, logs = drive(conf, 20, wait_ms=1000)
+    assert r.returncode == 0, r.stderr
+    assert not collector.invalid, collector.invalid
+    sizes = [len(d["resourceSpans"][0]["scopeSpans"][0]["spans"]) for d in collector.traces]
+    assert max(sizes) == 7 and sum(sizes) == 60, sizes
+    ids = [s["spanId"] for s in collector.spans()]
+    assert len(ids) == 60 and len(set(ids)) == 60, ids
+
+
 def test_down_collector_bounds_the_queue_and_counts_drops(collector):
     collector.stop()  # nothing listens on its port
     conf = {"endpoint": collector.url, "queue_size": 50, "batch_size": 10, "flush_ms": 20,

@@ -388,6 +388,45 @@ static void retry_after_forms(void **state)
     assert_int_equal(otlp_parse_retry_after("-4", 0), -1);
 }
 
+/* A span encoded from a view (the exporter's path: strings borrowed, no
+ * allocation) is byte for byte the span encoded from its own copy, for a
+ * hashed trace id kept as an attribute and for escaped strings too. */
+static void a_span_view_encodes_as_its_copy(void **state)
+{
+    (void)state;
+    const char *attrs[] = {"par.request_id", "r-\"1", "par.package", NULL,
+                           "enduser.id",     "\xff",  NULL};
+    otlp_span_in_t in = {.trace_id = "run-42",
+                         .span_id = "00F067AA0BA902B7",
+                         .parent_id = "bad",
+                         .name = "whoami/via",
+                         .error = "agent_error",
+                         .keep_trace_id = true,
+                         .start_ns = 7,
+                         .end_ns = 9,
+                         .attrs = attrs};
+    otlp_span_t *own = otlp_span_new(&in);
+    otlp_span_view_t v;
+    const otlp_span_t *view = otlp_span_view(&in, &v);
+    assert_non_null(own);
+    assert_non_null(view);
+    otlp_buf_t a = {0}, b = {0};
+    assert_int_equal(otlp_encode_span(&a, own), 0);
+    assert_int_equal(otlp_encode_span(&b, view), 0);
+    assert_string_equal(a.p, b.p);
+    assert_non_null(strstr(b.p, "\"par.trace_id\""));
+    free(a.p);
+    free(b.p);
+    free(own);
+    /* more attributes than a view holds: NULL (the exporter copies then) */
+    const char *many[80];
+    for (size_t i = 0; i < 78; i++)
+        many[i] = "x";
+    many[78] = NULL;
+    in.attrs = many;
+    assert_null(otlp_span_view(&in, &v));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +436,7 @@ int main(void)
         cmocka_unit_test(foreign_trace_ids_are_hashed_consistently),
         cmocka_unit_test(a_hashed_trace_id_is_kept_as_an_attribute_when_asked),
         cmocka_unit_test(span_strings_are_escaped_and_made_utf8),
+        cmocka_unit_test(a_span_view_encodes_as_its_copy),
         cmocka_unit_test(metrics_encode_as_otlp_json),
         cmocka_unit_test(snapshot_points_become_otlp_metrics),
         cmocka_unit_test(retry_after_forms),
