@@ -386,6 +386,8 @@ static int prepare(const par_conf_t *c, par_auth_config_t *ac, par_meter_config_
     memset(m, 0, sizeof(*m));
     if (rc == PAR_OK && *metering)
         rc = par_conf_to_meter(c, m, &err);
+    if (par_conf_meter_off_check(c, &err) != PAR_OK)
+        rc = PAR_E_INVALID_ARGUMENT;
     for (size_t at = 0; rc != PAR_OK && at < err.len;) { /* each problem on its own line */
         size_t end = at;
         while (end < err.len && err.data[end] != '\n')

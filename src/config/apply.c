@@ -249,6 +249,19 @@ char *par_conf_node_id(const par_conf_t *c)
     return out;
 }
 
+int par_conf_meter_off_check(const par_conf_t *c, par_buf_t *err)
+{
+    if (par_conf_bool(c, PAR_K_METERING, 0))
+        return PAR_OK;
+    const char *sink = par_conf_str(c, PAR_K_METERING_SINK);
+    if (sink == NULL || strcmp(sink, "postgres") != 0)
+        return PAR_OK;
+    par_buf_appendf(err, "metering.sink: postgres is set but metering.enabled is false: nothing "
+                         "would be recorded or shipped; set metering.enabled: true, or drop "
+                         "metering.sink\n");
+    return PAR_E_INVALID_ARGUMENT;
+}
+
 int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err)
 {
     memset(m, 0, sizeof(*m));

@@ -39,6 +39,12 @@ int par_conf_to_auth(const par_conf_t *c, par_auth_config_t *out, par_buf_t *err
  *  Stripe key from its file or variable and checks the export's settings. */
 int par_conf_to_meter(const par_conf_t *c, par_meter_config_t *out, par_buf_t *err);
 
+/** With metering.enabled false: refuses metering settings that only take
+ *  effect with metering on and that an operator cannot mean to go unused
+ *  (metering.sink: postgres: the fleet would silently lose this node's
+ *  usage). PAR_OK, or PAR_E_INVALID_ARGUMENT with a line in `err`. */
+int par_conf_meter_off_check(const par_conf_t *c, par_buf_t *err);
+
 /** This node's id: metering.node_id, or "<hostname>-<8 hex of SHA-256 of
  *  state_dir>" (stable across restarts, distinct per state directory).
  *  Allocated; NULL when out of memory. */

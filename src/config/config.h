@@ -217,7 +217,8 @@ enum {
       "this node in window identifiers (unset = <hostname>-<8 hex of state_dir's SHA-256>)")       \
     X(METERING_SINK, "metering.sink", "PAR_METERING_SINK", NULL, PAR_CT_ENUM, 0, 0,                \
       "sqlite|postgres", "sqlite", 0,                                                              \
-      "postgres: the local database is an outbox shipped to fleet.postgres (docs/fleet.md)")       \
+      "postgres: the local database is an outbox shipped to fleet.postgres (docs/fleet.md); "     \
+      "needs metering.enabled: true")                                                              \
     X(METERING_SHIP_BATCH, "metering.ship_batch", "PAR_METERING_SHIP_BATCH", NULL, PAR_CT_INT, 1,  \
       3000, NULL, "1000", 0,                                                                       \
       "records per transaction shipped to PostgreSQL (metering.sink: postgres)")                   \

@@ -53,6 +53,8 @@ static int check(const par_conf_t *c, par_meter_config_t *m, par_buf_t *err)
     if (rc == PAR_OK && par_conf_bool(c, PAR_K_METERING, 0) &&
         par_conf_to_meter(c, m, err) != PAR_OK)
         rc = PAR_E_INVALID_ARGUMENT;
+    if (par_conf_meter_off_check(c, err) != PAR_OK)
+        rc = PAR_E_INVALID_ARGUMENT;
     return rc;
 }
 

@@ -260,6 +260,16 @@ static int task_op(par_http_exchange_t *x, int dialect, json_t *id, const target
     par_run_t *r = find_task(x, tg->agent, tg->task);
     if (r == NULL)
         return fail(x, dialect, id, A2A_TASK_NOT_FOUND, "no such task");
+    int st = par_run_status(r);
+    if (op == OP_SUBSCRIBE && dialect != A2A_V03 && st != PAR_RUN_QUEUED && st != PAR_RUN_RUNNING) {
+        /* A2A v1.0: SubscribeToTask on a task in a terminal state is
+         * UnsupportedOperation (GetTask reads it); v0.3's tasks/resubscribe
+         * names no such error, so it still replays the ended task. */
+        par_run_unref(r);
+        return fail(x, dialect, id, A2A_UNSUPPORTED,
+                    "the task is in a terminal state: there is nothing to subscribe to; read it "
+                    "with GetTask");
+    }
     if (op == OP_SUBSCRIBE) {
         json_t *j = par_run_json(r);
         a2a_frame_t *f =

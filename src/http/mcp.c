@@ -157,8 +157,8 @@ static int frame_one(mcp_frame_t *fr, par_run_t *r, const char *id, size_t idl, 
             free(s);
             return rc;
         }
-    if (fr->related_task) /* tasks/result streams the task's end only: a comment */
-        return par_buf_appends(o, ":\n\n");
+    if (fr->related_task) /* tasks/result streams the task's end only */
+        return PAR_OK;
     if (fr->token == NULL) /* nobody asked for progress: an id to resume from, no message */
         return par_buf_appendf(o, "id: %s:%.*s\ndata: \n\n", par_run_id(r), (int)idl, id);
     par_buf_t m;

@@ -197,19 +197,29 @@ static void pump(stream_t *s)
         wait_news(s);
         return;
     }
-    uint64_t last = s->sent;
-    int ended = 0;
-    par_buf_reset(&s->out);
-    int rc = read_framed(s->fr, s->run, s->sent, &s->out, &last, &ended);
-    if (rc != PAR_OK) {
-        stream_abort(s, par_status_name(rc));
-        return;
-    }
-    if (s->out.len == 0 && !ended) {
-        /* a notify raced a read that already had its events: re-arm it */
-        if (s->watching)
-            par_run_delivered(s->run, &s->w, s->acked);
-        return;
+    uint64_t last;
+    int ended;
+    for (;;) {
+        last = s->sent;
+        ended = 0;
+        par_buf_reset(&s->out);
+        int rc = read_framed(s->fr, s->run, s->sent, &s->out, &last, &ended);
+        if (rc != PAR_OK) {
+            stream_abort(s, par_status_name(rc));
+            return;
+        }
+        if (s->out.len || ended)
+            break;
+        if (last == s->sent) {
+            /* a notify raced a read that already had its events: re-arm it */
+            if (s->watching)
+                par_run_delivered(s->run, &s->w, s->acked);
+            return;
+        }
+        /* events a framer turned into nothing (tasks/result skips the
+         * progress): nothing to send, so they count as delivered at once;
+         * read on */
+        s->sent = s->acked = last;
     }
     h2o_req_t *req = s->req;
     h2o_iovec_t buf = h2o_iovec_init(s->out.data, s->out.len);

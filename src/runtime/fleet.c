@@ -4,6 +4,7 @@
  *
  * Each beat: connect when not connected (connect_timeout 5 s), create the
  * table once per connection, upsert this node's row (heartbeat_at = now()),
+ * delete the rows of nodes silent for a day (forget_sql),
  * read the whole table (tag, node id, URL, heartbeat age in ms by the
  * server's clock) into the snapshot. A failure closes the connection and the
  * next beat reconnects; the snapshot stays, its ages grow with the local
@@ -126,6 +127,15 @@ static const char beat_sql[] =
     " advertise_url = EXCLUDED.advertise_url, heartbeat_at = now(),"
     " started_at = CASE WHEN $4 = '1' THEN now() ELSE par_nodes.started_at END";
 
+/* Nodes silent for a day (24 x the longest fleet.dead_after_ms) are gone
+ * for good: their rows go, so the registry does not grow with every node a
+ * fleet ever had (autoscaled pods get fresh ids). A run id naming such a node
+ * then reads 404 run_not_found (docs/fleet.md, "Forgotten nodes"); a node
+ * coming back registers again. Every node runs it: idempotent, and the table
+ * is small. Never this node's own row. */
+static const char forget_sql[] = "DELETE FROM par_nodes WHERE node_id <> $1"
+                                 " AND heartbeat_at < now() - interval '24 hours'";
+
 static const char read_sql[] =
     "SELECT tag, node_id, advertise_url,"
     " (extract(epoch FROM (now() - heartbeat_at)) * 1000)::bigint FROM par_nodes";
@@ -223,7 +233,8 @@ static int beat(par_fleet_t *f)
     f->schema_ok = 1;
     const char *args[] = {f->node_id, f->tag, f->url, f->registered ? "0" : "1"};
     PGresult *r = NULL;
-    if (run(f, beat_sql, 4, args, NULL) != 0 || run(f, read_sql, 0, NULL, &r) != 0)
+    if (run(f, beat_sql, 4, args, NULL) != 0 || run(f, forget_sql, 1, args, NULL) != 0 ||
+        run(f, read_sql, 0, NULL, &r) != 0)
         goto fail;
     int rc = snapshot(f, r);
     PQclear(r);

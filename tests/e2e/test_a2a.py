@@ -381,6 +381,31 @@ def test_message_naming_a_task(srv):
     requests.post(f"{srv.url}/runs/{running}/cancel")
 
 
+
+def test_subscribe_to_an_ended_task(srv):
+    done = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                             "params": msg([{"text": "first"}])}).json()["result"]["task"]["id"]
+    # v1.0: a task in a terminal state answers UnsupportedOperation at once, no stream
+    r = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 9, "method": "SubscribeToTask",
+                          "params": {"id": done}})
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert rpc_error(r) == (9, -32004) and "terminal" in r.json()["error"]["message"]
+    r = requests.post(f"{srv.url}/a2a/echo/tasks/{done}:subscribe")
+    assert r.status_code == 400 and r.json()["error"]["status"] == "FAILED_PRECONDITION"
+    assert r.json()["error"]["details"][0]["reason"] == "UNSUPPORTED_OPERATION"
+    # v0.3's tasks/resubscribe names no such error: it replays the ended task
+    r = rpc(srv, "echo", {"jsonrpc": "2.0", "id": 3, "method": "tasks/resubscribe",
+                          "params": {"id": done}})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    assert '"completed"' in r.text and '"id":3' in r.text.replace(" ", "")
+    # a running task can still be subscribed to
+    slow = rpc(srv, "ticker", {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                               "params": {**msg([{"data": {"n": 3, "ms": 100}}]),
+                                          "configuration": {"returnImmediately": True}}})
+    running = slow.json()["result"]["task"]["id"]
+    r = requests.post(f"{srv.url}/a2a/ticker/tasks/{running}:subscribe", timeout=30)
+    assert r.status_code == 200 and '"TASK_STATE_COMPLETED"' in r.text
+
 def test_history_length(srv):
     def get(params):
         return rpc(srv, "echo", {"jsonrpc": "2.0", "id": 2, "method": "GetTask",

@@ -122,6 +122,11 @@ UNLOADABLE = [
     ("tls: {client_ca: ca.pem}\n", "tls.client_ca needs tls.cert and tls.key", ""),
     ("listen: 127.0.0.1:99999\n", "`listen`: '127.0.0.1:99999' is not IP:PORT", ""),
     ("listen: localhost:8080\n", "`listen`: 'localhost:8080' is not IP:PORT", ""),
+    # a fleet's usage would be silently lost: refused, not ignored
+    ("metering: {sink: postgres}\nfleet: {postgres: 'host=/nowhere'}\n",
+     "metering.sink: postgres is set but metering.enabled is false", ""),
+    ("metering: {enabled: false, sink: postgres}\n",
+     "metering.sink: postgres is set but metering.enabled is false", ""),
 ]
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import subprocess
 
 import pytest
@@ -411,6 +412,29 @@ def test_tasks_result_stream_has_the_status_notification(srv):
                    "params": {"taskId": tid}}, sid, headers={"Accept": "application/json"})
     assert r.headers["content-type"] == "application/json" and r.json()["id"] == 3
 
+
+
+def test_tasks_result_stream_skips_progress_without_stalling(srv):
+    # the framer writes nothing for the task's progress events: the stream must
+    # still read past them (not wait on the client for bytes never sent) and end
+    # when the task ends, carrying only the status notification and the result
+    sid, _ = initialize(srv)
+    r = post(srv, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "mcpkit", "arguments": {"n": 40, "gap_ms": 25},
+                              "task": {"ttl": 1000}}}, sid)
+    tid = r.json()["result"]["task"]["taskId"]
+    t0 = time.monotonic()
+    r = requests.post(f"{srv.url}/mcp", timeout=20, json={
+        "jsonrpc": "2.0", "id": 2, "method": "tasks/result", "params": {"taskId": tid}},
+        headers={"Accept": "application/json, text/event-stream",
+                 "Content-Type": "application/json", "Mcp-Session-Id": sid,
+                 "MCP-Protocol-Version": "2025-11-25"})
+    assert r.status_code == 200 and time.monotonic() - t0 < 15
+    lines = [l for l in r.text.split("\n") if l]
+    assert all(l.startswith(("data: {", "event: message", ": keep-alive")) for l in lines), lines
+    msgs = [json.loads(l[6:]) for l in lines if l.startswith("data: {")]
+    assert [m.get("method") for m in msgs] == ["notifications/tasks/status", None], msgs
+    assert msgs[1]["result"]["structuredContent"] == {"emitted": 40}
 
 def test_metrics_count_the_mcp_route(srv):
     sid, _ = initialize(srv)

@@ -398,3 +398,28 @@ def test_fleet_settings_are_checked(tmp_path):
                     "  advertise_url: 'http://10.0.0.5:8080/'\n")
     r = run("config", "check", str(conf))
     assert r.returncode == 0, r.stderr
+
+
+def test_nodes_silent_for_a_day_are_forgotten(fleet, pg):
+    a, b = fleet
+    pg.psql("INSERT INTO par_nodes (node_id, tag, advertise_url, started_at, heartbeat_at)"
+            " VALUES ('node-gone', 'zzzzzz', 'http://127.0.0.1:9', now() - interval '3 days',"
+            " now() - interval '25 hours'),"
+            " ('node-away', 'yyyyyy', 'http://127.0.0.1:9', now() - interval '3 days',"
+            " now() - interval '1 hour')")
+    # the next heartbeat of any node removes the day-old row, keeps the hour-old one
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        ids = {r[0] for r in pg.psql("SELECT node_id FROM par_nodes")}
+        if "node-gone" not in ids:
+            break
+        time.sleep(0.05)
+    assert "node-gone" not in ids and {"node-away", "node-a", "node-b"} <= ids, ids
+    time.sleep(2 * HEARTBEAT_MS / 1000)  # every node's snapshot has it too
+    # a run of the forgotten node: unknown, like any id no node owns
+    r = requests.get(f"{b.url}/runs/run_{'0' * 31}1_zzzzzz", headers=key(ALICE), timeout=15)
+    assert_error(r, 404, "run_not_found")
+    # a run of the node only dead for an hour still reads interrupted
+    r = requests.get(f"{b.url}/runs/run_{'0' * 31}1_yyyyyy", headers=key(ALICE), timeout=15)
+    assert r.status_code == 503 and r.json()["error"] == "interrupted", r.text
+    pg.psql("DELETE FROM par_nodes WHERE node_id = 'node-away'")
