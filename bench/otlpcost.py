@@ -164,10 +164,15 @@ wrk.method = "POST"
 wrk.body = '{"input": {"text": "hello"}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("OTLPCOST_KEY")
-local done, limit = 0, tonumber(os.getenv("OTLPCOST_N"))
+local done, bad, limit = 0, 0, tonumber(os.getenv("OTLPCOST_N"))
 response = function(status, headers, body)
   done = done + 1
-  if done >= limit then wrk.thread:stop() end
+  if status ~= 200 then bad = bad + 1 end
+  if done >= limit then  -- thread:stop() would still wait out -d: leave at once
+    io.stdout:write("responses ", done, " non200 ", bad, "\\n")
+    io.stdout:flush()
+    os.exit(0)
+  end
 end
 """
 
@@ -235,14 +240,14 @@ def cpu_main():
                 wall = time.monotonic() - t0
                 time.sleep(1.5)  # the exporter's flush (flush_ms 1000) of the last spans
                 cpu = tree_cpu(p.pid) - c0
-                done = int(w.stdout.split(" requests in")[0].split()[-1])
-                bad = "Non-2xx" in w.stdout or "Socket errors" in w.stdout
+                got_n = w.stdout.split("responses ")[1].split()
+                done, bad = int(got_n[0]), int(got_n[2])
                 if r == 0:
                     continue
                 res[mode].append(cpu / done * 1e6)
                 print(f"round {r} {mode}: {done} requests, {cpu:.2f} s CPU, "
                       f"{cpu / done * 1e6:.1f} us/request, {done / wall:.0f} req/s, "
-                      f"load {load:.1f}{' ERRORS' if bad else ''}", flush=True)
+                      f"load {load:.1f}{f' {bad} NOT 200' if bad else ''}", flush=True)
         off, on = statistics.median(res["off"]), statistics.median(res["otlp"])
         print(f"median: off {off:.1f} us/request, otlp {on:.1f} us/request, "
               f"ratio {on / off:.3f} ({(on / off - 1) * 100:+.1f} %); "
