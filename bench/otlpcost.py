@@ -23,6 +23,11 @@ as they would at SCALE x the measured rate: the script prints that
 equivalent rate. The host's own batching (plugin/export.c: a 100 ms gather)
 is not stretched, so its wakeups stay over-weighted. With OTLPCOST_KEEP=FILE
 the callgrind dump is kept there (callgrind_annotate FILE).
+
+usage: bench/otlpcost.py BUILD_DIR cpu [N [ROUNDS]]
+  Server CPU time per request instead (user + system of par and its workers,
+  from /proc, load-dependent): off against the exporter at its defaults,
+  N keep-alive requests each (wrk), ROUNDS alternating rounds (cpu_main).
 """
 import glob
 import hashlib

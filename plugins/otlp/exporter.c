@@ -4,7 +4,11 @@
  * Spans wait already encoded: each is written as OTLP JSON straight into
  * the waiting batch body (`pending`, which starts with the request's head:
  * resource and scope), so a span is never copied into a structure of its own
- * and a batch is sent as it stands. At most cfg.queue_size spans wait; a span
+ * and a batch is sent as it stands: as the batch_size-th span is written,
+ * the waiting buffer and the sender's (`body`, when free) trade places, so
+ * a full batch goes out in place and later spans start the next one (only a
+ * backlog that grew while the sender was busy is split by moving the spans
+ * beyond its first batch, take()). At most cfg.queue_size spans wait; a span
  * arriving then is dropped and counted (par_otlp_spans_total{result=
  * "dropped"}), so a collector that is down or slow costs memory bounded by
  * the queue and never blocks the caller: otlp_exporter_spans_in() holds the
