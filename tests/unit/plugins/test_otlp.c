@@ -304,6 +304,37 @@ static void span_strings_are_escaped_and_made_utf8(void **state)
     otlp_config_free(&c);
 }
 
+/* Long strings go 8 bytes a step while they are plain: a byte to escape at
+ * any place (in the first, a middle or the last, partial 8-byte step) is
+ * still escaped, and nothing is lost or repeated around it. */
+static void every_byte_of_a_long_string_is_escaped(void **state)
+{
+    otlp_config_t c = parse_ok("{\"endpoint\": \"http://a:1\"}");
+    json_t *res = otlp_resource_new(&c, "1", NULL);
+    static const char *const odd[] = {"\"", "\\", "\n", "\x01", "\x1f", "\xc3\xa9", "\x7f"};
+    for (size_t k = 0; k < sizeof(odd) / sizeof(*odd); k++) {
+        for (size_t at = 0; at < 21; at++) {
+            char name[64];
+            memset(name, 'a' + (char)(at % 26), sizeof(name));
+            size_t n = strlen(odd[k]);
+            memcpy(name + at, odd[k], n);
+            name[at + n + (21 - at)] = '\0'; /* 21 + n bytes: a partial last step */
+            otlp_span_in_t in = {.trace_id = "t", .name = name};
+            otlp_span_t *s = otlp_span_new(&in);
+            size_t len;
+            char *body = otlp_encode_traces(res, &s, 1, "1", &len);
+            json_t *doc = conf_of(body);
+            json_t *sp = json_array_get(first(doc, "resourceSpans", "scopeSpans", "spans"), 0);
+            assert_string_equal(json_string_value(json_object_get(sp, "name")), name);
+            json_decref(doc);
+            free(body);
+            free(s);
+        }
+    }
+    json_decref(res);
+    otlp_config_free(&c);
+}
+
 static void metrics_encode_as_otlp_json(void **state)
 {
     otlp_config_t c = parse_ok("{\"endpoint\": \"http://a:1\"}");
@@ -478,6 +509,7 @@ int main(void)
         cmocka_unit_test(ids_are_checked_at_every_byte),
         cmocka_unit_test(a_hashed_trace_id_is_kept_as_an_attribute_when_asked),
         cmocka_unit_test(span_strings_are_escaped_and_made_utf8),
+        cmocka_unit_test(every_byte_of_a_long_string_is_escaped),
         cmocka_unit_test(a_span_view_encodes_as_its_copy),
         cmocka_unit_test(metrics_encode_as_otlp_json),
         cmocka_unit_test(snapshot_points_become_otlp_metrics),
