@@ -112,31 +112,13 @@ static void w_str(otlp_buf_t *b, const char *s)
  * bounds check per byte, and constant-size copies the compiler inlines. */
 #define PUT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
-/* True when the 8 bytes at p are all `plain` (0x20..0x7f but '"' and '\\'):
- * per-byte tests on the whole word, exact as a boolean. */
-static inline bool plain8(const unsigned char *p)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-    uint64_t v, q, bs;
-    memcpy(&v, p, 8);
-    q = v ^ ('"' * ones);
-    bs = v ^ ('\\' * ones);
-    uint64_t bad = v | ((v - 0x20 * ones) & ~v) | ((q - ones) & ~q) | ((bs - ones) & ~bs);
-    return (bad & high) == 0;
-}
-
 /* A JSON string as w_str writes it, in room for 6 * strlen(s) + 2 bytes (an
- * escape or U+FFFD is at most 6 bytes per input byte). The leading run of
- * plain bytes (usually all of s) goes 8 bytes a step, never past s's NUL. */
+ * escape or U+FFFD is at most 6 bytes per input byte). */
 static char *put_str(char *o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
     *o++ = '"';
-    size_t len = strlen(s), i = 0;
-    for (; i + 8 <= len && plain8(p + i); i += 8)
-        memcpy(o + i, p + i, 8);
-    o += i, p += i;
     for (;;) {
         unsigned char c = *p;
         if (plain[c]) {
