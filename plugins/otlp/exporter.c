@@ -4,7 +4,11 @@
  * Spans wait already encoded: each is written as OTLP JSON straight into
  * the waiting batch body (`pending`, which starts with the request's head:
  * resource and scope), so a span is never copied into a structure of its own
- * and a batch is sent as it stands. At most cfg.queue_size spans wait; a span
+ * and a batch is sent as it stands: as the batch_size-th span is written,
+ * the waiting buffer and the sender's (`body`, when free) trade places, so
+ * a full batch goes out in place and later spans start the next one (only a
+ * backlog that grew while the sender was busy is split by moving the spans
+ * beyond its first batch, take()). At most cfg.queue_size spans wait; a span
  * arriving then is dropped and counted (par_otlp_spans_total{result=
  * "dropped"}), so a collector that is down or slow costs memory bounded by
  * the queue and never blocks the caller: otlp_exporter_spans_in() holds the
@@ -23,6 +27,7 @@
  */
 #include "otlp.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,7 +55,9 @@ struct otlp_exporter {
     /* under lock */
     otlp_buf_t pending; /* the head, then the waiting spans, each followed by ',' */
     size_t *ends;       /* ends[i]: offset in pending after span i's ',' */
-    size_t len;         /* spans waiting */
+    size_t len;         /* spans waiting in pending */
+    size_t ready;       /* spans of a full batch cut into body, not yet taken */
+    bool body_busy;     /* body holds a batch (ready or being sent) */
     int64_t oldest_ms;  /* when the oldest waiting span came */
     json_t *snapshot;   /* the newest unsent snapshot, or NULL */
     uint64_t start_ns;  /* start of the cumulative self counters */
@@ -110,7 +117,7 @@ static void wait_until(otlp_exporter_t *x, int64_t deadline_ms)
 /* Encodes `s` at the end of the waiting batch; false when it is dropped. Lock held. */
 static bool put_locked(otlp_exporter_t *x, const otlp_span_t *s)
 {
-    if (!s || x->len >= x->cfg.queue_size || x->stopping)
+    if (!s || x->len + x->ready >= x->cfg.queue_size || x->stopping)
         return false;
     otlp_buf_t *b = &x->pending;
     size_t at = b->len;
@@ -125,6 +132,19 @@ static bool put_locked(otlp_exporter_t *x, const otlp_span_t *s)
         x->oldest_ms = mono_ms();
     x->ends[x->len++] = b->len;
     x->n.spans_queued++;
+    if (x->len == x->cfg.batch_size && !x->body_busy) {
+        /* a full batch: the buffers trade places, so the sender sends it as
+         * it stands and spans that follow start a new one (no backlog to
+         * move when many spans come at once) */
+        otlp_buf_t t = x->body;
+        x->body = x->pending;
+        x->pending = t;
+        x->ready = x->len;
+        x->len = 0;
+        x->body_busy = true;
+        pthread_cond_signal(&x->wake);
+        return true;
+    }
     /* the sender sleeps without a deadline while nothing waits: one signal
      * per batch handed in, and one when a full batch waits */
     if (x->len == 1 || x->len == x->cfg.batch_size)
@@ -170,7 +190,7 @@ void otlp_exporter_spans_in(otlp_exporter_t *x, const otlp_span_in_t *in, size_t
     size_t dropped = 0;
     pthread_mutex_lock(&x->lock);
     for (size_t i = 0; i < n; i++) {
-        if (x->len >= x->cfg.queue_size || x->stopping) {
+        if (x->len + x->ready >= x->cfg.queue_size || x->stopping) {
             dropped++; /* no need to look at it */
             continue;
         }
@@ -194,7 +214,7 @@ void otlp_exporter_span(otlp_exporter_t *x, otlp_span_t *s)
 bool otlp_exporter_full(otlp_exporter_t *x)
 {
     pthread_mutex_lock(&x->lock);
-    bool full = x->len >= x->cfg.queue_size || x->stopping;
+    bool full = x->len + x->ready >= x->cfg.queue_size || x->stopping;
     pthread_mutex_unlock(&x->lock);
     return full;
 }
@@ -265,7 +285,7 @@ void otlp_exporter_counters(otlp_exporter_t *x, otlp_counters_t *out)
 {
     pthread_mutex_lock(&x->lock);
     *out = x->n;
-    out->queue_len = x->len;
+    out->queue_len = x->len + x->ready;
     pthread_mutex_unlock(&x->lock);
 }
 
@@ -340,6 +360,7 @@ static void send_spans(otlp_exporter_t *x, size_t n)
             b->p = p, b->cap = BODY_KEEP_MAX / 4;
     }
     pthread_mutex_lock(&x->lock);
+    x->body_busy = false;
     if (ok)
         x->n.spans_sent += n;
     else
@@ -368,15 +389,23 @@ static void send_snapshot(otlp_exporter_t *x, json_t *metrics)
     pthread_mutex_unlock(&x->lock);
 }
 
-/* Moves up to batch_size waiting spans into x->body (which holds the head
- * only) and takes the snapshot out of the queue; the number of spans. Lock held. */
+/* Takes the snapshot out of the queue and the next batch into x->body: a
+ * batch put_locked already cut there, or up to batch_size waiting spans
+ * (body then holds the head only); the number of spans. Lock held. */
 static size_t take(otlp_exporter_t *x, json_t **snapshot)
 {
     *snapshot = x->snapshot;
     x->snapshot = NULL;
+    if (x->ready) { /* a full batch already cut into body (put_locked) */
+        size_t n = x->ready;
+        x->ready = 0;
+        return n;
+    }
     size_t n = x->len < x->cfg.batch_size ? x->len : x->cfg.batch_size;
     if (n == 0)
         return 0;
+    assert(!x->body_busy); /* the sender alone frees body, after sending */
+    x->body_busy = true;
     /* the buffers trade places; spans beyond the batch (a backlog, usually
      * a few that came while the sender woke) move back to the waiting one */
     otlp_buf_t t = x->body;
@@ -407,15 +436,21 @@ static size_t take(otlp_exporter_t *x, json_t **snapshot)
 /* Empties the waiting batch, counting its spans as dropped. Lock held. */
 static void drop_waiting(otlp_exporter_t *x)
 {
-    x->n.spans_dropped += x->len;
+    x->n.spans_dropped += x->len + x->ready;
     x->len = 0;
     x->pending.len = x->head_len;
     x->pending.p[x->head_len] = '\0';
+    if (x->ready) { /* a batch cut but not taken */
+        x->ready = 0;
+        x->body.len = x->head_len;
+        x->body.p[x->head_len] = '\0';
+        x->body_busy = false;
+    }
 }
 
 static bool due(otlp_exporter_t *x)
 {
-    return x->snapshot || x->len >= x->cfg.batch_size ||
+    return x->snapshot || x->ready || x->len >= x->cfg.batch_size ||
            (x->len > 0 && mono_ms() >= x->oldest_ms + x->cfg.flush_ms);
 }
 
@@ -426,7 +461,7 @@ static void *sender_main(void *arg)
     for (;;) {
         while (!x->stopping && !due(x))
             wait_until(x, x->len ? x->oldest_ms + x->cfg.flush_ms : mono_ms() + 3600000);
-        if (x->stopping && x->len == 0 && !x->snapshot)
+        if (x->stopping && x->len == 0 && !x->ready && !x->snapshot)
             break;
         /* at stop: what is left, once, until the deadline (then abort_io ends it) */
         json_t *snap;
@@ -437,7 +472,7 @@ static void *sender_main(void *arg)
         if (n)
             send_spans(x, n);
         pthread_mutex_lock(&x->lock);
-        if (x->abort_io && x->len > 0) /* past the shutdown deadline: count the rest */
+        if (x->abort_io && x->len + x->ready > 0) /* past the shutdown deadline: count the rest */
             drop_waiting(x);
     }
     x->finished = true;

@@ -206,6 +206,47 @@ static void foreign_trace_ids_are_hashed_consistently(void **state)
     free(d);
 }
 
+/* Ids are taken as they are only when they are exactly 32 or 16 hex
+ * digits, not all zeros; uppercase is lowered; one byte outside [0-9a-fA-F]
+ * anywhere (the bounds of each range, each 8-byte step) refuses the id. */
+static void ids_are_checked_at_every_byte(void **state)
+{
+    (void)state;
+    const char *good = "0af7651916cd43dd8448eb211c80319c";
+    otlp_span_in_t in = {.trace_id = good, .span_id = "b7ad6b7169203331", .name = "x"};
+    otlp_span_t *s = otlp_span_new(&in);
+    assert_string_equal(s->trace_id, good);
+    assert_string_equal(s->span_id, "b7ad6b7169203331");
+    free(s);
+    in.trace_id = "0AF7651916CD43DD8448EB211C80319C";
+    in.span_id = "B7AD6B716920333F";
+    s = otlp_span_new(&in);
+    assert_string_equal(s->trace_id, good);
+    assert_string_equal(s->span_id, "b7ad6b716920333f");
+    free(s);
+    static const char bad[] = {'/', ':', '@', 'G', '`', 'g', ' ', '\x80', '\xff'};
+    for (size_t at = 0; at < 16; at++) {
+        for (size_t k = 0; k < sizeof(bad); k++) {
+            char id[17] = "b7ad6b7169203331";
+            id[at] = bad[k];
+            in.trace_id = good;
+            in.span_id = id;
+            s = otlp_span_new(&in);
+            assert_string_not_equal(s->span_id, id); /* a fresh one instead */
+            assert_int_equal(strlen(s->span_id), 16);
+            free(s);
+        }
+    }
+    const char *odd[] = {"b7ad6b716920333", "b7ad6b71692033310", "", "0000000000000000"};
+    for (size_t k = 0; k < sizeof(odd) / sizeof(*odd); k++) {
+        in.span_id = in.parent_id = odd[k];
+        s = otlp_span_new(&in);
+        assert_string_not_equal(s->span_id, odd[k]);
+        assert_string_equal(s->parent_span_id, ""); /* no parent */
+        free(s);
+    }
+}
+
 /* The value of attribute `key` of a span, or NULL. */
 static const char *attr_of(const otlp_span_t *s, const char *key)
 {
@@ -259,6 +300,37 @@ static void span_strings_are_escaped_and_made_utf8(void **state)
     json_decref(doc);
     free(body);
     free(s);
+    json_decref(res);
+    otlp_config_free(&c);
+}
+
+/* Long strings go 8 bytes a step while they are plain: a byte to escape at
+ * any place (in the first, a middle or the last, partial 8-byte step) is
+ * still escaped, and nothing is lost or repeated around it. */
+static void every_byte_of_a_long_string_is_escaped(void **state)
+{
+    otlp_config_t c = parse_ok("{\"endpoint\": \"http://a:1\"}");
+    json_t *res = otlp_resource_new(&c, "1", NULL);
+    static const char *const odd[] = {"\"", "\\", "\n", "\x01", "\x1f", "\xc3\xa9", "\x7f"};
+    for (size_t k = 0; k < sizeof(odd) / sizeof(*odd); k++) {
+        for (size_t at = 0; at < 21; at++) {
+            char name[64];
+            memset(name, 'a' + (char)(at % 26), sizeof(name));
+            size_t n = strlen(odd[k]);
+            memcpy(name + at, odd[k], n);
+            name[at + n + (21 - at)] = '\0'; /* 21 + n bytes: a partial last step */
+            otlp_span_in_t in = {.trace_id = "t", .name = name};
+            otlp_span_t *s = otlp_span_new(&in);
+            size_t len;
+            char *body = otlp_encode_traces(res, &s, 1, "1", &len);
+            json_t *doc = conf_of(body);
+            json_t *sp = json_array_get(first(doc, "resourceSpans", "scopeSpans", "spans"), 0);
+            assert_string_equal(json_string_value(json_object_get(sp, "name")), name);
+            json_decref(doc);
+            free(body);
+            free(s);
+        }
+    }
     json_decref(res);
     otlp_config_free(&c);
 }
@@ -434,8 +506,10 @@ int main(void)
         cmocka_unit_test(config_mistakes_are_named),
         cmocka_unit_test(spans_encode_as_otlp_json),
         cmocka_unit_test(foreign_trace_ids_are_hashed_consistently),
+        cmocka_unit_test(ids_are_checked_at_every_byte),
         cmocka_unit_test(a_hashed_trace_id_is_kept_as_an_attribute_when_asked),
         cmocka_unit_test(span_strings_are_escaped_and_made_utf8),
+        cmocka_unit_test(every_byte_of_a_long_string_is_escaped),
         cmocka_unit_test(a_span_view_encodes_as_its_copy),
         cmocka_unit_test(metrics_encode_as_otlp_json),
         cmocka_unit_test(snapshot_points_become_otlp_metrics),
