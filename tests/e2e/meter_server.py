@@ -94,6 +94,12 @@ class Meter:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def identifiers(self):
+        """The identifiers of the events accepted, in arrival order (re-sends
+        included; refused and failed requests left out)."""
+        with self.lock:
+            return [p for _, p in self.posts if isinstance(p, str)]
+
     def sums(self):
         """(customer, event name) → summed value over distinct identifiers."""
         out = {}

@@ -9,14 +9,13 @@ import signal
 import sqlite3
 import threading
 import time
-import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
 from conftest import Server, assert_error, package
+from meter_server import Meter
 
 ADMIN = "k-admin-" + "a" * 24
 KEYS = {  # key → (subject, tenant)
@@ -291,67 +290,6 @@ def test_durability_decides_whether_an_answer_waits_for_its_record(server_factor
 
 # ---- export to a Stripe-compatible endpoint --------------------------------------------
 
-class Meter:
-    """A recording meter events endpoint that behaves like Stripe: an identifier
-    seen before is answered with the event already recorded, not recorded twice."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.events = {}   # identifier → form
-        self.posts = []    # identifiers in arrival order (re-sends included)
-        self.plan = []     # per arriving request: None, an HTTP status, or "slow"
-        self.delay = 0.0
-        meter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("content-length", 0))
-                form = dict(urllib.parse.parse_qsl(self.rfile.read(n).decode()))
-                with meter.lock:
-                    action = meter.plan.pop(0) if meter.plan else None
-                if action == "slow":
-                    time.sleep(1.5)  # longer than the exporter's timeout
-                    return self.answer(500, {})
-                if meter.delay:
-                    time.sleep(meter.delay)
-                if self.path != "/v1/billing/meter_events" or \
-                        self.headers.get("authorization") != "Bearer sk_test_par" or \
-                        self.headers.get("idempotency-key") != form.get("identifier"):
-                    return self.answer(401, {"error": {"message": "bad request shape"}})
-                if isinstance(action, int):
-                    return self.answer(action, {"error": {"message": "try again"}})
-                if form.get("payload[stripe_customer_id]") == "cus_refused":
-                    return self.answer(400, {"error": {"message": "No such customer: cus_refused"}})
-                with meter.lock:
-                    meter.posts.append(form["identifier"])
-                    meter.events.setdefault(form["identifier"], form)
-                    ev = meter.events[form["identifier"]]
-                self.answer(200, {"object": "billing.meter_event", "identifier": ev["identifier"]})
-
-            def answer(self, code, doc):
-                b = json.dumps(doc).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(b)))
-                    self.end_headers()
-                    self.wfile.write(b)
-                except OSError:
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def meter():
     m = Meter()
@@ -407,7 +345,7 @@ def test_export_sends_every_record_once_with_retries(server_factory, tmp_path, m
     assert len(roots) == n
     wait_for(lambda: len(meter.events) == n, what="every record at the endpoint")
     wait_for(lambda: usage(s)["export"]["pending"] == 0, what="the cursor to catch up")
-    assert sorted(meter.posts) == sorted(x["id"] for x in roots)  # each once, none re-sent
+    assert sorted(meter.identifiers()) == sorted(x["id"] for x in roots)  # each once, none re-sent
     for x in roots:
         ev = meter.events[x["id"]]
         assert ev["event_name"] == "agent_invocations"
@@ -467,7 +405,8 @@ def test_kill_9_during_export_no_duplicates_no_gaps(tmp_path, meter, stripe_key)
         wait_for(lambda: len(meter.events) == 80, what="the export to resume")
         wait_for(lambda: usage(s2)["export"]["pending"] == 0, what="the cursor")
         assert set(meter.events) == {x["id"] for x in roots}  # no gaps
-        resent = len(meter.posts) - len(set(meter.posts))
+        accepted = meter.identifiers()
+        resent = len(accepted) - len(set(accepted))
         # the sender runs at most 2 x concurrency past the lowest unfinished record, so a
         # crash re-sends at most that many acknowledged past the persisted prefix
         assert resent <= 2 * 8, f"{resent} identifiers sent twice"
