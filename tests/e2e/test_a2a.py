@@ -7,20 +7,18 @@ One streaming test goes through Debian's nginx with buffering off."""
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 
 import pytest
 import requests
 
 from conftest import SOURCE, package
+from nginx import Nginx, need_nginx
 from test_python import pypkg
 
 PEERS = os.path.join(SOURCE, "tests", "peers")
 # PAR_NODE: another node to run the clients with (node 18 and 20 both work)
 NODE = os.environ.get("PAR_NODE") or shutil.which("node")
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TRANSPORTS = ["JSONRPC", "HTTP+JSON"]
 SLOW = '{"n":6,"ms":300}'
 
@@ -557,62 +555,14 @@ def test_client_with_bearer(keyed):
 
 # ---- through nginx ---------------------------------------------------------------------
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @need_node
 def test_stream_through_nginx(srv, tmp_path):
-    if not os.path.exists(NGINX):
-        pytest.skip("nginx is not installed (scripts/install-deps.sh installs nginx-light)")
-    d = tmp_path / "nginx"
-    d.mkdir()
-    port = free_port()
-    (d / "nginx.conf").write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass {srv.url};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_buffering off;
-            proxy_read_timeout 3s;
-        }}
-    }}
-}}
-""")
-    p = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf")],
-                         stdout=subprocess.DEVNULL, stderr=open(d / "stderr", "w"))
+    need_nginx()
+    proxy = Nginx(str(tmp_path / "nginx"),
+                  [("/", srv.url, "\n            proxy_set_header Host $http_host;")])
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and p.poll() is None, (d / "stderr").read_text()
-                time.sleep(0.05)
-
         class Via:
-            url = f"http://127.0.0.1:{port}"
+            url = proxy.url
 
         out = v1(Via, "card", "ticker", "JSONRPC")
         assert ["JSONRPC", "1.0", f"{Via.url}/a2a/ticker"] in out["interfaces"]  # nginx's address
@@ -624,5 +574,4 @@ http {{
             assert ev[-1]["state"] == "completed"
         assert v03(Via, "stream", "ticker", '{"n":1,"ms":10}')["events"][-1]["state"] == "completed"
     finally:
-        p.terminate()
-        p.wait(timeout=10)
+        proxy.stop()

@@ -5,33 +5,19 @@ agent silent for 10 s open until its event; with heartbeats rarer than the
 proxy's timeout (the control) the proxy cuts the stream, which shows the
 proxy does what the test relies on."""
 import concurrent.futures
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 
 import pytest
 
+from nginx import Nginx, need_nginx
 from runs_util import Stream, check_ids, native_package, stream_run, wait_run, write_config
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SILENT_MS = 10000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")
 def nginx(server_factory, tmp_path_factory):
-    if not os.path.exists(NGINX):
-        pytest.skip("nginx is not installed (scripts/install-deps.sh installs nginx-light)")
+    need_nginx()
     tmp = tmp_path_factory.mktemp("runs-proxy")
     servers = {}
     for name, beat in (("beating", 1000), ("quiet", 60000)):
@@ -39,56 +25,11 @@ def nginx(server_factory, tmp_path_factory):
         conf = write_config(tmp / name, f"runs: {{heartbeat_ms: {beat}}}\n")
         servers[name] = server_factory([native_package()], args=["--config", conf])
     beating, quiet = servers["beating"], servers["quiet"]
-    d = tmp / "nginx"
-    d.mkdir()
-    port = free_port()
-    upstream = {"beating": beating.url.split("//")[1], "quiet": quiet.url.split("//")[1]}
-    locations = "".join(f"""
-        location /{name}/ {{
-            proxy_pass http://{addr}/;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 3s;
-        }}""" for name, addr in upstream.items())
-    (d / "nginx.conf").write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};{locations}
-    }}
-}}
-""")
-    p = subprocess.Popen([NGINX, "-p", str(d), "-c", str(d / "nginx.conf")],
-                         stdout=subprocess.DEVNULL, stderr=open(d / "stderr", "w"))
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert p.poll() is None, (d / "stderr").read_text()
-            assert time.time() < deadline, "nginx did not start"
-            time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "beating": beating, "quiet": quiet,
-           "error_log": d / "error.log"}
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    proxy = Nginx(str(tmp / "nginx"), [(f"/{name}/", servers[name].url + "/", "")
+                                        for name in ("beating", "quiet")], connections=256)
+    yield {"url": proxy.url, "beating": beating, "quiet": quiet,
+           "error_log": proxy.error_log}
+    proxy.stop()
 
 
 def silent_stream(base):
