@@ -1,11 +1,39 @@
 /*
  * tests/unit/runs_harness.h — what the run tests over a real runtime share
  * (test_runs_events.c, test_runs_runtime.c): a watcher that follows a run to
- * its end as a client would, and starting a run of an agent. The including
- * file defines `rt`, the runtime under test, before including this.
+ * its end as a client would, starting a run of an agent, the build's
+ * directory, and deploying a fixture package into `rt`, the runtime under test.
  */
 #ifndef PAR_TESTS_RUNS_HARNESS_H
 #define PAR_TESTS_RUNS_HARNESS_H
+
+static char dir[64], build[PATH_MAX], worker[PATH_MAX + 32];
+static par_runtime_t *rt;
+
+/* build/ and build/par-worker, from this test's own path (build/tests/x). */
+static int find_build(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    snprintf(build, sizeof(build), "%s", dirname(dirname(exe)));
+    snprintf(worker, sizeof(worker), "%s/par-worker", build);
+    return 0;
+}
+
+static void deploy(const char *file)
+{
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof(p), "%s/test-packages/%s", build, file);
+    par_buf_t err;
+    par_buf_init(&err, 0);
+    int rc = par__deploy_path(rt, p, &err, NULL);
+    if (rc != PAR_OK)
+        fail_msg("deploy %s: %.*s", p, (int)err.len, err.data ? err.data : "");
+    par_buf_free(&err);
+}
 
 /* ---- a watcher that waits ---------------------------------------------------------- */
 

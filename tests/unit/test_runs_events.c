@@ -28,32 +28,15 @@
 #include "runtime/runtime.h"
 #include "util/fs.h"
 
-static char dir[64], build[PATH_MAX], worker[PATH_MAX + 32];
-static par_runtime_t *rt;
-static int have_events; /* the fixture package is built */
+#include "runs_harness.h"
 
-static void deploy(const char *file)
-{
-    char p[PATH_MAX + 64];
-    snprintf(p, sizeof(p), "%s/test-packages/%s", build, file);
-    par_buf_t err;
-    par_buf_init(&err, 0);
-    int rc = par__deploy_path(rt, p, &err, NULL);
-    if (rc != PAR_OK)
-        fail_msg("deploy %s: %.*s", p, (int)err.len, err.data ? err.data : "");
-    par_buf_free(&err);
-}
+static int have_events; /* the fixture package is built */
 
 static int setup(void **state)
 {
     (void)state;
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
+    if (find_build() != 0)
         return -1;
-    exe[n] = '\0';
-    snprintf(build, sizeof(build), "%s", dirname(dirname(exe))); /* build/tests/x */
-    snprintf(worker, sizeof(worker), "%s/par-worker", build);
     char pkg[PATH_MAX + 64];
     snprintf(pkg, sizeof(pkg), "%s/test-packages/events-0.1.0.apkg", build);
     if ((have_events = access(pkg, R_OK) == 0) == 0)
@@ -86,7 +69,6 @@ static int teardown(void **state)
     return 0;
 }
 
-#include "runs_harness.h"
 
 static void test_events_flow_through(void **state)
 {
