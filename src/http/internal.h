@@ -22,6 +22,7 @@
 #define PAR_HTTP_INTERNAL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -55,7 +56,8 @@ typedef struct loop {
     par_identity_t *who;          /* caller of the request being handled, NULL if anonymous */
     _Atomic int listen_fd;
     h2o_socket_t *listener;
-    h2o_socket_t *super_sock;    /* the supervisor's epoll set, when this loop runs its I/O */
+    h2o_socket_t *super_sock; /* the supervisor's epoll set, when this loop runs its I/O */
+    sem_t *set_up; /* posted by the loop's thread once its h2o objects exist (server.c) */
     int64_t accept_paused_until; /* ms; the listener rests after shedding at EMFILE */
     h2o_linklist_t calls;        /* hcall_t waiting for their agent, for gone_check() */
     SSL_CTX *ssl_ctx;            /* referenced: the TLS context new connections get */

@@ -380,10 +380,58 @@ static void on_super_ready(h2o_socket_t *sock, const char *err)
     par__runtime_io_poll(l->http->rt);
 }
 
+/* With one loop, that loop runs the supervisor's I/O too, so a worker's
+ * answer reaches the response without crossing threads (runtime/io.h). */
+static void lend_supervisor_io(loop_t *l)
+{
+    par_runtime_t *rt = l->http->rt;
+    int sfd = par__runtime_io_attach(rt);
+    if (sfd < 0)
+        return; /* no supervisor */
+    int fd = dup(sfd);
+    if (fd < 0) {
+        par__runtime_io_detach(rt);
+        return;
+    }
+    l->super_sock = h2o_evloop_socket_create(l->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->super_sock->data = l;
+    h2o_socket_read_start(l->super_sock, on_super_ready);
+}
+
+/* Makes the loop's h2o objects: on the loop's own thread, because h2o 2.2
+ * ties a socket's buffers to the thread-local allocator of the thread that
+ * created it, and that allocator is not safe to share. Made on the starting
+ * thread, every loop's message queue took its buffers from that thread's
+ * allocator at once, which corrupted it (a read into freed memory under
+ * load with http.threads above 1). */
+static void loop_set_up(loop_t *l)
+{
+    par_http_t *h = l->http;
+    h2o_context_init(&l->ctx, h2o_evloop_create(), &h->config);
+    l->accept_ctx.ctx = &l->ctx;
+    l->accept_ctx.hosts = h->config.hosts;
+    h2o_linklist_init_anchor(&l->calls);
+    l->queue = h2o_multithread_create_queue(l->ctx.loop);
+    h2o_multithread_register_receiver(l->queue, &l->receiver, par__http_on_completions);
+    h2o_multithread_register_receiver(l->queue, &l->admin_receiver, par__http_on_admin_done);
+    h2o_multithread_register_receiver(l->queue, &l->auth_receiver, on_auth_ready);
+    h2o_multithread_register_receiver(l->queue, &l->run_receiver, par__http_on_run_news);
+    h2o_multithread_register_receiver(l->queue, &l->fwd_receiver, par__http_on_forward_news);
+    par__http_sse_init(l);
+    h2o_linklist_init_anchor(&l->forwards);
+    l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->listener->data = l;
+    h2o_socket_read_start(l->listener, on_accept);
+    if (h->opts.threads == 1)
+        lend_supervisor_io(l);
+}
+
 static void *loop_main(void *arg)
 {
     loop_t *l = arg;
     par__http_tl_loop = l;
+    loop_set_up(l);
+    sem_post(l->set_up); /* start_loop's `l->set_up` is gone after this */
     par_runtime_t *rt = l->http->rt;
     int io = l->super_sock != NULL; /* this loop runs the supervisor's I/O */
     if (io)
@@ -412,6 +460,8 @@ static void *loop_main(void *arg)
             l->listen_fd = -1;
         }
     }
+    if (l->listener)
+        h2o_socket_read_stop(l->listener); /* par_http_stop closes its descriptor */
     if (io) {
         par__runtime_uncork(rt);
         par__runtime_cork(0);
@@ -479,50 +529,24 @@ static int open_listeners(par_http_t *h, const char *name, struct sockaddr_stora
     return PAR_OK;
 }
 
-/* With one loop, that loop runs the supervisor's I/O too, so a worker's
- * answer reaches the response without crossing threads (runtime/io.h). */
-static void lend_supervisor_io(loop_t *l)
-{
-    par_runtime_t *rt = l->http->rt;
-    int sfd = par__runtime_io_attach(rt);
-    if (sfd < 0)
-        return; /* no supervisor */
-    int fd = dup(sfd);
-    if (fd < 0) {
-        par__runtime_io_detach(rt);
-        return;
-    }
-    l->super_sock = h2o_evloop_socket_create(l->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    l->super_sock->data = l;
-    h2o_socket_read_start(l->super_sock, on_super_ready);
-}
-
-/* Sets up loop i and starts its thread; PAR_OK or PAR_E_IO. */
+/* Starts loop i's thread and waits until it has set itself up; PAR_OK or
+ * PAR_E_IO. */
 static int start_loop(par_http_t *h, unsigned i)
 {
     loop_t *l = &h->loops[i];
-    h2o_context_init(&l->ctx, h2o_evloop_create(), &h->config);
-    l->accept_ctx.ctx = &l->ctx;
-    l->accept_ctx.hosts = h->config.hosts;
-    h2o_linklist_init_anchor(&l->calls);
-    l->queue = h2o_multithread_create_queue(l->ctx.loop);
-    h2o_multithread_register_receiver(l->queue, &l->receiver, par__http_on_completions);
-    h2o_multithread_register_receiver(l->queue, &l->admin_receiver, par__http_on_admin_done);
-    h2o_multithread_register_receiver(l->queue, &l->auth_receiver, on_auth_ready);
-    h2o_multithread_register_receiver(l->queue, &l->run_receiver, par__http_on_run_news);
-    h2o_multithread_register_receiver(l->queue, &l->fwd_receiver, par__http_on_forward_news);
-    par__http_sse_init(l);
-    h2o_linklist_init_anchor(&l->forwards);
-    l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
-    l->listener->data = l;
-    h2o_socket_read_start(l->listener, on_accept);
     atomic_init(&l->turned_ms, par__now_ms());
-    if (h->opts.threads == 1)
-        lend_supervisor_io(l);
+    sem_t set_up;
+    sem_init(&set_up, 0, 0);
+    l->set_up = &set_up;
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
+        sem_destroy(&set_up);
         par_log_msg(PAR_LOG_ERROR, "cannot start an HTTP thread");
         return PAR_E_IO;
     }
+    while (sem_wait(&set_up) != 0) /* EINTR */
+        ;
+    sem_destroy(&set_up);
+    l->set_up = NULL;
     h->nloops++;
     return PAR_OK;
 }
@@ -683,12 +707,9 @@ void par_http_stop(par_http_t *h)
     /* Connections still open are abandoned with the process: h2o 2.2 has no
      * way to close every connection of a context from outside. Listeners go
      * now so no new connection is accepted. */
-    for (unsigned i = 0; i < h->nloops; i++) {
-        if (h->loops[i].listener) {
-            h2o_socket_read_stop(h->loops[i].listener);
+    for (unsigned i = 0; i < h->nloops; i++)
+        if (h->loops[i].listener)
             close(h->loops[i].listen_fd);
-        }
-    }
 }
 
 void par_http_stop_accepting(par_http_t *h)

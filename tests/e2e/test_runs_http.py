@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import socket
+import threading
 import time
 
 import pytest
@@ -357,6 +358,72 @@ def test_resume_a_live_run_after_drops(srv):
     assert [e["id"] for e in got] == list(range(1, n + 3))
     assert got[-1]["event"] == "run.completed"
     assert wait_status(srv, run_id, ("succeeded",))["status"] == "succeeded"
+
+
+def churn(url, seed, until, codes, errors):
+    """One client: streams started, read a little, dropped and resumed; invokes
+    with Accept: text/event-stream dropped early. Every status seen goes in
+    `codes`, an exception in `errors`."""
+    try:
+        churn_until(url, random.Random(seed), until, codes)
+    except Exception as e:  # noqa: BLE001 - reported by the test
+        errors.append(repr(e))
+
+
+def churn_until(url, rng, until, codes):
+    s = requests.Session()
+    while time.time() < until:
+        if rng.random() < 0.5:
+            r = s.post(f"{url}/agents/ticker/runs", timeout=30,
+                       json={"input": {"n": 30, "ms": rng.choice([0, 1, 5])}})
+            codes.append(r.status_code)
+            run_id, last = r.json()["run_id"], None
+            for _ in range(rng.randint(1, 4)):
+                h = {"Last-Event-ID": str(last)} if last else {}
+                r = s.get(f"{url}/runs/{run_id}/stream", headers=h, stream=True, timeout=30)
+                codes.append(r.status_code)
+                take = rng.randint(1, 8)
+                for line in r.iter_lines(decode_unicode=True):
+                    if line.startswith("id: "):
+                        last, take = int(line[4:]), take - 1
+                        if take == 0:
+                            break
+                r.close()
+        elif rng.random() < 0.5:
+            # a fast run: a message to the stream's loop for every event
+            r = s.post(f"{url}/agents/ticker/runs/stream", stream=True, timeout=30,
+                       json={"input": {"n": 5000, "ms": 0}, "on_disconnect": "cancel"})
+            codes.append(r.status_code)
+            time.sleep(rng.random() * 0.2)
+            r.close()
+        else:
+            r = s.post(f"{url}/agents/ticker/invoke", stream=True, timeout=30,
+                       json={"input": {"n": rng.randint(1, 6), "pad": rng.choice([10, 50000])}},
+                       headers={"Accept": "text/event-stream"})
+            codes.append(r.status_code)
+            for _ in r.iter_content(rng.choice([100, 4096])):
+                if rng.random() < 0.3:
+                    break
+            r.close()
+        if rng.random() < 0.3:
+            s = requests.Session()  # a new connection, possibly on the other loop
+
+
+def test_two_loops_under_streams_that_come_and_go(srv):
+    """Streams dropped and resumed from twelve clients at once, for a few
+    seconds, on a server with two HTTP loops: run news crosses threads to
+    both loops all the time. Every answer is 200/202, the server keeps
+    serving, and (under the sanitizers) its log has no report."""
+    codes, errors, until = [], [], time.time() + 6
+    threads = [threading.Thread(target=churn, args=(srv.url, i, until, codes, errors))
+               for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(codes) > 50 and set(codes) <= {200, 202}, sorted(set(codes))
+    assert srv.get("/runtime/health").status_code == 200
 
 
 def test_cancel_reaches_the_agent(srv):
