@@ -32,10 +32,10 @@ typedef struct par_export_db_ops {
     int (*begin)(void *db, par_buf_t *err);
     int (*commit)(void *db, par_buf_t *err);
     void (*rollback)(void *db);
-    int (*ack_records)(void *db, const char *exporter, const par_store_ack_t *acks, size_t n,
-                       par_buf_t *err);
-    int (*fold_record)(void *db, const char *exporter, int64_t seq, int http_status,
+    int (*dead_record)(void *db, const char *exporter, int64_t seq, int http_status,
                        const char *body, par_buf_t *err);
+    int (*move_cursor)(void *db, const char *exporter, int64_t seq, int64_t exported, int64_t dead,
+                       par_buf_t *err);
     int (*window_add)(void *db, const par_window_t *w, double value, int64_t seq,
                       const char *node_id, par_buf_t *err);
     int (*windows_seal)(void *db, int64_t now, int64_t grace_ms, par_buf_t *err);
@@ -49,5 +49,17 @@ typedef struct par_export_db_ops {
 extern const par_export_db_ops_t par__export_sqlite;
 /* The fleet's PostgreSQL database, behind the leader lock (pg_export.c). */
 extern const par_export_db_ops_t par__export_postgres;
+
+/* In one transaction: dead letters for the refused, and the exporter's cursor
+ * moved to the largest seq with its counters. The caller passes only a
+ * contiguous prefix of what follows the cursor. */
+int par__export_ack(const par_export_db_ops_t *ops, void *db, const char *exporter,
+                    const par_store_ack_t *acks, size_t n, par_buf_t *err);
+
+/* Inside begin/commit: moves the cursor past the record `seq`, which was
+ * folded into a window (http_status 0) or is a dead letter (e.g. 422: no
+ * customer). */
+int par__export_fold(const par_export_db_ops_t *ops, void *db, const char *exporter, int64_t seq,
+                     int http_status, const char *body, par_buf_t *err);
 
 #endif

@@ -48,16 +48,16 @@ static void x_rollback(void *db)
     par_store_rollback(db);
 }
 
-static int x_ack(void *db, const char *exporter, const par_store_ack_t *acks, size_t n,
-                 par_buf_t *err)
-{
-    return par_store_ack_records(db, exporter, acks, n, err);
-}
-
-static int x_fold(void *db, const char *exporter, int64_t seq, int http_status, const char *body,
+static int x_dead(void *db, const char *exporter, int64_t seq, int http_status, const char *body,
                   par_buf_t *err)
 {
-    return par_store_fold_record(db, exporter, seq, http_status, body, err);
+    return par_store_dead_record(db, exporter, seq, http_status, body, err);
+}
+
+static int x_move(void *db, const char *exporter, int64_t seq, int64_t exported, int64_t dead,
+                  par_buf_t *err)
+{
+    return par_store_move_cursor(db, exporter, seq, exported, dead, err);
 }
 
 static int x_window_add(void *db, const par_window_t *w, double value, int64_t seq,
@@ -96,8 +96,8 @@ const par_export_db_ops_t par__export_sqlite = {
     .begin = x_begin,
     .commit = x_commit,
     .rollback = x_rollback,
-    .ack_records = x_ack,
-    .fold_record = x_fold,
+    .dead_record = x_dead,
+    .move_cursor = x_move,
     .window_add = x_window_add,
     .windows_seal = x_seal,
     .windows_due = x_due,

@@ -182,35 +182,16 @@ static int dead_record(pgx_t *x, const char *exporter, int64_t seq, int http_sta
                5, p, "writing a dead letter", err);
 }
 
-static int x_ack(void *db, const char *exporter, const par_store_ack_t *acks, size_t n,
-                 par_buf_t *err)
-{
-    if (n == 0)
-        return PAR_OK;
-    if (x_begin(db, err) != PAR_OK)
-        return PAR_E_IO;
-    int64_t exported = 0, dead = 0, last = 0;
-    int ok = 1;
-    for (size_t i = 0; i < n && ok; i++) {
-        last = acks[i].seq > last ? acks[i].seq : last;
-        if (acks[i].http_status == 0)
-            exported++;
-        else {
-            dead++;
-            ok =
-                dead_record(db, exporter, acks[i].seq, acks[i].http_status, acks[i].body, err) == 0;
-        }
-    }
-    ok = ok && move_cursor(db, exporter, last, exported, dead, err) == 0;
-    return end(db, ok, err);
-}
-
-static int x_fold(void *db, const char *exporter, int64_t seq, int http_status, const char *body,
+static int x_dead(void *db, const char *exporter, int64_t seq, int http_status, const char *body,
                   par_buf_t *err)
 {
-    int ok = http_status == 0 || dead_record(db, exporter, seq, http_status, body, err) == 0;
-    ok = ok && move_cursor(db, exporter, seq, 0, http_status != 0, err) == 0;
-    return ok ? PAR_OK : PAR_E_IO;
+    return dead_record(db, exporter, seq, http_status, body, err) == 0 ? PAR_OK : PAR_E_IO;
+}
+
+static int x_move(void *db, const char *exporter, int64_t seq, int64_t exported, int64_t dead,
+                  par_buf_t *err)
+{
+    return move_cursor(db, exporter, seq, exported, dead, err) == 0 ? PAR_OK : PAR_E_IO;
 }
 
 static int x_window_add(void *db, const par_window_t *w, double value, int64_t seq,
@@ -338,8 +319,8 @@ const par_export_db_ops_t par__export_postgres = {
     .begin = x_begin,
     .commit = x_commit,
     .rollback = x_rollback,
-    .ack_records = x_ack,
-    .fold_record = x_fold,
+    .dead_record = x_dead,
+    .move_cursor = x_move,
     .window_add = x_window_add,
     .windows_seal = x_seal,
     .windows_due = x_due,

@@ -426,34 +426,18 @@ void par_store_rollback(par_store_t *s)
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_ack_t *acks,
-                          size_t n, par_buf_t *err)
-{
-    if (n == 0)
-        return PAR_OK;
-    int rc = par_store_begin(s, err);
-    if (rc != PAR_OK)
-        return rc;
-    int64_t exported = 0, dead = 0, last = 0;
-    int ok = 1;
-    for (size_t i = 0; i < n && ok; i++) {
-        last = acks[i].seq > last ? acks[i].seq : last;
-        if (acks[i].http_status == 0)
-            exported++;
-        else {
-            dead++;
-            ok = dead_record(s->db, exporter, acks[i].seq, acks[i].http_status, acks[i].body) == 0;
-        }
-    }
-    ok = ok && par__store_move_cursor(s->db, exporter, last, exported, dead) == 0;
-    return par__store_end(s, ok, "advancing the export cursor", err);
-}
-
-int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
+int par_store_dead_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
                           const char *body, par_buf_t *err)
 {
-    int ok = http_status == 0 || dead_record(s->db, exporter, seq, http_status, body) == 0;
-    if (!ok || par__store_move_cursor(s->db, exporter, seq, 0, http_status != 0) != 0)
+    if (dead_record(s->db, exporter, seq, http_status, body) != 0)
+        return par__store_fail(s->db, err, "writing a dead letter");
+    return PAR_OK;
+}
+
+int par_store_move_cursor(par_store_t *s, const char *exporter, int64_t seq, int64_t exported,
+                          int64_t dead, par_buf_t *err)
+{
+    if (par__store_move_cursor(s->db, exporter, seq, exported, dead) != 0)
         return par__store_fail(s->db, err, "moving the export cursor");
     return PAR_OK;
 }

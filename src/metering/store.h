@@ -47,17 +47,17 @@ typedef struct par_store_ack {
     const char *body;
 } par_store_ack_t;
 
-/* In one transaction: dead letters for the refused, and the exporter's cursor
- * moved to the largest seq with its counters. The caller passes only a
- * contiguous prefix of what follows the cursor. */
-int par_store_ack_records(par_store_t *s, const char *exporter, const par_store_ack_t *acks,
-                          size_t n, par_buf_t *err);
-
-/* Inside par_store_begin/commit: moves the cursor past the record `seq`, which
- * was folded into a window (http_status 0) or is a dead letter (e.g. 422: no
- * customer). */
-int par_store_fold_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
+/* Inside par_store_begin/commit: a dead letter for the record `seq` (the
+ * answer's status and body). The acknowledgement loops over these two are the
+ * exporter's (export_db.h par__export_ack / par__export_fold), one for every
+ * database. */
+int par_store_dead_record(par_store_t *s, const char *exporter, int64_t seq, int http_status,
                           const char *body, par_buf_t *err);
+
+/* Inside par_store_begin/commit: moves the exporter's cursor to `seq` (never
+ * back) and adds to its exported and dead counters. */
+int par_store_move_cursor(par_store_t *s, const char *exporter, int64_t seq, int64_t exported,
+                          int64_t dead, par_buf_t *err);
 
 /* A window of the aggregated export. */
 typedef struct par_window {

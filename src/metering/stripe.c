@@ -304,12 +304,12 @@ static int fold_one(par_stripe_t *x, void *s, const json_t *rec, par_buf_t *err)
     int rc = par_stripe_record_value(&x->cfg, rec, &customer, &event, &value, &skip, &why);
     if (rc != PAR_OK) { /* not sent: a mapping problem, kept with its reason */
         par_buf_append(&why, "", 1);
-        rc = x->ops->fold_record(s, "stripe", seq, 422, why.data, err);
+        rc = par__export_fold(x->ops, s, "stripe", seq, 422, why.data, err);
         atomic_fetch_add(&counts[PAR_EXPORT_DEAD], 1);
         log_dead("usage record has no Stripe customer",
                  json_string_value(json_object_get(rec, "id")), 422, why.data);
     } else if (skip) {
-        rc = x->ops->fold_record(s, "stripe", seq, 0, NULL, err);
+        rc = par__export_fold(x->ops, s, "stripe", seq, 0, NULL, err);
         atomic_fetch_add(&counts[PAR_EXPORT_SKIPPED], 1);
     } else {
         int64_t ts = json_integer_value(json_object_get(rec, "ts_ms"));
@@ -317,7 +317,7 @@ static int fold_one(par_stripe_t *x, void *s, const json_t *rec, par_buf_t *err)
                           x->cfg.window_ms};
         rc = x->ops->window_add(s, &w, value, seq, x->cfg.node_id, err);
         if (rc == PAR_OK)
-            rc = x->ops->fold_record(s, "stripe", seq, 0, NULL, err);
+            rc = par__export_fold(x->ops, s, "stripe", seq, 0, NULL, err);
     }
     par_buf_free(&why);
     return rc;
@@ -433,7 +433,7 @@ static int ack_prefix(record_run_t *r)
         return 0;
     par_buf_t err;
     par_buf_init(&err, 256);
-    int rc = r->x->ops->ack_records(r->s, "stripe", r->acks + from, r->prefix - from, &err);
+    int rc = par__export_ack(r->x->ops, r->s, "stripe", r->acks + from, r->prefix - from, &err);
     if (rc != PAR_OK) {
         par_log_msg(PAR_LOG_ERROR, "metering export: %.*s", (int)err.len, err.data);
         set_error(r->x, "database");

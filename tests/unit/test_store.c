@@ -13,6 +13,7 @@
 
 #include <par/par.h>
 
+#include "metering/export_db.h"
 #include "metering/store.h"
 #include "metering/store_internal.h"
 #include "metering/stripe.h"
@@ -140,7 +141,7 @@ static void test_events_column_for_runs(void **state)
 static int ack(par_store_t *s, int64_t seq, int status, const char *body)
 {
     par_store_ack_t a = {seq, status, body};
-    return par_store_ack_records(s, "stripe", &a, 1, NULL);
+    return par__export_ack(&par__export_sqlite, s, "stripe", &a, 1, NULL);
 }
 
 static void test_cursor_moves_only_on_ack(void **state)
@@ -270,7 +271,7 @@ static void add(par_store_t *s, const char *cust, int64_t ws, double v, int64_t 
     par_window_t w = {cust, "ev", ws, 60000};
     assert_int_equal(par_store_begin(s, NULL), PAR_OK);
     assert_int_equal(par_store_window_add(s, &w, v, seq, "node-1", NULL), PAR_OK);
-    assert_int_equal(par_store_fold_record(s, "agg", seq, 0, NULL, NULL), PAR_OK);
+    assert_int_equal(par__export_fold(&par__export_sqlite, s, "agg", seq, 0, NULL, NULL), PAR_OK);
     assert_int_equal(par_store_commit(s, NULL), PAR_OK);
 }
 
@@ -428,7 +429,7 @@ static void test_rollups_answer_for_pruned_records(void **state)
     assert_int_equal(n, 3);
     /* exporting, with the export cursor at r1 (seq 1): only what it passed goes */
     par_store_ack_t a = {1, 0, NULL};
-    assert_int_equal(par_store_ack_records(s, "stripe", &a, 1, NULL), PAR_OK);
+    assert_int_equal(par__export_ack(&par__export_sqlite, s, "stripe", &a, 1, NULL), PAR_OK);
     assert_int_equal(par_store_prune(s, H + 7200000, 1, 100, &n, NULL), PAR_OK);
     assert_int_equal(n, 1);
     assert_int_equal(par_store_summary(s, 0, INT64_MAX, "subject", &after, NULL), PAR_OK);
