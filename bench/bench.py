@@ -16,10 +16,7 @@ short runs while working on one row).
 import hashlib
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,10 +26,11 @@ import zipfile
 
 import requests
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BUILD = os.path.join(ROOT, os.environ.get("BENCH_BUILD", "build-release"))
-PAR = os.path.join(BUILD, "par")
-PEER = os.path.abspath(os.path.join(ROOT, "..", "shared", "peers", "fastapi_par"))
+from common import BUILD, PAR, PEER, ROOT, children, cpu_s, descendants, free_port, rss_kb
+from common import machine as machine_info
+from common import spawn as spawn_logged
+from common import save_results, stop
+
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2" if SMOKE else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3" if SMOKE else "5"))
@@ -52,14 +50,6 @@ os.chmod(TMP, 0o711)  # sandboxed workers run as another user: they must reach t
 PROCS = []
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def wait_ok(url, timeout=30, body=BODY, headers=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -73,40 +63,9 @@ def wait_ok(url, timeout=30, body=BODY, headers=None):
 
 
 def spawn(args, env=None, cwd=None, log="proc.log"):
-    p = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                         stdout=open(os.path.join(TMP, log), "ab"),
-                         stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    p = spawn_logged(args, os.path.join(TMP, log), env=env, cwd=cwd)
     PROCS.append(p)
     return p
-
-
-def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def children(pid):
-    out = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 # ---- packages -------------------------------------------------------------------------
@@ -364,22 +323,9 @@ def wrk(url, conns, api_key=None):
     raise RuntimeError("wrk gave no figures:\n" + r.stdout + r.stderr)
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pid):
     """User + system CPU time of a process and of its living descendants."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-            todo += children(p)
-        except OSError:
-            pass
-    return total
+    return cpu_s(pid) + sum(cpu_s(k) for k in descendants(pid))
 
 
 def summary(values):
@@ -583,18 +529,7 @@ def ratios(t):
 # ---- report ---------------------------------------------------------------------------
 
 def machine():
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-            "revision": rev, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "rounds": ROUNDS, "seconds_per_load": SECONDS, "smoke": SMOKE,
-            "load_average": list(os.getloadavg())}
+    return machine_info(rounds=ROUNDS, seconds_per_load=SECONDS, smoke=SMOKE)
 
 
 def fmt(s, key, scale=1.0, digits=0):
@@ -810,16 +745,9 @@ def main():
 def finish(res):
     for p in PROCS:
         stop(p)
-    out = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out, exist_ok=True)
     # a partial run (BENCH_SYSTEMS) must not overwrite the full report
-    base = os.environ.get("BENCH_OUT") or ("partial" if SYSTEMS else "latest")
-    with open(os.path.join(out, base + ".json"), "w") as f:
-        json.dump(res, f, indent=2)
-    md = report(res)
-    with open(os.path.join(out, base + ".md"), "w") as f:
-        f.write(md)
-    print(md)
+    save_results(os.environ.get("BENCH_OUT") or ("partial" if SYSTEMS else "latest"), res,
+                 report(res))
     shutil.rmtree(TMP, ignore_errors=True)
 
 

@@ -30,10 +30,8 @@ stay), BENCH_BUILD (default build-release).
 """
 import json
 import os
-import platform
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -43,10 +41,11 @@ import time
 import urllib.request
 import zipfile
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BUILD = os.path.join(ROOT, os.environ.get("BENCH_BUILD", "build-release"))
-PAR = os.path.join(BUILD, "par")
-PEER = os.path.abspath(os.path.join(ROOT, "..", "shared", "peers", "fastapi_par"))
+from common import BUILD, PAR, PEER, ROOT, cpu_s, descendants, free_port, rss_kb
+from common import machine as machine_info
+from common import spawn as spawn_logged
+from common import stop as stop_within
+
 HERE = os.path.join(ROOT, "bench", "longcall")
 LUA = os.path.join(ROOT, "bench", "longcall.lua")
 DELAYS = [int(x) for x in os.environ.get("LONGCALL_DELAYS", "1000,5000").split(",")]
@@ -84,30 +83,14 @@ def seconds_for(delay_ms):
     return 2 * delay_ms // 1000 + 8
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def spawn(args, env=None, log="proc.log"):
-    p = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                         stdout=open(os.path.join(TMP, log), "ab"),
-                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    p = spawn_logged(args, os.path.join(TMP, log), env=env)
     PROCS.append(p)
     return p
 
 
 def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    stop_within(p, 15)
 
 
 def post(url, body, timeout=30):
@@ -130,52 +113,10 @@ def wait_ok(url, body, timeout=60):
     raise RuntimeError(f"no answer from {url}: {last}")
 
 
-def rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except OSError:
-                kids = []
-            out += kids
-            todo += kids
-    return out
-
-
 def memory(pid):
     """(RSS of the process, RSS of it and all its descendants) in KB."""
     own = rss_kb(pid)
     return own, own + sum(rss_kb(k) for k in descendants(pid))
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except OSError:
-        return 0.0
 
 
 def cpu(pid):
@@ -383,17 +324,7 @@ def measure(mock):
 # ---- report ---------------------------------------------------------------------------
 
 def machine():
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "revision": rev,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load_average": os.getloadavg(), "tokens": TOKENS}
+    return machine_info(tokens=TOKENS)
 
 
 def sustained(runs, delay, rate):

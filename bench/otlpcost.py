@@ -33,7 +33,6 @@ import glob
 import hashlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
+
+from common import free_port
 
 
 def start_sink():
@@ -89,14 +90,6 @@ def prepare(build, tmp, mode, scale, key, sink):
     shutil.copy(f"{build}/packages/echo-1.0.0.apkg", f"{tmp}/packages")
     with open(f"{tmp}/par.yaml", "w") as f:
         f.write("\n".join(lines) + "\n")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def serve_args(build, tmp, port):

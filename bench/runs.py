@@ -29,10 +29,7 @@ printed, no report written), BENCH_BUILD (default build-release).
 """
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,9 +37,10 @@ import time
 
 import requests
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BUILD = os.path.join(ROOT, os.environ.get("BENCH_BUILD", "build-release"))
-PAR = os.path.join(BUILD, "par")
+from common import BUILD, PAR, free_port, rss_kb, save_results, spawn
+from common import machine as machine_info
+from common import stop as stop_within
+
 TOOL = os.path.join(BUILD, "par-runbench")
 SMOKE = os.environ.get("RUNS_BENCH_SMOKE") == "1"
 
@@ -70,28 +68,12 @@ limits: {runs_per_subject: 0, max_in_flight: 1000000}
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def package():
     d = os.path.join(BUILD, "test-packages")
     for f in sorted(os.listdir(d)):
         if f.startswith("runsnative-") and f.endswith(".apkg"):
             return os.path.join(d, f)
     raise FileNotFoundError("runsnative package in " + d)
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def start_par(name, extra_config=""):
@@ -102,11 +84,9 @@ def start_par(name, extra_config=""):
     conf = os.path.join(d, "par.yaml")
     with open(conf, "w") as f:
         f.write(CONFIG + extra_config)
-    log = open(os.path.join(d, "par.log"), "ab")
-    p = subprocess.Popen([PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
-                          os.path.join(d, "packages"), "--state-dir", os.path.join(d, "var"),
-                          "--config", conf], stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    p = spawn([PAR, "serve", "--listen", f"127.0.0.1:{port}", "--packages",
+               os.path.join(d, "packages"), "--state-dir", os.path.join(d, "var"),
+               "--config", conf], os.path.join(d, "par.log"))
     PROCS.append(p)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -123,13 +103,7 @@ def start_par(name, extra_config=""):
 
 
 def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    stop_within(p, 30)
 
 
 def start_run(par, agent, inp):
@@ -264,17 +238,7 @@ def resume_cost():
 # ---- report ------------------------------------------------------------------------------
 
 def machine():
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "revision": rev,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load": open("/proc/loadavg").read().split()[:3], "smoke": SMOKE}
+    return machine_info(smoke=SMOKE)
 
 
 def report(res):
@@ -355,18 +319,11 @@ def main():
     finally:
         for p in PROCS:
             stop(p)
-    out = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out, exist_ok=True)
     base = "runs-smoke" if SMOKE else "runs"
     if SECTIONS:  # a partial run prints its figures and overwrites no report
         print(json.dumps(res, indent=2))
         return
-    with open(os.path.join(out, base + ".json"), "w") as f:
-        json.dump(res, f, indent=2)
-    md = report(res)
-    with open(os.path.join(out, base + ".md"), "w") as f:
-        f.write(md)
-    print(md)
+    save_results(base, res, report(res))
     shutil.rmtree(TMP, ignore_errors=True)
 
 
