@@ -20,7 +20,7 @@ import requests
 
 from conftest import Server, package
 from meter_server import Meter
-from test_metering import ACME, ADMIN, call, config, records, usage, wait_for
+from test_metering import ACME, call, config, records, usage, wait_for
 
 GLOBEX = "k-globex-" + "c" * 24
 REFUSED = "k-refused-" + "d" * 24

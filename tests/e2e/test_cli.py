@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import zipfile
 
-from conftest import BUILD, SOURCE, package, run
+from conftest import BUILD, package, run
 
 
 def test_help():

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import PAR, SOURCE, Server, make_searchable, package, run
+from conftest import PAR, SOURCE, make_searchable, package, run
 
 BASE = "auth: {mode: off}\n"
 SERVE = BASE + "trust: {require_signatures: false}\n"

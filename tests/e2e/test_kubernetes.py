@@ -137,7 +137,7 @@ def test_overlay_agrees_with_par(overlay, tmp_path, metric_names):
     cm = one(objs, "ConfigMap")
     assert mounts["/etc/par/par.yaml"]["configMap"]["name"] == cm["metadata"]["name"]
     text = cm["data"]["par.yaml"]
-    conf = yaml.safe_load(text)
+    assert isinstance(yaml.safe_load(text), dict), text
 
     # through PAR: the file as the pod would see it
     local = tmp_path / "par.yaml"

@@ -97,7 +97,6 @@ def test_memory_limit_kills_the_worker_not_the_runtime(server_factory, tmp_path)
 
 def test_cpu_limit_and_runaway_loop(server_factory, tmp_path):
     import time
-    from conftest import package
     conf = tmp_path / "par.yaml"
     conf.write_text("auth: {mode: off}\ntrust: {require_signatures: false}\nlimits: {worker_cpu_seconds: 1}\n")
     pkg = faulty_as(tmp_path, "cpu", "{timeout_ms: 30000}")

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import threading
 import time
-import uuid
 
 import pytest
 import requests

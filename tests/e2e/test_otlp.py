@@ -16,7 +16,6 @@ import subprocess
 import time
 
 import pytest
-import requests
 
 from conftest import BUILD, PAR, SANITIZER_MARKERS, package
 from otlp_collector import Collector

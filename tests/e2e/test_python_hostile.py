@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import SANITIZE, assert_error, package
+from conftest import assert_error, package
 from test_python import pypkg
 from test_sandbox import EXPECT_LANDLOCK, EXPECT_ROOT, config
 

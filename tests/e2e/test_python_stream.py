@@ -4,7 +4,10 @@ fresh interpreter, as in test_python_embed.py."""
 import textwrap
 
 from conftest import package
-from test_python_embed import pytestmark, run_py  # noqa: F401 (skip when not built)
+import test_python_embed
+from test_python_embed import run_py
+
+pytestmark = test_python_embed.pytestmark  # skipped when the module is not built
 
 STREAM_PRELUDE = """
 EVENTS = %r

@@ -19,7 +19,6 @@ The slowest test: it builds the whole tree once more.
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess

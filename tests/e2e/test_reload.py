@@ -67,7 +67,6 @@ def test_reload_under_load_fails_nothing(server_factory, tmp_path):
     v1 = echo_version(str(tmp_path), "1.0.0")
     v2 = echo_version(str(tmp_path), "1.0.1")
     s = server_factory([v1])
-    stop = threading.Event()
     results = []
 
     def client(n):

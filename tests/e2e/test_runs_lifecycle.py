@@ -5,7 +5,6 @@ killed after runs.cancel_grace_ms without harming its neighbours), kill -9
 leaves it `interrupted` with its events, a reload lets it finish on its
 version, SIGTERM ends it with run.interrupted on the live stream, and
 /runtime/health tells a platform the node is busy."""
-import os
 import signal
 import time
 import uuid

@@ -16,9 +16,8 @@ import threading
 import time
 
 import pytest
-import requests
 
-from conftest import BUILD, PAR, SOURCE, Server, package
+from conftest import PAR, SOURCE, Server, package
 
 UNIT = os.path.join(SOURCE, "deploy", "systemd", "par.service")
 

@@ -34,16 +34,19 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import requests
 
-from conftest import BUILD, Server, run
+from conftest import BUILD, SOURCE, Server, run
 from peers import S3, free_port
+
+sys.path.insert(0, os.path.join(SOURCE, "bench"))
+from common import descendants, rss_kb  # noqa: E402 - /proc readings, shared with the benchmarks
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -189,36 +192,7 @@ class Node(Server):
 
     def rss_kb(self):
         """Resident memory of the node and its worker processes, in KiB."""
-        return sum(_rss(pid) for pid in [self.proc.pid, *_descendants(self.proc.pid)])
-
-
-def _rss(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(pid):
-    children = collections.defaultdict(list)
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children[ppid].append(int(p))
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+        return sum(rss_kb(pid) for pid in [self.proc.pid, *descendants(self.proc.pid)])
 
 
 class HAProxy:

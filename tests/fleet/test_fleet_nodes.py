@@ -6,7 +6,6 @@ its cache with the store down.
 
 The tests share one fleet and run in order; each leaves all nodes UP.
 """
-import os
 import signal
 import time
 
