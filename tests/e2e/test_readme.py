@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from conftest import SANITIZE, SANITIZER_MARKERS, SOURCE, make_searchable
+from peers import free_port
 
 BUILD_TIMEOUT_S = 3600
 
@@ -94,14 +95,6 @@ def port_free(port):
         return False
     finally:
         s.close()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")
