@@ -21,6 +21,7 @@
 #include "auth/jwt.h"
 #include "obs/log.h"
 #include "auth/metrics.h"
+#include "util/clock.h"
 
 #define DISCOVERY_MAX_BYTES (64 * 1024)
 #define MAX_PARKED 1024
@@ -52,13 +53,6 @@ typedef struct oidc {
     par_auth_waiter_t *parked;
     size_t nparked;
 } oidc_t;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- fetching ---------------------------------------------------------------------- */
 
@@ -310,7 +304,7 @@ static void *refresh_main(void *arg)
     oidc_t *o = arg;
     pthread_mutex_lock(&o->lock);
     while (!atomic_load(&o->stop)) {
-        int64_t now = mono_ms();
+        int64_t now = par_mono_ms();
         if (!o->requested && now < o->next_ms) {
             wait_due_locked(o, now);
             continue;
@@ -331,7 +325,7 @@ static void *refresh_main(void *arg)
             snprintf(err, sizeof(err), "out of memory");
 
         pthread_mutex_lock(&o->lock);
-        now = mono_ms();
+        now = par_mono_ms();
         o->fetching = 0;
         o->last_attempt_ms = now;
         int first = 0, changed = 0;
@@ -387,7 +381,7 @@ static int park_locked(oidc_t *o, par_auth_waiter_t *w, int may_start)
     if (w == NULL || o->nparked >= MAX_PARKED || atomic_load(&o->stop))
         return 0;
     if (!o->fetching && !o->requested) {
-        int64_t now = mono_ms();
+        int64_t now = par_mono_ms();
         int64_t gap = (int64_t)o->cfg->oidc.unknown_kid_refresh_s * 1000;
         if (!may_start || (o->last_kid_refresh_ms && now - o->last_kid_refresh_ms < gap))
             return 0;
@@ -557,7 +551,7 @@ static int oidc_ready(par_auth_provider_t *p, par_buf_t *why)
 static void oidc_describe(par_auth_provider_t *p, json_t *into)
 {
     oidc_t *o = p->data;
-    int64_t now = mono_ms();
+    int64_t now = par_mono_ms();
     pthread_mutex_lock(&o->lock);
     json_object_set_new(into, "issuer", json_string(o->pol.issuer));
     json_object_set_new(into, "audience", json_string(o->pol.audience));

@@ -17,6 +17,7 @@
 #include "metering/ship.h"
 #include "metering/store.h"
 #include "obs/log.h"
+#include "util/clock.h"
 
 struct par_meter {
     par_meter_config_t cfg;
@@ -148,13 +149,6 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Sleeps up to ms; non-zero when the meter is stopping. */
 static int janitor_nap(par_meter_t *m, int64_t ms)
 {
@@ -184,7 +178,7 @@ static int maintain(par_meter_t *m, par_store_t *s, par_buf_t *err)
             return 1;
     }
     n = PRUNE_BATCH;
-    int64_t now = wall_ms();
+    int64_t now = par_wall_ms();
     for (int i = 0; i < 200 && n == PRUNE_BATCH; i++) {
         int keep = (m->stripe && !m->ship ? PAR_STORE_KEEP_UNEXPORTED : 0) |
                    (m->ship ? PAR_STORE_KEEP_UNSHIPPED : 0);
@@ -462,7 +456,7 @@ json_t *par_meter_describe(par_meter_t *m)
 /* Age in seconds of a Unix ms time, 0 for none. */
 static double age_s(int64_t ts_ms)
 {
-    int64_t d = ts_ms > 0 ? wall_ms() - ts_ms : 0;
+    int64_t d = ts_ms > 0 ? par_wall_ms() - ts_ms : 0;
     return d > 0 ? (double)d / 1000.0 : 0;
 }
 

@@ -27,19 +27,13 @@
 #include "metering/pg_keys.h"
 #include "metering/pg_usage.h"
 #include "metering/stripe.h"
+#include "util/clock.h"
 
 typedef struct pgx {
     PGconn *c;
     int held; /* this session holds the export lock */
     char node_id[256];
 } pgx_t;
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* Runs a statement whose rows are not needed; 0 or -1 (err says why). */
 static int run(pgx_t *x, const char *sql, int n, const char *const *p, const char *what,
@@ -95,7 +89,7 @@ static int x_lead(void *db, par_buf_t *err)
     PQclear(r);
     if (x->held) { /* who leads, for /runtime/usage and the takeover's measure */
         char since[32];
-        const char *const p[] = {x->node_id, I64(since, now_ms())};
+        const char *const p[] = {x->node_id, I64(since, par_wall_ms())};
         run(x,
             "INSERT INTO par_fleet_leader (role, node_id, since_ms) VALUES ('stripe', $1,"
             " $2::bigint) ON CONFLICT (role) DO UPDATE SET node_id = excluded.node_id,"
@@ -172,7 +166,7 @@ static int dead_record(pgx_t *x, const char *exporter, int64_t seq, int http_sta
                        const char *body, par_buf_t *err)
 {
     char a[32], b[32], c[32];
-    const char *const p[] = {exporter, I64(a, now_ms()), I64(b, http_status), body ? body : "",
+    const char *const p[] = {exporter, I64(a, par_wall_ms()), I64(b, http_status), body ? body : "",
                              I64(c, seq)};
     return run(x,
                "INSERT INTO par_dead_letters (seq, id, exporter, failed_at_ms, http_status, body)"
@@ -227,9 +221,9 @@ static int x_window_add(void *db, const par_window_t *w, double value, int64_t s
     }
     char id[PAR_WINDOW_ID_MAX]; /* new, or late for a sealed window: a part of its own */
     par_stripe_window_id(node_id, w->customer, w->event, w->window_start, part + 1, id);
-    const char *const p[] = {w->customer,       w->event, ws, I64(wm, w->window_ms),
-                             I64(pt, part + 1), id,       v,  I64(sq, seq),
-                             I64(now, now_ms())};
+    const char *const p[] = {
+        w->customer, w->event, ws,           I64(wm, w->window_ms),  I64(pt, part + 1),
+        id,          v,        I64(sq, seq), I64(now, par_wall_ms())};
     return run(x,
                "INSERT INTO par_export_windows (customer, event, window_start, window_ms, part,"
                " identifier, value, records, first_seq, last_seq, created_ms) VALUES ($1, $2,"
@@ -280,7 +274,7 @@ static int x_done(void *db, const char *exporter, int64_t wid, int http_status, 
     if (x_begin(db, err) != PAR_OK)
         return PAR_E_IO;
     char st[32], at[32], w[32], hs[32];
-    const char *const p[] = {I64(st, http_status ? 3 : 2), I64(at, now_ms()), I64(w, wid)};
+    const char *const p[] = {I64(st, http_status ? 3 : 2), I64(at, par_wall_ms()), I64(w, wid)};
     PGresult *r = par__pg_run(x->c,
                               "UPDATE par_export_windows SET state = $1::int, sent_ms = $2::bigint"
                               " WHERE wid = $3::bigint AND state = 1 RETURNING records",

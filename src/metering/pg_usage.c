@@ -17,6 +17,7 @@
 #include <par/par.h>
 
 #include "metering/pg_keys.h"
+#include "metering/store.h"
 
 static const char schema[] =
     "BEGIN; SELECT pg_advisory_xact_lock(" PAR_PG_LOCK_SCHEMA ");"
@@ -275,17 +276,6 @@ out:
 
 /* ---- /runtime/usage ------------------------------------------------------------------- */
 
-static const char *group_column(const char *group_by)
-{
-    static const char *const allowed[] = {"agent", "subject", "tenant", "package"};
-    if (group_by == NULL || *group_by == '\0')
-        return "''";
-    for (size_t i = 0; i < sizeof(allowed) / sizeof(*allowed); i++)
-        if (strcmp(group_by, allowed[i]) == 0)
-            return allowed[i];
-    return NULL;
-}
-
 static void add_group(const PGresult *r, int i, json_t *groups, json_t *list)
 {
     const char *key = PQgetvalue(r, i, 0);
@@ -305,11 +295,9 @@ int par_pg_summary(PGconn *c, int64_t from_ms, int64_t to_ms, const char *group_
                    par_buf_t *err)
 {
     *out = NULL;
-    const char *col = group_column(group_by);
-    if (col == NULL) {
-        par_buf_errf(err, "group_by must be agent, subject, tenant or package, not '%s'", group_by);
+    const char *col = par_store_group_column(group_by, err);
+    if (col == NULL)
         return PAR_E_BAD_REQUEST;
-    }
     char from[32], to[32], sql[1200];
     snprintf(from, sizeof(from), "%lld", (long long)from_ms);
     snprintf(to, sizeof(to), "%lld", (long long)to_ms);

@@ -12,6 +12,7 @@
 
 #include "obs/trace.h"
 #include "util/curl.h"
+#include "util/clock.h"
 
 #define BODY_CAP 4096 /* of a refusal kept in a dead letter */
 #define SLOTS_MAX 64
@@ -41,13 +42,6 @@ static atomic_ullong g_retries;
 uint64_t par_sender_retries(void)
 {
     return atomic_load(&g_retries);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -175,7 +169,7 @@ static void retry_later(par_sender_t *s, int64_t retry_after_s)
         s->backoff_ms / 2 + (int64_t)(par_trace_rand64() % (uint64_t)(s->backoff_ms / 2 + 1));
     if (retry_after_s > 0 && retry_after_s * 1000 > wait)
         wait = retry_after_s * 1000 > 3600000 ? 3600000 : retry_after_s * 1000;
-    int64_t gate = mono_ms() + wait;
+    int64_t gate = par_mono_ms() + wait;
     if (gate > s->gate_ms)
         s->gate_ms = gate;
 }
@@ -267,7 +261,7 @@ size_t par_sender_run(par_sender_t *s, const par_send_item_t *items, size_t n,
         int busy = 0;
         for (int i = 0; i < s->nslots; i++)
             busy += s->slots[i].index != SIZE_MAX;
-        int can_start = !r.stopping && !atomic_load(stop) && mono_ms() >= s->gate_ms;
+        int can_start = !r.stopping && !atomic_load(stop) && par_mono_ms() >= s->gate_ms;
         for (int i = 0; i < s->nslots && can_start; i++) {
             slot_t *sl = &s->slots[i];
             if (sl->index != SIZE_MAX)

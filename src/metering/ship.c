@@ -15,6 +15,7 @@
 #include "metering/pg_usage.h"
 #include "metering/store.h"
 #include "obs/log.h"
+#include "util/clock.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
@@ -34,20 +35,6 @@ struct par_ship {
     atomic_llong pending, oldest_ms; /* the outbox as of the last look */
     atomic_ullong shipped, duplicates, batches, failures;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 /* Waits up to `ms`, or until woken when `on_kick`; non-zero when stopping. */
 static int nap(par_ship_t *s, int64_t ms, int on_kick)
@@ -138,7 +125,7 @@ static void *ship_main(void *arg)
     par_store_t *db = NULL;
     PGconn *c = NULL;
     int64_t backoff = BACKOFF_MIN_MS, looked = 0;
-    srand((unsigned)(wall_ms() ^ (int64_t)(uintptr_t)s));
+    srand((unsigned)(par_wall_ms() ^ (int64_t)(uintptr_t)s));
     while (!nap(s, 0, 0)) {
         par_buf_reset(&err);
         if (db == NULL && par_store_open(s->path, 0, &db, &err) != PAR_OK) {
@@ -153,9 +140,9 @@ static void *ship_main(void *arg)
         if (!atomic_exchange(&s->connected, 1))
             par_log_msg(PAR_LOG_INFO, "metering: shipping usage records to PostgreSQL");
         int64_t n = ship_once(s, db, c, &err);
-        if (n < 0 || mono_ms() - looked >= STATE_EVERY_MS || (size_t)n < s->batch) {
+        if (n < 0 || par_mono_ms() - looked >= STATE_EVERY_MS || (size_t)n < s->batch) {
             look(s, db);
-            looked = mono_ms();
+            looked = par_mono_ms();
         }
         if (n < 0) {
             if (!par_pg_alive(c)) { /* reconnect, and say so */
@@ -239,7 +226,7 @@ void par_ship_stop(par_ship_t *s)
 static double lag_s(par_ship_t *s)
 {
     int64_t oldest = atomic_load(&s->oldest_ms);
-    int64_t d = oldest > 0 ? wall_ms() - oldest : 0;
+    int64_t d = oldest > 0 ? par_wall_ms() - oldest : 0;
     return d > 0 ? (double)d / 1000.0 : 0;
 }
 

@@ -24,6 +24,7 @@
 #include <par/par.h>
 
 #include "metering/stripe.h"
+#include "util/clock.h"
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS usage ("
@@ -347,13 +348,6 @@ int par_store_outbox_state(par_store_t *s, int64_t *pending, int64_t *oldest_ms,
     return r == SQLITE_ROW ? PAR_OK : par__store_fail(s->db, err, "reading the outbox state");
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* Moves the cursor to `seq` and adds to its counters. Inside a transaction. */
 int par__store_move_cursor(sqlite3 *db, const char *exporter, int64_t seq, int64_t exported,
                            int64_t dead)
@@ -386,7 +380,7 @@ static int dead_record(sqlite3 *db, const char *exporter, int64_t seq, int http_
                            -1, &st, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now_ms());
+    sqlite3_bind_int64(st, 2, par_wall_ms());
     sqlite3_bind_int(st, 3, http_status);
     sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, seq);
@@ -502,7 +496,7 @@ int par_store_window_add(par_store_t *s, const par_window_t *w, double value, in
         sqlite3_bind_double(st, 7, value);
         sqlite3_bind_int64(st, 8, seq);
         sqlite3_bind_int64(st, 9, seq);
-        sqlite3_bind_int64(st, 10, now_ms());
+        sqlite3_bind_int64(st, 10, par_wall_ms());
     }
     r = sqlite3_step(st);
     sqlite3_finalize(st);
@@ -552,7 +546,7 @@ int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int
     int64_t records = 0;
     if (ok) {
         sqlite3_bind_int(st, 1, http_status ? 3 : 2);
-        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_int64(st, 2, par_wall_ms());
         sqlite3_bind_int64(st, 3, wid);
         int r = sqlite3_step(st);
         if (r == SQLITE_ROW)
@@ -570,7 +564,7 @@ int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int
                                 -1, &st, NULL) == SQLITE_OK;
     if (ok && http_status) {
         sqlite3_bind_text(st, 1, exporter, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, now_ms());
+        sqlite3_bind_int64(st, 2, par_wall_ms());
         sqlite3_bind_int(st, 3, http_status);
         sqlite3_bind_text(st, 4, body ? body : "", -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, wid);
@@ -620,7 +614,7 @@ int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, p
     return rc;
 }
 
-static const char *group_column(const char *group_by)
+const char *par_store_group_column(const char *group_by, par_buf_t *err)
 {
     static const char *const allowed[] = {"agent", "subject", "tenant", "package"};
     if (group_by == NULL || *group_by == '\0')
@@ -628,6 +622,7 @@ static const char *group_column(const char *group_by)
     for (size_t i = 0; i < sizeof(allowed) / sizeof(*allowed); i++)
         if (strcmp(group_by, allowed[i]) == 0)
             return allowed[i];
+    par_buf_errf(err, "group_by must be agent, subject, tenant or package, not '%s'", group_by);
     return NULL;
 }
 
@@ -689,11 +684,9 @@ int par_store_summary(par_store_t *s, int64_t from_ms, int64_t to_ms, const char
                       json_t **out, par_buf_t *err)
 {
     *out = NULL;
-    const char *col = group_column(group_by);
-    if (col == NULL) {
-        par_buf_errf(err, "group_by must be agent, subject, tenant or package, not '%s'", group_by);
+    const char *col = par_store_group_column(group_by, err);
+    if (col == NULL)
         return PAR_E_BAD_REQUEST;
-    }
     char sql[1400];
     snprintf(sql, sizeof(sql),
              "WITH src AS (" SUMMARY_SOURCES(

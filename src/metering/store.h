@@ -90,6 +90,11 @@ int par_store_window_done(par_store_t *s, const char *exporter, int64_t wid, int
  * and those in windows not yet sent. */
 int par_store_export_state(par_store_t *s, const char *exporter, json_t **out, par_buf_t *err);
 
+/* The column a summary groups by: `group_by` itself when it is agent,
+ * subject, tenant or package, "''" (one group) when NULL or empty, else NULL
+ * with the error in `err`. PostgreSQL's summary (pg_usage.c) uses it too. */
+const char *par_store_group_column(const char *group_by, par_buf_t *err);
+
 /* Sums records with from_ms <= ts_ms < to_ms grouped by `group_by` (agent,
  * subject, tenant, package, or NULL for one group): count, errors, roots,
  * duration, CPU, bytes and, over root records, units. Hours whose records

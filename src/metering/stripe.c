@@ -18,6 +18,7 @@
 #include "metering/store.h"
 #include "obs/log.h"
 #include "util/curl.h"
+#include "util/clock.h"
 
 #define BATCH 1024      /* records sent per pass, per record */
 #define FOLD_BATCH 8192 /* records folded into windows per transaction */
@@ -46,16 +47,9 @@ struct par_stripe {
 
 static atomic_ullong counts[PAR_EXPORT_NRESULTS];
 
-static int64_t wall_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static void count_covered(par_stripe_t *x, int64_t records)
 {
-    int64_t sec = wall_ms() / 1000;
+    int64_t sec = par_wall_ms() / 1000;
     pthread_mutex_lock(&x->lock);
     int i = (int)(sec % RATE_SECONDS);
     if (x->rate_at[i] != sec)
@@ -66,7 +60,7 @@ static void count_covered(par_stripe_t *x, int64_t records)
 
 double par_stripe_rate(par_stripe_t *x)
 {
-    int64_t sec = wall_ms() / 1000, sum = 0;
+    int64_t sec = par_wall_ms() / 1000, sum = 0;
     pthread_mutex_lock(&x->lock);
     for (int i = 0; i < RATE_SECONDS; i++)
         if (sec - x->rate_at[i] < RATE_SECONDS)
@@ -338,7 +332,7 @@ static int64_t fold(par_stripe_t *x, void *s, par_buf_t *err)
     int rc = PAR_OK;
     json_array_foreach(rows, i, rec) if (rc == PAR_OK) rc = fold_one(x, s, rec, err);
     /* per record (aggregate off): what an earlier run left in windows is sent now */
-    int64_t now = x->cfg.aggregate ? wall_ms() : INT64_MAX / 2;
+    int64_t now = x->cfg.aggregate ? par_wall_ms() : INT64_MAX / 2;
     if (rc == PAR_OK)
         rc = x->ops->windows_seal(s, now, x->cfg.aggregate ? x->cfg.grace_ms : 0, err);
     int64_t n = (int64_t)json_array_size(rows);

@@ -33,6 +33,7 @@
 #include "plugin/internal.h"
 #include "runtime/exporters.h"
 #include "runtime/metrics.h"
+#include "util/clock.h"
 
 #define QUEUE_DEFAULT 8192 /* items waiting per exporter; beyond: dropped and counted */
 #define BATCH_MAX 512      /* items handed over per call */
@@ -66,13 +67,6 @@ struct par_exporter {
     atomic_ulong dropped, delivered;
     int64_t next_metrics_ms;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t unix_ns(void)
 {
@@ -226,7 +220,7 @@ static void send_metrics(par_exporter_t *e)
         par_metrics_snapshot_t s = {
             .size = sizeof(s),
             .time_unix_ns = unix_ns(),
-            .start_unix_ns = unix_ns() - (now_ms() - e->rt->started_ms) * 1000000,
+            .start_unix_ns = unix_ns() - (par_mono_ms() - e->rt->started_ms) * 1000000,
             .text = b.data,
             .text_len = b.len - 1,
             .points = pts,
@@ -269,12 +263,12 @@ static uint32_t interval_ms(const par_exporter_t *e)
     return ms ? ms : METRICS_DEFAULT_MS;
 }
 
-/* Sleeps on the queue's condition until `due` (now_ms's clock) or a signal. Lock held. */
+/* Sleeps on the queue's condition until `due` (par_mono_ms's clock) or a signal. Lock held. */
 static void sleep_until(par_exporter_t *e, int64_t due)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t wait = due - now_ms();
+    int64_t wait = due - par_mono_ms();
     if (wait <= 0)
         return;
     ts.tv_sec += wait / 1000;
@@ -290,7 +284,7 @@ static void wait_work(par_exporter_t *e)
 {
     int64_t gather_until = 0;
     for (;;) {
-        int64_t now = now_ms();
+        int64_t now = par_mono_ms();
         if (e->stopping || e->count >= e->wake_at ||
             (e->p->exporter.metrics && now >= e->next_metrics_ms))
             break;
@@ -311,7 +305,7 @@ static void *run(void *arg)
 {
     par_exporter_t *e = arg;
     item_t *batch[BATCH_MAX];
-    e->next_metrics_ms = now_ms() + interval_ms(e);
+    e->next_metrics_ms = par_mono_ms() + interval_ms(e);
     pthread_mutex_lock(&e->lock);
     for (;;) {
         wait_work(e);
@@ -325,9 +319,9 @@ static void *run(void *arg)
         pthread_mutex_unlock(&e->lock);
         if (n)
             deliver(e, batch, n);
-        if (e->p->exporter.metrics && (now_ms() >= e->next_metrics_ms || stop)) {
+        if (e->p->exporter.metrics && (par_mono_ms() >= e->next_metrics_ms || stop)) {
             send_metrics(e); /* a last snapshot at stop */
-            e->next_metrics_ms = now_ms() + interval_ms(e);
+            e->next_metrics_ms = par_mono_ms() + interval_ms(e);
         }
         if (stop)
             break;

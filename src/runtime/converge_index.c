@@ -31,6 +31,7 @@
 #include "runtime/converge.h"
 #include "runtime/deploy.h"
 #include "runtime/runtime.h"
+#include "util/clock.h"
 
 #define INDEX_MAX_BYTES (4u << 20)
 
@@ -79,13 +80,6 @@ typedef struct pass {
     size_t nnow, bad, pending;
 } pass_t;
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int valid_name(const char *s)
 {
     if (s == NULL || !(*s >= 'a' && *s <= 'z'))
@@ -132,7 +126,7 @@ static void set_result(par_index_t *ix, const char *result, const char *error, s
 {
     pthread_mutex_lock(&ix->lock);
     ix->polls++;
-    ix->last_poll_ms = wall_ms();
+    ix->last_poll_ms = par_wall_ms();
     ix->last_result = result;
     free(ix->last_error);
     ix->last_error = error ? strndup(error, len) : NULL;
@@ -350,7 +344,7 @@ static void mark_applied(par_index_t *ix)
         if (g && d) {
             free(ix->applied), free(ix->applied_sha256);
             ix->applied = g, ix->applied_sha256 = d;
-            ix->applied_ms = wall_ms();
+            ix->applied_ms = par_wall_ms();
             par_log_msg(PAR_LOG_INFO, "registry index: generation %s applied", g);
         } else {
             free(g), free(d);

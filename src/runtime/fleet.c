@@ -27,6 +27,7 @@
 #include "obs/log.h"
 #include "obs/metrics.h"
 #include "util/pq.h"
+#include "util/clock.h"
 
 typedef struct node {
     char tag[8];
@@ -53,13 +54,6 @@ struct par_fleet {
     atomic_ulong beats_failed;
     atomic_ulong forwards[PAR_FLEET_FWD_COUNT];
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void par_fleet_tag_of(const char *node_id, char out[7])
 {
@@ -211,7 +205,7 @@ static int snapshot(par_fleet_t *f, PGresult *r)
     size_t nold = f->nnodes;
     f->nodes = nodes;
     f->nnodes = k;
-    f->snap_mono_ms = mono_ms();
+    f->snap_mono_ms = par_mono_ms();
     f->snapshots++;
     pthread_cond_broadcast(&f->fresh);
     pthread_mutex_unlock(&f->mu);
@@ -328,7 +322,7 @@ int64_t par_fleet_age_ms(par_fleet_t *f, const char *tag)
 {
     pthread_mutex_lock(&f->mu);
     const node_t *n = find_locked(f, tag);
-    int64_t age = n ? n->age_ms + (mono_ms() - f->snap_mono_ms) : -1;
+    int64_t age = n ? n->age_ms + (par_mono_ms() - f->snap_mono_ms) : -1;
     pthread_mutex_unlock(&f->mu);
     return age;
 }
@@ -353,7 +347,7 @@ int par_fleet_owner(par_fleet_t *f, const char *tag, char *url, size_t cap, char
     }
     int rc = PAR_E_RUN_NOT_FOUND;
     if (n) {
-        *age_ms = n->age_ms + (mono_ms() - f->snap_mono_ms);
+        *age_ms = n->age_ms + (par_mono_ms() - f->snap_mono_ms);
         snprintf(url, cap, "%s", n->url);
         snprintf(node, ncap, "%s", n->node_id);
         rc = *age_ms > (int64_t)f->dead_after_ms ? PAR_E_INTERRUPTED : PAR_OK;
@@ -377,7 +371,7 @@ void par_fleet_render_metrics(par_fleet_t *f, par_buf_t *b)
     unsigned alive = 0, dead = 0;
     if (f) {
         pthread_mutex_lock(&f->mu);
-        int64_t since = mono_ms() - f->snap_mono_ms;
+        int64_t since = par_mono_ms() - f->snap_mono_ms;
         for (size_t i = 0; i < f->nnodes; i++)
             f->nodes[i].age_ms + since > (int64_t)f->dead_after_ms ? dead++ : alive++;
         pthread_mutex_unlock(&f->mu);

@@ -2,6 +2,7 @@
  * util/proc.c — see proc.h.
  */
 #include "util/proc.h"
+#include "util/clock.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -20,13 +21,6 @@
 #include <unistd.h>
 
 #include <par/par.h>
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int par_proc_run(const char *const argv[], const char *const envp[], uint32_t timeout_ms,
                  par_buf_t *out, par_proc_result_t *res)
@@ -60,11 +54,11 @@ int par_proc_run(const char *const argv[], const char *const envp[], uint32_t ti
         errno = rc;
         return PAR_E_IO;
     }
-    int64_t until = now_ms() + timeout_ms;
+    int64_t until = par_mono_ms() + timeout_ms;
     int open_pipe = 1;
     char chunk[4096];
     while (open_pipe) {
-        int64_t left = until - now_ms();
+        int64_t left = until - par_mono_ms();
         if (left <= 0) {
             res->timed_out = 1;
             kill(-pid, SIGKILL);
@@ -105,7 +99,7 @@ int par_proc_run(const char *const argv[], const char *const envp[], uint32_t ti
             return PAR_E_IO;
         if (w == 0) {
             /* output closed but the program lingers: give it until the deadline */
-            if (now_ms() >= until) {
+            if (par_mono_ms() >= until) {
                 res->timed_out = 1;
                 kill(-pid, SIGKILL);
                 kill(pid, SIGKILL);

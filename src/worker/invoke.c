@@ -20,6 +20,7 @@
 #include "core/proto.h"
 #include "util/json.h"
 #include "worker/worker.h"
+#include "util/clock.h"
 
 static job_t *job_of(par_agent_ctx_t *ctx)
 {
@@ -192,13 +193,6 @@ static const par_agent_api_t g_api = {
 
 /* ---- jobs --------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* An integer field's value, or `dflt` when absent or not an integer. */
 static int64_t hdr_int(const par_json_field_t *f, int64_t dflt)
 {
@@ -296,7 +290,7 @@ void worker_run_job(job_t *j)
     j->ctx.subject = j->subject;
     j->ctx.context.ptr = j->context ? j->context : "{}";
     j->ctx.context.len = strlen(j->ctx.context.ptr);
-    j->ctx.deadline_ms = remaining > 0 ? now_ms() + remaining : 0;
+    j->ctx.deadline_ms = remaining > 0 ? par_mono_ms() + remaining : 0;
     j->ctx._impl = j;
     j->out.api = &g_api;
     j->out._impl = j;
