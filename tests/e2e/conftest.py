@@ -191,7 +191,12 @@ def server_factory(tmp_path_factory):
         return s
 
     yield make
-    # stop every server, even when one of them fails its checks
+    stop_all(servers)
+
+
+def stop_all(servers):
+    """Stops every server, even when one of them fails its checks; then
+    raises the first failure."""
     failures = []
     for s in servers:
         try:

@@ -42,7 +42,7 @@ import time
 
 import requests
 
-from conftest import BUILD, SOURCE, Server, run
+from conftest import BUILD, SOURCE, Server, run, stop_all
 from peers import S3, free_port
 
 sys.path.insert(0, os.path.join(SOURCE, "bench"))
@@ -380,20 +380,8 @@ class Fleet:
         lb = getattr(self, "lb", None)
         if lb:
             lb.stop()
-        errors = []
-        for n in self.nodes:
-            try:
-                if n.killed and n.proc.poll() is not None:
-                    continue
-                n.stop()
-            except AssertionError as e:
-                errors.append(e)
-            finally:
-                if n.proc.poll() is None:
-                    n.proc.kill()
-                    n.proc.wait()
-        if errors:
-            raise errors[0]
+        # a node killed on purpose and gone is not stopped again
+        stop_all([n for n in self.nodes if not (n.killed and n.proc.poll() is not None)])
 
 
 class Load:
